@@ -1,0 +1,1 @@
+//! Storage engine and network server.
