@@ -1,0 +1,182 @@
+//! Storage errors, split by operation (after `cberner/redb:src/error.rs`):
+//! [`StorageError`] is what the disk or the store's state did wrong,
+//! [`AppendError`] and [`ReadError`] add the domain failures of each call.
+
+use std::io;
+use std::path::PathBuf;
+
+use logbook_protocol::{ExpectedVersion, NameError, StreamVersion};
+
+/// A failure of the storage layer itself.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// An I/O call failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// What we were doing: "open", "write", "fdatasync", ...
+        op: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Bytes on disk do not form a valid structure. Never served.
+    #[error("corrupt data in {} at offset {offset}: {reason}", file.display())]
+    Corrupt {
+        /// The file holding the bad bytes.
+        file: PathBuf,
+        /// Byte offset of the bad structure within the file.
+        offset: u64,
+        /// What check failed.
+        reason: String,
+    },
+    /// A checksum did not match: the bytes changed after they were written.
+    #[error("checksum mismatch in {} at offset {offset}: stored {expected:#010x}, computed {got:#010x}", file.display())]
+    ChecksumMismatch {
+        /// The file holding the bad bytes.
+        file: PathBuf,
+        /// Byte offset of the structure whose checksum failed.
+        offset: u64,
+        /// Checksum computed over the bytes read.
+        got: u32,
+        /// Checksum stored beside them.
+        expected: u32,
+    },
+    /// Another process holds the data directory's lock.
+    #[error("data directory {} is locked by another process (is another logbookd running on it?)", path.display())]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
+    /// A file was written by a newer (or unknown) format version.
+    #[error("{} has format version {found}, this build reads version {supported}", file.display())]
+    UnsupportedFormat {
+        /// The file.
+        file: PathBuf,
+        /// Version found in the file header.
+        found: u32,
+        /// Version this build reads.
+        supported: u32,
+    },
+    /// A write or fdatasync failed earlier. What reached the disk is unknown,
+    /// so the store refuses all further writes until it is restarted and
+    /// recovery has re-read the log (see the README's durability section).
+    #[error("writes are disabled until restart: an earlier write failed ({reason})")]
+    WriterFailed {
+        /// The original failure.
+        reason: String,
+    },
+    /// The store is shutting down and accepts no more writes.
+    #[error("the store is shutting down")]
+    ShuttingDown,
+    /// The configuration is unusable.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+}
+
+impl StorageError {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        StorageError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn corrupt(
+        file: impl Into<PathBuf>,
+        offset: u64,
+        reason: impl Into<String>,
+    ) -> Self {
+        StorageError::Corrupt {
+            file: file.into(),
+            offset,
+            reason: reason.into(),
+        }
+    }
+
+    /// Whether this error means stored bytes are damaged.
+    pub fn is_corruption(&self) -> bool {
+        matches!(
+            self,
+            StorageError::Corrupt { .. } | StorageError::ChecksumMismatch { .. }
+        )
+    }
+}
+
+/// Which limit an append exceeded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Limit {
+    /// Bytes of one event (type + metadata + data).
+    EventBytes,
+    /// Bytes of a whole batch.
+    BatchBytes,
+    /// Number of events in a batch.
+    BatchEvents,
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Limit::EventBytes => "event size in bytes",
+            Limit::BatchBytes => "batch size in bytes",
+            Limit::BatchEvents => "events per batch",
+        })
+    }
+}
+
+/// Why an append was refused. Nothing was written in any of these cases.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppendError {
+    /// The stream was not at the version the writer expected.
+    #[error("wrong expected version for stream {stream}: expected {expected}, actual {}", match .actual { Some(v) => v.to_string(), None => "no stream".to_string() })]
+    WrongExpectedVersion {
+        /// The stream.
+        stream: String,
+        /// What the writer expected.
+        expected: ExpectedVersion,
+        /// The stream's last version at commit time (None: no events).
+        actual: Option<StreamVersion>,
+    },
+    /// The batch holds no events.
+    #[error("an append needs at least one event")]
+    EmptyBatch,
+    /// An event type is not acceptable.
+    #[error("event {index}: {source}")]
+    InvalidEventType {
+        /// Index of the event in the batch.
+        index: usize,
+        /// What is wrong with it.
+        #[source]
+        source: NameError,
+    },
+    /// A limit was exceeded.
+    #[error("{limit} is {actual}, the limit is {max}")]
+    TooLarge {
+        /// Which limit.
+        limit: Limit,
+        /// The size or count found.
+        actual: u64,
+        /// The configured maximum.
+        max: u64,
+    },
+    /// The storage layer failed. If the failure hit this batch's own write or
+    /// fdatasync, the batch may or may not be on disk; after a restart,
+    /// retrying the same batch (same event ids) is answered idempotently as
+    /// long as no other batch was appended to the stream in between.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Why a read failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// The storage layer failed (I/O error or corruption).
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}

@@ -1,0 +1,208 @@
+//! `index/MANIFEST`: which index tables are live and how far they cover the
+//! log. Replaced atomically: write `MANIFEST.tmp`, fsync it, rename it over
+//! `MANIFEST`, fsync the directory. A crash at any point leaves either the
+//! old or the new manifest, never a mix.
+//!
+//! ```text
+//! 0   [8]  magic            "LGBKMANI"
+//! 8   u32  format_version   1
+//! 12  u32  table_count
+//! 16  u64  indexed_through  every event below this position is in a table
+//! 24  u64  next_table_id
+//! 32  table_count x u64     table ids, oldest (lowest positions) first
+//! ..  u32  crc32c           over everything before it
+//! ```
+
+use std::path::Path;
+
+use super::error::StorageError;
+use super::fs::{OpenMode, Vfs};
+
+/// Magic number opening a manifest.
+pub const MAGIC: [u8; 8] = *b"LGBKMANI";
+/// Manifest format version written by this build.
+pub const FORMAT_VERSION: u32 = 1;
+/// File name.
+pub const FILE_NAME: &str = "MANIFEST";
+const TMP_NAME: &str = "MANIFEST.tmp";
+
+/// The manifest's contents.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Manifest {
+    /// Every event below this position is indexed by a table.
+    pub indexed_through: u64,
+    /// Id for the next table written.
+    pub next_table_id: u64,
+    /// Live tables, oldest first.
+    pub tables: Vec<u64>,
+}
+
+impl Manifest {
+    /// Encodes the manifest.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(36 + self.tables.len() * 8);
+        v.extend_from_slice(&MAGIC);
+        v.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        v.extend_from_slice(&(self.tables.len() as u32).to_le_bytes());
+        v.extend_from_slice(&self.indexed_through.to_le_bytes());
+        v.extend_from_slice(&self.next_table_id.to_le_bytes());
+        for t in &self.tables {
+            v.extend_from_slice(&t.to_le_bytes());
+        }
+        let crc = crc32c::crc32c(&v);
+        v.extend_from_slice(&crc.to_le_bytes());
+        v
+    }
+
+    /// Decodes and checks a manifest.
+    pub fn decode(path: &Path, b: &[u8]) -> Result<Manifest, StorageError> {
+        let u32_at = |at: usize| {
+            b.get(at..at + 4)
+                .and_then(|s| s.try_into().ok())
+                .map(u32::from_le_bytes)
+        };
+        let u64_at = |at: usize| {
+            b.get(at..at + 8)
+                .and_then(|s| s.try_into().ok())
+                .map(u64::from_le_bytes)
+        };
+        if b.get(0..8) != Some(&MAGIC[..]) {
+            return Err(StorageError::corrupt(
+                path,
+                0,
+                "not a Logbook manifest (bad magic)",
+            ));
+        }
+        let short = || StorageError::corrupt(path, 0, "manifest is truncated");
+        let count = u32_at(12).ok_or_else(short)? as usize;
+        let len = 32 + count * 8 + 4;
+        if b.len() != len {
+            return Err(StorageError::corrupt(
+                path,
+                0,
+                "manifest length does not match its table count",
+            ));
+        }
+        let expected = u32_at(len - 4).ok_or_else(short)?;
+        let got = crc32c::crc32c(b.get(..len - 4).unwrap_or_default());
+        if got != expected {
+            return Err(StorageError::ChecksumMismatch {
+                file: path.to_path_buf(),
+                offset: 0,
+                got,
+                expected,
+            });
+        }
+        let version = u32_at(8).ok_or_else(short)?;
+        if version != FORMAT_VERSION {
+            return Err(StorageError::UnsupportedFormat {
+                file: path.to_path_buf(),
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        Ok(Manifest {
+            indexed_through: u64_at(16).ok_or_else(short)?,
+            next_table_id: u64_at(24).ok_or_else(short)?,
+            tables: (0..count)
+                .map(|i| u64_at(32 + i * 8).unwrap_or(0))
+                .collect(),
+        })
+    }
+
+    /// Reads `dir/MANIFEST`; `Ok(None)` if there is none yet.
+    pub fn load(vfs: &dyn Vfs, dir: &Path) -> Result<Option<Manifest>, StorageError> {
+        let path = dir.join(FILE_NAME);
+        if !vfs.exists(&path) {
+            return Ok(None);
+        }
+        let f = vfs
+            .open(&path, OpenMode::Read)
+            .map_err(|e| StorageError::io("open", &path, e))?;
+        let len = f.len().map_err(|e| StorageError::io("stat", &path, e))?;
+        if len > 64 << 20 {
+            return Err(StorageError::corrupt(
+                &path,
+                0,
+                "manifest is implausibly large",
+            ));
+        }
+        let mut b = vec![0u8; len as usize];
+        f.read_exact_at(&mut b, 0)
+            .map_err(|e| StorageError::io("read", &path, e))?;
+        Manifest::decode(&path, &b).map(Some)
+    }
+
+    /// Atomically replaces `dir/MANIFEST` with this manifest.
+    pub fn store(&self, vfs: &dyn Vfs, dir: &Path) -> Result<(), StorageError> {
+        let tmp = dir.join(TMP_NAME);
+        let path = dir.join(FILE_NAME);
+        if vfs.exists(&tmp) {
+            vfs.remove_file(&tmp)
+                .map_err(|e| StorageError::io("remove", &tmp, e))?;
+        }
+        let f = vfs
+            .open(&tmp, OpenMode::CreateNew)
+            .map_err(|e| StorageError::io("create", &tmp, e))?;
+        f.write_all_at(&self.encode(), 0)
+            .map_err(|e| StorageError::io("write", &tmp, e))?;
+        // The rename below must never expose a manifest whose bytes are not
+        // on disk yet.
+        f.sync_data()
+            .map_err(|e| StorageError::io("fdatasync", &tmp, e))?;
+        vfs.rename(&tmp, &path)
+            .map_err(|e| StorageError::io("rename", &path, e))?;
+        // Until the directory is synced the rename itself may be lost.
+        vfs.sync_dir(dir)
+            .map_err(|e| StorageError::io("sync dir", dir, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::fs::{CrashMode, MemFs};
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn round_trip(it in any::<u64>(), next in any::<u64>(), tables in proptest::collection::vec(any::<u64>(), 0..20)) {
+            let m = Manifest { indexed_through: it, next_table_id: next, tables };
+            let b = m.encode();
+            prop_assert_eq!(Manifest::decode(Path::new("M"), &b).unwrap(), m);
+            for cut in 0..b.len() {
+                prop_assert!(Manifest::decode(Path::new("M"), &b[..cut]).is_err());
+            }
+        }
+
+        #[test]
+        fn bit_flips_are_detected(tables in proptest::collection::vec(any::<u64>(), 0..5), at in any::<prop::sample::Index>(), bit in 0u8..8) {
+            let m = Manifest { indexed_through: 5, next_table_id: 9, tables };
+            let mut b = m.encode();
+            let at = at.index(b.len());
+            b[at] ^= 1 << bit;
+            prop_assert!(Manifest::decode(Path::new("M"), &b).is_err());
+        }
+    }
+
+    #[test]
+    fn store_survives_crash_as_old_or_new() {
+        let fs = MemFs::new();
+        let dir = Path::new("/i");
+        fs.create_dir_all(dir).unwrap();
+        let a = Manifest {
+            indexed_through: 1,
+            next_table_id: 2,
+            tables: vec![1],
+        };
+        a.store(&fs, dir).unwrap();
+        let b = Manifest {
+            indexed_through: 7,
+            next_table_id: 3,
+            tables: vec![1, 2],
+        };
+        b.store(&fs, dir).unwrap();
+        let after = fs.crash(CrashMode::DropUnsynced);
+        assert_eq!(Manifest::load(&after, dir).unwrap(), Some(b));
+    }
+}

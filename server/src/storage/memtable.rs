@@ -1,0 +1,246 @@
+//! The in-memory part of the stream index: recent entries, per stream, in
+//! version order. Frozen memtables are written to `.sidx` tables off the
+//! writer's path.
+//!
+//! Keyed by the stream's 64-bit hash (the same hash the tables sort by), with
+//! the stream name kept beside the entries so that two streams whose hashes
+//! collide never share a list: a collision moves the second stream to a
+//! small side map keyed by name.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use logbook_protocol::{Direction, Text};
+
+/// Hash of a stream name, as stored in the index. xxh3 is stable across
+/// versions and platforms, which a persisted hash must be.
+pub fn stream_hash(name: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(name.as_bytes())
+}
+
+/// Hasher for keys that are already well-mixed 64-bit hashes.
+#[derive(Default, Clone, Copy)]
+pub struct IdentityHasher(u64);
+
+impl Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are expected; fold anything else in.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+/// Map keyed by a stream hash.
+pub type HashKeyed<V> = HashMap<u64, V, BuildHasherDefault<IdentityHasher>>;
+
+/// Where one event lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Entry {
+    /// Stream version.
+    pub version: u64,
+    /// Global position.
+    pub position: u64,
+    /// Byte offset of the record holding it, in the segment holding
+    /// `position`.
+    pub offset: u64,
+}
+
+#[derive(Debug)]
+struct Stream {
+    name: Text,
+    entries: Vec<Entry>,
+}
+
+/// Recent index entries.
+#[derive(Debug, Default)]
+pub struct Memtable {
+    streams: HashKeyed<Stream>,
+    /// Streams whose hash collides with a different stream in `streams`,
+    /// with their hash.
+    collided: HashMap<Box<str>, (u64, Vec<Entry>)>,
+    len: usize,
+    /// Positions covered: entries for every event in `[start, end)`.
+    pub start: u64,
+    /// See `start`.
+    pub end: u64,
+}
+
+impl Memtable {
+    /// An empty memtable covering nothing, starting at `start`.
+    pub fn new(start: u64) -> Memtable {
+        Memtable {
+            start,
+            end: start,
+            ..Memtable::default()
+        }
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Adds the entries of one record: `count` events of `name` starting at
+    /// `first_version` / `first_position`. Versions must continue the
+    /// stream's entries (the writer guarantees it).
+    pub fn insert(
+        &mut self,
+        hash: u64,
+        name: &str,
+        first_version: u64,
+        first_position: u64,
+        count: u64,
+        offset: u64,
+    ) {
+        let entries = match self.streams.get_mut(&hash) {
+            Some(s) if s.name == name => &mut s.entries,
+            Some(_) => {
+                &mut self
+                    .collided
+                    .entry(Box::from(name))
+                    .or_insert((hash, Vec::new()))
+                    .1
+            }
+            None => {
+                // Copy the name: the caller's may be a slice of a large
+                // network buffer that must not be kept alive by the index.
+                &mut self
+                    .streams
+                    .entry(hash)
+                    .or_insert(Stream {
+                        name: Text::from(name),
+                        entries: Vec::new(),
+                    })
+                    .entries
+            }
+        };
+        entries.extend((0..count).map(|i| Entry {
+            version: first_version + i,
+            position: first_position + i,
+            offset,
+        }));
+        self.len += count as usize;
+        self.end = self.end.max(first_position + count);
+    }
+
+    fn entries(&self, hash: u64, name: &str) -> &[Entry] {
+        match self.streams.get(&hash) {
+            Some(s) if s.name == name => &s.entries,
+            Some(_) => self
+                .collided
+                .get(name)
+                .map(|(_, v)| v.as_slice())
+                .unwrap_or_default(),
+            None => &[],
+        }
+    }
+
+    /// The stream's last entry here, if any.
+    pub fn last(&self, hash: u64, name: &str) -> Option<Entry> {
+        self.entries(hash, name).last().copied()
+    }
+
+    /// Appends to `out` up to `limit` entries of the stream, from version
+    /// `from` in `direction` (inclusive).
+    pub fn range(
+        &self,
+        hash: u64,
+        name: &str,
+        from: u64,
+        direction: Direction,
+        limit: usize,
+        out: &mut Vec<Entry>,
+    ) {
+        let e = self.entries(hash, name);
+        match direction {
+            Direction::Forward => {
+                let i = e.partition_point(|x| x.version < from);
+                out.extend(e.iter().skip(i).take(limit));
+            }
+            Direction::Backward => {
+                let i = e.partition_point(|x| x.version <= from);
+                out.extend(e.iter().take(i).rev().take(limit));
+            }
+        }
+    }
+
+    /// All entries as `(hash, entry)`, sorted by hash, then version, then
+    /// position: the order of a `.sidx` table.
+    pub fn sorted_entries(&self) -> Vec<(u64, Entry)> {
+        let mut out: Vec<(u64, Entry)> = Vec::with_capacity(self.len);
+        for (h, s) in &self.streams {
+            out.extend(s.entries.iter().map(|e| (*h, *e)));
+        }
+        for (h, entries) in self.collided.values() {
+            out.extend(entries.iter().map(|e| (*h, *e)));
+        }
+        out.sort_unstable_by_key(|(h, e)| (*h, e.version, e.position));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_in_both_directions() {
+        let mut m = Memtable::new(0);
+        let h = stream_hash("a");
+        m.insert(h, "a", 0, 0, 3, 32);
+        m.insert(stream_hash("b"), "b", 0, 3, 1, 500);
+        m.insert(h, "a", 3, 4, 2, 900);
+        assert_eq!(m.len(), 6);
+        assert_eq!((m.start, m.end), (0, 6));
+        let mut out = Vec::new();
+        m.range(h, "a", 1, Direction::Forward, 3, &mut out);
+        assert_eq!(
+            out.iter().map(|e| e.version).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        assert_eq!(out[2].position, 4);
+        assert_eq!(out[2].offset, 900);
+        out.clear();
+        m.range(h, "a", 3, Direction::Backward, 10, &mut out);
+        assert_eq!(
+            out.iter().map(|e| e.version).collect::<Vec<_>>(),
+            vec![3, 2, 1, 0]
+        );
+        out.clear();
+        m.range(h, "a", u64::MAX, Direction::Backward, 1, &mut out);
+        assert_eq!(out[0].version, 4);
+        assert_eq!(m.last(h, "a").unwrap().version, 4);
+        assert!(m.last(h, "zzz").is_none());
+    }
+
+    #[test]
+    fn colliding_hashes_keep_streams_apart() {
+        let mut m = Memtable::new(0);
+        // Force a collision by inserting two names under one hash.
+        m.insert(7, "a", 0, 0, 2, 32);
+        m.insert(7, "b", 0, 2, 1, 99);
+        m.insert(7, "a", 2, 3, 1, 200);
+        let mut out = Vec::new();
+        m.range(7, "a", 0, Direction::Forward, 10, &mut out);
+        assert_eq!(
+            out.iter().map(|e| e.position).collect::<Vec<_>>(),
+            vec![0, 1, 3]
+        );
+        out.clear();
+        m.range(7, "b", 0, Direction::Forward, 10, &mut out);
+        assert_eq!(out.iter().map(|e| e.position).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(m.sorted_entries().len(), 4);
+    }
+}

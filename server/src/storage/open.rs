@@ -1,0 +1,518 @@
+//! Opening a store: lock, recover the log, load the index, replay the tail.
+//!
+//! 1. Take `<data>/LOCK`: a second process on the directory fails at once.
+//! 2. Sealed segments: check header and footer only (start-up must not
+//!    depend on the store's size; records are checked when read and by
+//!    `verify`). A segment that is not the last but has no footer is scanned
+//!    and sealed.
+//! 3. The last segment: scan every record. At the first record that fails
+//!    its checks, decide between a torn last write and damage to
+//!    acknowledged data (see [`segment::search_tail`]): a torn write is cut
+//!    off (and logged); damage makes `open` fail with file and offset,
+//!    unless [`RecoveryMode::TruncateDamagedTail`] is configured.
+//! 4. Index: load the MANIFEST's tables, delete files it does not list, and
+//!    replay the log from `indexed_through` into the memtable. Index files
+//!    are derived data: if they are missing or damaged, the index is rebuilt
+//!    from the log.
+//!
+//! Start-up reads: every segment's header and footer, every table's footer,
+//! fences and bloom (about 1% of the index), the whole last segment (at most
+//! `segment_bytes`) and the unindexed tail (at most `index_flush_entries`
+//! events plus one segment).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+
+use super::config::{RecoveryMode, StoreConfig};
+use super::error::StorageError;
+use super::fs::{LockGuard, OpenMode, VFile};
+use super::manifest::{self, Manifest};
+use super::memtable::{Memtable, stream_hash};
+use super::segment::{self, FOOTER_LEN, HEADER_LEN, PIDX_INTERVAL, PidxEntry, ScanEnd, Segment};
+use super::shared::{Counters, IndexState, Shared, Visit};
+use super::sidx::{self, Table};
+use super::writer::{self, FLAG_GROUP_END};
+
+/// A cut made by recovery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Truncation {
+    /// The segment cut.
+    pub file: PathBuf,
+    /// Where the cut is: everything from here on was removed.
+    pub offset: u64,
+    /// Bytes removed.
+    pub bytes: u64,
+    /// Why the first removed record was bad.
+    pub reason: String,
+}
+
+/// What recovery found and did.
+#[derive(Clone, Debug, Default)]
+pub struct RecoveryReport {
+    /// Segments in the log.
+    pub segments: usize,
+    /// Events in the store (the next position).
+    pub events: u64,
+    /// A torn tail (or, in repair mode, damaged data) that was cut off.
+    pub truncated: Option<Truncation>,
+    /// Segments that were complete but unsealed (a crash during roll-over)
+    /// and were sealed.
+    pub sealed: Vec<PathBuf>,
+    /// Index tables loaded.
+    pub index_tables: usize,
+    /// Why the index was rebuilt from the log, if it was.
+    pub index_rebuilt: Option<String>,
+    /// Files removed because nothing refers to them.
+    pub removed_files: Vec<PathBuf>,
+    /// Events replayed from the log into the memtable.
+    pub replayed_events: u64,
+    /// Wall time of the whole open.
+    pub duration: Duration,
+}
+
+pub(crate) struct Opened {
+    pub shared: Arc<Shared>,
+    pub active: Arc<Segment>,
+    pub pidx: Vec<PidxEntry>,
+    pub records_in_segment: u64,
+    pub last_timestamp: i64,
+    pub lock: Box<dyn LockGuard>,
+    pub report: RecoveryReport,
+}
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StorageError + 'a {
+    move |e| StorageError::io(op, path, e)
+}
+
+fn read_header(path: &Path, file: &dyn VFile) -> Result<u64, StorageError> {
+    let mut h = [0u8; HEADER_LEN as usize];
+    file.read_exact_at(&mut h, 0).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => {
+            StorageError::corrupt(path, 0, "segment shorter than its header")
+        }
+        _ => StorageError::io("read", path, e),
+    })?;
+    segment::decode_header(path, &h)
+}
+
+fn read_footer(
+    path: &Path,
+    file: &dyn VFile,
+    len: u64,
+) -> Result<Option<segment::Footer>, StorageError> {
+    if len < HEADER_LEN + FOOTER_LEN {
+        return Ok(None);
+    }
+    let mut f = [0u8; FOOTER_LEN as usize];
+    file.read_exact_at(&mut f, len - FOOTER_LEN)
+        .map_err(io("read", path))?;
+    segment::decode_footer(path, len, &f)
+}
+
+/// State of the last segment after its scan.
+struct Tail {
+    pidx: Vec<PidxEntry>,
+    records: u64,
+    data_end: u64,
+    end_position: u64,
+    last_timestamp: i64,
+}
+
+/// Scans a segment's records from the start, rebuilding its pidx.
+fn scan_segment(
+    config: &StoreConfig,
+    seg: &Segment,
+    limit: u64,
+) -> Result<(Tail, ScanEnd), StorageError> {
+    let mut reader = segment::RecordReader::new(
+        config.read_chunk_bytes.max(1 << 20),
+        config.max_record_bytes() as usize,
+    );
+    let mut pidx: Vec<PidxEntry> = Vec::new();
+    let mut last_timestamp = 0;
+    let scan = segment::scan(
+        seg,
+        HEADER_LEN,
+        limit,
+        Some(seg.first_position),
+        &mut reader,
+        |offset, rec| {
+            if pidx
+                .last()
+                .is_none_or(|p| offset >= p.offset + PIDX_INTERVAL)
+            {
+                pidx.push(PidxEntry {
+                    position: rec.first_position,
+                    offset,
+                });
+            }
+            last_timestamp = rec.timestamp_us;
+            Ok(())
+        },
+    )?;
+    Ok((
+        Tail {
+            pidx,
+            records: scan.records,
+            data_end: scan.data_end,
+            end_position: scan.end_position.unwrap_or(seg.first_position),
+            last_timestamp,
+        },
+        scan.end,
+    ))
+}
+
+/// Opens (and if needed creates and recovers) the store in `config.data_dir`.
+pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
+    let started = Instant::now();
+    config.validate()?;
+    let vfs = Arc::clone(&config.vfs);
+    let data = config.data_dir.clone();
+    let log_dir = data.join("log");
+    let index_dir = data.join("index");
+    for d in [&data, &log_dir, &index_dir] {
+        vfs.create_dir_all(d).map_err(io("create dir", d))?;
+    }
+    let lock_path = data.join("LOCK");
+    let lock = vfs
+        .try_lock(&lock_path)
+        .map_err(io("lock", &lock_path))?
+        .ok_or(StorageError::Locked { path: lock_path })?;
+    let mut report = RecoveryReport::default();
+
+    // --- Segments -------------------------------------------------------
+    let mut names: Vec<(u64, String)> = Vec::new();
+    for name in vfs.list_dir(&log_dir).map_err(io("list", &log_dir))? {
+        match segment::parse_file_name(&name) {
+            Some(first) => names.push((first, name)),
+            None => {
+                tracing::warn!(file = %log_dir.join(&name).display(), "ignoring unknown file in the log directory")
+            }
+        }
+    }
+    names.sort();
+    let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(names.len() + 1);
+    let mut expect_first = 0u64;
+    let mut tail: Option<Tail> = None;
+    let count = names.len();
+    for (i, (first, name)) in names.iter().enumerate() {
+        let path = log_dir.join(name);
+        let last = i + 1 == count;
+        let file = vfs
+            .open(&path, OpenMode::ReadWrite)
+            .map_err(io("open", &path))?;
+        let header_first = read_header(&path, &*file)?;
+        if header_first != *first {
+            return Err(StorageError::corrupt(
+                &path,
+                16,
+                format!("header says first position {header_first}, file name says {first}"),
+            ));
+        }
+        if *first != expect_first {
+            return Err(StorageError::corrupt(
+                &path,
+                0,
+                format!(
+                    "segment starts at position {first}, but the previous one ends at {expect_first}: events are missing"
+                ),
+            ));
+        }
+        let len = file.len().map_err(io("stat", &path))?;
+        if let Some(footer) = read_footer(&path, &*file, len)? {
+            if footer.first_position != *first {
+                return Err(StorageError::corrupt(
+                    &path,
+                    len - FOOTER_LEN,
+                    "footer's first position differs from the header's",
+                ));
+            }
+            expect_first = footer.end_position;
+            segments.push(Arc::new(Segment::sealed_from_footer(path, file, &footer)));
+            continue;
+        }
+        // No footer: the active segment, or (if not last) a segment whose
+        // seal was interrupted.
+        let seg = Segment::new(
+            path.clone(),
+            Arc::clone(&file),
+            *first,
+            len,
+            *first,
+            Vec::new(),
+            false,
+        );
+        let (t, end) = scan_segment(&config, &seg, len)?;
+        if !last {
+            if end != ScanEnd::Clean {
+                return Err(StorageError::corrupt(
+                    &path,
+                    t.data_end,
+                    format!("damaged record in a segment that is not the last: {end:?}"),
+                ));
+            }
+            let footer = segment::Footer {
+                data_end: t.data_end,
+                record_count: t.records,
+                first_position: *first,
+                end_position: t.end_position,
+                pidx_count: t.pidx.len() as u32,
+                pidx_crc: 0,
+            };
+            let seal = segment::encode_seal(&t.pidx, &footer);
+            file.write_all_at(&seal, t.data_end)
+                .map_err(io("write footer", &path))?;
+            file.set_len(t.data_end + seal.len() as u64)
+                .map_err(io("truncate", &path))?;
+            file.sync_data().map_err(io("fdatasync", &path))?;
+            tracing::warn!(file = %path.display(), "sealed a segment left unsealed by a crash during roll-over");
+            report.sealed.push(path.clone());
+            expect_first = t.end_position;
+            segments.push(Arc::new(Segment::new(
+                path,
+                file,
+                *first,
+                t.data_end,
+                t.end_position,
+                t.pidx,
+                true,
+            )));
+            continue;
+        }
+        // The last segment: anything after its last good record is either a
+        // torn write (cut it) or damage to acknowledged data (refuse).
+        let cut_reason = match &end {
+            ScanEnd::Bad { reason, .. } => Some(reason.clone()),
+            ScanEnd::Clean => None,
+        };
+        if t.data_end < len {
+            let search = segment::search_tail(
+                &seg,
+                t.data_end,
+                len,
+                t.end_position,
+                config.max_record_bytes() as usize,
+                FLAG_GROUP_END,
+            )?;
+            if let Some(proof) = search.acknowledged_after {
+                let reason = cut_reason
+                    .clone()
+                    .unwrap_or_else(|| "unreadable bytes".into());
+                let msg = format!(
+                    "damaged record at offset {} ({reason}) is followed by acknowledged records at offset {proof}: \
+                     this is corruption, not a torn write",
+                    t.data_end
+                );
+                if config.recovery == RecoveryMode::Strict {
+                    return Err(StorageError::corrupt(&path, t.data_end, msg));
+                }
+                tracing::error!(file = %path.display(), offset = t.data_end, "{msg}; truncating as configured");
+            }
+            if search.nonzero {
+                // Cut everything after the last good record, so that no stale
+                // bytes of an unacknowledged write can ever be mistaken for
+                // records once new ones are written in front of them.
+                file.set_len(t.data_end).map_err(io("truncate", &path))?;
+                file.sync_data().map_err(io("fdatasync", &path))?;
+                let cut = Truncation {
+                    file: path.clone(),
+                    offset: t.data_end,
+                    bytes: len - t.data_end,
+                    reason: cut_reason.unwrap_or_else(|| "bytes after the last record".into()),
+                };
+                tracing::warn!(file = %path.display(), offset = cut.offset, bytes = cut.bytes, reason = %cut.reason, "cut a torn tail");
+                report.truncated = Some(cut);
+            }
+        }
+        expect_first = t.end_position;
+        segments.push(Arc::new(Segment::new(
+            path,
+            file,
+            *first,
+            t.data_end,
+            t.end_position,
+            Vec::new(),
+            false,
+        )));
+        tail = Some(t);
+    }
+    let head = expect_first;
+    report.events = head;
+
+    let counters = Counters::default();
+    let (head_watch, _) = tokio::sync::watch::channel(head);
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        log_dir: log_dir.clone(),
+        index_dir: index_dir.clone(),
+        segments: RwLock::new(Arc::new(segments)),
+        index: RwLock::new(IndexState {
+            active: Memtable::new(0),
+            frozen: Vec::new(),
+            tables: Arc::new(Vec::new()),
+        }),
+        head: head.into(),
+        head_watch,
+        manifest: Mutex::new(Manifest::default()),
+        writer_failure: Mutex::new(None),
+        counters,
+    });
+
+    // The active segment: the last one if unsealed, else a new one.
+    let (active, pidx, records, last_timestamp) = match tail {
+        Some(t) => {
+            let seg = shared.segments.read().last().cloned();
+            match seg {
+                Some(s) => {
+                    s.publish(t.data_end, t.end_position, &t.pidx);
+                    (s, t.pidx, t.records, t.last_timestamp)
+                }
+                None => return Err(StorageError::InvalidConfig("no active segment".into())),
+            }
+        }
+        None => {
+            let seg = writer::create_segment(&shared, head)?;
+            let mut segs = shared.segments.write();
+            let mut v = Vec::clone(&segs);
+            v.push(Arc::clone(&seg));
+            *segs = Arc::new(v);
+            (seg, Vec::new(), 0, 0)
+        }
+    };
+    report.segments = shared.segments.read().len();
+
+    // --- Index ----------------------------------------------------------
+    load_index(&shared, &mut report)?;
+    let from = shared.manifest.lock().indexed_through;
+    {
+        let mut g = shared.index.write();
+        g.active = Memtable::new(from);
+    }
+    if from < head {
+        let segs = Arc::clone(&shared.segments.read());
+        let mut replayed = 0u64;
+        let mut mem = Memtable::new(from);
+        shared.scan_forward(&segs, from, head, |loc, skip| {
+            if skip != 0 {
+                return Err(StorageError::corrupt(
+                    loc.path,
+                    loc.offset,
+                    "index checkpoint is not at a record boundary",
+                ));
+            }
+            let rec = loc.record;
+            let n = u64::from(rec.count);
+            mem.insert(
+                stream_hash(&rec.stream),
+                &rec.stream,
+                rec.first_version,
+                rec.first_position,
+                n,
+                loc.offset,
+            );
+            replayed += n;
+            Ok(Visit::Continue)
+        })?;
+        report.replayed_events = replayed;
+        shared.index.write().active = mem;
+    }
+    let last_timestamp = if last_timestamp == 0 && head > 0 {
+        // The last segment is new: take the time from the last record.
+        shared
+            .read_all(head - 1, logbook_protocol::Direction::Forward, 1)?
+            .first()
+            .map(|e| e.timestamp_us)
+            .unwrap_or(0)
+    } else {
+        last_timestamp
+    };
+    report.duration = started.elapsed();
+    Ok(Opened {
+        shared,
+        active,
+        pidx,
+        records_in_segment: records,
+        last_timestamp,
+        lock,
+        report,
+    })
+}
+
+/// Loads the MANIFEST's tables, or decides to rebuild the index.
+fn load_index(shared: &Shared, report: &mut RecoveryReport) -> Result<(), StorageError> {
+    let vfs = &*shared.config.vfs;
+    let dir = &shared.index_dir;
+    let head = shared.head();
+    let loaded: Result<(Manifest, Vec<Arc<Table>>), String> = (|| {
+        let m = match Manifest::load(vfs, dir) {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok((Manifest::default(), Vec::new())),
+            Err(e) => return Err(e.to_string()),
+        };
+        let mut tables = Vec::with_capacity(m.tables.len());
+        let mut expect = 0u64;
+        for &id in &m.tables {
+            let t = Table::open(vfs, dir, id).map_err(|e| e.to_string())?;
+            if t.start_position != expect {
+                return Err(format!(
+                    "index table {id} starts at {}, expected {expect}",
+                    t.start_position
+                ));
+            }
+            expect = t.end_position;
+            tables.push(Arc::new(t));
+        }
+        if expect != m.indexed_through {
+            return Err(format!(
+                "index tables end at {expect}, the manifest says {}",
+                m.indexed_through
+            ));
+        }
+        if m.indexed_through > head {
+            return Err(format!(
+                "index covers position {} but the log ends at {head}",
+                m.indexed_through
+            ));
+        }
+        if m.tables.iter().any(|&id| id >= m.next_table_id) {
+            return Err("manifest's next table id is not above its tables".into());
+        }
+        Ok((m, tables))
+    })();
+    let (manifest, tables) = match loaded {
+        Ok(x) => x,
+        Err(reason) => {
+            tracing::warn!(%reason, "rebuilding the stream index from the log");
+            report.index_rebuilt = Some(reason);
+            let m = Manifest::default();
+            m.store(vfs, dir)?;
+            (m, Vec::new())
+        }
+    };
+    // Remove files the manifest does not list: tables of interrupted
+    // flushes or merges, and a leftover MANIFEST.tmp.
+    let mut next_id = manifest.next_table_id;
+    for name in vfs.list_dir(dir).map_err(io("list", dir))? {
+        let keep = match sidx::parse_file_name(&name) {
+            Some(id) => {
+                next_id = next_id.max(id + 1);
+                manifest.tables.contains(&id)
+            }
+            None => name == manifest::FILE_NAME,
+        };
+        if !keep {
+            let p = dir.join(&name);
+            vfs.remove_file(&p).map_err(io("remove", &p))?;
+            report.removed_files.push(p);
+        }
+    }
+    report.index_tables = tables.len();
+    let mut m = manifest;
+    m.next_table_id = next_id;
+    *shared.manifest.lock() = m;
+    shared.index.write().tables = Arc::new(tables);
+    Ok(())
+}

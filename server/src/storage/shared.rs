@@ -1,0 +1,533 @@
+//! State shared by the writer, the index flusher and readers, and the read
+//! paths over it.
+//!
+//! Readers take no lock across I/O: they load the durable head, snapshot the
+//! segment list and the index (cloning `Arc`s under a short read lock), and
+//! then read files. Everything they can reach through the snapshot is
+//! immutable or append-only, and bounded by the durable head they loaded
+//! first, so they never see an event that is not synced.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use logbook_protocol::{Direction, RecordedEvent};
+use parking_lot::{Mutex, RwLock};
+
+use super::config::StoreConfig;
+use super::error::StorageError;
+use super::manifest::Manifest;
+use super::memtable::{Entry, Memtable, stream_hash};
+use super::record::Record;
+use super::segment::{HEADER_LEN, RecordReader, Segment};
+use super::sidx::Table;
+
+/// The stream index: an LSM of one active memtable, memtables waiting to be
+/// flushed, and immutable tables. Each covers a contiguous range of log
+/// positions; oldest first.
+#[derive(Debug)]
+pub struct IndexState {
+    /// Receives the writer's entries.
+    pub active: Memtable,
+    /// Frozen, waiting for the flusher; oldest first.
+    pub frozen: Vec<Arc<Memtable>>,
+    /// On disk; oldest first.
+    pub tables: Arc<Vec<Arc<Table>>>,
+}
+
+/// Counters for stats and benches.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Appends acknowledged (including idempotent repeats).
+    pub appends: AtomicU64,
+    /// Events written.
+    pub events: AtomicU64,
+    /// Group commits (one write each).
+    pub groups: AtomicU64,
+    /// `fdatasync` calls on segment data.
+    pub fsyncs: AtomicU64,
+    /// Bytes of records written.
+    pub bytes: AtomicU64,
+    /// Appends refused for a wrong expected version.
+    pub conflicts: AtomicU64,
+    /// Index tables written by flushes.
+    pub flushes: AtomicU64,
+    /// Index tables written by merges.
+    pub merges: AtomicU64,
+}
+
+/// Shared engine state.
+#[derive(Debug)]
+pub struct Shared {
+    /// Configuration.
+    pub config: StoreConfig,
+    /// `<data>/log`.
+    pub log_dir: PathBuf,
+    /// `<data>/index`.
+    pub index_dir: PathBuf,
+    /// Segments in log order. Replaced (copy on write) when one is added.
+    pub segments: RwLock<Arc<Vec<Arc<Segment>>>>,
+    /// The stream index.
+    pub index: RwLock<IndexState>,
+    /// Number of durable events: the next position to assign. Readers never
+    /// go past it.
+    pub head: AtomicU64,
+    /// Publishes `head` to subscribers.
+    pub head_watch: tokio::sync::watch::Sender<u64>,
+    /// The index manifest as last stored (flusher only, after open).
+    pub manifest: Mutex<Manifest>,
+    /// Set when a write failed: the reason writes are refused.
+    pub writer_failure: Mutex<Option<String>>,
+    /// Counters.
+    pub counters: Counters,
+}
+
+/// A record and where it was read from, for error messages.
+pub(crate) struct Located<'a> {
+    pub record: &'a Record,
+    pub path: &'a std::path::Path,
+    pub offset: u64,
+}
+
+impl Located<'_> {
+    /// Decodes the record's events, reporting failures with file and offset.
+    pub fn events(&self) -> impl Iterator<Item = Result<RecordedEvent, StorageError>> + '_ {
+        self.record
+            .events()
+            .map(|r| r.map_err(|e| StorageError::corrupt(self.path, self.offset, format!("{e:?}"))))
+    }
+}
+
+/// Outcome of visiting one entry of a stream.
+pub(crate) enum Visit {
+    Continue,
+    Stop,
+}
+
+/// One source of index entries for a stream read.
+enum Source {
+    /// Entries copied from the active memtable (exact: no collisions).
+    Exact(Vec<Entry>),
+    Frozen(Arc<Memtable>),
+    Table(Arc<Table>),
+}
+
+impl Shared {
+    /// Number of durable events.
+    pub fn head(&self) -> u64 {
+        self.head.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn reader(&self, chunk: usize) -> RecordReader {
+        RecordReader::new(chunk, self.config.max_record_bytes() as usize)
+    }
+
+    /// Index in `segs` of the segment holding `position`.
+    fn segment_index(segs: &[Arc<Segment>], position: u64) -> Option<usize> {
+        segs.partition_point(|s| s.first_position <= position)
+            .checked_sub(1)
+    }
+
+    /// Reads the global log from `from` (inclusive) in `direction`, at most
+    /// `max` events.
+    pub fn read_all(
+        &self,
+        from: u64,
+        direction: Direction,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, StorageError> {
+        // Head first, then the segment list: every segment holding a position
+        // below the head was listed before the head was published.
+        let head = self.head();
+        let segs = Arc::clone(&self.segments.read());
+        let mut out = Vec::new();
+        if max == 0 || head == 0 {
+            return Ok(out);
+        }
+        match direction {
+            Direction::Forward => {
+                if from >= head {
+                    return Ok(out);
+                }
+                out.reserve(max.min((head - from) as usize).min(64 * 1024));
+                self.scan_forward(&segs, from, head, |rec, skip| {
+                    for e in rec.events().skip(skip) {
+                        out.push(e?);
+                        if out.len() == max {
+                            return Ok(Visit::Stop);
+                        }
+                    }
+                    Ok(Visit::Continue)
+                })?;
+                // Never past the head: a record straddles it only if the
+                // head is not at a record boundary, which the writer forbids,
+                // but the bound is cheap.
+                out.retain(|e| e.position.0 < head);
+            }
+            Direction::Backward => {
+                let start = from.min(head - 1);
+                self.scan_backward(&segs, start, |rec, take| {
+                    let events: Vec<RecordedEvent> =
+                        rec.events().take(take).collect::<Result<_, _>>()?;
+                    for e in events.into_iter().rev() {
+                        out.push(e);
+                        if out.len() == max {
+                            return Ok(Visit::Stop);
+                        }
+                    }
+                    Ok(Visit::Continue)
+                })?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Calls `visit(record, skip)` for each record from the one holding
+    /// `from` up to `head`, where `skip` is the number of leading events
+    /// before `from`. Checks that positions are contiguous.
+    pub(crate) fn scan_forward(
+        &self,
+        segs: &[Arc<Segment>],
+        from: u64,
+        head: u64,
+        mut visit: impl FnMut(&Located<'_>, usize) -> Result<Visit, StorageError>,
+    ) -> Result<(), StorageError> {
+        let Some(mut si) = Self::segment_index(segs, from) else {
+            return Ok(());
+        };
+        let mut reader = self.reader(self.config.read_chunk_bytes);
+        let Some(seg) = segs.get(si) else {
+            return Ok(());
+        };
+        let mut offset = seg.seek_offset(from)?;
+        let mut expect: Option<u64> = None;
+        loop {
+            let Some(seg) = segs.get(si) else {
+                return Ok(());
+            };
+            let limit = seg.data_end();
+            if offset >= limit {
+                si += 1;
+                offset = HEADER_LEN;
+                continue;
+            }
+            let rec = reader.record_at(seg, offset, limit)?;
+            if let Some(p) = expect
+                && rec.first_position != p
+            {
+                return Err(StorageError::corrupt(
+                    &seg.path,
+                    offset,
+                    format!(
+                        "record starts at position {}, expected {p}",
+                        rec.first_position
+                    ),
+                ));
+            }
+            expect = Some(rec.end_position());
+            let at = offset;
+            offset += rec.len() as u64;
+            if rec.first_position >= head {
+                return Ok(());
+            }
+            if rec.end_position() <= from {
+                continue;
+            }
+            let skip = from.saturating_sub(rec.first_position) as usize;
+            let loc = Located {
+                record: &rec,
+                path: &seg.path,
+                offset: at,
+            };
+            if let Visit::Stop = visit(&loc, skip)? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Calls `visit(record, take)` for each record from the one holding
+    /// `start` back to the beginning of the log, where `take` is the number
+    /// of leading events at or before `start`.
+    fn scan_backward(
+        &self,
+        segs: &[Arc<Segment>],
+        start: u64,
+        mut visit: impl FnMut(&Located<'_>, usize) -> Result<Visit, StorageError>,
+    ) -> Result<(), StorageError> {
+        let Some(mut si) = Self::segment_index(segs, start) else {
+            return Ok(());
+        };
+        // Backward reads fetch smaller windows: most are short.
+        let mut reader = self.reader(64 << 10);
+        // Find the record holding `start` by scanning forward from the pidx.
+        let Some(seg) = segs.get(si) else {
+            return Ok(());
+        };
+        let limit = seg.data_end();
+        let mut offset = seg.seek_offset(start)?;
+        let (first, mut rec_start) = loop {
+            let rec = reader.record_at(seg, offset, limit)?;
+            if rec.end_position() > start {
+                break (rec, offset);
+            }
+            offset += rec.len() as u64;
+        };
+        let take = (start - first.first_position + 1) as usize;
+        let loc = Located {
+            record: &first,
+            path: &seg.path,
+            offset: rec_start,
+        };
+        if let Visit::Stop = visit(&loc, take)? {
+            return Ok(());
+        }
+        let mut expect_end = first.first_position;
+        loop {
+            let Some(seg) = segs.get(si) else {
+                return Ok(());
+            };
+            if rec_start <= HEADER_LEN {
+                if si == 0 {
+                    return Ok(());
+                }
+                si -= 1;
+                rec_start = segs.get(si).map(|s| s.data_end()).unwrap_or(HEADER_LEN);
+                continue;
+            }
+            let limit = seg.data_end();
+            let (rec, at) = reader.record_before(seg, rec_start, limit)?;
+            if rec.end_position() != expect_end {
+                return Err(StorageError::corrupt(
+                    &seg.path,
+                    at,
+                    format!(
+                        "record ends at position {}, expected {expect_end}",
+                        rec.end_position()
+                    ),
+                ));
+            }
+            expect_end = rec.first_position;
+            rec_start = at;
+            let loc = Located {
+                record: &rec,
+                path: &seg.path,
+                offset: at,
+            };
+            if let Visit::Stop = visit(&loc, usize::from(rec.count))? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Visits the entries of stream `name` from version `from` in
+    /// `direction`, with the record each lives in, until `visit` says stop.
+    /// Entries of other streams whose hash collides are skipped here.
+    pub(crate) fn visit_stream(
+        &self,
+        name: &str,
+        from: u64,
+        direction: Direction,
+        batch_hint: usize,
+        mut visit: impl FnMut(&Entry, &Located<'_>) -> Result<Visit, StorageError>,
+    ) -> Result<(), StorageError> {
+        let hash = stream_hash(name);
+        let head = self.head();
+        let segs = Arc::clone(&self.segments.read());
+        let batch = batch_hint.clamp(1, 4096);
+        let mut sources: Vec<Source> = {
+            let g = self.index.read();
+            // The active memtable changes under us, so its entries are copied
+            // now, all that the caller may need; the other sources are
+            // immutable and read in batches.
+            let mut exact = Vec::new();
+            g.active
+                .range(hash, name, from, direction, batch_hint.max(1), &mut exact);
+            let mut s: Vec<Source> = g
+                .tables
+                .iter()
+                .map(|t| Source::Table(Arc::clone(t)))
+                .collect();
+            s.extend(g.frozen.iter().map(|m| Source::Frozen(Arc::clone(m))));
+            s.push(Source::Exact(exact));
+            s
+        };
+        if direction == Direction::Backward {
+            sources.reverse();
+        }
+        // Small windows: stream reads hop between records.
+        let mut reader = self.reader(16 << 10);
+        let mut cached: Option<(u64, u64, Record)> = None;
+        let mut buf: Vec<(u64, Entry)> = Vec::new();
+        let mut exact_buf: Vec<Entry> = Vec::new();
+        for source in sources {
+            // (version, position) cursor within this source.
+            let mut cursor = match direction {
+                Direction::Forward => (from, 0),
+                Direction::Backward => (from, u64::MAX),
+            };
+            loop {
+                let (entries, exhausted): (&[Entry], bool) = match &source {
+                    Source::Exact(v) => (v.as_slice(), true),
+                    Source::Frozen(m) => {
+                        exact_buf.clear();
+                        m.range(hash, name, cursor.0, direction, batch, &mut exact_buf);
+                        let done = exact_buf.len() < batch;
+                        if let Some(last) = exact_buf.last() {
+                            cursor.0 = match direction {
+                                Direction::Forward => last.version + 1,
+                                Direction::Backward => last.version.saturating_sub(1),
+                            };
+                        }
+                        let stop_at_zero = direction == Direction::Backward
+                            && exact_buf.last().is_some_and(|l| l.version == 0);
+                        (exact_buf.as_slice(), done || stop_at_zero)
+                    }
+                    Source::Table(t) => {
+                        buf.clear();
+                        t.range(hash, cursor, direction, batch, &mut buf)?;
+                        let done = buf.len() < batch;
+                        if let Some((_, last)) = buf.last() {
+                            cursor = (last.version, last.position);
+                            // Step past the last key.
+                            match direction {
+                                Direction::Forward => {
+                                    cursor.1 = cursor.1.saturating_add(1);
+                                    if cursor.1 == 0 {
+                                        cursor.0 += 1;
+                                    }
+                                }
+                                Direction::Backward => {
+                                    if cursor.1 == 0 {
+                                        if cursor.0 == 0 {
+                                            // Nothing below (0, 0).
+                                        } else {
+                                            cursor = (cursor.0 - 1, u64::MAX);
+                                        }
+                                    } else {
+                                        cursor.1 -= 1;
+                                    }
+                                }
+                            }
+                        }
+                        exact_buf.clear();
+                        exact_buf.extend(buf.iter().map(|(_, e)| *e));
+                        (exact_buf.as_slice(), done)
+                    }
+                };
+                for e in entries {
+                    if e.position >= head {
+                        // Indexed but beyond what this reader may see.
+                        continue;
+                    }
+                    let si = Self::segment_index(&segs, e.position).ok_or_else(|| {
+                        StorageError::corrupt(
+                            &self.index_dir,
+                            0,
+                            format!("index points at position {} before the log", e.position),
+                        )
+                    })?;
+                    let seg = segs.get(si).ok_or_else(|| {
+                        StorageError::corrupt(&self.index_dir, 0, "index points past the log")
+                    })?;
+                    let hit = matches!(&cached, Some((s, o, _)) if *s == seg.first_position && *o == e.offset);
+                    if !hit {
+                        let rec = reader.record_at(seg, e.offset, seg.data_end())?;
+                        cached = Some((seg.first_position, e.offset, rec));
+                    }
+                    let Some((_, _, rec)) = &cached else { continue };
+                    if rec.stream != name {
+                        // Another stream with the same hash.
+                        continue;
+                    }
+                    if e.position < rec.first_position || e.position >= rec.end_position() {
+                        return Err(StorageError::corrupt(
+                            &seg.path,
+                            e.offset,
+                            format!(
+                                "index entry for position {} points at a record that does not hold it",
+                                e.position
+                            ),
+                        ));
+                    }
+                    let loc = Located {
+                        record: rec,
+                        path: &seg.path,
+                        offset: e.offset,
+                    };
+                    if let Visit::Stop = visit(e, &loc)? {
+                        return Ok(());
+                    }
+                }
+                if exhausted {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads up to `max` events of stream `name` from version `from`
+    /// (inclusive) in `direction`.
+    pub fn read_stream(
+        &self,
+        name: &str,
+        from: u64,
+        direction: Direction,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, StorageError> {
+        let mut out = Vec::new();
+        if max == 0 {
+            return Ok(out);
+        }
+        // Events of the record last decoded: consecutive entries usually
+        // share a record, which is decoded once.
+        let mut decoded: Option<(u64, Vec<RecordedEvent>)> = None;
+        self.visit_stream(name, from, direction, max, |e, loc| {
+            let key = loc.record.first_position;
+            if decoded.as_ref().is_none_or(|(k, _)| *k != key) {
+                decoded = Some((key, loc.events().collect::<Result<Vec<_>, _>>()?));
+            }
+            let i = (e.position - key) as usize;
+            if let Some(ev) = decoded.as_ref().and_then(|(_, v)| v.get(i)) {
+                out.push(ev.clone());
+            }
+            Ok(if out.len() >= max {
+                Visit::Stop
+            } else {
+                Visit::Continue
+            })
+        })?;
+        Ok(out)
+    }
+
+    /// The record holding the last event of stream `name`, if it has any,
+    /// and that record's byte offset.
+    pub fn last_record(&self, name: &str) -> Result<Option<(Record, u64)>, StorageError> {
+        let mut found = None;
+        self.visit_stream(name, u64::MAX, Direction::Backward, 1, |e, loc| {
+            found = Some((loc.record.clone(), e.offset));
+            Ok(Visit::Stop)
+        })?;
+        Ok(found)
+    }
+
+    /// Stream's last version, if it has events.
+    pub fn stream_last_version(&self, name: &str) -> Result<Option<u64>, StorageError> {
+        Ok(self
+            .last_record(name)?
+            .map(|(r, _)| r.first_version + u64::from(r.count) - 1))
+    }
+
+    /// Moves the active memtable to the frozen list, for the flusher.
+    /// Returns false if it was empty.
+    pub(crate) fn freeze_active(&self) -> bool {
+        let mut g = self.index.write();
+        if g.active.is_empty() {
+            return false;
+        }
+        let start = g.active.end;
+        let m = std::mem::replace(&mut g.active, Memtable::new(start));
+        g.frozen.push(Arc::new(m));
+        true
+    }
+}

@@ -1,0 +1,744 @@
+//! Stream-index tables (`index/NNNNNNNNNNNNNNNNNNNN.sidx`): immutable, sorted
+//! runs of index entries, as KurrentDB's PTables.
+//!
+//! ```text
+//! header (32 bytes)
+//! 0   [8]  magic           "LGBKSIDX"
+//! 8   u32  format_version  1
+//! 12  u32  header_len      32
+//! 16  u64  entry_count
+//! 24  u32  level           merge level (0: flushed from a memtable)
+//! 28  u32  crc32c          over bytes 0..28
+//!
+//! blocks, from offset 32: entries sorted by (hash, version, position),
+//! BLOCK_ENTRIES per block (the last block may be short)
+//! entry (32 bytes): u64 stream_hash | u64 version | u64 position | u64 record_offset
+//!
+//! fences, one per block (32 bytes): u64 hash | u64 version | u64 position
+//!        (the block's first key) | u32 block_crc32c | u32 entries_in_block
+//! bloom: bloom_len bytes, a bloom filter over the stream hashes
+//!
+//! footer (64 bytes, at the end of the file)
+//! 0   u64  entry_count
+//! 8   u64  start_position  the table indexes every event in [start, end)
+//! 16  u64  end_position
+//! 24  u64  fences_offset
+//! 32  u32  block_count
+//! 36  u32  bloom_len
+//! 40  u32  bloom_k         hash functions
+//! 44  u32  level
+//! 48  u32  meta_crc32c     over fences and bloom
+//! 52  u32  footer_crc32c   over footer bytes 0..52
+//! 56  [8]  magic           "LGBKIEND"
+//! ```
+//! Opening a table reads its footer, fences and bloom (about 1/100 of the
+//! file) and keeps them in memory; blocks are read and checked on demand.
+//! A lookup is a binary search over the fences, one block read, and a
+//! binary search in the block.
+
+use std::cmp::Ordering;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use logbook_protocol::Direction;
+
+use super::error::StorageError;
+use super::fs::{OpenMode, VFile, Vfs};
+use super::memtable::Entry;
+
+/// Magic number opening a table.
+pub const MAGIC: [u8; 8] = *b"LGBKSIDX";
+/// Magic number closing a table.
+pub const FOOTER_MAGIC: [u8; 8] = *b"LGBKIEND";
+/// Table format version written by this build.
+pub const FORMAT_VERSION: u32 = 1;
+const HEADER_LEN: u64 = 32;
+const FOOTER_LEN: u64 = 64;
+const ENTRY_LEN: usize = 32;
+const FENCE_LEN: usize = 32;
+/// Entries per block: 128 x 32 B = 4 KiB, one page per lookup.
+pub const BLOCK_ENTRIES: usize = 128;
+const BLOCK_BYTES: usize = BLOCK_ENTRIES * ENTRY_LEN;
+const BLOOM_BITS_PER_KEY: u64 = 10;
+const BLOOM_K: u32 = 7;
+
+/// File name of table number `id`.
+pub fn file_name(id: u64) -> String {
+    format!("{id:020}.sidx")
+}
+
+/// The id in a table file name, if it is one.
+pub fn parse_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".sidx")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Sort key of an entry.
+pub type Key = (u64, u64, u64);
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    b.get(at..at + 4)
+        .and_then(|s| s.try_into().ok())
+        .map(u32::from_le_bytes)
+        .unwrap_or(0)
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    b.get(at..at + 8)
+        .and_then(|s| s.try_into().ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0)
+}
+
+fn decode_entry(b: &[u8]) -> (u64, Entry) {
+    (
+        u64_at(b, 0),
+        Entry {
+            version: u64_at(b, 8),
+            position: u64_at(b, 16),
+            offset: u64_at(b, 24),
+        },
+    )
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Fence {
+    key: Key,
+    crc: u32,
+    entries: u32,
+}
+
+/// A bloom filter over 64-bit stream hashes (double hashing; the input is
+/// already a good hash, so no further mixing is needed beyond deriving h2).
+#[derive(Debug, Clone)]
+pub struct Bloom {
+    bits: Vec<u8>,
+    k: u32,
+}
+
+impl Bloom {
+    fn with_keys(keys: u64) -> Bloom {
+        let bits = (keys * BLOOM_BITS_PER_KEY).max(64).div_ceil(8) as usize;
+        Bloom {
+            bits: vec![0; bits],
+            k: BLOOM_K,
+        }
+    }
+
+    fn probes(&self, hash: u64) -> impl Iterator<Item = usize> + '_ {
+        let m = self.bits.len() as u64 * 8;
+        let h1 = hash;
+        let h2 = hash.rotate_left(32).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..u64::from(self.k))
+            .map(move |i| (h1.wrapping_add(i.wrapping_mul(h2)) % m.max(1)) as usize)
+    }
+
+    fn insert(&mut self, hash: u64) {
+        let probes: Vec<usize> = self.probes(hash).collect();
+        for bit in probes {
+            if let Some(b) = self.bits.get_mut(bit / 8) {
+                *b |= 1 << (bit % 8);
+            }
+        }
+    }
+
+    /// False: the hash is certainly absent. True: it may be present.
+    pub fn may_contain(&self, hash: u64) -> bool {
+        self.probes(hash).all(|bit| {
+            self.bits
+                .get(bit / 8)
+                .is_some_and(|b| b & (1 << (bit % 8)) != 0)
+        })
+    }
+}
+
+/// An open table.
+#[derive(Debug)]
+pub struct Table {
+    /// Table id (file name).
+    pub id: u64,
+    /// Path of the file.
+    pub path: PathBuf,
+    file: Arc<dyn VFile>,
+    /// Entries in the table.
+    pub entry_count: u64,
+    /// First position indexed.
+    pub start_position: u64,
+    /// Position after the last one indexed.
+    pub end_position: u64,
+    /// Merge level.
+    pub level: u32,
+    fences: Vec<Fence>,
+    bloom: Bloom,
+}
+
+/// Writes a table from `entries`, which must be sorted by key. Returns the
+/// opened table. The file is fsynced; the caller syncs the directory and
+/// records the table in the MANIFEST.
+#[allow(clippy::too_many_arguments)]
+pub fn write(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    id: u64,
+    level: u32,
+    start_position: u64,
+    end_position: u64,
+    entry_count: u64,
+    entries: impl Iterator<Item = Result<(u64, Entry), StorageError>>,
+) -> Result<Table, StorageError> {
+    let path = dir.join(file_name(id));
+    let file = vfs
+        .open(&path, OpenMode::CreateNew)
+        .map_err(|e| StorageError::io("create", &path, e))?;
+    let io = |op: &'static str| {
+        let path = path.clone();
+        move |e| StorageError::io(op, path, e)
+    };
+
+    let mut header = Vec::with_capacity(HEADER_LEN as usize);
+    header.extend_from_slice(&MAGIC);
+    header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header.extend_from_slice(&(HEADER_LEN as u32).to_le_bytes());
+    header.extend_from_slice(&entry_count.to_le_bytes());
+    header.extend_from_slice(&level.to_le_bytes());
+    let crc = crc32c::crc32c(&header);
+    header.extend_from_slice(&crc.to_le_bytes());
+
+    let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
+    buf.extend_from_slice(&header);
+    let mut offset = 0u64;
+    let mut fences: Vec<Fence> =
+        Vec::with_capacity(entry_count.div_ceil(BLOCK_ENTRIES as u64) as usize);
+    let mut bloom = Bloom::with_keys(entry_count);
+    let mut block_start = buf.len();
+    let mut in_block = 0usize;
+    let mut last_hash = None;
+    let mut written = 0u64;
+    let mut prev: Option<Key> = None;
+    for item in entries {
+        let (hash, e) = item?;
+        let key = (hash, e.version, e.position);
+        if prev.is_some_and(|p| p >= key) {
+            return Err(StorageError::InvalidConfig(format!(
+                "index entries out of order while writing {}",
+                path.display()
+            )));
+        }
+        prev = Some(key);
+        if in_block == 0 {
+            fences.push(Fence {
+                key,
+                crc: 0,
+                entries: 0,
+            });
+        }
+        buf.extend_from_slice(&hash.to_le_bytes());
+        buf.extend_from_slice(&e.version.to_le_bytes());
+        buf.extend_from_slice(&e.position.to_le_bytes());
+        buf.extend_from_slice(&e.offset.to_le_bytes());
+        if last_hash != Some(hash) {
+            bloom.insert(hash);
+            last_hash = Some(hash);
+        }
+        in_block += 1;
+        written += 1;
+        if in_block == BLOCK_ENTRIES {
+            if let Some(f) = fences.last_mut() {
+                f.crc = crc32c::crc32c(buf.get(block_start..).unwrap_or_default());
+                f.entries = in_block as u32;
+            }
+            in_block = 0;
+            if buf.len() >= (1 << 20) - BLOCK_BYTES {
+                file.write_all_at(&buf, offset).map_err(io("write"))?;
+                offset += buf.len() as u64;
+                buf.clear();
+            }
+            block_start = buf.len();
+        }
+    }
+    if in_block > 0
+        && let Some(f) = fences.last_mut()
+    {
+        f.crc = crc32c::crc32c(buf.get(block_start..).unwrap_or_default());
+        f.entries = in_block as u32;
+    }
+    if written != entry_count {
+        return Err(StorageError::InvalidConfig(format!(
+            "table {} expected {entry_count} entries, got {written}",
+            path.display()
+        )));
+    }
+    let fences_offset = offset + buf.len() as u64;
+    let meta_start = buf.len();
+    for f in &fences {
+        buf.extend_from_slice(&f.key.0.to_le_bytes());
+        buf.extend_from_slice(&f.key.1.to_le_bytes());
+        buf.extend_from_slice(&f.key.2.to_le_bytes());
+        buf.extend_from_slice(&f.crc.to_le_bytes());
+        buf.extend_from_slice(&f.entries.to_le_bytes());
+    }
+    buf.extend_from_slice(&bloom.bits);
+    let meta_crc = crc32c::crc32c(buf.get(meta_start..).unwrap_or_default());
+    let footer_start = buf.len();
+    buf.extend_from_slice(&entry_count.to_le_bytes());
+    buf.extend_from_slice(&start_position.to_le_bytes());
+    buf.extend_from_slice(&end_position.to_le_bytes());
+    buf.extend_from_slice(&fences_offset.to_le_bytes());
+    buf.extend_from_slice(&(fences.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&(bloom.bits.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&bloom.k.to_le_bytes());
+    buf.extend_from_slice(&level.to_le_bytes());
+    buf.extend_from_slice(&meta_crc.to_le_bytes());
+    let footer_crc = crc32c::crc32c(buf.get(footer_start..).unwrap_or_default());
+    buf.extend_from_slice(&footer_crc.to_le_bytes());
+    buf.extend_from_slice(&FOOTER_MAGIC);
+    file.write_all_at(&buf, offset).map_err(io("write"))?;
+    // The MANIFEST will point at this table; it must be on disk first.
+    file.sync_data().map_err(io("fdatasync"))?;
+    Ok(Table {
+        id,
+        path,
+        file,
+        entry_count,
+        start_position,
+        end_position,
+        level,
+        fences,
+        bloom,
+    })
+}
+
+impl Table {
+    /// Opens and checks a table's footer, fences and bloom filter.
+    pub fn open(vfs: &dyn Vfs, dir: &Path, id: u64) -> Result<Table, StorageError> {
+        let path = dir.join(file_name(id));
+        let file = vfs
+            .open(&path, OpenMode::Read)
+            .map_err(|e| StorageError::io("open", &path, e))?;
+        let len = file.len().map_err(|e| StorageError::io("stat", &path, e))?;
+        if len < HEADER_LEN + FOOTER_LEN {
+            return Err(StorageError::corrupt(
+                &path,
+                0,
+                "index table shorter than header and footer",
+            ));
+        }
+        let mut header = [0u8; HEADER_LEN as usize];
+        file.read_exact_at(&mut header, 0)
+            .map_err(|e| StorageError::io("read", &path, e))?;
+        if header.get(0..8) != Some(&MAGIC[..]) {
+            return Err(StorageError::corrupt(
+                &path,
+                0,
+                "not a Logbook index table (bad magic)",
+            ));
+        }
+        let expected = u32_at(&header, 28);
+        let got = crc32c::crc32c(header.get(..28).unwrap_or_default());
+        if got != expected {
+            return Err(StorageError::ChecksumMismatch {
+                file: path,
+                offset: 0,
+                got,
+                expected,
+            });
+        }
+        let version = u32_at(&header, 8);
+        if version != FORMAT_VERSION {
+            return Err(StorageError::UnsupportedFormat {
+                file: path,
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let mut f = [0u8; FOOTER_LEN as usize];
+        let footer_at = len - FOOTER_LEN;
+        file.read_exact_at(&mut f, footer_at)
+            .map_err(|e| StorageError::io("read", &path, e))?;
+        if f.get(56..64) != Some(&FOOTER_MAGIC[..]) {
+            return Err(StorageError::corrupt(
+                &path,
+                footer_at,
+                "index table footer missing",
+            ));
+        }
+        let expected = u32_at(&f, 52);
+        let got = crc32c::crc32c(f.get(..52).unwrap_or_default());
+        if got != expected {
+            return Err(StorageError::ChecksumMismatch {
+                file: path,
+                offset: footer_at,
+                got,
+                expected,
+            });
+        }
+        let entry_count = u64_at(&f, 0);
+        let start_position = u64_at(&f, 8);
+        let end_position = u64_at(&f, 16);
+        let fences_offset = u64_at(&f, 24);
+        let block_count = u64::from(u32_at(&f, 32));
+        let bloom_len = u64::from(u32_at(&f, 36));
+        let bloom_k = u32_at(&f, 40);
+        let level = u32_at(&f, 44);
+        let meta_crc = u32_at(&f, 48);
+        let meta_len = block_count * FENCE_LEN as u64 + bloom_len;
+        if entry_count.div_ceil(BLOCK_ENTRIES as u64) != block_count
+            || fences_offset != HEADER_LEN + entry_count * ENTRY_LEN as u64
+            || fences_offset + meta_len != footer_at
+            || u64_at(&header, 16) != entry_count
+            || bloom_k == 0
+            || bloom_k > 32
+        {
+            return Err(StorageError::corrupt(
+                &path,
+                footer_at,
+                "index table footer is inconsistent",
+            ));
+        }
+        let mut meta = vec![0u8; meta_len as usize];
+        file.read_exact_at(&mut meta, fences_offset)
+            .map_err(|e| StorageError::io("read", &path, e))?;
+        let got = crc32c::crc32c(&meta);
+        if got != meta_crc {
+            return Err(StorageError::ChecksumMismatch {
+                file: path,
+                offset: fences_offset,
+                got,
+                expected: meta_crc,
+            });
+        }
+        let (fence_bytes, bloom_bytes) = meta.split_at((block_count as usize) * FENCE_LEN);
+        let fences = fence_bytes
+            .chunks_exact(FENCE_LEN)
+            .map(|c| Fence {
+                key: (u64_at(c, 0), u64_at(c, 8), u64_at(c, 16)),
+                crc: u32_at(c, 24),
+                entries: u32_at(c, 28),
+            })
+            .collect();
+        Ok(Table {
+            id,
+            path,
+            file,
+            entry_count,
+            start_position,
+            end_position,
+            level,
+            fences,
+            bloom: Bloom {
+                bits: bloom_bytes.to_vec(),
+                k: bloom_k,
+            },
+        })
+    }
+
+    /// Whether the table may hold entries for `hash`.
+    pub fn may_contain(&self, hash: u64) -> bool {
+        self.bloom.may_contain(hash)
+    }
+
+    /// Bytes of the file.
+    pub fn file_len(&self) -> u64 {
+        HEADER_LEN
+            + self.entry_count * ENTRY_LEN as u64
+            + self.fences.len() as u64 * FENCE_LEN as u64
+            + self.bloom.bits.len() as u64
+            + FOOTER_LEN
+    }
+
+    /// Reads and checks block `i`.
+    fn block(&self, i: usize) -> Result<Vec<u8>, StorageError> {
+        let fence = self
+            .fences
+            .get(i)
+            .ok_or_else(|| StorageError::corrupt(&self.path, 0, "block index out of range"))?;
+        let offset = HEADER_LEN + (i * BLOCK_BYTES) as u64;
+        let mut buf = vec![0u8; fence.entries as usize * ENTRY_LEN];
+        self.file
+            .read_exact_at(&mut buf, offset)
+            .map_err(|e| StorageError::io("read", &self.path, e))?;
+        let got = crc32c::crc32c(&buf);
+        if got != fence.crc {
+            return Err(StorageError::ChecksumMismatch {
+                file: self.path.clone(),
+                offset,
+                got,
+                expected: fence.crc,
+            });
+        }
+        Ok(buf)
+    }
+
+    /// Appends to `out` up to `limit` entries with `hash`, starting at key
+    /// `(hash, from.0, from.1)` inclusive (version, position) and moving in
+    /// `direction`.
+    pub fn range(
+        &self,
+        hash: u64,
+        from: (u64, u64),
+        direction: Direction,
+        limit: usize,
+        out: &mut Vec<(u64, Entry)>,
+    ) -> Result<(), StorageError> {
+        if limit == 0 || !self.may_contain(hash) {
+            return Ok(());
+        }
+        let key: Key = (hash, from.0, from.1);
+        let mut taken = 0;
+        match direction {
+            Direction::Forward => {
+                // The first entry >= key is in the last block whose first key
+                // is < key, or (if that block has none) in the next block.
+                let b = self.fences.partition_point(|f| f.key < key);
+                let mut i = b.saturating_sub(1);
+                while i < self.fences.len() {
+                    let block = self.block(i)?;
+                    for c in block.chunks_exact(ENTRY_LEN) {
+                        let (h, e) = decode_entry(c);
+                        match (h, e.version, e.position).cmp(&key) {
+                            Ordering::Less => continue,
+                            _ if h != hash => return Ok(()),
+                            _ => {}
+                        }
+                        out.push((h, e));
+                        taken += 1;
+                        if taken == limit {
+                            return Ok(());
+                        }
+                    }
+                    i += 1;
+                }
+            }
+            Direction::Backward => {
+                let b = self.fences.partition_point(|f| f.key <= key);
+                let mut i = b;
+                while i > 0 {
+                    i -= 1;
+                    let block = self.block(i)?;
+                    for c in block.chunks_exact(ENTRY_LEN).rev() {
+                        let (h, e) = decode_entry(c);
+                        match (h, e.version, e.position).cmp(&key) {
+                            Ordering::Greater => continue,
+                            _ if h != hash => return Ok(()),
+                            _ => {}
+                        }
+                        out.push((h, e));
+                        taken += 1;
+                        if taken == limit {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every entry in key order, reading a few blocks at a time (merges and
+    /// verification).
+    pub fn iter(
+        self: &Arc<Self>,
+    ) -> impl Iterator<Item = Result<(u64, Entry), StorageError>> + use<> {
+        let table = Arc::clone(self);
+        let mut block_i = 0usize;
+        let mut block: Vec<u8> = Vec::new();
+        let mut at = 0usize;
+        std::iter::from_fn(move || {
+            loop {
+                if let Some(c) = block.get(at..at + ENTRY_LEN) {
+                    at += ENTRY_LEN;
+                    return Some(Ok(decode_entry(c)));
+                }
+                if block_i >= table.fences.len() {
+                    return None;
+                }
+                match table.block(block_i) {
+                    Ok(b) => {
+                        block = b;
+                        at = 0;
+                        block_i += 1;
+                    }
+                    Err(e) => {
+                        block_i = table.fences.len();
+                        block.clear();
+                        return Some(Err(e));
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// Merges sorted entry streams into one sorted stream (k-way merge).
+pub fn merge_iters<I>(iters: Vec<I>) -> impl Iterator<Item = Result<(u64, Entry), StorageError>>
+where
+    I: Iterator<Item = Result<(u64, Entry), StorageError>>,
+{
+    let mut iters: Vec<std::iter::Peekable<I>> =
+        iters.into_iter().map(Iterator::peekable).collect();
+    std::iter::from_fn(move || {
+        let mut best: Option<(usize, Key)> = None;
+        for (i, it) in iters.iter_mut().enumerate() {
+            match it.peek() {
+                Some(Ok((h, e))) => {
+                    let k = (*h, e.version, e.position);
+                    if best.is_none_or(|(_, b)| k < b) {
+                        best = Some((i, k));
+                    }
+                }
+                Some(Err(_)) => return it.next(),
+                None => {}
+            }
+        }
+        let (i, _) = best?;
+        iters.get_mut(i)?.next()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::fs::MemFs;
+
+    fn entries(n: u64, streams: u64) -> Vec<(u64, Entry)> {
+        let mut v: Vec<(u64, Entry)> = (0..n)
+            .map(|p| {
+                let s = p % streams;
+                (
+                    s * 1000 + 17,
+                    Entry {
+                        version: p / streams,
+                        position: p,
+                        offset: p * 100,
+                    },
+                )
+            })
+            .collect();
+        v.sort_by_key(|(h, e)| (*h, e.version, e.position));
+        v
+    }
+
+    fn write_table(fs: &MemFs, v: &[(u64, Entry)]) -> Table {
+        let dir = Path::new("/idx");
+        fs.create_dir_all(dir).unwrap();
+        write(
+            fs,
+            dir,
+            1,
+            0,
+            0,
+            v.len() as u64,
+            v.len() as u64,
+            v.iter().map(|x| Ok(*x)),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn lookups_match_a_scan() {
+        let fs = MemFs::new();
+        let v = entries(2000, 7);
+        let t = write_table(&fs, &v);
+        let t2 = Table::open(&fs, Path::new("/idx"), 1).unwrap();
+        for t in [&t, &t2] {
+            for s in 0..7u64 {
+                let h = s * 1000 + 17;
+                assert!(t.may_contain(h));
+                let all: Vec<_> = v.iter().filter(|(x, _)| *x == h).copied().collect();
+                for from in [0u64, 1, 100, 285, 286, 400] {
+                    for limit in [1usize, 5, 300] {
+                        let mut out = Vec::new();
+                        t.range(h, (from, 0), Direction::Forward, limit, &mut out)
+                            .unwrap();
+                        let want: Vec<_> = all
+                            .iter()
+                            .filter(|(_, e)| e.version >= from)
+                            .take(limit)
+                            .copied()
+                            .collect();
+                        assert_eq!(out, want, "fwd s={s} from={from} limit={limit}");
+                        out.clear();
+                        t.range(h, (from, u64::MAX), Direction::Backward, limit, &mut out)
+                            .unwrap();
+                        let want: Vec<_> = all
+                            .iter()
+                            .rev()
+                            .filter(|(_, e)| e.version <= from)
+                            .take(limit)
+                            .copied()
+                            .collect();
+                        assert_eq!(out, want, "bwd s={s} from={from} limit={limit}");
+                    }
+                }
+            }
+            let mut out = Vec::new();
+            t.range(999_999, (0, 0), Direction::Forward, 10, &mut out)
+                .unwrap();
+            assert!(out.is_empty());
+        }
+        let all: Vec<_> = Arc::new(t2).iter().collect::<Result<_, _>>().unwrap();
+        assert_eq!(all, v);
+    }
+
+    #[test]
+    fn corrupt_blocks_and_footers_are_reported() {
+        let fs = MemFs::new();
+        let v = entries(1000, 3);
+        write_table(&fs, &v);
+        let path = Path::new("/idx").join(file_name(1));
+        let good = fs.read_file(&path).unwrap();
+        // A flipped byte in a block: open succeeds, the lookup reports it.
+        let mut bad = good.clone();
+        bad[40] ^= 1;
+        fs.write_file(&path, bad);
+        let t = Table::open(&fs, Path::new("/idx"), 1).unwrap();
+        let mut out = Vec::new();
+        let h = bad_hash_of_first(&v);
+        let err = t
+            .range(h, (0, 0), Direction::Forward, 10, &mut out)
+            .unwrap_err();
+        assert!(err.is_corruption(), "{err}");
+        // A flipped byte in the fences, bloom or footer: open fails.
+        for at in [good.len() - 70, good.len() - 30, good.len() - 2] {
+            let mut bad = good.clone();
+            bad[at] ^= 1;
+            fs.write_file(&path, bad);
+            assert!(
+                Table::open(&fs, Path::new("/idx"), 1).is_err(),
+                "flip at {at}"
+            );
+        }
+        // Truncated.
+        fs.write_file(&path, good[..good.len() - 1].to_vec());
+        assert!(Table::open(&fs, Path::new("/idx"), 1).is_err());
+    }
+
+    fn bad_hash_of_first(v: &[(u64, Entry)]) -> u64 {
+        v[0].0
+    }
+
+    #[test]
+    fn merge_is_sorted() {
+        let a = entries(100, 3);
+        let b: Vec<_> = entries(100, 5)
+            .into_iter()
+            .map(|(h, mut e)| {
+                e.position += 1000;
+                (h, e)
+            })
+            .collect();
+        let merged: Vec<_> = merge_iters(vec![
+            a.clone().into_iter().map(Ok),
+            b.clone().into_iter().map(Ok),
+        ])
+        .collect::<Result<_, _>>()
+        .unwrap();
+        let mut want = a;
+        want.extend(b);
+        want.sort_by_key(|(h, e)| (*h, e.version, e.position));
+        assert_eq!(merged, want);
+    }
+}

@@ -1,0 +1,398 @@
+//! Offline verification: checks every record, every segment's footer and
+//! sparse position index, and every index entry against the log.
+//!
+//! It opens the files read-only and takes the directory lock, so it never
+//! runs beside a daemon and never changes anything.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::config::StoreConfig;
+use super::error::StorageError;
+use super::fs::OpenMode;
+use super::manifest::Manifest;
+use super::memtable::stream_hash;
+use super::segment::{self, FOOTER_LEN, HEADER_LEN, RecordReader, ScanEnd, Segment};
+use super::sidx::Table;
+
+/// One problem found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// The file.
+    pub file: PathBuf,
+    /// Byte offset in it.
+    pub offset: u64,
+    /// What is wrong.
+    pub what: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} at offset {}: {}",
+            self.file.display(),
+            self.offset,
+            self.what
+        )
+    }
+}
+
+/// What verification found.
+#[derive(Clone, Debug, Default)]
+pub struct VerifyReport {
+    /// Segments checked.
+    pub segments: u64,
+    /// Records checked.
+    pub records: u64,
+    /// Events in the log.
+    pub events: u64,
+    /// Bytes of records checked.
+    pub bytes: u64,
+    /// Index tables checked.
+    pub index_tables: u64,
+    /// Index entries checked against the log.
+    pub index_entries: u64,
+    /// Everything that is wrong; empty for a healthy store.
+    pub problems: Vec<Problem>,
+}
+
+impl VerifyReport {
+    /// Whether no problem was found.
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Progress of a verification, for a progress bar.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress {
+    /// Bytes of segments checked so far.
+    pub done: u64,
+    /// Bytes of segments in all.
+    pub total: u64,
+}
+
+/// Verifies the store in `config.data_dir`. I/O errors and a held lock are
+/// errors; damage is reported in [`VerifyReport::problems`].
+pub fn verify(
+    config: &StoreConfig,
+    mut progress: impl FnMut(Progress),
+) -> Result<VerifyReport, StorageError> {
+    let vfs = &*config.vfs;
+    let data = &config.data_dir;
+    let lock_path = data.join("LOCK");
+    let _lock = vfs
+        .try_lock(&lock_path)
+        .map_err(|e| StorageError::io("lock", &lock_path, e))?
+        .ok_or(StorageError::Locked { path: lock_path })?;
+    let log_dir = data.join("log");
+    let index_dir = data.join("index");
+    let mut report = VerifyReport::default();
+    let problem = |report: &mut VerifyReport, file: &PathBuf, offset: u64, what: String| {
+        report.problems.push(Problem {
+            file: file.clone(),
+            offset,
+            what,
+        });
+    };
+
+    let mut names: Vec<(u64, String)> = vfs
+        .list_dir(&log_dir)
+        .map_err(|e| StorageError::io("list", &log_dir, e))?
+        .into_iter()
+        .filter_map(|n| segment::parse_file_name(&n).map(|p| (p, n)))
+        .collect();
+    names.sort();
+    let mut files = Vec::new();
+    let mut total = 0;
+    for (first, name) in &names {
+        let path = log_dir.join(name);
+        let file = vfs
+            .open(&path, OpenMode::Read)
+            .map_err(|e| StorageError::io("open", &path, e))?;
+        let len = file.len().map_err(|e| StorageError::io("stat", &path, e))?;
+        total += len;
+        files.push((*first, path, file, len));
+    }
+    let max_record = config.max_record_bytes() as usize;
+    let mut segments: Vec<Arc<Segment>> = Vec::new();
+    let mut expect = 0u64;
+    let mut done = 0;
+    let count = files.len();
+    for (i, (first, path, file, len)) in files.into_iter().enumerate() {
+        report.segments += 1;
+        let mut h = [0u8; HEADER_LEN as usize];
+        if let Err(e) = file
+            .read_exact_at(&mut h, 0)
+            .map_err(|e| StorageError::io("read", &path, e))
+            .and_then(|_| segment::decode_header(&path, &h))
+        {
+            problem(&mut report, &path, 0, e.to_string());
+            continue;
+        }
+        if first != expect {
+            problem(
+                &mut report,
+                &path,
+                0,
+                format!("segment starts at position {first}, expected {expect}"),
+            );
+        }
+        let footer = if len >= HEADER_LEN + FOOTER_LEN {
+            let mut f = [0u8; FOOTER_LEN as usize];
+            file.read_exact_at(&mut f, len - FOOTER_LEN)
+                .map_err(|e| StorageError::io("read", &path, e))?;
+            match segment::decode_footer(&path, len, &f) {
+                Ok(f) => f,
+                Err(e) => {
+                    problem(&mut report, &path, len - FOOTER_LEN, e.to_string());
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let last = i + 1 == count;
+        if footer.is_none() && !last {
+            problem(
+                &mut report,
+                &path,
+                len,
+                "segment is not sealed but is not the last".into(),
+            );
+        }
+        let limit = footer.map_or(len, |f| f.data_end);
+        let seg = Segment::new(
+            path.clone(),
+            Arc::clone(&file),
+            first,
+            limit,
+            first,
+            Vec::new(),
+            footer.is_some(),
+        );
+        let mut reader = RecordReader::new(1 << 20, max_record);
+        let mut offsets: Vec<(u64, u64)> = Vec::new();
+        let scan = segment::scan(
+            &seg,
+            HEADER_LEN,
+            limit,
+            Some(first),
+            &mut reader,
+            |off, rec| {
+                offsets.push((rec.first_position, off));
+                Ok(())
+            },
+        )?;
+        report.records += scan.records;
+        report.bytes += scan.data_end - HEADER_LEN;
+        let end_position = scan.end_position.unwrap_or(first);
+        if let ScanEnd::Bad { offset, reason } = &scan.end {
+            problem(&mut report, &path, *offset, reason.clone());
+        }
+        if let Some(f) = footer {
+            if scan.data_end != f.data_end {
+                problem(
+                    &mut report,
+                    &path,
+                    scan.data_end,
+                    format!(
+                        "records end at {}, footer says {}",
+                        scan.data_end, f.data_end
+                    ),
+                );
+            }
+            if scan.records != f.record_count {
+                problem(
+                    &mut report,
+                    &path,
+                    len - FOOTER_LEN,
+                    format!("{} records, footer says {}", scan.records, f.record_count),
+                );
+            }
+            if end_position != f.end_position {
+                problem(
+                    &mut report,
+                    &path,
+                    len - FOOTER_LEN,
+                    format!(
+                        "events end at position {end_position}, footer says {}",
+                        f.end_position
+                    ),
+                );
+            }
+            let sealed = Segment::sealed_from_footer(path.clone(), Arc::clone(&file), &f);
+            match sealed.pidx() {
+                Ok(pidx) => {
+                    for e in pidx {
+                        if offsets.binary_search(&(e.position, e.offset)).is_err() {
+                            problem(
+                                &mut report,
+                                &path,
+                                e.offset,
+                                format!(
+                                    "position index entry for {} does not point at a record starting there",
+                                    e.position
+                                ),
+                            );
+                        }
+                    }
+                }
+                Err(e) => problem(&mut report, &path, f.data_end, e.to_string()),
+            }
+        } else if scan.data_end < len {
+            match segment::search_tail(
+                &seg,
+                scan.data_end,
+                len,
+                end_position,
+                max_record,
+                super::writer::FLAG_GROUP_END,
+            ) {
+                Ok(t) if t.nonzero => problem(
+                    &mut report,
+                    &path,
+                    scan.data_end,
+                    format!(
+                        "unreadable bytes after the last record{}",
+                        if t.acknowledged_after.is_some() {
+                            ", followed by acknowledged records (corruption)"
+                        } else {
+                            " (a torn write; recovery cuts it)"
+                        }
+                    ),
+                ),
+                Ok(_) => {}
+                Err(e) => problem(&mut report, &path, scan.data_end, e.to_string()),
+            }
+        }
+        expect = end_position;
+        done += len;
+        progress(Progress { done, total });
+        segments.push(Arc::new(Segment::new(
+            path,
+            file,
+            first,
+            scan.data_end,
+            end_position,
+            Vec::new(),
+            true,
+        )));
+    }
+    report.events = expect;
+
+    // Index tables: every entry must point at the record holding its event.
+    let manifest = match Manifest::load(vfs, &index_dir) {
+        Ok(m) => m.unwrap_or_default(),
+        Err(e) => {
+            problem(&mut report, &index_dir.join("MANIFEST"), 0, e.to_string());
+            Manifest::default()
+        }
+    };
+    let mut covered = 0u64;
+    let mut reader = RecordReader::new(64 << 10, max_record);
+    for &id in &manifest.tables {
+        report.index_tables += 1;
+        let table = match Table::open(vfs, &index_dir, id) {
+            Ok(t) => Arc::new(t),
+            Err(e) => {
+                problem(
+                    &mut report,
+                    &index_dir.join(super::sidx::file_name(id)),
+                    0,
+                    e.to_string(),
+                );
+                continue;
+            }
+        };
+        if table.start_position != covered {
+            problem(
+                &mut report,
+                &table.path,
+                0,
+                format!(
+                    "table starts at {}, expected {covered}",
+                    table.start_position
+                ),
+            );
+        }
+        covered = table.end_position;
+        let mut seen = 0u64;
+        for item in table.iter() {
+            let (hash, e) = match item {
+                Ok(x) => x,
+                Err(err) => {
+                    problem(&mut report, &table.path, 0, err.to_string());
+                    break;
+                }
+            };
+            seen += 1;
+            report.index_entries += 1;
+            let si = segments.partition_point(|s| s.first_position <= e.position);
+            let Some(seg) = si.checked_sub(1).and_then(|i| segments.get(i)) else {
+                problem(
+                    &mut report,
+                    &table.path,
+                    0,
+                    format!("entry for position {} is before the log", e.position),
+                );
+                continue;
+            };
+            match reader.record_at(seg, e.offset, seg.data_end()) {
+                Ok(rec) => {
+                    let holds = rec.first_position <= e.position && e.position < rec.end_position();
+                    let version_ok = e.version
+                        == rec.first_version + (e.position - rec.first_position.min(e.position));
+                    if !holds || !version_ok || stream_hash(&rec.stream) != hash {
+                        problem(
+                            &mut report,
+                            &table.path,
+                            0,
+                            format!(
+                                "entry (position {}, version {}) disagrees with the record at {} offset {}",
+                                e.position,
+                                e.version,
+                                seg.path.display(),
+                                e.offset
+                            ),
+                        );
+                    }
+                }
+                Err(err) => problem(
+                    &mut report,
+                    &table.path,
+                    0,
+                    format!("entry for position {}: {err}", e.position),
+                ),
+            }
+        }
+        if seen != table.entry_count {
+            problem(
+                &mut report,
+                &table.path,
+                0,
+                format!("{seen} entries readable, footer says {}", table.entry_count),
+            );
+        }
+    }
+    if covered != manifest.indexed_through {
+        problem(
+            &mut report,
+            &index_dir.join("MANIFEST"),
+            0,
+            format!(
+                "tables cover up to {covered}, manifest says {}",
+                manifest.indexed_through
+            ),
+        );
+    }
+    if manifest.indexed_through > report.events {
+        let what = format!(
+            "index covers up to {} but the log ends at {}",
+            manifest.indexed_through, report.events
+        );
+        problem(&mut report, &index_dir.join("MANIFEST"), 0, what);
+    }
+    Ok(report)
+}

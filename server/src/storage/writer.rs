@@ -1,0 +1,771 @@
+//! The writer: one OS thread that owns the active segment and commits
+//! appends in groups.
+//!
+//! Loop: block for one request, then take whatever else is queued (up to
+//! `max_group_bytes`); check each expected version against the stream heads
+//! plus the versions pending in this group; encode every accepted batch into
+//! one buffer; one `write`; one `fdatasync`; then publish (segment end,
+//! index entries, stream heads, durable head) and answer every request.
+//!
+//! There is no timer: requests queue up while an fsync runs, so groups grow
+//! exactly when load grows. Replies, refusals included, go out only after
+//! the group is durable, so no caller ever learns of a version that a crash
+//! could take back.
+//!
+//! If a write or an fdatasync fails, the writer cannot know what reached the
+//! disk (after a failed fsync Linux may drop the dirty pages and report
+//! success next time), so it stops accepting writes until the process is
+//! restarted and recovery has re-read the log. Reads keep working up to the
+//! last durable position.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use logbook_protocol::{
+    AppendResult, EventId, ExpectedVersion, LogPosition, NewEvent, StreamName, StreamVersion, Text,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use super::config::Durability;
+use super::error::{AppendError, StorageError};
+use super::fs::OpenMode;
+use super::memtable::HashKeyed;
+use super::record::{self, Record};
+use super::segment::{self, Footer, HEADER_LEN, PIDX_INTERVAL, PidxEntry, Segment};
+use super::shared::Shared;
+
+/// Record flag: last record of a group-commit write. Recovery uses it to
+/// tell a torn last write from damage to data that was acknowledged.
+pub const FLAG_GROUP_END: u8 = 1;
+
+/// An append on its way to the writer.
+#[derive(Debug)]
+pub struct AppendRequest {
+    pub(crate) stream: StreamName,
+    pub(crate) hash: u64,
+    pub(crate) expected: ExpectedVersion,
+    pub(crate) events: Vec<NewEvent>,
+    pub(crate) encoded_len: usize,
+    pub(crate) reply: oneshot::Sender<Result<AppendResult, AppendError>>,
+}
+
+/// The last committed batch of a stream, to recognise a retry of it.
+#[derive(Clone, Debug)]
+struct Batch {
+    first_version: u64,
+    first_position: u64,
+    count: u32,
+    first_id: EventId,
+    digest: u64,
+    /// Where the record is, to compare every id on a digest match; `None`
+    /// while the batch is pending in the current group (compare against the
+    /// request instead, see `pending_req`).
+    offset: Option<u64>,
+    pending_req: Option<usize>,
+}
+
+/// What the writer knows of a stream.
+#[derive(Clone, Debug)]
+struct Head {
+    name: Text,
+    last_version: u64,
+    batch: Batch,
+}
+
+fn ids_digest(ids: impl Iterator<Item = EventId>) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for id in ids {
+        h.update(&id.0);
+    }
+    h.digest()
+}
+
+/// A bounded cache of stream heads: two generations, the older dropped when
+/// the younger fills (an approximate LRU that costs nothing per hit).
+struct HeadCache {
+    young: HashKeyed<Head>,
+    old: HashKeyed<Head>,
+    half: usize,
+}
+
+impl HeadCache {
+    fn new(capacity: usize) -> HeadCache {
+        HeadCache {
+            young: HashKeyed::default(),
+            old: HashKeyed::default(),
+            half: (capacity / 2).max(1),
+        }
+    }
+
+    fn get(&mut self, hash: u64, name: &str) -> Option<Head> {
+        if let Some(h) = self.young.get(&hash) {
+            return (h.name == name).then(|| h.clone());
+        }
+        let h = self.old.remove(&hash)?;
+        if h.name != name {
+            self.old.insert(hash, h);
+            return None;
+        }
+        self.insert(hash, h.clone());
+        Some(h)
+    }
+
+    fn insert(&mut self, hash: u64, head: Head) {
+        if self.young.len() >= self.half && !self.young.contains_key(&hash) {
+            self.old = std::mem::take(&mut self.young);
+        }
+        self.young.insert(hash, head);
+    }
+}
+
+/// What happened to one request of a group.
+enum Outcome {
+    Written(AppendResult),
+    /// A retry of the stream's last batch; `pending` if that batch is in this
+    /// very group (and so fails with it).
+    Duplicate {
+        result: AppendResult,
+        pending: bool,
+    },
+    Refused(AppendError),
+}
+
+/// Index entries to publish for one record.
+struct IndexAdd {
+    req: usize,
+    hash: u64,
+    first_version: u64,
+    first_position: u64,
+    count: u64,
+    offset: u64,
+}
+
+/// A segment touched by the group, with what to publish for it.
+struct SegmentUpdate {
+    segment: Arc<Segment>,
+    data_end: u64,
+    end_position: u64,
+    new_pidx: Vec<PidxEntry>,
+    sealed: bool,
+}
+
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    rx: mpsc::Receiver<AppendRequest>,
+    flush_tx: std::sync::mpsc::Sender<()>,
+    active: Arc<Segment>,
+    /// Where the next record goes (= the active segment's durable end when
+    /// no group is in flight).
+    write_offset: u64,
+    /// Zeros have been written up to here.
+    alloc_end: u64,
+    /// Full pidx of the active segment; entries from `pidx_published` on are
+    /// not yet visible to readers.
+    pidx: Vec<PidxEntry>,
+    pidx_published: usize,
+    records_in_segment: u64,
+    next_position: u64,
+    heads: HeadCache,
+    buf: Vec<u8>,
+    /// Offset in `buf` of the last record encoded, to flag it as group end.
+    last_record_in_buf: Option<usize>,
+    last_timestamp: i64,
+    failed: Option<String>,
+}
+
+impl Writer {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        rx: mpsc::Receiver<AppendRequest>,
+        flush_tx: std::sync::mpsc::Sender<()>,
+        active: Arc<Segment>,
+        pidx: Vec<PidxEntry>,
+        records_in_segment: u64,
+        last_timestamp: i64,
+    ) -> Result<Writer, StorageError> {
+        let write_offset = active.data_end();
+        let alloc_end = active
+            .file
+            .len()
+            .map_err(|e| StorageError::io("stat", &active.path, e))?
+            .max(write_offset);
+        let next_position = shared.head();
+        let heads = HeadCache::new(shared.config.head_cache_streams);
+        Ok(Writer {
+            pidx_published: pidx.len(),
+            pidx,
+            shared,
+            rx,
+            flush_tx,
+            active,
+            write_offset,
+            alloc_end,
+            records_in_segment,
+            next_position,
+            heads,
+            buf: Vec::with_capacity(1 << 20),
+            last_record_in_buf: None,
+            last_timestamp,
+            failed: None,
+        })
+    }
+
+    /// Runs until every sender is gone, then returns.
+    pub(crate) fn run(mut self) {
+        let max_group = self.shared.config.max_group_bytes as usize;
+        let mut group: Vec<AppendRequest> = Vec::new();
+        while let Some(first) = self.rx.blocking_recv() {
+            let mut bytes = first.encoded_len;
+            group.push(first);
+            while bytes < max_group {
+                match self.rx.try_recv() {
+                    Ok(r) => {
+                        bytes += r.encoded_len;
+                        group.push(r);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit(&mut group);
+        }
+        self.finish();
+    }
+
+    /// Clean shutdown: drop the preallocated zeros, so the next start finds
+    /// the segment ending at its last record.
+    fn finish(&mut self) {
+        if self.failed.is_some() || self.alloc_end <= self.write_offset {
+            return;
+        }
+        let f = &self.active.file;
+        if let Err(e) = f.set_len(self.write_offset).and_then(|_| f.sync_data()) {
+            tracing::warn!(file = %self.active.path.display(), error = %e, "could not trim preallocated space");
+        }
+    }
+
+    fn now_us(&mut self) -> i64 {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or(0);
+        // Commit timestamps never go backwards, whatever the wall clock does.
+        self.last_timestamp = self.last_timestamp.max(now);
+        self.last_timestamp
+    }
+
+    fn head_of(
+        &mut self,
+        pending: &HashKeyed<Head>,
+        hash: u64,
+        name: &str,
+    ) -> Result<Option<Head>, StorageError> {
+        if let Some(h) = pending.get(&hash)
+            && h.name == name
+        {
+            return Ok(Some(h.clone()));
+        }
+        if let Some(h) = self.heads.get(hash, name) {
+            return Ok(Some(h));
+        }
+        // Miss: ask the index. New streams are answered by bloom filters and
+        // memtables without touching a record.
+        let Some((rec, offset)) = self.shared.last_record(name)? else {
+            return Ok(None);
+        };
+        let head = head_from_record(&rec, offset)?;
+        self.heads.insert(hash, head.clone());
+        Ok(Some(head))
+    }
+
+    /// Whether `req` repeats `head`'s last batch exactly.
+    fn is_retry(
+        &self,
+        head: &Head,
+        req: &AppendRequest,
+        group: &[AppendRequest],
+    ) -> Result<bool, StorageError> {
+        let b = &head.batch;
+        if b.count as usize != req.events.len()
+            || req.events.first().map(|e| e.id) != Some(b.first_id)
+        {
+            return Ok(false);
+        }
+        if ids_digest(req.events.iter().map(|e| e.id)) != b.digest {
+            return Ok(false);
+        }
+        // Digests match: compare every id, so that no hash collision can
+        // make a new batch vanish.
+        if let Some(i) = b.pending_req {
+            let original = group.get(i).map(|r| &r.events);
+            return Ok(original
+                .is_some_and(|o| o.iter().map(|e| e.id).eq(req.events.iter().map(|e| e.id))));
+        }
+        let Some(offset) = b.offset else {
+            return Ok(false);
+        };
+        let segs = Arc::clone(&self.shared.segments.read());
+        let si = segs.partition_point(|s| s.first_position <= b.first_position);
+        let Some(seg) = si.checked_sub(1).and_then(|i| segs.get(i)) else {
+            return Ok(false);
+        };
+        let rec = self
+            .shared
+            .reader(4096)
+            .record_at(seg, offset, seg.data_end())?;
+        let mut stored = rec.event_ids();
+        for e in &req.events {
+            match stored.next() {
+                Some(Ok(id)) if id == e.id => {}
+                Some(Err(_)) => {
+                    return Err(StorageError::corrupt(
+                        &seg.path,
+                        offset,
+                        "unreadable event ids",
+                    ));
+                }
+                _ => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
+    fn commit(&mut self, group: &mut Vec<AppendRequest>) {
+        let mut outcomes: Vec<Outcome> = Vec::with_capacity(group.len());
+        let mut adds: Vec<IndexAdd> = Vec::with_capacity(group.len());
+        let mut updates: Vec<SegmentUpdate> = Vec::new();
+        let mut pending: HashKeyed<Head> = HashKeyed::default();
+        let start_position = self.next_position;
+        let timestamp = self.now_us();
+        self.buf.clear();
+        self.last_record_in_buf = None;
+
+        let mut failure: Option<String> = self.failed.clone();
+        for (i, req) in group.iter().enumerate() {
+            if let Some(reason) = &failure {
+                outcomes.push(Outcome::Refused(AppendError::Storage(
+                    StorageError::WriterFailed {
+                        reason: reason.clone(),
+                    },
+                )));
+                continue;
+            }
+            let name = req.stream.as_str();
+            let head = match self.head_of(&pending, req.hash, name) {
+                Ok(h) => h,
+                Err(e) => {
+                    outcomes.push(Outcome::Refused(AppendError::Storage(e)));
+                    continue;
+                }
+            };
+            if let Some(h) = &head {
+                match self.is_retry(h, req, group) {
+                    Ok(true) => {
+                        let b = &h.batch;
+                        let n = u64::from(b.count);
+                        outcomes.push(Outcome::Duplicate {
+                            result: AppendResult {
+                                first_version: StreamVersion(b.first_version),
+                                last_version: StreamVersion(b.first_version + n - 1),
+                                first_position: LogPosition(b.first_position),
+                                last_position: LogPosition(b.first_position + n - 1),
+                            },
+                            pending: b.pending_req.is_some(),
+                        });
+                        continue;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        outcomes.push(Outcome::Refused(AppendError::Storage(e)));
+                        continue;
+                    }
+                }
+            }
+            let actual = head.as_ref().map(|h| StreamVersion(h.last_version));
+            if !req.expected.admits(actual) {
+                outcomes.push(Outcome::Refused(AppendError::WrongExpectedVersion {
+                    stream: name.to_owned(),
+                    expected: req.expected,
+                    actual,
+                }));
+                continue;
+            }
+            let len = req.encoded_len as u64;
+            let full =
+                self.write_offset + self.buf.len() as u64 + len > self.shared.config.segment_bytes;
+            if full && let Err(e) = self.roll(&mut updates) {
+                failure = Some(e.to_string());
+                self.failed = failure.clone();
+                outcomes.push(Outcome::Refused(AppendError::Storage(e)));
+                continue;
+            }
+            let n = req.events.len() as u64;
+            let first_version = actual.map_or(0, |v| v.0 + 1);
+            let first_position = self.next_position;
+            let offset = self.write_offset + self.buf.len() as u64;
+            if self
+                .pidx
+                .last()
+                .is_none_or(|p| offset >= p.offset + PIDX_INTERVAL)
+            {
+                self.pidx.push(PidxEntry {
+                    position: first_position,
+                    offset,
+                });
+            }
+            self.last_record_in_buf = Some(self.buf.len());
+            record::encode(
+                &mut self.buf,
+                name,
+                first_position,
+                first_version,
+                timestamp,
+                &req.events,
+            );
+            self.records_in_segment += 1;
+            self.next_position += n;
+            pending.insert(
+                req.hash,
+                Head {
+                    name: req.stream.as_text().clone(),
+                    last_version: first_version + n - 1,
+                    batch: Batch {
+                        first_version,
+                        first_position,
+                        count: n as u32,
+                        first_id: req.events.first().map(|e| e.id).unwrap_or_default(),
+                        digest: ids_digest(req.events.iter().map(|e| e.id)),
+                        offset: None,
+                        pending_req: Some(i),
+                    },
+                },
+            );
+            adds.push(IndexAdd {
+                req: i,
+                hash: req.hash,
+                first_version,
+                first_position,
+                count: n,
+                offset,
+            });
+            outcomes.push(Outcome::Written(AppendResult {
+                first_version: StreamVersion(first_version),
+                last_version: StreamVersion(first_version + n - 1),
+                first_position: LogPosition(first_position),
+                last_position: LogPosition(first_position + n - 1),
+            }));
+        }
+
+        let wrote = self.next_position > start_position;
+        if failure.is_none()
+            && wrote
+            && let Err(e) = self.write_and_sync()
+        {
+            failure = Some(e.to_string());
+            self.failed = failure.clone();
+        }
+
+        match &failure {
+            None => {
+                if wrote {
+                    updates.push(SegmentUpdate {
+                        segment: Arc::clone(&self.active),
+                        data_end: self.write_offset,
+                        end_position: self.next_position,
+                        new_pidx: self
+                            .pidx
+                            .get(self.pidx_published..)
+                            .unwrap_or_default()
+                            .to_vec(),
+                        sealed: false,
+                    });
+                    self.publish(group, &adds, &updates, &pending);
+                }
+            }
+            Some(reason) => {
+                // Nothing of this group is published. The bytes written past
+                // the durable end are ignored by readers and cut by recovery.
+                tracing::error!(%reason, "write failed: refusing writes until restart");
+                *self.shared.writer_failure.lock() = Some(reason.clone());
+                self.next_position = start_position;
+            }
+        }
+
+        let counters = &self.shared.counters;
+        for (req, outcome) in group.drain(..).zip(outcomes) {
+            let reply = match (outcome, &failure) {
+                // The original batch was committed by an earlier group: true
+                // whatever happened to this one.
+                (
+                    Outcome::Duplicate {
+                        result,
+                        pending: false,
+                    },
+                    _,
+                ) => Ok(result),
+                (
+                    Outcome::Written(r)
+                    | Outcome::Duplicate {
+                        result: r,
+                        pending: true,
+                    },
+                    None,
+                ) => Ok(r),
+                (Outcome::Refused(e), None) => Err(e),
+                // On failure even a refusal may have been decided against a
+                // version that never became durable: report the failure.
+                (_, Some(reason)) => Err(AppendError::Storage(StorageError::WriterFailed {
+                    reason: reason.clone(),
+                })),
+            };
+            match &reply {
+                Ok(_) => {
+                    counters.appends.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(AppendError::WrongExpectedVersion { .. }) => {
+                    counters.conflicts.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => {}
+            }
+            // The caller may have given up waiting; nothing to do then.
+            let _ = req.reply.send(reply);
+        }
+    }
+
+    /// Writes the group buffer at the write offset and makes it durable.
+    fn write_and_sync(&mut self) -> Result<(), StorageError> {
+        self.write_buf()?;
+        if self.shared.config.durability == Durability::Fsync {
+            self.active
+                .file
+                .sync_data()
+                .map_err(|e| StorageError::io("fdatasync", &self.active.path, e))?;
+            self.shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Writes the buffer (flagging its last record as the group's end).
+    fn write_buf(&mut self) -> Result<(), StorageError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        if let Some(at) = self.last_record_in_buf.take() {
+            flag_group_end(&mut self.buf, at);
+        }
+        let end = self.write_offset + self.buf.len() as u64;
+        let prealloc = self.shared.config.preallocate_bytes;
+        if prealloc > 0 && end > self.alloc_end {
+            // Extend with zeros so that later fsyncs overwrite allocated
+            // blocks. The zeros ride this group's fdatasync.
+            let cap = self.shared.config.segment_bytes;
+            let new_end = (end + prealloc).min(cap).max(end);
+            let zeros = vec![0u8; (new_end - self.alloc_end.max(end)) as usize];
+            if !zeros.is_empty() {
+                self.active
+                    .file
+                    .write_all_at(&zeros, self.alloc_end.max(end))
+                    .map_err(|e| StorageError::io("preallocate", &self.active.path, e))?;
+            }
+            self.alloc_end = new_end;
+        }
+        self.active
+            .file
+            .write_all_at(&self.buf, self.write_offset)
+            .map_err(|e| StorageError::io("write", &self.active.path, e))?;
+        let c = &self.shared.counters;
+        c.groups.fetch_add(1, Ordering::Relaxed);
+        c.bytes.fetch_add(self.buf.len() as u64, Ordering::Relaxed);
+        self.write_offset = end;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Seals the active segment and opens the next one. Records already
+    /// encoded in the buffer go to the old segment first.
+    fn roll(&mut self, updates: &mut Vec<SegmentUpdate>) -> Result<(), StorageError> {
+        self.write_buf()?;
+        let old = Arc::clone(&self.active);
+        let footer = Footer {
+            data_end: self.write_offset,
+            record_count: self.records_in_segment,
+            first_position: old.first_position,
+            end_position: self.next_position,
+            pidx_count: self.pidx.len() as u32,
+            pidx_crc: 0,
+        };
+        let seal = segment::encode_seal(&self.pidx, &footer);
+        let io = |op| {
+            let path = old.path.clone();
+            move |e| StorageError::io(op, path, e)
+        };
+        old.file
+            .write_all_at(&seal, self.write_offset)
+            .map_err(io("write footer"))?;
+        old.file
+            .set_len(self.write_offset + seal.len() as u64)
+            .map_err(io("truncate"))?;
+        // The seal makes this segment's records durable too, and must be on
+        // disk before the next segment exists: recovery treats a segment
+        // followed by another as complete.
+        old.file.sync_data().map_err(io("fdatasync"))?;
+        self.shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+        updates.push(SegmentUpdate {
+            segment: Arc::clone(&old),
+            data_end: self.write_offset,
+            end_position: self.next_position,
+            new_pidx: self
+                .pidx
+                .split_off(self.pidx_published.min(self.pidx.len())),
+            sealed: true,
+        });
+        let new = create_segment(&self.shared, self.next_position)?;
+        {
+            let mut segs = self.shared.segments.write();
+            let mut v = Vec::clone(&segs);
+            v.push(Arc::clone(&new));
+            *segs = Arc::new(v);
+        }
+        self.active = new;
+        self.write_offset = HEADER_LEN;
+        self.alloc_end = HEADER_LEN;
+        self.records_in_segment = 0;
+        self.pidx.clear();
+        self.pidx_published = 0;
+        Ok(())
+    }
+
+    fn publish(
+        &mut self,
+        group: &[AppendRequest],
+        adds: &[IndexAdd],
+        updates: &[SegmentUpdate],
+        pending: &HashKeyed<Head>,
+    ) {
+        let mut sealed_any = false;
+        for u in updates {
+            u.segment.publish(u.data_end, u.end_position, &u.new_pidx);
+            if u.sealed {
+                u.segment.mark_sealed();
+                sealed_any = true;
+            }
+        }
+        self.pidx_published = self.pidx.len();
+        {
+            let mut idx = self.shared.index.write();
+            for a in adds {
+                if let Some(req) = group.get(a.req) {
+                    idx.active.insert(
+                        a.hash,
+                        req.stream.as_str(),
+                        a.first_version,
+                        a.first_position,
+                        a.count,
+                        a.offset,
+                    );
+                }
+            }
+        }
+        for (hash, head) in pending {
+            let mut h = head.clone();
+            // Committed now: locate the batch by its record from here on.
+            if let Some(a) = adds
+                .iter()
+                .find(|a| a.hash == *hash && a.first_position == h.batch.first_position)
+            {
+                h.batch.offset = Some(a.offset);
+            }
+            h.batch.pending_req = None;
+            self.heads.insert(*hash, h);
+        }
+        let c = &self.shared.counters;
+        c.events
+            .fetch_add(self.next_position - self.shared.head(), Ordering::Relaxed);
+        self.shared
+            .head
+            .store(self.next_position, Ordering::Release);
+        self.shared.head_watch.send_replace(self.next_position);
+        let full = self.shared.index.read().active.len() >= self.shared.config.index_flush_entries;
+        if (sealed_any || full) && self.shared.freeze_active() {
+            let _ = self.flush_tx.send(());
+        }
+    }
+}
+
+/// Sets the group-end flag on the record at `at` in `buf` and refreshes its
+/// checksum.
+fn flag_group_end(buf: &mut [u8], at: usize) {
+    let Some(len) = buf
+        .get(at..at + 4)
+        .and_then(|b| b.try_into().ok())
+        .map(|b: [u8; 4]| u32::from_le_bytes(b) as usize)
+    else {
+        return;
+    };
+    if let Some(flags) = buf.get_mut(at + 9) {
+        *flags |= FLAG_GROUP_END;
+    }
+    let crc = crc32c::crc32c(
+        buf.get(at + 8..at + len - record::SUFFIX_LEN)
+            .unwrap_or_default(),
+    );
+    if let Some(slot) = buf.get_mut(at + 4..at + 8) {
+        slot.copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+fn head_from_record(rec: &Record, offset: u64) -> Result<Head, StorageError> {
+    let mut ids = Vec::with_capacity(usize::from(rec.count));
+    for id in rec.event_ids() {
+        ids.push(id.map_err(|e| StorageError::Corrupt {
+            file: Default::default(),
+            offset,
+            reason: format!("{e:?}"),
+        })?);
+    }
+    let n = u64::from(rec.count);
+    Ok(Head {
+        name: Text::from(rec.stream.as_str()),
+        last_version: rec.first_version + n - 1,
+        batch: Batch {
+            first_version: rec.first_version,
+            first_position: rec.first_position,
+            count: u32::from(rec.count),
+            first_id: ids.first().copied().unwrap_or_default(),
+            digest: ids_digest(ids.iter().copied()),
+            offset: Some(offset),
+            pending_req: None,
+        },
+    })
+}
+
+/// Creates a new, empty active segment starting at `first_position`.
+pub(crate) fn create_segment(
+    shared: &Shared,
+    first_position: u64,
+) -> Result<Arc<Segment>, StorageError> {
+    let vfs = &shared.config.vfs;
+    let path = shared.log_dir.join(segment::file_name(first_position));
+    let io = |op| {
+        let path = path.clone();
+        move |e| StorageError::io(op, path, e)
+    };
+    let file = vfs.open(&path, OpenMode::CreateNew).map_err(io("create"))?;
+    file.write_all_at(&segment::encode_header(first_position), 0)
+        .map_err(io("write header"))?;
+    file.sync_data().map_err(io("fdatasync"))?;
+    // The new file's directory entry must be durable before any record in
+    // it is acknowledged.
+    vfs.sync_dir(&shared.log_dir)
+        .map_err(|e| StorageError::io("sync dir", &shared.log_dir, e))?;
+    Ok(Arc::new(Segment::new(
+        path,
+        file,
+        first_position,
+        HEADER_LEN,
+        first_position,
+        Vec::new(),
+        false,
+    )))
+}

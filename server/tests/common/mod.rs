@@ -1,0 +1,59 @@
+//! Helpers shared by the engine's scenario tests.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use logbook_protocol::{EventId, NewEvent, StreamName};
+use logbook_server::storage::fs::MemFs;
+use logbook_server::storage::{Durability, StoreConfig};
+
+/// A configuration with tiny segments and memtables, so that roll-over,
+/// index flushes and merges all happen within a few hundred events.
+pub fn tiny(dir: &Path) -> StoreConfig {
+    StoreConfig {
+        segment_bytes: 4 << 10,
+        max_batch_bytes: 2 << 10,
+        max_event_bytes: 1 << 10,
+        max_group_bytes: 4 << 10,
+        index_flush_entries: 16,
+        head_cache_streams: 8,
+        preallocate_bytes: 1 << 10,
+        read_chunk_bytes: 4 << 10,
+        ..StoreConfig::new(dir)
+    }
+}
+
+/// `tiny` on an in-memory file system.
+pub fn tiny_mem(fs: &MemFs) -> StoreConfig {
+    StoreConfig {
+        vfs: Arc::new(fs.clone()),
+        ..tiny(Path::new("/data"))
+    }
+}
+
+/// `tiny` without fsync, for tests that do not test durability.
+pub fn tiny_fast(dir: &Path) -> StoreConfig {
+    StoreConfig {
+        durability: Durability::Os,
+        ..tiny(dir)
+    }
+}
+
+pub fn name(s: &str) -> StreamName {
+    StreamName::new(s).unwrap()
+}
+
+/// An event whose id and payload are derived from `n`.
+pub fn ev(n: u64) -> NewEvent {
+    NewEvent::new(
+        EventId::from_u128(u128::from(n) + 1),
+        format!("Type{}", n % 3),
+        format!("payload-{n}-{}", "x".repeat((n % 50) as usize)),
+    )
+    .with_metadata(format!("{{\"n\":{n}}}"))
+}
+
+pub fn evs(from: u64, n: u64) -> Vec<NewEvent> {
+    (from..from + n).map(ev).collect()
+}
