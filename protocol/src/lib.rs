@@ -2,14 +2,48 @@
 //!
 //! The Logbook wire protocol: domain types, frames, messages and the codec.
 //! This crate does no I/O of its own; the server and the client wrap its
-//! codec around their sockets.
+//! codec around their sockets. `PROTOCOL.md` (beside this crate's
+//! `Cargo.toml`) specifies the bytes for implementers in other languages.
 //!
 //! ## Layout
 //! - [`types`]: domain types shared by every crate (`StreamVersion`,
 //!   `LogPosition`, `ExpectedVersion`, `NewEvent`, `RecordedEvent`, ...).
+//! - [`frame`]: the 20-byte frame header, its crc32c, and [`FrameCodec`], the
+//!   `tokio_util` codec that cuts a byte stream into [`Frame`]s without
+//!   copying bodies.
+//! - [`msg`]: typed messages ([`Request`], [`Response`], [`Push`],
+//!   [`ErrorReply`]) and their MessagePack bodies, one file per operation;
+//!   events travel as compact positional arrays (`msg::event`).
+//! - [`error`]: [`Error`], split into fatal frame errors and per-message
+//!   errors ([`Error::is_fatal`]).
+//!
+//! ## The path of a message
+//! Client: `Request::encode` writes a whole frame into the output buffer.
+//! Server: `FrameCodec` decodes a [`Frame`] once it is fully buffered and its
+//! crc checks out; `Request::decode` turns the body into a [`Request`] whose
+//! payloads share the read buffer. Replies and pushes take the same path
+//! back, decoded by [`ServerMessage::decode`].
 
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
+pub mod error;
+pub mod frame;
+pub mod msg;
 pub mod types;
 
+pub use error::Error;
+pub use frame::{
+    DEFAULT_MAX_FRAME_BYTES, Flags, Frame, FrameCodec, FrameHeader, HEADER_LEN, Kind, Opcode,
+    PROTOCOL_VERSION,
+};
+pub use msg::{
+    Append, Credit, ErrorCode, ErrorReply, Filter, Hello, HelloOk, Ping, Pong, Push, ReadAll,
+    ReadAllOk, ReadStream, ReadStreamOk, Request, Response, ServerMessage, Subscribe,
+    SubscribeFrom, SubscribeOk, SubscriptionTarget, Unsubscribe,
+};
 pub use types::*;

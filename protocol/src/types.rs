@@ -93,7 +93,10 @@ impl<'de> Deserialize<'de> for EventId {
                     .map(EventId)
                     .map_err(|_| E::invalid_length(v.len(), &self))
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<EventId, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<EventId, A::Error> {
                 let mut out = [0u8; 16];
                 for (i, slot) in out.iter_mut().enumerate() {
                     *slot = seq
@@ -176,6 +179,13 @@ impl Text {
         Ok(Text(bytes))
     }
 
+    /// Shares `s` out of `buf` without copying when `s` lies inside `buf`
+    /// (as a `&str` borrowed from it does), and copies it otherwise. Unlike
+    /// [`Text::from_utf8`] it does not re-check UTF-8: `s` is a `str` already.
+    pub fn share_from(buf: &Bytes, s: &str) -> Text {
+        Text(share_slice(buf, s.as_bytes()))
+    }
+
     /// A `Text` for a string known at compile time.
     pub const fn from_static(s: &'static str) -> Text {
         Text(Bytes::from_static(s.as_bytes()))
@@ -206,6 +216,19 @@ impl Text {
     /// Whether the text is empty.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+/// `buf.slice_ref(sub)` without its panic: shares `sub` when it lies inside
+/// `buf`, copies it otherwise (which callers that borrowed `sub` from `buf`
+/// never hit).
+pub(crate) fn share_slice(buf: &Bytes, sub: &[u8]) -> Bytes {
+    let start = buf.as_ptr() as usize;
+    let at = sub.as_ptr() as usize;
+    if at >= start && at.saturating_add(sub.len()) <= start.saturating_add(buf.len()) {
+        buf.slice_ref(sub)
+    } else {
+        Bytes::copy_from_slice(sub)
     }
 }
 
@@ -494,7 +517,9 @@ mod tests {
         assert!(validate_stream_name("compte-é").is_ok());
         assert_eq!(
             validate_stream_name(""),
-            Err(NameError::Empty { what: "stream name" })
+            Err(NameError::Empty {
+                what: "stream name"
+            })
         );
         assert!(matches!(
             validate_stream_name(&"x".repeat(MAX_STREAM_NAME_BYTES + 1)),
@@ -507,6 +532,19 @@ mod tests {
                 at: 1
             })
         );
+    }
+
+    #[test]
+    fn text_share_from_borrows_inside_and_copies_outside() {
+        let buf = Bytes::from_static(b"hello world");
+        let inside = std::str::from_utf8(&buf[6..]).unwrap();
+        let t = Text::share_from(&buf, inside);
+        assert_eq!(t, "world");
+        assert_eq!(t.as_bytes().as_ptr(), buf[6..].as_ptr());
+        let outside = String::from("elsewhere");
+        let t = Text::share_from(&buf, &outside);
+        assert_eq!(t, "elsewhere");
+        assert_ne!(t.as_bytes().as_ptr(), outside.as_ptr());
     }
 
     #[test]

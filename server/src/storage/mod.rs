@@ -437,6 +437,19 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Stops the engine the way a crash would, as far as the disk is
+    /// concerned: nothing queued is lost (appends already acknowledged are
+    /// durable), but the index is not flushed and preallocated space is not
+    /// trimmed, so the next open has recovery work to do. For benchmarks of
+    /// start-up after a crash, and tests.
+    #[doc(hidden)]
+    pub fn abandon(&self) {
+        self.inner.shared.abandoned.store(true, Ordering::Relaxed);
+        let _ = self.inner.close();
+    }
+}
+
 impl Inner {
     fn close(&self) -> Result<(), StorageError> {
         // Dropping the only sender ends the writer's loop once the queue is
@@ -445,7 +458,9 @@ impl Inner {
         if let Some(w) = self.writer.lock().take() {
             let _ = w.join();
         }
-        let result = if self.shared.writer_failure.lock().is_none() {
+        let clean = self.shared.writer_failure.lock().is_none()
+            && !self.shared.abandoned.load(Ordering::Relaxed);
+        let result = if clean {
             self.shared.freeze_active();
             flusher::flush_frozen(&self.shared)
         } else {

@@ -359,6 +359,7 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
         manifest: Mutex::new(Manifest::default()),
         writer_failure: Mutex::new(None),
         counters,
+        abandoned: false.into(),
     });
 
     // The active segment: the last one if unsealed, else a new one.

@@ -80,6 +80,9 @@ pub struct Shared {
     pub writer_failure: Mutex<Option<String>>,
     /// Counters.
     pub counters: Counters,
+    /// Set by `Store::abandon`: shut down as a crash would, leaving the
+    /// preallocated tail and the unflushed index for recovery.
+    pub abandoned: std::sync::atomic::AtomicBool,
 }
 
 /// A record and where it was read from, for error messages.

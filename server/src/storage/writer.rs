@@ -236,7 +236,10 @@ impl Writer {
     /// Clean shutdown: drop the preallocated zeros, so the next start finds
     /// the segment ending at its last record.
     fn finish(&mut self) {
-        if self.failed.is_some() || self.alloc_end <= self.write_offset {
+        if self.failed.is_some()
+            || self.alloc_end <= self.write_offset
+            || self.shared.abandoned.load(Ordering::Relaxed)
+        {
             return;
         }
         let f = &self.active.file;

@@ -1,0 +1,105 @@
+//! `Hello` (opcode 1): the handshake, and the first request on every
+//! connection.
+//!
+//! ```text
+//! Hello   { protocol_version: uint8, client_name: str, token?: str }
+//! HelloOk { protocol_version: uint8, server_version: str, max_frame_bytes: uint32,
+//!           max_append_bytes: uint32, max_events_per_append: uint32,
+//!           max_in_flight: uint32 }
+//! ```
+//!
+//! This exchange is frozen across protocol versions (see [`crate::frame`]):
+//! fields may be added, never removed or retyped.
+
+use serde::{Deserialize, Serialize};
+
+/// Opens a session: says which protocol versions the client speaks and who
+/// it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hello {
+    /// Highest protocol version the client speaks.
+    pub protocol_version: u8,
+    /// Free-form client identification for the server's logs, e.g.
+    /// `logbook-client/0.1.0`.
+    pub client_name: String,
+    /// Authentication token, when the server requires one.
+    pub token: Option<String>,
+}
+
+/// The server accepts the session and states its limits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HelloOk {
+    /// Protocol version the session uses from now on: at most the client's.
+    pub protocol_version: u8,
+    /// Server software version, for diagnostics.
+    pub server_version: String,
+    /// Largest frame the server accepts or sends, length prefix included.
+    pub max_frame_bytes: u32,
+    /// Largest total of event bytes (type, metadata, data) in one append.
+    pub max_append_bytes: u32,
+    /// Most events in one append.
+    pub max_events_per_append: u32,
+    /// Most requests the client may have in flight on this connection; the
+    /// server stops reading the socket beyond it.
+    pub max_in_flight: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct HelloWire<'a> {
+    protocol_version: u8,
+    client_name: &'a str,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    token: Option<&'a str>,
+}
+
+impl Hello {
+    pub(crate) fn to_wire(&self) -> HelloWire<'_> {
+        HelloWire {
+            protocol_version: self.protocol_version,
+            client_name: &self.client_name,
+            token: self.token.as_deref(),
+        }
+    }
+
+    pub(crate) fn from_wire(w: HelloWire<'_>) -> Hello {
+        Hello {
+            protocol_version: w.protocol_version,
+            client_name: w.client_name.to_owned(),
+            token: w.token.map(str::to_owned),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct HelloOkWire<'a> {
+    protocol_version: u8,
+    server_version: &'a str,
+    max_frame_bytes: u32,
+    max_append_bytes: u32,
+    max_events_per_append: u32,
+    max_in_flight: u32,
+}
+
+impl HelloOk {
+    pub(crate) fn to_wire(&self) -> HelloOkWire<'_> {
+        HelloOkWire {
+            protocol_version: self.protocol_version,
+            server_version: &self.server_version,
+            max_frame_bytes: self.max_frame_bytes,
+            max_append_bytes: self.max_append_bytes,
+            max_events_per_append: self.max_events_per_append,
+            max_in_flight: self.max_in_flight,
+        }
+    }
+
+    pub(crate) fn from_wire(w: HelloOkWire<'_>) -> HelloOk {
+        HelloOk {
+            protocol_version: w.protocol_version,
+            server_version: w.server_version.to_owned(),
+            max_frame_bytes: w.max_frame_bytes,
+            max_append_bytes: w.max_append_bytes,
+            max_events_per_append: w.max_events_per_append,
+            max_in_flight: w.max_in_flight,
+        }
+    }
+}

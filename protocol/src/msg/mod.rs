@@ -1,0 +1,384 @@
+//! Messages: typed requests, responses, pushes and errors, and their
+//! MessagePack bodies.
+//!
+//! One file per operation holds its types and body shape; this module
+//! dispatches on kind and opcode. A frame's kind and opcode decide the body:
+//!
+//! | kind     | opcode      | body                                   |
+//! |----------|-------------|----------------------------------------|
+//! | Request  | any         | the request ([`Request`])              |
+//! | Response | same        | its success reply ([`Response`])       |
+//! | Error    | same        | [`ErrorReply`]                         |
+//! | Push     | Subscribe   | [`Push`]                               |
+//!
+//! Bodies are maps with named fields (receivers ignore fields they do not
+//! know and default optional ones that are missing), except events, which
+//! are positional arrays ([`event`]).
+//!
+//! Encoding writes straight into the output buffer; decoding borrows from
+//! the frame body, so event payloads, stream names and types are shared
+//! with the read buffer rather than copied.
+
+use bytes::BytesMut;
+
+use crate::error::Error;
+use crate::frame::{Frame, FrameHeader, Kind, Opcode};
+use crate::types::{AppendResult, RecordedEvent};
+
+pub mod append;
+pub mod credit;
+pub mod error_reply;
+pub mod event;
+pub mod hello;
+mod mp;
+pub mod ping;
+pub mod push;
+pub mod read_all;
+pub mod read_stream;
+pub mod subscribe;
+pub mod unsubscribe;
+mod wire;
+
+#[cfg(test)]
+mod tests;
+
+pub use append::Append;
+pub use credit::Credit;
+pub use error_reply::{ErrorCode, ErrorReply};
+pub use event::{new_event_wire_len, recorded_event_wire_len};
+pub use hello::{Hello, HelloOk};
+pub use ping::{Ping, Pong};
+pub use push::Push;
+pub use read_all::{ReadAll, ReadAllOk};
+pub use read_stream::{ReadStream, ReadStreamOk};
+pub use subscribe::{Filter, Subscribe, SubscribeFrom, SubscribeOk, SubscriptionTarget};
+pub use unsubscribe::Unsubscribe;
+pub use wire::MAX_BODY_DEPTH;
+
+use wire::{decode_body, encode_message, encode_raw};
+
+/// Upper bound on the bytes of a frame that carries events (`ReadStreamOk`,
+/// `ReadAllOk`, an events [`Push`]) besides the events themselves: header,
+/// map, field names, other fields and the array header. A frame whose events
+/// sum (by [`recorded_event_wire_len`]) to at most
+/// `max_frame_bytes - EVENTS_MESSAGE_OVERHEAD` always fits.
+pub const EVENTS_MESSAGE_OVERHEAD: usize = 96;
+
+/// A request, client to server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Request {
+    /// Handshake (must come first).
+    Hello(Hello),
+    /// Liveness check.
+    Ping(Ping),
+    /// Append a batch to a stream.
+    Append(Append),
+    /// Read a page of a stream.
+    ReadStream(ReadStream),
+    /// Read a page of the global log.
+    ReadAll(ReadAll),
+    /// Start a subscription.
+    Subscribe(Subscribe),
+    /// Stop a subscription.
+    Unsubscribe(Unsubscribe),
+    /// Grant a subscription credit (no reply).
+    Credit(Credit),
+}
+
+impl Request {
+    /// The opcode this request travels under.
+    pub fn opcode(&self) -> Opcode {
+        match self {
+            Request::Hello(_) => Opcode::Hello,
+            Request::Ping(_) => Opcode::Ping,
+            Request::Append(_) => Opcode::Append,
+            Request::ReadStream(_) => Opcode::ReadStream,
+            Request::ReadAll(_) => Opcode::ReadAll,
+            Request::Subscribe(_) => Opcode::Subscribe,
+            Request::Unsubscribe(_) => Opcode::Unsubscribe,
+            Request::Credit(_) => Opcode::Credit,
+        }
+    }
+
+    /// Appends this request as one frame to `dst`. On error `dst` is left as
+    /// it was.
+    pub fn encode(
+        &self,
+        dst: &mut BytesMut,
+        corr_id: u32,
+        max_frame_bytes: u32,
+    ) -> Result<(), Error> {
+        let header = FrameHeader::new(Kind::Request, self.opcode(), corr_id);
+        macro_rules! enc {
+            ($hint:expr, $body:expr $(,)?) => {
+                encode_message(dst, &header, max_frame_bytes, $hint, &$body)
+            };
+        }
+        match self {
+            Request::Hello(m) => enc!(64 + m.client_name.len(), m.to_wire()),
+            Request::Ping(m) => enc!(16, ping::NonceWire { nonce: m.nonce }),
+            Request::Append(m) => {
+                let (min, slack) = m.body_len();
+                encode_raw(dst, &header, max_frame_bytes, min, slack, |b| m.put_body(b))
+            }
+            Request::ReadStream(m) => enc!(64 + m.stream.len(), m.to_wire()),
+            Request::ReadAll(m) => enc!(48, m.to_wire()),
+            Request::Subscribe(m) => enc!(128, m.to_wire()),
+            Request::Unsubscribe(m) => enc!(
+                24,
+                unsubscribe::UnsubscribeWire {
+                    subscription: m.subscription,
+                },
+            ),
+            Request::Credit(m) => enc!(
+                32,
+                credit::CreditWire {
+                    subscription: m.subscription,
+                    events: m.events,
+                },
+            ),
+        }
+    }
+
+    /// Decodes a Request frame. Event payloads, stream names and types share
+    /// `frame.body`'s memory.
+    pub fn decode(frame: &Frame) -> Result<Request, Error> {
+        let (op, body) = (frame.header.opcode, &frame.body);
+        expect_kind(frame, Kind::Request)?;
+        Ok(match op {
+            Opcode::Hello => Request::Hello(Hello::from_wire(decode_body(body, op)?)),
+            Opcode::Ping => Request::Ping(Ping {
+                nonce: decode_body::<ping::NonceWire>(body, op)?.nonce,
+            }),
+            Opcode::Append => Request::Append(Append::read_body(body)?),
+            Opcode::ReadStream => {
+                Request::ReadStream(ReadStream::from_wire(decode_body(body, op)?, body))
+            }
+            Opcode::ReadAll => Request::ReadAll(ReadAll::from_wire(decode_body(body, op)?)),
+            Opcode::Subscribe => {
+                Request::Subscribe(Subscribe::from_wire(decode_body(body, op)?, body)?)
+            }
+            Opcode::Unsubscribe => Request::Unsubscribe(Unsubscribe {
+                subscription: decode_body::<unsubscribe::UnsubscribeWire>(body, op)?.subscription,
+            }),
+            Opcode::Credit => {
+                let w: credit::CreditWire = decode_body(body, op)?;
+                Request::Credit(Credit {
+                    subscription: w.subscription,
+                    events: w.events,
+                })
+            }
+            Opcode::Stats => return Err(unexpected(frame, Kind::Request)),
+        })
+    }
+}
+
+/// A successful reply, server to client; it carries its request's opcode and
+/// `corr_id`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Response {
+    /// Reply to `Hello`.
+    HelloOk(HelloOk),
+    /// Reply to `Ping`.
+    Pong(Pong),
+    /// Reply to `Append`.
+    AppendOk(AppendResult),
+    /// Reply to `ReadStream`.
+    ReadStreamOk(ReadStreamOk),
+    /// Reply to `ReadAll`.
+    ReadAllOk(ReadAllOk),
+    /// Reply to `Subscribe`; pushes follow.
+    SubscribeOk(SubscribeOk),
+    /// Reply to `Unsubscribe`; no push follows.
+    UnsubscribeOk,
+}
+
+impl Response {
+    /// The opcode this response travels under (its request's).
+    pub fn opcode(&self) -> Opcode {
+        match self {
+            Response::HelloOk(_) => Opcode::Hello,
+            Response::Pong(_) => Opcode::Ping,
+            Response::AppendOk(_) => Opcode::Append,
+            Response::ReadStreamOk(_) => Opcode::ReadStream,
+            Response::ReadAllOk(_) => Opcode::ReadAll,
+            Response::SubscribeOk(_) => Opcode::Subscribe,
+            Response::UnsubscribeOk => Opcode::Unsubscribe,
+        }
+    }
+
+    /// Appends this response as one frame (with [`crate::Flags::END`]) to
+    /// `dst`, answering the request `corr_id`. On error `dst` is left as it
+    /// was.
+    pub fn encode(
+        &self,
+        dst: &mut BytesMut,
+        corr_id: u32,
+        max_frame_bytes: u32,
+    ) -> Result<(), Error> {
+        let header = FrameHeader::new(Kind::Response, self.opcode(), corr_id);
+        macro_rules! enc {
+            ($hint:expr, $body:expr $(,)?) => {
+                encode_message(dst, &header, max_frame_bytes, $hint, &$body)
+            };
+        }
+        match self {
+            Response::HelloOk(m) => enc!(160 + m.server_version.len(), m.to_wire()),
+            Response::Pong(m) => enc!(16, ping::NonceWire { nonce: m.nonce }),
+            Response::AppendOk(m) => enc!(96, append::AppendOkWire::from(m)),
+            Response::ReadStreamOk(m) => {
+                let (min, slack) = m.body_len();
+                encode_raw(dst, &header, max_frame_bytes, min, slack, |b| m.put_body(b))
+            }
+            Response::ReadAllOk(m) => {
+                let (min, slack) = m.body_len();
+                encode_raw(dst, &header, max_frame_bytes, min, slack, |b| m.put_body(b))
+            }
+            Response::SubscribeOk(m) => enc!(16, m.to_wire()),
+            Response::UnsubscribeOk => enc!(1, unsubscribe::EmptyWire {}),
+        }
+    }
+
+    /// Decodes a Response frame (see [`Request::decode`] on sharing).
+    pub fn decode(frame: &Frame) -> Result<Response, Error> {
+        let (op, body) = (frame.header.opcode, &frame.body);
+        expect_kind(frame, Kind::Response)?;
+        Ok(match op {
+            Opcode::Hello => Response::HelloOk(HelloOk::from_wire(decode_body(body, op)?)),
+            Opcode::Ping => Response::Pong(Pong {
+                nonce: decode_body::<ping::NonceWire>(body, op)?.nonce,
+            }),
+            Opcode::Append => {
+                Response::AppendOk(decode_body::<append::AppendOkWire>(body, op)?.into())
+            }
+            Opcode::ReadStream => Response::ReadStreamOk(ReadStreamOk::read_body(body)?),
+            Opcode::ReadAll => Response::ReadAllOk(ReadAllOk::read_body(body)?),
+            Opcode::Subscribe => {
+                Response::SubscribeOk(SubscribeOk::from_wire(decode_body(body, op)?))
+            }
+            Opcode::Unsubscribe => {
+                decode_body::<unsubscribe::EmptyWire>(body, op)?;
+                Response::UnsubscribeOk
+            }
+            Opcode::Credit | Opcode::Stats => return Err(unexpected(frame, Kind::Response)),
+        })
+    }
+}
+
+impl Push {
+    /// Appends this push as one frame to `dst`, for the subscription started
+    /// by the Subscribe request `subscription`. On error `dst` is left as it
+    /// was.
+    pub fn encode(
+        &self,
+        dst: &mut BytesMut,
+        subscription: u32,
+        max_frame_bytes: u32,
+    ) -> Result<(), Error> {
+        let header = FrameHeader::new(Kind::Push, Opcode::Subscribe, subscription);
+        let (min, slack) = self.body_len();
+        encode_raw(dst, &header, max_frame_bytes, min, slack, |b| {
+            self.put_body(b)
+        })
+    }
+
+    /// Appends an events push over borrowed events: the subscription loop's
+    /// fast path, which needs no `Push` (and no owned `Vec`). Fails with
+    /// [`Error::TooLarge`] before writing anything if the events cannot fit;
+    /// size batches with [`recorded_event_wire_len`] and
+    /// [`EVENTS_MESSAGE_OVERHEAD`].
+    pub fn encode_events(
+        dst: &mut BytesMut,
+        subscription: u32,
+        events: &[RecordedEvent],
+        max_frame_bytes: u32,
+    ) -> Result<(), Error> {
+        let header = FrameHeader::new(Kind::Push, Opcode::Subscribe, subscription);
+        let (min, slack) = push::events_body_len(events);
+        encode_raw(dst, &header, max_frame_bytes, min, slack, |b| {
+            push::put_events_body(b, events)
+        })
+    }
+
+    /// Decodes a Push frame (see [`Request::decode`] on sharing). A push
+    /// with an unknown `t` fails with [`Error::UnknownPushType`], which a
+    /// client may log and skip.
+    pub fn decode(frame: &Frame) -> Result<Push, Error> {
+        expect_kind(frame, Kind::Push)?;
+        if frame.header.opcode != Opcode::Subscribe {
+            return Err(unexpected(frame, Kind::Push));
+        }
+        Push::read_body(&frame.body)
+    }
+}
+
+impl ErrorReply {
+    /// Appends this error as one frame (with [`crate::Flags::END`]) to
+    /// `dst`, answering the request `corr_id` made with `opcode`. On error
+    /// `dst` is left as it was.
+    pub fn encode(
+        &self,
+        dst: &mut BytesMut,
+        opcode: Opcode,
+        corr_id: u32,
+        max_frame_bytes: u32,
+    ) -> Result<(), Error> {
+        let header = FrameHeader::new(Kind::Error, opcode, corr_id);
+        encode_message(
+            dst,
+            &header,
+            max_frame_bytes,
+            self.size_hint(),
+            &self.to_wire(),
+        )
+    }
+
+    /// Decodes an Error frame, whatever its opcode.
+    pub fn decode(frame: &Frame) -> Result<ErrorReply, Error> {
+        expect_kind(frame, Kind::Error)?;
+        let w = decode_body(&frame.body, frame.header.opcode)?;
+        Ok(ErrorReply::from_wire(w, &frame.body))
+    }
+}
+
+/// Anything a server sends: what a client's read loop decodes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerMessage {
+    /// A successful reply.
+    Response(Response),
+    /// A subscription push.
+    Push(Push),
+    /// A failed reply.
+    Error(ErrorReply),
+}
+
+impl ServerMessage {
+    /// Decodes a Response, Push or Error frame; a Request frame is
+    /// [`Error::UnexpectedFrame`].
+    pub fn decode(frame: &Frame) -> Result<ServerMessage, Error> {
+        match frame.header.kind {
+            Kind::Response => Response::decode(frame).map(ServerMessage::Response),
+            Kind::Push => Push::decode(frame).map(ServerMessage::Push),
+            Kind::Error => ErrorReply::decode(frame).map(ServerMessage::Error),
+            Kind::Request => Err(unexpected(frame, Kind::Response)),
+        }
+    }
+}
+
+fn expect_kind(frame: &Frame, expected: Kind) -> Result<(), Error> {
+    if frame.header.kind == expected {
+        Ok(())
+    } else {
+        Err(unexpected(frame, expected))
+    }
+}
+
+fn unexpected(frame: &Frame, expected: Kind) -> Error {
+    Error::UnexpectedFrame {
+        expected,
+        kind: frame.header.kind,
+        opcode: frame.header.opcode,
+    }
+}

@@ -1,0 +1,163 @@
+//! Subscription pushes (kind Push, opcode Subscribe, `corr_id` of the
+//! Subscribe): a map tagged by its `t` field.
+//!
+//! ```text
+//! { t: "events",      events: [RecordedEvent] }
+//! { t: "caught_up",   position: uint64 }
+//! { t: "fell_behind", position: uint64 }
+//! { t: "checkpoint",  position: uint64 }
+//! { t: "ended",       code: uint16, message: str }
+//! ```
+//!
+//! The tag is an ordinary field that may come anywhere in the map, so any
+//! MessagePack library can produce it, and new push types can be added:
+//! receivers skip tags they do not know ([`Error::UnknownPushType`]). Push
+//! bodies are hand-written (`msg/mp.rs`): they carry most of the bytes a
+//! server sends.
+
+use bytes::{Bytes, BytesMut};
+
+use super::error_reply::ErrorCode;
+use super::event::{put_recorded_events, read_recorded_events, recorded_event_wire_len};
+use super::mp;
+use super::wire::{read_map, required};
+use crate::error::Error;
+use crate::frame::Opcode;
+use crate::types::{LogPosition, RecordedEvent};
+
+/// Something a subscription tells its client without being asked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Push {
+    /// The next events, in order, within the granted credit.
+    Events {
+        /// The events, in log (or stream) order; the server never sends an
+        /// empty batch.
+        events: Vec<RecordedEvent>,
+    },
+    /// The subscription has delivered everything committed so far and is
+    /// now live. Sent once, the first time it happens.
+    CaughtUp {
+        /// Log position the subscription reached: the head when it caught up.
+        position: LogPosition,
+    },
+    /// Live delivery could not keep up and the subscription went back to
+    /// reading the log. Nothing is lost; events keep coming in order.
+    FellBehind {
+        /// Log position the subscription had reached.
+        position: LogPosition,
+    },
+    /// A filtered subscription scanned up to `position` (exclusive) without
+    /// more matches: a consumer may record it as its resume point.
+    Checkpoint {
+        /// Everything before this log position has been scanned.
+        position: LogPosition,
+    },
+    /// The subscription is over; no push follows.
+    Ended {
+        /// Why.
+        code: ErrorCode,
+        /// Human-readable detail.
+        message: String,
+    },
+}
+
+const EVENTS: &str = "events";
+const CAUGHT_UP: &str = "caught_up";
+const FELL_BEHIND: &str = "fell_behind";
+const CHECKPOINT: &str = "checkpoint";
+const ENDED: &str = "ended";
+
+/// Exact size of the events array's contents, and room for the rest.
+pub(crate) fn events_body_len(events: &[RecordedEvent]) -> (usize, usize) {
+    (events.iter().map(recorded_event_wire_len).sum(), 24)
+}
+
+/// Writes the body of an events push over borrowed events.
+pub(crate) fn put_events_body(dst: &mut BytesMut, events: &[RecordedEvent]) {
+    mp::put_map_len(dst, 2);
+    mp::put_str(dst, "t");
+    mp::put_str(dst, EVENTS);
+    mp::put_str(dst, "events");
+    put_recorded_events(dst, events);
+}
+
+fn put_position_body(dst: &mut BytesMut, tag: &str, position: LogPosition) {
+    mp::put_map_len(dst, 2);
+    mp::put_str(dst, "t");
+    mp::put_str(dst, tag);
+    mp::put_str(dst, "position");
+    mp::put_uint(dst, position.0);
+}
+
+impl Push {
+    /// Exact size of the events (if any), and room for the rest.
+    pub(crate) fn body_len(&self) -> (usize, usize) {
+        match self {
+            Push::Events { events } => events_body_len(events),
+            Push::Ended { message, .. } => (0, 32 + message.len()),
+            Push::CaughtUp { .. } | Push::FellBehind { .. } | Push::Checkpoint { .. } => (0, 32),
+        }
+    }
+
+    pub(crate) fn put_body(&self, dst: &mut BytesMut) {
+        match self {
+            Push::Events { events } => put_events_body(dst, events),
+            Push::CaughtUp { position } => put_position_body(dst, CAUGHT_UP, *position),
+            Push::FellBehind { position } => put_position_body(dst, FELL_BEHIND, *position),
+            Push::Checkpoint { position } => put_position_body(dst, CHECKPOINT, *position),
+            Push::Ended { code, message } => {
+                mp::put_map_len(dst, 3);
+                mp::put_str(dst, "t");
+                mp::put_str(dst, ENDED);
+                mp::put_str(dst, "code");
+                mp::put_uint(dst, code.as_u16().into());
+                mp::put_str(dst, "message");
+                mp::put_str(dst, message);
+            }
+        }
+    }
+
+    pub(crate) fn read_body(body: &Bytes) -> Result<Push, Error> {
+        let op = Opcode::Subscribe;
+        let (mut tag, mut events, mut position, mut code, mut message) =
+            (None, None, None, None, None);
+        read_map(body, op, |key, r| {
+            match key {
+                "t" => tag = Some(r.str()?),
+                "events" => events = Some(read_recorded_events(r, body)?),
+                "position" => position = Some(LogPosition(r.uint()?)),
+                "code" => {
+                    let c = u16::try_from(r.uint()?).map_err(|_| "error code out of range")?;
+                    code = Some(ErrorCode::from_u16(c));
+                }
+                "message" => message = Some(r.str()?),
+                _ => r.skip()?,
+            }
+            Ok(())
+        })?;
+        Ok(match required(tag, op, "t")? {
+            EVENTS => Push::Events {
+                events: required(events, op, "events")?,
+            },
+            CAUGHT_UP => Push::CaughtUp {
+                position: required(position, op, "position")?,
+            },
+            FELL_BEHIND => Push::FellBehind {
+                position: required(position, op, "position")?,
+            },
+            CHECKPOINT => Push::Checkpoint {
+                position: required(position, op, "position")?,
+            },
+            ENDED => Push::Ended {
+                code: required(code, op, "code")?,
+                message: message.unwrap_or_default().to_owned(),
+            },
+            other => {
+                return Err(Error::UnknownPushType {
+                    tag: other.to_owned(),
+                });
+            }
+        })
+    }
+}

@@ -1,0 +1,224 @@
+//! `Subscribe` (opcode 6): follow one stream or the global log, history
+//! first, then live.
+//!
+//! ```text
+//! Subscribe   { target: "stream"|"all", stream?: str (target "stream" only),
+//!               from: "start"|"end"|uint64, filter?: Filter (target "all" only),
+//!               initial_credit: uint32 }
+//! Filter      { stream_prefixes?: [str], type_prefixes?: [str],
+//!               checkpoint_interval?: uint32 }
+//! SubscribeOk { head: uint64 }
+//! ```
+//!
+//! After `SubscribeOk` the server sends pushes (see [`crate::msg::push`])
+//! with the Subscribe's `corr_id`, never more events than the credit granted
+//! by `initial_credit` plus later `Credit` requests.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::wire::{FromWire, malformed};
+use crate::error::Error;
+use crate::frame::Opcode;
+use crate::types::{LogPosition, StreamVersion, Text};
+
+/// Where a subscription starts. `P` is a [`StreamVersion`] for a stream
+/// subscription and a [`LogPosition`] for the global log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SubscribeFrom<P> {
+    /// From the first event.
+    Start,
+    /// From the event after this one (exclusive, so a consumer resumes with
+    /// the last version or position it processed).
+    After(P),
+    /// Live only: events committed after the subscription starts.
+    End,
+}
+
+impl<P> SubscribeFrom<P> {
+    fn into_wire(self, raw: impl FnOnce(P) -> u64) -> FromWire {
+        match self {
+            SubscribeFrom::Start => FromWire::Start,
+            SubscribeFrom::After(p) => FromWire::After(raw(p)),
+            SubscribeFrom::End => FromWire::End,
+        }
+    }
+
+    fn from_wire(w: FromWire, typed: impl FnOnce(u64) -> P) -> SubscribeFrom<P> {
+        match w {
+            FromWire::Start => SubscribeFrom::Start,
+            FromWire::After(v) => SubscribeFrom::After(typed(v)),
+            FromWire::End => SubscribeFrom::End,
+        }
+    }
+}
+
+/// Server-side filter of a global-log subscription. An event passes when its
+/// stream starts with one of `stream_prefixes` (or the list is empty) and its
+/// type starts with one of `type_prefixes` (or the list is empty).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Filter {
+    /// Accepted stream name prefixes; empty accepts every stream.
+    pub stream_prefixes: Vec<String>,
+    /// Accepted event type prefixes; empty accepts every type.
+    pub type_prefixes: Vec<String>,
+    /// Send a `Checkpoint` push after this many events were scanned without
+    /// one passing the filter, so a consumer can persist its progress through
+    /// long filtered-out stretches. 0 lets the server choose.
+    pub checkpoint_interval: u32,
+}
+
+/// What a subscription follows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SubscriptionTarget {
+    /// One stream, in version order.
+    Stream {
+        /// The stream.
+        stream: Text,
+        /// Where to start.
+        from: SubscribeFrom<StreamVersion>,
+    },
+    /// The global log, in position order.
+    All {
+        /// Where to start.
+        from: SubscribeFrom<LogPosition>,
+        /// Optional server-side filter.
+        filter: Option<Filter>,
+    },
+}
+
+/// Starts a subscription; its pushes carry this request's `corr_id`, which
+/// also names it in `Credit` and `Unsubscribe`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscribe {
+    /// What to follow.
+    pub target: SubscriptionTarget,
+    /// Events the server may send before the first `Credit`.
+    pub initial_credit: u32,
+}
+
+/// The subscription is registered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SubscribeOk {
+    /// Number of committed events when the subscription started.
+    pub head: LogPosition,
+}
+
+/// Body of `Filter`; `S` is `&[String]` to encode, `Vec<String>` decoded.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct FilterWire<S> {
+    #[serde(default)]
+    stream_prefixes: S,
+    #[serde(default)]
+    type_prefixes: S,
+    #[serde(default)]
+    checkpoint_interval: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct SubscribeWire<'a, F> {
+    target: &'a str,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    stream: Option<&'a str>,
+    from: FromWire,
+    #[serde(default = "none", skip_serializing_if = "Option::is_none")]
+    filter: Option<F>,
+    initial_credit: u32,
+}
+
+/// `Option::default` without requiring `F: Default` of the derive.
+fn none<T>() -> Option<T> {
+    None
+}
+
+impl Subscribe {
+    pub(crate) fn to_wire(&self) -> SubscribeWire<'_, FilterWire<&[String]>> {
+        let (target, stream, from, filter) = match &self.target {
+            SubscriptionTarget::Stream { stream, from } => (
+                "stream",
+                Some(stream.as_str()),
+                from.into_wire(|v| v.0),
+                None,
+            ),
+            SubscriptionTarget::All { from, filter } => (
+                "all",
+                None,
+                from.into_wire(|p| p.0),
+                filter.as_ref().map(|f| FilterWire {
+                    stream_prefixes: f.stream_prefixes.as_slice(),
+                    type_prefixes: f.type_prefixes.as_slice(),
+                    checkpoint_interval: f.checkpoint_interval,
+                }),
+            ),
+        };
+        SubscribeWire {
+            target,
+            stream,
+            from,
+            filter,
+            initial_credit: self.initial_credit,
+        }
+    }
+
+    pub(crate) fn from_wire(
+        w: SubscribeWire<'_, FilterWire<Vec<String>>>,
+        body: &Bytes,
+    ) -> Result<Subscribe, Error> {
+        let target = match (w.target, w.stream, w.filter) {
+            ("stream", Some(stream), None) => SubscriptionTarget::Stream {
+                stream: Text::share_from(body, stream),
+                from: SubscribeFrom::from_wire(w.from, StreamVersion),
+            },
+            ("stream", None, _) => {
+                return Err(malformed(
+                    Opcode::Subscribe,
+                    "target \"stream\" without a stream",
+                ));
+            }
+            ("stream", Some(_), Some(_)) => {
+                return Err(malformed(
+                    Opcode::Subscribe,
+                    "a filter needs target \"all\"",
+                ));
+            }
+            ("all", None, filter) => SubscriptionTarget::All {
+                from: SubscribeFrom::from_wire(w.from, LogPosition),
+                filter: filter.map(|f| Filter {
+                    stream_prefixes: f.stream_prefixes,
+                    type_prefixes: f.type_prefixes,
+                    checkpoint_interval: f.checkpoint_interval,
+                }),
+            },
+            ("all", Some(_), _) => {
+                return Err(malformed(Opcode::Subscribe, "target \"all\" with a stream"));
+            }
+            (other, _, _) => {
+                return Err(malformed(
+                    Opcode::Subscribe,
+                    format_args!("unknown target {other:?}, expected \"stream\" or \"all\""),
+                ));
+            }
+        };
+        Ok(Subscribe {
+            target,
+            initial_credit: w.initial_credit,
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct SubscribeOkWire {
+    head: u64,
+}
+
+impl SubscribeOk {
+    pub(crate) fn to_wire(self) -> SubscribeOkWire {
+        SubscribeOkWire { head: self.head.0 }
+    }
+
+    pub(crate) fn from_wire(w: SubscribeOkWire) -> SubscribeOk {
+        SubscribeOk {
+            head: LogPosition(w.head),
+        }
+    }
+}

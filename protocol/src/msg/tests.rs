@@ -1,0 +1,1116 @@
+//! Message-level tests: round trips of every message, zero-copy decoding,
+//! forward compatibility, and hostile bodies.
+
+use bytes::{Bytes, BytesMut};
+use proptest::prelude::*;
+use serde::Serialize;
+
+use super::*;
+use crate::frame::{DEFAULT_MAX_FRAME_BYTES, Flags, FrameCodec, HEADER_LEN, decode_frame};
+use crate::types::{
+    Direction, EventId, ExpectedVersion, LogPosition, NewEvent, StreamVersion, Text,
+};
+
+const MAX: u32 = DEFAULT_MAX_FRAME_BYTES;
+
+// ---------------------------------------------------------------- strategies
+
+pub(crate) fn text() -> impl Strategy<Value = Text> {
+    // Any Unicode, including multi-byte characters and the empty string:
+    // the codec must not care what the server would later refuse.
+    "\\PC{0,24}".prop_map(Text::from)
+}
+
+pub(crate) fn payload() -> impl Strategy<Value = Bytes> {
+    prop::collection::vec(any::<u8>(), 0..300).prop_map(Bytes::from)
+}
+
+fn event_id() -> impl Strategy<Value = EventId> {
+    any::<[u8; 16]>().prop_map(EventId)
+}
+
+pub(crate) fn new_event() -> impl Strategy<Value = NewEvent> {
+    (event_id(), text(), payload(), payload()).prop_map(|(id, event_type, metadata, data)| {
+        NewEvent {
+            id,
+            event_type,
+            metadata,
+            data,
+        }
+    })
+}
+
+pub(crate) fn recorded_event() -> impl Strategy<Value = RecordedEvent> {
+    (
+        text(),
+        any::<u64>(),
+        any::<u64>(),
+        event_id(),
+        text(),
+        payload(),
+        payload(),
+        any::<i64>(),
+    )
+        .prop_map(
+            |(stream, version, position, id, event_type, metadata, data, timestamp_us)| {
+                RecordedEvent {
+                    stream,
+                    version: StreamVersion(version),
+                    position: LogPosition(position),
+                    id,
+                    event_type,
+                    metadata,
+                    data,
+                    timestamp_us,
+                }
+            },
+        )
+}
+
+fn recorded_events() -> impl Strategy<Value = Vec<RecordedEvent>> {
+    prop::collection::vec(recorded_event(), 0..12)
+}
+
+fn expected() -> impl Strategy<Value = ExpectedVersion> {
+    prop_oneof![
+        Just(ExpectedVersion::Any),
+        Just(ExpectedVersion::NoStream),
+        Just(ExpectedVersion::StreamExists),
+        any::<u64>().prop_map(|v| ExpectedVersion::Exact(StreamVersion(v))),
+    ]
+}
+
+fn direction() -> impl Strategy<Value = Direction> {
+    prop_oneof![Just(Direction::Forward), Just(Direction::Backward)]
+}
+
+fn version() -> impl Strategy<Value = StreamVersion> {
+    any::<u64>().prop_map(StreamVersion)
+}
+
+fn position() -> impl Strategy<Value = LogPosition> {
+    any::<u64>().prop_map(LogPosition)
+}
+
+fn from<P: std::fmt::Debug + Clone>(
+    p: impl Strategy<Value = P>,
+) -> impl Strategy<Value = SubscribeFrom<P>> {
+    prop_oneof![
+        Just(SubscribeFrom::Start),
+        Just(SubscribeFrom::End),
+        p.prop_map(SubscribeFrom::After),
+    ]
+}
+
+fn filter() -> impl Strategy<Value = Filter> {
+    let prefixes = || prop::collection::vec("\\PC{0,8}", 0..4);
+    (prefixes(), prefixes(), any::<u32>()).prop_map(
+        |(stream_prefixes, type_prefixes, checkpoint_interval)| Filter {
+            stream_prefixes,
+            type_prefixes,
+            checkpoint_interval,
+        },
+    )
+}
+
+fn error_code() -> impl Strategy<Value = ErrorCode> {
+    // from_u16 keeps Unknown for unknown codes only, as a decoder would.
+    any::<u16>().prop_map(ErrorCode::from_u16)
+}
+
+pub(crate) fn request() -> impl Strategy<Value = Request> {
+    prop_oneof![
+        (any::<u8>(), "\\PC{0,16}", prop::option::of("\\PC{0,16}")).prop_map(
+            |(protocol_version, client_name, token)| Request::Hello(Hello {
+                protocol_version,
+                client_name,
+                token,
+            })
+        ),
+        any::<u64>().prop_map(|nonce| Request::Ping(Ping { nonce })),
+        (
+            text(),
+            expected(),
+            prop::collection::vec(new_event(), 0..12)
+        )
+            .prop_map(|(stream, expected, events)| Request::Append(Append {
+                stream,
+                expected,
+                events,
+            })),
+        (
+            text(),
+            prop::option::of(version()),
+            direction(),
+            any::<u32>()
+        )
+            .prop_map(|(stream, from, direction, max_count)| Request::ReadStream(
+                ReadStream {
+                    stream,
+                    from,
+                    direction,
+                    max_count,
+                }
+            )),
+        (prop::option::of(position()), direction(), any::<u32>()).prop_map(
+            |(from, direction, max_count)| Request::ReadAll(ReadAll {
+                from,
+                direction,
+                max_count,
+            })
+        ),
+        (text(), from(version()), any::<u32>()).prop_map(|(stream, from, initial_credit)| {
+            Request::Subscribe(Subscribe {
+                target: SubscriptionTarget::Stream { stream, from },
+                initial_credit,
+            })
+        }),
+        (from(position()), prop::option::of(filter()), any::<u32>()).prop_map(
+            |(from, filter, initial_credit)| Request::Subscribe(Subscribe {
+                target: SubscriptionTarget::All { from, filter },
+                initial_credit,
+            })
+        ),
+        any::<u32>().prop_map(|subscription| Request::Unsubscribe(Unsubscribe { subscription })),
+        (any::<u32>(), any::<u32>()).prop_map(|(subscription, events)| Request::Credit(Credit {
+            subscription,
+            events
+        })),
+    ]
+}
+
+pub(crate) fn response() -> impl Strategy<Value = Response> {
+    prop_oneof![
+        (any::<u8>(), "\\PC{0,16}", any::<[u32; 4]>()).prop_map(|(v, server_version, n)| {
+            Response::HelloOk(HelloOk {
+                protocol_version: v,
+                server_version,
+                max_frame_bytes: n[0],
+                max_append_bytes: n[1],
+                max_events_per_append: n[2],
+                max_in_flight: n[3],
+            })
+        }),
+        any::<u64>().prop_map(|nonce| Response::Pong(Pong { nonce })),
+        (version(), version(), position(), position()).prop_map(|(fv, lv, fp, lp)| {
+            Response::AppendOk(AppendResult {
+                first_version: fv,
+                last_version: lv,
+                first_position: fp,
+                last_position: lp,
+            })
+        }),
+        (
+            recorded_events(),
+            prop::option::of(version()),
+            prop::option::of(version())
+        )
+            .prop_map(|(events, last_version, next)| Response::ReadStreamOk(
+                ReadStreamOk {
+                    events,
+                    last_version,
+                    next,
+                }
+            )),
+        (recorded_events(), position(), prop::option::of(position()))
+            .prop_map(|(events, head, next)| Response::ReadAllOk(ReadAllOk { events, head, next })),
+        position().prop_map(|head| Response::SubscribeOk(SubscribeOk { head })),
+        Just(Response::UnsubscribeOk),
+    ]
+}
+
+pub(crate) fn push() -> impl Strategy<Value = Push> {
+    prop_oneof![
+        recorded_events().prop_map(|events| Push::Events { events }),
+        position().prop_map(|position| Push::CaughtUp { position }),
+        position().prop_map(|position| Push::FellBehind { position }),
+        position().prop_map(|position| Push::Checkpoint { position }),
+        (error_code(), "\\PC{0,32}").prop_map(|(code, message)| Push::Ended { code, message }),
+    ]
+}
+
+pub(crate) fn error_reply() -> impl Strategy<Value = ErrorReply> {
+    (
+        error_code(),
+        "\\PC{0,32}",
+        prop::option::of(text()),
+        prop::option::of(expected()),
+        prop::option::of(prop::option::of(version())),
+        prop::option::of(any::<u64>()),
+        prop::option::of(any::<u8>()),
+    )
+        .prop_map(
+            |(code, message, stream, expected, actual, limit, max_version)| ErrorReply {
+                code,
+                message,
+                stream,
+                expected,
+                actual,
+                limit,
+                max_version,
+            },
+        )
+}
+
+fn opcode() -> impl Strategy<Value = Opcode> {
+    (1u16..=9).prop_filter_map("known opcode", Opcode::from_u16)
+}
+
+// ------------------------------------------------------------------ helpers
+
+/// Decodes the single frame in `buf`, checking nothing is left over.
+fn one_frame(mut buf: BytesMut) -> Frame {
+    let frame = decode_frame(&mut buf, MAX).unwrap().unwrap();
+    assert!(buf.is_empty(), "{} bytes left after the frame", buf.len());
+    frame
+}
+
+/// A frame with `body` encoded from any serializable value, named fields.
+fn frame_with_body(kind: Kind, opcode: Opcode, body: &impl Serialize) -> Frame {
+    Frame::new(
+        FrameHeader::new(kind, opcode, 7),
+        rmp_serde::to_vec_named(body).unwrap(),
+    )
+}
+
+fn raw_frame(kind: Kind, opcode: Opcode, body: Vec<u8>) -> Frame {
+    Frame::new(FrameHeader::new(kind, opcode, 7), body)
+}
+
+/// Whether `inner` lies inside `outer`'s memory.
+fn points_into(inner: &[u8], outer: &[u8]) -> bool {
+    let range = outer.as_ptr_range();
+    inner.is_empty() || (range.start <= inner.as_ptr() && inner.as_ptr_range().end <= range.end)
+}
+
+// --------------------------------------------------------------- round trips
+
+proptest! {
+    #[test]
+    fn request_round_trips(req in request(), corr_id in any::<u32>()) {
+        let mut buf = BytesMut::new();
+        req.encode(&mut buf, corr_id, MAX).unwrap();
+        let frame = one_frame(buf);
+        prop_assert_eq!(frame.header.kind, Kind::Request);
+        prop_assert_eq!(frame.header.opcode, req.opcode());
+        prop_assert_eq!(frame.header.corr_id, corr_id);
+        prop_assert_eq!(frame.header.flags, Flags::NONE);
+        prop_assert_eq!(Request::decode(&frame).unwrap(), req);
+    }
+
+    #[test]
+    fn response_round_trips(resp in response(), corr_id in any::<u32>()) {
+        let mut buf = BytesMut::new();
+        resp.encode(&mut buf, corr_id, MAX).unwrap();
+        let frame = one_frame(buf);
+        prop_assert_eq!(frame.header.kind, Kind::Response);
+        prop_assert_eq!(frame.header.opcode, resp.opcode());
+        prop_assert_eq!(frame.header.corr_id, corr_id);
+        prop_assert_eq!(frame.header.flags, Flags::END);
+        prop_assert_eq!(&Response::decode(&frame).unwrap(), &resp);
+        prop_assert_eq!(ServerMessage::decode(&frame).unwrap(), ServerMessage::Response(resp));
+    }
+
+    #[test]
+    fn push_round_trips(push in push(), subscription in any::<u32>()) {
+        let mut buf = BytesMut::new();
+        push.encode(&mut buf, subscription, MAX).unwrap();
+        let frame = one_frame(buf);
+        prop_assert_eq!(frame.header.kind, Kind::Push);
+        prop_assert_eq!(frame.header.opcode, Opcode::Subscribe);
+        prop_assert_eq!(frame.header.corr_id, subscription);
+        prop_assert_eq!(&Push::decode(&frame).unwrap(), &push);
+        prop_assert_eq!(ServerMessage::decode(&frame).unwrap(), ServerMessage::Push(push));
+    }
+
+    #[test]
+    fn events_fast_path_matches_push(events in recorded_events(), subscription in any::<u32>()) {
+        let mut fast = BytesMut::new();
+        Push::encode_events(&mut fast, subscription, &events, MAX).unwrap();
+        let mut slow = BytesMut::new();
+        Push::Events { events }.encode(&mut slow, subscription, MAX).unwrap();
+        prop_assert_eq!(fast, slow);
+    }
+
+    #[test]
+    fn error_reply_round_trips(err in error_reply(), opcode in opcode(), corr_id in any::<u32>()) {
+        let mut buf = BytesMut::new();
+        err.encode(&mut buf, opcode, corr_id, MAX).unwrap();
+        let frame = one_frame(buf);
+        prop_assert_eq!(frame.header.kind, Kind::Error);
+        prop_assert_eq!(frame.header.opcode, opcode);
+        prop_assert_eq!(frame.header.corr_id, corr_id);
+        prop_assert_eq!(frame.header.flags, Flags::END);
+        prop_assert_eq!(&ErrorReply::decode(&frame).unwrap(), &err);
+        prop_assert_eq!(ServerMessage::decode(&frame).unwrap(), ServerMessage::Error(err));
+    }
+
+    /// The size the server budgets with is the size it writes.
+    #[test]
+    fn event_wire_lengths_are_exact(
+        recorded in recorded_events(),
+        new in prop::collection::vec(new_event(), 0..12),
+    ) {
+        let mut buf = BytesMut::new();
+        event::put_recorded_events(&mut buf, &recorded);
+        let sum: usize = recorded.iter().map(recorded_event_wire_len).sum();
+        prop_assert_eq!(buf.len(), event::array_header_len(recorded.len()) + sum);
+
+        let mut buf = BytesMut::new();
+        event::put_new_events(&mut buf, &new);
+        let sum: usize = new.iter().map(new_event_wire_len).sum();
+        prop_assert_eq!(buf.len(), event::array_header_len(new.len()) + sum);
+    }
+
+    /// A body that is not the announced message is `Malformed`, never a
+    /// panic, whatever its bytes.
+    #[test]
+    fn garbage_bodies_are_malformed(
+        body in prop::collection::vec(any::<u8>(), 0..64),
+        opcode in opcode(),
+    ) {
+        for kind in [Kind::Request, Kind::Response, Kind::Push, Kind::Error] {
+            let frame = raw_frame(kind, opcode, body.clone());
+            // Some byte strings are valid bodies; only the failure mode
+            // matters here.
+            let results = [
+                ServerMessage::decode(&frame).map(drop),
+                Request::decode(&frame).map(drop),
+            ];
+            for e in results.into_iter().filter_map(Result::err) {
+                prop_assert!(!e.is_fatal(), "{e}");
+            }
+        }
+    }
+}
+
+/// Boundary sizes of every msgpack length class.
+#[test]
+fn event_wire_lengths_at_size_boundaries() {
+    for n in [0, 1, 15, 16, 31, 32, 255, 256, 65_535, 65_536, 70_000] {
+        for num in [
+            0u64,
+            127,
+            128,
+            255,
+            256,
+            65_535,
+            65_536,
+            u32::MAX.into(),
+            u64::MAX,
+        ] {
+            for ts in [
+                0i64,
+                -1,
+                -32,
+                -33,
+                -128,
+                -129,
+                -32_768,
+                -32_769,
+                i64::MIN,
+                i64::MAX,
+            ] {
+                let e = RecordedEvent {
+                    stream: Text::from("s".repeat(n)),
+                    version: StreamVersion(num),
+                    position: LogPosition(num),
+                    id: EventId::default(),
+                    event_type: Text::from("t".repeat(n)),
+                    metadata: Bytes::from(vec![1; n]),
+                    data: Bytes::from(vec![2; n]),
+                    timestamp_us: ts,
+                };
+                let mut buf = BytesMut::new();
+                event::put_recorded_events(&mut buf, std::slice::from_ref(&e));
+                assert_eq!(
+                    buf.len(),
+                    1 + recorded_event_wire_len(&e),
+                    "n={n} num={num} ts={ts}"
+                );
+            }
+        }
+    }
+}
+
+/// The overhead constant really bounds every events-carrying message.
+#[test]
+fn events_message_overhead_is_an_upper_bound() {
+    let events: Vec<RecordedEvent> = Vec::new();
+    let big = Some(StreamVersion(u64::MAX));
+    let mut frames = [BytesMut::new(), BytesMut::new(), BytesMut::new()];
+    Response::ReadStreamOk(ReadStreamOk {
+        events: events.clone(),
+        last_version: big,
+        next: big,
+    })
+    .encode(&mut frames[0], u32::MAX, MAX)
+    .unwrap();
+    Response::ReadAllOk(ReadAllOk {
+        events: events.clone(),
+        head: LogPosition(u64::MAX),
+        next: Some(LogPosition(u64::MAX)),
+    })
+    .encode(&mut frames[1], u32::MAX, MAX)
+    .unwrap();
+    Push::encode_events(&mut frames[2], u32::MAX, &events, MAX).unwrap();
+    for buf in frames {
+        // An empty array takes 1 byte; a full one up to 5.
+        assert!(
+            buf.len() - 1 + 5 <= EVENTS_MESSAGE_OVERHEAD,
+            "{}",
+            buf.len()
+        );
+    }
+}
+
+// ---------------------------------------------------------------- zero copy
+
+#[test]
+fn decoded_payloads_share_the_frame_body() {
+    let events: Vec<RecordedEvent> = (0..3u64)
+        .map(|i| RecordedEvent {
+            stream: Text::from(format!("account-{i}")),
+            version: StreamVersion(i),
+            position: LogPosition(100 + i),
+            id: EventId::from_u128(i.into()),
+            event_type: Text::from("Deposited"),
+            metadata: Bytes::from(format!("{{\"i\":{i}}}")),
+            data: Bytes::from(vec![i as u8; 200]),
+            timestamp_us: 1_700_000_000_000_000,
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    Push::encode_events(&mut buf, 9, &events, MAX).unwrap();
+    let frame = one_frame(buf);
+    let Push::Events { events: decoded } = Push::decode(&frame).unwrap() else {
+        panic!("not an events push");
+    };
+    assert_eq!(decoded, events);
+    for e in &decoded {
+        assert!(points_into(&e.data, &frame.body));
+        assert!(points_into(&e.metadata, &frame.body));
+        assert!(points_into(e.stream.as_bytes(), &frame.body));
+        assert!(points_into(e.event_type.as_bytes(), &frame.body));
+    }
+
+    let append = Request::Append(Append {
+        stream: Text::from("account-1"),
+        expected: ExpectedVersion::Any,
+        events: vec![NewEvent::new(EventId::default(), "Opened", vec![7u8; 64]).with_metadata("m")],
+    });
+    let mut buf = BytesMut::new();
+    append.encode(&mut buf, 1, MAX).unwrap();
+    let frame = one_frame(buf);
+    let Request::Append(decoded) = Request::decode(&frame).unwrap() else {
+        panic!("not an append");
+    };
+    assert!(points_into(decoded.stream.as_bytes(), &frame.body));
+    for e in &decoded.events {
+        assert!(points_into(&e.data, &frame.body));
+        assert!(points_into(&e.metadata, &frame.body));
+        assert!(points_into(e.event_type.as_bytes(), &frame.body));
+    }
+}
+
+/// The codec hands out bodies that share the read buffer, so the whole
+/// path from socket bytes to event payloads copies nothing.
+#[test]
+fn codec_body_shares_the_read_buffer() {
+    let mut buf = BytesMut::new();
+    Request::Ping(Ping { nonce: 1 })
+        .encode(&mut buf, 1, MAX)
+        .unwrap();
+    let start = buf.as_ptr();
+    let frame = decode_frame(&mut buf, MAX).unwrap().unwrap();
+    assert_eq!(frame.body.as_ptr(), start.wrapping_add(HEADER_LEN));
+}
+
+// ------------------------------------------------------ forward compatibility
+
+#[derive(Serialize)]
+struct PingFromTheFuture<'a> {
+    hint: &'a str,
+    nonce: u64,
+    extra: Vec<Vec<u32>>,
+}
+
+#[test]
+fn unknown_fields_are_ignored() {
+    let frame = frame_with_body(
+        Kind::Request,
+        Opcode::Ping,
+        &PingFromTheFuture {
+            hint: "new",
+            nonce: 5,
+            extra: vec![vec![1, 2], vec![]],
+        },
+    );
+    assert_eq!(
+        Request::decode(&frame).unwrap(),
+        Request::Ping(Ping { nonce: 5 })
+    );
+}
+
+#[derive(Serialize)]
+struct MinimalReadStream<'a> {
+    stream: &'a str,
+    max_count: u32,
+}
+
+#[test]
+fn missing_optional_fields_default() {
+    let frame = frame_with_body(
+        Kind::Request,
+        Opcode::ReadStream,
+        &MinimalReadStream {
+            stream: "s",
+            max_count: 10,
+        },
+    );
+    assert_eq!(
+        Request::decode(&frame).unwrap(),
+        Request::ReadStream(ReadStream {
+            stream: Text::from("s"),
+            from: None,
+            direction: Direction::Forward,
+            max_count: 10,
+        })
+    );
+}
+
+#[derive(Serialize)]
+struct EventsPush<E> {
+    t: &'static str,
+    events: Vec<E>,
+}
+
+#[test]
+fn extra_trailing_event_fields_are_ignored() {
+    // [stream, version, position, id, type, metadata, data, ts, <future field>]
+    type Future<'a> = (
+        &'a str,
+        u64,
+        u64,
+        serde_bytes_like::Bin,
+        &'a str,
+        serde_bytes_like::Bin,
+        serde_bytes_like::Bin,
+        i64,
+        &'a str,
+    );
+    let ev: Future<'_> = (
+        "s",
+        1,
+        2,
+        serde_bytes_like::Bin(vec![0; 16]),
+        "T",
+        serde_bytes_like::Bin(vec![]),
+        serde_bytes_like::Bin(vec![9]),
+        3,
+        "later",
+    );
+    let frame = frame_with_body(
+        Kind::Push,
+        Opcode::Subscribe,
+        &EventsPush {
+            t: "events",
+            events: vec![ev],
+        },
+    );
+    let Push::Events { events } = Push::decode(&frame).unwrap() else {
+        panic!("not an events push");
+    };
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        events.first().map(|e| e.data.clone()),
+        Some(Bytes::from_static(&[9]))
+    );
+}
+
+/// Owned `bin` values for hand-built test bodies.
+mod serde_bytes_like {
+    pub struct Bin(pub Vec<u8>);
+    impl serde::Serialize for Bin {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(&self.0)
+        }
+    }
+}
+
+#[test]
+fn unknown_push_type_is_its_own_error() {
+    #[derive(Serialize)]
+    struct Tagged {
+        t: &'static str,
+        position: u64,
+    }
+    let frame = frame_with_body(
+        Kind::Push,
+        Opcode::Subscribe,
+        &Tagged {
+            t: "rebalanced",
+            position: 3,
+        },
+    );
+    match Push::decode(&frame) {
+        Err(Error::UnknownPushType { tag }) => assert_eq!(tag, "rebalanced"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn unknown_error_code_survives() {
+    let err = ErrorReply::new(ErrorCode::from_u16(4242), "from the future");
+    assert_eq!(err.code, ErrorCode::Unknown(4242));
+    let mut buf = BytesMut::new();
+    err.encode(&mut buf, Opcode::Append, 3, MAX).unwrap();
+    assert_eq!(
+        ErrorReply::decode(&one_frame(buf)).unwrap().code,
+        ErrorCode::Unknown(4242)
+    );
+}
+
+#[test]
+fn error_codes_have_their_documented_values() {
+    let codes = [
+        (ErrorCode::WrongExpectedVersion, 1),
+        (ErrorCode::StreamNotFound, 2),
+        (ErrorCode::BadRequest, 3),
+        (ErrorCode::TooLarge, 4),
+        (ErrorCode::NotAuthenticated, 5),
+        (ErrorCode::ServerBusy, 6),
+        (ErrorCode::ShuttingDown, 7),
+        (ErrorCode::Corruption, 8),
+        (ErrorCode::Internal, 9),
+        (ErrorCode::UnsupportedVersion, 10),
+    ];
+    for (code, value) in codes {
+        assert_eq!(code.as_u16(), value);
+        assert_eq!(ErrorCode::from_u16(value), code);
+    }
+}
+
+// ------------------------------------------------------------ hostile bodies
+
+#[test]
+fn malformed_body_names_the_opcode() {
+    // A map whose nonce is a string.
+    #[derive(Serialize)]
+    struct BadPing {
+        nonce: &'static str,
+    }
+    let frame = frame_with_body(Kind::Request, Opcode::Ping, &BadPing { nonce: "x" });
+    match Request::decode(&frame) {
+        Err(Error::Malformed { opcode, reason }) => {
+            assert_eq!(opcode, Opcode::Ping);
+            assert!(!reason.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+    // Truncated body.
+    let mut buf = BytesMut::new();
+    Request::Append(Append {
+        stream: Text::from("s"),
+        expected: ExpectedVersion::NoStream,
+        events: vec![NewEvent::new(EventId::default(), "T", "data")],
+    })
+    .encode(&mut buf, 1, MAX)
+    .unwrap();
+    let frame = one_frame(buf);
+    let cut = Frame::new(frame.header, frame.body.slice(..frame.body.len() - 3));
+    assert!(matches!(
+        Request::decode(&cut),
+        Err(Error::Malformed {
+            opcode: Opcode::Append,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn wrong_kind_or_opcode_is_unexpected_frame() {
+    let mut buf = BytesMut::new();
+    Request::Ping(Ping { nonce: 1 })
+        .encode(&mut buf, 1, MAX)
+        .unwrap();
+    let frame = one_frame(buf);
+    assert!(matches!(
+        Response::decode(&frame),
+        Err(Error::UnexpectedFrame {
+            expected: Kind::Response,
+            kind: Kind::Request,
+            ..
+        })
+    ));
+    assert!(matches!(
+        ServerMessage::decode(&frame),
+        Err(Error::UnexpectedFrame { .. })
+    ));
+    let push_ping = raw_frame(Kind::Push, Opcode::Ping, vec![0x80]);
+    assert!(matches!(
+        Push::decode(&push_ping),
+        Err(Error::UnexpectedFrame { .. })
+    ));
+    let stats = raw_frame(Kind::Request, Opcode::Stats, vec![0x80]);
+    assert!(matches!(
+        Request::decode(&stats),
+        Err(Error::UnexpectedFrame { .. })
+    ));
+    let credit_reply = raw_frame(Kind::Response, Opcode::Credit, vec![0x80]);
+    assert!(matches!(
+        Response::decode(&credit_reply),
+        Err(Error::UnexpectedFrame { .. })
+    ));
+}
+
+/// A tiny body that declares an array of 2^32 - 1 events must fail fast,
+/// without reserving memory for the declared count.
+#[test]
+fn huge_declared_array_fails_without_allocating_for_it() {
+    // {"t": "events", "events": array32(0xffff_ffff) with nothing after}
+    let mut body = vec![0x82, 0xa1, b't', 0xa6];
+    body.extend_from_slice(b"events");
+    body.push(0xa6);
+    body.extend_from_slice(b"events");
+    body.extend_from_slice(&[0xdd, 0xff, 0xff, 0xff, 0xff]);
+    let frame = raw_frame(Kind::Push, Opcode::Subscribe, body);
+    let started = std::time::Instant::now();
+    // Event decoders size their Vec by what the body can hold, not by the
+    // declared count; an allocation for the declared count would be
+    // ~700 GiB and abort the test process.
+    assert!(matches!(Push::decode(&frame), Err(Error::Malformed { .. })));
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+
+    // Same for a map of 2^32 - 1 entries, through the serde path and the
+    // hand-written one. (The serde path first walks the body with
+    // `Reader::skip`, which refuses counts larger than the bytes left, so
+    // serde never sees an impossible size hint.)
+    let huge_map = vec![0xdf, 0xff, 0xff, 0xff, 0xff];
+    let frame = raw_frame(Kind::Request, Opcode::Ping, huge_map.clone());
+    assert!(matches!(
+        Request::decode(&frame),
+        Err(Error::Malformed { .. })
+    ));
+    let frame = raw_frame(Kind::Request, Opcode::Append, huge_map);
+    assert!(matches!(
+        Request::decode(&frame),
+        Err(Error::Malformed { .. })
+    ));
+    // Filter prefix lists go through serde's Vec.
+    let mut body = rmp_serde::to_vec_named(&std::collections::BTreeMap::from([
+        ("target", "all"),
+        ("from", "start"),
+    ]))
+    .unwrap();
+    body[0] = 0x84; // two more entries follow
+    body.extend_from_slice(&[0xae]);
+    body.extend_from_slice(b"initial_credit");
+    body.push(0x01);
+    body.extend_from_slice(&[0xa6]);
+    body.extend_from_slice(b"filter");
+    body.extend_from_slice(&[0x81, 0xaf]);
+    body.extend_from_slice(b"stream_prefixes");
+    body.extend_from_slice(&[0xdd, 0xff, 0xff, 0xff, 0xff]);
+    let frame = raw_frame(Kind::Request, Opcode::Subscribe, body);
+    assert!(matches!(
+        Request::decode(&frame),
+        Err(Error::Malformed { .. })
+    ));
+}
+
+/// Deep nesting in a field the receiver skips must hit the depth limit, not
+/// recurse through the stack.
+#[test]
+fn deep_nesting_is_refused() {
+    // {"nonce": 1, "x": [[[[...]]]]} with 100_000 levels.
+    let mut body = vec![0x82, 0xa5];
+    body.extend_from_slice(b"nonce");
+    body.push(0x01);
+    body.extend_from_slice(&[0xa1, b'x']);
+    body.extend(std::iter::repeat_n(0x91, 100_000));
+    body.push(0xc0);
+    let frame = raw_frame(Kind::Request, Opcode::Ping, body);
+    assert!(matches!(
+        Request::decode(&frame),
+        Err(Error::Malformed { .. })
+    ));
+
+    // Nesting within the limit is fine.
+    let mut body = vec![0x82, 0xa5];
+    body.extend_from_slice(b"nonce");
+    body.push(0x01);
+    body.extend_from_slice(&[0xa1, b'x']);
+    body.extend(std::iter::repeat_n(0x91, MAX_BODY_DEPTH - 2));
+    body.push(0xc0);
+    let frame = raw_frame(Kind::Request, Opcode::Ping, body);
+    assert_eq!(
+        Request::decode(&frame).unwrap(),
+        Request::Ping(Ping { nonce: 1 })
+    );
+}
+
+#[test]
+fn subscribe_target_rules() {
+    #[derive(Serialize)]
+    struct Sub<'a> {
+        target: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        stream: Option<&'a str>,
+        from: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        filter: Option<std::collections::BTreeMap<&'a str, u32>>,
+        initial_credit: u32,
+    }
+    let sub = |target, stream, filter| {
+        frame_with_body(
+            Kind::Request,
+            Opcode::Subscribe,
+            &Sub {
+                target,
+                stream,
+                from: "start",
+                filter,
+                initial_credit: 1,
+            },
+        )
+    };
+    let some_filter = Some(std::collections::BTreeMap::from([(
+        "checkpoint_interval",
+        5,
+    )]));
+    for bad in [
+        sub("stream", None, None),
+        sub("stream", Some("s"), some_filter.clone()),
+        sub("all", Some("s"), None),
+        sub("everything", None, None),
+    ] {
+        assert!(
+            matches!(Request::decode(&bad), Err(Error::Malformed { .. })),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(
+        Request::decode(&sub("all", None, some_filter)).unwrap(),
+        Request::Subscribe(Subscribe {
+            target: SubscriptionTarget::All {
+                from: SubscribeFrom::Start,
+                filter: Some(Filter {
+                    checkpoint_interval: 5,
+                    ..Filter::default()
+                }),
+            },
+            initial_credit: 1,
+        })
+    );
+}
+
+// -------------------------------------------------------------- size limits
+
+#[test]
+fn oversized_message_is_too_large_and_leaves_the_buffer_alone() {
+    let mut buf = BytesMut::from(&b"earlier frames"[..]);
+    let append = Request::Append(Append {
+        stream: Text::from("s"),
+        expected: ExpectedVersion::Any,
+        events: vec![NewEvent::new(EventId::default(), "T", vec![0u8; 10_000])],
+    });
+    match append.encode(&mut buf, 1, 4096) {
+        Err(Error::TooLarge { len, max: 4096 }) => assert!(len > 4096),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(&buf[..], b"earlier frames");
+    // The limit stopped the writer early: nothing near 10 KB was reserved.
+    assert!(buf.capacity() < 10_000, "{}", buf.capacity());
+
+    // Exactly at the limit is allowed.
+    let mut exact = BytesMut::new();
+    let ping = Request::Ping(Ping { nonce: 1 });
+    ping.encode(&mut exact, 1, MAX).unwrap();
+    let len = exact.len() as u32;
+    ping.encode(&mut BytesMut::new(), 1, len).unwrap();
+    assert!(matches!(
+        ping.encode(&mut BytesMut::new(), 1, len - 1),
+        Err(Error::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn version_exemption_lets_a_newer_hello_through() {
+    let mut buf = BytesMut::new();
+    Request::Hello(Hello {
+        protocol_version: 3,
+        client_name: "future".into(),
+        token: None,
+    })
+    .encode(&mut buf, 1, MAX)
+    .unwrap();
+    // Rewrite the header version to 3 and re-seal the crc.
+    let frame = one_frame(buf);
+    let header = FrameHeader {
+        version: 3,
+        ..frame.header
+    };
+    let mut buf = BytesMut::new();
+    FrameCodec::default()
+        .encode_with(&mut buf, &header, |b| {
+            b.extend_from_slice(&frame.body);
+            Ok(())
+        })
+        .unwrap();
+    let frame = one_frame(buf);
+    assert_eq!(frame.header.version, 3);
+    let Request::Hello(hello) = Request::decode(&frame).unwrap() else {
+        panic!("not a hello");
+    };
+    assert_eq!(hello.protocol_version, 3);
+}
+
+/// Bodies built by another encoder (serde here), with keys reordered,
+/// unknown keys, wide integers and nil optionals, decode through the
+/// hand-written paths.
+#[test]
+fn hand_decoders_accept_any_valid_encoding() {
+    use serde_bytes_like::Bin;
+    #[derive(Serialize)]
+    struct AppendOtherOrder {
+        events: Vec<(Bin, &'static str, Bin, Bin)>,
+        future: Vec<u8>,
+        expected: u64,
+        stream: &'static str,
+    }
+    let body = rmp_serde::to_vec_named(&AppendOtherOrder {
+        events: vec![(Bin(vec![1; 16]), "T", Bin(vec![]), Bin(b"d".to_vec()))],
+        future: vec![1, 2, 3],
+        expected: 7,
+        stream: "s",
+    })
+    .unwrap();
+    let frame = raw_frame(Kind::Request, Opcode::Append, body);
+    assert_eq!(
+        Request::decode(&frame).unwrap(),
+        Request::Append(Append {
+            stream: Text::from("s"),
+            expected: ExpectedVersion::Exact(StreamVersion(7)),
+            events: vec![NewEvent::new(EventId([1; 16]), "T", "d")],
+        })
+    );
+
+    let mut body = Vec::new();
+    rmp::encode::write_map_len(&mut body, 3).unwrap();
+    rmp::encode::write_str(&mut body, "next").unwrap();
+    rmp::encode::write_nil(&mut body).unwrap();
+    rmp::encode::write_str(&mut body, "head").unwrap();
+    rmp::encode::write_u64(&mut body, 5).unwrap(); // non-minimal
+    rmp::encode::write_str(&mut body, "events").unwrap();
+    rmp::encode::write_array_len(&mut body, 0).unwrap();
+    let frame = raw_frame(Kind::Response, Opcode::ReadAll, body);
+    assert_eq!(
+        Response::decode(&frame).unwrap(),
+        Response::ReadAllOk(ReadAllOk {
+            events: vec![],
+            head: LogPosition(5),
+            next: None,
+        })
+    );
+}
+
+#[test]
+fn bodies_must_be_exactly_one_map() {
+    let mut buf = BytesMut::new();
+    Request::Ping(Ping { nonce: 1 })
+        .encode(&mut buf, 1, MAX)
+        .unwrap();
+    let frame = one_frame(buf);
+    let mut body = frame.body.to_vec();
+    body.push(0xc0);
+    let trailing = Frame::new(frame.header, body);
+    assert!(matches!(
+        Request::decode(&trailing),
+        Err(Error::Malformed { .. })
+    ));
+
+    let mut buf = BytesMut::new();
+    Push::CaughtUp {
+        position: LogPosition(1),
+    }
+    .encode(&mut buf, 1, MAX)
+    .unwrap();
+    let frame = one_frame(buf);
+    let mut body = frame.body.to_vec();
+    body.push(0xc0);
+    let trailing = Frame::new(frame.header, body);
+    assert!(matches!(
+        Push::decode(&trailing),
+        Err(Error::Malformed { .. })
+    ));
+
+    // Not a map at all.
+    let frame = raw_frame(Kind::Request, Opcode::Append, vec![0x90]);
+    assert!(matches!(
+        Request::decode(&frame),
+        Err(Error::Malformed { .. })
+    ));
+}
+
+/// The example in PROTOCOL.md §7 is what the code writes.
+#[test]
+fn worked_example_in_protocol_md_is_exact() {
+    const PING_42: [u8; 28] = [
+        0x18, 0x00, 0x00, 0x00, // len = 24
+        0x01, // version
+        0x01, // kind = Request
+        0x02, 0x00, // opcode = Ping
+        0x00, 0x00, // flags
+        0x00, 0x00, // reserved
+        0x01, 0x00, 0x00, 0x00, // corr_id = 1
+        0xfd, 0x51, 0xf4, 0xb2, // crc32c
+        0x81, 0xa5, b'n', b'o', b'n', b'c', b'e', 0x2a, // {"nonce": 42}
+    ];
+    let mut buf = BytesMut::new();
+    Request::Ping(Ping { nonce: 42 })
+        .encode(&mut buf, 1, MAX)
+        .unwrap();
+    assert_eq!(&buf[..], &PING_42[..]);
+
+    let doc = include_str!("../../PROTOCOL.md");
+    let hex = |b: &[u8]| {
+        b.iter()
+            .map(|x| format!("{x:02x}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert!(
+        doc.contains(&hex(&PING_42)),
+        "PROTOCOL.md must show the frame's bytes"
+    );
+    assert!(doc.contains("| 16     | `fd 51 f4 b2`"));
+    assert!(doc.contains("0xb2f451fd"));
+    assert_eq!(
+        crc32c::crc32c(b"123456789"),
+        0xe306_9283,
+        "check value quoted in PROTOCOL.md"
+    );
+    assert!(doc.contains("`0xE3069283`"));
+
+    let frame = one_frame(BytesMut::from(&PING_42[..]));
+    assert_eq!(
+        Request::decode(&frame).unwrap(),
+        Request::Ping(Ping { nonce: 42 })
+    );
+
+    // "The server's Pong differs only in kind, flags and crc."
+    let mut pong = BytesMut::new();
+    Response::Pong(Pong { nonce: 42 })
+        .encode(&mut pong, 1, MAX)
+        .unwrap();
+    let differ: Vec<usize> = (0..PING_42.len())
+        .filter(|&i| pong[i] != PING_42[i])
+        .collect();
+    assert!(
+        differ
+            .iter()
+            .all(|&i| i == 5 || i == 8 || (16..20).contains(&i)),
+        "{differ:?}"
+    );
+}
