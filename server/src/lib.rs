@@ -7,6 +7,12 @@
 //! - [`storage`]: the engine: segmented log, stream index, group commit,
 //!   recovery, verification. Its module docs trace the path of an append and
 //!   of a read.
+//! - [`net`]: the TCP server: accept loop, one task per connection, the
+//!   outgoing buffer, error codes. A request travels: socket -> `FrameCodec`
+//!   framing -> `Request::decode` -> the connection's dispatch -> the engine
+//!   (appends through the group-commit writer, reads directly) -> the reply
+//!   encoded into the connection's outbox -> one write for many replies.
+//! - [`config`]: the daemon's command line (`logbookd --help`).
 
 #![deny(
     clippy::unwrap_used,
@@ -15,4 +21,6 @@
     clippy::panic
 )]
 
+pub mod config;
+pub mod net;
 pub mod storage;

@@ -1,1 +1,179 @@
-//! Test support.
+//! Support for the black-box tests in `tests/tests/`: a real daemon started
+//! in-process on `127.0.0.1:0` over a temporary directory, and a raw
+//! protocol connection for byte-level checks.
+//!
+//! Each test gets its own directory and port, so tests run in parallel.
+
+use std::net::SocketAddr;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use logbook_protocol::{
+    DEFAULT_MAX_FRAME_BYTES, Frame, FrameCodec, Hello, PROTOCOL_VERSION, Request, ServerMessage,
+};
+use logbook_server::net::{self, ServerConfig};
+use logbook_server::storage::{Store, StoreConfig};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_util::codec::Framed;
+
+/// A daemon running in this process.
+pub struct TestServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The engine behind it (for white-box checks and fault injection).
+    pub store: Store,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// Keeps the data directory alive.
+    pub dir: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    /// Starts a daemon with default settings over a fresh temporary
+    /// directory.
+    pub async fn start() -> TestServer {
+        TestServer::start_tuned(|_, _| {}).await
+    }
+
+    /// Starts a daemon over a fresh temporary directory, after `tune` has
+    /// adjusted the default configurations.
+    pub async fn start_tuned(tune: impl FnOnce(&mut StoreConfig, &mut ServerConfig)) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut store = StoreConfig::new(dir.path());
+        let mut server = ServerConfig::default();
+        tune(&mut store, &mut server);
+        let mut s = TestServer::start_with(store, server).await;
+        s.dir = Some(dir);
+        s
+    }
+
+    /// Starts a daemon with the given configurations.
+    pub async fn start_with(store: StoreConfig, server: ServerConfig) -> TestServer {
+        let store = Store::open(store).expect("open store");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(net::run(listener, store.clone(), server, async move {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            addr,
+            store,
+            stop: Some(stop),
+            task: Some(task),
+            dir: None,
+        }
+    }
+
+    /// Shuts the server down gracefully and closes the store.
+    pub async fn stop(mut self) {
+        self.shutdown().await;
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task").expect("server run");
+        }
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.close())
+            .await
+            .expect("close task")
+            .expect("close store");
+    }
+
+    /// A raw connection that has completed the handshake.
+    pub async fn raw(&self) -> RawConn {
+        let mut c = RawConn::connect(self.addr).await;
+        c.hello().await;
+        c
+    }
+}
+
+/// A protocol connection without any client-library logic: send requests,
+/// read whatever frames come back.
+pub struct RawConn {
+    framed: Framed<TcpStream, FrameCodec>,
+    next_id: u32,
+}
+
+impl RawConn {
+    /// Connects without saying Hello.
+    pub async fn connect(addr: SocketAddr) -> RawConn {
+        let s = TcpStream::connect(addr).await.expect("connect");
+        s.set_nodelay(true).expect("nodelay");
+        RawConn {
+            framed: Framed::new(s, FrameCodec::new(DEFAULT_MAX_FRAME_BYTES)),
+            next_id: 1,
+        }
+    }
+
+    /// Says Hello and expects HelloOk.
+    pub async fn hello(&mut self) {
+        let id = self
+            .send(&Request::Hello(Hello {
+                protocol_version: PROTOCOL_VERSION,
+                client_name: "logbook-tests".into(),
+                token: None,
+            }))
+            .await;
+        match self.recv().await {
+            Some(ServerMessage::Response(logbook_protocol::Response::HelloOk(_))) => {}
+            other => panic!("expected HelloOk for {id}, got {other:?}"),
+        }
+    }
+
+    /// Sends a request with a fresh correlation id; returns the id.
+    pub async fn send(&mut self, req: &Request) -> u32 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send_with_id(req, id).await;
+        id
+    }
+
+    /// Sends a request with the given correlation id.
+    pub async fn send_with_id(&mut self, req: &Request, corr_id: u32) {
+        let mut buf = BytesMut::new();
+        req.encode(&mut buf, corr_id, DEFAULT_MAX_FRAME_BYTES)
+            .expect("encode");
+        self.send_raw(&buf).await;
+    }
+
+    /// Writes raw bytes.
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.framed.get_mut().write_all(bytes).await.expect("write");
+    }
+
+    /// The next frame, decoded; `None` when the server closed the
+    /// connection (or the frame does not decode).
+    pub async fn recv(&mut self) -> Option<ServerMessage> {
+        let frame = self.recv_frame().await?;
+        ServerMessage::decode(&frame).ok()
+    }
+
+    /// The next raw frame; `None` at end of stream or on a frame error.
+    pub async fn recv_frame(&mut self) -> Option<Frame> {
+        match self.framed.next().await {
+            Some(Ok(f)) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// Sends a request and returns its reply, with its correlation id.
+    pub async fn call(&mut self, req: &Request) -> (u32, ServerMessage) {
+        let id = self.send(req).await;
+        let msg = self.recv().await.expect("a reply");
+        (id, msg)
+    }
+}
+
+/// A payload of `n` bytes.
+pub fn payload(n: usize) -> Bytes {
+    Bytes::from(vec![b'x'; n])
+}

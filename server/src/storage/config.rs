@@ -44,7 +44,8 @@ pub struct StoreConfig {
     pub durability: Durability,
     /// Largest event (type + metadata + data), in bytes. Default 4 MiB.
     pub max_event_bytes: u64,
-    /// Largest batch (one append), in bytes of its log record. Default 16 MiB.
+    /// Largest batch (one append), in bytes of its log record. Default
+    /// 15 MiB, so that an append fits in the protocol's default 16 MiB frame.
     pub max_batch_bytes: u64,
     /// Most events in one batch. Default 10,000; at most 65,535.
     pub max_batch_events: u32,
@@ -83,7 +84,7 @@ impl Default for StoreConfig {
             segment_bytes: 256 << 20,
             durability: Durability::Fsync,
             max_event_bytes: 4 << 20,
-            max_batch_bytes: 16 << 20,
+            max_batch_bytes: 15 << 20,
             max_batch_events: 10_000,
             max_group_bytes: 4 << 20,
             writer_queue: 4096,

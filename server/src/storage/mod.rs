@@ -128,6 +128,25 @@ type Prepared = (
     mpsc::Sender<AppendRequest>,
 );
 
+/// The result of an append queued by [`Store::submit`].
+#[derive(Debug)]
+pub struct PendingAppend {
+    rx: oneshot::Receiver<Result<AppendResult, AppendError>>,
+}
+
+impl std::future::Future for PendingAppend {
+    type Output = Result<AppendResult, AppendError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(AppendError::Storage(StorageError::ShuttingDown))))
+    }
+}
+
 struct Inner {
     shared: Arc<Shared>,
     tx: RwLock<Option<mpsc::Sender<AppendRequest>>>,
@@ -286,12 +305,24 @@ impl Store {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, AppendError> {
+        self.submit(stream, expected, events).await?.await
+    }
+
+    /// Queues an append for the writer and returns once it is queued, with
+    /// a future of its result. Appends submitted one after another are
+    /// committed in that order, which lets a connection pipeline many
+    /// appends while keeping the order its client sent them in.
+    pub async fn submit(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<PendingAppend, AppendError> {
         let (req, rx, tx) = self.request(stream, expected, events)?;
         tx.send(req)
             .await
             .map_err(|_| AppendError::Storage(StorageError::ShuttingDown))?;
-        rx.await
-            .map_err(|_| AppendError::Storage(StorageError::ShuttingDown))?
+        Ok(PendingAppend { rx })
     }
 
     /// [`Store::append`] for threads outside an async runtime (tools,

@@ -1,0 +1,195 @@
+//! The daemon's configuration: command-line flags, each with an environment
+//! variable equivalent. `logbookd --help` prints this file's doc comments.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::net::ServerConfig;
+use crate::storage::{Durability, RecoveryMode, StoreConfig};
+
+/// Parses a byte size: a number with an optional KiB, MiB or GiB suffix
+/// (`268435456`, `256MiB`).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (digits, mult) = [
+        ("GiB", 1u64 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+        ("B", 1),
+    ]
+    .iter()
+    .find_map(|(suffix, m)| s.strip_suffix(suffix).map(|d| (d.trim(), *m)))
+    .unwrap_or((s, 1));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (examples: 4096, 64KiB, 256MiB, 1GiB)"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// How appends are made durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DurabilityArg {
+    /// Acknowledge after fdatasync (the default; survives power loss).
+    Fsync,
+    /// Acknowledge after write(2), without fdatasync. FOR TESTS AND
+    /// BENCHMARKS ONLY: a power cut or kernel crash loses acknowledged events.
+    Os,
+}
+
+/// What recovery does with damage that is not a torn tail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RecoveryArg {
+    /// Refuse to start and name the file and offset (the default).
+    Strict,
+    /// Cut the log at the damage and start; later events are lost.
+    TruncateDamagedTail,
+}
+
+/// The Logbook event-store daemon.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+pub struct Args {
+    /// Data directory; created if missing. One daemon per directory.
+    #[arg(
+        long,
+        env = "LOGBOOK_DATA_DIR",
+        default_value = "./logbook-data",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+
+    /// Address to listen on for clients.
+    #[arg(long, env = "LOGBOOK_LISTEN", default_value = "127.0.0.1:7117")]
+    pub listen: SocketAddr,
+
+    /// Largest segment file of the log (KiB, MiB, GiB suffixes allowed).
+    #[arg(long, env = "LOGBOOK_SEGMENT_BYTES", default_value = "256MiB", value_parser = parse_size, global = true)]
+    pub segment_bytes: u64,
+
+    /// When appends are acknowledged.
+    #[arg(long, env = "LOGBOOK_DURABILITY", value_enum, default_value_t = DurabilityArg::Fsync)]
+    pub durability: DurabilityArg,
+
+    /// What recovery does when it finds damage that a crash cannot explain.
+    #[arg(long, env = "LOGBOOK_RECOVERY", value_enum, default_value_t = RecoveryArg::Strict)]
+    pub recovery: RecoveryArg,
+
+    /// Most client connections; more are refused with a ServerBusy error.
+    #[arg(long, env = "LOGBOOK_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Most requests one connection may have awaiting replies; beyond it the
+    /// server stops reading that connection (backpressure).
+    #[arg(long, env = "LOGBOOK_MAX_IN_FLIGHT", default_value_t = 1024)]
+    pub max_in_flight: u32,
+
+    /// Largest protocol frame accepted or sent (must exceed the largest
+    /// append by 64 KiB).
+    #[arg(long, env = "LOGBOOK_MAX_FRAME_BYTES", default_value = "16MiB", value_parser = parse_size)]
+    pub max_frame_bytes: u64,
+
+    /// Largest append (batch of events), in bytes of its log record.
+    #[arg(long, env = "LOGBOOK_MAX_APPEND_BYTES", default_value = "15MiB", value_parser = parse_size, global = true)]
+    pub max_append_bytes: u64,
+
+    /// Largest single event (type, metadata and data).
+    #[arg(long, env = "LOGBOOK_MAX_EVENT_BYTES", default_value = "4MiB", value_parser = parse_size, global = true)]
+    pub max_event_bytes: u64,
+
+    /// Most events one read request returns.
+    #[arg(long, env = "LOGBOOK_MAX_READ_COUNT", default_value_t = 10_000)]
+    pub max_read_count: u32,
+
+    /// Index entries kept in memory before they are written to disk; also
+    /// the most events a restart replays.
+    #[arg(long, env = "LOGBOOK_INDEX_FLUSH_ENTRIES", default_value_t = 1_000_000)]
+    pub index_flush_entries: usize,
+
+    /// Token clients must present in Hello (unset: no authentication).
+    #[arg(long, env = "LOGBOOK_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+
+    /// Seconds a new connection has to say Hello.
+    #[arg(long, env = "LOGBOOK_HANDSHAKE_TIMEOUT_SECS", default_value_t = 10)]
+    pub handshake_timeout_secs: u64,
+
+    /// Log filter (tracing's env-filter syntax, e.g. `info`,
+    /// `logbook_server=debug`).
+    #[arg(long, env = "LOGBOOK_LOG", default_value = "info", global = true)]
+    pub log: String,
+
+    /// An offline task instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Offline tasks.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check every record, footer, position index and stream-index entry of
+    /// a stopped store; exit non-zero if anything is wrong.
+    Verify,
+}
+
+impl Args {
+    /// The engine configuration these flags describe.
+    pub fn store_config(&self) -> StoreConfig {
+        StoreConfig {
+            segment_bytes: self.segment_bytes,
+            durability: match self.durability {
+                DurabilityArg::Fsync => Durability::Fsync,
+                DurabilityArg::Os => Durability::Os,
+            },
+            recovery: match self.recovery {
+                RecoveryArg::Strict => RecoveryMode::Strict,
+                RecoveryArg::TruncateDamagedTail => RecoveryMode::TruncateDamagedTail,
+            },
+            max_batch_bytes: self.max_append_bytes,
+            max_event_bytes: self.max_event_bytes,
+            index_flush_entries: self.index_flush_entries,
+            ..StoreConfig::new(&self.data_dir)
+        }
+    }
+
+    /// The network configuration these flags describe.
+    pub fn server_config(&self) -> ServerConfig {
+        ServerConfig {
+            max_connections: self.max_connections,
+            max_in_flight: self.max_in_flight,
+            max_frame_bytes: self.max_frame_bytes.min(u64::from(u32::MAX)) as u32,
+            max_read_count: self.max_read_count,
+            handshake_timeout: Duration::from_secs(self.handshake_timeout_secs),
+            auth_token: self.auth_token.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("1 GiB"), Ok(1 << 30));
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("99999999999GiB").is_err());
+    }
+
+    #[test]
+    fn defaults_are_consistent() {
+        let a = Args::parse_from(["logbookd"]);
+        let s = a.store_config();
+        let n = a.server_config();
+        assert_eq!(s.segment_bytes, 256 << 20);
+        assert_eq!(n.max_frame_bytes as u64, 16 << 20);
+        assert!(u64::from(n.max_frame_bytes) >= s.max_batch_bytes + 64 * 1024);
+        assert_eq!(a.listen.to_string(), "127.0.0.1:7117");
+    }
+}

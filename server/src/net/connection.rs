@@ -1,0 +1,447 @@
+//! One client connection: a task that reads and dispatches requests, and a
+//! writer task that sends what the outbox holds.
+//!
+//! The reader decodes every complete frame in its buffer and dispatches it:
+//! pings and reads are answered at once (reads are served from the page
+//! cache, so the task does them itself rather than paying a thread hop);
+//! appends are queued to the engine's writer in arrival order and their
+//! results are awaited together in `in_flight`, so a client can pipeline as
+//! many as `max_in_flight`. Replies go into the outbox in completion order.
+//!
+//! The reader stops reading the socket while `max_in_flight` appends are
+//! pending or the outbox holds more than `outbox::HIGH_WATER` bytes: a client
+//! that sends faster than the store acknowledges, or never reads its
+//! replies, is slowed by TCP rather than buffered.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::BytesMut;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use logbook_protocol::frame::decode_frame;
+use logbook_protocol::{
+    AppendResult, ErrorCode, ErrorReply, Frame, HelloOk, Kind, Opcode, PROTOCOL_VERSION, Pong,
+    ReadAllOk, ReadStreamOk, Request, Response, StreamName,
+};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::errors::{append_error, read_error};
+use super::outbox::Outbox;
+use super::{Shared, fit_in_frame};
+use crate::storage::{AppendError, PendingAppend};
+
+/// An append whose result is awaited, with the request it answers.
+struct InFlight {
+    corr_id: u32,
+    pending: PendingAppend,
+}
+
+impl Future for InFlight {
+    type Output = (u32, Result<AppendResult, AppendError>);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let corr_id = self.corr_id;
+        Pin::new(&mut self.pending).poll(cx).map(|r| (corr_id, r))
+    }
+}
+
+/// Why a connection ends.
+#[derive(Debug)]
+enum Close {
+    /// The client closed its side.
+    Eof,
+    /// The server is shutting down.
+    Shutdown,
+    /// A protocol violation, already answered with an error frame.
+    Violation(String),
+    /// The socket failed.
+    Io(std::io::Error),
+}
+
+pub(super) struct Connection {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    out: Arc<Outbox>,
+    in_flight: FuturesUnordered<InFlight>,
+    handshaken: bool,
+}
+
+impl Connection {
+    /// Serves one connection until it closes.
+    pub(super) async fn run(
+        shared: Arc<Shared>,
+        socket: TcpStream,
+        peer: SocketAddr,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        // Replies are small and latency-bound: do not let Nagle hold them.
+        let _ = socket.set_nodelay(true);
+        let (rd, wr) = socket.into_split();
+        let out = Arc::new(Outbox::default());
+        let writer = {
+            let out = Arc::clone(&out);
+            tokio::spawn(async move { out.write_loop(wr).await })
+        };
+        let mut conn = Connection {
+            shared,
+            peer,
+            out: Arc::clone(&out),
+            in_flight: FuturesUnordered::new(),
+            handshaken: false,
+        };
+        let why = conn.serve(rd, shutdown).await;
+        // Answer what was accepted before closing: appends already queued
+        // will commit, and their clients deserve to know.
+        while let Some((corr_id, r)) = conn.in_flight.next().await {
+            conn.reply_append(corr_id, r);
+        }
+        if matches!(why, Close::Shutdown) {
+            // Tell the client why the connection ends.
+            out.push(|b| {
+                ErrorReply::new(ErrorCode::ShuttingDown, "the server is shutting down").encode(
+                    b,
+                    Opcode::Hello,
+                    0,
+                    conn.shared.config.max_frame_bytes,
+                )
+            })
+            .ok();
+        }
+        out.close();
+        let _ = writer.await;
+        match why {
+            Close::Eof => tracing::debug!(peer = %conn.peer, "connection closed by the client"),
+            Close::Shutdown => {
+                tracing::debug!(peer = %conn.peer, "connection closed: shutting down")
+            }
+            Close::Violation(what) => {
+                tracing::debug!(peer = %conn.peer, %what, "connection closed: protocol violation")
+            }
+            Close::Io(e) => {
+                tracing::debug!(peer = %conn.peer, error = %e, "connection closed: socket error")
+            }
+        }
+    }
+
+    async fn serve(
+        &mut self,
+        mut rd: tokio::net::tcp::OwnedReadHalf,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Close {
+        let max_frame = self.shared.config.max_frame_bytes;
+        let max_in_flight = self.shared.config.max_in_flight as usize;
+        let mut buf = BytesMut::with_capacity(64 << 10);
+        let handshake_deadline = tokio::time::sleep(self.shared.config.handshake_timeout);
+        tokio::pin!(handshake_deadline);
+        if *shutdown.borrow() {
+            return Close::Shutdown;
+        }
+        loop {
+            // Dispatch every complete frame, unless the client is already at
+            // its in-flight limit (the rest waits in `buf`).
+            while self.in_flight.len() < max_in_flight && !self.out.is_full() {
+                match decode_frame(&mut buf, max_frame) {
+                    Ok(Some(frame)) => {
+                        if let Err(why) = self.dispatch(frame).await {
+                            return why;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        // The byte stream can no longer be trusted to find the
+                        // next frame: answer once, on corr_id 0, and close.
+                        let code = match &e {
+                            logbook_protocol::Error::UnsupportedVersion { .. } => {
+                                ErrorCode::UnsupportedVersion
+                            }
+                            logbook_protocol::Error::FrameTooLarge { .. } => ErrorCode::TooLarge,
+                            _ => ErrorCode::BadRequest,
+                        };
+                        self.send_error(Opcode::Hello, 0, ErrorReply::new(code, e.to_string()));
+                        return Close::Violation(e.to_string());
+                    }
+                }
+            }
+            let can_read = self.in_flight.len() < max_in_flight && !self.out.is_full();
+            tokio::select! {
+                r = rd.read_buf(&mut buf), if can_read => match r {
+                    Ok(0) => return Close::Eof,
+                    Ok(_) => {}
+                    Err(e) => return Close::Io(e),
+                },
+                Some((corr_id, r)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    self.reply_append(corr_id, r);
+                }
+                () = self.out.wait_drained(), if self.out.is_full() => {}
+                () = &mut handshake_deadline, if !self.handshaken => {
+                    self.send_error(Opcode::Hello, 0, ErrorReply::new(ErrorCode::BadRequest, "no Hello within the handshake timeout"));
+                    return Close::Violation("handshake timeout".into());
+                }
+                _ = shutdown.changed() => return Close::Shutdown,
+            }
+        }
+    }
+
+    fn send_error(&self, opcode: Opcode, corr_id: u32, reply: ErrorReply) {
+        let max = self.shared.config.max_frame_bytes;
+        if let Err(e) = self.out.push(|b| reply.encode(b, opcode, corr_id, max)) {
+            tracing::warn!(peer = %self.peer, error = %e, "could not encode an error reply");
+        }
+    }
+
+    fn send(&self, corr_id: u32, opcode: Opcode, resp: &Response) {
+        let max = self.shared.config.max_frame_bytes;
+        let r = self.out.push(|b| resp.encode(b, corr_id, max));
+        if let Err(e) = r {
+            // Reads are sized to fit, so this is a bug or a huge event; the
+            // client still gets an answer.
+            self.send_error(
+                opcode,
+                corr_id,
+                ErrorReply::new(
+                    ErrorCode::TooLarge,
+                    format!("reply does not fit in a frame: {e}"),
+                ),
+            );
+        }
+    }
+
+    fn reply_append(&self, corr_id: u32, r: Result<AppendResult, AppendError>) {
+        match r {
+            Ok(res) => self.send(corr_id, Opcode::Append, &Response::AppendOk(res)),
+            Err(e) => self.send_error(Opcode::Append, corr_id, append_error(&e)),
+        }
+    }
+
+    /// Handles one frame. `Err` closes the connection.
+    async fn dispatch(&mut self, frame: Frame) -> Result<(), Close> {
+        let corr_id = frame.header.corr_id;
+        let opcode = frame.header.opcode;
+        if frame.header.kind != Kind::Request {
+            self.send_error(
+                opcode,
+                corr_id,
+                ErrorReply::new(ErrorCode::BadRequest, "clients send only requests"),
+            );
+            return Err(Close::Violation("non-request frame".into()));
+        }
+        let req = match Request::decode(&frame) {
+            Ok(r) => r,
+            Err(e) => {
+                // The frame was well formed, only its body was not: refuse the
+                // request and keep the connection.
+                self.send_error(
+                    opcode,
+                    corr_id,
+                    ErrorReply::new(ErrorCode::BadRequest, e.to_string()),
+                );
+                return if self.handshaken {
+                    Ok(())
+                } else {
+                    Err(Close::Violation("bad Hello".into()))
+                };
+            }
+        };
+        if !self.handshaken {
+            return self.handshake(corr_id, req);
+        }
+        if corr_id == 0 {
+            self.send_error(
+                opcode,
+                corr_id,
+                ErrorReply::new(ErrorCode::BadRequest, "corr_id 0 is reserved"),
+            );
+            return Ok(());
+        }
+        match req {
+            Request::Hello(_) => {
+                self.send_error(
+                    opcode,
+                    corr_id,
+                    ErrorReply::new(ErrorCode::BadRequest, "already said Hello"),
+                );
+            }
+            Request::Ping(p) => {
+                self.send(corr_id, opcode, &Response::Pong(Pong { nonce: p.nonce }))
+            }
+            Request::Append(a) => {
+                let stream = match StreamName::new(a.stream) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        self.send_error(
+                            opcode,
+                            corr_id,
+                            ErrorReply::new(ErrorCode::BadRequest, e.to_string()),
+                        );
+                        return Ok(());
+                    }
+                };
+                // Queue in arrival order; only the wait for the result is
+                // concurrent. A full writer queue pauses this connection.
+                match self
+                    .shared
+                    .store
+                    .submit(&stream, a.expected, a.events)
+                    .await
+                {
+                    Ok(pending) => self.in_flight.push(InFlight { corr_id, pending }),
+                    Err(e) => self.reply_append(corr_id, Err(e)),
+                }
+            }
+            Request::ReadStream(r) => {
+                if let Err(e) = logbook_protocol::validate_stream_name(&r.stream) {
+                    self.send_error(
+                        opcode,
+                        corr_id,
+                        ErrorReply::new(ErrorCode::BadRequest, e.to_string()),
+                    );
+                    return Ok(());
+                }
+                let max = self.shared.clamp_count(r.max_count);
+                match self
+                    .shared
+                    .store
+                    .read_stream(&r.stream, r.from, r.direction, max)
+                {
+                    Ok(slice) if slice.last_version.is_none() => self.send_error(
+                        opcode,
+                        corr_id,
+                        ErrorReply::new(
+                            ErrorCode::StreamNotFound,
+                            format!("stream {} has no events", &*r.stream),
+                        )
+                        .with_stream(r.stream.clone()),
+                    ),
+                    Ok(mut slice) => {
+                        // Big events: send what fits, and say where to go on.
+                        if let Some(left) =
+                            fit_in_frame(&mut slice.events, self.shared.config.max_frame_bytes)
+                        {
+                            slice.next = Some(left.version);
+                        }
+                        self.send(
+                            corr_id,
+                            opcode,
+                            &Response::ReadStreamOk(ReadStreamOk {
+                                events: slice.events,
+                                last_version: slice.last_version,
+                                next: slice.next,
+                            }),
+                        )
+                    }
+                    Err(e) => self.send_error(opcode, corr_id, read_error(&e)),
+                }
+            }
+            Request::ReadAll(r) => {
+                let max = self.shared.clamp_count(r.max_count);
+                match self.shared.store.read_all(r.from, r.direction, max) {
+                    Ok(mut slice) => {
+                        if let Some(left) =
+                            fit_in_frame(&mut slice.events, self.shared.config.max_frame_bytes)
+                        {
+                            slice.next = Some(left.position);
+                        }
+                        self.send(
+                            corr_id,
+                            opcode,
+                            &Response::ReadAllOk(ReadAllOk {
+                                events: slice.events,
+                                head: slice.head,
+                                next: slice.next,
+                            }),
+                        )
+                    }
+                    Err(e) => self.send_error(opcode, corr_id, read_error(&e)),
+                }
+            }
+            Request::Subscribe(_) | Request::Unsubscribe(_) | Request::Credit(_) => {
+                self.send_error(
+                    opcode,
+                    corr_id,
+                    ErrorReply::new(
+                        ErrorCode::BadRequest,
+                        "subscriptions are not supported by this server yet",
+                    ),
+                );
+            }
+            _ => {
+                self.send_error(
+                    opcode,
+                    corr_id,
+                    ErrorReply::new(ErrorCode::BadRequest, "unsupported request"),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn handshake(&mut self, corr_id: u32, req: Request) -> Result<(), Close> {
+        let Request::Hello(hello) = req else {
+            self.send_error(
+                req_opcode(&req),
+                corr_id,
+                ErrorReply::new(ErrorCode::BadRequest, "the first request must be Hello"),
+            );
+            return Err(Close::Violation("request before Hello".into()));
+        };
+        if hello.protocol_version < PROTOCOL_VERSION {
+            self.send_error(
+                Opcode::Hello,
+                corr_id,
+                ErrorReply::new(
+                    ErrorCode::UnsupportedVersion,
+                    format!("protocol version {} is not supported; this server speaks {PROTOCOL_VERSION}", hello.protocol_version),
+                )
+                .with_max_version(PROTOCOL_VERSION),
+            );
+            return Err(Close::Violation("unsupported version".into()));
+        }
+        if let Some(token) = &self.shared.config.auth_token {
+            let given = hello.token.as_deref().unwrap_or("");
+            if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+                self.send_error(
+                    Opcode::Hello,
+                    corr_id,
+                    ErrorReply::new(ErrorCode::NotAuthenticated, "missing or wrong token"),
+                );
+                return Err(Close::Violation("not authenticated".into()));
+            }
+        }
+        self.handshaken = true;
+        tracing::debug!(peer = %self.peer, client = %hello.client_name, "client said hello");
+        let c = &self.shared.config;
+        let store = self.shared.store.config();
+        self.send(
+            corr_id,
+            Opcode::Hello,
+            &Response::HelloOk(HelloOk {
+                protocol_version: PROTOCOL_VERSION,
+                server_version: env!("CARGO_PKG_VERSION").to_string(),
+                max_frame_bytes: c.max_frame_bytes,
+                max_append_bytes: store.max_batch_bytes.min(u64::from(u32::MAX)) as u32,
+                max_events_per_append: store.max_batch_events,
+                max_in_flight: c.max_in_flight,
+            }),
+        );
+        Ok(())
+    }
+}
+
+fn req_opcode(r: &Request) -> Opcode {
+    r.opcode()
+}
+
+/// Compares secrets without leaking, through timing, how long a prefix
+/// matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,45 @@
+//! Engine errors as protocol error replies. One place decides which code a
+//! failure gets, so every request kind reports the same failure the same way.
+
+use logbook_protocol::{ErrorCode, ErrorReply};
+
+use crate::storage::{AppendError, ReadError, StorageError};
+
+/// The reply for a failed append.
+pub fn append_error(e: &AppendError) -> ErrorReply {
+    match e {
+        AppendError::WrongExpectedVersion {
+            stream,
+            expected,
+            actual,
+        } => ErrorReply::new(ErrorCode::WrongExpectedVersion, e.to_string())
+            .with_stream(stream.as_str())
+            .with_versions(*expected, *actual),
+        AppendError::TooLarge { max, .. } => {
+            ErrorReply::new(ErrorCode::TooLarge, e.to_string()).with_limit(*max)
+        }
+        AppendError::EmptyBatch | AppendError::InvalidEventType { .. } => {
+            ErrorReply::new(ErrorCode::BadRequest, e.to_string())
+        }
+        AppendError::Storage(s) => storage_error(s),
+    }
+}
+
+/// The reply for a failed read.
+pub fn read_error(e: &ReadError) -> ErrorReply {
+    match e {
+        ReadError::Storage(s) => storage_error(s),
+    }
+}
+
+/// The reply for a storage failure.
+pub fn storage_error(e: &StorageError) -> ErrorReply {
+    let code = match e {
+        StorageError::ShuttingDown => ErrorCode::ShuttingDown,
+        e if e.is_corruption() => ErrorCode::Corruption,
+        // WriterFailed, I/O errors and the rest: the server's own trouble,
+        // not the request's. The message says what it was.
+        _ => ErrorCode::Internal,
+    };
+    ErrorReply::new(code, e.to_string())
+}

@@ -1,0 +1,167 @@
+//! The network server: accepts TCP connections and serves the Logbook
+//! protocol (`protocol/PROTOCOL.md`) over the storage engine.
+//!
+//! - `mod.rs`: [`ServerConfig`], the accept loop and shutdown ([`run`]).
+//! - `connection`: one task per connection, reading and dispatching frames.
+//! - `outbox`: a connection's outgoing buffer and its writer task.
+//! - `errors`: engine errors as protocol error codes.
+
+mod connection;
+mod errors;
+mod outbox;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use logbook_protocol::{
+    DEFAULT_MAX_FRAME_BYTES, ErrorCode, ErrorReply, Opcode, RecordedEvent,
+    msg::recorded_event_wire_len,
+};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+use crate::storage::Store;
+
+/// Network server configuration. Every field states its default.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Most open client connections. Default 1,024. Connections past it are
+    /// answered with a `ServerBusy` error frame and closed.
+    pub max_connections: usize,
+    /// Most requests a connection may have awaiting a reply. Default 1,024.
+    /// Past it the server stops reading that connection until replies drain.
+    pub max_in_flight: u32,
+    /// Largest frame accepted or sent, length prefix included. Default
+    /// 16 MiB; must exceed the engine's largest batch by 64 KiB.
+    pub max_frame_bytes: u32,
+    /// Most events one read request returns (larger `max_count`s are cut to
+    /// it; the reply's `next` continues). Default 10,000.
+    pub max_read_count: u32,
+    /// A connection that has not said Hello within this time is closed.
+    /// Default 10 s.
+    pub handshake_timeout: Duration,
+    /// Token clients must present in Hello; `None` (the default) admits
+    /// every client.
+    pub auth_token: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_connections: 1024,
+            max_in_flight: 1024,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_read_count: 10_000,
+            handshake_timeout: Duration::from_secs(10),
+            auth_token: None,
+        }
+    }
+}
+
+/// What every connection task shares.
+#[derive(Debug)]
+struct Shared {
+    store: Store,
+    config: ServerConfig,
+}
+
+impl Shared {
+    fn clamp_count(&self, max_count: u32) -> usize {
+        max_count.clamp(1, self.config.max_read_count) as usize
+    }
+}
+
+/// Cuts `events` so that a reply carrying them fits in `max_frame` bytes.
+/// Returns the first event left out, if any.
+pub(crate) fn fit_in_frame(
+    events: &mut Vec<RecordedEvent>,
+    max_frame: u32,
+) -> Option<RecordedEvent> {
+    let budget = (max_frame as usize).saturating_sub(
+        logbook_protocol::msg::EVENTS_MESSAGE_OVERHEAD + logbook_protocol::HEADER_LEN,
+    );
+    let mut used = 0usize;
+    let cut = events.iter().position(|e| {
+        used += recorded_event_wire_len(e);
+        used > budget
+    })?;
+    let rest = events.split_off(cut);
+    rest.into_iter().next()
+}
+
+/// Serves `listener` until `shutdown` resolves, then stops accepting, lets
+/// every connection finish what it accepted (appends already queued commit
+/// and are answered), tells clients the server is shutting down, and
+/// returns. The caller then closes the store.
+pub async fn run(
+    listener: TcpListener,
+    store: Store,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let min_frame = store.config().max_batch_bytes + 64 * 1024;
+    if u64::from(config.max_frame_bytes) < min_frame {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "max frame bytes ({}) must exceed the largest batch ({}) by 64 KiB",
+                config.max_frame_bytes,
+                store.config().max_batch_bytes
+            ),
+        ));
+    }
+    let shared = Arc::new(Shared { store, config });
+    let slots = Arc::new(Semaphore::new(shared.config.max_connections));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (socket, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a moment
+                    // rather than spin; existing connections go on.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Reap finished connection tasks so the set does not grow.
+        while tasks.try_join_next().is_some() {}
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            tasks.spawn(refuse(socket, peer, shared.config.max_frame_bytes));
+            continue;
+        };
+        tracing::debug!(%peer, "connection opened");
+        let (shared, stop) = (Arc::clone(&shared), stop_rx.clone());
+        tasks.spawn(async move {
+            connection::Connection::run(shared, socket, peer, stop).await;
+            drop(slot);
+        });
+    }
+    tracing::info!("shutting down: no new connections; finishing in-flight requests");
+    drop(listener);
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Answers a connection past the limit with `ServerBusy` and closes it.
+async fn refuse(mut socket: tokio::net::TcpStream, peer: SocketAddr, max_frame: u32) {
+    tracing::warn!(%peer, "refusing connection: too many connections");
+    let mut buf = bytes::BytesMut::new();
+    let reply = ErrorReply::new(
+        ErrorCode::ServerBusy,
+        "too many connections; try again later",
+    );
+    if reply.encode(&mut buf, Opcode::Hello, 0, max_frame).is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), socket.write_all(&buf)).await;
+    }
+    let _ = socket.shutdown().await;
+}
