@@ -164,6 +164,7 @@ impl Args {
             max_read_count: self.max_read_count,
             handshake_timeout: Duration::from_secs(self.handshake_timeout_secs),
             auth_token: self.auth_token.clone(),
+            ..ServerConfig::default()
         }
     }
 }

@@ -5,13 +5,14 @@
 //! Each test gets its own directory and port, so tests run in parallel.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use logbook_protocol::{
     DEFAULT_MAX_FRAME_BYTES, Frame, FrameCodec, Hello, PROTOCOL_VERSION, Request, ServerMessage,
 };
-use logbook_server::net::{self, ServerConfig};
+use logbook_server::net::{self, NetStats, ServerConfig};
 use logbook_server::storage::{Store, StoreConfig};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -24,6 +25,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// The engine behind it (for white-box checks and fault injection).
     pub store: Store,
+    /// The network server's live figures (connections, buffered bytes).
+    pub stats: Arc<NetStats>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     /// Keeps the data directory alive.
@@ -57,12 +60,20 @@ impl TestServer {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(net::run(listener, store.clone(), server, async move {
-            let _ = stopped.await;
-        }));
+        let stats = Arc::new(NetStats::default());
+        let task = tokio::spawn(net::run_with_stats(
+            listener,
+            store.clone(),
+            server,
+            Arc::clone(&stats),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         TestServer {
             addr,
             store,
+            stats,
             stop: Some(stop),
             task: Some(task),
             dir: None,

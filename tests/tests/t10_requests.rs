@@ -163,12 +163,12 @@ async fn ping_append_read_and_their_errors() {
     assert_eq!(a.head, LogPosition(2));
     assert_eq!(a.next, Some(LogPosition(0)));
 
-    // Not yet supported: subscriptions answer a clear error.
+    // A subscription to a bad stream name is refused.
     let (_, m) = c
         .call(&Request::Subscribe(Subscribe {
-            target: SubscriptionTarget::All {
+            target: SubscriptionTarget::Stream {
+                stream: Text::from(""),
                 from: SubscribeFrom::Start,
-                filter: None,
             },
             initial_credit: 10,
         }))
@@ -331,5 +331,63 @@ async fn storage_failures_map_to_internal_and_corruption() {
     assert!(matches!(m, ServerMessage::Response(Response::ReadAllOk(a)) if a.events.len() == 5));
     drop(c);
     // The store cannot flush its index any more; stopping still works.
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn big_events_are_paged_to_fit_frames() {
+    let server = TestServer::start().await;
+    let mut c = server.raw().await;
+    for i in 0..8 {
+        let (_, m) = c
+            .call(&append(
+                "big",
+                ExpectedVersion::Any,
+                vec![event(100 + i, 3 << 20)],
+            ))
+            .await;
+        assert!(
+            matches!(m, ServerMessage::Response(Response::AppendOk(_))),
+            "{m:?}"
+        );
+    }
+    // Eight 3 MiB events do not fit one 16 MiB frame: the reply carries
+    // some, and `next` says where to go on.
+    let mut from = None;
+    let mut got = 0;
+    let mut pages = 0;
+    loop {
+        let (_, m) = c
+            .call(&Request::ReadStream(ReadStream {
+                stream: Text::from("big"),
+                from,
+                direction: Direction::Forward,
+                max_count: 100,
+            }))
+            .await;
+        let ServerMessage::Response(Response::ReadStreamOk(s)) = m else {
+            panic!("{m:?}")
+        };
+        assert!(!s.events.is_empty());
+        got += s.events.len();
+        pages += 1;
+        match s.next {
+            Some(v) => from = Some(v),
+            None => break,
+        }
+    }
+    assert_eq!(got, 8);
+    assert!(pages >= 2);
+    let (_, m) = c
+        .call(&Request::ReadAll(ReadAll {
+            from: None,
+            direction: Direction::Backward,
+            max_count: 100,
+        }))
+        .await;
+    let ServerMessage::Response(Response::ReadAllOk(a)) = m else {
+        panic!("{m:?}")
+    };
+    assert!(a.events.len() < 8 && a.next.is_some());
     server.stop().await;
 }

@@ -13,6 +13,7 @@
 //! that sends faster than the store acknowledges, or never reads its
 //! replies, is slowed by TCP rather than buffered.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -33,6 +34,7 @@ use tokio::sync::watch;
 
 use super::errors::{append_error, read_error};
 use super::outbox::Outbox;
+use super::subscription::Sub;
 use super::{Shared, fit_in_frame};
 use crate::storage::{AppendError, PendingAppend};
 
@@ -70,6 +72,8 @@ pub(super) struct Connection {
     out: Arc<Outbox>,
     in_flight: FuturesUnordered<InFlight>,
     handshaken: bool,
+    /// Open subscriptions, by their Subscribe's corr_id.
+    subs: HashMap<u32, Arc<Sub>>,
 }
 
 impl Connection {
@@ -83,7 +87,7 @@ impl Connection {
         // Replies are small and latency-bound: do not let Nagle hold them.
         let _ = socket.set_nodelay(true);
         let (rd, wr) = socket.into_split();
-        let out = Arc::new(Outbox::default());
+        let out = Arc::new(Outbox::new(Arc::clone(&shared.stats)));
         let writer = {
             let out = Arc::clone(&out);
             tokio::spawn(async move { out.write_loop(wr).await })
@@ -94,12 +98,19 @@ impl Connection {
             out: Arc::clone(&out),
             in_flight: FuturesUnordered::new(),
             handshaken: false,
+            subs: HashMap::new(),
         };
         let why = conn.serve(rd, shutdown).await;
         // Answer what was accepted before closing: appends already queued
         // will commit, and their clients deserve to know.
         while let Some((corr_id, r)) = conn.in_flight.next().await {
             conn.reply_append(corr_id, r);
+        }
+        // End the subscriptions: no push follows this point.
+        let reason = matches!(why, Close::Shutdown)
+            .then_some((ErrorCode::ShuttingDown, "the server is shutting down"));
+        for (_, sub) in conn.subs.drain() {
+            conn.shared.hub.end(&sub, reason);
         }
         if matches!(why, Close::Shutdown) {
             // Tell the client why the connection ends.
@@ -303,7 +314,7 @@ impl Connection {
                     );
                     return Ok(());
                 }
-                let max = self.shared.clamp_count(r.max_count);
+                let max = self.shared.read_limit(r.max_count);
                 match self
                     .shared
                     .store
@@ -339,7 +350,7 @@ impl Connection {
                 }
             }
             Request::ReadAll(r) => {
-                let max = self.shared.clamp_count(r.max_count);
+                let max = self.shared.read_limit(r.max_count);
                 match self.shared.store.read_all(r.from, r.direction, max) {
                     Ok(mut slice) => {
                         if let Some(left) =
@@ -360,15 +371,18 @@ impl Connection {
                     Err(e) => self.send_error(opcode, corr_id, read_error(&e)),
                 }
             }
-            Request::Subscribe(_) | Request::Unsubscribe(_) | Request::Credit(_) => {
-                self.send_error(
-                    opcode,
-                    corr_id,
-                    ErrorReply::new(
-                        ErrorCode::BadRequest,
-                        "subscriptions are not supported by this server yet",
-                    ),
-                );
+            Request::Subscribe(s) => self.subscribe(corr_id, s),
+            Request::Unsubscribe(u) => {
+                // Idempotent: ending an unknown subscription is not an error.
+                if let Some(sub) = self.subs.remove(&u.subscription) {
+                    self.shared.hub.end(&sub, None);
+                }
+                self.send(corr_id, opcode, &Response::UnsubscribeOk);
+            }
+            Request::Credit(c) => {
+                if let Some(sub) = self.subs.get(&c.subscription) {
+                    sub.grant(c.events);
+                }
             }
             _ => {
                 self.send_error(
@@ -379,6 +393,57 @@ impl Connection {
             }
         }
         Ok(())
+    }
+
+    fn subscribe(&mut self, corr_id: u32, s: logbook_protocol::Subscribe) {
+        let opcode = Opcode::Subscribe;
+        if self.subs.contains_key(&corr_id) {
+            self.send_error(
+                opcode,
+                corr_id,
+                ErrorReply::new(
+                    ErrorCode::BadRequest,
+                    "a subscription with this corr_id is open",
+                ),
+            );
+            return;
+        }
+        if self.subs.len() >= self.shared.config.max_subscriptions_per_connection {
+            self.send_error(
+                opcode,
+                corr_id,
+                ErrorReply::new(
+                    ErrorCode::ServerBusy,
+                    "too many subscriptions on this connection",
+                )
+                .with_limit(self.shared.config.max_subscriptions_per_connection as u64),
+            );
+            return;
+        }
+        if let logbook_protocol::SubscriptionTarget::Stream { stream, .. } = &s.target
+            && let Err(e) = logbook_protocol::validate_stream_name(stream)
+        {
+            self.send_error(
+                opcode,
+                corr_id,
+                ErrorReply::new(ErrorCode::BadRequest, e.to_string()),
+            );
+            return;
+        }
+        let head = self.shared.store.head();
+        self.send(
+            corr_id,
+            opcode,
+            &Response::SubscribeOk(logbook_protocol::SubscribeOk { head }),
+        );
+        let sub = self.shared.hub.start(
+            corr_id,
+            s.target,
+            s.initial_credit,
+            Arc::clone(&self.out),
+            self.shared.config.max_frame_bytes,
+        );
+        self.subs.insert(corr_id, sub);
     }
 
     fn handshake(&mut self, corr_id: u32, req: Request) -> Result<(), Close> {

@@ -5,14 +5,17 @@
 //! - `connection`: one task per connection, reading and dispatching frames.
 //! - `outbox`: a connection's outgoing buffer and its writer task.
 //! - `errors`: engine errors as protocol error codes.
+//! - `subscription`: catch-up subscriptions and the live dispatcher.
 
 mod connection;
 mod errors;
 mod outbox;
+mod subscription;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use logbook_protocol::{
@@ -23,7 +26,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
-use crate::storage::Store;
+use crate::storage::{ReadLimit, Store};
 
 /// Network server configuration. Every field states its default.
 #[derive(Clone, Debug)]
@@ -46,6 +49,8 @@ pub struct ServerConfig {
     /// Token clients must present in Hello; `None` (the default) admits
     /// every client.
     pub auth_token: Option<String>,
+    /// Most subscriptions one connection may hold. Default 10,000.
+    pub max_subscriptions_per_connection: usize,
 }
 
 impl Default for ServerConfig {
@@ -57,6 +62,7 @@ impl Default for ServerConfig {
             max_read_count: 10_000,
             handshake_timeout: Duration::from_secs(10),
             auth_token: None,
+            max_subscriptions_per_connection: 10_000,
         }
     }
 }
@@ -66,11 +72,19 @@ impl Default for ServerConfig {
 struct Shared {
     store: Store,
     config: ServerConfig,
+    hub: Arc<subscription::Hub>,
+    stats: Arc<NetStats>,
 }
 
 impl Shared {
-    fn clamp_count(&self, max_count: u32) -> usize {
-        max_count.clamp(1, self.config.max_read_count) as usize
+    /// The limit of one read reply: the client's count, at most the
+    /// server's, and half a frame of bytes (an event past the budget may
+    /// still be taken, and `fit_in_frame` trims what would overflow).
+    fn read_limit(&self, max_count: u32) -> ReadLimit {
+        ReadLimit {
+            events: max_count.clamp(1, self.config.max_read_count) as usize,
+            bytes: (self.config.max_frame_bytes / 2) as usize,
+        }
     }
 }
 
@@ -92,6 +106,22 @@ pub(crate) fn fit_in_frame(
     rest.into_iter().next()
 }
 
+/// Live figures of the network server.
+#[derive(Debug, Default)]
+pub struct NetStats {
+    /// Open client connections.
+    pub connections: AtomicU64,
+    /// Open subscriptions.
+    pub subscriptions: AtomicU64,
+    /// Bytes waiting in connection outboxes, all connections together.
+    pub outbox_bytes: AtomicU64,
+    /// The most bytes any one connection's outbox has held: the server's
+    /// memory for a slow client is bounded by this.
+    pub outbox_peak: AtomicU64,
+    /// Connections refused at the connection limit.
+    pub refused: AtomicU64,
+}
+
 /// Serves `listener` until `shutdown` resolves, then stops accepting, lets
 /// every connection finish what it accepted (appends already queued commit
 /// and are answered), tells clients the server is shutting down, and
@@ -100,6 +130,17 @@ pub async fn run(
     listener: TcpListener,
     store: Store,
     config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    run_with_stats(listener, store, config, Arc::default(), shutdown).await
+}
+
+/// [`run`], publishing live figures into `stats`.
+pub async fn run_with_stats(
+    listener: TcpListener,
+    store: Store,
+    config: ServerConfig,
+    stats: Arc<NetStats>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let min_frame = store.config().max_batch_bytes + 64 * 1024;
@@ -113,9 +154,16 @@ pub async fn run(
             ),
         ));
     }
-    let shared = Arc::new(Shared { store, config });
+    let hub = subscription::Hub::new(store.clone(), Arc::clone(&stats));
+    let shared = Arc::new(Shared {
+        store,
+        config,
+        hub: Arc::clone(&hub),
+        stats,
+    });
     let slots = Arc::new(Semaphore::new(shared.config.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
+    let dispatcher = tokio::spawn(hub.dispatch(stop_rx.clone()));
     let mut tasks = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -135,13 +183,16 @@ pub async fn run(
         // Reap finished connection tasks so the set does not grow.
         while tasks.try_join_next().is_some() {}
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            shared.stats.refused.fetch_add(1, Ordering::Relaxed);
             tasks.spawn(refuse(socket, peer, shared.config.max_frame_bytes));
             continue;
         };
         tracing::debug!(%peer, "connection opened");
         let (shared, stop) = (Arc::clone(&shared), stop_rx.clone());
+        shared.stats.connections.fetch_add(1, Ordering::Relaxed);
         tasks.spawn(async move {
-            connection::Connection::run(shared, socket, peer, stop).await;
+            connection::Connection::run(Arc::clone(&shared), socket, peer, stop).await;
+            shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
             drop(slot);
         });
     }
@@ -149,6 +200,7 @@ pub async fn run(
     drop(listener);
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
+    let _ = dispatcher.await;
     Ok(())
 }
 

@@ -6,11 +6,16 @@
 //! one call. Replies produced while a write is in progress leave together in
 //! the next one, so a busy connection makes few system calls.
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
 use bytes::BytesMut;
 use parking_lot::Mutex;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
+
+use super::NetStats;
 
 /// Outgoing bytes above which the connection stops reading requests until
 /// the client has read some replies: a client that never reads cannot make
@@ -24,8 +29,9 @@ struct State {
 }
 
 /// The outgoing buffer of one connection.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Outbox {
+    stats: Arc<NetStats>,
     state: Mutex<State>,
     /// Wakes the writer: there are bytes, or the connection is closing.
     ready: Notify,
@@ -34,13 +40,32 @@ pub struct Outbox {
 }
 
 impl Outbox {
+    /// An empty outbox that accounts its bytes in `stats`.
+    pub fn new(stats: Arc<NetStats>) -> Outbox {
+        Outbox {
+            stats,
+            state: Mutex::default(),
+            ready: Notify::new(),
+            drained: Notify::new(),
+        }
+    }
+
     /// Encodes something into the buffer with `f` and wakes the writer.
     /// Returns `f`'s result; on error `f` must leave the buffer unchanged
     /// (the protocol's encoders do).
     pub fn push<T>(&self, f: impl FnOnce(&mut BytesMut) -> T) -> T {
         let out = {
             let mut s = self.state.lock();
-            f(&mut s.buf)
+            let before = s.buf.len();
+            let out = f(&mut s.buf);
+            let after = s.buf.len();
+            self.stats
+                .outbox_bytes
+                .fetch_add((after - before) as u64, Ordering::Relaxed);
+            self.stats
+                .outbox_peak
+                .fetch_max(after as u64, Ordering::Relaxed);
+            out
         };
         self.ready.notify_one();
         out
@@ -94,6 +119,9 @@ impl Outbox {
                 continue;
             }
             let result = wr.write_all(&spare).await;
+            self.stats
+                .outbox_bytes
+                .fetch_sub(spare.len() as u64, Ordering::Relaxed);
             spare.clear();
             self.drained.notify_waiters();
             if let Err(e) = result {
@@ -101,6 +129,9 @@ impl Outbox {
                 // wake a reader waiting for the buffer to drain.
                 let mut s = self.state.lock();
                 s.closed = true;
+                self.stats
+                    .outbox_bytes
+                    .fetch_sub(s.buf.len() as u64, Ordering::Relaxed);
                 s.buf = BytesMut::new();
                 drop(s);
                 self.drained.notify_waiters();

@@ -60,6 +60,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub use config::{Durability, RecoveryMode, StoreConfig};
 pub use error::{AppendError, Limit, ReadError, StorageError};
 pub use open::{RecoveryReport, Truncation};
+pub use shared::ReadLimit;
 pub use verify::{VerifyReport, verify};
 
 use fs::LockGuard;
@@ -340,25 +341,45 @@ impl Store {
             .map_err(|_| AppendError::Storage(StorageError::ShuttingDown))?
     }
 
-    /// Reads up to `max` events of `stream`, from version `from` (inclusive;
-    /// `None`: the start going forward, the end going backward).
+    /// Reads events of `stream`, from version `from` (inclusive; `None`: the
+    /// start going forward, the end going backward), within `limit` (a
+    /// number of events, or a [`ReadLimit`] with a byte budget too).
     pub fn read_stream(
         &self,
         stream: &str,
         from: Option<StreamVersion>,
         direction: Direction,
-        max: usize,
+        limit: impl Into<ReadLimit>,
     ) -> Result<StreamSlice, ReadError> {
         let shared = &self.inner.shared;
+        let limit = limit.into();
+        let max = limit.events;
         let start = from.map(|v| v.0).unwrap_or(match direction {
             Direction::Forward => 0,
             Direction::Backward => u64::MAX,
         });
         // One more than asked, to know whether there is a next page.
-        let mut events = shared.read_stream(stream, start, direction, max.saturating_add(1))?;
+        let (mut events, cut) = shared.read_stream(
+            stream,
+            start,
+            direction,
+            ReadLimit {
+                events: max.saturating_add(1),
+                bytes: limit.bytes,
+            },
+        )?;
         let next = if events.len() > max {
             events.truncate(max + 1);
             events.pop().map(|e| e.version)
+        } else if cut {
+            // The byte budget stopped the read: go on after the last one.
+            match (direction, events.last()) {
+                (Direction::Forward, Some(e)) => Some(StreamVersion(e.version.0 + 1)),
+                (Direction::Backward, Some(e)) if e.version.0 > 0 => {
+                    Some(StreamVersion(e.version.0 - 1))
+                }
+                _ => None,
+            }
         } else {
             None
         };
@@ -374,13 +395,14 @@ impl Store {
         })
     }
 
-    /// Reads up to `max` events of the global log from position `from`
-    /// (inclusive; `None`: the start going forward, the end going backward).
+    /// Reads events of the global log from position `from` (inclusive;
+    /// `None`: the start going forward, the end going backward), within
+    /// `limit` (a number of events, or a [`ReadLimit`]).
     pub fn read_all(
         &self,
         from: Option<LogPosition>,
         direction: Direction,
-        max: usize,
+        limit: impl Into<ReadLimit>,
     ) -> Result<AllSlice, ReadError> {
         let shared = &self.inner.shared;
         let head = shared.head();
@@ -388,7 +410,7 @@ impl Store {
             Direction::Forward => 0,
             Direction::Backward => u64::MAX,
         });
-        let events = shared.read_all(start, direction, max)?;
+        let (events, _) = shared.read_all(start, direction, limit.into())?;
         let next = match (direction, events.last()) {
             (Direction::Forward, Some(last)) if last.position.0 + 1 < head => {
                 Some(LogPosition(last.position.0 + 1))

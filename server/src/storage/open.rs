@@ -423,7 +423,8 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
     let last_timestamp = if last_timestamp == 0 && head > 0 {
         // The last segment is new: take the time from the last record.
         shared
-            .read_all(head - 1, logbook_protocol::Direction::Forward, 1)?
+            .read_all(head - 1, logbook_protocol::Direction::Forward, 1.into())?
+            .0
             .first()
             .map(|e| e.timestamp_us)
             .unwrap_or(0)

@@ -85,6 +85,50 @@ pub struct Shared {
     pub abandoned: std::sync::atomic::AtomicBool,
 }
 
+/// How much one read may return.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadLimit {
+    /// Most events.
+    pub events: usize,
+    /// Stop once the events read hold this many bytes (stream, type,
+    /// metadata and data, plus a fixed 48 per event); at least one event is
+    /// always returned.
+    pub bytes: usize,
+}
+
+impl From<usize> for ReadLimit {
+    /// A limit of `events` events and no byte limit.
+    fn from(events: usize) -> ReadLimit {
+        ReadLimit {
+            events,
+            bytes: usize::MAX,
+        }
+    }
+}
+
+/// Bytes read so far against a [`ReadLimit`].
+struct Budget {
+    left: usize,
+    exhausted: bool,
+}
+
+impl Budget {
+    fn new(bytes: usize) -> Budget {
+        Budget {
+            left: bytes,
+            exhausted: false,
+        }
+    }
+
+    /// Charges `e`; true once the budget is spent.
+    fn take(&mut self, e: &RecordedEvent) -> bool {
+        let cost = 48 + e.stream.len() + e.event_type.len() + e.metadata.len() + e.data.len();
+        self.left = self.left.saturating_sub(cost);
+        self.exhausted = self.left == 0;
+        self.exhausted
+    }
+}
+
 /// A record and where it was read from, for error messages.
 pub(crate) struct Located<'a> {
     pub record: &'a Record,
@@ -131,32 +175,36 @@ impl Shared {
             .checked_sub(1)
     }
 
-    /// Reads the global log from `from` (inclusive) in `direction`, at most
-    /// `max` events.
+    /// Reads the global log from `from` (inclusive) in `direction`, within
+    /// `limit`. The flag says whether the byte budget cut the read short.
     pub fn read_all(
         &self,
         from: u64,
         direction: Direction,
-        max: usize,
-    ) -> Result<Vec<RecordedEvent>, StorageError> {
+        limit: ReadLimit,
+    ) -> Result<(Vec<RecordedEvent>, bool), StorageError> {
+        let max = limit.events;
+        let mut budget = Budget::new(limit.bytes);
         // Head first, then the segment list: every segment holding a position
         // below the head was listed before the head was published.
         let head = self.head();
         let segs = Arc::clone(&self.segments.read());
         let mut out = Vec::new();
         if max == 0 || head == 0 {
-            return Ok(out);
+            return Ok((out, false));
         }
         match direction {
             Direction::Forward => {
                 if from >= head {
-                    return Ok(out);
+                    return Ok((out, false));
                 }
                 out.reserve(max.min((head - from) as usize).min(64 * 1024));
                 self.scan_forward(&segs, from, head, |rec, skip| {
                     for e in rec.events().skip(skip) {
-                        out.push(e?);
-                        if out.len() == max {
+                        let e = e?;
+                        let full = budget.take(&e);
+                        out.push(e);
+                        if out.len() == max || full {
                             return Ok(Visit::Stop);
                         }
                     }
@@ -173,8 +221,9 @@ impl Shared {
                     let events: Vec<RecordedEvent> =
                         rec.events().take(take).collect::<Result<_, _>>()?;
                     for e in events.into_iter().rev() {
+                        let full = budget.take(&e);
                         out.push(e);
-                        if out.len() == max {
+                        if out.len() == max || full {
                             return Ok(Visit::Stop);
                         }
                     }
@@ -182,7 +231,7 @@ impl Shared {
                 })?;
             }
         }
-        Ok(out)
+        Ok((out, budget.exhausted))
     }
 
     /// Calls `visit(record, skip)` for each record from the one holding
@@ -469,18 +518,21 @@ impl Shared {
         Ok(())
     }
 
-    /// Reads up to `max` events of stream `name` from version `from`
-    /// (inclusive) in `direction`.
+    /// Reads events of stream `name` from version `from` (inclusive) in
+    /// `direction`, within `limit`. The flag says whether the byte budget cut
+    /// the read short.
     pub fn read_stream(
         &self,
         name: &str,
         from: u64,
         direction: Direction,
-        max: usize,
-    ) -> Result<Vec<RecordedEvent>, StorageError> {
+        limit: ReadLimit,
+    ) -> Result<(Vec<RecordedEvent>, bool), StorageError> {
+        let max = limit.events;
+        let mut budget = Budget::new(limit.bytes);
         let mut out = Vec::new();
         if max == 0 {
-            return Ok(out);
+            return Ok((out, false));
         }
         // Events of the record last decoded: consecutive entries usually
         // share a record, which is decoded once.
@@ -491,16 +543,18 @@ impl Shared {
                 decoded = Some((key, loc.events().collect::<Result<Vec<_>, _>>()?));
             }
             let i = (e.position - key) as usize;
+            let mut full = false;
             if let Some(ev) = decoded.as_ref().and_then(|(_, v)| v.get(i)) {
+                full = budget.take(ev);
                 out.push(ev.clone());
             }
-            Ok(if out.len() >= max {
+            Ok(if out.len() >= max || full {
                 Visit::Stop
             } else {
                 Visit::Continue
             })
         })?;
-        Ok(out)
+        Ok((out, budget.exhausted))
     }
 
     /// The record holding the last event of stream `name`, if it has any,
