@@ -119,6 +119,46 @@ impl HeadCache {
     }
 }
 
+/// Stream heads changed by the group being built, by stream hash. Two
+/// streams whose hashes collide cannot share a slot, so the second goes to a
+/// short side list.
+#[derive(Default)]
+struct Pending {
+    by_hash: HashKeyed<Head>,
+    collided: Vec<(u64, Head)>,
+}
+
+impl Pending {
+    fn get(&self, hash: u64, name: &str) -> Option<&Head> {
+        match self.by_hash.get(&hash) {
+            Some(h) if h.name == name => Some(h),
+            Some(_) => self
+                .collided
+                .iter()
+                .find(|(_, h)| h.name == name)
+                .map(|(_, h)| h),
+            None => None,
+        }
+    }
+
+    fn insert(&mut self, hash: u64, head: Head) {
+        match self.by_hash.get_mut(&hash) {
+            Some(h) if h.name == head.name => *h = head,
+            Some(_) => match self.collided.iter_mut().find(|(_, h)| h.name == head.name) {
+                Some((_, h)) => *h = head,
+                None => self.collided.push((hash, head)),
+            },
+            None => {
+                self.by_hash.insert(hash, head);
+            }
+        }
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = (u64, Head)> + '_ {
+        self.by_hash.drain().chain(self.collided.drain(..))
+    }
+}
+
 /// What happened to one request of a group.
 enum Outcome {
     Written(AppendResult),
@@ -260,13 +300,11 @@ impl Writer {
 
     fn head_of(
         &mut self,
-        pending: &HashKeyed<Head>,
+        pending: &Pending,
         hash: u64,
         name: &str,
     ) -> Result<Option<Head>, StorageError> {
-        if let Some(h) = pending.get(&hash)
-            && h.name == name
-        {
+        if let Some(h) = pending.get(hash, name) {
             return Ok(Some(h.clone()));
         }
         if let Some(h) = self.heads.get(hash, name) {
@@ -338,7 +376,7 @@ impl Writer {
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(group.len());
         let mut adds: Vec<IndexAdd> = Vec::with_capacity(group.len());
         let mut updates: Vec<SegmentUpdate> = Vec::new();
-        let mut pending: HashKeyed<Head> = HashKeyed::default();
+        let mut pending = Pending::default();
         let start_position = self.next_position;
         let timestamp = self.now_us();
         self.buf.clear();
@@ -439,7 +477,7 @@ impl Writer {
                         count: n as u32,
                         first_id: req.events.first().map(|e| e.id).unwrap_or_default(),
                         digest: ids_digest(req.events.iter().map(|e| e.id)),
-                        offset: None,
+                        offset: Some(offset),
                         pending_req: Some(i),
                     },
                 },
@@ -483,7 +521,7 @@ impl Writer {
                             .to_vec(),
                         sealed: false,
                     });
-                    self.publish(group, &adds, &updates, &pending);
+                    self.publish(group, &adds, &updates, &mut pending);
                 }
             }
             Some(reason) => {
@@ -644,7 +682,7 @@ impl Writer {
         group: &[AppendRequest],
         adds: &[IndexAdd],
         updates: &[SegmentUpdate],
-        pending: &HashKeyed<Head>,
+        pending: &mut Pending,
     ) {
         let mut sealed_any = false;
         for u in updates {
@@ -670,17 +708,11 @@ impl Writer {
                 }
             }
         }
-        for (hash, head) in pending {
-            let mut h = head.clone();
-            // Committed now: locate the batch by its record from here on.
-            if let Some(a) = adds
-                .iter()
-                .find(|a| a.hash == *hash && a.first_position == h.batch.first_position)
-            {
-                h.batch.offset = Some(a.offset);
-            }
-            h.batch.pending_req = None;
-            self.heads.insert(*hash, h);
+        for (hash, mut head) in pending.drain() {
+            // Committed now: a retry is checked against the record from here
+            // on, not against the request.
+            head.batch.pending_req = None;
+            self.heads.insert(hash, head);
         }
         let c = &self.shared.counters;
         c.events
@@ -771,4 +803,62 @@ pub(crate) fn create_segment(
         Vec::new(),
         false,
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(name: &str, last_version: u64) -> Head {
+        Head {
+            name: Text::from(name),
+            last_version,
+            batch: Batch {
+                first_version: last_version,
+                first_position: 0,
+                count: 1,
+                first_id: EventId::default(),
+                digest: 0,
+                offset: None,
+                pending_req: None,
+            },
+        }
+    }
+
+    #[test]
+    fn pending_keeps_colliding_streams_apart() {
+        let mut p = Pending::default();
+        p.insert(7, head("a", 1));
+        p.insert(7, head("b", 5));
+        p.insert(7, head("a", 2));
+        p.insert(7, head("b", 6));
+        assert_eq!(p.get(7, "a").map(|h| h.last_version), Some(2));
+        assert_eq!(p.get(7, "b").map(|h| h.last_version), Some(6));
+        assert!(p.get(7, "c").is_none());
+        assert!(p.get(8, "a").is_none());
+        assert_eq!(p.drain().count(), 2);
+    }
+
+    #[test]
+    fn head_cache_is_bounded_and_checks_names() {
+        let mut c = HeadCache::new(4);
+        for i in 0..100u64 {
+            c.insert(i, head(&format!("s{i}"), i));
+        }
+        assert!(c.young.len() + c.old.len() <= 4);
+        assert_eq!(c.get(99, "s99").map(|h| h.last_version), Some(99));
+        assert!(c.get(99, "other").is_none(), "a colliding name is a miss");
+        assert!(c.get(0, "s0").is_none(), "evicted");
+    }
+
+    #[test]
+    fn group_end_flag_keeps_the_record_valid() {
+        let mut buf = Vec::new();
+        let e = NewEvent::new(EventId::from_u128(1), "T", &b"x"[..]);
+        record::encode(&mut buf, "s", 0, 0, 0, std::slice::from_ref(&e));
+        flag_group_end(&mut buf, 0);
+        let len = record::check(&buf, 1 << 20).unwrap();
+        let rec = Record::parse(bytes::Bytes::from(buf[..len].to_vec())).unwrap();
+        assert_eq!(rec.flags & FLAG_GROUP_END, FLAG_GROUP_END);
+    }
 }
