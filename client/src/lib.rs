@@ -1,8 +1,81 @@
 //! # logbook-client
 //!
-//! Async client for the Logbook event store. The network protocol and the
-//! client itself arrive with the protocol issue; until then this crate only
-//! re-exports the shared domain types so that application code can be
-//! written against them.
+//! Async client for the Logbook event store. One [`Client`] holds one TCP
+//! connection, speaks the wire protocol (`protocol/PROTOCOL.md`) over it and
+//! multiplexes every caller onto it: clone the client into as many tasks as
+//! you like.
+//!
+//! ```no_run
+//! use futures::TryStreamExt;
+//! use logbook_client::{Client, EventId, ExpectedVersion, NewEvent, ReadStreamOptions};
+//!
+//! # async fn demo() -> logbook_client::Result<()> {
+//! let client = Client::connect("127.0.0.1:7117").await?;
+//! let event = NewEvent::new(EventId::from_u128(7), "MoneyDeposited", r#"{"amount":10}"#);
+//! let appended = client.append("account-42", ExpectedVersion::Any, vec![event]).await?;
+//! println!("stored at position {}", appended.first_position);
+//!
+//! let events: Vec<_> = client
+//!     .read_stream("account-42", ReadStreamOptions::default())
+//!     .try_collect()
+//!     .await?;
+//! println!("account-42 has {} events", events.len());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Layout
+//! - `client.rs`: [`Client`]: the public calls, validation before
+//!   sending, the retry loop with its timeout, and lazy reconnection.
+//! - `conn.rs`: one connection: the Hello handshake, the writer task (owns
+//!   the socket's write half, flushes the shared outbox), the reader task
+//!   (owns the read half, cuts frames and routes them by `corr_id`) and the
+//!   table of requests awaiting a reply.
+//! - `read.rs`: read options, single pages
+//!   ([`StreamPage`], [`AllPage`]) and [`EventStream`], which pages through
+//!   large results and prefetches the next page.
+//! - `options.rs`: [`ClientOptions`] and [`RetryPolicy`].
+//! - `error.rs`: [`Error`], and how server error replies map onto it.
+//!
+//! ## The path of a request
+//! 1. A call (`Client::append`, ...) validates its arguments with the
+//!    protocol crate's validators and the server's announced limits.
+//! 2. `Client::call` bounds the whole call by the request timeout and runs
+//!    the retry loop; each attempt takes the live connection (or opens a
+//!    new one, one caller at a time).
+//! 3. `Connection::send` registers a oneshot under a fresh `corr_id` (never
+//!    0), encodes the frame with `Request::encode` straight into the shared
+//!    outbox, and wakes the writer, which sends everything queued in one
+//!    write: concurrent requests share syscalls.
+//! 4. The reader task cuts incoming bytes into frames (`decode_frame`, crc
+//!    checked, bodies not copied) and hands each reply to the oneshot of its
+//!    `corr_id`, whatever order replies come in. Subscription pushes have a
+//!    seam of their own there (`Pending::Pushes`).
+//! 5. Back in the caller's task, `ServerMessage::decode` turns the frame
+//!    into a response (event payloads share the read buffer) or an
+//!    [`Error`]. A broken connection fails every request in flight with
+//!    [`Error::Disconnected`], which the retry policy may retry on a new
+//!    connection.
 
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod client;
+mod conn;
+mod error;
+mod options;
+mod read;
+
+pub use client::Client;
+pub use error::{Error, Result};
+pub use options::{ClientOptions, RetryPolicy};
+pub use read::{
+    AllPage, DEFAULT_PAGE_SIZE, EventStream, ReadAllOptions, ReadStreamOptions, StreamPage,
+};
+
+pub use logbook_protocol::HelloOk;
 pub use logbook_protocol::types::*;

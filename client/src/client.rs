@@ -1,0 +1,544 @@
+//! [`Client`]: the public calls, the retry loop and lazy reconnection.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use logbook_protocol::{
+    Append, AppendResult, Direction, ExpectedVersion, HelloOk, LogPosition, NewEvent, Opcode, Ping,
+    ReadAll, ReadStream, Request, Response, ServerMessage, StreamVersion, Text,
+    validate_event_type, validate_stream_name,
+};
+use parking_lot::Mutex;
+use tokio::net::ToSocketAddrs;
+use tracing::debug;
+
+use crate::conn::Connection;
+use crate::error::{Error, Result};
+use crate::options::ClientOptions;
+use crate::read::{
+    AllPage, EventStream, ReadAllOptions, ReadStreamOptions, StreamPage, Target, first_page_count,
+};
+
+/// A connection to a Logbook server, shared by every clone.
+///
+/// `Client` is cheap to clone (one reference count) and `Send + Sync`: clone
+/// it into as many tasks as you like. All of them share one TCP connection,
+/// with many requests in flight at once; replies are matched to their
+/// callers whatever order they come back in.
+///
+/// If the connection breaks, the next call opens a new one. A call whose
+/// connection broke before its reply arrived is retried under the
+/// [`RetryPolicy`](crate::RetryPolicy); errors about the request itself
+/// (such as [`Error::WrongExpectedVersion`]) are never retried.
+///
+/// The connection closes when the last clone is dropped.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The server's addresses, resolved once by `connect`.
+    addrs: Vec<SocketAddr>,
+    options: ClientOptions,
+    /// The current connection. A `parking_lot` mutex: each call only clones
+    /// the `Arc` out of it.
+    current: Mutex<Option<Arc<Connection>>>,
+    /// The `HelloOk` of the latest connection.
+    hello: Mutex<Arc<HelloOk>>,
+    /// One connection attempt at a time: callers that find the connection
+    /// broken queue here instead of each opening their own. Held across the
+    /// attempt's `.await`s, hence an async mutex.
+    connecting: tokio::sync::Mutex<()>,
+    /// Connection attempts finished so far.
+    attempts: AtomicU64,
+    /// How the latest attempt failed to connect, if it did: callers queued
+    /// behind a failed attempt fail with it rather than each waiting out a
+    /// connect timeout of their own.
+    last_failure: Mutex<Option<(io::ErrorKind, String)>>,
+    /// Ping nonces.
+    nonce: AtomicU64,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("addrs", &self.inner.addrs)
+            .field("client_name", &self.inner.options.client_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Client-side check of a stream name (the server's rule).
+pub(crate) fn check_stream(stream: &str) -> Result<()> {
+    validate_stream_name(stream).map_err(|e| Error::BadRequest(e.to_string()))
+}
+
+impl Client {
+    /// Connects to a server with default [`ClientOptions`].
+    ///
+    /// Resolves `addr`, opens a TCP connection and completes the Hello
+    /// handshake before returning. Later reconnects use the addresses
+    /// resolved here.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> logbook_client::Result<()> {
+    /// let client = logbook_client::Client::connect("127.0.0.1:7117").await?;
+    /// println!("connected to logbookd {}", client.server_info().server_version);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect(addr: impl ToSocketAddrs) -> Result<Client> {
+        Client::connect_with(addr, ClientOptions::default()).await
+    }
+
+    /// Connects to a server with the given options.
+    ///
+    /// The first connection is attempted once (bounded by
+    /// [`ClientOptions::connect_timeout`]); the retry policy applies to
+    /// calls, not to this first connect.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use logbook_client::{Client, ClientOptions};
+    ///
+    /// # async fn demo() -> logbook_client::Result<()> {
+    /// let options = ClientOptions::default()
+    ///     .client_name("inventory-service")
+    ///     .request_timeout(Some(Duration::from_secs(2)));
+    /// let client = Client::connect_with("127.0.0.1:7117", options).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect_with(addr: impl ToSocketAddrs, options: ClientOptions) -> Result<Client> {
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host(addr)
+            .await
+            .map_err(Error::Connect)?
+            .collect();
+        if addrs.is_empty() {
+            return Err(Error::Connect(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the address resolved to nothing",
+            )));
+        }
+        let conn = Arc::new(Connection::open(&addrs, &options).await?);
+        let hello = Arc::clone(conn.hello());
+        Ok(Client {
+            inner: Arc::new(Inner {
+                addrs,
+                options,
+                current: Mutex::new(Some(conn)),
+                hello: Mutex::new(hello),
+                connecting: tokio::sync::Mutex::new(()),
+                attempts: AtomicU64::new(1),
+                last_failure: Mutex::new(None),
+                nonce: AtomicU64::new(1),
+            }),
+        })
+    }
+
+    /// The server's `HelloOk` from the latest handshake: its version and
+    /// limits (largest frame, largest append, most requests in flight).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: logbook_client::Client) {
+    /// let info = client.server_info();
+    /// println!(
+    ///     "logbookd {}: at most {} events per append",
+    ///     info.server_version, info.max_events_per_append
+    /// );
+    /// # }
+    /// ```
+    pub fn server_info(&self) -> HelloOk {
+        HelloOk::clone(&self.inner.hello.lock())
+    }
+
+    /// The options this client was built with.
+    pub fn options(&self) -> &ClientOptions {
+        &self.inner.options
+    }
+
+    /// Appends `events` to `stream`, all or nothing, if `expected` holds at
+    /// commit time. Returns once the events are durable.
+    ///
+    /// Fails early with [`Error::BadRequest`] for an invalid stream name or
+    /// event type or an empty batch, and with [`Error::TooLarge`] for a
+    /// batch over the server's announced limits. A failed expectation is
+    /// [`Error::WrongExpectedVersion`], carrying the stream's actual version.
+    /// Retries re-send the same event ids, which the server recognises.
+    ///
+    /// ```no_run
+    /// use logbook_client::{Client, EventId, ExpectedVersion, NewEvent};
+    ///
+    /// # async fn demo(client: Client) -> logbook_client::Result<()> {
+    /// let opened = NewEvent::new(EventId::from_u128(1), "AccountOpened", r#"{"owner":"ada"}"#);
+    /// let result = client
+    ///     .append("account-42", ExpectedVersion::NoStream, vec![opened])
+    ///     .await?;
+    /// // The next append expects the version this one ended at.
+    /// let deposit = NewEvent::new(EventId::from_u128(2), "MoneyDeposited", r#"{"amount":10}"#);
+    /// client
+    ///     .append("account-42", ExpectedVersion::Exact(result.last_version), vec![deposit])
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn append(
+        &self,
+        stream: impl Into<Text>,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult> {
+        let stream = stream.into();
+        check_stream(&stream)?;
+        self.check_batch(&events)?;
+        let request = Request::Append(Append {
+            stream,
+            expected,
+            events,
+        });
+        self.call(&request, |r| match r {
+            Response::AppendOk(ok) => Some(ok),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Reads `stream` as an async [`Stream`](futures::Stream) of events,
+    /// fetching pages of [`ReadStreamOptions::page_size`] events as they are
+    /// consumed, up to [`ReadStreamOptions::max_count`] events in total. A
+    /// stream with no events reads as an empty stream.
+    ///
+    /// ```no_run
+    /// use futures::TryStreamExt;
+    /// use logbook_client::{Client, ReadStreamOptions};
+    ///
+    /// # async fn demo(client: Client) -> logbook_client::Result<()> {
+    /// let mut events = client.read_stream("account-42", ReadStreamOptions::default());
+    /// while let Some(event) = events.try_next().await? {
+    ///     println!("{} {} {}", event.version, event.event_type, event.data.len());
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn read_stream(&self, stream: impl Into<Text>, options: ReadStreamOptions) -> EventStream {
+        EventStream::new(
+            self.clone(),
+            Target::Stream(stream.into()),
+            options.from.map(|v| v.0),
+            options.direction,
+            options.max_count,
+            options.page_size,
+        )
+    }
+
+    /// Reads one page of `stream`: at most `min(page_size, max_count)`
+    /// events starting at [`ReadStreamOptions::from`], with the stream's
+    /// last version and where the next page starts. For callers that keep
+    /// their own cursor; [`Client::read_stream`] pages for you.
+    ///
+    /// ```no_run
+    /// use logbook_client::{Client, ReadStreamOptions};
+    ///
+    /// # async fn demo(client: Client) -> logbook_client::Result<()> {
+    /// let mut options = ReadStreamOptions::default().page_size(100);
+    /// loop {
+    ///     let page = client.read_stream_page("account-42", options).await?;
+    ///     for event in &page.events {
+    ///         println!("{}: {}", event.version, event.event_type);
+    ///     }
+    ///     match page.next {
+    ///         Some(next) => options = options.from(next),
+    ///         None => break,
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn read_stream_page(
+        &self,
+        stream: impl Into<Text>,
+        options: ReadStreamOptions,
+    ) -> Result<StreamPage> {
+        let stream = stream.into();
+        check_stream(&stream)?;
+        let count = first_page_count(options.page_size, options.max_count)?;
+        self.fetch_stream_page(stream, options.from, options.direction, count)
+            .await
+    }
+
+    /// Reads the global log as an async [`Stream`](futures::Stream) of
+    /// events in position order (or reverse), paging like
+    /// [`Client::read_stream`]. Reading forward ends at the events committed
+    /// when the last page was read.
+    ///
+    /// ```no_run
+    /// use futures::TryStreamExt;
+    /// use logbook_client::{Client, LogPosition, ReadAllOptions};
+    ///
+    /// # async fn demo(client: Client) -> logbook_client::Result<()> {
+    /// let events = client.read_all(ReadAllOptions::default().from(LogPosition(0)));
+    /// let count = events.try_fold(0u64, |n, _event| async move { Ok(n + 1) }).await?;
+    /// println!("{count} events");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn read_all(&self, options: ReadAllOptions) -> EventStream {
+        EventStream::new(
+            self.clone(),
+            Target::All,
+            options.from.map(|p| p.0),
+            options.direction,
+            options.max_count,
+            options.page_size,
+        )
+    }
+
+    /// Reads one page of the global log: at most `min(page_size,
+    /// max_count)` events starting at [`ReadAllOptions::from`], with the
+    /// log's head and where the next page starts.
+    ///
+    /// ```no_run
+    /// use logbook_client::{Client, ReadAllOptions};
+    ///
+    /// # async fn demo(client: Client) -> logbook_client::Result<()> {
+    /// // The 10 most recent events.
+    /// let page = client
+    ///     .read_all_page(ReadAllOptions::default().backward().max_count(10))
+    ///     .await?;
+    /// println!("{} events committed, newest first: {:?}", page.head, page.events.first());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn read_all_page(&self, options: ReadAllOptions) -> Result<AllPage> {
+        let count = first_page_count(options.page_size, options.max_count)?;
+        self.fetch_all_page(options.from, options.direction, count)
+            .await
+    }
+
+    /// Asks the server to answer at once; returns the round-trip time.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: logbook_client::Client) -> logbook_client::Result<()> {
+    /// let rtt = client.ping().await?;
+    /// println!("round trip: {rtt:?}");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn ping(&self) -> Result<Duration> {
+        let nonce = self.inner.nonce.fetch_add(1, Ordering::Relaxed);
+        let start = Instant::now();
+        let pong = self
+            .call(&Request::Ping(Ping { nonce }), |r| match r {
+                Response::Pong(pong) => Some(pong),
+                _ => None,
+            })
+            .await?;
+        if pong.nonce != nonce {
+            return Err(Error::Protocol(logbook_protocol::Error::Malformed {
+                opcode: Opcode::Ping,
+                reason: format!("pong nonce {} answers ping nonce {nonce}", pong.nonce),
+            }));
+        }
+        Ok(start.elapsed())
+    }
+
+    /// One `ReadStream` request.
+    pub(crate) async fn fetch_stream_page(
+        &self,
+        stream: Text,
+        from: Option<StreamVersion>,
+        direction: Direction,
+        max_count: u32,
+    ) -> Result<StreamPage> {
+        let request = Request::ReadStream(ReadStream {
+            stream,
+            from,
+            direction,
+            max_count,
+        });
+        self.call(&request, |r| match r {
+            Response::ReadStreamOk(ok) => Some(StreamPage::from(ok)),
+            _ => None,
+        })
+        .await
+    }
+
+    /// One `ReadAll` request.
+    pub(crate) async fn fetch_all_page(
+        &self,
+        from: Option<LogPosition>,
+        direction: Direction,
+        max_count: u32,
+    ) -> Result<AllPage> {
+        let request = Request::ReadAll(ReadAll {
+            from,
+            direction,
+            max_count,
+        });
+        self.call(&request, |r| match r {
+            Response::ReadAllOk(ok) => Some(AllPage::from(ok)),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Checks a batch against the protocol's rules and the server's
+    /// announced limits, so that hopeless appends fail without a round trip.
+    fn check_batch(&self, events: &[NewEvent]) -> Result<()> {
+        if events.is_empty() {
+            return Err(Error::BadRequest(
+                "an append needs at least one event".to_owned(),
+            ));
+        }
+        for (index, event) in events.iter().enumerate() {
+            validate_event_type(&event.event_type)
+                .map_err(|e| Error::BadRequest(format!("event {index}: {e}")))?;
+        }
+        let hello = Arc::clone(&self.inner.hello.lock());
+        // A limit of 0 is read as "not announced".
+        let max_events = u64::from(hello.max_events_per_append);
+        if max_events > 0 && events.len() as u64 > max_events {
+            return Err(Error::TooLarge {
+                limit: Some(max_events),
+                message: format!(
+                    "{} events in one append; the server takes at most {max_events}",
+                    events.len()
+                ),
+            });
+        }
+        let max_bytes = u64::from(hello.max_append_bytes);
+        if max_bytes > 0 {
+            let bytes: u64 = events
+                .iter()
+                .map(|e| (e.event_type.len() + e.metadata.len() + e.data.len()) as u64)
+                .sum();
+            if bytes > max_bytes {
+                return Err(Error::TooLarge {
+                    limit: Some(max_bytes),
+                    message: format!(
+                        "{bytes} event bytes in one append; the server takes at most {max_bytes}"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `request` until it gets an answer the retry policy accepts,
+    /// within the request timeout. `pick` takes the expected response out of
+    /// a success reply (`None`: a reply of the wrong type).
+    async fn call<T>(&self, request: &Request, pick: impl Fn(Response) -> Option<T>) -> Result<T> {
+        let attempts = self.attempts(request, &pick);
+        match self.inner.options.request_timeout {
+            Some(limit) => tokio::time::timeout(limit, attempts)
+                .await
+                .unwrap_or(Err(Error::Timeout)),
+            None => attempts.await,
+        }
+    }
+
+    /// The retry loop.
+    async fn attempts<T>(
+        &self,
+        request: &Request,
+        pick: &impl Fn(Response) -> Option<T>,
+    ) -> Result<T> {
+        let policy = self.inner.options.retry;
+        let mut failed = 0u32;
+        loop {
+            match self.attempt(request, pick).await {
+                Err(e) if e.is_retryable() && failed.saturating_add(1) < policy.max_attempts => {
+                    failed += 1;
+                    let delay = policy.delay(failed);
+                    debug!(error = %e, failed, ?delay, opcode = ?request.opcode(), "retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// One attempt: (re)connect if needed, send, await and decode the reply.
+    async fn attempt<T>(
+        &self,
+        request: &Request,
+        pick: &impl Fn(Response) -> Option<T>,
+    ) -> Result<T> {
+        let conn = self.connection().await?;
+        let frame = conn.send(request)?.await?;
+        let opcode = request.opcode();
+        // A reply that does not fit its request means the connection can no
+        // longer be trusted (PROTOCOL.md §3: a bad reply is a broken
+        // connection).
+        let mismatch = |reason: String| {
+            conn.close(&reason);
+            Error::Protocol(logbook_protocol::Error::Malformed { opcode, reason })
+        };
+        if frame.header.opcode != opcode {
+            return Err(mismatch(format!(
+                "reply carries opcode {:?}",
+                frame.header.opcode
+            )));
+        }
+        match ServerMessage::decode(&frame) {
+            Ok(ServerMessage::Response(response)) => {
+                pick(response).ok_or_else(|| mismatch("reply of the wrong type".to_owned()))
+            }
+            Ok(ServerMessage::Error(reply)) => {
+                let error = Error::from_reply(reply, request);
+                if matches!(error, Error::ShuttingDown) {
+                    // This server is going away: retry on a new connection.
+                    conn.close("server is shutting down");
+                }
+                Err(error)
+            }
+            Ok(ServerMessage::Push(_)) => Err(mismatch("a push answered a request".to_owned())),
+            Err(e) => {
+                conn.close(&format!("undecodable reply: {e}"));
+                Err(Error::Protocol(e))
+            }
+        }
+    }
+
+    /// The open connection, or a new one if it broke.
+    async fn connection(&self) -> Result<Arc<Connection>> {
+        if let Some(conn) = self.live_connection() {
+            return Ok(conn);
+        }
+        let seen = self.inner.attempts.load(Ordering::Acquire);
+        let _turn = self.inner.connecting.lock().await;
+        if let Some(conn) = self.live_connection() {
+            return Ok(conn);
+        }
+        if self.inner.attempts.load(Ordering::Acquire) != seen
+            && let Some((kind, message)) = &*self.inner.last_failure.lock()
+        {
+            return Err(Error::replay_connect(*kind, message));
+        }
+        let opened = Connection::open(&self.inner.addrs, &self.inner.options).await;
+        let failure = match &opened {
+            Err(Error::Connect(e)) => Some((e.kind(), e.to_string())),
+            _ => None,
+        };
+        *self.inner.last_failure.lock() = failure;
+        self.inner.attempts.fetch_add(1, Ordering::Release);
+        let conn = Arc::new(opened?);
+        *self.inner.hello.lock() = Arc::clone(conn.hello());
+        *self.inner.current.lock() = Some(Arc::clone(&conn));
+        debug!("reconnected");
+        Ok(conn)
+    }
+
+    fn live_connection(&self) -> Option<Arc<Connection>> {
+        self.inner
+            .current
+            .lock()
+            .as_ref()
+            .filter(|c| c.is_open())
+            .cloned()
+    }
+}

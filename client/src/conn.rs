@@ -1,0 +1,543 @@
+//! One TCP connection: the handshake, the writer and reader tasks, and the
+//! table of requests awaiting a reply.
+//!
+//! ```text
+//!  caller tasks                          writer task         server
+//!  ─────────────                         ───────────         ──────
+//!  send(): table.insert(corr_id, tx) ──┐
+//!          encode frame into outbox ───┼─► swap outbox out,
+//!          wake writer ────────────────┘   one write() ─────► ...
+//!  ReplyFuture ◄── oneshot ◄── reader task: decode_frame,     ◄── replies
+//!                               table.remove(corr_id), send     (any order)
+//! ```
+//!
+//! - **Outbox.** Callers encode their frame straight into one shared
+//!   `BytesMut` (a short `parking_lot` section, never held across `.await`)
+//!   and wake the writer. The writer swaps the buffer for its spare one and
+//!   writes everything in one `write_all`, so requests that arrive while a
+//!   write is under way leave together in the next one: batching grows with
+//!   load, with no timer. The two buffers trade places forever, so steady
+//!   state allocates nothing.
+//! - **Table.** Entries are keyed by `corr_id` (never 0, which the server
+//!   uses for connection-level errors). A [`Pending::Reply`] is removed by
+//!   its reply; [`Pending::Pushes`] is the seam for subscriptions, whose
+//!   pushes carry the Subscribe's `corr_id` and are forwarded until the
+//!   subscription ends.
+//! - **Decoding** of bodies happens in the caller's task, not the reader's:
+//!   the reader only cuts frames (checking crc) and routes them, so bulk
+//!   reads decode in parallel on a multi-threaded runtime.
+//! - **Failure.** Whichever side fails first (read error, EOF, write error,
+//!   bad frame, or the last handle dropped) calls [`Shared::close`], which
+//!   marks the table closed, drops every pending sender (their callers see
+//!   `Disconnected`) and cancels both tasks, dropping the socket.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::BytesMut;
+use logbook_protocol::frame::decode_frame;
+use logbook_protocol::{
+    ErrorReply, Frame, Hello, HelloOk, Kind, Opcode, PROTOCOL_VERSION, Request, Response,
+    ServerMessage,
+};
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, trace, warn};
+
+use crate::error::{Error, Result};
+use crate::options::ClientOptions;
+
+/// `corr_id` of the Hello request (the first on every connection).
+const HELLO_CORR_ID: u32 = 1;
+/// The reader keeps at least this much free space before each read, so one
+/// `read` syscall can take many frames.
+const READ_MIN_FREE: usize = 16 * 1024;
+/// How much the reader grows its buffer by when it runs low.
+const READ_CHUNK: usize = 128 * 1024;
+/// The writer's spare buffer is shrunk back to this after a burst larger
+/// than [`WRITE_KEEP_MAX`], so one huge append does not pin memory forever.
+const WRITE_INITIAL: usize = 64 * 1024;
+/// Largest spare buffer capacity the writer keeps between writes.
+const WRITE_KEEP_MAX: usize = 4 * 1024 * 1024;
+
+/// What the reader does with frames carrying one `corr_id`.
+pub(crate) enum Pending {
+    /// A request awaiting its single reply (Response or Error frame).
+    Reply(oneshot::Sender<Frame>),
+    /// A subscription: its `SubscribeOk`, pushes and final error are all
+    /// forwarded here (flow control bounds what is queued: the server sends
+    /// no more events than the credit granted). An Error frame ends it.
+    #[expect(
+        dead_code,
+        reason = "the seam for subscriptions: Client::subscribe will insert these"
+    )]
+    Pushes(mpsc::UnboundedSender<Frame>),
+}
+
+/// Requests awaiting a reply, and whether the connection still takes more.
+struct Table {
+    entries: HashMap<u32, Pending, BuildHasherDefault<IdHasher>>,
+    /// Next `corr_id` to try; skips 0 and ids still in use after wrapping.
+    next_id: u32,
+    /// False once the connection has failed or been closed.
+    open: bool,
+}
+
+impl Table {
+    fn alloc_id(&mut self) -> u32 {
+        loop {
+            let id = self.next_id;
+            self.next_id = self.next_id.wrapping_add(1);
+            // 0 is reserved for connection-level errors (PROTOCOL.md §2.2).
+            if id != 0 && !self.entries.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+}
+
+/// Hashes `corr_id`s with one multiply: they are small distinct integers,
+/// not attacker-chosen keys, so SipHash would only cost time.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n);
+    }
+
+    fn finish(&self) -> u64 {
+        // Fibonacci hashing spreads the bits hashbrown's control bytes use.
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+}
+
+/// State shared by the connection's handle, its two tasks and the
+/// [`ReplyFuture`]s of requests in flight.
+pub(crate) struct Shared {
+    /// A `parking_lot` mutex: held only to insert or remove an entry (and,
+    /// in the reader, to route one batch of frames), never across `.await`.
+    table: Mutex<Table>,
+    /// Frames waiting for the writer. Held only while one frame is encoded
+    /// or while the writer swaps buffers.
+    outbox: Mutex<BytesMut>,
+    /// Wakes the writer. `notify_one` stores a permit when the writer is
+    /// busy writing, so a wake-up is never lost.
+    wake_writer: Notify,
+    /// Cancelled when the connection closes; stops both tasks. Also what
+    /// [`Connection::is_open`] reads, so the per-call liveness check costs
+    /// no lock.
+    cancel: CancellationToken,
+    /// Largest frame we may send: the smaller of the server's and ours.
+    max_out_frame: u32,
+}
+
+impl Shared {
+    /// Marks the connection closed, fails every request awaiting a reply
+    /// with `Disconnected`, and stops both tasks. Idempotent.
+    pub(crate) fn close(&self, reason: &str) {
+        let drained = {
+            let mut table = self.table.lock();
+            if !table.open {
+                return;
+            }
+            table.open = false;
+            std::mem::take(&mut table.entries)
+        };
+        debug!(reason, in_flight = drained.len(), "connection closed");
+        // Dropping the senders (outside the lock) wakes their callers.
+        drop(drained);
+        self.cancel.cancel();
+    }
+
+    /// Routes a batch of frames to the requests (or subscriptions) waiting
+    /// for them. Returns why the connection must close, if it must.
+    fn dispatch(&self, frames: &mut Vec<Frame>) -> Option<String> {
+        let mut fatal = None;
+        let mut table = self.table.lock();
+        for frame in frames.drain(..) {
+            let id = frame.header.corr_id;
+            match frame.header.kind {
+                Kind::Response | Kind::Error if id == 0 => {
+                    // A connection-level error: the server is about to close
+                    // (it could not parse our bytes).
+                    let why = match ErrorReply::decode(&frame) {
+                        Ok(reply) => format!("server error on the connection: {reply}"),
+                        Err(e) => format!("undecodable connection-level error: {e}"),
+                    };
+                    warn!("{why}");
+                    fatal = Some(why);
+                }
+                Kind::Response | Kind::Error => match table.entries.remove(&id) {
+                    Some(Pending::Reply(tx)) => {
+                        // An error means the caller gave up (timeout): the
+                        // late reply is dropped.
+                        let _ = tx.send(frame);
+                    }
+                    Some(Pending::Pushes(tx)) => {
+                        // SubscribeOk keeps the subscription; an error ends it.
+                        let ends = frame.header.kind == Kind::Error;
+                        if tx.send(frame).is_ok() && !ends {
+                            table.entries.insert(id, Pending::Pushes(tx));
+                        }
+                    }
+                    None => trace!(corr_id = id, "reply to a request no longer awaited"),
+                },
+                Kind::Push => match table.entries.get(&id) {
+                    Some(Pending::Pushes(tx)) => {
+                        if tx.send(frame).is_err() {
+                            table.entries.remove(&id);
+                        }
+                    }
+                    _ => debug!(corr_id = id, "push for no subscription ignored"),
+                },
+                Kind::Request => {
+                    fatal = Some(format!("server sent a request frame (corr_id {id})"));
+                }
+            }
+            if fatal.is_some() {
+                break;
+            }
+        }
+        fatal
+    }
+}
+
+/// A handle to one open (or failed) connection. Dropping the last handle
+/// closes it.
+pub(crate) struct Connection {
+    shared: Arc<Shared>,
+    hello: Arc<HelloOk>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.shared.close("client dropped the connection");
+    }
+}
+
+impl Connection {
+    /// Connects to the first of `addrs` that accepts, says Hello and waits
+    /// for `HelloOk`, then starts the reader and writer tasks. The whole
+    /// exchange is bounded by the connect timeout.
+    pub(crate) async fn open(addrs: &[SocketAddr], options: &ClientOptions) -> Result<Connection> {
+        let attempt = async {
+            let mut stream = TcpStream::connect(addrs).await.map_err(Error::Connect)?;
+            // Requests are small and latency-bound; the writer batches them
+            // itself, so Nagle's algorithm would only add delay.
+            stream.set_nodelay(true).map_err(Error::Connect)?;
+            let mut buf = BytesMut::with_capacity(READ_CHUNK);
+            let hello = handshake(&mut stream, options, &mut buf).await?;
+            Ok::<_, Error>((stream, buf, hello))
+        };
+        let (stream, buf, hello) = match options.connect_timeout {
+            Some(limit) => tokio::time::timeout(limit, attempt).await.map_err(|_| {
+                Error::Connect(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no connection and handshake within {limit:?}"),
+                ))
+            })??,
+            None => attempt.await?,
+        };
+        debug!(
+            server_version = %hello.server_version,
+            max_in_flight = hello.max_in_flight,
+            "connected"
+        );
+
+        let shared = Arc::new(Shared {
+            table: Mutex::new(Table {
+                entries: HashMap::default(),
+                next_id: HELLO_CORR_ID.wrapping_add(1),
+                open: true,
+            }),
+            outbox: Mutex::new(BytesMut::with_capacity(WRITE_INITIAL)),
+            wake_writer: Notify::new(),
+            cancel: CancellationToken::new(),
+            max_out_frame: hello.max_frame_bytes.min(options.max_frame_bytes),
+        });
+        let (read_half, write_half) = stream.into_split();
+        tokio::spawn(reader(
+            Arc::clone(&shared),
+            read_half,
+            buf,
+            options.max_frame_bytes,
+        ));
+        tokio::spawn(writer(Arc::clone(&shared), write_half));
+        Ok(Connection {
+            shared,
+            hello: Arc::new(hello),
+        })
+    }
+
+    /// The server's `HelloOk` for this connection.
+    pub(crate) fn hello(&self) -> &Arc<HelloOk> {
+        &self.hello
+    }
+
+    /// Whether the connection still takes requests.
+    pub(crate) fn is_open(&self) -> bool {
+        !self.shared.cancel.is_cancelled()
+    }
+
+    /// Closes the connection (after a protocol violation in a reply, or a
+    /// `ShuttingDown` answer), so the next call opens a new one.
+    pub(crate) fn close(&self, reason: &str) {
+        self.shared.close(reason);
+    }
+
+    /// Queues `request` and returns the future of its reply frame.
+    ///
+    /// The entry is registered before the frame is queued, so the reply can
+    /// never arrive before its entry. Fails with `Disconnected` if the
+    /// connection has closed, or with the encoding error (nothing queued).
+    pub(crate) fn send(&self, request: &Request) -> Result<ReplyFuture> {
+        let (tx, rx) = oneshot::channel();
+        let id = {
+            let mut table = self.shared.table.lock();
+            if !table.open {
+                return Err(Error::Disconnected);
+            }
+            let id = table.alloc_id();
+            table.entries.insert(id, Pending::Reply(tx));
+            id
+        };
+        let encoded = {
+            let mut outbox = self.shared.outbox.lock();
+            request.encode(&mut outbox, id, self.shared.max_out_frame)
+        };
+        if let Err(e) = encoded {
+            self.shared.table.lock().entries.remove(&id);
+            return Err(Error::from_encode(e));
+        }
+        self.shared.wake_writer.notify_one();
+        Ok(ReplyFuture {
+            rx,
+            shared: Arc::clone(&self.shared),
+            id,
+            done: false,
+        })
+    }
+}
+
+/// The reply frame to one request. Dropping it before the reply arrives
+/// (a timeout, a cancelled caller) removes the request's entry, so the late
+/// reply is discarded by the reader.
+pub(crate) struct ReplyFuture {
+    rx: oneshot::Receiver<Frame>,
+    shared: Arc<Shared>,
+    id: u32,
+    done: bool,
+}
+
+impl Future for ReplyFuture {
+    type Output = Result<Frame>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Frame>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.rx).poll(cx) {
+            Poll::Ready(result) => {
+                this.done = true;
+                // The sender is dropped unsent only when the connection
+                // closes.
+                Poll::Ready(result.map_err(|_| Error::Disconnected))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for ReplyFuture {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut table = self.shared.table.lock();
+        // Under the table lock the reader cannot be between removing our
+        // entry and sending: if nothing was sent, the entry is still ours.
+        if matches!(self.rx.try_recv(), Err(oneshot::error::TryRecvError::Empty)) {
+            table.entries.remove(&self.id);
+        }
+    }
+}
+
+/// Sends Hello and waits for the server's answer (PROTOCOL.md §2.1).
+async fn handshake(
+    stream: &mut TcpStream,
+    options: &ClientOptions,
+    buf: &mut BytesMut,
+) -> Result<HelloOk> {
+    let hello = Request::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+        client_name: options.client_name.clone(),
+        token: options.auth_token.clone(),
+    });
+    let mut out = BytesMut::new();
+    hello
+        .encode(&mut out, HELLO_CORR_ID, options.max_frame_bytes)
+        .map_err(Error::from_encode)?;
+    stream.write_all(&out).await.map_err(Error::Connect)?;
+
+    let frame = loop {
+        if let Some(frame) = decode_frame(buf, options.max_frame_bytes).map_err(Error::Protocol)? {
+            break frame;
+        }
+        if stream.read_buf(buf).await.map_err(Error::Connect)? == 0 {
+            return Err(Error::Connect(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "server closed the connection during the handshake",
+            )));
+        }
+    };
+    let header = frame.header;
+    // The answer echoes Hello's corr_id; a connection-level error (corr_id
+    // 0, opcode Hello) is as good an answer.
+    if header.opcode != Opcode::Hello || (header.corr_id != HELLO_CORR_ID && header.corr_id != 0) {
+        return Err(Error::Protocol(logbook_protocol::Error::UnexpectedFrame {
+            expected: Kind::Response,
+            kind: header.kind,
+            opcode: header.opcode,
+        }));
+    }
+    match ServerMessage::decode(&frame).map_err(Error::Protocol)? {
+        ServerMessage::Response(Response::HelloOk(ok)) => {
+            // We speak version 1 only: the server must pick it.
+            if ok.protocol_version != PROTOCOL_VERSION || header.version != PROTOCOL_VERSION {
+                return Err(Error::UnsupportedVersion {
+                    max_version: Some(ok.protocol_version),
+                });
+            }
+            Ok(ok)
+        }
+        ServerMessage::Error(reply) => Err(Error::from_reply(reply, &hello)),
+        _ => Err(Error::Protocol(logbook_protocol::Error::UnexpectedFrame {
+            expected: Kind::Response,
+            kind: header.kind,
+            opcode: header.opcode,
+        })),
+    }
+}
+
+/// Closes the connection when a task ends, however it ends: also when the
+/// runtime drops the task at shutdown, so callers on another runtime see
+/// `Disconnected` (and reconnect) instead of queueing for a dead writer.
+struct CloseOnExit(Arc<Shared>);
+
+impl Drop for CloseOnExit {
+    fn drop(&mut self) {
+        self.0.close("connection task ended");
+    }
+}
+
+/// Owns the write half: writes whatever callers queued in the outbox.
+async fn writer(shared: Arc<Shared>, mut socket: OwnedWriteHalf) {
+    let _close = CloseOnExit(Arc::clone(&shared));
+    let mut spare = BytesMut::with_capacity(WRITE_INITIAL);
+    loop {
+        tokio::select! {
+            biased;
+            () = shared.cancel.cancelled() => return,
+            () = shared.wake_writer.notified() => {}
+        }
+        loop {
+            {
+                let mut outbox = shared.outbox.lock();
+                if outbox.is_empty() {
+                    break;
+                }
+                std::mem::swap(&mut *outbox, &mut spare);
+            }
+            let written = tokio::select! {
+                biased;
+                () = shared.cancel.cancelled() => return,
+                r = socket.write_all(&spare) => r,
+            };
+            if let Err(e) = written {
+                shared.close(&format!("write failed: {e}"));
+                return;
+            }
+            spare.clear();
+            if spare.capacity() > WRITE_KEEP_MAX {
+                spare = BytesMut::with_capacity(WRITE_INITIAL);
+            }
+        }
+    }
+}
+
+/// Owns the read half: cuts frames and routes them by `corr_id`.
+async fn reader(shared: Arc<Shared>, mut socket: OwnedReadHalf, mut buf: BytesMut, max_in: u32) {
+    let _close = CloseOnExit(Arc::clone(&shared));
+    let mut frames = Vec::with_capacity(64);
+    let reason = loop {
+        let mut bad_frame = None;
+        loop {
+            match decode_frame(&mut buf, max_in) {
+                Ok(Some(frame)) => frames.push(frame),
+                Ok(None) => break,
+                Err(e) => {
+                    bad_frame = Some(format!("bad frame from the server: {e}"));
+                    break;
+                }
+            }
+        }
+        // Frames decoded before a bad one are still delivered.
+        if !frames.is_empty()
+            && let Some(why) = shared.dispatch(&mut frames)
+        {
+            break why;
+        }
+        if let Some(why) = bad_frame {
+            warn!("{why}");
+            break why;
+        }
+        if buf.capacity() - buf.len() < READ_MIN_FREE {
+            buf.reserve(READ_CHUNK);
+        }
+        let read = tokio::select! {
+            biased;
+            () = shared.cancel.cancelled() => return,
+            r = socket.read_buf(&mut buf) => r,
+        };
+        match read {
+            Ok(0) => break "server closed the connection".to_owned(),
+            Ok(_) => {}
+            Err(e) => break format!("read failed: {e}"),
+        }
+    };
+    shared.close(&reason);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn corr_ids_skip_zero_and_ids_in_use_when_wrapping() {
+        let mut table = Table {
+            entries: HashMap::default(),
+            next_id: u32::MAX,
+            open: true,
+        };
+        let (tx, _rx) = oneshot::channel();
+        table.entries.insert(1, Pending::Reply(tx));
+        assert_eq!(table.alloc_id(), u32::MAX);
+        // 0 is reserved and 1 is still awaiting its reply.
+        assert_eq!(table.alloc_id(), 2);
+    }
+}

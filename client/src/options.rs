@@ -1,0 +1,185 @@
+//! Client configuration: [`ClientOptions`] and [`RetryPolicy`]. Every field
+//! states its default and unit.
+
+use std::time::Duration;
+
+use logbook_protocol::DEFAULT_MAX_FRAME_BYTES;
+
+/// How a [`Client`](crate::Client) connects and how its calls behave.
+///
+/// Build it from [`ClientOptions::default`] with the builder methods:
+///
+/// ```
+/// use std::time::Duration;
+/// use logbook_client::{ClientOptions, RetryPolicy};
+///
+/// let options = ClientOptions::default()
+///     .client_name("billing-projector")
+///     .auth_token("s3cret")
+///     .request_timeout(Some(Duration::from_secs(5)))
+///     .retry(RetryPolicy::default().max_attempts(5));
+/// assert_eq!(options.retry.max_attempts, 5);
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ClientOptions {
+    /// Bound on opening one connection: TCP connect plus the Hello
+    /// handshake. Default 5 s. `None` waits as long as the OS does.
+    pub connect_timeout: Option<Duration>,
+    /// Bound on one call, from its start to its reply, reconnects and
+    /// retries included; past it the call fails with
+    /// [`Error::Timeout`](crate::Error::Timeout). Default 30 s. `None`: no
+    /// bound. For paging streams it bounds each page.
+    pub request_timeout: Option<Duration>,
+    /// Name sent in `Hello`, for the server's logs. Default
+    /// `logbook-client/<crate version>`.
+    pub client_name: String,
+    /// Token sent in `Hello` when the server requires one. Default `None`.
+    pub auth_token: Option<String>,
+    /// When and how often calls are retried. Default [`RetryPolicy::default`].
+    pub retry: RetryPolicy,
+    /// Largest frame this client accepts from the server, length prefix
+    /// included, in bytes; larger frames break the connection before
+    /// anything is allocated for them. Outgoing frames are bounded by the
+    /// smaller of this and the server's announced `max_frame_bytes`.
+    /// Default 16 MiB (the protocol's default).
+    pub max_frame_bytes: u32,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            connect_timeout: Some(Duration::from_secs(5)),
+            request_timeout: Some(Duration::from_secs(30)),
+            client_name: concat!("logbook-client/", env!("CARGO_PKG_VERSION")).to_owned(),
+            auth_token: None,
+            retry: RetryPolicy::default(),
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+        }
+    }
+}
+
+impl ClientOptions {
+    /// Sets [`ClientOptions::connect_timeout`].
+    pub fn connect_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ClientOptions::request_timeout`].
+    pub fn request_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ClientOptions::client_name`].
+    pub fn client_name(mut self, name: impl Into<String>) -> Self {
+        self.client_name = name.into();
+        self
+    }
+
+    /// Sets [`ClientOptions::auth_token`].
+    pub fn auth_token(mut self, token: impl Into<String>) -> Self {
+        self.auth_token = Some(token.into());
+        self
+    }
+
+    /// Sets [`ClientOptions::retry`].
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Sets [`ClientOptions::max_frame_bytes`].
+    pub fn max_frame_bytes(mut self, bytes: u32) -> Self {
+        self.max_frame_bytes = bytes;
+        self
+    }
+}
+
+/// Bounded retries with exponential backoff.
+///
+/// A call is retried when it fails with an error for which
+/// [`Error::is_retryable`](crate::Error::is_retryable) holds: the connection
+/// broke before the reply arrived or could not be (re)opened, or the server
+/// answered `ServerBusy` or `ShuttingDown`. Before attempt `n + 1` the call
+/// waits `min(initial_backoff * 2^(n-1), max_backoff)`.
+///
+/// Every call is safe to retry: reads and pings change nothing, and the
+/// server answers a re-sent append whose event ids equal the stream's last
+/// committed batch with the original result. (A retried append could be
+/// applied twice only if another writer appended to the same stream, with
+/// [`ExpectedVersion::Any`](crate::ExpectedVersion::Any), between the lost
+/// reply and the retry; an exact expected version turns that case into
+/// [`Error::WrongExpectedVersion`](crate::Error::WrongExpectedVersion).)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RetryPolicy {
+    /// Most attempts per call, the first included; 1 disables retries.
+    /// Default 3.
+    pub max_attempts: u32,
+    /// Wait before the first retry. Default 20 ms.
+    pub initial_backoff: Duration,
+    /// Longest wait between two attempts. Default 1 s.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_secs(1),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// A policy that never retries (one attempt per call).
+    pub fn none() -> Self {
+        RetryPolicy {
+            max_attempts: 1,
+            ..RetryPolicy::default()
+        }
+    }
+
+    /// Sets [`RetryPolicy::max_attempts`] (at least 1).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// Sets [`RetryPolicy::initial_backoff`] and [`RetryPolicy::max_backoff`].
+    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.initial_backoff = initial;
+        self.max_backoff = max.max(initial);
+        self
+    }
+
+    /// The wait before attempt `failed + 1`, after `failed` failed attempts
+    /// (`failed >= 1`).
+    pub(crate) fn delay(&self, failed: u32) -> Duration {
+        let doublings = failed.saturating_sub(1).min(31);
+        self.initial_backoff
+            .saturating_mul(1u32 << doublings)
+            .min(self.max_backoff)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let p =
+            RetryPolicy::default().backoff(Duration::from_millis(10), Duration::from_millis(50));
+        assert_eq!(p.delay(1), Duration::from_millis(10));
+        assert_eq!(p.delay(2), Duration::from_millis(20));
+        assert_eq!(p.delay(3), Duration::from_millis(40));
+        assert_eq!(p.delay(4), Duration::from_millis(50));
+        assert_eq!(p.delay(100), Duration::from_millis(50));
+        assert_eq!(RetryPolicy::none().max_attempts, 1);
+        assert_eq!(RetryPolicy::default().max_attempts(0).max_attempts, 1);
+    }
+}
