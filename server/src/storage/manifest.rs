@@ -17,6 +17,7 @@ use std::path::Path;
 
 use super::error::StorageError;
 use super::fs::{OpenMode, Vfs};
+use super::le;
 
 /// Magic number opening a manifest.
 pub const MAGIC: [u8; 8] = *b"LGBKMANI";
@@ -56,16 +57,8 @@ impl Manifest {
 
     /// Decodes and checks a manifest.
     pub fn decode(path: &Path, b: &[u8]) -> Result<Manifest, StorageError> {
-        let u32_at = |at: usize| {
-            b.get(at..at + 4)
-                .and_then(|s| s.try_into().ok())
-                .map(u32::from_le_bytes)
-        };
-        let u64_at = |at: usize| {
-            b.get(at..at + 8)
-                .and_then(|s| s.try_into().ok())
-                .map(u64::from_le_bytes)
-        };
+        let u32_at = |at: usize| le::try_u32(b, at);
+        let u64_at = |at: usize| le::try_u64(b, at);
         if b.get(0..8) != Some(&MAGIC[..]) {
             return Err(StorageError::corrupt(
                 path,

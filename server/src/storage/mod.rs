@@ -5,6 +5,7 @@
 //! - [`error`]: [`StorageError`], [`AppendError`], [`ReadError`].
 //! - [`fs`]: the file-system trait all I/O goes through; the real one and a
 //!   fault-injecting in-memory one.
+//! - `le`: panic-free little-endian field reads shared by the formats.
 //! - [`record`]: the log record (one per appended batch), byte layout.
 //! - [`segment`]: segment files (header, records, footer, sparse position
 //!   index) and the record reader.
@@ -36,6 +37,7 @@ pub mod config;
 pub mod error;
 mod flusher;
 pub mod fs;
+mod le;
 pub mod manifest;
 pub mod memtable;
 mod open;

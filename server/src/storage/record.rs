@@ -26,6 +26,8 @@
 //! suffix and checksum.
 
 use bytes::{Buf, BufMut, Bytes};
+
+use super::le;
 use logbook_protocol::{EventId, LogPosition, NewEvent, RecordedEvent, StreamVersion, Text};
 
 /// Bytes before the stream name.
@@ -106,19 +108,9 @@ pub fn encode(
     }
 }
 
-fn read_u16(buf: &[u8], at: usize) -> Option<u16> {
-    let b = buf.get(at..at + 2)?;
-    Some(u16::from_le_bytes(b.try_into().ok()?))
-}
-
-fn read_u32(buf: &[u8], at: usize) -> Option<u32> {
-    let b = buf.get(at..at + 4)?;
-    Some(u32::from_le_bytes(b.try_into().ok()?))
-}
-
 /// Reads the length prefix at the start of `buf`, checking only bounds.
 pub fn peek_len(buf: &[u8], max_len: usize) -> Result<usize, RecordError> {
-    let len = read_u32(buf, 0).ok_or(RecordError::Incomplete { needed: None })? as usize;
+    let len = le::try_u32(buf, 0).ok_or(RecordError::Incomplete { needed: None })? as usize;
     if len == 0 {
         return Err(RecordError::Corrupt("zero length (end of data)"));
     }
@@ -138,10 +130,10 @@ pub fn check(buf: &[u8], max_len: usize) -> Result<usize, RecordError> {
     let rec = buf
         .get(..len)
         .ok_or(RecordError::Incomplete { needed: Some(len) })?;
-    if read_u32(rec, len - SUFFIX_LEN) != Some(len as u32) {
+    if le::try_u32(rec, len - SUFFIX_LEN) != Some(len as u32) {
         return Err(RecordError::Corrupt("length suffix differs from prefix"));
     }
-    let expected = read_u32(rec, 4).ok_or(RecordError::Corrupt("short header"))?;
+    let expected = le::try_u32(rec, 4).ok_or(RecordError::Corrupt("short header"))?;
     let got = crc32c::crc32c(rec.get(8..len - SUFFIX_LEN).unwrap_or_default());
     if got != expected {
         return Err(RecordError::Checksum { got, expected });
@@ -248,11 +240,12 @@ impl Record {
             .and_then(|s| s.try_into().ok())
             .ok_or(RecordError::Corrupt("event id overruns"))?;
         let mut p = 16usize;
-        let tl = read_u16(b, p).ok_or(RecordError::Corrupt("type length overruns"))?;
+        let tl = le::try_u16(b, p).ok_or(RecordError::Corrupt("type length overruns"))?;
         p += 2 + tl as usize;
-        let ml = read_u32(b, p).ok_or(RecordError::Corrupt("metadata length overruns"))? as usize;
+        let ml =
+            le::try_u32(b, p).ok_or(RecordError::Corrupt("metadata length overruns"))? as usize;
         p += 4 + ml;
-        let dl = read_u32(b, p).ok_or(RecordError::Corrupt("data length overruns"))? as usize;
+        let dl = le::try_u32(b, p).ok_or(RecordError::Corrupt("data length overruns"))? as usize;
         p += 4 + dl;
         if p > b.len() {
             return Err(RecordError::Corrupt("event overruns the record"));
@@ -292,13 +285,13 @@ impl Events<'_> {
             .and_then(|s| s.try_into().ok())
             .ok_or(RecordError::Corrupt("event id overruns"))?;
         let tl = take(&mut at, 2, "type length overruns")?;
-        let tl = read_u16(bytes, tl.start).unwrap_or(0) as usize;
+        let tl = le::try_u16(bytes, tl.start).unwrap_or(0) as usize;
         let type_range = take(&mut at, tl, "event type overruns")?;
         let ml = take(&mut at, 4, "metadata length overruns")?;
-        let ml = read_u32(bytes, ml.start).unwrap_or(0) as usize;
+        let ml = le::try_u32(bytes, ml.start).unwrap_or(0) as usize;
         let meta_range = take(&mut at, ml, "metadata overruns")?;
         let dl = take(&mut at, 4, "data length overruns")?;
-        let dl = read_u32(bytes, dl.start).unwrap_or(0) as usize;
+        let dl = le::try_u32(bytes, dl.start).unwrap_or(0) as usize;
         let data_range = take(&mut at, dl, "data overruns")?;
         self.at = at;
         let i = u64::from(self.index);

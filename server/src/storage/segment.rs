@@ -44,6 +44,7 @@ use parking_lot::RwLock;
 
 use super::error::StorageError;
 use super::fs::VFile;
+use super::le;
 use super::record::{self, Record, RecordError};
 
 /// Magic number opening every segment.
@@ -73,20 +74,6 @@ pub fn parse_file_name(name: &str) -> Option<u64> {
         return None;
     }
     digits.parse().ok()
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    b.get(at..at + 4)
-        .and_then(|s| s.try_into().ok())
-        .map(u32::from_le_bytes)
-        .unwrap_or(0)
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    b.get(at..at + 8)
-        .and_then(|s| s.try_into().ok())
-        .map(u64::from_le_bytes)
-        .unwrap_or(0)
 }
 
 /// Encodes a segment header.
@@ -120,7 +107,7 @@ pub fn decode_header(path: &Path, b: &[u8]) -> Result<u64, StorageError> {
             "not a Logbook segment (bad magic)",
         ));
     }
-    let expected = u32_at(b, 28);
+    let expected = le::u32(b, 28);
     let got = crc32c::crc32c(b.get(0..28).unwrap_or_default());
     if got != expected {
         return Err(StorageError::ChecksumMismatch {
@@ -130,7 +117,7 @@ pub fn decode_header(path: &Path, b: &[u8]) -> Result<u64, StorageError> {
             expected,
         });
     }
-    let version = u32_at(b, 8);
+    let version = le::u32(b, 8);
     if version != FORMAT_VERSION {
         return Err(StorageError::UnsupportedFormat {
             file: path.to_path_buf(),
@@ -138,10 +125,10 @@ pub fn decode_header(path: &Path, b: &[u8]) -> Result<u64, StorageError> {
             supported: FORMAT_VERSION,
         });
     }
-    if u64::from(u32_at(b, 12)) != HEADER_LEN {
+    if u64::from(le::u32(b, 12)) != HEADER_LEN {
         return Err(StorageError::corrupt(path, 12, "unexpected header length"));
     }
-    Ok(u64_at(b, 16))
+    Ok(le::u64(b, 16))
 }
 
 /// One entry of the sparse position index.
@@ -200,7 +187,7 @@ pub fn decode_footer(path: &Path, file_len: u64, b: &[u8]) -> Result<Option<Foot
         return Ok(None);
     }
     let at = file_len - FOOTER_LEN;
-    let expected = u32_at(b, 44);
+    let expected = le::u32(b, 44);
     let got = crc32c::crc32c(b.get(0..44).unwrap_or_default());
     if got != expected {
         return Err(StorageError::ChecksumMismatch {
@@ -211,12 +198,12 @@ pub fn decode_footer(path: &Path, file_len: u64, b: &[u8]) -> Result<Option<Foot
         });
     }
     let f = Footer {
-        data_end: u64_at(b, 0),
-        record_count: u64_at(b, 8),
-        first_position: u64_at(b, 16),
-        end_position: u64_at(b, 24),
-        pidx_count: u32_at(b, 32),
-        pidx_crc: u32_at(b, 36),
+        data_end: le::u64(b, 0),
+        record_count: le::u64(b, 8),
+        first_position: le::u64(b, 16),
+        end_position: le::u64(b, 24),
+        pidx_count: le::u32(b, 32),
+        pidx_crc: le::u32(b, 36),
     };
     if f.data_end < HEADER_LEN
         || f.data_end + u64::from(f.pidx_count) * PIDX_ENTRY_LEN + FOOTER_LEN != file_len
@@ -248,8 +235,8 @@ fn decode_pidx(
     }
     Ok(b.chunks_exact(PIDX_ENTRY_LEN as usize)
         .map(|c| PidxEntry {
-            position: u64_at(c, 0),
-            offset: u64_at(c, 8),
+            position: le::u64(c, 0),
+            offset: le::u64(c, 8),
         })
         .collect())
 }

@@ -44,6 +44,7 @@ use logbook_protocol::Direction;
 
 use super::error::StorageError;
 use super::fs::{OpenMode, VFile, Vfs};
+use super::le;
 use super::memtable::Entry;
 
 /// Magic number opening a table.
@@ -79,27 +80,13 @@ pub fn parse_file_name(name: &str) -> Option<u64> {
 /// Sort key of an entry.
 pub type Key = (u64, u64, u64);
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    b.get(at..at + 4)
-        .and_then(|s| s.try_into().ok())
-        .map(u32::from_le_bytes)
-        .unwrap_or(0)
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    b.get(at..at + 8)
-        .and_then(|s| s.try_into().ok())
-        .map(u64::from_le_bytes)
-        .unwrap_or(0)
-}
-
 fn decode_entry(b: &[u8]) -> (u64, Entry) {
     (
-        u64_at(b, 0),
+        le::u64(b, 0),
         Entry {
-            version: u64_at(b, 8),
-            position: u64_at(b, 16),
-            offset: u64_at(b, 24),
+            version: le::u64(b, 8),
+            position: le::u64(b, 16),
+            offset: le::u64(b, 24),
         },
     )
 }
@@ -336,7 +323,7 @@ impl Table {
                 "not a Logbook index table (bad magic)",
             ));
         }
-        let expected = u32_at(&header, 28);
+        let expected = le::u32(&header, 28);
         let got = crc32c::crc32c(header.get(..28).unwrap_or_default());
         if got != expected {
             return Err(StorageError::ChecksumMismatch {
@@ -346,7 +333,7 @@ impl Table {
                 expected,
             });
         }
-        let version = u32_at(&header, 8);
+        let version = le::u32(&header, 8);
         if version != FORMAT_VERSION {
             return Err(StorageError::UnsupportedFormat {
                 file: path,
@@ -365,7 +352,7 @@ impl Table {
                 "index table footer missing",
             ));
         }
-        let expected = u32_at(&f, 52);
+        let expected = le::u32(&f, 52);
         let got = crc32c::crc32c(f.get(..52).unwrap_or_default());
         if got != expected {
             return Err(StorageError::ChecksumMismatch {
@@ -375,20 +362,20 @@ impl Table {
                 expected,
             });
         }
-        let entry_count = u64_at(&f, 0);
-        let start_position = u64_at(&f, 8);
-        let end_position = u64_at(&f, 16);
-        let fences_offset = u64_at(&f, 24);
-        let block_count = u64::from(u32_at(&f, 32));
-        let bloom_len = u64::from(u32_at(&f, 36));
-        let bloom_k = u32_at(&f, 40);
-        let level = u32_at(&f, 44);
-        let meta_crc = u32_at(&f, 48);
+        let entry_count = le::u64(&f, 0);
+        let start_position = le::u64(&f, 8);
+        let end_position = le::u64(&f, 16);
+        let fences_offset = le::u64(&f, 24);
+        let block_count = u64::from(le::u32(&f, 32));
+        let bloom_len = u64::from(le::u32(&f, 36));
+        let bloom_k = le::u32(&f, 40);
+        let level = le::u32(&f, 44);
+        let meta_crc = le::u32(&f, 48);
         let meta_len = block_count * FENCE_LEN as u64 + bloom_len;
         if entry_count.div_ceil(BLOCK_ENTRIES as u64) != block_count
             || fences_offset != HEADER_LEN + entry_count * ENTRY_LEN as u64
             || fences_offset + meta_len != footer_at
-            || u64_at(&header, 16) != entry_count
+            || le::u64(&header, 16) != entry_count
             || bloom_k == 0
             || bloom_k > 32
         {
@@ -414,9 +401,9 @@ impl Table {
         let fences = fence_bytes
             .chunks_exact(FENCE_LEN)
             .map(|c| Fence {
-                key: (u64_at(c, 0), u64_at(c, 8), u64_at(c, 16)),
-                crc: u32_at(c, 24),
-                entries: u32_at(c, 28),
+                key: (le::u64(c, 0), le::u64(c, 8), le::u64(c, 16)),
+                crc: le::u32(c, 24),
+                entries: le::u32(c, 28),
             })
             .collect();
         Ok(Table {
