@@ -298,7 +298,16 @@ const STEADY_PER_TASK: u64 = 4;
 impl AppendBench {
     fn open(clients: usize, batch: usize) -> AppendBench {
         let dir = bench_dir("append").expect("bench dir");
-        let store = Store::open(StoreConfig::new(dir.path().join("data"))).expect("open store");
+        let mut config = StoreConfig::new(dir.path().join("data"));
+        // LOGBOOK_BENCH_SYNC_LANES compares commit pipelines (default: the
+        // engine's).
+        if let Some(lanes) = std::env::var("LOGBOOK_BENCH_SYNC_LANES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            config.sync_lanes = lanes;
+        }
+        let store = Store::open(config).expect("open store");
         assert_eq!(store.config().durability, Durability::Fsync);
         AppendBench {
             _dir: dir,

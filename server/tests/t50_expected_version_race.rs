@@ -61,3 +61,44 @@ async fn exactly_one_winner_per_round() {
     assert_eq!(s.events.len() as u64, ROUNDS);
     assert_eq!(store.stats().conflicts, ROUNDS * (K - 1));
 }
+
+/// A batch sent twice at once (a client retrying while the first attempt
+/// is still in flight) is written once; both callers get the same result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_retries_of_one_batch_land_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(tiny(dir.path())).unwrap());
+    for round in 0..100u64 {
+        let stream = name(&format!("retry-{}", round % 7));
+        let batch: Vec<NewEvent> = (0..3)
+            .map(|k| NewEvent::new(EventId::from_u128(u128::from(round * 10 + k + 1)), "E", "x"))
+            .collect();
+        let mut tasks = Vec::new();
+        for _ in 0..3 {
+            let (store, stream, batch) = (Arc::clone(&store), stream.clone(), batch.clone());
+            tasks.push(tokio::spawn(async move {
+                store
+                    .append(&stream, ExpectedVersion::Any, batch)
+                    .await
+                    .unwrap()
+            }));
+        }
+        let results: Vec<_> = futures_join(tasks).await;
+        assert!(
+            results.windows(2).all(|w| w[0] == w[1]),
+            "round {round}: {results:?}"
+        );
+    }
+    let all = store
+        .read_all(None, logbook_protocol::Direction::Forward, 10_000)
+        .unwrap();
+    assert_eq!(all.events.len(), 300, "each batch once");
+}
+
+async fn futures_join<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}

@@ -12,7 +12,9 @@
 //! - [`memtable`], [`sidx`], [`manifest`]: the stream index, an LSM of a
 //!   memtable and immutable sorted tables.
 //! - `shared`: state shared by the threads, and the read paths.
-//! - `writer`: the group-commit writer thread.
+//! - `writer`: the writer thread: gathers, checks, encodes and writes groups.
+//! - `commit`: the commit pipeline: fdatasync on sync lanes, then publish
+//!   and reply in group order.
 //! - `flusher`: the index flush and merge thread.
 //! - `open`: recovery.
 //! - [`verify`]: the offline consistency check.
@@ -21,10 +23,11 @@
 //! [`Store::append`] validates the batch, sends it to the writer over a
 //! bounded channel and awaits the reply. The writer gathers whatever is
 //! queued into a group, checks expected versions, encodes one record per
-//! batch into one buffer, writes it with one `write`, makes it durable with
-//! one `fdatasync`, then publishes: segment end, index entries, stream heads,
-//! and the durable head that readers and subscribers follow. Only then does
-//! it reply.
+//! batch into one buffer and writes it with one `write`. A sync lane makes
+//! the group durable with one `fdatasync` (a few groups may sync at once),
+//! then, in group order, the pipeline publishes it (segment end, index
+//! entries, and the durable head that readers and subscribers follow) and
+//! replies.
 //!
 //! ## The path of a read
 //! Readers load the durable head, snapshot the segments and the index, and
@@ -33,6 +36,7 @@
 //! global reads find the record holding a position with the segment's sparse
 //! position index and scan forward or backward.
 
+mod commit;
 pub mod config;
 pub mod error;
 mod flusher;

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 
+use super::commit::MAX_SYNC_LANES;
 use super::config::{RecoveryMode, StoreConfig};
 use super::error::StorageError;
 use super::fs::{LockGuard, OpenMode, VFile};
@@ -296,6 +297,7 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
                 t.end_position,
                 config.max_record_bytes() as usize,
                 FLAG_GROUP_END,
+                MAX_SYNC_LANES + 1,
             )?;
             if let Some(proof) = search.acknowledged_after {
                 let reason = cut_reason

@@ -639,17 +639,18 @@ pub struct TailSearch {
     /// Whether any non-zero byte follows (zeros are preallocated space).
     pub nonzero: bool,
     /// Offset of a record proving that the damaged data had been
-    /// acknowledged: a valid record that follows a valid group-end record.
-    /// The writer starts a group only after the previous one is durable, so
-    /// a complete group after the damage means the damage is not a torn
-    /// last write.
+    /// acknowledged: a valid record that follows the `ends_needed`-th valid
+    /// group-end record after the damage. The writer starts writing a group
+    /// only while at most `ends_needed - 1` older groups are unacknowledged,
+    /// so that many complete groups after the damage, and then more, mean
+    /// the damaged group had been acknowledged.
     pub acknowledged_after: Option<u64>,
 }
 
 /// Searches `[from, limit)` of `seg` for valid records with positions at or
-/// after `min_position`, to tell a torn last write (truncate it) from damage
-/// to acknowledged data (refuse to start). `group_end_flag` is the record
-/// flag the writer sets on the last record of each group write.
+/// after `min_position`, to tell a torn tail (cut it) from damage to
+/// acknowledged data (refuse to start). `group_end_flag` is the record flag
+/// the writer sets on the last record of each group write.
 pub fn search_tail(
     seg: &Segment,
     from: u64,
@@ -657,10 +658,12 @@ pub fn search_tail(
     min_position: u64,
     max_record: usize,
     group_end_flag: u8,
+    ends_needed: usize,
 ) -> Result<TailSearch, StorageError> {
     let mut out = TailSearch::default();
     let mut bytes_reader = RecordReader::new(1 << 20, max_record);
     let mut reader = RecordReader::new(64 << 10, max_record);
+    let mut ends = 0usize;
     let mut off = from;
     while off < limit {
         // Skip runs of zeros quickly: most of a clean tail is preallocation.
@@ -690,6 +693,9 @@ pub fn search_tail(
             let mut at = cand;
             let mut r = rec;
             loop {
+                if r.flags & group_end_flag != 0 {
+                    ends += 1;
+                }
                 let next = at + r.len() as u64;
                 let following = reader
                     .record_at(seg, next, limit)
@@ -697,7 +703,7 @@ pub fn search_tail(
                     .filter(|n| n.first_position == r.end_position());
                 match following {
                     Some(n) => {
-                        if r.flags & group_end_flag != 0 {
+                        if ends >= ends_needed {
                             out.acknowledged_after = Some(next);
                             return Ok(out);
                         }

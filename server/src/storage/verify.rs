@@ -249,6 +249,7 @@ pub fn verify(
                 end_position,
                 max_record,
                 super::writer::FLAG_GROUP_END,
+                super::commit::MAX_SYNC_LANES + 1,
             ) {
                 Ok(t) if t.nonzero => problem(
                     &mut report,

@@ -1,13 +1,15 @@
-//! The writer: one OS thread that owns the active segment and commits
-//! appends in groups.
+//! The writer: one OS thread that owns the active segment. It gathers
+//! appends into groups, checks them, encodes them and writes them; the
+//! commit pipeline (`commit.rs`) makes each group durable and answers it.
 //!
 //! Loop: block for one request, then take whatever else is queued (up to
-//! `max_group_bytes`); check each expected version against the stream heads
-//! plus the versions pending in this group; encode every accepted batch into
-//! one buffer; one `write`; one `fdatasync`; then publish (segment end,
-//! index entries, stream heads, durable head) and answer every request.
+//! `max_group_bytes`); check each expected version against the stream heads,
+//! which already include every group written and not yet acknowledged, plus
+//! the versions pending in this group; encode every accepted batch into one
+//! buffer; one `write`; hand the group to the pipeline (one `fdatasync` on a
+//! sync lane, then publication and replies, in group order).
 //!
-//! There is no timer: requests queue up while an fsync runs, so groups grow
+//! There is no timer: requests queue up while fsyncs run, so groups grow
 //! exactly when load grows. Replies, refusals included, go out only after
 //! the group is durable, so no caller ever learns of a version that a crash
 //! could take back.
@@ -27,7 +29,7 @@ use logbook_protocol::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use super::config::Durability;
+use super::commit::{IndexAdd, Outcome, Pipeline, SegmentUpdate, Ticket};
 use super::error::{AppendError, StorageError};
 use super::fs::OpenMode;
 use super::memtable::HashKeyed;
@@ -36,7 +38,7 @@ use super::segment::{self, Footer, HEADER_LEN, PIDX_INTERVAL, PidxEntry, Segment
 use super::shared::Shared;
 
 /// Record flag: last record of a group-commit write. Recovery uses it to
-/// tell a torn last write from damage to data that was acknowledged.
+/// tell a torn tail from damage to data that was acknowledged.
 pub const FLAG_GROUP_END: u8 = 1;
 
 /// An append on its way to the writer.
@@ -159,63 +161,35 @@ impl Pending {
     }
 }
 
-/// What happened to one request of a group.
-enum Outcome {
-    Written(AppendResult),
-    /// A retry of the stream's last batch; `pending` if that batch is in this
-    /// very group (and so fails with it).
-    Duplicate {
-        result: AppendResult,
-        pending: bool,
-    },
-    Refused(AppendError),
-}
-
-/// Index entries to publish for one record.
-struct IndexAdd {
-    req: usize,
-    hash: u64,
-    first_version: u64,
-    first_position: u64,
-    count: u64,
-    offset: u64,
-}
-
-/// A segment touched by the group, with what to publish for it.
-struct SegmentUpdate {
-    segment: Arc<Segment>,
-    data_end: u64,
-    end_position: u64,
-    new_pidx: Vec<PidxEntry>,
-    sealed: bool,
-}
-
 pub(crate) struct Writer {
     shared: Arc<Shared>,
     rx: mpsc::Receiver<AppendRequest>,
-    flush_tx: std::sync::mpsc::Sender<()>,
+    pipeline: Arc<Pipeline>,
     active: Arc<Segment>,
-    /// Where the next record goes (= the active segment's durable end when
-    /// no group is in flight).
+    /// Where the next record goes.
     write_offset: u64,
     /// Zeros have been written up to here.
     alloc_end: u64,
-    /// Full pidx of the active segment; entries from `pidx_published` on are
-    /// not yet visible to readers.
+    /// Full pidx of the active segment; entries from `pidx_published` on
+    /// have not been handed to a ticket yet.
     pidx: Vec<PidxEntry>,
     pidx_published: usize,
     records_in_segment: u64,
+    /// Position of the next event to write (written, not yet durable, for
+    /// groups in flight).
     next_position: u64,
+    /// Sequence number of the next ticket.
+    seq: u64,
     heads: HeadCache,
     buf: Vec<u8>,
     /// Offset in `buf` of the last record encoded, to flag it as group end.
     last_record_in_buf: Option<usize>,
     last_timestamp: i64,
+    /// Set when a write of this thread failed.
     failed: Option<String>,
 }
 
 impl Writer {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         shared: Arc<Shared>,
         rx: mpsc::Receiver<AppendRequest>,
@@ -233,17 +207,19 @@ impl Writer {
             .max(write_offset);
         let next_position = shared.head();
         let heads = HeadCache::new(shared.config.head_cache_streams);
+        let pipeline = Pipeline::new(Arc::clone(&shared), flush_tx);
         Ok(Writer {
             pidx_published: pidx.len(),
             pidx,
             shared,
             rx,
-            flush_tx,
+            pipeline,
             active,
             write_offset,
             alloc_end,
             records_in_segment,
             next_position,
+            seq: 0,
             heads,
             buf: Vec::with_capacity(1 << 20),
             last_record_in_buf: None,
@@ -252,8 +228,21 @@ impl Writer {
         })
     }
 
-    /// Runs until every sender is gone, then returns.
+    /// Runs until every sender is gone and every group is answered.
     pub(crate) fn run(mut self) {
+        let lanes: Vec<_> = (0..self.pipeline.lanes())
+            .filter_map(|i| {
+                let p = Arc::clone(&self.pipeline);
+                std::thread::Builder::new()
+                    .name(format!("logbook-sync-{i}"))
+                    .spawn(move || p.run_lane())
+                    .map_err(|e| tracing::error!(error = %e, "cannot start a sync lane"))
+                    .ok()
+            })
+            .collect();
+        if lanes.is_empty() {
+            self.failed = Some("no sync lane could be started".into());
+        }
         let max_group = self.shared.config.max_group_bytes as usize;
         let mut group: Vec<AppendRequest> = Vec::new();
         while let Some(first) = self.rx.blocking_recv() {
@@ -268,7 +257,23 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.commit(&mut group);
+            let ticket = self.commit(std::mem::take(&mut group));
+            if lanes.is_empty() {
+                // No lane will ever answer: do it here.
+                for req in ticket.group {
+                    let _ = req
+                        .reply
+                        .send(Err(AppendError::Storage(StorageError::WriterFailed {
+                            reason: "no sync lane could be started".into(),
+                        })));
+                }
+                continue;
+            }
+            self.pipeline.submit(ticket);
+        }
+        self.pipeline.drain_and_stop();
+        for l in lanes {
+            let _ = l.join();
         }
         self.finish();
     }
@@ -277,6 +282,7 @@ impl Writer {
     /// the segment ending at its last record.
     fn finish(&mut self) {
         if self.failed.is_some()
+            || self.pipeline.poisoned().is_some()
             || self.alloc_end <= self.write_offset
             || self.shared.abandoned.load(Ordering::Relaxed)
         {
@@ -311,7 +317,8 @@ impl Writer {
             return Ok(Some(h));
         }
         // Miss: ask the index. New streams are answered by bloom filters and
-        // memtables without touching a record.
+        // memtables without touching a record. (A stream written by a group
+        // still in flight is in the cache: its head was cached when written.)
         let Some((rec, offset)) = self.shared.last_record(name)? else {
             return Ok(None);
         };
@@ -351,10 +358,17 @@ impl Writer {
         let Some(seg) = si.checked_sub(1).and_then(|i| segs.get(i)) else {
             return Ok(false);
         };
-        let rec = self
-            .shared
-            .reader(4096)
-            .record_at(seg, offset, seg.data_end())?;
+        // The record may belong to a group still in flight: written, not yet
+        // published, so read it up to what this thread wrote rather than up
+        // to the durable end (its length and checksum still guard the read).
+        let limit = if Arc::ptr_eq(seg, &self.active) {
+            self.write_offset
+        } else {
+            seg.file
+                .len()
+                .map_err(|e| StorageError::io("stat", &seg.path, e))?
+        };
+        let rec = self.shared.reader(4096).record_at(seg, offset, limit)?;
         let mut stored = rec.event_ids();
         for e in &req.events {
             match stored.next() {
@@ -372,7 +386,8 @@ impl Writer {
         Ok(true)
     }
 
-    fn commit(&mut self, group: &mut Vec<AppendRequest>) {
+    /// Checks, encodes and writes one group; returns its ticket.
+    fn commit(&mut self, group: Vec<AppendRequest>) -> Ticket {
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(group.len());
         let mut adds: Vec<IndexAdd> = Vec::with_capacity(group.len());
         let mut updates: Vec<SegmentUpdate> = Vec::new();
@@ -381,8 +396,10 @@ impl Writer {
         let timestamp = self.now_us();
         self.buf.clear();
         self.last_record_in_buf = None;
+        let seq = self.seq;
+        self.seq += 1;
 
-        let mut failure: Option<String> = self.failed.clone();
+        let mut failure: Option<String> = self.failed.clone().or_else(|| self.pipeline.poisoned());
         for (i, req) in group.iter().enumerate() {
             if let Some(reason) = &failure {
                 outcomes.push(Outcome::Refused(AppendError::Storage(
@@ -401,7 +418,7 @@ impl Writer {
                 }
             };
             if let Some(h) = &head {
-                match self.is_retry(h, req, group) {
+                match self.is_retry(h, req, &group) {
                     Ok(true) => {
                         let b = &h.batch;
                         let n = u64::from(b.count);
@@ -412,7 +429,7 @@ impl Writer {
                                 first_position: LogPosition(b.first_position),
                                 last_position: LogPosition(b.first_position + n - 1),
                             },
-                            pending: b.pending_req.is_some(),
+                            durable: b.first_position + n <= self.shared.head(),
                         });
                         continue;
                     }
@@ -501,90 +518,41 @@ impl Writer {
         let wrote = self.next_position > start_position;
         if failure.is_none()
             && wrote
-            && let Err(e) = self.write_and_sync()
+            && let Err(e) = self.write_buf()
         {
             failure = Some(e.to_string());
             self.failed = failure.clone();
         }
-
-        match &failure {
-            None => {
-                if wrote {
-                    updates.push(SegmentUpdate {
-                        segment: Arc::clone(&self.active),
-                        data_end: self.write_offset,
-                        end_position: self.next_position,
-                        new_pidx: self
-                            .pidx
-                            .get(self.pidx_published..)
-                            .unwrap_or_default()
-                            .to_vec(),
-                        sealed: false,
-                    });
-                    self.publish(group, &adds, &updates, &mut pending);
-                }
-            }
-            Some(reason) => {
-                // Nothing of this group is published. The bytes written past
-                // the durable end are ignored by readers and cut by recovery.
-                tracing::error!(%reason, "write failed: refusing writes until restart");
-                *self.shared.writer_failure.lock() = Some(reason.clone());
-                self.next_position = start_position;
+        if failure.is_none() && wrote {
+            updates.push(SegmentUpdate {
+                segment: Arc::clone(&self.active),
+                data_end: self.write_offset,
+                end_position: self.next_position,
+                new_pidx: self
+                    .pidx
+                    .get(self.pidx_published..)
+                    .unwrap_or_default()
+                    .to_vec(),
+                sealed: false,
+            });
+            self.pidx_published = self.pidx.len();
+            // Later groups check against these heads at once: if this group
+            // fails, every later one fails with it (the pipeline is poisoned).
+            for (hash, mut head) in pending.drain() {
+                head.batch.pending_req = None;
+                self.heads.insert(hash, head);
             }
         }
-
-        let counters = &self.shared.counters;
-        for (req, outcome) in group.drain(..).zip(outcomes) {
-            let reply = match (outcome, &failure) {
-                // The original batch was committed by an earlier group: true
-                // whatever happened to this one.
-                (
-                    Outcome::Duplicate {
-                        result,
-                        pending: false,
-                    },
-                    _,
-                ) => Ok(result),
-                (
-                    Outcome::Written(r)
-                    | Outcome::Duplicate {
-                        result: r,
-                        pending: true,
-                    },
-                    None,
-                ) => Ok(r),
-                (Outcome::Refused(e), None) => Err(e),
-                // On failure even a refusal may have been decided against a
-                // version that never became durable: report the failure.
-                (_, Some(reason)) => Err(AppendError::Storage(StorageError::WriterFailed {
-                    reason: reason.clone(),
-                })),
-            };
-            match &reply {
-                Ok(_) => {
-                    counters.appends.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(AppendError::WrongExpectedVersion { .. }) => {
-                    counters.conflicts.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(_) => {}
-            }
-            // The caller may have given up waiting; nothing to do then.
-            let _ = req.reply.send(reply);
+        Ticket {
+            seq,
+            group,
+            outcomes,
+            adds,
+            updates,
+            sync: wrote.then(|| Arc::clone(&self.active)),
+            end_position: self.next_position,
+            failure,
         }
-    }
-
-    /// Writes the group buffer at the write offset and makes it durable.
-    fn write_and_sync(&mut self) -> Result<(), StorageError> {
-        self.write_buf()?;
-        if self.shared.config.durability == Durability::Fsync {
-            self.active
-                .file
-                .sync_data()
-                .map_err(|e| StorageError::io("fdatasync", &self.active.path, e))?;
-            self.shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(())
     }
 
     /// Writes the buffer (flagging its last record as the group's end).
@@ -675,56 +643,6 @@ impl Writer {
         self.pidx.clear();
         self.pidx_published = 0;
         Ok(())
-    }
-
-    fn publish(
-        &mut self,
-        group: &[AppendRequest],
-        adds: &[IndexAdd],
-        updates: &[SegmentUpdate],
-        pending: &mut Pending,
-    ) {
-        let mut sealed_any = false;
-        for u in updates {
-            u.segment.publish(u.data_end, u.end_position, &u.new_pidx);
-            if u.sealed {
-                u.segment.mark_sealed();
-                sealed_any = true;
-            }
-        }
-        self.pidx_published = self.pidx.len();
-        {
-            let mut idx = self.shared.index.write();
-            for a in adds {
-                if let Some(req) = group.get(a.req) {
-                    idx.active.insert(
-                        a.hash,
-                        req.stream.as_str(),
-                        a.first_version,
-                        a.first_position,
-                        a.count,
-                        a.offset,
-                    );
-                }
-            }
-        }
-        for (hash, mut head) in pending.drain() {
-            // Committed now: a retry is checked against the record from here
-            // on, not against the request.
-            head.batch.pending_req = None;
-            self.heads.insert(hash, head);
-        }
-        let c = &self.shared.counters;
-        c.events
-            .fetch_add(self.next_position - self.shared.head(), Ordering::Relaxed);
-        self.shared
-            .head
-            .store(self.next_position, Ordering::Release);
-        self.shared.head_watch.send_replace(self.next_position);
-        let full = self.shared.index.read().active.len() >= self.shared.config.index_flush_entries;
-        if (sealed_any || full) && self.shared.freeze_active() {
-            let _ = self.flush_tx.send(());
-        }
     }
 }
 
