@@ -3,6 +3,13 @@
 //! protocol connection for byte-level checks.
 //!
 //! Each test gets its own directory and port, so tests run in parallel.
+//!
+//! - [`TestServer`]: the daemon in this process, for most tests.
+//! - [`daemon`]: the built `logbookd` binary as a subprocess, for signals,
+//!   kills and the command line.
+//! - [`RawConn`]: frames without a client library, for byte-level checks.
+
+pub mod daemon;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,0 +1,143 @@
+//! The built `logbookd` binary as a subprocess.
+//!
+//! [`logbookd`] builds the binary once per test process (a no-op when cargo
+//! already built it) and returns its path, so black-box tests always run the
+//! current code. [`Daemon`] starts it on `127.0.0.1:0` and learns the port
+//! from its log.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+/// Path of the `logbookd` binary, built by cargo if needed.
+pub fn logbookd() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(cargo)
+            .args([
+                "build",
+                "-p",
+                "logbook-server",
+                "--bin",
+                "logbookd",
+                "--message-format=json",
+            ])
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run cargo build for logbookd");
+        assert!(out.status.success(), "cargo build of logbookd failed");
+        // The compiler-artifact message of the binary names its path.
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("\"compiler-artifact\"") && l.contains("\"logbookd\""))
+            .find_map(|l| {
+                let at = l.find("\"executable\":\"")? + "\"executable\":\"".len();
+                let end = l.get(at..)?.find('"')? + at;
+                l.get(at..end).map(PathBuf::from)
+            })
+            .expect("cargo names the logbookd executable")
+    })
+    .clone()
+}
+
+/// A running `logbookd` subprocess.
+pub struct Daemon {
+    /// The process.
+    pub child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Everything it logged so far.
+    pub log: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    /// Starts logbookd over `data_dir` on a free port, with `extra` flags,
+    /// and waits until it accepts clients.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Daemon {
+        let mut child = Command::new(logbookd())
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen", "127.0.0.1:0", "--log", "info"])
+            .args(extra)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn logbookd");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = Arc::clone(&log);
+        // Drain its log for as long as it runs (a full pipe would block it),
+        // and report the address once it listens.
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("accepting clients")
+                    && let Some(at) = line.find("listen=")
+                    && let Some(tx) = tx.take()
+                {
+                    let addr = line
+                        .get(at + 7..)
+                        .and_then(|s| s.split_whitespace().next())
+                        .and_then(|s| s.parse().ok());
+                    let _ = tx.send(addr);
+                }
+                let mut l = sink.lock().unwrap_or_else(|e| e.into_inner());
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(Some(a)) => a,
+            _ => {
+                let _ = child.kill();
+                panic!(
+                    "logbookd did not start:\n{}",
+                    log.lock().unwrap_or_else(|e| e.into_inner())
+                );
+            }
+        };
+        Daemon { child, addr, log }
+    }
+
+    /// Sends a signal by name (`TERM`, `INT`, `KILL`) with kill(1): the
+    /// workspace forbids `unsafe`, and kill(1) is on every Unix.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(ok.success(), "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(&mut self) -> ExitStatus {
+        self.child.wait().expect("wait for logbookd")
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// What it logged so far.
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // Never leave a daemon behind a failed test.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
