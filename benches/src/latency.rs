@@ -55,6 +55,7 @@ impl Recorder {
             count: self.hist.len(),
             p50: at(0.5),
             p99: at(0.99),
+            p999: at(0.999),
             max: Duration::from_nanos(self.hist.max()),
             mean: Duration::from_nanos(self.hist.mean() as u64),
         }
@@ -70,6 +71,8 @@ pub struct Summary {
     pub p50: Duration,
     /// 99th percentile.
     pub p99: Duration,
+    /// 99.9th percentile.
+    pub p999: Duration,
     /// Largest.
     pub max: Duration,
     /// Arithmetic mean.
@@ -122,6 +125,7 @@ mod tests {
         // 3 significant digits: within 0.1%.
         assert!((s.p50.as_micros() as i64 - 51).abs() <= 1, "{s}");
         assert!(s.p99.as_micros() >= 99, "{s}");
+        assert!(s.p999 >= s.p99, "{s}");
         assert!(s.max >= Duration::from_micros(49_950), "{s}");
         assert!((s.per_second_at_p50() - 1e6 / 51.0).abs() < 1e6 / 51.0 * 0.02);
         a.clear();

@@ -1,8 +1,9 @@
 //! # logbook-bench
 //!
 //! Helpers shared by Logbook's criterion benches (`benches/engine.rs`,
-//! `benches/components.rs`) and, later, the `loadgen` binary. Nothing here
-//! depends on criterion, so every helper works in an ordinary binary too.
+//! `benches/components.rs`) and the `loadgen` binary (`src/bin/loadgen.rs`).
+//! Nothing here depends on criterion, so every helper works in an ordinary
+//! binary too.
 //!
 //! ## Layout
 //! - [`events`]: event and stream-name generation (unique ids, ~200-byte
@@ -11,15 +12,19 @@
 //! - [`disk`]: the machine's own limits on a given directory: `fdatasync`
 //!   latency (overwriting preallocated blocks, or growing a file) and
 //!   sequential write bandwidth.
+//! - [`loadgen`]: the workloads of the network load generator (W1-W6) and
+//!   its report (table rows, JSON lines, targets).
 //! - This file: where benches put their data ([`bench_dir`]) and small
 //!   environment-variable readers.
 //!
-//! Run `cargo bench -p logbook-bench`; `benches/README.md` explains every
-//! figure and environment variable.
+//! Run `cargo bench -p logbook-bench`, or `loadgen` against a running
+//! daemon; `benches/README.md` explains every figure and environment
+//! variable.
 
 pub mod disk;
 pub mod events;
 pub mod latency;
+pub mod loadgen;
 
 use std::path::PathBuf;
 
