@@ -7,9 +7,10 @@
 //! ```
 //!
 //! `from` is inclusive; absent or nil means the first event when reading
-//! forward and the last one when reading backward. A stream with no events
-//! reads as an empty page (it is not an error). The reply body is
-//! hand-written (`msg/mp.rs`).
+//! forward and the last one when reading backward. Reading a stream with no
+//! events is answered with the `StreamNotFound` error; reading past the end
+//! of one that exists is an empty page. The reply body is hand-written
+//! (`msg/mp.rs`).
 
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
