@@ -192,10 +192,15 @@ impl Text {
     }
 
     /// The text as `&str`.
+    #[allow(unsafe_code)]
+    #[inline]
     pub fn as_str(&self) -> &str {
-        // Every constructor checked UTF-8, so the fallback is unreachable; it
-        // exists so that no code path can panic on stored bytes.
-        std::str::from_utf8(&self.0).unwrap_or_default()
+        // SAFETY: every constructor of `Text` either checks UTF-8
+        // (`from_utf8`) or takes bytes that are UTF-8 by type (`&str`,
+        // `String`, `share_from`'s `&str` sub-slice), and the bytes are
+        // immutable afterwards. Re-validating here cost 5% of the server's
+        // CPU when encoding reads (names and types of every event).
+        unsafe { std::str::from_utf8_unchecked(&self.0) }
     }
 
     /// The underlying bytes.

@@ -32,10 +32,10 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use super::Shared;
 use super::errors::{append_error, read_error};
 use super::outbox::Outbox;
 use super::subscription::Sub;
-use super::{Shared, fit_in_frame};
 use crate::storage::{AppendError, PendingAppend};
 
 /// An append whose result is awaited, with the request it answers.
@@ -331,9 +331,7 @@ impl Connection {
                     ),
                     Ok(mut slice) => {
                         // Big events: send what fits, and say where to go on.
-                        if let Some(left) =
-                            fit_in_frame(&mut slice.events, self.shared.config.max_frame_bytes)
-                        {
+                        if let Some(left) = self.shared.fit(&mut slice.events) {
                             slice.next = Some(left.version);
                         }
                         self.send(
@@ -353,9 +351,7 @@ impl Connection {
                 let max = self.shared.read_limit(r.max_count);
                 match self.shared.store.read_all(r.from, r.direction, max) {
                     Ok(mut slice) => {
-                        if let Some(left) =
-                            fit_in_frame(&mut slice.events, self.shared.config.max_frame_bytes)
-                        {
+                        if let Some(left) = self.shared.fit(&mut slice.events) {
                             slice.next = Some(left.position);
                         }
                         self.send(

@@ -86,6 +86,17 @@ impl Shared {
             bytes: (self.config.max_frame_bytes / 2) as usize,
         }
     }
+
+    /// Trims a read reply to the frame, unless the byte budget already
+    /// guarantees it fits: at most half a frame, plus one event past it
+    /// (the engine charges each event more than its wire overhead).
+    fn fit(&self, events: &mut Vec<RecordedEvent>) -> Option<RecordedEvent> {
+        let max_frame = u64::from(self.config.max_frame_bytes);
+        if self.store.config().max_event_bytes + 1024 <= max_frame / 2 {
+            return None;
+        }
+        fit_in_frame(events, self.config.max_frame_bytes)
+    }
 }
 
 /// Cuts `events` so that a reply carrying them fits in `max_frame` bytes.

@@ -481,6 +481,24 @@ impl RecordReader {
         self.record_at_dir(seg, offset, limit, false)
     }
 
+    /// [`RecordReader::record_at`], fetching at least `span` bytes from
+    /// `offset` if the window misses: a caller that knows which records it
+    /// will want next (a stream read knows their offsets) gets them all with
+    /// one `pread`.
+    pub fn record_at_spanning(
+        &mut self,
+        seg: &Segment,
+        offset: u64,
+        limit: u64,
+        span: usize,
+    ) -> Result<Record, StorageError> {
+        let chunk = self.chunk;
+        self.chunk = chunk.max(span);
+        let r = self.record_at_dir(seg, offset, limit, false);
+        self.chunk = chunk;
+        r
+    }
+
     fn record_at_dir(
         &mut self,
         seg: &Segment,

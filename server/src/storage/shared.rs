@@ -466,7 +466,7 @@ impl Shared {
                         (exact_buf.as_slice(), done)
                     }
                 };
-                for e in entries {
+                for (i, e) in entries.iter().enumerate() {
                     if e.position >= head {
                         // Indexed but beyond what this reader may see.
                         continue;
@@ -483,7 +483,21 @@ impl Shared {
                     })?;
                     let hit = matches!(&cached, Some((s, o, _)) if *s == seg.first_position && *o == e.offset);
                     if !hit {
-                        let rec = reader.record_at(seg, e.offset, seg.data_end())?;
+                        // Read ahead to cover the next entries' records in
+                        // this segment (entries of one stream usually sit
+                        // close together), up to 1 MiB.
+                        let seg_end = seg.end_position();
+                        let span = entries
+                            .iter()
+                            .skip(i + 1)
+                            .take_while(|n| {
+                                n.position < seg_end && n.position >= seg.first_position
+                            })
+                            .map(|n| n.offset)
+                            .filter(|&o| o > e.offset && o - e.offset < (1 << 20))
+                            .max()
+                            .map_or(0, |o| (o - e.offset) as usize + 4096);
+                        let rec = reader.record_at_spanning(seg, e.offset, seg.data_end(), span)?;
                         cached = Some((seg.first_position, e.offset, rec));
                     }
                     let Some((_, _, rec)) = &cached else { continue };
@@ -536,17 +550,26 @@ impl Shared {
         }
         // Events of the record last decoded: consecutive entries usually
         // share a record, which is decoded once.
-        let mut decoded: Option<(u64, Vec<RecordedEvent>)> = None;
+        // Each event is taken out (not cloned): an entry is visited once.
+        let mut decoded: Option<(u64, Vec<Option<RecordedEvent>>)> = None;
         self.visit_stream(name, from, direction, max, |e, loc| {
             let key = loc.record.first_position;
             if decoded.as_ref().is_none_or(|(k, _)| *k != key) {
-                decoded = Some((key, loc.events().collect::<Result<Vec<_>, _>>()?));
+                let events = loc
+                    .events()
+                    .map(|r| r.map(Some))
+                    .collect::<Result<Vec<_>, _>>()?;
+                decoded = Some((key, events));
             }
             let i = (e.position - key) as usize;
             let mut full = false;
-            if let Some(ev) = decoded.as_ref().and_then(|(_, v)| v.get(i)) {
-                full = budget.take(ev);
-                out.push(ev.clone());
+            if let Some(ev) = decoded
+                .as_mut()
+                .and_then(|(_, v)| v.get_mut(i))
+                .and_then(Option::take)
+            {
+                full = budget.take(&ev);
+                out.push(ev);
             }
             Ok(if out.len() >= max || full {
                 Visit::Stop

@@ -269,7 +269,9 @@ impl Writer {
                 }
                 continue;
             }
-            self.pipeline.submit(ticket);
+            // Alone: a single request and nobody else waiting.
+            let alone = ticket.group.len() == 1 && self.rx.is_empty();
+            self.pipeline.submit(ticket, alone);
         }
         self.pipeline.drain_and_stop();
         for l in lanes {
