@@ -14,6 +14,8 @@
 //! - [`msg`]: typed messages ([`Request`], [`Response`], [`Push`],
 //!   [`ErrorReply`]) and their MessagePack bodies, one file per operation;
 //!   events travel as compact positional arrays (`msg::event`).
+//! - `fuzzing`: entry points shared by the fuzz targets and the bounded
+//!   property tests that stand in for them in `cargo test`.
 //! - [`error`]: [`Error`], split into fatal frame errors and per-message
 //!   errors ([`Error::is_fatal`]).
 //!
@@ -33,6 +35,8 @@
 
 pub mod error;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod msg;
 pub mod types;
 

@@ -5,6 +5,8 @@
 //! - [`error`]: [`StorageError`], [`AppendError`], [`ReadError`].
 //! - [`fs`]: the file-system trait all I/O goes through; the real one and a
 //!   fault-injecting in-memory one.
+//! - `fuzzing`: entry points shared by the fuzz targets and the bounded
+//!   property tests that stand in for them in `cargo test`.
 //! - `le`: panic-free little-endian field reads shared by the formats.
 //! - [`record`]: the log record (one per appended batch), byte layout.
 //! - [`segment`]: segment files (header, records, footer, sparse position
@@ -41,6 +43,8 @@ pub mod config;
 pub mod error;
 mod flusher;
 pub mod fs;
+#[doc(hidden)]
+pub mod fuzzing;
 mod le;
 pub mod manifest;
 pub mod memtable;

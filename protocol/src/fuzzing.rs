@@ -1,0 +1,86 @@
+//! Entry points for the fuzz targets in `fuzz/` and for the bounded
+//! property tests that run the same code in `cargo test`. Each takes
+//! arbitrary bytes and must never panic, whatever they hold.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::frame::{Frame, FrameHeader, Kind, Opcode, decode_frame};
+use crate::msg::{Request, ServerMessage};
+
+/// Cuts `data` into frames as a connection would, and decodes each as a
+/// request and as a server message.
+pub fn frames(data: &[u8]) {
+    let mut buf = BytesMut::from(data);
+    while let Ok(Some(frame)) = decode_frame(&mut buf, 1 << 20) {
+        let _ = Request::decode(&frame);
+        let _ = ServerMessage::decode(&frame);
+    }
+}
+
+/// Decodes `data` as the body of every kind of message.
+pub fn bodies(data: &[u8]) {
+    let body = Bytes::copy_from_slice(data);
+    for kind in [Kind::Request, Kind::Response, Kind::Push, Kind::Error] {
+        for op in 1..=9u16 {
+            let Some(opcode) = Opcode::from_u16(op) else {
+                continue;
+            };
+            let frame = Frame::new(FrameHeader::new(kind, opcode, 1), body.clone());
+            let _ = Request::decode(&frame);
+            let _ = ServerMessage::decode(&frame);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        #[test]
+        fn frames_never_panic(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+            super::frames(&data);
+        }
+
+        #[test]
+        fn bodies_never_panic(data in proptest::collection::vec(any::<u8>(), 0..256)) {
+            super::bodies(&data);
+        }
+    }
+
+    /// Mutations of valid frames reach deeper than random bytes.
+    #[test]
+    fn mutated_valid_frames_never_panic() {
+        use crate::msg::Request;
+        use crate::{Append, EventId, ExpectedVersion, NewEvent, Ping, Text};
+        let mut seeds = Vec::new();
+        for req in [
+            Request::Ping(Ping { nonce: 7 }),
+            Request::Append(Append {
+                stream: Text::from("s"),
+                expected: ExpectedVersion::Any,
+                events: vec![NewEvent::new(EventId::from_u128(1), "T", &b"data"[..])],
+            }),
+        ] {
+            let mut b = bytes::BytesMut::new();
+            req.encode(&mut b, 3, 1 << 20).unwrap();
+            seeds.push(b.to_vec());
+        }
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for seed in &seeds {
+            for _ in 0..2000 {
+                let mut m = seed.clone();
+                for _ in 0..3 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let at = (x as usize) % m.len();
+                    m[at] ^= (x >> 32) as u8 | 1;
+                }
+                super::frames(&m);
+                super::bodies(&m[20.min(m.len())..]);
+            }
+        }
+    }
+}
