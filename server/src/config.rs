@@ -113,6 +113,15 @@ pub struct Args {
     #[arg(long, env = "LOGBOOK_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<String>,
 
+    /// Seconds a frame has to arrive completely once it has started.
+    #[arg(long, env = "LOGBOOK_FRAME_TIMEOUT_SECS", default_value_t = 30)]
+    pub frame_timeout_secs: u64,
+
+    /// Bytes all connections together may hold in large frames still
+    /// arriving (frames above 64 KiB count); past it they are refused.
+    #[arg(long, env = "LOGBOOK_MAX_INCOMPLETE_FRAME_BYTES", default_value = "256MiB", value_parser = parse_size)]
+    pub max_incomplete_frame_bytes: u64,
+
     /// Seconds a new connection has to say Hello.
     #[arg(long, env = "LOGBOOK_HANDSHAKE_TIMEOUT_SECS", default_value_t = 10)]
     pub handshake_timeout_secs: u64,
@@ -164,6 +173,9 @@ impl Args {
             max_read_count: self.max_read_count,
             handshake_timeout: Duration::from_secs(self.handshake_timeout_secs),
             auth_token: self.auth_token.clone(),
+            frame_timeout: Duration::from_secs(self.frame_timeout_secs),
+            max_incomplete_frame_bytes: self.max_incomplete_frame_bytes.min(usize::MAX as u64)
+                as usize,
             ..ServerConfig::default()
         }
     }

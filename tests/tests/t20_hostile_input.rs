@@ -201,3 +201,32 @@ async fn a_client_that_never_reads_does_not_stall_others() {
     flood.abort();
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_trickled_frame_times_out_and_large_frames_share_a_budget() {
+    let server = TestServer::start_tuned(|_, n| {
+        n.frame_timeout = Duration::from_millis(300);
+        n.max_incomplete_frame_bytes = 1 << 20;
+    })
+    .await;
+    // Declares a 400 KiB frame, sends a few bytes of it, then waits.
+    let mut slow = server.raw().await;
+    let mut start = (400u32 << 10).to_le_bytes().to_vec();
+    start.extend_from_slice(&[1, 1, 2, 0]);
+    slow.send_raw(&start).await;
+    // A second one fits the 1 MiB budget; a third does not and is refused.
+    let mut slow2 = server.raw().await;
+    slow2.send_raw(&start).await;
+    let mut slow3 = server.raw().await;
+    slow3.send_raw(&start).await;
+    expect_error_then_close(&mut slow3, &[ErrorCode::ServerBusy]).await;
+    // Others are served meanwhile; the trickled frames time out.
+    still_serving(&server, 0).await;
+    expect_error_then_close(&mut slow, &[ErrorCode::BadRequest]).await;
+    expect_error_then_close(&mut slow2, &[ErrorCode::BadRequest]).await;
+    // Their budget is free again.
+    let mut again = server.raw().await;
+    again.send_raw(&start).await;
+    expect_error_then_close(&mut again, &[ErrorCode::BadRequest]).await;
+    server.stop().await;
+}

@@ -74,6 +74,21 @@ pub(super) struct Connection {
     handshaken: bool,
     /// Open subscriptions, by their Subscribe's corr_id.
     subs: HashMap<u32, Arc<Sub>>,
+    /// When the frame now partly in the read buffer started arriving.
+    frame_started: Option<tokio::time::Instant>,
+    /// Its charge on the server's budget for large incomplete frames.
+    frame_charge: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// Frames up to this size are not charged to the budget: every connection
+/// may hold one without asking.
+const SMALL_FRAME: usize = 64 << 10;
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Connection {
@@ -99,6 +114,8 @@ impl Connection {
             in_flight: FuturesUnordered::new(),
             handshaken: false,
             subs: HashMap::new(),
+            frame_started: None,
+            frame_charge: None,
         };
         let why = conn.serve(rd, shutdown).await;
         // Answer what was accepted before closing: appends already queued
@@ -159,6 +176,9 @@ impl Connection {
             while self.in_flight.len() < max_in_flight && !self.out.is_full() {
                 match decode_frame(&mut buf, max_frame) {
                     Ok(Some(frame)) => {
+                        // A whole frame arrived: whatever follows is a new one.
+                        self.frame_started = None;
+                        self.frame_charge = None;
                         if let Err(why) = self.dispatch(frame).await {
                             return why;
                         }
@@ -179,6 +199,17 @@ impl Connection {
                     }
                 }
             }
+            // A frame partly received: it must complete within the frame
+            // timeout, and if it is large its bytes are charged to the
+            // server-wide budget, so that clients trickling huge frames can
+            // neither hold buffers forever nor make the server's memory grow
+            // without bound.
+            if let Err(why) = self.account_partial_frame(&buf) {
+                return why;
+            }
+            let frame_deadline = self
+                .frame_started
+                .map(|t| t + self.shared.config.frame_timeout);
             let can_read = self.in_flight.len() < max_in_flight && !self.out.is_full();
             tokio::select! {
                 r = rd.read_buf(&mut buf), if can_read => match r {
@@ -190,6 +221,10 @@ impl Connection {
                     self.reply_append(corr_id, r);
                 }
                 () = self.out.wait_drained(), if self.out.is_full() => {}
+                () = sleep_until_opt(frame_deadline), if frame_deadline.is_some() => {
+                    self.send_error(Opcode::Hello, 0, ErrorReply::new(ErrorCode::BadRequest, "frame not completed within the frame timeout"));
+                    return Close::Violation("frame timeout".into());
+                }
                 () = &mut handshake_deadline, if !self.handshaken => {
                     self.send_error(Opcode::Hello, 0, ErrorReply::new(ErrorCode::BadRequest, "no Hello within the handshake timeout"));
                     return Close::Violation("handshake timeout".into());
@@ -197,6 +232,43 @@ impl Connection {
                 _ = shutdown.changed() => return Close::Shutdown,
             }
         }
+    }
+
+    /// Tracks the incomplete frame at the start of `buf` (if any): when it
+    /// started, and a charge on the server's budget for large frames.
+    fn account_partial_frame(&mut self, buf: &BytesMut) -> Result<(), Close> {
+        if buf.is_empty() {
+            self.frame_started = None;
+            self.frame_charge = None;
+            return Ok(());
+        }
+        if self.frame_started.is_none() {
+            self.frame_started = Some(tokio::time::Instant::now());
+            self.frame_charge = None;
+        }
+        let declared = buf
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .map(|b| u32::from_le_bytes(b) as usize + 4)
+            .unwrap_or(0);
+        if declared > SMALL_FRAME && self.frame_charge.is_none() {
+            let kib = declared.div_ceil(1024).min(u32::MAX as usize) as u32;
+            match Arc::clone(&self.shared.frame_budget).try_acquire_many_owned(kib) {
+                Ok(permit) => self.frame_charge = Some(permit),
+                Err(_) => {
+                    self.send_error(
+                        Opcode::Hello,
+                        0,
+                        ErrorReply::new(
+                            ErrorCode::ServerBusy,
+                            "too many large frames in progress; try again later",
+                        ),
+                    );
+                    return Err(Close::Violation("frame budget exhausted".into()));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn send_error(&self, opcode: Opcode, corr_id: u32, reply: ErrorReply) {

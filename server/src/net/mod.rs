@@ -51,6 +51,14 @@ pub struct ServerConfig {
     pub auth_token: Option<String>,
     /// Most subscriptions one connection may hold. Default 10,000.
     pub max_subscriptions_per_connection: usize,
+    /// A frame must arrive completely within this time once its first
+    /// bytes have. Default 30 s. Stops clients that declare a frame and
+    /// then trickle it.
+    pub frame_timeout: Duration,
+    /// Bytes that all connections together may hold in frames still
+    /// arriving, counting only frames above 64 KiB. Default 256 MiB. A
+    /// large frame that does not fit is refused with `ServerBusy`.
+    pub max_incomplete_frame_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +71,8 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             auth_token: None,
             max_subscriptions_per_connection: 10_000,
+            frame_timeout: Duration::from_secs(30),
+            max_incomplete_frame_bytes: 256 << 20,
         }
     }
 }
@@ -74,6 +84,8 @@ struct Shared {
     config: ServerConfig,
     hub: Arc<subscription::Hub>,
     stats: Arc<NetStats>,
+    /// KiB of incomplete large frames all connections may hold.
+    frame_budget: Arc<Semaphore>,
 }
 
 impl Shared {
@@ -166,11 +178,13 @@ pub async fn run_with_stats(
         ));
     }
     let hub = subscription::Hub::new(store.clone(), Arc::clone(&stats));
+    let frame_budget = Arc::new(Semaphore::new(config.max_incomplete_frame_bytes / 1024));
     let shared = Arc::new(Shared {
         store,
         config,
         hub: Arc::clone(&hub),
         stats,
+        frame_budget,
     });
     let slots = Arc::new(Semaphore::new(shared.config.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
