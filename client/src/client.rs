@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use logbook_protocol::{
     Append, AppendResult, Direction, ExpectedVersion, HelloOk, LogPosition, NewEvent, Opcode, Ping,
-    ReadAll, ReadStream, Request, Response, ServerMessage, StreamVersion, Text,
+    ReadAll, ReadStream, Request, Response, ServerMessage, StreamVersion, SubscribeFrom, Text,
     validate_event_type, validate_stream_name,
 };
 use parking_lot::Mutex;
@@ -20,6 +20,9 @@ use crate::error::{Error, Result};
 use crate::options::ClientOptions;
 use crate::read::{
     AllPage, EventStream, ReadAllOptions, ReadStreamOptions, StreamPage, Target, first_page_count,
+};
+use crate::subscription::{
+    SubscribeAllOptions, SubscribeStreamOptions, Subscription, Target as SubTarget,
 };
 
 /// A connection to a Logbook server, shared by every clone.
@@ -346,6 +349,136 @@ impl Client {
         Ok(start.elapsed())
     }
 
+    /// Subscribes to the global log: every event (or those passing the
+    /// options' filter) from [`SubscribeAllOptions::from`], history first,
+    /// then live, as a [`Subscription`] stream. Returns once the server has
+    /// accepted the subscription.
+    ///
+    /// [`SubscribeFrom::End`] is resolved here, with one read of the log's
+    /// head: the subscription delivers the events committed after that
+    /// read.
+    ///
+    /// ```no_run
+    /// use futures::TryStreamExt;
+    /// use logbook_client::{Client, Filter, SubscribeAllOptions, SubscriptionMessage};
+    ///
+    /// # async fn demo(client: Client) -> logbook_client::Result<()> {
+    /// let accounts = Filter {
+    ///     stream_prefixes: vec!["account-".to_owned()],
+    ///     ..Filter::default()
+    /// };
+    /// let mut subscription = client
+    ///     .subscribe_all(SubscribeAllOptions::default().filter(accounts))
+    ///     .await?;
+    /// while let Some(message) = subscription.try_next().await? {
+    ///     if let SubscriptionMessage::Event(event) = message {
+    ///         println!("{} {} {}", event.position, event.stream, event.event_type);
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn subscribe_all(&self, options: SubscribeAllOptions) -> Result<Subscription> {
+        if let Some(wrong) = options.wrong_checkpoint() {
+            return Err(Error::BadRequest(format!(
+                "a stream subscription's checkpoint ({wrong:?}) cannot start a global-log subscription"
+            )));
+        }
+        let next = match options.from {
+            SubscribeFrom::Start => 0,
+            SubscribeFrom::After(p) => p.0.saturating_add(1),
+            SubscribeFrom::End => {
+                // An empty page from past the end carries the head.
+                self.fetch_all_page(Some(LogPosition(u64::MAX)), Direction::Forward, 1)
+                    .await?
+                    .head
+                    .0
+            }
+        };
+        let target = SubTarget::All {
+            filter: options.filter,
+        };
+        Subscription::open(self.clone(), target, next, options.window).await
+    }
+
+    /// Subscribes to one stream: its events in version order from
+    /// [`SubscribeStreamOptions::from`], history first, then live, as a
+    /// [`Subscription`] stream. The stream need not exist yet: its first
+    /// events are delivered when they are appended.
+    ///
+    /// [`SubscribeFrom::End`] is resolved here, with one read of the
+    /// stream's last version: the subscription delivers the events appended
+    /// after that read.
+    ///
+    /// ```no_run
+    /// use futures::TryStreamExt;
+    /// use logbook_client::{Client, StreamVersion, SubscribeFrom, SubscribeStreamOptions};
+    ///
+    /// # async fn demo(client: Client) -> logbook_client::Result<()> {
+    /// let options = SubscribeStreamOptions::default().from(SubscribeFrom::After(StreamVersion(9)));
+    /// let mut subscription = client.subscribe_stream("account-42", options).await?;
+    /// while let Some(message) = subscription.try_next().await? {
+    ///     println!("{message:?}");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn subscribe_stream(
+        &self,
+        stream: impl Into<Text>,
+        options: SubscribeStreamOptions,
+    ) -> Result<Subscription> {
+        let stream = stream.into();
+        check_stream(&stream)?;
+        if let Some(wrong) = options.wrong_checkpoint() {
+            return Err(Error::BadRequest(format!(
+                "a global-log subscription's checkpoint ({wrong:?}) cannot start a stream subscription"
+            )));
+        }
+        let next = match options.from {
+            SubscribeFrom::Start => 0,
+            SubscribeFrom::After(v) => v.0.saturating_add(1),
+            SubscribeFrom::End => {
+                // An empty page from past the end carries the last version.
+                let page = self
+                    .fetch_stream_page(
+                        stream.clone(),
+                        Some(StreamVersion(u64::MAX)),
+                        Direction::Forward,
+                        1,
+                    )
+                    .await;
+                match page {
+                    Ok(page) => page.last_version.map_or(0, |v| v.0.saturating_add(1)),
+                    Err(Error::StreamNotFound { .. }) => 0,
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        let target = SubTarget::Stream { name: stream };
+        Subscription::open(self.clone(), target, next, options.window).await
+    }
+
+    /// Closes the current connection as if the network had failed: requests
+    /// in flight fail over to a new connection under the retry policy, and
+    /// subscriptions subscribe again, resuming where they were. The next
+    /// call opens a new connection. For tests of failure handling, and to
+    /// shed a connection that looks unhealthy.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: logbook_client::Client) -> logbook_client::Result<()> {
+    /// client.reset_connection();
+    /// client.ping().await?; // on a new connection
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn reset_connection(&self) {
+        let current = self.inner.current.lock().take();
+        if let Some(conn) = current {
+            conn.close("reset by the client");
+        }
+    }
+
     /// One `ReadStream` request.
     pub(crate) async fn fetch_stream_page(
         &self,
@@ -505,7 +638,7 @@ impl Client {
     }
 
     /// The open connection, or a new one if it broke.
-    async fn connection(&self) -> Result<Arc<Connection>> {
+    pub(crate) async fn connection(&self) -> Result<Arc<Connection>> {
         if let Some(conn) = self.live_connection() {
             return Ok(conn);
         }

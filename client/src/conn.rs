@@ -20,9 +20,9 @@
 //!   state allocates nothing.
 //! - **Table.** Entries are keyed by `corr_id` (never 0, which the server
 //!   uses for connection-level errors). A [`Pending::Reply`] is removed by
-//!   its reply; [`Pending::Pushes`] is the seam for subscriptions, whose
-//!   pushes carry the Subscribe's `corr_id` and are forwarded until the
-//!   subscription ends.
+//!   its reply; a [`Pending::Pushes`] entry belongs to a subscription,
+//!   whose `SubscribeOk` and pushes carry the Subscribe's `corr_id` and
+//!   are forwarded to its channel until it ends.
 //! - **Decoding** of bodies happens in the caller's task, not the reader's:
 //!   the reader only cuts frames (checking crc) and routes them, so bulk
 //!   reads decode in parallel on a multi-threaded runtime.
@@ -77,10 +77,8 @@ pub(crate) enum Pending {
     /// A subscription: its `SubscribeOk`, pushes and final error are all
     /// forwarded here (flow control bounds what is queued: the server sends
     /// no more events than the credit granted). An Error frame ends it.
-    #[expect(
-        dead_code,
-        reason = "the seam for subscriptions: Client::subscribe will insert these"
-    )]
+    /// Unbounded because the reader must never wait for one slow consumer:
+    /// the credit window, not the channel, bounds it.
     Pushes(mpsc::UnboundedSender<Frame>),
 }
 
@@ -309,30 +307,73 @@ impl Connection {
     /// connection has closed, or with the encoding error (nothing queued).
     pub(crate) fn send(&self, request: &Request) -> Result<ReplyFuture> {
         let (tx, rx) = oneshot::channel();
-        let id = {
-            let mut table = self.shared.table.lock();
-            if !table.open {
-                return Err(Error::Disconnected);
-            }
-            let id = table.alloc_id();
-            table.entries.insert(id, Pending::Reply(tx));
-            id
-        };
-        let encoded = {
-            let mut outbox = self.shared.outbox.lock();
-            request.encode(&mut outbox, id, self.shared.max_out_frame)
-        };
-        if let Err(e) = encoded {
-            self.shared.table.lock().entries.remove(&id);
-            return Err(Error::from_encode(e));
-        }
-        self.shared.wake_writer.notify_one();
+        let id = self.register(request, Pending::Reply(tx))?;
         Ok(ReplyFuture {
             rx,
             shared: Arc::clone(&self.shared),
             id,
             done: false,
         })
+    }
+
+    /// Queues a `Subscribe` request and returns its `corr_id` (which names
+    /// the subscription) and the channel that receives every frame carrying
+    /// it: `SubscribeOk` or an error first, then the pushes. The entry stays
+    /// until an Error frame arrives, the receiver is dropped, or
+    /// [`Connection::forget`] removes it.
+    pub(crate) fn subscribe(
+        &self,
+        request: &Request,
+    ) -> Result<(u32, mpsc::UnboundedReceiver<Frame>)> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let id = self.register(request, Pending::Pushes(tx))?;
+        Ok((id, rx))
+    }
+
+    /// Queues a request that gets no reply (`Credit`) under `corr_id`.
+    /// Fails with `Disconnected` if the connection has closed.
+    pub(crate) fn send_oneway(&self, request: &Request, corr_id: u32) -> Result<()> {
+        if !self.shared.table.lock().open {
+            return Err(Error::Disconnected);
+        }
+        self.enqueue(request, corr_id)
+    }
+
+    /// Drops the entry of `corr_id`: frames still arriving for it are
+    /// discarded by the reader.
+    pub(crate) fn forget(&self, corr_id: u32) {
+        self.shared.table.lock().entries.remove(&corr_id);
+    }
+
+    /// Registers `pending` under a fresh `corr_id`, then queues `request`
+    /// under it. The entry is in the table before the frame can leave, so a
+    /// reply can never beat its entry.
+    fn register(&self, request: &Request, pending: Pending) -> Result<u32> {
+        let id = {
+            let mut table = self.shared.table.lock();
+            if !table.open {
+                return Err(Error::Disconnected);
+            }
+            let id = table.alloc_id();
+            table.entries.insert(id, pending);
+            id
+        };
+        if let Err(e) = self.enqueue(request, id) {
+            self.shared.table.lock().entries.remove(&id);
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    /// Encodes `request` into the outbox and wakes the writer.
+    fn enqueue(&self, request: &Request, corr_id: u32) -> Result<()> {
+        let encoded = {
+            let mut outbox = self.shared.outbox.lock();
+            request.encode(&mut outbox, corr_id, self.shared.max_out_frame)
+        };
+        encoded.map_err(Error::from_encode)?;
+        self.shared.wake_writer.notify_one();
+        Ok(())
     }
 }
 

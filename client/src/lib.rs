@@ -24,16 +24,47 @@
 //! # }
 //! ```
 //!
+//! Subscriptions follow the global log or one stream, history first, then
+//! live, exactly once and in order across reconnects; a [`Checkpoint`] in
+//! a [`CheckpointStore`] lets a consumer resume after a restart:
+//!
+//! ```no_run
+//! use futures::TryStreamExt;
+//! use logbook_client::{
+//!     CheckpointStore, Client, FileCheckpointStore, SubscribeAllOptions, SubscriptionMessage,
+//! };
+//!
+//! # async fn demo(client: Client) -> Result<(), Box<dyn std::error::Error>> {
+//! let store = FileCheckpointStore::new("projector.checkpoint");
+//! let options = SubscribeAllOptions::default().from_checkpoint(store.load().await?);
+//! let mut subscription = client.subscribe_all(options).await?;
+//! while let Some(message) = subscription.try_next().await? {
+//!     if let SubscriptionMessage::Event(event) = &message {
+//!         println!("{} {}", event.position, event.event_type);
+//!     }
+//!     store.save(&subscription.resume_point()).await?;
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ## Layout
 //! - `client.rs`: [`Client`]: the public calls, validation before
 //!   sending, the retry loop with its timeout, and lazy reconnection.
 //! - `conn.rs`: one connection: the Hello handshake, the writer task (owns
 //!   the socket's write half, flushes the shared outbox), the reader task
 //!   (owns the read half, cuts frames and routes them by `corr_id`) and the
-//!   table of requests awaiting a reply.
+//!   table of requests awaiting a reply or pushes.
 //! - `read.rs`: read options, single pages
 //!   ([`StreamPage`], [`AllPage`]) and [`EventStream`], which pages through
 //!   large results and prefetches the next page.
+//! - `subscription.rs`: [`Subscription`], a `Stream` of
+//!   [`SubscriptionMessage`]s driven by the consumer's polls: decoding
+//!   pushes, checking their order, granting credit as the consumer takes
+//!   events, and subscribing again after a broken connection.
+//! - `checkpoint.rs`: [`Checkpoint`], the [`CheckpointStore`] trait and
+//!   [`FileCheckpointStore`] (atomic replace), with the exactly-once
+//!   recipe.
 //! - `options.rs`: [`ClientOptions`] and [`RetryPolicy`].
 //! - `error.rs`: [`Error`], and how server error replies map onto it.
 //!
@@ -49,8 +80,9 @@
 //!    write: concurrent requests share syscalls.
 //! 4. The reader task cuts incoming bytes into frames (`decode_frame`, crc
 //!    checked, bodies not copied) and hands each reply to the oneshot of its
-//!    `corr_id`, whatever order replies come in. Subscription pushes have a
-//!    seam of their own there (`Pending::Pushes`).
+//!    `corr_id`, whatever order replies come in. A subscription's
+//!    `SubscribeOk` and pushes go to its own channel (`Pending::Pushes`),
+//!    read by its [`Subscription`].
 //! 5. Back in the caller's task, `ServerMessage::decode` turns the frame
 //!    into a response (event payloads share the read buffer) or an
 //!    [`Error`]. A broken connection fails every request in flight with
@@ -64,12 +96,15 @@
     clippy::panic
 )]
 
+mod checkpoint;
 mod client;
 mod conn;
 mod error;
 mod options;
 mod read;
+mod subscription;
 
+pub use checkpoint::{Checkpoint, CheckpointStore, FileCheckpointStore};
 pub use client::Client;
 pub use error::{Error, Result};
 pub use options::{ClientOptions, RetryPolicy};
@@ -77,5 +112,9 @@ pub use read::{
     AllPage, DEFAULT_PAGE_SIZE, EventStream, ReadAllOptions, ReadStreamOptions, StreamPage,
 };
 
-pub use logbook_protocol::HelloOk;
+pub use subscription::{
+    DEFAULT_WINDOW, SubscribeAllOptions, SubscribeStreamOptions, Subscription, SubscriptionMessage,
+};
+
 pub use logbook_protocol::types::*;
+pub use logbook_protocol::{Filter, HelloOk, SubscribeFrom};

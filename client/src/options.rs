@@ -38,6 +38,16 @@ pub struct ClientOptions {
     pub auth_token: Option<String>,
     /// When and how often calls are retried. Default [`RetryPolicy::default`].
     pub retry: RetryPolicy,
+    /// How a [`Subscription`](crate::Subscription) whose connection broke
+    /// (or whose server shut down) tries to subscribe again, resuming where
+    /// it stopped. Default [`RetryPolicy::forever`]: a subscription outlives
+    /// server restarts; it fails only when this policy gives up or the
+    /// server refuses it outright. Each attempt is bounded by
+    /// `request_timeout`. (The first subscribe of
+    /// [`Client::subscribe_all`](crate::Client::subscribe_all) and
+    /// [`Client::subscribe_stream`](crate::Client::subscribe_stream) is a
+    /// call like any other: it follows `retry` and `request_timeout`.)
+    pub resubscribe: RetryPolicy,
     /// Largest frame this client accepts from the server, length prefix
     /// included, in bytes; larger frames break the connection before
     /// anything is allocated for them. Outgoing frames are bounded by the
@@ -54,6 +64,7 @@ impl Default for ClientOptions {
             client_name: concat!("logbook-client/", env!("CARGO_PKG_VERSION")).to_owned(),
             auth_token: None,
             retry: RetryPolicy::default(),
+            resubscribe: RetryPolicy::forever(),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
         }
     }
@@ -87,6 +98,12 @@ impl ClientOptions {
     /// Sets [`ClientOptions::retry`].
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = policy;
+        self
+    }
+
+    /// Sets [`ClientOptions::resubscribe`].
+    pub fn resubscribe(mut self, policy: RetryPolicy) -> Self {
+        self.resubscribe = policy;
         self
     }
 
@@ -140,6 +157,25 @@ impl RetryPolicy {
         RetryPolicy {
             max_attempts: 1,
             ..RetryPolicy::default()
+        }
+    }
+
+    /// A policy that never gives up (`u32::MAX` attempts), waiting 50 ms
+    /// before the first retry and at most 5 s between two: the default of
+    /// [`ClientOptions::resubscribe`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use logbook_client::RetryPolicy;
+    ///
+    /// let patient = RetryPolicy::forever().backoff(Duration::from_millis(100), Duration::from_secs(30));
+    /// assert_eq!(patient.max_attempts, u32::MAX);
+    /// ```
+    pub fn forever() -> Self {
+        RetryPolicy {
+            max_attempts: u32::MAX,
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(5),
         }
     }
 

@@ -38,6 +38,8 @@ pub struct TestServer {
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     /// Keeps the data directory alive.
     pub dir: Option<tempfile::TempDir>,
+    /// The configurations it was started with, to restart it.
+    configs: (StoreConfig, ServerConfig),
 }
 
 impl TestServer {
@@ -61,10 +63,19 @@ impl TestServer {
 
     /// Starts a daemon with the given configurations.
     pub async fn start_with(store: StoreConfig, server: ServerConfig) -> TestServer {
-        let store = Store::open(store).expect("open store");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
+        TestServer::serve(listener, store, server)
+    }
+
+    fn serve(
+        listener: tokio::net::TcpListener,
+        config: StoreConfig,
+        server: ServerConfig,
+    ) -> TestServer {
+        let configs = (config.clone(), server.clone());
+        let store = Store::open(config).expect("open store");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
         let stats = Arc::new(NetStats::default());
@@ -84,7 +95,29 @@ impl TestServer {
             stop: Some(stop),
             task: Some(task),
             dir: None,
+            configs,
         }
+    }
+
+    /// Shuts the daemon down gracefully (clients are told it is shutting
+    /// down), then starts it again over the same data directory, listening
+    /// on the same address, so clients reconnect to it. Its `stats` start
+    /// from zero.
+    pub async fn restart(&mut self) {
+        self.shutdown().await;
+        self.start_again().await;
+    }
+
+    async fn start_again(&mut self) {
+        // mio sets SO_REUSEADDR, so the port is free again at once, even
+        // with the old connections in TIME_WAIT.
+        let listener = tokio::net::TcpListener::bind(self.addr)
+            .await
+            .expect("bind the same address again");
+        let (store, server) = self.configs.clone();
+        let dir = self.dir.take();
+        *self = TestServer::serve(listener, store, server);
+        self.dir = dir;
     }
 
     /// Shuts the server down gracefully and closes the store.
@@ -188,6 +221,60 @@ impl RawConn {
         let id = self.send(req).await;
         let msg = self.recv().await.expect("a reply");
         (id, msg)
+    }
+}
+
+/// A TCP proxy in front of a server, to break connections the way a
+/// network does: [`Proxy::cut`] drops every connection through it at once,
+/// with whatever bytes were in transit, while the server keeps running.
+/// New connections are forwarded as before.
+pub struct Proxy {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    /// Bumped by `cut`; each connection ends when it changes.
+    cuts: tokio::sync::watch::Sender<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    /// A proxy on `127.0.0.1:0` forwarding to `target`.
+    pub async fn start(target: SocketAddr) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (cuts, _) = tokio::sync::watch::channel(0u64);
+        let watcher = cuts.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut cut = watcher.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let _ = client.set_nodelay(true);
+                    let _ = server.set_nodelay(true);
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {}
+                    }
+                    // Both sockets are dropped here.
+                });
+            }
+        });
+        Proxy { addr, cuts, task }
+    }
+
+    /// Drops every connection open through the proxy.
+    pub fn cut(&self) {
+        self.cuts.send_modify(|n| *n += 1);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.cut();
     }
 }
 

@@ -22,8 +22,8 @@ use bytes::{Bytes, BytesMut};
 use logbook_client::{Client, ClientOptions, RetryPolicy};
 use logbook_protocol::frame::decode_frame;
 use logbook_protocol::{
-    AppendResult, ErrorCode, ErrorReply, EventId, Hello, HelloOk, LogPosition, Opcode, ReadAllOk,
-    ReadStreamOk, RecordedEvent, Request, Response, StreamVersion, Text,
+    AppendResult, ErrorCode, ErrorReply, EventId, Hello, HelloOk, LogPosition, Opcode, Push,
+    ReadAllOk, ReadStreamOk, RecordedEvent, Request, Response, StreamVersion, Text,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -183,6 +183,13 @@ impl FakeConn {
     pub async fn error(&mut self, corr_id: u32, opcode: Opcode, reply: ErrorReply) {
         let mut out = BytesMut::new();
         reply.encode(&mut out, opcode, corr_id, MAX_FRAME).unwrap();
+        self.send_raw(&out).await;
+    }
+
+    /// Sends a subscription push for the Subscribe `subscription`.
+    pub async fn push(&mut self, subscription: u32, push: Push) {
+        let mut out = BytesMut::new();
+        push.encode(&mut out, subscription, MAX_FRAME).unwrap();
         self.send_raw(&out).await;
     }
 
