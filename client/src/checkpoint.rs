@@ -76,6 +76,51 @@ impl Checkpoint {
         Checkpoint::All { next: position }
     }
 
+    /// A global-log checkpoint restored from storage: everything before
+    /// `next` was processed.
+    pub fn all(next: LogPosition) -> Checkpoint {
+        Checkpoint::All { next }
+    }
+
+    /// A stream checkpoint restored from storage: every version before
+    /// `next` was processed.
+    pub fn stream(next: StreamVersion) -> Checkpoint {
+        Checkpoint::Stream { next }
+    }
+
+    /// For a global-log checkpoint, the first position not yet processed
+    /// (what to store).
+    pub fn log_position(&self) -> Option<LogPosition> {
+        match self {
+            Checkpoint::All { next } => Some(*next),
+            Checkpoint::Stream { .. } => None,
+        }
+    }
+
+    /// For a stream checkpoint, the first version not yet processed (what
+    /// to store).
+    pub fn stream_version(&self) -> Option<StreamVersion> {
+        match self {
+            Checkpoint::Stream { next } => Some(*next),
+            Checkpoint::All { .. } => None,
+        }
+    }
+
+    /// The checkpoint of a global-log subscription after it processed
+    /// `message` (an event or a position marker); the same as
+    /// [`Subscription::checkpoint_after`](crate::Subscription::checkpoint_after)
+    /// for a subscription to the global log, usable where the subscription
+    /// itself is out of reach (inside stream adapters).
+    pub fn all_after_message(message: &crate::SubscriptionMessage) -> Option<Checkpoint> {
+        use crate::SubscriptionMessage as M;
+        match message {
+            M::Event(e) => Some(Checkpoint::all_after(e)),
+            M::CaughtUp { position } | M::FellBehind { position } | M::Checkpoint { position } => {
+                Some(Checkpoint::from_position_marker(*position))
+            }
+        }
+    }
+
     /// Where a global-log subscription resumes; `None` for a stream
     /// checkpoint.
     pub(crate) fn all_from(self) -> Option<SubscribeFrom<LogPosition>> {

@@ -212,8 +212,11 @@ impl Client {
 
     /// Reads `stream` as an async [`Stream`](futures::Stream) of events,
     /// fetching pages of [`ReadStreamOptions::page_size`] events as they are
-    /// consumed, up to [`ReadStreamOptions::max_count`] events in total. A
-    /// stream with no events reads as an empty stream.
+    /// consumed, up to [`ReadStreamOptions::max_count`] events in total.
+    /// Reading a stream that has no events yields
+    /// [`Error::StreamNotFound`](crate::Error::StreamNotFound) (as KurrentDB
+    /// does: a mistyped name is not an empty history); reading past the end
+    /// of one that exists yields nothing.
     ///
     /// ```no_run
     /// use futures::TryStreamExt;

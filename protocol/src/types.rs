@@ -53,6 +53,18 @@ impl EventId {
     pub const fn as_u128(&self) -> u128 {
         u128::from_be_bytes(self.0)
     }
+
+    /// A fresh id: a UUID version 7 (time-ordered, random), the usual
+    /// choice for new events.
+    pub fn new_v7() -> EventId {
+        EventId(*uuid::Uuid::now_v7().as_bytes())
+    }
+}
+
+impl From<uuid::Uuid> for EventId {
+    fn from(u: uuid::Uuid) -> EventId {
+        EventId(*u.as_bytes())
+    }
 }
 
 impl fmt::Display for EventId {
@@ -140,6 +152,17 @@ impl ExpectedVersion {
             ExpectedVersion::NoStream => actual.is_none(),
             ExpectedVersion::StreamExists => actual.is_some(),
             ExpectedVersion::Exact(v) => actual == Some(*v),
+        }
+    }
+}
+
+impl From<Option<StreamVersion>> for ExpectedVersion {
+    /// The expectation that a stream is still where a reader saw it: no
+    /// events (`None`), or exactly that version.
+    fn from(seen: Option<StreamVersion>) -> ExpectedVersion {
+        match seen {
+            None => ExpectedVersion::NoStream,
+            Some(v) => ExpectedVersion::Exact(v),
         }
     }
 }
@@ -500,6 +523,16 @@ mod tests {
         let id = EventId::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
         assert_eq!(id.to_string(), "01234567-89ab-cdef-0123-456789abcdef");
         assert_eq!(id.as_u128(), 0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+    }
+
+    #[test]
+    fn new_ids_are_distinct_and_expected_version_follows_a_read() {
+        assert_ne!(EventId::new_v7(), EventId::new_v7());
+        assert_eq!(ExpectedVersion::from(None), ExpectedVersion::NoStream);
+        assert_eq!(
+            ExpectedVersion::from(Some(StreamVersion(4))),
+            ExpectedVersion::Exact(StreamVersion(4))
+        );
     }
 
     #[test]

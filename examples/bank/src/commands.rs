@@ -36,7 +36,6 @@ use logbook_client::{
 };
 use serde::{Deserialize, Serialize};
 use tracing::warn;
-use uuid::Uuid;
 
 use crate::domain::{AccountEvent, AccountId, BankAccount, DecodeError, DomainError, Money};
 
@@ -344,7 +343,7 @@ impl Bank {
                 return;
             }
         };
-        let event = NewEvent::new(new_event_id(), SNAPSHOT_TYPE, data);
+        let event = NewEvent::new(EventId::new_v7(), SNAPSHOT_TYPE, data);
         // `Any`: snapshots of racing commands may land out of order. That is
         // harmless: each says which version it covers, and loading replays
         // whatever follows it.
@@ -359,16 +358,9 @@ impl Bank {
     }
 }
 
-/// A fresh event id: a v7 UUID, time-ordered, so ids sort roughly by
-/// creation. The client re-sends the same ids when it retries an append,
-/// which the server recognises as a retry instead of a duplicate.
-fn new_event_id() -> EventId {
-    EventId(*Uuid::now_v7().as_bytes())
-}
-
 fn encode(event: &AccountEvent) -> NewEvent {
     let (event_type, data) = event.encode();
-    NewEvent::new(new_event_id(), event_type, data)
+    NewEvent::new(EventId::new_v7(), event_type, data)
 }
 
 fn decode(stream: &str, recorded: &RecordedEvent) -> Result<AccountEvent, CommandError> {

@@ -191,11 +191,7 @@ pub async fn project(
 
 /// The log position a global-log checkpoint names.
 fn position_of(checkpoint: Option<Checkpoint>) -> Option<LogPosition> {
-    match checkpoint? {
-        Checkpoint::All { next } => Some(next),
-        // Only global-log checkpoints are ever stored or produced here.
-        _ => None,
-    }
+    checkpoint?.log_position()
 }
 
 /// Events received but not yet committed, and where the checkpoint goes

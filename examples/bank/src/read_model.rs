@@ -221,9 +221,7 @@ impl ReadModel {
     /// Where the projector resumes: every log position before it has been
     /// applied. `None` before the first commit.
     pub fn checkpoint(&self) -> Result<Option<Checkpoint>> {
-        Ok(self
-            .stored_checkpoint()?
-            .map(Checkpoint::from_position_marker))
+        Ok(self.stored_checkpoint()?.map(Checkpoint::all))
     }
 
     fn stored_checkpoint(&self) -> Result<Option<LogPosition>> {

@@ -36,7 +36,8 @@ pub enum Push {
         events: Vec<RecordedEvent>,
     },
     /// The subscription has delivered everything committed so far and is
-    /// now live. Sent once, the first time it happens.
+    /// now live. Sent when history is delivered, and again each time the
+    /// subscription catches up after a `FellBehind`.
     CaughtUp {
         /// Log position the subscription reached: the head when it caught up.
         position: LogPosition,

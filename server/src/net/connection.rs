@@ -510,6 +510,7 @@ impl Connection {
             s.initial_credit,
             Arc::clone(&self.out),
             self.shared.config.max_frame_bytes,
+            head.0,
         );
         self.subs.insert(corr_id, sub);
     }

@@ -355,7 +355,8 @@ impl Hub {
         }
     }
 
-    /// Starts a subscription; the caller has sent `SubscribeOk`.
+    /// Starts a subscription; the caller has sent `SubscribeOk` with `head`,
+    /// which is where a subscription from `End` begins.
     pub(crate) fn start(
         self: &Arc<Self>,
         corr_id: u32,
@@ -363,8 +364,8 @@ impl Hub {
         initial_credit: u32,
         out: Arc<Outbox>,
         max_frame: u32,
+        head: u64,
     ) -> Arc<Sub> {
-        let head = self.store.head().0;
         let (target, cursor, last_version) = match target {
             SubscriptionTarget::All { from, filter } => {
                 let cursor = match from {
