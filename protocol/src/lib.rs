@@ -43,7 +43,7 @@ pub mod types;
 pub use error::Error;
 pub use frame::{
     DEFAULT_MAX_FRAME_BYTES, Flags, Frame, FrameCodec, FrameHeader, HEADER_LEN, Kind, Opcode,
-    PROTOCOL_VERSION,
+    PROTOCOL_VERSION, SharedFrame,
 };
 pub use msg::{
     Append, Credit, ErrorCode, ErrorReply, Filter, Hello, HelloOk, Ping, Pong, Push, ReadAll,

@@ -50,7 +50,7 @@ use logbook_client::Client;
 const FSYNC_PROBE_SAMPLES: usize = 1000;
 
 /// Drives a running logbookd over TCP and reports throughput and latency
-/// per workload (W1-W6; see `benches/README.md`).
+/// per workload (W1-W6, S1-S3; see `benches/README.md`).
 #[derive(Debug, Parser)]
 #[command(name = "loadgen", version)]
 struct Args {
@@ -104,6 +104,10 @@ struct Args {
     /// batches of 1,000 if it holds fewer).
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     log_events: u64,
+
+    /// S3: connections the live subscribers share (default: one each).
+    #[arg(long)]
+    sub_connections: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -114,6 +118,9 @@ enum WorkloadArg {
     W4,
     W5,
     W6,
+    S1,
+    S2,
+    S3,
     All,
 }
 
@@ -142,6 +149,9 @@ fn selected(args: &[WorkloadArg]) -> Vec<Workload> {
             WorkloadArg::W4 => &[Workload::W4],
             WorkloadArg::W5 => &[Workload::W5],
             WorkloadArg::W6 => &[Workload::W6],
+            WorkloadArg::S1 => &[Workload::S1],
+            WorkloadArg::S2 => &[Workload::S2],
+            WorkloadArg::S3 => &[Workload::S3],
             WorkloadArg::All => &Workload::ALL,
         };
         for w in add {
@@ -182,6 +192,7 @@ fn main() -> ExitCode {
         batch: args.batch.map(|n| n as usize),
         short_streams: args.short_streams,
         log_events: args.log_events,
+        sub_connections: args.sub_connections,
         run_id: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -307,7 +318,7 @@ mod tests {
             vec![Workload::W6, Workload::W1]
         );
         assert_eq!(selected(&[A::W3, A::All]).first(), Some(&Workload::W3));
-        assert_eq!(selected(&[A::W3, A::All]).len(), 6);
+        assert_eq!(selected(&[A::W3, A::All]).len(), Workload::ALL.len());
     }
 
     #[test]

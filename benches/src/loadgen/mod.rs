@@ -35,6 +35,11 @@
 //!   others must get `WrongExpectedVersion` naming the winner's version. A
 //!   round that breaks this fails the run (non-zero exit).
 //!
+//! - **S1, S2, S3** ([`subscribe`]): catch-up subscriptions: S1 catch-up
+//!   throughput from the start of the (W5) log; S2 live delivery latency,
+//!   from an append's acknowledgement to the subscriber's receipt; S3 the
+//!   W2 writer with 0, 10 and 100 live subscribers.
+//!
 //! ## Timing
 //!
 //! Every timed workload first runs for `warmup`, then for `duration`
@@ -55,6 +60,7 @@ pub mod append;
 pub mod race;
 pub mod read;
 pub mod report;
+pub mod subscribe;
 
 use std::time::{Duration, Instant};
 
@@ -83,6 +89,8 @@ pub struct Settings {
     pub short_streams: u64,
     /// W5: events the global log must hold before it is read.
     pub log_events: u64,
+    /// S3: connections the subscribers share (`None`: one each).
+    pub sub_connections: Option<usize>,
     /// Distinguishes the streams of this run from earlier runs' (W1-W3
     /// write to fresh streams, W6 needs a fresh one).
     pub run_id: u64,
@@ -103,17 +111,26 @@ pub enum Workload {
     W5,
     /// 16 clients racing on one stream with the same expected version.
     W6,
+    /// Catch-up subscription throughput from the start of the log.
+    S1,
+    /// Live delivery latency, acknowledgement to receipt.
+    S2,
+    /// The writer with 0, 10 and 100 live subscribers.
+    S3,
 }
 
 impl Workload {
     /// Every workload, in the order `all` runs them.
-    pub const ALL: [Workload; 6] = [
+    pub const ALL: [Workload; 9] = [
         Workload::W1,
         Workload::W2,
         Workload::W3,
         Workload::W4,
         Workload::W5,
         Workload::W6,
+        Workload::S1,
+        Workload::S2,
+        Workload::S3,
     ];
 
     /// The name in the JSON lines and on the command line: `w1` ... `w6`.
@@ -125,6 +142,9 @@ impl Workload {
             Workload::W4 => "w4",
             Workload::W5 => "w5",
             Workload::W6 => "w6",
+            Workload::S1 => "s1",
+            Workload::S2 => "s2",
+            Workload::S3 => "s3",
         }
     }
 
@@ -164,6 +184,9 @@ impl Workload {
             ]),
             Workload::W5 => Ok(vec![read::read_log(settings).await?]),
             Workload::W6 => Ok(vec![race::run(settings).await?]),
+            Workload::S1 => Ok(vec![subscribe::catch_up(settings).await?]),
+            Workload::S2 => Ok(vec![subscribe::live_latency(settings).await?]),
+            Workload::S3 => subscribe::writer_with_subscribers(settings).await,
         }
     }
 }
@@ -314,6 +337,7 @@ mod tests {
             batch: None,
             short_streams: 10,
             log_events: 10,
+            sub_connections: None,
             run_id: 0,
         };
         let now = Instant::now();
@@ -329,6 +353,9 @@ mod tests {
     #[test]
     fn workload_names() {
         let names: Vec<_> = Workload::ALL.iter().map(|w| w.name()).collect();
-        assert_eq!(names, ["w1", "w2", "w3", "w4", "w5", "w6"]);
+        assert_eq!(
+            names,
+            ["w1", "w2", "w3", "w4", "w5", "w6", "s1", "s2", "s3"]
+        );
     }
 }

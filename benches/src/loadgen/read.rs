@@ -187,16 +187,30 @@ async fn short_reader(
     }
 }
 
-/// W5.
-pub async fn read_log(settings: &Settings) -> Result<Row> {
-    let clients = connect(settings, "w5", FILL_CLIENTS).await?;
-    let reader = clients[0].clone();
+/// Makes sure the log holds at least `--log-events` events (filling it as
+/// W5 describes); returns a client to read it with, and what filling took.
+pub async fn ensure_log_filled(
+    settings: &Settings,
+    label: &str,
+) -> Result<(Client, Option<(u64, Duration)>)> {
+    let clients = connect(settings, label, FILL_CLIENTS).await?;
+    let reader = first(clients.clone())?;
     let head = log_head(&reader).await?;
     let mut fill = None;
     if head < settings.log_events {
         fill = Some(fill_log(settings, &clients, settings.log_events - head).await?);
     }
-    drop(clients);
+    Ok((reader, fill))
+}
+
+/// [`ensure_log_filled`], for workloads that do not report the filling.
+pub async fn ensure_log(settings: &Settings, label: &str) -> Result<Client> {
+    Ok(ensure_log_filled(settings, label).await?.0)
+}
+
+/// W5.
+pub async fn read_log(settings: &Settings) -> Result<Row> {
+    let (reader, fill) = ensure_log_filled(settings, "w5").await?;
 
     read_log_checked(&reader, Some(LOG_WARMUP_EVENTS)).await?;
     let deadline = Instant::now() + settings.duration;

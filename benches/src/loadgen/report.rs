@@ -57,7 +57,7 @@ pub struct Target {
 /// One measurement.
 #[derive(Clone, Debug)]
 pub struct Row {
-    /// `w1` ... `w6`.
+    /// `w1` ... `w6`, `s1` ... `s3`.
     pub workload: &'static str,
     /// Which measurement of a workload with several (W4: `stream_10k`,
     /// `random_short`).
@@ -277,6 +277,26 @@ pub fn evaluate_target(row: &Row, earlier: &[Row], fsync_p50: Option<Duration>) 
             1_900_000.0,
             "events/s >= 1.9M".to_owned(),
         )),
+        ("s1", _, _, _) => Some(at_least(
+            row.events_per_sec,
+            1_900_000.0,
+            "catch-up events/s >= 1.9M".to_owned(),
+        )),
+        ("s3", Some(part), _, _) if part != "subs_0" => {
+            let base = earlier
+                .iter()
+                .find(|r| r.workload == "s3" && r.part == Some("subs_0"))?;
+            let loss = 1.0 - row.events_per_sec / base.events_per_sec.max(1.0);
+            let text = "writer loss vs no subscribers < 20% (at 100)".to_owned();
+            if part == "subs_100" {
+                Some(Target {
+                    text,
+                    ok: loss < 0.2,
+                })
+            } else {
+                None
+            }
+        }
         ("w6", _, 16, _) => {
             let rounds = match row.field("rounds_per_sec") {
                 Some(Value::F64(r)) => *r,

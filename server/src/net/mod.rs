@@ -177,7 +177,7 @@ pub async fn run_with_stats(
             ),
         ));
     }
-    let hub = subscription::Hub::new(store.clone(), Arc::clone(&stats));
+    let hub = subscription::Hub::new(store.clone(), Arc::clone(&stats), config.max_frame_bytes);
     let frame_budget = Arc::new(Semaphore::new(config.max_incomplete_frame_bytes / 1024));
     let shared = Arc::new(Shared {
         store,

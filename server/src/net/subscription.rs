@@ -32,8 +32,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use std::collections::HashMap;
+
+use bytes::BytesMut;
 use logbook_protocol::{
-    Direction, ErrorCode, Filter, LogPosition, Push, RecordedEvent, SubscribeFrom,
+    Direction, ErrorCode, Filter, LogPosition, Push, RecordedEvent, SharedFrame, SubscribeFrom,
     SubscriptionTarget, Text,
 };
 use parking_lot::Mutex;
@@ -173,15 +176,24 @@ impl Sub {
         st: &mut State,
         events: &[RecordedEvent],
         scratch: &mut Vec<RecordedEvent>,
+        fan_out: Option<&mut FanOut<'_>>,
     ) -> bool {
         let skip = events.partition_point(|e| e.position.0 < st.cursor);
+        let all = events;
         let events = events.get(skip..).unwrap_or_default();
         match &self.target {
             Target::All { filter: None } => {
                 let n = (st.credit.min(events.len() as u64)) as usize;
                 let sent = events.get(..n).unwrap_or_default();
                 if !sent.is_empty() {
-                    self.push_events(sent);
+                    // Live subscriptions usually want the very same events:
+                    // encode them once and copy the frame to each.
+                    let shared = fan_out
+                        .filter(|f| std::ptr::eq(f.events, all))
+                        .is_some_and(|f| f.write(self, skip, skip + n));
+                    if !shared {
+                        self.push_events(sent);
+                    }
                     st.credit -= n as u64;
                 }
                 if let Some(last) = sent.last() {
@@ -250,6 +262,64 @@ impl Sub {
     }
 }
 
+/// One batch of live events being handed to every live subscription:
+/// pushes for the same range of it are encoded once.
+pub(crate) struct FanOut<'a> {
+    events: &'a [RecordedEvent],
+    /// `prefix[i]`: wire bytes of `events[..i]`.
+    prefix: Vec<usize>,
+    frames: HashMap<(usize, usize), SharedFrame>,
+    max_frame: u32,
+}
+
+impl<'a> FanOut<'a> {
+    fn new(events: &'a [RecordedEvent], max_frame: u32) -> FanOut<'a> {
+        let mut prefix = Vec::with_capacity(events.len() + 1);
+        let mut sum = 0;
+        prefix.push(0);
+        for e in events {
+            sum += logbook_protocol::msg::recorded_event_wire_len(e);
+            prefix.push(sum);
+        }
+        FanOut {
+            events,
+            prefix,
+            frames: HashMap::new(),
+            max_frame,
+        }
+    }
+
+    /// Writes `events[start..end]` as one push for `sub`, from a frame
+    /// encoded once per range. False if the range does not fit one frame
+    /// (the caller then splits it).
+    fn write(&mut self, sub: &Sub, start: usize, end: usize) -> bool {
+        let bytes = match (self.prefix.get(end), self.prefix.get(start)) {
+            (Some(e), Some(s)) => e - s,
+            _ => return false,
+        };
+        let budget = (self.max_frame as usize).saturating_sub(
+            logbook_protocol::msg::EVENTS_MESSAGE_OVERHEAD + logbook_protocol::HEADER_LEN,
+        );
+        if bytes > budget || sub.max_frame != self.max_frame {
+            return false;
+        }
+        let frame = match self.frames.entry((start, end)) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let mut b = BytesMut::new();
+                let slice = self.events.get(start..end).unwrap_or_default();
+                if Push::encode_events(&mut b, 0, slice, self.max_frame).is_err() {
+                    return false;
+                }
+                v.insert(SharedFrame::new(b.freeze()))
+            }
+        };
+        let id = sub.corr_id;
+        sub.out.push(|b| frame.write_to(b, id));
+        true
+    }
+}
+
 #[derive(Debug, Default)]
 struct Registry {
     /// Next position the dispatcher will deliver; everything before it has
@@ -265,12 +335,15 @@ pub(crate) struct Hub {
     registry: Mutex<Registry>,
     ids: AtomicU64,
     stats: Arc<super::NetStats>,
+    /// Frame limit of every connection (for shared pushes).
+    max_frame: u32,
 }
 
 impl Hub {
-    pub(crate) fn new(store: Store, stats: Arc<super::NetStats>) -> Arc<Hub> {
+    pub(crate) fn new(store: Store, stats: Arc<super::NetStats>, max_frame: u32) -> Arc<Hub> {
         let next = store.head().0;
         Arc::new(Hub {
+            max_frame,
             store,
             registry: Mutex::new(Registry {
                 next,
@@ -330,10 +403,11 @@ impl Hub {
             let Some(last) = events.last() else { return };
             let end = last.position.0 + 1;
             let mut demoted = Vec::new();
+            let mut fan_out = FanOut::new(&events, self.max_frame);
             reg.live.retain(|sub| {
                 let mut st = sub.state.lock();
                 let full = sub.out.is_full();
-                let stopped = full || sub.deliver(&mut st, &events, scratch);
+                let stopped = full || sub.deliver(&mut st, &events, scratch, Some(&mut fan_out));
                 if stopped && !sub.ended.load(Ordering::Relaxed) {
                     // Back to the log; say so before anything else is sent.
                     st.live = false;
@@ -545,7 +619,7 @@ impl Hub {
             return Ok(());
         }
         if !events.is_empty() {
-            let stopped = sub.deliver(&mut st, &events, scratch);
+            let stopped = sub.deliver(&mut st, &events, scratch, None);
             if let Target::Stream { .. } = sub.target {
                 // A stream read covers the stream up to at least `head`.
                 if exhausted && !stopped {
@@ -585,7 +659,7 @@ impl Hub {
                 .into_iter()
                 .take_while(|e| e.position.0 < reg.next)
                 .collect();
-            if sub.deliver(&mut st, &gap, scratch) || st.cursor < reg.next {
+            if sub.deliver(&mut st, &gap, scratch, None) || st.cursor < reg.next {
                 // Out of credit or room, or the gap was cut short: read on.
                 return Ok(());
             }
