@@ -8,7 +8,8 @@
 //!   `fdatasync_4k_overwrite`, `fdatasync_4k_append`, `seq_write`. Prints
 //!   `LIMIT ...` lines (p50/p99 of each fdatasync, fsyncs/s, MB/s).
 //! - `append`: `single/{1,64,512}` (single-event appends from that many
-//!   concurrent tokio tasks, one stream each) and `batch100/8` (8 tasks
+//!   concurrent tokio tasks, one stream each), `batch100/8` and
+//!   `batch100_4KiB/8` (8 tasks
 //!   appending batches of 100). Prints one `RATIO ...` line per bench:
 //!   appends per fsync, append latency, and the ratio to the disk's limit.
 //! - `read`: `stream_10k_batched`, `stream_10k_interleaved`, `all_1m`
@@ -296,7 +297,7 @@ struct AppendBench {
 const STEADY_PER_TASK: u64 = 4;
 
 impl AppendBench {
-    fn open(clients: usize, batch: usize) -> AppendBench {
+    fn open(clients: usize, batch: usize, data_bytes: usize) -> AppendBench {
         let dir = bench_dir("append").expect("bench dir");
         let mut config = StoreConfig::new(dir.path().join("data"));
         // LOGBOOK_BENCH_SYNC_LANES compares commit pipelines (default: the
@@ -306,6 +307,14 @@ impl AppendBench {
             .and_then(|v| v.parse().ok())
         {
             config.sync_lanes = lanes;
+        }
+        // LOGBOOK_BENCH_PREALLOC: bytes of zeros written ahead of the
+        // writer (0 disables preallocation; default: the engine's).
+        if let Some(bytes) = std::env::var("LOGBOOK_BENCH_PREALLOC")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            config.preallocate_bytes = bytes;
         }
         let store = Store::open(config).expect("open store");
         assert_eq!(store.config().durability, Durability::Fsync);
@@ -317,7 +326,7 @@ impl AppendBench {
                     .map(|i| stream_name("account", i))
                     .collect(),
             ),
-            factory: Arc::new(EventFactory::default()),
+            factory: Arc::new(EventFactory::new(data_bytes)),
             batch,
             all: Totals::default(),
             steady: Totals::default(),
@@ -433,20 +442,35 @@ impl AppendBench {
     }
 }
 
-fn append_bench(g: &mut BenchmarkGroup<'_, WallTime>, rt: &Runtime, clients: usize, batch: usize) {
+fn append_bench(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    rt: &Runtime,
+    clients: usize,
+    batch: usize,
+    data_bytes: usize,
+) {
+    // Events of another size than the default are named by it.
+    let size = if data_bytes == logbook_bench::events::DEFAULT_DATA_BYTES {
+        String::new()
+    } else {
+        format!("_{}KiB", data_bytes / 1024)
+    };
     let (kind, name) = if batch == 1 {
-        ("single".to_string(), format!("append/single/{clients}"))
+        (
+            format!("single{size}"),
+            format!("append/single{size}/{clients}"),
+        )
     } else {
         (
-            format!("batch{batch}"),
-            format!("append/batch{batch}/{clients}"),
+            format!("batch{batch}{size}"),
+            format!("append/batch{batch}{size}/{clients}"),
         )
     };
     // One iteration = one append of `batch` events.
     g.throughput(Throughput::Elements(batch as u64));
     let mut state: Option<AppendBench> = None;
     g.bench_function(BenchmarkId::new(kind, clients), |b| {
-        let st = state.get_or_insert_with(|| AppendBench::open(clients, batch));
+        let st = state.get_or_insert_with(|| AppendBench::open(clients, batch, data_bytes));
         b.iter_custom(|iters| st.run(rt, iters));
     });
     if let Some(st) = state {
@@ -461,10 +485,14 @@ fn append_group(c: &mut Criterion) {
     g.sample_size(10)
         .warm_up_time(secs(1.0))
         .measurement_time(secs(4.0));
+    let small = logbook_bench::events::DEFAULT_DATA_BYTES;
     for clients in [1, 64, 512] {
-        append_bench(&mut g, &rt, clients, 1);
+        append_bench(&mut g, &rt, clients, 1, small);
     }
-    append_bench(&mut g, &rt, 8, 100);
+    append_bench(&mut g, &rt, 8, 100, small);
+    // Bandwidth: with 200-byte events the CPU per event decides, not the
+    // disk; 4 KiB events show what the write path does with bytes.
+    append_bench(&mut g, &rt, 8, 100, 4096);
     g.finish();
 }
 

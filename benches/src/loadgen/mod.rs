@@ -26,7 +26,7 @@
 //!   sets are created on first use and reused by later runs.
 //! - **W5** ([`read`]): makes sure the global log holds at least 1,000,000
 //!   events (appending batches of 1,000 if not, and reporting how long that
-//!   took), then reads the whole log from position 0 with `read_all` (page
+//!   took), then reads its first 1,000,000 events from position 0 with `read_all` (page
 //!   size 10,000, the server's default maximum) as many times as the
 //!   duration allows (at least once); median events/s over the passes.
 //! - **W6** ([`race`]): 16 clients race on one fresh stream. Each round all
