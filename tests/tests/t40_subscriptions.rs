@@ -463,3 +463,55 @@ async fn a_subscriber_that_stops_reading_costs_bounded_memory() {
     assert!(!seen.fell_behind.is_empty(), "it fell behind and recovered");
     server.stop().await;
 }
+
+/// A thousand live subscriptions to the global log (ten connections of a
+/// hundred) each receive every event, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_subscriptions_each_get_everything() {
+    let server = TestServer::start().await;
+    let mut conns = Vec::new();
+    for _ in 0..10 {
+        let mut s = server.raw().await;
+        let mut ids = Vec::new();
+        for _ in 0..100 {
+            ids.push(
+                s.send(&Request::Subscribe(Subscribe {
+                    target: all_from(SubscribeFrom::Start),
+                    initial_credit: 10_000,
+                }))
+                .await,
+            );
+        }
+        conns.push((s, ids));
+    }
+    let mut c = server.raw().await;
+    let n = 50u64;
+    for i in 0..n {
+        append(&mut c, &format!("s-{}", i % 3), vec![ev(i)]).await;
+    }
+    assert_eq!(server.stats.subscriptions.load(Ordering::Relaxed), 1000);
+    let mut tasks = Vec::new();
+    for (mut s, ids) in conns {
+        tasks.push(tokio::spawn(async move {
+            let mut next: HashMap<u32, u64> = ids.iter().map(|id| (*id, 0)).collect();
+            while next.values().any(|&p| p < n) {
+                let f = s.recv_frame().await.expect("frames");
+                if let ServerMessage::Push(Push::Events { events }) =
+                    ServerMessage::decode(&f).unwrap()
+                {
+                    let p = next
+                        .get_mut(&f.header.corr_id)
+                        .expect("a known subscription");
+                    for e in events {
+                        assert_eq!(e.position.0, *p, "in order, no gap, no duplicate");
+                        *p += 1;
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    server.stop().await;
+}
