@@ -301,3 +301,31 @@ fn unsealed_segment_before_the_last_is_sealed_on_recovery() {
         "the seal is rewritten identically"
     );
 }
+
+/// A crash while the next segment was being created leaves its file empty
+/// (or holding part of its header): recovery removes it and creates it
+/// again; nothing is lost.
+#[test]
+fn interrupted_segment_creation_is_repaired() {
+    let (fs, last, total) = build();
+    for partial in [0usize, 7, 31] {
+        let copy = fs.crash(CrashMode::DropUnsynced);
+        // The next segment, as create_segment leaves it when cut short.
+        let next = last.with_file_name(format!("{:020}.seg", total));
+        let f = copy.open(&next, OpenMode::CreateNew).unwrap();
+        let header = logbook_server::storage::segment::encode_header(total);
+        f.write_all_at(&header[..partial], 0).unwrap();
+        f.sync_data().unwrap();
+        copy.sync_dir(Path::new("/data/log")).unwrap();
+        let store = Store::open(tiny_mem(&copy)).unwrap();
+        assert_eq!(store.head().0, total, "partial header of {partial} bytes");
+        assert!(store.recovery_report().removed_files.contains(&next));
+        store
+            .append_blocking(&name("after"), ExpectedVersion::Any, evs(5000, 1))
+            .unwrap();
+        store.close().unwrap();
+        drop(store);
+        let store = Store::open(tiny_mem(&copy)).unwrap();
+        assert_eq!(store.head().0, total + 1);
+    }
+}

@@ -58,10 +58,16 @@ impl Daemon {
     /// Starts logbookd over `data_dir` on a free port, with `extra` flags,
     /// and waits until it accepts clients.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Daemon {
+        Daemon::start_on(data_dir, "127.0.0.1:0", extra)
+    }
+
+    /// [`Daemon::start`] on a given address (to restart a daemon where its
+    /// clients expect it).
+    pub fn start_on(data_dir: &Path, listen: &str, extra: &[&str]) -> Daemon {
         let mut child = Command::new(logbookd())
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0", "--log", "info"])
+            .args(["--listen", listen, "--log", "info"])
             .args(extra)
             .stderr(Stdio::piped())
             .stdout(Stdio::null())

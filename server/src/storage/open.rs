@@ -99,6 +99,20 @@ fn read_header(path: &Path, file: &dyn VFile) -> Result<u64, StorageError> {
     segment::decode_header(path, &h)
 }
 
+/// Whether the file of the last segment, starting at `first`, is what an
+/// interrupted creation leaves: shorter than a header, and holding nothing
+/// but a prefix of the header it was getting (or zeros).
+fn interrupted_creation(path: &Path, file: &dyn VFile, first: u64) -> Result<bool, StorageError> {
+    let len = file.len().map_err(io("stat", path))?;
+    if len >= HEADER_LEN {
+        return Ok(false);
+    }
+    let mut b = vec![0u8; len as usize];
+    file.read_exact_at(&mut b, 0).map_err(io("read", path))?;
+    let expected = segment::encode_header(first);
+    Ok(expected.get(..b.len()) == Some(&b[..]) || b.iter().all(|&x| x == 0))
+}
+
 fn read_footer(
     path: &Path,
     file: &dyn VFile,
@@ -205,6 +219,17 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
         let file = vfs
             .open(&path, OpenMode::ReadWrite)
             .map_err(io("open", &path))?;
+        if last && *first == expect_first && interrupted_creation(&path, &*file, *first)? {
+            // A crash while the segment was being created (after the file
+            // appeared, before its header was complete). Nothing was ever
+            // written to it: records go in only after its header is synced.
+            drop(file);
+            vfs.remove_file(&path).map_err(io("remove", &path))?;
+            vfs.sync_dir(&log_dir).map_err(io("sync dir", &log_dir))?;
+            tracing::warn!(file = %path.display(), "removed a segment whose creation a crash interrupted");
+            report.removed_files.push(path);
+            continue;
+        }
         let header_first = read_header(&path, &*file)?;
         if header_first != *first {
             return Err(StorageError::corrupt(
