@@ -122,6 +122,11 @@ pub struct Args {
     #[arg(long, env = "LOGBOOK_MAX_INCOMPLETE_FRAME_BYTES", default_value = "256MiB", value_parser = parse_size)]
     pub max_incomplete_frame_bytes: u64,
 
+    /// Unsent replies and pushes all connections together may hold before
+    /// the connections holding some stop reading (backpressure).
+    #[arg(long, env = "LOGBOOK_MAX_OUTBOX_BYTES", default_value = "256MiB", value_parser = parse_size)]
+    pub max_outbox_bytes: u64,
+
     /// Seconds a new connection has to say Hello.
     #[arg(long, env = "LOGBOOK_HANDSHAKE_TIMEOUT_SECS", default_value_t = 10)]
     pub handshake_timeout_secs: u64,
@@ -176,6 +181,7 @@ impl Args {
             frame_timeout: Duration::from_secs(self.frame_timeout_secs),
             max_incomplete_frame_bytes: self.max_incomplete_frame_bytes.min(usize::MAX as u64)
                 as usize,
+            max_outbox_bytes: self.max_outbox_bytes.min(usize::MAX as u64) as usize,
             ..ServerConfig::default()
         }
     }

@@ -196,6 +196,12 @@ impl RawConn {
         self.send_raw(&buf).await;
     }
 
+    /// Writes raw bytes, reporting a failure (the server may already have
+    /// closed the connection).
+    pub async fn try_send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.framed.get_mut().write_all(bytes).await
+    }
+
     /// Writes raw bytes.
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         self.framed.get_mut().write_all(bytes).await.expect("write");

@@ -59,6 +59,11 @@ pub struct ServerConfig {
     /// arriving, counting only frames above 64 KiB. Default 256 MiB. A
     /// large frame that does not fit is refused with `ServerBusy`.
     pub max_incomplete_frame_bytes: usize,
+    /// Replies and pushes all connections together may hold unsent before
+    /// the connections that hold some stop reading requests (and live
+    /// subscriptions on them fall back to the log). Default 256 MiB. Each
+    /// connection also stops at 4 MiB of its own.
+    pub max_outbox_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -73,6 +78,7 @@ impl Default for ServerConfig {
             max_subscriptions_per_connection: 10_000,
             frame_timeout: Duration::from_secs(30),
             max_incomplete_frame_bytes: 256 << 20,
+            max_outbox_bytes: 256 << 20,
         }
     }
 }

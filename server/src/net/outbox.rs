@@ -32,6 +32,9 @@ struct State {
 #[derive(Debug)]
 pub struct Outbox {
     stats: Arc<NetStats>,
+    /// Outgoing bytes all connections together may hold before those with
+    /// bytes pending stop reading.
+    total_limit: usize,
     state: Mutex<State>,
     /// Wakes the writer: there are bytes, or the connection is closing.
     ready: Notify,
@@ -41,9 +44,10 @@ pub struct Outbox {
 
 impl Outbox {
     /// An empty outbox that accounts its bytes in `stats`.
-    pub fn new(stats: Arc<NetStats>) -> Outbox {
+    pub fn new(stats: Arc<NetStats>, total_limit: usize) -> Outbox {
         Outbox {
             stats,
+            total_limit,
             state: Mutex::default(),
             ready: Notify::new(),
             drained: Notify::new(),
@@ -76,9 +80,14 @@ impl Outbox {
         self.state.lock().buf.len()
     }
 
-    /// Whether the reader should pause until the client catches up.
+    /// Whether the reader should pause until the client catches up: this
+    /// connection holds `HIGH_WATER` bytes, or holds any while all
+    /// connections together are over the server's limit (so that a
+    /// thousand slow clients cannot each hold 4 MiB).
     pub fn is_full(&self) -> bool {
-        self.pending() >= HIGH_WATER
+        let pending = self.pending();
+        pending >= HIGH_WATER
+            || (pending > 0 && self.stats.outbox_bytes.load(Ordering::Relaxed) >= self.total_limit as u64)
     }
 
     /// Resolves when the buffer drained below `HIGH_WATER` (or at once if it
