@@ -102,7 +102,10 @@ impl Connection {
         // Replies are small and latency-bound: do not let Nagle hold them.
         let _ = socket.set_nodelay(true);
         let (rd, wr) = socket.into_split();
-        let out = Arc::new(Outbox::new(Arc::clone(&shared.stats), shared.config.max_outbox_bytes));
+        let out = Arc::new(Outbox::new(
+            Arc::clone(&shared.stats),
+            shared.config.max_outbox_bytes,
+        ));
         let writer = {
             let out = Arc::clone(&out);
             tokio::spawn(async move { out.write_loop(wr).await })

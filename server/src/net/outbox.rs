@@ -87,7 +87,8 @@ impl Outbox {
     pub fn is_full(&self) -> bool {
         let pending = self.pending();
         pending >= HIGH_WATER
-            || (pending > 0 && self.stats.outbox_bytes.load(Ordering::Relaxed) >= self.total_limit as u64)
+            || (pending > 0
+                && self.stats.outbox_bytes.load(Ordering::Relaxed) >= self.total_limit as u64)
     }
 
     /// Resolves when the buffer drained below `HIGH_WATER` (or at once if it
