@@ -352,6 +352,25 @@ impl Client {
         Ok(start.elapsed())
     }
 
+    /// The server's figures: counts of events, streams, segments and bytes,
+    /// connections, subscriptions and their lag, recent rates, and what
+    /// the last start-up's recovery did.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: logbook_client::Client) -> logbook_client::Result<()> {
+    /// let stats = client.stats().await?;
+    /// println!("{} events in {} streams", stats.events, stats.streams);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn stats(&self) -> Result<crate::ServerStats> {
+        self.call(&Request::Stats(logbook_protocol::Stats), |r| match r {
+            Response::StatsOk(stats) => Some(*stats),
+            _ => None,
+        })
+        .await
+    }
+
     /// Subscribes to the global log: every event (or those passing the
     /// options' filter) from [`SubscribeAllOptions::from`], history first,
     /// then live, as a [`Subscription`] stream. Returns once the server has
@@ -605,6 +624,15 @@ impl Client {
         pick: &impl Fn(Response) -> Option<T>,
     ) -> Result<T> {
         let conn = self.connection().await?;
+        Self::exchange(&conn, request, pick).await
+    }
+
+    /// Sends `request` on `conn` and decodes its reply.
+    pub(crate) async fn exchange<T>(
+        conn: &Connection,
+        request: &Request,
+        pick: &impl Fn(Response) -> Option<T>,
+    ) -> Result<T> {
         let frame = conn.send(request)?.await?;
         let opcode = request.opcode();
         // A reply that does not fit its request means the connection can no

@@ -135,6 +135,18 @@ pub enum Error {
     /// connection is dropped and the next call opens a new one.
     #[error("protocol error: {0}")]
     Protocol(#[source] logbook_protocol::Error),
+
+    /// A local file operation failed (a backup's target directory).
+    #[error("{context} {}: {source}", path.display())]
+    LocalIo {
+        /// What was being done.
+        context: &'static str,
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
 }
 
 fn fmt_actual(actual: &Option<StreamVersion>) -> String {

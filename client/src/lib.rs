@@ -96,6 +96,7 @@
     clippy::panic
 )]
 
+mod backup;
 mod checkpoint;
 mod client;
 mod conn;
@@ -104,6 +105,7 @@ mod options;
 mod read;
 mod subscription;
 
+pub use backup::{BackupProgress, BackupReport};
 pub use checkpoint::{Checkpoint, CheckpointStore, FileCheckpointStore};
 pub use client::Client;
 pub use error::{Error, Result};
@@ -116,5 +118,7 @@ pub use subscription::{
     DEFAULT_WINDOW, SubscribeAllOptions, SubscribeStreamOptions, Subscription, SubscriptionMessage,
 };
 
+/// The server's figures, as [`Client::stats`] returns them.
+pub use logbook_protocol::StatsOk as ServerStats;
 pub use logbook_protocol::types::*;
-pub use logbook_protocol::{Filter, HelloOk, SubscribeFrom};
+pub use logbook_protocol::{Filter, HelloOk, RecoveryStats, SubscribeFrom};

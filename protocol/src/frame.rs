@@ -8,7 +8,8 @@
 //!  4     u8   version   protocol version (PROTOCOL_VERSION = 1)
 //!  5     u8   kind      1 Request, 2 Response, 3 Push, 4 Error
 //!  6     u16  opcode    1 Hello, 2 Ping, 3 Append, 4 ReadStream, 5 ReadAll,
-//!                       6 Subscribe, 7 Unsubscribe, 8 Credit, 9 Stats
+//!                       6 Subscribe, 7 Unsubscribe, 8 Credit, 9 Stats,
+//!                       10 BackupBegin, 11 BackupRead, 12 BackupEnd
 //!  8     u16  flags     bit 0 = END (last frame of a reply); other bits 0
 //! 10     u16  reserved  must be 0
 //! 12     u32  corr_id   chosen by the client, echoed by responses and
@@ -109,8 +110,14 @@ pub enum Opcode {
     Unsubscribe = 7,
     /// Grant a subscription more events.
     Credit = 8,
-    /// Server statistics; reserved, no message defined yet.
+    /// Server statistics.
     Stats = 9,
+    /// Start an online backup session.
+    BackupBegin = 10,
+    /// Read part of a file of a backup image.
+    BackupRead = 11,
+    /// End a backup session.
+    BackupEnd = 12,
 }
 
 impl Opcode {
@@ -131,6 +138,9 @@ impl Opcode {
             7 => Opcode::Unsubscribe,
             8 => Opcode::Credit,
             9 => Opcode::Stats,
+            10 => Opcode::BackupBegin,
+            11 => Opcode::BackupRead,
+            12 => Opcode::BackupEnd,
             _ => return None,
         })
     }

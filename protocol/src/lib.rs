@@ -46,8 +46,9 @@ pub use frame::{
     PROTOCOL_VERSION, SharedFrame,
 };
 pub use msg::{
-    Append, Credit, ErrorCode, ErrorReply, Filter, Hello, HelloOk, Ping, Pong, Push, ReadAll,
-    ReadAllOk, ReadStream, ReadStreamOk, Request, Response, ServerMessage, Subscribe,
+    Append, BackupBegin, BackupBeginOk, BackupEnd, BackupFile, BackupRead, Credit, ErrorCode,
+    ErrorReply, Filter, Hello, HelloOk, Ping, Pong, Push, ReadAll, ReadAllOk, ReadStream,
+    ReadStreamOk, RecoveryStats, Request, Response, ServerMessage, Stats, StatsOk, Subscribe,
     SubscribeFrom, SubscribeOk, SubscriptionTarget, Unsubscribe,
 };
 pub use types::*;

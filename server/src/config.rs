@@ -66,6 +66,13 @@ pub struct Args {
     #[arg(long, env = "LOGBOOK_LISTEN", default_value = "127.0.0.1:7117")]
     pub listen: SocketAddr,
 
+    /// Address of an HTTP listener for operators (unset: none): GET
+    /// /metrics (Prometheus/OpenMetrics text), /health (200 while the
+    /// process is up) and /ready (200 once recovery finished and writes are
+    /// accepted, else 503). It starts before recovery.
+    #[arg(long, env = "LOGBOOK_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Largest segment file of the log (KiB, MiB, GiB suffixes allowed).
     #[arg(long, env = "LOGBOOK_SEGMENT_BYTES", default_value = "256MiB", value_parser = parse_size, global = true)]
     pub segment_bytes: u64,
@@ -210,5 +217,8 @@ mod tests {
         assert_eq!(n.max_frame_bytes as u64, 16 << 20);
         assert!(u64::from(n.max_frame_bytes) >= s.max_batch_bytes + 64 * 1024);
         assert_eq!(a.listen.to_string(), "127.0.0.1:7117");
+        assert_eq!(a.metrics_listen, None);
+        let a = Args::parse_from(["logbookd", "--metrics-listen", "127.0.0.1:9117"]);
+        assert_eq!(a.metrics_listen, Some("127.0.0.1:9117".parse().unwrap()));
     }
 }

@@ -12,6 +12,9 @@
 //!   framing -> `Request::decode` -> the connection's dispatch -> the engine
 //!   (appends through the group-commit writer, reads directly) -> the reply
 //!   encoded into the connection's outbox -> one write for many replies.
+//! - [`metrics`]: operator metrics: the Prometheus exposition of the
+//!   engine's and the server's live figures, and the small HTTP listener
+//!   (`--metrics-listen`) serving `/metrics`, `/health` and `/ready`.
 //! - [`config`]: the daemon's command line (`logbookd --help`).
 
 #![deny(
@@ -22,5 +25,6 @@
 )]
 
 pub mod config;
+pub mod metrics;
 pub mod net;
 pub mod storage;

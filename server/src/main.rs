@@ -1,13 +1,19 @@
-//! `logbookd`: the Logbook daemon. Parses its configuration, opens the
-//! store, and hands both to [`logbook_server::net::run`]; `verify` checks a
-//! stopped store instead.
+//! `logbookd`: the Logbook daemon. Parses its configuration, starts the
+//! metrics listener if asked (before recovery, so that `/health` and
+//! `/ready` answer during it), opens the store, and hands it to
+//! [`logbook_server::net::run_with_stats`]; `verify` checks a stopped store
+//! instead, showing its progress (`progress`).
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 use logbook_server::config::{Args, Command};
-use logbook_server::net;
-use logbook_server::storage::{Store, verify};
+use logbook_server::metrics::{self, Metrics, Phase};
+use logbook_server::net::{self, NetStats};
+use logbook_server::storage::Store;
+use logbook_server::storage::verify::verify_with_progress;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -18,7 +24,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         // Colour codes only for people: log files and pipes get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match args.command {
         Some(Command::Verify) => run_verify(&args),
@@ -28,7 +34,18 @@ fn main() -> ExitCode {
 
 fn run_verify(args: &Args) -> ExitCode {
     let config = args.store_config();
-    match verify(&config, |_| {}) {
+    // A bar for people; one line per file for logs and pipes. Either way on
+    // stderr: stdout keeps the summary and the problems.
+    let result = if std::io::stderr().is_terminal() {
+        let bar = progress::Bar::new();
+        let r = verify_with_progress(&config, |step| bar.step(step));
+        bar.finish();
+        r
+    } else {
+        let mut lines = progress::Lines::new();
+        verify_with_progress(&config, |step| lines.step(step))
+    };
+    match result {
         Ok(report) => {
             println!(
                 "{} segments, {} records, {} events, {} bytes; {} index tables, {} index entries",
@@ -58,6 +75,37 @@ fn run_verify(args: &Args) -> ExitCode {
 }
 
 fn serve(args: &Args) -> ExitCode {
+    // The runtime comes first: the metrics listener answers /health and
+    // /ready while recovery runs on this thread.
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let net_stats = Arc::new(NetStats::default());
+    let metrics = Arc::new(Metrics::new(Arc::clone(&net_stats)));
+    if let Some(addr) = args.metrics_listen {
+        let bound = rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            let local = listener.local_addr()?;
+            Ok::<_, std::io::Error>((listener, local))
+        });
+        match bound {
+            Ok((listener, local)) => {
+                tracing::info!(metrics_addr = %local, "serving /metrics, /health and /ready");
+                rt.spawn(metrics::http::serve(listener, Arc::clone(&metrics)));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, metrics_listen = %addr, "cannot listen for metrics");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let store = match Store::open(args.store_config()) {
         Ok(s) => s,
         Err(e) => {
@@ -78,27 +126,26 @@ fn serve(args: &Args) -> ExitCode {
         took_ms = r.duration.as_millis() as u64,
         "store open"
     );
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the runtime");
-            return ExitCode::FAILURE;
-        }
-    };
+    metrics.store_opened(store.clone());
     let served = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen).await?;
+        // Ready from here: connections queue on the bound socket.
+        metrics.set_phase(Phase::Serving);
         tracing::info!(listen = %listener.local_addr()?, "accepting clients");
-        net::run(
+        let shutdown = async {
+            shutdown_signal().await;
+            metrics.set_phase(Phase::Stopping);
+        };
+        net::run_with_stats(
             listener,
             store.clone(),
             args.server_config(),
-            shutdown_signal(),
+            net_stats,
+            shutdown,
         )
         .await
     });
+    metrics.set_phase(Phase::Stopping);
     if let Err(e) = served {
         tracing::error!(error = %e, listen = %args.listen, "server failed");
         let _ = store.close();
@@ -143,4 +190,150 @@ async fn shutdown_signal() {
         tracing::warn!("second signal: exiting now");
         std::process::exit(130);
     });
+}
+
+/// How `logbookd verify` shows its progress on stderr.
+mod progress {
+    use std::path::Path;
+    use std::time::Instant;
+
+    use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
+    use logbook_server::storage::verify::Step;
+
+    fn name(file: &Path) -> String {
+        file.file_name().map_or_else(
+            || file.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
+    }
+
+    /// A progress bar, for a terminal: bytes of segments checked out of the
+    /// total, rate, time left, and the file being checked; then index
+    /// tables checked out of the total.
+    pub struct Bar(ProgressBar);
+
+    /// Two lines, so that an 80-column terminal shows them unwrapped.
+    const SEGMENTS: &str = "{spinner} [{elapsed_precise}] [{wide_bar}] {percent:>3}%\n  {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {wide_msg}";
+    const TABLES: &str = "{spinner} [{elapsed_precise}] [{wide_bar}] {pos}/{len}\n  {wide_msg}";
+
+    fn style(template: &str) -> ProgressStyle {
+        ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ")
+    }
+
+    impl Bar {
+        pub fn new() -> Bar {
+            Bar(ProgressBar::new(0).with_style(style(SEGMENTS)))
+        }
+
+        pub fn step(&self, step: Step<'_>) {
+            let bar = &self.0;
+            match step {
+                Step::SegmentStart {
+                    file,
+                    number,
+                    count,
+                    progress,
+                    ..
+                } => {
+                    bar.set_length(progress.total);
+                    bar.set_position(progress.done);
+                    bar.set_message(format!("segment {number}/{count} {}", name(file)));
+                }
+                Step::Bytes(p) => bar.set_position(p.done),
+                Step::SegmentDone {
+                    file,
+                    problems,
+                    progress,
+                    ..
+                } => {
+                    bar.set_position(progress.done);
+                    if problems > 0 {
+                        bar.println(format!("{}: {problems} problem(s)", file.display()));
+                    }
+                }
+                Step::IndexStart { tables } => {
+                    bar.set_style(style(TABLES));
+                    bar.set_length(tables as u64);
+                    bar.set_position(0);
+                    bar.set_message("stream index tables");
+                }
+                Step::TableDone {
+                    file,
+                    number,
+                    problems,
+                    ..
+                } => {
+                    bar.set_position(number as u64);
+                    bar.set_message(format!("index table {} checked", name(file)));
+                    if problems > 0 {
+                        bar.println(format!("{}: {problems} problem(s)", file.display()));
+                    }
+                }
+                _ => {}
+            }
+        }
+
+        pub fn finish(&self) {
+            self.0.finish_and_clear();
+        }
+    }
+
+    /// Plain lines, one per file, for logs and pipes.
+    pub struct Lines {
+        started: Instant,
+    }
+
+    impl Lines {
+        pub fn new() -> Lines {
+            Lines {
+                started: Instant::now(),
+            }
+        }
+
+        pub fn step(&mut self, step: Step<'_>) {
+            match step {
+                Step::SegmentDone {
+                    file,
+                    number,
+                    count,
+                    records,
+                    problems,
+                    progress,
+                } => {
+                    let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+                    let pct = if progress.total == 0 {
+                        100.0
+                    } else {
+                        progress.done as f64 * 100.0 / progress.total as f64
+                    };
+                    eprintln!(
+                        "verify: segment {number}/{count} {}: {records} records, {} problem(s); {}/{} ({pct:.0}%), {}/s",
+                        file.display(),
+                        problems,
+                        HumanBytes(progress.done),
+                        HumanBytes(progress.total),
+                        HumanBytes((progress.done as f64 / secs) as u64),
+                    );
+                }
+                Step::IndexStart { tables } => {
+                    eprintln!("verify: stream index: {tables} table(s)");
+                }
+                Step::TableDone {
+                    file,
+                    number,
+                    count,
+                    entries,
+                    problems,
+                } => {
+                    eprintln!(
+                        "verify: index table {number}/{count} {}: {entries} entries, {problems} problem(s)",
+                        file.display()
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
 }

@@ -26,7 +26,6 @@ fn streams_spanning_segments_read_back_in_order() {
     }
     let stats = store.stats();
     assert!(stats.segments > 20, "{stats:?}");
-    assert!(stats.index_merges > 0, "{stats:?}");
     let check = |store: &Store| {
         let all = store.read_all(None, Direction::Forward, 100_000).unwrap();
         assert_eq!(all.events.len() as u64, n);
@@ -100,6 +99,10 @@ fn streams_spanning_segments_read_back_in_order() {
     };
     check(&store);
     store.close().unwrap();
+    // Closing flushed every memtable, and merging follows each flush (the
+    // background flusher may not have got to them before).
+    let stats = store.stats();
+    assert!(stats.index_merges > 0, "{stats:?}");
     drop(store);
     let store = Store::open(tiny_fast(dir.path())).unwrap();
     check(&store);

@@ -2,8 +2,9 @@
 //!
 //! [`logbookd`] builds the binary once per test process (a no-op when cargo
 //! already built it) and returns its path, so black-box tests always run the
-//! current code. [`Daemon`] starts it on `127.0.0.1:0` and learns the port
-//! from its log.
+//! current code; [`logbook_cli`] does the same for the `logbook` tool.
+//! [`Daemon`] starts the daemon on `127.0.0.1:0` and learns the port from
+//! its log.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -15,33 +16,45 @@ use std::time::Duration;
 /// Path of the `logbookd` binary, built by cargo if needed.
 pub fn logbookd() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let out = Command::new(cargo)
-            .args([
-                "build",
-                "-p",
-                "logbook-server",
-                "--bin",
-                "logbookd",
-                "--message-format=json",
-            ])
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run cargo build for logbookd");
-        assert!(out.status.success(), "cargo build of logbookd failed");
-        // The compiler-artifact message of the binary names its path.
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| l.contains("\"compiler-artifact\"") && l.contains("\"logbookd\""))
-            .find_map(|l| {
-                let at = l.find("\"executable\":\"")? + "\"executable\":\"".len();
-                let end = l.get(at..)?.find('"')? + at;
-                l.get(at..end).map(PathBuf::from)
-            })
-            .expect("cargo names the logbookd executable")
-    })
-    .clone()
+    PATH.get_or_init(|| cargo_build("logbook-server", "logbookd"))
+        .clone()
+}
+
+/// Path of the `logbook` command-line tool, built by cargo if needed.
+pub fn logbook_cli() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| cargo_build("logbook-cli", "logbook"))
+        .clone()
+}
+
+/// Builds binary `bin` of `package` (a no-op when cargo already built it)
+/// and returns its path.
+fn cargo_build(package: &str, bin: &str) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args([
+            "build",
+            "-p",
+            package,
+            "--bin",
+            bin,
+            "--message-format=json",
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("run cargo build for {bin}: {e}"));
+    assert!(out.status.success(), "cargo build of {bin} failed");
+    // The compiler-artifact message of the binary names its path.
+    let target = format!("\"name\":\"{bin}\"");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("\"compiler-artifact\"") && l.contains(&target))
+        .find_map(|l| {
+            let at = l.find("\"executable\":\"")? + "\"executable\":\"".len();
+            let end = l.get(at..)?.find('"')? + at;
+            l.get(at..end).map(PathBuf::from)
+        })
+        .unwrap_or_else(|| panic!("cargo names the {bin} executable"))
 }
 
 /// A running `logbookd` subprocess.
@@ -50,6 +63,9 @@ pub struct Daemon {
     pub child: Child,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where its metrics listener listens, when started with
+    /// `--metrics-listen`.
+    pub metrics_addr: Option<SocketAddr>,
     /// Everything it logged so far.
     pub log: Arc<Mutex<String>>,
 }
@@ -81,23 +97,27 @@ impl Daemon {
         // and report the address once it listens.
         std::thread::spawn(move || {
             let mut tx = Some(tx);
+            // Logged before recovery, so before the client address.
+            let mut metrics_addr = None;
+            let field = |line: &str, name: &str| -> Option<SocketAddr> {
+                let at = line.find(name)? + name.len();
+                line.get(at..)?.split_whitespace().next()?.parse().ok()
+            };
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("serving /metrics") {
+                    metrics_addr = field(&line, "metrics_addr=");
+                }
                 if line.contains("accepting clients")
-                    && let Some(at) = line.find("listen=")
                     && let Some(tx) = tx.take()
                 {
-                    let addr = line
-                        .get(at + 7..)
-                        .and_then(|s| s.split_whitespace().next())
-                        .and_then(|s| s.parse().ok());
-                    let _ = tx.send(addr);
+                    let _ = tx.send(field(&line, " listen=").map(|a| (a, metrics_addr)));
                 }
                 let mut l = sink.lock().unwrap_or_else(|e| e.into_inner());
                 l.push_str(&line);
                 l.push('\n');
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(120)) {
+        let (addr, metrics_addr) = match rx.recv_timeout(Duration::from_secs(120)) {
             Ok(Some(a)) => a,
             _ => {
                 let _ = child.kill();
@@ -107,7 +127,12 @@ impl Daemon {
                 );
             }
         };
-        Daemon { child, addr, log }
+        Daemon {
+            child,
+            addr,
+            metrics_addr,
+            log,
+        }
     }
 
     /// Sends a signal by name (`TERM`, `INT`, `KILL`) with kill(1): the

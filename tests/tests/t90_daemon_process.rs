@@ -129,3 +129,90 @@ fn help_explains_every_flag() {
         assert!(text.contains(flag), "--help lacks {flag}:\n{text}");
     }
 }
+
+/// `logbookd verify` over a store whose sealed segment has a flipped byte:
+/// exit code 1, the file and offset of the damaged record on stdout, and
+/// one progress line per segment on stderr (not a terminal here).
+#[tokio::test]
+async fn verify_names_the_damaged_record_and_shows_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = [
+        "--segment-bytes",
+        "64KiB",
+        "--max-append-bytes",
+        "32KiB",
+        "--max-event-bytes",
+        "16KiB",
+        "--durability",
+        "os",
+    ];
+    let mut d = Daemon::start(dir.path(), &small);
+    let client = logbook_client::Client::connect(d.addr).await.unwrap();
+    for i in 0..100u128 {
+        let e = NewEvent::new(EventId::from_u128(i + 1), "E", "x".repeat(2000));
+        client
+            .append(
+                format!("s-{}", i % 5).as_str(),
+                ExpectedVersion::Any,
+                vec![e],
+            )
+            .await
+            .unwrap();
+    }
+    drop(client);
+    d.signal("TERM");
+    assert!(d.wait().success(), "{}", d.log_text());
+
+    let verify = || {
+        Command::new(logbookd())
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(&small[..6])
+            .arg("verify")
+            .output()
+            .unwrap()
+    };
+    let mut segments: Vec<_> = std::fs::read_dir(dir.path().join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    segments.sort();
+    assert!(segments.len() >= 3, "{segments:?}");
+
+    // Healthy first: one progress line per segment.
+    let out = verify();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("100 events"), "{stdout}");
+    for (i, seg) in segments.iter().enumerate() {
+        let line = format!(
+            "verify: segment {}/{} {}:",
+            i + 1,
+            segments.len(),
+            seg.display()
+        );
+        assert!(stderr.contains(&line), "{line:?} in\n{stderr}");
+    }
+
+    // Flip a byte inside the first record of the first (sealed) segment.
+    let first = &segments[0];
+    let mut bytes = std::fs::read(first).unwrap();
+    let record = logbook_server::storage::segment::HEADER_LEN;
+    bytes[record as usize + 40] ^= 0x55;
+    std::fs::write(first, &bytes).unwrap();
+
+    let out = verify();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    let located = format!("PROBLEM {} at offset {record}: ", first.display());
+    assert!(stdout.contains(&located), "{located:?} in\n{stdout}");
+    assert!(stdout.contains("problem(s) found"), "{stdout}");
+    assert!(
+        stderr.contains(&format!("verify: segment 1/{} ", segments.len())),
+        "{stderr}"
+    );
+}

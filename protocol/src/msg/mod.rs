@@ -26,6 +26,7 @@ use crate::frame::{Frame, FrameHeader, Kind, Opcode};
 use crate::types::{AppendResult, RecordedEvent};
 
 pub mod append;
+pub mod backup;
 pub mod credit;
 pub mod error_reply;
 pub mod event;
@@ -35,6 +36,7 @@ pub mod ping;
 pub mod push;
 pub mod read_all;
 pub mod read_stream;
+pub mod stats;
 pub mod subscribe;
 pub mod unsubscribe;
 mod wire;
@@ -43,6 +45,7 @@ mod wire;
 mod tests;
 
 pub use append::Append;
+pub use backup::{BackupBegin, BackupBeginOk, BackupEnd, BackupFile, BackupRead, MAX_BACKUP_READ};
 pub use credit::Credit;
 pub use error_reply::{ErrorCode, ErrorReply};
 pub use event::{new_event_wire_len, recorded_event_wire_len};
@@ -51,6 +54,7 @@ pub use ping::{Ping, Pong};
 pub use push::Push;
 pub use read_all::{ReadAll, ReadAllOk};
 pub use read_stream::{ReadStream, ReadStreamOk};
+pub use stats::{RecoveryStats, Stats, StatsOk};
 pub use subscribe::{Filter, Subscribe, SubscribeFrom, SubscribeOk, SubscriptionTarget};
 pub use unsubscribe::Unsubscribe;
 pub use wire::MAX_BODY_DEPTH;
@@ -84,6 +88,14 @@ pub enum Request {
     Unsubscribe(Unsubscribe),
     /// Grant a subscription credit (no reply).
     Credit(Credit),
+    /// The server's figures.
+    Stats(Stats),
+    /// Start an online backup session.
+    BackupBegin(BackupBegin),
+    /// Read part of a backup image.
+    BackupRead(BackupRead),
+    /// End a backup session.
+    BackupEnd(BackupEnd),
 }
 
 impl Request {
@@ -98,6 +110,10 @@ impl Request {
             Request::Subscribe(_) => Opcode::Subscribe,
             Request::Unsubscribe(_) => Opcode::Unsubscribe,
             Request::Credit(_) => Opcode::Credit,
+            Request::Stats(_) => Opcode::Stats,
+            Request::BackupBegin(_) => Opcode::BackupBegin,
+            Request::BackupRead(_) => Opcode::BackupRead,
+            Request::BackupEnd(_) => Opcode::BackupEnd,
         }
     }
 
@@ -138,6 +154,18 @@ impl Request {
                     events: m.events,
                 },
             ),
+            Request::Stats(_) => enc!(1, stats::StatsWire {}),
+            Request::BackupBegin(_) => enc!(1, unsubscribe::EmptyWire {}),
+            Request::BackupRead(m) => enc!(
+                40,
+                backup::BackupReadWire {
+                    backup: m.backup,
+                    file: m.file,
+                    offset: m.offset,
+                    len: m.len,
+                },
+            ),
+            Request::BackupEnd(m) => enc!(16, backup::BackupEndWire { backup: m.backup }),
         }
     }
 
@@ -169,14 +197,33 @@ impl Request {
                     events: w.events,
                 })
             }
-            Opcode::Stats => return Err(unexpected(frame, Kind::Request)),
+            Opcode::Stats => {
+                decode_body::<stats::StatsWire>(body, op)?;
+                Request::Stats(Stats)
+            }
+            Opcode::BackupBegin => {
+                decode_body::<unsubscribe::EmptyWire>(body, op)?;
+                Request::BackupBegin(BackupBegin)
+            }
+            Opcode::BackupRead => {
+                let w: backup::BackupReadWire = decode_body(body, op)?;
+                Request::BackupRead(BackupRead {
+                    backup: w.backup,
+                    file: w.file,
+                    offset: w.offset,
+                    len: w.len,
+                })
+            }
+            Opcode::BackupEnd => Request::BackupEnd(BackupEnd {
+                backup: decode_body::<backup::BackupEndWire>(body, op)?.backup,
+            }),
         })
     }
 }
 
 /// A successful reply, server to client; it carries its request's opcode and
 /// `corr_id`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum Response {
     /// Reply to `Hello`.
@@ -193,6 +240,14 @@ pub enum Response {
     SubscribeOk(SubscribeOk),
     /// Reply to `Unsubscribe`; no push follows.
     UnsubscribeOk,
+    /// Reply to `Stats`.
+    StatsOk(Box<StatsOk>),
+    /// Reply to `BackupBegin`.
+    BackupBeginOk(BackupBeginOk),
+    /// Reply to `BackupRead`: the bytes.
+    BackupReadOk(bytes::Bytes),
+    /// Reply to `BackupEnd`.
+    BackupEndOk,
 }
 
 impl Response {
@@ -206,6 +261,10 @@ impl Response {
             Response::ReadAllOk(_) => Opcode::ReadAll,
             Response::SubscribeOk(_) => Opcode::Subscribe,
             Response::UnsubscribeOk => Opcode::Unsubscribe,
+            Response::StatsOk(_) => Opcode::Stats,
+            Response::BackupBeginOk(_) => Opcode::BackupBegin,
+            Response::BackupReadOk(_) => Opcode::BackupRead,
+            Response::BackupEndOk => Opcode::BackupEnd,
         }
     }
 
@@ -238,6 +297,16 @@ impl Response {
             }
             Response::SubscribeOk(m) => enc!(16, m.to_wire()),
             Response::UnsubscribeOk => enc!(1, unsubscribe::EmptyWire {}),
+            Response::StatsOk(m) => enc!(1024, m),
+            Response::BackupBeginOk(m) => enc!(
+                64 + m.manifest.len() + m.files.iter().map(|f| 48 + f.name.len()).sum::<usize>(),
+                m.to_wire(),
+            ),
+            Response::BackupReadOk(data) => enc!(
+                16 + data.len(),
+                backup::BackupReadOkWire { data: data.clone() },
+            ),
+            Response::BackupEndOk => enc!(1, unsubscribe::EmptyWire {}),
         }
     }
 
@@ -262,7 +331,18 @@ impl Response {
                 decode_body::<unsubscribe::EmptyWire>(body, op)?;
                 Response::UnsubscribeOk
             }
-            Opcode::Credit | Opcode::Stats => return Err(unexpected(frame, Kind::Response)),
+            Opcode::Stats => Response::StatsOk(Box::new(decode_body(body, op)?)),
+            Opcode::BackupBegin => {
+                Response::BackupBeginOk(BackupBeginOk::from_wire(decode_body(body, op)?))
+            }
+            Opcode::BackupRead => {
+                Response::BackupReadOk(decode_body::<backup::BackupReadOkWire>(body, op)?.data)
+            }
+            Opcode::BackupEnd => {
+                decode_body::<unsubscribe::EmptyWire>(body, op)?;
+                Response::BackupEndOk
+            }
+            Opcode::Credit => return Err(unexpected(frame, Kind::Response)),
         })
     }
 }
@@ -344,7 +424,7 @@ impl ErrorReply {
 }
 
 /// Anything a server sends: what a client's read loop decodes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum ServerMessage {
     /// A successful reply.
     Response(Response),

@@ -176,7 +176,85 @@ pub(crate) fn request() -> impl Strategy<Value = Request> {
             subscription,
             events
         })),
+        Just(Request::Stats(Stats)),
+        Just(Request::BackupBegin(BackupBegin)),
+        (any::<u32>(), any::<u32>(), any::<u64>(), any::<u32>()).prop_map(
+            |(backup, file, offset, len)| Request::BackupRead(BackupRead {
+                backup,
+                file,
+                offset,
+                len,
+            })
+        ),
+        any::<u32>().prop_map(|backup| Request::BackupEnd(BackupEnd { backup })),
     ]
+}
+
+fn stats_ok() -> impl Strategy<Value = StatsOk> {
+    (
+        "\\PC{0,16}",
+        any::<[u64; 18]>(),
+        any::<[u32; 5]>(),
+        prop::option::of("\\PC{0,16}"),
+        prop::option::of("\\PC{0,16}"),
+        any::<[u64; 5]>(),
+    )
+        .prop_map(|(server_version, n, r, truncated_at, index_rebuilt, m)| {
+            // Finite floats, so that equality after the round trip holds.
+            let f = |i: usize| f64::from(r[i]) / 8.0;
+            StatsOk {
+                server_version,
+                uptime_ms: n[0],
+                events: n[1],
+                streams: n[2],
+                segments: n[3],
+                log_bytes: n[4],
+                index_tables: n[5],
+                index_bytes: n[6],
+                memtable_entries: n[7],
+                connections: n[8],
+                subscriptions: n[9],
+                subscription_lag_max: n[10],
+                subscription_lag_total: n[11],
+                appends: n[12],
+                events_written: n[13],
+                bytes_written: n[14],
+                fsyncs: n[15],
+                conflicts: n[16],
+                appends_per_sec: f(0),
+                events_per_sec: f(1),
+                fsyncs_per_sec: f(2),
+                appends_per_fsync: f(3),
+                recovery: RecoveryStats {
+                    duration_ms: f(4),
+                    events: n[17],
+                    truncated_bytes: m[0],
+                    truncated_at,
+                    sealed_segments: m[1],
+                    index_rebuilt,
+                    replayed_events: m[2],
+                    removed_files: m[3],
+                },
+            }
+        })
+}
+
+fn backup_begin_ok() -> impl Strategy<Value = BackupBeginOk> {
+    (
+        any::<u32>(),
+        position(),
+        prop::collection::vec(("[a-z0-9/.]{0,24}", any::<u64>()), 0..6),
+        prop::collection::vec(any::<u8>(), 0..64),
+    )
+        .prop_map(|(backup, position, files, manifest)| BackupBeginOk {
+            backup,
+            position,
+            files: files
+                .into_iter()
+                .map(|(name, len)| BackupFile { name, len })
+                .collect(),
+            manifest: Bytes::from(manifest),
+        })
 }
 
 pub(crate) fn response() -> impl Strategy<Value = Response> {
@@ -216,6 +294,11 @@ pub(crate) fn response() -> impl Strategy<Value = Response> {
             .prop_map(|(events, head, next)| Response::ReadAllOk(ReadAllOk { events, head, next })),
         position().prop_map(|head| Response::SubscribeOk(SubscribeOk { head })),
         Just(Response::UnsubscribeOk),
+        stats_ok().prop_map(|s| Response::StatsOk(Box::new(s))),
+        backup_begin_ok().prop_map(Response::BackupBeginOk),
+        prop::collection::vec(any::<u8>(), 0..256)
+            .prop_map(|d| Response::BackupReadOk(Bytes::from(d))),
+        Just(Response::BackupEndOk),
     ]
 }
 
@@ -753,9 +836,15 @@ fn wrong_kind_or_opcode_is_unexpected_frame() {
         Err(Error::UnexpectedFrame { .. })
     ));
     let stats = raw_frame(Kind::Request, Opcode::Stats, vec![0x80]);
+    assert!(matches!(Request::decode(&stats), Ok(Request::Stats(Stats))));
+    // A backup read with a missing field is malformed, not a zero read.
+    let short_read = raw_frame(Kind::Request, Opcode::BackupRead, vec![0x80]);
     assert!(matches!(
-        Request::decode(&stats),
-        Err(Error::UnexpectedFrame { .. })
+        Request::decode(&short_read),
+        Err(Error::Malformed {
+            opcode: Opcode::BackupRead,
+            ..
+        })
     ));
     let credit_reply = raw_frame(Kind::Response, Opcode::Credit, vec![0x80]);
     assert!(matches!(

@@ -20,22 +20,24 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use logbook_protocol::frame::decode_frame;
 use logbook_protocol::{
-    AppendResult, ErrorCode, ErrorReply, Frame, HelloOk, Kind, Opcode, PROTOCOL_VERSION, Pong,
-    ReadAllOk, ReadStreamOk, Request, Response, StreamName,
+    AppendResult, BackupBeginOk, BackupFile, BackupRead, ErrorCode, ErrorReply, Frame, HelloOk,
+    Kind, LogPosition, Opcode, PROTOCOL_VERSION, Pong, ReadAllOk, ReadStreamOk, Request, Response,
+    StreamName, msg::MAX_BACKUP_READ,
 };
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::Shared;
-use super::errors::{append_error, read_error};
+use super::errors::{append_error, read_error, storage_error};
 use super::outbox::Outbox;
 use super::subscription::Sub;
+use crate::storage::backup::BackupImage;
 use crate::storage::{AppendError, PendingAppend};
 
 /// An append whose result is awaited, with the request it answers.
@@ -78,7 +80,14 @@ pub(super) struct Connection {
     frame_started: Option<tokio::time::Instant>,
     /// Its charge on the server's budget for large incomplete frames.
     frame_charge: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// Pinned backup images, by session id.
+    backups: HashMap<u32, Arc<BackupImage>>,
+    /// Id of the last backup session opened.
+    next_backup: u32,
 }
+
+/// Backup sessions one connection may hold at once (each pins files).
+const MAX_BACKUPS_PER_CONNECTION: usize = 4;
 
 /// Frames up to this size are not charged to the budget: every connection
 /// may hold one without asking.
@@ -119,6 +128,8 @@ impl Connection {
             subs: HashMap::new(),
             frame_started: None,
             frame_charge: None,
+            backups: HashMap::new(),
+            next_backup: 0,
         };
         let why = conn.serve(rd, shutdown).await;
         // Answer what was accepted before closing: appends already queued
@@ -409,6 +420,7 @@ impl Connection {
                         if let Some(left) = self.shared.fit(&mut slice.events) {
                             slice.next = Some(left.version);
                         }
+                        self.shared.count_read(slice.events.len());
                         self.send(
                             corr_id,
                             opcode,
@@ -429,6 +441,7 @@ impl Connection {
                         if let Some(left) = self.shared.fit(&mut slice.events) {
                             slice.next = Some(left.position);
                         }
+                        self.shared.count_read(slice.events.len());
                         self.send(
                             corr_id,
                             opcode,
@@ -455,6 +468,18 @@ impl Connection {
                     sub.grant(c.events);
                 }
             }
+            Request::Stats(_) => {
+                let sh = &self.shared;
+                let stats = super::stats::snapshot(&sh.store, &sh.stats, &sh.meter);
+                self.send(corr_id, opcode, &Response::StatsOk(Box::new(stats)));
+            }
+            Request::BackupBegin(_) => self.backup_begin(corr_id).await,
+            Request::BackupRead(r) => self.backup_read(corr_id, r).await,
+            Request::BackupEnd(e) => {
+                // Idempotent, like Unsubscribe.
+                self.backups.remove(&e.backup);
+                self.send(corr_id, opcode, &Response::BackupEndOk);
+            }
             _ => {
                 self.send_error(
                     opcode,
@@ -464,6 +489,109 @@ impl Connection {
             }
         }
         Ok(())
+    }
+
+    /// Pins a backup image for this connection. The snapshot may wait for
+    /// an index flush and stats files: off the runtime's threads.
+    async fn backup_begin(&mut self, corr_id: u32) {
+        let opcode = Opcode::BackupBegin;
+        if self.backups.len() >= MAX_BACKUPS_PER_CONNECTION {
+            self.send_error(
+                opcode,
+                corr_id,
+                ErrorReply::new(
+                    ErrorCode::ServerBusy,
+                    format!(
+                        "at most {MAX_BACKUPS_PER_CONNECTION} backup sessions per connection; end one first"
+                    ),
+                ),
+            );
+            return;
+        }
+        let store = self.shared.store.clone();
+        let image = match tokio::task::spawn_blocking(move || store.backup_image()).await {
+            Ok(Ok(image)) => Arc::new(image),
+            Ok(Err(e)) => {
+                self.send_error(opcode, corr_id, storage_error(&e));
+                return;
+            }
+            Err(e) => {
+                self.send_error(
+                    opcode,
+                    corr_id,
+                    ErrorReply::new(ErrorCode::Internal, e.to_string()),
+                );
+                return;
+            }
+        };
+        self.next_backup = self.next_backup.wrapping_add(1);
+        let id = self.next_backup;
+        let reply = BackupBeginOk {
+            backup: id,
+            position: LogPosition(image.position),
+            files: image
+                .files
+                .iter()
+                .map(|f| BackupFile {
+                    name: f.name.clone(),
+                    len: f.len,
+                })
+                .collect(),
+            manifest: Bytes::from(image.manifest.clone()),
+        };
+        tracing::info!(peer = %self.peer, position = image.position, bytes = image.total_bytes(), "backup started");
+        self.backups.insert(id, image);
+        self.send(corr_id, opcode, &Response::BackupBeginOk(reply));
+    }
+
+    /// Reads part of a pinned image's file (a blocking `pread`, off the
+    /// runtime's threads: backups read cold segments).
+    async fn backup_read(&mut self, corr_id: u32, r: BackupRead) {
+        let opcode = Opcode::BackupRead;
+        let Some(image) = self.backups.get(&r.backup).cloned() else {
+            self.send_error(
+                opcode,
+                corr_id,
+                ErrorReply::new(
+                    ErrorCode::BadRequest,
+                    format!("no backup session {} on this connection", r.backup),
+                ),
+            );
+            return;
+        };
+        if image.files.get(r.file as usize).is_none() {
+            self.send_error(
+                opcode,
+                corr_id,
+                ErrorReply::new(
+                    ErrorCode::BadRequest,
+                    format!("backup session {} has no file {}", r.backup, r.file),
+                ),
+            );
+            return;
+        }
+        let max = (r.len.min(MAX_BACKUP_READ) as usize)
+            .min((self.shared.config.max_frame_bytes as usize).saturating_sub(1024));
+        let read = tokio::task::spawn_blocking(move || {
+            image
+                .files
+                .get(r.file as usize)
+                .map(|f| f.read(r.offset, max))
+        })
+        .await;
+        match read {
+            Ok(Some(Ok(data))) => self.send(corr_id, opcode, &Response::BackupReadOk(data)),
+            Ok(Some(Err(e))) => self.send_error(
+                opcode,
+                corr_id,
+                ErrorReply::new(ErrorCode::Internal, format!("reading backup file: {e}")),
+            ),
+            Ok(None) | Err(_) => self.send_error(
+                opcode,
+                corr_id,
+                ErrorReply::new(ErrorCode::Internal, "backup read failed"),
+            ),
+        }
     }
 
     fn subscribe(&mut self, corr_id: u32, s: logbook_protocol::Subscribe) {

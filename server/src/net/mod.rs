@@ -6,12 +6,15 @@
 //! - `outbox`: a connection's outgoing buffer and its writer task.
 //! - `errors`: engine errors as protocol error codes.
 //! - `subscription`: catch-up subscriptions and the live dispatcher.
+//! - [`stats`]: the `Stats` reply and its rate sampler.
 
 mod connection;
 mod errors;
 mod outbox;
+pub mod stats;
 mod subscription;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +25,7 @@ use logbook_protocol::{
     DEFAULT_MAX_FRAME_BYTES, ErrorCode, ErrorReply, Opcode, RecordedEvent,
     msg::recorded_event_wire_len,
 };
+use parking_lot::Mutex;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -92,6 +96,8 @@ struct Shared {
     stats: Arc<NetStats>,
     /// KiB of incomplete large frames all connections may hold.
     frame_budget: Arc<Semaphore>,
+    /// Recent counter samples, for the rates in `Stats`.
+    meter: Arc<stats::RateMeter>,
 }
 
 impl Shared {
@@ -103,6 +109,13 @@ impl Shared {
             events: max_count.clamp(1, self.config.max_read_count) as usize,
             bytes: (self.config.max_frame_bytes / 2) as usize,
         }
+    }
+
+    /// Counts events served by a read reply.
+    fn count_read(&self, events: usize) {
+        self.stats
+            .events_read
+            .fetch_add(events as u64, Ordering::Relaxed);
     }
 
     /// Trims a read reply to the frame, unless the byte budget already
@@ -149,6 +162,42 @@ pub struct NetStats {
     pub outbox_peak: AtomicU64,
     /// Connections refused at the connection limit.
     pub refused: AtomicU64,
+    /// Events returned by ReadStream and ReadAll replies.
+    pub events_read: AtomicU64,
+    /// Events pushed to subscribers (history and live).
+    pub events_pushed: AtomicU64,
+    /// Each open subscription's cursor, by subscription id.
+    cursors: Mutex<HashMap<u64, Arc<AtomicU64>>>,
+}
+
+impl NetStats {
+    /// How far open subscriptions are behind `head` (the durable head):
+    /// `(max, sum)` over them of the events they have yet to be sent or
+    /// scanned past. Both are 0 with no subscription. Costs one short lock
+    /// and one atomic load per subscription: for scrapes and stats
+    /// requests, not for hot paths.
+    pub fn subscription_lag(&self, head: u64) -> (u64, u64) {
+        self.cursors
+            .lock()
+            .values()
+            .map(|c| head.saturating_sub(c.load(Ordering::Relaxed)))
+            .fold((0, 0), |(max, sum), lag| {
+                (max.max(lag), sum.saturating_add(lag))
+            })
+    }
+
+    /// Tracks a new subscription whose cursor starts at `cursor`; the
+    /// subscription stores its cursor into the returned cell as it advances.
+    pub(crate) fn track_subscription(&self, id: u64, cursor: u64) -> Arc<AtomicU64> {
+        let cell = Arc::new(AtomicU64::new(cursor));
+        self.cursors.lock().insert(id, Arc::clone(&cell));
+        cell
+    }
+
+    /// Stops tracking an ended subscription.
+    pub(crate) fn untrack_subscription(&self, id: u64) {
+        self.cursors.lock().remove(&id);
+    }
 }
 
 /// Serves `listener` until `shutdown` resolves, then stops accepting, lets
@@ -185,16 +234,20 @@ pub async fn run_with_stats(
     }
     let hub = subscription::Hub::new(store.clone(), Arc::clone(&stats), config.max_frame_bytes);
     let frame_budget = Arc::new(Semaphore::new(config.max_incomplete_frame_bytes / 1024));
+    let meter = Arc::new(stats::RateMeter::new());
     let shared = Arc::new(Shared {
         store,
         config,
         hub: Arc::clone(&hub),
         stats,
         frame_budget,
+        meter,
     });
     let slots = Arc::new(Semaphore::new(shared.config.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     let dispatcher = tokio::spawn(hub.dispatch(stop_rx.clone()));
+    let sampler =
+        tokio::spawn(Arc::clone(&shared.meter).run(shared.store.clone(), stop_rx.clone()));
     let mut tasks = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -232,6 +285,7 @@ pub async fn run_with_stats(
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
     let _ = dispatcher.await;
+    let _ = sampler.await;
     Ok(())
 }
 

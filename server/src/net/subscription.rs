@@ -124,6 +124,11 @@ pub(crate) struct Sub {
     /// catching up, or it ended.
     wake: Notify,
     ended: AtomicBool,
+    /// The server's figures: events pushed.
+    stats: Arc<super::NetStats>,
+    /// A copy of `state.cursor`, readable without the lock, for the lag
+    /// gauge ([`super::NetStats::subscription_lag`]).
+    position: Arc<AtomicU64>,
 }
 
 impl Sub {
@@ -144,6 +149,9 @@ impl Sub {
 
     fn push_events(&self, events: &[RecordedEvent]) {
         let (id, max) = (self.corr_id, self.max_frame);
+        self.stats
+            .events_pushed
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
         // Split so that each push fits in a frame.
         let budget = (max as usize).saturating_sub(
             logbook_protocol::msg::EVENTS_MESSAGE_OVERHEAD + logbook_protocol::HEADER_LEN,
@@ -172,6 +180,18 @@ impl Sub {
     /// cursor) within credit. Returns how far the cursor got and whether
     /// credit or room ran out before the end.
     fn deliver(
+        &self,
+        st: &mut State,
+        events: &[RecordedEvent],
+        scratch: &mut Vec<RecordedEvent>,
+        fan_out: Option<&mut FanOut<'_>>,
+    ) -> bool {
+        let stopped = self.deliver_events(st, events, scratch, fan_out);
+        self.position.store(st.cursor, Ordering::Relaxed);
+        stopped
+    }
+
+    fn deliver_events(
         &self,
         st: &mut State,
         events: &[RecordedEvent],
@@ -316,6 +336,9 @@ impl<'a> FanOut<'a> {
         };
         let id = sub.corr_id;
         sub.out.push(|b| frame.write_to(b, id));
+        sub.stats
+            .events_pushed
+            .fetch_add((end - start) as u64, Ordering::Relaxed);
         true
     }
 }
@@ -474,8 +497,9 @@ impl Hub {
                 (Target::Stream { name: stream }, cursor, last)
             }
         };
+        let id = self.ids.fetch_add(1, Ordering::Relaxed);
         let sub = Arc::new(Sub {
-            id: self.ids.fetch_add(1, Ordering::Relaxed),
+            id,
             corr_id,
             out,
             max_frame,
@@ -490,6 +514,8 @@ impl Hub {
             }),
             wake: Notify::new(),
             ended: AtomicBool::new(false),
+            stats: Arc::clone(&self.stats),
+            position: self.stats.track_subscription(id, cursor),
         });
         self.stats.subscriptions.fetch_add(1, Ordering::Relaxed);
         let (hub, s) = (Arc::clone(self), Arc::clone(&sub));
@@ -517,6 +543,7 @@ impl Hub {
             }
         }
         self.stats.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        self.stats.untrack_subscription(sub.id);
         sub.wake.notify_one();
     }
 
@@ -624,6 +651,7 @@ impl Hub {
                 // A stream read covers the stream up to at least `head`.
                 if exhausted && !stopped {
                     st.cursor = st.cursor.max(head);
+                    sub.position.store(st.cursor, Ordering::Relaxed);
                 }
             }
             if stopped || !exhausted {
@@ -631,6 +659,7 @@ impl Hub {
             }
         } else if let Target::Stream { .. } = sub.target {
             st.cursor = st.cursor.max(head);
+            sub.position.store(st.cursor, Ordering::Relaxed);
         }
         // Nothing more in the log right now: go live. Under the registry
         // lock the dispatcher is idle and `next` is where it will resume; if

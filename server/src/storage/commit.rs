@@ -25,6 +25,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use logbook_protocol::AppendResult;
 use parking_lot::{Condvar, Mutex};
@@ -200,17 +201,29 @@ impl Pipeline {
     /// fdatasyncs a ticket's segment, then completes every ticket that is
     /// now next in order.
     fn sync_and_complete(&self, ticket: Ticket) {
+        let counters = &self.shared.counters;
         let synced = match (&ticket.sync, ticket.failure.is_none()) {
             (Some(seg), true) if self.shared.config.durability == Durability::Fsync => {
+                let started = Instant::now();
                 let r = seg
                     .file
                     .sync_data()
                     .map_err(|e| StorageError::io("fdatasync", &seg.path, e).to_string());
-                self.shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .histograms
+                    .fsync_latency
+                    .observe_duration(started.elapsed());
+                counters.fsyncs.fetch_add(1, Ordering::Relaxed);
                 r
             }
             _ => Ok(()),
         };
+        if ticket.sync.is_some() {
+            counters
+                .histograms
+                .group_appends
+                .observe(ticket.group.len() as u64);
+        }
         let mut st = self.state.lock();
         st.done.insert(ticket.seq, (ticket, synced));
         let next = st.next;
@@ -248,6 +261,8 @@ impl Pipeline {
             }
         }
         let counters = &self.shared.counters;
+        // One clock read per group: its replies all go out now.
+        let now = Instant::now();
         for (req, outcome) in t.group.drain(..).zip(t.outcomes.drain(..)) {
             let reply = match (outcome, &failure) {
                 // The original was durable before this group: true whatever
@@ -283,6 +298,10 @@ impl Pipeline {
                 }
                 Err(_) => {}
             }
+            counters
+                .histograms
+                .append_latency
+                .observe_duration(now.saturating_duration_since(req.submitted));
             // The caller may have given up waiting; nothing to do then.
             let _ = req.reply.send(reply);
         }

@@ -73,6 +73,8 @@ pub(crate) fn flush_frozen(shared: &Shared) -> Result<(), StorageError> {
         next.tables.push(id);
         next.next_table_id = id + 1;
         next.indexed_through = mem.end;
+        let streams = next.streams.unwrap_or(0) + mem.new_streams();
+        next.streams = Some(streams);
         next.store(vfs, &shared.index_dir)?;
         *manifest = next;
         {
@@ -83,6 +85,7 @@ pub(crate) fn flush_frozen(shared: &Shared) -> Result<(), StorageError> {
             if g.frozen.first().is_some_and(|m| Arc::ptr_eq(m, &mem)) {
                 g.frozen.remove(0);
             }
+            g.indexed_streams = streams;
         }
         shared.counters.flushes.fetch_add(1, Ordering::Relaxed);
         merge(shared, &mut manifest)?;

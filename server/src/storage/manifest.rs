@@ -5,13 +5,17 @@
 //!
 //! ```text
 //! 0   [8]  magic            "LGBKMANI"
-//! 8   u32  format_version   1
+//! 8   u32  format_version   2
 //! 12  u32  table_count
 //! 16  u64  indexed_through  every event below this position is in a table
 //! 24  u64  next_table_id
-//! 32  table_count x u64     table ids, oldest (lowest positions) first
+//! 32  u64  streams          streams whose first event is below indexed_through
+//! 40  table_count x u64     table ids, oldest (lowest positions) first
 //! ..  u32  crc32c           over everything before it
 //! ```
+//!
+//! Version 1 had no `streams` field (the table ids start at 32); it is still
+//! read, and opening counts the streams from the tables once.
 
 use std::path::Path;
 
@@ -22,7 +26,7 @@ use super::le;
 /// Magic number opening a manifest.
 pub const MAGIC: [u8; 8] = *b"LGBKMANI";
 /// Manifest format version written by this build.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// File name.
 pub const FILE_NAME: &str = "MANIFEST";
 const TMP_NAME: &str = "MANIFEST.tmp";
@@ -36,17 +40,21 @@ pub struct Manifest {
     pub next_table_id: u64,
     /// Live tables, oldest first.
     pub tables: Vec<u64>,
+    /// Streams whose first event is below `indexed_through`; `None` when
+    /// read from a version 1 manifest, which did not count them.
+    pub streams: Option<u64>,
 }
 
 impl Manifest {
     /// Encodes the manifest.
     pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(36 + self.tables.len() * 8);
+        let mut v = Vec::with_capacity(44 + self.tables.len() * 8);
         v.extend_from_slice(&MAGIC);
         v.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
         v.extend_from_slice(&(self.tables.len() as u32).to_le_bytes());
         v.extend_from_slice(&self.indexed_through.to_le_bytes());
         v.extend_from_slice(&self.next_table_id.to_le_bytes());
+        v.extend_from_slice(&self.streams.unwrap_or(0).to_le_bytes());
         for t in &self.tables {
             v.extend_from_slice(&t.to_le_bytes());
         }
@@ -67,8 +75,17 @@ impl Manifest {
             ));
         }
         let short = || StorageError::corrupt(path, 0, "manifest is truncated");
+        let version = u32_at(8).ok_or_else(short)?;
+        if version != FORMAT_VERSION && version != 1 {
+            return Err(StorageError::UnsupportedFormat {
+                file: path.to_path_buf(),
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let tables_at = if version == 1 { 32 } else { 40 };
         let count = u32_at(12).ok_or_else(short)? as usize;
-        let len = 32 + count * 8 + 4;
+        let len = tables_at + count * 8 + 4;
         if b.len() != len {
             return Err(StorageError::corrupt(
                 path,
@@ -86,20 +103,17 @@ impl Manifest {
                 expected,
             });
         }
-        let version = u32_at(8).ok_or_else(short)?;
-        if version != FORMAT_VERSION {
-            return Err(StorageError::UnsupportedFormat {
-                file: path.to_path_buf(),
-                found: version,
-                supported: FORMAT_VERSION,
-            });
-        }
         Ok(Manifest {
             indexed_through: u64_at(16).ok_or_else(short)?,
             next_table_id: u64_at(24).ok_or_else(short)?,
             tables: (0..count)
-                .map(|i| u64_at(32 + i * 8).unwrap_or(0))
+                .map(|i| u64_at(tables_at + i * 8).unwrap_or(0))
                 .collect(),
+            streams: if version == 1 {
+                None
+            } else {
+                Some(u64_at(32).ok_or_else(short)?)
+            },
         })
     }
 
@@ -159,8 +173,8 @@ mod tests {
 
     proptest! {
         #[test]
-        fn round_trip(it in any::<u64>(), next in any::<u64>(), tables in proptest::collection::vec(any::<u64>(), 0..20)) {
-            let m = Manifest { indexed_through: it, next_table_id: next, tables };
+        fn round_trip(it in any::<u64>(), next in any::<u64>(), streams in any::<u64>(), tables in proptest::collection::vec(any::<u64>(), 0..20)) {
+            let m = Manifest { indexed_through: it, next_table_id: next, tables, streams: Some(streams) };
             let b = m.encode();
             prop_assert_eq!(Manifest::decode(Path::new("M"), &b).unwrap(), m);
             for cut in 0..b.len() {
@@ -170,12 +184,42 @@ mod tests {
 
         #[test]
         fn bit_flips_are_detected(tables in proptest::collection::vec(any::<u64>(), 0..5), at in any::<prop::sample::Index>(), bit in 0u8..8) {
-            let m = Manifest { indexed_through: 5, next_table_id: 9, tables };
+            let m = Manifest { indexed_through: 5, next_table_id: 9, tables, streams: Some(3) };
             let mut b = m.encode();
             let at = at.index(b.len());
             b[at] ^= 1 << bit;
             prop_assert!(Manifest::decode(Path::new("M"), &b).is_err());
         }
+    }
+
+    /// A version 1 manifest (no stream count) still opens.
+    #[test]
+    fn version_1_is_read_without_a_stream_count() {
+        let mut v = Vec::new();
+        v.extend_from_slice(&MAGIC);
+        v.extend_from_slice(&1u32.to_le_bytes());
+        v.extend_from_slice(&2u32.to_le_bytes());
+        v.extend_from_slice(&10u64.to_le_bytes());
+        v.extend_from_slice(&7u64.to_le_bytes());
+        v.extend_from_slice(&5u64.to_le_bytes());
+        v.extend_from_slice(&6u64.to_le_bytes());
+        let crc = crc32c::crc32c(&v);
+        v.extend_from_slice(&crc.to_le_bytes());
+        let m = Manifest::decode(Path::new("M"), &v).unwrap();
+        assert_eq!(
+            m,
+            Manifest {
+                indexed_through: 10,
+                next_table_id: 7,
+                tables: vec![5, 6],
+                streams: None,
+            }
+        );
+        v[8] = 3;
+        assert!(matches!(
+            Manifest::decode(Path::new("M"), &v),
+            Err(StorageError::UnsupportedFormat { found: 3, .. })
+        ));
     }
 
     #[test]
@@ -187,12 +231,14 @@ mod tests {
             indexed_through: 1,
             next_table_id: 2,
             tables: vec![1],
+            streams: Some(1),
         };
         a.store(&fs, dir).unwrap();
         let b = Manifest {
             indexed_through: 7,
             next_table_id: 3,
             tables: vec![1, 2],
+            streams: Some(4),
         };
         b.store(&fs, dir).unwrap();
         let after = fs.crash(CrashMode::DropUnsynced);

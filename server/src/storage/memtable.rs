@@ -66,6 +66,8 @@ pub struct Memtable {
     /// with their hash.
     collided: HashMap<Box<str>, (u64, Vec<Entry>)>,
     len: usize,
+    /// Streams created here (entries with version 0).
+    new_streams: u64,
     /// Positions covered: entries for every event in `[start, end)`.
     pub start: u64,
     /// See `start`.
@@ -85,6 +87,11 @@ impl Memtable {
     /// Number of entries.
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Streams whose first event is here.
+    pub fn new_streams(&self) -> u64 {
+        self.new_streams
     }
 
     /// Whether there are no entries.
@@ -132,6 +139,7 @@ impl Memtable {
             offset,
         }));
         self.len += count as usize;
+        self.new_streams += u64::from(first_version == 0 && count > 0);
         self.end = self.end.max(first_position + count);
     }
 

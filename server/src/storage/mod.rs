@@ -20,6 +20,7 @@
 //! - `flusher`: the index flush and merge thread.
 //! - `open`: recovery.
 //! - [`verify`]: the offline consistency check.
+//! - [`backup`]: consistent images of the store for online backups.
 //!
 //! ## The path of an append
 //! [`Store::append`] validates the batch, sends it to the writer over a
@@ -38,6 +39,7 @@
 //! global reads find the record holding a position with the segment's sparse
 //! position index and scan forward or backward.
 
+pub mod backup;
 mod commit;
 pub mod config;
 pub mod error;
@@ -120,10 +122,17 @@ pub struct StoreStats {
     pub bytes_written: u64,
     /// Appends refused for a wrong expected version since start.
     pub conflicts: u64,
+    /// Streams with at least one event.
+    pub streams: u64,
     /// Segments in the log.
     pub segments: u64,
+    /// Bytes of segment files (sealed segments' length, the active one's
+    /// durable end).
+    pub log_bytes: u64,
     /// Index tables on disk.
     pub index_tables: u64,
+    /// Bytes of index tables.
+    pub index_bytes: u64,
     /// Index entries in memory (active and frozen memtables).
     pub memtable_entries: u64,
     /// Index flushes and merges since start.
@@ -299,6 +308,7 @@ impl Store {
             events,
             encoded_len,
             reply,
+            submitted: std::time::Instant::now(),
         };
         Ok((req, rx, tx))
     }
@@ -462,17 +472,35 @@ impl Store {
         self.inner.shared.writer_failure.lock().clone()
     }
 
+    /// The engine's latency and group-size histograms (live, lock-free).
+    pub fn histograms(&self) -> &crate::metrics::EngineHistograms {
+        &self.inner.shared.counters.histograms
+    }
+
     /// A snapshot of the counters.
     pub fn stats(&self) -> StoreStats {
         let s = &self.inner.shared;
         let c = &s.counters;
-        let (memtable_entries, index_tables) = {
+        let (memtable_entries, tables, streams) = {
             let g = s.index.read();
             (
                 (g.active.len() + g.frozen.iter().map(|m| m.len()).sum::<usize>()) as u64,
-                g.tables.len() as u64,
+                Arc::clone(&g.tables),
+                g.streams(),
             )
         };
+        let segments = Arc::clone(&s.segments.read());
+        let log_bytes = segments
+            .iter()
+            .map(|seg| {
+                if seg.is_sealed() {
+                    seg.file.len().unwrap_or(0)
+                } else {
+                    seg.data_end()
+                }
+            })
+            .sum();
+        let index_bytes = tables.iter().map(|t| t.file().len().unwrap_or(0)).sum();
         StoreStats {
             head: s.head(),
             appends: c.appends.load(Ordering::Relaxed),
@@ -481,8 +509,11 @@ impl Store {
             fsyncs: c.fsyncs.load(Ordering::Relaxed),
             bytes_written: c.bytes.load(Ordering::Relaxed),
             conflicts: c.conflicts.load(Ordering::Relaxed),
-            segments: s.segments.read().len() as u64,
-            index_tables,
+            streams,
+            segments: segments.len() as u64,
+            log_bytes,
+            index_tables: tables.len() as u64,
+            index_bytes,
             memtable_entries,
             index_flushes: c.flushes.load(Ordering::Relaxed),
             index_merges: c.merges.load(Ordering::Relaxed),

@@ -380,6 +380,7 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
             active: Memtable::new(0),
             frozen: Vec::new(),
             tables: Arc::new(Vec::new()),
+            indexed_streams: 0,
         }),
         head: head.into(),
         head_watch,
@@ -541,7 +542,24 @@ fn load_index(shared: &Shared, report: &mut RecoveryReport) -> Result<(), Storag
     report.index_tables = tables.len();
     let mut m = manifest;
     m.next_table_id = next_id;
+    let streams = match m.streams {
+        Some(n) => n,
+        None => {
+            // A version 1 manifest did not count streams: count the first
+            // events in the tables once; the next flush stores the count.
+            let mut n = 0u64;
+            for t in &tables {
+                for e in t.iter() {
+                    n += u64::from(e?.1.version == 0);
+                }
+            }
+            m.streams = Some(n);
+            n
+        }
+    };
     *shared.manifest.lock() = m;
-    shared.index.write().tables = Arc::new(tables);
+    let mut g = shared.index.write();
+    g.tables = Arc::new(tables);
+    g.indexed_streams = streams;
     Ok(())
 }

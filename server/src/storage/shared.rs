@@ -33,6 +33,17 @@ pub struct IndexState {
     pub frozen: Vec<Arc<Memtable>>,
     /// On disk; oldest first.
     pub tables: Arc<Vec<Arc<Table>>>,
+    /// Streams whose first event is in `tables` (the MANIFEST's count).
+    pub indexed_streams: u64,
+}
+
+impl IndexState {
+    /// Streams with at least one durable event.
+    pub fn streams(&self) -> u64 {
+        self.indexed_streams
+            + self.frozen.iter().map(|m| m.new_streams()).sum::<u64>()
+            + self.active.new_streams()
+    }
 }
 
 /// Counters for stats and benches.
@@ -54,6 +65,8 @@ pub struct Counters {
     pub flushes: AtomicU64,
     /// Index tables written by merges.
     pub merges: AtomicU64,
+    /// Append and fsync latencies, appends per group commit.
+    pub histograms: crate::metrics::EngineHistograms,
 }
 
 /// Shared engine state.

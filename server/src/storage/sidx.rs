@@ -299,6 +299,11 @@ pub fn write(
 }
 
 impl Table {
+    /// The open file (for backups, which copy it whole).
+    pub fn file(&self) -> &Arc<dyn VFile> {
+        &self.file
+    }
+
     /// Opens and checks a table's footer, fences and bloom filter.
     pub fn open(vfs: &dyn Vfs, dir: &Path, id: u64) -> Result<Table, StorageError> {
         let path = dir.join(file_name(id));

@@ -4,7 +4,7 @@
 //! It opens the files read-only and takes the directory lock, so it never
 //! runs beside a daemon and never changes anything.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::config::StoreConfig;
@@ -73,11 +73,83 @@ pub struct Progress {
     pub total: u64,
 }
 
+/// A step of a verification, for progress displays
+/// ([`verify_with_progress`]).
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub enum Step<'a> {
+    /// Checking a segment starts.
+    SegmentStart {
+        /// The segment file.
+        file: &'a Path,
+        /// Its number, from 1.
+        number: usize,
+        /// Segments in all.
+        count: usize,
+        /// Its length in bytes.
+        len: u64,
+        /// Bytes of segments checked before it, and in all.
+        progress: Progress,
+    },
+    /// Bytes checked so far, within a segment (at most one per MiB).
+    Bytes(Progress),
+    /// A segment is checked.
+    SegmentDone {
+        /// The segment file.
+        file: &'a Path,
+        /// Its number, from 1.
+        number: usize,
+        /// Segments in all.
+        count: usize,
+        /// Records in it.
+        records: u64,
+        /// Problems found in it.
+        problems: usize,
+        /// Bytes of segments checked, and in all.
+        progress: Progress,
+    },
+    /// Checking the stream index starts (after every segment).
+    IndexStart {
+        /// Index tables in the manifest.
+        tables: usize,
+    },
+    /// An index table is checked.
+    TableDone {
+        /// The table file.
+        file: &'a Path,
+        /// Its number, from 1.
+        number: usize,
+        /// Tables in all.
+        count: usize,
+        /// Entries checked.
+        entries: u64,
+        /// Problems found in it.
+        problems: usize,
+    },
+}
+
 /// Verifies the store in `config.data_dir`. I/O errors and a held lock are
-/// errors; damage is reported in [`VerifyReport::problems`].
+/// errors; damage is reported in [`VerifyReport::problems`]. `progress` is
+/// called after each segment.
 pub fn verify(
     config: &StoreConfig,
     mut progress: impl FnMut(Progress),
+) -> Result<VerifyReport, StorageError> {
+    verify_with_progress(config, |step| {
+        if let Step::SegmentDone { progress: p, .. } = step {
+            progress(p);
+        }
+    })
+}
+
+/// Bytes between two [`Step::Bytes`] reports.
+const BYTES_STEP: u64 = 1 << 20;
+
+/// [`verify`], reporting each [`Step`] to `progress` (for a progress bar:
+/// bytes of segments checked out of the total, and the current file).
+pub fn verify_with_progress(
+    config: &StoreConfig,
+    mut progress: impl FnMut(Step<'_>),
 ) -> Result<VerifyReport, StorageError> {
     let vfs = &*config.vfs;
     let data = &config.data_dir;
@@ -122,6 +194,27 @@ pub fn verify(
     let count = files.len();
     for (i, (first, path, file, len)) in files.into_iter().enumerate() {
         report.segments += 1;
+        let problems_before = report.problems.len();
+        progress(Step::SegmentStart {
+            file: &path,
+            number: i + 1,
+            count,
+            len,
+            progress: Progress { done, total },
+        });
+        // The checks below end in `continue` in one place: account the
+        // segment's bytes there too.
+        let finish =
+            |report: &VerifyReport, records, done: u64, progress: &mut dyn FnMut(Step<'_>)| {
+                progress(Step::SegmentDone {
+                    file: &path,
+                    number: i + 1,
+                    count,
+                    records,
+                    problems: report.problems.len() - problems_before,
+                    progress: Progress { done, total },
+                });
+            };
         let mut h = [0u8; HEADER_LEN as usize];
         if let Err(e) = file
             .read_exact_at(&mut h, 0)
@@ -129,6 +222,8 @@ pub fn verify(
             .and_then(|_| segment::decode_header(&path, &h))
         {
             problem(&mut report, &path, 0, e.to_string());
+            done += len;
+            finish(&report, 0, done, &mut progress);
             continue;
         }
         if first != expect {
@@ -174,6 +269,7 @@ pub fn verify(
         );
         let mut reader = RecordReader::new(1 << 20, max_record);
         let mut offsets: Vec<(u64, u64)> = Vec::new();
+        let mut reported = 0;
         let scan = segment::scan(
             &seg,
             HEADER_LEN,
@@ -182,6 +278,13 @@ pub fn verify(
             &mut reader,
             |off, rec| {
                 offsets.push((rec.first_position, off));
+                if off >= reported + BYTES_STEP {
+                    reported = off;
+                    progress(Step::Bytes(Progress {
+                        done: done + off,
+                        total,
+                    }));
+                }
                 Ok(())
             },
         )?;
@@ -270,7 +373,7 @@ pub fn verify(
         }
         expect = end_position;
         done += len;
-        progress(Progress { done, total });
+        finish(&report, scan.records, done, &mut progress);
         segments.push(Arc::new(Segment::new(
             path,
             file,
@@ -292,18 +395,26 @@ pub fn verify(
         }
     };
     let mut covered = 0u64;
+    // Entries with version 0: the streams the tables hold.
+    let mut first_events = 0u64;
     let mut reader = RecordReader::new(64 << 10, max_record);
-    for &id in &manifest.tables {
+    let tables = manifest.tables.len();
+    progress(Step::IndexStart { tables });
+    for (i, &id) in manifest.tables.iter().enumerate() {
         report.index_tables += 1;
+        let problems_before = report.problems.len();
+        let table_path = index_dir.join(super::sidx::file_name(id));
         let table = match Table::open(vfs, &index_dir, id) {
             Ok(t) => Arc::new(t),
             Err(e) => {
-                problem(
-                    &mut report,
-                    &index_dir.join(super::sidx::file_name(id)),
-                    0,
-                    e.to_string(),
-                );
+                problem(&mut report, &table_path, 0, e.to_string());
+                progress(Step::TableDone {
+                    file: &table_path,
+                    number: i + 1,
+                    count: tables,
+                    entries: 0,
+                    problems: report.problems.len() - problems_before,
+                });
                 continue;
             }
         };
@@ -330,6 +441,7 @@ pub fn verify(
             };
             seen += 1;
             report.index_entries += 1;
+            first_events += u64::from(e.version == 0);
             let si = segments.partition_point(|s| s.first_position <= e.position);
             let Some(seg) = si.checked_sub(1).and_then(|i| segments.get(i)) else {
                 problem(
@@ -376,6 +488,13 @@ pub fn verify(
                 format!("{seen} entries readable, footer says {}", table.entry_count),
             );
         }
+        progress(Step::TableDone {
+            file: &table.path,
+            number: i + 1,
+            count: tables,
+            entries: seen,
+            problems: report.problems.len() - problems_before,
+        });
     }
     if covered != manifest.indexed_through {
         problem(
@@ -386,6 +505,16 @@ pub fn verify(
                 "tables cover up to {covered}, manifest says {}",
                 manifest.indexed_through
             ),
+        );
+    }
+    if let Some(streams) = manifest.streams
+        && streams != first_events
+    {
+        problem(
+            &mut report,
+            &index_dir.join("MANIFEST"),
+            0,
+            format!("manifest counts {streams} streams, the tables hold {first_events}"),
         );
     }
     if manifest.indexed_through > report.events {

@@ -22,7 +22,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use logbook_protocol::{
     AppendResult, EventId, ExpectedVersion, LogPosition, NewEvent, StreamName, StreamVersion, Text,
@@ -50,6 +50,9 @@ pub struct AppendRequest {
     pub(crate) events: Vec<NewEvent>,
     pub(crate) encoded_len: usize,
     pub(crate) reply: oneshot::Sender<Result<AppendResult, AppendError>>,
+    /// When it was submitted: append latency is measured from here to the
+    /// reply.
+    pub(crate) submitted: Instant,
 }
 
 /// The last committed batch of a stream, to recognise a retry of it.
@@ -620,8 +623,13 @@ impl Writer {
         // The seal makes this segment's records durable too, and must be on
         // disk before the next segment exists: recovery treats a segment
         // followed by another as complete.
+        let synced = Instant::now();
         old.file.sync_data().map_err(io("fdatasync"))?;
-        self.shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+        let c = &self.shared.counters;
+        c.histograms
+            .fsync_latency
+            .observe_duration(synced.elapsed());
+        c.fsyncs.fetch_add(1, Ordering::Relaxed);
         updates.push(SegmentUpdate {
             segment: Arc::clone(&old),
             data_end: self.write_offset,

@@ -1,0 +1,290 @@
+//! The command line: clap definitions and the parsers of the values clap
+//! does not know (`--expected`, `tail --from`).
+
+use std::path::PathBuf;
+
+use clap::{ArgGroup, Args, Parser, Subcommand};
+use logbook_client::{ExpectedVersion, StreamVersion};
+
+use crate::failure::EXIT_CODES;
+
+/// Talk to a Logbook daemon: append, read, follow the log, statistics and
+/// backups.
+#[derive(Parser, Debug)]
+#[command(name = "logbook", version, after_help = EXIT_CODES)]
+pub(crate) struct Cli {
+    /// Address of the logbookd server.
+    #[arg(
+        long,
+        global = true,
+        env = "LOGBOOK_SERVER",
+        default_value = "127.0.0.1:7117",
+        value_name = "ADDR"
+    )]
+    pub(crate) server: String,
+
+    /// Token to present to a server started with --auth-token.
+    #[arg(
+        long,
+        global = true,
+        env = "LOGBOOK_AUTH_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub(crate) auth_token: Option<String>,
+
+    /// One JSON object per line on stdout, for scripts (see cli/README.md
+    /// for the fields), instead of aligned columns.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Check that the server answers; prints its version and the round
+    /// trip time.
+    Ping,
+    /// Append one event to a stream; prints the versions and positions it
+    /// got.
+    Append(AppendArgs),
+    /// Read a stream's events.
+    Read(ReadArgs),
+    /// Read the global log (every stream, in commit order).
+    ReadAll(ReadAllArgs),
+    /// Print a stream's or the global log's events, then follow new ones
+    /// as they are appended, like `tail -f` (Ctrl-C to stop).
+    Tail(TailArgs),
+    /// Show the server's statistics.
+    Stats,
+    /// Copy a consistent image of the server's store into a local
+    /// directory while the server keeps serving.
+    Backup(BackupArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(group(ArgGroup::new("payload").required(true).args(["data", "data_file"])))]
+pub(crate) struct AppendArgs {
+    /// The stream to append to.
+    pub(crate) stream: String,
+
+    /// Event type, e.g. MoneyDeposited.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub(crate) event_type: String,
+
+    /// Event data: one JSON value, stored as given.
+    #[arg(long, value_name = "JSON")]
+    pub(crate) data: Option<String>,
+
+    /// Read the event data from a file (`-`: stdin), stored byte for byte:
+    /// it need not be JSON.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) data_file: Option<PathBuf>,
+
+    /// Event metadata: one JSON value (default: none).
+    #[arg(long, value_name = "JSON")]
+    pub(crate) metadata: Option<String>,
+
+    /// Append only if the stream is in this state: any, no-stream (the
+    /// stream must have no events), exists (at least one), or a number
+    /// (its last event has exactly that version; versions count from 0).
+    #[arg(long, default_value = "any", value_parser = parse_expected, value_name = "EXPECTED")]
+    pub(crate) expected: ExpectedVersion,
+
+    /// Event id (a UUID; default: a fresh UUIDv7). Re-sending a stream's
+    /// last event with the same id returns the original result instead of
+    /// appending it twice.
+    #[arg(long, value_name = "UUID")]
+    pub(crate) id: Option<uuid::Uuid>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ReadArgs {
+    /// The stream to read.
+    pub(crate) stream: String,
+
+    /// First version to print, inclusive (default: the first event, or the
+    /// last one with --backward).
+    #[arg(long, value_name = "VERSION")]
+    pub(crate) from: Option<u64>,
+
+    /// Newest first.
+    #[arg(long)]
+    pub(crate) backward: bool,
+
+    /// Print at most N events.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) limit: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ReadAllArgs {
+    /// First log position to print, inclusive (default: the start, or the
+    /// newest event with --backward).
+    #[arg(long, value_name = "POSITION")]
+    pub(crate) from: Option<u64>,
+
+    /// Newest first.
+    #[arg(long)]
+    pub(crate) backward: bool,
+
+    /// Print at most N events.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) limit: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+#[command(group(ArgGroup::new("target").required(true).args(["stream", "all"])))]
+pub(crate) struct TailArgs {
+    /// The stream to follow (it need not exist yet).
+    pub(crate) stream: Option<String>,
+
+    /// Follow the global log instead of one stream.
+    #[arg(long)]
+    pub(crate) all: bool,
+
+    /// Where to start: start (all history, the default), end (only events
+    /// appended from now on), or a stream version (with a stream) or log
+    /// position (with --all) to start at, inclusive.
+    #[arg(long, default_value = "start", value_parser = parse_from, value_name = "FROM")]
+    pub(crate) from: TailFrom,
+
+    /// Only events of streams whose name starts with P (repeatable; needs
+    /// --all). Filtered by the server.
+    #[arg(long, value_name = "P", conflicts_with = "stream")]
+    pub(crate) stream_prefix: Vec<String>,
+
+    /// Only events whose type starts with T (repeatable).
+    #[arg(long, value_name = "T")]
+    pub(crate) type_prefix: Vec<String>,
+
+    /// Exit once the history is printed, when the next event would be a
+    /// live one.
+    #[arg(long)]
+    pub(crate) until_caught_up: bool,
+
+    /// Exit after printing N events.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) count: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct BackupArgs {
+    /// Directory to write the backup into, on this machine (created if
+    /// missing). It becomes a data directory `logbookd --data-dir DIR`
+    /// opens; backing up into it again copies only what is new.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) to: PathBuf,
+}
+
+/// Where `tail` starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TailFrom {
+    /// All history.
+    Start,
+    /// Live events only.
+    End,
+    /// At this stream version or log position, inclusive.
+    At(u64),
+}
+
+/// Parses `--expected`: `any`, `no-stream`, `exists` or a version.
+pub(crate) fn parse_expected(s: &str) -> Result<ExpectedVersion, String> {
+    match s {
+        "any" => Ok(ExpectedVersion::Any),
+        "no-stream" => Ok(ExpectedVersion::NoStream),
+        "exists" => Ok(ExpectedVersion::StreamExists),
+        _ => s
+            .parse::<u64>()
+            .map(|v| ExpectedVersion::Exact(StreamVersion(v)))
+            .map_err(|_| {
+                "expected any, no-stream, exists, or a stream version (a number from 0)".to_owned()
+            }),
+    }
+}
+
+/// Parses `tail --from`: `start`, `end` or a number.
+pub(crate) fn parse_from(s: &str) -> Result<TailFrom, String> {
+    match s {
+        "start" => Ok(TailFrom::Start),
+        "end" => Ok(TailFrom::End),
+        _ => s
+            .parse::<u64>()
+            .map(TailFrom::At)
+            .map_err(|_| "expected start, end, or a version or position (a number)".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn expected_versions() {
+        assert_eq!(parse_expected("any"), Ok(ExpectedVersion::Any));
+        assert_eq!(parse_expected("no-stream"), Ok(ExpectedVersion::NoStream));
+        assert_eq!(parse_expected("exists"), Ok(ExpectedVersion::StreamExists));
+        assert_eq!(
+            parse_expected("0"),
+            Ok(ExpectedVersion::Exact(StreamVersion(0)))
+        );
+        assert_eq!(
+            parse_expected("18446744073709551615"),
+            Ok(ExpectedVersion::Exact(StreamVersion(u64::MAX)))
+        );
+        for bad in ["", "-1", "Any", "no_stream", "1.5", "18446744073709551616"] {
+            assert!(parse_expected(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tail_starts() {
+        assert_eq!(parse_from("start"), Ok(TailFrom::Start));
+        assert_eq!(parse_from("end"), Ok(TailFrom::End));
+        assert_eq!(parse_from("7"), Ok(TailFrom::At(7)));
+        assert!(parse_from("later").is_err());
+    }
+
+    #[test]
+    fn tail_needs_exactly_one_target() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
+        assert!(parse(&["logbook", "tail"]).is_err());
+        assert!(parse(&["logbook", "tail", "s", "--all"]).is_err());
+        assert!(parse(&["logbook", "tail", "s", "--stream-prefix", "a"]).is_err());
+        assert!(parse(&["logbook", "tail", "--all", "--stream-prefix", "a"]).is_ok());
+        assert!(parse(&["logbook", "tail", "s", "--type-prefix", "A"]).is_ok());
+    }
+
+    #[test]
+    fn append_needs_one_payload() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
+        assert!(parse(&["logbook", "append", "s", "--type", "T"]).is_err());
+        assert!(
+            parse(&[
+                "logbook",
+                "append",
+                "s",
+                "--type",
+                "T",
+                "--data",
+                "{}",
+                "--data-file",
+                "f"
+            ])
+            .is_err()
+        );
+        let ok = parse(&["logbook", "append", "s", "--type", "T", "--data", "{}"]).unwrap();
+        let Command::Append(a) = ok.command else {
+            panic!("{ok:?}")
+        };
+        assert_eq!(a.expected, ExpectedVersion::Any);
+    }
+}

@@ -1,0 +1,64 @@
+//! One module per command; [`run`] dispatches to them.
+
+mod append;
+mod backup;
+mod ping;
+mod read;
+mod stats;
+mod tail;
+
+use logbook_client::{Client, ClientOptions};
+
+use crate::args::{Cli, Command};
+use crate::failure::Failure;
+use crate::output::Out;
+
+/// What every command gets: the connection settings and the output form.
+pub(crate) struct Ctx {
+    pub(crate) server: String,
+    auth_token: Option<String>,
+    pub(crate) json: bool,
+    pub(crate) out: Out,
+}
+
+impl Ctx {
+    /// Connects to the server. A server that cannot be reached fails at
+    /// once (exit code 3): the first connection is attempted once.
+    pub(crate) async fn connect(&self) -> Result<Client, Failure> {
+        let mut options = ClientOptions::default()
+            .client_name(concat!("logbook-cli/", env!("CARGO_PKG_VERSION")));
+        if let Some(token) = &self.auth_token {
+            options = options.auth_token(token.clone());
+        }
+        Client::connect_with(self.server.as_str(), options)
+            .await
+            .map_err(|e| self.failed(e))
+    }
+
+    /// A failed client call.
+    pub(crate) fn failed(&self, e: logbook_client::Error) -> Failure {
+        Failure::client(e, &self.server)
+    }
+}
+
+/// Runs the command `cli` names.
+pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
+    let mut ctx = Ctx {
+        server: cli.server,
+        auth_token: cli.auth_token,
+        json: cli.json,
+        out: Out::new(),
+    };
+    let result = match cli.command {
+        Command::Ping => ping::run(&mut ctx).await,
+        Command::Append(args) => append::run(&mut ctx, args).await,
+        Command::Read(args) => read::stream(&mut ctx, args).await,
+        Command::ReadAll(args) => read::all(&mut ctx, args).await,
+        Command::Tail(args) => tail::run(&mut ctx, args).await,
+        Command::Stats => stats::run(&mut ctx).await,
+        Command::Backup(args) => backup::run(&mut ctx, args).await,
+    };
+    // What was printed before a failure still reaches stdout.
+    let flushed = ctx.out.flush();
+    result.and(flushed)
+}

@@ -1,0 +1,461 @@
+//! Operator metrics: Prometheus exposition, liveness and readiness.
+//!
+//! - this file: [`Metrics`], the daemon's health state (starting,
+//!   serving, stopping) and the collector that turns the live figures into
+//!   OpenMetrics text with `prometheus-client`.
+//! - [`histogram`]: the lock-free fixed-bucket histogram the engine records
+//!   latencies into.
+//! - [`http`]: the tiny HTTP/1.1 listener serving `/metrics`, `/health`
+//!   and `/ready`.
+//!
+//! One source of truth: the engine's counters ([`StoreStats`]), the network
+//! server's ([`NetStats`]) and the histograms are the atomics the hot paths
+//! already update. Nothing is counted twice; the collector reads them when
+//! Prometheus scrapes, so recording costs nothing beyond those atomics.
+//!
+//! [`StoreStats`]: crate::storage::StoreStats
+
+pub mod histogram;
+pub mod http;
+
+use std::fmt;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::net::NetStats;
+use crate::storage::Store;
+
+pub use histogram::{EngineHistograms, Histogram};
+
+/// The `Content-Type` of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Where the daemon is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    /// Recovering: the store is not open yet.
+    Starting = 0,
+    /// The store is open and clients are served.
+    Serving = 1,
+    /// Shutting down: no new clients; the store is being closed.
+    Stopping = 2,
+}
+
+#[derive(Debug)]
+struct State {
+    started: Instant,
+    phase: AtomicU8,
+    /// Set once recovery finished.
+    store: OnceLock<Store>,
+    net: Arc<NetStats>,
+}
+
+impl State {
+    fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::Acquire) {
+            0 => Phase::Starting,
+            1 => Phase::Serving,
+            _ => Phase::Stopping,
+        }
+    }
+
+    fn ready(&self) -> bool {
+        self.phase() == Phase::Serving
+            && self
+                .store
+                .get()
+                .is_some_and(|s| s.writer_failure().is_none())
+    }
+}
+
+/// The daemon's metrics and health. Created before the store is opened, so
+/// that `/health` and `/ready` answer during recovery.
+#[derive(Debug)]
+pub struct Metrics {
+    state: Arc<State>,
+    registry: Registry,
+}
+
+impl Metrics {
+    /// Metrics over the network server's `net` figures; the engine's join
+    /// once [`Metrics::store_opened`] is called.
+    pub fn new(net: Arc<NetStats>) -> Metrics {
+        let state = Arc::new(State {
+            started: Instant::now(),
+            phase: AtomicU8::new(Phase::Starting as u8),
+            store: OnceLock::new(),
+            net,
+        });
+        let mut registry = Registry::with_prefix("logbook");
+        registry.register_collector(Box::new(LogbookCollector(Arc::clone(&state))));
+        Metrics { state, registry }
+    }
+
+    /// Recovery finished: export the engine's figures too.
+    pub fn store_opened(&self, store: Store) {
+        let _ = self.state.store.set(store);
+    }
+
+    /// Moves to `phase` (never back to `Starting`).
+    pub fn set_phase(&self, phase: Phase) {
+        self.state.phase.store(phase as u8, Ordering::Release);
+    }
+
+    /// Where the daemon is.
+    pub fn phase(&self) -> Phase {
+        self.state.phase()
+    }
+
+    /// Whether the daemon accepts writes: recovery finished, it is serving
+    /// and not shutting down, and no write has failed (after a failed write
+    /// the store refuses writes until restarted).
+    pub fn is_ready(&self) -> bool {
+        self.state.ready()
+    }
+
+    /// The OpenMetrics text exposition of every figure, `# EOF` included.
+    pub fn render(&self) -> Result<String, fmt::Error> {
+        let mut out = String::with_capacity(8 << 10);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+/// Reads the live figures at scrape time.
+#[derive(Debug)]
+struct LogbookCollector(Arc<State>);
+
+fn counter(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    v: u64,
+) -> fmt::Result {
+    e.encode_descriptor(name, help, unit, MetricType::Counter)?
+        .encode_counter::<NoLabelSet, _, u64>(&v, None)
+}
+
+fn gauge<V: prometheus_client::encoding::EncodeGaugeValue>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    v: V,
+) -> fmt::Result {
+    e.encode_descriptor(name, help, unit, MetricType::Gauge)?
+        .encode_gauge(&v)
+}
+
+fn histogram(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    h: &Histogram,
+) -> fmt::Result {
+    let s = h.snapshot();
+    e.encode_descriptor(name, help, unit, MetricType::Histogram)?
+        .encode_histogram::<NoLabelSet>(s.sum, s.count, &s.buckets, None)
+}
+
+impl Collector for LogbookCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
+        let st = &self.0;
+        let secs = Some(&Unit::Seconds);
+        let bytes = Some(&Unit::Bytes);
+        gauge(
+            &mut e,
+            "uptime",
+            "Time since the daemon started.",
+            secs,
+            st.started.elapsed().as_secs_f64(),
+        )?;
+        gauge(
+            &mut e,
+            "ready",
+            "1 when the store is open and accepts writes (what /ready answers).",
+            None,
+            i64::from(st.ready()),
+        )?;
+
+        let net = &st.net;
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        gauge(
+            &mut e,
+            "connections",
+            "Open client connections.",
+            None,
+            load(&net.connections),
+        )?;
+        counter(
+            &mut e,
+            "connections_refused",
+            "Connections refused at the connection limit.",
+            None,
+            load(&net.refused),
+        )?;
+        gauge(
+            &mut e,
+            "subscriptions",
+            "Open subscriptions.",
+            None,
+            load(&net.subscriptions),
+        )?;
+        counter(
+            &mut e,
+            "events_read",
+            "Events returned by ReadStream and ReadAll replies.",
+            None,
+            load(&net.events_read),
+        )?;
+        counter(
+            &mut e,
+            "events_pushed",
+            "Events pushed to subscribers.",
+            None,
+            load(&net.events_pushed),
+        )?;
+        gauge(
+            &mut e,
+            "outbox",
+            "Replies and pushes waiting in connection outboxes, all connections together.",
+            bytes,
+            load(&net.outbox_bytes),
+        )?;
+        gauge(
+            &mut e,
+            "outbox_peak",
+            "The most bytes any one connection's outbox has held.",
+            bytes,
+            load(&net.outbox_peak),
+        )?;
+
+        let Some(store) = st.store.get() else {
+            // Recovering: the engine's figures do not exist yet.
+            return Ok(());
+        };
+        let s = store.stats();
+        let (max_lag, sum_lag) = net.subscription_lag(s.head);
+        gauge(
+            &mut e,
+            "subscription_max_lag_events",
+            "Events the furthest-behind open subscription has yet to be sent up to the durable head.",
+            None,
+            max_lag,
+        )?;
+        gauge(
+            &mut e,
+            "subscription_total_lag_events",
+            "Events all open subscriptions together have yet to be sent up to the durable head.",
+            None,
+            sum_lag,
+        )?;
+        gauge(
+            &mut e,
+            "head_position",
+            "Durable events: the position the next event gets.",
+            None,
+            s.head,
+        )?;
+        counter(
+            &mut e,
+            "appends",
+            "Appends acknowledged since start (idempotent repeats included).",
+            None,
+            s.appends,
+        )?;
+        counter(
+            &mut e,
+            "events_written",
+            "Events written since start.",
+            None,
+            s.events_written,
+        )?;
+        counter(
+            &mut e,
+            "group_commits",
+            "Group commits (one write each) since start.",
+            None,
+            s.groups,
+        )?;
+        counter(
+            &mut e,
+            "fsyncs",
+            "fdatasync calls on segment data since start.",
+            None,
+            s.fsyncs,
+        )?;
+        counter(
+            &mut e,
+            "written",
+            "Bytes of log records written since start.",
+            bytes,
+            s.bytes_written,
+        )?;
+        counter(
+            &mut e,
+            "conflicts",
+            "Appends refused for a wrong expected version since start.",
+            None,
+            s.conflicts,
+        )?;
+        gauge(
+            &mut e,
+            "streams",
+            "Streams with at least one event.",
+            None,
+            s.streams,
+        )?;
+        gauge(&mut e, "segments", "Segments in the log.", None, s.segments)?;
+        gauge(
+            &mut e,
+            "log",
+            "Size of the log's segment files.",
+            bytes,
+            s.log_bytes,
+        )?;
+        gauge(
+            &mut e,
+            "index_tables",
+            "Stream-index tables on disk.",
+            None,
+            s.index_tables,
+        )?;
+        gauge(
+            &mut e,
+            "index",
+            "Size of the stream-index tables.",
+            bytes,
+            s.index_bytes,
+        )?;
+        gauge(
+            &mut e,
+            "memtable_entries",
+            "Stream-index entries in memory, not yet in a table.",
+            None,
+            s.memtable_entries,
+        )?;
+        counter(
+            &mut e,
+            "index_flushes",
+            "Index tables written by flushes since start.",
+            None,
+            s.index_flushes,
+        )?;
+        counter(
+            &mut e,
+            "index_merges",
+            "Index tables written by merges since start.",
+            None,
+            s.index_merges,
+        )?;
+        gauge(
+            &mut e,
+            "writer_failed",
+            "1 once a write or fdatasync failed: writes are refused until restart.",
+            None,
+            i64::from(store.writer_failure().is_some()),
+        )?;
+
+        let h = store.histograms();
+        histogram(
+            &mut e,
+            "append_latency",
+            "From an append's submission to its reply (queue, group commit, fdatasync, publication).",
+            secs,
+            &h.append_latency,
+        )?;
+        histogram(
+            &mut e,
+            "fsync_latency",
+            "Each fdatasync of segment data (group commits and segment seals).",
+            secs,
+            &h.fsync_latency,
+        )?;
+        histogram(
+            &mut e,
+            "group_commit_appends",
+            "Appends answered by each group commit: one write and, with fsync durability, one fdatasync (appends per fsync).",
+            None,
+            &h.group_appends,
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_before_the_store_opens() {
+        let m = Metrics::new(Arc::default());
+        assert!(!m.is_ready());
+        let text = m.render().unwrap();
+        assert!(
+            text.contains("# TYPE logbook_uptime_seconds gauge"),
+            "{text}"
+        );
+        assert!(text.contains("logbook_ready 0\n"), "{text}");
+        assert!(text.contains("logbook_connections 0\n"), "{text}");
+        assert!(!text.contains("logbook_appends_total"), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn ready_only_while_serving_an_open_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Metrics::new(Arc::default());
+        m.set_phase(Phase::Serving);
+        assert!(!m.is_ready(), "no store yet");
+        let store = Store::open(crate::storage::StoreConfig::new(dir.path())).unwrap();
+        m.store_opened(store.clone());
+        assert!(m.is_ready());
+        let text = m.render().unwrap();
+        assert!(text.contains("logbook_appends_total 0\n"), "{text}");
+        assert!(
+            text.contains("logbook_append_latency_seconds_bucket{le=\"+Inf\"} 0\n"),
+            "{text}"
+        );
+        m.set_phase(Phase::Stopping);
+        assert!(!m.is_ready());
+        store.close().unwrap();
+    }
+
+    #[test]
+    fn a_failed_fsync_makes_the_daemon_unready() {
+        use crate::storage::fs::{Fault, MemFs};
+        use logbook_protocol::{EventId, ExpectedVersion, NewEvent, StreamName};
+
+        let fs = MemFs::new();
+        let config = crate::storage::StoreConfig {
+            vfs: Arc::new(fs.clone()),
+            ..crate::storage::StoreConfig::new("/data")
+        };
+        let store = Store::open(config).unwrap();
+        let m = Metrics::new(Arc::default());
+        m.store_opened(store.clone());
+        m.set_phase(Phase::Serving);
+        assert!(m.is_ready());
+        fs.fail_syncs_after(0, Fault::Eio);
+        let stream = StreamName::new("s").unwrap();
+        let e = NewEvent::new(EventId::from_u128(1), "E", "x");
+        assert!(
+            store
+                .append_blocking(&stream, ExpectedVersion::Any, vec![e])
+                .is_err()
+        );
+        assert!(!m.is_ready());
+        let text = m.render().unwrap();
+        assert!(text.contains("logbook_writer_failed 1\n"), "{text}");
+        assert!(text.contains("logbook_ready 0\n"), "{text}");
+    }
+}

@@ -1,0 +1,149 @@
+//! Stream counts survive flushes, merges and restarts; backup images taken
+//! while appenders run open as stores holding exactly their events.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use common::*;
+use logbook_protocol::{Direction, ExpectedVersion};
+use logbook_server::storage::backup::BackupImage;
+use logbook_server::storage::{Store, StoreConfig};
+
+#[test]
+fn stream_count_survives_flushes_merges_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(tiny_fast(dir.path())).unwrap();
+    let mut n = 0;
+    for i in 0..300u64 {
+        // 37 streams, each written many times.
+        store
+            .append_blocking(
+                &name(&format!("s-{}", i % 37)),
+                ExpectedVersion::Any,
+                evs(n, 2),
+            )
+            .unwrap();
+        n += 2;
+    }
+    let stats = store.stats();
+    assert!(stats.index_merges > 0, "{stats:?}");
+    assert_eq!(stats.streams, 37);
+    store.close().unwrap();
+    let store = Store::open(tiny_fast(dir.path())).unwrap();
+    assert_eq!(store.stats().streams, 37);
+    store
+        .append_blocking(&name("new"), ExpectedVersion::NoStream, evs(n, 1))
+        .unwrap();
+    assert_eq!(store.stats().streams, 38);
+    // A crash: the memtable is lost and replayed from the log.
+    store.abandon();
+    let store = Store::open(tiny_fast(dir.path())).unwrap();
+    assert_eq!(store.stats().streams, 38);
+}
+
+/// Writes `image` into `to` the way a backup client does.
+fn write_image(image: &BackupImage, to: &Path) {
+    for f in &image.files {
+        let path = to.join(&f.name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut bytes = Vec::new();
+        let mut at = 0;
+        while at < f.len {
+            let chunk = f.read(at, 1000).unwrap();
+            assert!(!chunk.is_empty());
+            at += chunk.len() as u64;
+            bytes.extend_from_slice(&chunk);
+        }
+        assert!(f.read(f.len, 10).unwrap().is_empty());
+        std::fs::write(path, bytes).unwrap();
+    }
+    std::fs::create_dir_all(to.join("index")).unwrap();
+    std::fs::write(to.join("index/MANIFEST"), &image.manifest).unwrap();
+}
+
+/// `tiny` with segments large enough that a few thousand events take tens
+/// of segments, not thousands of open files.
+fn small(dir: &Path) -> StoreConfig {
+    StoreConfig {
+        segment_bytes: 32 << 10,
+        ..tiny(dir)
+    }
+}
+
+#[test]
+fn images_taken_during_appends_open_with_exactly_their_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(small(dir.path())).unwrap();
+    let images_done = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..3u64)
+        .map(|w| {
+            let store = store.clone();
+            let images_done = Arc::clone(&images_done);
+            std::thread::spawn(move || {
+                // A bounded amount of work, going on while images are taken.
+                let mut i = 0u64;
+                while i < 400 && !(images_done.load(Ordering::Relaxed) && i >= 50) {
+                    store
+                        .append_blocking(
+                            &name(&format!("w{w}-{}", i % 5)),
+                            ExpectedVersion::Any,
+                            evs(w * 1_000_000 + i * 3, 1 + i % 3),
+                        )
+                        .unwrap();
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    let mut images = Vec::new();
+    for _ in 0..15 {
+        let image = store.backup_image().unwrap();
+        let copy = tempfile::tempdir().unwrap();
+        write_image(&image, copy.path());
+        images.push((image.position, copy));
+    }
+    images_done.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().unwrap();
+    }
+    let all = store
+        .read_all(None, Direction::Forward, 1_000_000)
+        .unwrap()
+        .events;
+    for (position, copy) in images {
+        let restored = Store::open(small(copy.path())).unwrap();
+        let report = restored.recovery_report().clone();
+        assert!(report.truncated.is_none(), "{report:?}");
+        assert_eq!(restored.head().0, position);
+        let got = restored
+            .read_all(None, Direction::Forward, 1_000_000)
+            .unwrap()
+            .events;
+        assert_eq!(got.as_slice(), &all[..position as usize]);
+        // The stream index agrees with the log, and the copy takes appends.
+        for w in 0..3 {
+            for s in 0..5 {
+                let stream = format!("w{w}-{s}");
+                let want: Vec<_> = got.iter().filter(|e| e.stream.as_str() == stream).collect();
+                let read = restored
+                    .read_stream(&stream, None, Direction::Forward, 1_000_000)
+                    .map(|s| s.events)
+                    .unwrap_or_default();
+                assert_eq!(read.iter().collect::<Vec<_>>(), want);
+            }
+        }
+        let streams = got
+            .iter()
+            .map(|e| e.stream.as_str())
+            .collect::<std::collections::HashSet<_>>()
+            .len() as u64;
+        assert_eq!(restored.stats().streams, streams);
+        let r = restored
+            .append_blocking(&name("after"), ExpectedVersion::NoStream, evs(0, 1))
+            .unwrap();
+        assert_eq!(r.first_position.0, position);
+    }
+}
