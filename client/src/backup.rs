@@ -7,18 +7,26 @@
 //! directory fsync), so that the directory opens as a store with the
 //! image's events.
 //!
+//! The directory says what state it is in. `BACKUP-INCOMPLETE` is written
+//! (and made durable) before anything is changed and removed last: the
+//! daemon refuses to open a directory that has it. `BACKUP` records, after
+//! each completed run, the position and every file with its length; all of
+//! those bytes were fsynced before it was written.
+//!
 //! A second backup into the same directory copies only what is new: a
-//! file already there is kept if its last bytes match the server's (sealed
-//! segments and index tables never change; the active segment only grows,
-//! so its copy is extended from where it ends). Anything else is copied
-//! again, and files the image no longer lists (index tables merged away)
-//! are removed after the new MANIFEST is in place.
+//! file's bytes are trusted up to the length `BACKUP` records for it (never
+//! bytes an interrupted run left unsynced) if its last bytes there match
+//! the server's (sealed segments and index tables never change; the active
+//! segment only grows, so its copy is extended from where it ended).
+//! Anything else is copied again, and files the image no longer lists
+//! (index tables merged away) are removed after the new MANIFEST is in
+//! place. A directory that is neither empty nor a backup is refused, so a
+//! mistyped `--to` cannot overwrite another store.
 //!
 //! The directory's `LOCK` is held throughout, so a backup never writes into
-//! a directory a running daemon uses, and a daemon cannot open a backup
-//! that is half written.
+//! a directory a running daemon uses.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -57,8 +65,15 @@ pub struct BackupReport {
     pub bytes_total: u64,
 }
 
-/// Bytes asked for per read.
+/// Most bytes asked for per read.
 const CHUNK: u32 = MAX_BACKUP_READ;
+/// Marks a directory whose backup has not completed (the daemon refuses
+/// it); the same name as `logbook_server::storage::UNFINISHED_BACKUP_MARKER`.
+const INCOMPLETE: &str = "BACKUP-INCOMPLETE";
+/// What the last completed backup wrote.
+const RECORD: &str = "BACKUP";
+/// First line of `BACKUP`.
+const RECORD_MAGIC: &str = "logbook-backup 1";
 /// Reads in flight at once per file.
 const READ_AHEAD: usize = 4;
 /// Bytes compared at the end of a file already present.
@@ -95,7 +110,7 @@ fn checked_name(name: &str) -> Result<(&'static str, &str)> {
         _ => return Err(bad()),
     };
     let stem = file.strip_suffix(ext).ok_or_else(bad)?;
-    if stem.is_empty() || stem.len() > 32 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
     }
     Ok((dir, file))
@@ -127,9 +142,9 @@ impl Client {
         mut progress: impl FnMut(&BackupProgress) + Send,
     ) -> Result<BackupReport> {
         let dir = dir.as_ref().to_path_buf();
-        let lock = {
+        let (lock, record) = {
             let dir = dir.clone();
-            blocking(move || lock_dir(&dir)).await?
+            blocking(move || prepare_dir(&dir)).await?
         };
         let conn = self.connection().await?;
         let begin = Self::exchange(&conn, &Request::BackupBegin(BackupBegin), &|r| match r {
@@ -137,7 +152,7 @@ impl Client {
             _ => None,
         })
         .await?;
-        let result = copy_image(&conn, &dir, &begin, &mut progress).await;
+        let result = copy_image(&conn, &dir, &begin, &record, &mut progress).await;
         // Release the server's pins whatever happened (the connection's
         // end would too).
         let end = Request::BackupEnd(BackupEnd {
@@ -152,11 +167,17 @@ impl Client {
     }
 }
 
-/// Creates `dir` and takes its `LOCK`, as the daemon does.
-fn lock_dir(dir: &Path) -> Result<File> {
+/// Creates `dir` and takes its `LOCK`, as the daemon does; refuses a
+/// directory that is neither empty nor a backup; returns the lock and what
+/// the last completed backup recorded (file name -> durable length).
+fn prepare_dir(dir: &Path) -> Result<(File, HashMap<String, u64>)> {
     for sub in ["log", "index"] {
         let d = dir.join(sub);
         std::fs::create_dir_all(&d).map_err(local("create directory", &d))?;
+    }
+    sync_dir(dir)?;
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        sync_dir(parent)?;
     }
     let path = dir.join("LOCK");
     let file = OpenOptions::new()
@@ -166,21 +187,97 @@ fn lock_dir(dir: &Path) -> Result<File> {
         .open(&path)
         .map_err(local("open", &path))?;
     match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::LocalIo {
-            context: "lock",
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(Error::LocalIo {
+                context: "lock",
+                path,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    "the directory is in use (a running daemon or another backup)",
+                ),
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(Error::LocalIo {
+                context: "lock",
+                path,
+                source: e,
+            });
+        }
+    }
+    let record = read_record(dir)?;
+    let is_backup = record.is_some() || dir.join(INCOMPLETE).exists();
+    if !is_backup {
+        for sub in ["log", "index"] {
+            let d = dir.join(sub);
+            if std::fs::read_dir(&d)
+                .map_err(local("list", &d))?
+                .next()
+                .is_some()
+            {
+                return Err(Error::LocalIo {
+                    context: "back up into",
+                    path: dir.to_path_buf(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::AlreadyExists,
+                        "the directory holds data but is not a Logbook backup; choose an empty directory",
+                    ),
+                });
+            }
+        }
+    }
+    // From here on the directory is not a consistent store until done.
+    write_durably(
+        dir,
+        INCOMPLETE,
+        b"a backup is being written; run it again to complete it\n",
+    )?;
+    Ok((file, record.unwrap_or_default()))
+}
+
+/// Reads `BACKUP`: file name -> length. `None` if there is none.
+fn read_record(dir: &Path) -> Result<Option<HashMap<String, u64>>> {
+    let path = dir.join(RECORD);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(local("read", &path)(e)),
+    };
+    let mut lines = text.lines();
+    if lines.next() != Some(RECORD_MAGIC) {
+        return Err(Error::LocalIo {
+            context: "read",
             path,
             source: std::io::Error::new(
-                std::io::ErrorKind::WouldBlock,
-                "the directory is in use (a running daemon or another backup)",
+                std::io::ErrorKind::InvalidData,
+                "not a Logbook backup record",
             ),
-        }),
-        Err(std::fs::TryLockError::Error(e)) => Err(Error::LocalIo {
-            context: "lock",
-            path,
-            source: e,
-        }),
+        });
     }
+    // Lines: "position N", then "<len> <name>"; anything unparsable is
+    // simply not trusted (its file is copied again).
+    let files = lines
+        .filter_map(|l| {
+            let (len, name) = l.split_once(' ')?;
+            Some((name.to_owned(), len.parse().ok()?))
+        })
+        .collect();
+    Ok(Some(files))
+}
+
+/// Writes `dir/name` atomically and durably (temporary file, fsync,
+/// rename, directory fsync).
+fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let path = dir.join(name);
+    {
+        let mut f = File::create(&tmp).map_err(local("create", &tmp))?;
+        f.write_all(bytes).map_err(local("write", &tmp))?;
+        f.sync_all().map_err(local("fsync", &tmp))?;
+    }
+    std::fs::rename(&tmp, &path).map_err(local("rename", &path))?;
+    sync_dir(dir)
 }
 
 async fn read_range(
@@ -203,21 +300,24 @@ async fn read_range(
     .await
 }
 
-/// Where copying a file starts: its current length if the local copy is a
-/// prefix of the server's (its last bytes match), else 0.
+/// Where copying a file starts: the length the last completed backup
+/// recorded for it (bytes known durable), if the server's last bytes up to
+/// there match ours; else 0. Also returns the local file's length.
 async fn resume_point(
     conn: &Connection,
     begin: &BackupBeginOk,
     index: u32,
     file: &BackupFile,
     path: &Path,
-) -> Result<u64> {
-    let have = match std::fs::metadata(path) {
+    recorded: u64,
+) -> Result<(u64, u64)> {
+    let local_len = match std::fs::metadata(path) {
         Ok(m) => m.len(),
-        Err(_) => return Ok(0),
+        Err(_) => return Ok((0, 0)),
     };
+    let have = local_len.min(recorded);
     if have == 0 || have > file.len {
-        return Ok(0);
+        return Ok((0, local_len));
     }
     let from = have - have.min(TAIL_CHECK);
     let theirs = read_range(conn, begin.backup, index, from, (have - from) as u32).await?;
@@ -235,20 +335,53 @@ async fn resume_point(
         })
         .await?
     };
-    Ok(if theirs.as_ref() == ours.as_slice() {
+    let start = if theirs.as_ref() == ours.as_slice() {
         have
     } else {
         0
+    };
+    Ok((start, local_len))
+}
+
+fn malformed(reason: String) -> Error {
+    Error::Protocol(logbook_protocol::Error::Malformed {
+        opcode: logbook_protocol::Opcode::BackupRead,
+        reason,
     })
+}
+
+/// Decodes a `BackupRead` reply.
+fn read_reply(frame: &logbook_protocol::Frame, request: &Request) -> Result<Bytes> {
+    match logbook_protocol::ServerMessage::decode(frame) {
+        Ok(logbook_protocol::ServerMessage::Response(Response::BackupReadOk(d))) => Ok(d),
+        Ok(logbook_protocol::ServerMessage::Error(e)) => Err(Error::from_reply(e, request)),
+        Ok(_) => Err(malformed("reply of the wrong type".into())),
+        Err(e) => Err(Error::Protocol(e)),
+    }
 }
 
 async fn copy_image(
     conn: &Connection,
     dir: &Path,
     begin: &BackupBeginOk,
+    record: &HashMap<String, u64>,
     progress: &mut (impl FnMut(&BackupProgress) + Send),
 ) -> Result<BackupReport> {
-    let total: u64 = begin.files.iter().map(|f| f.len).sum();
+    let mut names = HashSet::new();
+    let mut total = 0u64;
+    for f in &begin.files {
+        checked_name(&f.name)?;
+        if !names.insert(f.name.as_str()) {
+            return Err(malformed(format!("backup image lists {} twice", f.name)));
+        }
+        total = total
+            .checked_add(f.len)
+            .ok_or_else(|| malformed("backup image sizes overflow".into()))?;
+    }
+    let chunk = CHUNK.min(begin.max_read);
+    if chunk == 0 {
+        return Err(malformed("the server allows reads of 0 bytes".into()));
+    }
     let mut done = 0u64;
     let mut report = BackupReport {
         position: begin.position,
@@ -267,9 +400,11 @@ async fn copy_image(
         let path = dir.join(sub).join(name);
         keep.insert(path.clone());
         let index = i as u32;
-        let start = resume_point(conn, begin, index, f, &path).await?;
+        let recorded = record.get(&f.name).copied().unwrap_or(0);
+        let (start, local_len) = resume_point(conn, begin, index, f, &path, recorded).await?;
         done += start;
-        if start == f.len {
+        if start == f.len && local_len == f.len {
+            // Whole, and durable since the run that recorded it.
             progress(&BackupProgress {
                 copied_bytes: done,
                 total_bytes: total,
@@ -293,51 +428,34 @@ async fn copy_image(
             })
             .await?
         };
-        // Keep READ_AHEAD reads in flight; write them in order.
+        // Keep READ_AHEAD reads in flight; write them in order. A short
+        // reply (a server with smaller reads than it said) is written and
+        // the reads after it are asked again from where it ended.
+        let mut written = start;
         let mut next = start;
         let mut in_flight = VecDeque::new();
-        loop {
+        while written < f.len {
             while in_flight.len() < READ_AHEAD && next < f.len {
-                let len = (f.len - next).min(u64::from(CHUNK)) as u32;
+                let len = (f.len - next).min(u64::from(chunk)) as u32;
                 let req = Request::BackupRead(BackupRead {
                     backup: begin.backup,
                     file: index,
                     offset: next,
                     len,
                 });
-                in_flight.push_back((conn.send(&req)?, u64::from(len)));
+                in_flight.push_back((conn.send(&req)?, req, u64::from(len)));
                 next += u64::from(len);
             }
-            let Some((reply, want)) = in_flight.pop_front() else {
+            let Some((reply, req, want)) = in_flight.pop_front() else {
                 break;
             };
-            let frame = reply.await?;
-            let data = match logbook_protocol::ServerMessage::decode(&frame) {
-                Ok(logbook_protocol::ServerMessage::Response(Response::BackupReadOk(d))) => d,
-                Ok(logbook_protocol::ServerMessage::Error(e)) => {
-                    return Err(Error::from_reply(
-                        e,
-                        &Request::BackupRead(BackupRead {
-                            backup: begin.backup,
-                            file: index,
-                            offset: 0,
-                            len: 0,
-                        }),
-                    ));
-                }
-                Ok(_) => {
-                    return Err(Error::Protocol(logbook_protocol::Error::Malformed {
-                        opcode: logbook_protocol::Opcode::BackupRead,
-                        reason: "reply of the wrong type".into(),
-                    }));
-                }
-                Err(e) => return Err(Error::Protocol(e)),
-            };
-            if data.len() as u64 != want {
-                return Err(Error::Protocol(logbook_protocol::Error::Malformed {
-                    opcode: logbook_protocol::Opcode::BackupRead,
-                    reason: format!("asked for {want} bytes of {}, got {}", f.name, data.len()),
-                }));
+            let data = read_reply(&reply.await?, &req)?;
+            let got = data.len() as u64;
+            if got == 0 || got > want {
+                return Err(malformed(format!(
+                    "asked for {want} bytes of {} at {written}, got {got}",
+                    f.name
+                )));
             }
             let path = path.clone();
             out = blocking(move || {
@@ -345,8 +463,14 @@ async fn copy_image(
                 Ok(out)
             })
             .await?;
-            done += want;
-            report.bytes_copied += want;
+            written += got;
+            done += got;
+            report.bytes_copied += got;
+            if got < want {
+                // Dropping the replies forgets them; ask again from here.
+                in_flight.clear();
+                next = written;
+            }
             progress(&BackupProgress {
                 copied_bytes: done,
                 total_bytes: total,
@@ -355,10 +479,15 @@ async fn copy_image(
         let path = path.clone();
         blocking(move || out.sync_all().map_err(local("fsync", &path))).await?;
     }
-    // The files are durable: now the directories, then the MANIFEST.
+    // The files are durable: now the directories, the MANIFEST, the
+    // record, and last the marker goes.
     let dir = dir.to_path_buf();
     let manifest = begin.manifest.clone();
-    blocking(move || finish(&dir, &manifest, &keep)).await?;
+    let mut text = format!("{RECORD_MAGIC}\nposition {}\n", begin.position.0);
+    for f in &begin.files {
+        text.push_str(&format!("{} {}\n", f.len, f.name));
+    }
+    blocking(move || finish(&dir, &manifest, &keep, &text)).await?;
     Ok(report)
 }
 
@@ -368,31 +497,26 @@ fn sync_dir(path: &Path) -> Result<()> {
         .map_err(local("fsync directory", path))
 }
 
-/// Syncs the directories, installs the MANIFEST atomically, and removes
-/// files the image does not list.
-fn finish(dir: &Path, manifest: &[u8], keep: &HashSet<PathBuf>) -> Result<()> {
+/// Syncs the directories, installs the MANIFEST atomically, removes files
+/// the image does not list, writes the record and removes the marker.
+fn finish(dir: &Path, manifest: &[u8], keep: &HashSet<PathBuf>, record: &str) -> Result<()> {
     let (log, index) = (dir.join("log"), dir.join("index"));
     sync_dir(&log)?;
-    sync_dir(&index)?;
-    let tmp = index.join("MANIFEST.tmp");
-    let path = index.join("MANIFEST");
-    {
-        let mut f = File::create(&tmp).map_err(local("create", &tmp))?;
-        f.write_all(manifest).map_err(local("write", &tmp))?;
-        f.sync_all().map_err(local("fsync", &tmp))?;
-    }
-    std::fs::rename(&tmp, &path).map_err(local("rename", &path))?;
-    sync_dir(&index)?;
+    write_durably(&index, "MANIFEST", manifest)?;
+    let manifest_path = index.join("MANIFEST");
     for d in [&log, &index] {
         for entry in std::fs::read_dir(d).map_err(local("list", d))? {
             let p = entry.map_err(local("list", d))?.path();
-            if p != path && !keep.contains(&p) {
+            if p != manifest_path && !keep.contains(&p) {
                 std::fs::remove_file(&p).map_err(local("remove", &p))?;
             }
         }
         sync_dir(d)?;
     }
-    Ok(())
+    write_durably(dir, RECORD, record.as_bytes())?;
+    let marker = dir.join(INCOMPLETE);
+    std::fs::remove_file(&marker).map_err(local("remove", &marker))?;
+    sync_dir(dir)
 }
 
 #[cfg(test)]
@@ -414,13 +538,15 @@ mod tests {
             "LOCK",
             "log/../x.seg",
             "/etc/passwd",
-            "log/0.sidx",
-            "index/0.seg",
+            "log/00000000000000000000.sidx",
+            "index/00000000000000000000.seg",
             "log/.seg",
             "log/a/0.seg",
             "other/0.seg",
             "log/0.seg/",
             "log/00000000000000000000000000000000000.seg",
+            "log/0.seg",
+            "index/7.sidx",
         ] {
             assert!(checked_name(bad).is_err(), "{bad:?}");
         }

@@ -264,3 +264,96 @@ async fn bad_backup_requests_get_typed_errors() {
     assert_eq!(all_events(&client).await.len(), 1);
     server.stop().await;
 }
+
+/// A server whose frames are smaller than 1 MiB reads backups in smaller
+/// pieces; the client follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_with_small_frames() {
+    let server = TestServer::start_tuned(|store, net| {
+        store.max_batch_bytes = 256 << 10;
+        store.max_event_bytes = 128 << 10;
+        net.max_frame_bytes = 512 << 10;
+    })
+    .await;
+    let client = Client::connect(server.addr).await.unwrap();
+    for i in 0..30u64 {
+        let big = NewEvent::new(EventId::new_v7(), "Blob", logbook_tests::payload(100_000));
+        client
+            .append(format!("blob-{}", i % 3), ExpectedVersion::Any, vec![big])
+            .await
+            .unwrap();
+    }
+    let target = tempfile::tempdir().unwrap();
+    let report = client.backup(target.path(), |_| {}).await.unwrap();
+    assert_eq!(report.position.0, 30);
+    assert!(report.bytes_total > 3_000_000, "{report:?}");
+    let original = all_events(&client).await;
+    server.stop().await;
+    let restored =
+        TestServer::start_with(StoreConfig::new(target.path()), ServerConfig::default()).await;
+    let c2 = Client::connect(restored.addr).await.unwrap();
+    assert_eq!(all_events(&c2).await, original);
+    restored.stop().await;
+}
+
+/// A backup cut off half way leaves a directory the daemon refuses; the
+/// next run completes it. A directory holding another store is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_backups_are_refused_until_completed() {
+    let server = TestServer::start_tuned(small).await;
+    let client = Client::connect(server.addr).await.unwrap();
+    for i in 0..400u64 {
+        client
+            .append(
+                format!("acct-{}", i % 9),
+                ExpectedVersion::Any,
+                (0..5).map(|k| event(0, i * 5 + k)).collect(),
+            )
+            .await
+            .unwrap();
+    }
+    let proxy = logbook_tests::Proxy::start(server.addr).await;
+    let through_proxy = Client::connect_with(
+        proxy.addr,
+        logbook_client::ClientOptions::default().retry(logbook_client::RetryPolicy::none()),
+    )
+    .await
+    .unwrap();
+    let target = tempfile::tempdir().unwrap();
+    let cut = through_proxy
+        .backup(target.path(), |p| {
+            if p.copied_bytes > 0 {
+                proxy.cut();
+            }
+        })
+        .await;
+    assert!(cut.is_err(), "{cut:?}");
+    match logbook_server::storage::Store::open(StoreConfig::new(target.path())) {
+        Err(logbook_server::storage::StorageError::UnfinishedBackup { .. }) => {}
+        other => panic!("an unfinished backup opened: {other:?}"),
+    }
+    let done = client.backup(target.path(), |_| {}).await.unwrap();
+    let original = all_events(&client).await;
+    let restored =
+        TestServer::start_with(StoreConfig::new(target.path()), ServerConfig::default()).await;
+    let c2 = Client::connect(restored.addr).await.unwrap();
+    assert_eq!(all_events(&c2).await, original[..done.position.0 as usize]);
+    restored.stop().await;
+    // Another store's (stopped) data directory is not a backup target.
+    let other = TestServer::start().await;
+    let other_dir = other.dir.as_ref().unwrap().path().to_path_buf();
+    let other_client = Client::connect(other.addr).await.unwrap();
+    other_client
+        .append("x", ExpectedVersion::Any, vec![event(9, 9)])
+        .await
+        .unwrap();
+    other.store.close().unwrap();
+    match client.backup(&other_dir, |_| {}).await {
+        Err(Error::LocalIo {
+            context: "back up into",
+            ..
+        }) => {}
+        result => panic!("backup into another store's directory: {result:?}"),
+    }
+    server.stop().await;
+}

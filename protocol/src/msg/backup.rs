@@ -4,7 +4,7 @@
 //! ```text
 //! BackupBegin   {}  ->  BackupBeginOk { backup: uint32, position: uint64,
 //!                                       files: [{ name: str, len: uint64 }],
-//!                                       manifest: bin }
+//!                                       manifest: bin, max_read: uint32 }
 //! BackupRead    { backup: uint32, file: uint32, offset: uint64, len: uint32 }
 //!               ->  BackupReadOk { data: bin }
 //! BackupEnd     { backup: uint32 }  ->  BackupEndOk {}
@@ -17,7 +17,8 @@
 //! of the image. The files stay readable for the session even if the store
 //! later merges index tables away. `BackupRead` returns up to `len` bytes of
 //! file number `file` (an index into `files`) from `offset`; fewer only at
-//! the file's listed length, and never more than the server's limit (1 MiB).
+//! the file's listed length or past `max_read` (at most 1 MiB, less if the
+//! server's frames are smaller).
 //! A session ends with `BackupEnd` or when its connection closes. Writing
 //! the files at their paths plus the manifest gives a data directory that
 //! opens as a store with exactly `position` events.
@@ -55,6 +56,8 @@ pub struct BackupBeginOk {
     pub files: Vec<BackupFile>,
     /// The bytes of `index/MANIFEST` for the image.
     pub manifest: Bytes,
+    /// Most bytes one `BackupRead` returns.
+    pub max_read: u32,
 }
 
 /// Reads part of a file of a backup image.
@@ -83,6 +86,12 @@ pub(crate) struct BackupBeginOkWire {
     pub(crate) position: u64,
     pub(crate) files: Vec<BackupFile>,
     pub(crate) manifest: Bytes,
+    #[serde(default = "default_max_read")]
+    pub(crate) max_read: u32,
+}
+
+fn default_max_read() -> u32 {
+    MAX_BACKUP_READ
 }
 
 impl BackupBeginOk {
@@ -92,6 +101,7 @@ impl BackupBeginOk {
             position: self.position.0,
             files: self.files.clone(),
             manifest: self.manifest.clone(),
+            max_read: self.max_read,
         }
     }
 
@@ -101,6 +111,7 @@ impl BackupBeginOk {
             position: LogPosition(w.position),
             files: w.files,
             manifest: w.manifest,
+            max_read: w.max_read,
         }
     }
 }

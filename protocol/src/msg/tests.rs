@@ -245,16 +245,20 @@ fn backup_begin_ok() -> impl Strategy<Value = BackupBeginOk> {
         position(),
         prop::collection::vec(("[a-z0-9/.]{0,24}", any::<u64>()), 0..6),
         prop::collection::vec(any::<u8>(), 0..64),
+        any::<u32>(),
     )
-        .prop_map(|(backup, position, files, manifest)| BackupBeginOk {
-            backup,
-            position,
-            files: files
-                .into_iter()
-                .map(|(name, len)| BackupFile { name, len })
-                .collect(),
-            manifest: Bytes::from(manifest),
-        })
+        .prop_map(
+            |(backup, position, files, manifest, max_read)| BackupBeginOk {
+                backup,
+                position,
+                files: files
+                    .into_iter()
+                    .map(|(name, len)| BackupFile { name, len })
+                    .collect(),
+                manifest: Bytes::from(manifest),
+                max_read,
+            },
+        )
 }
 
 pub(crate) fn response() -> impl Strategy<Value = Response> {

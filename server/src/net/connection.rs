@@ -27,7 +27,7 @@ use logbook_protocol::frame::decode_frame;
 use logbook_protocol::{
     AppendResult, BackupBeginOk, BackupFile, BackupRead, ErrorCode, ErrorReply, Frame, HelloOk,
     Kind, LogPosition, Opcode, PROTOCOL_VERSION, Pong, ReadAllOk, ReadStreamOk, Request, Response,
-    StreamName, msg::MAX_BACKUP_READ,
+    StreamName,
 };
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -80,14 +80,16 @@ pub(super) struct Connection {
     frame_started: Option<tokio::time::Instant>,
     /// Its charge on the server's budget for large incomplete frames.
     frame_charge: Option<tokio::sync::OwnedSemaphorePermit>,
-    /// Pinned backup images, by session id.
-    backups: HashMap<u32, Arc<BackupImage>>,
+    /// Pinned backup images, by session id, with their server-wide slot.
+    backups: HashMap<u32, (Arc<BackupImage>, tokio::sync::OwnedSemaphorePermit)>,
     /// Id of the last backup session opened.
     next_backup: u32,
 }
 
 /// Backup sessions one connection may hold at once (each pins files).
 const MAX_BACKUPS_PER_CONNECTION: usize = 4;
+/// Backup sessions the server holds at once.
+pub(super) const MAX_BACKUPS: usize = 16;
 
 /// Frames up to this size are not charged to the budget: every connection
 /// may hold one without asking.
@@ -508,6 +510,17 @@ impl Connection {
             );
             return;
         }
+        let Ok(slot) = Arc::clone(&self.shared.backup_slots).try_acquire_owned() else {
+            self.send_error(
+                opcode,
+                corr_id,
+                ErrorReply::new(
+                    ErrorCode::ServerBusy,
+                    format!("the server holds {MAX_BACKUPS} backup sessions; try again later"),
+                ),
+            );
+            return;
+        };
         let store = self.shared.store.clone();
         let image = match tokio::task::spawn_blocking(move || store.backup_image()).await {
             Ok(Ok(image)) => Arc::new(image),
@@ -538,9 +551,10 @@ impl Connection {
                 })
                 .collect(),
             manifest: Bytes::from(image.manifest.clone()),
+            max_read: self.shared.max_backup_read(),
         };
         tracing::info!(peer = %self.peer, position = image.position, bytes = image.total_bytes(), "backup started");
-        self.backups.insert(id, image);
+        self.backups.insert(id, (image, slot));
         self.send(corr_id, opcode, &Response::BackupBeginOk(reply));
     }
 
@@ -548,7 +562,7 @@ impl Connection {
     /// runtime's threads: backups read cold segments).
     async fn backup_read(&mut self, corr_id: u32, r: BackupRead) {
         let opcode = Opcode::BackupRead;
-        let Some(image) = self.backups.get(&r.backup).cloned() else {
+        let Some(image) = self.backups.get(&r.backup).map(|(i, _)| Arc::clone(i)) else {
             self.send_error(
                 opcode,
                 corr_id,
@@ -570,8 +584,7 @@ impl Connection {
             );
             return;
         }
-        let max = (r.len.min(MAX_BACKUP_READ) as usize)
-            .min((self.shared.config.max_frame_bytes as usize).saturating_sub(1024));
+        let max = self.shared.max_backup_read().min(r.len) as usize;
         let read = tokio::task::spawn_blocking(move || {
             image
                 .files

@@ -36,6 +36,7 @@ pub fn read_error(e: &ReadError) -> ErrorReply {
 pub fn storage_error(e: &StorageError) -> ErrorReply {
     let code = match e {
         StorageError::ShuttingDown => ErrorCode::ShuttingDown,
+        StorageError::Busy(_) => ErrorCode::ServerBusy,
         e if e.is_corruption() => ErrorCode::Corruption,
         // WriterFailed, I/O errors and the rest: the server's own trouble,
         // not the request's. The message says what it was.

@@ -98,9 +98,17 @@ struct Shared {
     frame_budget: Arc<Semaphore>,
     /// Recent counter samples, for the rates in `Stats`.
     meter: Arc<stats::RateMeter>,
+    /// Backup sessions the server may hold (each pins files).
+    backup_slots: Arc<Semaphore>,
 }
 
 impl Shared {
+    /// Most bytes one `BackupRead` reply carries: 1 MiB, or less to fit
+    /// the frame.
+    fn max_backup_read(&self) -> u32 {
+        logbook_protocol::msg::MAX_BACKUP_READ.min(self.config.max_frame_bytes.saturating_sub(1024))
+    }
+
     /// The limit of one read reply: the client's count, at most the
     /// server's, and half a frame of bytes (an event past the budget may
     /// still be taken, and `fit_in_frame` trims what would overflow).
@@ -242,6 +250,7 @@ pub async fn run_with_stats(
         stats,
         frame_budget,
         meter,
+        backup_slots: Arc::new(Semaphore::new(connection::MAX_BACKUPS)),
     });
     let slots = Arc::new(Semaphore::new(shared.config.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -65,27 +65,27 @@ impl BackupImage {
     }
 }
 
-/// Publishes racing with the snapshot make it retry; this many times is
-/// far more than a store under any load needs (a publish takes
-/// microseconds), and bounds the loop.
-const MAX_ATTEMPTS: usize = 10_000;
+/// Publishes racing with the snapshot make it retry. Each attempt is a
+/// few atomic loads per segment, so even at tens of thousands of publishes
+/// a second one succeeds within a few tries; this bounds the loop.
+const MAX_ATTEMPTS: usize = 1_000;
 
 impl Store {
-    /// Pins a consistent image of the store for an online backup. Blocks
-    /// briefly if an index flush is in progress.
+    /// Pins a consistent image of the store for an online backup. Fails
+    /// with [`StorageError::Busy`] if appends kept racing with it.
     pub fn backup_image(&self) -> Result<BackupImage, StorageError> {
         let shared = &self.inner.shared;
-        // The index first: it covers at most the head loaded below. Holding
-        // the manifest lock, no flush or merge is half done, so the tables
-        // are exactly the MANIFEST's.
+        // The index first: it covers at most the head loaded below (its
+        // entries were published before that head). The MANIFEST kept with
+        // the tables lists exactly them.
         let (manifest, tables) = {
-            let m = shared.manifest.lock();
-            (m.clone(), Arc::clone(&shared.index.read().tables))
+            let g = shared.index.read();
+            (Arc::clone(&g.manifest), Arc::clone(&g.tables))
         };
-        let mut files: Vec<ImageFile> = Vec::new();
+        let mut pinned: Vec<(Arc<segment::Segment>, u64)> = Vec::new();
         let mut position = None;
         for _ in 0..MAX_ATTEMPTS {
-            files.clear();
+            pinned.clear();
             let head = shared.head();
             let segs = Arc::clone(&shared.segments.read());
             let mut consistent = true;
@@ -94,29 +94,25 @@ impl Store {
                 if s.first_position >= head && i > 0 {
                     break;
                 }
-                // data_end before end_position: `publish` stores them the
-                // other way round, so a new data_end implies a new
-                // end_position, which the head check below catches.
+                // `publish` stores end_position, then data_end, then marks
+                // a seal, then (later) the head. Loading in the opposite
+                // order, a newer value of any of them implies a newer
+                // end_position, which the check against the head catches.
+                let sealed = s.is_sealed();
                 let data_end = s.data_end();
                 let end = s.end_position();
-                let sealed = s.is_sealed();
                 if end > head {
                     consistent = false;
                     break;
                 }
                 let len = if sealed {
-                    s.file
-                        .len()
+                    s.sealed_len()
                         .map_err(|e| StorageError::io("stat", &s.path, e))?
                 } else {
                     data_end.max(HEADER_LEN)
                 };
                 last_end = end;
-                files.push(ImageFile {
-                    name: format!("log/{}", segment::file_name(s.first_position)),
-                    len,
-                    file: Arc::clone(&s.file),
-                });
+                pinned.push((Arc::clone(s), len));
             }
             if consistent && last_end == head && shared.head() == head {
                 position = Some(head);
@@ -125,7 +121,7 @@ impl Store {
             std::thread::yield_now();
         }
         let position = position.ok_or_else(|| {
-            StorageError::InvalidConfig("could not pin a consistent backup image".into())
+            StorageError::Busy("appends kept racing with the backup snapshot".into())
         })?;
         if manifest.indexed_through > position {
             // Cannot happen (the index is taken before the head); refuse
@@ -135,6 +131,14 @@ impl Store {
                 manifest.indexed_through
             )));
         }
+        let mut files: Vec<ImageFile> = pinned
+            .into_iter()
+            .map(|(s, len)| ImageFile {
+                name: format!("log/{}", segment::file_name(s.first_position)),
+                len,
+                file: Arc::clone(&s.file),
+            })
+            .collect();
         for t in tables.iter() {
             let file = Arc::clone(t.file());
             let len = file

@@ -74,6 +74,16 @@ pub enum StorageError {
     /// The configuration is unusable.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+    /// The store is too busy to do this now; try again.
+    #[error("busy: {0}")]
+    Busy(String),
+    /// The data directory is a backup that was interrupted before it
+    /// completed: its files may not form a consistent store.
+    #[error("{} is an unfinished backup (remove the marker only if you know better); run the backup again to complete it", path.display())]
+    UnfinishedBackup {
+        /// The marker file.
+        path: PathBuf,
+    },
 }
 
 impl StorageError {

@@ -86,6 +86,7 @@ pub(crate) fn flush_frozen(shared: &Shared) -> Result<(), StorageError> {
                 g.frozen.remove(0);
             }
             g.indexed_streams = streams;
+            g.manifest = Arc::new(manifest.clone());
         }
         shared.counters.flushes.fetch_add(1, Ordering::Relaxed);
         merge(shared, &mut manifest)?;
@@ -139,6 +140,7 @@ fn merge(shared: &Shared, manifest: &mut Manifest) -> Result<(), StorageError> {
             // we hold the manifest lock) would follow here.
             v.extend(g.tables.iter().skip(n).cloned());
             g.tables = Arc::new(v);
+            g.manifest = Arc::new(manifest.clone());
         }
         for t in &run {
             if let Err(e) = vfs.remove_file(&t.path) {

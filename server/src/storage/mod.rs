@@ -71,7 +71,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub use config::{Durability, RecoveryMode, StoreConfig};
 pub use error::{AppendError, Limit, ReadError, StorageError};
-pub use open::{RecoveryReport, Truncation};
+pub use open::{RecoveryReport, Truncation, UNFINISHED_BACKUP_MARKER};
 pub use shared::ReadLimit;
 pub use verify::{VerifyReport, verify};
 
@@ -490,16 +490,7 @@ impl Store {
             )
         };
         let segments = Arc::clone(&s.segments.read());
-        let log_bytes = segments
-            .iter()
-            .map(|seg| {
-                if seg.is_sealed() {
-                    seg.file.len().unwrap_or(0)
-                } else {
-                    seg.data_end()
-                }
-            })
-            .sum();
+        let log_bytes = segments.iter().map(|seg| seg.durable_len()).sum();
         let index_bytes = tables.iter().map(|t| t.file().len().unwrap_or(0)).sum();
         StoreStats {
             head: s.head(),

@@ -1,6 +1,7 @@
 //! Opening a store: lock, recover the log, load the index, replay the tail.
 //!
 //! 1. Take `<data>/LOCK`: a second process on the directory fails at once.
+//!    Refuse a directory marked as an unfinished backup.
 //! 2. Sealed segments: check header and footer only (start-up must not
 //!    depend on the store's size; records are checked when read and by
 //!    `verify`). A segment that is not the last but has no footer is scanned
@@ -36,6 +37,10 @@ use super::segment::{self, FOOTER_LEN, HEADER_LEN, PIDX_INTERVAL, PidxEntry, Sca
 use super::shared::{Counters, IndexState, Shared, Visit};
 use super::sidx::{self, Table};
 use super::writer::{self, FLAG_GROUP_END};
+
+/// File in a data directory that marks a backup still being written (or
+/// interrupted): such a directory is refused.
+pub const UNFINISHED_BACKUP_MARKER: &str = "BACKUP-INCOMPLETE";
 
 /// A cut made by recovery.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -196,6 +201,12 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
         .try_lock(&lock_path)
         .map_err(io("lock", &lock_path))?
         .ok_or(StorageError::Locked { path: lock_path })?;
+    // A backup client writes this marker before it changes anything and
+    // removes it once the copy is complete and durable.
+    let unfinished = data.join(UNFINISHED_BACKUP_MARKER);
+    if vfs.exists(&unfinished) {
+        return Err(StorageError::UnfinishedBackup { path: unfinished });
+    }
     let mut report = RecoveryReport::default();
 
     // --- Segments -------------------------------------------------------
@@ -381,6 +392,7 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
             frozen: Vec::new(),
             tables: Arc::new(Vec::new()),
             indexed_streams: 0,
+            manifest: Arc::default(),
         }),
         head: head.into(),
         head_watch,
@@ -510,6 +522,19 @@ fn load_index(shared: &Shared, report: &mut RecoveryReport) -> Result<(), Storag
         if m.tables.iter().any(|&id| id >= m.next_table_id) {
             return Err("manifest's next table id is not above its tables".into());
         }
+        let mut m = m;
+        if m.streams.is_none() {
+            // A version 1 manifest did not count streams: count the first
+            // events in the tables, once (the next flush stores the count).
+            // A table that cannot be read is rebuilt like any damage.
+            let mut n = 0u64;
+            for t in &tables {
+                for e in t.iter() {
+                    n += u64::from(e.map_err(|e| e.to_string())?.1.version == 0);
+                }
+            }
+            m.streams = Some(n);
+        }
         Ok((m, tables))
     })();
     let (manifest, tables) = match loaded {
@@ -542,24 +567,11 @@ fn load_index(shared: &Shared, report: &mut RecoveryReport) -> Result<(), Storag
     report.index_tables = tables.len();
     let mut m = manifest;
     m.next_table_id = next_id;
-    let streams = match m.streams {
-        Some(n) => n,
-        None => {
-            // A version 1 manifest did not count streams: count the first
-            // events in the tables once; the next flush stores the count.
-            let mut n = 0u64;
-            for t in &tables {
-                for e in t.iter() {
-                    n += u64::from(e?.1.version == 0);
-                }
-            }
-            m.streams = Some(n);
-            n
-        }
-    };
-    *shared.manifest.lock() = m;
+    let streams = m.streams.unwrap_or(0);
     let mut g = shared.index.write();
     g.tables = Arc::new(tables);
     g.indexed_streams = streams;
+    g.manifest = Arc::new(m.clone());
+    *shared.manifest.lock() = m;
     Ok(())
 }

@@ -267,6 +267,8 @@ pub struct Segment {
     /// Position after the segment's last durable event.
     end_position: AtomicU64,
     sealed: AtomicBool,
+    /// A sealed segment's file length, once asked for (0: not yet known).
+    sealed_len: AtomicU64,
     pidx: RwLock<Pidx>,
 }
 
@@ -288,6 +290,7 @@ impl Segment {
             data_end: AtomicU64::new(data_end),
             end_position: AtomicU64::new(end_position),
             sealed: AtomicBool::new(sealed),
+            sealed_len: AtomicU64::new(0),
             pidx: RwLock::new(Pidx::Loaded(pidx)),
         }
     }
@@ -302,6 +305,7 @@ impl Segment {
             data_end: AtomicU64::new(footer.data_end),
             end_position: AtomicU64::new(footer.end_position),
             sealed: AtomicBool::new(true),
+            sealed_len: AtomicU64::new(0),
             pidx: RwLock::new(Pidx::OnDisk {
                 count: footer.pidx_count,
                 crc: footer.pidx_crc,
@@ -322,6 +326,30 @@ impl Segment {
     /// Whether the segment is sealed.
     pub fn is_sealed(&self) -> bool {
         self.sealed.load(Ordering::Acquire)
+    }
+
+    /// The file's length once sealed (records, pidx and footer). A sealed
+    /// file never changes, so the length is read from the file system
+    /// once and remembered. Only meaningful when [`Segment::is_sealed`].
+    pub fn sealed_len(&self) -> std::io::Result<u64> {
+        match self.sealed_len.load(Ordering::Relaxed) {
+            0 => {
+                let len = self.file.len()?;
+                self.sealed_len.store(len, Ordering::Relaxed);
+                Ok(len)
+            }
+            len => Ok(len),
+        }
+    }
+
+    /// Bytes of the segment that hold data: a sealed file whole, else the
+    /// durable records (and the header).
+    pub fn durable_len(&self) -> u64 {
+        if self.is_sealed() {
+            self.sealed_len().unwrap_or(0)
+        } else {
+            self.data_end().max(HEADER_LEN)
+        }
     }
 
     /// Publishes newly durable records (writer only, after fdatasync).

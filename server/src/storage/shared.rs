@@ -35,6 +35,10 @@ pub struct IndexState {
     pub tables: Arc<Vec<Arc<Table>>>,
     /// Streams whose first event is in `tables` (the MANIFEST's count).
     pub indexed_streams: u64,
+    /// The durable MANIFEST that lists exactly `tables` (swapped with them
+    /// under the index lock), for backups: taking it needs no wait for a
+    /// flush or merge in progress.
+    pub manifest: Arc<Manifest>,
 }
 
 impl IndexState {
