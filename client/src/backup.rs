@@ -229,13 +229,26 @@ fn prepare_dir(dir: &Path) -> Result<(File, HashMap<String, u64>)> {
             }
         }
     }
-    // From here on the directory is not a consistent store until done.
-    write_durably(
-        dir,
-        INCOMPLETE,
-        b"a backup is being written; run it again to complete it\n",
-    )?;
     Ok((file, record.unwrap_or_default()))
+}
+
+/// Marks the directory as an unfinished backup, once, before the first
+/// change: from then on it is not a consistent store until `finish`. A
+/// run that fails before changing anything leaves a previous backup usable.
+async fn mark_unfinished(dir: &Path, marked: &mut bool) -> Result<()> {
+    if !*marked {
+        let dir = dir.to_path_buf();
+        blocking(move || {
+            write_durably(
+                &dir,
+                INCOMPLETE,
+                b"a backup is being written; run it again to complete it\n",
+            )
+        })
+        .await?;
+        *marked = true;
+    }
+    Ok(())
 }
 
 /// Reads `BACKUP`: file name -> length. `None` if there is none.
@@ -393,6 +406,7 @@ async fn copy_image(
         bytes_total: total,
     };
     let mut keep: HashSet<PathBuf> = HashSet::new();
+    let mut marked = false;
     progress(&BackupProgress {
         copied_bytes: 0,
         total_bytes: total,
@@ -414,6 +428,7 @@ async fn copy_image(
             continue;
         }
         report.files_copied += 1;
+        mark_unfinished(dir, &mut marked).await?;
         let mut out = {
             let path = path.clone();
             blocking(move || {
@@ -490,6 +505,7 @@ async fn copy_image(
     }
     // The files are durable: now the directories, the MANIFEST, the
     // record, and last the marker goes.
+    mark_unfinished(dir, &mut marked).await?;
     let dir = dir.to_path_buf();
     let manifest = begin.manifest.clone();
     let mut text = format!("{RECORD_MAGIC}\nposition {}\n", begin.position.0);

@@ -339,6 +339,13 @@ async fn interrupted_backups_are_refused_until_completed() {
     let c2 = Client::connect(restored.addr).await.unwrap();
     assert_eq!(all_events(&c2).await, original[..done.position.0 as usize]);
     restored.stop().await;
+    // A run that fails before changing anything (the server is gone)
+    // leaves the completed backup usable.
+    drop(proxy);
+    assert!(through_proxy.backup(target.path(), |_| {}).await.is_err());
+    let reopened = logbook_server::storage::Store::open(StoreConfig::new(target.path())).unwrap();
+    assert_eq!(reopened.head(), done.position);
+    reopened.close().unwrap();
     // Another store's (stopped) data directory is not a backup target.
     let other = TestServer::start().await;
     let other_dir = other.dir.as_ref().unwrap().path().to_path_buf();
