@@ -160,6 +160,16 @@ pub(crate) struct TailArgs {
     #[arg(long, value_name = "T")]
     pub(crate) type_prefix: Vec<String>,
 
+    /// Only events of streams whose name matches the regular expression R
+    /// (unanchored; needs --all). Filtered by the server.
+    #[arg(long, value_name = "R", conflicts_with = "stream")]
+    pub(crate) stream_regex: Option<String>,
+
+    /// Only events whose type matches the regular expression R
+    /// (unanchored; needs --all). Filtered by the server.
+    #[arg(long, value_name = "R", conflicts_with = "stream")]
+    pub(crate) type_regex: Option<String>,
+
     /// Exit once the history is printed, when the next event would be a
     /// live one.
     #[arg(long)]

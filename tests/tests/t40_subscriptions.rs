@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::BytesMut;
 use logbook_protocol::{
-    Append, Credit, EventId, ExpectedVersion, Filter, LogPosition, NewEvent, Push, RecordedEvent,
-    Request, Response, ServerMessage, StreamVersion, Subscribe, SubscribeFrom, SubscriptionTarget,
-    Text, Unsubscribe,
+    Append, Credit, ErrorCode, EventId, ExpectedVersion, Filter, LogPosition, NewEvent, Ping, Push,
+    RecordedEvent, Request, Response, ServerMessage, StreamVersion, Subscribe, SubscribeFrom,
+    SubscriptionTarget, Text, Unsubscribe,
 };
 use logbook_tests::{RawConn, TestServer, payload};
 
@@ -252,8 +252,8 @@ async fn filters_deliver_matches_and_checkpoint_through_silence() {
     let mut s = server.raw().await;
     let filter = Filter {
         stream_prefixes: vec!["account-".into()],
-        type_prefixes: vec![],
         checkpoint_interval: 20,
+        ..Filter::default()
     };
     let id = subscribe(
         &mut s,
@@ -279,9 +279,8 @@ async fn filters_deliver_matches_and_checkpoint_through_silence() {
     // Type prefixes too ("Opened" is every third event).
     let mut t = server.raw().await;
     let filter = Filter {
-        stream_prefixes: vec![],
         type_prefixes: vec!["Open".into()],
-        checkpoint_interval: 0,
+        ..Filter::default()
     };
     let id = subscribe(
         &mut t,
@@ -299,6 +298,74 @@ async fn filters_deliver_matches_and_checkpoint_through_silence() {
             .iter()
             .all(|e| e.event_type.as_str() == "Opened")
     );
+    server.stop().await;
+}
+
+/// Regular expressions on stream and type, combined with prefixes; a bad
+/// or oversized pattern is refused with BadRequest and the connection goes
+/// on.
+#[tokio::test]
+async fn regex_filters_and_bad_patterns() {
+    let server = TestServer::start().await;
+    let mut c = server.raw().await;
+    for i in 0..120u64 {
+        append(&mut c, &format!("order-{}-eu", i % 12), vec![ev(i)]).await;
+        append(&mut c, &format!("order-{}-us", i % 12), vec![ev(1000 + i)]).await;
+    }
+    let mut s = server.raw().await;
+    let filter = Filter {
+        stream_prefixes: vec!["order-".into()],
+        stream_regex: Some("^order-1[0-9]*-eu$".into()),
+        type_regex: Some("^Open".into()),
+        ..Filter::default()
+    };
+    let id = subscribe(
+        &mut s,
+        SubscriptionTarget::All {
+            from: SubscribeFrom::Start,
+            filter: Some(filter),
+        },
+        1000,
+    )
+    .await;
+    let seen = consume(&mut s, id, 1000, |s| !s.caught_up.is_empty()).await;
+    // Streams order-1-eu, order-10-eu, order-11-eu; "Opened" every third i.
+    let want: Vec<u64> = (0..120u64)
+        .filter(|i| [1, 10, 11].contains(&(i % 12)) && i.is_multiple_of(3))
+        .collect();
+    assert_eq!(seen.events.len(), want.len());
+    assert!(seen.events.iter().all(|e| e.stream.ends_with("-eu")
+        && e.stream.starts_with("order-1")
+        && e.event_type.as_str() == "Opened"));
+    // On a connection without pushes in flight.
+    let mut s = server.raw().await;
+    for (pattern, why) in [
+        ("(unclosed", "regex"),
+        (&*"a".repeat(2000), "at most"),
+        // Compiles past the size limit.
+        ("\\w{1000}\\w{1000}\\w{1000}", "regex"),
+    ] {
+        let (_, m) = s
+            .call(&Request::Subscribe(Subscribe {
+                target: SubscriptionTarget::All {
+                    from: SubscribeFrom::Start,
+                    filter: Some(Filter {
+                        stream_regex: Some(pattern.to_owned()),
+                        ..Filter::default()
+                    }),
+                },
+                initial_credit: 10,
+            }))
+            .await;
+        match m {
+            ServerMessage::Error(e) if e.code == ErrorCode::BadRequest => {
+                assert!(e.message.contains(why), "{}", e.message)
+            }
+            other => panic!("pattern {pattern:?}: {other:?}"),
+        }
+    }
+    let (_, m) = s.call(&Request::Ping(Ping { nonce: 3 })).await;
+    assert!(matches!(m, ServerMessage::Response(Response::Pong(_))));
     server.stop().await;
 }
 

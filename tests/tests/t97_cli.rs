@@ -440,6 +440,24 @@ fn tail_prints_history_and_stops_when_told() {
         field(&events, "type"),
         vec!["Registered", "Withdrawn", "Renamed"]
     );
+    // Regular expressions, filtered by the server; a bad one is bad input.
+    let regexed = env.json(&[
+        "tail",
+        "--all",
+        "--stream-regex",
+        "^(acct|user)-1$",
+        "--type-regex",
+        "ed$",
+        "--until-caught-up",
+    ]);
+    let events: Vec<Value> = regexed
+        .iter()
+        .filter(|v| v.get("stream").is_some())
+        .cloned()
+        .collect();
+    assert_eq!(nums(&events, "position"), vec![0, 1, 3, 4]);
+    let bad = env.run(&["tail", "--all", "--stream-regex", "(", "--until-caught-up"]);
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
     // Any notice other than events is one of the documented ones.
     for v in &typed {
         let keys: Vec<&String> = v.as_object().unwrap().keys().collect();

@@ -38,12 +38,15 @@ pub(crate) async fn run(ctx: &mut Ctx, args: TailArgs) -> Result<(), Failure> {
         }
         None => {
             let mut options = SubscribeAllOptions::default().from(start(args.from, LogPosition));
-            if !args.stream_prefix.is_empty() || !args.type_prefix.is_empty() {
-                options = options.filter(Filter {
-                    stream_prefixes: args.stream_prefix.clone(),
-                    type_prefixes: args.type_prefix.clone(),
-                    ..Filter::default()
-                });
+            let filter = Filter {
+                stream_prefixes: args.stream_prefix.clone(),
+                type_prefixes: args.type_prefix.clone(),
+                stream_regex: args.stream_regex.clone(),
+                type_regex: args.type_regex.clone(),
+                ..Filter::default()
+            };
+            if filter != Filter::default() {
+                options = options.filter(filter);
             }
             client.subscribe_all(options).await
         }

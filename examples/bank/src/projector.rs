@@ -132,7 +132,7 @@ pub fn account_filter() -> Filter {
             .iter()
             .map(|t| (*t).to_owned())
             .collect(),
-        checkpoint_interval: 0,
+        ..Filter::default()
     }
 }
 

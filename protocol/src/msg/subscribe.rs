@@ -6,6 +6,7 @@
 //!               from: "start"|"end"|uint64, filter?: Filter (target "all" only),
 //!               initial_credit: uint32 }
 //! Filter      { stream_prefixes?: [str], type_prefixes?: [str],
+//!               stream_regex?: str, type_regex?: str,
 //!               checkpoint_interval?: uint32 }
 //! SubscribeOk { head: uint64 }
 //! ```
@@ -54,14 +55,21 @@ impl<P> SubscribeFrom<P> {
 }
 
 /// Server-side filter of a global-log subscription. An event passes when its
-/// stream starts with one of `stream_prefixes` (or the list is empty) and its
-/// type starts with one of `type_prefixes` (or the list is empty).
+/// stream starts with one of `stream_prefixes` (or the list is empty), its
+/// type starts with one of `type_prefixes` (or the list is empty), and the
+/// regular expressions given match its stream and type (unanchored: use
+/// `^...$` to match the whole name; syntax of Rust's `regex` crate, linear
+/// time, no look-around or back-references).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Filter {
     /// Accepted stream name prefixes; empty accepts every stream.
     pub stream_prefixes: Vec<String>,
     /// Accepted event type prefixes; empty accepts every type.
     pub type_prefixes: Vec<String>,
+    /// A regular expression the stream name must match.
+    pub stream_regex: Option<String>,
+    /// A regular expression the event type must match.
+    pub type_regex: Option<String>,
     /// Send a `Checkpoint` push after this many events were scanned without
     /// one passing the filter, so a consumer can persist its progress through
     /// long filtered-out stretches. 0 lets the server choose.
@@ -104,13 +112,18 @@ pub struct SubscribeOk {
     pub head: LogPosition,
 }
 
-/// Body of `Filter`; `S` is `&[String]` to encode, `Vec<String>` decoded.
+/// Body of `Filter`; `S` is `&[String]` and `R` `&str` to encode,
+/// `Vec<String>` and `String` decoded.
 #[derive(Serialize, Deserialize)]
-pub(crate) struct FilterWire<S> {
+pub(crate) struct FilterWire<S, R> {
     #[serde(default)]
     stream_prefixes: S,
     #[serde(default)]
     type_prefixes: S,
+    #[serde(default = "none", skip_serializing_if = "Option::is_none")]
+    stream_regex: Option<R>,
+    #[serde(default = "none", skip_serializing_if = "Option::is_none")]
+    type_regex: Option<R>,
     #[serde(default)]
     checkpoint_interval: u32,
 }
@@ -132,7 +145,7 @@ fn none<T>() -> Option<T> {
 }
 
 impl Subscribe {
-    pub(crate) fn to_wire(&self) -> SubscribeWire<'_, FilterWire<&[String]>> {
+    pub(crate) fn to_wire(&self) -> SubscribeWire<'_, FilterWire<&[String], &str>> {
         let (target, stream, from, filter) = match &self.target {
             SubscriptionTarget::Stream { stream, from } => (
                 "stream",
@@ -147,6 +160,8 @@ impl Subscribe {
                 filter.as_ref().map(|f| FilterWire {
                     stream_prefixes: f.stream_prefixes.as_slice(),
                     type_prefixes: f.type_prefixes.as_slice(),
+                    stream_regex: f.stream_regex.as_deref(),
+                    type_regex: f.type_regex.as_deref(),
                     checkpoint_interval: f.checkpoint_interval,
                 }),
             ),
@@ -161,7 +176,7 @@ impl Subscribe {
     }
 
     pub(crate) fn from_wire(
-        w: SubscribeWire<'_, FilterWire<Vec<String>>>,
+        w: SubscribeWire<'_, FilterWire<Vec<String>, String>>,
         body: &Bytes,
     ) -> Result<Subscribe, Error> {
         let target = match (w.target, w.stream, w.filter) {
@@ -186,6 +201,8 @@ impl Subscribe {
                 filter: filter.map(|f| Filter {
                     stream_prefixes: f.stream_prefixes,
                     type_prefixes: f.type_prefixes,
+                    stream_regex: f.stream_regex,
+                    type_regex: f.type_regex,
                     checkpoint_interval: f.checkpoint_interval,
                 }),
             },

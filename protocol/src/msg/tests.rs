@@ -104,10 +104,13 @@ fn from<P: std::fmt::Debug + Clone>(
 
 fn filter() -> impl Strategy<Value = Filter> {
     let prefixes = || prop::collection::vec("\\PC{0,8}", 0..4);
-    (prefixes(), prefixes(), any::<u32>()).prop_map(
-        |(stream_prefixes, type_prefixes, checkpoint_interval)| Filter {
+    let regex = || prop::option::of("\\PC{0,12}");
+    (prefixes(), prefixes(), regex(), regex(), any::<u32>()).prop_map(
+        |(stream_prefixes, type_prefixes, stream_regex, type_regex, checkpoint_interval)| Filter {
             stream_prefixes,
             type_prefixes,
+            stream_regex,
+            type_regex,
             checkpoint_interval,
         },
     )

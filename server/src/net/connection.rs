@@ -36,7 +36,7 @@ use tokio::sync::watch;
 use super::Shared;
 use super::errors::{append_error, read_error, storage_error};
 use super::outbox::Outbox;
-use super::subscription::Sub;
+use super::subscription::{CompiledFilter, Sub};
 use crate::storage::backup::BackupImage;
 use crate::storage::{AppendError, PendingAppend};
 
@@ -607,7 +607,7 @@ impl Connection {
         }
     }
 
-    fn subscribe(&mut self, corr_id: u32, s: logbook_protocol::Subscribe) {
+    fn subscribe(&mut self, corr_id: u32, mut s: logbook_protocol::Subscribe) {
         let opcode = Opcode::Subscribe;
         if self.subs.contains_key(&corr_id) {
             self.send_error(
@@ -642,6 +642,19 @@ impl Connection {
             );
             return;
         }
+        let filter = match &mut s.target {
+            logbook_protocol::SubscriptionTarget::All { filter, .. } => {
+                filter.take().map(CompiledFilter::new).transpose()
+            }
+            logbook_protocol::SubscriptionTarget::Stream { .. } => Ok(None),
+        };
+        let filter = match filter {
+            Ok(f) => f,
+            Err(e) => {
+                self.send_error(opcode, corr_id, ErrorReply::new(ErrorCode::BadRequest, e));
+                return;
+            }
+        };
         let head = self.shared.store.head();
         self.send(
             corr_id,
@@ -650,8 +663,8 @@ impl Connection {
         );
         let sub = self.shared.hub.start(
             corr_id,
-            s.target,
-            s.initial_credit,
+            s,
+            filter,
             Arc::clone(&self.out),
             self.shared.config.max_frame_bytes,
             head.0,

@@ -66,19 +66,49 @@ pub(crate) enum Target {
 pub(crate) struct CompiledFilter {
     streams: Vec<String>,
     types: Vec<String>,
+    stream_regex: Option<regex::Regex>,
+    type_regex: Option<regex::Regex>,
     checkpoint_interval: u64,
 }
 
+/// Longest regular expression accepted in a filter.
+pub(crate) const MAX_REGEX_LEN: usize = 1024;
+/// Memory one compiled regular expression may take (the `regex` crate's
+/// limits; matching is linear time whatever the pattern).
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+fn compile(what: &str, pattern: Option<String>) -> Result<Option<regex::Regex>, String> {
+    let Some(p) = pattern else {
+        return Ok(None);
+    };
+    if p.len() > MAX_REGEX_LEN {
+        return Err(format!(
+            "{what} regex is {} bytes; at most {MAX_REGEX_LEN}",
+            p.len()
+        ));
+    }
+    regex::RegexBuilder::new(&p)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map(Some)
+        .map_err(|e| format!("{what} regex: {e}"))
+}
+
 impl CompiledFilter {
-    fn new(f: Filter) -> CompiledFilter {
-        CompiledFilter {
+    /// Compiles `f`; a bad or oversized regular expression is the error,
+    /// for a `BadRequest` reply.
+    pub(crate) fn new(f: Filter) -> Result<CompiledFilter, String> {
+        Ok(CompiledFilter {
             checkpoint_interval: match f.checkpoint_interval {
                 0 => DEFAULT_CHECKPOINT_INTERVAL,
                 n => u64::from(n),
             },
+            stream_regex: compile("stream", f.stream_regex)?,
+            type_regex: compile("type", f.type_regex)?,
             streams: f.stream_prefixes,
             types: f.type_prefixes,
-        }
+        })
     }
 
     fn matches(&self, e: &RecordedEvent) -> bool {
@@ -92,6 +122,14 @@ impl CompiledFilter {
                     .types
                     .iter()
                     .any(|p| e.event_type.starts_with(p.as_str())))
+            && self
+                .stream_regex
+                .as_ref()
+                .is_none_or(|r| r.is_match(e.stream.as_str()))
+            && self
+                .type_regex
+                .as_ref()
+                .is_none_or(|r| r.is_match(e.event_type.as_str()))
     }
 }
 
@@ -454,29 +492,25 @@ impl Hub {
 
     /// Starts a subscription; the caller has sent `SubscribeOk` with `head`,
     /// which is where a subscription from `End` begins.
+    /// `request`'s filter, if any, is `filter`, compiled.
     pub(crate) fn start(
         self: &Arc<Self>,
         corr_id: u32,
-        target: SubscriptionTarget,
-        initial_credit: u32,
+        request: logbook_protocol::Subscribe,
+        filter: Option<CompiledFilter>,
         out: Arc<Outbox>,
         max_frame: u32,
         head: u64,
     ) -> Arc<Sub> {
-        let (target, cursor, last_version) = match target {
-            SubscriptionTarget::All { from, filter } => {
+        let initial_credit = request.initial_credit;
+        let (target, cursor, last_version) = match request.target {
+            SubscriptionTarget::All { from, .. } => {
                 let cursor = match from {
                     SubscribeFrom::Start => 0,
                     SubscribeFrom::After(p) => p.0.saturating_add(1),
                     SubscribeFrom::End => head,
                 };
-                (
-                    Target::All {
-                        filter: filter.map(CompiledFilter::new),
-                    },
-                    cursor,
-                    None,
-                )
+                (Target::All { filter }, cursor, None)
             }
             SubscriptionTarget::Stream { stream, from } => {
                 let last = match from {
