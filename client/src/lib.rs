@@ -65,6 +65,10 @@
 //! - `checkpoint.rs`: [`Checkpoint`], the [`CheckpointStore`] trait and
 //!   [`FileCheckpointStore`] (atomic replace), with the exactly-once
 //!   recipe.
+//! - `backup.rs`: [`Client::backup`]: an online backup through the
+//!   protocol into a local directory ([`BackupProgress`], [`BackupReport`]).
+//!   [`Client::stats`] (in `client.rs`) returns the server's figures as
+//!   [`ServerStats`].
 //! - `options.rs`: [`ClientOptions`] and [`RetryPolicy`].
 //! - `error.rs`: [`Error`], and how server error replies map onto it.
 //!
