@@ -108,6 +108,12 @@ struct Args {
     /// S3: connections the live subscribers share (default: one each).
     #[arg(long)]
     sub_connections: Option<usize>,
+
+    /// S1: subscribe with this server-side filter, which must let every
+    /// event through (to measure what filtering costs): `prefix` (an empty
+    /// stream prefix) or `regex` (the stream regex `.`).
+    #[arg(long, value_parser = ["prefix", "regex"])]
+    s1_filter: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -193,6 +199,7 @@ fn main() -> ExitCode {
         short_streams: args.short_streams,
         log_events: args.log_events,
         sub_connections: args.sub_connections,
+        s1_filter: args.s1_filter,
         run_id: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)

@@ -91,6 +91,9 @@ pub struct Settings {
     pub log_events: u64,
     /// S3: connections the subscribers share (`None`: one each).
     pub sub_connections: Option<usize>,
+    /// S1: a filter that passes every event (`prefix` or `regex`), to
+    /// measure the cost of filtering.
+    pub s1_filter: Option<String>,
     /// Distinguishes the streams of this run from earlier runs' (W1-W3
     /// write to fresh streams, W6 needs a fresh one).
     pub run_id: u64,
@@ -338,6 +341,7 @@ mod tests {
             short_streams: 10,
             log_events: 10,
             sub_connections: None,
+            s1_filter: None,
             run_id: 0,
         };
         let now = Instant::now();

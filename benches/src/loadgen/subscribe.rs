@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use futures::StreamExt;
 use logbook_client::{
-    Client, EventId, ExpectedVersion, LogPosition, SubscribeAllOptions, SubscribeFrom,
+    Client, EventId, ExpectedVersion, Filter, LogPosition, SubscribeAllOptions, SubscribeFrom,
     Subscription, SubscriptionMessage, Text,
 };
 use tokio::sync::mpsc;
@@ -75,8 +75,22 @@ pub async fn catch_up(settings: &Settings) -> Result<Row> {
     let mut rates = Vec::new();
     let mut latency = Recorder::new();
     let (mut events, mut seconds) = (0u64, 0.0);
+    let filter = match settings.s1_filter.as_deref() {
+        Some("prefix") => Some(Filter {
+            stream_prefixes: vec![String::new()],
+            ..Filter::default()
+        }),
+        Some("regex") => Some(Filter {
+            stream_regex: Some(".".to_owned()),
+            ..Filter::default()
+        }),
+        _ => None,
+    };
     loop {
-        let options = SubscribeAllOptions::default().window(WINDOW);
+        let mut options = SubscribeAllOptions::default().window(WINDOW);
+        if let Some(f) = &filter {
+            options = options.filter(f.clone());
+        }
         let start = Instant::now();
         let mut sub = client
             .subscribe_all(options)
@@ -116,6 +130,9 @@ pub async fn catch_up(settings: &Settings) -> Result<Row> {
     row.events_per_sec = median;
     row.extra.push(("passes", Value::U64(rates.len() as u64)));
     row.extra.push(("log_events", Value::U64(head)));
+    if let Some(f) = &settings.s1_filter {
+        row.extra.push(("filter", Value::Str(f.clone())));
+    }
     row.notes = format!(
         "{} pass(es) over {} events, median {:.2}M events/s",
         rates.len(),
