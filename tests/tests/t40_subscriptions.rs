@@ -334,9 +334,36 @@ async fn regex_filters_and_bad_patterns() {
         .filter(|i| [1, 10, 11].contains(&(i % 12)) && i.is_multiple_of(3))
         .collect();
     assert_eq!(seen.events.len(), want.len());
+    // Exactly those, in order (eu events are at even positions): runs of
+    // matches and gaps within one read batch.
+    assert_eq!(
+        seen.events.iter().map(|e| e.position.0).collect::<Vec<_>>(),
+        want.iter().map(|i| 2 * i).collect::<Vec<_>>()
+    );
     assert!(seen.events.iter().all(|e| e.stream.ends_with("-eu")
         && e.stream.starts_with("order-1")
         && e.event_type.as_str() == "Opened"));
+    // A filter that passes everything, with a small credit: every event
+    // exactly once and in order, delivered a few at a time.
+    let mut p = server.raw().await;
+    let all = Filter {
+        stream_prefixes: vec![String::new()],
+        ..Filter::default()
+    };
+    let id = subscribe(
+        &mut p,
+        SubscriptionTarget::All {
+            from: SubscribeFrom::Start,
+            filter: Some(all),
+        },
+        7,
+    )
+    .await;
+    let seen = consume(&mut p, id, 7, |s| !s.caught_up.is_empty()).await;
+    assert_eq!(
+        seen.events.iter().map(|e| e.position.0).collect::<Vec<_>>(),
+        (0..240).collect::<Vec<_>>()
+    );
     // On a connection without pushes in flight.
     let mut s = server.raw().await;
     for (pattern, why) in [

@@ -214,6 +214,25 @@ impl Sub {
         }
     }
 
+    /// Pushes the pending matches of a filtered delivery (see
+    /// `deliver_events`) and charges them to the credit.
+    fn flush_matches(
+        &self,
+        st: &mut State,
+        events: &[RecordedEvent],
+        run: &mut Option<(usize, usize)>,
+        scratch: &mut Vec<RecordedEvent>,
+    ) {
+        if let Some((a, b)) = run.take() {
+            st.credit -= (b - a) as u64;
+            self.push_events(events.get(a..b).unwrap_or_default());
+        } else if !scratch.is_empty() {
+            st.credit -= scratch.len() as u64;
+            self.push_events(scratch);
+            scratch.clear();
+        }
+    }
+
     /// Delivers `events` (consecutive positions, starting at or before the
     /// cursor) within credit. Returns how far the cursor got and whether
     /// credit or room ran out before the end.
@@ -260,15 +279,30 @@ impl Sub {
                 n < events.len()
             }
             Target::All { filter: Some(f) } => {
+                // Matches not pushed yet: while they are consecutive, the
+                // run `events[run]` (pushed as it is, nothing copied); once
+                // a gap interrupts them, copies in `scratch`.
                 scratch.clear();
+                let mut run: Option<(usize, usize)> = None;
                 let mut stopped = false;
-                for e in events {
+                for (i, e) in events.iter().enumerate() {
                     if f.matches(e) {
-                        if scratch.len() as u64 >= st.credit {
+                        let pending = run.map_or(0, |(a, b)| b - a) + scratch.len();
+                        if pending as u64 >= st.credit {
                             stopped = true;
                             break;
                         }
-                        scratch.push(e.clone());
+                        match &mut run {
+                            _ if !scratch.is_empty() => scratch.push(e.clone()),
+                            None => run = Some((i, i + 1)),
+                            Some((_, end)) if *end == i => *end = i + 1,
+                            Some((a, b)) => {
+                                scratch
+                                    .extend(events.get(*a..*b).unwrap_or_default().iter().cloned());
+                                scratch.push(e.clone());
+                                run = None;
+                            }
+                        }
                         st.scanned = 0;
                     } else {
                         st.scanned += 1;
@@ -277,22 +311,14 @@ impl Sub {
                     if st.scanned >= f.checkpoint_interval {
                         // Flush matches first: the checkpoint promises
                         // everything before it was delivered.
-                        if !scratch.is_empty() {
-                            st.credit -= scratch.len() as u64;
-                            self.push_events(scratch);
-                            scratch.clear();
-                        }
+                        self.flush_matches(st, events, &mut run, scratch);
                         self.push(&Push::Checkpoint {
                             position: LogPosition(st.cursor),
                         });
                         st.scanned = 0;
                     }
                 }
-                if !scratch.is_empty() {
-                    st.credit -= scratch.len() as u64;
-                    self.push_events(scratch);
-                    scratch.clear();
-                }
+                self.flush_matches(st, events, &mut run, scratch);
                 stopped
             }
             Target::Stream { name } => {
