@@ -188,26 +188,15 @@ fn prepare_dir(dir: &Path) -> Result<(File, HashMap<String, u64>)> {
         .write(true)
         .open(&path)
         .map_err(local("open", &path))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            return Err(Error::LocalIo {
-                context: "lock",
-                path,
-                source: std::io::Error::new(
-                    std::io::ErrorKind::WouldBlock,
-                    "the directory is in use (a running daemon or another backup)",
-                ),
-            });
-        }
-        Err(std::fs::TryLockError::Error(e)) => {
-            return Err(Error::LocalIo {
-                context: "lock",
-                path,
-                source: e,
-            });
-        }
-    }
+    file.try_lock()
+        .map_err(|e| match e {
+            std::fs::TryLockError::WouldBlock => std::io::Error::new(
+                std::io::ErrorKind::WouldBlock,
+                "the directory is in use (a running daemon or another backup)",
+            ),
+            std::fs::TryLockError::Error(e) => e,
+        })
+        .map_err(local("lock", &path))?;
     let record = read_record(dir)?;
     let is_backup = record.is_some() || dir.join(INCOMPLETE).exists();
     if !is_backup {
@@ -218,14 +207,10 @@ fn prepare_dir(dir: &Path) -> Result<(File, HashMap<String, u64>)> {
                 .next()
                 .is_some()
             {
-                return Err(Error::LocalIo {
-                    context: "back up into",
-                    path: dir.to_path_buf(),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::AlreadyExists,
-                        "the directory holds data but is not a Logbook backup; choose an empty directory",
-                    ),
-                });
+                return Err(local("back up into", dir)(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "the directory holds data but is not a Logbook backup; choose an empty directory",
+                )));
             }
         }
     }
@@ -261,14 +246,10 @@ fn read_record(dir: &Path) -> Result<Option<HashMap<String, u64>>> {
     };
     let mut lines = text.lines();
     if lines.next() != Some(RECORD_MAGIC) {
-        return Err(Error::LocalIo {
-            context: "read",
-            path,
-            source: std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "not a Logbook backup record",
-            ),
-        });
+        return Err(local("read", &path)(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not a Logbook backup record",
+        )));
     }
     // Lines: "position N", then "<len> <name>"; anything unparsable is
     // simply not trusted (its file is copied again).
@@ -308,11 +289,7 @@ async fn read_range(
         offset,
         len,
     });
-    Client::exchange(conn, &req, &|r| match r {
-        Response::BackupReadOk(data) => Some(data),
-        _ => None,
-    })
-    .await
+    Client::exchange(conn, &req, &read_bytes).await
 }
 
 /// Where copying a file starts: the length the last completed backup
@@ -365,13 +342,11 @@ fn malformed(reason: String) -> Error {
     })
 }
 
-/// Decodes a `BackupRead` reply.
-fn read_reply(frame: &logbook_protocol::Frame, request: &Request) -> Result<Bytes> {
-    match logbook_protocol::ServerMessage::decode(frame) {
-        Ok(logbook_protocol::ServerMessage::Response(Response::BackupReadOk(d))) => Ok(d),
-        Ok(logbook_protocol::ServerMessage::Error(e)) => Err(Error::from_reply(e, request)),
-        Ok(_) => Err(malformed("reply of the wrong type".into())),
-        Err(e) => Err(Error::Protocol(e)),
+/// Takes the bytes out of a `BackupRead` reply.
+fn read_bytes(r: Response) -> Option<Bytes> {
+    match r {
+        Response::BackupReadOk(data) => Some(data),
+        _ => None,
     }
 }
 
@@ -466,7 +441,7 @@ async fn copy_image(
             let Some((reply, req, want)) = in_flight.pop_front() else {
                 break;
             };
-            let data = read_reply(&reply.await?, &req)?;
+            let data = Client::decode_reply(conn, &reply.await?, &req, &read_bytes)?;
             let got = data.len() as u64;
             if got == 0 || got > want {
                 return Err(malformed(format!(

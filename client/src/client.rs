@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use logbook_protocol::{
-    Append, AppendResult, Direction, ExpectedVersion, HelloOk, LogPosition, NewEvent, Opcode, Ping,
-    ReadAll, ReadStream, Request, Response, ServerMessage, StreamVersion, SubscribeFrom, Text,
-    validate_event_type, validate_stream_name,
+    Append, AppendResult, Direction, ExpectedVersion, Frame, HelloOk, LogPosition, NewEvent,
+    Opcode, Ping, ReadAll, ReadStream, Request, Response, ServerMessage, StreamVersion,
+    SubscribeFrom, Text, validate_event_type, validate_stream_name,
 };
 use parking_lot::Mutex;
 use tokio::net::ToSocketAddrs;
@@ -634,6 +634,17 @@ impl Client {
         pick: &impl Fn(Response) -> Option<T>,
     ) -> Result<T> {
         let frame = conn.send(request)?.await?;
+        Self::decode_reply(conn, &frame, request, pick)
+    }
+
+    /// Decodes `frame`, the reply to `request` on `conn` (callers that
+    /// pipeline send first and decode each reply as it comes).
+    pub(crate) fn decode_reply<T>(
+        conn: &Connection,
+        frame: &Frame,
+        request: &Request,
+        pick: &impl Fn(Response) -> Option<T>,
+    ) -> Result<T> {
         let opcode = request.opcode();
         // A reply that does not fit its request means the connection can no
         // longer be trusted (PROTOCOL.md §3: a bad reply is a broken
@@ -648,7 +659,7 @@ impl Client {
                 frame.header.opcode
             )));
         }
-        match ServerMessage::decode(&frame) {
+        match ServerMessage::decode(frame) {
             Ok(ServerMessage::Response(response)) => {
                 pick(response).ok_or_else(|| mismatch("reply of the wrong type".to_owned()))
             }

@@ -214,7 +214,7 @@ impl Sub {
         }
     }
 
-    /// Pushes the pending matches of a filtered delivery (see
+    /// Pushes the pending matches of a filtered or stream delivery (see
     /// `deliver_events`) and charges them to the credit.
     fn flush_matches(
         &self,
@@ -335,11 +335,7 @@ impl Sub {
                     }
                     st.cursor = e.position.0 + 1;
                 }
-                if !scratch.is_empty() {
-                    st.credit -= scratch.len() as u64;
-                    self.push_events(scratch);
-                    scratch.clear();
-                }
+                self.flush_matches(st, events, &mut None, scratch);
                 stopped
             }
         }
