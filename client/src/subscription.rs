@@ -98,6 +98,18 @@ pub struct SubscribeAllOptions {
     wrong_checkpoint: Option<Checkpoint>,
 }
 
+/// Where a stored checkpoint says to start (nothing stored: the start), or
+/// the checkpoint back if it belongs to the other kind of subscription.
+fn start_at<P>(
+    checkpoint: Option<Checkpoint>,
+    from: impl FnOnce(Checkpoint) -> Option<SubscribeFrom<P>>,
+) -> Result<SubscribeFrom<P>, Checkpoint> {
+    match checkpoint {
+        None => Ok(SubscribeFrom::Start),
+        Some(c) => from(c).ok_or(c),
+    }
+}
+
 impl Default for SubscribeAllOptions {
     fn default() -> Self {
         SubscribeAllOptions {
@@ -132,18 +144,13 @@ impl SubscribeAllOptions {
     /// # }
     /// ```
     pub fn from_checkpoint(mut self, checkpoint: Option<Checkpoint>) -> Self {
-        match checkpoint.map(|c| c.all_from()) {
-            None => {
-                self.from = SubscribeFrom::Start;
-                self.wrong_checkpoint = None;
+        match start_at(checkpoint, Checkpoint::all_from) {
+            Ok(from) => self.from(from),
+            Err(wrong) => {
+                self.wrong_checkpoint = Some(wrong);
+                self
             }
-            Some(Some(from)) => {
-                self.from = from;
-                self.wrong_checkpoint = None;
-            }
-            Some(None) => self.wrong_checkpoint = checkpoint,
         }
-        self
     }
 
     pub(crate) fn wrong_checkpoint(&self) -> Option<Checkpoint> {
@@ -218,18 +225,13 @@ impl SubscribeStreamOptions {
     /// assert_eq!(options.from, SubscribeFrom::After(StreamVersion(4)));
     /// ```
     pub fn from_checkpoint(mut self, checkpoint: Option<Checkpoint>) -> Self {
-        match checkpoint.map(|c| c.stream_from()) {
-            None => {
-                self.from = SubscribeFrom::Start;
-                self.wrong_checkpoint = None;
+        match start_at(checkpoint, Checkpoint::stream_from) {
+            Ok(from) => self.from(from),
+            Err(wrong) => {
+                self.wrong_checkpoint = Some(wrong);
+                self
             }
-            Some(Some(from)) => {
-                self.from = from;
-                self.wrong_checkpoint = None;
-            }
-            Some(None) => self.wrong_checkpoint = checkpoint,
         }
-        self
     }
 
     pub(crate) fn wrong_checkpoint(&self) -> Option<Checkpoint> {
