@@ -21,10 +21,10 @@ use logbook_protocol::frame::decode_frame;
 use logbook_protocol::{
     DEFAULT_MAX_FRAME_BYTES, LogPosition, Push, ReadAllOk, RecordedEvent, Response, ServerMessage,
 };
-use logbook_server::storage::fs::{MemFs, Vfs};
-use logbook_server::storage::memtable::{Entry, stream_hash};
-use logbook_server::storage::record::{self, Record};
-use logbook_server::storage::sidx;
+use logbook_storage::fs::{MemFs, Vfs};
+use logbook_storage::memtable::{Entry, stream_hash};
+use logbook_storage::record::{self, Record};
+use logbook_storage::sidx;
 
 const MAX_RECORD: usize = 16 << 20;
 

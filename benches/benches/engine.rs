@@ -44,7 +44,7 @@ use logbook_bench::events::{EventFactory, stream_name};
 use logbook_bench::latency::{Recorder, Summary, ms};
 use logbook_bench::{bench_dir, env_flag, env_u64, si};
 use logbook_protocol::{Direction, ExpectedVersion, LogPosition, StreamName};
-use logbook_server::storage::{Durability, RecoveryReport, Store, StoreConfig, StoreStats};
+use logbook_storage::{Durability, RecoveryReport, Store, StoreConfig, StoreStats};
 use tempfile::TempDir;
 use tokio::runtime::Runtime;
 

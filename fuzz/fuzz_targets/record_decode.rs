@@ -1,3 +1,3 @@
 //! Bytes from disk, checked and parsed as a log record.
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| logbook_server::storage::fuzzing::record(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| logbook_storage::fuzzing::record(data));

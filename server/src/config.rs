@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::net::ServerConfig;
-use crate::storage::{Durability, RecoveryMode, StoreConfig};
+use logbook_storage::{Durability, RecoveryMode, StoreConfig};
 
 /// Parses a byte size: a number with an optional KiB, MiB or GiB suffix
 /// (`268435456`, `256MiB`).

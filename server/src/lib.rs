@@ -1,12 +1,11 @@
 //! # logbook-server
 //!
-//! The Logbook event store: the storage engine, and (with the protocol
-//! issue) the network server that the `logbookd` binary runs.
+//! The Logbook daemon: the network server that the `logbookd` binary runs,
+//! its configuration and its metrics, built on the public API of the
+//! storage engine ([`logbook_storage`], whose crate docs trace the path of
+//! an append and of a read).
 //!
 //! ## Layout
-//! - [`storage`]: the engine: segmented log, stream index, group commit,
-//!   recovery, verification. Its module docs trace the path of an append and
-//!   of a read.
 //! - [`net`]: the TCP server: accept loop, one task per connection, the
 //!   outgoing buffer, error codes. A request travels: socket -> `FrameCodec`
 //!   framing -> `Request::decode` -> the connection's dispatch -> the engine
@@ -27,4 +26,3 @@
 pub mod config;
 pub mod metrics;
 pub mod net;
-pub mod storage;

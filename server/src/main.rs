@@ -12,8 +12,8 @@ use clap::Parser;
 use logbook_server::config::{Args, Command};
 use logbook_server::metrics::{self, Metrics, Phase};
 use logbook_server::net::{self, NetStats};
-use logbook_server::storage::Store;
-use logbook_server::storage::verify::verify_with_progress;
+use logbook_storage::Store;
+use logbook_storage::verify::verify_with_progress;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -198,7 +198,7 @@ mod progress {
     use std::time::Instant;
 
     use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
-    use logbook_server::storage::verify::Step;
+    use logbook_storage::verify::Step;
 
     fn name(file: &Path) -> String {
         file.file_name().map_or_else(

@@ -3,8 +3,6 @@
 //! - this file: [`Metrics`], the daemon's health state (starting,
 //!   serving, stopping) and the collector that turns the live figures into
 //!   OpenMetrics text with `prometheus-client`.
-//! - [`histogram`]: the lock-free fixed-bucket histogram the engine records
-//!   latencies into.
 //! - [`http`]: the tiny HTTP/1.1 listener serving `/metrics`, `/health`
 //!   and `/ready`.
 //!
@@ -13,9 +11,8 @@
 //! already update. Nothing is counted twice; the collector reads them when
 //! Prometheus scrapes, so recording costs nothing beyond those atomics.
 //!
-//! [`StoreStats`]: crate::storage::StoreStats
+//! [`StoreStats`]: logbook_storage::StoreStats
 
-pub mod histogram;
 pub mod http;
 
 use std::fmt;
@@ -29,9 +26,9 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::net::NetStats;
-use crate::storage::Store;
+use logbook_storage::Store;
 
-pub use histogram::{EngineHistograms, Histogram};
+use logbook_storage::histogram::Histogram;
 
 /// The `Content-Type` of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -416,7 +413,7 @@ mod tests {
         let m = Metrics::new(Arc::default());
         m.set_phase(Phase::Serving);
         assert!(!m.is_ready(), "no store yet");
-        let store = Store::open(crate::storage::StoreConfig::new(dir.path())).unwrap();
+        let store = Store::open(logbook_storage::StoreConfig::new(dir.path())).unwrap();
         m.store_opened(store.clone());
         assert!(m.is_ready());
         let text = m.render().unwrap();
@@ -432,13 +429,13 @@ mod tests {
 
     #[test]
     fn a_failed_fsync_makes_the_daemon_unready() {
-        use crate::storage::fs::{Fault, MemFs};
         use logbook_protocol::{EventId, ExpectedVersion, NewEvent, StreamName};
+        use logbook_storage::fs::{Fault, MemFs};
 
         let fs = MemFs::new();
-        let config = crate::storage::StoreConfig {
+        let config = logbook_storage::StoreConfig {
             vfs: Arc::new(fs.clone()),
-            ..crate::storage::StoreConfig::new("/data")
+            ..logbook_storage::StoreConfig::new("/data")
         };
         let store = Store::open(config).unwrap();
         let m = Metrics::new(Arc::default());

@@ -20,7 +20,7 @@ use logbook_protocol::{
     DEFAULT_MAX_FRAME_BYTES, Frame, FrameCodec, Hello, PROTOCOL_VERSION, Request, ServerMessage,
 };
 use logbook_server::net::{self, NetStats, ServerConfig};
-use logbook_server::storage::{Store, StoreConfig};
+use logbook_storage::{Store, StoreConfig};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;

@@ -9,7 +9,7 @@ use logbook_protocol::{
 };
 use std::sync::Arc;
 
-use logbook_server::storage::fs::{Fault, MemFs};
+use logbook_storage::fs::{Fault, MemFs};
 use logbook_tests::{RawConn, TestServer, payload};
 
 fn event(n: u128, size: usize) -> NewEvent {

@@ -18,7 +18,7 @@ use logbook_client::{
     SubscribeAllOptions, SubscribeFrom, SubscribeStreamOptions, Subscription, SubscriptionMessage,
 };
 use logbook_protocol::Direction;
-use logbook_server::storage::Durability;
+use logbook_storage::Durability;
 use logbook_tests::{Proxy, TestServer, payload};
 use tokio::sync::watch;
 

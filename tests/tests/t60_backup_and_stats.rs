@@ -10,7 +10,7 @@ use logbook_client::{
     SubscribeAllOptions,
 };
 use logbook_server::net::ServerConfig;
-use logbook_server::storage::StoreConfig;
+use logbook_storage::StoreConfig;
 use logbook_tests::TestServer;
 use tokio::sync::watch;
 
@@ -328,8 +328,8 @@ async fn interrupted_backups_are_refused_until_completed() {
         })
         .await;
     assert!(cut.is_err(), "{cut:?}");
-    match logbook_server::storage::Store::open(StoreConfig::new(target.path())) {
-        Err(logbook_server::storage::StorageError::UnfinishedBackup { .. }) => {}
+    match logbook_storage::Store::open(StoreConfig::new(target.path())) {
+        Err(logbook_storage::StorageError::UnfinishedBackup { .. }) => {}
         other => panic!("an unfinished backup opened: {other:?}"),
     }
     let done = client.backup(target.path(), |_| {}).await.unwrap();
@@ -343,7 +343,7 @@ async fn interrupted_backups_are_refused_until_completed() {
     // leaves the completed backup usable.
     drop(proxy);
     assert!(through_proxy.backup(target.path(), |_| {}).await.is_err());
-    let reopened = logbook_server::storage::Store::open(StoreConfig::new(target.path())).unwrap();
+    let reopened = logbook_storage::Store::open(StoreConfig::new(target.path())).unwrap();
     assert_eq!(reopened.head(), done.position);
     reopened.close().unwrap();
     // Another store's (stopped) data directory is not a backup target.

@@ -9,7 +9,7 @@ use logbook_protocol::{
     Append, Direction, EventId, ExpectedVersion, Hello, NewEvent, Ping, ReadAll, ReadStream,
     Request, Response, StreamVersion, Text,
 };
-use logbook_server::storage::record;
+use logbook_storage::record;
 
 fn main() -> std::io::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds");

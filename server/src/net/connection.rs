@@ -37,8 +37,8 @@ use super::Shared;
 use super::errors::{append_error, read_error, storage_error};
 use super::outbox::Outbox;
 use super::subscription::{CompiledFilter, Sub};
-use crate::storage::backup::BackupImage;
-use crate::storage::{AppendError, PendingAppend};
+use logbook_storage::backup::BackupImage;
+use logbook_storage::{AppendError, PendingAppend};
 
 /// An append whose result is awaited, with the request it answers.
 struct InFlight {

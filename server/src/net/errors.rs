@@ -3,7 +3,7 @@
 
 use logbook_protocol::{ErrorCode, ErrorReply};
 
-use crate::storage::{AppendError, ReadError, StorageError};
+use logbook_storage::{AppendError, ReadError, StorageError};
 
 /// The reply for a failed append.
 pub fn append_error(e: &AppendError) -> ErrorReply {
@@ -22,6 +22,9 @@ pub fn append_error(e: &AppendError) -> ErrorReply {
             ErrorReply::new(ErrorCode::BadRequest, e.to_string())
         }
         AppendError::Storage(s) => storage_error(s),
+        // The engine's errors are non-exhaustive: a kind this server does
+        // not know yet is the server's trouble, not the request's.
+        _ => ErrorReply::new(ErrorCode::Internal, e.to_string()),
     }
 }
 
@@ -29,6 +32,7 @@ pub fn append_error(e: &AppendError) -> ErrorReply {
 pub fn read_error(e: &ReadError) -> ErrorReply {
     match e {
         ReadError::Storage(s) => storage_error(s),
+        _ => ErrorReply::new(ErrorCode::Internal, e.to_string()),
     }
 }
 

@@ -30,7 +30,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
-use crate::storage::{ReadLimit, Store};
+use logbook_storage::{ReadLimit, Store};
 
 /// Network server configuration. Every field states its default.
 #[derive(Clone, Debug)]

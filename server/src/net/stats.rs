@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use super::NetStats;
-use crate::storage::{Store, StoreStats};
+use logbook_storage::{Store, StoreStats};
 
 /// Rates are measured over (at most) this much recent time.
 pub const RATE_WINDOW: Duration = Duration::from_secs(10);

@@ -43,7 +43,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use super::outbox::Outbox;
-use crate::storage::{ReadLimit, Store};
+use logbook_storage::{ReadLimit, Store};
 
 /// Events scanned between checkpoints of a filtered subscription when the
 /// client leaves the interval to the server.

@@ -168,7 +168,7 @@ impl Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::fs::{CrashMode, MemFs};
+    use crate::fs::{CrashMode, MemFs};
     use proptest::prelude::*;
 
     proptest! {

@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use logbook_protocol::{Direction, ExpectedVersion, LogPosition, StreamVersion};
-use logbook_server::storage::{AppendError, Store};
+use logbook_storage::{AppendError, Store};
 
 #[tokio::test]
 async fn append_then_read_stream_and_all() {

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use logbook_protocol::{EventId, NewEvent, StreamName};
-use logbook_server::storage::fs::MemFs;
-use logbook_server::storage::{Durability, StoreConfig};
+use logbook_storage::fs::MemFs;
+use logbook_storage::{Durability, StoreConfig};
 
 /// A configuration with tiny segments and memtables, so that roll-over,
 /// index flushes and merges all happen within a few hundred events.

@@ -593,7 +593,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::fs::MemFs;
+    use crate::fs::MemFs;
 
     fn entries(n: u64, streams: u64) -> Vec<(u64, Entry)> {
         let mut v: Vec<(u64, Entry)> = (0..n)

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use common::*;
 use logbook_protocol::{Direction, ExpectedVersion};
-use logbook_server::storage::fs::{CrashMode, MemFs, Vfs};
-use logbook_server::storage::{ReadError, StorageError, Store};
+use logbook_storage::fs::{CrashMode, MemFs, Vfs};
+use logbook_storage::{ReadError, StorageError, Store};
 
 #[test]
 fn flipped_byte_in_a_sealed_segment_is_reported_not_served() {
@@ -88,7 +88,7 @@ fn flipped_byte_in_a_sealed_segment_is_reported_not_served() {
         );
         store.close().unwrap();
         drop(store);
-        let report = logbook_server::storage::verify(&tiny_mem(&copy), |_| {}).unwrap();
+        let report = logbook_storage::verify(&tiny_mem(&copy), |_| {}).unwrap();
         assert!(!report.is_ok());
         assert!(
             report

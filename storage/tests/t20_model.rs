@@ -8,8 +8,8 @@ mod common;
 
 use common::*;
 use logbook_protocol::{Direction, EventId, ExpectedVersion, NewEvent, StreamVersion};
-use logbook_server::storage::fs::{CrashMode, MemFs};
-use logbook_server::storage::{AppendError, Store};
+use logbook_storage::fs::{CrashMode, MemFs};
+use logbook_storage::{AppendError, Store};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -302,7 +302,7 @@ fn run(ops: Vec<Op>) {
         assert_eq!(e.id, me.id);
     }
     store.close().unwrap();
-    let report = logbook_server::storage::verify(&tiny_mem(&fs), |_| {}).unwrap();
+    let report = logbook_storage::verify(&tiny_mem(&fs), |_| {}).unwrap();
     assert!(report.is_ok(), "{:?}", report.problems);
     assert_eq!(report.events, m.log.len() as u64);
 }

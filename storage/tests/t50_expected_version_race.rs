@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use common::*;
 use logbook_protocol::{EventId, ExpectedVersion, NewEvent, StreamVersion};
-use logbook_server::storage::{AppendError, Store};
+use logbook_storage::{AppendError, Store};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn exactly_one_winner_per_round() {

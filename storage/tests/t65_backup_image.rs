@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::*;
 use logbook_protocol::{Direction, ExpectedVersion};
-use logbook_server::storage::backup::BackupImage;
-use logbook_server::storage::{Store, StoreConfig};
+use logbook_storage::backup::BackupImage;
+use logbook_storage::{Store, StoreConfig};
 
 #[test]
 fn stream_count_survives_flushes_merges_and_restarts() {

@@ -7,8 +7,8 @@ mod common;
 
 use common::*;
 use logbook_protocol::{Direction, ExpectedVersion};
-use logbook_server::storage::fs::{CrashMode, Fault, MemFs};
-use logbook_server::storage::{AppendError, StorageError, Store};
+use logbook_storage::fs::{CrashMode, Fault, MemFs};
+use logbook_storage::{AppendError, StorageError, Store};
 
 fn fails_and_stays_failed(fault_on_sync: bool, fault: Fault) {
     let fs = MemFs::new();

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::*;
 use logbook_protocol::{AppendResult, Direction, EventId, ExpectedVersion, NewEvent};
-use logbook_server::storage::Store;
-use logbook_server::storage::fs::{CrashMode, MemFs};
+use logbook_storage::Store;
+use logbook_storage::fs::{CrashMode, MemFs};
 use parking_lot::Mutex;
 
 #[derive(Clone)]
@@ -130,7 +130,7 @@ async fn one_run(seed: u64) {
     }
     let report = store2.recovery_report().clone();
     drop(store2);
-    let v = logbook_server::storage::verify(&tiny_mem(&crashed), |_| {}).unwrap();
+    let v = logbook_storage::verify(&tiny_mem(&crashed), |_| {}).unwrap();
     assert!(
         v.is_ok(),
         "seed {seed}: {:?} (recovery: {report:?})",

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use logbook_protocol::{Direction, ExpectedVersion, LogPosition, StreamVersion};
-use logbook_server::storage::Store;
+use logbook_storage::Store;
 
 #[test]
 fn streams_spanning_segments_read_back_in_order() {
@@ -107,7 +107,7 @@ fn streams_spanning_segments_read_back_in_order() {
     let store = Store::open(tiny_fast(dir.path())).unwrap();
     check(&store);
     drop(store);
-    let report = logbook_server::storage::verify(&tiny_fast(dir.path()), |_| {}).unwrap();
+    let report = logbook_storage::verify(&tiny_fast(dir.path()), |_| {}).unwrap();
     assert!(report.is_ok(), "{:?}", report.problems);
     assert_eq!(report.index_entries, n);
 }

@@ -70,7 +70,7 @@ pub struct Counters {
     /// Index tables written by merges.
     pub merges: AtomicU64,
     /// Append and fsync latencies, appends per group commit.
-    pub histograms: crate::metrics::EngineHistograms,
+    pub histograms: crate::histogram::EngineHistograms,
 }
 
 /// Shared engine state.

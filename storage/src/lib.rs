@@ -1,4 +1,6 @@
-//! The storage engine.
+//! # logbook-storage
+//!
+//! The Logbook storage engine.
 //!
 //! ## Layout
 //! - [`config`]: [`StoreConfig`] and its defaults.
@@ -39,6 +41,13 @@
 //! global reads find the record holding a position with the segment's sparse
 //! position index and scan forward or backward.
 
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 pub mod backup;
 mod commit;
 pub mod config;
@@ -47,6 +56,7 @@ mod flusher;
 pub mod fs;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod histogram;
 mod le;
 pub mod manifest;
 pub mod memtable;
@@ -473,7 +483,7 @@ impl Store {
     }
 
     /// The engine's latency and group-size histograms (live, lock-free).
-    pub fn histograms(&self) -> &crate::metrics::EngineHistograms {
+    pub fn histograms(&self) -> &crate::histogram::EngineHistograms {
         &self.inner.shared.counters.histograms
     }
 

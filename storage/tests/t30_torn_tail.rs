@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use logbook_protocol::{Direction, ExpectedVersion, StreamVersion};
-use logbook_server::storage::fs::{CrashMode, MemFs, OpenMode, Vfs};
-use logbook_server::storage::{RecoveryMode, StorageError, Store, StoreConfig};
+use logbook_storage::fs::{CrashMode, MemFs, OpenMode, Vfs};
+use logbook_storage::{RecoveryMode, StorageError, Store, StoreConfig};
 
 fn segments(fs: &dyn Vfs) -> Vec<PathBuf> {
     let dir = Path::new("/data/log");
@@ -182,7 +182,7 @@ fn damage_followed_by_complete_groups_is_corruption() {
         other => panic!("expected corruption, got {other:?}"),
     }
     // Offline verify names the same place.
-    let report = logbook_server::storage::verify(&tiny_mem(&copy), |_| {}).unwrap();
+    let report = logbook_storage::verify(&tiny_mem(&copy), |_| {}).unwrap();
     assert!(
         report
             .problems
@@ -313,7 +313,7 @@ fn interrupted_segment_creation_is_repaired() {
         // The next segment, as create_segment leaves it when cut short.
         let next = last.with_file_name(format!("{:020}.seg", total));
         let f = copy.open(&next, OpenMode::CreateNew).unwrap();
-        let header = logbook_server::storage::segment::encode_header(total);
+        let header = logbook_storage::segment::encode_header(total);
         f.write_all_at(&header[..partial], 0).unwrap();
         f.sync_data().unwrap();
         copy.sync_dir(Path::new("/data/log")).unwrap();
