@@ -22,9 +22,9 @@ use logbook_protocol::{
     DEFAULT_MAX_FRAME_BYTES, LogPosition, Push, ReadAllOk, RecordedEvent, Response, ServerMessage,
 };
 use logbook_storage::fs::{MemFs, Vfs};
-use logbook_storage::memtable::{Entry, stream_hash};
-use logbook_storage::record::{self, Record};
-use logbook_storage::sidx;
+use logbook_storage::internals::{
+    Entry, Record, StreamHasher, check_record, encode_record, write_table,
+};
 
 const MAX_RECORD: usize = 16 << 20;
 
@@ -32,7 +32,7 @@ const MAX_RECORD: usize = 16 << 20;
 fn encoded_record(n: usize) -> Vec<u8> {
     let events = EventFactory::default().batch(n);
     let mut buf = Vec::new();
-    record::encode(&mut buf, "account-42", 0, 0, 1_700_000_000_000_000, &events);
+    encode_record(&mut buf, "account-42", 0, 0, 1_700_000_000_000_000, &events);
     buf
 }
 
@@ -47,16 +47,16 @@ fn record_group(c: &mut Criterion) {
     g.bench_function("encode_100", |b| {
         b.iter(|| {
             buf.clear();
-            record::encode(&mut buf, &stream, 1000, 7, 1_700_000_000_000_000, &events);
+            encode_record(&mut buf, &stream, 1000, 7, 1_700_000_000_000_000, &events);
             black_box(buf.len())
         });
     });
     g.bench_function("check_100", |b| {
-        b.iter(|| record::check(black_box(&bytes), MAX_RECORD).expect("valid record"));
+        b.iter(|| check_record(black_box(&bytes), MAX_RECORD).expect("valid record"));
     });
     g.bench_function("decode_100", |b| {
         b.iter(|| {
-            let len = record::check(black_box(&bytes), MAX_RECORD).expect("valid record");
+            let len = check_record(black_box(&bytes), MAX_RECORD).expect("valid record");
             let r = Record::parse(bytes.slice(..len)).expect("parse");
             let evs: Vec<RecordedEvent> = r.events().collect::<Result<_, _>>().expect("events");
             assert_eq!(evs.len(), 100);
@@ -74,8 +74,9 @@ fn sidx_group(c: &mut Criterion) {
     let fs = MemFs::new();
     let dir = Path::new("/index");
     fs.create_dir_all(dir).expect("mkdir");
+    let hasher = StreamHasher::new(0x5eed);
     let hashes: Vec<u64> = (0..SIDX_STREAMS)
-        .map(|s| stream_hash(&stream_name("account", s)))
+        .map(|s| hasher.hash(&stream_name("account", s)))
         .collect();
     // Stream s's version v is at position v * STREAMS + s (interleaved).
     let mut entries: Vec<(u64, Entry)> = hashes
@@ -97,7 +98,7 @@ fn sidx_group(c: &mut Criterion) {
         .collect();
     entries.sort_by_key(|(h, e)| (*h, e.version, e.position));
     let count = entries.len() as u64;
-    let table = sidx::write(&fs, dir, 1, 0, 0, count, count, entries.into_iter().map(Ok))
+    let table = write_table(&fs, dir, 1, 0, 0, count, count, entries.into_iter().map(Ok))
         .expect("write table");
 
     let mut out = Vec::with_capacity(SIDX_VERSIONS as usize);
@@ -126,7 +127,7 @@ fn sidx_group(c: &mut Criterion) {
         b.iter(|| {
             miss += 1;
             out.clear();
-            let h = stream_hash(&stream_name("absent", miss));
+            let h = hasher.hash(&stream_name("absent", miss));
             table
                 .range(h, (0, 0), logbook_protocol::Direction::Forward, 1, &mut out)
                 .expect("lookup");

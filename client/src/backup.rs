@@ -32,6 +32,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
+use logbook_protocol::layout::{self, StoreFile};
 use logbook_protocol::msg::MAX_BACKUP_READ;
 use logbook_protocol::{
     BackupBegin, BackupBeginOk, BackupEnd, BackupFile, BackupRead, LogPosition, Request, Response,
@@ -68,10 +69,10 @@ pub struct BackupReport {
 /// Most bytes asked for per read.
 const CHUNK: u32 = MAX_BACKUP_READ;
 /// Marks a directory whose backup has not completed (the daemon refuses
-/// it); the same name as `logbook_server::storage::UNFINISHED_BACKUP_MARKER`.
-const INCOMPLETE: &str = "BACKUP-INCOMPLETE";
+/// it).
+const INCOMPLETE: &str = layout::BACKUP_INCOMPLETE;
 /// What the last completed backup wrote.
-const RECORD: &str = "BACKUP";
+const RECORD: &str = layout::BACKUP_RECORD;
 /// First line of `BACKUP`.
 const RECORD_MAGIC: &str = "logbook-backup 1";
 /// Reads in flight at once per file.
@@ -97,25 +98,16 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 }
 
 /// Checks a file name from the server: `log/<digits>.seg` or
-/// `index/<digits>.sidx`, nothing that could leave the directory.
-fn checked_name(name: &str) -> Result<(&'static str, &str)> {
-    let bad = || {
+/// `index/<digits>.sidx` (`layout::StoreFile`), nothing that could leave
+/// the directory. Returns the subdirectory and the file name.
+fn checked_name(name: &str) -> Result<(&'static str, String)> {
+    let file = StoreFile::parse_wire_name(name).ok_or_else(|| {
         Error::Protocol(logbook_protocol::Error::Malformed {
             opcode: logbook_protocol::Opcode::BackupBegin,
             reason: format!("backup image names an unexpected file {name:?}"),
         })
-    };
-    let (dir, file) = name.split_once('/').ok_or_else(bad)?;
-    let (dir, ext) = match dir {
-        "log" => ("log", ".seg"),
-        "index" => ("index", ".sidx"),
-        _ => return Err(bad()),
-    };
-    let stem = file.strip_suffix(ext).ok_or_else(bad)?;
-    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    Ok((dir, file))
+    })?;
+    Ok((file.dir(), file.file_name()))
 }
 
 impl Client {
@@ -173,7 +165,7 @@ impl Client {
 /// directory that is neither empty nor a backup; returns the lock and what
 /// the last completed backup recorded (file name -> durable length).
 fn prepare_dir(dir: &Path) -> Result<(File, HashMap<String, u64>)> {
-    for sub in ["log", "index"] {
+    for sub in [layout::LOG_DIR, layout::INDEX_DIR] {
         let d = dir.join(sub);
         std::fs::create_dir_all(&d).map_err(local("create directory", &d))?;
     }
@@ -181,7 +173,7 @@ fn prepare_dir(dir: &Path) -> Result<(File, HashMap<String, u64>)> {
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
         sync_dir(parent)?;
     }
-    let path = dir.join("LOCK");
+    let path = dir.join(layout::LOCK);
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -200,7 +192,7 @@ fn prepare_dir(dir: &Path) -> Result<(File, HashMap<String, u64>)> {
     let record = read_record(dir)?;
     let is_backup = record.is_some() || dir.join(INCOMPLETE).exists();
     if !is_backup {
-        for sub in ["log", "index"] {
+        for sub in [layout::LOG_DIR, layout::INDEX_DIR] {
             let d = dir.join(sub);
             if std::fs::read_dir(&d)
                 .map_err(local("list", &d))?
@@ -500,10 +492,10 @@ fn sync_dir(path: &Path) -> Result<()> {
 /// Syncs the directories, installs the MANIFEST atomically, removes files
 /// the image does not list, writes the record and removes the marker.
 fn finish(dir: &Path, manifest: &[u8], keep: &HashSet<PathBuf>, record: &str) -> Result<()> {
-    let (log, index) = (dir.join("log"), dir.join("index"));
+    let (log, index) = (dir.join(layout::LOG_DIR), dir.join(layout::INDEX_DIR));
     sync_dir(&log)?;
-    write_durably(&index, "MANIFEST", manifest)?;
-    let manifest_path = index.join("MANIFEST");
+    write_durably(&index, layout::MANIFEST, manifest)?;
+    let manifest_path = index.join(layout::MANIFEST);
     for d in [&log, &index] {
         for entry in std::fs::read_dir(d).map_err(local("list", d))? {
             let p = entry.map_err(local("list", d))?.path();
@@ -527,11 +519,11 @@ mod tests {
     fn only_segment_and_table_names_are_accepted() {
         assert_eq!(
             checked_name("log/00000000000000000000.seg").unwrap(),
-            ("log", "00000000000000000000.seg")
+            ("log", "00000000000000000000.seg".to_string())
         );
         assert_eq!(
             checked_name("index/00000000000000000007.sidx").unwrap(),
-            ("index", "00000000000000000007.sidx")
+            ("index", "00000000000000000007.sidx".to_string())
         );
         for bad in [
             "",

@@ -42,6 +42,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::error::Error;
+use crate::le;
 
 /// The protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u8 = 1;
@@ -350,21 +351,6 @@ fn frame_crc(frame: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(header), body)
 }
 
-/// Reads a little-endian u16 at `at`; callers have checked the bounds, the
-/// zero fallback only keeps indexing panic-free.
-fn le_u16(b: &[u8], at: usize) -> u16 {
-    b.get(at..at + 2)
-        .and_then(|s| <[u8; 2]>::try_from(s).ok())
-        .map_or(0, u16::from_le_bytes)
-}
-
-/// Reads a little-endian u32 at `at` (see [`le_u16`]).
-fn le_u32(b: &[u8], at: usize) -> u32 {
-    b.get(at..at + 4)
-        .and_then(|s| <[u8; 4]>::try_from(s).ok())
-        .map_or(0, u32::from_le_bytes)
-}
-
 /// Takes one frame off the front of `src` if it is complete.
 ///
 /// Returns `Ok(None)` while the frame is incomplete, after reserving room for
@@ -375,7 +361,7 @@ pub fn decode_frame(src: &mut BytesMut, max_frame_bytes: u32) -> Result<Option<F
     if src.len() < 4 {
         return Ok(None);
     }
-    let len = le_u32(src, 0);
+    let len = le::u32(src, 0);
     let total = u64::from(len) + 4;
     if total > u64::from(max_frame_bytes) {
         return Err(Error::FrameTooLarge {
@@ -396,7 +382,7 @@ pub fn decode_frame(src: &mut BytesMut, max_frame_bytes: u32) -> Result<Option<F
     }
 
     let frame = src.get(..total).unwrap_or_default();
-    let expected = le_u32(frame, 16);
+    let expected = le::u32(frame, 16);
     let got = frame_crc(frame);
     if got != expected {
         return Err(Error::ChecksumMismatch { got, expected });
@@ -412,10 +398,10 @@ pub fn decode_frame(src: &mut BytesMut, max_frame_bytes: u32) -> Result<Option<F
 fn parse_header(frame: &[u8]) -> Result<FrameHeader, Error> {
     let version = frame.get(4).copied().unwrap_or_default();
     let kind = frame.get(5).copied().unwrap_or_default();
-    let opcode = le_u16(frame, 6);
-    let flags = le_u16(frame, 8);
-    let reserved = le_u16(frame, 10);
-    let corr_id = le_u32(frame, 12);
+    let opcode = le::u16(frame, 6);
+    let flags = le::u16(frame, 8);
+    let reserved = le::u16(frame, 10);
+    let corr_id = le::u32(frame, 12);
 
     // Version first: a frame from a newer protocol may legitimately use
     // kinds, opcodes or flags this side does not know, and "unsupported

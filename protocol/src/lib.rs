@@ -18,6 +18,11 @@
 //!   property tests that stand in for them in `cargo test`.
 //! - [`error`]: [`Error`], split into fatal frame errors and per-message
 //!   errors ([`Error::is_fatal`]).
+//! - [`layout`]: the data directory's file and directory names, shared by
+//!   the engine, its backup image and the client's backup (the backup
+//!   protocol carries these names).
+//! - [`le`]: panic-free little-endian field reads, shared by the frame
+//!   codec and the engine's on-disk formats.
 //!
 //! ## The path of a message
 //! Client: `Request::encode` writes a whole frame into the output buffer.
@@ -37,6 +42,8 @@ pub mod error;
 pub mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod layout;
+pub mod le;
 pub mod msg;
 pub mod types;
 

@@ -20,11 +20,11 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use super::Store;
-use super::error::StorageError;
-use super::fs::VFile;
-use super::segment::{self, HEADER_LEN};
-use super::sidx;
+use crate::Store;
+use crate::error::StorageError;
+use crate::fs::VFile;
+use crate::segment::{self, HEADER_LEN};
+use logbook_protocol::layout::StoreFile;
 
 /// One file of an image.
 #[derive(Debug)]
@@ -74,7 +74,7 @@ impl Store {
     /// Pins a consistent image of the store for an online backup. Fails
     /// with [`StorageError::Busy`] if appends kept racing with it.
     pub fn backup_image(&self) -> Result<BackupImage, StorageError> {
-        let shared = &self.inner.shared;
+        let shared = self.shared();
         // The index first: it covers at most the head loaded below (its
         // entries were published before that head). The MANIFEST kept with
         // the tables lists exactly them.
@@ -126,7 +126,7 @@ impl Store {
         if manifest.indexed_through > position {
             // Cannot happen (the index is taken before the head); refuse
             // rather than produce an image whose index outruns its log.
-            return Err(StorageError::InvalidConfig(format!(
+            return Err(StorageError::Internal(format!(
                 "index covers {} but the image ends at {position}",
                 manifest.indexed_through
             )));
@@ -134,7 +134,7 @@ impl Store {
         let mut files: Vec<ImageFile> = pinned
             .into_iter()
             .map(|(s, len)| ImageFile {
-                name: format!("log/{}", segment::file_name(s.first_position)),
+                name: StoreFile::Segment(s.first_position).wire_name(),
                 len,
                 file: Arc::clone(&s.file),
             })
@@ -145,7 +145,7 @@ impl Store {
                 .len()
                 .map_err(|e| StorageError::io("stat", &t.path, e))?;
             files.push(ImageFile {
-                name: format!("index/{}", sidx::file_name(t.id)),
+                name: StoreFile::Table(t.id).wire_name(),
                 len,
                 file,
             });

@@ -30,11 +30,14 @@ use std::time::Instant;
 use logbook_protocol::AppendResult;
 use parking_lot::{Condvar, Mutex};
 
-use super::config::Durability;
-use super::error::{AppendError, StorageError};
-use super::segment::{PidxEntry, Segment};
-use super::shared::Shared;
-use super::writer::AppendRequest;
+use crate::config::Durability;
+use crate::error::{AppendError, StorageError};
+use crate::segment::{PidxEntry, Segment};
+use crate::shared::Shared;
+use crate::writer::AppendRequest;
+
+/// Why writing failed, shared by every request of the groups it fails.
+pub(crate) type Failure = Arc<StorageError>;
 
 /// The most sync lanes a store may use. Recovery assumes this bound: a crash
 /// can leave at most `MAX_SYNC_LANES + 1` group writes unacknowledged.
@@ -87,7 +90,7 @@ pub(crate) struct Ticket {
     /// Position after the group's last event.
     pub end_position: u64,
     /// Set when writing the group failed.
-    pub failure: Option<String>,
+    pub failure: Option<Failure>,
 }
 
 #[derive(Debug, Default)]
@@ -97,11 +100,11 @@ struct State {
     /// Tickets submitted and not yet completed.
     in_flight: usize,
     /// Synced tickets waiting for their predecessors.
-    done: BTreeMap<u64, (Ticket, Result<(), String>)>,
+    done: BTreeMap<u64, (Ticket, Result<(), Failure>)>,
     /// Sequence number of the next ticket to complete.
     next: u64,
     /// Set by the first failure; every later ticket fails too.
-    poisoned: Option<String>,
+    poisoned: Option<Failure>,
     stop: bool,
 }
 
@@ -137,7 +140,7 @@ impl Pipeline {
     }
 
     /// Why writes fail, once something failed.
-    pub(crate) fn poisoned(&self) -> Option<String> {
+    pub(crate) fn poisoned(&self) -> Option<Failure> {
         self.state.lock().poisoned.clone()
     }
 
@@ -208,7 +211,7 @@ impl Pipeline {
                 let r = seg
                     .file
                     .sync_data()
-                    .map_err(|e| StorageError::io("fdatasync", &seg.path, e).to_string());
+                    .map_err(|e| Arc::new(StorageError::io("fdatasync", &seg.path, e)));
                 counters
                     .histograms
                     .fsync_latency
@@ -245,18 +248,18 @@ impl Pipeline {
 
     /// Publishes a durable ticket and answers its requests, or fails them.
     /// Runs under the state lock, in ticket order.
-    fn complete(&self, st: &mut State, mut t: Ticket, synced: Result<(), String>) {
+    fn complete(&self, st: &mut State, mut t: Ticket, synced: Result<(), Failure>) {
         let failure = st.poisoned.clone().or(t.failure.take()).or(synced.err());
         match &failure {
             None => self.publish(&t),
-            Some(reason) => {
+            Some(cause) => {
                 if st.poisoned.is_none() {
                     // Nothing of this group (or any later one) is published.
                     // Bytes written past the durable end are ignored by
                     // readers and cut by recovery.
-                    tracing::error!(%reason, "write failed: refusing writes until restart");
-                    *self.shared.writer_failure.lock() = Some(reason.clone());
-                    st.poisoned = Some(reason.clone());
+                    tracing::error!(error = %cause, "write failed: refusing writes until restart");
+                    *self.shared.writer_failure.lock() = Some(Arc::clone(cause));
+                    st.poisoned = Some(Arc::clone(cause));
                 }
             }
         }
@@ -285,9 +288,7 @@ impl Pipeline {
                 (Outcome::Refused(e), None) => Err(e),
                 // On failure even a refusal may have been decided against a
                 // version that never became durable: report the failure.
-                (_, Some(reason)) => Err(AppendError::Storage(StorageError::WriterFailed {
-                    reason: reason.clone(),
-                })),
+                (_, Some(cause)) => Err(AppendError::Storage(StorageError::writer_failed(cause))),
             };
             match &reply {
                 Ok(_) => {

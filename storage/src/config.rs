@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::error::StorageError;
-use super::fs::{OsFs, Vfs};
-use super::{record, segment};
+use crate::error::StorageError;
+use crate::fs::{OsFs, Vfs};
+use crate::{commit, record, segment};
 
 /// When an append is acknowledged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -80,6 +80,20 @@ pub struct StoreConfig {
     pub recovery: RecoveryMode,
     /// The file system. Default the OS's; tests use `MemFs`.
     pub vfs: Arc<dyn Vfs>,
+    /// Knobs for tests only; the defaults are what production runs.
+    #[doc(hidden)]
+    pub testing: TestKnobs,
+}
+
+/// Settings that exist only to make tests reach corners. Never set them in
+/// production.
+#[doc(hidden)]
+#[derive(Clone, Debug, Default)]
+pub struct TestKnobs {
+    /// Every stream name hashes to this value: every stream collides with
+    /// every other, in the index and in every in-memory map. Proves that
+    /// collisions cost time, never correctness.
+    pub degenerate_stream_hash: Option<u64>,
 }
 
 impl Default for StoreConfig {
@@ -100,6 +114,7 @@ impl Default for StoreConfig {
             read_chunk_bytes: 256 << 10,
             recovery: RecoveryMode::Strict,
             vfs: Arc::new(OsFs),
+            testing: TestKnobs::default(),
         }
     }
 }
@@ -149,10 +164,10 @@ impl StoreConfig {
         if self.segment_bytes > u64::from(u32::MAX) {
             return bad(format!("segment_bytes {} above 4 GiB", self.segment_bytes));
         }
-        if self.sync_lanes == 0 || self.sync_lanes > super::commit::MAX_SYNC_LANES {
+        if self.sync_lanes == 0 || self.sync_lanes > commit::MAX_SYNC_LANES {
             return bad(format!(
                 "sync_lanes must be 1..={}, got {}",
-                super::commit::MAX_SYNC_LANES,
+                commit::MAX_SYNC_LANES,
                 self.sync_lanes
             ));
         }

@@ -4,6 +4,7 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use logbook_protocol::{ExpectedVersion, NameError, StreamVersion};
 
@@ -63,10 +64,12 @@ pub enum StorageError {
     /// A write or fdatasync failed earlier. What reached the disk is unknown,
     /// so the store refuses all further writes until it is restarted and
     /// recovery has re-read the log (see the README's durability section).
-    #[error("writes are disabled until restart: an earlier write failed ({reason})")]
+    #[error("writes are disabled until restart: an earlier write failed ({cause})")]
     WriterFailed {
-        /// The original failure.
-        reason: String,
+        /// The original failure: typically [`StorageError::Io`], whose
+        /// source tells ENOSPC (`StorageFull`) from EIO.
+        #[source]
+        cause: Arc<StorageError>,
     },
     /// The store is shutting down and accepts no more writes.
     #[error("the store is shutting down")]
@@ -74,6 +77,11 @@ pub enum StorageError {
     /// The configuration is unusable.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+    /// An internal invariant does not hold: a bug in Logbook, not a problem
+    /// with the data or the request. Never used for bytes read from disk
+    /// (those are [`StorageError::Corrupt`]).
+    #[error("internal error (a bug in Logbook): {0}")]
+    Internal(String),
     /// The store is too busy to do this now; try again.
     #[error("busy: {0}")]
     Busy(String),
@@ -104,6 +112,30 @@ impl StorageError {
             file: file.into(),
             offset,
             reason: reason.into(),
+        }
+    }
+
+    /// The failure that disabled writes, as the error every later write
+    /// gets. A failure that is already `WriterFailed` is not wrapped again.
+    pub(crate) fn writer_failed(cause: &Arc<StorageError>) -> Self {
+        match &**cause {
+            StorageError::WriterFailed { cause } => StorageError::WriterFailed {
+                cause: Arc::clone(cause),
+            },
+            _ => StorageError::WriterFailed {
+                cause: Arc::clone(cause),
+            },
+        }
+    }
+
+    /// The kind of the I/O error at the root of this one, if there is one:
+    /// e.g. `StorageFull` (ENOSPC) for a write refused because the disk is
+    /// full, whether it failed now or disabled writes earlier.
+    pub fn io_kind(&self) -> Option<io::ErrorKind> {
+        match self {
+            StorageError::Io { source, .. } => Some(source.kind()),
+            StorageError::WriterFailed { cause } => cause.io_kind(),
+            _ => None,
         }
     }
 

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use logbook_protocol::Direction;
 
-use super::config::StoreConfig;
-use super::fs::{MemFs, OpenMode, Vfs};
-use super::record::{self, Record};
-use super::{Store, segment};
+use crate::config::StoreConfig;
+use crate::fs::{MemFs, OpenMode, Vfs};
+use crate::record::{self, Record};
+use crate::{Store, segment};
 
 /// Checks and parses `data` as a log record, and decodes its events.
 pub fn record(data: &[u8]) {
@@ -37,7 +37,7 @@ pub fn recover_segment(data: &[u8]) {
     if fs.create_dir_all(dir).is_err() {
         return;
     }
-    let path = dir.join(segment::file_name(0));
+    let path = dir.join(logbook_protocol::layout::segment_file(0));
     let Ok(f) = fs.open(&path, OpenMode::CreateNew) else {
         return;
     };

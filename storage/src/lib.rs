@@ -1,45 +1,78 @@
 //! # logbook-storage
 //!
-//! The Logbook storage engine.
+//! The Logbook storage engine: a segmented append-only log of crc32c
+//! records, a per-stream index, exact expected-version checks, group
+//! commit with `fdatasync`, crash recovery, verification and consistent
+//! backup images. `logbookd` serves it over TCP; it also runs in-process,
+//! with no daemon, for tests, tools and single-process applications (see
+//! `examples/embedded.rs`):
+//!
+//! ```no_run
+//! use logbook_protocol::{Direction, EventId, ExpectedVersion, NewEvent, StreamName};
+//! use logbook_storage::{Store, StoreConfig};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = Store::open(StoreConfig::new("/tmp/my-store"))?;
+//! let stream = StreamName::new("account-42")?;
+//! let opened = NewEvent::new(EventId::new_v7(), "Opened", r#"{"owner":"ada"}"#);
+//! store.append(&stream, ExpectedVersion::NoStream, vec![opened]).await?;
+//! let slice = store.read_stream("account-42", None, Direction::Forward, 100)?;
+//! assert_eq!(slice.events.len(), 1);
+//! store.close()?;
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! ## Layout
-//! - [`config`]: [`StoreConfig`] and its defaults.
-//! - [`error`]: [`StorageError`], [`AppendError`], [`ReadError`].
+//! The public API:
+//! - [`Store`] (`store.rs`): open, append (async, or blocking), read a
+//!   stream, read the global log, watch the durable head, stats, close.
+//! - [`config`]: [`StoreConfig`] and its defaults; [`error`]: the errors,
+//!   split by operation.
 //! - [`fs`]: the file-system trait all I/O goes through; the real one and a
-//!   fault-injecting in-memory one.
-//! - `fuzzing`: entry points shared by the fuzz targets and the bounded
-//!   property tests that stand in for them in `cargo test`.
-//! - `le`: panic-free little-endian field reads shared by the formats.
-//! - [`record`]: the log record (one per appended batch), byte layout.
-//! - [`segment`]: segment files (header, records, footer, sparse position
-//!   index) and the record reader.
-//! - [`memtable`], [`sidx`], [`manifest`]: the stream index, an LSM of a
-//!   memtable and immutable sorted tables.
-//! - `shared`: state shared by the threads, and the read paths.
-//! - `writer`: the writer thread: gathers, checks, encodes and writes groups.
+//!   fault-injecting in-memory one for tests.
+//! - [`histogram`]: the engine's lock-free latency and group-size
+//!   histograms, which a server exports as it likes.
+//! - [`verify`]: the offline consistency check; [`backup`]: consistent
+//!   images of a running store.
+//!
+//! Inside (private):
+//! - `record`: the log record (one per appended batch), byte layout.
+//! - `segment/`: segment files: `format` (bytes), the live `Segment`,
+//!   `reader` (the record reader and the one record walk), `recovery`
+//!   (scans of a segment whose end is unknown).
+//! - `index/`: the stream index, an LSM: `memtable`, `table` (the `.sidx`
+//!   format), `manifest`, `flusher` (the thread writing and merging tables).
+//! - `stream_map`: the collision-safe map keyed by stream name, and the
+//!   store's seeded stream hash.
+//! - `shared`: state shared by the threads; `read`: the read paths over it.
+//! - `writer`: the writer thread: gathers, checks, encodes and writes
+//!   groups; `heads`: the stream heads it checks expected versions against.
 //! - `commit`: the commit pipeline: fdatasync on sync lanes, then publish
 //!   and reply in group order.
-//! - `flusher`: the index flush and merge thread.
 //! - `open`: recovery.
-//! - [`verify`]: the offline consistency check.
-//! - [`backup`]: consistent images of the store for online backups.
+//! - `fuzzing`, `internals`: entry points for the fuzz targets and the
+//!   component benches (hidden; no compatibility promise).
+//!
+//! File names and the data directory's layout come from
+//! `logbook_protocol::layout`, which the client's backup shares.
 //!
 //! ## The path of an append
 //! [`Store::append`] validates the batch, sends it to the writer over a
 //! bounded channel and awaits the reply. The writer gathers whatever is
-//! queued into a group, checks expected versions, encodes one record per
-//! batch into one buffer and writes it with one `write`. A sync lane makes
-//! the group durable with one `fdatasync` (a few groups may sync at once),
-//! then, in group order, the pipeline publishes it (segment end, index
-//! entries, and the durable head that readers and subscribers follow) and
-//! replies.
+//! queued into a group, checks expected versions against the stream heads,
+//! encodes one record per batch into one buffer and writes it with one
+//! `write`. A sync lane makes the group durable with one `fdatasync` (a few
+//! groups may sync at once), then, in group order, the pipeline publishes
+//! it (segment end, index entries, and the durable head that readers and
+//! subscribers follow) and replies.
 //!
 //! ## The path of a read
 //! Readers load the durable head, snapshot the segments and the index, and
 //! read records with `pread` through a small window buffer. Stream reads go
 //! through the index (memtable, then tables, bloom filters skipping most);
-//! global reads find the record holding a position with the segment's sparse
-//! position index and scan forward or backward.
+//! global reads find the record holding a position with the segment's
+//! sparse position index and walk forward or backward.
 
 #![deny(
     clippy::unwrap_used,
@@ -52,528 +85,27 @@ pub mod backup;
 mod commit;
 pub mod config;
 pub mod error;
-mod flusher;
 pub mod fs;
 #[doc(hidden)]
 pub mod fuzzing;
+mod heads;
 pub mod histogram;
-mod le;
-pub mod manifest;
-pub mod memtable;
+mod index;
+#[doc(hidden)]
+pub mod internals;
 mod open;
-pub mod record;
-pub mod segment;
+mod read;
+mod record;
+mod segment;
 mod shared;
-pub mod sidx;
+mod store;
+mod stream_map;
 pub mod verify;
 mod writer;
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::thread::JoinHandle;
-
-use logbook_protocol::{
-    AppendResult, Direction, ExpectedVersion, LogPosition, NewEvent, RecordedEvent, StreamName,
-    StreamVersion, validate_event_type,
-};
-use parking_lot::{Mutex, RwLock};
-use tokio::sync::{mpsc, oneshot, watch};
-
-pub use config::{Durability, RecoveryMode, StoreConfig};
+pub use config::{Durability, RecoveryMode, StoreConfig, TestKnobs};
 pub use error::{AppendError, Limit, ReadError, StorageError};
-pub use open::{RecoveryReport, Truncation, UNFINISHED_BACKUP_MARKER};
-pub use shared::ReadLimit;
+pub use open::{RecoveryReport, Truncation};
+pub use read::ReadLimit;
+pub use store::{AllSlice, PendingAppend, Store, StoreStats, StreamSlice};
 pub use verify::{VerifyReport, verify};
-
-use fs::LockGuard;
-use shared::Shared;
-use writer::{AppendRequest, Writer};
-
-/// A slice of one stream.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StreamSlice {
-    /// The events, in the requested direction.
-    pub events: Vec<RecordedEvent>,
-    /// Version to read from to continue in the same direction; `None` when
-    /// nothing more is there now.
-    pub next: Option<StreamVersion>,
-    /// The stream's last version at the time of the read; `None` if the
-    /// stream has no events.
-    pub last_version: Option<StreamVersion>,
-}
-
-/// A slice of the global log.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AllSlice {
-    /// The events, in the requested direction.
-    pub events: Vec<RecordedEvent>,
-    /// Position to read from to continue in the same direction; `None` when
-    /// nothing more is there now.
-    pub next: Option<LogPosition>,
-    /// Number of durable events when the read started (the next position to
-    /// be assigned).
-    pub head: LogPosition,
-}
-
-/// A snapshot of the engine's counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StoreStats {
-    /// Durable events (the next position).
-    pub head: u64,
-    /// Appends acknowledged since start.
-    pub appends: u64,
-    /// Events written since start.
-    pub events_written: u64,
-    /// Group commits (one write each) since start.
-    pub groups: u64,
-    /// fdatasync calls on segments since start.
-    pub fsyncs: u64,
-    /// Bytes of records written since start.
-    pub bytes_written: u64,
-    /// Appends refused for a wrong expected version since start.
-    pub conflicts: u64,
-    /// Streams with at least one event.
-    pub streams: u64,
-    /// Segments in the log.
-    pub segments: u64,
-    /// Bytes of segment files (sealed segments' length, the active one's
-    /// durable end).
-    pub log_bytes: u64,
-    /// Index tables on disk.
-    pub index_tables: u64,
-    /// Bytes of index tables.
-    pub index_bytes: u64,
-    /// Index entries in memory (active and frozen memtables).
-    pub memtable_entries: u64,
-    /// Index flushes and merges since start.
-    pub index_flushes: u64,
-    /// Index merges since start.
-    pub index_merges: u64,
-}
-
-/// A validated append, its reply channel, and the writer's queue.
-type Prepared = (
-    AppendRequest,
-    oneshot::Receiver<Result<AppendResult, AppendError>>,
-    mpsc::Sender<AppendRequest>,
-);
-
-/// The result of an append queued by [`Store::submit`].
-#[derive(Debug)]
-pub struct PendingAppend {
-    rx: oneshot::Receiver<Result<AppendResult, AppendError>>,
-}
-
-impl std::future::Future for PendingAppend {
-    type Output = Result<AppendResult, AppendError>;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.rx)
-            .poll(cx)
-            .map(|r| r.unwrap_or(Err(AppendError::Storage(StorageError::ShuttingDown))))
-    }
-}
-
-struct Inner {
-    shared: Arc<Shared>,
-    tx: RwLock<Option<mpsc::Sender<AppendRequest>>>,
-    writer: Mutex<Option<JoinHandle<()>>>,
-    flusher: Mutex<Option<JoinHandle<()>>>,
-    flush_tx: Mutex<Option<std::sync::mpsc::Sender<()>>>,
-    report: RecoveryReport,
-    /// Released by `close`, so that the directory can be reopened at once.
-    lock: Mutex<Option<Box<dyn LockGuard>>>,
-}
-
-/// An open event store. Cheap to clone; all clones share one engine.
-/// The engine shuts down when [`Store::close`] is called or the last clone
-/// is dropped.
-#[derive(Clone)]
-pub struct Store {
-    inner: Arc<Inner>,
-}
-
-impl std::fmt::Debug for Store {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
-            .field("data_dir", &self.inner.shared.config.data_dir)
-            .field("head", &self.inner.shared.head())
-            .finish()
-    }
-}
-
-impl Store {
-    /// Opens the store in `config.data_dir`, creating it if needed and
-    /// recovering from a crash if there was one.
-    pub fn open(config: StoreConfig) -> Result<Store, StorageError> {
-        let opened = open::open(config)?;
-        let shared = Arc::clone(&opened.shared);
-        let (tx, rx) = mpsc::channel(shared.config.writer_queue);
-        let (flush_tx, flush_rx) = std::sync::mpsc::channel();
-        let writer = Writer::new(
-            Arc::clone(&shared),
-            rx,
-            flush_tx.clone(),
-            opened.active,
-            opened.pidx,
-            opened.records_in_segment,
-            opened.last_timestamp,
-        )?;
-        let spawn_err = |e| StorageError::io("spawn thread", &shared.config.data_dir, e);
-        let writer = std::thread::Builder::new()
-            .name("logbook-writer".into())
-            .spawn(move || writer.run())
-            .map_err(spawn_err)?;
-        let fs = Arc::clone(&shared);
-        let flusher = std::thread::Builder::new()
-            .name("logbook-index".into())
-            .spawn(move || flusher::run(fs, flush_rx))
-            .map_err(spawn_err)?;
-        // Recovery may have replayed more than a memtable's worth.
-        if shared.index.read().active.len() >= shared.config.index_flush_entries
-            && shared.freeze_active()
-        {
-            let _ = flush_tx.send(());
-        }
-        Ok(Store {
-            inner: Arc::new(Inner {
-                shared,
-                tx: RwLock::new(Some(tx)),
-                writer: Mutex::new(Some(writer)),
-                flusher: Mutex::new(Some(flusher)),
-                flush_tx: Mutex::new(Some(flush_tx)),
-                report: opened.report,
-                lock: Mutex::new(Some(opened.lock)),
-            }),
-        })
-    }
-
-    /// What recovery found and did when this store was opened.
-    pub fn recovery_report(&self) -> &RecoveryReport {
-        &self.inner.report
-    }
-
-    /// The configuration the store runs with.
-    pub fn config(&self) -> &StoreConfig {
-        &self.inner.shared.config
-    }
-
-    /// Checks a batch against the limits; returns its record length.
-    fn validate(&self, stream: &StreamName, events: &[NewEvent]) -> Result<usize, AppendError> {
-        let c = &self.inner.shared.config;
-        if events.is_empty() {
-            return Err(AppendError::EmptyBatch);
-        }
-        if events.len() as u64 > u64::from(c.max_batch_events) {
-            return Err(AppendError::TooLarge {
-                limit: Limit::BatchEvents,
-                actual: events.len() as u64,
-                max: u64::from(c.max_batch_events),
-            });
-        }
-        for (index, e) in events.iter().enumerate() {
-            validate_event_type(&e.event_type)
-                .map_err(|source| AppendError::InvalidEventType { index, source })?;
-            let size = (e.event_type.len() + e.metadata.len() + e.data.len()) as u64;
-            if size > c.max_event_bytes {
-                return Err(AppendError::TooLarge {
-                    limit: Limit::EventBytes,
-                    actual: size,
-                    max: c.max_event_bytes,
-                });
-            }
-        }
-        let len = record::encoded_len(stream, events);
-        if len as u64 > c.max_batch_bytes {
-            return Err(AppendError::TooLarge {
-                limit: Limit::BatchBytes,
-                actual: len as u64,
-                max: c.max_batch_bytes,
-            });
-        }
-        Ok(len)
-    }
-
-    fn request(
-        &self,
-        stream: &StreamName,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<Prepared, AppendError> {
-        let encoded_len = self.validate(stream, &events)?;
-        let tx = self
-            .inner
-            .tx
-            .read()
-            .clone()
-            .ok_or(AppendError::Storage(StorageError::ShuttingDown))?;
-        let (reply, rx) = oneshot::channel();
-        let req = AppendRequest {
-            hash: memtable::stream_hash(stream),
-            stream: stream.clone(),
-            expected,
-            events,
-            encoded_len,
-            reply,
-            submitted: std::time::Instant::now(),
-        };
-        Ok((req, rx, tx))
-    }
-
-    /// Appends `events` to `stream` if the stream is at `expected`.
-    ///
-    /// Returns once the batch is durable (after the `fdatasync` that covers
-    /// it, in the default durability mode). The batch is atomic: after any
-    /// crash all of it is readable or none. Appending the very batch that was
-    /// the stream's last (same event ids) returns the original result: a
-    /// retry after a lost acknowledgement neither conflicts nor duplicates.
-    pub async fn append(
-        &self,
-        stream: &StreamName,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<AppendResult, AppendError> {
-        self.submit(stream, expected, events).await?.await
-    }
-
-    /// Queues an append for the writer and returns once it is queued, with
-    /// a future of its result. Appends submitted one after another are
-    /// committed in that order, which lets a connection pipeline many
-    /// appends while keeping the order its client sent them in.
-    pub async fn submit(
-        &self,
-        stream: &StreamName,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<PendingAppend, AppendError> {
-        let (req, rx, tx) = self.request(stream, expected, events)?;
-        tx.send(req)
-            .await
-            .map_err(|_| AppendError::Storage(StorageError::ShuttingDown))?;
-        Ok(PendingAppend { rx })
-    }
-
-    /// [`Store::append`] for threads outside an async runtime (tools,
-    /// benches). Panics if called from within a runtime.
-    pub fn append_blocking(
-        &self,
-        stream: &StreamName,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<AppendResult, AppendError> {
-        let (req, rx, tx) = self.request(stream, expected, events)?;
-        tx.blocking_send(req)
-            .map_err(|_| AppendError::Storage(StorageError::ShuttingDown))?;
-        rx.blocking_recv()
-            .map_err(|_| AppendError::Storage(StorageError::ShuttingDown))?
-    }
-
-    /// Reads events of `stream`, from version `from` (inclusive; `None`: the
-    /// start going forward, the end going backward), within `limit` (a
-    /// number of events, or a [`ReadLimit`] with a byte budget too).
-    pub fn read_stream(
-        &self,
-        stream: &str,
-        from: Option<StreamVersion>,
-        direction: Direction,
-        limit: impl Into<ReadLimit>,
-    ) -> Result<StreamSlice, ReadError> {
-        let shared = &self.inner.shared;
-        let limit = limit.into();
-        let max = limit.events;
-        let start = from.map(|v| v.0).unwrap_or(match direction {
-            Direction::Forward => 0,
-            Direction::Backward => u64::MAX,
-        });
-        // One more than asked, to know whether there is a next page.
-        let (mut events, cut) = shared.read_stream(
-            stream,
-            start,
-            direction,
-            ReadLimit {
-                events: max.saturating_add(1),
-                bytes: limit.bytes,
-            },
-        )?;
-        let next = if events.len() > max {
-            events.truncate(max + 1);
-            events.pop().map(|e| e.version)
-        } else if cut {
-            // The byte budget stopped the read: go on after the last one.
-            match (direction, events.last()) {
-                (Direction::Forward, Some(e)) => Some(StreamVersion(e.version.0 + 1)),
-                (Direction::Backward, Some(e)) if e.version.0 > 0 => {
-                    Some(StreamVersion(e.version.0 - 1))
-                }
-                _ => None,
-            }
-        } else {
-            None
-        };
-        let last_version = match (direction, from, next, events.first(), events.last()) {
-            (Direction::Forward, _, None, _, Some(last)) => Some(last.version),
-            (Direction::Backward, None, _, Some(first), _) => Some(first.version),
-            _ => shared.stream_last_version(stream)?.map(StreamVersion),
-        };
-        Ok(StreamSlice {
-            events,
-            next,
-            last_version,
-        })
-    }
-
-    /// Reads events of the global log from position `from` (inclusive;
-    /// `None`: the start going forward, the end going backward), within
-    /// `limit` (a number of events, or a [`ReadLimit`]).
-    pub fn read_all(
-        &self,
-        from: Option<LogPosition>,
-        direction: Direction,
-        limit: impl Into<ReadLimit>,
-    ) -> Result<AllSlice, ReadError> {
-        let shared = &self.inner.shared;
-        let head = shared.head();
-        let start = from.map(|p| p.0).unwrap_or(match direction {
-            Direction::Forward => 0,
-            Direction::Backward => u64::MAX,
-        });
-        let (events, _) = shared.read_all(start, direction, limit.into())?;
-        let next = match (direction, events.last()) {
-            (Direction::Forward, Some(last)) if last.position.0 + 1 < head => {
-                Some(LogPosition(last.position.0 + 1))
-            }
-            (Direction::Backward, Some(last)) if last.position.0 > 0 => {
-                Some(LogPosition(last.position.0 - 1))
-            }
-            _ => None,
-        };
-        Ok(AllSlice {
-            events,
-            next,
-            head: LogPosition(head),
-        })
-    }
-
-    /// The stream's last version, if it has events.
-    pub fn stream_version(&self, stream: &str) -> Result<Option<StreamVersion>, ReadError> {
-        Ok(self
-            .inner
-            .shared
-            .stream_last_version(stream)?
-            .map(StreamVersion))
-    }
-
-    /// Number of durable events: the position the next event will get.
-    pub fn head(&self) -> LogPosition {
-        LogPosition(self.inner.shared.head())
-    }
-
-    /// A watch of the durable head, for subscriptions: it changes after each
-    /// group commit.
-    pub fn watch_head(&self) -> watch::Receiver<u64> {
-        self.inner.shared.head_watch.subscribe()
-    }
-
-    /// Why writes are refused, if an earlier write failed.
-    pub fn writer_failure(&self) -> Option<String> {
-        self.inner.shared.writer_failure.lock().clone()
-    }
-
-    /// The engine's latency and group-size histograms (live, lock-free).
-    pub fn histograms(&self) -> &crate::histogram::EngineHistograms {
-        &self.inner.shared.counters.histograms
-    }
-
-    /// A snapshot of the counters.
-    pub fn stats(&self) -> StoreStats {
-        let s = &self.inner.shared;
-        let c = &s.counters;
-        let (memtable_entries, tables, streams) = {
-            let g = s.index.read();
-            (
-                (g.active.len() + g.frozen.iter().map(|m| m.len()).sum::<usize>()) as u64,
-                Arc::clone(&g.tables),
-                g.streams(),
-            )
-        };
-        let segments = Arc::clone(&s.segments.read());
-        let log_bytes = segments.iter().map(|seg| seg.durable_len()).sum();
-        let index_bytes = tables.iter().map(|t| t.file().len().unwrap_or(0)).sum();
-        StoreStats {
-            head: s.head(),
-            appends: c.appends.load(Ordering::Relaxed),
-            events_written: c.events.load(Ordering::Relaxed),
-            groups: c.groups.load(Ordering::Relaxed),
-            fsyncs: c.fsyncs.load(Ordering::Relaxed),
-            bytes_written: c.bytes.load(Ordering::Relaxed),
-            conflicts: c.conflicts.load(Ordering::Relaxed),
-            streams,
-            segments: segments.len() as u64,
-            log_bytes,
-            index_tables: tables.len() as u64,
-            index_bytes,
-            memtable_entries,
-            index_flushes: c.flushes.load(Ordering::Relaxed),
-            index_merges: c.merges.load(Ordering::Relaxed),
-        }
-    }
-
-    /// Stops accepting appends, lets the writer finish what is queued,
-    /// writes the whole index to disk (so the next start replays nothing),
-    /// and stops the background threads. Blocks; idempotent. Appends after
-    /// this fail with [`StorageError::ShuttingDown`]. The directory lock is
-    /// released, so the store can be reopened at once; reads through this
-    /// handle still work but no longer follow the directory.
-    pub fn close(&self) -> Result<(), StorageError> {
-        self.inner.close()
-    }
-}
-
-impl Store {
-    /// Stops the engine the way a crash would, as far as the disk is
-    /// concerned: nothing queued is lost (appends already acknowledged are
-    /// durable), but the index is not flushed and preallocated space is not
-    /// trimmed, so the next open has recovery work to do. For benchmarks of
-    /// start-up after a crash, and tests.
-    #[doc(hidden)]
-    pub fn abandon(&self) {
-        self.inner.shared.abandoned.store(true, Ordering::Relaxed);
-        let _ = self.inner.close();
-    }
-}
-
-impl Inner {
-    fn close(&self) -> Result<(), StorageError> {
-        // Dropping the only sender ends the writer's loop once the queue is
-        // drained (callers already waiting still get their replies).
-        drop(self.tx.write().take());
-        if let Some(w) = self.writer.lock().take() {
-            let _ = w.join();
-        }
-        let clean = self.shared.writer_failure.lock().is_none()
-            && !self.shared.abandoned.load(Ordering::Relaxed);
-        let result = if clean {
-            self.shared.freeze_active();
-            flusher::flush_frozen(&self.shared)
-        } else {
-            Ok(())
-        };
-        drop(self.flush_tx.lock().take());
-        if let Some(f) = self.flusher.lock().take() {
-            let _ = f.join();
-        }
-        drop(self.lock.lock().take());
-        result
-    }
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        if let Err(e) = self.close() {
-            tracing::error!(error = %e, "closing the store failed");
-        }
-    }
-}

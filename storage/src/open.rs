@@ -25,22 +25,22 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use logbook_protocol::layout::{self, DataDir};
 use parking_lot::{Mutex, RwLock};
 
-use super::commit::MAX_SYNC_LANES;
-use super::config::{RecoveryMode, StoreConfig};
-use super::error::StorageError;
-use super::fs::{LockGuard, OpenMode, VFile};
-use super::manifest::{self, Manifest};
-use super::memtable::{Memtable, stream_hash};
-use super::segment::{self, FOOTER_LEN, HEADER_LEN, PIDX_INTERVAL, PidxEntry, ScanEnd, Segment};
-use super::shared::{Counters, IndexState, Shared, Visit};
-use super::sidx::{self, Table};
-use super::writer::{self, FLAG_GROUP_END};
-
-/// File in a data directory that marks a backup still being written (or
-/// interrupted): such a directory is refused.
-pub const UNFINISHED_BACKUP_MARKER: &str = "BACKUP-INCOMPLETE";
+use crate::commit::MAX_SYNC_LANES;
+use crate::config::{RecoveryMode, StoreConfig};
+use crate::error::StorageError;
+use crate::fs::{LockGuard, OpenMode, VFile};
+use crate::index::IndexState;
+use crate::index::manifest::{self, Manifest};
+use crate::index::memtable::Memtable;
+use crate::index::table::Table;
+use crate::read::Visit;
+use crate::segment::{self, FOOTER_LEN, HEADER_LEN, PIDX_INTERVAL, PidxEntry, ScanEnd, Segment};
+use crate::shared::{Counters, Shared};
+use crate::stream_map::StreamHasher;
+use crate::writer::{self, FLAG_GROUP_END};
 
 /// A cut made by recovery.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -190,20 +190,20 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
     let started = Instant::now();
     config.validate()?;
     let vfs = Arc::clone(&config.vfs);
-    let data = config.data_dir.clone();
-    let log_dir = data.join("log");
-    let index_dir = data.join("index");
-    for d in [&data, &log_dir, &index_dir] {
+    let layout = DataDir::new(&config.data_dir);
+    let log_dir = layout.log_dir();
+    let index_dir = layout.index_dir();
+    for d in [layout.root(), &log_dir, &index_dir] {
         vfs.create_dir_all(d).map_err(io("create dir", d))?;
     }
-    let lock_path = data.join("LOCK");
+    let lock_path = layout.lock();
     let lock = vfs
         .try_lock(&lock_path)
         .map_err(io("lock", &lock_path))?
         .ok_or(StorageError::Locked { path: lock_path })?;
     // A backup client writes this marker before it changes anything and
     // removes it once the copy is complete and durable.
-    let unfinished = data.join(UNFINISHED_BACKUP_MARKER);
+    let unfinished = layout.backup_incomplete();
     if vfs.exists(&unfinished) {
         return Err(StorageError::UnfinishedBackup { path: unfinished });
     }
@@ -212,7 +212,7 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
     // --- Segments -------------------------------------------------------
     let mut names: Vec<(u64, String)> = Vec::new();
     for name in vfs.list_dir(&log_dir).map_err(io("list", &log_dir))? {
-        match segment::parse_file_name(&name) {
+        match layout::parse_segment_file(&name) {
             Some(first) => names.push((first, name)),
             None => {
                 tracing::warn!(file = %log_dir.join(&name).display(), "ignoring unknown file in the log directory")
@@ -380,23 +380,38 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
     let head = expect_first;
     report.events = head;
 
+    // --- Index ----------------------------------------------------------
+    let (mut manifest, tables) = load_index(&config, &index_dir, head, &mut report)?;
+    let hasher = match config.testing.degenerate_stream_hash {
+        Some(h) => StreamHasher::degenerate(h),
+        // Tables are keyed by the seed they were written with. With none
+        // (a new store, or an index to rebuild), pick a fresh secret one:
+        // clients then cannot compute colliding stream names offline.
+        None if tables.is_empty() => StreamHasher::new(random_seed()),
+        None => StreamHasher::new(manifest.hash_seed),
+    };
+    manifest.hash_seed = hasher.seed();
+    let streams = manifest.streams.unwrap_or(0);
+    let indexed_through = manifest.indexed_through;
+
     let counters = Counters::default();
     let (head_watch, _) = tokio::sync::watch::channel(head);
     let shared = Arc::new(Shared {
         config: config.clone(),
+        hasher,
         log_dir: log_dir.clone(),
         index_dir: index_dir.clone(),
         segments: RwLock::new(Arc::new(segments)),
         index: RwLock::new(IndexState {
-            active: Memtable::new(0),
+            active: Memtable::new(indexed_through),
             frozen: Vec::new(),
-            tables: Arc::new(Vec::new()),
-            indexed_streams: 0,
-            manifest: Arc::default(),
+            tables: Arc::new(tables),
+            indexed_streams: streams,
+            manifest: Arc::new(manifest.clone()),
         }),
         head: head.into(),
         head_watch,
-        manifest: Mutex::new(Manifest::default()),
+        manifest: Mutex::new(manifest),
         writer_failure: Mutex::new(None),
         counters,
         abandoned: false.into(),
@@ -411,7 +426,11 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
                     s.publish(t.data_end, t.end_position, &t.pidx);
                     (s, t.pidx, t.records, t.last_timestamp)
                 }
-                None => return Err(StorageError::InvalidConfig("no active segment".into())),
+                None => {
+                    return Err(StorageError::Internal(
+                        "recovery scanned a last segment that is not in the list".into(),
+                    ));
+                }
             }
         }
         None => {
@@ -425,13 +444,8 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
     };
     report.segments = shared.segments.read().len();
 
-    // --- Index ----------------------------------------------------------
-    load_index(&shared, &mut report)?;
-    let from = shared.manifest.lock().indexed_through;
-    {
-        let mut g = shared.index.write();
-        g.active = Memtable::new(from);
-    }
+    // --- Replay the unindexed tail -------------------------------------
+    let from = indexed_through;
     if from < head {
         let segs = Arc::clone(&shared.segments.read());
         let mut replayed = 0u64;
@@ -447,7 +461,7 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
             let rec = loc.record;
             let n = u64::from(rec.count);
             mem.insert(
-                stream_hash(&rec.stream),
+                shared.hasher.hash(&rec.stream),
                 &rec.stream,
                 rec.first_version,
                 rec.first_position,
@@ -483,11 +497,33 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
     })
 }
 
-/// Loads the MANIFEST's tables, or decides to rebuild the index.
-fn load_index(shared: &Shared, report: &mut RecoveryReport) -> Result<(), StorageError> {
-    let vfs = &*shared.config.vfs;
-    let dir = &shared.index_dir;
-    let head = shared.head();
+/// A random seed for a new store's stream hash.
+fn random_seed() -> u64 {
+    getrandom::u64().unwrap_or_else(|e| {
+        // No OS randomness: fall back to what std's hash maps use (keys
+        // from the OS once per process, or the clock). Collisions would
+        // still be harmless, only slower.
+        tracing::warn!(error = %e, "no OS randomness for the stream hash seed");
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        h.finish()
+    })
+}
+
+/// Loads the MANIFEST and its tables, or decides to rebuild the index (from
+/// an empty one), and removes index files the manifest does not list.
+fn load_index(
+    config: &StoreConfig,
+    dir: &Path,
+    head: u64,
+    report: &mut RecoveryReport,
+) -> Result<(Manifest, Vec<Arc<Table>>), StorageError> {
+    let vfs = &*config.vfs;
     let loaded: Result<(Manifest, Vec<Arc<Table>>), String> = (|| {
         let m = match Manifest::load(vfs, dir) {
             Ok(Some(m)) => m,
@@ -551,7 +587,7 @@ fn load_index(shared: &Shared, report: &mut RecoveryReport) -> Result<(), Storag
     // flushes or merges, and a leftover MANIFEST.tmp.
     let mut next_id = manifest.next_table_id;
     for name in vfs.list_dir(dir).map_err(io("list", dir))? {
-        let keep = match sidx::parse_file_name(&name) {
+        let keep = match layout::parse_table_file(&name) {
             Some(id) => {
                 next_id = next_id.max(id + 1);
                 manifest.tables.contains(&id)
@@ -567,11 +603,6 @@ fn load_index(shared: &Shared, report: &mut RecoveryReport) -> Result<(), Storag
     report.index_tables = tables.len();
     let mut m = manifest;
     m.next_table_id = next_id;
-    let streams = m.streams.unwrap_or(0);
-    let mut g = shared.index.write();
-    g.tables = Arc::new(tables);
-    g.indexed_streams = streams;
-    g.manifest = Arc::new(m.clone());
-    *shared.manifest.lock() = m;
-    Ok(())
+    m.streams = Some(m.streams.unwrap_or(0));
+    Ok((m, tables))
 }

@@ -27,7 +27,7 @@
 
 use bytes::{Buf, BufMut, Bytes};
 
-use super::le;
+use logbook_protocol::le;
 use logbook_protocol::{EventId, LogPosition, NewEvent, RecordedEvent, StreamVersion, Text};
 
 /// Bytes before the stream name.

@@ -7,13 +7,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::config::StoreConfig;
-use super::error::StorageError;
-use super::fs::OpenMode;
-use super::manifest::Manifest;
-use super::memtable::stream_hash;
-use super::segment::{self, FOOTER_LEN, HEADER_LEN, RecordReader, ScanEnd, Segment};
-use super::sidx::Table;
+use logbook_protocol::layout::{self, DataDir};
+
+use crate::config::StoreConfig;
+use crate::error::StorageError;
+use crate::fs::OpenMode;
+use crate::index::manifest::Manifest;
+use crate::index::table::Table;
+use crate::segment::{self, FOOTER_LEN, HEADER_LEN, RecordReader, ScanEnd, Segment};
+use crate::stream_map::StreamHasher;
 
 /// One problem found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -152,14 +154,14 @@ pub fn verify_with_progress(
     mut progress: impl FnMut(Step<'_>),
 ) -> Result<VerifyReport, StorageError> {
     let vfs = &*config.vfs;
-    let data = &config.data_dir;
-    let lock_path = data.join("LOCK");
+    let layout = DataDir::new(&config.data_dir);
+    let lock_path = layout.lock();
     let _lock = vfs
         .try_lock(&lock_path)
         .map_err(|e| StorageError::io("lock", &lock_path, e))?
         .ok_or(StorageError::Locked { path: lock_path })?;
-    let log_dir = data.join("log");
-    let index_dir = data.join("index");
+    let log_dir = layout.log_dir();
+    let index_dir = layout.index_dir();
     let mut report = VerifyReport::default();
     let problem = |report: &mut VerifyReport, file: &PathBuf, offset: u64, what: String| {
         report.problems.push(Problem {
@@ -173,7 +175,7 @@ pub fn verify_with_progress(
         .list_dir(&log_dir)
         .map_err(|e| StorageError::io("list", &log_dir, e))?
         .into_iter()
-        .filter_map(|n| segment::parse_file_name(&n).map(|p| (p, n)))
+        .filter_map(|n| layout::parse_segment_file(&n).map(|p| (p, n)))
         .collect();
     names.sort();
     let mut files = Vec::new();
@@ -351,8 +353,8 @@ pub fn verify_with_progress(
                 len,
                 end_position,
                 max_record,
-                super::writer::FLAG_GROUP_END,
-                super::commit::MAX_SYNC_LANES + 1,
+                crate::writer::FLAG_GROUP_END,
+                crate::commit::MAX_SYNC_LANES + 1,
             ) {
                 Ok(t) if t.nonzero => problem(
                     &mut report,
@@ -390,9 +392,13 @@ pub fn verify_with_progress(
     let manifest = match Manifest::load(vfs, &index_dir) {
         Ok(m) => m.unwrap_or_default(),
         Err(e) => {
-            problem(&mut report, &index_dir.join("MANIFEST"), 0, e.to_string());
+            problem(&mut report, &layout.manifest(), 0, e.to_string());
             Manifest::default()
         }
+    };
+    let hasher = match config.testing.degenerate_stream_hash {
+        Some(h) => StreamHasher::degenerate(h),
+        None => StreamHasher::new(manifest.hash_seed),
     };
     let mut covered = 0u64;
     // Entries with version 0: the streams the tables hold.
@@ -403,7 +409,7 @@ pub fn verify_with_progress(
     for (i, &id) in manifest.tables.iter().enumerate() {
         report.index_tables += 1;
         let problems_before = report.problems.len();
-        let table_path = index_dir.join(super::sidx::file_name(id));
+        let table_path = layout.table(id);
         let table = match Table::open(vfs, &index_dir, id) {
             Ok(t) => Arc::new(t),
             Err(e) => {
@@ -457,7 +463,7 @@ pub fn verify_with_progress(
                     let holds = rec.first_position <= e.position && e.position < rec.end_position();
                     let version_ok = e.version
                         == rec.first_version + (e.position - rec.first_position.min(e.position));
-                    if !holds || !version_ok || stream_hash(&rec.stream) != hash {
+                    if !holds || !version_ok || hasher.hash(&rec.stream) != hash {
                         problem(
                             &mut report,
                             &table.path,
@@ -499,7 +505,7 @@ pub fn verify_with_progress(
     if covered != manifest.indexed_through {
         problem(
             &mut report,
-            &index_dir.join("MANIFEST"),
+            &layout.manifest(),
             0,
             format!(
                 "tables cover up to {covered}, manifest says {}",
@@ -512,7 +518,7 @@ pub fn verify_with_progress(
     {
         problem(
             &mut report,
-            &index_dir.join("MANIFEST"),
+            &layout.manifest(),
             0,
             format!("manifest counts {streams} streams, the tables hold {first_events}"),
         );
@@ -522,7 +528,7 @@ pub fn verify_with_progress(
             "index covers up to {} but the log ends at {}",
             manifest.indexed_through, report.events
         );
-        problem(&mut report, &index_dir.join("MANIFEST"), 0, what);
+        problem(&mut report, &layout.manifest(), 0, what);
     }
     Ok(report)
 }

@@ -25,17 +25,18 @@ use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use logbook_protocol::{
-    AppendResult, EventId, ExpectedVersion, LogPosition, NewEvent, StreamName, StreamVersion, Text,
+    AppendResult, EventId, ExpectedVersion, LogPosition, NewEvent, StreamName, StreamVersion,
 };
 use tokio::sync::{mpsc, oneshot};
 
-use super::commit::{IndexAdd, Outcome, Pipeline, SegmentUpdate, Ticket};
-use super::error::{AppendError, StorageError};
-use super::fs::OpenMode;
-use super::memtable::HashKeyed;
-use super::record::{self, Record};
-use super::segment::{self, Footer, HEADER_LEN, PIDX_INTERVAL, PidxEntry, Segment};
-use super::shared::Shared;
+use crate::commit::{Failure, IndexAdd, Outcome, Pipeline, SegmentUpdate, Ticket};
+use crate::error::{AppendError, StorageError};
+use crate::fs::OpenMode;
+use crate::heads::{Batch, Head, Heads};
+use crate::record::{self, Record};
+use crate::segment::{self, Footer, HEADER_LEN, PIDX_INTERVAL, PidxEntry, Segment};
+use crate::shared::Shared;
+use logbook_protocol::layout;
 
 /// Record flag: last record of a group-commit write. Recovery uses it to
 /// tell a torn tail from damage to data that was acknowledged.
@@ -55,113 +56,12 @@ pub struct AppendRequest {
     pub(crate) submitted: Instant,
 }
 
-/// The last committed batch of a stream, to recognise a retry of it.
-#[derive(Clone, Debug)]
-struct Batch {
-    first_version: u64,
-    first_position: u64,
-    count: u32,
-    first_id: EventId,
-    digest: u64,
-    /// Where the record is, to compare every id on a digest match; `None`
-    /// while the batch is pending in the current group (compare against the
-    /// request instead, see `pending_req`).
-    offset: Option<u64>,
-    pending_req: Option<usize>,
-}
-
-/// What the writer knows of a stream.
-#[derive(Clone, Debug)]
-struct Head {
-    name: Text,
-    last_version: u64,
-    batch: Batch,
-}
-
 fn ids_digest(ids: impl Iterator<Item = EventId>) -> u64 {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     for id in ids {
         h.update(&id.0);
     }
     h.digest()
-}
-
-/// A bounded cache of stream heads: two generations, the older dropped when
-/// the younger fills (an approximate LRU that costs nothing per hit).
-struct HeadCache {
-    young: HashKeyed<Head>,
-    old: HashKeyed<Head>,
-    half: usize,
-}
-
-impl HeadCache {
-    fn new(capacity: usize) -> HeadCache {
-        HeadCache {
-            young: HashKeyed::default(),
-            old: HashKeyed::default(),
-            half: (capacity / 2).max(1),
-        }
-    }
-
-    fn get(&mut self, hash: u64, name: &str) -> Option<Head> {
-        if let Some(h) = self.young.get(&hash) {
-            return (h.name == name).then(|| h.clone());
-        }
-        let h = self.old.remove(&hash)?;
-        if h.name != name {
-            self.old.insert(hash, h);
-            return None;
-        }
-        self.insert(hash, h.clone());
-        Some(h)
-    }
-
-    fn insert(&mut self, hash: u64, head: Head) {
-        if self.young.len() >= self.half && !self.young.contains_key(&hash) {
-            self.old = std::mem::take(&mut self.young);
-        }
-        self.young.insert(hash, head);
-    }
-}
-
-/// Stream heads changed by the group being built, by stream hash. Two
-/// streams whose hashes collide cannot share a slot, so the second goes to a
-/// short side list.
-#[derive(Default)]
-struct Pending {
-    by_hash: HashKeyed<Head>,
-    collided: Vec<(u64, Head)>,
-}
-
-impl Pending {
-    fn get(&self, hash: u64, name: &str) -> Option<&Head> {
-        match self.by_hash.get(&hash) {
-            Some(h) if h.name == name => Some(h),
-            Some(_) => self
-                .collided
-                .iter()
-                .find(|(_, h)| h.name == name)
-                .map(|(_, h)| h),
-            None => None,
-        }
-    }
-
-    fn insert(&mut self, hash: u64, head: Head) {
-        match self.by_hash.get_mut(&hash) {
-            Some(h) if h.name == head.name => *h = head,
-            Some(_) => match self.collided.iter_mut().find(|(_, h)| h.name == head.name) {
-                Some((_, h)) => *h = head,
-                None => self.collided.push((hash, head)),
-            },
-            None => {
-                self.by_hash.insert(hash, head);
-            }
-        }
-    }
-
-    fn drain(&mut self) -> impl Iterator<Item = (u64, Head)> + '_ {
-        self.by_hash.drain().chain(self.collided.drain(..))
-    }
 }
 
 pub(crate) struct Writer {
@@ -183,13 +83,13 @@ pub(crate) struct Writer {
     next_position: u64,
     /// Sequence number of the next ticket.
     seq: u64,
-    heads: HeadCache,
+    heads: Heads,
     buf: Vec<u8>,
     /// Offset in `buf` of the last record encoded, to flag it as group end.
     last_record_in_buf: Option<usize>,
     last_timestamp: i64,
     /// Set when a write of this thread failed.
-    failed: Option<String>,
+    failed: Option<Failure>,
 }
 
 impl Writer {
@@ -209,7 +109,7 @@ impl Writer {
             .map_err(|e| StorageError::io("stat", &active.path, e))?
             .max(write_offset);
         let next_position = shared.head();
-        let heads = HeadCache::new(shared.config.head_cache_streams);
+        let heads = Heads::new(shared.config.head_cache_streams);
         let pipeline = Pipeline::new(Arc::clone(&shared), flush_tx);
         Ok(Writer {
             pidx_published: pidx.len(),
@@ -233,18 +133,26 @@ impl Writer {
 
     /// Runs until every sender is gone and every group is answered.
     pub(crate) fn run(mut self) {
+        let mut spawn_error = None;
         let lanes: Vec<_> = (0..self.pipeline.lanes())
             .filter_map(|i| {
                 let p = Arc::clone(&self.pipeline);
                 std::thread::Builder::new()
                     .name(format!("logbook-sync-{i}"))
                     .spawn(move || p.run_lane())
-                    .map_err(|e| tracing::error!(error = %e, "cannot start a sync lane"))
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "cannot start a sync lane");
+                        spawn_error = Some(e);
+                    })
                     .ok()
             })
             .collect();
-        if lanes.is_empty() {
-            self.failed = Some("no sync lane could be started".into());
+        let no_lane: Option<Failure> = lanes.is_empty().then(|| {
+            let e = spawn_error.unwrap_or_else(|| std::io::Error::other("no sync lane"));
+            Arc::new(StorageError::io("start sync lane", &self.active.path, e))
+        });
+        if let Some(f) = &no_lane {
+            self.failed = Some(Arc::clone(f));
         }
         let max_group = self.shared.config.max_group_bytes as usize;
         let mut group: Vec<AppendRequest> = Vec::new();
@@ -261,14 +169,14 @@ impl Writer {
                 }
             }
             let ticket = self.commit(std::mem::take(&mut group));
-            if lanes.is_empty() {
+            if let Some(cause) = &no_lane {
                 // No lane will ever answer: do it here.
                 for req in ticket.group {
                     let _ = req
                         .reply
-                        .send(Err(AppendError::Storage(StorageError::WriterFailed {
-                            reason: "no sync lane could be started".into(),
-                        })));
+                        .send(Err(AppendError::Storage(StorageError::writer_failed(
+                            cause,
+                        ))));
                 }
                 continue;
             }
@@ -309,26 +217,19 @@ impl Writer {
         self.last_timestamp
     }
 
-    fn head_of(
-        &mut self,
-        pending: &Pending,
-        hash: u64,
-        name: &str,
-    ) -> Result<Option<Head>, StorageError> {
-        if let Some(h) = pending.get(hash, name) {
-            return Ok(Some(h.clone()));
-        }
+    fn head_of(&mut self, hash: u64, name: &str) -> Result<Option<Head>, StorageError> {
         if let Some(h) = self.heads.get(hash, name) {
             return Ok(Some(h));
         }
         // Miss: ask the index. New streams are answered by bloom filters and
-        // memtables without touching a record. (A stream written by a group
-        // still in flight is in the cache: its head was cached when written.)
+        // memtables without touching a record. A stream written by a group
+        // still in flight is never a miss: its head stays in the unpublished
+        // tier until the index has it.
         let Some((rec, offset)) = self.shared.last_record(name)? else {
             return Ok(None);
         };
         let head = head_from_record(&rec, offset)?;
-        self.heads.insert(hash, head.clone());
+        self.heads.cache(hash, name, head.clone());
         Ok(Some(head))
     }
 
@@ -396,26 +297,24 @@ impl Writer {
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(group.len());
         let mut adds: Vec<IndexAdd> = Vec::with_capacity(group.len());
         let mut updates: Vec<SegmentUpdate> = Vec::new();
-        let mut pending = Pending::default();
         let start_position = self.next_position;
         let timestamp = self.now_us();
         self.buf.clear();
         self.last_record_in_buf = None;
         let seq = self.seq;
         self.seq += 1;
+        self.heads.published(self.shared.head());
 
-        let mut failure: Option<String> = self.failed.clone().or_else(|| self.pipeline.poisoned());
+        let mut failure: Option<Failure> = self.failed.clone().or_else(|| self.pipeline.poisoned());
         for (i, req) in group.iter().enumerate() {
-            if let Some(reason) = &failure {
+            if let Some(cause) = &failure {
                 outcomes.push(Outcome::Refused(AppendError::Storage(
-                    StorageError::WriterFailed {
-                        reason: reason.clone(),
-                    },
+                    StorageError::writer_failed(cause),
                 )));
                 continue;
             }
             let name = req.stream.as_str();
-            let head = match self.head_of(&pending, req.hash, name) {
+            let head = match self.head_of(req.hash, name) {
                 Ok(h) => h,
                 Err(e) => {
                     outcomes.push(Outcome::Refused(AppendError::Storage(e)));
@@ -458,9 +357,12 @@ impl Writer {
             let full =
                 self.write_offset + self.buf.len() as u64 + len > self.shared.config.segment_bytes;
             if full && let Err(e) = self.roll(&mut updates) {
-                failure = Some(e.to_string());
+                let cause = Arc::new(e);
+                failure = Some(Arc::clone(&cause));
                 self.failed = failure.clone();
-                outcomes.push(Outcome::Refused(AppendError::Storage(e)));
+                outcomes.push(Outcome::Refused(AppendError::Storage(
+                    StorageError::writer_failed(&cause),
+                )));
                 continue;
             }
             let n = req.events.len() as u64;
@@ -488,10 +390,10 @@ impl Writer {
             );
             self.records_in_segment += 1;
             self.next_position += n;
-            pending.insert(
+            self.heads.write(
                 req.hash,
+                name,
                 Head {
-                    name: req.stream.as_text().clone(),
                     last_version: first_version + n - 1,
                     batch: Batch {
                         first_version,
@@ -525,7 +427,7 @@ impl Writer {
             && wrote
             && let Err(e) = self.write_buf()
         {
-            failure = Some(e.to_string());
+            failure = Some(Arc::new(e));
             self.failed = failure.clone();
         }
         if failure.is_none() && wrote {
@@ -543,10 +445,9 @@ impl Writer {
             self.pidx_published = self.pidx.len();
             // Later groups check against these heads at once: if this group
             // fails, every later one fails with it (the pipeline is poisoned).
-            for (hash, mut head) in pending.drain() {
-                head.batch.pending_req = None;
-                self.heads.insert(hash, head);
-            }
+            self.heads.group_written(self.next_position);
+        } else {
+            self.heads.group_failed();
         }
         Ticket {
             seq,
@@ -689,7 +590,6 @@ fn head_from_record(rec: &Record, offset: u64) -> Result<Head, StorageError> {
     }
     let n = u64::from(rec.count);
     Ok(Head {
-        name: Text::from(rec.stream.as_str()),
         last_version: rec.first_version + n - 1,
         batch: Batch {
             first_version: rec.first_version,
@@ -709,7 +609,7 @@ pub(crate) fn create_segment(
     first_position: u64,
 ) -> Result<Arc<Segment>, StorageError> {
     let vfs = &shared.config.vfs;
-    let path = shared.log_dir.join(segment::file_name(first_position));
+    let path = shared.log_dir.join(layout::segment_file(first_position));
     let io = |op| {
         let path = path.clone();
         move |e| StorageError::io(op, path, e)
@@ -736,48 +636,6 @@ pub(crate) fn create_segment(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn head(name: &str, last_version: u64) -> Head {
-        Head {
-            name: Text::from(name),
-            last_version,
-            batch: Batch {
-                first_version: last_version,
-                first_position: 0,
-                count: 1,
-                first_id: EventId::default(),
-                digest: 0,
-                offset: None,
-                pending_req: None,
-            },
-        }
-    }
-
-    #[test]
-    fn pending_keeps_colliding_streams_apart() {
-        let mut p = Pending::default();
-        p.insert(7, head("a", 1));
-        p.insert(7, head("b", 5));
-        p.insert(7, head("a", 2));
-        p.insert(7, head("b", 6));
-        assert_eq!(p.get(7, "a").map(|h| h.last_version), Some(2));
-        assert_eq!(p.get(7, "b").map(|h| h.last_version), Some(6));
-        assert!(p.get(7, "c").is_none());
-        assert!(p.get(8, "a").is_none());
-        assert_eq!(p.drain().count(), 2);
-    }
-
-    #[test]
-    fn head_cache_is_bounded_and_checks_names() {
-        let mut c = HeadCache::new(4);
-        for i in 0..100u64 {
-            c.insert(i, head(&format!("s{i}"), i));
-        }
-        assert!(c.young.len() + c.old.len() <= 4);
-        assert_eq!(c.get(99, "s99").map(|h| h.last_version), Some(99));
-        assert!(c.get(99, "other").is_none(), "a colliding name is a miss");
-        assert!(c.get(0, "s0").is_none(), "evicted");
-    }
 
     #[test]
     fn group_end_flag_keeps_the_record_valid() {

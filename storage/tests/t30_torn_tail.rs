@@ -313,7 +313,7 @@ fn interrupted_segment_creation_is_repaired() {
         // The next segment, as create_segment leaves it when cut short.
         let next = last.with_file_name(format!("{:020}.seg", total));
         let f = copy.open(&next, OpenMode::CreateNew).unwrap();
-        let header = logbook_storage::segment::encode_header(total);
+        let header = logbook_storage::internals::encode_segment_header(total);
         f.write_all_at(&header[..partial], 0).unwrap();
         f.sync_data().unwrap();
         copy.sync_dir(Path::new("/data/log")).unwrap();

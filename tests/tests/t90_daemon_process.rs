@@ -200,7 +200,7 @@ async fn verify_names_the_damaged_record_and_shows_progress() {
     // Flip a byte inside the first record of the first (sealed) segment.
     let first = &segments[0];
     let mut bytes = std::fs::read(first).unwrap();
-    let record = logbook_storage::segment::HEADER_LEN;
+    let record = logbook_storage::internals::SEGMENT_HEADER_LEN;
     bytes[record as usize + 40] ^= 0x55;
     std::fs::write(first, &bytes).unwrap();
 

@@ -9,7 +9,7 @@ use logbook_protocol::{
     Append, Direction, EventId, ExpectedVersion, Hello, NewEvent, Ping, ReadAll, ReadStream,
     Request, Response, StreamVersion, Text,
 };
-use logbook_storage::record;
+use logbook_storage::internals::encode_record;
 
 fn main() -> std::io::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds");
@@ -52,7 +52,7 @@ fn main() -> std::io::Result<()> {
     for i in 0..4u64 {
         let mut buf = Vec::new();
         let events: Vec<_> = (0..=i).map(|k| event(u128::from(i * 10 + k))).collect();
-        record::encode(&mut buf, "account-1", pos, i, 1_700_000_000_000_000, &events);
+        encode_record(&mut buf, "account-1", pos, i, 1_700_000_000_000_000, &events);
         pos += i + 1;
         records.push(buf);
     }

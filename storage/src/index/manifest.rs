@@ -5,31 +5,36 @@
 //!
 //! ```text
 //! 0   [8]  magic            "LGBKMANI"
-//! 8   u32  format_version   2
+//! 8   u32  format_version   3
 //! 12  u32  table_count
 //! 16  u64  indexed_through  every event below this position is in a table
 //! 24  u64  next_table_id
 //! 32  u64  streams          streams whose first event is below indexed_through
-//! 40  table_count x u64     table ids, oldest (lowest positions) first
+//! 40  u64  hash_seed        seed of the stream hash the tables are sorted by
+//! 48  table_count x u64     table ids, oldest (lowest positions) first
 //! ..  u32  crc32c           over everything before it
 //! ```
 //!
-//! Version 1 had no `streams` field (the table ids start at 32); it is still
-//! read, and opening counts the streams from the tables once.
+//! Older versions are still read: version 2 had no `hash_seed` (the table
+//! ids start at 40; its tables hashed with seed 0, plain xxh3), version 1
+//! neither `streams` (ids at 32; opening counts the streams from the tables
+//! once).
 
 use std::path::Path;
 
-use super::error::StorageError;
-use super::fs::{OpenMode, Vfs};
-use super::le;
+use logbook_protocol::layout;
+
+use crate::error::StorageError;
+use crate::fs::{OpenMode, Vfs};
+use logbook_protocol::le;
 
 /// Magic number opening a manifest.
 pub const MAGIC: [u8; 8] = *b"LGBKMANI";
 /// Manifest format version written by this build.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// File name.
-pub const FILE_NAME: &str = "MANIFEST";
-const TMP_NAME: &str = "MANIFEST.tmp";
+pub const FILE_NAME: &str = layout::MANIFEST;
+const TMP_NAME: &str = layout::MANIFEST_TMP;
 
 /// The manifest's contents.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -43,18 +48,22 @@ pub struct Manifest {
     /// Streams whose first event is below `indexed_through`; `None` when
     /// read from a version 1 manifest, which did not count them.
     pub streams: Option<u64>,
+    /// Seed of the stream hash that the tables' entries are keyed by (0 in
+    /// manifests from before the seed existed: plain xxh3).
+    pub hash_seed: u64,
 }
 
 impl Manifest {
     /// Encodes the manifest.
     pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(44 + self.tables.len() * 8);
+        let mut v = Vec::with_capacity(52 + self.tables.len() * 8);
         v.extend_from_slice(&MAGIC);
         v.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
         v.extend_from_slice(&(self.tables.len() as u32).to_le_bytes());
         v.extend_from_slice(&self.indexed_through.to_le_bytes());
         v.extend_from_slice(&self.next_table_id.to_le_bytes());
         v.extend_from_slice(&self.streams.unwrap_or(0).to_le_bytes());
+        v.extend_from_slice(&self.hash_seed.to_le_bytes());
         for t in &self.tables {
             v.extend_from_slice(&t.to_le_bytes());
         }
@@ -76,14 +85,18 @@ impl Manifest {
         }
         let short = || StorageError::corrupt(path, 0, "manifest is truncated");
         let version = u32_at(8).ok_or_else(short)?;
-        if version != FORMAT_VERSION && version != 1 {
+        if !(1..=FORMAT_VERSION).contains(&version) {
             return Err(StorageError::UnsupportedFormat {
                 file: path.to_path_buf(),
                 found: version,
                 supported: FORMAT_VERSION,
             });
         }
-        let tables_at = if version == 1 { 32 } else { 40 };
+        let tables_at = match version {
+            1 => 32,
+            2 => 40,
+            _ => 48,
+        };
         let count = u32_at(12).ok_or_else(short)? as usize;
         let len = tables_at + count * 8 + 4;
         if b.len() != len {
@@ -113,6 +126,11 @@ impl Manifest {
                 None
             } else {
                 Some(u64_at(32).ok_or_else(short)?)
+            },
+            hash_seed: if version >= 3 {
+                u64_at(40).ok_or_else(short)?
+            } else {
+                0
             },
         })
     }
@@ -173,8 +191,8 @@ mod tests {
 
     proptest! {
         #[test]
-        fn round_trip(it in any::<u64>(), next in any::<u64>(), streams in any::<u64>(), tables in proptest::collection::vec(any::<u64>(), 0..20)) {
-            let m = Manifest { indexed_through: it, next_table_id: next, tables, streams: Some(streams) };
+        fn round_trip(it in any::<u64>(), next in any::<u64>(), streams in any::<u64>(), seed in any::<u64>(), tables in proptest::collection::vec(any::<u64>(), 0..20)) {
+            let m = Manifest { indexed_through: it, next_table_id: next, tables, streams: Some(streams), hash_seed: seed };
             let b = m.encode();
             prop_assert_eq!(Manifest::decode(Path::new("M"), &b).unwrap(), m);
             for cut in 0..b.len() {
@@ -184,7 +202,7 @@ mod tests {
 
         #[test]
         fn bit_flips_are_detected(tables in proptest::collection::vec(any::<u64>(), 0..5), at in any::<prop::sample::Index>(), bit in 0u8..8) {
-            let m = Manifest { indexed_through: 5, next_table_id: 9, tables, streams: Some(3) };
+            let m = Manifest { indexed_through: 5, next_table_id: 9, tables, streams: Some(3), hash_seed: 11 };
             let mut b = m.encode();
             let at = at.index(b.len());
             b[at] ^= 1 << bit;
@@ -213,13 +231,41 @@ mod tests {
                 next_table_id: 7,
                 tables: vec![5, 6],
                 streams: None,
+                hash_seed: 0,
             }
         );
-        v[8] = 3;
+        v[8] = 4;
         assert!(matches!(
             Manifest::decode(Path::new("M"), &v),
-            Err(StorageError::UnsupportedFormat { found: 3, .. })
+            Err(StorageError::UnsupportedFormat { found: 4, .. })
         ));
+    }
+
+    /// A version 2 manifest (no hash seed) still opens, with seed 0: its
+    /// tables were keyed by plain xxh3.
+    #[test]
+    fn version_2_is_read_with_seed_zero() {
+        let mut v = Vec::new();
+        v.extend_from_slice(&MAGIC);
+        v.extend_from_slice(&2u32.to_le_bytes());
+        v.extend_from_slice(&1u32.to_le_bytes());
+        v.extend_from_slice(&10u64.to_le_bytes());
+        v.extend_from_slice(&7u64.to_le_bytes());
+        v.extend_from_slice(&4u64.to_le_bytes());
+        v.extend_from_slice(&6u64.to_le_bytes());
+        let crc = crc32c::crc32c(&v);
+        v.extend_from_slice(&crc.to_le_bytes());
+        let m = Manifest::decode(Path::new("M"), &v).unwrap();
+        assert_eq!(
+            m,
+            Manifest {
+                indexed_through: 10,
+                next_table_id: 7,
+                tables: vec![6],
+                streams: Some(4),
+                hash_seed: 0,
+            }
+        );
     }
 
     #[test]
@@ -232,6 +278,7 @@ mod tests {
             next_table_id: 2,
             tables: vec![1],
             streams: Some(1),
+            hash_seed: 5,
         };
         a.store(&fs, dir).unwrap();
         let b = Manifest {
@@ -239,6 +286,7 @@ mod tests {
             next_table_id: 3,
             tables: vec![1, 2],
             streams: Some(4),
+            hash_seed: 5,
         };
         b.store(&fs, dir).unwrap();
         let after = fs.crash(CrashMode::DropUnsynced);

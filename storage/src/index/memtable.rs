@@ -2,43 +2,13 @@
 //! version order. Frozen memtables are written to `.sidx` tables off the
 //! writer's path.
 //!
-//! Keyed by the stream's 64-bit hash (the same hash the tables sort by), with
-//! the stream name kept beside the entries so that two streams whose hashes
-//! collide never share a list: a collision moves the second stream to a
-//! small side map keyed by name.
+//! Streams are kept in a [`StreamMap`]: found by the stream hash (the same
+//! hash the tables sort by), told apart by name, so two streams whose
+//! hashes collide never share a list.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use logbook_protocol::Direction;
 
-use logbook_protocol::{Direction, Text};
-
-/// Hash of a stream name, as stored in the index. xxh3 is stable across
-/// versions and platforms, which a persisted hash must be.
-pub fn stream_hash(name: &str) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(name.as_bytes())
-}
-
-/// Hasher for keys that are already well-mixed 64-bit hashes.
-#[derive(Default, Clone, Copy)]
-pub struct IdentityHasher(u64);
-
-impl Hasher for IdentityHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // Only u64 keys are expected; fold anything else in.
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
-}
-
-/// Map keyed by a stream hash.
-pub type HashKeyed<V> = HashMap<u64, V, BuildHasherDefault<IdentityHasher>>;
+use crate::stream_map::StreamMap;
 
 /// Where one event lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -52,19 +22,10 @@ pub struct Entry {
     pub offset: u64,
 }
 
-#[derive(Debug)]
-struct Stream {
-    name: Text,
-    entries: Vec<Entry>,
-}
-
 /// Recent index entries.
 #[derive(Debug, Default)]
 pub struct Memtable {
-    streams: HashKeyed<Stream>,
-    /// Streams whose hash collides with a different stream in `streams`,
-    /// with their hash.
-    collided: HashMap<Box<str>, (u64, Vec<Entry>)>,
+    streams: StreamMap<Vec<Entry>>,
     len: usize,
     /// Streams created here (entries with version 0).
     new_streams: u64,
@@ -111,28 +72,9 @@ impl Memtable {
         count: u64,
         offset: u64,
     ) {
-        let entries = match self.streams.get_mut(&hash) {
-            Some(s) if s.name == name => &mut s.entries,
-            Some(_) => {
-                &mut self
-                    .collided
-                    .entry(Box::from(name))
-                    .or_insert((hash, Vec::new()))
-                    .1
-            }
-            None => {
-                // Copy the name: the caller's may be a slice of a large
-                // network buffer that must not be kept alive by the index.
-                &mut self
-                    .streams
-                    .entry(hash)
-                    .or_insert(Stream {
-                        name: Text::from(name),
-                        entries: Vec::new(),
-                    })
-                    .entries
-            }
-        };
+        // The map copies the name: the caller's may be a slice of a large
+        // network buffer that must not be kept alive by the index.
+        let entries = self.streams.get_or_insert_with(hash, name, Vec::new);
         entries.extend((0..count).map(|i| Entry {
             version: first_version + i,
             position: first_position + i,
@@ -144,15 +86,7 @@ impl Memtable {
     }
 
     fn entries(&self, hash: u64, name: &str) -> &[Entry] {
-        match self.streams.get(&hash) {
-            Some(s) if s.name == name => &s.entries,
-            Some(_) => self
-                .collided
-                .get(name)
-                .map(|(_, v)| v.as_slice())
-                .unwrap_or_default(),
-            None => &[],
-        }
+        self.streams.get(hash, name).map_or(&[], Vec::as_slice)
     }
 
     /// The stream's last entry here, if any.
@@ -188,11 +122,8 @@ impl Memtable {
     /// position: the order of a `.sidx` table.
     pub fn sorted_entries(&self) -> Vec<(u64, Entry)> {
         let mut out: Vec<(u64, Entry)> = Vec::with_capacity(self.len);
-        for (h, s) in &self.streams {
-            out.extend(s.entries.iter().map(|e| (*h, *e)));
-        }
-        for (h, entries) in self.collided.values() {
-            out.extend(entries.iter().map(|e| (*h, *e)));
+        for (h, _, entries) in self.streams.iter() {
+            out.extend(entries.iter().map(|e| (h, *e)));
         }
         out.sort_unstable_by_key(|(h, e)| (*h, e.version, e.position));
         out
@@ -206,9 +137,10 @@ mod tests {
     #[test]
     fn ranges_in_both_directions() {
         let mut m = Memtable::new(0);
-        let h = stream_hash("a");
+        let hasher = crate::stream_map::StreamHasher::new(0);
+        let h = hasher.hash("a");
         m.insert(h, "a", 0, 0, 3, 32);
-        m.insert(stream_hash("b"), "b", 0, 3, 1, 500);
+        m.insert(hasher.hash("b"), "b", 0, 3, 1, 500);
         m.insert(h, "a", 3, 4, 2, 900);
         assert_eq!(m.len(), 6);
         assert_eq!((m.start, m.end), (0, 6));

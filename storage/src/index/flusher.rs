@@ -15,10 +15,11 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::error::StorageError;
-use super::manifest::Manifest;
-use super::shared::Shared;
-use super::sidx::{self, Table};
+use crate::error::StorageError;
+use crate::index::manifest::Manifest;
+use crate::index::table::{self, Table};
+use crate::shared::Shared;
+use logbook_protocol::layout;
 
 /// Tables of one level merged at a time.
 pub const MERGE_FANIN: usize = 4;
@@ -36,7 +37,7 @@ pub(crate) fn run(shared: Arc<Shared>, rx: std::sync::mpsc::Receiver<()>) {
 }
 
 fn remove_stale(shared: &Shared, id: u64) {
-    let path = shared.index_dir.join(sidx::file_name(id));
+    let path = shared.index_dir.join(layout::table_file(id));
     if shared.config.vfs.exists(&path) {
         // Not in the manifest (ids are only reused after a failed attempt),
         // so nothing refers to it.
@@ -57,7 +58,7 @@ pub(crate) fn flush_frozen(shared: &Shared) -> Result<(), StorageError> {
         let id = manifest.next_table_id;
         remove_stale(shared, id);
         let entries = mem.sorted_entries();
-        let table = sidx::write(
+        let table = table::write(
             vfs,
             &shared.index_dir,
             id,
@@ -113,7 +114,7 @@ fn merge(shared: &Shared, manifest: &mut Manifest) -> Result<(), StorageError> {
         let start = run.first().map(|t| t.start_position).unwrap_or(0);
         let end = run.last().map(|t| t.end_position).unwrap_or(0);
         let count: u64 = run.iter().map(|t| t.entry_count).sum();
-        let merged = sidx::write(
+        let merged = table::write(
             vfs,
             &shared.index_dir,
             id,
@@ -121,7 +122,7 @@ fn merge(shared: &Shared, manifest: &mut Manifest) -> Result<(), StorageError> {
             start,
             end,
             count,
-            sidx::merge_iters(run.iter().map(|t| t.iter()).collect()),
+            table::merge_iters(run.iter().map(|t| t.iter()).collect()),
         )?;
         vfs.sync_dir(&shared.index_dir)
             .map_err(|e| StorageError::io("sync dir", &shared.index_dir, e))?;

@@ -1,6 +1,8 @@
-//! Little-endian integer fields of on-disk structures, read without
-//! panicking: a slice too short yields `None` (or 0 from the plain forms,
-//! for structures whose length the caller has already checked).
+//! Little-endian integer fields of frames and on-disk structures, read
+//! without panicking: a slice too short yields `None` (or 0 from the plain
+//! forms, for structures whose length the caller has already checked).
+//! The one home of these helpers: the frame codec here and every on-disk
+//! format of `logbook-storage` read their fields through them.
 
 /// The `u16` at `at`, if `b` holds it.
 pub fn try_u16(b: &[u8], at: usize) -> Option<u16> {
@@ -21,6 +23,11 @@ pub fn try_u64(b: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(
         b.get(at..at.checked_add(8)?)?.try_into().ok()?,
     ))
+}
+
+/// The `u16` at `at`, or 0 if `b` is too short.
+pub fn u16(b: &[u8], at: usize) -> u16 {
+    try_u16(b, at).unwrap_or(0)
 }
 
 /// The `u32` at `at`, or 0 if `b` is too short.

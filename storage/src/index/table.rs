@@ -40,12 +40,12 @@ use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use logbook_protocol::Direction;
+use logbook_protocol::{Direction, layout};
 
-use super::error::StorageError;
-use super::fs::{OpenMode, VFile, Vfs};
-use super::le;
-use super::memtable::Entry;
+use crate::error::StorageError;
+use crate::fs::{OpenMode, VFile, Vfs};
+use crate::index::memtable::Entry;
+use logbook_protocol::le;
 
 /// Magic number opening a table.
 pub const MAGIC: [u8; 8] = *b"LGBKSIDX";
@@ -62,20 +62,6 @@ pub const BLOCK_ENTRIES: usize = 128;
 const BLOCK_BYTES: usize = BLOCK_ENTRIES * ENTRY_LEN;
 const BLOOM_BITS_PER_KEY: u64 = 10;
 const BLOOM_K: u32 = 7;
-
-/// File name of table number `id`.
-pub fn file_name(id: u64) -> String {
-    format!("{id:020}.sidx")
-}
-
-/// The id in a table file name, if it is one.
-pub fn parse_file_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(".sidx")?;
-    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
-}
 
 /// Sort key of an entry.
 pub type Key = (u64, u64, u64);
@@ -176,7 +162,7 @@ pub fn write(
     entry_count: u64,
     entries: impl Iterator<Item = Result<(u64, Entry), StorageError>>,
 ) -> Result<Table, StorageError> {
-    let path = dir.join(file_name(id));
+    let path = dir.join(layout::table_file(id));
     let file = vfs
         .open(&path, OpenMode::CreateNew)
         .map_err(|e| StorageError::io("create", &path, e))?;
@@ -306,7 +292,7 @@ impl Table {
 
     /// Opens and checks a table's footer, fences and bloom filter.
     pub fn open(vfs: &dyn Vfs, dir: &Path, id: u64) -> Result<Table, StorageError> {
-        let path = dir.join(file_name(id));
+        let path = dir.join(layout::table_file(id));
         let file = vfs
             .open(&path, OpenMode::Read)
             .map_err(|e| StorageError::io("open", &path, e))?;
@@ -680,7 +666,7 @@ mod tests {
         let fs = MemFs::new();
         let v = entries(1000, 3);
         write_table(&fs, &v);
-        let path = Path::new("/idx").join(file_name(1));
+        let path = Path::new("/idx").join(layout::table_file(1));
         let good = fs.read_file(&path).unwrap();
         // A flipped byte in a block: open succeeds, the lookup reports it.
         let mut bad = good.clone();

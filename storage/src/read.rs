@@ -1,0 +1,514 @@
+//! The read paths: the global log forward and backward, and a stream's
+//! events through the index.
+//!
+//! Readers take no lock across I/O: they load the durable head, snapshot
+//! the segment list and the index (cloning `Arc`s under a short read lock),
+//! and then read files. Everything they can reach through the snapshot is
+//! immutable or append-only, and bounded by the durable head they loaded
+//! first, so they never see an event that is not synced.
+
+use std::sync::Arc;
+
+use logbook_protocol::{Direction, RecordedEvent};
+
+use crate::error::StorageError;
+use crate::index::memtable::{Entry, Memtable};
+use crate::index::table::Table;
+use crate::record::Record;
+use crate::segment::{HEADER_LEN, RecordWalk, Segment};
+use crate::shared::Shared;
+
+/// How much one read may return.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadLimit {
+    /// Most events.
+    pub events: usize,
+    /// Stop once the events read hold this many bytes (stream, type,
+    /// metadata and data, plus a fixed 48 per event); at least one event is
+    /// always returned.
+    pub bytes: usize,
+}
+
+impl From<usize> for ReadLimit {
+    /// A limit of `events` events and no byte limit.
+    fn from(events: usize) -> ReadLimit {
+        ReadLimit {
+            events,
+            bytes: usize::MAX,
+        }
+    }
+}
+
+/// Bytes read so far against a [`ReadLimit`].
+struct Budget {
+    left: usize,
+    exhausted: bool,
+}
+
+impl Budget {
+    fn new(bytes: usize) -> Budget {
+        Budget {
+            left: bytes,
+            exhausted: false,
+        }
+    }
+
+    /// Charges `e`; true once the budget is spent.
+    fn take(&mut self, e: &RecordedEvent) -> bool {
+        let cost = 48 + e.stream.len() + e.event_type.len() + e.metadata.len() + e.data.len();
+        self.left = self.left.saturating_sub(cost);
+        self.exhausted = self.left == 0;
+        self.exhausted
+    }
+}
+
+/// A record and where it was read from, for error messages.
+pub(crate) struct Located<'a> {
+    pub record: &'a Record,
+    pub path: &'a std::path::Path,
+    pub offset: u64,
+}
+
+impl Located<'_> {
+    /// Decodes the record's events, reporting failures with file and offset.
+    pub fn events(&self) -> impl Iterator<Item = Result<RecordedEvent, StorageError>> + '_ {
+        self.record
+            .events()
+            .map(|r| r.map_err(|e| StorageError::corrupt(self.path, self.offset, format!("{e:?}"))))
+    }
+}
+
+/// Outcome of visiting one entry of a stream.
+pub(crate) enum Visit {
+    Continue,
+    Stop,
+}
+
+/// One source of index entries for a stream read.
+enum Source {
+    /// Entries copied from the active memtable (exact: no collisions).
+    Exact(Vec<Entry>),
+    Frozen(Arc<Memtable>),
+    Table(Arc<Table>),
+}
+
+impl Shared {
+    /// Index in `segs` of the segment holding `position`.
+    fn segment_index(segs: &[Arc<Segment>], position: u64) -> Option<usize> {
+        segs.partition_point(|s| s.first_position <= position)
+            .checked_sub(1)
+    }
+
+    /// Reads the global log from `from` (inclusive) in `direction`, within
+    /// `limit`. The flag says whether the byte budget cut the read short.
+    pub fn read_all(
+        &self,
+        from: u64,
+        direction: Direction,
+        limit: ReadLimit,
+    ) -> Result<(Vec<RecordedEvent>, bool), StorageError> {
+        let max = limit.events;
+        let mut budget = Budget::new(limit.bytes);
+        // Head first, then the segment list: every segment holding a position
+        // below the head was listed before the head was published.
+        let head = self.head();
+        let segs = Arc::clone(&self.segments.read());
+        let mut out = Vec::new();
+        if max == 0 || head == 0 {
+            return Ok((out, false));
+        }
+        match direction {
+            Direction::Forward => {
+                if from >= head {
+                    return Ok((out, false));
+                }
+                out.reserve(max.min((head - from) as usize).min(64 * 1024));
+                self.scan_forward(&segs, from, head, |rec, skip| {
+                    for e in rec.events().skip(skip) {
+                        let e = e?;
+                        let full = budget.take(&e);
+                        out.push(e);
+                        if out.len() == max || full {
+                            return Ok(Visit::Stop);
+                        }
+                    }
+                    Ok(Visit::Continue)
+                })?;
+                // Never past the head: a record straddles it only if the
+                // head is not at a record boundary, which the writer forbids,
+                // but the bound is cheap.
+                out.retain(|e| e.position.0 < head);
+            }
+            Direction::Backward => {
+                let start = from.min(head - 1);
+                self.scan_backward(&segs, start, |rec, take| {
+                    let events: Vec<RecordedEvent> =
+                        rec.events().take(take).collect::<Result<_, _>>()?;
+                    for e in events.into_iter().rev() {
+                        let full = budget.take(&e);
+                        out.push(e);
+                        if out.len() == max || full {
+                            return Ok(Visit::Stop);
+                        }
+                    }
+                    Ok(Visit::Continue)
+                })?;
+            }
+        }
+        Ok((out, budget.exhausted))
+    }
+
+    /// Calls `visit(record, skip)` for each record from the one holding
+    /// `from` up to `head`, where `skip` is the number of leading events
+    /// before `from`. Checks that positions are contiguous.
+    pub(crate) fn scan_forward(
+        &self,
+        segs: &[Arc<Segment>],
+        from: u64,
+        head: u64,
+        mut visit: impl FnMut(&Located<'_>, usize) -> Result<Visit, StorageError>,
+    ) -> Result<(), StorageError> {
+        let Some(mut si) = Self::segment_index(segs, from) else {
+            return Ok(());
+        };
+        let mut reader = self.reader(self.config.read_chunk_bytes);
+        let Some(seg) = segs.get(si) else {
+            return Ok(());
+        };
+        // Each segment's durable end is loaded after the head was (by the
+        // caller), and published before it: it covers every record below
+        // the head.
+        let mut walk = RecordWalk::new(seg, seg.seek_offset(from)?, seg.data_end(), None);
+        loop {
+            let Some((at, rec)) = walk.next(&mut reader)? else {
+                si += 1;
+                let Some(seg) = segs.get(si) else {
+                    return Ok(());
+                };
+                walk = RecordWalk::new(seg, HEADER_LEN, seg.data_end(), walk.expected_position());
+                continue;
+            };
+            if rec.first_position >= head {
+                return Ok(());
+            }
+            if rec.end_position() <= from {
+                continue;
+            }
+            let skip = from.saturating_sub(rec.first_position) as usize;
+            let loc = Located {
+                record: &rec,
+                path: &walk.segment().path,
+                offset: at,
+            };
+            if let Visit::Stop = visit(&loc, skip)? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Calls `visit(record, take)` for each record from the one holding
+    /// `start` back to the beginning of the log, where `take` is the number
+    /// of leading events at or before `start`.
+    fn scan_backward(
+        &self,
+        segs: &[Arc<Segment>],
+        start: u64,
+        mut visit: impl FnMut(&Located<'_>, usize) -> Result<Visit, StorageError>,
+    ) -> Result<(), StorageError> {
+        let Some(mut si) = Self::segment_index(segs, start) else {
+            return Ok(());
+        };
+        // Backward reads fetch smaller windows: most are short.
+        let mut reader = self.reader(64 << 10);
+        // Find the record holding `start` by scanning forward from the pidx.
+        let Some(seg) = segs.get(si) else {
+            return Ok(());
+        };
+        let mut walk = RecordWalk::new(seg, seg.seek_offset(start)?, seg.data_end(), None);
+        let (mut rec_start, first) = loop {
+            match walk.next(&mut reader)? {
+                Some((at, rec)) if rec.end_position() > start => break (at, rec),
+                Some(_) => {}
+                None => {
+                    return Err(StorageError::corrupt(
+                        &seg.path,
+                        walk.offset(),
+                        format!("no record holds position {start} below the segment's end"),
+                    ));
+                }
+            }
+        };
+        let take = (start - first.first_position + 1) as usize;
+        let loc = Located {
+            record: &first,
+            path: &seg.path,
+            offset: rec_start,
+        };
+        if let Visit::Stop = visit(&loc, take)? {
+            return Ok(());
+        }
+        let mut expect_end = first.first_position;
+        loop {
+            let Some(seg) = segs.get(si) else {
+                return Ok(());
+            };
+            if rec_start <= HEADER_LEN {
+                if si == 0 {
+                    return Ok(());
+                }
+                si -= 1;
+                rec_start = segs.get(si).map(|s| s.data_end()).unwrap_or(HEADER_LEN);
+                continue;
+            }
+            let limit = seg.data_end();
+            let (rec, at) = reader.record_before(seg, rec_start, limit)?;
+            if rec.end_position() != expect_end {
+                return Err(StorageError::corrupt(
+                    &seg.path,
+                    at,
+                    format!(
+                        "record ends at position {}, expected {expect_end}",
+                        rec.end_position()
+                    ),
+                ));
+            }
+            expect_end = rec.first_position;
+            rec_start = at;
+            let loc = Located {
+                record: &rec,
+                path: &seg.path,
+                offset: at,
+            };
+            if let Visit::Stop = visit(&loc, usize::from(rec.count))? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Visits the entries of stream `name` from version `from` in
+    /// `direction`, with the record each lives in, until `visit` says stop.
+    /// Entries of other streams whose hash collides are skipped here.
+    pub(crate) fn visit_stream(
+        &self,
+        name: &str,
+        from: u64,
+        direction: Direction,
+        batch_hint: usize,
+        mut visit: impl FnMut(&Entry, &Located<'_>) -> Result<Visit, StorageError>,
+    ) -> Result<(), StorageError> {
+        let hash = self.hasher.hash(name);
+        let head = self.head();
+        let segs = Arc::clone(&self.segments.read());
+        let batch = batch_hint.clamp(1, 4096);
+        let mut sources: Vec<Source> = {
+            let g = self.index.read();
+            // The active memtable changes under us, so its entries are copied
+            // now, all that the caller may need; the other sources are
+            // immutable and read in batches.
+            let mut exact = Vec::new();
+            g.active
+                .range(hash, name, from, direction, batch_hint.max(1), &mut exact);
+            let mut s: Vec<Source> = g
+                .tables
+                .iter()
+                .map(|t| Source::Table(Arc::clone(t)))
+                .collect();
+            s.extend(g.frozen.iter().map(|m| Source::Frozen(Arc::clone(m))));
+            s.push(Source::Exact(exact));
+            s
+        };
+        if direction == Direction::Backward {
+            sources.reverse();
+        }
+        // Small windows: stream reads hop between records.
+        let mut reader = self.reader(16 << 10);
+        let mut cached: Option<(u64, u64, Record)> = None;
+        let mut buf: Vec<(u64, Entry)> = Vec::new();
+        let mut exact_buf: Vec<Entry> = Vec::new();
+        for source in sources {
+            // (version, position) cursor within this source.
+            let mut cursor = match direction {
+                Direction::Forward => (from, 0),
+                Direction::Backward => (from, u64::MAX),
+            };
+            loop {
+                let (entries, exhausted): (&[Entry], bool) = match &source {
+                    Source::Exact(v) => (v.as_slice(), true),
+                    Source::Frozen(m) => {
+                        exact_buf.clear();
+                        m.range(hash, name, cursor.0, direction, batch, &mut exact_buf);
+                        let done = exact_buf.len() < batch;
+                        if let Some(last) = exact_buf.last() {
+                            cursor.0 = match direction {
+                                Direction::Forward => last.version + 1,
+                                Direction::Backward => last.version.saturating_sub(1),
+                            };
+                        }
+                        let stop_at_zero = direction == Direction::Backward
+                            && exact_buf.last().is_some_and(|l| l.version == 0);
+                        (exact_buf.as_slice(), done || stop_at_zero)
+                    }
+                    Source::Table(t) => {
+                        buf.clear();
+                        t.range(hash, cursor, direction, batch, &mut buf)?;
+                        let done = buf.len() < batch;
+                        if let Some((_, last)) = buf.last() {
+                            cursor = (last.version, last.position);
+                            // Step past the last key.
+                            match direction {
+                                Direction::Forward => {
+                                    cursor.1 = cursor.1.saturating_add(1);
+                                    if cursor.1 == 0 {
+                                        cursor.0 += 1;
+                                    }
+                                }
+                                Direction::Backward => {
+                                    if cursor.1 == 0 {
+                                        if cursor.0 == 0 {
+                                            // Nothing below (0, 0).
+                                        } else {
+                                            cursor = (cursor.0 - 1, u64::MAX);
+                                        }
+                                    } else {
+                                        cursor.1 -= 1;
+                                    }
+                                }
+                            }
+                        }
+                        exact_buf.clear();
+                        exact_buf.extend(buf.iter().map(|(_, e)| *e));
+                        (exact_buf.as_slice(), done)
+                    }
+                };
+                for (i, e) in entries.iter().enumerate() {
+                    if e.position >= head {
+                        // Indexed but beyond what this reader may see.
+                        continue;
+                    }
+                    let si = Self::segment_index(&segs, e.position).ok_or_else(|| {
+                        StorageError::corrupt(
+                            &self.index_dir,
+                            0,
+                            format!("index points at position {} before the log", e.position),
+                        )
+                    })?;
+                    let seg = segs.get(si).ok_or_else(|| {
+                        StorageError::corrupt(&self.index_dir, 0, "index points past the log")
+                    })?;
+                    let hit = matches!(&cached, Some((s, o, _)) if *s == seg.first_position && *o == e.offset);
+                    if !hit {
+                        // Read ahead to cover the next entries' records in
+                        // this segment (entries of one stream usually sit
+                        // close together), up to 1 MiB.
+                        let seg_end = seg.end_position();
+                        let span = entries
+                            .iter()
+                            .skip(i + 1)
+                            .take_while(|n| {
+                                n.position < seg_end && n.position >= seg.first_position
+                            })
+                            .map(|n| n.offset)
+                            .filter(|&o| o > e.offset && o - e.offset < (1 << 20))
+                            .max()
+                            .map_or(0, |o| (o - e.offset) as usize + 4096);
+                        let rec = reader.record_at_spanning(seg, e.offset, seg.data_end(), span)?;
+                        cached = Some((seg.first_position, e.offset, rec));
+                    }
+                    let Some((_, _, rec)) = &cached else { continue };
+                    if rec.stream != name {
+                        // Another stream with the same hash.
+                        continue;
+                    }
+                    if e.position < rec.first_position || e.position >= rec.end_position() {
+                        return Err(StorageError::corrupt(
+                            &seg.path,
+                            e.offset,
+                            format!(
+                                "index entry for position {} points at a record that does not hold it",
+                                e.position
+                            ),
+                        ));
+                    }
+                    let loc = Located {
+                        record: rec,
+                        path: &seg.path,
+                        offset: e.offset,
+                    };
+                    if let Visit::Stop = visit(e, &loc)? {
+                        return Ok(());
+                    }
+                }
+                if exhausted {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads events of stream `name` from version `from` (inclusive) in
+    /// `direction`, within `limit`. The flag says whether the byte budget cut
+    /// the read short.
+    pub fn read_stream(
+        &self,
+        name: &str,
+        from: u64,
+        direction: Direction,
+        limit: ReadLimit,
+    ) -> Result<(Vec<RecordedEvent>, bool), StorageError> {
+        let max = limit.events;
+        let mut budget = Budget::new(limit.bytes);
+        let mut out = Vec::new();
+        if max == 0 {
+            return Ok((out, false));
+        }
+        // Events of the record last decoded: consecutive entries usually
+        // share a record, which is decoded once.
+        // Each event is taken out (not cloned): an entry is visited once.
+        let mut decoded: Option<(u64, Vec<Option<RecordedEvent>>)> = None;
+        self.visit_stream(name, from, direction, max, |e, loc| {
+            let key = loc.record.first_position;
+            if decoded.as_ref().is_none_or(|(k, _)| *k != key) {
+                let events = loc
+                    .events()
+                    .map(|r| r.map(Some))
+                    .collect::<Result<Vec<_>, _>>()?;
+                decoded = Some((key, events));
+            }
+            let i = (e.position - key) as usize;
+            let mut full = false;
+            if let Some(ev) = decoded
+                .as_mut()
+                .and_then(|(_, v)| v.get_mut(i))
+                .and_then(Option::take)
+            {
+                full = budget.take(&ev);
+                out.push(ev);
+            }
+            Ok(if out.len() >= max || full {
+                Visit::Stop
+            } else {
+                Visit::Continue
+            })
+        })?;
+        Ok((out, budget.exhausted))
+    }
+
+    /// The record holding the last event of stream `name`, if it has any,
+    /// and that record's byte offset.
+    pub fn last_record(&self, name: &str) -> Result<Option<(Record, u64)>, StorageError> {
+        let mut found = None;
+        self.visit_stream(name, u64::MAX, Direction::Backward, 1, |e, loc| {
+            found = Some((loc.record.clone(), e.offset));
+            Ok(Visit::Stop)
+        })?;
+        Ok(found)
+    }
+
+    /// Stream's last version, if it has events.
+    pub fn stream_last_version(&self, name: &str) -> Result<Option<u64>, StorageError> {
+        Ok(self
+            .last_record(name)?
+            .map(|(r, _)| r.first_version + u64::from(r.count) - 1))
+    }
+}

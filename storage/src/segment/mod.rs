@@ -1,0 +1,202 @@
+//! Segment files: the log is a sequence of them, each named by the global
+//! position of its first event (`00000000000000000000.seg`, see
+//! `logbook_protocol::layout`), so listing the directory sorts them in log
+//! order.
+//!
+//! - [`format`]: the bytes of a segment (header, seal: pidx and footer).
+//! - this file: [`Segment`], an open segment shared by the writer and
+//!   readers: its durable end, its seal state and its sparse position index.
+//! - [`reader`]: reading records: the windowed [`RecordReader`] and
+//!   [`RecordWalk`], the one loop that walks a segment's records.
+//! - [`recovery`]: the scans recovery and `verify` make of a segment whose
+//!   end is unknown: [`scan`] up to the first bad record, and
+//!   [`search_tail`] to tell a torn tail from damage.
+//!
+//! A sealed segment is never written again. The sparse position index
+//! (pidx) finds the record holding any position with one binary search and
+//! a scan of at most `PIDX_INTERVAL` bytes, as Kafka's offset index does; it
+//! is persisted on seal and rebuilt by scanning for the active segment.
+
+pub(crate) mod format;
+pub(crate) mod reader;
+pub(crate) mod recovery;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use parking_lot::RwLock;
+
+use crate::error::StorageError;
+use crate::fs::VFile;
+
+pub(crate) use format::{
+    FOOTER_LEN, Footer, HEADER_LEN, PIDX_ENTRY_LEN, PIDX_INTERVAL, PidxEntry, decode_footer,
+    decode_header, decode_pidx, encode_header, encode_seal,
+};
+pub(crate) use reader::{RecordReader, RecordWalk};
+pub(crate) use recovery::{ScanEnd, scan, search_tail};
+
+#[derive(Debug)]
+enum Pidx {
+    /// Sealed segment whose pidx is still on disk: loaded on first use so
+    /// that start-up does not read every segment's index.
+    OnDisk {
+        count: u32,
+        crc: u32,
+    },
+    Loaded(Vec<PidxEntry>),
+}
+
+/// An open segment, shared by the writer and readers.
+#[derive(Debug)]
+pub struct Segment {
+    /// Path of the file.
+    pub path: PathBuf,
+    /// The file.
+    pub file: Arc<dyn VFile>,
+    /// Position of the segment's first event.
+    pub first_position: u64,
+    /// Records in `[HEADER_LEN, data_end)` are durable and readable. Only the
+    /// writer advances it, after the fdatasync that covers them.
+    data_end: AtomicU64,
+    /// Position after the segment's last durable event.
+    end_position: AtomicU64,
+    sealed: AtomicBool,
+    /// A sealed segment's file length, once asked for (0: not yet known).
+    sealed_len: AtomicU64,
+    pidx: RwLock<Pidx>,
+}
+
+impl Segment {
+    /// A segment whose durable records end at `data_end`.
+    pub fn new(
+        path: PathBuf,
+        file: Arc<dyn VFile>,
+        first_position: u64,
+        data_end: u64,
+        end_position: u64,
+        pidx: Vec<PidxEntry>,
+        sealed: bool,
+    ) -> Segment {
+        Segment {
+            path,
+            file,
+            first_position,
+            data_end: AtomicU64::new(data_end),
+            end_position: AtomicU64::new(end_position),
+            sealed: AtomicBool::new(sealed),
+            sealed_len: AtomicU64::new(0),
+            pidx: RwLock::new(Pidx::Loaded(pidx)),
+        }
+    }
+
+    /// A sealed segment described by its footer; the pidx stays on disk
+    /// until first needed.
+    pub fn sealed_from_footer(path: PathBuf, file: Arc<dyn VFile>, footer: &Footer) -> Segment {
+        Segment {
+            path,
+            file,
+            first_position: footer.first_position,
+            data_end: AtomicU64::new(footer.data_end),
+            end_position: AtomicU64::new(footer.end_position),
+            sealed: AtomicBool::new(true),
+            sealed_len: AtomicU64::new(0),
+            pidx: RwLock::new(Pidx::OnDisk {
+                count: footer.pidx_count,
+                crc: footer.pidx_crc,
+            }),
+        }
+    }
+
+    /// Offset just past the last durable record.
+    pub fn data_end(&self) -> u64 {
+        self.data_end.load(Ordering::Acquire)
+    }
+
+    /// Position after the last durable event.
+    pub fn end_position(&self) -> u64 {
+        self.end_position.load(Ordering::Acquire)
+    }
+
+    /// Whether the segment is sealed.
+    pub fn is_sealed(&self) -> bool {
+        self.sealed.load(Ordering::Acquire)
+    }
+
+    /// The file's length once sealed (records, pidx and footer). A sealed
+    /// file never changes, so the length is read from the file system
+    /// once and remembered. Only meaningful when [`Segment::is_sealed`].
+    pub fn sealed_len(&self) -> std::io::Result<u64> {
+        match self.sealed_len.load(Ordering::Relaxed) {
+            0 => {
+                let len = self.file.len()?;
+                self.sealed_len.store(len, Ordering::Relaxed);
+                Ok(len)
+            }
+            len => Ok(len),
+        }
+    }
+
+    /// Bytes of the segment that hold data: a sealed file whole, else the
+    /// durable records (and the header).
+    pub fn durable_len(&self) -> u64 {
+        if self.is_sealed() {
+            self.sealed_len().unwrap_or(0)
+        } else {
+            self.data_end().max(HEADER_LEN)
+        }
+    }
+
+    /// Publishes newly durable records (writer only, after fdatasync).
+    pub(crate) fn publish(&self, data_end: u64, end_position: u64, new_pidx: &[PidxEntry]) {
+        if !new_pidx.is_empty() {
+            let mut p = self.pidx.write();
+            if let Pidx::Loaded(v) = &mut *p {
+                v.extend_from_slice(new_pidx);
+            }
+        }
+        self.end_position.store(end_position, Ordering::Release);
+        self.data_end.store(data_end, Ordering::Release);
+    }
+
+    pub(crate) fn mark_sealed(&self) {
+        self.sealed.store(true, Ordering::Release);
+    }
+
+    /// Runs `f` over the pidx, loading it from disk first if needed.
+    fn with_pidx<T>(&self, f: impl FnOnce(&[PidxEntry]) -> T) -> Result<T, StorageError> {
+        if let Pidx::Loaded(v) = &*self.pidx.read() {
+            return Ok(f(v));
+        }
+        let mut p = self.pidx.write();
+        if let Pidx::OnDisk { count, crc } = &*p {
+            let offset = self.data_end();
+            let mut buf = vec![0u8; *count as usize * PIDX_ENTRY_LEN as usize];
+            self.file
+                .read_exact_at(&mut buf, offset)
+                .map_err(|e| StorageError::io("read pidx", &self.path, e))?;
+            *p = Pidx::Loaded(decode_pidx(&self.path, offset, &buf, *crc)?);
+        }
+        match &*p {
+            Pidx::Loaded(v) => Ok(f(v)),
+            Pidx::OnDisk { .. } => Ok(f(&[])),
+        }
+    }
+
+    /// A copy of the pidx (verification).
+    pub fn pidx(&self) -> Result<Vec<PidxEntry>, StorageError> {
+        self.with_pidx(<[PidxEntry]>::to_vec)
+    }
+
+    /// Offset of a record at or before the one holding `position`.
+    pub fn seek_offset(&self, position: u64) -> Result<u64, StorageError> {
+        self.with_pidx(|pidx| {
+            let i = pidx.partition_point(|e| e.position <= position);
+            match i.checked_sub(1).and_then(|i| pidx.get(i)) {
+                Some(e) => e.offset,
+                None => HEADER_LEN,
+            }
+        })
+    }
+}
