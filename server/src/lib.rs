@@ -6,11 +6,18 @@
 //! an append and of a read).
 //!
 //! ## Layout
-//! - [`net`]: the TCP server: accept loop, one task per connection, the
-//!   outgoing buffer, error codes. A request travels: socket -> `FrameCodec`
-//!   framing -> `Request::decode` -> the connection's dispatch -> the engine
-//!   (appends through the group-commit writer, reads directly) -> the reply
-//!   encoded into the connection's outbox -> one write for many replies.
+//! - [`net`]: the TCP server: the accept loop (`net/mod.rs`), one task per
+//!   connection (`net/connection.rs`), the request handlers, one file per
+//!   request family (`net/cmd/`: `hello.rs`, `append.rs`, `read.rs`,
+//!   `subscribe.rs`, `stats.rs`, `backup.rs`), subscriptions
+//!   (`net/subscription/`: `filter.rs`, `catchup.rs`, `fanout.rs`,
+//!   `hub.rs`), the outgoing buffer (`net/outbox.rs`), error codes
+//!   (`net/errors.rs`) and the `Stats` figures (`net/stats.rs`). A request
+//!   travels: socket -> `FrameCodec` framing -> `Request::decode` -> the
+//!   connection's dispatch (`net/connection.rs`) -> its handler in
+//!   `net/cmd/<family>.rs` -> the engine (appends through the group-commit
+//!   writer, reads directly) -> the reply encoded into the connection's
+//!   outbox -> one write for many replies.
 //! - [`metrics`]: operator metrics: the Prometheus exposition of the
 //!   engine's and the server's live figures, and the small HTTP listener
 //!   (`--metrics-listen`) serving `/metrics`, `/health` and `/ready`.

@@ -2,12 +2,31 @@
 //! protocol (`protocol/PROTOCOL.md`) over the storage engine.
 //!
 //! - `mod.rs`: [`ServerConfig`], the accept loop and shutdown ([`run`]).
-//! - `connection`: one task per connection, reading and dispatching frames.
-//! - `outbox`: a connection's outgoing buffer and its writer task.
-//! - `errors`: engine errors as protocol error codes.
-//! - `subscription`: catch-up subscriptions and the live dispatcher.
-//! - [`stats`]: the `Stats` reply and its rate sampler.
+//! - `connection.rs`: one task per connection: the read loop and its
+//!   framing limits, the in-flight appends, replies into the outbox, the
+//!   close, and the dispatch of each decoded request to its handler.
+//! - `cmd/`: the request handlers, one file per request family:
+//!   `hello.rs` (Hello and its auth, Ping), `append.rs`, `read.rs`
+//!   (ReadStream, ReadAll), `subscribe.rs` (Subscribe, Unsubscribe,
+//!   Credit), `stats.rs` (Stats), `backup.rs` (BackupBegin, BackupRead,
+//!   BackupEnd, and the limits on backup sessions).
+//! - `subscription/`: catch-up subscriptions: `filter.rs` (filters and
+//!   their regex limits), `catchup.rs` (one subscription, its delivery
+//!   within credit and its catch-up task), `fanout.rs` (a live batch
+//!   encoded once for every subscriber), `hub.rs` (the registry, the live
+//!   dispatcher and the handover from history to live).
+//! - `outbox.rs`: a connection's outgoing buffer and its writer task.
+//! - `errors.rs`: engine errors as protocol error codes.
+//! - [`stats`]: the figures of the `Stats` reply and its rate sampler.
+//!
+//! The path of a request: socket -> framing (`decode_frame`, the decoder
+//! of `FrameCodec`, in the connection's read loop) -> `Request::decode` ->
+//! `Connection::dispatch` -> the handler in `cmd/<family>.rs` -> the engine
+//! (appends through the group-commit writer, awaited in the connection's
+//! in-flight set; reads directly) -> the reply encoded into the
+//! connection's outbox -> its writer task, one write for many replies.
 
+mod cmd;
 mod connection;
 mod errors;
 mod outbox;
@@ -250,7 +269,7 @@ pub async fn run_with_stats(
         stats,
         frame_budget,
         meter,
-        backup_slots: Arc::new(Semaphore::new(connection::MAX_BACKUPS)),
+        backup_slots: Arc::new(Semaphore::new(cmd::MAX_BACKUPS)),
     });
     let slots = Arc::new(Semaphore::new(shared.config.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);

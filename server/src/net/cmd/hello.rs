@@ -1,0 +1,83 @@
+//! `Hello` (the handshake: protocol version and token, the first request
+//! of every connection) and `Ping`.
+
+use logbook_protocol::{
+    ErrorCode, ErrorReply, HelloOk, Opcode, PROTOCOL_VERSION, Ping, Pong, Request, Response,
+};
+
+use crate::net::connection::{Close, Connection};
+
+impl Connection {
+    /// Answers the connection's first request, which must be a `Hello`
+    /// with a supported version and, if the server wants one, its token.
+    /// `Err` closes the connection.
+    pub(in crate::net) fn handshake(&mut self, corr_id: u32, req: Request) -> Result<(), Close> {
+        let Request::Hello(hello) = req else {
+            self.send_error(
+                req_opcode(&req),
+                corr_id,
+                ErrorReply::new(ErrorCode::BadRequest, "the first request must be Hello"),
+            );
+            return Err(Close::Violation("request before Hello".into()));
+        };
+        if hello.protocol_version < PROTOCOL_VERSION {
+            self.send_error(
+                Opcode::Hello,
+                corr_id,
+                ErrorReply::new(
+                    ErrorCode::UnsupportedVersion,
+                    format!("protocol version {} is not supported; this server speaks {PROTOCOL_VERSION}", hello.protocol_version),
+                )
+                .with_max_version(PROTOCOL_VERSION),
+            );
+            return Err(Close::Violation("unsupported version".into()));
+        }
+        if let Some(token) = &self.shared.config.auth_token {
+            let given = hello.token.as_deref().unwrap_or("");
+            if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+                self.send_error(
+                    Opcode::Hello,
+                    corr_id,
+                    ErrorReply::new(ErrorCode::NotAuthenticated, "missing or wrong token"),
+                );
+                return Err(Close::Violation("not authenticated".into()));
+            }
+        }
+        self.handshaken = true;
+        tracing::debug!(peer = %self.peer, client = %hello.client_name, "client said hello");
+        let c = &self.shared.config;
+        let store = self.shared.store.config();
+        self.send(
+            corr_id,
+            Opcode::Hello,
+            &Response::HelloOk(HelloOk {
+                protocol_version: PROTOCOL_VERSION,
+                server_version: env!("CARGO_PKG_VERSION").to_string(),
+                max_frame_bytes: c.max_frame_bytes,
+                max_append_bytes: store.max_batch_bytes.min(u64::from(u32::MAX)) as u32,
+                max_events_per_append: store.max_batch_events,
+                max_in_flight: c.max_in_flight,
+            }),
+        );
+        Ok(())
+    }
+
+    /// Answers a ping with its nonce.
+    pub(in crate::net) fn ping(&self, corr_id: u32, p: Ping) {
+        let opcode = Opcode::Ping;
+        self.send(corr_id, opcode, &Response::Pong(Pong { nonce: p.nonce }))
+    }
+}
+
+fn req_opcode(r: &Request) -> Opcode {
+    r.opcode()
+}
+
+/// Compares secrets without leaking, through timing, how long a prefix
+/// matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

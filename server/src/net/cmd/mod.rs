@@ -1,0 +1,26 @@
+//! The handlers of requests, one file per request family (the shape of
+//! mini-redis's `cmd`). `Connection::dispatch` (in `connection`) turns a
+//! decoded `Request` into a call to its handler here; the handler does the
+//! work against the engine (or the subscription hub) and encodes its reply
+//! into the connection's outbox. Each handler is a method of `Connection`,
+//! in an `impl` block of its family's file.
+//!
+//! - `hello`: `Hello` (the handshake: protocol version and token) and
+//!   `Ping`.
+//! - `append`: `Append`, queued to the engine's writer, and its reply once
+//!   the batch is durable.
+//! - `read`: `ReadStream` and `ReadAll`.
+//! - `subscribe`: `Subscribe`, `Unsubscribe` and `Credit` (what a
+//!   subscription does once started is `subscription`'s).
+//! - `stats`: `Stats` (the snapshot is `net::stats`').
+//! - `backup`: `BackupBegin`, `BackupRead` and `BackupEnd`, with the limits
+//!   on backup sessions per connection and per server.
+
+mod append;
+mod backup;
+mod hello;
+mod read;
+mod stats;
+mod subscribe;
+
+pub(super) use backup::MAX_BACKUPS;

@@ -1,0 +1,96 @@
+//! `Subscribe`, `Unsubscribe` and `Credit`: a connection's subscriptions,
+//! by their Subscribe's corr_id. What a subscription does once started is
+//! the `subscription` module's.
+
+use std::sync::Arc;
+
+use logbook_protocol::{Credit, ErrorCode, ErrorReply, Opcode, Response, Unsubscribe};
+
+use crate::net::connection::Connection;
+use crate::net::subscription::CompiledFilter;
+
+impl Connection {
+    /// Checks the request, answers `SubscribeOk` with the head and starts
+    /// the subscription.
+    pub(in crate::net) fn subscribe(&mut self, corr_id: u32, mut s: logbook_protocol::Subscribe) {
+        let opcode = Opcode::Subscribe;
+        if self.subs.contains_key(&corr_id) {
+            self.send_error(
+                opcode,
+                corr_id,
+                ErrorReply::new(
+                    ErrorCode::BadRequest,
+                    "a subscription with this corr_id is open",
+                ),
+            );
+            return;
+        }
+        if self.subs.len() >= self.shared.config.max_subscriptions_per_connection {
+            self.send_error(
+                opcode,
+                corr_id,
+                ErrorReply::new(
+                    ErrorCode::ServerBusy,
+                    "too many subscriptions on this connection",
+                )
+                .with_limit(self.shared.config.max_subscriptions_per_connection as u64),
+            );
+            return;
+        }
+        if let logbook_protocol::SubscriptionTarget::Stream { stream, .. } = &s.target
+            && let Err(e) = logbook_protocol::validate_stream_name(stream)
+        {
+            self.send_error(
+                opcode,
+                corr_id,
+                ErrorReply::new(ErrorCode::BadRequest, e.to_string()),
+            );
+            return;
+        }
+        let filter = match &mut s.target {
+            logbook_protocol::SubscriptionTarget::All { filter, .. } => {
+                filter.take().map(CompiledFilter::new).transpose()
+            }
+            logbook_protocol::SubscriptionTarget::Stream { .. } => Ok(None),
+        };
+        let filter = match filter {
+            Ok(f) => f,
+            Err(e) => {
+                self.send_error(opcode, corr_id, ErrorReply::new(ErrorCode::BadRequest, e));
+                return;
+            }
+        };
+        let head = self.shared.store.head();
+        self.send(
+            corr_id,
+            opcode,
+            &Response::SubscribeOk(logbook_protocol::SubscribeOk { head }),
+        );
+        let sub = self.shared.hub.start(
+            corr_id,
+            s,
+            filter,
+            Arc::clone(&self.out),
+            self.shared.config.max_frame_bytes,
+            head.0,
+        );
+        self.subs.insert(corr_id, sub);
+    }
+
+    /// Ends a subscription of this connection.
+    pub(in crate::net) fn unsubscribe(&mut self, corr_id: u32, u: Unsubscribe) {
+        let opcode = Opcode::Unsubscribe;
+        // Idempotent: ending an unknown subscription is not an error.
+        if let Some(sub) = self.subs.remove(&u.subscription) {
+            self.shared.hub.end(&sub, None);
+        }
+        self.send(corr_id, opcode, &Response::UnsubscribeOk);
+    }
+
+    /// Adds credit to a subscription of this connection; no reply.
+    pub(in crate::net) fn credit(&self, c: Credit) {
+        if let Some(sub) = self.subs.get(&c.subscription) {
+            sub.grant(c.events);
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! Fan-out of a live batch: the dispatcher reads each new range of the log
+//! once, and the pushes of every live subscription that wants the same
+//! events are encoded once and copied to each connection's outbox.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use bytes::BytesMut;
+use logbook_protocol::{Push, RecordedEvent, SharedFrame};
+
+use super::catchup::Sub;
+
+/// One batch of live events being handed to every live subscription:
+/// pushes for the same range of it are encoded once.
+pub(crate) struct FanOut<'a> {
+    pub(super) events: &'a [RecordedEvent],
+    /// `prefix[i]`: wire bytes of `events[..i]`.
+    prefix: Vec<usize>,
+    frames: HashMap<(usize, usize), SharedFrame>,
+    max_frame: u32,
+}
+
+impl<'a> FanOut<'a> {
+    pub(super) fn new(events: &'a [RecordedEvent], max_frame: u32) -> FanOut<'a> {
+        let mut prefix = Vec::with_capacity(events.len() + 1);
+        let mut sum = 0;
+        prefix.push(0);
+        for e in events {
+            sum += logbook_protocol::msg::recorded_event_wire_len(e);
+            prefix.push(sum);
+        }
+        FanOut {
+            events,
+            prefix,
+            frames: HashMap::new(),
+            max_frame,
+        }
+    }
+
+    /// Writes `events[start..end]` as one push for `sub`, from a frame
+    /// encoded once per range. False if the range does not fit one frame
+    /// (the caller then splits it).
+    pub(super) fn write(&mut self, sub: &Sub, start: usize, end: usize) -> bool {
+        let bytes = match (self.prefix.get(end), self.prefix.get(start)) {
+            (Some(e), Some(s)) => e - s,
+            _ => return false,
+        };
+        let budget = (self.max_frame as usize).saturating_sub(
+            logbook_protocol::msg::EVENTS_MESSAGE_OVERHEAD + logbook_protocol::HEADER_LEN,
+        );
+        if bytes > budget || sub.max_frame != self.max_frame {
+            return false;
+        }
+        let frame = match self.frames.entry((start, end)) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let mut b = BytesMut::new();
+                let slice = self.events.get(start..end).unwrap_or_default();
+                if Push::encode_events(&mut b, 0, slice, self.max_frame).is_err() {
+                    return false;
+                }
+                v.insert(SharedFrame::new(b.freeze()))
+            }
+        };
+        let id = sub.corr_id;
+        sub.out.push(|b| frame.write_to(b, id));
+        sub.stats
+            .events_pushed
+            .fetch_add((end - start) as u64, Ordering::Relaxed);
+        true
+    }
+}
