@@ -306,8 +306,15 @@ impl Shared {
             // now, all that the caller may need; the other sources are
             // immutable and read in batches.
             let mut exact = Vec::new();
-            g.active
-                .range(hash, name, from, direction, batch_hint.max(1), &mut exact);
+            g.active.range(
+                hash,
+                name,
+                from,
+                direction,
+                batch_hint.max(1),
+                head,
+                &mut exact,
+            );
             let mut s: Vec<Source> = g
                 .tables
                 .iter()
@@ -336,7 +343,7 @@ impl Shared {
                     Source::Exact(v) => (v.as_slice(), true),
                     Source::Frozen(m) => {
                         exact_buf.clear();
-                        m.range(hash, name, cursor.0, direction, batch, &mut exact_buf);
+                        m.range(hash, name, cursor.0, direction, batch, head, &mut exact_buf);
                         let done = exact_buf.len() < batch;
                         if let Some(last) = exact_buf.last() {
                             cursor.0 = match direction {

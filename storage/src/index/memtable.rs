@@ -95,7 +95,12 @@ impl Memtable {
     }
 
     /// Appends to `out` up to `limit` entries of the stream, from version
-    /// `from` in `direction` (inclusive).
+    /// `from` in `direction` (inclusive), among those at positions below
+    /// `below` (a reader's durable head: the active memtable receives
+    /// entries just before the head moves past them, and a reader must
+    /// neither see those nor let them take the place of older ones in its
+    /// `limit`).
+    #[allow(clippy::too_many_arguments)]
     pub fn range(
         &self,
         hash: u64,
@@ -103,9 +108,14 @@ impl Memtable {
         from: u64,
         direction: Direction,
         limit: usize,
+        below: u64,
         out: &mut Vec<Entry>,
     ) {
         let e = self.entries(hash, name);
+        // Versions and positions both increase along a stream's entries,
+        // so those below the head are a prefix.
+        let visible = e.partition_point(|x| x.position < below);
+        let e = e.get(..visible).unwrap_or_default();
         match direction {
             Direction::Forward => {
                 let i = e.partition_point(|x| x.version < from);
@@ -145,7 +155,7 @@ mod tests {
         assert_eq!(m.len(), 6);
         assert_eq!((m.start, m.end), (0, 6));
         let mut out = Vec::new();
-        m.range(h, "a", 1, Direction::Forward, 3, &mut out);
+        m.range(h, "a", 1, Direction::Forward, 3, u64::MAX, &mut out);
         assert_eq!(
             out.iter().map(|e| e.version).collect::<Vec<_>>(),
             vec![1, 2, 3]
@@ -153,13 +163,13 @@ mod tests {
         assert_eq!(out[2].position, 4);
         assert_eq!(out[2].offset, 900);
         out.clear();
-        m.range(h, "a", 3, Direction::Backward, 10, &mut out);
+        m.range(h, "a", 3, Direction::Backward, 10, u64::MAX, &mut out);
         assert_eq!(
             out.iter().map(|e| e.version).collect::<Vec<_>>(),
             vec![3, 2, 1, 0]
         );
         out.clear();
-        m.range(h, "a", u64::MAX, Direction::Backward, 1, &mut out);
+        m.range(h, "a", u64::MAX, Direction::Backward, 1, u64::MAX, &mut out);
         assert_eq!(out[0].version, 4);
         assert_eq!(m.last(h, "a").unwrap().version, 4);
         assert!(m.last(h, "zzz").is_none());
@@ -173,14 +183,34 @@ mod tests {
         m.insert(7, "b", 0, 2, 1, 99);
         m.insert(7, "a", 2, 3, 1, 200);
         let mut out = Vec::new();
-        m.range(7, "a", 0, Direction::Forward, 10, &mut out);
+        m.range(7, "a", 0, Direction::Forward, 10, u64::MAX, &mut out);
         assert_eq!(
             out.iter().map(|e| e.position).collect::<Vec<_>>(),
             vec![0, 1, 3]
         );
         out.clear();
-        m.range(7, "b", 0, Direction::Forward, 10, &mut out);
+        m.range(7, "b", 0, Direction::Forward, 10, u64::MAX, &mut out);
         assert_eq!(out.iter().map(|e| e.position).collect::<Vec<_>>(), vec![2]);
         assert_eq!(m.sorted_entries().len(), 4);
+    }
+
+    /// Entries at or past a reader's head are invisible and do not use up
+    /// the limit: a backward read of one event finds the newest one below.
+    #[test]
+    fn ranges_stop_below_the_head() {
+        let mut m = Memtable::new(0);
+        m.insert(1, "a", 0, 0, 5, 32);
+        let mut out = Vec::new();
+        m.range(1, "a", u64::MAX, Direction::Backward, 1, 3, &mut out);
+        assert_eq!(out.iter().map(|e| e.version).collect::<Vec<_>>(), vec![2]);
+        out.clear();
+        m.range(1, "a", 1, Direction::Forward, 10, 3, &mut out);
+        assert_eq!(
+            out.iter().map(|e| e.version).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        out.clear();
+        m.range(1, "a", 0, Direction::Forward, 10, 0, &mut out);
+        assert!(out.is_empty());
     }
 }
