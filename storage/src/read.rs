@@ -84,6 +84,25 @@ pub(crate) enum Visit {
     Stop,
 }
 
+/// Most index entries fetched from one source per call.
+const MAX_BATCH: usize = 4096;
+
+/// The key just past `key` in `direction`, in the (version, position)
+/// order of index entries; `None` past either end of the key space.
+fn step_past(key: (u64, u64), direction: Direction) -> Option<(u64, u64)> {
+    let (version, position) = key;
+    match direction {
+        Direction::Forward => match position.checked_add(1) {
+            Some(p) => Some((version, p)),
+            None => Some((version.checked_add(1)?, 0)),
+        },
+        Direction::Backward => match position.checked_sub(1) {
+            Some(p) => Some((version, p)),
+            None => Some((version.checked_sub(1)?, u64::MAX)),
+        },
+    }
+}
+
 /// One source of index entries for a stream read.
 enum Source {
     /// Entries copied from the active memtable (exact: no collisions).
@@ -299,7 +318,7 @@ impl Shared {
         let hash = self.hasher.hash(name);
         let head = self.head();
         let segs = Arc::clone(&self.segments.read());
-        let batch = batch_hint.clamp(1, 4096);
+        let mut batch = batch_hint.clamp(1, MAX_BATCH);
         let mut sources: Vec<Source> = {
             let g = self.index.read();
             // The active memtable changes under us, so its entries are copied
@@ -358,28 +377,13 @@ impl Shared {
                     Source::Table(t) => {
                         buf.clear();
                         t.range(hash, cursor, direction, batch, &mut buf)?;
-                        let done = buf.len() < batch;
+                        let mut done = buf.len() < batch;
                         if let Some((_, last)) = buf.last() {
-                            cursor = (last.version, last.position);
-                            // Step past the last key.
-                            match direction {
-                                Direction::Forward => {
-                                    cursor.1 = cursor.1.saturating_add(1);
-                                    if cursor.1 == 0 {
-                                        cursor.0 += 1;
-                                    }
-                                }
-                                Direction::Backward => {
-                                    if cursor.1 == 0 {
-                                        if cursor.0 == 0 {
-                                            // Nothing below (0, 0).
-                                        } else {
-                                            cursor = (cursor.0 - 1, u64::MAX);
-                                        }
-                                    } else {
-                                        cursor.1 -= 1;
-                                    }
-                                }
+                            // Step past the last key; at the end of the key
+                            // space there is nothing more to read.
+                            match step_past((last.version, last.position), direction) {
+                                Some(next) => cursor = next,
+                                None => done = true,
                             }
                         }
                         exact_buf.clear();
@@ -448,6 +452,9 @@ impl Shared {
                 if exhausted {
                     break;
                 }
+                // The visitor wants more than the batch held (entries of
+                // colliding streams, or a long read): fetch more per call.
+                batch = (batch * 2).min(MAX_BATCH);
             }
         }
         Ok(())
@@ -517,5 +524,24 @@ impl Shared {
         Ok(self
             .last_record(name)?
             .map(|(r, _)| r.first_version + u64::from(r.count) - 1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Stepping past the first or last key ends the scan instead of
+    /// stepping in place (a backward scan of a table whose last batch
+    /// ended at version 0, position 0 used to fetch that batch for ever).
+    #[test]
+    fn step_past_ends_at_the_edges_of_the_key_space() {
+        use Direction::*;
+        assert_eq!(step_past((0, 0), Backward), None);
+        assert_eq!(step_past((3, 0), Backward), Some((2, u64::MAX)));
+        assert_eq!(step_past((3, 7), Backward), Some((3, 6)));
+        assert_eq!(step_past((3, 7), Forward), Some((3, 8)));
+        assert_eq!(step_past((3, u64::MAX), Forward), Some((4, 0)));
+        assert_eq!(step_past((u64::MAX, u64::MAX), Forward), None);
     }
 }

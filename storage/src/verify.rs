@@ -1,9 +1,11 @@
 //! Offline verification: checks every record, every segment's footer and
-//! sparse position index, and every index entry against the log.
+//! sparse position index, that every stream's versions are contiguous from
+//! 0 across the whole log, and every index entry against the log.
 //!
 //! It opens the files read-only and takes the directory lock, so it never
 //! runs beside a daemon and never changes anything.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -192,6 +194,8 @@ pub fn verify_with_progress(
     let max_record = config.max_record_bytes() as usize;
     let mut segments: Vec<Arc<Segment>> = Vec::new();
     let mut expect = 0u64;
+    // Each stream's next version, as the log so far has it.
+    let mut stream_versions: HashMap<Box<str>, u64> = HashMap::new();
     let mut done = 0;
     let count = files.len();
     for (i, (first, path, file, len)) in files.into_iter().enumerate() {
@@ -272,6 +276,7 @@ pub fn verify_with_progress(
         let mut reader = RecordReader::new(1 << 20, max_record);
         let mut offsets: Vec<(u64, u64)> = Vec::new();
         let mut reported = 0;
+        let mut gaps: Vec<(u64, String)> = Vec::new();
         let scan = segment::scan(
             &seg,
             HEADER_LEN,
@@ -280,6 +285,29 @@ pub fn verify_with_progress(
             &mut reader,
             |off, rec| {
                 offsets.push((rec.first_position, off));
+                // Every stream's versions are contiguous from 0 across the
+                // whole log: each record continues its stream's last one.
+                let next = stream_versions
+                    .get(rec.stream.as_str())
+                    .copied()
+                    .unwrap_or(0);
+                if rec.first_version != next {
+                    gaps.push((
+                        off,
+                        format!(
+                            "stream {:?} continues at version {}, expected {next}",
+                            rec.stream.as_str(),
+                            rec.first_version
+                        ),
+                    ));
+                }
+                let end = rec.first_version + u64::from(rec.count);
+                match stream_versions.get_mut(rec.stream.as_str()) {
+                    Some(v) => *v = end,
+                    None => {
+                        stream_versions.insert(Box::from(rec.stream.as_str()), end);
+                    }
+                }
                 if off >= reported + BYTES_STEP {
                     reported = off;
                     progress(Step::Bytes(Progress {
@@ -290,6 +318,9 @@ pub fn verify_with_progress(
                 Ok(())
             },
         )?;
+        for (offset, what) in gaps {
+            problem(&mut report, &path, offset, what);
+        }
         report.records += scan.records;
         report.bytes += scan.data_end - HEADER_LEN;
         let end_position = scan.end_position.unwrap_or(first);
