@@ -5,7 +5,10 @@
 
 pub use crate::index::memtable::{Entry, Memtable};
 pub use crate::index::table::{Table, write as write_table};
-pub use crate::record::{Record, RecordError, check as check_record, encode as encode_record};
+pub use crate::record::{
+    Record, RecordError, check as check_record, crc_seed as record_crc_seed,
+    encode as encode_record,
+};
 pub use crate::segment::format::{
     HEADER_LEN as SEGMENT_HEADER_LEN, encode_header as encode_segment_header,
 };

@@ -37,7 +37,9 @@ use crate::index::manifest::{self, Manifest};
 use crate::index::memtable::Memtable;
 use crate::index::table::Table;
 use crate::read::Visit;
-use crate::segment::{self, FOOTER_LEN, HEADER_LEN, PIDX_INTERVAL, PidxEntry, ScanEnd, Segment};
+use crate::segment::{
+    self, FOOTER_LEN, HEADER_LEN, Header, PIDX_INTERVAL, PidxEntry, ScanEnd, Segment,
+};
 use crate::shared::{Counters, Shared};
 use crate::stream_map::StreamHasher;
 use crate::writer::{self, FLAG_GROUP_END};
@@ -93,7 +95,7 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> St
     move |e| StorageError::io(op, path, e)
 }
 
-fn read_header(path: &Path, file: &dyn VFile) -> Result<u64, StorageError> {
+fn read_header(path: &Path, file: &dyn VFile) -> Result<Header, StorageError> {
     let mut h = [0u8; HEADER_LEN as usize];
     file.read_exact_at(&mut h, 0).map_err(|e| match e.kind() {
         std::io::ErrorKind::UnexpectedEof => {
@@ -114,8 +116,11 @@ fn interrupted_creation(path: &Path, file: &dyn VFile, first: u64) -> Result<boo
     }
     let mut b = vec![0u8; len as usize];
     file.read_exact_at(&mut b, 0).map_err(io("read", path))?;
-    let expected = segment::encode_header(first);
-    Ok(expected.get(..b.len()) == Some(&b[..]) || b.iter().all(|&x| x == 0))
+    // The nonce and the checksum (bytes 24..32) are random; the rest is
+    // what the header of a segment starting at `first` holds.
+    let expected = segment::encode_header(first, 0);
+    let fixed = b.len().min(24);
+    Ok(expected.get(..fixed) == b.get(..fixed) || b.iter().all(|&x| x == 0))
 }
 
 fn read_footer(
@@ -241,7 +246,8 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
             report.removed_files.push(path);
             continue;
         }
-        let header_first = read_header(&path, &*file)?;
+        let header = read_header(&path, &*file)?;
+        let header_first = header.first_position;
         if header_first != *first {
             return Err(StorageError::corrupt(
                 &path,
@@ -268,7 +274,9 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
                 ));
             }
             expect_first = footer.end_position;
-            segments.push(Arc::new(Segment::sealed_from_footer(path, file, &footer)));
+            segments.push(Arc::new(Segment::sealed_from_footer(
+                path, file, header, &footer,
+            )));
             continue;
         }
         // No footer: the active segment, or (if not last) a segment whose
@@ -276,7 +284,7 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
         let seg = Segment::new(
             path.clone(),
             Arc::clone(&file),
-            *first,
+            header,
             len,
             *first,
             Vec::new(),
@@ -311,7 +319,7 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
             segments.push(Arc::new(Segment::new(
                 path,
                 file,
-                *first,
+                header,
                 t.data_end,
                 t.end_position,
                 t.pidx,
@@ -369,7 +377,7 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
         segments.push(Arc::new(Segment::new(
             path,
             file,
-            *first,
+            header,
             t.data_end,
             t.end_position,
             Vec::new(),

@@ -3,7 +3,7 @@
 //! ```text
 //! offset  size  field
 //! 0       4     len             u32 total record length, prefix and suffix included
-//! 4       4     crc32c          u32 over bytes 8 .. len-4
+//! 4       4     crc32c          u32: crc32c of the segment's seed, then bytes 8 .. len-4
 //! 8       1     kind            u8  1 = event batch
 //! 9       1     flags           u8  0 (reserved)
 //! 10      2     count           u16 events in the batch, >= 1
@@ -17,6 +17,15 @@
 //! ```
 //! All integers little-endian. Event `i` of a record has position
 //! `first_position + i` and version `first_version + i`.
+//!
+//! The checksum starts from the segment's seed ([`crc_seed`]): crc32c of
+//! the random nonce in the segment's header (format 2), or 0 in format-1
+//! segments (a plain crc32c of the bytes). Event payloads are client bytes:
+//! a client could embed a chain of records that pass every check inside an
+//! event's data, and recovery, which tries byte offsets of a damaged tail as
+//! record starts, would take them for records. Without the segment's nonce,
+//! which never leaves the server, a forged record passes with probability
+//! 2^-32.
 //!
 //! A record is trusted only after three checks, in this order: the length is
 //! within bounds, the suffix equals the prefix, the crc32c matches. Only then
@@ -61,15 +70,28 @@ pub enum RecordError {
     },
 }
 
+/// The crc32c seed of the records of a segment whose header holds `nonce`
+/// (`None`: a format-1 segment, plain crc32c).
+pub fn crc_seed(nonce: Option<u32>) -> u32 {
+    nonce.map_or(0, |n| crc32c::crc32c(&n.to_le_bytes()))
+}
+
+/// The checksum of a record's covered bytes (8 .. len-4) under `seed`.
+pub fn checksum(seed: u32, covered: &[u8]) -> u32 {
+    crc32c::crc32c_append(seed, covered)
+}
+
 /// Length of the record that `stream` and `events` encode to.
 pub fn encoded_len(stream: &str, events: &[NewEvent]) -> usize {
     HEADER_LEN + stream.len() + events.iter().map(NewEvent::encoded_len).sum::<usize>() + SUFFIX_LEN
 }
 
-/// Appends one record to `buf`. The caller has validated the stream name,
-/// event types and sizes (so every length fits its field).
+/// Appends one record to `buf`, checksummed under the segment's `seed`.
+/// The caller has validated the stream name, event types and sizes (so
+/// every length fits its field).
 pub fn encode(
     buf: &mut Vec<u8>,
+    seed: u32,
     stream: &str,
     first_position: u64,
     first_version: u64,
@@ -99,7 +121,8 @@ pub fn encode(
         buf.put_slice(&e.data);
     }
     buf.put_u32_le(len as u32);
-    let crc = crc32c::crc32c(
+    let crc = checksum(
+        seed,
         buf.get(start + 8..start + len - SUFFIX_LEN)
             .unwrap_or_default(),
     );
@@ -123,9 +146,9 @@ pub fn peek_len(buf: &[u8], max_len: usize) -> Result<usize, RecordError> {
     Ok(len)
 }
 
-/// Checks the record at the start of `buf` (bounds, suffix, checksum) and
-/// returns its length. Does not parse the body.
-pub fn check(buf: &[u8], max_len: usize) -> Result<usize, RecordError> {
+/// Checks the record at the start of `buf` (bounds, suffix, checksum under
+/// the segment's `seed`) and returns its length. Does not parse the body.
+pub fn check(buf: &[u8], max_len: usize, seed: u32) -> Result<usize, RecordError> {
     let len = peek_len(buf, max_len)?;
     let rec = buf
         .get(..len)
@@ -134,7 +157,7 @@ pub fn check(buf: &[u8], max_len: usize) -> Result<usize, RecordError> {
         return Err(RecordError::Corrupt("length suffix differs from prefix"));
     }
     let expected = le::try_u32(rec, 4).ok_or(RecordError::Corrupt("short header"))?;
-    let got = crc32c::crc32c(rec.get(8..len - SUFFIX_LEN).unwrap_or_default());
+    let got = checksum(seed, rec.get(8..len - SUFFIX_LEN).unwrap_or_default());
     if got != expected {
         return Err(RecordError::Checksum { got, expected });
     }
@@ -342,7 +365,7 @@ mod tests {
 
     fn one(stream: &str, events: &[NewEvent]) -> Vec<u8> {
         let mut buf = Vec::new();
-        encode(&mut buf, stream, 7, 3, 1_700_000_000_000_000, events);
+        encode(&mut buf, 0, stream, 7, 3, 1_700_000_000_000_000, events);
         buf
     }
 
@@ -386,9 +409,9 @@ mod tests {
             events in proptest::collection::vec(arb_event(), 1..8),
         ) {
             let mut buf = Vec::new();
-            encode(&mut buf, &stream, u64::from(pos), u64::from(ver), ts, &events);
+            encode(&mut buf, 0, &stream, u64::from(pos), u64::from(ver), ts, &events);
             prop_assert_eq!(buf.len(), encoded_len(&stream, &events));
-            let len = check(&buf, 1 << 20).unwrap();
+            let len = check(&buf, 1 << 20, 0).unwrap();
             prop_assert_eq!(len, buf.len());
             let rec = Record::parse(Bytes::from(buf)).unwrap();
             prop_assert_eq!(rec.stream.as_str(), stream.as_str());
@@ -414,7 +437,7 @@ mod tests {
         ) {
             let buf = one("stream", &events);
             let cut = cut.index(buf.len());
-            match check(&buf[..cut], 1 << 20) {
+            match check(&buf[..cut], 1 << 20, 0) {
                 Err(RecordError::Incomplete { .. }) => {}
                 other => prop_assert!(false, "cut at {cut}: {other:?}"),
             }
@@ -429,7 +452,7 @@ mod tests {
             let mut buf = one("stream", &events);
             let at = at.index(buf.len());
             buf[at] ^= 1 << bit;
-            match check(&buf, 1 << 20) {
+            match check(&buf, 1 << 20, 0) {
                 Err(RecordError::Corrupt(_) | RecordError::Checksum { .. } | RecordError::Incomplete { .. }) => {}
                 Ok(_) => prop_assert!(false, "flip at byte {at} bit {bit} went unnoticed"),
             }
@@ -437,7 +460,7 @@ mod tests {
 
         #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
-            if let Ok(len) = check(&bytes, 1 << 20)
+            if let Ok(len) = check(&bytes, 1 << 20, 0)
                 && let Ok(rec) = Record::parse(Bytes::copy_from_slice(&bytes[..len]))
             {
                 for e in rec.events() { let _ = e; }
@@ -458,7 +481,7 @@ mod tests {
             b[8] = KIND_EVENTS;
             let crc = crc32c::crc32c(&b[8..len - 4]);
             b[4..8].copy_from_slice(&crc.to_le_bytes());
-            prop_assert_eq!(check(&b, 1 << 20), Ok(len));
+            prop_assert_eq!(check(&b, 1 << 20, 0), Ok(len));
             if let Ok(rec) = Record::parse(Bytes::from(b)) {
                 for e in rec.events() { let _ = e; }
                 for e in rec.event_ids() { let _ = e; }
@@ -471,12 +494,40 @@ mod tests {
         let mut buf = one("s", &[ev(1, "T", b"", b"x")]);
         buf[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(
-            check(&buf, 1 << 20),
+            check(&buf, 1 << 20, 0),
             Err(RecordError::Corrupt("length above the maximum record size"))
         );
         assert_eq!(
             peek_len(&[0, 0, 0, 0], 100),
             Err(RecordError::Corrupt("zero length (end of data)"))
+        );
+    }
+
+    /// A record checks only under the seed of the segment it was written
+    /// for: bytes forged without the segment's nonce do not pass.
+    #[test]
+    fn checksum_depends_on_the_segment_seed() {
+        let events = [NewEvent::new(EventId::from_u128(1), "T", &b"x"[..])];
+        let a = crc_seed(Some(1));
+        let b = crc_seed(Some(2));
+        assert_ne!(a, b);
+        let mut buf = Vec::new();
+        encode(&mut buf, a, "s", 0, 0, 0, &events);
+        assert!(check(&buf, 1 << 20, a).is_ok());
+        assert!(matches!(
+            check(&buf, 1 << 20, b),
+            Err(RecordError::Checksum { .. })
+        ));
+        assert!(matches!(
+            check(&buf, 1 << 20, 0),
+            Err(RecordError::Checksum { .. })
+        ));
+        // Format 1: no nonce, plain crc32c.
+        let mut plain = Vec::new();
+        encode(&mut plain, crc_seed(None), "s", 0, 0, 0, &events);
+        assert_eq!(
+            le::u32(&plain, 4),
+            crc32c::crc32c(&plain[8..plain.len() - SUFFIX_LEN])
         );
     }
 }

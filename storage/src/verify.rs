@@ -222,16 +222,19 @@ pub fn verify_with_progress(
                 });
             };
         let mut h = [0u8; HEADER_LEN as usize];
-        if let Err(e) = file
+        let header = match file
             .read_exact_at(&mut h, 0)
             .map_err(|e| StorageError::io("read", &path, e))
             .and_then(|_| segment::decode_header(&path, &h))
         {
-            problem(&mut report, &path, 0, e.to_string());
-            done += len;
-            finish(&report, 0, done, &mut progress);
-            continue;
-        }
+            Ok(header) => header,
+            Err(e) => {
+                problem(&mut report, &path, 0, e.to_string());
+                done += len;
+                finish(&report, 0, done, &mut progress);
+                continue;
+            }
+        };
         if first != expect {
             problem(
                 &mut report,
@@ -267,7 +270,7 @@ pub fn verify_with_progress(
         let seg = Segment::new(
             path.clone(),
             Arc::clone(&file),
-            first,
+            header,
             limit,
             first,
             Vec::new(),
@@ -358,7 +361,7 @@ pub fn verify_with_progress(
                     ),
                 );
             }
-            let sealed = Segment::sealed_from_footer(path.clone(), Arc::clone(&file), &f);
+            let sealed = Segment::sealed_from_footer(path.clone(), Arc::clone(&file), header, &f);
             match sealed.pidx() {
                 Ok(pidx) => {
                     for e in pidx {
@@ -410,7 +413,7 @@ pub fn verify_with_progress(
         segments.push(Arc::new(Segment::new(
             path,
             file,
-            first,
+            header,
             scan.data_end,
             end_position,
             Vec::new(),

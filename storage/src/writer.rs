@@ -34,7 +34,7 @@ use crate::error::{AppendError, StorageError};
 use crate::fs::OpenMode;
 use crate::heads::{Batch, Head, Heads};
 use crate::record::{self, Record};
-use crate::segment::{self, Footer, HEADER_LEN, PIDX_INTERVAL, PidxEntry, Segment};
+use crate::segment::{self, Footer, HEADER_LEN, Header, PIDX_INTERVAL, PidxEntry, Segment};
 use crate::shared::Shared;
 use logbook_protocol::layout;
 
@@ -382,6 +382,7 @@ impl Writer {
             self.last_record_in_buf = Some(self.buf.len());
             record::encode(
                 &mut self.buf,
+                self.active.crc_seed,
                 name,
                 first_position,
                 first_version,
@@ -467,7 +468,7 @@ impl Writer {
             return Ok(());
         }
         if let Some(at) = self.last_record_in_buf.take() {
-            flag_group_end(&mut self.buf, at);
+            flag_group_end(&mut self.buf, at, self.active.crc_seed);
         }
         let end = self.write_offset + self.buf.len() as u64;
         let prealloc = self.shared.config.preallocate_bytes;
@@ -558,8 +559,8 @@ impl Writer {
 }
 
 /// Sets the group-end flag on the record at `at` in `buf` and refreshes its
-/// checksum.
-fn flag_group_end(buf: &mut [u8], at: usize) {
+/// checksum (under the segment's `seed`).
+fn flag_group_end(buf: &mut [u8], at: usize, seed: u32) {
     let Some(len) = buf
         .get(at..at + 4)
         .and_then(|b| b.try_into().ok())
@@ -570,7 +571,8 @@ fn flag_group_end(buf: &mut [u8], at: usize) {
     if let Some(flags) = buf.get_mut(at + 9) {
         *flags |= FLAG_GROUP_END;
     }
-    let crc = crc32c::crc32c(
+    let crc = record::checksum(
+        seed,
         buf.get(at + 8..at + len - record::SUFFIX_LEN)
             .unwrap_or_default(),
     );
@@ -615,7 +617,12 @@ pub(crate) fn create_segment(
         move |e| StorageError::io(op, path, e)
     };
     let file = vfs.open(&path, OpenMode::CreateNew).map_err(io("create"))?;
-    file.write_all_at(&segment::encode_header(first_position), 0)
+    let header = Header {
+        first_position,
+        nonce: Some(segment_nonce()),
+    };
+    let nonce = header.nonce.unwrap_or(0);
+    file.write_all_at(&segment::encode_header(first_position, nonce), 0)
         .map_err(io("write header"))?;
     file.sync_data().map_err(io("fdatasync"))?;
     // The new file's directory entry must be durable before any record in
@@ -625,12 +632,25 @@ pub(crate) fn create_segment(
     Ok(Arc::new(Segment::new(
         path,
         file,
-        first_position,
+        header,
         HEADER_LEN,
         first_position,
         Vec::new(),
         false,
     )))
+}
+
+/// A random nonce for a new segment's header. It must be unknown to
+/// clients (it seeds the record checksums that tell records from payload
+/// bytes), so it comes from the OS; without OS randomness, from what std's
+/// hash maps use.
+fn segment_nonce() -> u32 {
+    getrandom::u32().unwrap_or_else(|_| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(std::process::id().into());
+        h.finish() as u32
+    })
 }
 
 #[cfg(test)]
@@ -641,9 +661,9 @@ mod tests {
     fn group_end_flag_keeps_the_record_valid() {
         let mut buf = Vec::new();
         let e = NewEvent::new(EventId::from_u128(1), "T", &b"x"[..]);
-        record::encode(&mut buf, "s", 0, 0, 0, std::slice::from_ref(&e));
-        flag_group_end(&mut buf, 0);
-        let len = record::check(&buf, 1 << 20).unwrap();
+        record::encode(&mut buf, 77, "s", 0, 0, 0, std::slice::from_ref(&e));
+        flag_group_end(&mut buf, 0, 77);
+        let len = record::check(&buf, 1 << 20, 77).unwrap();
         let rec = Record::parse(bytes::Bytes::from(buf[..len].to_vec())).unwrap();
         assert_eq!(rec.flags & FLAG_GROUP_END, FLAG_GROUP_END);
     }

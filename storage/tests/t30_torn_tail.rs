@@ -313,7 +313,7 @@ fn interrupted_segment_creation_is_repaired() {
         // The next segment, as create_segment leaves it when cut short.
         let next = last.with_file_name(format!("{:020}.seg", total));
         let f = copy.open(&next, OpenMode::CreateNew).unwrap();
-        let header = logbook_storage::internals::encode_segment_header(total);
+        let header = logbook_storage::internals::encode_segment_header(total, 0x1d2c_3b4a);
         f.write_all_at(&header[..partial], 0).unwrap();
         f.sync_data().unwrap();
         copy.sync_dir(Path::new("/data/log")).unwrap();
@@ -328,4 +328,82 @@ fn interrupted_segment_creation_is_repaired() {
         let store = Store::open(tiny_mem(&copy)).unwrap();
         assert_eq!(store.head().0, total + 1);
     }
+}
+
+/// Records forged inside an event's payload never steer recovery: a client
+/// embeds a chain of checksum-valid records (each flagged as the end of a
+/// group, as the writer flags them) in an event's data; a crash tears the
+/// group holding it; strict recovery must call that a torn tail and open,
+/// not take the forged chain for acknowledged records and refuse to start.
+/// (Records are checksummed under a random per-segment nonce that the
+/// client cannot know; the forger uses the plain crc32c a format-1 segment
+/// had.)
+#[test]
+fn records_forged_in_a_payload_do_not_steer_recovery() {
+    use logbook_storage::internals::encode_record;
+    let fs = MemFs::new();
+    let store = Store::open(StoreConfig {
+        max_event_bytes: 2 << 10,
+        max_batch_bytes: 3 << 10,
+        ..tiny_mem(&fs)
+    })
+    .unwrap();
+    for i in 0..5 {
+        store
+            .append_blocking(&name("ok"), ExpectedVersion::Any, evs(i, 1))
+            .unwrap();
+    }
+    let head = store.head().0;
+    // The forged chain: positions from the head on, contiguous, each a
+    // group end, far more than the in-flight bound.
+    let mut forged = Vec::new();
+    for k in 0..12u64 {
+        let at = forged.len();
+        encode_record(
+            &mut forged,
+            0,
+            "ok",
+            head + 1 + k,
+            100 + k,
+            0,
+            &evs(500 + k, 1),
+        );
+        forged[at + 9] |= 1; // group end
+        let len = forged.len() - at;
+        let crc = crc32c::crc32c(&forged[at + 8..at + len - 4]);
+        forged[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+    }
+    let poison = logbook_protocol::NewEvent::new(
+        logbook_protocol::EventId::from_u128(9_999),
+        "Innocent",
+        forged.clone(),
+    );
+    store
+        .append_blocking(&name("ok"), ExpectedVersion::Any, vec![poison])
+        .unwrap();
+    store.close().unwrap();
+    drop(store);
+    let last = segments(&fs).pop().unwrap();
+    let bytes = fs.read_file(&last).unwrap();
+    let (start, end) = *record_offsets(&bytes).last().unwrap();
+    assert!(
+        bytes[start..end]
+            .windows(forged.len())
+            .any(|w| w == &forged[..]),
+        "the payload is in the record"
+    );
+    // Tear the poisoned group: its first bytes never reached the disk.
+    let mut torn = bytes.clone();
+    torn[start..start + 16].fill(0);
+    let copy = fs.crash(CrashMode::DropUnsynced);
+    copy.write_file(&last, torn);
+    let store = Store::open(tiny_mem(&copy)).expect("a torn tail, not corruption");
+    assert_eq!(store.head().0, head, "the torn group is cut, the rest kept");
+    let cut = store.recovery_report().truncated.clone().unwrap();
+    assert_eq!(cut.offset, start as u64);
+    let events = store
+        .read_stream("ok", None, Direction::Forward, 100)
+        .unwrap()
+        .events;
+    assert_eq!(events.len(), 5);
 }

@@ -159,16 +159,18 @@ async fn colliding_streams_keep_exact_versions_under_pipelining() {
 #[test]
 fn verify_reports_a_gap_in_a_streams_versions() {
     use logbook_storage::fs::{MemFs, OpenMode, Vfs};
-    use logbook_storage::internals::{encode_record, encode_segment_header};
+    use logbook_storage::internals::{encode_record, encode_segment_header, record_crc_seed};
     let fs = MemFs::new();
     let dir = std::path::Path::new("/data/log");
     fs.create_dir_all(dir).unwrap();
-    let mut bytes = encode_segment_header(0).to_vec();
+    let nonce = 0xabcd;
+    let seed = record_crc_seed(Some(nonce));
+    let mut bytes = encode_segment_header(0, nonce).to_vec();
     let second = {
-        encode_record(&mut bytes, "acct", 0, 0, 1, &evs(0, 2));
+        encode_record(&mut bytes, seed, "acct", 0, 0, 1, &evs(0, 2));
         let at = bytes.len();
         // Versions 0-1, then 3: version 2 is missing.
-        encode_record(&mut bytes, "acct", 2, 3, 2, &evs(2, 1));
+        encode_record(&mut bytes, seed, "acct", 2, 3, 2, &evs(2, 1));
         at
     };
     let path = dir.join(logbook_protocol::layout::segment_file(0));

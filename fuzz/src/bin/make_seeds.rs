@@ -9,6 +9,7 @@ use logbook_protocol::{
     Append, Direction, EventId, ExpectedVersion, Hello, NewEvent, Ping, ReadAll, ReadStream,
     Request, Response, StreamVersion, Text,
 };
+use logbook_storage::fuzzing::fuzz_crc_seed;
 use logbook_storage::internals::encode_record;
 
 fn main() -> std::io::Result<()> {
@@ -47,15 +48,21 @@ fn main() -> std::io::Result<()> {
             fs::write(d.join(format!("seed-{i}")), bytes)?;
         }
     }
-    let mut records = Vec::new();
-    let mut pos = 0u64;
-    for i in 0..4u64 {
-        let mut buf = Vec::new();
-        let events: Vec<_> = (0..=i).map(|k| event(u128::from(i * 10 + k))).collect();
-        encode_record(&mut buf, "account-1", pos, i, 1_700_000_000_000_000, &events);
-        pos += i + 1;
-        records.push(buf);
-    }
+    // Records checksummed under `seed`: 0 for `record_decode` (a plain
+    // crc32c), the fixed fuzz segment's seed for `segment_recovery`.
+    let records_under = |seed: u32| {
+        let mut records = Vec::new();
+        let mut pos = 0u64;
+        for i in 0..4u64 {
+            let mut buf = Vec::new();
+            let events: Vec<_> = (0..=i).map(|k| event(u128::from(i * 10 + k))).collect();
+            encode_record(&mut buf, seed, "account-1", pos, i, 1_700_000_000_000_000, &events);
+            pos += i + 1;
+            records.push(buf);
+        }
+        records
+    };
+    let records = records_under(0);
     let d = root.join("record_decode");
     fs::create_dir_all(&d)?;
     for (i, r) in records.iter().enumerate() {
@@ -63,7 +70,8 @@ fn main() -> std::io::Result<()> {
     }
     let d = root.join("segment_recovery");
     fs::create_dir_all(&d)?;
-    fs::write(d.join("seed-all"), records.concat())?;
-    fs::write(d.join("seed-torn"), records.concat().get(..records.concat().len() - 7).unwrap_or_default())?;
+    let segment = records_under(fuzz_crc_seed()).concat();
+    fs::write(d.join("seed-all"), &segment)?;
+    fs::write(d.join("seed-torn"), segment.get(..segment.len() - 7).unwrap_or_default())?;
     Ok(())
 }

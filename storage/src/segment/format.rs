@@ -4,13 +4,18 @@
 //! ```text
 //! header (32 bytes)
 //! 0   [8]  magic           "LGBKSEG\0"
-//! 8   u32  format_version  1
+//! 8   u32  format_version  2
 //! 12  u32  header_len      32
 //! 16  u64  first_position
-//! 24  u32  reserved        0
+//! 24  u32  nonce           random per segment; seeds every record's crc32c
 //! 28  u32  crc32c          over bytes 0..28
 //!
-//! records (see record.rs), back to back from offset 32
+//! records (see record.rs), back to back from offset 32, each checksummed
+//! under the nonce (record::crc_seed), so that bytes a client put inside an
+//! event can never pass for a record
+//!
+//! format 1 (still read): byte 24 is reserved (0) and records carry a plain
+//! crc32c
 //!
 //! the active segment: zeros after the last record (space is preallocated
 //! by writing zeros, so an fdatasync need not commit a new file size)
@@ -44,8 +49,8 @@ use crate::error::StorageError;
 pub const SEGMENT_MAGIC: [u8; 8] = *b"LGBKSEG\0";
 /// Magic number closing a sealed segment.
 pub const FOOTER_MAGIC: [u8; 8] = *b"LGBKSEND";
-/// Segment format version written by this build.
-pub const FORMAT_VERSION: u32 = 1;
+/// Segment format version written by this build (1 is still read).
+pub const FORMAT_VERSION: u32 = 2;
 /// Bytes of the segment header.
 pub const HEADER_LEN: u64 = 32;
 /// Bytes of the sealed-segment footer.
@@ -55,23 +60,40 @@ pub const PIDX_ENTRY_LEN: u64 = 16;
 /// A pidx entry is added at least every this many bytes of records.
 pub const PIDX_INTERVAL: u64 = 16 * 1024;
 
-/// Encodes a segment header.
-pub fn encode_header(first_position: u64) -> [u8; HEADER_LEN as usize] {
+/// A decoded segment header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Position of the segment's first event.
+    pub first_position: u64,
+    /// The nonce seeding its records' checksums; `None` in a format-1
+    /// segment.
+    pub nonce: Option<u32>,
+}
+
+impl Header {
+    /// The crc32c seed of this segment's records.
+    pub fn crc_seed(&self) -> u32 {
+        crate::record::crc_seed(self.nonce)
+    }
+}
+
+/// Encodes a (format 2) segment header.
+pub fn encode_header(first_position: u64, nonce: u32) -> [u8; HEADER_LEN as usize] {
     let mut h = [0u8; HEADER_LEN as usize];
     let mut v = Vec::with_capacity(HEADER_LEN as usize);
     v.extend_from_slice(&SEGMENT_MAGIC);
     v.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     v.extend_from_slice(&(HEADER_LEN as u32).to_le_bytes());
     v.extend_from_slice(&first_position.to_le_bytes());
-    v.extend_from_slice(&0u32.to_le_bytes());
+    v.extend_from_slice(&nonce.to_le_bytes());
     let crc = crc32c::crc32c(&v);
     v.extend_from_slice(&crc.to_le_bytes());
     h.copy_from_slice(&v);
     h
 }
 
-/// Decodes and checks a segment header; returns its first position.
-pub fn decode_header(path: &Path, b: &[u8]) -> Result<u64, StorageError> {
+/// Decodes and checks a segment header (format 1 or 2).
+pub fn decode_header(path: &Path, b: &[u8]) -> Result<Header, StorageError> {
     if b.len() < HEADER_LEN as usize {
         return Err(StorageError::corrupt(
             path,
@@ -97,7 +119,7 @@ pub fn decode_header(path: &Path, b: &[u8]) -> Result<u64, StorageError> {
         });
     }
     let version = le::u32(b, 8);
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != 1 {
         return Err(StorageError::UnsupportedFormat {
             file: path.to_path_buf(),
             found: version,
@@ -107,7 +129,10 @@ pub fn decode_header(path: &Path, b: &[u8]) -> Result<u64, StorageError> {
     if u64::from(le::u32(b, 12)) != HEADER_LEN {
         return Err(StorageError::corrupt(path, 12, "unexpected header length"));
     }
-    Ok(le::u64(b, 16))
+    Ok(Header {
+        first_position: le::u64(b, 16),
+        nonce: (version >= 2).then(|| le::u32(b, 24)),
+    })
 }
 
 /// One entry of the sparse position index.
@@ -227,14 +252,39 @@ mod tests {
     #[test]
     fn header_round_trip_and_corruption() {
         let p = Path::new("x.seg");
-        let h = encode_header(77);
-        assert_eq!(decode_header(p, &h).unwrap(), 77);
+        let h = encode_header(77, 0xfeed);
+        assert_eq!(
+            decode_header(p, &h).unwrap(),
+            Header {
+                first_position: 77,
+                nonce: Some(0xfeed)
+            }
+        );
         for i in 0..h.len() {
             let mut b = h;
             b[i] ^= 0x10;
             assert!(decode_header(p, &b).is_err(), "flip at {i}");
         }
         assert!(decode_header(p, &h[..10]).is_err());
+    }
+
+    /// A format-1 header (reserved zeros where format 2 has its nonce)
+    /// still opens: its records carry plain crc32c.
+    #[test]
+    fn format_1_header_has_no_nonce() {
+        let mut h = encode_header(5, 0);
+        h[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let crc = crc32c::crc32c(&h[..28]);
+        h[28..32].copy_from_slice(&crc.to_le_bytes());
+        let got = decode_header(Path::new("x.seg"), &h).unwrap();
+        assert_eq!(
+            got,
+            Header {
+                first_position: 5,
+                nonce: None
+            }
+        );
+        assert_eq!(got.crc_seed(), 0);
     }
 
     #[test]

@@ -31,8 +31,8 @@ use crate::error::StorageError;
 use crate::fs::VFile;
 
 pub(crate) use format::{
-    FOOTER_LEN, Footer, HEADER_LEN, PIDX_ENTRY_LEN, PIDX_INTERVAL, PidxEntry, decode_footer,
-    decode_header, decode_pidx, encode_header, encode_seal,
+    FOOTER_LEN, Footer, HEADER_LEN, Header, PIDX_ENTRY_LEN, PIDX_INTERVAL, PidxEntry,
+    decode_footer, decode_header, decode_pidx, encode_header, encode_seal,
 };
 pub(crate) use reader::{RecordReader, RecordWalk};
 pub(crate) use recovery::{ScanEnd, scan, search_tail};
@@ -57,6 +57,8 @@ pub struct Segment {
     pub file: Arc<dyn VFile>,
     /// Position of the segment's first event.
     pub first_position: u64,
+    /// The crc32c seed of the segment's records (from its header's nonce).
+    pub crc_seed: u32,
     /// Records in `[HEADER_LEN, data_end)` are durable and readable. Only the
     /// writer advances it, after the fdatasync that covers them.
     data_end: AtomicU64,
@@ -73,7 +75,7 @@ impl Segment {
     pub fn new(
         path: PathBuf,
         file: Arc<dyn VFile>,
-        first_position: u64,
+        header: Header,
         data_end: u64,
         end_position: u64,
         pidx: Vec<PidxEntry>,
@@ -82,7 +84,8 @@ impl Segment {
         Segment {
             path,
             file,
-            first_position,
+            first_position: header.first_position,
+            crc_seed: header.crc_seed(),
             data_end: AtomicU64::new(data_end),
             end_position: AtomicU64::new(end_position),
             sealed: AtomicBool::new(sealed),
@@ -93,11 +96,17 @@ impl Segment {
 
     /// A sealed segment described by its footer; the pidx stays on disk
     /// until first needed.
-    pub fn sealed_from_footer(path: PathBuf, file: Arc<dyn VFile>, footer: &Footer) -> Segment {
+    pub fn sealed_from_footer(
+        path: PathBuf,
+        file: Arc<dyn VFile>,
+        header: Header,
+        footer: &Footer,
+    ) -> Segment {
         Segment {
             path,
             file,
             first_position: footer.first_position,
+            crc_seed: header.crc_seed(),
             data_end: AtomicU64::new(footer.data_end),
             end_position: AtomicU64::new(footer.end_position),
             sealed: AtomicBool::new(true),

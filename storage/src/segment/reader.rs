@@ -149,7 +149,8 @@ impl RecordReader {
         let len =
             record::peek_len(&head, self.max_record).map_err(|e| Self::to_error(seg, offset, e))?;
         let bytes = self.bytes(seg, offset, len, limit, backward)?;
-        record::check(&bytes, self.max_record).map_err(|e| Self::to_error(seg, offset, e))?;
+        record::check(&bytes, self.max_record, seg.crc_seed)
+            .map_err(|e| Self::to_error(seg, offset, e))?;
         Record::parse(bytes).map_err(|e| Self::to_error(seg, offset, e))
     }
 
