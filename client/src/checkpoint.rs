@@ -115,9 +115,9 @@ impl Checkpoint {
         use crate::SubscriptionMessage as M;
         match message {
             M::Event(e) => Some(Checkpoint::all_after(e)),
-            M::CaughtUp { position } | M::FellBehind { position } | M::Checkpoint { position } => {
-                Some(Checkpoint::from_position_marker(*position))
-            }
+            M::CaughtUp { position, .. }
+            | M::FellBehind { position, .. }
+            | M::Checkpoint { position } => Some(Checkpoint::from_position_marker(*position)),
         }
     }
 

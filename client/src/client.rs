@@ -565,6 +565,18 @@ impl Client {
                 ),
             });
         }
+        let max_event = u64::from(hello.max_event_bytes);
+        for (index, e) in events.iter().enumerate() {
+            let bytes = (e.event_type.len() + e.metadata.len() + e.data.len()) as u64;
+            if max_event > 0 && bytes > max_event {
+                return Err(Error::TooLarge {
+                    limit: Some(max_event),
+                    message: format!(
+                        "event {index} holds {bytes} bytes of type, metadata and data; the server takes at most {max_event}"
+                    ),
+                });
+            }
+        }
         let max_bytes = u64::from(hello.max_append_bytes);
         if max_bytes > 0 {
             let bytes: u64 = events

@@ -96,6 +96,21 @@ pub enum Error {
     #[error("internal server error: {0}")]
     Internal(String),
 
+    /// A subscription's start is past the end of the log, or of its stream:
+    /// its checkpoint is not from this store (or from before the store was
+    /// restored from an older backup). Never retried: the events the
+    /// checkpoint says were processed are not here.
+    #[error("subscription start out of range: {message}")]
+    OutOfRange {
+        /// The stream, for a stream subscription.
+        stream: Option<String>,
+        /// The stream's last version then (`None`: it had no events, or
+        /// the subscription is to the global log).
+        last_version: Option<StreamVersion>,
+        /// What was out of range, for people.
+        message: String,
+    },
+
     /// The server speaks no protocol version this client speaks.
     #[error("unsupported protocol version (server speaks up to {max_version:?})")]
     UnsupportedVersion {
@@ -203,6 +218,11 @@ impl Error {
             ErrorCode::Internal => Error::Internal(reply.message),
             ErrorCode::UnsupportedVersion => Error::UnsupportedVersion {
                 max_version: reply.max_version,
+            },
+            ErrorCode::OutOfRange => Error::OutOfRange {
+                stream: reply.stream.as_ref().map(|s| s.to_string()),
+                last_version: reply.actual.flatten(),
+                message: reply.message,
             },
             code => Error::Server {
                 code: code.as_u16(),

@@ -250,7 +250,10 @@ impl SubscribeStreamOptions {
 /// Positions in the markers are global log positions with the server's
 /// meaning: every event before `position` has been delivered (or, for a
 /// filtered subscription, scanned). [`Checkpoint::from_position_marker`]
-/// turns one into a resume point for a global-log subscription.
+/// turns one into a resume point for a global-log subscription. For a
+/// stream subscription, `next_version` says the same in the stream's
+/// versions, and [`Subscription::checkpoint_after`] turns a marker into the
+/// stream's resume point.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SubscriptionMessage {
@@ -262,6 +265,10 @@ pub enum SubscriptionMessage {
     CaughtUp {
         /// Log position reached: everything before it has been delivered.
         position: LogPosition,
+        /// Stream subscriptions: the first version of the stream not yet
+        /// delivered (every version before it was). `None` for the global
+        /// log.
+        next_version: Option<StreamVersion>,
     },
     /// The subscription is no longer live: the server could not keep up
     /// with the consumer's pace, or the connection was lost and the client
@@ -271,6 +278,9 @@ pub enum SubscriptionMessage {
     FellBehind {
         /// Log position reached: everything before it has been delivered.
         position: LogPosition,
+        /// Stream subscriptions: the first version of the stream not yet
+        /// delivered. `None` for the global log.
+        next_version: Option<StreamVersion>,
     },
     /// A filtered global-log subscription scanned everything before
     /// `position` without finding more matches: record it as your resume
@@ -323,9 +333,22 @@ impl Progress {
                     e.version.0.saturating_add(1)
                 };
             }
-            SubscriptionMessage::CaughtUp { position }
-            | SubscriptionMessage::FellBehind { position }
-            | SubscriptionMessage::Checkpoint { position } => {
+            SubscriptionMessage::CaughtUp {
+                position,
+                next_version,
+            }
+            | SubscriptionMessage::FellBehind {
+                position,
+                next_version,
+            } => {
+                self.mark = self.mark.max(position.0);
+                self.next = self.next.max(if all {
+                    position.0
+                } else {
+                    next_version.map_or(0, |v| v.0)
+                });
+            }
+            SubscriptionMessage::Checkpoint { position } => {
                 self.mark = self.mark.max(position.0);
                 if all {
                     self.next = self.next.max(position.0);
@@ -410,10 +433,10 @@ enum State {
 /// [`ClientOptions::resubscribe`](crate::ClientOptions::resubscribe)) and
 /// starts right after what it already yielded:
 ///
-/// | target      | after the last event `e`          | after a marker at `p` (everything before `p` done) | nothing yet        |
-/// |-------------|-----------------------------------|----------------------------------------------------|--------------------|
-/// | global log  | `After(e.position)`               | `After(p - 1)` if later than the last event        | the original start |
-/// | stream      | `After(e.version)`                | (markers count log positions: not used)            | the original start |
+/// | target      | after the last event `e`          | after a marker (everything before it done)                      | nothing yet        |
+/// |-------------|-----------------------------------|------------------------------------------------------------------|--------------------|
+/// | global log  | `After(e.position)`               | `After(position - 1)` if later than the last event              | the original start |
+/// | stream      | `After(e.version)`                | `After(next_version - 1)` if later than the last event          | the original start |
 ///
 /// While it reconnects, a subscription that had announced
 /// [`SubscriptionMessage::CaughtUp`] yields
@@ -535,8 +558,9 @@ impl Subscription {
 
     /// The resume point after `message` (one this subscription yielded):
     /// for consumers that process messages out of step with polling (in
-    /// batches, on other tasks). `None` for a stream subscription's markers,
-    /// whose log positions do not say where a stream resumes.
+    /// batches, on other tasks). A stream subscription's markers resume at
+    /// their `next_version`; `None` only for a marker without one (from a
+    /// server older than this client).
     ///
     /// ```no_run
     /// use futures::TryStreamExt;
@@ -561,11 +585,16 @@ impl Subscription {
             }
             (
                 Target::All { .. },
-                SubscriptionMessage::CaughtUp { position }
-                | SubscriptionMessage::FellBehind { position }
+                SubscriptionMessage::CaughtUp { position, .. }
+                | SubscriptionMessage::FellBehind { position, .. }
                 | SubscriptionMessage::Checkpoint { position },
             ) => Some(Checkpoint::from_position_marker(*position)),
-            (Target::Stream { .. }, _) => None,
+            (
+                Target::Stream { .. },
+                SubscriptionMessage::CaughtUp { next_version, .. }
+                | SubscriptionMessage::FellBehind { next_version, .. },
+            ) => next_version.map(|next| Checkpoint::Stream { next }),
+            (Target::Stream { .. }, SubscriptionMessage::Checkpoint { .. }) => None,
         }
     }
 
@@ -756,18 +785,30 @@ impl Subscription {
                     }
                 }
             }
-            Push::CaughtUp { position } => {
+            Push::CaughtUp {
+                position,
+                next_version,
+            } => {
+                let msg = SubscriptionMessage::CaughtUp {
+                    position,
+                    next_version,
+                };
                 if self.live {
                     // Already announced: keep the alternation.
-                    self.queued
-                        .advance(&SubscriptionMessage::CaughtUp { position }, self.is_all());
+                    self.queued.advance(&msg, self.is_all());
                 } else {
                     self.live = true;
-                    self.enqueue(SubscriptionMessage::CaughtUp { position });
+                    self.enqueue(msg);
                 }
             }
-            Push::FellBehind { position } => {
-                let msg = SubscriptionMessage::FellBehind { position };
+            Push::FellBehind {
+                position,
+                next_version,
+            } => {
+                let msg = SubscriptionMessage::FellBehind {
+                    position,
+                    next_version,
+                };
                 if self.live {
                     self.live = false;
                     self.enqueue(msg);
@@ -839,8 +880,13 @@ impl Subscription {
         }
         if self.live {
             self.live = false;
+            let next_version = match self.target {
+                Target::All { .. } => None,
+                Target::Stream { .. } => Some(StreamVersion(self.queued.next)),
+            };
             self.enqueue(SubscriptionMessage::FellBehind {
                 position: LogPosition(self.queued.mark),
+                next_version,
             });
         }
         let (policy, timeout) = {
@@ -1059,9 +1105,19 @@ mod tests {
         s.advance(
             &SubscriptionMessage::CaughtUp {
                 position: LogPosition(40),
+                next_version: Some(StreamVersion(2)),
             },
             false,
         );
         assert_eq!(s, Progress { next: 2, mark: 40 });
+        // A stream's markers move it by their versions.
+        s.advance(
+            &SubscriptionMessage::FellBehind {
+                position: LogPosition(50),
+                next_version: Some(StreamVersion(6)),
+            },
+            false,
+        );
+        assert_eq!(s, Progress { next: 6, mark: 50 });
     }
 }

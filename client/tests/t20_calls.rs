@@ -182,7 +182,8 @@ async fn invalid_arguments_fail_before_sending() {
         .read_all_page(ReadAllOptions::default().max_count(0))
         .await));
 
-    // The server's announced limits (fake: 100 events, 512 KiB).
+    // The server's announced limits (fake: 100 events, 512 KiB in all,
+    // 256 KiB per event).
     let many = (0..101).map(|i| NewEvent::new(EventId::from_u128(i), "T", "x"));
     match client
         .append("s", ExpectedVersion::Any, many.collect())
@@ -193,8 +194,16 @@ async fn invalid_arguments_fail_before_sending() {
         }) => {}
         other => panic!("{other:?}"),
     }
-    let big = NewEvent::new(EventId::from_u128(1), "T", vec![0u8; 600 * 1024]);
+    let big = NewEvent::new(EventId::from_u128(1), "T", vec![0u8; 300 * 1024]);
     match client.append("s", ExpectedVersion::Any, vec![big]).await {
+        Err(Error::TooLarge { limit: Some(l), .. }) => assert_eq!(l, 256 * 1024),
+        other => panic!("{other:?}"),
+    }
+    let three = (0..3).map(|i| NewEvent::new(EventId::from_u128(i), "T", vec![0u8; 200 * 1024]));
+    match client
+        .append("s", ExpectedVersion::Any, three.collect())
+        .await
+    {
         Err(Error::TooLarge { limit: Some(l), .. }) => assert_eq!(l, 512 * 1024),
         other => panic!("{other:?}"),
     }

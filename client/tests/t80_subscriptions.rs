@@ -277,6 +277,7 @@ async fn a_live_subscription_reports_falling_behind_while_it_reconnects() {
         id,
         Push::CaughtUp {
             position: LogPosition(3),
+            next_version: None,
         },
     )
     .await;
@@ -285,6 +286,7 @@ async fn a_live_subscription_reports_falling_behind_while_it_reconnects() {
         id,
         Push::CaughtUp {
             position: LogPosition(3),
+            next_version: None,
         },
     )
     .await;
@@ -293,7 +295,8 @@ async fn a_live_subscription_reports_falling_behind_while_it_reconnects() {
     assert_eq!(
         next(&mut sub).await,
         SubscriptionMessage::CaughtUp {
-            position: LogPosition(3)
+            position: LogPosition(3),
+            next_version: None,
         }
     );
     assert_eq!(positions(&mut sub, 1).await, vec![3]);
@@ -303,7 +306,8 @@ async fn a_live_subscription_reports_falling_behind_while_it_reconnects() {
     assert_eq!(
         next(&mut sub).await,
         SubscriptionMessage::FellBehind {
-            position: LogPosition(4)
+            position: LogPosition(4),
+            next_version: None,
         }
     );
     let resumed = tokio::spawn(async move {
@@ -317,6 +321,7 @@ async fn a_live_subscription_reports_falling_behind_while_it_reconnects() {
         id,
         Push::CaughtUp {
             position: LogPosition(4),
+            next_version: None,
         },
     )
     .await;
@@ -325,7 +330,8 @@ async fn a_live_subscription_reports_falling_behind_while_it_reconnects() {
     assert_eq!(
         msgs[0],
         SubscriptionMessage::CaughtUp {
-            position: LogPosition(4)
+            position: LogPosition(4),
+            next_version: None,
         }
     );
     assert!(matches!(&msgs[1], SubscriptionMessage::Event(e) if e.position == LogPosition(4)));
@@ -382,6 +388,7 @@ async fn a_stream_subscription_resumes_after_its_last_version() {
         id,
         Push::CaughtUp {
             position: LogPosition(50),
+            next_version: Some(StreamVersion(4)),
         },
     )
     .await;
@@ -397,11 +404,17 @@ async fn a_stream_subscription_resumes_after_its_last_version() {
     assert_eq!(
         caught_up,
         SubscriptionMessage::CaughtUp {
-            position: LogPosition(50)
+            position: LogPosition(50),
+            next_version: Some(StreamVersion(4)),
         }
     );
-    // A log position says nothing about where a stream resumes.
-    assert_eq!(sub.checkpoint_after(&caught_up), None);
+    // The marker's stream version says where the stream resumes.
+    assert_eq!(
+        sub.checkpoint_after(&caught_up),
+        Some(Checkpoint::Stream {
+            next: StreamVersion(4)
+        })
+    );
     assert_eq!(
         sub.resume_point(),
         Checkpoint::Stream {
@@ -413,7 +426,8 @@ async fn a_stream_subscription_resumes_after_its_last_version() {
     assert_eq!(
         next(&mut sub).await,
         SubscriptionMessage::FellBehind {
-            position: LogPosition(50)
+            position: LogPosition(50),
+            next_version: Some(StreamVersion(4)),
         }
     );
     let resumed = tokio::spawn(async move { next_event(&mut sub).await });

@@ -10,7 +10,8 @@
 //!  6     u16  opcode    1 Hello, 2 Ping, 3 Append, 4 ReadStream, 5 ReadAll,
 //!                       6 Subscribe, 7 Unsubscribe, 8 Credit, 9 Stats,
 //!                       10 BackupBegin, 11 BackupRead, 12 BackupEnd
-//!  8     u16  flags     bit 0 = END (last frame of a reply); other bits 0
+//!  8     u16  flags     bit 0 = END: set on every reply (Response, Error),
+//!                       clear on requests and pushes; other bits 0
 //! 10     u16  reserved  must be 0
 //! 12     u32  corr_id   chosen by the client, echoed by responses and
 //!                       errors; pushes carry their Subscribe's corr_id
@@ -420,6 +421,19 @@ fn parse_header(frame: &[u8]) -> Result<FrameHeader, Error> {
             reason: "reserved field is not zero",
         });
     }
+    // Every reply is one frame, so END marks exactly the replies: a request
+    // or push with it set (or a reply without it) is not a frame of this
+    // protocol, and nothing after it can be trusted either.
+    let is_reply = matches!(kind, Kind::Response | Kind::Error);
+    if flags.contains(Flags::END) != is_reply {
+        return Err(Error::BadHeader {
+            reason: if is_reply {
+                "a reply without the END flag"
+            } else {
+                "the END flag on a request or push"
+            },
+        });
+    }
     Ok(FrameHeader {
         version,
         kind,
@@ -521,15 +535,8 @@ mod tests {
     }
 
     fn header() -> impl Strategy<Value = FrameHeader> {
-        (kind(), opcode(), any::<bool>(), any::<u32>()).prop_map(|(kind, opcode, end, corr_id)| {
-            FrameHeader {
-                version: PROTOCOL_VERSION,
-                kind,
-                opcode,
-                flags: if end { Flags::END } else { Flags::NONE },
-                corr_id,
-            }
-        })
+        (kind(), opcode(), any::<u32>())
+            .prop_map(|(kind, opcode, corr_id)| FrameHeader::new(kind, opcode, corr_id))
     }
 
     fn frame() -> impl Strategy<Value = Frame> {
@@ -694,6 +701,16 @@ mod tests {
             err(&mut raw(1, 1, 2, 0, 1, b"")),
             Error::BadHeader { .. }
         ));
+        // END marks exactly the replies (kinds 2 and 4).
+        for (kind, flags) in [(1, 1), (3, 1), (2, 0), (4, 0)] {
+            assert!(
+                matches!(
+                    err(&mut raw(1, kind, 6, flags, 0, b"")),
+                    Error::BadHeader { .. }
+                ),
+                "kind {kind} with flags {flags}"
+            );
+        }
         assert!(matches!(
             err(&mut raw(2, 1, 2, 0, 0, b"")),
             Error::UnsupportedVersion { got: 2 }
@@ -715,10 +732,17 @@ mod tests {
 
     #[test]
     fn hello_of_any_nonzero_version_passes_the_codec() {
-        for kind in 1..=4 {
-            let f = decode(&mut raw(200, kind, Opcode::Hello.as_u16(), 0, 0, b"\x80"))
-                .unwrap()
-                .unwrap();
+        for (kind, flags) in [(1, 0), (2, 1), (3, 0), (4, 1)] {
+            let f = decode(&mut raw(
+                200,
+                kind,
+                Opcode::Hello.as_u16(),
+                flags,
+                0,
+                b"\x80",
+            ))
+            .unwrap()
+            .unwrap();
             assert_eq!(f.header.version, 200);
         }
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::net::ServerConfig;
+use crate::net::{ServerConfig, limits};
 use logbook_storage::{Durability, RecoveryMode, StoreConfig};
 
 /// Parses a byte size: a number with an optional KiB, MiB or GiB suffix
@@ -95,13 +95,25 @@ pub struct Args {
     pub max_in_flight: u32,
 
     /// Largest protocol frame accepted or sent (must exceed the largest
-    /// append by 64 KiB).
+    /// append's log record by 64 KiB).
     #[arg(long, env = "LOGBOOK_MAX_FRAME_BYTES", default_value = "16MiB", value_parser = parse_size)]
     pub max_frame_bytes: u64,
 
-    /// Largest append (batch of events), in bytes of its log record.
+    /// Largest append (batch of events): the type, metadata and data bytes
+    /// of its events together, as clients count them (PROTOCOL.md §5.1).
+    /// The log record of a batch adds at most 1,066 bytes plus 26 per
+    /// event, and the engine is given room for them.
     #[arg(long, env = "LOGBOOK_MAX_APPEND_BYTES", default_value = "15MiB", value_parser = parse_size, global = true)]
     pub max_append_bytes: u64,
+
+    /// Most events in one append (at most 65,535).
+    #[arg(
+        long,
+        env = "LOGBOOK_MAX_EVENTS_PER_APPEND",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub max_events_per_append: u32,
 
     /// Largest single event (type, metadata and data).
     #[arg(long, env = "LOGBOOK_MAX_EVENT_BYTES", default_value = "4MiB", value_parser = parse_size, global = true)]
@@ -169,7 +181,11 @@ impl Args {
                 RecoveryArg::Strict => RecoveryMode::Strict,
                 RecoveryArg::TruncateDamagedTail => RecoveryMode::TruncateDamagedTail,
             },
-            max_batch_bytes: self.max_append_bytes,
+            max_batch_bytes: limits::engine_batch_bytes(
+                self.max_append_bytes,
+                self.max_events_per_append,
+            ),
+            max_batch_events: self.max_events_per_append,
             max_event_bytes: self.max_event_bytes,
             index_flush_entries: self.index_flush_entries,
             ..StoreConfig::new(&self.data_dir)
@@ -216,6 +232,9 @@ mod tests {
         assert_eq!(s.segment_bytes, 256 << 20);
         assert_eq!(n.max_frame_bytes as u64, 16 << 20);
         assert!(u64::from(n.max_frame_bytes) >= s.max_batch_bytes + 64 * 1024);
+        // Clients are told exactly what --max-append-bytes says.
+        assert_eq!(limits::max_append_bytes(&s), 15 << 20);
+        assert_eq!(s.max_batch_events, 10_000);
         assert_eq!(a.listen.to_string(), "127.0.0.1:7117");
         assert_eq!(a.metrics_listen, None);
         let a = Args::parse_from(["logbookd", "--metrics-listen", "127.0.0.1:9117"]);

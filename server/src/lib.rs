@@ -10,9 +10,11 @@
 //!   connection (`net/connection.rs`), the request handlers, one file per
 //!   request family (`net/cmd/`: `hello.rs`, `append.rs`, `read.rs`,
 //!   `subscribe.rs`, `stats.rs`, `backup.rs`), subscriptions
-//!   (`net/subscription/`: `filter.rs`, `catchup.rs`, `fanout.rs`,
-//!   `hub.rs`), the outgoing buffer (`net/outbox.rs`), error codes
-//!   (`net/errors.rs`) and the `Stats` figures (`net/stats.rs`). A request
+//!   (`net/subscription/`: `start.rs`, `filter.rs`, `catchup.rs`,
+//!   `fanout.rs`, `hub.rs`), the outgoing buffer (`net/outbox.rs`), error
+//!   codes (`net/errors.rs`), append sizes in the protocol's and the
+//!   engine's terms (`net/limits.rs`) and the `Stats` figures
+//!   (`net/stats.rs`). A request
 //!   travels: socket -> `FrameCodec` framing -> `Request::decode` -> the
 //!   connection's dispatch (`net/connection.rs`) -> its handler in
 //!   `net/cmd/<family>.rs` -> the engine (appends through the group-commit

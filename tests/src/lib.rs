@@ -7,19 +7,27 @@
 //! - [`TestServer`]: the daemon in this process, for most tests.
 //! - [`daemon`]: the built `logbookd` binary as a subprocess, for signals,
 //!   kills and the command line.
-//! - [`RawConn`]: frames without a client library, for byte-level checks.
+//! - [`RawConn`]: frames without a client library, for byte-level checks;
+//!   [`raw_frame`] builds frames with any header, valid or not.
+//! - [`FlakyReads`]: an in-memory file system whose log reads fail on
+//!   demand, for the paths that handle read errors.
 
 pub mod daemon;
 
+use std::io;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use logbook_protocol::{
-    DEFAULT_MAX_FRAME_BYTES, Frame, FrameCodec, Hello, PROTOCOL_VERSION, Request, ServerMessage,
+    DEFAULT_MAX_FRAME_BYTES, Frame, FrameCodec, Hello, HelloOk, PROTOCOL_VERSION, Request,
+    Response, ServerMessage,
 };
 use logbook_server::net::{self, NetStats, ServerConfig};
+use logbook_storage::fs::{LockGuard, MemFs, OpenMode, VFile, Vfs};
 use logbook_storage::{Store, StoreConfig};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -167,6 +175,11 @@ impl RawConn {
 
     /// Says Hello and expects HelloOk.
     pub async fn hello(&mut self) {
+        self.hello_ok().await;
+    }
+
+    /// Says Hello and returns the server's HelloOk.
+    pub async fn hello_ok(&mut self) -> HelloOk {
         let id = self
             .send(&Request::Hello(Hello {
                 protocol_version: PROTOCOL_VERSION,
@@ -175,7 +188,7 @@ impl RawConn {
             }))
             .await;
         match self.recv().await {
-            Some(ServerMessage::Response(logbook_protocol::Response::HelloOk(_))) => {}
+            Some(ServerMessage::Response(Response::HelloOk(ok))) => ok,
             other => panic!("expected HelloOk for {id}, got {other:?}"),
         }
     }
@@ -281,6 +294,191 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         self.task.abort();
         self.cut();
+    }
+}
+
+/// The header fields of a frame built by [`raw_frame`], any of which may
+/// break the protocol's rules.
+#[derive(Clone, Copy, Debug)]
+pub struct RawHeader {
+    /// Protocol version byte.
+    pub version: u8,
+    /// Kind byte (1 Request, 2 Response, 3 Push, 4 Error).
+    pub kind: u8,
+    /// Opcode.
+    pub opcode: u16,
+    /// Flags (bit 0 = END).
+    pub flags: u16,
+    /// Correlation id.
+    pub corr_id: u32,
+}
+
+impl RawHeader {
+    /// A well-formed request header.
+    pub fn request(opcode: logbook_protocol::Opcode, corr_id: u32) -> RawHeader {
+        RawHeader {
+            version: PROTOCOL_VERSION,
+            kind: 1,
+            opcode: opcode.as_u16(),
+            flags: 0,
+            corr_id,
+        }
+    }
+}
+
+/// A whole frame with `header` and `body` (any bytes), with the length and
+/// crc32c filled in correctly, so that only the fields the test chose
+/// break the rules.
+pub fn raw_frame(header: RawHeader, body: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(20 + body.len());
+    f.extend_from_slice(&((16 + body.len()) as u32).to_le_bytes());
+    f.push(header.version);
+    f.push(header.kind);
+    f.extend_from_slice(&header.opcode.to_le_bytes());
+    f.extend_from_slice(&header.flags.to_le_bytes());
+    f.extend_from_slice(&0u16.to_le_bytes());
+    f.extend_from_slice(&header.corr_id.to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&f[4..16]), body);
+    f.extend_from_slice(&crc.to_le_bytes());
+    f.extend_from_slice(body);
+    f
+}
+
+/// An in-memory file system ([`MemFs`]) whose reads of log segments fail
+/// with `EIO` on demand: every read while [`FlakyReads::fail_all`] is on,
+/// and the next `n` after [`FlakyReads::fail_next`]. Writes, syncs and
+/// index reads are untouched, so appends go on while readers fail. Clones
+/// share files and switches.
+#[derive(Clone, Debug, Default)]
+pub struct FlakyReads {
+    fs: MemFs,
+    faults: Arc<ReadFaults>,
+}
+
+#[derive(Debug, Default)]
+struct ReadFaults {
+    all: AtomicBool,
+    next: AtomicU64,
+}
+
+impl ReadFaults {
+    /// Whether this read fails (consuming one of the next `n`).
+    fn take(&self) -> bool {
+        self.all.load(Ordering::SeqCst)
+            || self
+                .next
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+    }
+}
+
+impl FlakyReads {
+    /// A fresh, empty file system with no fault armed.
+    pub fn new() -> FlakyReads {
+        FlakyReads::default()
+    }
+
+    /// Makes every log read fail (`true`) or none (`false`).
+    pub fn fail_all(&self, on: bool) {
+        self.faults.all.store(on, Ordering::SeqCst);
+    }
+
+    /// Makes the next `n` log reads fail.
+    pub fn fail_next(&self, n: u64) {
+        self.faults.next.store(n, Ordering::SeqCst);
+    }
+
+    /// The files underneath, to damage them.
+    pub fn files(&self) -> &MemFs {
+        &self.fs
+    }
+
+    /// Log reads still to fail from [`FlakyReads::fail_next`].
+    pub fn pending_failures(&self) -> u64 {
+        self.faults.next.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Debug)]
+struct FlakyFile {
+    file: Arc<dyn VFile>,
+    faults: Arc<ReadFaults>,
+}
+
+impl VFile for FlakyFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        if self.faults.take() {
+            return Err(io::Error::from_raw_os_error(5));
+        }
+        self.file.read_at(buf, offset)
+    }
+
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.file.write_all_at(buf, offset)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        self.file.len()
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+}
+
+impl Vfs for FlakyReads {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.fs.create_dir_all(path)
+    }
+
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        self.fs.list_dir(path)
+    }
+
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn VFile>> {
+        let file = self.fs.open(path, mode)?;
+        if path.extension().is_some_and(|e| e == "seg") {
+            Ok(Arc::new(FlakyFile {
+                file,
+                faults: Arc::clone(&self.faults),
+            }))
+        } else {
+            Ok(file)
+        }
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.fs.remove_file(path)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.fs.rename(from, to)
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        self.fs.sync_dir(path)
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        self.fs.exists(path)
+    }
+
+    fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn LockGuard>>> {
+        self.fs.try_lock(path)
+    }
+}
+
+/// Awaits `f`, failing the test if it takes longer than `secs` seconds: a
+/// bound on a test that would otherwise hang when the server misbehaves,
+/// never a way to wait for something.
+pub async fn within<T>(secs: u64, what: &str, f: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(std::time::Duration::from_secs(secs), f).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: nothing after {secs} s"),
     }
 }
 

@@ -276,6 +276,8 @@ async fn storage_failures_map_to_internal_and_corruption() {
         s.segment_bytes = 64 << 10;
         s.max_batch_bytes = 32 << 10;
         s.max_event_bytes = 16 << 10;
+        // Room in a batch for the record overhead of this many events.
+        s.max_batch_events = 100;
     })
     .await;
     let mut c = server.raw().await;

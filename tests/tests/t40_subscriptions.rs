@@ -70,8 +70,10 @@ async fn consume(
                     since = 0;
                 }
             }
-            ServerMessage::Push(Push::CaughtUp { position }) => seen.caught_up.push(position.0),
-            ServerMessage::Push(Push::FellBehind { position }) => seen.fell_behind.push(position.0),
+            ServerMessage::Push(Push::CaughtUp { position, .. }) => seen.caught_up.push(position.0),
+            ServerMessage::Push(Push::FellBehind { position, .. }) => {
+                seen.fell_behind.push(position.0)
+            }
             ServerMessage::Push(Push::Checkpoint { position }) => seen.checkpoints.push(position.0),
             other => panic!("unexpected {other:?}"),
         }
@@ -136,9 +138,10 @@ async fn history_then_live_with_appends_racing_the_switch() {
     for k in 0..6u64 {
         let mut c = server.raw().await;
         let head = server.store.head().0;
-        let from = match k % 3 {
-            0 => SubscribeFrom::Start,
-            1 => SubscribeFrom::After(LogPosition(head / 2)),
+        // `After` must name an event that exists (PROTOCOL.md §5.6).
+        let from = match (k % 3, head.checked_sub(1)) {
+            (0, _) | (1, None) => SubscribeFrom::Start,
+            (1, Some(last)) => SubscribeFrom::After(LogPosition(last / 2)),
             _ => SubscribeFrom::End,
         };
         let start = match from {

@@ -20,6 +20,8 @@ fn small(store: &mut StoreConfig, _: &mut ServerConfig) {
     store.segment_bytes = 64 << 10;
     store.max_batch_bytes = 16 << 10;
     store.max_event_bytes = 4 << 10;
+    // Room in a batch for the record overhead of this many events.
+    store.max_batch_events = 100;
     store.max_group_bytes = 32 << 10;
     store.index_flush_entries = 200;
     store.preallocate_bytes = 16 << 10;
@@ -272,6 +274,7 @@ async fn backup_with_small_frames() {
     let server = TestServer::start_tuned(|store, net| {
         store.max_batch_bytes = 256 << 10;
         store.max_event_bytes = 128 << 10;
+        store.max_batch_events = 1_000;
         net.max_frame_bytes = 512 << 10;
     })
     .await;

@@ -141,6 +141,8 @@ async fn verify_names_the_damaged_record_and_shows_progress() {
         "64KiB",
         "--max-append-bytes",
         "32KiB",
+        "--max-events-per-append",
+        "100",
         "--max-event-bytes",
         "16KiB",
         "--durability",

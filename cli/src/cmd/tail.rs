@@ -90,7 +90,7 @@ pub(crate) async fn run(ctx: &mut Ctx, args: TailArgs) -> Result<(), Failure> {
                     }
                 }
             }
-            SubscriptionMessage::CaughtUp { position } => {
+            SubscriptionMessage::CaughtUp { position, .. } => {
                 notice(
                     ctx,
                     NoticeJson::CaughtUp(Notice {
@@ -101,7 +101,7 @@ pub(crate) async fn run(ctx: &mut Ctx, args: TailArgs) -> Result<(), Failure> {
                     return Ok(());
                 }
             }
-            SubscriptionMessage::FellBehind { position } => {
+            SubscriptionMessage::FellBehind { position, .. } => {
                 notice(
                     ctx,
                     NoticeJson::FellBehind(Notice {

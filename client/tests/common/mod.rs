@@ -40,6 +40,7 @@ pub fn hello_ok(server_version: &str) -> HelloOk {
         server_version: server_version.to_owned(),
         max_frame_bytes: MAX_FRAME,
         max_append_bytes: 512 * 1024,
+        max_event_bytes: 256 * 1024,
         max_events_per_append: 100,
         max_in_flight: 1024,
     }

@@ -174,7 +174,7 @@ pub async fn project(
         }
         match message {
             SubscriptionMessage::Event(event) => batch.events.push(event),
-            SubscriptionMessage::CaughtUp { position } => {
+            SubscriptionMessage::CaughtUp { position, .. } => {
                 debug!(%position, "caught up");
                 if options.until_caught_up {
                     batch.commit(model, &options, &mut report)?;

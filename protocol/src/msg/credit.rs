@@ -5,9 +5,12 @@
 //! ```
 //!
 //! Fire-and-forget: the server sends no response, not even for an unknown
-//! subscription (it may have ended while the credit was in flight). Only a
-//! malformed body gets an error frame. Credits add up: the window is
-//! `initial_credit` plus every grant, minus the events pushed so far.
+//! subscription (it may have ended while the credit was in flight). The
+//! frame carries the subscription's `corr_id` (never 0). A malformed body
+//! cannot be answered or attributed, so the server treats it as a
+//! connection-level error (`corr_id` 0) and closes the connection.
+//! Credits add up: the window is `initial_credit` plus every grant, minus
+//! the events pushed so far.
 
 use serde::{Deserialize, Serialize};
 

@@ -46,6 +46,11 @@ pub enum ErrorCode {
     Internal,
     /// (10) No protocol version both sides speak. Detail: `max_version`.
     UnsupportedVersion,
+    /// (12) A subscription's `from` names a log position or stream version
+    /// past the end of the log or stream (a checkpoint of another store,
+    /// or of one restored from an older backup). Detail for a stream:
+    /// `stream`, and `actual`, the stream's last version.
+    OutOfRange,
     /// A code this side does not know (sent by a newer peer). Never build it
     /// for a known code: it would decode as the named variant.
     Unknown(u16),
@@ -65,6 +70,7 @@ impl ErrorCode {
             ErrorCode::Corruption => 8,
             ErrorCode::Internal => 9,
             ErrorCode::UnsupportedVersion => 10,
+            ErrorCode::OutOfRange => 12,
             ErrorCode::Unknown(code) => code,
         }
     }
@@ -83,6 +89,7 @@ impl ErrorCode {
             8 => ErrorCode::Corruption,
             9 => ErrorCode::Internal,
             10 => ErrorCode::UnsupportedVersion,
+            12 => ErrorCode::OutOfRange,
             other => ErrorCode::Unknown(other),
         }
     }
@@ -101,6 +108,7 @@ impl fmt::Display for ErrorCode {
             ErrorCode::Corruption => "corruption",
             ErrorCode::Internal => "internal error",
             ErrorCode::UnsupportedVersion => "unsupported version",
+            ErrorCode::OutOfRange => "out of range",
             ErrorCode::Unknown(code) => return write!(f, "error code {code}"),
         };
         f.write_str(name)
@@ -123,7 +131,8 @@ pub struct ErrorReply {
     /// The expected version the append carried (`WrongExpectedVersion`).
     pub expected: Option<ExpectedVersion>,
     /// The stream's actual state when the check failed
-    /// (`WrongExpectedVersion`): `Some(None)` when it had no events.
+    /// (`WrongExpectedVersion`, `OutOfRange`): `Some(None)` when it had no
+    /// events.
     pub actual: Option<Option<StreamVersion>>,
     /// The limit that was exceeded (`TooLarge`), in the limit's own unit.
     pub limit: Option<u64>,
@@ -159,6 +168,13 @@ impl ErrorReply {
         actual: Option<StreamVersion>,
     ) -> ErrorReply {
         self.expected = Some(expected);
+        self.actual = Some(actual);
+        self
+    }
+
+    /// Sets the stream's actual state alone (`None`: no events), where no
+    /// expected version is involved.
+    pub fn with_actual(mut self, actual: Option<StreamVersion>) -> ErrorReply {
         self.actual = Some(actual);
         self
     }

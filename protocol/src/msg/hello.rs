@@ -4,8 +4,8 @@
 //! ```text
 //! Hello   { protocol_version: uint8, client_name: str, token?: str }
 //! HelloOk { protocol_version: uint8, server_version: str, max_frame_bytes: uint32,
-//!           max_append_bytes: uint32, max_events_per_append: uint32,
-//!           max_in_flight: uint32 }
+//!           max_append_bytes: uint32, max_event_bytes: uint32,
+//!           max_events_per_append: uint32, max_in_flight: uint32 }
 //! ```
 //!
 //! This exchange is frozen across protocol versions (see [`crate::frame`]):
@@ -35,8 +35,12 @@ pub struct HelloOk {
     pub server_version: String,
     /// Largest frame the server accepts or sends, length prefix included.
     pub max_frame_bytes: u32,
-    /// Largest total of event bytes (type, metadata, data) in one append.
+    /// Largest total of event bytes (type, metadata and data, summed over
+    /// the events) in one append. The encoding around them does not count.
     pub max_append_bytes: u32,
+    /// Largest event: its type, metadata and data bytes together; 0 when
+    /// the server did not say.
+    pub max_event_bytes: u32,
     /// Most events in one append.
     pub max_events_per_append: u32,
     /// Most requests the client may have in flight on this connection; the
@@ -76,6 +80,10 @@ pub(crate) struct HelloOkWire<'a> {
     server_version: &'a str,
     max_frame_bytes: u32,
     max_append_bytes: u32,
+    /// Added to the frozen exchange later: a server that does not send it
+    /// announces no per-event limit (0).
+    #[serde(default)]
+    max_event_bytes: u32,
     max_events_per_append: u32,
     max_in_flight: u32,
 }
@@ -87,6 +95,7 @@ impl HelloOk {
             server_version: &self.server_version,
             max_frame_bytes: self.max_frame_bytes,
             max_append_bytes: self.max_append_bytes,
+            max_event_bytes: self.max_event_bytes,
             max_events_per_append: self.max_events_per_append,
             max_in_flight: self.max_in_flight,
         }
@@ -98,6 +107,7 @@ impl HelloOk {
             server_version: w.server_version.to_owned(),
             max_frame_bytes: w.max_frame_bytes,
             max_append_bytes: w.max_append_bytes,
+            max_event_bytes: w.max_event_bytes,
             max_events_per_append: w.max_events_per_append,
             max_in_flight: w.max_in_flight,
         }

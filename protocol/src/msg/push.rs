@@ -3,11 +3,15 @@
 //!
 //! ```text
 //! { t: "events",      events: [RecordedEvent] }
-//! { t: "caught_up",   position: uint64 }
-//! { t: "fell_behind", position: uint64 }
+//! { t: "caught_up",   position: uint64, next_version?: uint64 }
+//! { t: "fell_behind", position: uint64, next_version?: uint64 }
 //! { t: "checkpoint",  position: uint64 }
 //! { t: "ended",       code: uint16, message: str }
 //! ```
+//!
+//! `next_version` is sent to stream subscriptions only: the first version
+//! of the stream not delivered yet, where `position` (a log position)
+//! cannot say where a stream resumes.
 //!
 //! The tag is an ordinary field that may come anywhere in the map, so any
 //! MessagePack library can produce it, and new push types can be added:
@@ -23,7 +27,7 @@ use super::mp;
 use super::wire::{read_map, required};
 use crate::error::Error;
 use crate::frame::Opcode;
-use crate::types::{LogPosition, RecordedEvent};
+use crate::types::{LogPosition, RecordedEvent, StreamVersion};
 
 /// Something a subscription tells its client without being asked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,12 +45,19 @@ pub enum Push {
     CaughtUp {
         /// Log position the subscription reached: the head when it caught up.
         position: LogPosition,
+        /// Stream subscriptions: the first version of the stream not yet
+        /// delivered (every version before it was). `None` for the global
+        /// log.
+        next_version: Option<StreamVersion>,
     },
     /// Live delivery could not keep up and the subscription went back to
     /// reading the log. Nothing is lost; events keep coming in order.
     FellBehind {
         /// Log position the subscription had reached.
         position: LogPosition,
+        /// Stream subscriptions: the first version of the stream not yet
+        /// delivered. `None` for the global log.
+        next_version: Option<StreamVersion>,
     },
     /// A filtered subscription scanned up to `position` (exclusive) without
     /// more matches: a consumer may record it as its resume point.
@@ -83,12 +94,21 @@ pub(crate) fn put_events_body(dst: &mut BytesMut, events: &[RecordedEvent]) {
     put_recorded_events(dst, events);
 }
 
-fn put_position_body(dst: &mut BytesMut, tag: &str, position: LogPosition) {
-    mp::put_map_len(dst, 2);
+fn put_position_body(
+    dst: &mut BytesMut,
+    tag: &str,
+    position: LogPosition,
+    next_version: Option<StreamVersion>,
+) {
+    mp::put_map_len(dst, 2 + u8::from(next_version.is_some()));
     mp::put_str(dst, "t");
     mp::put_str(dst, tag);
     mp::put_str(dst, "position");
     mp::put_uint(dst, position.0);
+    if let Some(v) = next_version {
+        mp::put_str(dst, "next_version");
+        mp::put_uint(dst, v.0);
+    }
 }
 
 impl Push {
@@ -97,16 +117,22 @@ impl Push {
         match self {
             Push::Events { events } => events_body_len(events),
             Push::Ended { message, .. } => (0, 32 + message.len()),
-            Push::CaughtUp { .. } | Push::FellBehind { .. } | Push::Checkpoint { .. } => (0, 32),
+            Push::CaughtUp { .. } | Push::FellBehind { .. } | Push::Checkpoint { .. } => (0, 48),
         }
     }
 
     pub(crate) fn put_body(&self, dst: &mut BytesMut) {
         match self {
             Push::Events { events } => put_events_body(dst, events),
-            Push::CaughtUp { position } => put_position_body(dst, CAUGHT_UP, *position),
-            Push::FellBehind { position } => put_position_body(dst, FELL_BEHIND, *position),
-            Push::Checkpoint { position } => put_position_body(dst, CHECKPOINT, *position),
+            Push::CaughtUp {
+                position,
+                next_version,
+            } => put_position_body(dst, CAUGHT_UP, *position, *next_version),
+            Push::FellBehind {
+                position,
+                next_version,
+            } => put_position_body(dst, FELL_BEHIND, *position, *next_version),
+            Push::Checkpoint { position } => put_position_body(dst, CHECKPOINT, *position, None),
             Push::Ended { code, message } => {
                 mp::put_map_len(dst, 3);
                 mp::put_str(dst, "t");
@@ -123,11 +149,13 @@ impl Push {
         let op = Opcode::Subscribe;
         let (mut tag, mut events, mut position, mut code, mut message) =
             (None, None, None, None, None);
+        let mut next_version = None;
         read_map(body, op, |key, r| {
             match key {
                 "t" => tag = Some(r.str()?),
                 "events" => events = Some(read_recorded_events(r, body)?),
                 "position" => position = Some(LogPosition(r.uint()?)),
+                "next_version" => next_version = r.opt_uint()?.map(StreamVersion),
                 "code" => {
                     let c = u16::try_from(r.uint()?).map_err(|_| "error code out of range")?;
                     code = Some(ErrorCode::from_u16(c));
@@ -143,9 +171,11 @@ impl Push {
             },
             CAUGHT_UP => Push::CaughtUp {
                 position: required(position, op, "position")?,
+                next_version,
             },
             FELL_BEHIND => Push::FellBehind {
                 position: required(position, op, "position")?,
+                next_version,
             },
             CHECKPOINT => Push::Checkpoint {
                 position: required(position, op, "position")?,

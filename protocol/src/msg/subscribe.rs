@@ -15,8 +15,11 @@
 //! with the Subscribe's `corr_id`, never more events than the credit granted
 //! by `initial_credit` plus later `Credit` requests.
 
+use std::fmt;
+
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::de::{self, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::wire::{FromWire, malformed};
 use crate::error::Error;
@@ -112,9 +115,8 @@ pub struct SubscribeOk {
     pub head: LogPosition,
 }
 
-/// Body of `Filter`; `S` is `&[String]` and `R` `&str` to encode,
-/// `Vec<String>` and `String` decoded.
-#[derive(Serialize, Deserialize)]
+/// Body of `Filter` as encoded (decoded by [`FilterIn`]).
+#[derive(Serialize)]
 pub(crate) struct FilterWire<S, R> {
     #[serde(default)]
     stream_prefixes: S,
@@ -126,6 +128,75 @@ pub(crate) struct FilterWire<S, R> {
     type_regex: Option<R>,
     #[serde(default)]
     checkpoint_interval: u32,
+}
+
+/// A decoded `Filter`. Written by hand rather than derived, because
+/// serde's derive would also take an array (fields by position) or integer
+/// keys (fields by index) for a struct, where PROTOCOL.md §3 wants a map
+/// with str keys; and every field may be nil, which means "not given"
+/// there, where a derived `Vec` or `u32` would refuse it.
+#[derive(Default)]
+pub(crate) struct FilterIn {
+    stream_prefixes: Vec<String>,
+    type_prefixes: Vec<String>,
+    stream_regex: Option<String>,
+    type_regex: Option<String>,
+    checkpoint_interval: u32,
+}
+
+impl<'de> Deserialize<'de> for FilterIn {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = FilterIn;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a Filter map with str keys")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FilterIn, A::Error> {
+                let mut f = FilterIn::default();
+                while let Some(StrKey(key)) = map.next_key()? {
+                    match key.as_str() {
+                        "stream_prefixes" => {
+                            f.stream_prefixes = map.next_value::<Option<_>>()?.unwrap_or_default()
+                        }
+                        "type_prefixes" => {
+                            f.type_prefixes = map.next_value::<Option<_>>()?.unwrap_or_default()
+                        }
+                        "stream_regex" => f.stream_regex = map.next_value()?,
+                        "type_regex" => f.type_regex = map.next_value()?,
+                        "checkpoint_interval" => {
+                            f.checkpoint_interval =
+                                map.next_value::<Option<_>>()?.unwrap_or_default()
+                        }
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(f)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A map key that must be a str.
+struct StrKey(String);
+
+impl<'de> Deserialize<'de> for StrKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = StrKey;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a str key")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<StrKey, E> {
+                Ok(StrKey(v.to_owned()))
+            }
+        }
+        d.deserialize_str(V)
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -176,7 +247,7 @@ impl Subscribe {
     }
 
     pub(crate) fn from_wire(
-        w: SubscribeWire<'_, FilterWire<Vec<String>, String>>,
+        w: SubscribeWire<'_, FilterIn>,
         body: &Bytes,
     ) -> Result<Subscribe, Error> {
         let target = match (w.target, w.stream, w.filter) {

@@ -266,12 +266,13 @@ fn backup_begin_ok() -> impl Strategy<Value = BackupBeginOk> {
 
 pub(crate) fn response() -> impl Strategy<Value = Response> {
     prop_oneof![
-        (any::<u8>(), "\\PC{0,16}", any::<[u32; 4]>()).prop_map(|(v, server_version, n)| {
+        (any::<u8>(), "\\PC{0,16}", any::<[u32; 5]>()).prop_map(|(v, server_version, n)| {
             Response::HelloOk(HelloOk {
                 protocol_version: v,
                 server_version,
                 max_frame_bytes: n[0],
                 max_append_bytes: n[1],
+                max_event_bytes: n[4],
                 max_events_per_append: n[2],
                 max_in_flight: n[3],
             })
@@ -312,8 +313,18 @@ pub(crate) fn response() -> impl Strategy<Value = Response> {
 pub(crate) fn push() -> impl Strategy<Value = Push> {
     prop_oneof![
         recorded_events().prop_map(|events| Push::Events { events }),
-        position().prop_map(|position| Push::CaughtUp { position }),
-        position().prop_map(|position| Push::FellBehind { position }),
+        (position(), prop::option::of(version())).prop_map(|(position, next_version)| {
+            Push::CaughtUp {
+                position,
+                next_version,
+            }
+        }),
+        (position(), prop::option::of(version())).prop_map(|(position, next_version)| {
+            Push::FellBehind {
+                position,
+                next_version,
+            }
+        }),
         position().prop_map(|position| Push::Checkpoint { position }),
         (error_code(), "\\PC{0,32}").prop_map(|(code, message)| Push::Ended { code, message }),
     ]
@@ -774,10 +785,99 @@ fn error_codes_have_their_documented_values() {
         (ErrorCode::Corruption, 8),
         (ErrorCode::Internal, 9),
         (ErrorCode::UnsupportedVersion, 10),
+        (ErrorCode::OutOfRange, 12),
     ];
     for (code, value) in codes {
         assert_eq!(code.as_u16(), value);
         assert_eq!(ErrorCode::from_u16(value), code);
+    }
+}
+
+/// PROTOCOL.md §3: a body is a map with str keys; serde on its own would
+/// take a struct as an array (fields by position) or with integer keys
+/// (fields by index), and the same goes for a Filter inside a Subscribe.
+#[test]
+fn bodies_and_filters_are_maps_with_str_keys() {
+    for body in [vec![0x91, 77], vec![0x81, 0x00, 77]] {
+        let frame = raw_frame(Kind::Request, Opcode::Ping, body.clone());
+        assert!(
+            matches!(Request::decode(&frame), Err(Error::Malformed { .. })),
+            "{body:x?}"
+        );
+    }
+    // A Subscribe {target: "all", from: "start", filter: <filter>,
+    // initial_credit: 1}, with the filter's bytes as given.
+    let subscribe = |filter: &[u8]| {
+        let mut body = vec![0x84];
+        for (key, value) in [("target", "all"), ("from", "start")] {
+            body.extend(mp_str(key));
+            body.extend(mp_str(value));
+        }
+        body.extend(mp_str("filter"));
+        body.extend_from_slice(filter);
+        body.extend(mp_str("initial_credit"));
+        body.push(1);
+        Request::decode(&raw_frame(Kind::Request, Opcode::Subscribe, body))
+    };
+    // [["a"]]: the stream prefixes by position.
+    let array = [0x91, 0x91, 0xa1, b'a'];
+    assert!(matches!(subscribe(&array), Err(Error::Malformed { .. })));
+    // {0: ["a"]}: the stream prefixes by index.
+    let int_keys = [0x81, 0x00, 0x91, 0xa1, b'a'];
+    assert!(matches!(subscribe(&int_keys), Err(Error::Malformed { .. })));
+    // Optional fields may be nil, and unknown ones are skipped.
+    let mut nils = vec![0x85];
+    for key in ["stream_prefixes", "stream_regex", "checkpoint_interval"] {
+        nils.extend(mp_str(key));
+        nils.push(0xc0);
+    }
+    nils.extend(mp_str("type_prefixes"));
+    nils.push(0x91);
+    nils.extend(mp_str("T"));
+    nils.extend(mp_str("later"));
+    nils.extend_from_slice(&[0x81, 0x01, 0x02]);
+    match subscribe(&nils) {
+        Ok(Request::Subscribe(Subscribe {
+            target: SubscriptionTarget::All {
+                filter: Some(f), ..
+            },
+            ..
+        })) => assert_eq!(
+            f,
+            Filter {
+                type_prefixes: vec!["T".into()],
+                ..Filter::default()
+            }
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A short MessagePack str.
+fn mp_str(s: &str) -> Vec<u8> {
+    assert!(s.len() < 32);
+    let mut b = vec![0xa0 | s.len() as u8];
+    b.extend_from_slice(s.as_bytes());
+    b
+}
+
+/// PROTOCOL.md §3: an optional field may be nil, meaning "not given":
+/// a nil `direction` reads forward.
+#[test]
+fn a_nil_direction_is_the_default() {
+    #[derive(Serialize)]
+    struct Read {
+        max_count: u32,
+        direction: Option<&'static str>,
+    }
+    let body = rmp_serde::to_vec_named(&Read {
+        max_count: 5,
+        direction: None,
+    })
+    .unwrap();
+    match Request::decode(&raw_frame(Kind::Request, Opcode::ReadAll, body)) {
+        Ok(Request::ReadAll(r)) => assert_eq!(r.direction, Direction::Forward),
+        other => panic!("{other:?}"),
     }
 }
 
@@ -1129,6 +1229,7 @@ fn bodies_must_be_exactly_one_map() {
     let mut buf = BytesMut::new();
     Push::CaughtUp {
         position: LogPosition(1),
+        next_version: None,
     }
     .encode(&mut buf, 1, MAX)
     .unwrap();

@@ -188,12 +188,11 @@ pub(crate) fn decode_body<'a, T: Deserialize<'a>>(
     body: &'a [u8],
     opcode: Opcode,
 ) -> Result<T, Error> {
-    // rmp-serde stops after the first value; a body must be exactly one.
-    let mut r = Reader::new(body);
-    r.skip().map_err(|e| malformed(opcode, e))?;
-    if r.remaining() != 0 {
-        return Err(malformed(opcode, "bytes after the body"));
-    }
+    // A body is exactly one map with str keys (PROTOCOL.md §3). serde
+    // alone would also take an array for a struct (fields by position) or
+    // integer keys (fields by index), and rmp-serde stops after the first
+    // value: the walk checks all three before serde sees the body.
+    read_map(body, opcode, |_, r| r.skip())?;
     let mut de = rmp_serde::Deserializer::from_read_ref(body);
     de.set_max_depth(MAX_BODY_DEPTH);
     T::deserialize(&mut de).map_err(|e| malformed(opcode, e))
@@ -323,7 +322,8 @@ impl<'de> Deserialize<'de> for FromWire {
     }
 }
 
-/// Wire shape of [`Direction`].
+/// Wire shape of [`Direction`]; nil, like an absent field, means the
+/// default (forward).
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct DirectionWire(pub Direction);
 
@@ -342,7 +342,13 @@ impl<'de> Deserialize<'de> for DirectionWire {
         impl Visitor<'_> for V {
             type Value = DirectionWire;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(r#""forward" or "backward""#)
+                f.write_str(r#""forward", "backward" or nil"#)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<DirectionWire, E> {
+                Ok(DirectionWire::default())
+            }
+            fn visit_none<E: de::Error>(self) -> Result<DirectionWire, E> {
+                Ok(DirectionWire::default())
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<DirectionWire, E> {
                 match v {
@@ -352,6 +358,6 @@ impl<'de> Deserialize<'de> for DirectionWire {
                 }
             }
         }
-        d.deserialize_str(V)
+        d.deserialize_any(V)
     }
 }

@@ -30,7 +30,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use logbook_protocol::frame::decode_frame;
 use logbook_protocol::{
-    AppendResult, ErrorCode, ErrorReply, Frame, Kind, Opcode, Request, Response,
+    AppendResult, ErrorCode, ErrorReply, Frame, Kind, Opcode, PROTOCOL_VERSION, Request, Response,
 };
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -145,7 +145,8 @@ impl Connection {
             conn.shared.hub.end(&sub, reason);
         }
         if matches!(why, Close::Shutdown) {
-            // Tell the client why the connection ends.
+            // Tell the client why the connection ends, after the `ended`
+            // pushes (PROTOCOL.md §2.4).
             out.push(|b| {
                 ErrorReply::new(ErrorCode::ShuttingDown, "the server is shutting down").encode(
                     b,
@@ -201,16 +202,21 @@ impl Connection {
                     Ok(None) => break,
                     Err(e) => {
                         // The byte stream can no longer be trusted to find the
-                        // next frame: answer once, on corr_id 0, and close.
-                        let code = match &e {
+                        // next frame: answer once, on corr_id 0, and close,
+                        // with the detail PROTOCOL.md §6 gives each code.
+                        let message = e.to_string();
+                        let reply = match &e {
                             logbook_protocol::Error::UnsupportedVersion { .. } => {
-                                ErrorCode::UnsupportedVersion
+                                ErrorReply::new(ErrorCode::UnsupportedVersion, message)
+                                    .with_max_version(PROTOCOL_VERSION)
                             }
-                            logbook_protocol::Error::FrameTooLarge { .. } => ErrorCode::TooLarge,
-                            _ => ErrorCode::BadRequest,
+                            logbook_protocol::Error::FrameTooLarge { max, .. } => {
+                                ErrorReply::new(ErrorCode::TooLarge, message)
+                                    .with_limit(u64::from(*max))
+                            }
+                            _ => ErrorReply::new(ErrorCode::BadRequest, message),
                         };
-                        self.send_error(Opcode::Hello, 0, ErrorReply::new(code, e.to_string()));
-                        return Close::Violation(e.to_string());
+                        return self.connection_error(reply);
                     }
                 }
             }
@@ -237,12 +243,10 @@ impl Connection {
                 }
                 () = self.out.wait_drained(), if self.out.is_full() => {}
                 () = sleep_until_opt(frame_deadline), if frame_deadline.is_some() => {
-                    self.send_error(Opcode::Hello, 0, ErrorReply::new(ErrorCode::BadRequest, "frame not completed within the frame timeout"));
-                    return Close::Violation("frame timeout".into());
+                    return self.connection_error(ErrorReply::new(ErrorCode::BadRequest, "frame not completed within the frame timeout"));
                 }
                 () = &mut handshake_deadline, if !self.handshaken => {
-                    self.send_error(Opcode::Hello, 0, ErrorReply::new(ErrorCode::BadRequest, "no Hello within the handshake timeout"));
-                    return Close::Violation("handshake timeout".into());
+                    return self.connection_error(ErrorReply::new(ErrorCode::BadRequest, "no Hello within the handshake timeout"));
                 }
                 _ = shutdown.changed() => return Close::Shutdown,
             }
@@ -271,19 +275,23 @@ impl Connection {
             match Arc::clone(&self.shared.frame_budget).try_acquire_many_owned(kib) {
                 Ok(permit) => self.frame_charge = Some(permit),
                 Err(_) => {
-                    self.send_error(
-                        Opcode::Hello,
-                        0,
-                        ErrorReply::new(
-                            ErrorCode::ServerBusy,
-                            "too many large frames in progress; try again later",
-                        ),
-                    );
-                    return Err(Close::Violation("frame budget exhausted".into()));
+                    return Err(self.connection_error(ErrorReply::new(
+                        ErrorCode::ServerBusy,
+                        "too many large frames in progress; try again later",
+                    )));
                 }
             }
         }
         Ok(())
+    }
+
+    /// Reports a connection-level error (PROTOCOL.md §2.4: corr_id 0,
+    /// opcode Hello, so that a client of any version can read it) and
+    /// returns the reason to close the connection, which the caller does.
+    pub(super) fn connection_error(&self, reply: ErrorReply) -> Close {
+        let why = reply.message.clone();
+        self.send_error(Opcode::Hello, 0, reply);
+        Close::Violation(why)
     }
 
     pub(super) fn send_error(&self, opcode: Opcode, corr_id: u32, reply: ErrorReply) {
@@ -316,16 +324,35 @@ impl Connection {
     async fn dispatch(&mut self, frame: Frame) -> Result<(), Close> {
         let corr_id = frame.header.corr_id;
         let opcode = frame.header.opcode;
+        // Both rules are about the connection, not one request: a frame
+        // that is no request has no request to answer, and corr_id 0 is
+        // where the server reports connection-level errors, so a reply to
+        // it could not be told from one (PROTOCOL.md §2.2, §2.4).
         if frame.header.kind != Kind::Request {
-            self.send_error(
-                opcode,
-                corr_id,
-                ErrorReply::new(ErrorCode::BadRequest, "clients send only requests"),
-            );
-            return Err(Close::Violation("non-request frame".into()));
+            return Err(self.connection_error(ErrorReply::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "clients send only requests, not {:?} frames",
+                    frame.header.kind
+                ),
+            )));
+        }
+        if corr_id == 0 {
+            return Err(self.connection_error(ErrorReply::new(
+                ErrorCode::BadRequest,
+                format!("{opcode:?} request with corr_id 0, which is reserved"),
+            )));
         }
         let req = match Request::decode(&frame) {
             Ok(r) => r,
+            Err(e) if opcode == Opcode::Credit => {
+                // A Credit has no reply to carry the error, and its
+                // subscription is unknown: the flow control of the
+                // connection is broken (PROTOCOL.md §2.3).
+                return Err(
+                    self.connection_error(ErrorReply::new(ErrorCode::BadRequest, e.to_string()))
+                );
+            }
             Err(e) => {
                 // The frame was well formed, only its body was not: refuse the
                 // request and keep the connection.
@@ -343,14 +370,6 @@ impl Connection {
         };
         if !self.handshaken {
             return self.handshake(corr_id, req);
-        }
-        if corr_id == 0 {
-            self.send_error(
-                opcode,
-                corr_id,
-                ErrorReply::new(ErrorCode::BadRequest, "corr_id 0 is reserved"),
-            );
-            return Ok(());
         }
         match req {
             Request::Hello(_) => {

@@ -1,8 +1,10 @@
 //! Engine errors as protocol error replies. One place decides which code a
-//! failure gets, so every request kind reports the same failure the same way.
+//! failure gets, so every request kind (and every subscription's `ended`
+//! push) reports the same failure the same way.
 
 use logbook_protocol::{ErrorCode, ErrorReply};
 
+use super::subscription::StartError;
 use logbook_storage::{AppendError, ReadError, StorageError};
 
 /// The reply for a failed append.
@@ -47,4 +49,17 @@ pub fn storage_error(e: &StorageError) -> ErrorReply {
         _ => ErrorCode::Internal,
     };
     ErrorReply::new(code, e.to_string())
+}
+
+/// The reply for a Subscribe that cannot start.
+pub(crate) fn start_error(e: &StartError) -> ErrorReply {
+    match e {
+        StartError::PastLogEnd { .. } => ErrorReply::new(ErrorCode::OutOfRange, e.to_string()),
+        StartError::PastStreamEnd { stream, last, .. } => {
+            ErrorReply::new(ErrorCode::OutOfRange, e.to_string())
+                .with_stream(stream.clone())
+                .with_actual(*last)
+        }
+        StartError::Read(r) => read_error(r),
+    }
 }

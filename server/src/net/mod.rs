@@ -10,13 +10,16 @@
 //!   (ReadStream, ReadAll), `subscribe.rs` (Subscribe, Unsubscribe,
 //!   Credit), `stats.rs` (Stats), `backup.rs` (BackupBegin, BackupRead,
 //!   BackupEnd, and the limits on backup sessions).
-//! - `subscription/`: catch-up subscriptions: `filter.rs` (filters and
+//! - `subscription/`: catch-up subscriptions: `start.rs` (where one
+//!   starts, checked against the log), `filter.rs` (filters and
 //!   their regex limits), `catchup.rs` (one subscription, its delivery
 //!   within credit and its catch-up task), `fanout.rs` (a live batch
 //!   encoded once for every subscriber), `hub.rs` (the registry, the live
 //!   dispatcher and the handover from history to live).
 //! - `outbox.rs`: a connection's outgoing buffer and its writer task.
-//! - `errors.rs`: engine errors as protocol error codes.
+//! - `errors.rs`: engine and subscription errors as protocol error codes.
+//! - [`limits`]: an append's size in the protocol's terms (type, metadata
+//!   and data bytes) against the engine's record limit.
 //! - [`stats`]: the figures of the `Stats` reply and its rate sampler.
 //!
 //! The path of a request: socket -> framing (`decode_frame`, the decoder
@@ -29,6 +32,7 @@
 mod cmd;
 mod connection;
 mod errors;
+pub mod limits;
 mod outbox;
 pub mod stats;
 mod subscription;
@@ -128,12 +132,13 @@ impl Shared {
         logbook_protocol::msg::MAX_BACKUP_READ.min(self.config.max_frame_bytes.saturating_sub(1024))
     }
 
-    /// The limit of one read reply: the client's count, at most the
-    /// server's, and half a frame of bytes (an event past the budget may
-    /// still be taken, and `fit_in_frame` trims what would overflow).
+    /// The limit of one read reply: the client's count (0 reads nothing),
+    /// at most the server's, and half a frame of bytes (an event past the
+    /// budget may still be taken, and `fit_in_frame` trims what would
+    /// overflow).
     fn read_limit(&self, max_count: u32) -> ReadLimit {
         ReadLimit {
-            events: max_count.clamp(1, self.config.max_read_count) as usize,
+            events: max_count.min(self.config.max_read_count) as usize,
             bytes: (self.config.max_frame_bytes / 2) as usize,
         }
     }
@@ -248,6 +253,22 @@ pub async fn run_with_stats(
     stats: Arc<NetStats>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    // Every event the engine takes must fit in an append the server takes:
+    // the announced max_append_bytes leaves room for the record overhead
+    // of the most events a batch may hold.
+    let append_room = limits::max_append_bytes(store.config());
+    if append_room < store.config().max_event_bytes {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "max batch bytes ({}) must hold one event of max event bytes ({}) plus the record overhead of {} events ({} bytes)",
+                store.config().max_batch_bytes,
+                store.config().max_event_bytes,
+                store.config().max_batch_events,
+                limits::record_overhead(store.config().max_batch_events)
+            ),
+        ));
+    }
     let min_frame = store.config().max_batch_bytes + 64 * 1024;
     if u64::from(config.max_frame_bytes) < min_frame {
         return Err(std::io::Error::new(

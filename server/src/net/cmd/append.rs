@@ -6,6 +6,7 @@ use logbook_protocol::{Append, AppendResult, ErrorCode, ErrorReply, Opcode, Resp
 
 use crate::net::connection::{Connection, InFlight};
 use crate::net::errors::append_error;
+use crate::net::limits;
 use logbook_storage::AppendError;
 
 impl Connection {
@@ -24,6 +25,23 @@ impl Connection {
                 return;
             }
         };
+        // The engine limits the record a batch becomes; the protocol limits
+        // what a client can count (PROTOCOL.md §5.1), which `limits` keeps
+        // within the record limit.
+        let max = limits::max_append_bytes(self.shared.store.config());
+        let bytes = limits::append_bytes(&a.events);
+        if bytes > max {
+            self.send_error(
+                opcode,
+                corr_id,
+                ErrorReply::new(
+                    ErrorCode::TooLarge,
+                    format!("the append holds {bytes} bytes of event types, metadata and data; the limit is {max}"),
+                )
+                .with_limit(max),
+            );
+            return;
+        }
         // Queue in arrival order; only the wait for the result is
         // concurrent. A full writer queue pauses this connection.
         match self

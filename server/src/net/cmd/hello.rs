@@ -6,6 +6,7 @@ use logbook_protocol::{
 };
 
 use crate::net::connection::{Close, Connection};
+use crate::net::limits;
 
 impl Connection {
     /// Answers the connection's first request, which must be a `Hello`
@@ -13,11 +14,13 @@ impl Connection {
     /// `Err` closes the connection.
     pub(in crate::net) fn handshake(&mut self, corr_id: u32, req: Request) -> Result<(), Close> {
         let Request::Hello(hello) = req else {
-            self.send_error(
-                req_opcode(&req),
-                corr_id,
-                ErrorReply::new(ErrorCode::BadRequest, "the first request must be Hello"),
-            );
+            let reply = ErrorReply::new(ErrorCode::BadRequest, "the first request must be Hello");
+            // A Credit has no reply, so what is wrong with it is said on
+            // the connection (PROTOCOL.md §2.3).
+            if let Request::Credit(_) = req {
+                return Err(self.connection_error(reply));
+            }
+            self.send_error(req.opcode(), corr_id, reply);
             return Err(Close::Violation("request before Hello".into()));
         };
         if hello.protocol_version < PROTOCOL_VERSION {
@@ -54,7 +57,8 @@ impl Connection {
                 protocol_version: PROTOCOL_VERSION,
                 server_version: env!("CARGO_PKG_VERSION").to_string(),
                 max_frame_bytes: c.max_frame_bytes,
-                max_append_bytes: store.max_batch_bytes.min(u64::from(u32::MAX)) as u32,
+                max_append_bytes: limits::max_append_bytes(store).min(u64::from(u32::MAX)) as u32,
+                max_event_bytes: store.max_event_bytes.min(u64::from(u32::MAX)) as u32,
                 max_events_per_append: store.max_batch_events,
                 max_in_flight: c.max_in_flight,
             }),
@@ -67,10 +71,6 @@ impl Connection {
         let opcode = Opcode::Ping;
         self.send(corr_id, opcode, &Response::Pong(Pong { nonce: p.nonce }))
     }
-}
-
-fn req_opcode(r: &Request) -> Opcode {
-    r.opcode()
 }
 
 /// Compares secrets without leaking, through timing, how long a prefix

@@ -3,14 +3,17 @@
 //! it saves), cut to the server's limits and to one frame.
 
 use logbook_protocol::{
-    ErrorCode, ErrorReply, Opcode, ReadAll, ReadAllOk, ReadStream, ReadStreamOk, Response,
+    Direction, ErrorCode, ErrorReply, LogPosition, Opcode, ReadAll, ReadAllOk, ReadStream,
+    ReadStreamOk, Response,
 };
 
 use crate::net::connection::Connection;
 use crate::net::errors::read_error;
 
 impl Connection {
-    /// Reads a stream; a stream with no events is `StreamNotFound`.
+    /// Reads a stream; a stream with no events is `StreamNotFound`. With
+    /// `max_count` 0 the engine reads no event but still says where the
+    /// read would start (`next`) and where the stream ends.
     pub(in crate::net) fn read_stream(&self, corr_id: u32, r: ReadStream) {
         let opcode = Opcode::ReadStream;
         if let Err(e) = logbook_protocol::validate_stream_name(&r.stream) {
@@ -59,6 +62,10 @@ impl Connection {
     /// Reads the global log.
     pub(in crate::net) fn read_all(&self, corr_id: u32, r: ReadAll) {
         let opcode = Opcode::ReadAll;
+        if r.max_count == 0 {
+            self.send(corr_id, opcode, &Response::ReadAllOk(self.empty_page(r)));
+            return;
+        }
         let max = self.shared.read_limit(r.max_count);
         match self.shared.store.read_all(r.from, r.direction, max) {
             Ok(mut slice) => {
@@ -77,6 +84,23 @@ impl Connection {
                 )
             }
             Err(e) => self.send_error(opcode, corr_id, read_error(&e)),
+        }
+    }
+
+    /// A ReadAll of no events (PROTOCOL.md §5.5): the head, and in `next`
+    /// the position the read would have started at, if there is an event
+    /// there.
+    fn empty_page(&self, r: ReadAll) -> ReadAllOk {
+        let head = self.shared.store.head();
+        let last = head.0.checked_sub(1);
+        let next = match r.direction {
+            Direction::Forward => Some(r.from.unwrap_or(LogPosition(0))).filter(|p| p.0 < head.0),
+            Direction::Backward => last.map(|l| LogPosition(r.from.map_or(l, |p| p.0.min(l)))),
+        };
+        ReadAllOk {
+            events: Vec::new(),
+            head,
+            next,
         }
     }
 }

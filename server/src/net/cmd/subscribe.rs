@@ -7,13 +7,15 @@ use std::sync::Arc;
 use logbook_protocol::{Credit, ErrorCode, ErrorReply, Opcode, Response, Unsubscribe};
 
 use crate::net::connection::Connection;
-use crate::net::subscription::CompiledFilter;
+use crate::net::errors::start_error;
+use crate::net::subscription::{self, CompiledFilter};
 
 impl Connection {
     /// Checks the request, answers `SubscribeOk` with the head and starts
     /// the subscription.
     pub(in crate::net) fn subscribe(&mut self, corr_id: u32, mut s: logbook_protocol::Subscribe) {
         let opcode = Opcode::Subscribe;
+        self.forget_ended(corr_id);
         if self.subs.contains_key(&corr_id) {
             self.send_error(
                 opcode,
@@ -60,7 +62,17 @@ impl Connection {
                 return;
             }
         };
+        // The head first: SubscribeOk reports it, and a subscription from
+        // `end` starts exactly there (see `subscription::start`).
         let head = self.shared.store.head();
+        let start = match subscription::resolve(&self.shared.store, &s.target, head.0) {
+            Ok(start) => start,
+            Err(e) => {
+                self.send_error(opcode, corr_id, start_error(&e));
+                return;
+            }
+        };
+        // Before the subscription's task can push anything.
         self.send(
             corr_id,
             opcode,
@@ -70,11 +82,25 @@ impl Connection {
             corr_id,
             s,
             filter,
+            start,
             Arc::clone(&self.out),
             self.shared.config.max_frame_bytes,
-            head.0,
         );
         self.subs.insert(corr_id, sub);
+    }
+
+    /// Forgets subscriptions the server ended on its own (with an `ended`
+    /// push, after a read error): they are over, so their corr_ids are free
+    /// and they no longer count toward the connection's limit. Checked
+    /// lazily, when a Subscribe needs the corr_id or a place, rather than
+    /// told by the subscription, which has no way to the connection's map.
+    fn forget_ended(&mut self, corr_id: u32) {
+        if self.subs.get(&corr_id).is_some_and(|s| s.is_ended()) {
+            self.subs.remove(&corr_id);
+        }
+        if self.subs.len() >= self.shared.config.max_subscriptions_per_connection {
+            self.subs.retain(|_, s| !s.is_ended());
+        }
     }
 
     /// Ends a subscription of this connection.

@@ -1,12 +1,19 @@
 //! One subscription: its state, the delivery of a batch of events within
 //! its credit (shared by its catch-up task and the live dispatcher), and
 //! its catch-up task, which reads the log until it can go live.
+//!
+//! Credit holds back events, nothing else (PROTOCOL.md §2.3, §5.7): a
+//! subscription waits for credit only once it has an event to deliver and
+//! none left (`State::stalled`). Until then it reads on: a filtered one
+//! scans past events that do not match, sending checkpoints, and any
+//! subscription with nothing left to deliver goes live and says
+//! `caught_up`, credit or not.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use logbook_protocol::{
-    Direction, ErrorCode, LogPosition, Push, RecordedEvent, SubscribeFrom, SubscriptionTarget, Text,
+    Direction, LogPosition, Push, RecordedEvent, StreamVersion, SubscriptionTarget, Text,
 };
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -14,10 +21,12 @@ use tokio::sync::Notify;
 use super::fanout::FanOut;
 use super::filter::CompiledFilter;
 use super::hub::Hub;
+use super::start::StartPoint;
 use super::{READ_BATCH, READ_BYTES};
 use crate::net::NetStats;
+use crate::net::errors::read_error;
 use crate::net::outbox::Outbox;
-use logbook_storage::ReadLimit;
+use logbook_storage::{ReadError, ReadLimit};
 
 /// What a subscription follows, in the form the server checks.
 #[derive(Debug)]
@@ -32,10 +41,16 @@ pub(super) struct State {
     credit: u64,
     /// Next global position to deliver (or scan).
     pub(super) cursor: u64,
-    /// Stream subscriptions: the last version delivered.
+    /// Stream subscriptions: the last version delivered. Every event of
+    /// the stream at a position before `cursor` has a version at or below
+    /// it (`start` sets this up; delivery keeps it), so reading the stream
+    /// from the next version never meets an event the cursor has passed.
     last_version: Option<u64>,
     /// Filtered subscriptions: events scanned since the last checkpoint.
     scanned: u64,
+    /// Delivery stopped at an event it had no credit for; nothing moves
+    /// until a `Credit` arrives.
+    stalled: bool,
     /// Delivered by the dispatcher.
     pub(super) live: bool,
     /// Whether a caught-up push is due when it next goes live.
@@ -67,14 +82,58 @@ impl Sub {
     pub(crate) fn grant(&self, events: u32) {
         let mut st = self.state.lock();
         st.credit = st.credit.saturating_add(u64::from(events));
+        if events > 0 {
+            st.stalled = false;
+        }
         drop(st);
         self.wake.notify_one();
+    }
+
+    /// Whether the subscription is over (unsubscribed, or ended by the
+    /// server with an `ended` push).
+    pub(crate) fn is_ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
     }
 
     pub(super) fn push(&self, p: &Push) {
         let (id, max) = (self.corr_id, self.max_frame);
         if let Err(e) = self.out.push(|b| p.encode(b, id, max)) {
             tracing::warn!(subscription = id, error = %e, "could not encode a push");
+        }
+    }
+
+    /// Stream subscriptions: the first version not yet delivered, which
+    /// their `caught_up` and `fell_behind` pushes carry so that a client
+    /// can resume from them (PROTOCOL.md §5.7).
+    pub(super) fn next_version(&self, st: &State) -> Option<StreamVersion> {
+        match self.target {
+            Target::Stream { .. } => Some(StreamVersion(st.last_version.map_or(0, |v| v + 1))),
+            Target::All { .. } => None,
+        }
+    }
+
+    /// Says the subscription fell behind and is back to reading the log;
+    /// the next time it goes live it says `caught_up` again.
+    pub(super) fn fall_behind(&self, st: &mut State) {
+        st.live = false;
+        st.announce = true;
+        if !self.ended.load(Ordering::Acquire) {
+            self.push(&Push::FellBehind {
+                position: LogPosition(st.cursor),
+                next_version: self.next_version(st),
+            });
+        }
+    }
+
+    /// Says the subscription is live, once per catch-up.
+    pub(super) fn announce_live(&self, st: &mut State) {
+        st.live = true;
+        if st.announce {
+            st.announce = false;
+            self.push(&Push::CaughtUp {
+                position: LogPosition(st.cursor),
+                next_version: self.next_version(st),
+            });
         }
     }
 
@@ -127,8 +186,9 @@ impl Sub {
     }
 
     /// Delivers `events` (consecutive positions, starting at or before the
-    /// cursor) within credit. Returns how far the cursor got and whether
-    /// credit or room ran out before the end.
+    /// cursor) within credit. Returns whether it stopped before the end at
+    /// an event it had no credit for (and then the subscription is
+    /// stalled until credit arrives).
     pub(super) fn deliver(
         &self,
         st: &mut State,
@@ -137,6 +197,7 @@ impl Sub {
         fan_out: Option<&mut FanOut<'_>>,
     ) -> bool {
         let stopped = self.deliver_events(st, events, scratch, fan_out);
+        st.stalled |= stopped;
         self.position.store(st.cursor, Ordering::Relaxed);
         stopped
     }
@@ -236,46 +297,21 @@ impl Sub {
 }
 
 impl Hub {
-    /// Starts a subscription; the caller has sent `SubscribeOk` with `head`,
-    /// which is where a subscription from `End` begins.
+    /// Starts a subscription at `start` (resolved by `start::resolve`
+    /// against the head the caller sent in `SubscribeOk`).
     /// `request`'s filter, if any, is `filter`, compiled.
     pub(crate) fn start(
         self: &Arc<Self>,
         corr_id: u32,
         request: logbook_protocol::Subscribe,
         filter: Option<CompiledFilter>,
+        start: StartPoint,
         out: Arc<Outbox>,
         max_frame: u32,
-        head: u64,
     ) -> Arc<Sub> {
-        let initial_credit = request.initial_credit;
-        let (target, cursor, last_version) = match request.target {
-            SubscriptionTarget::All { from, .. } => {
-                let cursor = match from {
-                    SubscribeFrom::Start => 0,
-                    SubscribeFrom::After(p) => p.0.saturating_add(1),
-                    SubscribeFrom::End => head,
-                };
-                (Target::All { filter }, cursor, None)
-            }
-            SubscriptionTarget::Stream { stream, from } => {
-                let last = match from {
-                    SubscribeFrom::Start => None,
-                    SubscribeFrom::After(v) => Some(v.0),
-                    SubscribeFrom::End => self
-                        .store
-                        .stream_version(&stream)
-                        .ok()
-                        .flatten()
-                        .map(|v| v.0),
-                };
-                let cursor = if matches!(from, SubscribeFrom::End) {
-                    head
-                } else {
-                    0
-                };
-                (Target::Stream { name: stream }, cursor, last)
-            }
+        let target = match request.target {
+            SubscriptionTarget::All { .. } => Target::All { filter },
+            SubscriptionTarget::Stream { stream, .. } => Target::Stream { name: stream },
         };
         let id = self.ids.fetch_add(1, Ordering::Relaxed);
         let sub = Arc::new(Sub {
@@ -285,17 +321,18 @@ impl Hub {
             max_frame,
             target,
             state: Mutex::new(State {
-                credit: u64::from(initial_credit),
-                cursor,
-                last_version,
+                credit: u64::from(request.initial_credit),
+                cursor: start.cursor,
+                last_version: start.last_version,
                 scanned: 0,
+                stalled: false,
                 live: false,
                 announce: true,
             }),
             wake: Notify::new(),
             ended: AtomicBool::new(false),
             stats: Arc::clone(&self.stats),
-            position: self.stats.track_subscription(id, cursor),
+            position: self.stats.track_subscription(id, start.cursor),
         });
         self.stats.subscriptions.fetch_add(1, Ordering::Relaxed);
         let (hub, s) = (Arc::clone(self), Arc::clone(&sub));
@@ -306,23 +343,22 @@ impl Hub {
     /// The catch-up task of one subscription.
     async fn catch_up(self: Arc<Self>, sub: Arc<Sub>) {
         let mut scratch = Vec::new();
+        // Live, or stalled at an event it has no credit for: the dispatcher
+        // or a Credit moves it on, and wakes this task if it must read.
+        let waiting = |sub: &Sub| {
+            let st = sub.state.lock();
+            st.live || st.stalled
+        };
         loop {
             if sub.ended.load(Ordering::Acquire) {
                 return;
             }
-            let waiting = {
-                let st = sub.state.lock();
-                st.live || st.credit == 0
-            };
-            if waiting || sub.out.is_full() {
+            if waiting(&sub) || sub.out.is_full() {
                 // Wait for credit, a demotion, the end, or room to write.
                 let wake = sub.wake.notified();
                 tokio::pin!(wake);
                 wake.as_mut().enable();
-                let still = {
-                    let st = sub.state.lock();
-                    st.live || st.credit == 0
-                };
+                let still = waiting(&sub);
                 if sub.ended.load(Ordering::Acquire) {
                     return;
                 }
@@ -336,12 +372,13 @@ impl Hub {
                 }
                 continue;
             }
-            match self.step(&sub, &mut scratch) {
-                Ok(()) => {}
-                Err(message) => {
-                    self.end(&sub, Some((ErrorCode::Corruption, &message)));
-                    return;
-                }
+            if let Err(e) = self.step(&sub, &mut scratch) {
+                // The failure's own code (I/O: Internal, damaged bytes:
+                // Corruption, shutdown: ShuttingDown), as a request that
+                // met it would get.
+                let reply = read_error(&e);
+                self.end(&sub, Some((reply.code, &reply.message)));
+                return;
             }
             // Let other tasks run between steps of a long catch-up.
             tokio::task::yield_now().await;
@@ -350,11 +387,13 @@ impl Hub {
 
     /// One catch-up step: read a batch from the log and deliver it, or go
     /// live if there is nothing new.
-    fn step(&self, sub: &Arc<Sub>, scratch: &mut Vec<RecordedEvent>) -> Result<(), String> {
+    fn step(&self, sub: &Arc<Sub>, scratch: &mut Vec<RecordedEvent>) -> Result<(), ReadError> {
         let (cursor, last_version, credit) = {
             let st = sub.state.lock();
             (st.cursor, st.last_version, st.credit)
         };
+        // With no credit, one event: enough to find out whether there is
+        // something to deliver (stall) or nothing (go live).
         let want = credit.clamp(1, READ_BATCH) as usize;
         let head = self.store.head().0;
         let (events, exhausted) = match &sub.target {
@@ -365,34 +404,28 @@ impl Hub {
                 } else {
                     want
                 };
-                let slice = self
-                    .store
-                    .read_all(
-                        Some(LogPosition(cursor)),
-                        Direction::Forward,
-                        ReadLimit {
-                            events: want,
-                            bytes: READ_BYTES,
-                        },
-                    )
-                    .map_err(|e| e.to_string())?;
+                let slice = self.store.read_all(
+                    Some(LogPosition(cursor)),
+                    Direction::Forward,
+                    ReadLimit {
+                        events: want,
+                        bytes: READ_BYTES,
+                    },
+                )?;
                 let exhausted = slice.next.is_none();
                 (slice.events, exhausted)
             }
             Target::Stream { name } => {
                 let from = last_version.map_or(0, |v| v + 1);
-                let slice = self
-                    .store
-                    .read_stream(
-                        name,
-                        Some(logbook_protocol::StreamVersion(from)),
-                        Direction::Forward,
-                        ReadLimit {
-                            events: want,
-                            bytes: READ_BYTES,
-                        },
-                    )
-                    .map_err(|e| e.to_string())?;
+                let slice = self.store.read_stream(
+                    name,
+                    Some(StreamVersion(from)),
+                    Direction::Forward,
+                    ReadLimit {
+                        events: want,
+                        bytes: READ_BYTES,
+                    },
+                )?;
                 let exhausted = slice.next.is_none();
                 (slice.events, exhausted)
             }
@@ -420,5 +453,110 @@ impl Hub {
         // Nothing more in the log right now: go live (`Hub::go_live`).
         drop(st);
         self.go_live(sub, scratch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::BytesMut;
+    use logbook_protocol::frame::decode_frame;
+    use logbook_protocol::{
+        EventId, ExpectedVersion, NewEvent, Push, ServerMessage, StreamName, Subscribe,
+        SubscribeFrom, SubscriptionTarget, Text,
+    };
+    use logbook_storage::{Durability, Store, StoreConfig};
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    use crate::net::NetStats;
+    use crate::net::outbox::Outbox;
+    use crate::net::subscription::{Hub, resolve};
+
+    const MAX_FRAME: u32 = 1 << 20;
+
+    async fn append(store: &Store, stream: &str, id: u128) {
+        let name = StreamName::new(Text::from(stream)).expect("a valid name");
+        let event = NewEvent::new(EventId::from_u128(id), "Noted", &b"{}"[..]);
+        store
+            .append(&name, ExpectedVersion::Any, vec![event])
+            .await
+            .expect("append");
+    }
+
+    /// An outbox whose writer sends into a socket, and the other end of it.
+    async fn outbox(stats: &Arc<NetStats>) -> (Arc<Outbox>, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        let out = Arc::new(Outbox::new(Arc::clone(stats), usize::MAX));
+        let (_, wr) = server.into_split();
+        let writer = Arc::clone(&out);
+        tokio::spawn(async move { writer.write_loop(wr).await });
+        (out, client)
+    }
+
+    async fn next_push(socket: &mut TcpStream, buf: &mut BytesMut) -> Push {
+        loop {
+            if let Some(frame) = decode_frame(buf, MAX_FRAME).expect("a frame") {
+                match ServerMessage::decode(&frame).expect("a message") {
+                    ServerMessage::Push(p) => return p,
+                    other => panic!("{other:?}"),
+                }
+            }
+            let n = socket.read_buf(buf).await.expect("read");
+            assert_ne!(n, 0, "the outbox closed");
+        }
+    }
+
+    /// The Subscribe handler reads the head it reports in `SubscribeOk`
+    /// and only then resolves where the subscription starts: an event
+    /// committed to the stream in between is at or after that head, so it
+    /// must be delivered.
+    #[tokio::test]
+    async fn a_stream_subscription_from_end_delivers_an_event_committed_while_it_starts() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(StoreConfig {
+            durability: Durability::Os,
+            ..StoreConfig::new(dir.path())
+        })
+        .expect("open");
+        for id in 1..=3 {
+            append(&store, "s", id).await;
+            append(&store, "other", 100 + id).await;
+        }
+        // What SubscribeOk reports...
+        let head = store.head();
+        // ...then a commit lands before the subscription starts.
+        append(&store, "s", 4).await;
+        let stats = Arc::new(NetStats::default());
+        let hub = Hub::new(store.clone(), Arc::clone(&stats), MAX_FRAME);
+        let (out, mut socket) = outbox(&stats).await;
+        let request = Subscribe {
+            target: SubscriptionTarget::Stream {
+                stream: Text::from("s"),
+                from: SubscribeFrom::End,
+            },
+            initial_credit: 10,
+        };
+        let start = resolve(&store, &request.target, head.0).expect("a start");
+        let _sub = hub.start(1, request, None, start, out, MAX_FRAME);
+        let mut buf = BytesMut::new();
+        match next_push(&mut socket, &mut buf).await {
+            Push::Events { events } => {
+                assert_eq!(events.len(), 1);
+                assert_eq!(events[0].version.0, 3);
+                assert_eq!(events[0].position, head);
+            }
+            other => panic!("the event at the head was skipped: {other:?}"),
+        }
+        assert!(matches!(
+            next_push(&mut socket, &mut buf).await,
+            Push::CaughtUp { .. }
+        ));
+        store.close().expect("close");
     }
 }

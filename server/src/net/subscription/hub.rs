@@ -23,7 +23,7 @@ use super::catchup::Sub;
 use super::fanout::FanOut;
 use super::{READ_BATCH, READ_BYTES};
 use crate::net::NetStats;
-use logbook_storage::{ReadLimit, Store};
+use logbook_storage::{ReadError, ReadLimit, Store};
 
 #[derive(Debug, Default)]
 struct Registry {
@@ -96,10 +96,13 @@ impl Hub {
                     Ok(slice) => slice.events,
                     Err(e) => {
                         // Live subscribers fall back to their own tasks, which
-                        // will meet (and report) the same error.
+                        // read the same range again and report the error if
+                        // it persists. They fell behind like any other, and
+                        // say so: the client hears `fell_behind` now and
+                        // `caught_up` once they are live again.
                         tracing::error!(error = %e, "live delivery could not read the log");
                         for sub in reg.live.drain(..) {
-                            sub.state.lock().live = false;
+                            sub.fall_behind(&mut sub.state.lock());
                             sub.wake.notify_one();
                         }
                         return;
@@ -115,11 +118,7 @@ impl Hub {
                 let stopped = full || sub.deliver(&mut st, &events, scratch, Some(&mut fan_out));
                 if stopped && !sub.ended.load(Ordering::Relaxed) {
                     // Back to the log; say so before anything else is sent.
-                    st.live = false;
-                    st.announce = true;
-                    sub.push(&Push::FellBehind {
-                        position: LogPosition(st.cursor),
-                    });
+                    sub.fall_behind(&mut st);
                     demoted.push(Arc::clone(sub));
                     false
                 } else {
@@ -160,51 +159,74 @@ impl Hub {
 
     /// The handover from history to live, for a catch-up step that found
     /// nothing more in the log.
+    ///
+    /// If the dispatcher has already passed the subscription's cursor (it
+    /// runs concurrently), the gap is delivered from here. The gap is read
+    /// *before* taking the registry lock: a read under it would stall the
+    /// dispatcher, and every other handover, for as long as the disk takes.
+    /// Only what was committed during that read is read under the lock, so
+    /// that the handover always completes however fast the log grows.
     pub(super) fn go_live(
         &self,
         sub: &Arc<Sub>,
         scratch: &mut Vec<RecordedEvent>,
-    ) -> Result<(), String> {
-        // Nothing more in the log right now: go live. Under the registry
-        // lock the dispatcher is idle and `next` is where it will resume; if
-        // it already passed our cursor (it runs concurrently), deliver the
-        // gap from here, so that the handover always completes.
+    ) -> Result<(), ReadError> {
+        let (cursor, next) = {
+            let reg = self.registry.lock();
+            let cursor = sub.state.lock().cursor;
+            (cursor, reg.next)
+        };
+        if next.saturating_sub(cursor) > READ_BATCH {
+            // Too far behind for one read: go on reading the log.
+            return Ok(());
+        }
+        let gap = if cursor < next {
+            self.read_gap(cursor, next)?
+        } else {
+            Vec::new()
+        };
         let mut reg = self.registry.lock();
         let mut st = sub.state.lock();
         if sub.ended.load(Ordering::Acquire) {
             return Ok(());
         }
         if st.cursor < reg.next {
-            if reg.next - st.cursor > READ_BATCH {
+            let until = reg.next;
+            let gap = gap.get(..gap.partition_point(|e| e.position.0 < until));
+            if sub.deliver(&mut st, gap.unwrap_or_default(), scratch, None) {
+                // Out of credit: read on once it comes.
                 return Ok(());
             }
-            let limit = ReadLimit {
-                events: (reg.next - st.cursor) as usize,
-                bytes: READ_BYTES,
-            };
-            let gap = self
-                .store
-                .read_all(Some(LogPosition(st.cursor)), Direction::Forward, limit)
-                .map_err(|e| e.to_string())?
-                .events;
-            let gap: Vec<RecordedEvent> = gap
-                .into_iter()
-                .take_while(|e| e.position.0 < reg.next)
-                .collect();
-            if sub.deliver(&mut st, &gap, scratch, None) || st.cursor < reg.next {
-                // Out of credit or room, or the gap was cut short: read on.
-                return Ok(());
+            if st.cursor < until {
+                // Committed while the gap was read: a short read.
+                if until - st.cursor > READ_BATCH {
+                    return Ok(());
+                }
+                let rest = self.read_gap(st.cursor, until)?;
+                if sub.deliver(&mut st, &rest, scratch, None) || st.cursor < until {
+                    // Out of credit or room, or the read was cut short.
+                    return Ok(());
+                }
             }
         }
-        st.live = true;
-        if st.announce {
-            st.announce = false;
-            sub.push(&Push::CaughtUp {
-                position: LogPosition(st.cursor),
-            });
-        }
+        sub.announce_live(&mut st);
         drop(st);
         reg.live.push(Arc::clone(sub));
         Ok(())
+    }
+
+    /// The events at positions `from..until` (fewer if the byte budget
+    /// cuts the read short).
+    fn read_gap(&self, from: u64, until: u64) -> Result<Vec<RecordedEvent>, ReadError> {
+        let limit = ReadLimit {
+            events: (until - from) as usize,
+            bytes: READ_BYTES,
+        };
+        let mut events = self
+            .store
+            .read_all(Some(LogPosition(from)), Direction::Forward, limit)?
+            .events;
+        events.truncate(events.partition_point(|e| e.position.0 < until));
+        Ok(events)
     }
 }

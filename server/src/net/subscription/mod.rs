@@ -32,7 +32,15 @@
 //! outbox, so a slow consumer costs the server a bounded amount of memory
 //! and never slows the writer or other subscribers.
 //!
+//! Credit holds back events only: a subscription that has no credit goes
+//! on scanning (a filtered one, sending checkpoints) and goes live with a
+//! `caught_up` if it finds nothing to deliver; it stops only at an event it
+//! cannot send, until a `Credit` arrives.
+//!
 //! One job per file:
+//! - `start`: where a subscription starts: its `from` checked against the
+//!   log (a position or version past the end is refused) and resolved
+//!   consistently with the head `SubscribeOk` reports.
 //! - `filter`: [`CompiledFilter`], an `All` subscription's filter, its
 //!   regular expressions compiled within limits.
 //! - `catchup`: [`Sub`], one subscription: its state, the delivery of a
@@ -47,10 +55,12 @@ mod catchup;
 mod fanout;
 mod filter;
 mod hub;
+mod start;
 
 pub(crate) use catchup::Sub;
 pub(crate) use filter::CompiledFilter;
 pub(crate) use hub::Hub;
+pub(crate) use start::{StartError, resolve};
 
 /// Most events read from the log per catch-up step or dispatch step.
 const READ_BATCH: u64 = 2_000;
