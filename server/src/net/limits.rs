@@ -76,7 +76,7 @@ mod tests {
                 })
                 .collect();
             let mut record = Vec::new();
-            logbook_storage::internals::encode_record(&mut record, &stream, 0, 0, 0, &events);
+            logbook_storage::internals::encode_record(&mut record, 0, &stream, 0, 0, 0, &events);
             assert_eq!(
                 record.len() as u64,
                 append_bytes(&events) + record_overhead(count),
