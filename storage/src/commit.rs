@@ -123,7 +123,7 @@ pub(crate) struct Pipeline {
 
 impl Pipeline {
     pub(crate) fn new(shared: Arc<Shared>, flush_tx: std::sync::mpsc::Sender<()>) -> Arc<Pipeline> {
-        let lanes = shared.config.sync_lanes.clamp(1, MAX_SYNC_LANES);
+        let lanes = shared.lanes();
         Arc::new(Pipeline {
             shared,
             flush_tx: Mutex::new(flush_tx),
@@ -158,7 +158,7 @@ impl Pipeline {
         if alone && st.in_flight == 0 {
             st.in_flight += 1;
             drop(st);
-            self.sync_and_complete(ticket);
+            self.sync_and_complete(ticket, None);
             return;
         }
         while st.in_flight >= self.lanes {
@@ -183,7 +183,7 @@ impl Pipeline {
     }
 
     /// A lane: fdatasync tickets as they come, completing in order.
-    pub(crate) fn run_lane(&self) {
+    pub(crate) fn run_lane(&self, lane: usize) {
         loop {
             let ticket = {
                 let mut st = self.state.lock();
@@ -197,19 +197,21 @@ impl Pipeline {
                     self.work.wait(&mut st);
                 }
             };
-            self.sync_and_complete(ticket);
+            self.sync_and_complete(ticket, Some(lane));
         }
     }
 
     /// fdatasyncs a ticket's segment, then completes every ticket that is
     /// now next in order.
-    fn sync_and_complete(&self, ticket: Ticket) {
+    /// `lane`: the sync lane running this (`None`: the writer thread), which
+    /// picks the file description synced through (see `Segment::sync_file`).
+    fn sync_and_complete(&self, ticket: Ticket, lane: Option<usize>) {
         let counters = &self.shared.counters;
         let synced = match (&ticket.sync, ticket.failure.is_none()) {
             (Some(seg), true) if self.shared.config.durability == Durability::Fsync => {
                 let started = Instant::now();
                 let r = seg
-                    .file
+                    .sync_file(lane)
                     .sync_data()
                     .map_err(|e| Arc::new(StorageError::io("fdatasync", &seg.path, e)));
                 counters

@@ -7,7 +7,11 @@
 //!   directory sync made durable, and [`MemFs::crash`] returns the state a
 //!   power cut would leave: everything durable, plus (optionally) a random,
 //!   possibly torn, part of what was not. It can also fail the Nth write or
-//!   sync with `EIO` or `ENOSPC`.
+//!   sync with `EIO` or `ENOSPC`, and model a failed writeback as Linux
+//!   reports it: the pages are lost to the disk but stay readable in the
+//!   page cache, and the error is reported once per open file description,
+//!   to whichever `fdatasync` on that description checks first
+//!   ([`MemFs::fail_writeback_after`]).
 //!
 //! The trait is object-safe and used as `Arc<dyn Vfs>`: a virtual call costs
 //! nothing next to a system call, and it keeps generics out of every type.
@@ -75,6 +79,20 @@ pub trait VFile: Send + Sync + fmt::Debug {
     }
     /// Truncates or extends the file.
     fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Opens the same file again: a new open file description, with its own
+    /// record of which writeback errors it has reported. Linux reports a
+    /// failed writeback once per description, to the first `fdatasync` that
+    /// checks: two threads syncing through one description can see one fail
+    /// and the other succeed for the same lost pages. Each sync lane syncs
+    /// through a description of its own.
+    fn reopen(&self) -> io::Result<Arc<dyn VFile>>;
+    /// Drops the file's clean cached pages, so that the next reads come from
+    /// the disk. After a failed writeback Linux keeps the lost pages in the
+    /// cache, marked clean: reading through the cache would show data the
+    /// disk does not hold. (`posix_fadvise(DONTNEED)`; dirty pages are kept.)
+    fn drop_cache(&self) -> io::Result<()> {
+        Ok(())
+    }
 
     /// Reads exactly `buf.len()` bytes at `offset`, failing with
     /// `UnexpectedEof` if the file is shorter.
@@ -102,7 +120,11 @@ pub trait VFile: Send + Sync + fmt::Debug {
 pub struct OsFs;
 
 #[derive(Debug)]
-struct OsFile(File);
+struct OsFile {
+    file: File,
+    path: PathBuf,
+    writable: bool,
+}
 
 #[derive(Debug)]
 struct OsLock(#[allow(dead_code)] File);
@@ -132,7 +154,11 @@ impl Vfs for OsFs {
             OpenMode::ReadWrite => o.read(true).write(true),
             OpenMode::CreateNew => o.read(true).write(true).create_new(true),
         };
-        Ok(Arc::new(OsFile(o.open(path)?)))
+        Ok(Arc::new(OsFile {
+            file: o.open(path)?,
+            path: path.to_path_buf(),
+            writable: mode != OpenMode::Read,
+        }))
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
@@ -171,23 +197,42 @@ impl Vfs for OsFs {
 
 impl VFile for OsFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        self.0.read_at(buf, offset)
+        self.file.read_at(buf, offset)
     }
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.0.write_all_at(buf, offset)
+        self.file.write_all_at(buf, offset)
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.0.sync_data()
+        self.file.sync_data()
     }
 
     fn len(&self) -> io::Result<u64> {
-        Ok(self.0.metadata()?.len())
+        Ok(self.file.metadata()?.len())
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.0.set_len(len)
+        self.file.set_len(len)
+    }
+
+    fn reopen(&self) -> io::Result<Arc<dyn VFile>> {
+        // A new open(2), not a dup(2): a dup shares the description, and
+        // with it the writeback-error state this exists to separate.
+        let file = OpenOptions::new()
+            .read(true)
+            .write(self.writable)
+            .open(&self.path)?;
+        Ok(Arc::new(OsFile {
+            file,
+            path: self.path.clone(),
+            writable: self.writable,
+        }))
+    }
+
+    fn drop_cache(&self) -> io::Result<()> {
+        rustix::fs::fadvise(&self.file, 0, None, rustix::fs::Advice::DontNeed)
+            .map_err(io::Error::from)
     }
 }
 
@@ -233,6 +278,12 @@ struct MemFileState {
     durable: Vec<u8>,
     /// Writes since the last sync, in order, for torn crashes.
     pending: Vec<PendingWrite>,
+    /// Writeback errors so far (Linux's `errseq_t` of the file's mapping):
+    /// a description whose `seen` is below this has an error to report.
+    wb_err: u64,
+    /// Syncs in progress, per description (by its id), to decide which one
+    /// a failed writeback is reported to.
+    syncing: BTreeMap<u64, u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -257,6 +308,13 @@ struct MemFsState {
     /// Fail the write that brings `writes` to this count, and every later one.
     fail_writes_at: Option<(u64, Fault)>,
     fail_syncs_at: Option<(u64, Fault)>,
+    /// The sync with this number fails its writeback (once).
+    fail_writeback_at: Option<u64>,
+    /// Descriptions opened so far (their ids).
+    descriptions: u64,
+    /// How long a failing writeback waits for another sync on its
+    /// description (see `fail_writeback_after`).
+    partner_wait: std::time::Duration,
     writes: u64,
     syncs: u64,
 }
@@ -273,6 +331,10 @@ struct MemFile {
     inner: Arc<MemFileInner>,
     fs: MemFs,
     writable: bool,
+    /// This description's id (for `MemFileState::syncing`).
+    id: u64,
+    /// Writeback errors this description has reported.
+    seen: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug)]
@@ -308,11 +370,48 @@ impl MemFs {
         s.fail_syncs_at = Some((s.syncs + n, fault));
     }
 
+    /// The sync numbered `n` from now (0: the very next one; file syncs
+    /// and directory syncs count alike) fails its writeback, as a disk
+    /// error under `fdatasync` does on Linux: the file's unsynced writes
+    /// never reach the disk but stay readable in the page cache (clean, so
+    /// nothing writes them again), and the error is reported once per open
+    /// file description, to the first sync on it that checks. If another
+    /// sync on the same description is in progress (two threads syncing
+    /// through one description), that other one reports it and this one
+    /// returns success; to make that overlap likely, the failing sync waits
+    /// up to `partner_wait` for another sync on its description to start.
+    pub fn fail_writeback_after(&self, n: u64, partner_wait: std::time::Duration) {
+        let mut s = self.state.lock();
+        s.fail_writeback_at = Some(s.syncs + n);
+        s.partner_wait = partner_wait;
+    }
+
     /// Stops injecting faults.
     pub fn clear_faults(&self) {
         let mut s = self.state.lock();
         s.fail_writes_at = None;
         s.fail_syncs_at = None;
+        s.fail_writeback_at = None;
+    }
+
+    /// Opens a description of `inner`.
+    fn description(&self, inner: Arc<MemFileInner>, writable: bool) -> MemFile {
+        let id = {
+            let mut s = self.state.lock();
+            s.descriptions += 1;
+            s.descriptions
+        };
+        // A new description starts with every earlier error seen (Linux
+        // reports an error no one has seen to a new opener too; assuming
+        // it was seen is the harsher case).
+        let seen = inner.state.lock().wb_err;
+        MemFile {
+            inner,
+            fs: self.clone(),
+            writable,
+            id,
+            seen: std::sync::atomic::AtomicU64::new(seen),
+        }
     }
 
     /// Number of writes and syncs seen so far.
@@ -378,7 +477,7 @@ impl MemFs {
                     state: Mutex::new(MemFileState {
                         live: bytes.clone(),
                         durable: bytes,
-                        pending: Vec::new(),
+                        ..MemFileState::default()
                     }),
                 });
                 seen.push((key, Arc::clone(&c)));
@@ -421,13 +520,27 @@ impl MemFs {
     }
 
     fn before_sync(&self) -> io::Result<()> {
+        // A directory whose writeback fails reports it at once.
+        match self.next_sync()? {
+            true => Err(Fault::Eio.error()),
+            false => Ok(()),
+        }
+    }
+
+    /// Counts a sync; `Ok(true)` if it is the one whose writeback fails.
+    fn next_sync(&self) -> io::Result<bool> {
         let mut s = self.state.lock();
         let n = s.syncs;
         s.syncs += 1;
         match s.fail_syncs_at {
-            Some((at, fault)) if n >= at => Err(fault.error()),
-            _ => Ok(()),
+            Some((at, fault)) if n >= at => return Err(fault.error()),
+            _ => {}
         }
+        if s.fail_writeback_at == Some(n) {
+            s.fail_writeback_at = None;
+            return Ok(true);
+        }
+        Ok(false)
     }
 }
 
@@ -490,11 +603,8 @@ impl Vfs for MemFs {
             }
             (None, _) => return Err(not_found(path)),
         };
-        Ok(Arc::new(MemFile {
-            inner,
-            fs: self.clone(),
-            writable: mode != OpenMode::Read,
-        }))
+        drop(s);
+        Ok(Arc::new(self.description(inner, mode != OpenMode::Read)))
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
@@ -582,10 +692,50 @@ impl VFile for MemFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.fs.before_sync()?;
+        use std::sync::atomic::Ordering;
+        let fails = self.fs.next_sync()?;
         let mut s = self.inner.state.lock();
-        s.durable = s.live.clone();
-        s.pending.clear();
+        *s.syncing.entry(self.id).or_default() += 1;
+        if fails {
+            // The writeback fails: the pages never reach the disk, and are
+            // marked clean in the cache (nothing will write them again).
+            s.pending.clear();
+            s.wb_err += 1;
+            let wait = self.fs.state.lock().partner_wait;
+            drop(s);
+            let deadline = std::time::Instant::now() + wait;
+            loop {
+                let s = self.inner.state.lock();
+                if s.syncing.get(&self.id).copied().unwrap_or(0) > 1
+                    || std::time::Instant::now() >= deadline
+                {
+                    break;
+                }
+                drop(s);
+                std::thread::yield_now();
+            }
+            s = self.inner.state.lock();
+        } else {
+            // Only what is dirty reaches the disk: pages lost to an earlier
+            // failed writeback are clean, and stay lost.
+            let durable = with_writes(&s.durable, &s.pending);
+            s.durable = durable;
+            s.pending.clear();
+        }
+        let others = s.syncing.get(&self.id).copied().unwrap_or(1) > 1;
+        if let Some(n) = s.syncing.get_mut(&self.id) {
+            *n -= 1;
+        }
+        let err = s.wb_err;
+        // The first sync on this description to check reports the error;
+        // when another one is in progress, it takes the report instead.
+        if fails && others {
+            return Ok(());
+        }
+        if self.seen.load(Ordering::Acquire) < err {
+            self.seen.store(err, Ordering::Release);
+            return Err(Fault::Eio.error());
+        }
         Ok(())
     }
 
@@ -606,6 +756,41 @@ impl VFile for MemFile {
         s.pending.push(PendingWrite::SetLen(len));
         Ok(())
     }
+
+    fn reopen(&self) -> io::Result<Arc<dyn VFile>> {
+        Ok(Arc::new(
+            self.fs.description(Arc::clone(&self.inner), self.writable),
+        ))
+    }
+
+    fn drop_cache(&self) -> io::Result<()> {
+        // Clean pages are read again from the disk; dirty ones (writes not
+        // yet synced) stay.
+        let mut s = self.inner.state.lock();
+        s.live = with_writes(&s.durable, &s.pending);
+        Ok(())
+    }
+}
+
+/// `base` with `writes` applied in order.
+fn with_writes(base: &[u8], writes: &[PendingWrite]) -> Vec<u8> {
+    let mut out = base.to_vec();
+    for w in writes {
+        match w {
+            PendingWrite::SetLen(len) => out.resize(*len as usize, 0),
+            PendingWrite::Data { offset, bytes } => {
+                let start = *offset as usize;
+                let end = start + bytes.len();
+                if out.len() < end {
+                    out.resize(end, 0);
+                }
+                if let Some(dst) = out.get_mut(start..end) {
+                    dst.copy_from_slice(bytes);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// A tiny deterministic generator for crash choices (tests replay seeds).
@@ -704,5 +889,44 @@ mod tests {
         assert!(OsFs.try_lock(&path).unwrap().is_none());
         drop(g);
         assert!(OsFs.try_lock(&path).unwrap().is_some());
+    }
+
+    #[test]
+    fn os_reopen_is_a_new_description_of_the_same_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let a = OsFs.open(&path, OpenMode::CreateNew).unwrap();
+        a.write_all_at(b"hello", 0).unwrap();
+        let b = a.reopen().unwrap();
+        b.write_all_at(b"J", 0).unwrap();
+        b.sync_data().unwrap();
+        a.drop_cache().unwrap();
+        let mut buf = [0u8; 5];
+        a.read_exact_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf, b"Jello");
+    }
+
+    /// The failed writeback's model: lost to the disk, kept in the cache
+    /// until dropped, reported once per description.
+    #[test]
+    fn a_failed_writeback_is_reported_once_per_description() {
+        let fs = MemFs::new();
+        fs.create_dir_all(Path::new("/d")).unwrap();
+        let a = fs.open(Path::new("/d/f"), OpenMode::CreateNew).unwrap();
+        let b = a.reopen().unwrap();
+        a.write_all_at(b"durable", 0).unwrap();
+        a.sync_data().unwrap();
+        a.write_all_at(b"LOST", 0).unwrap();
+        fs.fail_writeback_after(0, std::time::Duration::ZERO);
+        assert!(a.sync_data().is_err(), "the failing sync reports");
+        assert!(a.sync_data().is_ok(), "once");
+        assert!(b.sync_data().is_err(), "and once on the other description");
+        assert!(b.sync_data().is_ok());
+        let mut buf = [0u8; 7];
+        a.read_exact_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf, b"LOSTble", "still in the cache");
+        a.drop_cache().unwrap();
+        a.read_exact_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf, b"durable", "the disk never had it");
     }
 }

@@ -137,6 +137,24 @@ fn read_footer(
     segment::decode_footer(path, len, &f)
 }
 
+/// Makes the scan of an unsealed segment read what is on the disk. Its
+/// tail was never known to be synced: a write the previous process made may
+/// have failed its writeback (after it died, or with the error reported and
+/// the process then stopped), and Linux keeps such pages in the cache,
+/// marked clean, where reads still find them. Adopting them would serve
+/// events the disk does not hold. So: sync what is dirty (a failure here is
+/// the disk refusing those unacknowledged writes, which the scan then does
+/// not find), then drop the cached pages. Sealed segments were synced
+/// whole before their seal was written and are read as they are.
+fn forget_cached_tail(path: &Path, file: &dyn VFile) {
+    if let Err(e) = file.sync_data() {
+        tracing::warn!(file = %path.display(), error = %e, "syncing the unsealed tail at start-up failed; recovery reads what the disk holds");
+    }
+    if let Err(e) = file.drop_cache() {
+        tracing::warn!(file = %path.display(), error = %e, "could not drop the cached pages of the unsealed tail");
+    }
+}
+
 /// State of the last segment after its scan.
 struct Tail {
     pidx: Vec<PidxEntry>,
@@ -290,6 +308,7 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
             Vec::new(),
             false,
         );
+        forget_cached_tail(&path, &*file);
         let (t, end) = scan_segment(&config, &seg, len)?;
         if !last {
             if end != ScanEnd::Clean {
@@ -432,6 +451,7 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
             match seg {
                 Some(s) => {
                     s.publish(t.data_end, t.end_position, &t.pidx);
+                    s.open_lane_files(shared.lanes())?;
                     (s, t.pidx, t.records, t.last_timestamp)
                 }
                 None => {

@@ -75,6 +75,13 @@ impl Shared {
         self.head.load(Ordering::Acquire)
     }
 
+    /// Number of sync lanes the commit pipeline runs.
+    pub(crate) fn lanes(&self) -> usize {
+        self.config
+            .sync_lanes
+            .clamp(1, crate::commit::MAX_SYNC_LANES)
+    }
+
     pub(crate) fn reader(&self, chunk: usize) -> RecordReader {
         RecordReader::new(chunk, self.config.max_record_bytes() as usize)
     }

@@ -139,7 +139,7 @@ impl Writer {
                 let p = Arc::clone(&self.pipeline);
                 std::thread::Builder::new()
                     .name(format!("logbook-sync-{i}"))
-                    .spawn(move || p.run_lane())
+                    .spawn(move || p.run_lane(i))
                     .map_err(|e| {
                         tracing::error!(error = %e, "cannot start a sync lane");
                         spawn_error = Some(e);
@@ -629,7 +629,7 @@ pub(crate) fn create_segment(
     // it is acknowledged.
     vfs.sync_dir(&shared.log_dir)
         .map_err(|e| StorageError::io("sync dir", &shared.log_dir, e))?;
-    Ok(Arc::new(Segment::new(
+    let seg = Segment::new(
         path,
         file,
         header,
@@ -637,7 +637,9 @@ pub(crate) fn create_segment(
         first_position,
         Vec::new(),
         false,
-    )))
+    );
+    seg.open_lane_files(shared.lanes())?;
+    Ok(Arc::new(seg))
 }
 
 /// A random nonce for a new segment's header. It must be unknown to

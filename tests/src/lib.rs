@@ -428,6 +428,17 @@ impl VFile for FlakyFile {
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.file.set_len(len)
     }
+
+    fn reopen(&self) -> io::Result<Arc<dyn VFile>> {
+        Ok(Arc::new(FlakyFile {
+            file: self.file.reopen()?,
+            faults: Arc::clone(&self.faults),
+        }))
+    }
+
+    fn drop_cache(&self) -> io::Result<()> {
+        self.file.drop_cache()
+    }
 }
 
 impl Vfs for FlakyReads {

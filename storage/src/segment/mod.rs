@@ -68,6 +68,15 @@ pub struct Segment {
     /// A sealed segment's file length, once asked for (0: not yet known).
     sealed_len: AtomicU64,
     pidx: RwLock<Pidx>,
+    /// Open file descriptions of the file, one per sync lane, while the
+    /// segment takes writes (empty otherwise). A failed writeback is
+    /// reported once per description, to whichever fdatasync on it checks
+    /// first: if the lanes shared one, a lane could see success for pages
+    /// whose failure another lane consumed, and acknowledge a group that is
+    /// not on disk. With one each, every lane's next fdatasync reports
+    /// every failure. The writer's own syncs (alone groups, roll-over) use
+    /// `file`, which only the writer syncs.
+    lane_files: RwLock<Vec<Arc<dyn VFile>>>,
 }
 
 impl Segment {
@@ -91,6 +100,7 @@ impl Segment {
             sealed: AtomicBool::new(sealed),
             sealed_len: AtomicU64::new(0),
             pidx: RwLock::new(Pidx::Loaded(pidx)),
+            lane_files: RwLock::new(Vec::new()),
         }
     }
 
@@ -115,6 +125,7 @@ impl Segment {
                 count: footer.pidx_count,
                 crc: footer.pidx_crc,
             }),
+            lane_files: RwLock::new(Vec::new()),
         }
     }
 
@@ -171,6 +182,26 @@ impl Segment {
 
     pub(crate) fn mark_sealed(&self) {
         self.sealed.store(true, Ordering::Release);
+        // Every group written to it has been synced and answered.
+        self.lane_files.write().clear();
+    }
+
+    /// Opens one file description per sync lane (see `lane_files`), for a
+    /// segment about to take writes.
+    pub(crate) fn open_lane_files(&self, lanes: usize) -> Result<(), StorageError> {
+        let files = (0..lanes)
+            .map(|_| self.file.reopen())
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| StorageError::io("open for a sync lane", &self.path, e))?;
+        *self.lane_files.write() = files;
+        Ok(())
+    }
+
+    /// The description sync lane `lane` syncs through (`None`: the writer
+    /// thread's, which is `file`).
+    pub(crate) fn sync_file(&self, lane: Option<usize>) -> Arc<dyn VFile> {
+        lane.and_then(|i| self.lane_files.read().get(i).cloned())
+            .unwrap_or_else(|| Arc::clone(&self.file))
     }
 
     /// Runs `f` over the pidx, loading it from disk first if needed.
