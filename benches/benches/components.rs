@@ -17,13 +17,14 @@ use std::path::Path;
 use bytes::{Bytes, BytesMut};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use logbook_bench::events::{EventFactory, stream_name};
+use logbook_protocol::EventId;
 use logbook_protocol::frame::decode_frame;
 use logbook_protocol::{
     DEFAULT_MAX_FRAME_BYTES, LogPosition, Push, ReadAllOk, RecordedEvent, Response, ServerMessage,
 };
 use logbook_storage::fs::{MemFs, Vfs};
 use logbook_storage::internals::{
-    Entry, Record, StreamHasher, check_record, encode_record, write_table,
+    Entry, IdTable, Record, StreamHasher, check_record, encode_record, write_ids, write_table,
 };
 
 const MAX_RECORD: usize = 16 << 20;
@@ -116,8 +117,35 @@ fn sidx_group(c: &mut Criterion) {
         .collect();
     entries.sort_by_key(|(h, e)| (*h, e.version, e.position));
     let count = entries.len() as u64;
-    let table = write_table(&fs, dir, 1, 0, 0, count, count, entries.into_iter().map(Ok))
-        .expect("write table");
+    // The table's event ids: one per entry, random-looking as v4 ids are.
+    let id_of = |p: u64| {
+        EventId::from_u128(u128::from(p.wrapping_mul(0x9e37_79b9_7f4a_7c15)) << 64 | u128::from(p))
+    };
+    let mut ids: Vec<(EventId, u64)> = (0..count).map(|p| (id_of(p), p)).collect();
+    ids.sort_by_key(|(id, _)| id.0);
+    let id_table = write_ids(
+        &fs,
+        dir,
+        1,
+        0,
+        count,
+        count,
+        ids.into_iter().map(Ok),
+        |id| hasher.hash_id(id),
+    )
+    .expect("write ids");
+    let table = write_table(
+        &fs,
+        dir,
+        1,
+        0,
+        0,
+        count,
+        count,
+        entries.into_iter().map(Ok),
+        id_table,
+    )
+    .expect("write table");
 
     let mut out = Vec::with_capacity(SIDX_VERSIONS as usize);
     let mut i = 0usize;
@@ -168,6 +196,41 @@ fn sidx_group(c: &mut Criterion) {
                 .expect("range");
             assert_eq!(out.len(), SIDX_VERSIONS as usize);
             out.len()
+        });
+    });
+    g.finish();
+    ids_bench(c, &fs, &hasher, count, id_of);
+}
+
+/// The event-id index of a 1,000,000-event table: `ids/lookup_miss` (a new
+/// id: one blocked-bloom probe, the common case of every append) and
+/// `ids/lookup_hit` (a stored id: the probe and one block).
+fn ids_bench(
+    c: &mut Criterion,
+    fs: &MemFs,
+    hasher: &StreamHasher,
+    count: u64,
+    id_of: impl Fn(u64) -> EventId,
+) {
+    let mut g = c.benchmark_group("ids");
+    let t = IdTable::open(fs, Path::new("/index"), 1).expect("open ids");
+    g.throughput(Throughput::Elements(1));
+    let mut n = 0u64;
+    g.bench_function("lookup_miss", |b| {
+        b.iter(|| {
+            n += 1;
+            let id = EventId::from_u128(u128::from(n) << 32 | 0xabcd);
+            t.get(hasher.hash_id(&id), &id).expect("lookup")
+        });
+    });
+    let mut p = 0u64;
+    g.bench_function("lookup_hit", |b| {
+        b.iter(|| {
+            p = (p + 7919) % count;
+            let id = id_of(p);
+            let got = t.get(hasher.hash_id(&id), &id).expect("lookup");
+            assert_eq!(got, Some(p));
+            got
         });
     });
     g.finish();

@@ -96,6 +96,22 @@ pub enum Error {
     #[error("internal server error: {0}")]
     Internal(String),
 
+    /// An event id of the append is already stored and the append is not
+    /// an exact resend of the batch that stored it (the same ids in the
+    /// same order, to the same stream, with the same content), or an id
+    /// repeats within the append. Nothing was written. Event ids are
+    /// unique in a store for ever: give each new event a new id, and
+    /// resend a batch only unchanged. Never retried.
+    #[error("duplicate event id {id} (stored in stream {stream}{})", match .position { Some(p) => format!(" at position {p}"), None => " earlier in the same append".to_string() })]
+    DuplicateEventId {
+        /// The id.
+        id: logbook_protocol::EventId,
+        /// The stream it is stored in.
+        stream: String,
+        /// Where it is stored; `None` when it repeats within the append.
+        position: Option<logbook_protocol::LogPosition>,
+    },
+
     /// A subscription's start is past the end of the log, or of its stream:
     /// its checkpoint is not from this store (or from before the store was
     /// restored from an older backup). Never retried: the events the
@@ -218,6 +234,11 @@ impl Error {
             ErrorCode::Internal => Error::Internal(reply.message),
             ErrorCode::UnsupportedVersion => Error::UnsupportedVersion {
                 max_version: reply.max_version,
+            },
+            ErrorCode::DuplicateEventId => Error::DuplicateEventId {
+                id: reply.event_id.unwrap_or_default(),
+                stream: stream(),
+                position: reply.position,
             },
             ErrorCode::OutOfRange => Error::OutOfRange {
                 stream: reply.stream.as_ref().map(|s| s.to_string()),

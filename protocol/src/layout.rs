@@ -7,12 +7,14 @@
 //! <data>/BACKUP                             what the last completed backup copied
 //! <data>/log/00000000000000000000.seg       segments, named by their first position
 //! <data>/index/00000000000000000007.sidx    index tables, named by their id
+//! <data>/index/00000000000000000007.eids    each table's event ids
 //! <data>/index/MANIFEST                     the live tables (MANIFEST.tmp while replaced)
 //! ```
 //!
 //! The engine (`logbook-storage`) creates and opens these files, its
 //! backup image names them, and the client's backup writes them: the
-//! backup protocol carries the names (`log/<name>.seg`, `index/<name>.sidx`),
+//! backup protocol carries the names (`log/<name>.seg`, `index/<name>.sidx`,
+//! `index/<name>.eids`),
 //! so they are part of the wire contract as well as of the disk format.
 //! Numbers in names are 20 zero-padded decimal digits, so that listing a
 //! directory sorts files in log order.
@@ -39,6 +41,8 @@ pub const BACKUP_RECORD: &str = "BACKUP";
 pub const SEGMENT_EXT: &str = ".seg";
 /// Extension of index table files.
 pub const TABLE_EXT: &str = ".sidx";
+/// Extension of the event-id files that go with index tables.
+pub const IDS_EXT: &str = ".eids";
 
 /// Digits of the number in a segment or table file name.
 const NAME_DIGITS: usize = 20;
@@ -51,6 +55,11 @@ pub fn segment_file(first_position: u64) -> String {
 /// File name of index table `id`.
 pub fn table_file(id: u64) -> String {
     format!("{id:020}{TABLE_EXT}")
+}
+
+/// File name of the event ids of index table `id`.
+pub fn ids_file(id: u64) -> String {
+    format!("{id:020}{IDS_EXT}")
 }
 
 /// The number in a file name made by [`segment_file`] or [`table_file`]
@@ -73,14 +82,21 @@ pub fn parse_table_file(name: &str) -> Option<u64> {
     parse_numbered(name, TABLE_EXT)
 }
 
+/// The table id an event-id file name encodes, if it is one.
+pub fn parse_ids_file(name: &str) -> Option<u64> {
+    parse_numbered(name, IDS_EXT)
+}
+
 /// A store file as the backup protocol names it: relative to the data
-/// directory, `log/<segment>` or `index/<table>`.
+/// directory, `log/<segment>`, `index/<table>` or `index/<table's ids>`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StoreFile {
     /// The segment starting at this position.
     Segment(u64),
     /// The index table with this id.
     Table(u64),
+    /// The event ids of the index table with this id.
+    Ids(u64),
 }
 
 impl StoreFile {
@@ -89,6 +105,7 @@ impl StoreFile {
         match self {
             StoreFile::Segment(p) => format!("{LOG_DIR}/{}", segment_file(p)),
             StoreFile::Table(id) => format!("{INDEX_DIR}/{}", table_file(id)),
+            StoreFile::Ids(id) => format!("{INDEX_DIR}/{}", ids_file(id)),
         }
     }
 
@@ -98,7 +115,9 @@ impl StoreFile {
         let (dir, file) = name.split_once('/')?;
         match dir {
             LOG_DIR => parse_segment_file(file).map(StoreFile::Segment),
-            INDEX_DIR => parse_table_file(file).map(StoreFile::Table),
+            INDEX_DIR => parse_table_file(file)
+                .map(StoreFile::Table)
+                .or_else(|| parse_ids_file(file).map(StoreFile::Ids)),
             _ => None,
         }
     }
@@ -107,7 +126,7 @@ impl StoreFile {
     pub fn dir(self) -> &'static str {
         match self {
             StoreFile::Segment(_) => LOG_DIR,
-            StoreFile::Table(_) => INDEX_DIR,
+            StoreFile::Table(_) | StoreFile::Ids(_) => INDEX_DIR,
         }
     }
 
@@ -116,6 +135,7 @@ impl StoreFile {
         match self {
             StoreFile::Segment(p) => segment_file(p),
             StoreFile::Table(id) => table_file(id),
+            StoreFile::Ids(id) => ids_file(id),
         }
     }
 }
@@ -177,6 +197,11 @@ impl DataDir {
         self.index_dir().join(table_file(id))
     }
 
+    /// `<data>/index/<table id's event ids>`.
+    pub fn ids(&self, id: u64) -> PathBuf {
+        self.index_dir().join(ids_file(id))
+    }
+
     /// Where `file` lives in this directory.
     pub fn path_of(&self, file: StoreFile) -> PathBuf {
         self.root.join(file.dir()).join(file.file_name())
@@ -207,7 +232,11 @@ mod tests {
 
     #[test]
     fn wire_names_cannot_leave_the_directory() {
-        for f in [StoreFile::Segment(0), StoreFile::Table(12)] {
+        for f in [
+            StoreFile::Segment(0),
+            StoreFile::Table(12),
+            StoreFile::Ids(12),
+        ] {
             assert_eq!(StoreFile::parse_wire_name(&f.wire_name()), Some(f));
         }
         assert_eq!(

@@ -140,15 +140,17 @@ impl Store {
             })
             .collect();
         for t in tables.iter() {
-            let file = Arc::clone(t.file());
-            let len = file
-                .len()
-                .map_err(|e| StorageError::io("stat", &t.path, e))?;
-            files.push(ImageFile {
-                name: StoreFile::Table(t.id).wire_name(),
-                len,
-                file,
-            });
+            for (name, file, path) in [
+                (StoreFile::Table(t.id), t.file(), &t.path),
+                (StoreFile::Ids(t.id), t.ids.file(), &t.ids.path),
+            ] {
+                let len = file.len().map_err(|e| StorageError::io("stat", path, e))?;
+                files.push(ImageFile {
+                    name: name.wire_name(),
+                    len,
+                    file: Arc::clone(file),
+                });
+            }
         }
         Ok(BackupImage {
             position,

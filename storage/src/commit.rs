@@ -339,6 +339,11 @@ impl Pipeline {
                         a.count,
                         a.offset,
                     );
+                    idx.active.insert_ids(
+                        &shared.hasher,
+                        req.events.iter().map(|e| e.id),
+                        a.first_position,
+                    );
                 }
             }
             idx.active.len() >= shared.config.index_flush_entries

@@ -6,7 +6,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use logbook_protocol::{ExpectedVersion, NameError, StreamVersion};
+use logbook_protocol::{EventId, ExpectedVersion, LogPosition, NameError, StreamVersion};
 
 /// A failure of the storage layer itself.
 #[derive(Debug, thiserror::Error)]
@@ -187,6 +187,22 @@ pub enum AppendError {
     /// The batch holds no events.
     #[error("an append needs at least one event")]
     EmptyBatch,
+    /// An event id of the batch is already stored and the batch is not a
+    /// resend of the batch that stored it (the same ids in the same order,
+    /// to the same stream, with the same types, metadata and data), or the
+    /// id appears twice in the batch. Event ids are unique in the store
+    /// for ever; nothing was written.
+    #[error("event id {id} is already stored{}", match .position { Some(p) => format!(" in stream {stream} at position {p}, by a batch this one does not repeat exactly"), None => format!(" earlier in this batch to {stream}") })]
+    DuplicateEventId {
+        /// The id.
+        id: EventId,
+        /// The stream the id is stored in (the batch's own, when the id
+        /// repeats within the batch).
+        stream: String,
+        /// The position of the stored event; `None` when the id repeats
+        /// within the batch.
+        position: Option<LogPosition>,
+    },
     /// An event type is not acceptable.
     #[error("event {index}: {source}")]
     InvalidEventType {

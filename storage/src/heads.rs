@@ -1,5 +1,6 @@
 //! The stream heads the writer checks expected versions against: each
-//! stream's last version and last batch (to recognise a retry of it).
+//! stream's last version. (Resends are recognised by their event ids; see
+//! `dedup.rs`.)
 //!
 //! Three tiers, looked up in this order:
 //! - **pending**: heads changed by the group being built;
@@ -17,30 +18,13 @@
 
 use std::collections::VecDeque;
 
-use logbook_protocol::EventId;
-
 use crate::stream_map::StreamMap;
-
-/// The last committed batch of a stream, to recognise a retry of it.
-#[derive(Clone, Debug)]
-pub(crate) struct Batch {
-    pub first_version: u64,
-    pub first_position: u64,
-    pub count: u32,
-    pub first_id: EventId,
-    pub digest: u64,
-    /// Where the record is, to compare every id on a digest match; `None`
-    /// while the batch is pending in the current group (compare against the
-    /// request instead, see `pending_req`).
-    pub offset: Option<u64>,
-    pub pending_req: Option<usize>,
-}
 
 /// What the writer knows of a stream.
 #[derive(Clone, Debug)]
 pub(crate) struct Head {
+    /// The stream's last version.
     pub last_version: u64,
-    pub batch: Batch,
 }
 
 /// A bounded cache of published heads: two generations, the older dropped
@@ -126,16 +110,12 @@ impl Heads {
     }
 
     /// The group being built was written: its heads stay unpublished until
-    /// the durable head reaches `end_position`. `pending_req` no longer
-    /// applies once the group is handed on.
+    /// the durable head reaches `end_position`.
     pub fn group_written(&mut self, end_position: u64) {
         if self.pending.is_empty() {
             return;
         }
-        let mut group = std::mem::take(&mut self.pending);
-        for h in group.values_mut() {
-            h.batch.pending_req = None;
-        }
+        let group = std::mem::take(&mut self.pending);
         self.unpublished.push_back((end_position, group));
     }
 
@@ -176,19 +156,8 @@ mod tests {
     use super::*;
     use crate::stream_map::StreamHasher;
 
-    fn head(last_version: u64, first_position: u64) -> Head {
-        Head {
-            last_version,
-            batch: Batch {
-                first_version: last_version,
-                first_position,
-                count: 1,
-                first_id: EventId::default(),
-                digest: 0,
-                offset: None,
-                pending_req: Some(0),
-            },
-        }
+    fn head(last_version: u64, _first_position: u64) -> Head {
+        Head { last_version }
     }
 
     #[test]
@@ -237,7 +206,6 @@ mod tests {
         assert_eq!(heads.get(5, "a").map(|g| g.last_version), Some(1));
         heads.group_written(2);
         assert_eq!(heads.get(5, "a").map(|g| g.last_version), Some(1));
-        assert!(heads.get(5, "a").unwrap().batch.pending_req.is_none());
         // Only the first group is published: the cache must not take the
         // second group's head from it.
         heads.published(1);

@@ -42,12 +42,14 @@
 //!   `reader` (the record reader and the one record walk), `recovery`
 //!   (scans of a segment whose end is unknown).
 //! - `index/`: the stream index, an LSM: `memtable`, `table` (the `.sidx`
-//!   format), `manifest`, `flusher` (the thread writing and merging tables).
+//!   format), `ids` (the event-id index and its `.eids` format), `manifest`,
+//!   `flusher` (the thread writing and merging tables).
 //! - `stream_map`: the collision-safe map keyed by stream name, and the
 //!   store's seeded stream hash.
 //! - `shared`: state shared by the threads; `read`: the read paths over it.
 //! - `writer`: the writer thread: gathers, checks, encodes and writes
-//!   groups; `heads`: the stream heads it checks expected versions against.
+//!   groups; `heads`: the stream heads it checks expected versions against;
+//!   `dedup`: event-id uniqueness and resends.
 //! - `commit`: the commit pipeline: fdatasync on sync lanes, then publish
 //!   and reply in group order.
 //! - `open`: recovery.
@@ -84,6 +86,7 @@
 pub mod backup;
 mod commit;
 pub mod config;
+mod dedup;
 pub mod error;
 pub mod fs;
 #[doc(hidden)]

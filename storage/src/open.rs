@@ -496,6 +496,11 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
                 n,
                 loc.offset,
             );
+            let ids = rec
+                .event_ids()
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| StorageError::corrupt(loc.path, loc.offset, format!("{e:?}")))?;
+            mem.insert_ids(&shared.hasher, ids.into_iter(), rec.first_position);
             replayed += n;
             Ok(Visit::Continue)
         })?;
@@ -615,7 +620,7 @@ fn load_index(
     // flushes or merges, and a leftover MANIFEST.tmp.
     let mut next_id = manifest.next_table_id;
     for name in vfs.list_dir(dir).map_err(io("list", dir))? {
-        let keep = match layout::parse_table_file(&name) {
+        let keep = match layout::parse_table_file(&name).or_else(|| layout::parse_ids_file(&name)) {
             Some(id) => {
                 next_id = next_id.max(id + 1);
                 manifest.tables.contains(&id)

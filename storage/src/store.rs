@@ -244,6 +244,9 @@ impl Store {
         events: Vec<NewEvent>,
     ) -> Result<Prepared, AppendError> {
         let encoded_len = self.validate(stream, &events)?;
+        // The tables' part of the id check, here on the caller's thread
+        // rather than on the writer's.
+        let id_check = crate::dedup::precheck(&self.inner.shared, &events)?;
         let tx = self
             .inner
             .tx
@@ -257,6 +260,7 @@ impl Store {
             expected,
             events,
             encoded_len,
+            id_check,
             reply,
             submitted: std::time::Instant::now(),
         };
@@ -441,7 +445,10 @@ impl Store {
         };
         let segments = Arc::clone(&s.segments.read());
         let log_bytes = segments.iter().map(|seg| seg.durable_len()).sum();
-        let index_bytes = tables.iter().map(|t| t.file().len().unwrap_or(0)).sum();
+        let index_bytes = tables
+            .iter()
+            .map(|t| t.file().len().unwrap_or(0) + t.ids.file().len().unwrap_or(0))
+            .sum();
         StoreStats {
             head: s.head(),
             appends: c.appends.load(Ordering::Relaxed),

@@ -14,6 +14,7 @@ use logbook_protocol::layout::{self, DataDir};
 use crate::config::StoreConfig;
 use crate::error::StorageError;
 use crate::fs::OpenMode;
+use crate::index::ids;
 use crate::index::manifest::Manifest;
 use crate::index::table::Table;
 use crate::segment::{self, FOOTER_LEN, HEADER_LEN, RecordReader, ScanEnd, Segment};
@@ -57,6 +58,8 @@ pub struct VerifyReport {
     pub index_tables: u64,
     /// Index entries checked against the log.
     pub index_entries: u64,
+    /// Event ids checked: against the log, and unique.
+    pub event_ids: u64,
     /// Everything that is wrong; empty for a healthy store.
     pub problems: Vec<Problem>,
 }
@@ -196,6 +199,9 @@ pub fn verify_with_progress(
     let mut expect = 0u64;
     // Each stream's next version, as the log so far has it.
     let mut stream_versions: HashMap<Box<str>, u64> = HashMap::new();
+    // Every record's (first position, offset), per segment: the event-id
+    // check finds events by position.
+    let mut record_offsets: Vec<Vec<(u64, u64)>> = Vec::new();
     let mut done = 0;
     let count = files.len();
     for (i, (first, path, file, len)) in files.into_iter().enumerate() {
@@ -419,6 +425,7 @@ pub fn verify_with_progress(
             Vec::new(),
             true,
         )));
+        record_offsets.push(offsets);
     }
     report.events = expect;
 
@@ -435,6 +442,7 @@ pub fn verify_with_progress(
         None => StreamHasher::new(manifest.hash_seed),
     };
     let mut covered = 0u64;
+    let mut opened_tables: Vec<Arc<Table>> = Vec::new();
     // Entries with version 0: the streams the tables hold.
     let mut first_events = 0u64;
     let mut reader = RecordReader::new(64 << 10, max_record);
@@ -445,7 +453,11 @@ pub fn verify_with_progress(
         let problems_before = report.problems.len();
         let table_path = layout.table(id);
         let table = match Table::open(vfs, &index_dir, id) {
-            Ok(t) => Arc::new(t),
+            Ok(t) => {
+                let t = Arc::new(t);
+                opened_tables.push(Arc::clone(&t));
+                t
+            }
             Err(e) => {
                 problem(&mut report, &table_path, 0, e.to_string());
                 progress(Step::TableDone {
@@ -536,6 +548,15 @@ pub fn verify_with_progress(
             problems: report.problems.len() - problems_before,
         });
     }
+    check_event_ids(
+        &mut report,
+        &layout,
+        &hasher,
+        &opened_tables,
+        &segments,
+        &record_offsets,
+        max_record,
+    );
     if covered != manifest.indexed_through {
         problem(
             &mut report,
@@ -565,4 +586,129 @@ pub fn verify_with_progress(
         problem(&mut report, &layout.manifest(), 0, what);
     }
     Ok(report)
+}
+
+/// The event-id index against the log, and ids unique across the log:
+/// every table's id file holds exactly the ids of its positions (each
+/// entry names the event with that id; as many entries as positions), no
+/// id is in two places (a merge of every table's sorted ids finds no two
+/// equal), and no id of the unindexed tail is stored before it.
+fn check_event_ids(
+    report: &mut VerifyReport,
+    layout: &DataDir,
+    hasher: &StreamHasher,
+    tables: &[Arc<Table>],
+    segments: &[Arc<Segment>],
+    record_offsets: &[Vec<(u64, u64)>],
+    max_record: usize,
+) {
+    let mut reader = RecordReader::new(64 << 10, max_record);
+    // The event at `position`, read through the offsets the scan found.
+    let mut event_at = |position: u64| -> Result<logbook_protocol::RecordedEvent, String> {
+        let si = segments
+            .partition_point(|s| s.first_position <= position)
+            .checked_sub(1)
+            .ok_or("before the log")?;
+        let (seg, offsets) = segments
+            .get(si)
+            .zip(record_offsets.get(si))
+            .ok_or("past the log")?;
+        let ri = offsets
+            .partition_point(|(p, _)| *p <= position)
+            .checked_sub(1)
+            .ok_or("before the segment's first record")?;
+        let &(_, offset) = offsets.get(ri).ok_or("no record")?;
+        let rec = reader
+            .record_at(seg, offset, seg.data_end())
+            .map_err(|e| e.to_string())?;
+        rec.events()
+            .nth((position - rec.first_position) as usize)
+            .ok_or("past the record's events")?
+            .map_err(|e| format!("{e:?}"))
+    };
+    for t in tables {
+        let ids = &t.ids;
+        if ids.count != ids.end_position - ids.start_position
+            || ids.start_position != t.start_position
+            || ids.end_position != t.end_position
+        {
+            report.problems.push(Problem {
+                file: ids.path.clone(),
+                offset: 0,
+                what: format!(
+                    "{} ids for positions {}..{} (its table: {}..{})",
+                    ids.count,
+                    ids.start_position,
+                    ids.end_position,
+                    t.start_position,
+                    t.end_position
+                ),
+            });
+        }
+        for item in ids.iter() {
+            let (id, position) = match item {
+                Ok(x) => x,
+                Err(e) => {
+                    report.problems.push(Problem {
+                        file: ids.path.clone(),
+                        offset: 0,
+                        what: e.to_string(),
+                    });
+                    break;
+                }
+            };
+            let what = if position < ids.start_position || position >= ids.end_position {
+                Some(format!(
+                    "id {id} at position {position}, outside the file's range"
+                ))
+            } else {
+                match event_at(position) {
+                    Ok(e) if e.id == id => None,
+                    Ok(e) => Some(format!(
+                        "id {id} at position {position}, where the log has {}",
+                        e.id
+                    )),
+                    Err(e) => Some(format!("id {id} at position {position}: {e}")),
+                }
+            };
+            if let Some(what) = what {
+                report.problems.push(Problem {
+                    file: ids.path.clone(),
+                    offset: 0,
+                    what,
+                });
+            }
+        }
+    }
+    let mut prev: Option<logbook_protocol::EventId> = None;
+    for item in ids::merge_iters(tables.iter().map(|t| t.ids.iter()).collect()) {
+        let Ok((id, position)) = item else { break };
+        if prev == Some(id) {
+            report.problems.push(Problem {
+                file: layout.index_dir(),
+                offset: 0,
+                what: format!("event id {id} is stored twice (again at position {position})"),
+            });
+        }
+        prev = Some(id);
+    }
+    // The tail the tables do not cover yet.
+    let indexed = tables.last().map_or(0, |t| t.end_position);
+    let mut tail = std::collections::HashSet::new();
+    let end = segments.last().map_or(0, |s| s.end_position());
+    for position in indexed..end {
+        let Ok(e) = event_at(position) else { continue };
+        let h = hasher.hash_id(&e.id);
+        let stored = tables
+            .iter()
+            .any(|t| matches!(t.ids.get(h, &e.id), Ok(Some(_))));
+        if !tail.insert(e.id) || stored {
+            report.problems.push(Problem {
+                file: layout.log_dir(),
+                offset: 0,
+                what: format!("event id {} at position {position} is stored twice", e.id),
+            });
+        }
+    }
+    report.event_ids = tables.iter().map(|t| t.ids.count).sum::<u64>() + (end - indexed.min(end));
 }

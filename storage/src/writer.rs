@@ -30,13 +30,36 @@ use logbook_protocol::{
 use tokio::sync::{mpsc, oneshot};
 
 use crate::commit::{Failure, IndexAdd, Outcome, Pipeline, SegmentUpdate, Ticket};
+use crate::dedup::{Found, IdCheck, RecentIds, same_event};
 use crate::error::{AppendError, StorageError};
 use crate::fs::OpenMode;
-use crate::heads::{Batch, Head, Heads};
+use crate::heads::{Head, Heads};
 use crate::record::{self, Record};
-use crate::segment::{self, Footer, HEADER_LEN, Header, PIDX_INTERVAL, PidxEntry, Segment};
+use crate::segment::{
+    self, Footer, HEADER_LEN, Header, PIDX_INTERVAL, PidxEntry, RecordWalk, Segment,
+};
 use crate::shared::Shared;
 use logbook_protocol::layout;
+
+/// What an append is, by its event ids (see `dedup.rs`).
+enum IdVerdict {
+    /// None of its ids is stored.
+    New,
+    /// It repeats a stored batch exactly: answer with that batch's result.
+    Resend {
+        first_version: u64,
+        first_position: u64,
+        count: u64,
+        /// The original was durable when the resend was recognised.
+        durable: bool,
+    },
+    /// It meets a stored id otherwise: refuse it.
+    Duplicate {
+        id: EventId,
+        stream: String,
+        position: u64,
+    },
+}
 
 /// Record flag: last record of a group-commit write. Recovery uses it to
 /// tell a torn tail from damage to data that was acknowledged.
@@ -50,18 +73,12 @@ pub struct AppendRequest {
     pub(crate) expected: ExpectedVersion,
     pub(crate) events: Vec<NewEvent>,
     pub(crate) encoded_len: usize,
+    /// What the index tables said of the events' ids at submission.
+    pub(crate) id_check: IdCheck,
     pub(crate) reply: oneshot::Sender<Result<AppendResult, AppendError>>,
     /// When it was submitted: append latency is measured from here to the
     /// reply.
     pub(crate) submitted: Instant,
-}
-
-fn ids_digest(ids: impl Iterator<Item = EventId>) -> u64 {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    for id in ids {
-        h.update(&id.0);
-    }
-    h.digest()
 }
 
 pub(crate) struct Writer {
@@ -84,6 +101,8 @@ pub(crate) struct Writer {
     /// Sequence number of the next ticket.
     seq: u64,
     heads: Heads,
+    /// Ids of the groups the index does not have yet.
+    recent: RecentIds,
     buf: Vec<u8>,
     /// Offset in `buf` of the last record encoded, to flag it as group end.
     last_record_in_buf: Option<usize>,
@@ -110,6 +129,7 @@ impl Writer {
             .max(write_offset);
         let next_position = shared.head();
         let heads = Heads::new(shared.config.head_cache_streams);
+        let shared_hasher = shared.hasher;
         let pipeline = Pipeline::new(Arc::clone(&shared), flush_tx);
         Ok(Writer {
             pidx_published: pidx.len(),
@@ -124,6 +144,7 @@ impl Writer {
             next_position,
             seq: 0,
             heads,
+            recent: RecentIds::new(shared_hasher),
             buf: Vec::with_capacity(1 << 20),
             last_record_in_buf: None,
             last_timestamp,
@@ -225,71 +246,202 @@ impl Writer {
         // memtables without touching a record. A stream written by a group
         // still in flight is never a miss: its head stays in the unpublished
         // tier until the index has it.
-        let Some((rec, offset)) = self.shared.last_record(name)? else {
+        let Some(last_version) = self.shared.stream_last_version(name)? else {
             return Ok(None);
         };
-        let head = head_from_record(&rec, offset)?;
+        let head = Head { last_version };
         self.heads.cache(hash, name, head.clone());
         Ok(Some(head))
     }
 
-    /// Whether `req` repeats `head`'s last batch exactly.
-    fn is_retry(
+    /// Where `id` (hash `hash`) is stored, as far as the writer can tell
+    /// beyond what the caller's pre-check found in the tables: the groups
+    /// not yet published, then the memtables and any table flushed since
+    /// the pre-check (positions from `through` on).
+    fn find_id(
         &self,
-        head: &Head,
-        req: &AppendRequest,
-        group: &[AppendRequest],
-    ) -> Result<bool, StorageError> {
-        let b = &head.batch;
-        if b.count as usize != req.events.len()
-            || req.events.first().map(|e| e.id) != Some(b.first_id)
-        {
-            return Ok(false);
+        hash: u64,
+        id: &EventId,
+        through: u64,
+    ) -> Result<Option<Found>, StorageError> {
+        if let Some(f) = self.recent.get(hash, id) {
+            return Ok(Some(f));
         }
-        if ids_digest(req.events.iter().map(|e| e.id)) != b.digest {
-            return Ok(false);
-        }
-        // Digests match: compare every id, so that no hash collision can
-        // make a new batch vanish.
-        if let Some(i) = b.pending_req {
-            let original = group.get(i).map(|r| &r.events);
-            return Ok(original
-                .is_some_and(|o| o.iter().map(|e| e.id).eq(req.events.iter().map(|e| e.id))));
-        }
-        let Some(offset) = b.offset else {
-            return Ok(false);
+        let newer_tables: Vec<Arc<crate::index::table::Table>> = {
+            let g = self.shared.index.read();
+            let in_memory = std::iter::once(&g.active)
+                .chain(g.frozen.iter().rev().map(|m| &**m))
+                .filter(|m| m.end > through)
+                .find_map(|m| m.ids.get(hash, id));
+            if let Some(position) = in_memory {
+                return Ok(Some(Found {
+                    position,
+                    pending_req: None,
+                }));
+            }
+            g.tables
+                .iter()
+                .filter(|t| t.end_position > through)
+                .cloned()
+                .collect()
         };
-        let segs = Arc::clone(&self.shared.segments.read());
-        let si = segs.partition_point(|s| s.first_position <= b.first_position);
-        let Some(seg) = si.checked_sub(1).and_then(|i| segs.get(i)) else {
-            return Ok(false);
-        };
-        // The record may belong to a group still in flight: written, not yet
-        // published, so read it up to what this thread wrote rather than up
-        // to the durable end (its length and checksum still guard the read).
-        let limit = if Arc::ptr_eq(seg, &self.active) {
-            self.write_offset
-        } else {
-            seg.file
-                .len()
-                .map_err(|e| StorageError::io("stat", &seg.path, e))?
-        };
-        let rec = self.shared.reader(4096).record_at(seg, offset, limit)?;
-        let mut stored = rec.event_ids();
-        for e in &req.events {
-            match stored.next() {
-                Some(Ok(id)) if id == e.id => {}
-                Some(Err(_)) => {
-                    return Err(StorageError::corrupt(
-                        &seg.path,
-                        offset,
-                        "unreadable event ids",
-                    ));
-                }
-                _ => return Ok(false),
+        // Tables flushed after the pre-check: rare, and read outside the
+        // index lock.
+        for t in newer_tables.iter().rev() {
+            if let Some(position) = t.ids.get(hash, id)? {
+                return Ok(Some(Found {
+                    position,
+                    pending_req: None,
+                }));
             }
         }
-        Ok(true)
+        Ok(None)
+    }
+
+    /// The record holding `position`, which this thread has written (it
+    /// may not be durable or published yet).
+    fn record_holding(&self, position: u64) -> Result<(Record, std::path::PathBuf), StorageError> {
+        let segs = Arc::clone(&self.shared.segments.read());
+        let si = segs.partition_point(|s| s.first_position <= position);
+        let seg = si.checked_sub(1).and_then(|i| segs.get(i)).ok_or_else(|| {
+            StorageError::Internal(format!("no segment holds position {position}"))
+        })?;
+        // Read up to what this thread wrote, not to the durable end: the
+        // record's length and checksum still guard the read.
+        let (from, limit) = if Arc::ptr_eq(seg, &self.active) {
+            let from = self
+                .pidx
+                .iter()
+                .rev()
+                .find(|e| e.position <= position)
+                .map_or(HEADER_LEN, |e| e.offset);
+            (from, self.write_offset)
+        } else if seg.is_sealed() {
+            (seg.seek_offset(position)?, seg.data_end())
+        } else {
+            let len = seg
+                .file
+                .len()
+                .map_err(|e| StorageError::io("stat", &seg.path, e))?;
+            (seg.seek_offset(position)?, len)
+        };
+        let mut reader = self.shared.reader(16 << 10);
+        let mut walk = RecordWalk::new(seg, from, limit, None);
+        while let Some((_, rec)) = walk.next(&mut reader)? {
+            if rec.end_position() > position {
+                return Ok((rec, seg.path.clone()));
+            }
+        }
+        Err(StorageError::corrupt(
+            &seg.path,
+            walk.offset(),
+            format!("no record holds position {position}, which the id index names"),
+        ))
+    }
+
+    /// What `req` (request `i` of `group`) is, by its event ids: new, a
+    /// resend of a stored batch, or refused.
+    fn classify_ids(
+        &self,
+        req: &AppendRequest,
+        group: &[AppendRequest],
+        adds: &[IndexAdd],
+    ) -> Result<IdVerdict, StorageError> {
+        let mut found: Vec<(usize, Found)> = Vec::new();
+        for (k, e) in req.events.iter().enumerate() {
+            let f = match req.id_check.found(k) {
+                Some(position) => Some(Found {
+                    position,
+                    pending_req: None,
+                }),
+                None => self.find_id(
+                    self.shared.hasher.hash_id(&e.id),
+                    &e.id,
+                    req.id_check.through,
+                )?,
+            };
+            if let Some(f) = f {
+                found.push((k, f));
+            }
+        }
+        let Some(&(first_k, first)) = found.first() else {
+            return Ok(IdVerdict::New);
+        };
+        let n = req.events.len();
+        // Every id stored, at consecutive positions from the first.
+        let whole = found.len() == n
+            && found
+                .iter()
+                .all(|(k, f)| f.position == first.position + *k as u64);
+        if let Some(j) = first.pending_req {
+            // The original is in this group, not written yet.
+            let original = group.get(j).ok_or_else(|| {
+                StorageError::Internal("a pending id names no request of the group".into())
+            })?;
+            let add = adds.iter().find(|a| a.req == j).ok_or_else(|| {
+                StorageError::Internal("a pending id names a request not written".into())
+            })?;
+            let same = whole
+                && first.position == add.first_position
+                && original.stream == req.stream
+                && original.events.len() == n
+                && original.events.iter().zip(&req.events).all(|(a, b)| {
+                    a.id == b.id
+                        && a.event_type == b.event_type
+                        && a.metadata == b.metadata
+                        && a.data == b.data
+                });
+            return Ok(if same {
+                IdVerdict::Resend {
+                    first_version: add.first_version,
+                    first_position: first.position,
+                    count: n as u64,
+                    durable: false,
+                }
+            } else {
+                IdVerdict::Duplicate {
+                    id: req.events.get(first_k).map(|e| e.id).unwrap_or_default(),
+                    stream: original.stream.as_str().to_owned(),
+                    position: first.position,
+                }
+            });
+        }
+        let (rec, path) = self.record_holding(first.position)?;
+        let same = whole
+            && rec.first_position == first.position
+            && usize::from(rec.count) == n
+            && rec.stream.as_str() == req.stream.as_str()
+            && {
+                let stored = rec
+                    .events()
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| StorageError::corrupt(&path, 0, format!("{e:?}")))?;
+                stored
+                    .iter()
+                    .zip(&req.events)
+                    .all(|(s, e)| same_event(s, e))
+            };
+        if same {
+            let durable = first.position + n as u64 <= self.shared.head();
+            return Ok(IdVerdict::Resend {
+                first_version: rec.first_version,
+                first_position: first.position,
+                count: n as u64,
+                durable,
+            });
+        }
+        // Name where the first stored id is: its own record's stream.
+        let (stream, position) =
+            if rec.first_position <= first.position && first.position < rec.end_position() {
+                (rec.stream.as_str().to_owned(), first.position)
+            } else {
+                (String::new(), first.position)
+            };
+        Ok(IdVerdict::Duplicate {
+            id: req.events.get(first_k).map(|e| e.id).unwrap_or_default(),
+            stream,
+            position,
+        })
     }
 
     /// Checks, encodes and writes one group; returns its ticket.
@@ -303,7 +455,9 @@ impl Writer {
         self.last_record_in_buf = None;
         let seq = self.seq;
         self.seq += 1;
-        self.heads.published(self.shared.head());
+        let durable = self.shared.head();
+        self.heads.published(durable);
+        self.recent.published(durable);
 
         let mut failure: Option<Failure> = self.failed.clone().or_else(|| self.pipeline.poisoned());
         for (i, req) in group.iter().enumerate() {
@@ -314,6 +468,43 @@ impl Writer {
                 continue;
             }
             let name = req.stream.as_str();
+            // Ids first: a resend is answered whatever its expected version.
+            match self.classify_ids(req, &group, &adds) {
+                Ok(IdVerdict::New) => {}
+                Ok(IdVerdict::Resend {
+                    first_version,
+                    first_position,
+                    count,
+                    durable,
+                }) => {
+                    outcomes.push(Outcome::Duplicate {
+                        result: AppendResult {
+                            first_version: StreamVersion(first_version),
+                            last_version: StreamVersion(first_version + count - 1),
+                            first_position: LogPosition(first_position),
+                            last_position: LogPosition(first_position + count - 1),
+                        },
+                        durable,
+                    });
+                    continue;
+                }
+                Ok(IdVerdict::Duplicate {
+                    id,
+                    stream,
+                    position,
+                }) => {
+                    outcomes.push(Outcome::Refused(AppendError::DuplicateEventId {
+                        id,
+                        stream,
+                        position: Some(LogPosition(position)),
+                    }));
+                    continue;
+                }
+                Err(e) => {
+                    outcomes.push(Outcome::Refused(AppendError::Storage(e)));
+                    continue;
+                }
+            }
             let head = match self.head_of(req.hash, name) {
                 Ok(h) => h,
                 Err(e) => {
@@ -321,35 +512,22 @@ impl Writer {
                     continue;
                 }
             };
-            if let Some(h) = &head {
-                match self.is_retry(h, req, &group) {
-                    Ok(true) => {
-                        let b = &h.batch;
-                        let n = u64::from(b.count);
-                        outcomes.push(Outcome::Duplicate {
-                            result: AppendResult {
-                                first_version: StreamVersion(b.first_version),
-                                last_version: StreamVersion(b.first_version + n - 1),
-                                first_position: LogPosition(b.first_position),
-                                last_position: LogPosition(b.first_position + n - 1),
-                            },
-                            durable: b.first_position + n <= self.shared.head(),
-                        });
-                        continue;
-                    }
-                    Ok(false) => {}
-                    Err(e) => {
-                        outcomes.push(Outcome::Refused(AppendError::Storage(e)));
-                        continue;
-                    }
-                }
-            }
             let actual = head.as_ref().map(|h| StreamVersion(h.last_version));
             if !req.expected.admits(actual) {
                 outcomes.push(Outcome::Refused(AppendError::WrongExpectedVersion {
                     stream: name.to_owned(),
                     expected: req.expected,
                     actual,
+                }));
+                continue;
+            }
+            // The batch's positions start at the next one (a roll-over
+            // below does not change positions).
+            if let Err(id) = self.recent.write(i, self.next_position, &req.events) {
+                outcomes.push(Outcome::Refused(AppendError::DuplicateEventId {
+                    id,
+                    stream: name.to_owned(),
+                    position: None,
                 }));
                 continue;
             }
@@ -396,15 +574,6 @@ impl Writer {
                 name,
                 Head {
                     last_version: first_version + n - 1,
-                    batch: Batch {
-                        first_version,
-                        first_position,
-                        count: n as u32,
-                        first_id: req.events.first().map(|e| e.id).unwrap_or_default(),
-                        digest: ids_digest(req.events.iter().map(|e| e.id)),
-                        offset: Some(offset),
-                        pending_req: Some(i),
-                    },
                 },
             );
             adds.push(IndexAdd {
@@ -447,8 +616,10 @@ impl Writer {
             // Later groups check against these heads at once: if this group
             // fails, every later one fails with it (the pipeline is poisoned).
             self.heads.group_written(self.next_position);
+            self.recent.group_written(self.next_position);
         } else {
             self.heads.group_failed();
+            self.recent.group_failed();
         }
         Ticket {
             seq,
@@ -579,30 +750,6 @@ fn flag_group_end(buf: &mut [u8], at: usize, seed: u32) {
     if let Some(slot) = buf.get_mut(at + 4..at + 8) {
         slot.copy_from_slice(&crc.to_le_bytes());
     }
-}
-
-fn head_from_record(rec: &Record, offset: u64) -> Result<Head, StorageError> {
-    let mut ids = Vec::with_capacity(usize::from(rec.count));
-    for id in rec.event_ids() {
-        ids.push(id.map_err(|e| StorageError::Corrupt {
-            file: Default::default(),
-            offset,
-            reason: format!("{e:?}"),
-        })?);
-    }
-    let n = u64::from(rec.count);
-    Ok(Head {
-        last_version: rec.first_version + n - 1,
-        batch: Batch {
-            first_version: rec.first_version,
-            first_position: rec.first_position,
-            count: u32::from(rec.count),
-            first_id: ids.first().copied().unwrap_or_default(),
-            digest: ids_digest(ids.iter().copied()),
-            offset: Some(offset),
-            pending_req: None,
-        },
-    })
 }
 
 /// Creates a new, empty active segment starting at `first_position`.

@@ -142,7 +142,11 @@ fn images_taken_during_appends_open_with_exactly_their_events() {
             .len() as u64;
         assert_eq!(restored.stats().streams, streams);
         let r = restored
-            .append_blocking(&name("after"), ExpectedVersion::NoStream, evs(0, 1))
+            .append_blocking(
+                &name("after"),
+                ExpectedVersion::NoStream,
+                evs(90_000_000, 1),
+            )
             .unwrap();
         assert_eq!(r.first_position.0, position);
     }

@@ -632,7 +632,10 @@ async fn subscribing_to_a_stream_before_it_exists_waits_for_its_first_event() {
     let server = TestServer::start().await;
     let mut c = server.raw().await;
     fill(&mut c, "other", 2, 0).await;
-    for from in [SubscribeFrom::Start, SubscribeFrom::End] {
+    for (i, from) in [SubscribeFrom::Start, SubscribeFrom::End]
+        .into_iter()
+        .enumerate()
+    {
         let mut s = server.raw().await;
         let target = SubscriptionTarget::Stream {
             stream: Text::from(format!("later-{from:?}").as_str()),
@@ -642,7 +645,8 @@ async fn subscribing_to_a_stream_before_it_exists_waits_for_its_first_event() {
         let seen = until_caught_up(&mut s, sub).await;
         assert!(seen.events.is_empty());
         assert_eq!(seen.next_version, Some(StreamVersion(0)));
-        fill(&mut c, &format!("later-{from:?}"), 1, 100).await;
+        // Event ids are unique in the store: a new one per stream.
+        fill(&mut c, &format!("later-{from:?}"), 1, 100 + i as u64).await;
         let f = s.recv_frame().await.expect("the first event");
         match ServerMessage::decode(&f) {
             Ok(ServerMessage::Push(Push::Events { events })) => {

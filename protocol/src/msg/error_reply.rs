@@ -15,8 +15,8 @@ use std::fmt;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::wire::{ExpectedWire, StreamStateWire};
-use crate::types::{ExpectedVersion, StreamVersion, Text};
+use super::wire::{EventIdWire, ExpectedWire, StreamStateWire};
+use crate::types::{EventId, ExpectedVersion, LogPosition, StreamVersion, Text};
 
 /// Why a request failed (or a subscription ended). Receivers map codes they
 /// do not know to [`ErrorCode::Unknown`], so servers can add codes without
@@ -46,6 +46,13 @@ pub enum ErrorCode {
     Internal,
     /// (10) No protocol version both sides speak. Detail: `max_version`.
     UnsupportedVersion,
+    /// (11) An event id of the append is already stored, and the append is
+    /// not an exact resend of the batch that stored it (same ids in the
+    /// same order, same stream, same types, metadata and data), or an id
+    /// repeats within the append. Nothing was written. Detail: `event_id`,
+    /// `stream` (where the id is stored), `position` (absent when the id
+    /// repeats within the append).
+    DuplicateEventId,
     /// (12) A subscription's `from` names a log position or stream version
     /// past the end of the log or stream (a checkpoint of another store,
     /// or of one restored from an older backup). Detail for a stream:
@@ -70,6 +77,7 @@ impl ErrorCode {
             ErrorCode::Corruption => 8,
             ErrorCode::Internal => 9,
             ErrorCode::UnsupportedVersion => 10,
+            ErrorCode::DuplicateEventId => 11,
             ErrorCode::OutOfRange => 12,
             ErrorCode::Unknown(code) => code,
         }
@@ -89,6 +97,7 @@ impl ErrorCode {
             8 => ErrorCode::Corruption,
             9 => ErrorCode::Internal,
             10 => ErrorCode::UnsupportedVersion,
+            11 => ErrorCode::DuplicateEventId,
             12 => ErrorCode::OutOfRange,
             other => ErrorCode::Unknown(other),
         }
@@ -108,6 +117,7 @@ impl fmt::Display for ErrorCode {
             ErrorCode::Corruption => "corruption",
             ErrorCode::Internal => "internal error",
             ErrorCode::UnsupportedVersion => "unsupported version",
+            ErrorCode::DuplicateEventId => "duplicate event id",
             ErrorCode::OutOfRange => "out of range",
             ErrorCode::Unknown(code) => return write!(f, "error code {code}"),
         };
@@ -138,6 +148,11 @@ pub struct ErrorReply {
     pub limit: Option<u64>,
     /// Highest protocol version the server speaks (`UnsupportedVersion`).
     pub max_version: Option<u8>,
+    /// The event id concerned (`DuplicateEventId`).
+    pub event_id: Option<EventId>,
+    /// The log position concerned (`DuplicateEventId`: where the id is
+    /// stored).
+    pub position: Option<LogPosition>,
 }
 
 impl ErrorReply {
@@ -151,6 +166,8 @@ impl ErrorReply {
             actual: None,
             limit: None,
             max_version: None,
+            event_id: None,
+            position: None,
         }
     }
 
@@ -185,6 +202,13 @@ impl ErrorReply {
         self
     }
 
+    /// Sets the event id concerned and, if known, where it is stored.
+    pub fn with_event_id(mut self, id: EventId, position: Option<LogPosition>) -> ErrorReply {
+        self.event_id = Some(id);
+        self.position = position;
+        self
+    }
+
     /// Sets the highest protocol version the server speaks.
     pub fn with_max_version(mut self, version: u8) -> ErrorReply {
         self.max_version = Some(version);
@@ -215,6 +239,10 @@ pub(crate) struct ErrorReplyWire<'a> {
     limit: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     max_version: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    event_id: Option<EventIdWire>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    position: Option<u64>,
 }
 
 impl ErrorReply {
@@ -227,6 +255,8 @@ impl ErrorReply {
             actual: self.actual.map(StreamStateWire),
             limit: self.limit,
             max_version: self.max_version,
+            event_id: self.event_id.map(EventIdWire),
+            position: self.position.map(|p| p.0),
         }
     }
 
@@ -239,6 +269,8 @@ impl ErrorReply {
             actual: w.actual.map(|a| a.0),
             limit: w.limit,
             max_version: w.max_version,
+            event_id: w.event_id.map(|e| e.0),
+            position: w.position.map(LogPosition),
         }
     }
 

@@ -339,16 +339,22 @@ pub(crate) fn error_reply() -> impl Strategy<Value = ErrorReply> {
         prop::option::of(prop::option::of(version())),
         prop::option::of(any::<u64>()),
         prop::option::of(any::<u8>()),
+        prop::option::of(event_id()),
+        prop::option::of(position()),
     )
         .prop_map(
-            |(code, message, stream, expected, actual, limit, max_version)| ErrorReply {
-                code,
-                message,
-                stream,
-                expected,
-                actual,
-                limit,
-                max_version,
+            |(code, message, stream, expected, actual, limit, max_version, event_id, position)| {
+                ErrorReply {
+                    code,
+                    message,
+                    stream,
+                    expected,
+                    actual,
+                    limit,
+                    max_version,
+                    event_id,
+                    position,
+                }
             },
         )
 }
@@ -785,6 +791,7 @@ fn error_codes_have_their_documented_values() {
         (ErrorCode::Corruption, 8),
         (ErrorCode::Internal, 9),
         (ErrorCode::UnsupportedVersion, 10),
+        (ErrorCode::DuplicateEventId, 11),
         (ErrorCode::OutOfRange, 12),
     ];
     for (code, value) in codes {

@@ -26,7 +26,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::mp::{self, Reader, Reason};
 use crate::error::Error;
 use crate::frame::{FrameHeader, HEADER_LEN, Opcode, encode_frame_with};
-use crate::types::{Direction, ExpectedVersion, StreamVersion};
+use crate::types::{Direction, EventId, ExpectedVersion, StreamVersion};
 
 /// Deepest nesting of arrays and maps accepted in a body. Every message is
 /// at most four levels deep; the limit exists so that a hostile body of
@@ -262,6 +262,34 @@ impl<'de> Deserialize<'de> for ExpectedWire {
             },
             uint: |v| ExpectedWire(ExpectedVersion::Exact(StreamVersion(v))),
         })
+    }
+}
+
+/// Wire shape of an [`EventId`]: a 16-byte `bin`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EventIdWire(pub EventId);
+
+impl Serialize for EventIdWire {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for EventIdWire {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = EventIdWire;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a 16-byte bin")
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<EventIdWire, E> {
+                <[u8; 16]>::try_from(v)
+                    .map(|b| EventIdWire(EventId(b)))
+                    .map_err(|_| E::invalid_length(v.len(), &self))
+            }
+        }
+        d.deserialize_bytes(V)
     }
 }
 

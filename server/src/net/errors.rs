@@ -23,6 +23,13 @@ pub fn append_error(e: &AppendError) -> ErrorReply {
         AppendError::EmptyBatch | AppendError::InvalidEventType { .. } => {
             ErrorReply::new(ErrorCode::BadRequest, e.to_string())
         }
+        AppendError::DuplicateEventId {
+            id,
+            stream,
+            position,
+        } => ErrorReply::new(ErrorCode::DuplicateEventId, e.to_string())
+            .with_stream(stream.as_str())
+            .with_event_id(*id, *position),
         AppendError::Storage(s) => storage_error(s),
         // The engine's errors are non-exhaustive: a kind this server does
         // not know yet is the server's trouble, not the request's.

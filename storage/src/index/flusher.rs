@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::error::StorageError;
+use crate::index::ids;
 use crate::index::manifest::Manifest;
 use crate::index::table::{self, Table};
 use crate::shared::Shared;
@@ -37,11 +38,15 @@ pub(crate) fn run(shared: Arc<Shared>, rx: std::sync::mpsc::Receiver<()>) {
 }
 
 fn remove_stale(shared: &Shared, id: u64) {
-    let path = shared.index_dir.join(layout::table_file(id));
-    if shared.config.vfs.exists(&path) {
-        // Not in the manifest (ids are only reused after a failed attempt),
-        // so nothing refers to it.
-        let _ = shared.config.vfs.remove_file(&path);
+    for path in [
+        shared.index_dir.join(layout::table_file(id)),
+        shared.index_dir.join(layout::ids_file(id)),
+    ] {
+        if shared.config.vfs.exists(&path) {
+            // Not in the manifest (ids are only reused after a failed
+            // attempt), so nothing refers to it.
+            let _ = shared.config.vfs.remove_file(&path);
+        }
     }
 }
 
@@ -57,6 +62,17 @@ pub(crate) fn flush_frozen(shared: &Shared) -> Result<(), StorageError> {
         let vfs = &*shared.config.vfs;
         let id = manifest.next_table_id;
         remove_stale(shared, id);
+        let event_ids = mem.ids.sorted();
+        let ids = ids::write(
+            vfs,
+            &shared.index_dir,
+            id,
+            mem.start,
+            mem.end,
+            event_ids.len() as u64,
+            event_ids.into_iter().map(Ok),
+            |k| shared.hasher.hash_id(k),
+        )?;
         let entries = mem.sorted_entries();
         let table = table::write(
             vfs,
@@ -67,6 +83,7 @@ pub(crate) fn flush_frozen(shared: &Shared) -> Result<(), StorageError> {
             mem.end,
             entries.len() as u64,
             entries.into_iter().map(Ok),
+            ids,
         )?;
         vfs.sync_dir(&shared.index_dir)
             .map_err(|e| StorageError::io("sync dir", &shared.index_dir, e))?;
@@ -114,6 +131,17 @@ fn merge(shared: &Shared, manifest: &mut Manifest) -> Result<(), StorageError> {
         let start = run.first().map(|t| t.start_position).unwrap_or(0);
         let end = run.last().map(|t| t.end_position).unwrap_or(0);
         let count: u64 = run.iter().map(|t| t.entry_count).sum();
+        let id_count: u64 = run.iter().map(|t| t.ids.count).sum();
+        let merged_ids = ids::write(
+            vfs,
+            &shared.index_dir,
+            id,
+            start,
+            end,
+            id_count,
+            ids::merge_iters(run.iter().map(|t| t.ids.iter()).collect()),
+            |k| shared.hasher.hash_id(k),
+        )?;
         let merged = table::write(
             vfs,
             &shared.index_dir,
@@ -123,6 +151,7 @@ fn merge(shared: &Shared, manifest: &mut Manifest) -> Result<(), StorageError> {
             end,
             count,
             table::merge_iters(run.iter().map(|t| t.iter()).collect()),
+            merged_ids,
         )?;
         vfs.sync_dir(&shared.index_dir)
             .map_err(|e| StorageError::io("sync dir", &shared.index_dir, e))?;

@@ -6,6 +6,8 @@
 //!
 //! - [`memtable`]: recent entries in memory, per stream.
 //! - [`table`]: the `.sidx` table format, lookups and merges' iterators.
+//! - [`ids`]: the event-id index: each table's `.eids` companion, and the
+//!   memtable's id map.
 //! - [`manifest`]: `index/MANIFEST`, the live tables and how far they cover
 //!   the log.
 //! - [`flusher`]: the thread that writes and merges tables.
@@ -15,6 +17,7 @@
 //! stream name in the record an entry points at.
 
 pub(crate) mod flusher;
+pub(crate) mod ids;
 pub(crate) mod manifest;
 pub(crate) mod memtable;
 pub(crate) mod table;

@@ -44,6 +44,7 @@ use logbook_protocol::{Direction, layout};
 
 use crate::error::StorageError;
 use crate::fs::{OpenMode, VFile, Vfs};
+use crate::index::ids::IdTable;
 use crate::index::memtable::Entry;
 use logbook_protocol::le;
 
@@ -146,11 +147,14 @@ pub struct Table {
     pub level: u32,
     fences: Vec<Fence>,
     bloom: Bloom,
+    /// The event ids of the same positions (`<id>.eids`).
+    pub ids: Arc<IdTable>,
 }
 
-/// Writes a table from `entries`, which must be sorted by key. Returns the
-/// opened table. The file is fsynced; the caller syncs the directory and
-/// records the table in the MANIFEST.
+/// Writes a table from `entries`, which must be sorted by key; `ids` is the
+/// id file of the same positions, written first. Returns the opened table.
+/// The file is fsynced; the caller syncs the directory and records the
+/// table in the MANIFEST.
 #[allow(clippy::too_many_arguments)]
 pub fn write(
     vfs: &dyn Vfs,
@@ -161,6 +165,7 @@ pub fn write(
     end_position: u64,
     entry_count: u64,
     entries: impl Iterator<Item = Result<(u64, Entry), StorageError>>,
+    ids: IdTable,
 ) -> Result<Table, StorageError> {
     let path = dir.join(layout::table_file(id));
     let file = vfs
@@ -195,7 +200,7 @@ pub fn write(
         let (hash, e) = item?;
         let key = (hash, e.version, e.position);
         if prev.is_some_and(|p| p >= key) {
-            return Err(StorageError::InvalidConfig(format!(
+            return Err(StorageError::Internal(format!(
                 "index entries out of order while writing {}",
                 path.display()
             )));
@@ -239,7 +244,7 @@ pub fn write(
         f.entries = in_block as u32;
     }
     if written != entry_count {
-        return Err(StorageError::InvalidConfig(format!(
+        return Err(StorageError::Internal(format!(
             "table {} expected {entry_count} entries, got {written}",
             path.display()
         )));
@@ -281,6 +286,7 @@ pub fn write(
         level,
         fences,
         bloom,
+        ids: Arc::new(ids),
     })
 }
 
@@ -290,8 +296,10 @@ impl Table {
         &self.file
     }
 
-    /// Opens and checks a table's footer, fences and bloom filter.
+    /// Opens and checks a table's footer, fences and bloom filter, and its
+    /// id file's.
     pub fn open(vfs: &dyn Vfs, dir: &Path, id: u64) -> Result<Table, StorageError> {
+        let ids = IdTable::open(vfs, dir, id)?;
         let path = dir.join(layout::table_file(id));
         let file = vfs
             .open(&path, OpenMode::Read)
@@ -410,6 +418,7 @@ impl Table {
                 bits: bloom_bytes.to_vec(),
                 k: bloom_k,
             },
+            ids: Arc::new(ids),
         })
     }
 
@@ -602,17 +611,9 @@ mod tests {
     fn write_table(fs: &MemFs, v: &[(u64, Entry)]) -> Table {
         let dir = Path::new("/idx");
         fs.create_dir_all(dir).unwrap();
-        write(
-            fs,
-            dir,
-            1,
-            0,
-            0,
-            v.len() as u64,
-            v.len() as u64,
-            v.iter().map(|x| Ok(*x)),
-        )
-        .unwrap()
+        let n = v.len() as u64;
+        let ids = crate::index::ids::write(fs, dir, 1, 0, n, 0, std::iter::empty(), |_| 0).unwrap();
+        write(fs, dir, 1, 0, 0, n, n, v.iter().map(|x| Ok(*x)), ids).unwrap()
     }
 
     #[test]

@@ -1,0 +1,724 @@
+//! The event-id index: which position holds each event id, so that ids are
+//! unique in the store for ever and any earlier batch can be recognised
+//! when it is sent again (see `writer.rs`, "Event ids").
+//!
+//! In memory, each memtable keeps an [`IdMap`] of the ids of its range; on
+//! disk, each index table `N.sidx` has a companion `N.eids` covering the
+//! same positions, written by the same flush or merge and listed by the
+//! same MANIFEST entry:
+//!
+//! ```text
+//! header (32 bytes)
+//! 0   [8]  magic           "LGBKEIDS"
+//! 8   u32  format_version  1
+//! 12  u32  header_len      32
+//! 16  u64  id_count
+//! 24  u32  reserved        0
+//! 28  u32  crc32c          over bytes 0..28
+//!
+//! blocks, from offset 32: entries sorted by id (bytewise), BLOCK_IDS per
+//! block (the last may be short)
+//! entry (24 bytes): [16] event_id | u64 position
+//!
+//! fences, one per block (24 bytes): [16] first id | u32 block_crc32c
+//!        | u32 ids_in_block
+//! bloom: bloom_blocks x 64 bytes, a blocked bloom filter over the ids'
+//!        seeded hashes (every probe of a key in one 64-byte line)
+//!
+//! footer (64 bytes, at the end of the file)
+//! 0   u64  id_count
+//! 8   u64  start_position  the file holds the id of every event in [start, end)
+//! 16  u64  end_position
+//! 24  u64  fences_offset
+//! 32  u32  block_count
+//! 36  u32  bloom_blocks
+//! 40  u32  bloom_k         bits set per key, all in one block
+//! 44  u32  reserved        0
+//! 48  u32  meta_crc32c     over fences and bloom
+//! 52  u32  footer_crc32c   over footer bytes 0..52
+//! 56  [8]  magic           "LGBKEEND"
+//! ```
+//! Opening reads the footer, fences and bloom (about 1.4 bytes per id) and
+//! keeps them in memory. A lookup of an absent id (the common case: a new
+//! event) is one bloom probe, one cache line; a present one, or a false
+//! positive (about 1%), reads one 4 KiB block.
+
+use std::cmp::Ordering;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hashbrown::HashTable;
+use logbook_protocol::{EventId, layout, le};
+
+use crate::error::StorageError;
+use crate::fs::{OpenMode, VFile, Vfs};
+
+/// Magic number opening an id file.
+pub const MAGIC: [u8; 8] = *b"LGBKEIDS";
+/// Magic number closing an id file.
+pub const FOOTER_MAGIC: [u8; 8] = *b"LGBKEEND";
+/// Id file format version written by this build.
+pub const FORMAT_VERSION: u32 = 1;
+const HEADER_LEN: u64 = 32;
+const FOOTER_LEN: u64 = 64;
+const ENTRY_LEN: usize = 24;
+const FENCE_LEN: usize = 24;
+/// Ids per block: 170 x 24 B = 4,080 B, one page per lookup.
+pub const BLOCK_IDS: usize = 170;
+const BLOCK_BYTES: usize = BLOCK_IDS * ENTRY_LEN;
+const BLOOM_LINE: usize = 64;
+/// About 1% false positives for a blocked filter.
+const BLOOM_BITS_PER_KEY: u64 = 12;
+const BLOOM_K: u32 = 8;
+
+/// An id and the position of its event.
+pub type IdEntry = (EventId, u64);
+
+/// The ids of a memtable's range: id -> position, keyed by the store's
+/// seeded hash of the id (clients choose ids, so an unseeded hash would let
+/// them make every lookup collide).
+#[derive(Default)]
+pub struct IdMap {
+    table: HashTable<IdEntry>,
+}
+
+impl std::fmt::Debug for IdMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdMap")
+            .field("len", &self.table.len())
+            .finish()
+    }
+}
+
+impl IdMap {
+    /// The position of `id`, whose hash is `hash`.
+    #[inline]
+    pub fn get(&self, hash: u64, id: &EventId) -> Option<u64> {
+        self.table.find(hash, |(k, _)| k == id).map(|(_, p)| *p)
+    }
+
+    /// Records `id` at `position`. Ids are unique (the writer checks before
+    /// writing), so this never replaces one.
+    pub fn insert(
+        &mut self,
+        hash: u64,
+        id: EventId,
+        position: u64,
+        hasher: impl Fn(&EventId) -> u64,
+    ) {
+        self.table
+            .insert_unique(hash, (id, position), |(k, _)| hasher(k));
+    }
+
+    /// Number of ids.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// Every id, sorted (the order of an id file).
+    pub fn sorted(&self) -> Vec<IdEntry> {
+        let mut v: Vec<IdEntry> = self.table.iter().copied().collect();
+        v.sort_unstable_by_key(|(id, _)| id.0);
+        v
+    }
+}
+
+/// A blocked bloom filter: each key sets `k` bits within one 64-byte line,
+/// so a probe costs one cache miss however large the filter.
+#[derive(Debug, Clone)]
+struct BlockedBloom {
+    bytes: Vec<u8>,
+    k: u32,
+}
+
+impl BlockedBloom {
+    fn with_keys(keys: u64) -> BlockedBloom {
+        let lines = (keys * BLOOM_BITS_PER_KEY)
+            .div_ceil(BLOOM_LINE as u64 * 8)
+            .max(1);
+        BlockedBloom {
+            bytes: vec![0; lines as usize * BLOOM_LINE],
+            k: BLOOM_K,
+        }
+    }
+
+    fn lines(&self) -> u64 {
+        (self.bytes.len() / BLOOM_LINE) as u64
+    }
+
+    /// The line and the `k` bit indexes (within the line's 512) of `hash`.
+    fn probes(&self, hash: u64) -> (usize, impl Iterator<Item = usize> + use<>) {
+        // Multiply-shift maps the high bits to a line; the low bits, mixed
+        // again, pick the bits within it.
+        let line = ((u128::from(hash) * u128::from(self.lines())) >> 64) as usize;
+        let mut h = hash.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (hash >> 29);
+        let bits = (0..self.k).map(move |_| {
+            let bit = (h >> 55) as usize; // 9 bits: 0..512
+            h = h.rotate_left(9).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            bit
+        });
+        (line, bits)
+    }
+
+    fn insert(&mut self, hash: u64) {
+        let (line, bits) = self.probes(hash);
+        let base = line * BLOOM_LINE;
+        for bit in bits {
+            if let Some(b) = self.bytes.get_mut(base + bit / 8) {
+                *b |= 1 << (bit % 8);
+            }
+        }
+    }
+
+    fn may_contain(&self, hash: u64) -> bool {
+        let (line, mut bits) = self.probes(hash);
+        let Some(l) = self.bytes.get(line * BLOOM_LINE..(line + 1) * BLOOM_LINE) else {
+            return true;
+        };
+        bits.all(|bit| l.get(bit / 8).is_some_and(|b| b & (1 << (bit % 8)) != 0))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Fence {
+    first: [u8; 16],
+    crc: u32,
+    ids: u32,
+}
+
+/// An open id file.
+#[derive(Debug)]
+pub struct IdTable {
+    /// Path of the file.
+    pub path: PathBuf,
+    file: Arc<dyn VFile>,
+    /// Ids in the file.
+    pub count: u64,
+    /// First position covered.
+    pub start_position: u64,
+    /// Position after the last one covered.
+    pub end_position: u64,
+    fences: Vec<Fence>,
+    bloom: BlockedBloom,
+}
+
+fn decode_entry(c: &[u8]) -> IdEntry {
+    let mut id = [0u8; 16];
+    if let Some(s) = c.get(..16) {
+        id.copy_from_slice(s);
+    }
+    (EventId(id), le::u64(c, 16))
+}
+
+/// Writes the id file of table `id` from `entries` (sorted by id, unique),
+/// covering `[start_position, end_position)`; `hash` is the store's id hash.
+/// The file is fsynced; the caller syncs the directory.
+#[allow(clippy::too_many_arguments)]
+pub fn write(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    id: u64,
+    start_position: u64,
+    end_position: u64,
+    count: u64,
+    entries: impl Iterator<Item = Result<IdEntry, StorageError>>,
+    hash: impl Fn(&EventId) -> u64,
+) -> Result<IdTable, StorageError> {
+    let path = dir.join(layout::ids_file(id));
+    let file = vfs
+        .open(&path, OpenMode::CreateNew)
+        .map_err(|e| StorageError::io("create", &path, e))?;
+    let io = |op: &'static str| {
+        let path = path.clone();
+        move |e| StorageError::io(op, path, e)
+    };
+    let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
+    buf.extend_from_slice(&MAGIC);
+    buf.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    buf.extend_from_slice(&(HEADER_LEN as u32).to_le_bytes());
+    buf.extend_from_slice(&count.to_le_bytes());
+    buf.extend_from_slice(&0u32.to_le_bytes());
+    let crc = crc32c::crc32c(&buf);
+    buf.extend_from_slice(&crc.to_le_bytes());
+
+    let mut offset = 0u64;
+    let mut fences: Vec<Fence> = Vec::with_capacity(count.div_ceil(BLOCK_IDS as u64) as usize);
+    let mut bloom = BlockedBloom::with_keys(count);
+    let mut block_start = buf.len();
+    let mut in_block = 0usize;
+    let mut written = 0u64;
+    let mut prev: Option<[u8; 16]> = None;
+    for item in entries {
+        let (event_id, position) = item?;
+        if prev.is_some_and(|p| p >= event_id.0) {
+            return Err(StorageError::Internal(format!(
+                "event ids out of order or repeated while writing {}",
+                path.display()
+            )));
+        }
+        prev = Some(event_id.0);
+        if in_block == 0 {
+            fences.push(Fence {
+                first: event_id.0,
+                crc: 0,
+                ids: 0,
+            });
+        }
+        buf.extend_from_slice(&event_id.0);
+        buf.extend_from_slice(&position.to_le_bytes());
+        bloom.insert(hash(&event_id));
+        in_block += 1;
+        written += 1;
+        if in_block == BLOCK_IDS {
+            if let Some(f) = fences.last_mut() {
+                f.crc = crc32c::crc32c(buf.get(block_start..).unwrap_or_default());
+                f.ids = in_block as u32;
+            }
+            in_block = 0;
+            if buf.len() >= (1 << 20) - BLOCK_BYTES {
+                file.write_all_at(&buf, offset).map_err(io("write"))?;
+                offset += buf.len() as u64;
+                buf.clear();
+            }
+            block_start = buf.len();
+        }
+    }
+    if in_block > 0
+        && let Some(f) = fences.last_mut()
+    {
+        f.crc = crc32c::crc32c(buf.get(block_start..).unwrap_or_default());
+        f.ids = in_block as u32;
+    }
+    if written != count {
+        return Err(StorageError::Internal(format!(
+            "id file {} expected {count} ids, got {written}",
+            path.display()
+        )));
+    }
+    let fences_offset = offset + buf.len() as u64;
+    let meta_start = buf.len();
+    for f in &fences {
+        buf.extend_from_slice(&f.first);
+        buf.extend_from_slice(&f.crc.to_le_bytes());
+        buf.extend_from_slice(&f.ids.to_le_bytes());
+    }
+    buf.extend_from_slice(&bloom.bytes);
+    let meta_crc = crc32c::crc32c(buf.get(meta_start..).unwrap_or_default());
+    let footer_start = buf.len();
+    buf.extend_from_slice(&count.to_le_bytes());
+    buf.extend_from_slice(&start_position.to_le_bytes());
+    buf.extend_from_slice(&end_position.to_le_bytes());
+    buf.extend_from_slice(&fences_offset.to_le_bytes());
+    buf.extend_from_slice(&(fences.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&(bloom.lines() as u32).to_le_bytes());
+    buf.extend_from_slice(&bloom.k.to_le_bytes());
+    buf.extend_from_slice(&0u32.to_le_bytes());
+    buf.extend_from_slice(&meta_crc.to_le_bytes());
+    let footer_crc = crc32c::crc32c(buf.get(footer_start..).unwrap_or_default());
+    buf.extend_from_slice(&footer_crc.to_le_bytes());
+    buf.extend_from_slice(&FOOTER_MAGIC);
+    file.write_all_at(&buf, offset).map_err(io("write"))?;
+    // The MANIFEST will point at this file's table; it must be on disk first.
+    file.sync_data().map_err(io("fdatasync"))?;
+    Ok(IdTable {
+        path,
+        file,
+        count,
+        start_position,
+        end_position,
+        fences,
+        bloom,
+    })
+}
+
+impl IdTable {
+    /// The open file (for backups, which copy it whole).
+    pub fn file(&self) -> &Arc<dyn VFile> {
+        &self.file
+    }
+
+    /// Opens and checks the id file of table `id`: header, footer, fences
+    /// and bloom filter.
+    pub fn open(vfs: &dyn Vfs, dir: &Path, id: u64) -> Result<IdTable, StorageError> {
+        let path = dir.join(layout::ids_file(id));
+        let file = vfs
+            .open(&path, OpenMode::Read)
+            .map_err(|e| StorageError::io("open", &path, e))?;
+        let len = file.len().map_err(|e| StorageError::io("stat", &path, e))?;
+        let corrupt = |at: u64, what: &str| StorageError::corrupt(&path, at, what);
+        if len < HEADER_LEN + FOOTER_LEN {
+            return Err(corrupt(0, "id file shorter than header and footer"));
+        }
+        let mut header = [0u8; HEADER_LEN as usize];
+        file.read_exact_at(&mut header, 0)
+            .map_err(|e| StorageError::io("read", &path, e))?;
+        if header.get(0..8) != Some(&MAGIC[..]) {
+            return Err(corrupt(0, "not a Logbook id file (bad magic)"));
+        }
+        let expected = le::u32(&header, 28);
+        let got = crc32c::crc32c(header.get(..28).unwrap_or_default());
+        if got != expected {
+            return Err(StorageError::ChecksumMismatch {
+                file: path,
+                offset: 0,
+                got,
+                expected,
+            });
+        }
+        let version = le::u32(&header, 8);
+        if version != FORMAT_VERSION {
+            return Err(StorageError::UnsupportedFormat {
+                file: path,
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let mut f = [0u8; FOOTER_LEN as usize];
+        let footer_at = len - FOOTER_LEN;
+        file.read_exact_at(&mut f, footer_at)
+            .map_err(|e| StorageError::io("read", &path, e))?;
+        if f.get(56..64) != Some(&FOOTER_MAGIC[..]) {
+            return Err(corrupt(footer_at, "id file footer missing"));
+        }
+        let expected = le::u32(&f, 52);
+        let got = crc32c::crc32c(f.get(..52).unwrap_or_default());
+        if got != expected {
+            return Err(StorageError::ChecksumMismatch {
+                file: path,
+                offset: footer_at,
+                got,
+                expected,
+            });
+        }
+        let count = le::u64(&f, 0);
+        let start_position = le::u64(&f, 8);
+        let end_position = le::u64(&f, 16);
+        let fences_offset = le::u64(&f, 24);
+        let block_count = u64::from(le::u32(&f, 32));
+        let bloom_lines = u64::from(le::u32(&f, 36));
+        let bloom_k = le::u32(&f, 40);
+        let meta_crc = le::u32(&f, 48);
+        let meta_len = block_count * FENCE_LEN as u64 + bloom_lines * BLOOM_LINE as u64;
+        if count.div_ceil(BLOCK_IDS as u64) != block_count
+            || count
+                .checked_mul(ENTRY_LEN as u64)
+                .and_then(|b| b.checked_add(HEADER_LEN))
+                != Some(fences_offset)
+            || fences_offset.checked_add(meta_len) != Some(footer_at)
+            || le::u64(&header, 16) != count
+            || end_position < start_position
+            || count > end_position - start_position
+            || bloom_lines == 0
+            || bloom_k == 0
+            || bloom_k > 32
+        {
+            return Err(corrupt(footer_at, "id file footer is inconsistent"));
+        }
+        let mut meta = vec![0u8; meta_len as usize];
+        file.read_exact_at(&mut meta, fences_offset)
+            .map_err(|e| StorageError::io("read", &path, e))?;
+        let got = crc32c::crc32c(&meta);
+        if got != meta_crc {
+            return Err(StorageError::ChecksumMismatch {
+                file: path,
+                offset: fences_offset,
+                got,
+                expected: meta_crc,
+            });
+        }
+        let (fence_bytes, bloom_bytes) = meta.split_at(block_count as usize * FENCE_LEN);
+        let fences = fence_bytes
+            .chunks_exact(FENCE_LEN)
+            .map(|c| {
+                let mut first = [0u8; 16];
+                if let Some(s) = c.get(..16) {
+                    first.copy_from_slice(s);
+                }
+                Fence {
+                    first,
+                    crc: le::u32(c, 16),
+                    ids: le::u32(c, 20),
+                }
+            })
+            .collect();
+        Ok(IdTable {
+            path,
+            file,
+            count,
+            start_position,
+            end_position,
+            fences,
+            bloom: BlockedBloom {
+                bytes: bloom_bytes.to_vec(),
+                k: bloom_k,
+            },
+        })
+    }
+
+    /// Bytes of the file.
+    pub fn file_len(&self) -> u64 {
+        HEADER_LEN
+            + self.count * ENTRY_LEN as u64
+            + (self.fences.len() * FENCE_LEN + self.bloom.bytes.len()) as u64
+            + FOOTER_LEN
+    }
+
+    /// Whether `id` (whose hash is `hash`) may be here: false for certain,
+    /// true for "read a block to know".
+    #[inline]
+    pub fn may_contain(&self, hash: u64) -> bool {
+        self.bloom.may_contain(hash)
+    }
+
+    /// Reads and checks block `i`.
+    fn block(&self, i: usize) -> Result<Vec<u8>, StorageError> {
+        let fence = self
+            .fences
+            .get(i)
+            .ok_or_else(|| StorageError::corrupt(&self.path, 0, "id block index out of range"))?;
+        let offset = HEADER_LEN + (i * BLOCK_BYTES) as u64;
+        let mut buf = vec![0u8; fence.ids as usize * ENTRY_LEN];
+        self.file
+            .read_exact_at(&mut buf, offset)
+            .map_err(|e| StorageError::io("read", &self.path, e))?;
+        let got = crc32c::crc32c(&buf);
+        if got != fence.crc {
+            return Err(StorageError::ChecksumMismatch {
+                file: self.path.clone(),
+                offset,
+                got,
+                expected: fence.crc,
+            });
+        }
+        Ok(buf)
+    }
+
+    /// The position of `id` (whose hash is `hash`), if this file has it.
+    pub fn get(&self, hash: u64, id: &EventId) -> Result<Option<u64>, StorageError> {
+        if !self.may_contain(hash) {
+            return Ok(None);
+        }
+        // The block whose first id is the greatest at or below `id`.
+        let Some(i) = self
+            .fences
+            .partition_point(|f| f.first <= id.0)
+            .checked_sub(1)
+        else {
+            return Ok(None);
+        };
+        let block = self.block(i)?;
+        let entries: Vec<&[u8]> = block.chunks_exact(ENTRY_LEN).collect();
+        let found = entries.binary_search_by(|c| match c.get(..16) {
+            Some(k) => k.cmp(&id.0[..]),
+            None => Ordering::Less,
+        });
+        Ok(found
+            .ok()
+            .and_then(|j| entries.get(j))
+            .map(|c| decode_entry(c).1))
+    }
+
+    /// Every entry in id order, reading a block at a time (merges and
+    /// verification).
+    pub fn iter(self: &Arc<Self>) -> impl Iterator<Item = Result<IdEntry, StorageError>> + use<> {
+        let table = Arc::clone(self);
+        let mut block_i = 0usize;
+        let mut block: Vec<u8> = Vec::new();
+        let mut at = 0usize;
+        std::iter::from_fn(move || {
+            loop {
+                if let Some(c) = block.get(at..at + ENTRY_LEN) {
+                    at += ENTRY_LEN;
+                    return Some(Ok(decode_entry(c)));
+                }
+                if block_i >= table.fences.len() {
+                    return None;
+                }
+                match table.block(block_i) {
+                    Ok(b) => {
+                        block = b;
+                        at = 0;
+                        block_i += 1;
+                    }
+                    Err(e) => {
+                        block_i = table.fences.len();
+                        block.clear();
+                        return Some(Err(e));
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// Merges id streams sorted by id into one sorted stream (k-way merge).
+/// Equal ids are both kept (verification reports them; the writer never
+/// writes one twice).
+pub fn merge_iters<I>(iters: Vec<I>) -> impl Iterator<Item = Result<IdEntry, StorageError>>
+where
+    I: Iterator<Item = Result<IdEntry, StorageError>>,
+{
+    let mut iters: Vec<std::iter::Peekable<I>> =
+        iters.into_iter().map(Iterator::peekable).collect();
+    std::iter::from_fn(move || {
+        let mut best: Option<(usize, [u8; 16])> = None;
+        for (i, it) in iters.iter_mut().enumerate() {
+            match it.peek() {
+                Some(Ok((id, _))) if best.is_none_or(|(_, b)| id.0 < b) => {
+                    best = Some((i, id.0));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) => return it.next(),
+                None => {}
+            }
+        }
+        let (i, _) = best?;
+        iters.get_mut(i)?.next()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::MemFs;
+    use crate::stream_map::StreamHasher;
+    use proptest::prelude::*;
+
+    fn hasher() -> impl Fn(&EventId) -> u64 {
+        let h = StreamHasher::new(77);
+        move |id| h.hash_id(id)
+    }
+
+    fn sorted_ids(n: u64, salt: u64) -> Vec<IdEntry> {
+        let mut v: Vec<IdEntry> = (0..n)
+            .map(|p| {
+                let x = (p.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ salt) as u128;
+                (EventId::from_u128(x << 64 | u128::from(p)), p + 100)
+            })
+            .collect();
+        v.sort_by_key(|(id, _)| id.0);
+        v
+    }
+
+    fn write_ids(fs: &MemFs, table: u64, v: &[IdEntry]) -> IdTable {
+        let dir = Path::new("/i");
+        fs.create_dir_all(dir).unwrap();
+        write(
+            fs,
+            dir,
+            table,
+            100,
+            100 + v.len() as u64,
+            v.len() as u64,
+            v.iter().copied().map(Ok),
+            hasher(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn lookups_find_every_id_and_few_false_positives() {
+        let fs = MemFs::new();
+        let v = sorted_ids(5_000, 1);
+        write_ids(&fs, 1, &v);
+        let t = IdTable::open(&fs, Path::new("/i"), 1).unwrap();
+        let h = hasher();
+        for (id, p) in &v {
+            assert_eq!(t.get(h(id), id).unwrap(), Some(*p));
+        }
+        let absent = sorted_ids(5_000, 2);
+        let mut positives = 0;
+        for (id, _) in &absent {
+            assert_eq!(t.get(h(id), id).unwrap(), None);
+            positives += usize::from(t.may_contain(h(id)));
+        }
+        assert!(positives < 150, "{positives} false positives in 5,000");
+        let back: Vec<IdEntry> = Arc::new(t).iter().map(Result::unwrap).collect();
+        assert_eq!(back, v);
+    }
+
+    #[test]
+    fn an_empty_file_opens() {
+        let fs = MemFs::new();
+        write_ids(&fs, 3, &[]);
+        let t = IdTable::open(&fs, Path::new("/i"), 3).unwrap();
+        let id = EventId::from_u128(5);
+        assert_eq!(t.get(hasher()(&id), &id).unwrap(), None);
+    }
+
+    #[test]
+    fn damage_is_reported_never_served() {
+        let fs = MemFs::new();
+        let v = sorted_ids(1_000, 3);
+        write_ids(&fs, 2, &v);
+        let path = Path::new("/i").join(layout::ids_file(2));
+        let good = fs.read_file(&path).unwrap();
+        // A flipped bit in a block: the lookup that reads it fails.
+        let mut bad = good.clone();
+        bad[HEADER_LEN as usize + 5] ^= 1;
+        fs.write_file(&path, bad);
+        let t = IdTable::open(&fs, Path::new("/i"), 2).unwrap();
+        let (id, _) = v[0];
+        assert!(matches!(
+            t.get(hasher()(&id), &id),
+            Err(StorageError::ChecksumMismatch { .. })
+        ));
+        // A flipped bit in the footer or fences: the open fails.
+        for at in [good.len() - 20, good.len() - 70] {
+            let mut bad = good.clone();
+            bad[at] ^= 1;
+            fs.write_file(&path, bad);
+            assert!(
+                IdTable::open(&fs, Path::new("/i"), 2).is_err(),
+                "flip at {at}"
+            );
+        }
+        for cut in [0, 10, good.len() / 2, good.len() - 1] {
+            fs.write_file(&path, good[..cut].to_vec());
+            assert!(
+                IdTable::open(&fs, Path::new("/i"), 2).is_err(),
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn merge_keeps_id_order() {
+        let a = sorted_ids(300, 4);
+        let b = sorted_ids(200, 5);
+        let merged: Vec<IdEntry> = merge_iters(vec![
+            a.clone().into_iter().map(Ok),
+            b.clone().into_iter().map(Ok),
+        ])
+        .map(Result::unwrap)
+        .collect();
+        let mut want = [a, b].concat();
+        want.sort_by_key(|(id, _)| id.0);
+        assert_eq!(merged, want);
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip(ids in proptest::collection::btree_set(any::<u128>(), 0..600)) {
+            let fs = MemFs::new();
+            let v: Vec<IdEntry> = ids.iter().enumerate().map(|(i, x)| (EventId::from_u128(*x), i as u64 * 3)).collect();
+            let mut v = v;
+            v.sort_by_key(|(id, _)| id.0);
+            let dir = Path::new("/i");
+            fs.create_dir_all(dir).unwrap();
+            write(&fs, dir, 9, 0, 3 * v.len() as u64 + 1, v.len() as u64, v.iter().copied().map(Ok), hasher()).unwrap();
+            let t = Arc::new(IdTable::open(&fs, dir, 9).unwrap());
+            let back: Vec<IdEntry> = t.iter().map(Result::unwrap).collect();
+            prop_assert_eq!(&back, &v);
+            let h = hasher();
+            for (id, p) in &v {
+                prop_assert_eq!(t.get(h(id), id).unwrap(), Some(*p));
+            }
+        }
+    }
+}
