@@ -297,6 +297,113 @@ impl Drop for Proxy {
     }
 }
 
+/// A proxy that loses the reply to an append, as a network that fails at
+/// the worst moment does: the first connection through it forwards
+/// everything until the server answers an `Append`; that answer is
+/// dropped and the connection cut, so the client learns nothing of an
+/// append the server made durable. Later connections are held until
+/// [`LosingProxy::release`] (a client reconnecting to retry waits), then
+/// forwarded whole.
+pub struct LosingProxy {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    lost: Arc<tokio::sync::Notify>,
+    gate: Arc<tokio::sync::Semaphore>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LosingProxy {
+    /// A proxy on `127.0.0.1:0` forwarding to `target`.
+    pub async fn start(target: SocketAddr) -> LosingProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let lost = Arc::new(tokio::sync::Notify::new());
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let (lost2, gate2) = (Arc::clone(&lost), Arc::clone(&gate));
+        let task = tokio::spawn(async move {
+            let mut first = true;
+            while let Ok((client, _)) = listener.accept().await {
+                if !first {
+                    // Held until released; then every later one passes.
+                    if let Ok(p) = gate2.acquire().await {
+                        p.forget();
+                        gate2.add_permits(1);
+                    }
+                }
+                let Ok(server) = TcpStream::connect(target).await else {
+                    return;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let lose = first.then(|| Arc::clone(&lost2));
+                first = false;
+                tokio::spawn(Self::pump(client, server, lose));
+            }
+        });
+        LosingProxy {
+            addr,
+            lost,
+            gate,
+            task,
+        }
+    }
+
+    /// Forwards both ways; with `lose`, drops the first `Append` reply and
+    /// cuts the connection, then notifies `lose`.
+    async fn pump(client: TcpStream, server: TcpStream, lose: Option<Arc<tokio::sync::Notify>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client_rx, mut client_tx) = client.into_split();
+        let (mut server_rx, mut server_tx) = server.into_split();
+        let up = tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut client_rx, &mut server_tx).await;
+        });
+        loop {
+            let mut len = [0u8; 4];
+            if server_rx.read_exact(&mut len).await.is_err() {
+                break;
+            }
+            let mut rest = vec![0u8; u32::from_le_bytes(len) as usize];
+            if server_rx.read_exact(&mut rest).await.is_err() {
+                break;
+            }
+            // Kind at frame byte 5, opcode at 6 (PROTOCOL.md §2.1).
+            let kind = rest.get(1).copied();
+            let opcode = rest.get(2..4).map(|b| u16::from_le_bytes([b[0], b[1]]));
+            if let Some(lost) = &lose
+                && kind == Some(2)
+                && opcode == Some(logbook_protocol::Opcode::Append.as_u16())
+            {
+                up.abort();
+                lost.notify_one();
+                return;
+            }
+            if client_tx.write_all(&len).await.is_err() || client_tx.write_all(&rest).await.is_err()
+            {
+                break;
+            }
+        }
+        up.abort();
+    }
+
+    /// Waits until the proxy has dropped an append's reply.
+    pub async fn lost(&self) {
+        self.lost.notified().await;
+    }
+
+    /// Lets held and later connections through.
+    pub fn release(&self) {
+        self.gate.add_permits(1);
+    }
+}
+
+impl Drop for LosingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// The header fields of a frame built by [`raw_frame`], any of which may
 /// break the protocol's rules.
 #[derive(Clone, Copy, Debug)]

@@ -22,12 +22,31 @@
 //! command always makes progress; the bound on attempts only guards
 //! against a pathological storm.
 //!
+//! **A command applies once, however often it is sent.** Each command has
+//! an id ([`CommandId`]; fresh by default, or the caller's, e.g. an
+//! idempotency key). The ids of the events it decides are derived from it
+//! (a name-based UUID of the command id and the event's index), and each
+//! event's metadata names it (`{"command_id": "..."}`). So:
+//! - a retry of the very append (a lost reply) carries the same event ids
+//!   and content: the server answers with the original result, even if
+//!   other commands wrote to the account in between (event ids are unique
+//!   in the store, and an exact resend of any stored batch is recognised);
+//! - a command sent again after a crash is first looked for in the
+//!   account: loading collects the command ids of the events it replays
+//!   and the snapshot's list of the latest ones, and a command already
+//!   there is answered as done without deciding again;
+//! - if it was applied before all of those, deciding again yields the same
+//!   event ids, and the server refuses them as duplicates
+//!   (`DuplicateEventId`), which also means "already applied".
+//!
 //! **Snapshots are a cache.** An account's state after version `v` is
 //! appended to its snapshot stream as `Snapshot {"version": v, "state":
 //! ...}`; loading starts from the latest one. They are never needed for
 //! correctness: an unreadable snapshot (say, from an older program with a
 //! different state shape) is ignored and the account replayed from the
 //! start, and a failed snapshot write only makes the next load longer.
+
+use std::collections::VecDeque;
 
 use futures::TryStreamExt;
 use logbook_client::{
@@ -36,11 +55,60 @@ use logbook_client::{
 };
 use serde::{Deserialize, Serialize};
 use tracing::warn;
+use uuid::Uuid;
 
 use crate::domain::{AccountEvent, AccountId, BankAccount, DecodeError, DomainError, Money};
 
 /// Event type of the snapshot events in `account-<id>-snapshots`.
 pub const SNAPSHOT_TYPE: &str = "Snapshot";
+
+/// Command ids a snapshot remembers (the latest ones applied to the
+/// account), so that a command sent again is found even when its events
+/// are older than the snapshot.
+pub const REMEMBERED_COMMANDS: usize = 256;
+
+/// A command's identity: the same id sent again applies once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct CommandId(pub Uuid);
+
+impl CommandId {
+    /// A fresh id (time-ordered).
+    pub fn new() -> CommandId {
+        CommandId(Uuid::now_v7())
+    }
+
+    /// The id of the `index`-th event the command decides: a name-based
+    /// (v5) UUID of the command id and the index, so that deciding again
+    /// gives the same ids.
+    pub fn event_id(&self, index: usize) -> EventId {
+        EventId(*Uuid::new_v5(&self.0, &(index as u64).to_le_bytes()).as_bytes())
+    }
+}
+
+impl Default for CommandId {
+    fn default() -> Self {
+        CommandId::new()
+    }
+}
+
+impl std::fmt::Display for CommandId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::str::FromStr for CommandId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<CommandId, uuid::Error> {
+        Uuid::parse_str(s).map(CommandId)
+    }
+}
+
+/// The metadata of an event a command decided.
+#[derive(Serialize, Deserialize)]
+struct EventMetadata {
+    command_id: CommandId,
+}
 
 /// How the command side behaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,9 +180,26 @@ pub struct Loaded {
     pub snapshot: Option<StreamVersion>,
     /// Events replayed on top of the snapshot (or from the start).
     pub events_replayed: u64,
+    /// The latest command ids applied to the account (oldest first): the
+    /// snapshot's list, then those of the events replayed.
+    pub commands: VecDeque<CommandId>,
 }
 
 impl Loaded {
+    /// Whether `command` is among the account's latest commands.
+    pub fn applied(&self, command: CommandId) -> bool {
+        self.commands.contains(&command)
+    }
+
+    fn remember(&mut self, command: CommandId) {
+        if self.commands.back() != Some(&command) {
+            self.commands.push_back(command);
+            while self.commands.len() > REMEMBERED_COMMANDS {
+                self.commands.pop_front();
+            }
+        }
+    }
+
     /// Events in the stream past the snapshot loaded.
     fn since_snapshot(&self) -> u64 {
         let version = |v: Option<StreamVersion>| v.map_or(0, |v| v.0 + 1);
@@ -133,6 +218,9 @@ pub struct Outcome {
     pub version: StreamVersion,
     /// Load-decide-append rounds it took (1 without contention).
     pub attempts: u32,
+    /// The command had been applied before (it was sent again); nothing
+    /// was written this time.
+    pub applied_earlier: bool,
 }
 
 impl Outcome {
@@ -149,6 +237,9 @@ pub struct Snapshot {
     pub version: StreamVersion,
     /// The state after that version.
     pub state: BankAccount,
+    /// The latest command ids applied up to that version, oldest first.
+    #[serde(default)]
+    pub commands: VecDeque<CommandId>,
 }
 
 /// The command side, over one client connection. Cheap to clone.
@@ -189,7 +280,20 @@ impl Bank {
         amount: Money,
         description: &str,
     ) -> Result<Outcome, CommandError> {
-        self.execute(id, |account| account.deposit(amount, description))
+        self.deposit_once(CommandId::new(), id, amount, description)
+            .await
+    }
+
+    /// [`Bank::deposit`] as command `command`: sent again with the same
+    /// id, it applies once.
+    pub async fn deposit_once(
+        &self,
+        command: CommandId,
+        id: AccountId,
+        amount: Money,
+        description: &str,
+    ) -> Result<Outcome, CommandError> {
+        self.run(id, command, |account| account.deposit(amount, description))
             .await
     }
 
@@ -200,7 +304,20 @@ impl Bank {
         amount: Money,
         description: &str,
     ) -> Result<Outcome, CommandError> {
-        self.execute(id, |account| account.withdraw(amount, description))
+        self.withdraw_once(CommandId::new(), id, amount, description)
+            .await
+    }
+
+    /// [`Bank::withdraw`] as command `command`: sent again with the same
+    /// id, it applies once.
+    pub async fn withdraw_once(
+        &self,
+        command: CommandId,
+        id: AccountId,
+        amount: Money,
+        description: &str,
+    ) -> Result<Outcome, CommandError> {
+        self.run(id, command, |account| account.withdraw(amount, description))
             .await
     }
 
@@ -213,9 +330,33 @@ impl Bank {
     where
         F: Fn(&BankAccount) -> Result<Vec<AccountEvent>, DomainError>,
     {
+        self.run(id, CommandId::new(), decide).await
+    }
+
+    /// [`Bank::execute`] as command `command`: sent again with the same id
+    /// (after a lost reply or a crash), it applies once (see the module
+    /// docs).
+    pub async fn run<F>(
+        &self,
+        id: AccountId,
+        command: CommandId,
+        decide: F,
+    ) -> Result<Outcome, CommandError>
+    where
+        F: Fn(&BankAccount) -> Result<Vec<AccountEvent>, DomainError>,
+    {
         let stream = id.stream();
         for attempt in 1..=self.options.max_attempts.max(1) {
             let loaded = self.load(id).await?;
+            if loaded.applied(command) {
+                return Ok(Outcome {
+                    id,
+                    version: loaded.version.unwrap_or(StreamVersion(0)),
+                    state: loaded.state,
+                    attempts: attempt,
+                    applied_earlier: true,
+                });
+            }
             let events = decide(&loaded.state).map_err(|reason| CommandError::Rejected {
                 account: id,
                 reason,
@@ -224,7 +365,11 @@ impl Bank {
                 Some(version) => ExpectedVersion::Exact(version),
                 None => ExpectedVersion::NoStream,
             };
-            let batch = events.iter().map(encode).collect();
+            let batch = events
+                .iter()
+                .enumerate()
+                .map(|(i, e)| encode(e, command, i))
+                .collect();
             match self.client.append(stream.as_str(), expected, batch).await {
                 Ok(appended) => {
                     let state = events.iter().fold(loaded.state.clone(), BankAccount::apply);
@@ -232,16 +377,34 @@ impl Bank {
                     if self.options.snapshot_every > 0
                         && loaded.since_snapshot() + grown >= self.options.snapshot_every
                     {
-                        self.write_snapshot(id, appended.last_version, &state).await;
+                        let mut commands = loaded.commands.clone();
+                        commands.push_back(command);
+                        self.write_snapshot(id, appended.last_version, &state, commands)
+                            .await;
                     }
                     return Ok(Outcome {
                         id,
                         state,
                         version: appended.last_version,
                         attempts: attempt,
+                        applied_earlier: false,
                     });
                 }
                 Err(ClientError::WrongExpectedVersion { .. }) => continue,
+                // Our own event ids are stored, with other content: this
+                // command was applied before, decided from an older state.
+                Err(ClientError::DuplicateEventId { id: stored, .. })
+                    if (0..events.len()).any(|i| command.event_id(i) == stored) =>
+                {
+                    let now = self.load(id).await?;
+                    return Ok(Outcome {
+                        id,
+                        version: now.version.unwrap_or(StreamVersion(0)),
+                        state: now.state,
+                        attempts: attempt,
+                        applied_earlier: true,
+                    });
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -255,17 +418,26 @@ impl Bank {
     pub async fn load(&self, id: AccountId) -> Result<Loaded, CommandError> {
         match self.latest_snapshot(id).await? {
             Some(snapshot) => {
-                self.replay(id, snapshot.state, Some(snapshot.version))
+                self.replay(
+                    id,
+                    snapshot.state,
+                    Some(snapshot.version),
+                    snapshot.commands,
+                )
+                .await
+            }
+            None => {
+                self.replay(id, BankAccount::default(), None, VecDeque::new())
                     .await
             }
-            None => self.replay(id, BankAccount::default(), None).await,
         }
     }
 
     /// Loads account `id` from its first event, ignoring snapshots: what
     /// loading costs without them (`bank bench-load`), and a cross-check.
     pub async fn load_without_snapshot(&self, id: AccountId) -> Result<Loaded, CommandError> {
-        self.replay(id, BankAccount::default(), None).await
+        self.replay(id, BankAccount::default(), None, VecDeque::new())
+            .await
     }
 
     /// The latest readable snapshot of account `id`, if any.
@@ -295,17 +467,24 @@ impl Bank {
     async fn replay(
         &self,
         id: AccountId,
-        mut state: BankAccount,
+        state: BankAccount,
         from: Option<StreamVersion>,
+        commands: VecDeque<CommandId>,
     ) -> Result<Loaded, CommandError> {
+        let mut loaded = Loaded {
+            id,
+            state,
+            version: from,
+            snapshot: from,
+            events_replayed: 0,
+            commands,
+        };
         let stream = id.stream();
         let mut options = ReadStreamOptions::default();
         if let Some(covered) = from {
             options = options.from(StreamVersion(covered.0 + 1));
         }
         let mut events = self.client.read_stream(stream.as_str(), options);
-        let mut version = from;
-        let mut replayed = 0;
         loop {
             let recorded = match events.try_next().await {
                 Ok(Some(recorded)) => recorded,
@@ -315,26 +494,34 @@ impl Bank {
                 Err(e) => return Err(e.into()),
             };
             let event = decode(&stream, &recorded)?;
-            state = state.apply(&event);
-            version = Some(recorded.version);
-            replayed += 1;
+            loaded.state = loaded.state.apply(&event);
+            loaded.version = Some(recorded.version);
+            loaded.events_replayed += 1;
+            // Events of older programs carry no command id.
+            if let Ok(meta) = serde_json::from_slice::<EventMetadata>(&recorded.metadata) {
+                loaded.remember(meta.command_id);
+            }
         }
-        Ok(Loaded {
-            id,
-            state,
-            version,
-            snapshot: from,
-            events_replayed: replayed,
-        })
+        Ok(loaded)
     }
 
     /// Appends a snapshot of `state` at `version`. A failure is logged, not
     /// returned: the command it follows has already succeeded, and a
     /// missing snapshot only makes loading longer.
-    async fn write_snapshot(&self, id: AccountId, version: StreamVersion, state: &BankAccount) {
+    async fn write_snapshot(
+        &self,
+        id: AccountId,
+        version: StreamVersion,
+        state: &BankAccount,
+        mut commands: VecDeque<CommandId>,
+    ) {
+        while commands.len() > REMEMBERED_COMMANDS {
+            commands.pop_front();
+        }
         let snapshot = Snapshot {
             version,
             state: state.clone(),
+            commands,
         };
         let data = match serde_json::to_vec(&snapshot) {
             Ok(data) => data,
@@ -358,9 +545,15 @@ impl Bank {
     }
 }
 
-fn encode(event: &AccountEvent) -> NewEvent {
+/// The `index`-th event decided by `command`, with its derived id and the
+/// command id in its metadata.
+fn encode(event: &AccountEvent, command: CommandId, index: usize) -> NewEvent {
     let (event_type, data) = event.encode();
-    NewEvent::new(EventId::new_v7(), event_type, data)
+    let metadata = serde_json::to_vec(&EventMetadata {
+        command_id: command,
+    })
+    .unwrap_or_default();
+    NewEvent::new(command.event_id(index), event_type, data).with_metadata(metadata)
 }
 
 fn decode(stream: &str, recorded: &RecordedEvent) -> Result<AccountEvent, CommandError> {

@@ -40,7 +40,7 @@ pub mod domain;
 pub mod projector;
 pub mod read_model;
 
-pub use commands::{Bank, BankOptions, CommandError, Loaded, Outcome};
+pub use commands::{Bank, BankOptions, CommandError, CommandId, Loaded, Outcome};
 pub use domain::{AccountEvent, AccountId, BankAccount, DomainError, Money};
 pub use projector::{ProjectionReport, ProjectorError, ProjectorOptions};
 pub use read_model::ReadModel;

@@ -11,7 +11,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use logbook_bank::bench::{self, BenchOptions};
 use logbook_bank::projector::{self, CrashAfter, CrashMode, ProjectorOptions};
-use logbook_bank::{AccountId, Bank, BankOptions, CommandError, Money, Outcome, ReadModel};
+use logbook_bank::{
+    AccountId, Bank, BankOptions, CommandError, CommandId, Money, Outcome, ReadModel,
+};
 use logbook_client::{Client, ClientOptions};
 
 /// Bank accounts on Logbook: commands append events, `project` keeps a
@@ -67,6 +69,10 @@ enum Command {
         /// Text for the statement.
         #[arg(long, default_value = "")]
         description: String,
+        /// The command's id: sending the same command again with it (after
+        /// a timeout, a crash) applies it once. Default: a fresh one.
+        #[arg(long)]
+        command_id: Option<CommandId>,
     },
     /// Take money out; refused beyond the balance.
     Withdraw {
@@ -78,6 +84,9 @@ enum Command {
         /// Text for the statement.
         #[arg(long, default_value = "")]
         description: String,
+        /// The command's id (see `deposit --command-id`).
+        #[arg(long)]
+        command_id: Option<CommandId>,
     },
     /// Follow the log into the SQLite read model.
     Project {
@@ -194,18 +203,24 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             id,
             amount,
             description,
+            command_id,
         } => {
             let bank = Bank::new(connect(&cli.server).await?, options);
-            let done = bank.deposit(id, amount, &description).await?;
+            let command = command_id.unwrap_or_default();
+            let done = bank.deposit_once(command, id, amount, &description).await?;
             report("deposited", amount, &done);
         }
         Command::Withdraw {
             id,
             amount,
             description,
+            command_id,
         } => {
             let bank = Bank::new(connect(&cli.server).await?, options);
-            let done = bank.withdraw(id, amount, &description).await?;
+            let command = command_id.unwrap_or_default();
+            let done = bank
+                .withdraw_once(command, id, amount, &description)
+                .await?;
             report("withdrew", amount, &done);
         }
         Command::Project {
@@ -322,6 +337,15 @@ async fn connect(server: &str) -> Result<Client, Failure> {
 
 fn report(verb: &str, amount: Money, done: &Outcome) {
     let currency = done.state.as_open().map_or("", |a| a.currency.as_str());
+    if done.applied_earlier {
+        println!(
+            "this command was applied before; not applied again. balance {} {currency} (account {}, version {})",
+            done.balance(),
+            done.id,
+            done.version
+        );
+        return;
+    }
     println!(
         "{verb} {amount} {currency}; balance {} {currency} (account {}, version {})",
         done.balance(),
