@@ -91,6 +91,10 @@ pub(crate) struct Ticket {
     pub end_position: u64,
     /// Set when writing the group failed.
     pub failure: Option<Failure>,
+    /// Freeze the active memtable once this group is published, with these
+    /// event ids (the writer's generation for its range): the writer
+    /// decided the memtable is full or a segment was sealed.
+    pub freeze: Option<Arc<crate::index::ids::IdMap>>,
 }
 
 #[derive(Debug, Default)]
@@ -319,15 +323,13 @@ impl Pipeline {
         if t.end_position <= head {
             return;
         }
-        let mut sealed_any = false;
         for u in &t.updates {
             u.segment.publish(u.data_end, u.end_position, &u.new_pidx);
             if u.sealed {
                 u.segment.mark_sealed();
-                sealed_any = true;
             }
         }
-        let full = {
+        {
             let mut idx = shared.index.write();
             for a in &t.adds {
                 if let Some(req) = t.group.get(a.req) {
@@ -339,22 +341,18 @@ impl Pipeline {
                         a.count,
                         a.offset,
                     );
-                    idx.active.insert_ids(
-                        &shared.hasher,
-                        req.events.iter().map(|e| e.id),
-                        a.first_position,
-                    );
                 }
             }
-            idx.active.len() >= shared.config.index_flush_entries
-        };
+        }
         shared
             .counters
             .events
             .fetch_add(t.end_position - head, Ordering::Relaxed);
         shared.head.store(t.end_position, Ordering::Release);
         shared.head_watch.send_replace(t.end_position);
-        if (sealed_any || full) && shared.freeze_active() {
+        if let Some(ids) = &t.freeze
+            && shared.freeze_active(Arc::clone(ids))
+        {
             let _ = self.flush_tx.lock().send(());
         }
     }

@@ -1,17 +1,17 @@
 //! Event ids are unique in the store for ever: where the writer finds the
 //! ids of an append, and what a resend is.
 //!
-//! An id is looked up in, newest first:
-//! - **pending**: the group being built (this module);
-//! - **unpublished**: groups written and not yet published (this module;
-//!   the index does not have them yet, so they are kept until the durable
-//!   head passes them, as the stream heads are);
-//! - the **memtables**, active and frozen, and any index table flushed
-//!   since the caller's pre-check (`Writer::find_id`, under the index lock);
-//! - the **index tables** as they stood when the append was submitted:
-//!   looked up on the caller's thread before the append is queued
-//!   ([`precheck`]), so that bloom probes and the rare block read stay off
-//!   the writer thread.
+//! The writer owns the ids the index tables do not have yet, in
+//! generations ([`WriterIds`]): the current one holds the ids of every
+//! event written since the last memtable freeze (published or not: the
+//! writer looks up and records an id with one probe), and when the writer
+//! decides a freeze it hands that generation to the group's ticket, whose
+//! publication freezes the memtable with it, for the flusher to write as
+//! the table's `.eids`. Older generations are kept, read-only, until the
+//! tables cover them. The index tables as they stood when an append was
+//! submitted are looked up on the caller's thread before it is queued
+//! ([`precheck`]), so that bloom probes and the rare block read stay off
+//! the writer thread; the generations cover everything after.
 //!
 //! A batch none of whose ids is stored is new. A batch all of whose ids
 //! are stored, at consecutive positions forming exactly one earlier batch
@@ -24,10 +24,10 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use hashbrown::HashTable;
 use logbook_protocol::{EventId, NewEvent};
 
 use crate::error::StorageError;
+use crate::index::ids::IdMap;
 use crate::shared::Shared;
 use crate::stream_map::StreamHasher;
 
@@ -69,107 +69,123 @@ pub(crate) fn precheck(shared: &Shared, events: &[NewEvent]) -> Result<IdCheck, 
 pub(crate) struct Found {
     /// Position of the stored event.
     pub position: u64,
-    /// The request of the group being built that holds it, if it is that
-    /// group's.
-    pub pending_req: Option<usize>,
 }
 
-/// Ids the index does not have yet: the group being built and the groups
-/// written but not yet published.
-pub(crate) struct RecentIds {
+/// The ids of the positions the index tables do not cover yet, by
+/// generation (see the module docs).
+pub(crate) struct WriterIds {
     hasher: StreamHasher,
-    /// id -> (position, request index in the group).
-    pending: HashTable<(EventId, u64, usize)>,
-    /// Oldest first, with the position after each group's last event.
-    unpublished: VecDeque<(u64, HashTable<(EventId, u64)>)>,
+    /// Ids of positions from `current_start` on.
+    current: IdMap,
+    current_start: u64,
+    /// Handed to frozen memtables, oldest first, with the positions they
+    /// cover; dropped once the tables cover them.
+    older: VecDeque<(u64, u64, Arc<IdMap>)>,
+    /// Ids a generation is sized for (a memtable's worth), so that it
+    /// never rehashes as it fills.
+    capacity: usize,
 }
 
-impl RecentIds {
-    pub fn new(hasher: StreamHasher) -> RecentIds {
-        RecentIds {
+impl WriterIds {
+    /// The writer's ids at start: `current` holds those of the positions
+    /// from `start` on (the unindexed tail recovery replayed), `older`
+    /// generations frozen with memtables not yet flushed.
+    pub fn new(
+        hasher: StreamHasher,
+        current: IdMap,
+        start: u64,
+        older: Vec<(u64, u64, Arc<IdMap>)>,
+        capacity: usize,
+    ) -> WriterIds {
+        let mut ids = WriterIds {
             hasher,
-            pending: HashTable::new(),
-            unpublished: VecDeque::new(),
-        }
+            current,
+            current_start: start,
+            older: older.into(),
+            capacity,
+        };
+        let more = capacity.saturating_sub(ids.current.len());
+        ids.current.reserve(more, |k| hasher.hash_id(k));
+        ids
     }
 
-    /// Where `id` is, if the group being built or an unpublished one has it.
-    pub fn get(&self, hash: u64, id: &EventId) -> Option<Found> {
-        if let Some((_, position, req)) = self.pending.find(hash, |(k, _, _)| k == id) {
-            return Some(Found {
-                position: *position,
-                pending_req: Some(*req),
-            });
-        }
-        self.unpublished.iter().rev().find_map(|(_, g)| {
-            g.find(hash, |(k, _)| k == id).map(|(_, position)| Found {
-                position: *position,
-                pending_req: None,
+    /// The first position of the current generation.
+    pub fn current_start(&self) -> u64 {
+        self.current_start
+    }
+
+    /// The first position the generations cover: below it, only tables.
+    pub fn floor(&self) -> u64 {
+        self.older
+            .front()
+            .map_or(self.current_start, |(s, _, _)| *s)
+    }
+
+    /// Where `id` is, if a generation has it.
+    #[cfg(test)]
+    fn get(&self, hash: u64, id: &EventId) -> Option<Found> {
+        self.current
+            .get(hash, id)
+            .or_else(|| {
+                self.older
+                    .iter()
+                    .rev()
+                    .find_map(|(_, _, g)| g.get(hash, id))
             })
-        })
+            .map(|position| Found { position })
     }
 
-    /// Records the ids of request `req`, written at `first_position` on.
-    /// If an id repeats within them, records none and returns it.
-    pub fn write(
-        &mut self,
-        req: usize,
-        first_position: u64,
-        events: &[NewEvent],
-    ) -> Result<(), EventId> {
-        for (i, e) in events.iter().enumerate() {
-            let hash = self.hasher.hash_id(&e.id);
-            if self.pending.find(hash, |(k, _, _)| *k == e.id).is_some() {
-                // Only this request's own ids can be here (every id was
-                // looked up before): undo them.
-                for done in events.iter().take(i) {
-                    let h = self.hasher.hash_id(&done.id);
-                    if let Ok(entry) = self.pending.find_entry(h, |(k, _, _)| *k == done.id) {
-                        entry.remove();
-                    }
-                }
-                return Err(e.id);
-            }
-            let hasher = self.hasher;
-            self.pending.insert_unique(
-                hash,
-                (e.id, first_position + i as u64, req),
-                |(k, _, _)| hasher.hash_id(k),
-            );
-        }
-        Ok(())
-    }
-
-    /// The group being built was written; its ids stay here until the
-    /// durable head reaches `end_position`.
-    pub fn group_written(&mut self, end_position: u64) {
-        if self.pending.is_empty() {
-            return;
+    /// Looks `id` up and, if no generation has it, records it at
+    /// `position` (one probe of the current generation for both). Returns
+    /// where it was, if it was.
+    pub fn claim(&mut self, hash: u64, id: EventId, position: u64) -> Option<Found> {
+        if let Some(p) = self
+            .older
+            .iter()
+            .rev()
+            .find_map(|(_, _, g)| g.get(hash, &id))
+        {
+            return Some(Found { position: p });
         }
         let hasher = self.hasher;
-        let mut group = HashTable::with_capacity(self.pending.len());
-        for (id, position, _) in self.pending.drain() {
-            group.insert_unique(hasher.hash_id(&id), (id, position), |(k, _)| {
-                hasher.hash_id(k)
-            });
+        self.current
+            .insert(hash, id, position, |k| hasher.hash_id(k))
+            .map(|position| Found { position })
+    }
+
+    /// Undoes [`WriterIds::claim`]: forgets `id` if it was recorded at
+    /// `position` (and not before, by another batch).
+    pub fn unclaim(&mut self, hash: u64, id: &EventId, position: u64) {
+        if self.current.get(hash, id) == Some(position) {
+            self.current.remove(hash, id);
         }
-        self.unpublished.push_back((end_position, group));
     }
 
-    /// The group being built was not written: forget its ids.
-    pub fn group_failed(&mut self) {
-        self.pending.clear();
+    /// Ends the current generation at `end` (a memtable freeze the writer
+    /// decided) and returns it, for the frozen memtable.
+    pub fn freeze(&mut self, end: u64) -> Arc<IdMap> {
+        let next = IdMap::with_capacity(self.capacity);
+        let ids = Arc::new(std::mem::replace(&mut self.current, next));
+        self.older
+            .push_back((self.current_start, end, Arc::clone(&ids)));
+        self.current_start = end;
+        ids
     }
 
-    /// Forgets the groups now published (the memtable has their ids).
-    pub fn published(&mut self, durable: u64) {
+    /// Drops the generations the index tables now cover.
+    pub fn indexed(&mut self, through: u64) {
         while self
-            .unpublished
+            .older
             .front()
-            .is_some_and(|(end, _)| *end <= durable)
+            .is_some_and(|(_, end, _)| *end <= through)
         {
-            self.unpublished.pop_front();
+            self.older.pop_front();
         }
+    }
+
+    /// The current generation, for the memtable frozen at shutdown.
+    pub fn take_current(&mut self) -> IdMap {
+        std::mem::take(&mut self.current)
     }
 }
 
@@ -186,50 +202,50 @@ pub(crate) fn same_event(stored: &logbook_protocol::RecordedEvent, new: &NewEven
 mod tests {
     use super::*;
 
-    fn ev(n: u128) -> NewEvent {
-        NewEvent::new(EventId::from_u128(n), "T", "x")
+    fn find(w: &WriterIds, n: u128) -> Option<u64> {
+        let id = EventId::from_u128(n);
+        w.get(w.hasher.hash_id(&id), &id).map(|f| f.position)
+    }
+
+    fn claim(w: &mut WriterIds, first_position: u64, ids: &[u128]) -> Vec<Option<u64>> {
+        ids.iter()
+            .enumerate()
+            .map(|(k, n)| {
+                let id = EventId::from_u128(*n);
+                w.claim(w.hasher.hash_id(&id), id, first_position + k as u64)
+                    .map(|f| f.position)
+            })
+            .collect()
     }
 
     #[test]
-    fn pending_unpublished_and_published() {
-        let hasher = StreamHasher::new(3);
-        let mut r = RecentIds::new(hasher);
-        r.write(0, 10, &[ev(1), ev(2)]).unwrap();
-        let h = |n: u128| hasher.hash_id(&EventId::from_u128(n));
-        assert_eq!(
-            r.get(h(2), &EventId::from_u128(2)),
-            Some(Found {
-                position: 11,
-                pending_req: Some(0)
-            })
-        );
-        r.group_written(12);
-        assert_eq!(
-            r.get(h(1), &EventId::from_u128(1)),
-            Some(Found {
-                position: 10,
-                pending_req: None
-            })
-        );
-        r.published(11);
-        assert!(
-            r.get(h(1), &EventId::from_u128(1)).is_some(),
-            "not yet published"
-        );
-        r.published(12);
-        assert!(r.get(h(1), &EventId::from_u128(1)).is_none());
+    fn generations_cover_until_the_tables_do() {
+        let mut w = WriterIds::new(StreamHasher::new(3), IdMap::default(), 10, Vec::new(), 4);
+        assert_eq!(claim(&mut w, 10, &[1, 2]), vec![None, None]);
+        assert_eq!(find(&w, 2), Some(11));
+        let frozen = w.freeze(12);
+        assert_eq!(frozen.len(), 2);
+        assert_eq!(claim(&mut w, 12, &[3, 1]), vec![None, Some(10)]);
+        assert_eq!((find(&w, 1), find(&w, 3)), (Some(10), Some(12)));
+        assert_eq!(w.floor(), 10);
+        w.indexed(11);
+        assert_eq!(find(&w, 1), Some(10), "not yet covered by the tables");
+        w.indexed(12);
+        assert_eq!(find(&w, 1), None);
+        assert_eq!(w.floor(), 12);
     }
 
     #[test]
-    fn an_id_twice_in_a_batch_records_nothing() {
-        let mut r = RecentIds::new(StreamHasher::new(0));
-        assert_eq!(
-            r.write(0, 0, &[ev(1), ev(2), ev(1)]),
-            Err(EventId::from_u128(1))
-        );
-        assert!(r.pending.is_empty());
-        r.write(1, 0, &[ev(1)]).unwrap();
-        r.group_failed();
-        assert!(r.pending.is_empty());
+    fn an_unclaimed_batch_leaves_earlier_ids_alone() {
+        let mut w = WriterIds::new(StreamHasher::new(0), IdMap::default(), 0, Vec::new(), 4);
+        assert_eq!(claim(&mut w, 0, &[1]), vec![None]);
+        // A batch meeting id 1 (and repeating id 2) is refused: its claims
+        // are undone, id 1 stays where it was.
+        assert_eq!(claim(&mut w, 1, &[2, 1, 2]), vec![None, Some(0), Some(1)]);
+        for (k, n) in [2u128, 1, 2].iter().enumerate() {
+            let id = EventId::from_u128(*n);
+            w.unclaim(w.hasher.hash_id(&id), &id, 1 + k as u64);
+        }
+        assert_eq!((find(&w, 1), find(&w, 2)), (Some(0), None));
     }
 }

@@ -33,6 +33,7 @@ use crate::config::{RecoveryMode, StoreConfig};
 use crate::error::StorageError;
 use crate::fs::{LockGuard, OpenMode, VFile};
 use crate::index::IndexState;
+use crate::index::ids::IdMap;
 use crate::index::manifest::{self, Manifest};
 use crate::index::memtable::Memtable;
 use crate::index::table::Table;
@@ -83,6 +84,8 @@ pub struct RecoveryReport {
 
 pub(crate) struct Opened {
     pub shared: Arc<Shared>,
+    /// The event ids of the unindexed tail replayed into the memtable.
+    pub tail_ids: IdMap,
     pub active: Arc<Segment>,
     pub pidx: Vec<PidxEntry>,
     pub records_in_segment: u64,
@@ -438,6 +441,7 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
         }),
         head: head.into(),
         head_watch,
+        indexed_through: indexed_through.into(),
         manifest: Mutex::new(manifest),
         writer_failure: Mutex::new(None),
         counters,
@@ -474,10 +478,12 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
 
     // --- Replay the unindexed tail -------------------------------------
     let from = indexed_through;
+    let mut tail_ids = IdMap::default();
     if from < head {
         let segs = Arc::clone(&shared.segments.read());
         let mut replayed = 0u64;
         let mut mem = Memtable::new(from);
+        let tail_ids = &mut tail_ids;
         shared.scan_forward(&segs, from, head, |loc, skip| {
             if skip != 0 {
                 return Err(StorageError::corrupt(
@@ -496,11 +502,26 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
                 n,
                 loc.offset,
             );
-            let ids = rec
-                .event_ids()
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| StorageError::corrupt(loc.path, loc.offset, format!("{e:?}")))?;
-            mem.insert_ids(&shared.hasher, ids.into_iter(), rec.first_position);
+            for (i, id) in rec.event_ids().enumerate() {
+                let id =
+                    id.map_err(|e| StorageError::corrupt(loc.path, loc.offset, format!("{e:?}")))?;
+                let hasher = shared.hasher;
+                if tail_ids
+                    .insert(
+                        hasher.hash_id(&id),
+                        id,
+                        rec.first_position + i as u64,
+                        |k| hasher.hash_id(k),
+                    )
+                    .is_some()
+                {
+                    return Err(StorageError::corrupt(
+                        loc.path,
+                        loc.offset,
+                        format!("event id {id} is stored twice in the unindexed tail"),
+                    ));
+                }
+            }
             replayed += n;
             Ok(Visit::Continue)
         })?;
@@ -521,6 +542,7 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
     report.duration = started.elapsed();
     Ok(Opened {
         shared,
+        tail_ids,
         active,
         pidx,
         records_in_segment: records,

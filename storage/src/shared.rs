@@ -10,6 +10,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::config::StoreConfig;
 use crate::error::StorageError;
 use crate::index::IndexState;
+use crate::index::ids::IdMap;
 use crate::index::manifest::Manifest;
 use crate::index::memtable::Memtable;
 use crate::segment::{RecordReader, Segment};
@@ -56,6 +57,9 @@ pub struct Shared {
     /// Number of durable events: the next position to assign. Readers never
     /// go past it.
     pub head: AtomicU64,
+    /// Every position below this one is in an index table (the MANIFEST's
+    /// `indexed_through`): the writer drops its id generations up to it.
+    pub indexed_through: AtomicU64,
     /// Publishes `head` to subscribers.
     pub head_watch: tokio::sync::watch::Sender<u64>,
     /// The index manifest as last stored (flusher only, after open).
@@ -86,15 +90,17 @@ impl Shared {
         RecordReader::new(chunk, self.config.max_record_bytes() as usize)
     }
 
-    /// Moves the active memtable to the frozen list, for the flusher.
-    /// Returns false if it was empty.
-    pub(crate) fn freeze_active(&self) -> bool {
+    /// Moves the active memtable to the frozen list, for the flusher, with
+    /// `ids`, the event ids of its range (the writer's generation). Returns
+    /// false if it was empty.
+    pub(crate) fn freeze_active(&self, ids: Arc<IdMap>) -> bool {
         let mut g = self.index.write();
         if g.active.is_empty() {
             return false;
         }
         let start = g.active.end;
-        let m = std::mem::replace(&mut g.active, Memtable::new(start));
+        let mut m = std::mem::replace(&mut g.active, Memtable::new(start));
+        m.ids = ids;
         g.frozen.push(Arc::new(m));
         true
     }

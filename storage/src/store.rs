@@ -15,14 +15,16 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::StoreConfig;
+use crate::dedup::WriterIds;
 use crate::error::{AppendError, Limit, ReadError, StorageError};
 use crate::fs::LockGuard;
 use crate::index::flusher;
+use crate::index::ids::IdMap;
 use crate::open::{self, RecoveryReport};
 use crate::read::ReadLimit;
 use crate::record;
 use crate::shared::Shared;
-use crate::writer::{AppendRequest, Writer};
+use crate::writer::{AppendRequest, Resume, Writer};
 
 /// A slice of one stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -148,14 +150,44 @@ impl Store {
         let shared = Arc::clone(&opened.shared);
         let (tx, rx) = mpsc::channel(shared.config.writer_queue);
         let (flush_tx, flush_rx) = std::sync::mpsc::channel();
+        // The ids of the unindexed tail recovery replayed: the writer's
+        // first generation, or (if recovery replayed more than a memtable's
+        // worth) the frozen memtable's, with the writer starting afresh.
+        let tail_start = shared.indexed_through.load(Ordering::Acquire);
+        let head = shared.head();
+        let full = shared.index.read().active.len() >= shared.config.index_flush_entries;
+        // A generation holds a memtable's worth of ids (bounded: a huge
+        // setting must not reserve gigabytes up front).
+        let capacity = shared.config.index_flush_entries.min(4 << 20);
+        let ids = if full {
+            let frozen = Arc::new(opened.tail_ids);
+            let froze = shared.freeze_active(Arc::clone(&frozen));
+            let older = if froze {
+                vec![(tail_start, head, frozen)]
+            } else {
+                Vec::new()
+            };
+            WriterIds::new(shared.hasher, IdMap::default(), head, older, capacity)
+        } else {
+            WriterIds::new(
+                shared.hasher,
+                opened.tail_ids,
+                tail_start,
+                Vec::new(),
+                capacity,
+            )
+        };
         let writer = Writer::new(
             Arc::clone(&shared),
             rx,
             flush_tx.clone(),
-            opened.active,
-            opened.pidx,
-            opened.records_in_segment,
-            opened.last_timestamp,
+            Resume {
+                active: opened.active,
+                pidx: opened.pidx,
+                records_in_segment: opened.records_in_segment,
+                last_timestamp: opened.last_timestamp,
+                ids,
+            },
         )?;
         let spawn_err = |e| StorageError::io("spawn thread", &shared.config.data_dir, e);
         let writer = std::thread::Builder::new()
@@ -167,10 +199,7 @@ impl Store {
             .name("logbook-index".into())
             .spawn(move || flusher::run(fs, flush_rx))
             .map_err(spawn_err)?;
-        // Recovery may have replayed more than a memtable's worth.
-        if shared.index.read().active.len() >= shared.config.index_flush_entries
-            && shared.freeze_active()
-        {
+        if full {
             let _ = flush_tx.send(());
         }
         Ok(Store {
@@ -503,7 +532,8 @@ impl Inner {
         let clean = self.shared.writer_failure.lock().is_none()
             && !self.shared.abandoned.load(Ordering::Relaxed);
         let result = if clean {
-            self.shared.freeze_active();
+            // The writer froze the last memtable, with its ids, as it
+            // finished.
             flusher::flush_frozen(&self.shared)
         } else {
             Ok(())

@@ -30,7 +30,7 @@ use logbook_protocol::{
 use tokio::sync::{mpsc, oneshot};
 
 use crate::commit::{Failure, IndexAdd, Outcome, Pipeline, SegmentUpdate, Ticket};
-use crate::dedup::{Found, IdCheck, RecentIds, same_event};
+use crate::dedup::{Found, IdCheck, WriterIds, same_event};
 use crate::error::{AppendError, StorageError};
 use crate::fs::OpenMode;
 use crate::heads::{Head, Heads};
@@ -59,6 +59,8 @@ enum IdVerdict {
         stream: String,
         position: u64,
     },
+    /// An id appears twice in it: refuse it.
+    Repeated { id: EventId },
 }
 
 /// Record flag: last record of a group-commit write. Recovery uses it to
@@ -101,8 +103,8 @@ pub(crate) struct Writer {
     /// Sequence number of the next ticket.
     seq: u64,
     heads: Heads,
-    /// Ids of the groups the index does not have yet.
-    recent: RecentIds,
+    /// Ids of the positions the index tables do not cover yet.
+    ids: WriterIds,
     buf: Vec<u8>,
     /// Offset in `buf` of the last record encoded, to flag it as group end.
     last_record_in_buf: Option<usize>,
@@ -111,16 +113,34 @@ pub(crate) struct Writer {
     failed: Option<Failure>,
 }
 
+/// Where the writer starts, as recovery left the log.
+pub(crate) struct Resume {
+    /// The segment to append to.
+    pub active: Arc<Segment>,
+    /// Its sparse position index, whole.
+    pub pidx: Vec<PidxEntry>,
+    /// Records in it.
+    pub records_in_segment: u64,
+    /// The last commit time (timestamps never go backwards).
+    pub last_timestamp: i64,
+    /// The ids of the positions the index tables do not cover.
+    pub ids: WriterIds,
+}
+
 impl Writer {
     pub(crate) fn new(
         shared: Arc<Shared>,
         rx: mpsc::Receiver<AppendRequest>,
         flush_tx: std::sync::mpsc::Sender<()>,
-        active: Arc<Segment>,
-        pidx: Vec<PidxEntry>,
-        records_in_segment: u64,
-        last_timestamp: i64,
+        resume: Resume,
     ) -> Result<Writer, StorageError> {
+        let Resume {
+            active,
+            pidx,
+            records_in_segment,
+            last_timestamp,
+            ids,
+        } = resume;
         let write_offset = active.data_end();
         let alloc_end = active
             .file
@@ -129,7 +149,6 @@ impl Writer {
             .max(write_offset);
         let next_position = shared.head();
         let heads = Heads::new(shared.config.head_cache_streams);
-        let shared_hasher = shared.hasher;
         let pipeline = Pipeline::new(Arc::clone(&shared), flush_tx);
         Ok(Writer {
             pidx_published: pidx.len(),
@@ -144,7 +163,7 @@ impl Writer {
             next_position,
             seq: 0,
             heads,
-            recent: RecentIds::new(shared_hasher),
+            ids,
             buf: Vec::with_capacity(1 << 20),
             last_record_in_buf: None,
             last_timestamp,
@@ -217,9 +236,15 @@ impl Writer {
     fn finish(&mut self) {
         if self.failed.is_some()
             || self.pipeline.poisoned().is_some()
-            || self.alloc_end <= self.write_offset
             || self.shared.abandoned.load(Ordering::Relaxed)
         {
+            return;
+        }
+        // The index is written whole at a clean close: freeze the last
+        // memtable with its ids (the store's close flushes it).
+        let ids = Arc::new(self.ids.take_current());
+        self.shared.freeze_active(ids);
+        if self.alloc_end <= self.write_offset {
             return;
         }
         let f = &self.active.file;
@@ -254,48 +279,76 @@ impl Writer {
         Ok(Some(head))
     }
 
-    /// Where `id` (hash `hash`) is stored, as far as the writer can tell
-    /// beyond what the caller's pre-check found in the tables: the groups
-    /// not yet published, then the memtables and any table flushed since
-    /// the pre-check (positions from `through` on).
-    fn find_id(
-        &self,
-        hash: u64,
-        id: &EventId,
-        through: u64,
-    ) -> Result<Option<Found>, StorageError> {
-        if let Some(f) = self.recent.get(hash, id) {
-            return Ok(Some(f));
-        }
-        let newer_tables: Vec<Arc<crate::index::table::Table>> = {
-            let g = self.shared.index.read();
-            let in_memory = std::iter::once(&g.active)
-                .chain(g.frozen.iter().rev().map(|m| &**m))
-                .filter(|m| m.end > through)
-                .find_map(|m| m.ids.get(hash, id));
-            if let Some(position) = in_memory {
-                return Ok(Some(Found {
-                    position,
-                    pending_req: None,
-                }));
+    /// Claims the ids of `events` for positions `first_position` on, and
+    /// returns where those already stored are: the caller's pre-check
+    /// (`check`) found some in the tables; the writer's generations have
+    /// the rest (one probe per id looks up and claims at once); a gap
+    /// between the two (tables flushed after the pre-check, generations
+    /// dropped since) is looked up in the newer tables, outside the index
+    /// lock. Returns `(event index, where)` in event order, usually none.
+    /// Unless the result is empty (and the batch is then written), the
+    /// claims are undone with [`Writer::unclaim_ids`].
+    fn claim_ids(
+        &mut self,
+        events: &[NewEvent],
+        check: &IdCheck,
+        first_position: u64,
+    ) -> Result<Vec<(usize, Found)>, StorageError> {
+        let hasher = self.shared.hasher;
+        let mut found: Vec<(usize, Found)> = Vec::new();
+        let gap = check.through < self.ids.floor();
+        for (k, e) in events.iter().enumerate() {
+            if let Some(position) = check.found(k) {
+                found.push((k, Found { position }));
+                continue;
             }
-            g.tables
-                .iter()
-                .filter(|t| t.end_position > through)
-                .cloned()
-                .collect()
-        };
-        // Tables flushed after the pre-check: rare, and read outside the
-        // index lock.
-        for t in newer_tables.iter().rev() {
-            if let Some(position) = t.ids.get(hash, id)? {
-                return Ok(Some(Found {
-                    position,
-                    pending_req: None,
-                }));
+            if let Some(f) = self
+                .ids
+                .claim(hasher.hash_id(&e.id), e.id, first_position + k as u64)
+            {
+                found.push((k, f));
             }
         }
-        Ok(None)
+        if !gap {
+            return Ok(found);
+        }
+        let newer_tables: Vec<Arc<crate::index::table::Table>> = self
+            .shared
+            .index
+            .read()
+            .tables
+            .iter()
+            .filter(|t| t.end_position > check.through)
+            .cloned()
+            .collect();
+        let mut more: Vec<(usize, Found)> = Vec::new();
+        for (k, e) in events.iter().enumerate() {
+            if found.iter().any(|(j, _)| *j == k) {
+                continue;
+            }
+            let hash = hasher.hash_id(&e.id);
+            for t in newer_tables.iter().rev() {
+                if let Some(position) = t.ids.get(hash, &e.id)? {
+                    more.push((k, Found { position }));
+                    break;
+                }
+            }
+        }
+        if !more.is_empty() {
+            found.extend(more);
+            found.sort_unstable_by_key(|(k, _)| *k);
+        }
+        Ok(found)
+    }
+
+    /// Undoes the claims [`Writer::claim_ids`] made for `events` at
+    /// `first_position` on (the batch is not written after all).
+    fn unclaim_ids(&mut self, events: &[NewEvent], first_position: u64) {
+        let hasher = self.shared.hasher;
+        for (k, e) in events.iter().enumerate() {
+            self.ids
+                .unclaim(hasher.hash_id(&e.id), &e.id, first_position + k as u64);
+        }
     }
 
     /// The record holding `position`, which this thread has written (it
@@ -339,31 +392,32 @@ impl Writer {
         ))
     }
 
-    /// What `req` (request `i` of `group`) is, by its event ids: new, a
-    /// resend of a stored batch, or refused.
+    /// What `req` is, by its event ids: new (its ids are then claimed for
+    /// positions from the next one on: undo with [`Writer::unclaim_ids`]
+    /// if it is refused after all), a resend of a stored batch, or refused.
     fn classify_ids(
-        &self,
+        &mut self,
         req: &AppendRequest,
         group: &[AppendRequest],
         adds: &[IndexAdd],
     ) -> Result<IdVerdict, StorageError> {
-        let mut found: Vec<(usize, Found)> = Vec::new();
-        for (k, e) in req.events.iter().enumerate() {
-            let f = match req.id_check.found(k) {
-                Some(position) => Some(Found {
-                    position,
-                    pending_req: None,
-                }),
-                None => self.find_id(
-                    self.shared.hasher.hash_id(&e.id),
-                    &e.id,
-                    req.id_check.through,
-                )?,
-            };
-            if let Some(f) = f {
-                found.push((k, f));
-            }
+        let first_position = self.next_position;
+        let mut found = self.claim_ids(&req.events, &req.id_check, first_position)?;
+        if !found.is_empty() {
+            self.unclaim_ids(&req.events, first_position);
         }
+        // An id met at this batch's own positions repeats within it.
+        if let Some(&(k, _)) = found.iter().find(|(_, f)| f.position >= first_position) {
+            return Ok(IdVerdict::Repeated {
+                id: req.events.get(k).map(|e| e.id).unwrap_or_default(),
+            });
+        }
+        found.retain(|(_, f)| f.position < first_position);
+        // An original in the group being built: not written yet.
+        let pending = |p: u64| {
+            adds.iter()
+                .find(|a| a.first_position <= p && p < a.first_position + a.count)
+        };
         let Some(&(first_k, first)) = found.first() else {
             return Ok(IdVerdict::New);
         };
@@ -373,13 +427,9 @@ impl Writer {
             && found
                 .iter()
                 .all(|(k, f)| f.position == first.position + *k as u64);
-        if let Some(j) = first.pending_req {
-            // The original is in this group, not written yet.
-            let original = group.get(j).ok_or_else(|| {
+        if let Some(add) = pending(first.position) {
+            let original = group.get(add.req).ok_or_else(|| {
                 StorageError::Internal("a pending id names no request of the group".into())
-            })?;
-            let add = adds.iter().find(|a| a.req == j).ok_or_else(|| {
-                StorageError::Internal("a pending id names a request not written".into())
             })?;
             let same = whole
                 && first.position == add.first_position
@@ -457,7 +507,8 @@ impl Writer {
         self.seq += 1;
         let durable = self.shared.head();
         self.heads.published(durable);
-        self.recent.published(durable);
+        self.ids
+            .indexed(self.shared.indexed_through.load(Ordering::Acquire));
 
         let mut failure: Option<Failure> = self.failed.clone().or_else(|| self.pipeline.poisoned());
         for (i, req) in group.iter().enumerate() {
@@ -500,34 +551,35 @@ impl Writer {
                     }));
                     continue;
                 }
+                Ok(IdVerdict::Repeated { id }) => {
+                    outcomes.push(Outcome::Refused(AppendError::DuplicateEventId {
+                        id,
+                        stream: name.to_owned(),
+                        position: None,
+                    }));
+                    continue;
+                }
                 Err(e) => {
                     outcomes.push(Outcome::Refused(AppendError::Storage(e)));
                     continue;
                 }
             }
+            // From here on the batch's ids are claimed: a refusal undoes it.
             let head = match self.head_of(req.hash, name) {
                 Ok(h) => h,
                 Err(e) => {
+                    self.unclaim_ids(&req.events, self.next_position);
                     outcomes.push(Outcome::Refused(AppendError::Storage(e)));
                     continue;
                 }
             };
             let actual = head.as_ref().map(|h| StreamVersion(h.last_version));
             if !req.expected.admits(actual) {
+                self.unclaim_ids(&req.events, self.next_position);
                 outcomes.push(Outcome::Refused(AppendError::WrongExpectedVersion {
                     stream: name.to_owned(),
                     expected: req.expected,
                     actual,
-                }));
-                continue;
-            }
-            // The batch's positions start at the next one (a roll-over
-            // below does not change positions).
-            if let Err(id) = self.recent.write(i, self.next_position, &req.events) {
-                outcomes.push(Outcome::Refused(AppendError::DuplicateEventId {
-                    id,
-                    stream: name.to_owned(),
-                    position: None,
                 }));
                 continue;
             }
@@ -616,11 +668,18 @@ impl Writer {
             // Later groups check against these heads at once: if this group
             // fails, every later one fails with it (the pipeline is poisoned).
             self.heads.group_written(self.next_position);
-            self.recent.group_written(self.next_position);
         } else {
             self.heads.group_failed();
-            self.recent.group_failed();
         }
+        // The writer decides when the memtable is frozen, so that the id
+        // generation it hands over covers exactly the memtable's range: when
+        // a segment was sealed, or the memtable holds enough entries.
+        let freeze = (failure.is_none()
+            && wrote
+            && (updates.iter().any(|u| u.sealed)
+                || self.next_position - self.ids.current_start()
+                    >= self.shared.config.index_flush_entries as u64))
+            .then(|| self.ids.freeze(self.next_position));
         Ticket {
             seq,
             group,
@@ -630,6 +689,7 @@ impl Writer {
             sync: wrote.then(|| Arc::clone(&self.active)),
             end_position: self.next_position,
             failure,
+            freeze,
         }
     }
 

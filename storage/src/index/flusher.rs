@@ -106,6 +106,7 @@ pub(crate) fn flush_frozen(shared: &Shared) -> Result<(), StorageError> {
             g.indexed_streams = streams;
             g.manifest = Arc::new(manifest.clone());
         }
+        shared.indexed_through.store(mem.end, Ordering::Release);
         shared.counters.flushes.fetch_add(1, Ordering::Relaxed);
         merge(shared, &mut manifest)?;
     }

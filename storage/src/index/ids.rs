@@ -25,7 +25,7 @@
 //! bloom: bloom_blocks x 64 bytes, a blocked bloom filter over the ids'
 //!        seeded hashes (every probe of a key in one 64-byte line)
 //!
-//! footer (64 bytes, at the end of the file)
+//! footer (96 bytes, at the end of the file)
 //! 0   u64  id_count
 //! 8   u64  start_position  the file holds the id of every event in [start, end)
 //! 16  u64  end_position
@@ -34,14 +34,18 @@
 //! 36  u32  bloom_blocks
 //! 40  u32  bloom_k         bits set per key, all in one block
 //! 44  u32  reserved        0
-//! 48  u32  meta_crc32c     over fences and bloom
-//! 52  u32  footer_crc32c   over footer bytes 0..52
-//! 56  [8]  magic           "LGBKEEND"
+//! 48  [16] min_id          the smallest id (zeros when there is none)
+//! 64  [16] max_id          the largest id
+//! 80  u32  meta_crc32c     over fences and bloom
+//! 84  u32  footer_crc32c   over footer bytes 0..84
+//! 88  [8]  magic           "LGBKEEND"
 //! ```
 //! Opening reads the footer, fences and bloom (about 1.4 bytes per id) and
 //! keeps them in memory. A lookup of an absent id (the common case: a new
-//! event) is one bloom probe, one cache line; a present one, or a false
-//! positive (about 1%), reads one 4 KiB block.
+//! event) is one comparison with the id range (time-ordered ids, UUIDv7,
+//! are newer than every stored one and stop there) and one bloom probe,
+//! one cache line; a present one, or a false positive (about 1%), reads
+//! one 4 KiB block.
 
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
@@ -60,7 +64,7 @@ pub const FOOTER_MAGIC: [u8; 8] = *b"LGBKEEND";
 /// Id file format version written by this build.
 pub const FORMAT_VERSION: u32 = 1;
 const HEADER_LEN: u64 = 32;
-const FOOTER_LEN: u64 = 64;
+const FOOTER_LEN: u64 = 96;
 const ENTRY_LEN: usize = 24;
 const FENCE_LEN: usize = 24;
 /// Ids per block: 170 x 24 B = 4,080 B, one page per lookup.
@@ -74,9 +78,10 @@ const BLOOM_K: u32 = 8;
 /// An id and the position of its event.
 pub type IdEntry = (EventId, u64);
 
-/// The ids of a memtable's range: id -> position, keyed by the store's
+/// Ids of a range of positions: id -> position, keyed by the store's
 /// seeded hash of the id (clients choose ids, so an unseeded hash would let
-/// them make every lookup collide).
+/// them make every lookup collide). The writer fills one per memtable
+/// generation; the frozen memtable takes it, and the flusher writes it.
 #[derive(Default)]
 pub struct IdMap {
     table: HashTable<IdEntry>,
@@ -97,17 +102,37 @@ impl IdMap {
         self.table.find(hash, |(k, _)| k == id).map(|(_, p)| *p)
     }
 
-    /// Records `id` at `position`. Ids are unique (the writer checks before
-    /// writing), so this never replaces one.
+    /// Records `id` at `position`, unless it is there already: then
+    /// returns the position it has. One probe for both.
     pub fn insert(
         &mut self,
         hash: u64,
         id: EventId,
         position: u64,
         hasher: impl Fn(&EventId) -> u64,
-    ) {
-        self.table
-            .insert_unique(hash, (id, position), |(k, _)| hasher(k));
+    ) -> Option<u64> {
+        match self
+            .table
+            .entry(hash, |(k, _)| *k == id, |(k, _)| hasher(k))
+        {
+            hashbrown::hash_table::Entry::Occupied(e) => Some(e.get().1),
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                e.insert((id, position));
+                None
+            }
+        }
+    }
+
+    /// Forgets `id`.
+    pub fn remove(&mut self, hash: u64, id: &EventId) {
+        if let Ok(e) = self.table.find_entry(hash, |(k, _)| k == id) {
+            e.remove();
+        }
+    }
+
+    /// Makes room for `more` ids without rehashing on the way.
+    pub fn reserve(&mut self, more: usize, hasher: impl Fn(&EventId) -> u64) {
+        self.table.reserve(more, |(k, _)| hasher(k));
     }
 
     /// Number of ids.
@@ -123,8 +148,16 @@ impl IdMap {
     /// Every id, sorted (the order of an id file).
     pub fn sorted(&self) -> Vec<IdEntry> {
         let mut v: Vec<IdEntry> = self.table.iter().copied().collect();
-        v.sort_unstable_by_key(|(id, _)| id.0);
+        // As big-endian integers: the bytewise order, compared in one go.
+        v.sort_unstable_by_key(|(id, _)| u128::from_be_bytes(id.0));
         v
+    }
+
+    /// An empty map with room for `n` ids.
+    pub fn with_capacity(n: usize) -> IdMap {
+        IdMap {
+            table: HashTable::with_capacity(n),
+        }
     }
 }
 
@@ -205,6 +238,9 @@ pub struct IdTable {
     pub end_position: u64,
     fences: Vec<Fence>,
     bloom: BlockedBloom,
+    /// The smallest and largest id (both zero when there is none).
+    min_id: [u8; 16],
+    max_id: [u8; 16],
 }
 
 fn decode_entry(c: &[u8]) -> IdEntry {
@@ -253,6 +289,7 @@ pub fn write(
     let mut in_block = 0usize;
     let mut written = 0u64;
     let mut prev: Option<[u8; 16]> = None;
+    let mut min_id: Option<[u8; 16]> = None;
     for item in entries {
         let (event_id, position) = item?;
         if prev.is_some_and(|p| p >= event_id.0) {
@@ -262,6 +299,7 @@ pub fn write(
             )));
         }
         prev = Some(event_id.0);
+        min_id.get_or_insert(event_id.0);
         if in_block == 0 {
             fences.push(Fence {
                 first: event_id.0,
@@ -318,6 +356,9 @@ pub fn write(
     buf.extend_from_slice(&(bloom.lines() as u32).to_le_bytes());
     buf.extend_from_slice(&bloom.k.to_le_bytes());
     buf.extend_from_slice(&0u32.to_le_bytes());
+    let (min_id, max_id) = (min_id.unwrap_or_default(), prev.unwrap_or_default());
+    buf.extend_from_slice(&min_id);
+    buf.extend_from_slice(&max_id);
     buf.extend_from_slice(&meta_crc.to_le_bytes());
     let footer_crc = crc32c::crc32c(buf.get(footer_start..).unwrap_or_default());
     buf.extend_from_slice(&footer_crc.to_le_bytes());
@@ -333,6 +374,8 @@ pub fn write(
         end_position,
         fences,
         bloom,
+        min_id,
+        max_id,
     })
 }
 
@@ -382,11 +425,11 @@ impl IdTable {
         let footer_at = len - FOOTER_LEN;
         file.read_exact_at(&mut f, footer_at)
             .map_err(|e| StorageError::io("read", &path, e))?;
-        if f.get(56..64) != Some(&FOOTER_MAGIC[..]) {
+        if f.get(88..96) != Some(&FOOTER_MAGIC[..]) {
             return Err(corrupt(footer_at, "id file footer missing"));
         }
-        let expected = le::u32(&f, 52);
-        let got = crc32c::crc32c(f.get(..52).unwrap_or_default());
+        let expected = le::u32(&f, 84);
+        let got = crc32c::crc32c(f.get(..84).unwrap_or_default());
         if got != expected {
             return Err(StorageError::ChecksumMismatch {
                 file: path,
@@ -402,7 +445,15 @@ impl IdTable {
         let block_count = u64::from(le::u32(&f, 32));
         let bloom_lines = u64::from(le::u32(&f, 36));
         let bloom_k = le::u32(&f, 40);
-        let meta_crc = le::u32(&f, 48);
+        let id_at = |at: usize| -> [u8; 16] {
+            let mut id = [0u8; 16];
+            if let Some(s) = f.get(at..at + 16) {
+                id.copy_from_slice(s);
+            }
+            id
+        };
+        let (min_id, max_id) = (id_at(48), id_at(64));
+        let meta_crc = le::u32(&f, 80);
         let meta_len = block_count * FENCE_LEN as u64 + bloom_lines * BLOOM_LINE as u64;
         if count.div_ceil(BLOCK_IDS as u64) != block_count
             || count
@@ -416,6 +467,7 @@ impl IdTable {
             || bloom_lines == 0
             || bloom_k == 0
             || bloom_k > 32
+            || min_id > max_id
         {
             return Err(corrupt(footer_at, "id file footer is inconsistent"));
         }
@@ -457,6 +509,8 @@ impl IdTable {
                 bytes: bloom_bytes.to_vec(),
                 k: bloom_k,
             },
+            min_id,
+            max_id,
         })
     }
 
@@ -471,8 +525,8 @@ impl IdTable {
     /// Whether `id` (whose hash is `hash`) may be here: false for certain,
     /// true for "read a block to know".
     #[inline]
-    pub fn may_contain(&self, hash: u64) -> bool {
-        self.bloom.may_contain(hash)
+    pub fn may_contain(&self, hash: u64, id: &EventId) -> bool {
+        self.count > 0 && self.min_id <= id.0 && id.0 <= self.max_id && self.bloom.may_contain(hash)
     }
 
     /// Reads and checks block `i`.
@@ -500,7 +554,7 @@ impl IdTable {
 
     /// The position of `id` (whose hash is `hash`), if this file has it.
     pub fn get(&self, hash: u64, id: &EventId) -> Result<Option<u64>, StorageError> {
-        if !self.may_contain(hash) {
+        if !self.may_contain(hash, id) {
             return Ok(None);
         }
         // The block whose first id is the greatest at or below `id`.
@@ -635,7 +689,7 @@ mod tests {
         let mut positives = 0;
         for (id, _) in &absent {
             assert_eq!(t.get(h(id), id).unwrap(), None);
-            positives += usize::from(t.may_contain(h(id)));
+            positives += usize::from(t.may_contain(h(id), id));
         }
         assert!(positives < 150, "{positives} false positives in 5,000");
         let back: Vec<IdEntry> = Arc::new(t).iter().map(Result::unwrap).collect();
@@ -669,7 +723,7 @@ mod tests {
             Err(StorageError::ChecksumMismatch { .. })
         ));
         // A flipped bit in the footer or fences: the open fails.
-        for at in [good.len() - 20, good.len() - 70] {
+        for at in [good.len() - 20, good.len() - 70, good.len() - 110] {
             let mut bad = good.clone();
             bad[at] ^= 1;
             fs.write_file(&path, bad);
@@ -688,7 +742,7 @@ mod tests {
     }
 
     #[test]
-    fn merge_keeps_id_order() {
+    fn merge_keeps_id_order_and_ranges_skip_newer_ids() {
         let a = sorted_ids(300, 4);
         let b = sorted_ids(200, 5);
         let merged: Vec<IdEntry> = merge_iters(vec![
@@ -697,6 +751,13 @@ mod tests {
         ])
         .map(Result::unwrap)
         .collect();
+        // A time-ordered id beyond every stored one is refused by the
+        // range check alone, without touching the bloom filter.
+        let fs = MemFs::new();
+        let t = write_ids(&fs, 7, &a);
+        let newer = EventId([0xff; 16]);
+        assert!(!t.may_contain(0, &newer));
+        assert!(t.may_contain(hasher()(&a[0].0), &a[0].0));
         let mut want = [a, b].concat();
         want.sort_by_key(|(id, _)| id.0);
         assert_eq!(merged, want);

@@ -8,8 +8,10 @@
 
 use logbook_protocol::Direction;
 
+use std::sync::Arc;
+
 use crate::index::ids::IdMap;
-use crate::stream_map::{StreamHasher, StreamMap};
+use crate::stream_map::StreamMap;
 
 /// Where one event lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -27,8 +29,9 @@ pub struct Entry {
 #[derive(Debug, Default)]
 pub struct Memtable {
     streams: StreamMap<Vec<Entry>>,
-    /// The event ids of the range: id -> position.
-    pub ids: IdMap,
+    /// The event ids of the range: empty while active (the writer keeps
+    /// them); the writer's generation for the range once frozen.
+    pub ids: Arc<IdMap>,
     len: usize,
     /// Streams created here (entries with version 0).
     new_streams: u64,
@@ -128,22 +131,6 @@ impl Memtable {
                 let i = e.partition_point(|x| x.version <= from);
                 out.extend(e.iter().take(i).rev().take(limit));
             }
-        }
-    }
-
-    /// Records the ids of one record's events, the first at
-    /// `first_position`.
-    pub fn insert_ids(
-        &mut self,
-        hasher: &StreamHasher,
-        ids: impl Iterator<Item = logbook_protocol::EventId>,
-        first_position: u64,
-    ) {
-        for (i, id) in ids.enumerate() {
-            self.ids
-                .insert(hasher.hash_id(&id), id, first_position + i as u64, |k| {
-                    hasher.hash_id(k)
-                });
         }
     }
 
