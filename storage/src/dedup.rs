@@ -38,6 +38,9 @@ pub(crate) struct IdCheck {
     pub through: u64,
     /// `(event index, position)` of each id found in them.
     pub found: Vec<(usize, u64)>,
+    /// The seeded hash of each event's id, in event order (computed here,
+    /// off the writer thread).
+    pub hashes: Vec<u64>,
 }
 
 impl IdCheck {
@@ -52,8 +55,10 @@ pub(crate) fn precheck(shared: &Shared, events: &[NewEvent]) -> Result<IdCheck, 
     let tables = Arc::clone(&shared.index.read().tables);
     let through = tables.last().map_or(0, |t| t.end_position);
     let mut found = Vec::new();
+    let mut hashes = Vec::with_capacity(events.len());
     for (i, e) in events.iter().enumerate() {
         let hash = shared.hasher.hash_id(&e.id);
+        hashes.push(hash);
         for t in tables.iter().rev() {
             if let Some(p) = t.ids.get(hash, &e.id)? {
                 found.push((i, p));
@@ -61,7 +66,11 @@ pub(crate) fn precheck(shared: &Shared, events: &[NewEvent]) -> Result<IdCheck, 
             }
         }
     }
-    Ok(IdCheck { through, found })
+    Ok(IdCheck {
+        through,
+        found,
+        hashes,
+    })
 }
 
 /// Where the writer found an id.
@@ -135,6 +144,20 @@ impl WriterIds {
             .map(|position| Found { position })
     }
 
+    /// Starts the cache misses of looking up `hashes` in every generation,
+    /// so that they overlap instead of following one another: a batch's
+    /// ids are touched before they are claimed.
+    pub fn touch(&self, hashes: &[u64]) {
+        let mut sink = 0u64;
+        for &h in hashes {
+            sink = sink.wrapping_add(self.current.touch(h));
+            for (_, _, g) in &self.older {
+                sink = sink.wrapping_add(g.touch(h));
+            }
+        }
+        std::hint::black_box(sink);
+    }
+
     /// Looks `id` up and, if no generation has it, records it at
     /// `position` (one probe of the current generation for both). Returns
     /// where it was, if it was.
@@ -157,7 +180,8 @@ impl WriterIds {
     /// `position` (and not before, by another batch).
     pub fn unclaim(&mut self, hash: u64, id: &EventId, position: u64) {
         if self.current.get(hash, id) == Some(position) {
-            self.current.remove(hash, id);
+            let hasher = self.hasher;
+            self.current.remove(hash, id, |k| hasher.hash_id(k));
         }
     }
 

@@ -297,15 +297,20 @@ impl Writer {
         let hasher = self.shared.hasher;
         let mut found: Vec<(usize, Found)> = Vec::new();
         let gap = check.through < self.ids.floor();
-        for (k, e) in events.iter().enumerate() {
+        // The pre-check hashed the ids; a request built without one (none
+        // is) would be hashed here.
+        let hashes: std::borrow::Cow<'_, [u64]> = if check.hashes.len() == events.len() {
+            std::borrow::Cow::Borrowed(&check.hashes)
+        } else {
+            std::borrow::Cow::Owned(events.iter().map(|e| hasher.hash_id(&e.id)).collect())
+        };
+        self.ids.touch(&hashes);
+        for ((k, e), &hash) in events.iter().enumerate().zip(hashes.iter()) {
             if let Some(position) = check.found(k) {
                 found.push((k, Found { position }));
                 continue;
             }
-            if let Some(f) = self
-                .ids
-                .claim(hasher.hash_id(&e.id), e.id, first_position + k as u64)
-            {
+            if let Some(f) = self.ids.claim(hash, e.id, first_position + k as u64) {
                 found.push((k, f));
             }
         }
