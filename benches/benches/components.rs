@@ -6,6 +6,8 @@
 //!   versions) on `MemFs`: `lookup_hit` (one entry of a present stream),
 //!   `lookup_miss` (an absent stream; mostly the bloom filter),
 //!   `range_100` (a whole stream).
+//! - `ids`: the event-id file of a 1,000,000-event table: `lookup_miss`
+//!   (a new id), `lookup_hit` (a stored one).
 //! - `protocol`: 1000-event messages: `encode_read_all_ok_1000`,
 //!   `encode_push_events_1000`, `decode_frame_1000` (cut one frame out of a
 //!   read buffer, crc included), `decode_read_all_ok_1000`

@@ -54,8 +54,8 @@ pub use frame::{
 };
 pub use msg::{
     Append, BackupBegin, BackupBeginOk, BackupEnd, BackupFile, BackupRead, Credit, ErrorCode,
-    ErrorReply, Filter, Hello, HelloOk, Ping, Pong, Push, ReadAll, ReadAllOk, ReadStream,
-    ReadStreamOk, RecoveryStats, Request, Response, ServerMessage, Stats, StatsOk, Subscribe,
-    SubscribeFrom, SubscribeOk, SubscriptionTarget, Unsubscribe,
+    ErrorReply, Filter, Hello, HelloOk, MAX_FILTER_PREFIXES, Ping, Pong, Push, ReadAll, ReadAllOk,
+    ReadStream, ReadStreamOk, RecoveryStats, Request, Response, ServerMessage, Stats, StatsOk,
+    Subscribe, SubscribeFrom, SubscribeOk, SubscriptionTarget, Unsubscribe,
 };
 pub use types::*;

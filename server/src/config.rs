@@ -150,6 +150,32 @@ pub struct Args {
     #[arg(long, env = "LOGBOOK_HANDSHAKE_TIMEOUT_SECS", default_value_t = 10)]
     pub handshake_timeout_secs: u64,
 
+    /// Seconds a connection may go without a request while it has nothing
+    /// going on (no subscription, append, backup or unsent reply) before
+    /// it is closed with IdleTimeout; 0 never closes one.
+    #[arg(long, env = "LOGBOOK_IDLE_TIMEOUT_SECS", default_value_t = 3600)]
+    pub idle_timeout_secs: u64,
+
+    /// Seconds a client may leave its pending replies unread before its
+    /// connection is closed (its unsent bytes are given back).
+    #[arg(long, env = "LOGBOOK_WRITE_TIMEOUT_SECS", default_value_t = 60)]
+    pub write_timeout_secs: u64,
+
+    /// Most reads of the log (requests and subscriptions) running at once,
+    /// on their own threads, off the network threads.
+    #[arg(long, env = "LOGBOOK_READ_THREADS", default_value_t = 8)]
+    pub read_threads: usize,
+
+    /// Memory all subscriptions together may hold (4 KiB each plus their
+    /// filters'); a Subscribe past it is refused with ServerBusy.
+    #[arg(long, env = "LOGBOOK_MAX_SUBSCRIPTION_BYTES", default_value = "256MiB", value_parser = parse_size)]
+    pub max_subscription_bytes: u64,
+
+    /// Bytes of appends queued for the writer (and in the group being
+    /// written) before further appends wait.
+    #[arg(long, env = "LOGBOOK_WRITER_QUEUE_BYTES", default_value = "64MiB", value_parser = parse_size, global = true)]
+    pub writer_queue_bytes: u64,
+
     /// Log filter (tracing's env-filter syntax, e.g. `info`,
     /// `logbook_server=debug`).
     #[arg(long, env = "LOGBOOK_LOG", default_value = "info", global = true)]
@@ -188,6 +214,7 @@ impl Args {
             max_batch_events: self.max_events_per_append,
             max_event_bytes: self.max_event_bytes,
             index_flush_entries: self.index_flush_entries,
+            writer_queue_bytes: self.writer_queue_bytes,
             ..StoreConfig::new(&self.data_dir)
         }
     }
@@ -205,6 +232,11 @@ impl Args {
             max_incomplete_frame_bytes: self.max_incomplete_frame_bytes.min(usize::MAX as u64)
                 as usize,
             max_outbox_bytes: self.max_outbox_bytes.min(usize::MAX as u64) as usize,
+            idle_timeout: (self.idle_timeout_secs > 0)
+                .then(|| Duration::from_secs(self.idle_timeout_secs)),
+            write_timeout: Duration::from_secs(self.write_timeout_secs.max(1)),
+            read_threads: self.read_threads.max(1),
+            max_subscription_bytes: self.max_subscription_bytes.min(usize::MAX as u64) as usize,
             ..ServerConfig::default()
         }
     }

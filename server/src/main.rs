@@ -32,6 +32,36 @@ fn main() -> ExitCode {
     }
 }
 
+/// Raises the soft limit on open files to the hard limit, and logs both:
+/// the store keeps every segment and index table open, and each connection
+/// takes a descriptor, so the common soft default of 1,024 is reached by a
+/// store of about a thousand files or a thousand clients.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let before = getrlimit(Resource::Nofile);
+    let show = |v: Option<u64>| v.map_or_else(|| "unlimited".to_owned(), |n| n.to_string());
+    if before.current < before.maximum || (before.current.is_some() && before.maximum.is_none()) {
+        // An unlimited hard limit still caps open files at the kernel's
+        // nr_open (1,048,576 by default), which an unlimited soft one would
+        // exceed.
+        let raised = Rlimit {
+            current: before.maximum.or(Some(1 << 20)),
+            maximum: before.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(error = %e, soft = %show(before.current), hard = %show(before.maximum), "could not raise the open file limit");
+            return;
+        }
+    }
+    let after = getrlimit(Resource::Nofile);
+    tracing::info!(
+        soft_before = %show(before.current),
+        soft = %show(after.current),
+        hard = %show(after.maximum),
+        "open file limit"
+    );
+}
+
 fn run_verify(args: &Args) -> ExitCode {
     let config = args.store_config();
     // A bar for people; one line per file for logs and pipes. Either way on
@@ -106,6 +136,7 @@ fn serve(args: &Args) -> ExitCode {
             }
         }
     }
+    raise_open_file_limit();
     let store = match Store::open(args.store_config()) {
         Ok(s) => s,
         Err(e) => {

@@ -62,6 +62,12 @@ pub struct StoreConfig {
     /// A full queue makes `append` wait: backpressure instead of unbounded
     /// memory.
     pub writer_queue: usize,
+    /// Bound of the same queue in bytes: appends queued, and those in the
+    /// group being written and synced, together hold at most this much
+    /// (their records' bytes plus 128 per event). Default 64 MiB. A full
+    /// queue makes `append` wait (first come, first served). An append
+    /// larger than the whole bound waits for the queue to be empty.
+    pub writer_queue_bytes: u64,
     /// Index entries held in memory before they are written to a table, and
     /// so the most events recovery replays from the log. Default 1,000,000
     /// (about 40 MiB of memory). Also flushed whenever a segment is sealed.
@@ -108,6 +114,7 @@ impl Default for StoreConfig {
             max_group_bytes: 4 << 20,
             sync_lanes: 2,
             writer_queue: 4096,
+            writer_queue_bytes: 64 << 20,
             index_flush_entries: 1_000_000,
             head_cache_streams: 100_000,
             preallocate_bytes: 8 << 20,
@@ -171,9 +178,14 @@ impl StoreConfig {
                 self.sync_lanes
             ));
         }
-        if self.writer_queue == 0 || self.index_flush_entries == 0 || self.head_cache_streams == 0 {
+        if self.writer_queue == 0
+            || self.writer_queue_bytes == 0
+            || self.index_flush_entries == 0
+            || self.head_cache_streams == 0
+        {
             return bad(
-                "writer_queue, index_flush_entries and head_cache_streams must be positive".into(),
+                "writer_queue, writer_queue_bytes, index_flush_entries and head_cache_streams must be positive"
+                    .into(),
             );
         }
         Ok(())

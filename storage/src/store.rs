@@ -26,6 +26,11 @@ use crate::record;
 use crate::shared::Shared;
 use crate::writer::{AppendRequest, Resume, Writer};
 
+/// The writer queue's byte budget in KiB, as semaphore permits.
+fn queue_kib(bytes: u64) -> usize {
+    (bytes / 1024).clamp(1, u64::from(u32::MAX >> 3)) as usize
+}
+
 /// A slice of one stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamSlice {
@@ -123,6 +128,8 @@ struct Inner {
     report: RecoveryReport,
     /// Released by `close`, so that the directory can be reopened at once.
     lock: Mutex<Option<Box<dyn LockGuard>>>,
+    /// The writer queue's byte budget, in KiB (`writer_queue_bytes`).
+    queue_kib: Arc<tokio::sync::Semaphore>,
 }
 
 /// An open event store. Cheap to clone; all clones share one engine.
@@ -202,6 +209,7 @@ impl Store {
         if full {
             let _ = flush_tx.send(());
         }
+        let shared_config_queue_bytes = shared.config.writer_queue_bytes;
         Ok(Store {
             inner: Arc::new(Inner {
                 shared,
@@ -211,6 +219,9 @@ impl Store {
                 flush_tx: Mutex::new(Some(flush_tx)),
                 report: opened.report,
                 lock: Mutex::new(Some(opened.lock)),
+                queue_kib: Arc::new(tokio::sync::Semaphore::new(queue_kib(
+                    shared_config_queue_bytes,
+                ))),
             }),
         })
     }
@@ -284,6 +295,7 @@ impl Store {
             .ok_or(AppendError::Storage(StorageError::ShuttingDown))?;
         let (reply, rx) = oneshot::channel();
         let req = AppendRequest {
+            _queued: None,
             hash: self.inner.shared.hasher.hash(stream),
             stream: stream.clone(),
             expected,
@@ -294,6 +306,15 @@ impl Store {
             submitted: std::time::Instant::now(),
         };
         Ok((req, rx, tx))
+    }
+
+    /// What `req` is charged on the writer queue's byte budget, in KiB:
+    /// its record and its events' in-memory overhead, at most the whole
+    /// budget (so that a batch larger than it waits for an empty queue
+    /// instead of for ever).
+    fn queue_charge(&self, req: &AppendRequest) -> u32 {
+        let bytes = req.encoded_len as u64 + 128 * req.events.len() as u64;
+        (bytes.div_ceil(1024) as u32).clamp(1, queue_kib(self.config().writer_queue_bytes) as u32)
     }
 
     /// Appends `events` to `stream` if the stream is at `expected`.
@@ -322,7 +343,14 @@ impl Store {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<PendingAppend, AppendError> {
-        let (req, rx, tx) = self.request(stream, expected, events)?;
+        let (mut req, rx, tx) = self.request(stream, expected, events)?;
+        let charge = self.queue_charge(&req);
+        req._queued = Some(
+            Arc::clone(&self.inner.queue_kib)
+                .acquire_many_owned(charge)
+                .await
+                .map_err(|_| AppendError::Storage(StorageError::ShuttingDown))?,
+        );
         tx.send(req)
             .await
             .map_err(|_| AppendError::Storage(StorageError::ShuttingDown))?;
@@ -337,7 +365,14 @@ impl Store {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, AppendError> {
-        let (req, rx, tx) = self.request(stream, expected, events)?;
+        let (mut req, rx, tx) = self.request(stream, expected, events)?;
+        let charge = self.queue_charge(&req);
+        req._queued = Some(
+            futures::executor::block_on(
+                Arc::clone(&self.inner.queue_kib).acquire_many_owned(charge),
+            )
+            .map_err(|_| AppendError::Storage(StorageError::ShuttingDown))?,
+        );
         tx.blocking_send(req)
             .map_err(|_| AppendError::Storage(StorageError::ShuttingDown))?;
         rx.blocking_recv()
@@ -524,8 +559,10 @@ impl Store {
 impl Inner {
     fn close(&self) -> Result<(), StorageError> {
         // Dropping the only sender ends the writer's loop once the queue is
-        // drained (callers already waiting still get their replies).
+        // drained (callers already waiting still get their replies); those
+        // waiting for room in the queue are refused.
         drop(self.tx.write().take());
+        self.queue_kib.close();
         if let Some(w) = self.writer.lock().take() {
             let _ = w.join();
         }

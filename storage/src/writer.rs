@@ -81,6 +81,9 @@ pub struct AppendRequest {
     /// When it was submitted: append latency is measured from here to the
     /// reply.
     pub(crate) submitted: Instant,
+    /// Its charge on the writer queue's byte budget, given back when the
+    /// request is dropped (after its group is published, or refused).
+    pub(crate) _queued: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 pub(crate) struct Writer {

@@ -58,6 +58,11 @@ pub enum ErrorCode {
     /// or of one restored from an older backup). Detail for a stream:
     /// `stream`, and `actual`, the stream's last version.
     OutOfRange,
+    /// (13) The connection had nothing going on (no request, no open
+    /// subscription, no append in flight, no backup session) for the
+    /// server's idle timeout, and is closed. Sent on corr_id 0; reconnect
+    /// when there is something to do.
+    IdleTimeout,
     /// A code this side does not know (sent by a newer peer). Never build it
     /// for a known code: it would decode as the named variant.
     Unknown(u16),
@@ -79,6 +84,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedVersion => 10,
             ErrorCode::DuplicateEventId => 11,
             ErrorCode::OutOfRange => 12,
+            ErrorCode::IdleTimeout => 13,
             ErrorCode::Unknown(code) => code,
         }
     }
@@ -99,6 +105,7 @@ impl ErrorCode {
             10 => ErrorCode::UnsupportedVersion,
             11 => ErrorCode::DuplicateEventId,
             12 => ErrorCode::OutOfRange,
+            13 => ErrorCode::IdleTimeout,
             other => ErrorCode::Unknown(other),
         }
     }
@@ -119,6 +126,7 @@ impl fmt::Display for ErrorCode {
             ErrorCode::UnsupportedVersion => "unsupported version",
             ErrorCode::DuplicateEventId => "duplicate event id",
             ErrorCode::OutOfRange => "out of range",
+            ErrorCode::IdleTimeout => "idle timeout",
             ErrorCode::Unknown(code) => return write!(f, "error code {code}"),
         };
         f.write_str(name)

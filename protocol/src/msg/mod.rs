@@ -55,7 +55,9 @@ pub use push::Push;
 pub use read_all::{ReadAll, ReadAllOk};
 pub use read_stream::{ReadStream, ReadStreamOk};
 pub use stats::{RecoveryStats, Stats, StatsOk};
-pub use subscribe::{Filter, Subscribe, SubscribeFrom, SubscribeOk, SubscriptionTarget};
+pub use subscribe::{
+    Filter, MAX_FILTER_PREFIXES, Subscribe, SubscribeFrom, SubscribeOk, SubscriptionTarget,
+};
 pub use unsubscribe::Unsubscribe;
 pub use wire::MAX_BODY_DEPTH;
 

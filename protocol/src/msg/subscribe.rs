@@ -24,7 +24,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use super::wire::{FromWire, malformed};
 use crate::error::Error;
 use crate::frame::Opcode;
-use crate::types::{LogPosition, StreamVersion, Text};
+use crate::types::{LogPosition, MAX_EVENT_TYPE_BYTES, MAX_STREAM_NAME_BYTES, StreamVersion, Text};
 
 /// Where a subscription starts. `P` is a [`StreamVersion`] for a stream
 /// subscription and a [`LogPosition`] for the global log.
@@ -56,6 +56,11 @@ impl<P> SubscribeFrom<P> {
         }
     }
 }
+
+/// Most prefixes a [`Filter`] may list, in each of its two lists: a filter
+/// is matched against every event the subscription scans, so its size is
+/// bounded (a decoder refuses a longer list as malformed).
+pub const MAX_FILTER_PREFIXES: usize = 1_000;
 
 /// Server-side filter of a global-log subscription. An event passes when its
 /// stream starts with one of `stream_prefixes` (or the list is empty), its
@@ -157,10 +162,16 @@ impl<'de> Deserialize<'de> for FilterIn {
                 while let Some(StrKey(key)) = map.next_key()? {
                     match key.as_str() {
                         "stream_prefixes" => {
-                            f.stream_prefixes = map.next_value::<Option<_>>()?.unwrap_or_default()
+                            f.stream_prefixes = map
+                                .next_value::<Option<Prefixes<MAX_STREAM_NAME_BYTES>>>()?
+                                .map(|p| p.0)
+                                .unwrap_or_default()
                         }
                         "type_prefixes" => {
-                            f.type_prefixes = map.next_value::<Option<_>>()?.unwrap_or_default()
+                            f.type_prefixes = map
+                                .next_value::<Option<Prefixes<MAX_EVENT_TYPE_BYTES>>>()?
+                                .map(|p| p.0)
+                                .unwrap_or_default()
                         }
                         "stream_regex" => f.stream_regex = map.next_value()?,
                         "type_regex" => f.type_regex = map.next_value()?,
@@ -177,6 +188,53 @@ impl<'de> Deserialize<'de> for FilterIn {
             }
         }
         d.deserialize_map(V)
+    }
+}
+
+/// A list of at most [`MAX_FILTER_PREFIXES`] prefixes of at most `MAX`
+/// bytes each, refused as soon as it is found longer (before the rest of
+/// it is decoded: a 16 MiB frame could otherwise hold millions).
+struct Prefixes<const MAX: usize>(Vec<String>);
+
+impl<'de, const MAX: usize> Deserialize<'de> for Prefixes<MAX> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<const MAX: usize>;
+        impl<'de, const MAX: usize> Visitor<'de> for V<MAX> {
+            type Value = Prefixes<MAX>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(
+                    f,
+                    "an array of at most {MAX_FILTER_PREFIXES} str prefixes of at most {MAX} bytes"
+                )
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Prefixes<MAX>, A::Error> {
+                if seq.size_hint().is_some_and(|n| n > MAX_FILTER_PREFIXES) {
+                    return Err(de::Error::custom(format!(
+                        "a filter lists at most {MAX_FILTER_PREFIXES} prefixes"
+                    )));
+                }
+                let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(p) = seq.next_element::<String>()? {
+                    if v.len() == MAX_FILTER_PREFIXES {
+                        return Err(de::Error::custom(format!(
+                            "a filter lists at most {MAX_FILTER_PREFIXES} prefixes"
+                        )));
+                    }
+                    if p.len() > MAX {
+                        return Err(de::Error::custom(format!(
+                            "a filter prefix is {} bytes; at most {MAX}",
+                            p.len()
+                        )));
+                    }
+                    v.push(p);
+                }
+                Ok(Prefixes(v))
+            }
+        }
+        d.deserialize_seq(V::<MAX>)
     }
 }
 

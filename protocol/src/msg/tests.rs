@@ -793,6 +793,7 @@ fn error_codes_have_their_documented_values() {
         (ErrorCode::UnsupportedVersion, 10),
         (ErrorCode::DuplicateEventId, 11),
         (ErrorCode::OutOfRange, 12),
+        (ErrorCode::IdleTimeout, 13),
     ];
     for (code, value) in codes {
         assert_eq!(code.as_u16(), value);
@@ -857,6 +858,61 @@ fn bodies_and_filters_are_maps_with_str_keys() {
             }
         ),
         other => panic!("{other:?}"),
+    }
+}
+
+/// A filter is matched against every event its subscription scans: more
+/// than `MAX_FILTER_PREFIXES` prefixes in a list, or a prefix longer than
+/// a name can be, is refused while decoding, before the rest of the list
+/// is (a 16 MiB frame holds millions of one-byte strings).
+#[test]
+fn oversized_filters_are_refused_while_decoding() {
+    let subscribe = |filter: Filter| {
+        let req = Request::Subscribe(Subscribe {
+            target: SubscriptionTarget::All {
+                from: SubscribeFrom::Start,
+                filter: Some(filter),
+            },
+            initial_credit: 1,
+        });
+        let mut buf = bytes::BytesMut::new();
+        req.encode(&mut buf, 1, DEFAULT_MAX_FRAME_BYTES).unwrap();
+        let frame = crate::frame::decode_frame(&mut buf, DEFAULT_MAX_FRAME_BYTES)
+            .unwrap()
+            .unwrap();
+        Request::decode(&frame)
+    };
+    let many = |n: usize| (0..n).map(|i| format!("p{i}")).collect::<Vec<_>>();
+    assert!(
+        subscribe(Filter {
+            stream_prefixes: many(MAX_FILTER_PREFIXES),
+            type_prefixes: many(MAX_FILTER_PREFIXES),
+            ..Filter::default()
+        })
+        .is_ok()
+    );
+    for f in [
+        Filter {
+            stream_prefixes: many(MAX_FILTER_PREFIXES + 1),
+            ..Filter::default()
+        },
+        Filter {
+            type_prefixes: many(100_000),
+            ..Filter::default()
+        },
+        Filter {
+            stream_prefixes: vec!["s".repeat(crate::MAX_STREAM_NAME_BYTES + 1)],
+            ..Filter::default()
+        },
+        Filter {
+            type_prefixes: vec!["t".repeat(crate::MAX_EVENT_TYPE_BYTES + 1)],
+            ..Filter::default()
+        },
+    ] {
+        match subscribe(f) {
+            Err(Error::Malformed { .. }) => {}
+            other => panic!("{other:?}"),
+        }
     }
 }
 

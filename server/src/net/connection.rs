@@ -7,8 +7,8 @@
 //! handler in `cmd` (one file per request family).
 //!
 //! The reader decodes every complete frame in its buffer and dispatches it:
-//! pings and reads are answered at once (reads are served from the page
-//! cache, so the task does them itself rather than paying a thread hop);
+//! pings are answered at once; reads take room on the outbox budget and
+//! run in the reader pool (one at a time per connection, in order);
 //! appends are queued to the engine's writer in arrival order and their
 //! results are awaited together in `in_flight`, so a client can pipeline as
 //! many as `max_in_flight`. Replies go into the outbox in completion order.
@@ -17,6 +17,14 @@
 //! pending or the outbox holds more than `outbox::HIGH_WATER` bytes: a client
 //! that sends faster than the store acknowledges, or never reads its
 //! replies, is slowed by TCP rather than buffered.
+//!
+//! Memory a connection holds is bounded: a large frame still arriving is
+//! charged to the server's budget for incomplete frames, and stays charged
+//! until its request is handed on (an append is then within the engine's
+//! writer-queue bytes); a read buffer that grew for a large frame is given
+//! back once empty; a connection with nothing going on is closed after the
+//! idle timeout, and one whose client stops reading after the write
+//! timeout (`outbox.rs`).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -37,7 +45,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::Shared;
-use super::outbox::Outbox;
+use super::outbox::{Outbox, Room, SMALL_ROOM};
 use super::subscription::Sub;
 use logbook_storage::backup::BackupImage;
 use logbook_storage::{AppendError, PendingAppend};
@@ -88,11 +96,20 @@ pub(super) struct Connection {
     pub(super) backups: HashMap<u32, (Arc<BackupImage>, tokio::sync::OwnedSemaphorePermit)>,
     /// Id of the last backup session opened.
     pub(super) next_backup: u32,
+    /// Fires when the server shuts down (for waits inside a request).
+    shutdown: watch::Receiver<bool>,
 }
 
 /// Frames up to this size are not charged to the budget: every connection
 /// may hold one without asking.
 const SMALL_FRAME: usize = 64 << 10;
+
+/// A read buffer that grew past this for a large frame is replaced by a
+/// small one once it is empty.
+const KEEP_READ_BUFFER: usize = 256 << 10;
+
+/// The read buffer a connection starts with (and goes back to).
+const READ_BUFFER: usize = 64 << 10;
 
 async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
     match deadline {
@@ -115,6 +132,7 @@ impl Connection {
         let out = Arc::new(Outbox::new(
             Arc::clone(&shared.stats),
             shared.config.max_outbox_bytes,
+            shared.config.write_timeout,
         ));
         let writer = {
             let out = Arc::clone(&out);
@@ -131,6 +149,7 @@ impl Connection {
             frame_charge: None,
             backups: HashMap::new(),
             next_backup: 0,
+            shutdown: shutdown.clone(),
         };
         let why = conn.serve(rd, shutdown).await;
         // Answer what was accepted before closing: appends already queued
@@ -180,9 +199,11 @@ impl Connection {
     ) -> Close {
         let max_frame = self.shared.config.max_frame_bytes;
         let max_in_flight = self.shared.config.max_in_flight as usize;
-        let mut buf = BytesMut::with_capacity(64 << 10);
+        let mut buf = BytesMut::with_capacity(READ_BUFFER);
         let handshake_deadline = tokio::time::sleep(self.shared.config.handshake_timeout);
         tokio::pin!(handshake_deadline);
+        let idle_timeout = self.shared.config.idle_timeout;
+        let mut last_request = tokio::time::Instant::now();
         if *shutdown.borrow() {
             return Close::Shutdown;
         }
@@ -193,9 +214,13 @@ impl Connection {
                 match decode_frame(&mut buf, max_frame) {
                     Ok(Some(frame)) => {
                         // A whole frame arrived: whatever follows is a new one.
+                        // Its charge stays until its request is handed on.
                         self.frame_started = None;
-                        self.frame_charge = None;
-                        if let Err(why) = self.dispatch(frame).await {
+                        let charge = self.frame_charge.take();
+                        last_request = tokio::time::Instant::now();
+                        let done = self.dispatch(frame).await;
+                        drop(charge);
+                        if let Err(why) = done {
                             return why;
                         }
                     }
@@ -220,6 +245,10 @@ impl Connection {
                     }
                 }
             }
+            if buf.is_empty() && buf.capacity() > KEEP_READ_BUFFER {
+                // A large frame passed through: give its buffer back.
+                buf = BytesMut::with_capacity(READ_BUFFER);
+            }
             // A frame partly received: it must complete within the frame
             // timeout, and if it is large its bytes are charged to the
             // server-wide budget, so that clients trickling huge frames can
@@ -228,10 +257,19 @@ impl Connection {
             if let Err(why) = self.account_partial_frame(&buf) {
                 return why;
             }
+            let can_read = self.in_flight.len() < max_in_flight && !self.out.is_full();
+            if !can_read && self.frame_started.is_some() {
+                // The server is not reading (backpressure): the client's
+                // time to complete its frame starts again when it does.
+                self.frame_started = Some(tokio::time::Instant::now());
+            }
             let frame_deadline = self
                 .frame_started
+                .filter(|_| can_read)
                 .map(|t| t + self.shared.config.frame_timeout);
-            let can_read = self.in_flight.len() < max_in_flight && !self.out.is_full();
+            let idle_deadline = idle_timeout
+                .filter(|_| self.handshaken && buf.is_empty() && self.is_idle())
+                .map(|t| last_request + t);
             tokio::select! {
                 r = rd.read_buf(&mut buf), if can_read => match r {
                     Ok(0) => return Close::Eof,
@@ -242,14 +280,61 @@ impl Connection {
                     self.reply_append(corr_id, r);
                 }
                 () = self.out.wait_drained(), if self.out.is_full() => {}
+                () = self.out.wait_broken() => {
+                    return Close::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the client stopped reading its replies",
+                    ));
+                }
                 () = sleep_until_opt(frame_deadline), if frame_deadline.is_some() => {
                     return self.connection_error(ErrorReply::new(ErrorCode::BadRequest, "frame not completed within the frame timeout"));
+                }
+                () = sleep_until_opt(idle_deadline), if idle_deadline.is_some() => {
+                    // Nothing can have started while this task slept, since
+                    // only this task starts things. A client still reading
+                    // replies is not idle (one that stopped reading is the
+                    // write timeout's).
+                    if self.out.pending() > 0 {
+                        last_request = tokio::time::Instant::now();
+                        continue;
+                    }
+                    return self.connection_error(ErrorReply::new(
+                        ErrorCode::IdleTimeout,
+                        format!(
+                            "no request for {} s with nothing going on",
+                            idle_timeout.unwrap_or_default().as_secs()
+                        ),
+                    ));
                 }
                 () = &mut handshake_deadline, if !self.handshaken => {
                     return self.connection_error(ErrorReply::new(ErrorCode::BadRequest, "no Hello within the handshake timeout"));
                 }
                 _ = shutdown.changed() => return Close::Shutdown,
             }
+        }
+    }
+
+    /// Whether the connection has nothing going on: no subscription still
+    /// open, no append in flight, no backup session (unsent replies are
+    /// checked when the idle deadline comes).
+    fn is_idle(&self) -> bool {
+        self.in_flight.is_empty()
+            && self.backups.is_empty()
+            && self.subs.values().all(|s| s.is_ended())
+    }
+
+    /// Room on the outbox budget for a reply of up to `want` bytes (less
+    /// if the server is short of room; waits if there is none). `None` if
+    /// the connection broke or the server is shutting down meanwhile: the
+    /// request then goes unanswered, as the connection is closing.
+    pub(super) async fn reply_room(&self, want: usize) -> Option<Room> {
+        if let Some(room) = self.out.try_room(want, SMALL_ROOM) {
+            return Some(room);
+        }
+        let mut shutdown = self.shutdown.clone();
+        tokio::select! {
+            room = self.out.room(want, SMALL_ROOM) => room,
+            _ = shutdown.wait_for(|s| *s) => None,
         }
     }
 
@@ -381,8 +466,8 @@ impl Connection {
             }
             Request::Ping(p) => self.ping(corr_id, p),
             Request::Append(a) => self.append(corr_id, a).await,
-            Request::ReadStream(r) => self.read_stream(corr_id, r),
-            Request::ReadAll(r) => self.read_all(corr_id, r),
+            Request::ReadStream(r) => self.read_stream(corr_id, r).await,
+            Request::ReadAll(r) => self.read_all(corr_id, r).await,
             Request::Subscribe(s) => self.subscribe(corr_id, s),
             Request::Unsubscribe(u) => self.unsubscribe(corr_id, u),
             Request::Credit(c) => self.credit(c),

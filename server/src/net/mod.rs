@@ -34,6 +34,7 @@ mod connection;
 mod errors;
 pub mod limits;
 mod outbox;
+mod reads;
 pub mod stats;
 mod subscription;
 
@@ -89,8 +90,27 @@ pub struct ServerConfig {
     /// Replies and pushes all connections together may hold unsent before
     /// the connections that hold some stop reading requests (and live
     /// subscriptions on them fall back to the log). Default 256 MiB. Each
-    /// connection also stops at 4 MiB of its own.
+    /// connection also stops at 4 MiB of its own. Large replies and pushes
+    /// take their room from it before they read (see `outbox.rs`).
     pub max_outbox_bytes: usize,
+    /// A connection that sends no request for this long while it has
+    /// nothing going on (no subscription, no append in flight, no backup
+    /// session, no unsent reply) is closed with `IdleTimeout`; `None`
+    /// never closes one. Default 1 hour: idle connections only hold a
+    /// slot of `max_connections`, and clients reconnect on their own.
+    pub idle_timeout: Option<Duration>,
+    /// A connection whose client reads none of its pending replies for
+    /// this long is closed, giving its share of `max_outbox_bytes` back.
+    /// Default 60 s.
+    pub write_timeout: Duration,
+    /// Most reads of the log (requests and subscriptions) running at once,
+    /// each on a blocking thread, never on the async runtime's. Default 8.
+    pub read_threads: usize,
+    /// Memory all subscriptions together may hold: each is charged 4 KiB
+    /// plus its filter (its prefixes, and about 768 KiB per regular
+    /// expression). Default 256 MiB. A Subscribe past it is refused with
+    /// `ServerBusy`.
+    pub max_subscription_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -106,6 +126,10 @@ impl Default for ServerConfig {
             frame_timeout: Duration::from_secs(30),
             max_incomplete_frame_bytes: 256 << 20,
             max_outbox_bytes: 256 << 20,
+            idle_timeout: Some(Duration::from_secs(3600)),
+            write_timeout: Duration::from_secs(60),
+            read_threads: 8,
+            max_subscription_bytes: 256 << 20,
         }
     }
 }
@@ -123,6 +147,10 @@ struct Shared {
     meter: Arc<stats::RateMeter>,
     /// Backup sessions the server may hold (each pins files).
     backup_slots: Arc<Semaphore>,
+    /// KiB of subscription memory the server may hold.
+    subscription_budget: Arc<Semaphore>,
+    /// Where reads of the log run (shared with the hub's subscriptions).
+    reads: Arc<reads::ReadPool>,
 }
 
 impl Shared {
@@ -132,14 +160,20 @@ impl Shared {
         logbook_protocol::msg::MAX_BACKUP_READ.min(self.config.max_frame_bytes.saturating_sub(1024))
     }
 
-    /// The limit of one read reply: the client's count (0 reads nothing),
-    /// at most the server's, and half a frame of bytes (an event past the
-    /// budget may still be taken, and `fit_in_frame` trims what would
+    /// The most bytes one read page may take: half a frame (an event past
+    /// the budget may still be taken, and `fit_in_frame` trims what would
     /// overflow).
-    fn read_limit(&self, max_count: u32) -> ReadLimit {
+    fn read_page_bytes(&self) -> usize {
+        (self.config.max_frame_bytes / 2) as usize
+    }
+
+    /// The limit of one read reply: the client's count (0 reads nothing),
+    /// at most the server's, and `bytes`, the outbox room taken for it
+    /// (at most [`Shared::read_page_bytes`]).
+    fn read_limit(&self, max_count: u32, bytes: usize) -> ReadLimit {
         ReadLimit {
             events: max_count.min(self.config.max_read_count) as usize,
-            bytes: (self.config.max_frame_bytes / 2) as usize,
+            bytes: bytes.min(self.read_page_bytes()).max(1),
         }
     }
 
@@ -200,6 +234,9 @@ pub struct NetStats {
     pub events_pushed: AtomicU64,
     /// Each open subscription's cursor, by subscription id.
     cursors: Mutex<HashMap<u64, Arc<AtomicU64>>>,
+    /// Wakes producers waiting for outbox room: bytes were written or a
+    /// reservation given back, on any connection.
+    pub(crate) freed: tokio::sync::Notify,
 }
 
 impl NetStats {
@@ -280,9 +317,18 @@ pub async fn run_with_stats(
             ),
         ));
     }
-    let hub = subscription::Hub::new(store.clone(), Arc::clone(&stats), config.max_frame_bytes);
+    let reads = Arc::new(reads::ReadPool::new(config.read_threads));
+    let hub = subscription::Hub::new(
+        store.clone(),
+        Arc::clone(&stats),
+        config.max_frame_bytes,
+        Arc::clone(&reads),
+    );
     let frame_budget = Arc::new(Semaphore::new(config.max_incomplete_frame_bytes / 1024));
     let meter = Arc::new(stats::RateMeter::new());
+    let subscription_budget = Arc::new(Semaphore::new(
+        (config.max_subscription_bytes / 1024).min(Semaphore::MAX_PERMITS),
+    ));
     let shared = Arc::new(Shared {
         store,
         config,
@@ -291,6 +337,8 @@ pub async fn run_with_stats(
         frame_budget,
         meter,
         backup_slots: Arc::new(Semaphore::new(cmd::MAX_BACKUPS)),
+        subscription_budget,
+        reads,
     });
     let slots = Arc::new(Semaphore::new(shared.config.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -85,8 +85,8 @@ impl Connection {
         self.send(corr_id, opcode, &Response::BackupBeginOk(reply));
     }
 
-    /// Reads part of a pinned image's file (a blocking `pread`, off the
-    /// runtime's threads: backups read cold segments).
+    /// Reads part of a pinned image's file (a blocking `pread`, in the
+    /// reader pool: backups read cold segments), within outbox room.
     pub(in crate::net) async fn backup_read(&mut self, corr_id: u32, r: BackupRead) {
         let opcode = Opcode::BackupRead;
         let Some(image) = self.backups.get(&r.backup).map(|(i, _)| Arc::clone(i)) else {
@@ -111,27 +111,32 @@ impl Connection {
             );
             return;
         }
-        let max = self.shared.max_backup_read().min(r.len) as usize;
-        let read = tokio::task::spawn_blocking(move || {
-            image
-                .files
-                .get(r.file as usize)
-                .map(|f| f.read(r.offset, max))
-        })
-        .await;
+        let want = self.shared.max_backup_read().min(r.len) as usize;
+        // Room for the chunk before reading it (the reply is that big).
+        let Some(room) = self.reply_room(want + 1024).await else {
+            return;
+        };
+        let max = want.min(room.bytes().saturating_sub(1024).max(1));
+        let file = r.file as usize;
+        let read = self
+            .shared
+            .reads
+            .run(move || image.files.get(file).map(|f| f.read(r.offset, max)))
+            .await;
         match read {
-            Ok(Some(Ok(data))) => self.send(corr_id, opcode, &Response::BackupReadOk(data)),
-            Ok(Some(Err(e))) => self.send_error(
+            Some(Ok(data)) => self.send(corr_id, opcode, &Response::BackupReadOk(data)),
+            Some(Err(e)) => self.send_error(
                 opcode,
                 corr_id,
                 ErrorReply::new(ErrorCode::Internal, format!("reading backup file: {e}")),
             ),
-            Ok(None) | Err(_) => self.send_error(
+            None => self.send_error(
                 opcode,
                 corr_id,
                 ErrorReply::new(ErrorCode::Internal, "backup read failed"),
             ),
         }
+        drop(room);
     }
 
     /// Ends a backup session, unpinning its image.

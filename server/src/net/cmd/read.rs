@@ -1,6 +1,8 @@
-//! `ReadStream` and `ReadAll`: served by the connection's task itself
-//! (reads come from the page cache, so a thread hop would cost more than
-//! it saves), cut to the server's limits and to one frame.
+//! `ReadStream` and `ReadAll`: each takes room on the outbox budget for
+//! its page first (a smaller page when the server is short of room; it
+//! waits only if there is none), reads in the reader pool (never on the
+//! runtime's threads: history may be cold), and is cut to the server's
+//! limits and to one frame.
 
 use logbook_protocol::{
     Direction, ErrorCode, ErrorReply, LogPosition, Opcode, ReadAll, ReadAllOk, ReadStream,
@@ -14,7 +16,7 @@ impl Connection {
     /// Reads a stream; a stream with no events is `StreamNotFound`. With
     /// `max_count` 0 the engine reads no event but still says where the
     /// read would start (`next`) and where the stream ends.
-    pub(in crate::net) fn read_stream(&self, corr_id: u32, r: ReadStream) {
+    pub(in crate::net) async fn read_stream(&self, corr_id: u32, r: ReadStream) {
         let opcode = Opcode::ReadStream;
         if let Err(e) = logbook_protocol::validate_stream_name(&r.stream) {
             self.send_error(
@@ -24,12 +26,18 @@ impl Connection {
             );
             return;
         }
-        let max = self.shared.read_limit(r.max_count);
-        match self
+        let Some(room) = self.reply_room(self.shared.read_page_bytes()).await else {
+            return;
+        };
+        let max = self.shared.read_limit(r.max_count, room.bytes());
+        let store = self.shared.store.clone();
+        let (stream, from, direction) = (r.stream.clone(), r.from, r.direction);
+        let read = self
             .shared
-            .store
-            .read_stream(&r.stream, r.from, r.direction, max)
-        {
+            .reads
+            .run(move || store.read_stream(&stream, from, direction, max))
+            .await;
+        match read {
             Ok(slice) if slice.last_version.is_none() => self.send_error(
                 opcode,
                 corr_id,
@@ -60,14 +68,24 @@ impl Connection {
     }
 
     /// Reads the global log.
-    pub(in crate::net) fn read_all(&self, corr_id: u32, r: ReadAll) {
+    pub(in crate::net) async fn read_all(&self, corr_id: u32, r: ReadAll) {
         let opcode = Opcode::ReadAll;
         if r.max_count == 0 {
             self.send(corr_id, opcode, &Response::ReadAllOk(self.empty_page(r)));
             return;
         }
-        let max = self.shared.read_limit(r.max_count);
-        match self.shared.store.read_all(r.from, r.direction, max) {
+        let Some(room) = self.reply_room(self.shared.read_page_bytes()).await else {
+            return;
+        };
+        let max = self.shared.read_limit(r.max_count, room.bytes());
+        let store = self.shared.store.clone();
+        let (from, direction) = (r.from, r.direction);
+        let read = self
+            .shared
+            .reads
+            .run(move || store.read_all(from, direction, max))
+            .await;
+        match read {
             Ok(mut slice) => {
                 if let Some(left) = self.shared.fit(&mut slice.events) {
                     slice.next = Some(left.position);

@@ -8,7 +8,7 @@ use logbook_protocol::{Credit, ErrorCode, ErrorReply, Opcode, Response, Unsubscr
 
 use crate::net::connection::Connection;
 use crate::net::errors::start_error;
-use crate::net::subscription::{self, CompiledFilter};
+use crate::net::subscription::{self, CompiledFilter, SUBSCRIPTION_BASE_BYTES};
 
 impl Connection {
     /// Checks the request, answers `SubscribeOk` with the head and starts
@@ -62,6 +62,25 @@ impl Connection {
                 return;
             }
         };
+        // Its memory, charged on the server's subscription budget for as
+        // long as it lives.
+        let bytes = SUBSCRIPTION_BASE_BYTES + filter.as_ref().map_or(0, |f| f.memory_bytes());
+        let kib = bytes.div_ceil(1024).min(u32::MAX as usize) as u32;
+        let Ok(charge) = Arc::clone(&self.shared.subscription_budget).try_acquire_many_owned(kib)
+        else {
+            self.send_error(
+                opcode,
+                corr_id,
+                ErrorReply::new(
+                    ErrorCode::ServerBusy,
+                    format!(
+                        "the server's subscriptions hold their memory budget; this one needs {bytes} bytes"
+                    ),
+                )
+                .with_limit(self.shared.config.max_subscription_bytes as u64),
+            );
+            return;
+        };
         // The head first: SubscribeOk reports it, and a subscription from
         // `end` starts exactly there (see `subscription::start`).
         let head = self.shared.store.head();
@@ -78,14 +97,10 @@ impl Connection {
             opcode,
             &Response::SubscribeOk(logbook_protocol::SubscribeOk { head }),
         );
-        let sub = self.shared.hub.start(
-            corr_id,
-            s,
-            filter,
-            start,
-            Arc::clone(&self.out),
-            self.shared.config.max_frame_bytes,
-        );
+        let sub = self
+            .shared
+            .hub
+            .start(corr_id, s, filter, start, Arc::clone(&self.out), charge);
         self.subs.insert(corr_id, sub);
     }
 

@@ -25,7 +25,7 @@ use super::start::StartPoint;
 use super::{READ_BATCH, READ_BYTES};
 use crate::net::NetStats;
 use crate::net::errors::read_error;
-use crate::net::outbox::Outbox;
+use crate::net::outbox::{Outbox, SMALL_ROOM};
 use logbook_storage::{ReadError, ReadLimit};
 
 /// What a subscription follows, in the form the server checks.
@@ -75,6 +75,8 @@ pub(crate) struct Sub {
     /// A copy of `state.cursor`, readable without the lock, for the lag
     /// gauge ([`NetStats::subscription_lag`]).
     position: Arc<AtomicU64>,
+    /// Its charge on the server's subscription memory budget.
+    _charge: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Sub {
@@ -299,7 +301,8 @@ impl Sub {
 impl Hub {
     /// Starts a subscription at `start` (resolved by `start::resolve`
     /// against the head the caller sent in `SubscribeOk`).
-    /// `request`'s filter, if any, is `filter`, compiled.
+    /// `request`'s filter, if any, is `filter`, compiled. Its pushes are
+    /// framed within the server's frame limit, the hub's.
     pub(crate) fn start(
         self: &Arc<Self>,
         corr_id: u32,
@@ -307,8 +310,9 @@ impl Hub {
         filter: Option<CompiledFilter>,
         start: StartPoint,
         out: Arc<Outbox>,
-        max_frame: u32,
+        charge: impl Into<Option<tokio::sync::OwnedSemaphorePermit>>,
     ) -> Arc<Sub> {
+        let max_frame = self.max_frame;
         let target = match request.target {
             SubscriptionTarget::All { .. } => Target::All { filter },
             SubscriptionTarget::Stream { stream, .. } => Target::Stream { name: stream },
@@ -333,6 +337,7 @@ impl Hub {
             ended: AtomicBool::new(false),
             stats: Arc::clone(&self.stats),
             position: self.stats.track_subscription(id, start.cursor),
+            _charge: charge.into(),
         });
         self.stats.subscriptions.fetch_add(1, Ordering::Relaxed);
         let (hub, s) = (Arc::clone(self), Arc::clone(&sub));
@@ -372,7 +377,21 @@ impl Hub {
                 }
                 continue;
             }
-            if let Err(e) = self.step(&sub, &mut scratch) {
+            // Room on the outbox budget for what this step may push, taken
+            // before reading (waiting for bytes to drain somewhere if the
+            // server is short of it; an unsubscribe ends the wait).
+            let room = {
+                let wake = sub.wake.notified();
+                tokio::select! {
+                    room = sub.out.room(READ_BYTES, SMALL_ROOM) => room,
+                    () = wake => continue,
+                }
+            };
+            let Some(room) = room else {
+                // The connection broke: it is ending its subscriptions.
+                return;
+            };
+            if let Err(e) = self.step(&sub, &mut scratch, room.bytes()).await {
                 // The failure's own code (I/O: Internal, damaged bytes:
                 // Corruption, shutdown: ShuttingDown), as a request that
                 // met it would get.
@@ -380,14 +399,21 @@ impl Hub {
                 self.end(&sub, Some((reply.code, &reply.message)));
                 return;
             }
+            drop(room);
             // Let other tasks run between steps of a long catch-up.
             tokio::task::yield_now().await;
         }
     }
 
-    /// One catch-up step: read a batch from the log and deliver it, or go
-    /// live if there is nothing new.
-    fn step(&self, sub: &Arc<Sub>, scratch: &mut Vec<RecordedEvent>) -> Result<(), ReadError> {
+    /// One catch-up step, pushing about `budget` bytes at most: read a
+    /// batch from the log and deliver it, or go live if there is nothing
+    /// new.
+    async fn step(
+        &self,
+        sub: &Arc<Sub>,
+        scratch: &mut Vec<RecordedEvent>,
+        budget: usize,
+    ) -> Result<(), ReadError> {
         let (cursor, last_version, credit) = {
             let st = sub.state.lock();
             (st.cursor, st.last_version, st.credit)
@@ -396,6 +422,7 @@ impl Hub {
         // something to deliver (stall) or nothing (go live).
         let want = credit.clamp(1, READ_BATCH) as usize;
         let head = self.store.head().0;
+        let bytes = budget.clamp(1, READ_BYTES);
         let (events, exhausted) = match &sub.target {
             Target::All { filter } => {
                 // Filtered subscriptions scan more than they send.
@@ -404,55 +431,68 @@ impl Hub {
                 } else {
                     want
                 };
-                let slice = self.store.read_all(
-                    Some(LogPosition(cursor)),
-                    Direction::Forward,
-                    ReadLimit {
-                        events: want,
-                        bytes: READ_BYTES,
-                    },
-                )?;
+                let store = self.store.clone();
+                let slice = self
+                    .reads
+                    .run_background(move || {
+                        store.read_all(
+                            Some(LogPosition(cursor)),
+                            Direction::Forward,
+                            ReadLimit {
+                                events: want,
+                                bytes,
+                            },
+                        )
+                    })
+                    .await?;
                 let exhausted = slice.next.is_none();
                 (slice.events, exhausted)
             }
             Target::Stream { name } => {
                 let from = last_version.map_or(0, |v| v + 1);
-                let slice = self.store.read_stream(
-                    name,
-                    Some(StreamVersion(from)),
-                    Direction::Forward,
-                    ReadLimit {
-                        events: want,
-                        bytes: READ_BYTES,
-                    },
-                )?;
+                let (store, name) = (self.store.clone(), name.clone());
+                let slice = self
+                    .reads
+                    .run_background(move || {
+                        store.read_stream(
+                            &name,
+                            Some(StreamVersion(from)),
+                            Direction::Forward,
+                            ReadLimit {
+                                events: want,
+                                bytes,
+                            },
+                        )
+                    })
+                    .await?;
                 let exhausted = slice.next.is_none();
                 (slice.events, exhausted)
             }
         };
-        let mut st = sub.state.lock();
-        if sub.ended.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        if !events.is_empty() {
-            let stopped = sub.deliver(&mut st, &events, scratch, None);
-            if let Target::Stream { .. } = sub.target {
-                // A stream read covers the stream up to at least `head`.
-                if exhausted && !stopped {
-                    st.cursor = st.cursor.max(head);
-                    sub.position.store(st.cursor, Ordering::Relaxed);
-                }
-            }
-            if stopped || !exhausted {
+        {
+            let mut st = sub.state.lock();
+            if sub.ended.load(Ordering::Acquire) {
                 return Ok(());
             }
-        } else if let Target::Stream { .. } = sub.target {
-            st.cursor = st.cursor.max(head);
-            sub.position.store(st.cursor, Ordering::Relaxed);
+            if !events.is_empty() {
+                let stopped = sub.deliver(&mut st, &events, scratch, None);
+                if let Target::Stream { .. } = sub.target {
+                    // A stream read covers the stream up to at least `head`.
+                    if exhausted && !stopped {
+                        st.cursor = st.cursor.max(head);
+                        sub.position.store(st.cursor, Ordering::Relaxed);
+                    }
+                }
+                if stopped || !exhausted {
+                    return Ok(());
+                }
+            } else if let Target::Stream { .. } = sub.target {
+                st.cursor = st.cursor.max(head);
+                sub.position.store(st.cursor, Ordering::Relaxed);
+            }
         }
         // Nothing more in the log right now: go live (`Hub::go_live`).
-        drop(st);
-        self.go_live(sub, scratch)
+        self.go_live(sub, scratch, bytes).await
     }
 }
 
@@ -492,7 +532,11 @@ mod tests {
             .await
             .expect("connect");
         let (server, _) = listener.accept().await.expect("accept");
-        let out = Arc::new(Outbox::new(Arc::clone(stats), usize::MAX));
+        let out = Arc::new(Outbox::new(
+            Arc::clone(stats),
+            usize::MAX,
+            std::time::Duration::from_secs(60),
+        ));
         let (_, wr) = server.into_split();
         let writer = Arc::clone(&out);
         tokio::spawn(async move { writer.write_loop(wr).await });
@@ -533,7 +577,8 @@ mod tests {
         // ...then a commit lands before the subscription starts.
         append(&store, "s", 4).await;
         let stats = Arc::new(NetStats::default());
-        let hub = Hub::new(store.clone(), Arc::clone(&stats), MAX_FRAME);
+        let reads = Arc::new(crate::net::reads::ReadPool::new(2));
+        let hub = Hub::new(store.clone(), Arc::clone(&stats), MAX_FRAME, reads);
         let (out, mut socket) = outbox(&stats).await;
         let request = Subscribe {
             target: SubscriptionTarget::Stream {
@@ -543,7 +588,7 @@ mod tests {
             initial_credit: 10,
         };
         let start = resolve(&store, &request.target, head.0).expect("a start");
-        let _sub = hub.start(1, request, None, start, out, MAX_FRAME);
+        let _sub = hub.start(1, request, None, start, out, None);
         let mut buf = BytesMut::new();
         match next_push(&mut socket, &mut buf).await {
             Push::Events { events } => {

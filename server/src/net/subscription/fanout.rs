@@ -37,6 +37,16 @@ impl<'a> FanOut<'a> {
         }
     }
 
+    /// An upper bound on the bytes a subscription whose cursor is `cursor`
+    /// can be sent from this batch: the wire bytes of its events at or
+    /// after the cursor, and room for frame headers and a checkpoint.
+    pub(super) fn bytes_from(&self, cursor: u64) -> usize {
+        let i = self.events.partition_point(|e| e.position.0 < cursor);
+        let total = self.prefix.last().copied().unwrap_or(0);
+        let before = self.prefix.get(i).copied().unwrap_or(total);
+        total - before + (4 << 10)
+    }
+
     /// Writes `events[start..end]` as one push for `sub`, from a frame
     /// encoded once per range. False if the range does not fit one frame
     /// (the caller then splits it).

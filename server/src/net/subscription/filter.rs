@@ -10,18 +10,62 @@ pub const DEFAULT_CHECKPOINT_INTERVAL: u64 = 1_000;
 /// A filter ready to test events.
 #[derive(Debug)]
 pub(crate) struct CompiledFilter {
-    streams: Vec<String>,
-    types: Vec<String>,
+    streams: PrefixSet,
+    types: PrefixSet,
     stream_regex: Option<regex::Regex>,
     type_regex: Option<regex::Regex>,
     pub(super) checkpoint_interval: u64,
 }
 
+/// A filter's prefixes, kept so that testing a name costs one binary
+/// search however many there are (the protocol allows
+/// `MAX_FILTER_PREFIXES`, and the live dispatcher tests every event):
+/// sorted, with every prefix that a shorter one covers removed. No prefix
+/// left is then a prefix of another, so at most one can match a name, and
+/// it is the greatest one not above the name (anything between a prefix of
+/// the name and the name itself starts with that prefix).
+#[derive(Debug, Default)]
+struct PrefixSet {
+    sorted: Vec<String>,
+}
+
+impl PrefixSet {
+    fn new(mut prefixes: Vec<String>) -> PrefixSet {
+        prefixes.sort_unstable();
+        prefixes.dedup();
+        let mut sorted: Vec<String> = Vec::with_capacity(prefixes.len());
+        for p in prefixes {
+            // Sorted: a prefix covering `p` sorts just before it, or before
+            // the names it covered already.
+            if !sorted.last().is_some_and(|q| p.starts_with(q.as_str())) {
+                sorted.push(p);
+            }
+        }
+        PrefixSet { sorted }
+    }
+
+    /// Whether `name` passes: no prefixes, or one of them starts it.
+    fn admits(&self, name: &str) -> bool {
+        if self.sorted.is_empty() {
+            return true;
+        }
+        let i = self.sorted.partition_point(|p| p.as_str() <= name);
+        i.checked_sub(1)
+            .and_then(|i| self.sorted.get(i))
+            .is_some_and(|p| name.starts_with(p.as_str()))
+    }
+}
+
 /// Longest regular expression accepted in a filter.
 pub(crate) const MAX_REGEX_LEN: usize = 1024;
-/// Memory one compiled regular expression may take (the `regex` crate's
-/// limits; matching is linear time whatever the pattern).
-const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// Memory one compiled regular expression may take, and its lazy DFA's
+/// cache (the `regex` crate's limits; matching is linear time whatever the
+/// pattern).
+const REGEX_SIZE_LIMIT: usize = 256 << 10;
+
+/// What one subscription is charged on the server's subscription budget
+/// besides its filter: its state, its task, its tracking.
+pub(crate) const SUBSCRIPTION_BASE_BYTES: usize = 4 << 10;
 
 fn compile(what: &str, pattern: Option<String>) -> Result<Option<regex::Regex>, String> {
     let Some(p) = pattern else {
@@ -52,22 +96,24 @@ impl CompiledFilter {
             },
             stream_regex: compile("stream", f.stream_regex)?,
             type_regex: compile("type", f.type_regex)?,
-            streams: f.stream_prefixes,
-            types: f.type_prefixes,
+            streams: PrefixSet::new(f.stream_prefixes),
+            types: PrefixSet::new(f.type_prefixes),
         })
     }
 
+    /// An upper bound on the memory this filter holds: its prefixes, and
+    /// each regular expression at its limits (the program, and a lazy DFA
+    /// cache for each of two threads matching at once).
+    pub(crate) fn memory_bytes(&self) -> usize {
+        let prefixes = |p: &PrefixSet| p.sorted.iter().map(|s| s.len() + 32).sum::<usize>();
+        let regexes =
+            usize::from(self.stream_regex.is_some()) + usize::from(self.type_regex.is_some());
+        prefixes(&self.streams) + prefixes(&self.types) + regexes * 3 * REGEX_SIZE_LIMIT
+    }
+
     pub(super) fn matches(&self, e: &RecordedEvent) -> bool {
-        (self.streams.is_empty()
-            || self
-                .streams
-                .iter()
-                .any(|p| e.stream.starts_with(p.as_str())))
-            && (self.types.is_empty()
-                || self
-                    .types
-                    .iter()
-                    .any(|p| e.event_type.starts_with(p.as_str())))
+        self.streams.admits(&e.stream)
+            && self.types.admits(&e.event_type)
             && self
                 .stream_regex
                 .as_ref()
@@ -76,5 +122,26 @@ impl CompiledFilter {
                 .type_regex
                 .as_ref()
                 .is_none_or(|r| r.is_match(e.event_type.as_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// One binary search gives the answer of testing every prefix.
+        #[test]
+        fn a_prefix_set_admits_what_any_of_its_prefixes_does(
+            prefixes in proptest::collection::vec("[ab]{0,4}", 0..12),
+            names in proptest::collection::vec("[abc]{0,6}", 1..30),
+        ) {
+            let set = PrefixSet::new(prefixes.clone());
+            for name in names {
+                let want = prefixes.is_empty() || prefixes.iter().any(|p| name.starts_with(p.as_str()));
+                prop_assert_eq!(set.admits(&name), want, "{:?} {}", prefixes, name);
+            }
+        }
     }
 }

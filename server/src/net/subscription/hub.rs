@@ -1,18 +1,26 @@
 //! The hub: the registry of live subscriptions, the live dispatcher, the
 //! handover of a subscription from history to live, and its end.
 //!
-//! The handover invariant (the module docs give the whole picture): the
-//! registry lock covers both sides. [`Hub::dispatch_to`] holds it while it
-//! delivers a range `[next, end)` to every live subscription and then sets
-//! `next = end`; [`Hub::go_live`] holds it while it adds a catching-up
-//! subscription to `live`, which it does only once the subscription's
-//! cursor has reached `next` (delivering a short gap itself if the
-//! dispatcher has already passed the cursor); and [`Hub::end`] holds it,
-//! and then the subscription's state lock, while it takes a subscription
-//! out, so that no push follows. Each live
-//! subscription is delivered only events at or after its own cursor, so no
-//! event is sent twice or skipped.
+//! The handover invariant (the module docs give the whole picture): `next`
+//! moves only under the **gate**, an async lock held by the dispatcher for
+//! each batch it reads and delivers ([`Hub::dispatch_to`]) and by a
+//! subscription going live for its last short read and its registration
+//! ([`Hub::go_live`]); so while either holds it, `next` stands still and
+//! each sees every event before it delivered to the live set. The
+//! **registry** lock, which connection tasks also take (to end a
+//! subscription), is held only for work in memory: delivering a batch
+//! already read into outboxes, adding or removing a subscription. No read
+//! of the log, and no wait, happens under it. [`Hub::end`] holds it, and
+//! then the subscription's state lock, while it takes a subscription out,
+//! so that no push follows. Each live subscription is delivered only
+//! events at or after its own cursor, so no event is sent twice or skipped.
+//!
+//! Memory: the dispatcher reads each batch once (at most `READ_BYTES` and
+//! one event) and copies it into every live subscription's outbox only
+//! within room taken on the server's outbox budget; a subscription that
+//! gets no room falls back to catching up, which waits for room.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -23,14 +31,17 @@ use super::catchup::Sub;
 use super::fanout::FanOut;
 use super::{READ_BATCH, READ_BYTES};
 use crate::net::NetStats;
+use crate::net::reads::ReadPool;
 use logbook_storage::{ReadError, ReadLimit, Store};
 
 #[derive(Debug, Default)]
 struct Registry {
     /// Next position the dispatcher will deliver; everything before it has
-    /// been delivered to every live subscription.
+    /// been delivered to every live subscription. Moved only under the
+    /// gate.
     next: u64,
-    live: Vec<Arc<Sub>>,
+    /// By subscription id.
+    live: HashMap<u64, Arc<Sub>>,
 }
 
 /// The subscriptions of a server, and the live dispatcher.
@@ -38,24 +49,35 @@ struct Registry {
 pub(crate) struct Hub {
     pub(super) store: Store,
     registry: Mutex<Registry>,
+    /// See the module docs.
+    gate: tokio::sync::Mutex<()>,
     pub(super) ids: AtomicU64,
     pub(super) stats: Arc<NetStats>,
     /// Frame limit of every connection (for shared pushes).
-    max_frame: u32,
+    pub(super) max_frame: u32,
+    /// Where reads of the log run.
+    pub(super) reads: Arc<ReadPool>,
 }
 
 impl Hub {
-    pub(crate) fn new(store: Store, stats: Arc<NetStats>, max_frame: u32) -> Arc<Hub> {
+    pub(crate) fn new(
+        store: Store,
+        stats: Arc<NetStats>,
+        max_frame: u32,
+        reads: Arc<ReadPool>,
+    ) -> Arc<Hub> {
         let next = store.head().0;
         Arc::new(Hub {
             max_frame,
             store,
             registry: Mutex::new(Registry {
                 next,
-                live: Vec::new(),
+                live: HashMap::new(),
             }),
+            gate: tokio::sync::Mutex::new(()),
             ids: AtomicU64::new(1),
             stats,
+            reads,
         })
     }
 
@@ -66,7 +88,7 @@ impl Hub {
         let mut scratch = Vec::new();
         loop {
             let target = *head.borrow_and_update();
-            self.dispatch_to(target, &mut scratch);
+            self.dispatch_to(target, &mut scratch).await;
             tokio::select! {
                 r = head.changed() => if r.is_err() { return },
                 _ = stop.changed() => return,
@@ -74,48 +96,78 @@ impl Hub {
         }
     }
 
-    fn dispatch_to(&self, head: u64, scratch: &mut Vec<RecordedEvent>) {
+    /// Reads `[from, from + n)` of the global log (fewer if the byte
+    /// budget cuts it short) in the reader pool: the dispatcher's reads as
+    /// a request's (live delivery waits for no catch-up), the rest within
+    /// the subscriptions' share.
+    pub(super) async fn read_range(
+        &self,
+        from: u64,
+        events: usize,
+        bytes: usize,
+        dispatcher: bool,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        let store = self.store.clone();
+        let limit = ReadLimit { events, bytes };
+        let read = move || {
+            store
+                .read_all(Some(LogPosition(from)), Direction::Forward, limit)
+                .map(|s| s.events)
+        };
+        if dispatcher {
+            self.reads.run(read).await
+        } else {
+            self.reads.run_background(read).await
+        }
+    }
+
+    async fn dispatch_to(&self, head: u64, scratch: &mut Vec<RecordedEvent>) {
         loop {
-            let mut reg = self.registry.lock();
-            if reg.next >= head {
-                return;
-            }
-            if reg.live.is_empty() {
-                reg.next = head;
-                return;
-            }
-            let want = ReadLimit {
-                events: (head - reg.next).min(READ_BATCH) as usize,
-                bytes: READ_BYTES,
+            let _gate = self.gate.lock().await;
+            let next = {
+                let mut reg = self.registry.lock();
+                if reg.next >= head {
+                    return;
+                }
+                if reg.live.is_empty() {
+                    reg.next = head;
+                    return;
+                }
+                reg.next
             };
-            let events =
-                match self
-                    .store
-                    .read_all(Some(LogPosition(reg.next)), Direction::Forward, want)
-                {
-                    Ok(slice) => slice.events,
-                    Err(e) => {
-                        // Live subscribers fall back to their own tasks, which
-                        // read the same range again and report the error if
-                        // it persists. They fell behind like any other, and
-                        // say so: the client hears `fell_behind` now and
-                        // `caught_up` once they are live again.
-                        tracing::error!(error = %e, "live delivery could not read the log");
-                        for sub in reg.live.drain(..) {
-                            sub.fall_behind(&mut sub.state.lock());
-                            sub.wake.notify_one();
-                        }
-                        return;
+            // Read outside the registry lock: `next` cannot move (the gate),
+            // and subscriptions that go live meanwhile are at or past it.
+            let want = (head - next).min(READ_BATCH) as usize;
+            let events = match self.read_range(next, want, READ_BYTES, true).await {
+                Ok(events) => events,
+                Err(e) => {
+                    // Live subscribers fall back to their own tasks, which
+                    // read the same range again and report the error if
+                    // it persists. They fell behind like any other, and
+                    // say so: the client hears `fell_behind` now and
+                    // `caught_up` once they are live again.
+                    tracing::error!(error = %e, "live delivery could not read the log");
+                    let mut reg = self.registry.lock();
+                    for (_, sub) in reg.live.drain() {
+                        sub.fall_behind(&mut sub.state.lock());
+                        sub.wake.notify_one();
                     }
-                };
+                    return;
+                }
+            };
             let Some(last) = events.last() else { return };
             let end = last.position.0 + 1;
             let mut demoted = Vec::new();
             let mut fan_out = FanOut::new(&events, self.max_frame);
-            reg.live.retain(|sub| {
+            let mut reg = self.registry.lock();
+            reg.live.retain(|_, sub| {
                 let mut st = sub.state.lock();
-                let full = sub.out.is_full();
-                let stopped = full || sub.deliver(&mut st, &events, scratch, Some(&mut fan_out));
+                // Room for the whole batch on the outbox budget, or back to
+                // the log, which waits for room.
+                let room = sub.out.try_room(fan_out.bytes_from(st.cursor), usize::MAX);
+                let stopped =
+                    room.is_none() || sub.deliver(&mut st, &events, scratch, Some(&mut fan_out));
+                drop(room);
                 if stopped && !sub.ended.load(Ordering::Relaxed) {
                     // Back to the log; say so before anything else is sent.
                     sub.fall_behind(&mut st);
@@ -142,7 +194,7 @@ impl Hub {
         {
             // Under the registry lock the dispatcher is not delivering.
             let mut reg = self.registry.lock();
-            reg.live.retain(|s| s.id != sub.id);
+            reg.live.remove(&sub.id);
             // And under the state lock the catch-up task is not pushing.
             let _st = sub.state.lock();
             if let Some((code, message)) = reason {
@@ -161,16 +213,20 @@ impl Hub {
     /// nothing more in the log.
     ///
     /// If the dispatcher has already passed the subscription's cursor (it
-    /// runs concurrently), the gap is delivered from here. The gap is read
-    /// *before* taking the registry lock: a read under it would stall the
-    /// dispatcher, and every other handover, for as long as the disk takes.
-    /// Only what was committed during that read is read under the lock, so
-    /// that the handover always completes however fast the log grows.
-    pub(super) fn go_live(
+    /// runs concurrently), the gap is delivered from here: most of it read
+    /// before taking the gate, the rest (what was dispatched during that
+    /// read) under the gate, which holds the dispatcher, not the registry:
+    /// so the handover always completes however fast the log grows, and
+    /// connection tasks never wait for the disk.
+    /// The reads push at most about `budget` bytes (the room its caller
+    /// took), half for each.
+    pub(super) async fn go_live(
         &self,
         sub: &Arc<Sub>,
         scratch: &mut Vec<RecordedEvent>,
+        budget: usize,
     ) -> Result<(), ReadError> {
+        let half = (budget / 2).max(1);
         let (cursor, next) = {
             let reg = self.registry.lock();
             let cursor = sub.state.lock().cursor;
@@ -181,7 +237,16 @@ impl Hub {
             return Ok(());
         }
         let gap = if cursor < next {
-            self.read_gap(cursor, next)?
+            self.read_gap(cursor, next, half).await?
+        } else {
+            Vec::new()
+        };
+        let _gate = self.gate.lock().await;
+        let until = self.registry.lock().next;
+        // Committed while the gap was read: a short read, under the gate.
+        let read_to = gap.last().map_or(cursor, |e| e.position.0 + 1);
+        let rest = if read_to < until && until - read_to <= READ_BATCH {
+            self.read_gap(read_to, until, half).await?
         } else {
             Vec::new()
         };
@@ -190,42 +255,37 @@ impl Hub {
         if sub.ended.load(Ordering::Acquire) {
             return Ok(());
         }
-        if st.cursor < reg.next {
-            let until = reg.next;
-            let gap = gap.get(..gap.partition_point(|e| e.position.0 < until));
-            if sub.deliver(&mut st, gap.unwrap_or_default(), scratch, None) {
+        for part in [&gap, &rest] {
+            if st.cursor >= until {
+                break;
+            }
+            let part = part.get(..part.partition_point(|e| e.position.0 < until));
+            if sub.deliver(&mut st, part.unwrap_or_default(), scratch, None) {
                 // Out of credit: read on once it comes.
                 return Ok(());
             }
-            if st.cursor < until {
-                // Committed while the gap was read: a short read.
-                if until - st.cursor > READ_BATCH {
-                    return Ok(());
-                }
-                let rest = self.read_gap(st.cursor, until)?;
-                if sub.deliver(&mut st, &rest, scratch, None) || st.cursor < until {
-                    // Out of credit or room, or the read was cut short.
-                    return Ok(());
-                }
-            }
+        }
+        if st.cursor < until {
+            // Cut short by the byte budget, or too far: read on.
+            return Ok(());
         }
         sub.announce_live(&mut st);
         drop(st);
-        reg.live.push(Arc::clone(sub));
+        reg.live.insert(sub.id, Arc::clone(sub));
         Ok(())
     }
 
     /// The events at positions `from..until` (fewer if the byte budget
     /// cuts the read short).
-    fn read_gap(&self, from: u64, until: u64) -> Result<Vec<RecordedEvent>, ReadError> {
-        let limit = ReadLimit {
-            events: (until - from) as usize,
-            bytes: READ_BYTES,
-        };
+    async fn read_gap(
+        &self,
+        from: u64,
+        until: u64,
+        bytes: usize,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
         let mut events = self
-            .store
-            .read_all(Some(LogPosition(from)), Direction::Forward, limit)?
-            .events;
+            .read_range(from, (until - from) as usize, bytes, false)
+            .await?;
         events.truncate(events.partition_point(|e| e.position.0 < until));
         Ok(events)
     }

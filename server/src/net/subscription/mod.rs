@@ -58,7 +58,7 @@ mod hub;
 mod start;
 
 pub(crate) use catchup::Sub;
-pub(crate) use filter::CompiledFilter;
+pub(crate) use filter::{CompiledFilter, SUBSCRIPTION_BASE_BYTES};
 pub(crate) use hub::Hub;
 pub(crate) use start::{StartError, resolve};
 
