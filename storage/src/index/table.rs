@@ -4,7 +4,7 @@
 //! ```text
 //! header (32 bytes)
 //! 0   [8]  magic           "LGBKSIDX"
-//! 8   u32  format_version  1
+//! 8   u32  format_version  2 (1 is still read)
 //! 12  u32  header_len      32
 //! 16  u64  entry_count
 //! 24  u32  level           merge level (0: flushed from a memtable)
@@ -16,23 +16,33 @@
 //!
 //! fences, one per block (32 bytes): u64 hash | u64 version | u64 position
 //!        (the block's first key) | u32 block_crc32c | u32 entries_in_block
-//! bloom: bloom_len bytes, a bloom filter over the stream hashes
+//! bloom: bloom_len bytes, a bloom filter over the stream hashes, sized for
+//!        the table's distinct streams (format 1: for its entries)
 //!
-//! footer (64 bytes, at the end of the file)
+//! footer, format 2 (80 bytes, at the end of the file)
 //! 0   u64  entry_count
 //! 8   u64  start_position  the table indexes every event in [start, end)
 //! 16  u64  end_position
 //! 24  u64  fences_offset
-//! 32  u32  block_count
-//! 36  u32  bloom_len
-//! 40  u32  bloom_k         hash functions
-//! 44  u32  level
-//! 48  u32  meta_crc32c     over fences and bloom
-//! 52  u32  footer_crc32c   over footer bytes 0..52
-//! 56  [8]  magic           "LGBKIEND"
+//! 32  u64  block_count
+//! 40  u64  bloom_len
+//! 48  u64  stream_count    distinct stream hashes
+//! 56  u32  bloom_k         hash functions
+//! 60  u32  level
+//! 64  u32  meta_crc32c     over fences and bloom
+//! 68  u32  footer_crc32c   over footer bytes 0..68
+//! 72  [8]  magic           "LGBKIEND"
+//!
+//! footer, format 1 (64 bytes): entry_count, start_position, end_position,
+//! fences_offset (u64 each), then block_count, bloom_len, bloom_k, level,
+//! meta_crc32c, footer_crc32c (u32 each, crc over bytes 0..52), magic. Its
+//! u32 bloom_len overflowed past about 3.4 billion entries (a footer that
+//! could not be read back), and its bloom grew with every event.
 //! ```
 //! Opening a table reads its footer, fences and bloom (about 1/100 of the
-//! file) and keeps them in memory; blocks are read and checked on demand.
+//! file with format 1; with format 2 the bloom takes 10 bits per stream, not
+//! per event) and keeps them in memory; blocks are read and checked on
+//! demand.
 //! A lookup is a binary search over the fences, one block read, and a
 //! binary search in the block.
 
@@ -53,9 +63,11 @@ pub const MAGIC: [u8; 8] = *b"LGBKSIDX";
 /// Magic number closing a table.
 pub const FOOTER_MAGIC: [u8; 8] = *b"LGBKIEND";
 /// Table format version written by this build.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 const HEADER_LEN: u64 = 32;
-const FOOTER_LEN: u64 = 64;
+/// Footer length of each format (index: version).
+const FOOTER_LEN_V1: u64 = 64;
+const FOOTER_LEN_V2: u64 = 80;
 const ENTRY_LEN: usize = 32;
 const FENCE_LEN: usize = 32;
 /// Entries per block: 128 x 32 B = 4 KiB, one page per lookup.
@@ -147,6 +159,8 @@ pub struct Table {
     pub level: u32,
     fences: Vec<Fence>,
     bloom: Bloom,
+    /// Its footer's length (by format).
+    footer_len: u64,
     /// The event ids of the same positions (`<id>.eids`).
     pub ids: Arc<IdTable>,
 }
@@ -167,6 +181,33 @@ pub fn write(
     entries: impl Iterator<Item = Result<(u64, Entry), StorageError>>,
     ids: IdTable,
 ) -> Result<Table, StorageError> {
+    write_format(
+        FORMAT_VERSION,
+        vfs,
+        dir,
+        id,
+        level,
+        (start_position, end_position),
+        entry_count,
+        entries,
+        ids,
+    )
+}
+
+/// [`write`] in format `format` (1 only for the tests that check that
+/// tables of earlier builds still open).
+#[allow(clippy::too_many_arguments)]
+fn write_format(
+    format: u32,
+    vfs: &dyn Vfs,
+    dir: &Path,
+    id: u64,
+    level: u32,
+    (start_position, end_position): (u64, u64),
+    entry_count: u64,
+    entries: impl Iterator<Item = Result<(u64, Entry), StorageError>>,
+    ids: IdTable,
+) -> Result<Table, StorageError> {
     let path = dir.join(layout::table_file(id));
     let file = vfs
         .open(&path, OpenMode::CreateNew)
@@ -178,7 +219,7 @@ pub fn write(
 
     let mut header = Vec::with_capacity(HEADER_LEN as usize);
     header.extend_from_slice(&MAGIC);
-    header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header.extend_from_slice(&format.to_le_bytes());
     header.extend_from_slice(&(HEADER_LEN as u32).to_le_bytes());
     header.extend_from_slice(&entry_count.to_le_bytes());
     header.extend_from_slice(&level.to_le_bytes());
@@ -190,7 +231,9 @@ pub fn write(
     let mut offset = 0u64;
     let mut fences: Vec<Fence> =
         Vec::with_capacity(entry_count.div_ceil(BLOCK_ENTRIES as u64) as usize);
-    let mut bloom = Bloom::with_keys(entry_count);
+    // The distinct stream hashes (entries come sorted by hash): the bloom
+    // is sized for them once they are all known.
+    let mut streams: Vec<u64> = Vec::new();
     let mut block_start = buf.len();
     let mut in_block = 0usize;
     let mut last_hash = None;
@@ -218,7 +261,7 @@ pub fn write(
         buf.extend_from_slice(&e.position.to_le_bytes());
         buf.extend_from_slice(&e.offset.to_le_bytes());
         if last_hash != Some(hash) {
-            bloom.insert(hash);
+            streams.push(hash);
             last_hash = Some(hash);
         }
         in_block += 1;
@@ -249,6 +292,16 @@ pub fn write(
             path.display()
         )));
     }
+    let mut bloom = Bloom::with_keys(if format == 1 {
+        entry_count
+    } else {
+        streams.len() as u64
+    });
+    for h in &streams {
+        bloom.insert(*h);
+    }
+    let stream_count = streams.len() as u64;
+    drop(streams);
     let fences_offset = offset + buf.len() as u64;
     let meta_start = buf.len();
     for f in &fences {
@@ -265,8 +318,14 @@ pub fn write(
     buf.extend_from_slice(&start_position.to_le_bytes());
     buf.extend_from_slice(&end_position.to_le_bytes());
     buf.extend_from_slice(&fences_offset.to_le_bytes());
-    buf.extend_from_slice(&(fences.len() as u32).to_le_bytes());
-    buf.extend_from_slice(&(bloom.bits.len() as u32).to_le_bytes());
+    if format == 1 {
+        buf.extend_from_slice(&(fences.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&(bloom.bits.len() as u32).to_le_bytes());
+    } else {
+        buf.extend_from_slice(&(fences.len() as u64).to_le_bytes());
+        buf.extend_from_slice(&(bloom.bits.len() as u64).to_le_bytes());
+        buf.extend_from_slice(&stream_count.to_le_bytes());
+    }
     buf.extend_from_slice(&bloom.k.to_le_bytes());
     buf.extend_from_slice(&level.to_le_bytes());
     buf.extend_from_slice(&meta_crc.to_le_bytes());
@@ -286,6 +345,11 @@ pub fn write(
         level,
         fences,
         bloom,
+        footer_len: if format == 1 {
+            FOOTER_LEN_V1
+        } else {
+            FOOTER_LEN_V2
+        },
         ids: Arc::new(ids),
     })
 }
@@ -305,7 +369,7 @@ impl Table {
             .open(&path, OpenMode::Read)
             .map_err(|e| StorageError::io("open", &path, e))?;
         let len = file.len().map_err(|e| StorageError::io("stat", &path, e))?;
-        if len < HEADER_LEN + FOOTER_LEN {
+        if len < HEADER_LEN + FOOTER_LEN_V1 {
             return Err(StorageError::corrupt(
                 &path,
                 0,
@@ -333,26 +397,38 @@ impl Table {
             });
         }
         let version = le::u32(&header, 8);
-        if version != FORMAT_VERSION {
-            return Err(StorageError::UnsupportedFormat {
-                file: path,
-                found: version,
-                supported: FORMAT_VERSION,
-            });
+        let footer_len = match version {
+            1 => FOOTER_LEN_V1,
+            2 => FOOTER_LEN_V2,
+            _ => {
+                return Err(StorageError::UnsupportedFormat {
+                    file: path,
+                    found: version,
+                    supported: FORMAT_VERSION,
+                });
+            }
+        };
+        if len < HEADER_LEN + footer_len {
+            return Err(StorageError::corrupt(
+                &path,
+                0,
+                "index table shorter than header and footer",
+            ));
         }
-        let mut f = [0u8; FOOTER_LEN as usize];
-        let footer_at = len - FOOTER_LEN;
+        let mut f = vec![0u8; footer_len as usize];
+        let footer_at = len - footer_len;
         file.read_exact_at(&mut f, footer_at)
             .map_err(|e| StorageError::io("read", &path, e))?;
-        if f.get(56..64) != Some(&FOOTER_MAGIC[..]) {
+        let crc_at = footer_len as usize - 12;
+        if f.get(crc_at + 4..) != Some(&FOOTER_MAGIC[..]) {
             return Err(StorageError::corrupt(
                 &path,
                 footer_at,
                 "index table footer missing",
             ));
         }
-        let expected = le::u32(&f, 52);
-        let got = crc32c::crc32c(f.get(..52).unwrap_or_default());
+        let expected = le::u32(&f, crc_at);
+        let got = crc32c::crc32c(f.get(..crc_at).unwrap_or_default());
         if got != expected {
             return Err(StorageError::ChecksumMismatch {
                 file: path,
@@ -365,15 +441,32 @@ impl Table {
         let start_position = le::u64(&f, 8);
         let end_position = le::u64(&f, 16);
         let fences_offset = le::u64(&f, 24);
-        let block_count = u64::from(le::u32(&f, 32));
-        let bloom_len = u64::from(le::u32(&f, 36));
-        let bloom_k = le::u32(&f, 40);
-        let level = le::u32(&f, 44);
-        let meta_crc = le::u32(&f, 48);
-        let meta_len = block_count * FENCE_LEN as u64 + bloom_len;
+        let (block_count, bloom_len, bloom_k, level, meta_crc) = if version == 1 {
+            (
+                u64::from(le::u32(&f, 32)),
+                u64::from(le::u32(&f, 36)),
+                le::u32(&f, 40),
+                le::u32(&f, 44),
+                le::u32(&f, 48),
+            )
+        } else {
+            (
+                le::u64(&f, 32),
+                le::u64(&f, 40),
+                le::u32(&f, 56),
+                le::u32(&f, 60),
+                le::u32(&f, 64),
+            )
+        };
+        let meta_len = block_count
+            .saturating_mul(FENCE_LEN as u64)
+            .saturating_add(bloom_len);
         if entry_count.div_ceil(BLOCK_ENTRIES as u64) != block_count
-            || fences_offset != HEADER_LEN + entry_count * ENTRY_LEN as u64
-            || fences_offset + meta_len != footer_at
+            || Some(fences_offset)
+                != entry_count
+                    .checked_mul(ENTRY_LEN as u64)
+                    .and_then(|n| n.checked_add(HEADER_LEN))
+            || fences_offset.checked_add(meta_len) != Some(footer_at)
             || le::u64(&header, 16) != entry_count
             || bloom_k == 0
             || bloom_k > 32
@@ -418,6 +511,7 @@ impl Table {
                 bits: bloom_bytes.to_vec(),
                 k: bloom_k,
             },
+            footer_len,
             ids: Arc::new(ids),
         })
     }
@@ -433,7 +527,7 @@ impl Table {
             + self.entry_count * ENTRY_LEN as u64
             + self.fences.len() as u64 * FENCE_LEN as u64
             + self.bloom.bits.len() as u64
-            + FOOTER_LEN
+            + self.footer_len
     }
 
     /// Reads and checks block `i`.
@@ -614,6 +708,79 @@ mod tests {
         let n = v.len() as u64;
         let ids = crate::index::ids::write(fs, dir, 1, 0, n, 0, std::iter::empty(), |_| 0).unwrap();
         write(fs, dir, 1, 0, 0, n, n, v.iter().map(|x| Ok(*x)), ids).unwrap()
+    }
+
+    /// Tables written by earlier builds (format 1, a bloom sized by
+    /// entries and u32 footer fields) still open and answer the same; new
+    /// ones size their bloom by distinct streams (here 10 bits for each of
+    /// 7 streams, against 10 for each of 2,000 entries).
+    #[test]
+    fn format_1_tables_still_open_and_format_2_blooms_are_sized_by_streams() {
+        let v = entries(2000, 7);
+        let n = v.len() as u64;
+        let mut answers = Vec::new();
+        for format in [1, 2] {
+            let fs = MemFs::new();
+            let dir = Path::new("/idx");
+            fs.create_dir_all(dir).unwrap();
+            let ids =
+                crate::index::ids::write(&fs, dir, 1, 0, n, 0, std::iter::empty(), |_| 0).unwrap();
+            write_format(format, &fs, dir, 1, 0, (0, n), n, v.iter().map(|x| Ok(*x)), ids)
+                .unwrap();
+            let t = Table::open(&fs, dir, 1).unwrap();
+            let want_bloom = if format == 1 { 2000 * 10 / 8 } else { 64 / 8 + 1 };
+            assert!(
+                t.bloom.bits.len() <= want_bloom,
+                "format {format}: {} bloom bytes",
+                t.bloom.bits.len()
+            );
+            let mut out = Vec::new();
+            for s in 0..7u64 {
+                t.range(s * 1000 + 17, (0, 0), Direction::Forward, 10_000, &mut out)
+                    .unwrap();
+            }
+            answers.push(out);
+        }
+        assert_eq!(answers[0], answers[1]);
+        assert_eq!(answers[0].len(), 2000);
+    }
+
+    /// A footer whose sizes do not add up (a crafted or damaged one,
+    /// including counts that would overflow) is refused as corrupt, not
+    /// trusted or panicked on.
+    #[test]
+    fn inconsistent_footers_are_refused() {
+        let fs = MemFs::new();
+        let v = entries(300, 3);
+        write_table(&fs, &v);
+        let path = Path::new("/idx").join(layout::table_file(1));
+        let file = fs.open(&path, OpenMode::Read).unwrap();
+        let len = file.len().unwrap();
+        let mut bytes = vec![0u8; len as usize];
+        file.read_exact_at(&mut bytes, 0).unwrap();
+        let footer_at = (len - FOOTER_LEN_V2) as usize;
+        for (field, value) in [(0usize, u64::MAX), (32, u64::MAX / 16), (40, u64::MAX - 3), (24, 7)] {
+            let mut b = bytes.clone();
+            b[footer_at + field..footer_at + field + 8].copy_from_slice(&value.to_le_bytes());
+            let crc = crc32c::crc32c(&b[footer_at..footer_at + 68]);
+            b[footer_at + 68..footer_at + 72].copy_from_slice(&crc.to_le_bytes());
+            let bad = MemFs::new();
+            bad.create_dir_all(Path::new("/idx")).unwrap();
+            let f = bad.open(&path, OpenMode::CreateNew).unwrap();
+            f.write_all_at(&b, 0).unwrap();
+            let ids_path = Path::new("/idx").join(layout::ids_file(1));
+            let ids = fs.open(&ids_path, OpenMode::Read).unwrap();
+            let mut ib = vec![0u8; ids.len().unwrap() as usize];
+            ids.read_exact_at(&mut ib, 0).unwrap();
+            bad.open(&ids_path, OpenMode::CreateNew)
+                .unwrap()
+                .write_all_at(&ib, 0)
+                .unwrap();
+            match Table::open(&bad, Path::new("/idx"), 1) {
+                Err(StorageError::Corrupt { .. }) => {}
+                other => panic!("field {field} = {value}: {other:?}"),
+            }
+        }
     }
 
     #[test]
