@@ -725,10 +725,24 @@ mod tests {
             fs.create_dir_all(dir).unwrap();
             let ids =
                 crate::index::ids::write(&fs, dir, 1, 0, n, 0, std::iter::empty(), |_| 0).unwrap();
-            write_format(format, &fs, dir, 1, 0, (0, n), n, v.iter().map(|x| Ok(*x)), ids)
-                .unwrap();
+            write_format(
+                format,
+                &fs,
+                dir,
+                1,
+                0,
+                (0, n),
+                n,
+                v.iter().map(|x| Ok(*x)),
+                ids,
+            )
+            .unwrap();
             let t = Table::open(&fs, dir, 1).unwrap();
-            let want_bloom = if format == 1 { 2000 * 10 / 8 } else { 64 / 8 + 1 };
+            let want_bloom = if format == 1 {
+                2000 * 10 / 8
+            } else {
+                64 / 8 + 1
+            };
             assert!(
                 t.bloom.bits.len() <= want_bloom,
                 "format {format}: {} bloom bytes",
@@ -759,7 +773,12 @@ mod tests {
         let mut bytes = vec![0u8; len as usize];
         file.read_exact_at(&mut bytes, 0).unwrap();
         let footer_at = (len - FOOTER_LEN_V2) as usize;
-        for (field, value) in [(0usize, u64::MAX), (32, u64::MAX / 16), (40, u64::MAX - 3), (24, 7)] {
+        for (field, value) in [
+            (0usize, u64::MAX),
+            (32, u64::MAX / 16),
+            (40, u64::MAX - 3),
+            (24, 7),
+        ] {
             let mut b = bytes.clone();
             b[footer_at + field..footer_at + field + 8].copy_from_slice(&value.to_le_bytes());
             let crc = crc32c::crc32c(&b[footer_at..footer_at + 68]);
