@@ -53,9 +53,12 @@ pub fn without_waiting<T>(f: impl FnOnce() -> T) -> Option<T> {
         }
     }
     let _restore = Restore(NO_WAIT.with(|c| c.replace(true)));
-    WOULD_WAIT.with(|c| c.set(false));
+    // A call inside another keeps what the outer one found.
+    let outer = WOULD_WAIT.with(|c| c.replace(false));
     let out = f();
-    if WOULD_WAIT.with(|c| c.replace(false)) {
+    let waited = WOULD_WAIT.with(|c| c.replace(outer));
+    if waited {
+        WOULD_WAIT.with(|c| c.set(true));
         None
     } else {
         Some(out)
@@ -74,6 +77,12 @@ fn read_cached(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         offset,
         ReadWriteFlags::NOWAIT,
     ) {
+        // Nothing read: the end of the file, or the kernel could not say
+        // without waiting. Let a read that may wait tell.
+        Ok(0) if !buf.is_empty() => {
+            WOULD_WAIT.with(|c| c.set(true));
+            Err(io::ErrorKind::WouldBlock.into())
+        }
         Ok(n) => Ok(n),
         Err(Errno::INTR) => Err(io::ErrorKind::Interrupted.into()),
         Err(Errno::AGAIN | Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL) => {

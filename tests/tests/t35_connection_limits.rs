@@ -138,3 +138,65 @@ async fn the_frame_timeout_counts_only_while_the_server_reads() {
     }
     server.stop().await;
 }
+
+/// A read returns at least one event whatever its byte budget, so a page
+/// can pass the outbox room its connection took: that event must still be
+/// covered by room on the server's budget before it is sent. Here 60
+/// clients each ask for four 3 MiB events, one per read, and never read
+/// (the kernel's socket buffers take some: the rest stays in the server);
+/// the server holds 16 MiB of outbox budget. Without covering, each read
+/// got a 64 KiB room and sent a 3 MiB reply: hundreds of MiB unsent. The
+/// counted total stays within the limit plus the small room each
+/// connection may always take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_never_sends_more_than_the_room_it_took() {
+    let limit = 16usize << 20;
+    let server = TestServer::start_tuned(|_, s| {
+        s.max_outbox_bytes = limit;
+    })
+    .await;
+    let client = Client::connect(server.addr).await.unwrap();
+    for i in 0..4u128 {
+        client
+            .append(
+                "big",
+                ExpectedVersion::Any,
+                vec![NewEvent::new(
+                    EventId::from_u128(i),
+                    "T",
+                    vec![7u8; 3 << 20],
+                )],
+            )
+            .await
+            .unwrap();
+    }
+    let mut stuck = Vec::new();
+    for _ in 0..60 {
+        let mut c = logbook_tests::RawConn::connect(server.addr).await;
+        c.hello().await;
+        for from in 0..4 {
+            c.send(&Request::ReadAll(ReadAll {
+                from: Some(logbook_protocol::LogPosition(from)),
+                direction: Direction::Forward,
+                max_count: 1,
+            }))
+            .await;
+        }
+        stuck.push(c);
+    }
+    // Sample the server's count while a well-behaved client is served.
+    let mut peak = 0u64;
+    for _ in 0..2_000 {
+        peak = peak.max(
+            server
+                .stats
+                .outbox_bytes
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
+        client.ping().await.expect("served");
+    }
+    let bound = (limit + 62 * (64 << 10)) as u64;
+    assert!(peak <= bound, "outbox bytes peaked at {peak}, over {bound}");
+    drop(stuck);
+    server.stop().await;
+}

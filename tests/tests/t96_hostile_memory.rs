@@ -322,9 +322,10 @@ async fn memory_stays_within_the_documented_bound_under_every_hostile_pattern_at
 
     // The bound of RELIABILITY.md, with this test's flags: frames still
     // arriving, the writer queue, unsent replies and pushes, subscription
-    // memory, the event each read may take past its room (reads in the
-    // pool, cached reads on the network threads, the live dispatcher),
-    // each connection's own buffers (64 KiB
+    // memory, reads in progress before their result is checked against
+    // their room (a page and one event each: reads in the pool, cached
+    // reads on the network threads, the live dispatcher), each
+    // connection's own buffers (64 KiB
     // to read a small frame, 64 KiB of small room, 16 KiB of outbox), and
     // 64 MiB for everything else (allocator slack, runtime, caches).
     let connections = 300 + 200 + 10 + 40 + 4 + 4 + 1 + 1;
@@ -335,7 +336,7 @@ async fn memory_stays_within_the_documented_bound_under_every_hostile_pattern_at
         + queue
         + outbox
         + subs
-        + (read_threads + cores + 1) * (max_event + MIB)
+        + (read_threads + cores + 1) * (8 * MIB + max_event)
         + connections * (144 << 10)
         + 64 * MIB;
     eprintln!(

@@ -34,6 +34,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 
+use logbook_protocol::RecordedEvent;
+use logbook_protocol::msg::recorded_event_wire_len;
+
 use super::NetStats;
 
 /// Outgoing bytes above which the connection stops reading requests until
@@ -62,6 +65,8 @@ struct State {
     /// Bytes of the rooms taken on this connection and not yet given back.
     reserved: usize,
     closed: bool,
+    /// The writer task has stopped: nothing more will be written.
+    done: bool,
 }
 
 /// The outgoing buffer of one connection.
@@ -94,11 +99,125 @@ pub struct Room {
 
 impl Room {
     /// The bytes reserved: the most the producer should read for its
-    /// reply (one event past it may still be taken).
+    /// reply (one event past it may still be taken: see [`Room::cover`]).
     pub fn bytes(&self) -> usize {
         self.bytes
     }
+
+    /// Grows the room by `extra` bytes if the server's limit allows it
+    /// now (or if this room is all the server holds, so that one event
+    /// larger than the limit still goes, alone).
+    fn try_grow(&mut self, extra: usize) -> bool {
+        let limit = self.out.total_limit as u64;
+        let total = &self.out.stats.outbox_bytes;
+        let mut cur = total.load(Ordering::Relaxed);
+        loop {
+            let alone = cur <= self.bytes as u64;
+            if cur + extra as u64 > limit && !alone {
+                return false;
+            }
+            match total.compare_exchange_weak(
+                cur,
+                cur + extra as u64,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    self.out.state.lock().reserved += extra;
+                    self.bytes += extra;
+                    return true;
+                }
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Makes the room cover `events` now, without waiting: grows it for
+    /// them, or, if the server has no room for all, leaves out the events
+    /// past the room (possibly all of them) and returns the first left out.
+    pub fn fit(&mut self, events: &mut Vec<RecordedEvent>) -> Option<RecordedEvent> {
+        self.fit_split(events).into_iter().next()
+    }
+
+    /// [`Room::fit`], returning every event left out.
+    fn fit_split(&mut self, events: &mut Vec<RecordedEvent>) -> Vec<RecordedEvent> {
+        let need: usize = events.iter().map(event_bytes).sum::<usize>() + EVENT_FRAMING;
+        if need <= self.bytes || self.try_grow(need - self.bytes) {
+            return Vec::new();
+        }
+        let mut used = EVENT_FRAMING;
+        let fit = events
+            .iter()
+            .take_while(|e| {
+                used += event_bytes(e);
+                used <= self.bytes
+            })
+            .count();
+        events.split_off(fit)
+    }
+
+    /// Grows the room to `need` bytes, waiting for the server's budget if
+    /// need be (bytes drain, or slow clients are closed at the write
+    /// timeout). False if the connection broke meanwhile.
+    pub async fn wait_grow(&mut self, need: usize) -> bool {
+        let out = Arc::clone(&self.out);
+        loop {
+            let freed = out.stats.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            let drained = out.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if out.is_broken() {
+                return false;
+            }
+            if self.bytes >= need || self.try_grow(need - self.bytes) {
+                return true;
+            }
+            tokio::select! {
+                () = freed => {}
+                () = drained => {}
+                () = out.wait_broken() => return false,
+            }
+        }
+    }
 }
+
+/// What a read that returned `events` within a [`Room`] needs to do.
+pub enum Covered {
+    /// Send `events` (some may have been left out: the first of those is
+    /// here, to say where to go on).
+    Send(Option<RecordedEvent>),
+    /// Not even the first event fits: drop the read, grow the room to
+    /// this many bytes, and read again (a read returns at least one event
+    /// whatever its byte budget, so its result is not kept while waiting:
+    /// a waiting connection holds nothing).
+    Grow(usize),
+}
+
+impl Room {
+    /// Checks what a read within this room returned: [`Covered`].
+    pub fn cover(&mut self, events: &mut Vec<RecordedEvent>) -> Covered {
+        let Some(first) = events.first().map(event_bytes) else {
+            return Covered::Send(None);
+        };
+        let left = self.fit(events);
+        if events.is_empty() {
+            Covered::Grow(first + EVENT_FRAMING)
+        } else {
+            Covered::Send(left)
+        }
+    }
+}
+
+/// The bytes an event takes in a reply or push, with its share of framing.
+fn event_bytes(e: &RecordedEvent) -> usize {
+    recorded_event_wire_len(e) + EVENT_FRAMING
+}
+
+/// Frame header and message overhead counted per event and per reply by
+/// [`Room::cover`] (generous: a push of one event carries one frame).
+const EVENT_FRAMING: usize = 64;
 
 impl Drop for Room {
     fn drop(&mut self) {
@@ -137,7 +256,7 @@ impl Outbox {
             let before = s.buf.len();
             let out = f(&mut s.buf);
             let after = s.buf.len();
-            if s.closed && self.broken.load(Ordering::Relaxed) {
+            if s.done || (s.closed && self.broken.load(Ordering::Relaxed)) {
                 // Nobody will write these: do not keep or count them.
                 s.buf.truncate(before);
             } else {
@@ -162,16 +281,16 @@ impl Outbox {
     }
 
     /// Takes `n` bytes off the server's count, and wakes producers waiting
-    /// for room anywhere if that brought the count back under the limit
-    /// (not at every write: while slow clients hold the whole budget,
-    /// waiters wake only when their own connection drains).
+    /// for room anywhere if the count is now under the limit (while slow
+    /// clients hold the whole budget, waiters wake only when their own
+    /// connection drains; a waiter may need more than the first bytes
+    /// freed, so every release under the limit wakes them).
     fn release(&self, n: usize) {
         let before = self
             .stats
             .outbox_bytes
             .fetch_sub(n as u64, Ordering::AcqRel);
-        let limit = self.total_limit as u64;
-        if before >= limit && before - (n as u64) < limit {
+        if before - (n as u64) < self.total_limit as u64 {
             self.stats.freed.notify_waiters();
         }
     }
@@ -212,7 +331,10 @@ impl Outbox {
             let free = limit.saturating_sub(cur).min(own as u64) as usize;
             let bytes = if free >= min {
                 free.min(want)
-            } else if pending == 0 && min <= SMALL_ROOM {
+            } else if pending == 0 && (min <= SMALL_ROOM || cur == 0) {
+                // The small room every connection may take; or, when the
+                // server holds nothing at all, one event larger than its
+                // whole limit, alone.
                 min
             } else {
                 return None;
@@ -309,6 +431,7 @@ impl Outbox {
             };
             if spare.is_empty() {
                 if closed {
+                    self.state.lock().done = true;
                     break;
                 }
                 self.ready.notified().await;
@@ -330,6 +453,7 @@ impl Outbox {
                 // connection's reader.
                 let mut s = self.state.lock();
                 s.closed = true;
+                s.done = true;
                 self.broken.store(true, Ordering::Release);
                 let dropped = s.buf.len();
                 s.buf = BytesMut::new();

@@ -21,10 +21,10 @@ use tokio::sync::Semaphore;
 
 /// Runs reads on blocking threads, a bounded number at once.
 ///
-/// Subscriptions' reads ([`ReadPool::run_background`]) may take at most
-/// half the slots (at least one): a request's read waits behind at most
-/// that many of them, however many subscriptions are catching up (5,000
-/// new subscriptions each read once when they start).
+/// Subscriptions' catch-up steps hold a [`ReadPool::background_share`]
+/// slot, at most half the pool (at least one): a request's read waits
+/// behind at most that many of theirs, however many subscriptions are
+/// catching up (5,000 new subscriptions each read once when they start).
 #[derive(Debug)]
 pub(crate) struct ReadPool {
     permits: Arc<Semaphore>,
@@ -41,19 +41,12 @@ impl ReadPool {
         }
     }
 
-    /// Runs a subscription's `read` like [`ReadPool::run`], within the
-    /// share of the pool subscriptions may take.
-    pub(crate) async fn run_background<T, F>(&self, read: F) -> T
-    where
-        T: Send + 'static,
-        F: Fn() -> T + Send + 'static,
-    {
-        if let Some(v) = logbook_storage::fs::without_waiting(&read) {
-            return v;
-        }
+    /// A slot of the subscriptions' share of the pool, held by a catch-up
+    /// step for its reads (taken before its outbox room, so that steps
+    /// waiting for a reader do not hold room meanwhile).
+    pub(crate) async fn background_share(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         // The semaphore is never closed.
-        let _share = Arc::clone(&self.background).acquire_owned().await.ok();
-        self.blocking(read).await
+        Arc::clone(&self.background).acquire_owned().await.ok()
     }
 
     /// Runs `read` here if the page cache holds all it reads, else on a

@@ -206,17 +206,21 @@ impl Segment {
 
     /// Runs `f` over the pidx, loading it from disk first if needed.
     fn with_pidx<T>(&self, f: impl FnOnce(&[PidxEntry]) -> T) -> Result<T, StorageError> {
-        if let Pidx::Loaded(v) = &*self.pidx.read() {
-            return Ok(f(v));
-        }
+        let (count, crc) = match &*self.pidx.read() {
+            Pidx::Loaded(v) => return Ok(f(v)),
+            Pidx::OnDisk { count, crc } => (*count, *crc),
+        };
+        // Read outside the lock: a disk read under it would make every
+        // reader of this segment (and the writer's publish) wait for it.
+        let offset = self.data_end();
+        let mut buf = vec![0u8; count as usize * PIDX_ENTRY_LEN as usize];
+        self.file
+            .read_exact_at(&mut buf, offset)
+            .map_err(|e| StorageError::io("read pidx", &self.path, e))?;
+        let loaded = decode_pidx(&self.path, offset, &buf, crc)?;
         let mut p = self.pidx.write();
-        if let Pidx::OnDisk { count, crc } = &*p {
-            let offset = self.data_end();
-            let mut buf = vec![0u8; *count as usize * PIDX_ENTRY_LEN as usize];
-            self.file
-                .read_exact_at(&mut buf, offset)
-                .map_err(|e| StorageError::io("read pidx", &self.path, e))?;
-            *p = Pidx::Loaded(decode_pidx(&self.path, offset, &buf, *crc)?);
+        if let Pidx::OnDisk { .. } = &*p {
+            *p = Pidx::Loaded(loaded);
         }
         match &*p {
             Pidx::Loaded(v) => Ok(f(v)),

@@ -11,6 +11,7 @@ use logbook_protocol::{
 
 use crate::net::connection::Connection;
 use crate::net::errors::read_error;
+use crate::net::outbox::Covered;
 
 impl Connection {
     /// Reads a stream; a stream with no events is `StreamNotFound`. With
@@ -26,17 +27,35 @@ impl Connection {
             );
             return;
         }
-        let Some(room) = self.reply_room(self.shared.read_page_bytes()).await else {
+        let Some(mut room) = self.reply_room(self.shared.read_page_bytes()).await else {
             return;
         };
-        let max = self.shared.read_limit(r.max_count, room.bytes());
-        let store = self.shared.store.clone();
-        let (stream, from, direction) = (r.stream.clone(), r.from, r.direction);
-        let read = self
-            .shared
-            .reads
-            .run(move || store.read_stream(&stream, from, direction, max))
-            .await;
+        // A read returns at least one event: if even that one does not
+        // fit the room, grow the room for it and read again.
+        let read = loop {
+            let max = self.shared.read_limit(r.max_count, room.bytes());
+            let store = self.shared.store.clone();
+            let (stream, from, direction) = (r.stream.clone(), r.from, r.direction);
+            let mut read = self
+                .shared
+                .reads
+                .run(move || store.read_stream(&stream, from, direction, max))
+                .await;
+            if let Ok(slice) = &mut read {
+                match room.cover(&mut slice.events) {
+                    Covered::Send(Some(left)) => slice.next = Some(left.version),
+                    Covered::Send(None) => {}
+                    Covered::Grow(need) => {
+                        drop(read);
+                        if !room.wait_grow(need).await {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            }
+            break read;
+        };
         match read {
             Ok(slice) if slice.last_version.is_none() => self.send_error(
                 opcode,
@@ -74,17 +93,33 @@ impl Connection {
             self.send(corr_id, opcode, &Response::ReadAllOk(self.empty_page(r)));
             return;
         }
-        let Some(room) = self.reply_room(self.shared.read_page_bytes()).await else {
+        let Some(mut room) = self.reply_room(self.shared.read_page_bytes()).await else {
             return;
         };
-        let max = self.shared.read_limit(r.max_count, room.bytes());
-        let store = self.shared.store.clone();
-        let (from, direction) = (r.from, r.direction);
-        let read = self
-            .shared
-            .reads
-            .run(move || store.read_all(from, direction, max))
-            .await;
+        let read = loop {
+            let max = self.shared.read_limit(r.max_count, room.bytes());
+            let store = self.shared.store.clone();
+            let (from, direction) = (r.from, r.direction);
+            let mut read = self
+                .shared
+                .reads
+                .run(move || store.read_all(from, direction, max))
+                .await;
+            if let Ok(slice) = &mut read {
+                match room.cover(&mut slice.events) {
+                    Covered::Send(Some(left)) => slice.next = Some(left.position),
+                    Covered::Send(None) => {}
+                    Covered::Grow(need) => {
+                        drop(read);
+                        if !room.wait_grow(need).await {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            }
+            break read;
+        };
         match read {
             Ok(mut slice) => {
                 if let Some(left) = self.shared.fit(&mut slice.events) {

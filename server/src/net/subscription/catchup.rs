@@ -25,7 +25,7 @@ use super::start::StartPoint;
 use super::{READ_BATCH, READ_BYTES};
 use crate::net::NetStats;
 use crate::net::errors::read_error;
-use crate::net::outbox::{Outbox, SMALL_ROOM};
+use crate::net::outbox::{Covered, Outbox, Room, SMALL_ROOM};
 use logbook_storage::{ReadError, ReadLimit};
 
 /// What a subscription follows, in the form the server checks.
@@ -348,6 +348,9 @@ impl Hub {
     /// The catch-up task of one subscription.
     async fn catch_up(self: Arc<Self>, sub: Arc<Sub>) {
         let mut scratch = Vec::new();
+        // The room the next step needs at least: 0, or the size of an event
+        // that did not fit the last one.
+        let mut need = 0usize;
         // Live, or stalled at an event it has no credit for: the dispatcher
         // or a Credit moves it on, and wakes this task if it must read.
         let waiting = |sub: &Sub| {
@@ -377,43 +380,57 @@ impl Hub {
                 }
                 continue;
             }
-            // Room on the outbox budget for what this step may push, taken
-            // before reading (waiting for bytes to drain somewhere if the
-            // server is short of it; an unsubscribe ends the wait).
-            let room = {
+            // A reader slot of the subscriptions' share, then room on the
+            // outbox budget for what this step may push, taken before
+            // reading (waiting for bytes to drain somewhere if the server
+            // is short of it; an unsubscribe ends either wait).
+            let share = {
                 let wake = sub.wake.notified();
                 tokio::select! {
-                    room = sub.out.room(READ_BYTES, SMALL_ROOM) => room,
+                    share = self.reads.background_share() => share,
                     () = wake => continue,
                 }
             };
-            let Some(room) = room else {
+            let room = {
+                let wake = sub.wake.notified();
+                tokio::select! {
+                    room = sub.out.room(READ_BYTES.max(need), need.max(SMALL_ROOM)) => room,
+                    () = wake => continue,
+                }
+            };
+            let Some(mut room) = room else {
                 // The connection broke: it is ending its subscriptions.
                 return;
             };
-            if let Err(e) = self.step(&sub, &mut scratch, room.bytes()).await {
-                // The failure's own code (I/O: Internal, damaged bytes:
-                // Corruption, shutdown: ShuttingDown), as a request that
-                // met it would get.
-                let reply = read_error(&e);
-                self.end(&sub, Some((reply.code, &reply.message)));
-                return;
+            match self.step(&sub, &mut scratch, &mut room).await {
+                Ok(next) => need = next.unwrap_or(0),
+                Err(e) => {
+                    // The failure's own code (I/O: Internal, damaged bytes:
+                    // Corruption, shutdown: ShuttingDown), as a request that
+                    // met it would get.
+                    let reply = read_error(&e);
+                    self.end(&sub, Some((reply.code, &reply.message)));
+                    return;
+                }
             }
             drop(room);
+            drop(share);
             // Let other tasks run between steps of a long catch-up.
             tokio::task::yield_now().await;
         }
     }
 
-    /// One catch-up step, pushing about `budget` bytes at most: read a
-    /// batch from the log and deliver it, or go live if there is nothing
-    /// new.
+    /// One catch-up step, pushing no more than `room` covers: read a batch
+    /// from the log and deliver it, or go live if there is nothing new.
+    /// `Some(bytes)`: the next event alone needs a room of that size (the
+    /// next step takes one; nothing read is kept meanwhile).
     async fn step(
         &self,
         sub: &Arc<Sub>,
         scratch: &mut Vec<RecordedEvent>,
-        budget: usize,
-    ) -> Result<(), ReadError> {
+        room: &mut Room,
+    ) -> Result<Option<usize>, ReadError> {
+        let budget = room.bytes();
         let (cursor, last_version, credit) = {
             let st = sub.state.lock();
             (st.cursor, st.last_version, st.credit)
@@ -434,7 +451,7 @@ impl Hub {
                 let store = self.store.clone();
                 let slice = self
                     .reads
-                    .run_background(move || {
+                    .run(move || {
                         store.read_all(
                             Some(LogPosition(cursor)),
                             Direction::Forward,
@@ -445,15 +462,19 @@ impl Hub {
                         )
                     })
                     .await?;
-                let exhausted = slice.next.is_none();
-                (slice.events, exhausted)
+                let mut events = slice.events;
+                // A read returns one event past its budget if need be.
+                match room.cover(&mut events) {
+                    Covered::Send(left) => (events, slice.next.is_none() && left.is_none()),
+                    Covered::Grow(need) => return Ok(Some(need)),
+                }
             }
             Target::Stream { name } => {
                 let from = last_version.map_or(0, |v| v + 1);
                 let (store, name) = (self.store.clone(), name.clone());
                 let slice = self
                     .reads
-                    .run_background(move || {
+                    .run(move || {
                         store.read_stream(
                             &name,
                             Some(StreamVersion(from)),
@@ -465,14 +486,17 @@ impl Hub {
                         )
                     })
                     .await?;
-                let exhausted = slice.next.is_none();
-                (slice.events, exhausted)
+                let mut events = slice.events;
+                match room.cover(&mut events) {
+                    Covered::Send(left) => (events, slice.next.is_none() && left.is_none()),
+                    Covered::Grow(need) => return Ok(Some(need)),
+                }
             }
         };
         {
             let mut st = sub.state.lock();
             if sub.ended.load(Ordering::Acquire) {
-                return Ok(());
+                return Ok(None);
             }
             if !events.is_empty() {
                 let stopped = sub.deliver(&mut st, &events, scratch, None);
@@ -483,16 +507,16 @@ impl Hub {
                         sub.position.store(st.cursor, Ordering::Relaxed);
                     }
                 }
-                if stopped || !exhausted {
-                    return Ok(());
-                }
+                // The room is spent: the next step, with a room of its
+                // own, goes live if it finds nothing more.
+                return Ok(None);
             } else if let Target::Stream { .. } = sub.target {
                 st.cursor = st.cursor.max(head);
                 sub.position.store(st.cursor, Ordering::Relaxed);
             }
         }
         // Nothing more in the log right now: go live (`Hub::go_live`).
-        self.go_live(sub, scratch, bytes).await
+        self.go_live(sub, scratch, room).await.map(|()| None)
     }
 }
 

@@ -17,8 +17,16 @@ pub(crate) struct FanOut<'a> {
     /// `prefix[i]`: wire bytes of `events[..i]`.
     prefix: Vec<usize>,
     frames: HashMap<(usize, usize), SharedFrame>,
+    /// Bytes of the frames in `frames`.
+    cached: usize,
     max_frame: u32,
 }
+
+/// Most bytes of encoded frames one batch keeps for reuse: subscriptions
+/// wanting many different ranges of it (different credits or cursors)
+/// get their pushes encoded straight into their outboxes past it, so the
+/// cache never holds more than a few copies of the batch.
+const MAX_CACHED: usize = 4 << 20;
 
 impl<'a> FanOut<'a> {
     pub(super) fn new(events: &'a [RecordedEvent], max_frame: u32) -> FanOut<'a> {
@@ -33,6 +41,7 @@ impl<'a> FanOut<'a> {
             events,
             prefix,
             frames: HashMap::new(),
+            cached: 0,
             max_frame,
         }
     }
@@ -63,7 +72,11 @@ impl<'a> FanOut<'a> {
         }
         let frame = match self.frames.entry((start, end)) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(_) if self.cached + bytes > MAX_CACHED => {
+                return false;
+            }
             std::collections::hash_map::Entry::Vacant(v) => {
+                self.cached += bytes;
                 let mut b = BytesMut::new();
                 let slice = self.events.get(start..end).unwrap_or_default();
                 if Push::encode_events(&mut b, 0, slice, self.max_frame).is_err() {

@@ -97,28 +97,24 @@ impl Hub {
     }
 
     /// Reads `[from, from + n)` of the global log (fewer if the byte
-    /// budget cuts it short) in the reader pool: the dispatcher's reads as
-    /// a request's (live delivery waits for no catch-up), the rest within
-    /// the subscriptions' share.
+    /// budget cuts it short) in the reader pool. The dispatcher's reads
+    /// are a request's (live delivery waits for no catch-up); a catch-up
+    /// step's already hold a slot of the subscriptions' share.
     pub(super) async fn read_range(
         &self,
         from: u64,
         events: usize,
         bytes: usize,
-        dispatcher: bool,
     ) -> Result<Vec<RecordedEvent>, ReadError> {
         let store = self.store.clone();
         let limit = ReadLimit { events, bytes };
-        let read = move || {
-            store
-                .read_all(Some(LogPosition(from)), Direction::Forward, limit)
-                .map(|s| s.events)
-        };
-        if dispatcher {
-            self.reads.run(read).await
-        } else {
-            self.reads.run_background(read).await
-        }
+        self.reads
+            .run(move || {
+                store
+                    .read_all(Some(LogPosition(from)), Direction::Forward, limit)
+                    .map(|s| s.events)
+            })
+            .await
     }
 
     async fn dispatch_to(&self, head: u64, scratch: &mut Vec<RecordedEvent>) {
@@ -138,7 +134,7 @@ impl Hub {
             // Read outside the registry lock: `next` cannot move (the gate),
             // and subscriptions that go live meanwhile are at or past it.
             let want = (head - next).min(READ_BATCH) as usize;
-            let events = match self.read_range(next, want, READ_BYTES, true).await {
+            let events = match self.read_range(next, want, READ_BYTES).await {
                 Ok(events) => events,
                 Err(e) => {
                     // Live subscribers fall back to their own tasks, which
@@ -218,15 +214,16 @@ impl Hub {
     /// read) under the gate, which holds the dispatcher, not the registry:
     /// so the handover always completes however fast the log grows, and
     /// connection tasks never wait for the disk.
-    /// The reads push at most about `budget` bytes (the room its caller
-    /// took), half for each.
+    /// What it pushes stays within `room` (the caller's), half for each
+    /// read; under the gate it never waits for room (the dispatcher waits
+    /// on the gate), and what does not fit is read on later.
     pub(super) async fn go_live(
         &self,
         sub: &Arc<Sub>,
         scratch: &mut Vec<RecordedEvent>,
-        budget: usize,
+        room: &mut crate::net::outbox::Room,
     ) -> Result<(), ReadError> {
-        let half = (budget / 2).max(1);
+        let half = (room.bytes() / 2).max(1);
         let (cursor, next) = {
             let reg = self.registry.lock();
             let cursor = sub.state.lock().cursor;
@@ -236,20 +233,22 @@ impl Hub {
             // Too far behind for one read: go on reading the log.
             return Ok(());
         }
-        let gap = if cursor < next {
+        let mut gap = if cursor < next {
             self.read_gap(cursor, next, half).await?
         } else {
             Vec::new()
         };
+        room.fit(&mut gap);
         let _gate = self.gate.lock().await;
         let until = self.registry.lock().next;
         // Committed while the gap was read: a short read, under the gate.
         let read_to = gap.last().map_or(cursor, |e| e.position.0 + 1);
-        let rest = if read_to < until && until - read_to <= READ_BATCH {
+        let mut rest = if read_to < until && until - read_to <= READ_BATCH {
             self.read_gap(read_to, until, half).await?
         } else {
             Vec::new()
         };
+        room.fit(&mut rest);
         let mut reg = self.registry.lock();
         let mut st = sub.state.lock();
         if sub.ended.load(Ordering::Acquire) {
@@ -284,7 +283,7 @@ impl Hub {
         bytes: usize,
     ) -> Result<Vec<RecordedEvent>, ReadError> {
         let mut events = self
-            .read_range(from, (until - from) as usize, bytes, false)
+            .read_range(from, (until - from) as usize, bytes)
             .await?;
         events.truncate(events.partition_point(|e| e.position.0 < until));
         Ok(events)
