@@ -11,7 +11,9 @@ use logbook_protocol::{
 
 use crate::net::connection::Connection;
 use crate::net::errors::read_error;
-use crate::net::outbox::Covered;
+use crate::net::outbox::{Covered, Room};
+use logbook_protocol::RecordedEvent;
+use logbook_storage::{ReadError, ReadLimit, Store};
 
 impl Connection {
     /// Reads a stream; a stream with no events is `StreamNotFound`. With
@@ -27,34 +29,16 @@ impl Connection {
             );
             return;
         }
-        let Some(mut room) = self.reply_room(self.shared.read_page_bytes()).await else {
+        let (stream, from, direction) = (r.stream.clone(), r.from, r.direction);
+        let Some((read, _room)) = self
+            .read_in_room(
+                r.max_count,
+                move |store, max| store.read_stream(&stream, from, direction, max),
+                |slice| (&mut slice.events, &mut slice.next, |e| e.version),
+            )
+            .await
+        else {
             return;
-        };
-        // A read returns at least one event: if even that one does not
-        // fit the room, grow the room for it and read again.
-        let read = loop {
-            let max = self.shared.read_limit(r.max_count, room.bytes());
-            let store = self.shared.store.clone();
-            let (stream, from, direction) = (r.stream.clone(), r.from, r.direction);
-            let mut read = self
-                .shared
-                .reads
-                .run(move || store.read_stream(&stream, from, direction, max))
-                .await;
-            if let Ok(slice) = &mut read {
-                match room.cover(&mut slice.events) {
-                    Covered::Send(Some(left)) => slice.next = Some(left.version),
-                    Covered::Send(None) => {}
-                    Covered::Grow(need) => {
-                        drop(read);
-                        if !room.wait_grow(need).await {
-                            return;
-                        }
-                        continue;
-                    }
-                }
-            }
-            break read;
         };
         match read {
             Ok(slice) if slice.last_version.is_none() => self.send_error(
@@ -93,32 +77,16 @@ impl Connection {
             self.send(corr_id, opcode, &Response::ReadAllOk(self.empty_page(r)));
             return;
         }
-        let Some(mut room) = self.reply_room(self.shared.read_page_bytes()).await else {
+        let (from, direction) = (r.from, r.direction);
+        let Some((read, _room)) = self
+            .read_in_room(
+                r.max_count,
+                move |store, max| store.read_all(from, direction, max),
+                |slice| (&mut slice.events, &mut slice.next, |e| e.position),
+            )
+            .await
+        else {
             return;
-        };
-        let read = loop {
-            let max = self.shared.read_limit(r.max_count, room.bytes());
-            let store = self.shared.store.clone();
-            let (from, direction) = (r.from, r.direction);
-            let mut read = self
-                .shared
-                .reads
-                .run(move || store.read_all(from, direction, max))
-                .await;
-            if let Ok(slice) = &mut read {
-                match room.cover(&mut slice.events) {
-                    Covered::Send(Some(left)) => slice.next = Some(left.position),
-                    Covered::Send(None) => {}
-                    Covered::Grow(need) => {
-                        drop(read);
-                        if !room.wait_grow(need).await {
-                            return;
-                        }
-                        continue;
-                    }
-                }
-            }
-            break read;
         };
         match read {
             Ok(mut slice) => {
@@ -137,6 +105,55 @@ impl Connection {
                 )
             }
             Err(e) => self.send_error(opcode, corr_id, read_error(&e)),
+        }
+    }
+
+    /// Runs `read` (in the reader pool) within room on the outbox budget
+    /// for its page, and returns its result with the room, which the
+    /// caller keeps until the reply is sent. A read returns at least one
+    /// event whatever its byte budget: if the result passes the room, the
+    /// room grows, or the events past it are left for the next page
+    /// (`next` says where: `parts` gives the page's events, its `next`,
+    /// and how an event names where to go on), or, if even the first
+    /// event does not fit, the result is dropped and read again once the
+    /// room has grown to its size. `None` if the connection broke or the
+    /// server is shutting down meanwhile.
+    async fn read_in_room<S, P, F>(
+        &self,
+        max_count: u32,
+        read: F,
+        parts: impl Fn(
+            &mut S,
+        ) -> (
+            &mut Vec<RecordedEvent>,
+            &mut Option<P>,
+            fn(&RecordedEvent) -> P,
+        ),
+    ) -> Option<(Result<S, ReadError>, Room)>
+    where
+        S: Send + 'static,
+        F: Fn(&Store, ReadLimit) -> Result<S, ReadError> + Clone + Send + 'static,
+    {
+        let mut room = self.reply_room(self.shared.read_page_bytes()).await?;
+        loop {
+            let max = self.shared.read_limit(max_count, room.bytes());
+            let (store, read) = (self.shared.store.clone(), read.clone());
+            let mut result = self.shared.reads.run(move || read(&store, max)).await;
+            if let Ok(slice) = &mut result {
+                let (events, next, at) = parts(slice);
+                match room.cover(events) {
+                    Covered::Send(Some(left)) => *next = Some(at(&left)),
+                    Covered::Send(None) => {}
+                    Covered::Grow(need) => {
+                        drop(result);
+                        if !room.wait_grow(need).await {
+                            return None;
+                        }
+                        continue;
+                    }
+                }
+            }
+            return Some((result, room));
         }
     }
 
