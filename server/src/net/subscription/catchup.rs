@@ -430,7 +430,6 @@ impl Hub {
         scratch: &mut Vec<RecordedEvent>,
         room: &mut Room,
     ) -> Result<Option<usize>, ReadError> {
-        let budget = room.bytes();
         let (cursor, last_version, credit) = {
             let st = sub.state.lock();
             (st.cursor, st.last_version, st.credit)
@@ -439,8 +438,9 @@ impl Hub {
         // something to deliver (stall) or nothing (go live).
         let want = credit.clamp(1, READ_BATCH) as usize;
         let head = self.store.head().0;
-        let bytes = budget.clamp(1, READ_BYTES);
-        let (events, exhausted) = match &sub.target {
+        let bytes = room.bytes().clamp(1, READ_BYTES);
+        // The events read, and whether the read stopped before the end.
+        let (mut events, more) = match &sub.target {
             Target::All { filter } => {
                 // Filtered subscriptions scan more than they send.
                 let want = if filter.is_some() {
@@ -462,12 +462,7 @@ impl Hub {
                         )
                     })
                     .await?;
-                let mut events = slice.events;
-                // A read returns one event past its budget if need be.
-                match room.cover(&mut events) {
-                    Covered::Send(left) => (events, slice.next.is_none() && left.is_none()),
-                    Covered::Grow(need) => return Ok(Some(need)),
-                }
+                (slice.events, slice.next.is_some())
             }
             Target::Stream { name } => {
                 let from = last_version.map_or(0, |v| v + 1);
@@ -486,12 +481,13 @@ impl Hub {
                         )
                     })
                     .await?;
-                let mut events = slice.events;
-                match room.cover(&mut events) {
-                    Covered::Send(left) => (events, slice.next.is_none() && left.is_none()),
-                    Covered::Grow(need) => return Ok(Some(need)),
-                }
+                (slice.events, slice.next.is_some())
             }
+        };
+        // A read returns one event past its budget if need be.
+        let exhausted = match room.cover(&mut events) {
+            Covered::Send(left) => !more && left.is_none(),
+            Covered::Grow(need) => return Ok(Some(need)),
         };
         {
             let mut st = sub.state.lock();
