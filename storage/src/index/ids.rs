@@ -55,6 +55,7 @@ use logbook_protocol::{EventId, layout, le};
 
 use crate::error::StorageError;
 use crate::fs::{OpenMode, VFile, Vfs};
+use crate::index::blocks::BlockWriter;
 
 /// Magic number opening an id file.
 pub const MAGIC: [u8; 8] = *b"LGBKEIDS";
@@ -408,24 +409,19 @@ pub fn write(
     let file = vfs
         .open(&path, OpenMode::CreateNew)
         .map_err(|e| StorageError::io("create", &path, e))?;
-    let io = |op: &'static str| {
-        let path = path.clone();
-        move |e| StorageError::io(op, path, e)
-    };
-    let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
-    buf.extend_from_slice(&MAGIC);
-    buf.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    buf.extend_from_slice(&(HEADER_LEN as u32).to_le_bytes());
-    buf.extend_from_slice(&count.to_le_bytes());
-    buf.extend_from_slice(&0u32.to_le_bytes());
-    let crc = crc32c::crc32c(&buf);
-    buf.extend_from_slice(&crc.to_le_bytes());
+    let mut header = Vec::with_capacity(HEADER_LEN as usize);
+    header.extend_from_slice(&MAGIC);
+    header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header.extend_from_slice(&(HEADER_LEN as u32).to_le_bytes());
+    header.extend_from_slice(&count.to_le_bytes());
+    header.extend_from_slice(&0u32.to_le_bytes());
+    let crc = crc32c::crc32c(&header);
+    header.extend_from_slice(&crc.to_le_bytes());
 
-    let mut offset = 0u64;
-    let mut fences: Vec<Fence> = Vec::with_capacity(count.div_ceil(BLOCK_IDS as u64) as usize);
+    let blocks = count.div_ceil(BLOCK_IDS as u64) as usize;
+    let mut w = BlockWriter::new(&file, &path, &header, BLOCK_IDS, blocks);
+    let mut firsts: Vec<[u8; 16]> = Vec::with_capacity(blocks);
     let mut bloom = BlockedBloom::with_keys(count);
-    let mut block_start = buf.len();
-    let mut in_block = 0usize;
     let mut written = 0u64;
     let mut prev: Option<[u8; 16]> = None;
     let mut min_id: Option<[u8; 16]> = None;
@@ -439,37 +435,11 @@ pub fn write(
         }
         prev = Some(event_id.0);
         min_id.get_or_insert(event_id.0);
-        if in_block == 0 {
-            fences.push(Fence {
-                first: event_id.0,
-                crc: 0,
-                ids: 0,
-            });
+        if w.entry(&[&event_id.0, &position.to_le_bytes()])? {
+            firsts.push(event_id.0);
         }
-        buf.extend_from_slice(&event_id.0);
-        buf.extend_from_slice(&position.to_le_bytes());
         bloom.insert(hash(&event_id));
-        in_block += 1;
         written += 1;
-        if in_block == BLOCK_IDS {
-            if let Some(f) = fences.last_mut() {
-                f.crc = crc32c::crc32c(buf.get(block_start..).unwrap_or_default());
-                f.ids = in_block as u32;
-            }
-            in_block = 0;
-            if buf.len() >= (1 << 20) - BLOCK_BYTES {
-                file.write_all_at(&buf, offset).map_err(io("write"))?;
-                offset += buf.len() as u64;
-                buf.clear();
-            }
-            block_start = buf.len();
-        }
-    }
-    if in_block > 0
-        && let Some(f) = fences.last_mut()
-    {
-        f.crc = crc32c::crc32c(buf.get(block_start..).unwrap_or_default());
-        f.ids = in_block as u32;
     }
     if written != count {
         return Err(StorageError::Internal(format!(
@@ -477,7 +447,17 @@ pub fn write(
             path.display()
         )));
     }
-    let fences_offset = offset + buf.len() as u64;
+    let (seals, fences_offset) = w.end_blocks();
+    let fences: Vec<Fence> = firsts
+        .into_iter()
+        .zip(seals)
+        .map(|(first, seal)| Fence {
+            first,
+            crc: seal.crc,
+            ids: seal.entries,
+        })
+        .collect();
+    let buf = w.buf();
     let meta_start = buf.len();
     for f in &fences {
         buf.extend_from_slice(&f.first);
@@ -502,9 +482,7 @@ pub fn write(
     let footer_crc = crc32c::crc32c(buf.get(footer_start..).unwrap_or_default());
     buf.extend_from_slice(&footer_crc.to_le_bytes());
     buf.extend_from_slice(&FOOTER_MAGIC);
-    file.write_all_at(&buf, offset).map_err(io("write"))?;
-    // The MANIFEST will point at this file's table; it must be on disk first.
-    file.sync_data().map_err(io("fdatasync"))?;
+    w.finish()?;
     Ok(IdTable {
         path,
         file,

@@ -11,11 +11,13 @@
 //! - [`manifest`]: `index/MANIFEST`, the live tables and how far they cover
 //!   the log.
 //! - [`flusher`]: the thread that writes and merges tables.
+//! - [`blocks`]: the block layout both index files are written in.
 //!
 //! Entries are keyed by the stream hash ([`crate::stream_map::StreamHasher`],
 //! seeded per store); hashes may collide, so every reader confirms the
 //! stream name in the record an entry points at.
 
+pub(crate) mod blocks;
 pub(crate) mod flusher;
 pub(crate) mod ids;
 pub(crate) mod manifest;

@@ -54,6 +54,7 @@ use logbook_protocol::{Direction, layout};
 
 use crate::error::StorageError;
 use crate::fs::{OpenMode, VFile, Vfs};
+use crate::index::blocks::BlockWriter;
 use crate::index::ids::IdTable;
 use crate::index::memtable::Entry;
 use logbook_protocol::le;
@@ -212,11 +213,6 @@ fn write_format(
     let file = vfs
         .open(&path, OpenMode::CreateNew)
         .map_err(|e| StorageError::io("create", &path, e))?;
-    let io = |op: &'static str| {
-        let path = path.clone();
-        move |e| StorageError::io(op, path, e)
-    };
-
     let mut header = Vec::with_capacity(HEADER_LEN as usize);
     header.extend_from_slice(&MAGIC);
     header.extend_from_slice(&format.to_le_bytes());
@@ -226,17 +222,12 @@ fn write_format(
     let crc = crc32c::crc32c(&header);
     header.extend_from_slice(&crc.to_le_bytes());
 
-    let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
-    buf.extend_from_slice(&header);
-    let mut offset = 0u64;
-    let mut fences: Vec<Fence> =
-        Vec::with_capacity(entry_count.div_ceil(BLOCK_ENTRIES as u64) as usize);
+    let blocks = entry_count.div_ceil(BLOCK_ENTRIES as u64) as usize;
+    let mut w = BlockWriter::new(&file, &path, &header, BLOCK_ENTRIES, blocks);
+    let mut firsts: Vec<Key> = Vec::with_capacity(blocks);
     // The distinct stream hashes (entries come sorted by hash): the bloom
     // is sized for them once they are all known.
     let mut streams: Vec<u64> = Vec::new();
-    let mut block_start = buf.len();
-    let mut in_block = 0usize;
-    let mut last_hash = None;
     let mut written = 0u64;
     let mut prev: Option<Key> = None;
     for item in entries {
@@ -249,42 +240,19 @@ fn write_format(
             )));
         }
         prev = Some(key);
-        if in_block == 0 {
-            fences.push(Fence {
-                key,
-                crc: 0,
-                entries: 0,
-            });
+        let fields = [
+            hash.to_le_bytes(),
+            e.version.to_le_bytes(),
+            e.position.to_le_bytes(),
+            e.offset.to_le_bytes(),
+        ];
+        if w.entry(&fields.each_ref().map(|f| &f[..]))? {
+            firsts.push(key);
         }
-        buf.extend_from_slice(&hash.to_le_bytes());
-        buf.extend_from_slice(&e.version.to_le_bytes());
-        buf.extend_from_slice(&e.position.to_le_bytes());
-        buf.extend_from_slice(&e.offset.to_le_bytes());
-        if last_hash != Some(hash) {
+        if streams.last() != Some(&hash) {
             streams.push(hash);
-            last_hash = Some(hash);
         }
-        in_block += 1;
         written += 1;
-        if in_block == BLOCK_ENTRIES {
-            if let Some(f) = fences.last_mut() {
-                f.crc = crc32c::crc32c(buf.get(block_start..).unwrap_or_default());
-                f.entries = in_block as u32;
-            }
-            in_block = 0;
-            if buf.len() >= (1 << 20) - BLOCK_BYTES {
-                file.write_all_at(&buf, offset).map_err(io("write"))?;
-                offset += buf.len() as u64;
-                buf.clear();
-            }
-            block_start = buf.len();
-        }
-    }
-    if in_block > 0
-        && let Some(f) = fences.last_mut()
-    {
-        f.crc = crc32c::crc32c(buf.get(block_start..).unwrap_or_default());
-        f.entries = in_block as u32;
     }
     if written != entry_count {
         return Err(StorageError::Internal(format!(
@@ -292,6 +260,16 @@ fn write_format(
             path.display()
         )));
     }
+    let (seals, fences_offset) = w.end_blocks();
+    let fences: Vec<Fence> = firsts
+        .into_iter()
+        .zip(seals)
+        .map(|(key, seal)| Fence {
+            key,
+            crc: seal.crc,
+            entries: seal.entries,
+        })
+        .collect();
     let mut bloom = Bloom::with_keys(if format == 1 {
         entry_count
     } else {
@@ -302,7 +280,7 @@ fn write_format(
     }
     let stream_count = streams.len() as u64;
     drop(streams);
-    let fences_offset = offset + buf.len() as u64;
+    let buf = w.buf();
     let meta_start = buf.len();
     for f in &fences {
         buf.extend_from_slice(&f.key.0.to_le_bytes());
@@ -332,9 +310,7 @@ fn write_format(
     let footer_crc = crc32c::crc32c(buf.get(footer_start..).unwrap_or_default());
     buf.extend_from_slice(&footer_crc.to_le_bytes());
     buf.extend_from_slice(&FOOTER_MAGIC);
-    file.write_all_at(&buf, offset).map_err(io("write"))?;
-    // The MANIFEST will point at this table; it must be on disk first.
-    file.sync_data().map_err(io("fdatasync"))?;
+    w.finish()?;
     Ok(Table {
         id,
         path,
