@@ -119,3 +119,31 @@ impl<'a> BlockWriter<'a> {
         self.file.sync_data().map_err(self.io("fdatasync"))
     }
 }
+
+/// Reads block `i` of an index file written by [`BlockWriter`] (blocks of
+/// `block_bytes` from `header_len` on; this one holds `len` bytes) and
+/// checks it against `crc`, its fence's checksum.
+pub(crate) fn read_block(
+    file: &Arc<dyn VFile>,
+    path: &Path,
+    header_len: u64,
+    block_bytes: usize,
+    i: usize,
+    len: usize,
+    crc: u32,
+) -> Result<Vec<u8>, StorageError> {
+    let offset = header_len + (i * block_bytes) as u64;
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(&mut buf, offset)
+        .map_err(|e| StorageError::io("read", path, e))?;
+    let got = crc32c::crc32c(&buf);
+    if got != crc {
+        return Err(StorageError::ChecksumMismatch {
+            file: path.to_path_buf(),
+            offset,
+            got,
+            expected: crc,
+        });
+    }
+    Ok(buf)
+}

@@ -652,21 +652,15 @@ impl IdTable {
             .fences
             .get(i)
             .ok_or_else(|| StorageError::corrupt(&self.path, 0, "id block index out of range"))?;
-        let offset = HEADER_LEN + (i * BLOCK_BYTES) as u64;
-        let mut buf = vec![0u8; fence.ids as usize * ENTRY_LEN];
-        self.file
-            .read_exact_at(&mut buf, offset)
-            .map_err(|e| StorageError::io("read", &self.path, e))?;
-        let got = crc32c::crc32c(&buf);
-        if got != fence.crc {
-            return Err(StorageError::ChecksumMismatch {
-                file: self.path.clone(),
-                offset,
-                got,
-                expected: fence.crc,
-            });
-        }
-        Ok(buf)
+        crate::index::blocks::read_block(
+            &self.file,
+            &self.path,
+            HEADER_LEN,
+            BLOCK_BYTES,
+            i,
+            fence.ids as usize * ENTRY_LEN,
+            fence.crc,
+        )
     }
 
     /// The position of `id` (whose hash is `hash`), if this file has it.
