@@ -283,8 +283,39 @@ async fn start_subscriber(client: &Client, kind: &Kind, window: u32) -> Subscrip
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn randomized_interleavings_of_appends_and_subscribers() {
+    interleavings(fast_server).await;
+}
+
+/// The same, with an outbox budget of 4 KiB and one reader thread: live
+/// batches rarely get room, so subscribers are demoted to catching up and
+/// go live again all the time, catch-up steps wait for room and reader
+/// slots, the server keeps pausing and resuming its reading of requests,
+/// and the handover runs at every turn; every subscriber must still see
+/// exactly its events, in order.
+///
+/// The frame timeout is an hour so that a stall cannot heal itself: a
+/// Credit left unread in the server's buffer once made the server close the
+/// connection after 30 s, and the client's resubscription hid it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn randomized_interleavings_with_almost_no_outbox_room() {
+    let run = interleavings(|| {
+        TestServer::start_tuned(|s, n| {
+            s.durability = Durability::Os;
+            n.max_outbox_bytes = 4 << 10;
+            n.read_threads = 1;
+            n.frame_timeout = std::time::Duration::from_secs(3600);
+        })
+    });
+    // A failure detector, not a synchronisation: a run takes well under a
+    // second.
+    tokio::time::timeout(std::time::Duration::from_secs(120), run)
+        .await
+        .expect("a subscriber or request stalled");
+}
+
+async fn interleavings<F: std::future::Future<Output = TestServer>>(start: fn() -> F) {
     for seed in [0x5eed_0001u64, 0x5eed_0002, 0x5eed_0003] {
-        let server = fast_server().await;
+        let server = start().await;
         let mut rng = Rng(seed);
         let appenders: Vec<_> = (0..4)
             .map(|t| {

@@ -209,8 +209,14 @@ impl Connection {
         }
         loop {
             // Dispatch every complete frame, unless the client is already at
-            // its in-flight limit (the rest waits in `buf`).
-            while self.in_flight.len() < max_in_flight && !self.out.is_full() {
+            // its in-flight limit or its replies are not drained (the rest
+            // waits in `buf`).
+            let mut held = false;
+            loop {
+                if self.in_flight.len() >= max_in_flight || self.out.is_full() {
+                    held = true;
+                    break;
+                }
                 match decode_frame(&mut buf, max_frame) {
                     Ok(Some(frame)) => {
                         // A whole frame arrived: whatever follows is a new one.
@@ -257,7 +263,16 @@ impl Connection {
             if let Err(why) = self.account_partial_frame(&buf) {
                 return why;
             }
-            let can_read = self.in_flight.len() < max_in_flight && !self.out.is_full();
+            // Checked once: the read branch and the wait for room below
+            // must agree, or a drain between two checks wakes nobody.
+            let full = self.out.is_full();
+            let can_read = self.in_flight.len() < max_in_flight && !full;
+            if held && can_read {
+                // Drained since the loop above stopped: frames already in
+                // `buf` go first, or they would wait for bytes that may
+                // never come.
+                continue;
+            }
             if !can_read && self.frame_started.is_some() {
                 // The server is not reading (backpressure): the client's
                 // time to complete its frame starts again when it does.
@@ -279,7 +294,7 @@ impl Connection {
                 Some((corr_id, r)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
                     self.reply_append(corr_id, r);
                 }
-                () = self.out.wait_drained(), if self.out.is_full() => {}
+                () = self.out.wait_drained(), if full => {}
                 () = self.out.wait_broken() => {
                     return Close::Io(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,

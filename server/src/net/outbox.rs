@@ -381,15 +381,21 @@ impl Outbox {
         }
     }
 
-    /// Resolves when the buffer drained below `HIGH_WATER` (or at once if it
-    /// already is).
+    /// Resolves when the connection is no longer full ([`Outbox::is_full`]),
+    /// or at once if it is not.
     pub async fn wait_drained(&self) {
         loop {
-            let notified = self.drained.notified();
+            // This connection's bytes drain, or the server's total falls
+            // under its limit (bytes drained elsewhere): either can end it.
+            let drained = self.drained.notified();
+            let freed = self.stats.freed.notified();
             if !self.is_full() {
                 return;
             }
-            notified.await;
+            tokio::select! {
+                () = drained => {}
+                () = freed => {}
+            }
         }
     }
 
