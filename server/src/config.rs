@@ -128,6 +128,18 @@ pub struct Args {
     #[arg(long, env = "LOGBOOK_INDEX_FLUSH_ENTRIES", default_value_t = 1_000_000)]
     pub index_flush_entries: usize,
 
+    /// Most segment and index files kept open for reading at once; the
+    /// rest are closed (least recently used first) and reopened when read.
+    /// Lowered at start if the open-file limit cannot hold it next to
+    /// --max-connections.
+    #[arg(
+        long,
+        env = "LOGBOOK_MAX_OPEN_FILES",
+        default_value_t = 1024,
+        global = true
+    )]
+    pub max_open_files: usize,
+
     /// Token clients must present in Hello (unset: no authentication).
     #[arg(long, env = "LOGBOOK_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<String>,
@@ -215,6 +227,7 @@ impl Args {
             max_event_bytes: self.max_event_bytes,
             index_flush_entries: self.index_flush_entries,
             writer_queue_bytes: self.writer_queue_bytes,
+            max_open_files: self.max_open_files,
             ..StoreConfig::new(&self.data_dir)
         }
     }

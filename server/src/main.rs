@@ -33,10 +33,11 @@ fn main() -> ExitCode {
 }
 
 /// Raises the soft limit on open files to the hard limit, and logs both:
-/// the store keeps every segment and index table open, and each connection
-/// takes a descriptor, so the common soft default of 1,024 is reached by a
-/// store of about a thousand files or a thousand clients.
-fn raise_open_file_limit() {
+/// each connection takes a descriptor and the store up to
+/// `--max-open-files`, so the common soft default of 1,024 is reached by a
+/// thousand clients. Returns the soft limit in force (None: unlimited or
+/// unknown).
+fn raise_open_file_limit() -> Option<u64> {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let before = getrlimit(Resource::Nofile);
     let show = |v: Option<u64>| v.map_or_else(|| "unlimited".to_owned(), |n| n.to_string());
@@ -50,7 +51,7 @@ fn raise_open_file_limit() {
         };
         if let Err(e) = setrlimit(Resource::Nofile, raised) {
             tracing::warn!(error = %e, soft = %show(before.current), hard = %show(before.maximum), "could not raise the open file limit");
-            return;
+            return before.current;
         }
     }
     let after = getrlimit(Resource::Nofile);
@@ -60,6 +61,29 @@ fn raise_open_file_limit() {
         hard = %show(after.maximum),
         "open file limit"
     );
+    after.current
+}
+
+/// The store's budget of open files, lowered if the open-file limit
+/// `soft` cannot hold it next to every connection and a margin for the
+/// rest (listeners, the directory lock, sync lanes, files being written).
+fn open_file_budget(wanted: usize, soft: Option<u64>, connections: usize) -> usize {
+    const MARGIN: u64 = 64;
+    const LEAST: usize = 16;
+    let Some(soft) = soft else { return wanted };
+    let room = soft.saturating_sub(connections as u64 + MARGIN);
+    if (wanted as u64) <= room {
+        return wanted;
+    }
+    let budget = (room.min(usize::MAX as u64) as usize).max(LEAST);
+    tracing::warn!(
+        wanted,
+        budget,
+        soft_limit = soft,
+        max_connections = connections,
+        "the open file limit cannot hold --max-open-files next to --max-connections: fewer files stay open (reads of cold files reopen them)"
+    );
+    budget
 }
 
 fn run_verify(args: &Args) -> ExitCode {
@@ -136,8 +160,10 @@ fn serve(args: &Args) -> ExitCode {
             }
         }
     }
-    raise_open_file_limit();
-    let store = match Store::open(args.store_config()) {
+    let soft = raise_open_file_limit();
+    let mut config = args.store_config();
+    config.max_open_files = open_file_budget(config.max_open_files, soft, args.max_connections);
+    let store = match Store::open(config) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, data_dir = %args.data_dir.display(), "cannot open the store");

@@ -356,6 +356,20 @@ impl Collector for LogbookCollector {
         )?;
         gauge(
             &mut e,
+            "open_files",
+            "Segment and index files open for reading (at most --max-open-files; the active segment not counted).",
+            None,
+            s.open_files,
+        )?;
+        counter(
+            &mut e,
+            "file_reopens",
+            "Files reopened after being closed to stay within --max-open-files.",
+            None,
+            s.file_reopens,
+        )?;
+        gauge(
+            &mut e,
             "writer_failed",
             "1 once a write or fdatasync failed: writes are refused until restart.",
             None,

@@ -84,6 +84,14 @@ pub struct StoreConfig {
     pub read_chunk_bytes: usize,
     /// What to do with damage that is not a torn tail. Default strict.
     pub recovery: RecoveryMode,
+    /// Most segment and index files kept open for reading at once.
+    /// Default 1,024. The others are closed (least recently used first)
+    /// and reopened when next read; the active segment and files being
+    /// written are always open on top of this. A store therefore needs
+    /// about this many descriptors whatever its size, and if the process
+    /// runs out anyway, opening a file closes half of the cached ones and
+    /// tries again.
+    pub max_open_files: usize,
     /// The file system. Default the OS's; tests use `MemFs`.
     pub vfs: Arc<dyn Vfs>,
     /// Knobs for tests only; the defaults are what production runs.
@@ -120,6 +128,7 @@ impl Default for StoreConfig {
             preallocate_bytes: 8 << 20,
             read_chunk_bytes: 256 << 10,
             recovery: RecoveryMode::Strict,
+            max_open_files: 1024,
             vfs: Arc::new(OsFs),
             testing: TestKnobs::default(),
         }

@@ -65,6 +65,16 @@ pub fn without_waiting<T>(f: impl FnOnce() -> T) -> Option<T> {
     }
 }
 
+/// Inside [`without_waiting`]: marks the thread as having met something
+/// that would wait for the disk and returns true. Outside: false.
+pub(crate) fn would_wait() -> bool {
+    let no_wait = NO_WAIT.with(|c| c.get());
+    if no_wait {
+        WOULD_WAIT.with(|c| c.set(true));
+    }
+    no_wait
+}
+
 /// Reads at `offset` from what the page cache holds only, for
 /// [`without_waiting`]; `WouldBlock` (and the thread marked) if the first
 /// byte is not cached or the kernel cannot tell.
@@ -166,6 +176,10 @@ pub trait VFile: Send + Sync + fmt::Debug {
     fn drop_cache(&self) -> io::Result<()> {
         Ok(())
     }
+    /// Says the file will not be written again (a segment once sealed): the
+    /// store's budget of open files may then close it while idle and reopen
+    /// it read-only. Files opened read-only are so from the start.
+    fn release(&self) {}
 
     /// Reads exactly `buf.len()` bytes at `offset`, failing with
     /// `UnexpectedEof` if the file is shorter.

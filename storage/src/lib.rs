@@ -53,6 +53,8 @@
 //! - `commit`: the commit pipeline: fdatasync on sync lanes, then publish
 //!   and reply in group order.
 //! - `open`: recovery.
+//! - `file_cache`: the budget of open file descriptors, a `Vfs` over the
+//!   configured one that closes idle read-only files and reopens them.
 //! - `fuzzing`, `internals`: entry points for the fuzz targets and the
 //!   component benches (hidden; no compatibility promise).
 //!
@@ -88,6 +90,7 @@ mod commit;
 pub mod config;
 mod dedup;
 pub mod error;
+mod file_cache;
 pub mod fs;
 #[doc(hidden)]
 pub mod fuzzing;

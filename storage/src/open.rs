@@ -31,6 +31,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::commit::MAX_SYNC_LANES;
 use crate::config::{RecoveryMode, StoreConfig};
 use crate::error::StorageError;
+use crate::file_cache::FileCache;
 use crate::fs::{LockGuard, OpenMode, VFile};
 use crate::index::IndexState;
 use crate::index::ids::IdMap;
@@ -215,6 +216,15 @@ fn scan_segment(
 pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
     let started = Instant::now();
     config.validate()?;
+    // Every file of the store through one budget of open descriptors.
+    let files = Arc::new(FileCache::new(
+        Arc::clone(&config.vfs),
+        config.max_open_files,
+    ));
+    let config = StoreConfig {
+        vfs: Arc::clone(&files) as Arc<dyn crate::fs::Vfs>,
+        ..config
+    };
     let vfs = Arc::clone(&config.vfs);
     let layout = DataDir::new(&config.data_dir);
     let log_dir = layout.log_dir();
@@ -295,6 +305,7 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
                 ));
             }
             expect_first = footer.end_position;
+            file.release();
             segments.push(Arc::new(Segment::sealed_from_footer(
                 path, file, header, &footer,
             )));
@@ -335,6 +346,7 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
             file.set_len(t.data_end + seal.len() as u64)
                 .map_err(io("truncate", &path))?;
             file.sync_data().map_err(io("fdatasync", &path))?;
+            file.release();
             tracing::warn!(file = %path.display(), "sealed a segment left unsealed by a crash during roll-over");
             report.sealed.push(path.clone());
             expect_first = t.end_position;
@@ -428,6 +440,7 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
     let (head_watch, _) = tokio::sync::watch::channel(head);
     let shared = Arc::new(Shared {
         config: config.clone(),
+        files,
         hasher,
         log_dir: log_dir.clone(),
         index_dir: index_dir.clone(),

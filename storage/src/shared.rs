@@ -42,8 +42,10 @@ pub struct Counters {
 /// Shared engine state.
 #[derive(Debug)]
 pub struct Shared {
-    /// Configuration.
+    /// Configuration. Its `vfs` is `files`.
     pub config: StoreConfig,
+    /// The budget of open files every file of the store goes through.
+    pub files: Arc<crate::file_cache::FileCache>,
     /// The stream hash of this store's index (seeded; see `StreamHasher`).
     pub hasher: StreamHasher,
     /// `<data>/log`.

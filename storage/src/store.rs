@@ -91,6 +91,12 @@ pub struct StoreStats {
     pub index_flushes: u64,
     /// Index merges since start.
     pub index_merges: u64,
+    /// Segment and index files open for reading now, within
+    /// [`StoreConfig::max_open_files`](crate::StoreConfig::max_open_files)
+    /// (the active segment and files being written are not counted).
+    pub open_files: u64,
+    /// Files reopened since start after being closed to stay within it.
+    pub file_reopens: u64,
 }
 
 /// A validated append, its reply channel, and the writer's queue.
@@ -509,10 +515,7 @@ impl Store {
         };
         let segments = Arc::clone(&s.segments.read());
         let log_bytes = segments.iter().map(|seg| seg.durable_len()).sum();
-        let index_bytes = tables
-            .iter()
-            .map(|t| t.file().len().unwrap_or(0) + t.ids.file().len().unwrap_or(0))
-            .sum();
+        let index_bytes = tables.iter().map(|t| t.file_len() + t.ids.file_len()).sum();
         StoreStats {
             head: s.head(),
             appends: c.appends.load(Ordering::Relaxed),
@@ -529,6 +532,8 @@ impl Store {
             memtable_entries,
             index_flushes: c.flushes.load(Ordering::Relaxed),
             index_merges: c.merges.load(Ordering::Relaxed),
+            open_files: s.files.open_files() as u64,
+            file_reopens: s.files.reopens(),
         }
     }
 

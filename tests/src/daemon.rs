@@ -80,7 +80,22 @@ impl Daemon {
     /// [`Daemon::start`] on a given address (to restart a daemon where its
     /// clients expect it).
     pub fn start_on(data_dir: &Path, listen: &str, extra: &[&str]) -> Daemon {
-        let mut child = Command::new(logbookd())
+        Daemon::launch(Command::new(logbookd()), data_dir, listen, extra)
+    }
+
+    /// [`Daemon::start`] under an open-file limit of `nofile` descriptors
+    /// (soft and hard, set by the shell's `ulimit -n` before it execs the
+    /// daemon: the workspace forbids the `unsafe` a `pre_exec` needs).
+    pub fn start_with_fd_limit(data_dir: &Path, nofile: u64, extra: &[&str]) -> Daemon {
+        let mut sh = Command::new("sh");
+        sh.arg("-c")
+            .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
+            .arg(logbookd());
+        Daemon::launch(sh, data_dir, "127.0.0.1:0", extra)
+    }
+
+    fn launch(mut command: Command, data_dir: &Path, listen: &str, extra: &[&str]) -> Daemon {
+        let mut child = command
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--listen", listen, "--log", "info"])

@@ -184,6 +184,8 @@ impl Segment {
         self.sealed.store(true, Ordering::Release);
         // Every group written to it has been synced and answered.
         self.lane_files.write().clear();
+        // Never written again: its descriptor may be closed while idle.
+        self.file.release();
     }
 
     /// Opens one file description per sync lane (see `lane_files`), for a

@@ -20,6 +20,9 @@ pub fn tiny(dir: &Path) -> StoreConfig {
         head_cache_streams: 8,
         preallocate_bytes: 1 << 10,
         read_chunk_bytes: 4 << 10,
+        // Every test over tiny segments also closes and reopens files all
+        // the time.
+        max_open_files: 3,
         ..StoreConfig::new(dir)
     }
 }
