@@ -354,6 +354,20 @@ impl Collector for LogbookCollector {
             None,
             s.index_merges,
         )?;
+        counter(
+            &mut e,
+            "index_slowdowns",
+            "Group commits the writer delayed because index flushes or merges fell behind.",
+            None,
+            s.index_slowdowns,
+        )?;
+        counter(
+            &mut e,
+            "index_stalls",
+            "Times the writer stopped until index flushes or merges caught up.",
+            None,
+            s.index_stalls,
+        )?;
         gauge(
             &mut e,
             "open_files",

@@ -108,6 +108,52 @@ pub struct TestKnobs {
     /// every other, in the index and in every in-memory map. Proves that
     /// collisions cost time, never correctness.
     pub degenerate_stream_hash: Option<u64>,
+    /// Merges wait here before writing their table, while it is closed:
+    /// a merge that takes as long as a test likes.
+    pub merge_gate: Option<Arc<Gate>>,
+}
+
+/// A gate background work waits at while it is closed (tests only).
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct Gate {
+    /// (open, how many wait at it now)
+    state: parking_lot::Mutex<(bool, usize)>,
+    changed: parking_lot::Condvar,
+}
+
+impl Gate {
+    /// A closed gate.
+    pub fn closed() -> Arc<Gate> {
+        Arc::new(Gate::default())
+    }
+
+    /// Opens it for good: everyone waiting goes on.
+    pub fn open(&self) {
+        self.state.lock().0 = true;
+        self.changed.notify_all();
+    }
+
+    /// Blocks until someone waits at the gate.
+    pub fn wait_until_blocked(&self) {
+        let mut s = self.state.lock();
+        while s.1 == 0 && !s.0 {
+            self.changed.wait(&mut s);
+        }
+    }
+
+    /// Waits while the gate is closed, unless `give_up` says to stop.
+    pub(crate) fn pass(&self, give_up: impl Fn() -> bool) {
+        let mut s = self.state.lock();
+        s.1 += 1;
+        self.changed.notify_all();
+        while !s.0 && !give_up() {
+            // Re-checks `give_up` (a store closing) now and then.
+            self.changed
+                .wait_for(&mut s, std::time::Duration::from_millis(20));
+        }
+        s.1 -= 1;
+    }
 }
 
 impl Default for StoreConfig {

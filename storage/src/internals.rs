@@ -3,6 +3,7 @@
 //! the stream hash. Hidden, unstable, no compatibility promise: the
 //! engine's API is [`crate::Store`].
 
+pub use crate::index::flusher::{SLOW_FROZEN, SLOW_TABLES, STOP_FROZEN, STOP_TABLES};
 pub use crate::index::ids::{IdTable, write as write_ids};
 pub use crate::index::memtable::{Entry, Memtable};
 pub use crate::index::table::{Table, write as write_table};

@@ -459,6 +459,10 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
         writer_failure: Mutex::new(None),
         counters,
         abandoned: false.into(),
+        closing: false.into(),
+        flushing: Mutex::new(()),
+        index_progress: parking_lot::Condvar::new(),
+        index_progress_lock: Mutex::new(()),
     });
 
     // The active segment: the last one if unsealed, else a new one.

@@ -35,6 +35,10 @@ pub struct Counters {
     pub flushes: AtomicU64,
     /// Index tables written by merges.
     pub merges: AtomicU64,
+    /// Groups the writer delayed because the index fell behind.
+    pub index_slowdowns: AtomicU64,
+    /// Times the writer stopped until the index caught up.
+    pub index_stalls: AtomicU64,
     /// Append and fsync latencies, appends per group commit.
     pub histograms: crate::histogram::EngineHistograms,
 }
@@ -73,6 +77,17 @@ pub struct Shared {
     /// Set by `Store::abandon`: shut down as a crash would, leaving the
     /// preallocated tail and the unflushed index for recovery.
     pub abandoned: std::sync::atomic::AtomicBool,
+    /// Set when the store starts closing: a merge in progress stops, and
+    /// the writer no longer waits for the index.
+    pub closing: std::sync::atomic::AtomicBool,
+    /// Held by whoever writes frozen memtables to tables (the flusher
+    /// thread, or `close`), one at a time.
+    pub flushing: Mutex<()>,
+    /// Notified after each flush or merge (and failed attempt), for a
+    /// writer waiting for the index to catch up.
+    pub index_progress: parking_lot::Condvar,
+    /// The mutex `index_progress` waits with.
+    pub index_progress_lock: Mutex<()>,
 }
 
 impl Shared {
@@ -90,6 +105,50 @@ impl Shared {
 
     pub(crate) fn reader(&self, chunk: usize) -> RecordReader {
         RecordReader::new(chunk, self.config.max_record_bytes() as usize)
+    }
+
+    /// What the index's backlog asks of the writer (see `flusher`).
+    pub(crate) fn index_pressure(&self) -> crate::index::flusher::Pressure {
+        let g = self.index.read();
+        crate::index::flusher::Pressure::of(g.frozen.len(), g.tables.len())
+    }
+
+    /// Wakes a writer waiting for the index (after a flush or merge).
+    pub(crate) fn index_progressed(&self) {
+        let _g = self.index_progress_lock.lock();
+        self.index_progress.notify_all();
+    }
+
+    /// Waits, before the next group, for as long as the index's backlog
+    /// asks (see `flusher::Pressure`), unless the store is closing.
+    pub(crate) fn wait_for_index(&self) {
+        use crate::index::flusher::Pressure;
+        loop {
+            if self.closing.load(Ordering::Relaxed) {
+                return;
+            }
+            match self.index_pressure() {
+                Pressure::None => return,
+                Pressure::Slow(d) => {
+                    self.counters
+                        .index_slowdowns
+                        .fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(d);
+                    return;
+                }
+                Pressure::Stop => {
+                    self.counters.index_stalls.fetch_add(1, Ordering::Relaxed);
+                    let mut g = self.index_progress_lock.lock();
+                    // Checked again under the lock the threads notify with,
+                    // so no progress is missed; the timeout only re-checks
+                    // `closing`.
+                    if self.index_pressure() == Pressure::Stop {
+                        self.index_progress
+                            .wait_for(&mut g, std::time::Duration::from_millis(100));
+                    }
+                }
+            }
+        }
     }
 
     /// Moves the active memtable to the frozen list, for the flusher, with

@@ -91,6 +91,11 @@ pub struct StoreStats {
     pub index_flushes: u64,
     /// Index merges since start.
     pub index_merges: u64,
+    /// Groups the writer delayed because index flushes or merges fell
+    /// behind, since start.
+    pub index_slowdowns: u64,
+    /// Times the writer stopped until the index caught up, since start.
+    pub index_stalls: u64,
     /// Segment and index files open for reading now, within
     /// [`StoreConfig::max_open_files`](crate::StoreConfig::max_open_files)
     /// (the active segment and files being written are not counted).
@@ -130,6 +135,7 @@ struct Inner {
     tx: RwLock<Option<mpsc::Sender<AppendRequest>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     flusher: Mutex<Option<JoinHandle<()>>>,
+    merger: Mutex<Option<JoinHandle<()>>>,
     flush_tx: Mutex<Option<std::sync::mpsc::Sender<()>>>,
     report: RecoveryReport,
     /// Released by `close`, so that the directory can be reopened at once.
@@ -207,10 +213,18 @@ impl Store {
             .name("logbook-writer".into())
             .spawn(move || writer.run())
             .map_err(spawn_err)?;
+        let (merge_tx, merge_rx) = std::sync::mpsc::channel();
+        let ms = Arc::clone(&shared);
+        let merger = std::thread::Builder::new()
+            .name("logbook-merge".into())
+            .spawn(move || flusher::run_merger(ms, merge_rx))
+            .map_err(spawn_err)?;
+        // Tables left unmerged by the last run.
+        let _ = merge_tx.send(());
         let fs = Arc::clone(&shared);
         let flusher = std::thread::Builder::new()
             .name("logbook-index".into())
-            .spawn(move || flusher::run(fs, flush_rx))
+            .spawn(move || flusher::run_flusher(fs, flush_rx, merge_tx))
             .map_err(spawn_err)?;
         if full {
             let _ = flush_tx.send(());
@@ -222,6 +236,7 @@ impl Store {
                 tx: RwLock::new(Some(tx)),
                 writer: Mutex::new(Some(writer)),
                 flusher: Mutex::new(Some(flusher)),
+                merger: Mutex::new(Some(merger)),
                 flush_tx: Mutex::new(Some(flush_tx)),
                 report: opened.report,
                 lock: Mutex::new(Some(opened.lock)),
@@ -532,6 +547,8 @@ impl Store {
             memtable_entries,
             index_flushes: c.flushes.load(Ordering::Relaxed),
             index_merges: c.merges.load(Ordering::Relaxed),
+            index_slowdowns: c.index_slowdowns.load(Ordering::Relaxed),
+            index_stalls: c.index_stalls.load(Ordering::Relaxed),
             open_files: s.files.open_files() as u64,
             file_reopens: s.files.reopens(),
         }
@@ -566,6 +583,10 @@ impl Inner {
         // Dropping the only sender ends the writer's loop once the queue is
         // drained (callers already waiting still get their replies); those
         // waiting for room in the queue are refused.
+        // A merge in progress stops; the writer no longer waits for the
+        // index (it is written whole below).
+        self.shared.closing.store(true, Ordering::Relaxed);
+        self.shared.index_progressed();
         drop(self.tx.write().take());
         self.queue_kib.close();
         if let Some(w) = self.writer.lock().take() {
@@ -576,13 +597,17 @@ impl Inner {
         let result = if clean {
             // The writer froze the last memtable, with its ids, as it
             // finished.
-            flusher::flush_frozen(&self.shared)
+            flusher::flush_frozen(&self.shared, &|| {})
         } else {
             Ok(())
         };
         drop(self.flush_tx.lock().take());
         if let Some(f) = self.flusher.lock().take() {
             let _ = f.join();
+        }
+        // The flusher held the merger's only sender.
+        if let Some(m) = self.merger.lock().take() {
+            let _ = m.join();
         }
         drop(self.lock.lock().take());
         result

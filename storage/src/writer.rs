@@ -200,6 +200,9 @@ impl Writer {
         let max_group = self.shared.config.max_group_bytes as usize;
         let mut group: Vec<AppendRequest> = Vec::new();
         while let Some(first) = self.rx.blocking_recv() {
+            // If the index fell behind, slow down (or stop) here: appends
+            // wait in the queue, bounded, instead of memtables growing.
+            self.shared.wait_for_index();
             let mut bytes = first.encoded_len;
             group.push(first);
             while bytes < max_group {

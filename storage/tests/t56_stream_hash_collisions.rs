@@ -26,6 +26,7 @@ fn config(dir: &std::path::Path) -> StoreConfig {
         sync_lanes: 2,
         testing: TestKnobs {
             degenerate_stream_hash: Some(0xC011_1DE5),
+            ..TestKnobs::default()
         },
         ..tiny(dir)
     }

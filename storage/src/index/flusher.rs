@@ -1,23 +1,34 @@
-//! The index flusher: a background thread that writes frozen memtables to
-//! `.sidx` tables and merges tables, off the writer's path.
+//! The index's background threads: the flusher writes frozen memtables to
+//! `.sidx` tables; the merger merges tables. Off the writer's path, and off
+//! each other's: a flush never waits behind a merge (a merge of large
+//! tables can take minutes, and memtables waiting for a flush are memory).
 //!
 //! Each step is made durable before it becomes visible: write the table,
 //! fsync it, sync the directory, store the MANIFEST (atomically), and only
-//! then swap the table in for the memtable under the index lock. Old tables
-//! are deleted after the MANIFEST that drops them is durable; readers still
-//! holding them keep their open file.
+//! then swap the table in under the index lock. The MANIFEST lock is held
+//! only for that last part, by either thread: each builds the next MANIFEST
+//! from the current one (a flush adds a table at the newest end, a merge
+//! replaces its run, wherever the run is by then). Old tables are deleted
+//! after the MANIFEST that drops them is durable; readers still holding
+//! them keep reading them (`file_cache` keeps such files open).
 //!
-//! Merging is tiered: when the newest `MERGE_FANIN` tables share a level,
-//! they become one table of the next level. Tables stay ordered by log
-//! position (a merge replaces a contiguous run), so a lookup touches few
-//! tables and bloom filters skip the rest.
+//! Merging is tiered: a run of `MERGE_FANIN` consecutive tables of one
+//! level, the newest such run first, becomes one table of the next level.
+//! Tables stay ordered by log position (a merge replaces a contiguous
+//! run), so a lookup touches few tables and bloom filters skip the rest.
+//!
+//! Backpressure ([`Pressure`]): if flushes fall behind, frozen memtables
+//! pile up in memory; if merges do, tables pile up and every lookup probes
+//! more of them. The writer asks [`Shared::index_pressure`] before each
+//! group: past the slow-down marks it waits a little per group, more the
+//! further past; at the stop marks it waits until the threads catch up.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use crate::error::StorageError;
 use crate::index::ids;
-use crate::index::manifest::Manifest;
 use crate::index::table::{self, Table};
 use crate::shared::Shared;
 use logbook_protocol::layout;
@@ -25,15 +36,100 @@ use logbook_protocol::layout;
 /// Tables of one level merged at a time.
 pub const MERGE_FANIN: usize = 4;
 
-/// Runs until the channel closes, flushing whenever signalled.
-pub(crate) fn run(shared: Arc<Shared>, rx: std::sync::mpsc::Receiver<()>) {
-    while rx.recv().is_ok() {
-        while rx.try_recv().is_ok() {}
-        if let Err(e) = flush_frozen(&shared) {
-            // The frozen memtables stay readable in memory; the next signal
-            // (or shutdown) retries.
-            tracing::error!(error = %e, "index flush failed; will retry");
+/// Frozen memtables waiting at which appends slow down (one being written
+/// and one more waiting is normal under load).
+pub const SLOW_FROZEN: usize = 3;
+/// Frozen memtables at which appends wait for the flusher.
+pub const STOP_FROZEN: usize = 6;
+/// Tables at which appends slow down. Tiered merging keeps about
+/// `(MERGE_FANIN - 1)` tables per level: 15 for a billion events.
+pub const SLOW_TABLES: usize = 40;
+/// Tables at which appends wait for the merger.
+pub const STOP_TABLES: usize = 80;
+
+/// What the state of the index asks of the writer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pressure {
+    /// Go on.
+    None,
+    /// Wait this long before the next group.
+    Slow(Duration),
+    /// Wait for the flusher or the merger to make progress.
+    Stop,
+}
+
+impl Pressure {
+    /// The pressure of `frozen` memtables and `tables` tables.
+    pub fn of(frozen: usize, tables: usize) -> Pressure {
+        if frozen >= STOP_FROZEN || tables >= STOP_TABLES {
+            return Pressure::Stop;
         }
+        // 200 µs per memtable from the mark, 50 µs per table: a few per cent
+        // of a group commit at first, a crawl near the stop marks.
+        let from = |n: usize, mark: usize| n.checked_sub(mark).map_or(0, |d| d as u64 + 1);
+        match from(frozen, SLOW_FROZEN) * 200 + from(tables, SLOW_TABLES) * 50 {
+            0 => Pressure::None,
+            us => Pressure::Slow(Duration::from_micros(us)),
+        }
+    }
+}
+
+/// The flusher thread: flushes whenever signalled, until the channel
+/// closes; after a failure, again after a backoff even without a signal
+/// (the writer may be waiting for it).
+pub(crate) fn run_flusher(
+    shared: Arc<Shared>,
+    rx: std::sync::mpsc::Receiver<()>,
+    merge_tx: std::sync::mpsc::Sender<()>,
+) {
+    background(&shared, rx, "index flush", |s| {
+        flush_frozen(s, &|| {
+            let _ = merge_tx.send(());
+        })
+    });
+}
+
+/// The merger thread: merges whenever signalled, until the channel closes.
+pub(crate) fn run_merger(shared: Arc<Shared>, rx: std::sync::mpsc::Receiver<()>) {
+    background(&shared, rx, "index merge", merge);
+}
+
+/// Runs `step` at each signal, and after a failure again after a backoff
+/// (100 ms doubling to 5 s) until it succeeds; the writer is woken after
+/// each step.
+fn background(
+    shared: &Shared,
+    rx: std::sync::mpsc::Receiver<()>,
+    what: &str,
+    step: impl Fn(&Shared) -> Result<(), StorageError>,
+) {
+    let mut backoff: Option<Duration> = None;
+    loop {
+        let signalled = match backoff {
+            None => rx.recv().map_err(|_| ()),
+            Some(d) => match rx.recv_timeout(d) {
+                Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Ok(()),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(()),
+            },
+        };
+        if signalled.is_err() {
+            return;
+        }
+        while rx.try_recv().is_ok() {}
+        match step(shared) {
+            Ok(()) => backoff = None,
+            Err(StorageError::ShuttingDown) => return,
+            Err(e) => {
+                // What was not written stays readable in memory (frozen
+                // memtables) or in the tables it would have replaced.
+                let d = backoff.map_or(Duration::from_millis(100), |d| {
+                    (d * 2).min(Duration::from_secs(5))
+                });
+                tracing::error!(error = %e, retry_in = ?d, "{what} failed; will retry");
+                backoff = Some(d);
+            }
+        }
+        shared.index_progressed();
     }
 }
 
@@ -43,24 +139,33 @@ fn remove_stale(shared: &Shared, id: u64) {
         shared.index_dir.join(layout::ids_file(id)),
     ] {
         if shared.config.vfs.exists(&path) {
-            // Not in the manifest (ids are only reused after a failed
-            // attempt), so nothing refers to it.
+            // Not in the manifest (a table id is taken once), so nothing
+            // refers to it: left by an attempt that failed.
             let _ = shared.config.vfs.remove_file(&path);
         }
     }
 }
 
-/// Writes every frozen memtable to a table, oldest first, then merges.
-pub(crate) fn flush_frozen(shared: &Shared) -> Result<(), StorageError> {
-    // One flusher at a time: the manifest lock serialises the background
-    // thread with the final flush at shutdown.
-    let mut manifest = shared.manifest.lock();
+/// A table id never used before (the MANIFEST stored next records it).
+fn take_table_id(shared: &Shared) -> u64 {
+    let mut m = shared.manifest.lock();
+    let id = m.next_table_id;
+    m.next_table_id += 1;
+    id
+}
+
+/// Writes every frozen memtable to a table, oldest first, calling
+/// `flushed` after each.
+pub(crate) fn flush_frozen(shared: &Shared, flushed: &dyn Fn()) -> Result<(), StorageError> {
+    // One flush at a time: serialises the background thread with the final
+    // flush at shutdown.
+    let _flushing = shared.flushing.lock();
     loop {
         let Some(mem) = shared.index.read().frozen.first().cloned() else {
-            break;
+            return Ok(());
         };
         let vfs = &*shared.config.vfs;
-        let id = manifest.next_table_id;
+        let id = take_table_id(shared);
         remove_stale(shared, id);
         let event_ids = mem.ids.sorted();
         let ids = ids::write(
@@ -87,15 +192,16 @@ pub(crate) fn flush_frozen(shared: &Shared) -> Result<(), StorageError> {
         )?;
         vfs.sync_dir(&shared.index_dir)
             .map_err(|e| StorageError::io("sync dir", &shared.index_dir, e))?;
-        let mut next = manifest.clone();
-        next.tables.push(id);
-        next.next_table_id = id + 1;
-        next.indexed_through = mem.end;
-        let streams = next.streams.unwrap_or(0) + mem.new_streams();
-        next.streams = Some(streams);
-        next.store(vfs, &shared.index_dir)?;
-        *manifest = next;
+        let streams;
         {
+            let mut manifest = shared.manifest.lock();
+            let mut next = manifest.clone();
+            next.tables.push(id);
+            next.indexed_through = mem.end;
+            streams = next.streams.unwrap_or(0) + mem.new_streams();
+            next.streams = Some(streams);
+            next.store(vfs, &shared.index_dir)?;
+            *manifest = next;
             let mut g = shared.index.write();
             let mut tables = Vec::clone(&g.tables);
             tables.push(Arc::new(table));
@@ -108,76 +214,148 @@ pub(crate) fn flush_frozen(shared: &Shared) -> Result<(), StorageError> {
         }
         shared.indexed_through.store(mem.end, Ordering::Release);
         shared.counters.flushes.fetch_add(1, Ordering::Relaxed);
-        merge(shared, &mut manifest)?;
+        shared.index_progressed();
+        flushed();
     }
+}
+
+/// The newest run of `MERGE_FANIN` consecutive tables of one level.
+fn pick_run(tables: &[Arc<Table>]) -> Option<Vec<Arc<Table>>> {
+    let n = tables.len();
+    (MERGE_FANIN..=n).rev().find_map(|end| {
+        let run = tables.get(end - MERGE_FANIN..end)?;
+        let level = run.first()?.level;
+        run.iter().all(|t| t.level == level).then(|| run.to_vec())
+    })
+}
+
+/// Merges runs until none is left (or the store closes).
+fn merge(shared: &Shared) -> Result<(), StorageError> {
+    loop {
+        let tables = Arc::clone(&shared.index.read().tables);
+        let Some(run) = pick_run(&tables) else {
+            return Ok(());
+        };
+        drop(tables);
+        merge_run(shared, &run)?;
+        shared.index_progressed();
+    }
+}
+
+/// Passes entries on until the store closes: a merge in progress is then
+/// abandoned (its file is removed as stale by the next attempt, or by the
+/// next start), so that closing never waits for a long merge.
+fn unless_closing<T>(
+    shared: &Shared,
+) -> impl Fn(Result<T, StorageError>) -> Result<T, StorageError> + '_ {
+    move |entry| {
+        if shared.closing.load(Ordering::Relaxed) {
+            Err(StorageError::ShuttingDown)
+        } else {
+            entry
+        }
+    }
+}
+
+fn merge_run(shared: &Shared, run: &[Arc<Table>]) -> Result<(), StorageError> {
+    let closing = || shared.closing.load(Ordering::Relaxed);
+    if let Some(gate) = &shared.config.testing.merge_gate {
+        gate.pass(closing);
+    }
+    let vfs = &*shared.config.vfs;
+    let id = take_table_id(shared);
+    remove_stale(shared, id);
+    let level = run.first().map(|t| t.level).unwrap_or(0);
+    let start = run.first().map(|t| t.start_position).unwrap_or(0);
+    let end = run.last().map(|t| t.end_position).unwrap_or(0);
+    let count: u64 = run.iter().map(|t| t.entry_count).sum();
+    let id_count: u64 = run.iter().map(|t| t.ids.count).sum();
+    let merged_ids = ids::write(
+        vfs,
+        &shared.index_dir,
+        id,
+        start,
+        end,
+        id_count,
+        ids::merge_iters(run.iter().map(|t| t.ids.iter()).collect()).map(unless_closing(shared)),
+        |k| shared.hasher.hash_id(k),
+    )?;
+    let merged = table::write(
+        vfs,
+        &shared.index_dir,
+        id,
+        level + 1,
+        start,
+        end,
+        count,
+        table::merge_iters(run.iter().map(|t| t.iter()).collect()).map(unless_closing(shared)),
+        merged_ids,
+    )?;
+    vfs.sync_dir(&shared.index_dir)
+        .map_err(|e| StorageError::io("sync dir", &shared.index_dir, e))?;
+    let run_ids: Vec<u64> = run.iter().map(|t| t.id).collect();
+    {
+        let mut manifest = shared.manifest.lock();
+        // Only the merger removes tables and flushes only add at the newest
+        // end, so the run is still there, contiguous.
+        let at = manifest
+            .tables
+            .windows(MERGE_FANIN)
+            .position(|w| w == run_ids.as_slice())
+            .ok_or_else(|| StorageError::Internal("merged run left the manifest".into()))?;
+        let mut next = manifest.clone();
+        next.tables.splice(at..at + MERGE_FANIN, [id]);
+        next.store(vfs, &shared.index_dir)?;
+        *manifest = next;
+        let mut g = shared.index.write();
+        let mut tables = Vec::clone(&g.tables);
+        if tables
+            .get(at..at + MERGE_FANIN)
+            .is_none_or(|w| !w.iter().zip(run).all(|(a, b)| Arc::ptr_eq(a, b)))
+        {
+            return Err(StorageError::Internal("merged run left the index".into()));
+        }
+        tables.splice(at..at + MERGE_FANIN, [Arc::new(merged)]);
+        g.tables = Arc::new(tables);
+        g.manifest = Arc::new(manifest.clone());
+    }
+    for t in run {
+        if let Err(e) = vfs.remove_file(&t.path) {
+            tracing::warn!(path = %t.path.display(), error = %e, "could not remove merged index table");
+        }
+    }
+    shared.counters.merges.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }
 
-/// Merges runs of `MERGE_FANIN` same-level tables at the newest end.
-fn merge(shared: &Shared, manifest: &mut Manifest) -> Result<(), StorageError> {
-    loop {
-        let tables = Arc::clone(&shared.index.read().tables);
-        let n = tables.len();
-        if n < MERGE_FANIN {
-            return Ok(());
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pressure_rises_gradually_then_stops() {
+        assert_eq!(Pressure::of(0, 0), Pressure::None);
+        assert_eq!(
+            Pressure::of(SLOW_FROZEN - 1, SLOW_TABLES - 1),
+            Pressure::None
+        );
+        let mut last = Duration::ZERO;
+        for frozen in SLOW_FROZEN..STOP_FROZEN {
+            let Pressure::Slow(d) = Pressure::of(frozen, 0) else {
+                panic!("{frozen} frozen")
+            };
+            assert!(d > last, "more frozen memtables, a longer wait");
+            last = d;
         }
-        let run: Vec<Arc<Table>> = tables.iter().skip(n - MERGE_FANIN).cloned().collect();
-        let level = run.first().map(|t| t.level).unwrap_or(0);
-        if run.iter().any(|t| t.level != level) {
-            return Ok(());
+        assert_eq!(Pressure::of(STOP_FROZEN, 0), Pressure::Stop);
+        let mut last = Duration::ZERO;
+        for tables in SLOW_TABLES..STOP_TABLES {
+            let Pressure::Slow(d) = Pressure::of(0, tables) else {
+                panic!("{tables} tables")
+            };
+            assert!(d > last);
+            last = d;
         }
-        let vfs = &*shared.config.vfs;
-        let id = manifest.next_table_id;
-        remove_stale(shared, id);
-        let start = run.first().map(|t| t.start_position).unwrap_or(0);
-        let end = run.last().map(|t| t.end_position).unwrap_or(0);
-        let count: u64 = run.iter().map(|t| t.entry_count).sum();
-        let id_count: u64 = run.iter().map(|t| t.ids.count).sum();
-        let merged_ids = ids::write(
-            vfs,
-            &shared.index_dir,
-            id,
-            start,
-            end,
-            id_count,
-            ids::merge_iters(run.iter().map(|t| t.ids.iter()).collect()),
-            |k| shared.hasher.hash_id(k),
-        )?;
-        let merged = table::write(
-            vfs,
-            &shared.index_dir,
-            id,
-            level + 1,
-            start,
-            end,
-            count,
-            table::merge_iters(run.iter().map(|t| t.iter()).collect()),
-            merged_ids,
-        )?;
-        vfs.sync_dir(&shared.index_dir)
-            .map_err(|e| StorageError::io("sync dir", &shared.index_dir, e))?;
-        let mut next = manifest.clone();
-        next.tables
-            .truncate(next.tables.len().saturating_sub(MERGE_FANIN));
-        next.tables.push(id);
-        next.next_table_id = id + 1;
-        next.store(vfs, &shared.index_dir)?;
-        *manifest = next;
-        {
-            let mut g = shared.index.write();
-            let mut v: Vec<Arc<Table>> = g.tables.iter().take(n - MERGE_FANIN).cloned().collect();
-            v.push(Arc::new(merged));
-            // Tables added after our snapshot (none: only we add tables, and
-            // we hold the manifest lock) would follow here.
-            v.extend(g.tables.iter().skip(n).cloned());
-            g.tables = Arc::new(v);
-            g.manifest = Arc::new(manifest.clone());
-        }
-        for t in &run {
-            if let Err(e) = vfs.remove_file(&t.path) {
-                tracing::warn!(path = %t.path.display(), error = %e, "could not remove merged index table");
-            }
-        }
-        shared.counters.merges.fetch_add(1, Ordering::Relaxed);
+        assert_eq!(Pressure::of(0, STOP_TABLES), Pressure::Stop);
     }
 }

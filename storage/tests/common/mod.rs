@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use logbook_protocol::{EventId, NewEvent, StreamName};
 use logbook_storage::fs::MemFs;
-use logbook_storage::{Durability, StoreConfig};
+use logbook_storage::{Durability, Store, StoreConfig, StoreStats};
 
 /// A configuration with tiny segments and memtables, so that roll-over,
 /// index flushes and merges all happen within a few hundred events.
@@ -59,4 +59,23 @@ pub fn ev(n: u64) -> NewEvent {
 
 pub fn evs(from: u64, n: u64) -> Vec<NewEvent> {
     (from..from + n).map(ev).collect()
+}
+
+/// Polls the store's figures until `done` holds: for what background
+/// threads (index flushes and merges) do in their own time. A failure
+/// detector bounds the wait; nothing polled for takes more than a second
+/// or two.
+pub fn wait_until(store: &Store, what: &str, done: impl Fn(&StoreStats) -> bool) -> StoreStats {
+    let started = std::time::Instant::now();
+    loop {
+        let s = store.stats();
+        if done(&s) {
+            return s;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "never: {what}; {s:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
