@@ -94,8 +94,18 @@ struct Lazy {
 
 struct Slot {
     file: Option<Arc<dyn VFile>>,
-    /// Never closed by the cache: written to, or removed while held.
-    pinned: bool,
+    /// Opened for writing and not released yet: never closed by the cache.
+    writing: bool,
+    /// Removed or renamed over while held: kept open for good (it could
+    /// not be reopened).
+    kept: bool,
+}
+
+impl Slot {
+    /// Whether the cache may close it.
+    fn pinned(&self) -> bool {
+        self.writing || self.kept
+    }
 }
 
 impl FileCache {
@@ -125,30 +135,21 @@ impl FileCache {
         self.core.reopens.load(Ordering::Relaxed)
     }
 
-    /// Opens and pins every file still held at `path`, before it is
+    /// Opens and keeps open every file still held at `path`, before it is
     /// removed or replaced.
     fn hold_open(&self, path: &Path) -> io::Result<()> {
-        let mut reg = self.core.registry.lock();
-        let held: Vec<Arc<Lazy>> = reg
-            .live
-            .values()
-            .filter(|e| e.path == path)
-            .filter_map(|e| e.lazy.upgrade())
-            .collect();
-        for lazy in &held {
-            let mut slot = lazy.slot.lock();
-            if slot.file.is_none() {
-                slot.file = Some(self.core.inner.open(path, OpenMode::Read)?);
-            } else if reg.open.remove(&lazy.id) {
-                self.core.open_now.fetch_sub(1, Ordering::Relaxed);
-            }
-            slot.pinned = true;
-        }
-        drop(reg);
-        // Dropped outside the lock: the last reference to a file may be one
-        // of these, and dropping it takes the registry lock.
-        drop(held);
-        Ok(())
+        // Only the entries at `path` are upgraded, and the lock is released
+        // before any of them can be dropped: the last reference to a file
+        // may be one of these, and dropping it takes the registry lock.
+        let held: Vec<Arc<Lazy>> = {
+            let reg = self.core.registry.lock();
+            reg.live
+                .values()
+                .filter(|e| e.path == path)
+                .filter_map(|e| e.lazy.upgrade())
+                .collect()
+        };
+        held.iter().try_for_each(|lazy| lazy.keep_open())
     }
 }
 
@@ -199,7 +200,7 @@ impl Core {
                 // None: being dropped, which closes it anyway.
                 if let Some(victim) = victim {
                     let mut slot = victim.slot.lock();
-                    if !slot.pinned
+                    if !slot.pinned()
                         && let Some(f) = slot.file.take()
                     {
                         closed.push(f);
@@ -227,7 +228,6 @@ impl Lazy {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         self.core.clock.fetch_add(1, Ordering::Relaxed);
-        self.core.reopens.fetch_add(1, Ordering::Relaxed);
         let file = match self.core.open(&self.path, OpenMode::Read) {
             Ok(file) => file,
             Err(e) => {
@@ -246,9 +246,10 @@ impl Lazy {
             Some(theirs) => Arc::clone(theirs),
             None => {
                 slot.file = Some(Arc::clone(&file));
-                if !slot.pinned && reg.open.insert(self.id) {
+                if !slot.pinned() && reg.open.insert(self.id) {
                     self.core.open_now.fetch_add(1, Ordering::Relaxed);
                 }
+                self.core.reopens.fetch_add(1, Ordering::Relaxed);
                 file
             }
         };
@@ -256,6 +257,36 @@ impl Lazy {
         drop(reg);
         self.touch();
         Ok(file)
+    }
+
+    /// Opens the file if it is closed and keeps it open for good (it is
+    /// about to be removed or replaced while still held). The open happens
+    /// outside the locks.
+    fn keep_open(&self) -> io::Result<()> {
+        loop {
+            {
+                let mut reg = self.core.registry.lock();
+                let mut slot = self.slot.lock();
+                if slot.file.is_some() {
+                    if reg.open.remove(&self.id) {
+                        self.core.open_now.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    slot.kept = true;
+                    return Ok(());
+                }
+            }
+            let file = self.core.making_room(&self.path, || {
+                self.core.inner.open(&self.path, OpenMode::Read)
+            })?;
+            let _reg = self.core.registry.lock();
+            let mut slot = self.slot.lock();
+            if slot.file.is_none() {
+                slot.file = Some(file);
+                slot.kept = true;
+                return Ok(());
+            }
+            // Reopened by a reader meanwhile: keep that one (next turn).
+        }
     }
 
     fn touch(&self) {
@@ -319,11 +350,11 @@ impl VFile for Lazy {
     fn release(&self) {
         let mut reg = self.core.registry.lock();
         let mut slot = self.slot.lock();
-        if !slot.pinned {
+        if !slot.writing {
             return;
         }
-        slot.pinned = false;
-        if slot.file.is_some() && reg.open.insert(self.id) {
+        slot.writing = false;
+        if !slot.pinned() && slot.file.is_some() && reg.open.insert(self.id) {
             self.core.open_now.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -341,7 +372,7 @@ impl Vfs for FileCache {
 
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn VFile>> {
         let file = self.core.open(path, mode)?;
-        let pinned = mode != OpenMode::Read;
+        let writing = mode != OpenMode::Read;
         let id = self.core.next_id.fetch_add(1, Ordering::Relaxed);
         let used = Arc::new(AtomicU64::new(
             self.core.clock.fetch_add(1, Ordering::Relaxed) + 1,
@@ -352,7 +383,8 @@ impl Vfs for FileCache {
             core: Arc::clone(&self.core),
             slot: Mutex::new(Slot {
                 file: Some(file),
-                pinned,
+                writing,
+                kept: false,
             }),
             used: Arc::clone(&used),
         });
@@ -365,7 +397,7 @@ impl Vfs for FileCache {
                 lazy: Arc::downgrade(&lazy),
             },
         );
-        if !pinned {
+        if !writing {
             reg.open.insert(id);
             self.core.open_now.fetch_add(1, Ordering::Relaxed);
         }
@@ -508,6 +540,24 @@ mod tests {
         read(&*files[5], 5);
         // A new open of the replaced name finds the new file.
         read(&*cache.open(&path(1), OpenMode::Read).unwrap(), 5);
+    }
+
+    #[test]
+    fn a_file_removed_while_being_written_stays_open_after_release() {
+        let cache = FileCache::new(files(4), 1);
+        let f = cache
+            .open(Path::new("/d/new"), OpenMode::CreateNew)
+            .unwrap();
+        f.write_all_at(b"kept", 0).unwrap();
+        cache.remove_file(Path::new("/d/new")).unwrap();
+        f.release();
+        for i in 0..4 {
+            read(&*cache.open(&path(i), OpenMode::Read).unwrap(), i);
+        }
+        // Not closed by the reads above: it could not be reopened.
+        let mut buf = [0u8; 4];
+        f.read_exact_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf, b"kept");
     }
 
     #[test]

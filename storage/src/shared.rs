@@ -123,6 +123,7 @@ impl Shared {
     /// asks (see `flusher::Pressure`), unless the store is closing.
     pub(crate) fn wait_for_index(&self) {
         use crate::index::flusher::Pressure;
+        let mut stopped = false;
         loop {
             if self.closing.load(Ordering::Relaxed) {
                 return;
@@ -137,12 +138,17 @@ impl Shared {
                     return;
                 }
                 Pressure::Stop => {
-                    self.counters.index_stalls.fetch_add(1, Ordering::Relaxed);
+                    if !stopped {
+                        stopped = true;
+                        self.counters.index_stalls.fetch_add(1, Ordering::Relaxed);
+                    }
                     let mut g = self.index_progress_lock.lock();
-                    // Checked again under the lock the threads notify with,
-                    // so no progress is missed; the timeout only re-checks
-                    // `closing`.
-                    if self.index_pressure() == Pressure::Stop {
+                    // Checked again under the lock that progress and
+                    // `close` notify with, so neither is missed; the
+                    // timeout is a safety net only.
+                    if self.index_pressure() == Pressure::Stop
+                        && !self.closing.load(Ordering::Relaxed)
+                    {
                         self.index_progress
                             .wait_for(&mut g, std::time::Duration::from_millis(100));
                     }

@@ -68,6 +68,9 @@ pub struct Daemon {
     pub metrics_addr: Option<SocketAddr>,
     /// Everything it logged so far.
     pub log: Arc<Mutex<String>>,
+    /// The thread draining its log (joined by [`Daemon::wait`], so that
+    /// the log is whole once the process has exited).
+    drain: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Daemon {
@@ -110,7 +113,7 @@ impl Daemon {
         let sink = Arc::clone(&log);
         // Drain its log for as long as it runs (a full pipe would block it),
         // and report the address once it listens.
-        std::thread::spawn(move || {
+        let drain = std::thread::spawn(move || {
             let mut tx = Some(tx);
             // Logged before recovery, so before the client address.
             let mut metrics_addr = None;
@@ -147,6 +150,7 @@ impl Daemon {
             addr,
             metrics_addr,
             log,
+            drain: Some(drain),
         }
     }
 
@@ -161,9 +165,15 @@ impl Daemon {
         assert!(ok.success(), "kill -{sig} failed");
     }
 
-    /// Waits for the process to exit.
+    /// Waits for the process to exit, and for its last log lines.
     pub fn wait(&mut self) -> ExitStatus {
-        self.child.wait().expect("wait for logbookd")
+        let status = self.child.wait().expect("wait for logbookd");
+        if let Some(drain) = self.drain.take() {
+            // The pipe ends with the process (unless it left children
+            // holding it, which logbookd does not).
+            let _ = drain.join();
+        }
+        status
     }
 
     /// SIGKILL, then reap.

@@ -111,12 +111,15 @@ impl<'a> BlockWriter<'a> {
     }
 
     /// Writes what is buffered and fdatasyncs the file (an index file must
-    /// be on disk before the MANIFEST points at it).
+    /// be on disk before the MANIFEST points at it). It is never written
+    /// again: the store's budget of open files may close it while idle.
     pub fn finish(self) -> Result<(), StorageError> {
         self.file
             .write_all_at(&self.buf, self.offset)
             .map_err(self.io("write"))?;
-        self.file.sync_data().map_err(self.io("fdatasync"))
+        self.file.sync_data().map_err(self.io("fdatasync"))?;
+        self.file.release();
+        Ok(())
     }
 }
 

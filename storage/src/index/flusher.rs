@@ -13,9 +13,15 @@
 //! them keep reading them (`file_cache` keeps such files open).
 //!
 //! Merging is tiered: a run of `MERGE_FANIN` consecutive tables of one
-//! level, the newest such run first, becomes one table of the next level.
+//! level becomes one table of the next level, the oldest such run first.
 //! Tables stay ordered by log position (a merge replaces a contiguous
-//! run), so a lookup touches few tables and bloom filters skip the rest.
+//! run), and levels never rise from older to newer tables (flushes add
+//! level 0 at the newest end; the oldest run of a level has a higher level
+//! before it), so each level holds at most `MERGE_FANIN - 1` tables once
+//! merges catch up: a lookup touches few tables and bloom filters skip the
+//! rest. (Merging the newest run first while flushes went on could leave
+//! an older table of a lower level between higher ones, where no run would
+//! ever take it.)
 //!
 //! Backpressure ([`Pressure`]): if flushes fall behind, frozen memtables
 //! pile up in memory; if merges do, tables pile up and every lookup probes
@@ -29,6 +35,7 @@ use std::time::Duration;
 
 use crate::error::StorageError;
 use crate::index::ids;
+use crate::index::memtable::Memtable;
 use crate::index::table::{self, Table};
 use crate::shared::Shared;
 use logbook_protocol::layout;
@@ -133,14 +140,15 @@ fn background(
     }
 }
 
+/// Removes the files of table `id`, which no MANIFEST lists: its write
+/// failed or was abandoned at close (table ids are taken once, so nothing
+/// else would; a crash's leftovers are removed by the next start).
 fn remove_stale(shared: &Shared, id: u64) {
     for path in [
         shared.index_dir.join(layout::table_file(id)),
         shared.index_dir.join(layout::ids_file(id)),
     ] {
         if shared.config.vfs.exists(&path) {
-            // Not in the manifest (a table id is taken once), so nothing
-            // refers to it: left by an attempt that failed.
             let _ = shared.config.vfs.remove_file(&path);
         }
     }
@@ -164,54 +172,8 @@ pub(crate) fn flush_frozen(shared: &Shared, flushed: &dyn Fn()) -> Result<(), St
         let Some(mem) = shared.index.read().frozen.first().cloned() else {
             return Ok(());
         };
-        let vfs = &*shared.config.vfs;
         let id = take_table_id(shared);
-        remove_stale(shared, id);
-        let event_ids = mem.ids.sorted();
-        let ids = ids::write(
-            vfs,
-            &shared.index_dir,
-            id,
-            mem.start,
-            mem.end,
-            event_ids.len() as u64,
-            event_ids.into_iter().map(Ok),
-            |k| shared.hasher.hash_id(k),
-        )?;
-        let entries = mem.sorted_entries();
-        let table = table::write(
-            vfs,
-            &shared.index_dir,
-            id,
-            0,
-            mem.start,
-            mem.end,
-            entries.len() as u64,
-            entries.into_iter().map(Ok),
-            ids,
-        )?;
-        vfs.sync_dir(&shared.index_dir)
-            .map_err(|e| StorageError::io("sync dir", &shared.index_dir, e))?;
-        let streams;
-        {
-            let mut manifest = shared.manifest.lock();
-            let mut next = manifest.clone();
-            next.tables.push(id);
-            next.indexed_through = mem.end;
-            streams = next.streams.unwrap_or(0) + mem.new_streams();
-            next.streams = Some(streams);
-            next.store(vfs, &shared.index_dir)?;
-            *manifest = next;
-            let mut g = shared.index.write();
-            let mut tables = Vec::clone(&g.tables);
-            tables.push(Arc::new(table));
-            g.tables = Arc::new(tables);
-            if g.frozen.first().is_some_and(|m| Arc::ptr_eq(m, &mem)) {
-                g.frozen.remove(0);
-            }
-            g.indexed_streams = streams;
-            g.manifest = Arc::new(manifest.clone());
-        }
+        flush_one(shared, &mem, id).inspect_err(|_| remove_stale(shared, id))?;
         shared.indexed_through.store(mem.end, Ordering::Release);
         shared.counters.flushes.fetch_add(1, Ordering::Relaxed);
         shared.index_progressed();
@@ -219,14 +181,81 @@ pub(crate) fn flush_frozen(shared: &Shared, flushed: &dyn Fn()) -> Result<(), St
     }
 }
 
-/// The newest run of `MERGE_FANIN` consecutive tables of one level.
+/// Writes `mem` as table `id`, then puts the table in the MANIFEST and the
+/// index in place of the memtable.
+fn flush_one(shared: &Shared, mem: &Arc<Memtable>, id: u64) -> Result<(), StorageError> {
+    let vfs = &*shared.config.vfs;
+    let event_ids = mem.ids.sorted();
+    let ids = ids::write(
+        vfs,
+        &shared.index_dir,
+        id,
+        mem.start,
+        mem.end,
+        event_ids.len() as u64,
+        event_ids.into_iter().map(Ok),
+        |k| shared.hasher.hash_id(k),
+    )?;
+    let entries = mem.sorted_entries();
+    let table = table::write(
+        vfs,
+        &shared.index_dir,
+        id,
+        0,
+        mem.start,
+        mem.end,
+        entries.len() as u64,
+        entries.into_iter().map(Ok),
+        ids,
+    )?;
+    vfs.sync_dir(&shared.index_dir)
+        .map_err(|e| StorageError::io("sync dir", &shared.index_dir, e))?;
+    let mut manifest = shared.manifest.lock();
+    let mut next = manifest.clone();
+    next.tables.push(id);
+    next.indexed_through = mem.end;
+    let streams = next.streams.unwrap_or(0) + mem.new_streams();
+    next.streams = Some(streams);
+    next.store(vfs, &shared.index_dir)?;
+    *manifest = next;
+    let mut g = shared.index.write();
+    let mut tables = Vec::clone(&g.tables);
+    tables.push(Arc::new(table));
+    g.tables = Arc::new(tables);
+    if g.frozen.first().is_some_and(|m| Arc::ptr_eq(m, mem)) {
+        g.frozen.remove(0);
+    }
+    g.indexed_streams = streams;
+    g.manifest = Arc::new(manifest.clone());
+    Ok(())
+}
+
+/// The oldest run of `MERGE_FANIN` consecutive tables of one level; or, if
+/// there is none but tables are piling up anyway (levels out of order: a
+/// store shaped otherwise by an earlier build), the `MERGE_FANIN`
+/// consecutive tables with the fewest entries, so that the writer is never
+/// left waiting at the stop mark with nothing to merge.
 fn pick_run(tables: &[Arc<Table>]) -> Option<Vec<Arc<Table>>> {
-    let n = tables.len();
-    (MERGE_FANIN..=n).rev().find_map(|end| {
-        let run = tables.get(end - MERGE_FANIN..end)?;
-        let level = run.first()?.level;
-        run.iter().all(|t| t.level == level).then(|| run.to_vec())
-    })
+    let shape: Vec<(u32, u64)> = tables.iter().map(|t| (t.level, t.entry_count)).collect();
+    let at = pick(&shape)?;
+    tables.get(at..at + MERGE_FANIN).map(<[_]>::to_vec)
+}
+
+/// [`pick_run`] over `(level, entries)` of each table: where the run
+/// starts.
+fn pick(tables: &[(u32, u64)]) -> Option<usize> {
+    let same_level = tables
+        .windows(MERGE_FANIN)
+        .position(|run| run.first().is_some_and(|f| run.iter().all(|t| t.0 == f.0)));
+    match same_level {
+        Some(at) => Some(at),
+        None if tables.len() >= SLOW_TABLES => tables
+            .windows(MERGE_FANIN)
+            .enumerate()
+            .min_by_key(|(_, run)| run.iter().map(|t| t.1).sum::<u64>())
+            .map(|(at, _)| at),
+        None => None,
+    }
 }
 
 /// Merges runs until none is left (or the store closes).
@@ -237,14 +266,15 @@ fn merge(shared: &Shared) -> Result<(), StorageError> {
             return Ok(());
         };
         drop(tables);
-        merge_run(shared, &run)?;
+        let id = take_table_id(shared);
+        merge_run(shared, &run, id).inspect_err(|_| remove_stale(shared, id))?;
         shared.index_progressed();
     }
 }
 
 /// Passes entries on until the store closes: a merge in progress is then
-/// abandoned (its file is removed as stale by the next attempt, or by the
-/// next start), so that closing never waits for a long merge.
+/// abandoned (and its file removed), so that closing never waits for a
+/// long merge.
 fn unless_closing<T>(
     shared: &Shared,
 ) -> impl Fn(Result<T, StorageError>) -> Result<T, StorageError> + '_ {
@@ -257,15 +287,15 @@ fn unless_closing<T>(
     }
 }
 
-fn merge_run(shared: &Shared, run: &[Arc<Table>]) -> Result<(), StorageError> {
+/// Merges `run` into table `id`, then puts it in the MANIFEST and the index
+/// in place of the run.
+fn merge_run(shared: &Shared, run: &[Arc<Table>], id: u64) -> Result<(), StorageError> {
     let closing = || shared.closing.load(Ordering::Relaxed);
     if let Some(gate) = &shared.config.testing.merge_gate {
         gate.pass(closing);
     }
     let vfs = &*shared.config.vfs;
-    let id = take_table_id(shared);
-    remove_stale(shared, id);
-    let level = run.first().map(|t| t.level).unwrap_or(0);
+    let level = run.iter().map(|t| t.level).max().unwrap_or(0);
     let start = run.first().map(|t| t.start_position).unwrap_or(0);
     let end = run.last().map(|t| t.end_position).unwrap_or(0);
     let count: u64 = run.iter().map(|t| t.entry_count).sum();
@@ -303,18 +333,23 @@ fn merge_run(shared: &Shared, run: &[Arc<Table>]) -> Result<(), StorageError> {
             .windows(MERGE_FANIN)
             .position(|w| w == run_ids.as_slice())
             .ok_or_else(|| StorageError::Internal("merged run left the manifest".into()))?;
+        // The index lists the same tables (it changes only under this
+        // lock): checked before the MANIFEST changes, so they never differ.
+        let same = shared
+            .index
+            .read()
+            .tables
+            .get(at..at + MERGE_FANIN)
+            .is_some_and(|w| w.iter().zip(run).all(|(a, b)| Arc::ptr_eq(a, b)));
+        if !same {
+            return Err(StorageError::Internal("merged run left the index".into()));
+        }
         let mut next = manifest.clone();
         next.tables.splice(at..at + MERGE_FANIN, [id]);
         next.store(vfs, &shared.index_dir)?;
         *manifest = next;
         let mut g = shared.index.write();
         let mut tables = Vec::clone(&g.tables);
-        if tables
-            .get(at..at + MERGE_FANIN)
-            .is_none_or(|w| !w.iter().zip(run).all(|(a, b)| Arc::ptr_eq(a, b)))
-        {
-            return Err(StorageError::Internal("merged run left the index".into()));
-        }
         tables.splice(at..at + MERGE_FANIN, [Arc::new(merged)]);
         g.tables = Arc::new(tables);
         g.manifest = Arc::new(manifest.clone());
@@ -331,6 +366,88 @@ fn merge_run(shared: &Shared, run: &[Arc<Table>]) -> Result<(), StorageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Flushes go on while merges run, each merge taking its run at the
+    /// start and replacing it at the end, however many flushes came in
+    /// between: levels never rise from older to newer tables, and once
+    /// merges catch up at most `MERGE_FANIN - 1` tables share a level.
+    #[test]
+    fn tiers_stay_ordered_whatever_the_merges_take() {
+        let mut x = 0x5eedu64;
+        let mut rand = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for _ in 0..200 {
+            // (level, entries, id) of each table, oldest first.
+            let mut tables: Vec<(u32, u64, u64)> = Vec::new();
+            let mut next_id = 0u64;
+            // The merge in progress: the ids of its run.
+            let mut merging: Option<Vec<u64>> = None;
+            for _ in 0..400 {
+                if rand(3) > 0 || merging.is_none() {
+                    tables.push((0, 16, next_id));
+                    next_id += 1;
+                }
+                if let Some(run) = merging.take_if(|_| rand(4) == 0) {
+                    let at = tables.iter().position(|t| t.2 == run[0]).unwrap();
+                    let got: Vec<u64> = tables[at..at + MERGE_FANIN].iter().map(|t| t.2).collect();
+                    assert_eq!(got, run, "the run is still there, contiguous");
+                    let level = tables[at..at + MERGE_FANIN]
+                        .iter()
+                        .map(|t| t.0)
+                        .max()
+                        .unwrap();
+                    let entries = tables[at..at + MERGE_FANIN].iter().map(|t| t.1).sum();
+                    tables.splice(at..at + MERGE_FANIN, [(level + 1, entries, next_id)]);
+                    next_id += 1;
+                }
+                if merging.is_none() {
+                    let shape: Vec<(u32, u64)> = tables.iter().map(|t| (t.0, t.1)).collect();
+                    merging = pick(&shape)
+                        .map(|at| tables[at..at + MERGE_FANIN].iter().map(|t| t.2).collect());
+                }
+                assert!(
+                    tables.windows(2).all(|w| w[0].0 >= w[1].0),
+                    "levels rise: {tables:?}"
+                );
+            }
+            // Merges catch up.
+            loop {
+                if let Some(run) = merging.take() {
+                    let at = tables.iter().position(|t| t.2 == run[0]).unwrap();
+                    let level = tables[at].0;
+                    let entries = tables[at..at + MERGE_FANIN].iter().map(|t| t.1).sum();
+                    tables.splice(at..at + MERGE_FANIN, [(level + 1, entries, next_id)]);
+                    next_id += 1;
+                }
+                let shape: Vec<(u32, u64)> = tables.iter().map(|t| (t.0, t.1)).collect();
+                match pick(&shape) {
+                    Some(at) => {
+                        merging = Some(tables[at..at + MERGE_FANIN].iter().map(|t| t.2).collect());
+                    }
+                    None => break,
+                }
+            }
+            for level in 0..20 {
+                let n = tables.iter().filter(|t| t.0 == level).count();
+                assert!(n < MERGE_FANIN, "{n} tables at level {level}: {tables:?}");
+            }
+            assert!(tables.len() < SLOW_TABLES);
+        }
+    }
+
+    #[test]
+    fn tables_out_of_order_are_merged_anyway_once_they_pile_up() {
+        // Alternating levels: no run of one level.
+        let shape: Vec<(u32, u64)> = (0..SLOW_TABLES as u64)
+            .map(|i| ((i % 2) as u32, 100 + i))
+            .collect();
+        assert_eq!(pick(&shape[..SLOW_TABLES - 1]), None, "not piling up yet");
+        assert_eq!(pick(&shape), Some(0), "the cheapest four");
+    }
 
     #[test]
     fn pressure_rises_gradually_then_stops() {
