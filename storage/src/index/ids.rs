@@ -40,12 +40,17 @@
 //! 84  u32  footer_crc32c   over footer bytes 0..84
 //! 88  [8]  magic           "LGBKEEND"
 //! ```
-//! Opening reads the footer, fences and bloom (about 1.4 bytes per id) and
-//! keeps them in memory. A lookup of an absent id (the common case: a new
-//! event) is one comparison with the id range (time-ordered ids, UUIDv7,
-//! are newer than every stored one and stop there) and one bloom probe,
-//! one cache line; a present one, or a false positive (about 1%), reads
-//! one 4 KiB block.
+//! Opening reads the header and footer only. The fences and bloom (about
+//! 1.5 bytes per id) are read, checked against `meta_crc32c` and kept in
+//! memory when first needed: by a lookup of an id within the file's id
+//! range, a merge or a verification. A lookup of an absent id (the common
+//! case: a new event) is one comparison with the id range (time-ordered
+//! ids, UUIDv7, are newer than every stored one and stop there: the
+//! summaries of old files are then never loaded, and start-up and memory
+//! do not grow with the ids stored) and one bloom probe, one cache line; a
+//! present one, or a false positive (about 1%), reads one 4 KiB block.
+//! Damage to the fences or bloom is found when they are loaded: that
+//! lookup fails with a typed error, nothing is served from them.
 
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
@@ -376,11 +381,30 @@ pub struct IdTable {
     pub start_position: u64,
     /// Position after the last one covered.
     pub end_position: u64,
-    fences: Vec<Fence>,
-    bloom: BlockedBloom,
+    /// Where the fences and bloom are.
+    meta: Meta,
+    /// The fences and bloom, once loaded (lock-free to read after that).
+    summary: std::sync::OnceLock<Summary>,
     /// The smallest and largest id (both zero when there is none).
     min_id: [u8; 16],
     max_id: [u8; 16],
+}
+
+/// Where an id file's fences and bloom are, from its footer.
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    offset: u64,
+    block_count: u64,
+    bloom_lines: u64,
+    bloom_k: u32,
+    crc: u32,
+}
+
+/// An id file's fences and bloom filter.
+#[derive(Debug)]
+struct Summary {
+    fences: Vec<Fence>,
+    bloom: BlockedBloom,
 }
 
 fn decode_entry(c: &[u8]) -> IdEntry {
@@ -483,14 +507,22 @@ pub fn write(
     buf.extend_from_slice(&footer_crc.to_le_bytes());
     buf.extend_from_slice(&FOOTER_MAGIC);
     w.finish()?;
+    let meta = Meta {
+        offset: fences_offset,
+        block_count: fences.len() as u64,
+        bloom_lines: bloom.lines(),
+        bloom_k: bloom.k,
+        crc: meta_crc,
+    };
     Ok(IdTable {
         path,
         file,
         count,
         start_position,
         end_position,
-        fences,
-        bloom,
+        meta,
+        // Just written: the newest ids, the likeliest to be looked up.
+        summary: std::sync::OnceLock::from(Summary { fences, bloom }),
         min_id,
         max_id,
     })
@@ -502,8 +534,8 @@ impl IdTable {
         &self.file
     }
 
-    /// Opens and checks the id file of table `id`: header, footer, fences
-    /// and bloom filter.
+    /// Opens and checks the id file of table `id`: header and footer (the
+    /// fences and bloom filter are read when first needed).
     pub fn open(vfs: &dyn Vfs, dir: &Path, id: u64) -> Result<IdTable, StorageError> {
         let path = dir.join(layout::ids_file(id));
         let file = vfs
@@ -588,19 +620,46 @@ impl IdTable {
         {
             return Err(corrupt(footer_at, "id file footer is inconsistent"));
         }
-        let mut meta = vec![0u8; meta_len as usize];
-        file.read_exact_at(&mut meta, fences_offset)
-            .map_err(|e| StorageError::io("read", &path, e))?;
-        let got = crc32c::crc32c(&meta);
-        if got != meta_crc {
-            return Err(StorageError::ChecksumMismatch {
-                file: path,
+        Ok(IdTable {
+            path,
+            file,
+            count,
+            start_position,
+            end_position,
+            meta: Meta {
                 offset: fences_offset,
+                block_count,
+                bloom_lines,
+                bloom_k,
+                crc: meta_crc,
+            },
+            summary: std::sync::OnceLock::new(),
+            min_id,
+            max_id,
+        })
+    }
+
+    /// The fences and bloom, read and checked at first use.
+    fn summary(&self) -> Result<&Summary, StorageError> {
+        if let Some(s) = self.summary.get() {
+            return Ok(s);
+        }
+        let m = self.meta;
+        let fences_len = m.block_count as usize * FENCE_LEN;
+        let mut bytes = vec![0u8; fences_len + m.bloom_lines as usize * BLOOM_LINE];
+        self.file
+            .read_exact_at(&mut bytes, m.offset)
+            .map_err(|e| StorageError::io("read", &self.path, e))?;
+        let got = crc32c::crc32c(&bytes);
+        if got != m.crc {
+            return Err(StorageError::ChecksumMismatch {
+                file: self.path.clone(),
+                offset: m.offset,
                 got,
-                expected: meta_crc,
+                expected: m.crc,
             });
         }
-        let (fence_bytes, bloom_bytes) = meta.split_at(block_count as usize * FENCE_LEN);
+        let (fence_bytes, bloom_bytes) = bytes.split_at(fences_len);
         let fences = fence_bytes
             .chunks_exact(FENCE_LEN)
             .map(|c| {
@@ -615,43 +674,45 @@ impl IdTable {
                 }
             })
             .collect();
-        Ok(IdTable {
-            path,
-            file,
-            count,
-            start_position,
-            end_position,
+        let loaded = Summary {
             fences,
             bloom: BlockedBloom {
                 bytes: bloom_bytes.to_vec(),
-                k: bloom_k,
+                k: m.bloom_k,
             },
-            min_id,
-            max_id,
-        })
+        };
+        // Another thread may have loaded it meanwhile: either copy serves.
+        Ok(self.summary.get_or_init(|| loaded))
     }
 
     /// Bytes of the file.
     pub fn file_len(&self) -> u64 {
         HEADER_LEN
             + self.count * ENTRY_LEN as u64
-            + (self.fences.len() * FENCE_LEN + self.bloom.bytes.len()) as u64
+            + self.meta.block_count * FENCE_LEN as u64
+            + self.meta.bloom_lines * BLOOM_LINE as u64
             + FOOTER_LEN
     }
 
-    /// Whether `id` (whose hash is `hash`) may be here: false for certain,
-    /// true for "read a block to know".
+    /// Whether `id` is within the file's id range (no I/O).
     #[inline]
-    pub fn may_contain(&self, hash: u64, id: &EventId) -> bool {
-        self.count > 0 && self.min_id <= id.0 && id.0 <= self.max_id && self.bloom.may_contain(hash)
+    fn in_range(&self, id: &EventId) -> bool {
+        self.count > 0 && self.min_id <= id.0 && id.0 <= self.max_id
+    }
+
+    /// Whether `id` (whose hash is `hash`) may be here: false for certain,
+    /// true for "read a block to know". Loads the summary if `id` is in
+    /// range.
+    pub fn may_contain(&self, hash: u64, id: &EventId) -> Result<bool, StorageError> {
+        Ok(self.in_range(id) && self.summary()?.bloom.may_contain(hash))
     }
 
     /// Reads and checks block `i`.
     fn block(&self, i: usize) -> Result<Vec<u8>, StorageError> {
-        let fence = self
-            .fences
-            .get(i)
-            .ok_or_else(|| StorageError::corrupt(&self.path, 0, "id block index out of range"))?;
+        let fence =
+            self.summary()?.fences.get(i).ok_or_else(|| {
+                StorageError::corrupt(&self.path, 0, "id block index out of range")
+            })?;
         crate::index::blocks::read_block(
             &self.file,
             &self.path,
@@ -665,11 +726,12 @@ impl IdTable {
 
     /// The position of `id` (whose hash is `hash`), if this file has it.
     pub fn get(&self, hash: u64, id: &EventId) -> Result<Option<u64>, StorageError> {
-        if !self.may_contain(hash, id) {
+        if !self.may_contain(hash, id)? {
             return Ok(None);
         }
         // The block whose first id is the greatest at or below `id`.
         let Some(i) = self
+            .summary()?
             .fences
             .partition_point(|f| f.first <= id.0)
             .checked_sub(1)
@@ -701,7 +763,7 @@ impl IdTable {
                     at += ENTRY_LEN;
                     return Some(Ok(decode_entry(c)));
                 }
-                if block_i >= table.fences.len() {
+                if block_i as u64 >= table.meta.block_count {
                     return None;
                 }
                 match table.block(block_i) {
@@ -711,7 +773,7 @@ impl IdTable {
                         block_i += 1;
                     }
                     Err(e) => {
-                        block_i = table.fences.len();
+                        block_i = table.meta.block_count as usize;
                         block.clear();
                         return Some(Err(e));
                     }
@@ -843,7 +905,7 @@ mod tests {
         let mut positives = 0;
         for (id, _) in &absent {
             assert_eq!(t.get(h(id), id).unwrap(), None);
-            positives += usize::from(t.may_contain(h(id), id));
+            positives += usize::from(t.may_contain(h(id), id).unwrap());
         }
         assert!(positives < 150, "{positives} false positives in 5,000");
         let back: Vec<IdEntry> = Arc::new(t).iter().map(Result::unwrap).collect();
@@ -876,8 +938,8 @@ mod tests {
             t.get(hasher()(&id), &id),
             Err(StorageError::ChecksumMismatch { .. })
         ));
-        // A flipped bit in the footer or fences: the open fails.
-        for at in [good.len() - 20, good.len() - 70, good.len() - 110] {
+        // A flipped bit in the footer: the open fails.
+        for at in [good.len() - 20, good.len() - 70] {
             let mut bad = good.clone();
             bad[at] ^= 1;
             fs.write_file(&path, bad);
@@ -885,6 +947,19 @@ mod tests {
                 IdTable::open(&fs, Path::new("/i"), 2).is_err(),
                 "flip at {at}"
             );
+        }
+        // In the fences or bloom: found when they are loaded, by the first
+        // lookup in range, which fails (and so does the next: nothing
+        // damaged is ever kept).
+        let mut bad = good.clone();
+        bad[good.len() - 110] ^= 1;
+        fs.write_file(&path, bad);
+        let t = IdTable::open(&fs, Path::new("/i"), 2).unwrap();
+        for _ in 0..2 {
+            assert!(matches!(
+                t.get(hasher()(&id), &id),
+                Err(StorageError::ChecksumMismatch { .. })
+            ));
         }
         for cut in [0, 10, good.len() / 2, good.len() - 1] {
             fs.write_file(&path, good[..cut].to_vec());
@@ -910,8 +985,8 @@ mod tests {
         let fs = MemFs::new();
         let t = write_ids(&fs, 7, &a);
         let newer = EventId([0xff; 16]);
-        assert!(!t.may_contain(0, &newer));
-        assert!(t.may_contain(hasher()(&a[0].0), &a[0].0));
+        assert!(!t.may_contain(0, &newer).unwrap());
+        assert!(t.may_contain(hasher()(&a[0].0), &a[0].0).unwrap());
         let mut want = [a, b].concat();
         want.sort_by_key(|(id, _)| id.0);
         assert_eq!(merged, want);
