@@ -105,6 +105,12 @@ struct Args {
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     log_events: u64,
 
+    /// W1-W3: each append goes to one of this many streams, picked at
+    /// random (`loadgen-s-<k>`, created first with one event each, once),
+    /// instead of each client appending to its own.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    streams: Option<u64>,
+
     /// S3: connections the live subscribers share (default: one each).
     #[arg(long)]
     sub_connections: Option<usize>,
@@ -198,6 +204,7 @@ fn main() -> ExitCode {
         batch: args.batch.map(|n| n as usize),
         short_streams: args.short_streams,
         log_events: args.log_events,
+        streams: args.streams,
         sub_connections: args.sub_connections,
         s1_filter: args.s1_filter,
         run_id: SystemTime::now()

@@ -6,16 +6,96 @@
 //! `ExpectedVersion::Any`, one append at a time, back to back, for the
 //! warm-up and then the measured window. Latency is per append, as the
 //! task saw it (call to reply, durable).
+//!
+//! With `--streams N`, each append goes to one of N existing streams
+//! (`loadgen-s-<k>`) picked uniformly at random instead: the cost of a
+//! store with many streams, whose heads mostly miss the writer's cache.
+//! The N streams are created first (one event each) unless a marker
+//! stream says an earlier run did.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use logbook_client::{Client, ExpectedVersion, Text};
+use futures::{StreamExt, TryStreamExt};
+use logbook_client::{Client, ExpectedVersion, ReadStreamOptions, Text};
 
 use crate::events::EventFactory;
 use crate::latency::Recorder;
 use crate::loadgen::report::{Row, Value};
-use crate::loadgen::{During, Result, Settings, Window, connect};
+use crate::loadgen::{During, Result, Rng, Settings, Window, connect};
+
+/// Appends in flight while `--streams` creates its streams.
+const CREATE_CONCURRENCY: usize = 512;
+
+/// The name of stream `k` of `--streams`.
+fn random_stream(k: u64) -> Text {
+    Text::from(format!("loadgen-s-{k}"))
+}
+
+/// Where a client appends.
+#[derive(Clone, Debug)]
+enum Target {
+    /// Its own stream.
+    Own(Text),
+    /// One of `n` streams at random.
+    Random { n: u64, rng: Rng },
+}
+
+impl Target {
+    fn next(&mut self) -> Text {
+        match self {
+            Target::Own(s) => s.clone(),
+            Target::Random { n, rng } => random_stream(rng.below(*n)),
+        }
+    }
+}
+
+/// Makes streams `0..n` of `--streams` exist (one event each), unless the
+/// marker of an earlier run says they do.
+async fn ensure_streams(settings: &Settings, clients: &[Client], n: u64) -> Result<()> {
+    let marker = Text::from(format!("loadgen-s-ready-{n}"));
+    let done = clients[0]
+        .read_stream(marker.clone(), ReadStreamOptions::default().max_count(1))
+        .try_next()
+        .await
+        .during(|| format!("reading {marker}"))?
+        .is_some();
+    if done {
+        return Ok(());
+    }
+    eprintln!("--streams: creating {n} streams of one event (first run only)...");
+    let factory = Arc::new(EventFactory::new(settings.payload));
+    let start = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|k| {
+            let client = clients[k as usize % clients.len()].clone();
+            let events = factory.batch(1);
+            async move {
+                if k > 0 && k % 1_000_000 == 0 {
+                    eprintln!(
+                        "--streams: {k} of {n}, {:.0} s",
+                        start.elapsed().as_secs_f64()
+                    );
+                }
+                client
+                    .append(random_stream(k), ExpectedVersion::Any, events)
+                    .await
+                    .during(|| format!("creating stream {k}"))
+            }
+        })
+        .buffer_unordered(CREATE_CONCURRENCY)
+        .try_for_each(|_| futures::future::ready(Ok(())))
+        .await?;
+    clients[0]
+        .append(marker.clone(), ExpectedVersion::Any, factory.batch(1))
+        .await
+        .during(|| format!("appending to {marker}"))?;
+    eprintln!(
+        "--streams: created {n} streams in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
 
 /// The shape of an append workload.
 #[derive(Clone, Copy, Debug)]
@@ -49,16 +129,28 @@ struct Tally {
 /// Runs `load` and reports it.
 pub async fn run(settings: &Settings, load: AppendLoad) -> Result<Row> {
     let clients = connect(settings, load.workload, load.clients).await?;
+    if let Some(n) = settings.streams {
+        ensure_streams(settings, &clients, n).await?;
+    }
     let factory = Arc::new(EventFactory::new(settings.payload));
     let window = Window::after_warmup(settings);
     let tasks: Vec<_> = clients
         .into_iter()
         .enumerate()
         .map(|(i, client)| {
-            let stream = Text::from(format!("loadgen-{}-{}-{i}", load.workload, settings.run_id));
+            let target = match settings.streams {
+                Some(n) => Target::Random {
+                    n,
+                    rng: Rng::new(settings.run_id ^ (i as u64).wrapping_mul(0x9e37_79b9)),
+                },
+                None => Target::Own(Text::from(format!(
+                    "loadgen-{}-{}-{i}",
+                    load.workload, settings.run_id
+                ))),
+            };
             tokio::spawn(client_loop(
                 client,
-                stream,
+                target,
                 Arc::clone(&factory),
                 load.batch,
                 window,
@@ -85,13 +177,17 @@ pub async fn run(settings: &Settings, load: AppendLoad) -> Result<Row> {
     );
     row.extra.push(("appends", Value::U64(appends)));
     row.notes = format!("appends={appends}");
+    if let Some(n) = settings.streams {
+        row.extra.push(("streams", Value::U64(n)));
+        row.notes = format!("appends={appends} streams={n} (random)");
+    }
     Ok(row)
 }
 
 /// One client: append until the window ends.
 async fn client_loop(
     client: Client,
-    stream: Text,
+    mut target: Target,
     factory: Arc<EventFactory>,
     batch: usize,
     window: Window,
@@ -102,6 +198,7 @@ async fn client_loop(
     };
     loop {
         let events = factory.batch(batch);
+        let stream = target.next();
         let start = Instant::now();
         if window.over(start) {
             return Ok(tally);

@@ -89,6 +89,9 @@ pub struct Settings {
     pub short_streams: u64,
     /// W5: events the global log must hold before it is read.
     pub log_events: u64,
+    /// W1-W3: append to one of this many streams at random (created
+    /// first) instead of each client to its own.
+    pub streams: Option<u64>,
     /// S3: connections the subscribers share (`None`: one each).
     pub sub_connections: Option<usize>,
     /// S1: a filter that passes every event (`prefix` or `regex`), to
@@ -339,6 +342,7 @@ mod tests {
             clients: None,
             batch: None,
             short_streams: 10,
+            streams: None,
             log_events: 10,
             sub_connections: None,
             s1_filter: None,
