@@ -354,9 +354,9 @@ fn merge_run(shared: &Shared, run: &[Arc<Table>], id: u64) -> Result<(), Storage
         g.tables = Arc::new(tables);
         g.manifest = Arc::new(manifest.clone());
     }
-    for t in run {
-        if let Err(e) = vfs.remove_file(&t.path) {
-            tracing::warn!(path = %t.path.display(), error = %e, "could not remove merged index table");
+    for path in run.iter().flat_map(|t| [&t.path, &t.ids.path]) {
+        if let Err(e) = vfs.remove_file(path) {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove merged index file");
         }
     }
     shared.counters.merges.fetch_add(1, Ordering::Relaxed);
