@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::{StreamExt, TryStreamExt};
-use logbook_client::{Client, ExpectedVersion, ReadStreamOptions, Text};
+use logbook_client::{Client, ExpectedVersion, Text};
 
 use crate::events::EventFactory;
 use crate::latency::Recorder;
@@ -54,13 +54,7 @@ impl Target {
 /// marker of an earlier run says they do.
 async fn ensure_streams(settings: &Settings, clients: &[Client], n: u64) -> Result<()> {
     let marker = Text::from(format!("loadgen-s-ready-{n}"));
-    let done = clients[0]
-        .read_stream(marker.clone(), ReadStreamOptions::default().max_count(1))
-        .try_next()
-        .await
-        .during(|| format!("reading {marker}"))?
-        .is_some();
-    if done {
+    if crate::loadgen::read::stream_len(&clients[0], &marker).await? > 0 {
         return Ok(());
     }
     eprintln!("--streams: creating {n} streams of one event (first run only)...");
