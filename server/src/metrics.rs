@@ -370,6 +370,13 @@ impl Collector for LogbookCollector {
         )?;
         gauge(
             &mut e,
+            "position_index_entries",
+            "Sparse position index entries of sealed segments in memory (16 bytes each, at most 4M).",
+            None,
+            s.position_index_entries,
+        )?;
+        gauge(
+            &mut e,
             "open_files",
             "Segment and index files open for reading (at most --max-open-files; the active segment not counted).",
             None,

@@ -111,6 +111,10 @@ pub struct TestKnobs {
     /// Merges wait here before writing their table, while it is closed:
     /// a merge that takes as long as a test likes.
     pub merge_gate: Option<Arc<Gate>>,
+    /// Sparse position index entries of sealed segments kept in memory
+    /// (default 4M): small, so that tests drop and reload them all the
+    /// time.
+    pub pidx_budget_entries: Option<usize>,
 }
 
 /// A gate background work waits at while it is closed (tests only).

@@ -444,6 +444,18 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
         hasher,
         log_dir: log_dir.clone(),
         index_dir: index_dir.clone(),
+        pidx_budget: {
+            let budget = crate::segment::PidxBudget::new(
+                config
+                    .testing
+                    .pidx_budget_entries
+                    .unwrap_or(crate::segment::PIDX_BUDGET_ENTRIES),
+            );
+            for s in &segments {
+                s.track(&budget);
+            }
+            budget
+        },
         segments: RwLock::new(Arc::new(segments)),
         index: RwLock::new(IndexState {
             active: Memtable::new(indexed_through),

@@ -56,6 +56,8 @@ pub struct Shared {
     pub log_dir: PathBuf,
     /// `<data>/index`.
     pub index_dir: PathBuf,
+    /// The budget of sealed segments' sparse position indexes in memory.
+    pub pidx_budget: Arc<crate::segment::PidxBudget>,
     /// Segments in log order. Replaced (copy on write) when one is added.
     pub segments: RwLock<Arc<Vec<Arc<Segment>>>>,
     /// The stream index.

@@ -96,6 +96,9 @@ pub struct StoreStats {
     pub index_slowdowns: u64,
     /// Times the writer stopped until the index caught up, since start.
     pub index_stalls: u64,
+    /// Entries of sealed segments' sparse position indexes in memory (16
+    /// bytes each; at most 4M: the least recently loaded are dropped).
+    pub position_index_entries: u64,
     /// Segment and index files open for reading now, within
     /// [`StoreConfig::max_open_files`](crate::StoreConfig::max_open_files)
     /// (the active segment and files being written are not counted).
@@ -549,6 +552,10 @@ impl Store {
             index_merges: c.merges.load(Ordering::Relaxed),
             index_slowdowns: c.index_slowdowns.load(Ordering::Relaxed),
             index_stalls: c.index_stalls.load(Ordering::Relaxed),
+            position_index_entries: segments
+                .iter()
+                .map(|seg| seg.sealed_pidx_in_memory() as u64)
+                .sum(),
             open_files: s.files.open_files() as u64,
             file_reopens: s.files.reopens(),
         }

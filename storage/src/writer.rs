@@ -857,7 +857,9 @@ pub(crate) fn create_segment(
         false,
     );
     seg.open_lane_files(shared.lanes())?;
-    Ok(Arc::new(seg))
+    let seg = Arc::new(seg);
+    seg.track(&shared.pidx_budget);
+    Ok(seg)
 }
 
 /// A random nonce for a new segment's header. It must be unknown to

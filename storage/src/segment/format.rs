@@ -161,13 +161,24 @@ pub struct Footer {
     pub pidx_crc: u32,
 }
 
-/// Encodes the pidx and footer that seal a segment.
-pub fn encode_seal(pidx: &[PidxEntry], footer: &Footer) -> Vec<u8> {
-    let mut v = Vec::with_capacity(pidx.len() * PIDX_ENTRY_LEN as usize + FOOTER_LEN as usize);
+fn encode_pidx(pidx: &[PidxEntry], v: &mut Vec<u8>) {
     for e in pidx {
         v.extend_from_slice(&e.position.to_le_bytes());
         v.extend_from_slice(&e.offset.to_le_bytes());
     }
+}
+
+/// The crc32c of `pidx` as the seal stores it.
+pub fn pidx_crc(pidx: &[PidxEntry]) -> u32 {
+    let mut v = Vec::with_capacity(pidx.len() * PIDX_ENTRY_LEN as usize);
+    encode_pidx(pidx, &mut v);
+    crc32c::crc32c(&v)
+}
+
+/// Encodes the pidx and footer that seal a segment.
+pub fn encode_seal(pidx: &[PidxEntry], footer: &Footer) -> Vec<u8> {
+    let mut v = Vec::with_capacity(pidx.len() * PIDX_ENTRY_LEN as usize + FOOTER_LEN as usize);
+    encode_pidx(pidx, &mut v);
     let pidx_crc = crc32c::crc32c(&v);
     let f_start = v.len();
     v.extend_from_slice(&footer.data_end.to_le_bytes());

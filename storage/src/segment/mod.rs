@@ -21,11 +21,12 @@ pub(crate) mod format;
 pub(crate) mod reader;
 pub(crate) mod recovery;
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use crate::error::StorageError;
 use crate::fs::VFile;
@@ -68,6 +69,13 @@ pub struct Segment {
     /// A sealed segment's file length, once asked for (0: not yet known).
     sealed_len: AtomicU64,
     pidx: RwLock<Pidx>,
+    /// A sealed segment's pidx on disk: (entries, crc32c), so that a loaded
+    /// one can be dropped and read again.
+    on_disk: OnceLock<(u32, u32)>,
+    /// Counts loads of the pidx (which of them the budget may drop).
+    loads: AtomicU64,
+    /// The store's budget of loaded pidx entries, and this segment, for it.
+    budget: OnceLock<(Weak<Segment>, Arc<PidxBudget>)>,
     /// Open file descriptions of the file, one per sync lane, while the
     /// segment takes writes (empty otherwise). A failed writeback is
     /// reported once per description, to whichever fdatasync on it checks
@@ -99,7 +107,14 @@ impl Segment {
             end_position: AtomicU64::new(end_position),
             sealed: AtomicBool::new(sealed),
             sealed_len: AtomicU64::new(0),
+            on_disk: if sealed {
+                OnceLock::from((pidx.len() as u32, format::pidx_crc(&pidx)))
+            } else {
+                OnceLock::new()
+            },
             pidx: RwLock::new(Pidx::Loaded(pidx)),
+            loads: AtomicU64::new(0),
+            budget: OnceLock::new(),
             lane_files: RwLock::new(Vec::new()),
         }
     }
@@ -125,6 +140,9 @@ impl Segment {
                 count: footer.pidx_count,
                 crc: footer.pidx_crc,
             }),
+            on_disk: OnceLock::from((footer.pidx_count, footer.pidx_crc)),
+            loads: AtomicU64::new(0),
+            budget: OnceLock::new(),
             lane_files: RwLock::new(Vec::new()),
         }
     }
@@ -186,6 +204,60 @@ impl Segment {
         self.lane_files.write().clear();
         // Never written again: its descriptor may be closed while idle.
         self.file.release();
+        // Its pidx, built while it took writes, is now also on disk: the
+        // budget may drop it.
+        let n = {
+            let p = self.pidx.read();
+            match &*p {
+                Pidx::Loaded(v) => {
+                    let _ = self.on_disk.set((v.len() as u32, format::pidx_crc(v)));
+                    v.len()
+                }
+                Pidx::OnDisk { .. } => return,
+            }
+        };
+        self.note_loaded(n);
+    }
+
+    /// Entries of its pidx in memory, if it is sealed (what the budget
+    /// bounds).
+    pub(crate) fn sealed_pidx_in_memory(&self) -> usize {
+        match &*self.pidx.read() {
+            Pidx::Loaded(v) if self.is_sealed() => v.len(),
+            _ => 0,
+        }
+    }
+
+    /// Puts the segment under `budget` (the store's segments; verification
+    /// reads without one).
+    pub(crate) fn track(self: &Arc<Self>, budget: &Arc<PidxBudget>) {
+        let _ = self.budget.set((Arc::downgrade(self), Arc::clone(budget)));
+        if self.is_sealed()
+            && let Pidx::Loaded(v) = &*self.pidx.read()
+            && !v.is_empty()
+        {
+            let n = v.len();
+            budget.loaded(Arc::downgrade(self), self.loads.load(Ordering::Relaxed), n);
+        }
+    }
+
+    /// Tells the budget a pidx of `n` entries was loaded (or sealed).
+    fn note_loaded(&self, n: usize) {
+        if let Some((me, budget)) = self.budget.get() {
+            budget.loaded(me.clone(), self.loads.load(Ordering::Relaxed), n);
+        }
+    }
+
+    /// Drops the loaded pidx of load `load` (the budget's choice), if it is
+    /// still that one; it is read again when next needed.
+    fn drop_pidx(&self, load: u64) {
+        let Some(&(count, crc)) = self.on_disk.get() else {
+            return;
+        };
+        let mut p = self.pidx.write();
+        if matches!(&*p, Pidx::Loaded(_)) && self.loads.load(Ordering::Relaxed) == load {
+            *p = Pidx::OnDisk { count, crc };
+        }
     }
 
     /// Opens one file description per sync lane (see `lane_files`), for a
@@ -220,14 +292,25 @@ impl Segment {
             .read_exact_at(&mut buf, offset)
             .map_err(|e| StorageError::io("read pidx", &self.path, e))?;
         let loaded = decode_pidx(&self.path, offset, &buf, crc)?;
-        let mut p = self.pidx.write();
-        if let Pidx::OnDisk { .. } = &*p {
-            *p = Pidx::Loaded(loaded);
+        let n = loaded.len();
+        let (out, fresh) = {
+            let mut p = self.pidx.write();
+            let fresh = matches!(&*p, Pidx::OnDisk { .. });
+            if fresh {
+                *p = Pidx::Loaded(loaded);
+                self.loads.fetch_add(1, Ordering::Relaxed);
+            }
+            let out = match &*p {
+                Pidx::Loaded(v) => f(v),
+                Pidx::OnDisk { .. } => f(&[]),
+            };
+            (out, fresh)
+        };
+        if fresh {
+            // Outside the lock: the budget may drop this very pidx.
+            self.note_loaded(n);
         }
-        match &*p {
-            Pidx::Loaded(v) => Ok(f(v)),
-            Pidx::OnDisk { .. } => Ok(f(&[])),
-        }
+        Ok(out)
     }
 
     /// A copy of the pidx (verification).
@@ -244,5 +327,55 @@ impl Segment {
                 None => HEADER_LEN,
             }
         })
+    }
+}
+
+/// The store's budget of loaded sparse position indexes of sealed
+/// segments: past `cap` entries (16 bytes each), the least recently loaded
+/// are dropped and read again when a read next needs them, so a read of
+/// the whole log does not leave 1 KiB per MiB of log in memory for ever.
+#[derive(Debug)]
+pub(crate) struct PidxBudget {
+    cap: usize,
+    /// Loads, oldest first, and the sum of their entries.
+    lru: Mutex<(VecDeque<Load>, usize)>,
+}
+
+/// A pidx load: the segment, which of its loads, entries.
+type Load = (Weak<Segment>, u64, usize);
+
+/// Default [`PidxBudget`]: 4M entries, 64 MiB, the pidx of 64 GiB of log.
+pub(crate) const PIDX_BUDGET_ENTRIES: usize = 4 << 20;
+
+impl PidxBudget {
+    pub(crate) fn new(cap: usize) -> Arc<PidxBudget> {
+        Arc::new(PidxBudget {
+            cap: cap.max(1),
+            lru: Mutex::new((VecDeque::new(), 0)),
+        })
+    }
+
+    fn loaded(&self, seg: Weak<Segment>, load: u64, n: usize) {
+        let mut over = Vec::new();
+        {
+            let mut g = self.lru.lock();
+            g.0.push_back((seg, load, n));
+            g.1 += n;
+            // The one just loaded stays, whatever its size.
+            while g.1 > self.cap && g.0.len() > 1 {
+                let Some((w, load, n)) = g.0.pop_front() else {
+                    break;
+                };
+                g.1 -= n;
+                over.push((w, load));
+            }
+        }
+        // Outside the lock (a segment dropped here takes no lock of ours,
+        // but its pidx lock is taken below).
+        for (w, load) in over {
+            if let Some(s) = w.upgrade() {
+                s.drop_pidx(load);
+            }
+        }
     }
 }

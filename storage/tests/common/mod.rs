@@ -20,9 +20,13 @@ pub fn tiny(dir: &Path) -> StoreConfig {
         head_cache_streams: 8,
         preallocate_bytes: 1 << 10,
         read_chunk_bytes: 4 << 10,
-        // Every test over tiny segments also closes and reopens files all
-        // the time.
+        // Every test over tiny segments also closes and reopens files, and
+        // drops and reloads sparse position indexes, all the time.
         max_open_files: 3,
+        testing: logbook_storage::TestKnobs {
+            pidx_budget_entries: Some(2),
+            ..Default::default()
+        },
         ..StoreConfig::new(dir)
     }
 }
