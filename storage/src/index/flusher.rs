@@ -309,7 +309,10 @@ fn merge_run(shared: &Shared, run: &[Arc<Table>], id: u64) -> Result<(), Storage
         id_count,
         ids::merge_iters(run.iter().map(|t| t.ids.iter()).collect()).map(unless_closing(shared)),
         |k| shared.hasher.hash_id(k),
-    )?;
+    )?
+    // Old ids and entries: their summaries are read when a lookup needs
+    // them, not kept because they were just written.
+    .cold();
     let merged = table::write(
         vfs,
         &shared.index_dir,
@@ -320,7 +323,8 @@ fn merge_run(shared: &Shared, run: &[Arc<Table>], id: u64) -> Result<(), Storage
         count,
         table::merge_iters(run.iter().map(|t| t.iter()).collect()).map(unless_closing(shared)),
         merged_ids,
-    )?;
+    )?
+    .cold();
     vfs.sync_dir(&shared.index_dir)
         .map_err(|e| StorageError::io("sync dir", &shared.index_dir, e))?;
     let run_ids: Vec<u64> = run.iter().map(|t| t.id).collect();

@@ -40,17 +40,19 @@
 //! 84  u32  footer_crc32c   over footer bytes 0..84
 //! 88  [8]  magic           "LGBKEEND"
 //! ```
-//! Opening reads the header and footer only. The fences and bloom (about
-//! 1.5 bytes per id) are read, checked against `meta_crc32c` and kept in
-//! memory when first needed: by a lookup of an id within the file's id
+//! Opening reads the header and footer and checks the fences and bloom
+//! against `meta_crc32c` a chunk at a time, keeping none of them. The
+//! fences and bloom (about 1.5 bytes per id) are read again, checked and
+//! kept in memory when first needed: by a lookup of an id within the file's id
 //! range, a merge or a verification. A lookup of an absent id (the common
 //! case: a new event) is one comparison with the id range (time-ordered
 //! ids, UUIDv7, are newer than every stored one and stop there: the
 //! summaries of old files are then never loaded, and start-up and memory
 //! do not grow with the ids stored) and one bloom probe, one cache line; a
 //! present one, or a false positive (about 1%), reads one 4 KiB block.
-//! Damage to the fences or bloom is found when they are loaded: that
-//! lookup fails with a typed error, nothing is served from them.
+//! Damage at open fails the open (the index is then rebuilt from the
+//! log); damage after it is found when they are loaded: that lookup fails
+//! with a typed error, nothing is served from them.
 
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
@@ -521,7 +523,8 @@ pub fn write(
         start_position,
         end_position,
         meta,
-        // Just written: the newest ids, the likeliest to be looked up.
+        // Just written: a flush's are the newest ids, the likeliest to be
+        // looked up (a merge drops them: `IdTable::cold`).
         summary: std::sync::OnceLock::from(Summary { fences, bloom }),
         min_id,
         max_id,
@@ -620,6 +623,28 @@ impl IdTable {
         {
             return Err(corrupt(footer_at, "id file footer is inconsistent"));
         }
+        // The fences and bloom are checked now, a chunk at a time, and not
+        // kept: damage fails the open (and the index is rebuilt from the
+        // log) instead of every later append whose ids fall in range.
+        let mut crc = 0u32;
+        let mut chunk = vec![0u8; (256 << 10).min(meta_len as usize)];
+        let mut at = 0u64;
+        while at < meta_len {
+            let n = ((meta_len - at) as usize).min(chunk.len());
+            let part = chunk.get_mut(..n).unwrap_or_default();
+            file.read_exact_at(part, fences_offset + at)
+                .map_err(|e| StorageError::io("read", &path, e))?;
+            crc = crc32c::crc32c_append(crc, part);
+            at += n as u64;
+        }
+        if crc != meta_crc {
+            return Err(StorageError::ChecksumMismatch {
+                file: path,
+                offset: fences_offset,
+                got: crc,
+                expected: meta_crc,
+            });
+        }
         Ok(IdTable {
             path,
             file,
@@ -637,6 +662,13 @@ impl IdTable {
             min_id,
             max_id,
         })
+    }
+
+    /// The file without its summary in memory (a merge's output: old ids;
+    /// a lookup in range reads it when it needs it).
+    pub fn cold(mut self) -> IdTable {
+        self.summary = std::sync::OnceLock::new();
+        self
     }
 
     /// The fences and bloom, read and checked at first use.
@@ -938,8 +970,9 @@ mod tests {
             t.get(hasher()(&id), &id),
             Err(StorageError::ChecksumMismatch { .. })
         ));
-        // A flipped bit in the footer: the open fails.
-        for at in [good.len() - 20, good.len() - 70] {
+        // A flipped bit in the footer, fences or bloom: the open fails (and
+        // the store rebuilds its index from the log).
+        for at in [good.len() - 20, good.len() - 70, good.len() - 110] {
             let mut bad = good.clone();
             bad[at] ^= 1;
             fs.write_file(&path, bad);
@@ -948,13 +981,14 @@ mod tests {
                 "flip at {at}"
             );
         }
-        // In the fences or bloom: found when they are loaded, by the first
-        // lookup in range, which fails (and so does the next: nothing
-        // damaged is ever kept).
+        // Damaged after the open checked it (the summary is read again at
+        // first use): the lookup fails, and so does the next; nothing
+        // damaged is kept.
+        fs.write_file(&path, good.clone());
+        let t = IdTable::open(&fs, Path::new("/i"), 2).unwrap();
         let mut bad = good.clone();
         bad[good.len() - 110] ^= 1;
         fs.write_file(&path, bad);
-        let t = IdTable::open(&fs, Path::new("/i"), 2).unwrap();
         for _ in 0..2 {
             assert!(matches!(
                 t.get(hasher()(&id), &id),

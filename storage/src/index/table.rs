@@ -150,8 +150,10 @@ impl Bloom {
 struct FencesAt {
     offset: u64,
     count: u64,
-    /// Over the fences and the bloom.
-    meta_crc: u32,
+    /// crc32c of the fences alone (the footer's covers them and the bloom;
+    /// this one is computed when the open checks that, so that a lazy load
+    /// reads the fences only).
+    crc: u32,
 }
 
 /// An open table.
@@ -306,6 +308,10 @@ fn write_format(
     }
     buf.extend_from_slice(&bloom.bits);
     let meta_crc = crc32c::crc32c(buf.get(meta_start..).unwrap_or_default());
+    let fences_crc = crc32c::crc32c(
+        buf.get(meta_start..meta_start + fences.len() * FENCE_LEN)
+            .unwrap_or_default(),
+    );
     let footer_start = buf.len();
     buf.extend_from_slice(&entry_count.to_le_bytes());
     buf.extend_from_slice(&start_position.to_le_bytes());
@@ -337,9 +343,10 @@ fn write_format(
         fences_at: FencesAt {
             offset: fences_offset,
             count: fences.len() as u64,
-            meta_crc,
+            crc: fences_crc,
         },
-        // Just written: the newest entries, the likeliest to be read.
+        // Just written: a flush's are the newest entries, the likeliest to
+        // be read (a merge drops them: `Table::cold`).
         fences: std::sync::OnceLock::from(fences),
         bloom,
         footer_len: if format == 1 {
@@ -490,6 +497,7 @@ impl Table {
             at += n as u64;
         }
         drop(chunk);
+        let fences_crc = crc;
         let mut bloom_bytes = vec![0u8; (meta_len - fences_len) as usize];
         file.read_exact_at(&mut bloom_bytes, fences_offset + fences_len)
             .map_err(|e| StorageError::io("read", &path, e))?;
@@ -513,7 +521,7 @@ impl Table {
             fences_at: FencesAt {
                 offset: fences_offset,
                 count: block_count,
-                meta_crc,
+                crc: fences_crc,
             },
             fences: std::sync::OnceLock::new(),
             bloom: Bloom {
@@ -539,30 +547,33 @@ impl Table {
             + self.footer_len
     }
 
-    /// The fences: read (with the bloom, which the crc also covers),
-    /// checked and kept at first use.
+    /// The table without its fences in memory (a merge's output: old
+    /// entries; a lookup reads them when it needs them).
+    pub fn cold(mut self) -> Table {
+        self.fences = std::sync::OnceLock::new();
+        self
+    }
+
+    /// The fences: read, checked and kept at first use.
     fn fences(&self) -> Result<&[Fence], StorageError> {
         if let Some(f) = self.fences.get() {
             return Ok(f);
         }
         let at = self.fences_at;
-        let fences_len = at.count as usize * FENCE_LEN;
-        let mut meta = vec![0u8; fences_len + self.bloom.bits.len()];
+        let mut bytes = vec![0u8; at.count as usize * FENCE_LEN];
         self.file
-            .read_exact_at(&mut meta, at.offset)
+            .read_exact_at(&mut bytes, at.offset)
             .map_err(|e| StorageError::io("read", &self.path, e))?;
-        let got = crc32c::crc32c(&meta);
-        if got != at.meta_crc {
+        let got = crc32c::crc32c(&bytes);
+        if got != at.crc {
             return Err(StorageError::ChecksumMismatch {
                 file: self.path.clone(),
                 offset: at.offset,
                 got,
-                expected: at.meta_crc,
+                expected: at.crc,
             });
         }
-        let fences = meta
-            .get(..fences_len)
-            .unwrap_or_default()
+        let fences = bytes
             .chunks_exact(FENCE_LEN)
             .map(|c| Fence {
                 key: (le::u64(c, 0), le::u64(c, 8), le::u64(c, 16)),
