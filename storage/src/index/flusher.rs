@@ -295,6 +295,13 @@ fn merge_run(shared: &Shared, run: &[Arc<Table>], id: u64) -> Result<(), Storage
         gate.pass(closing);
     }
     let vfs = &*shared.config.vfs;
+    // Whether lookups have been reading the run's summaries (before the
+    // merge reads them itself): with random ids every append probes every
+    // table's id bloom, and the merged table's is better kept than read
+    // again on an appender's thread; with time-ordered ids old tables are
+    // never probed, and the merged one starts cold.
+    let ids_warm = run.iter().any(|t| t.ids.is_warm());
+    let fences_warm = run.iter().any(|t| t.is_warm());
     let level = run.iter().map(|t| t.level).max().unwrap_or(0);
     let start = run.first().map(|t| t.start_position).unwrap_or(0);
     let end = run.last().map(|t| t.end_position).unwrap_or(0);
@@ -310,9 +317,7 @@ fn merge_run(shared: &Shared, run: &[Arc<Table>], id: u64) -> Result<(), Storage
         ids::merge_iters(run.iter().map(|t| t.ids.iter()).collect()).map(unless_closing(shared)),
         |k| shared.hasher.hash_id(k),
     )?
-    // Old ids and entries: their summaries are read when a lookup needs
-    // them, not kept because they were just written.
-    .cold();
+    .warm_if(ids_warm);
     let merged = table::write(
         vfs,
         &shared.index_dir,
@@ -324,7 +329,7 @@ fn merge_run(shared: &Shared, run: &[Arc<Table>], id: u64) -> Result<(), Storage
         table::merge_iters(run.iter().map(|t| t.iter()).collect()).map(unless_closing(shared)),
         merged_ids,
     )?
-    .cold();
+    .warm_if(fences_warm);
     vfs.sync_dir(&shared.index_dir)
         .map_err(|e| StorageError::io("sync dir", &shared.index_dir, e))?;
     let run_ids: Vec<u64> = run.iter().map(|t| t.id).collect();

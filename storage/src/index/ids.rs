@@ -387,6 +387,9 @@ pub struct IdTable {
     meta: Meta,
     /// The fences and bloom, once loaded (lock-free to read after that).
     summary: std::sync::OnceLock<Summary>,
+    /// Set when a lookup first needed the summary (not a merge reading the
+    /// file): whether a merge's output should keep its own.
+    looked_up: std::sync::atomic::AtomicBool,
     /// The smallest and largest id (both zero when there is none).
     min_id: [u8; 16],
     max_id: [u8; 16],
@@ -524,8 +527,10 @@ pub fn write(
         end_position,
         meta,
         // Just written: a flush's are the newest ids, the likeliest to be
-        // looked up (a merge drops them: `IdTable::cold`).
+        // looked up (a merge keeps them only if its inputs' were in use:
+        // `IdTable::warm_if`).
         summary: std::sync::OnceLock::from(Summary { fences, bloom }),
+        looked_up: std::sync::atomic::AtomicBool::new(false),
         min_id,
         max_id,
     })
@@ -659,16 +664,25 @@ impl IdTable {
                 crc: meta_crc,
             },
             summary: std::sync::OnceLock::new(),
+            looked_up: std::sync::atomic::AtomicBool::new(false),
             min_id,
             max_id,
         })
     }
 
-    /// The file without its summary in memory (a merge's output: old ids;
-    /// a lookup in range reads it when it needs it).
-    pub fn cold(mut self) -> IdTable {
-        self.summary = std::sync::OnceLock::new();
+    /// The file, keeping its summary in memory only if `warm` (a merge's
+    /// output: kept if lookups were reading its inputs'; else a lookup in
+    /// range reads it when it needs it).
+    pub fn warm_if(mut self, warm: bool) -> IdTable {
+        if !warm {
+            self.summary = std::sync::OnceLock::new();
+        }
         self
+    }
+
+    /// Whether lookups have needed its summary.
+    pub fn is_warm(&self) -> bool {
+        self.looked_up.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The fences and bloom, read and checked at first use.
@@ -736,7 +750,14 @@ impl IdTable {
     /// true for "read a block to know". Loads the summary if `id` is in
     /// range.
     pub fn may_contain(&self, hash: u64, id: &EventId) -> Result<bool, StorageError> {
-        Ok(self.in_range(id) && self.summary()?.bloom.may_contain(hash))
+        if !self.in_range(id) {
+            return Ok(false);
+        }
+        if !self.looked_up.load(std::sync::atomic::Ordering::Relaxed) {
+            self.looked_up
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(self.summary()?.bloom.may_contain(hash))
     }
 
     /// Reads and checks block `i`.

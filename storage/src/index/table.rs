@@ -176,6 +176,9 @@ pub struct Table {
     fences_at: FencesAt,
     /// The fences, once a lookup needed them (lock-free to read after).
     fences: std::sync::OnceLock<Vec<Fence>>,
+    /// Set when a lookup first needed the fences (not a merge reading the
+    /// table): whether a merge's output should keep its own.
+    looked_up: std::sync::atomic::AtomicBool,
     bloom: Bloom,
     /// Its footer's length (by format).
     footer_len: u64,
@@ -346,8 +349,10 @@ fn write_format(
             crc: fences_crc,
         },
         // Just written: a flush's are the newest entries, the likeliest to
-        // be read (a merge drops them: `Table::cold`).
+        // be read (a merge keeps them only if its inputs' were in use:
+        // `Table::warm_if`).
         fences: std::sync::OnceLock::from(fences),
+        looked_up: std::sync::atomic::AtomicBool::new(false),
         bloom,
         footer_len: if format == 1 {
             FOOTER_LEN_V1
@@ -524,6 +529,7 @@ impl Table {
                 crc: fences_crc,
             },
             fences: std::sync::OnceLock::new(),
+            looked_up: std::sync::atomic::AtomicBool::new(false),
             bloom: Bloom {
                 bits: bloom_bytes,
                 k: bloom_k,
@@ -547,11 +553,19 @@ impl Table {
             + self.footer_len
     }
 
-    /// The table without its fences in memory (a merge's output: old
-    /// entries; a lookup reads them when it needs them).
-    pub fn cold(mut self) -> Table {
-        self.fences = std::sync::OnceLock::new();
+    /// The table, keeping its fences in memory only if `warm` (a merge's
+    /// output: kept if lookups were reading its inputs'; else a lookup
+    /// reads them when it needs them).
+    pub fn warm_if(mut self, warm: bool) -> Table {
+        if !warm {
+            self.fences = std::sync::OnceLock::new();
+        }
         self
+    }
+
+    /// Whether lookups have needed its fences.
+    pub fn is_warm(&self) -> bool {
+        self.looked_up.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The fences: read, checked and kept at first use.
@@ -617,6 +631,10 @@ impl Table {
             return Ok(());
         }
         let key: Key = (hash, from.0, from.1);
+        if !self.looked_up.load(std::sync::atomic::Ordering::Relaxed) {
+            self.looked_up
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let fences = self.fences()?;
         let mut taken = 0;
         match direction {
