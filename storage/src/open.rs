@@ -475,7 +475,9 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
         flushing: Mutex::new(()),
         index_progress: parking_lot::Condvar::new(),
         index_progress_lock: Mutex::new(()),
+        index_shape: std::sync::atomic::AtomicU64::new(0),
     });
+    shared.note_index_shape(&shared.index.read());
 
     // The active segment: the last one if unsealed, else a new one.
     let (active, pidx, records, last_timestamp) = match tail {

@@ -225,6 +225,7 @@ fn flush_one(shared: &Shared, mem: &Arc<Memtable>, id: u64) -> Result<(), Storag
     if g.frozen.first().is_some_and(|m| Arc::ptr_eq(m, mem)) {
         g.frozen.remove(0);
     }
+    shared.note_index_shape(&g);
     g.indexed_streams = streams;
     g.manifest = Arc::new(manifest.clone());
     Ok(())
@@ -362,6 +363,7 @@ fn merge_run(shared: &Shared, run: &[Arc<Table>], id: u64) -> Result<(), Storage
         tables.splice(at..at + MERGE_FANIN, [Arc::new(merged)]);
         g.tables = Arc::new(tables);
         g.manifest = Arc::new(manifest.clone());
+        shared.note_index_shape(&g);
     }
     for path in run.iter().flat_map(|t| [&t.path, &t.ids.path]) {
         if let Err(e) = vfs.remove_file(path) {
