@@ -87,7 +87,9 @@ fn open_file_budget(wanted: usize, soft: Option<u64>, connections: usize) -> usi
 }
 
 fn run_verify(args: &Args) -> ExitCode {
-    let config = args.store_config();
+    let soft = raise_open_file_limit();
+    let mut config = args.store_config();
+    config.max_open_files = open_file_budget(config.max_open_files, soft, 0);
     // A bar for people; one line per file for logs and pipes. Either way on
     // stderr: stdout keeps the summary and the problems.
     let result = if std::io::stderr().is_terminal() {

@@ -158,7 +158,10 @@ pub fn verify_with_progress(
     config: &StoreConfig,
     mut progress: impl FnMut(Step<'_>),
 ) -> Result<VerifyReport, StorageError> {
-    let vfs = &*config.vfs;
+    // Every segment and table stays referenced while it is checked: the
+    // same budget of open files as a running store.
+    let files = crate::file_cache::FileCache::new(Arc::clone(&config.vfs), config.max_open_files);
+    let vfs: &dyn crate::fs::Vfs = &files;
     let layout = DataDir::new(&config.data_dir);
     let lock_path = layout.lock();
     let _lock = vfs

@@ -151,5 +151,28 @@ async fn thousands_of_segments_under_128_descriptors() {
     append(&client, first, first + 700).await;
     check_everything(&client, first + 700).await;
     drop(client);
-    d.kill();
+    let mut d = d;
+    d.signal("TERM");
+    assert!(d.wait().success(), "{}", d.log_text());
+    // `logbookd verify` checks every file of the stopped store under the
+    // same limit.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -n {NOFILE} && exec \"$0\" \"$@\""))
+        .arg(logbook_tests::daemon::logbookd())
+        .arg("verify")
+        .arg("--data-dir")
+        .arg(dir.path())
+        // The flags verify takes (the store's limits: the first four) and
+        // the budget.
+        .args(&FLAGS[..8])
+        .args(["--max-open-files", "24"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "verify: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
