@@ -631,17 +631,7 @@ impl IdTable {
         // The fences and bloom are checked now, a chunk at a time, and not
         // kept: damage fails the open (and the index is rebuilt from the
         // log) instead of every later append whose ids fall in range.
-        let mut crc = 0u32;
-        let mut chunk = vec![0u8; (256 << 10).min(meta_len as usize)];
-        let mut at = 0u64;
-        while at < meta_len {
-            let n = ((meta_len - at) as usize).min(chunk.len());
-            let part = chunk.get_mut(..n).unwrap_or_default();
-            file.read_exact_at(part, fences_offset + at)
-                .map_err(|e| StorageError::io("read", &path, e))?;
-            crc = crc32c::crc32c_append(crc, part);
-            at += n as u64;
-        }
+        let crc = crate::index::blocks::crc_of(&*file, &path, fences_offset, meta_len, 0)?;
         if crc != meta_crc {
             return Err(StorageError::ChecksumMismatch {
                 file: path,
@@ -692,19 +682,13 @@ impl IdTable {
         }
         let m = self.meta;
         let fences_len = m.block_count as usize * FENCE_LEN;
-        let mut bytes = vec![0u8; fences_len + m.bloom_lines as usize * BLOOM_LINE];
-        self.file
-            .read_exact_at(&mut bytes, m.offset)
-            .map_err(|e| StorageError::io("read", &self.path, e))?;
-        let got = crc32c::crc32c(&bytes);
-        if got != m.crc {
-            return Err(StorageError::ChecksumMismatch {
-                file: self.path.clone(),
-                offset: m.offset,
-                got,
-                expected: m.crc,
-            });
-        }
+        let bytes = crate::index::blocks::read_checked(
+            &*self.file,
+            &self.path,
+            m.offset,
+            fences_len + m.bloom_lines as usize * BLOOM_LINE,
+            m.crc,
+        )?;
         let (fence_bytes, bloom_bytes) = bytes.split_at(fences_len);
         let fences = fence_bytes
             .chunks_exact(FENCE_LEN)

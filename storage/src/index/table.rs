@@ -487,26 +487,13 @@ impl Table {
             ));
         }
         // The fences are checked a chunk at a time and not kept; the bloom
-        // is. (One buffer of every table's fences would be freed at once,
-        // but the allocator keeps such memory: 11 MiB at 100M events.)
+        // is.
         let fences_len = block_count * FENCE_LEN as u64;
-        let mut crc = 0u32;
-        let mut chunk = vec![0u8; 256 << 10];
-        let mut at = 0u64;
-        while at < fences_len {
-            let n = ((fences_len - at) as usize).min(chunk.len());
-            let part = chunk.get_mut(..n).unwrap_or_default();
-            file.read_exact_at(part, fences_offset + at)
-                .map_err(|e| StorageError::io("read", &path, e))?;
-            crc = crc32c::crc32c_append(crc, part);
-            at += n as u64;
-        }
-        drop(chunk);
-        let fences_crc = crc;
+        let fences_crc = crate::index::blocks::crc_of(&*file, &path, fences_offset, fences_len, 0)?;
         let mut bloom_bytes = vec![0u8; (meta_len - fences_len) as usize];
         file.read_exact_at(&mut bloom_bytes, fences_offset + fences_len)
             .map_err(|e| StorageError::io("read", &path, e))?;
-        let got = crc32c::crc32c_append(crc, &bloom_bytes);
+        let got = crc32c::crc32c_append(fences_crc, &bloom_bytes);
         if got != meta_crc {
             return Err(StorageError::ChecksumMismatch {
                 file: path,
@@ -574,19 +561,13 @@ impl Table {
             return Ok(f);
         }
         let at = self.fences_at;
-        let mut bytes = vec![0u8; at.count as usize * FENCE_LEN];
-        self.file
-            .read_exact_at(&mut bytes, at.offset)
-            .map_err(|e| StorageError::io("read", &self.path, e))?;
-        let got = crc32c::crc32c(&bytes);
-        if got != at.crc {
-            return Err(StorageError::ChecksumMismatch {
-                file: self.path.clone(),
-                offset: at.offset,
-                got,
-                expected: at.crc,
-            });
-        }
+        let bytes = crate::index::blocks::read_checked(
+            &*self.file,
+            &self.path,
+            at.offset,
+            at.count as usize * FENCE_LEN,
+            at.crc,
+        )?;
         let fences = bytes
             .chunks_exact(FENCE_LEN)
             .map(|c| Fence {
