@@ -113,5 +113,5 @@ pub use config::{Durability, RecoveryMode, StoreConfig, TestKnobs};
 pub use error::{AppendError, Limit, ReadError, StorageError};
 pub use open::{RecoveryReport, Truncation};
 pub use read::ReadLimit;
-pub use store::{AllSlice, PendingAppend, Store, StoreStats, StreamSlice};
+pub use store::{AllSlice, IdsChecked, PendingAppend, Store, StoreStats, StreamSlice};
 pub use verify::{VerifyReport, verify};

@@ -114,6 +114,11 @@ type Prepared = (
     mpsc::Sender<AppendRequest>,
 );
 
+/// What the index tables said of an append's event ids
+/// ([`Store::check_ids`]), for [`Store::submit_checked`].
+#[derive(Debug)]
+pub struct IdsChecked(crate::dedup::IdCheck);
+
 /// The result of an append queued by [`Store::submit`].
 #[derive(Debug)]
 pub struct PendingAppend {
@@ -306,11 +311,16 @@ impl Store {
         stream: &StreamName,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
+        checked: Option<IdsChecked>,
     ) -> Result<Prepared, AppendError> {
         let encoded_len = self.validate(stream, &events)?;
         // The tables' part of the id check, here on the caller's thread
-        // rather than on the writer's.
-        let id_check = crate::dedup::precheck(&self.inner.shared, &events)?;
+        // rather than on the writer's (unless the caller did it already,
+        // for these very events).
+        let id_check = match checked {
+            Some(IdsChecked(c)) if c.hashes.len() == events.len() => c,
+            _ => crate::dedup::precheck(&self.inner.shared, &events)?,
+        };
         let tx = self
             .inner
             .tx
@@ -367,7 +377,46 @@ impl Store {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<PendingAppend, AppendError> {
-        let (mut req, rx, tx) = self.request(stream, expected, events)?;
+        self.submit_inner(stream, expected, events, None).await
+    }
+
+    /// Looks `events`' ids up in the index tables: the part of an append
+    /// that may read the disk (an id file's summary the first time one is
+    /// needed, a block when an id may be there). [`Store::submit`] does it
+    /// itself, on the caller's thread; a server that must not wait for the
+    /// disk on its network threads does it first where waiting is fine
+    /// (or under [`crate::fs::without_waiting`]), then calls
+    /// [`Store::submit_checked`] with the same events. The answer may be
+    /// old by then: the writer looks up whatever the tables gained since.
+    pub fn check_ids(&self, events: &[NewEvent]) -> Result<IdsChecked, AppendError> {
+        Ok(IdsChecked(crate::dedup::precheck(
+            &self.inner.shared,
+            events,
+        )?))
+    }
+
+    /// [`Store::submit`] with the ids already looked up by
+    /// [`Store::check_ids`] for these very `events` (a check for other
+    /// events is ignored and done again).
+    pub async fn submit_checked(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        checked: IdsChecked,
+    ) -> Result<PendingAppend, AppendError> {
+        self.submit_inner(stream, expected, events, Some(checked))
+            .await
+    }
+
+    async fn submit_inner(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        checked: Option<IdsChecked>,
+    ) -> Result<PendingAppend, AppendError> {
+        let (mut req, rx, tx) = self.request(stream, expected, events, checked)?;
         let charge = self.queue_charge(&req);
         req._queued = Some(
             Arc::clone(&self.inner.queue_kib)
@@ -389,7 +438,7 @@ impl Store {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, AppendError> {
-        let (mut req, rx, tx) = self.request(stream, expected, events)?;
+        let (mut req, rx, tx) = self.request(stream, expected, events, None)?;
         let charge = self.queue_charge(&req);
         req._queued = Some(
             futures::executor::block_on(

@@ -361,3 +361,53 @@ fn concurrent_resends_are_answered_once_each() {
     ids.dedup();
     assert_eq!(ids.len(), all.len(), "every id once");
 }
+
+/// An id check made apart from the append (`check_ids`, as logbookd does
+/// off its network threads) and used after flushes moved the ids it did not
+/// see into index tables: the writer looks up what the tables gained since,
+/// so a resend is still recognised and a changed batch still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_check_made_before_flushes_still_finds_the_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(tiny_fast(dir.path())).unwrap();
+    let s = name("s");
+    let original: Vec<NewEvent> = (1..=3).map(|i| event(i, "first")).collect();
+    let first = store
+        .append(&s, ExpectedVersion::NoStream, original.clone())
+        .await
+        .unwrap();
+    // Checked now: no table holds the ids yet.
+    let stale = store.check_ids(&original).unwrap();
+    let changed: Vec<NewEvent> = vec![event(1, "changed")];
+    let stale_changed = store.check_ids(&changed).unwrap();
+    // Enough appends for several flushes (and merges): the ids move into
+    // tables, and the writer's own record of them is dropped.
+    for i in 0..200u128 {
+        store
+            .append(
+                &name("other"),
+                ExpectedVersion::Any,
+                vec![event(1_000 + i, "x")],
+            )
+            .await
+            .unwrap();
+    }
+    wait_until(&store, "the first batch in a table", |st| {
+        st.index_flushes >= 5
+    });
+    let again = store
+        .submit_checked(&s, ExpectedVersion::NoStream, original, stale)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(again, first, "a resend gets the original result");
+    let err = store
+        .submit_checked(&name("t"), ExpectedVersion::Any, changed, stale_changed)
+        .await
+        .unwrap()
+        .await
+        .unwrap_err();
+    let (id, stream, _) = dup(err);
+    assert_eq!((id, stream.as_str()), (EventId::from_u128(1), "s"));
+}

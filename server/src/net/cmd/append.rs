@@ -42,12 +42,32 @@ impl Connection {
             );
             return;
         }
+        // The ids' lookup in the index tables may read the disk (an id
+        // file's summary the first time, a block when an id may be there):
+        // from the page cache here, else in the reader pool, never waiting
+        // on this network thread. This connection waits meanwhile (in
+        // order), the others do not.
+        let store = &self.shared.store;
+        let checked = match logbook_storage::fs::without_waiting(|| store.check_ids(&a.events)) {
+            Some(checked) => checked,
+            None => {
+                let (store, events) = (store.clone(), a.events.clone());
+                self.shared
+                    .reads
+                    .run(move || store.check_ids(&events))
+                    .await
+            }
+        };
+        let checked = match checked {
+            Ok(checked) => checked,
+            Err(e) => return self.reply_append(corr_id, Err(e)),
+        };
         // Queue in arrival order; only the wait for the result is
         // concurrent. A full writer queue pauses this connection.
         match self
             .shared
             .store
-            .submit(&stream, a.expected, a.events)
+            .submit_checked(&stream, a.expected, a.events, checked)
             .await
         {
             Ok(pending) => self.in_flight.push(InFlight { corr_id, pending }),
