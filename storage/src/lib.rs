@@ -33,7 +33,7 @@
 //!   fault-injecting in-memory one for tests.
 //! - [`histogram`]: the engine's lock-free latency and group-size
 //!   histograms, which a server exports as it likes.
-//! - [`verify`]: the offline consistency check; [`backup`]: consistent
+//! - [`verify`](mod@verify): the offline consistency check; [`backup`]: consistent
 //!   images of a running store.
 //!
 //! Inside (private):
