@@ -74,7 +74,9 @@ pub(crate) struct SegmentUpdate {
     pub data_end: u64,
     pub end_position: u64,
     pub new_pidx: Vec<PidxEntry>,
-    pub sealed: bool,
+    /// Set when the group sealed the segment: its pidx as the seal wrote
+    /// it (entries, crc32c).
+    pub sealed: Option<(u32, u32)>,
 }
 
 /// A written group on its way to being durable and answered.
@@ -325,8 +327,8 @@ impl Pipeline {
         }
         for u in &t.updates {
             u.segment.publish(u.data_end, u.end_position, &u.new_pidx);
-            if u.sealed {
-                u.segment.mark_sealed();
+            if let Some(on_disk) = u.sealed {
+                u.segment.mark_sealed(on_disk);
             }
         }
         {

@@ -673,7 +673,7 @@ impl Writer {
                     .get(self.pidx_published..)
                     .unwrap_or_default()
                     .to_vec(),
-                sealed: false,
+                sealed: None,
             });
             self.pidx_published = self.pidx.len();
             // Later groups check against these heads at once: if this group
@@ -687,7 +687,7 @@ impl Writer {
         // a segment was sealed, or the memtable holds enough entries.
         let freeze = (failure.is_none()
             && wrote
-            && (updates.iter().any(|u| u.sealed)
+            && (updates.iter().any(|u| u.sealed.is_some())
                 || self.next_position - self.ids.current_start()
                     >= self.shared.config.index_flush_entries as u64))
             .then(|| self.ids.freeze(self.next_position));
@@ -754,6 +754,9 @@ impl Writer {
             pidx_crc: 0,
         };
         let seal = segment::encode_seal(&self.pidx, &footer);
+        // What the seal says of the pidx, for dropping and reading it again
+        // later (the very entries just encoded).
+        let on_disk = (self.pidx.len() as u32, segment::pidx_crc(&self.pidx));
         let io = |op| {
             let path = old.path.clone();
             move |e| StorageError::io(op, path, e)
@@ -781,7 +784,7 @@ impl Writer {
             new_pidx: self
                 .pidx
                 .split_off(self.pidx_published.min(self.pidx.len())),
-            sealed: true,
+            sealed: Some(on_disk),
         });
         let new = create_segment(&self.shared, self.next_position)?;
         {

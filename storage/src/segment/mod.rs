@@ -33,7 +33,7 @@ use crate::fs::VFile;
 
 pub(crate) use format::{
     FOOTER_LEN, Footer, HEADER_LEN, Header, PIDX_ENTRY_LEN, PIDX_INTERVAL, PidxEntry,
-    decode_footer, decode_header, decode_pidx, encode_header, encode_seal,
+    decode_footer, decode_header, decode_pidx, encode_header, encode_seal, pidx_crc,
 };
 pub(crate) use reader::{RecordReader, RecordWalk};
 pub(crate) use recovery::{ScanEnd, scan, search_tail};
@@ -198,7 +198,9 @@ impl Segment {
         self.data_end.store(data_end, Ordering::Release);
     }
 
-    pub(crate) fn mark_sealed(&self) {
+    /// Marks the segment sealed; `on_disk` is its pidx as the seal wrote
+    /// it (entries, crc32c).
+    pub(crate) fn mark_sealed(&self, on_disk: (u32, u32)) {
         self.sealed.store(true, Ordering::Release);
         // Every group written to it has been synced and answered.
         self.lane_files.write().clear();
@@ -206,15 +208,10 @@ impl Segment {
         self.file.release();
         // Its pidx, built while it took writes, is now also on disk: the
         // budget may drop it.
-        let n = {
-            let p = self.pidx.read();
-            match &*p {
-                Pidx::Loaded(v) => {
-                    let _ = self.on_disk.set((v.len() as u32, format::pidx_crc(v)));
-                    v.len()
-                }
-                Pidx::OnDisk { .. } => return,
-            }
+        let _ = self.on_disk.set(on_disk);
+        let n = match &*self.pidx.read() {
+            Pidx::Loaded(v) => v.len(),
+            Pidx::OnDisk { .. } => return,
         };
         self.note_loaded(n);
     }
