@@ -52,15 +52,24 @@ impl IdCheck {
 
 /// Looks up `events`' ids in the index tables, on the caller's thread.
 pub(crate) fn precheck(shared: &Shared, events: &[NewEvent]) -> Result<IdCheck, StorageError> {
+    precheck_ids(shared, events.iter().map(|e| &e.id), events.len())
+}
+
+/// [`precheck`] of `n` ids.
+pub(crate) fn precheck_ids<'a>(
+    shared: &Shared,
+    ids: impl Iterator<Item = &'a EventId>,
+    n: usize,
+) -> Result<IdCheck, StorageError> {
     let tables = Arc::clone(&shared.index.read().tables);
     let through = tables.last().map_or(0, |t| t.end_position);
     let mut found = Vec::new();
-    let mut hashes = Vec::with_capacity(events.len());
-    for (i, e) in events.iter().enumerate() {
-        let hash = shared.hasher.hash_id(&e.id);
+    let mut hashes = Vec::with_capacity(n);
+    for (i, id) in ids.enumerate() {
+        let hash = shared.hasher.hash_id(id);
         hashes.push(hash);
         for t in tables.iter().rev() {
-            if let Some(p) = t.ids.get(hash, &e.id)? {
+            if let Some(p) = t.ids.get(hash, id)? {
                 found.push((i, p));
                 break;
             }

@@ -8,8 +8,8 @@ use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 
 use logbook_protocol::{
-    AppendResult, Direction, ExpectedVersion, LogPosition, NewEvent, RecordedEvent, StreamName,
-    StreamVersion, validate_event_type,
+    AppendResult, Direction, EventId, ExpectedVersion, LogPosition, NewEvent, RecordedEvent,
+    StreamName, StreamVersion, validate_event_type,
 };
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -117,7 +117,22 @@ type Prepared = (
 /// What the index tables said of an append's event ids
 /// ([`Store::check_ids`]), for [`Store::submit_checked`].
 #[derive(Debug)]
-pub struct IdsChecked(crate::dedup::IdCheck);
+pub struct IdsChecked {
+    check: crate::dedup::IdCheck,
+    /// The ids it is about, in order.
+    ids: Vec<EventId>,
+    /// The store that answered (its seeded hashes are in `check`).
+    store: usize,
+}
+
+impl IdsChecked {
+    /// Whether it answers for `events` in `store`.
+    fn is_for(&self, store: &Store, events: &[NewEvent]) -> bool {
+        self.store == Arc::as_ptr(&store.inner.shared) as usize
+            && self.ids.len() == events.len()
+            && self.ids.iter().zip(events).all(|(id, e)| *id == e.id)
+    }
+}
 
 /// The result of an append queued by [`Store::submit`].
 #[derive(Debug)]
@@ -318,7 +333,7 @@ impl Store {
         // rather than on the writer's (unless the caller did it already,
         // for these very events).
         let id_check = match checked {
-            Some(IdsChecked(c)) if c.hashes.len() == events.len() => c,
+            Some(c) if c.is_for(self, &events) => c.check,
             _ => crate::dedup::precheck(&self.inner.shared, &events)?,
         };
         let tx = self
@@ -388,16 +403,18 @@ impl Store {
     /// (or under [`crate::fs::without_waiting`]), then calls
     /// [`Store::submit_checked`] with the same events. The answer may be
     /// old by then: the writer looks up whatever the tables gained since.
-    pub fn check_ids(&self, events: &[NewEvent]) -> Result<IdsChecked, AppendError> {
-        Ok(IdsChecked(crate::dedup::precheck(
-            &self.inner.shared,
-            events,
-        )?))
+    pub fn check_ids(&self, ids: &[EventId]) -> Result<IdsChecked, AppendError> {
+        Ok(IdsChecked {
+            check: crate::dedup::precheck_ids(&self.inner.shared, ids.iter(), ids.len())?,
+            ids: ids.to_vec(),
+            store: Arc::as_ptr(&self.inner.shared) as usize,
+        })
     }
 
     /// [`Store::submit`] with the ids already looked up by
-    /// [`Store::check_ids`] for these very `events` (a check for other
-    /// events is ignored and done again).
+    /// [`Store::check_ids`] for these very `events`' ids, in this store (a
+    /// check of other ids, or of another store, is ignored and done
+    /// again).
     pub async fn submit_checked(
         &self,
         stream: &StreamName,

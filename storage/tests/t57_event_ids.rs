@@ -377,9 +377,12 @@ async fn an_id_check_made_before_flushes_still_finds_the_ids() {
         .await
         .unwrap();
     // Checked now: no table holds the ids yet.
-    let stale = store.check_ids(&original).unwrap();
+    let ids = |events: &[NewEvent]| events.iter().map(|e| e.id).collect::<Vec<_>>();
+    let stale = store.check_ids(&ids(&original)).unwrap();
     let changed: Vec<NewEvent> = vec![event(1, "changed")];
-    let stale_changed = store.check_ids(&changed).unwrap();
+    let stale_changed = store.check_ids(&ids(&changed)).unwrap();
+    // A check of other ids (as many), made now too.
+    let other = store.check_ids(&ids(&[event(99_999, "x")])).unwrap();
     // Enough appends for several flushes (and merges): the ids move into
     // tables, and the writer's own record of them is dropped.
     for i in 0..200u128 {
@@ -410,4 +413,18 @@ async fn an_id_check_made_before_flushes_still_finds_the_ids() {
         .unwrap_err();
     let (id, stream, _) = dup(err);
     assert_eq!((id, stream.as_str()), (EventId::from_u128(1), "s"));
+    // A check of other ids is not trusted for these: the lookup is done
+    // again, and the stored id still refused.
+    let err = store
+        .submit_checked(
+            &name("u"),
+            ExpectedVersion::Any,
+            vec![event(1, "again")],
+            other,
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap_err();
+    assert_eq!(dup(err).0, EventId::from_u128(1));
 }

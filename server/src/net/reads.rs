@@ -63,8 +63,9 @@ impl ReadPool {
         self.blocking(read).await
     }
 
-    /// Runs `read` on a blocking thread once a slot is free.
-    async fn blocking<T, F>(&self, read: F) -> T
+    /// Runs `read` on a blocking thread once a slot is free (for a caller
+    /// that already found the page cache short).
+    pub(crate) async fn blocking<T, F>(&self, read: F) -> T
     where
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,

@@ -737,11 +737,12 @@ impl IdTable {
         if !self.in_range(id) {
             return Ok(false);
         }
+        let summary = self.summary()?;
         if !self.looked_up.load(std::sync::atomic::Ordering::Relaxed) {
             self.looked_up
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        Ok(self.summary()?.bloom.may_contain(hash))
+        Ok(summary.bloom.may_contain(hash))
     }
 
     /// Reads and checks block `i`.

@@ -612,11 +612,11 @@ impl Table {
             return Ok(());
         }
         let key: Key = (hash, from.0, from.1);
+        let fences = self.fences()?;
         if !self.looked_up.load(std::sync::atomic::Ordering::Relaxed) {
             self.looked_up
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        let fences = self.fences()?;
         let mut taken = 0;
         match direction {
             Direction::Forward => {

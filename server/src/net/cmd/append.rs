@@ -47,14 +47,17 @@ impl Connection {
         // from the page cache here, else in the reader pool, never waiting
         // on this network thread. This connection waits meanwhile (in
         // order), the others do not.
+        // (Its wait for the pool holds this connection's other branches:
+        // replies to its earlier appends wait behind it.)
         let store = &self.shared.store;
-        let checked = match logbook_storage::fs::without_waiting(|| store.check_ids(&a.events)) {
+        let ids: Vec<_> = a.events.iter().map(|e| e.id).collect();
+        let checked = match logbook_storage::fs::without_waiting(|| store.check_ids(&ids)) {
             Some(checked) => checked,
             None => {
-                let (store, events) = (store.clone(), a.events.clone());
+                let store = store.clone();
                 self.shared
                     .reads
-                    .run(move || store.check_ids(&events))
+                    .blocking(move || store.check_ids(&ids))
                     .await
             }
         };
