@@ -159,6 +159,21 @@ fn out_of_descriptors(e: &io::Error) -> bool {
 }
 
 impl Core {
+    /// Counts `id` among the open evictable files (under the registry
+    /// lock; `open_now` mirrors `open.len()` for reads without it).
+    fn mark_open(&self, reg: &mut Registry, id: u64) {
+        if reg.open.insert(id) {
+            self.open_now.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// No longer counts `id` among them.
+    fn mark_closed(&self, reg: &mut Registry, id: u64) {
+        if reg.open.remove(&id) {
+            self.open_now.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     /// Opens `path`, closing evictable files first if the budget is spent,
     /// and half of them if the process is out of descriptors anyway.
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn VFile>> {
@@ -195,8 +210,7 @@ impl Core {
                     .min_by_key(|(_, e)| e.used.load(Ordering::Relaxed))
                     .map(|(id, e)| (id, e.lazy.upgrade()));
                 let Some((id, victim)) = oldest else { break };
-                reg.open.remove(&id);
-                self.open_now.fetch_sub(1, Ordering::Relaxed);
+                self.mark_closed(&mut reg, id);
                 // None: being dropped, which closes it anyway.
                 if let Some(victim) = victim {
                     let mut slot = victim.slot.lock();
@@ -246,8 +260,8 @@ impl Lazy {
             Some(theirs) => Arc::clone(theirs),
             None => {
                 slot.file = Some(Arc::clone(&file));
-                if !slot.pinned() && reg.open.insert(self.id) {
-                    self.core.open_now.fetch_add(1, Ordering::Relaxed);
+                if !slot.pinned() {
+                    self.core.mark_open(&mut reg, self.id);
                 }
                 self.core.reopens.fetch_add(1, Ordering::Relaxed);
                 file
@@ -268,9 +282,7 @@ impl Lazy {
                 let mut reg = self.core.registry.lock();
                 let mut slot = self.slot.lock();
                 if slot.file.is_some() {
-                    if reg.open.remove(&self.id) {
-                        self.core.open_now.fetch_sub(1, Ordering::Relaxed);
-                    }
+                    self.core.mark_closed(&mut reg, self.id);
                     slot.kept = true;
                     return Ok(());
                 }
@@ -301,9 +313,7 @@ impl Drop for Lazy {
     fn drop(&mut self) {
         let mut reg = self.core.registry.lock();
         reg.live.remove(&self.id);
-        if reg.open.remove(&self.id) {
-            self.core.open_now.fetch_sub(1, Ordering::Relaxed);
-        }
+        self.core.mark_closed(&mut reg, self.id);
     }
 }
 
@@ -354,8 +364,8 @@ impl VFile for Lazy {
             return;
         }
         slot.writing = false;
-        if !slot.pinned() && slot.file.is_some() && reg.open.insert(self.id) {
-            self.core.open_now.fetch_add(1, Ordering::Relaxed);
+        if !slot.pinned() && slot.file.is_some() {
+            self.core.mark_open(&mut reg, self.id);
         }
     }
 }
@@ -398,8 +408,7 @@ impl Vfs for FileCache {
             },
         );
         if !writing {
-            reg.open.insert(id);
-            self.core.open_now.fetch_add(1, Ordering::Relaxed);
+            self.core.mark_open(&mut reg, id);
         }
         Ok(lazy)
     }
