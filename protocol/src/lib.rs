@@ -21,6 +21,8 @@
 //! - [`layout`]: the data directory's file and directory names, shared by
 //!   the engine, its backup image and the client's backup (the backup
 //!   protocol carries these names).
+//! - [`lifecycle`]: stream metadata, truncation and deletion: the
+//!   `$$stream` convention and which events are live.
 //! - [`le`]: panic-free little-endian field reads, shared by the frame
 //!   codec and the engine's on-disk formats.
 //!
@@ -44,6 +46,7 @@ pub mod frame;
 pub mod fuzzing;
 pub mod layout;
 pub mod le;
+pub mod lifecycle;
 pub mod msg;
 pub mod types;
 

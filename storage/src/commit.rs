@@ -67,6 +67,17 @@ pub(crate) struct IndexAdd {
     pub offset: u64,
 }
 
+/// A lifecycle state a group wrote, to publish with it.
+#[derive(Debug)]
+pub(crate) struct Published {
+    /// The hash of the stream it is the state of.
+    pub hash: u64,
+    pub state: logbook_protocol::lifecycle::StreamLifecycle,
+    /// Where its `$$` event is, and its version there.
+    pub position: u64,
+    pub version: u64,
+}
+
 /// A segment a group wrote to, with what to publish for it.
 #[derive(Debug)]
 pub(crate) struct SegmentUpdate {
@@ -97,6 +108,8 @@ pub(crate) struct Ticket {
     /// event ids (the writer's generation for its range): the writer
     /// decided the memtable is full or a segment was sealed.
     pub freeze: Option<Arc<crate::index::ids::IdMap>>,
+    /// Lifecycle states the group wrote, in order.
+    pub lifecycle: Vec<Published>,
 }
 
 #[derive(Debug, Default)]
@@ -342,6 +355,24 @@ impl Pipeline {
                         a.first_position,
                         a.count,
                         a.offset,
+                    );
+                }
+            }
+        }
+        // Lifecycle states before the head passes their events: a reader
+        // that can see a delete's event sees the delete take effect.
+        for p in &t.lifecycle {
+            shared
+                .lifecycle
+                .apply(p.hash, p.state.clone(), p.position, p.version, None);
+        }
+        if !shared.lifecycle.is_empty() {
+            for a in &t.adds {
+                if let Some(req) = t.group.get(a.req) {
+                    shared.lifecycle.note_last(
+                        a.hash,
+                        req.stream.as_str(),
+                        a.first_version + a.count - 1,
                     );
                 }
             }

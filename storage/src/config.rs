@@ -115,6 +115,10 @@ pub struct TestKnobs {
     /// (default 4M): small, so that tests drop and reload them all the
     /// time.
     pub pidx_budget_entries: Option<usize>,
+    /// The engine's clock, in microseconds since the Unix epoch (commit
+    /// timestamps and `max_age`); `None`: the system clock. Tests move it
+    /// to age events without waiting.
+    pub clock: Option<Arc<std::sync::atomic::AtomicI64>>,
 }
 
 /// A gate background work waits at while it is closed (tests only).

@@ -222,6 +222,24 @@ pub enum AppendError {
         /// The configured maximum.
         max: u64,
     },
+    /// The stream was hard-deleted: it takes no more events, metadata or
+    /// deletes, for ever.
+    #[error("stream {stream} is deleted")]
+    StreamDeleted {
+        /// The stream.
+        stream: String,
+    },
+    /// The stream name is reserved: `$$S` is the metadata stream of `S`,
+    /// written only by lifecycle operations (set metadata, truncate,
+    /// delete).
+    #[error("stream {stream} is reserved for stream metadata: use the lifecycle operations")]
+    ReservedStream {
+        /// The stream.
+        stream: String,
+    },
+    /// Lifecycle settings out of range.
+    #[error("invalid stream metadata: {0}")]
+    InvalidMetadata(String),
     /// The storage layer failed. If the failure hit this batch's own write or
     /// fdatasync, the batch may or may not be on disk; after a restart,
     /// retrying the same batch (same event ids) is answered idempotently as
@@ -234,6 +252,12 @@ pub enum AppendError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReadError {
+    /// The stream was hard-deleted.
+    #[error("stream {stream} is deleted")]
+    StreamDeleted {
+        /// The stream.
+        stream: String,
+    },
     /// The storage layer failed (I/O error or corruption).
     #[error(transparent)]
     Storage(#[from] StorageError),

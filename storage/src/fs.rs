@@ -26,6 +26,8 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use crate::error::StorageError;
+
 thread_local! {
     /// Set inside [`without_waiting`]: reads of real files on this thread
     /// take only what the page cache holds.
@@ -67,6 +69,40 @@ pub fn without_waiting<T>(f: impl FnOnce() -> T) -> Option<T> {
 
 /// Inside [`without_waiting`]: marks the thread as having met something
 /// that would wait for the disk and returns true. Outside: false.
+/// Atomically replaces `dir/name` with `bytes`: written to `dir/tmp`,
+/// fsynced, renamed over it, and the directory synced. After a crash the
+/// file is the old one or the new one, never a mix (a stale `tmp` is
+/// removed first).
+pub(crate) fn replace_file(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    name: &str,
+    tmp: &str,
+    bytes: &[u8],
+) -> Result<(), StorageError> {
+    let tmp = dir.join(tmp);
+    let path = dir.join(name);
+    if vfs.exists(&tmp) {
+        vfs.remove_file(&tmp)
+            .map_err(|e| StorageError::io("remove", &tmp, e))?;
+    }
+    let f = vfs
+        .open(&tmp, OpenMode::CreateNew)
+        .map_err(|e| StorageError::io("create", &tmp, e))?;
+    f.write_all_at(bytes, 0)
+        .map_err(|e| StorageError::io("write", &tmp, e))?;
+    // The rename below must never expose a file whose bytes are not on
+    // disk yet.
+    f.sync_data()
+        .map_err(|e| StorageError::io("fdatasync", &tmp, e))?;
+    drop(f);
+    vfs.rename(&tmp, &path)
+        .map_err(|e| StorageError::io("rename", &path, e))?;
+    // Until the directory is synced the rename itself may be lost.
+    vfs.sync_dir(dir)
+        .map_err(|e| StorageError::io("sync dir", dir, e))
+}
+
 pub(crate) fn would_wait() -> bool {
     let no_wait = NO_WAIT.with(|c| c.get());
     if no_wait {

@@ -52,6 +52,8 @@
 //!   `dedup`: event-id uniqueness and resends.
 //! - `commit`: the commit pipeline: fdatasync on sync lanes, then publish
 //!   and reply in group order.
+//! - `lifecycle`: the published metadata, truncations and deletes every
+//!   read path filters by, and their snapshot file.
 //! - `open`: recovery.
 //! - `file_cache`: the budget of open file descriptors, a `Vfs` over the
 //!   configured one that closes idle read-only files and reopens them.
@@ -99,6 +101,7 @@ pub mod histogram;
 mod index;
 #[doc(hidden)]
 pub mod internals;
+mod lifecycle;
 mod open;
 mod read;
 mod record;
@@ -113,5 +116,7 @@ pub use config::{Durability, RecoveryMode, StoreConfig, TestKnobs};
 pub use error::{AppendError, Limit, ReadError, StorageError};
 pub use open::{RecoveryReport, Truncation};
 pub use read::ReadLimit;
-pub use store::{AllSlice, IdsChecked, PendingAppend, Store, StoreStats, StreamSlice};
+pub use store::{
+    AllSlice, IdsChecked, LifecycleWritten, PendingAppend, Store, StoreStats, StreamSlice,
+};
 pub use verify::{VerifyReport, verify};

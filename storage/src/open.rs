@@ -79,6 +79,9 @@ pub struct RecoveryReport {
     pub removed_files: Vec<PathBuf>,
     /// Events replayed from the log into the memtable.
     pub replayed_events: u64,
+    /// Lifecycle events (`$$` streams) read from the log to rebuild the
+    /// lifecycle states past their snapshot.
+    pub lifecycle_events_replayed: u64,
     /// Wall time of the whole open.
     pub duration: Duration,
 }
@@ -476,6 +479,7 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
         index_progress: parking_lot::Condvar::new(),
         index_progress_lock: Mutex::new(()),
         index_shape: std::sync::atomic::AtomicU64::new(0),
+        lifecycle: crate::lifecycle::Lifecycles::default(),
     });
     shared.note_index_shape(&shared.index.read());
 
@@ -559,11 +563,17 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
         report.replayed_events = replayed;
         shared.index.write().active = mem;
     }
+    report.lifecycle_events_replayed = rebuild_lifecycle(&shared)?;
     let last_timestamp = if last_timestamp == 0 && head > 0 {
         // The last segment is new: take the time from the last record.
         shared
-            .read_all(head - 1, logbook_protocol::Direction::Forward, 1.into())?
-            .0
+            .read_all(
+                head - 1,
+                logbook_protocol::Direction::Forward,
+                1.into(),
+                false,
+            )?
+            .events
             .first()
             .map(|e| e.timestamp_us)
             .unwrap_or(0)
@@ -581,6 +591,74 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
         lock,
         report,
     })
+}
+
+/// Rebuilds the published lifecycle states: the snapshot, then the `$$`
+/// events from its `through` to the head (the whole log if there is no
+/// snapshot, unless the log is empty: a new store writes an empty one).
+/// Returns the number of lifecycle events replayed.
+fn rebuild_lifecycle(shared: &Arc<Shared>) -> Result<u64, StorageError> {
+    use crate::lifecycle::Lifecycles;
+    use logbook_protocol::lifecycle::{StreamLifecycle, meta_target};
+    let vfs = &*shared.config.vfs;
+    let head = shared.head();
+    let through = match Lifecycles::load_snapshot(vfs, &shared.index_dir) {
+        Some((through, states)) => {
+            shared.lifecycle.load(&shared.hasher, states);
+            through.min(head)
+        }
+        None if head == 0 => {
+            shared
+                .lifecycle
+                .store_snapshot(vfs, &shared.index_dir, head)?;
+            head
+        }
+        None => 0,
+    };
+    let mut replayed = 0u64;
+    if through < head {
+        let segs = Arc::clone(&shared.segments.read());
+        shared.scan_forward(&segs, through, head, |loc, skip| {
+            let Some(target) = meta_target(&loc.record.stream) else {
+                return Ok(Visit::Continue);
+            };
+            let hash = shared.hasher.hash(target);
+            for e in loc.events().skip(skip) {
+                let e = e?;
+                let state = StreamLifecycle::from_json(&e.data).map_err(|why| {
+                    StorageError::corrupt(
+                        loc.path,
+                        loc.offset,
+                        format!("lifecycle event of {target} is not a state: {why}"),
+                    )
+                })?;
+                if state.stream != target {
+                    return Err(StorageError::corrupt(
+                        loc.path,
+                        loc.offset,
+                        format!("lifecycle event of {target} names stream {}", state.stream),
+                    ));
+                }
+                shared
+                    .lifecycle
+                    .apply(hash, state, e.position.0, e.version.0, None);
+                replayed += 1;
+            }
+            Ok(Visit::Continue)
+        })?;
+    }
+    // Streams kept to a count need their last version (the states hold
+    // the one at the time of their event).
+    for e in shared.lifecycle.all() {
+        if e.state.metadata.max_count.is_some()
+            && let Some(last) = shared.stream_last_version(&e.state.stream)?
+        {
+            shared
+                .lifecycle
+                .note_last(shared.hasher.hash(&e.state.stream), &e.state.stream, last);
+        }
+    }
+    Ok(replayed)
 }
 
 /// A random seed for a new store's stream hash.
@@ -678,7 +756,7 @@ fn load_index(
                 next_id = next_id.max(id + 1);
                 manifest.tables.contains(&id)
             }
-            None => name == manifest::FILE_NAME,
+            None => name == manifest::FILE_NAME || name == crate::lifecycle::SNAPSHOT,
         };
         if !keep {
             let p = dir.join(&name);

@@ -14,6 +14,7 @@ use logbook_protocol::{Direction, RecordedEvent};
 use crate::error::StorageError;
 use crate::index::memtable::{Entry, Memtable};
 use crate::index::table::Table;
+use crate::lifecycle::Window;
 use crate::record::Record;
 use crate::segment::{HEADER_LEN, RecordWalk, Segment};
 use crate::shared::Shared;
@@ -84,6 +85,24 @@ pub(crate) enum Visit {
     Stop,
 }
 
+/// Most events a read of the global log passes over (removed ones) after
+/// the last one it returns: a read over a long removed range returns
+/// early, with nothing, saying how far it scanned.
+pub(crate) const SCAN_LIMIT: usize = 64 * 1024;
+
+/// What [`Shared::read_all`] found.
+#[derive(Debug)]
+pub struct AllRead {
+    /// The events, in the requested direction.
+    pub events: Vec<RecordedEvent>,
+    /// Whether the byte budget cut the read short.
+    pub cut: bool,
+    /// How far it scanned: forward, every event in `[from, through)` was
+    /// looked at (and those live returned); backward, every one in
+    /// `[through, from]`.
+    pub through: u64,
+}
+
 /// Most index entries fetched from one source per call.
 const MAX_BATCH: usize = 4096;
 
@@ -119,13 +138,16 @@ impl Shared {
     }
 
     /// Reads the global log from `from` (inclusive) in `direction`, within
-    /// `limit`. The flag says whether the byte budget cut the read short.
+    /// `limit`: every event, or with `live`, only the live ones (see
+    /// `lifecycle`), scanning at most [`SCAN_LIMIT`] events past the last
+    /// one returned.
     pub fn read_all(
         &self,
         from: u64,
         direction: Direction,
         limit: ReadLimit,
-    ) -> Result<(Vec<RecordedEvent>, bool), StorageError> {
+        live: bool,
+    ) -> Result<AllRead, StorageError> {
         let max = limit.events;
         let mut budget = Budget::new(limit.bytes);
         // Head first, then the segment list: every segment holding a position
@@ -133,48 +155,120 @@ impl Shared {
         let head = self.head();
         let segs = Arc::clone(&self.segments.read());
         let mut out = Vec::new();
+        let mut read = AllRead {
+            events: Vec::new(),
+            cut: false,
+            through: match direction {
+                Direction::Forward => from.min(head),
+                Direction::Backward => from.saturating_add(1).min(head),
+            },
+        };
         if max == 0 || head == 0 {
-            return Ok((out, false));
+            return Ok(read);
         }
+        let now = self.now_us();
+        // Which of a record's events are live: all of them, unless its
+        // stream has a lifecycle state (streams without one cost an atomic
+        // load; with some, one hash and map lookup per record).
+        let window = |rec: &Record| -> Window {
+            if !live || self.lifecycle.is_empty() {
+                return Window::All;
+            }
+            let entry = self.lifecycle_of(&rec.stream);
+            Window::of(
+                entry.as_deref(),
+                rec.first_version,
+                u64::from(rec.count),
+                rec.timestamp_us,
+                now,
+            )
+        };
+        // Events passed over (not live) since the last one taken.
+        let mut skipped = 0usize;
         match direction {
             Direction::Forward => {
                 if from >= head {
-                    return Ok((out, false));
+                    return Ok(read);
                 }
                 out.reserve(max.min((head - from) as usize).min(64 * 1024));
+                let mut through = from;
                 self.scan_forward(&segs, from, head, |rec, skip| {
+                    let w = window(rec.record);
+                    if w == Window::None {
+                        skipped += usize::from(rec.record.count) - skip;
+                        through = rec.record.end_position().min(head);
+                        return Ok(if skipped >= SCAN_LIMIT {
+                            Visit::Stop
+                        } else {
+                            Visit::Continue
+                        });
+                    }
                     for e in rec.events().skip(skip) {
                         let e = e?;
+                        if e.position.0 >= head {
+                            return Ok(Visit::Stop);
+                        }
+                        through = e.position.0 + 1;
+                        if !w.admits(e.version.0) {
+                            skipped += 1;
+                            continue;
+                        }
+                        skipped = 0;
                         let full = budget.take(&e);
                         out.push(e);
                         if out.len() == max || full {
                             return Ok(Visit::Stop);
                         }
                     }
-                    Ok(Visit::Continue)
+                    Ok(if skipped >= SCAN_LIMIT {
+                        Visit::Stop
+                    } else {
+                        Visit::Continue
+                    })
                 })?;
-                // Never past the head: a record straddles it only if the
-                // head is not at a record boundary, which the writer forbids,
-                // but the bound is cheap.
-                out.retain(|e| e.position.0 < head);
+                read.through = through;
             }
             Direction::Backward => {
                 let start = from.min(head - 1);
+                let mut through = start + 1;
                 self.scan_backward(&segs, start, |rec, take| {
+                    let w = window(rec.record);
+                    if w == Window::None {
+                        skipped += take;
+                        through = rec.record.first_position;
+                        return Ok(if skipped >= SCAN_LIMIT {
+                            Visit::Stop
+                        } else {
+                            Visit::Continue
+                        });
+                    }
                     let events: Vec<RecordedEvent> =
                         rec.events().take(take).collect::<Result<_, _>>()?;
                     for e in events.into_iter().rev() {
+                        through = e.position.0;
+                        if !w.admits(e.version.0) {
+                            skipped += 1;
+                            continue;
+                        }
+                        skipped = 0;
                         let full = budget.take(&e);
                         out.push(e);
                         if out.len() == max || full {
                             return Ok(Visit::Stop);
                         }
                     }
-                    Ok(Visit::Continue)
+                    Ok(if skipped >= SCAN_LIMIT {
+                        Visit::Stop
+                    } else {
+                        Visit::Continue
+                    })
                 })?;
+                read.through = through;
             }
         }
-        Ok((out, budget.exhausted))
+        read.events = out;
+        read.cut = budget.exhausted;
+        Ok(read)
     }
 
     /// Calls `visit(record, skip)` for each record from the one holding

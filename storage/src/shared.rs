@@ -93,12 +93,35 @@ pub struct Shared {
     pub index_progress: parking_lot::Condvar,
     /// The mutex `index_progress` waits with.
     pub index_progress_lock: Mutex<()>,
+    /// The published lifecycle states (metadata, truncations, deletes).
+    pub lifecycle: crate::lifecycle::Lifecycles,
 }
 
 impl Shared {
     /// Number of durable events.
     pub fn head(&self) -> u64 {
         self.head.load(Ordering::Acquire)
+    }
+
+    /// The engine's clock: microseconds since the Unix epoch (the test
+    /// knob's, if set).
+    pub fn now_us(&self) -> i64 {
+        match &self.config.testing.clock {
+            Some(c) => c.load(Ordering::Acquire),
+            None => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_micros() as i64)
+                .unwrap_or(0),
+        }
+    }
+
+    /// The published lifecycle state of `name`, if it has one.
+    #[inline]
+    pub(crate) fn lifecycle_of(&self, name: &str) -> Option<Arc<crate::lifecycle::Entry>> {
+        if self.lifecycle.is_empty() {
+            return None;
+        }
+        self.lifecycle.get(self.hasher.hash(name), name)
     }
 
     /// Number of sync lanes the commit pipeline runs.

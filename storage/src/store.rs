@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 
+use logbook_protocol::lifecycle::{self as lc, Deletion, StreamMetadata};
 use logbook_protocol::{
     AppendResult, Direction, EventId, ExpectedVersion, LogPosition, NewEvent, RecordedEvent,
     StreamName, StreamVersion, validate_event_type,
@@ -20,6 +21,7 @@ use crate::error::{AppendError, Limit, ReadError, StorageError};
 use crate::fs::LockGuard;
 use crate::index::flusher;
 use crate::index::ids::IdMap;
+use crate::lifecycle::OpKind;
 use crate::open::{self, RecoveryReport};
 use crate::read::ReadLimit;
 use crate::record;
@@ -55,6 +57,26 @@ pub struct AllSlice {
     /// Number of durable events when the read started (the next position to
     /// be assigned).
     pub head: LogPosition,
+    /// How far the read scanned: going forward, `events` are every live
+    /// event in `[from, through)`; going backward, in `[through, from]`.
+    /// Removed events (deleted, truncated, expired) leave holes in the
+    /// positions; consecutive reads from `next` tile the log with no gap,
+    /// so a reader can still prove it missed nothing. A read over a long
+    /// removed range may return no events and a `through` past `from`.
+    pub through: LogPosition,
+}
+
+/// What a lifecycle operation wrote (or, from
+/// [`Store::stream_lifecycle`], the latest one).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LifecycleWritten {
+    /// The position of its event in `$$stream`.
+    pub position: LogPosition,
+    /// Its version in `$$stream` (the metadata's version, for an expected
+    /// version on the next change).
+    pub meta_version: StreamVersion,
+    /// The stream's lifecycle state after it.
+    pub state: lc::StreamLifecycle,
 }
 
 /// A snapshot of the engine's counters.
@@ -105,6 +127,9 @@ pub struct StoreStats {
     pub open_files: u64,
     /// Files reopened since start after being closed to stay within it.
     pub file_reopens: u64,
+    /// Streams with a lifecycle state (metadata, a truncation or a
+    /// delete), which reads filter by.
+    pub lifecycle_streams: u64,
 }
 
 /// A validated append, its reply channel, and the writer's queue.
@@ -327,7 +352,13 @@ impl Store {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         checked: Option<IdsChecked>,
+        op: Option<crate::lifecycle::Op>,
     ) -> Result<Prepared, AppendError> {
+        if op.is_none() && logbook_protocol::lifecycle::meta_target(stream.as_str()).is_some() {
+            return Err(AppendError::ReservedStream {
+                stream: stream.as_str().to_owned(),
+            });
+        }
         let encoded_len = self.validate(stream, &events)?;
         // The tables' part of the id check, here on the caller's thread
         // rather than on the writer's (unless the caller did it already,
@@ -353,6 +384,7 @@ impl Store {
             id_check,
             reply,
             submitted: std::time::Instant::now(),
+            op,
         };
         Ok((req, rx, tx))
     }
@@ -392,7 +424,8 @@ impl Store {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<PendingAppend, AppendError> {
-        self.submit_inner(stream, expected, events, None).await
+        self.submit_inner(stream, expected, events, None, None)
+            .await
     }
 
     /// Looks `events`' ids up in the index tables: the part of an append
@@ -422,7 +455,7 @@ impl Store {
         events: Vec<NewEvent>,
         checked: IdsChecked,
     ) -> Result<PendingAppend, AppendError> {
-        self.submit_inner(stream, expected, events, Some(checked))
+        self.submit_inner(stream, expected, events, Some(checked), None)
             .await
     }
 
@@ -432,8 +465,9 @@ impl Store {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         checked: Option<IdsChecked>,
+        op: Option<crate::lifecycle::Op>,
     ) -> Result<PendingAppend, AppendError> {
-        let (mut req, rx, tx) = self.request(stream, expected, events, checked)?;
+        let (mut req, rx, tx) = self.request(stream, expected, events, checked, op)?;
         let charge = self.queue_charge(&req);
         req._queued = Some(
             Arc::clone(&self.inner.queue_kib)
@@ -447,6 +481,132 @@ impl Store {
         Ok(PendingAppend { rx })
     }
 
+    /// Sets `stream`'s metadata (retention and custom keys) if its
+    /// metadata stream `$$stream` is at `expected` (`Any` to skip the
+    /// check). Replaces the previous metadata whole, except that
+    /// `truncate_before` only rises. Returns once durable; takes effect on
+    /// every read path at once.
+    pub async fn set_metadata(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        metadata: StreamMetadata,
+    ) -> Result<LifecycleWritten, AppendError> {
+        metadata.validate().map_err(AppendError::InvalidMetadata)?;
+        let json = metadata.to_json().len() as u64;
+        let max = self.config().max_event_bytes / 2;
+        if json > max {
+            return Err(AppendError::TooLarge {
+                limit: Limit::EventBytes,
+                actual: json,
+                max,
+            });
+        }
+        self.lifecycle(stream, expected, OpKind::SetMetadata(metadata))
+            .await
+    }
+
+    /// Removes `stream`'s events below version `before` from every read
+    /// (the rest keep their versions and positions). Only rises: a lower
+    /// `before` than the current one changes nothing.
+    pub async fn truncate(
+        &self,
+        stream: &StreamName,
+        before: StreamVersion,
+    ) -> Result<LifecycleWritten, AppendError> {
+        self.lifecycle(stream, ExpectedVersion::Any, OpKind::Truncate(before.0))
+            .await
+    }
+
+    /// Deletes `stream` if it is at `expected`. Soft: reads say it is not
+    /// found, and a later append (expecting `NoStream` or `Any`) continues
+    /// its versions where they stopped. Hard: reads and appends fail with
+    /// `StreamDeleted` for ever. Every read path stops serving its events
+    /// the moment this returns.
+    pub async fn delete_stream(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        mode: Deletion,
+    ) -> Result<LifecycleWritten, AppendError> {
+        self.lifecycle(
+            stream,
+            ExpectedVersion::Any,
+            OpKind::Delete { mode, expected },
+        )
+        .await
+    }
+
+    async fn lifecycle(
+        &self,
+        stream: &StreamName,
+        meta_expected: ExpectedVersion,
+        kind: OpKind,
+    ) -> Result<LifecycleWritten, AppendError> {
+        let reserved = || AppendError::ReservedStream {
+            stream: stream.as_str().to_owned(),
+        };
+        if lc::meta_target(stream.as_str()).is_some() {
+            return Err(reserved());
+        }
+        let meta = StreamName::new(lc::meta_stream(stream.as_str())).map_err(|_| {
+            AppendError::InvalidMetadata(format!(
+                "stream name too long to have metadata (at most {} bytes)",
+                logbook_protocol::types::MAX_STREAM_NAME_BYTES - lc::META_STREAM_PREFIX.len()
+            ))
+        })?;
+        let op = crate::lifecycle::Op {
+            target: stream.clone(),
+            target_hash: self.inner.shared.hasher.hash(stream.as_str()),
+            kind,
+        };
+        // The writer replaces this event with the state it resolves.
+        let placeholder = NewEvent::new(EventId::new_v7(), lc::EVENT_METADATA, Vec::new());
+        let result = self
+            .submit_inner(&meta, meta_expected, vec![placeholder], None, Some(op))
+            .await?
+            .await?;
+        let written = self
+            .inner
+            .shared
+            .read_stream(
+                meta.as_str(),
+                result.first_version.0,
+                Direction::Forward,
+                1.into(),
+            )
+            .map_err(AppendError::Storage)?
+            .0;
+        let state = written
+            .first()
+            .filter(|e| e.position == result.first_position)
+            .and_then(|e| lc::StreamLifecycle::from_json(&e.data).ok())
+            .ok_or_else(|| {
+                AppendError::Storage(StorageError::Internal(format!(
+                    "the lifecycle event of {stream} at {} cannot be read back",
+                    result.first_position
+                )))
+            })?;
+        Ok(LifecycleWritten {
+            position: result.first_position,
+            meta_version: result.first_version,
+            state,
+        })
+    }
+
+    /// `stream`'s lifecycle state (metadata, truncation, deletion), if it
+    /// has one, as published (every acknowledged operation is in it).
+    pub fn stream_lifecycle(&self, stream: &str) -> Option<LifecycleWritten> {
+        self.inner
+            .shared
+            .lifecycle_of(stream)
+            .map(|e| LifecycleWritten {
+                position: LogPosition(e.meta_position),
+                meta_version: StreamVersion(e.meta_version),
+                state: e.state.clone(),
+            })
+    }
+
     /// [`Store::append`] for threads outside an async runtime (tools,
     /// benches). Panics if called from within a runtime.
     pub fn append_blocking(
@@ -455,7 +615,7 @@ impl Store {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, AppendError> {
-        let (mut req, rx, tx) = self.request(stream, expected, events, None)?;
+        let (mut req, rx, tx) = self.request(stream, expected, events, None, None)?;
         let charge = self.queue_charge(&req);
         req._queued = Some(
             futures::executor::block_on(
@@ -482,21 +642,44 @@ impl Store {
         let shared = &self.inner.shared;
         let limit = limit.into();
         let max = limit.events;
+        // Its lifecycle: a hard-deleted stream is gone; otherwise events
+        // below its first live version, or too old, are not served.
+        let entry = shared.lifecycle_of(stream);
+        if entry.as_ref().is_some_and(|e| e.state.is_hard_deleted()) {
+            return Err(ReadError::StreamDeleted {
+                stream: stream.to_owned(),
+            });
+        }
+        let first_live = entry.as_ref().map_or(0, |e| e.first_live());
+        let min_ts = entry
+            .as_ref()
+            .and_then(|e| e.state.min_timestamp(shared.now_us()));
         let start = from.map(|v| v.0).unwrap_or(match direction {
             Direction::Forward => 0,
             Direction::Backward => u64::MAX,
         });
+        let start = match direction {
+            Direction::Forward => start.max(first_live),
+            Direction::Backward => start,
+        };
         // One more than asked, to know whether there is a next page.
-        let (mut events, cut) = shared.read_stream(
-            stream,
-            start,
-            direction,
-            ReadLimit {
-                events: max.saturating_add(1),
-                bytes: limit.bytes,
-            },
-        )?;
-        let next = if events.len() > max {
+        let (mut events, cut) = if direction == Direction::Backward && start < first_live {
+            (Vec::new(), false)
+        } else {
+            shared.read_stream(
+                stream,
+                start,
+                direction,
+                ReadLimit {
+                    events: max.saturating_add(1),
+                    bytes: limit.bytes,
+                },
+            )?
+        };
+        let removed = |e: &RecordedEvent| {
+            e.version.0 < first_live || min_ts.is_some_and(|m| e.timestamp_us < m)
+        };
+        let mut next = if events.len() > max {
             events.truncate(max + 1);
             events.pop().map(|e| e.version)
         } else if cut {
@@ -511,15 +694,41 @@ impl Store {
         } else {
             None
         };
-        let last_version = match (direction, from, next, events.first(), events.last()) {
-            (Direction::Forward, _, None, _, Some(last)) => Some(last.version),
-            (Direction::Backward, None, _, Some(first), _) => Some(first.version),
-            _ => shared.stream_last_version(stream)?.map(StreamVersion),
+        if entry.is_some() {
+            if direction == Direction::Backward {
+                // Below the first live version there is nothing more.
+                let kept = events.partition_point(|e| e.version.0 >= first_live);
+                if kept < events.len() || next.is_some_and(|v| v.0 < first_live) {
+                    next = None;
+                }
+                events.truncate(kept);
+            }
+            // Too old (max_age): an oldest prefix going forward, a
+            // suffix going backward.
+            events.retain(|e| !removed(e));
+        }
+        let raw_last = match (direction, from, next, events.first(), events.last()) {
+            (_, _, _, _, _) if entry.is_some() => shared.stream_last_version(stream)?,
+            (Direction::Forward, _, None, _, Some(last)) => Some(last.version.0),
+            (Direction::Backward, None, _, Some(first), _) => Some(first.version.0),
+            _ => shared.stream_last_version(stream)?,
         };
+        // A soft-deleted stream with no event since reads as not found.
+        let last_version = match &entry {
+            Some(e) => crate::lifecycle::effective_version(
+                Some(&e.state),
+                raw_last.max(e.state.last_version),
+            ),
+            None => raw_last,
+        };
+        if last_version.is_none() {
+            events.clear();
+            next = None;
+        }
         Ok(StreamSlice {
             events,
             next,
-            last_version,
+            last_version: last_version.map(StreamVersion),
         })
     }
 
@@ -538,20 +747,18 @@ impl Store {
             Direction::Forward => 0,
             Direction::Backward => u64::MAX,
         });
-        let (events, _) = shared.read_all(start, direction, limit.into())?;
-        let next = match (direction, events.last()) {
-            (Direction::Forward, Some(last)) if last.position.0 + 1 < head => {
-                Some(LogPosition(last.position.0 + 1))
-            }
-            (Direction::Backward, Some(last)) if last.position.0 > 0 => {
-                Some(LogPosition(last.position.0 - 1))
-            }
-            _ => None,
+        let read = shared.read_all(start, direction, limit.into(), true)?;
+        // The read loaded the head again: it may be newer.
+        let head = head.max(read.through);
+        let next = match direction {
+            Direction::Forward => Some(read.through).filter(|&t| t < head),
+            Direction::Backward => read.through.checked_sub(1),
         };
         Ok(AllSlice {
-            events,
-            next,
+            events: read.events,
+            next: next.map(LogPosition),
             head: LogPosition(head),
+            through: LogPosition(read.through),
         })
     }
 
@@ -624,6 +831,7 @@ impl Store {
                 .sum(),
             open_files: s.files.open_files() as u64,
             file_reopens: s.files.reopens(),
+            lifecycle_streams: s.lifecycle.len(),
         }
     }
 

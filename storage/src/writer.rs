@@ -22,7 +22,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use logbook_protocol::{
     AppendResult, EventId, ExpectedVersion, LogPosition, NewEvent, StreamName, StreamVersion,
@@ -81,6 +81,9 @@ pub struct AppendRequest {
     /// When it was submitted: append latency is measured from here to the
     /// reply.
     pub(crate) submitted: Instant,
+    /// A lifecycle operation on `$$target` (this request's stream), which
+    /// the writer turns into the event it writes.
+    pub(crate) op: Option<crate::lifecycle::Op>,
     /// Its charge on the writer queue's byte budget, given back when the
     /// request is dropped (after its group is published, or refused).
     pub(crate) _queued: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -114,6 +117,9 @@ pub(crate) struct Writer {
     last_timestamp: i64,
     /// Set when a write of this thread failed.
     failed: Option<Failure>,
+    /// The lifecycle states as written (published ones plus those of
+    /// groups in flight), for the checks of later appends.
+    lifecycle: crate::stream_map::StreamMap<logbook_protocol::lifecycle::StreamLifecycle>,
 }
 
 /// Where the writer starts, as recovery left the log.
@@ -153,7 +159,15 @@ impl Writer {
         let next_position = shared.head();
         let heads = Heads::new(shared.config.head_cache_streams);
         let pipeline = Pipeline::new(Arc::clone(&shared), flush_tx);
+        let mut lifecycle = crate::stream_map::StreamMap::default();
+        for e in shared.lifecycle.all() {
+            let hash = shared.hasher.hash(&e.state.stream);
+            let mut state = e.state.clone();
+            state.last_version = state.last_version.max(e.last());
+            lifecycle.insert(hash, &e.state.stream.clone(), state);
+        }
         Ok(Writer {
+            lifecycle,
             pidx_published: pidx.len(),
             pidx,
             shared,
@@ -260,10 +274,7 @@ impl Writer {
     }
 
     fn now_us(&mut self) -> i64 {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_micros() as i64)
-            .unwrap_or(0);
+        let now = self.shared.now_us();
         // Commit timestamps never go backwards, whatever the wall clock does.
         self.last_timestamp = self.last_timestamp.max(now);
         self.last_timestamp
@@ -510,6 +521,7 @@ impl Writer {
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(group.len());
         let mut adds: Vec<IndexAdd> = Vec::with_capacity(group.len());
         let mut updates: Vec<SegmentUpdate> = Vec::new();
+        let mut published: Vec<crate::commit::Published> = Vec::new();
         let start_position = self.next_position;
         let timestamp = self.now_us();
         self.buf.clear();
@@ -584,7 +596,22 @@ impl Writer {
                     continue;
                 }
             };
-            let actual = head.as_ref().map(|h| StreamVersion(h.last_version));
+            // The stream's last version (kept by its lifecycle state once
+            // its events are gone), and the one its expected version is
+            // checked against (none for a soft-deleted stream).
+            let state = self.lifecycle.get(req.hash, name);
+            if state.is_some_and(|s| s.is_hard_deleted()) {
+                self.unclaim_ids(&req.events, self.next_position);
+                outcomes.push(Outcome::Refused(AppendError::StreamDeleted {
+                    stream: name.to_owned(),
+                }));
+                continue;
+            }
+            let last = head
+                .as_ref()
+                .map(|h| h.last_version)
+                .max(state.and_then(|s| s.last_version));
+            let actual = crate::lifecycle::effective_version(state, last).map(StreamVersion);
             if !req.expected.admits(actual) {
                 self.unclaim_ids(&req.events, self.next_position);
                 outcomes.push(Outcome::Refused(AppendError::WrongExpectedVersion {
@@ -594,7 +621,31 @@ impl Writer {
                 }));
                 continue;
             }
-            let len = req.encoded_len as u64;
+            // A lifecycle operation: resolved against its stream's head
+            // now, into the event that records the state it leaves.
+            let op_event: [NewEvent; 1];
+            let mut new_state = None;
+            let events: &[NewEvent] = match &req.op {
+                None => &req.events,
+                Some(op) => match self.resolve_op(op) {
+                    Ok(state) => {
+                        let id = req.events.first().map(|e| e.id).unwrap_or_default();
+                        op_event = [NewEvent::new(id, state.1, state.0.to_json())];
+                        new_state = Some((op.target_hash, state.0));
+                        &op_event
+                    }
+                    Err(e) => {
+                        self.unclaim_ids(&req.events, self.next_position);
+                        outcomes.push(Outcome::Refused(e));
+                        continue;
+                    }
+                },
+            };
+            let len = if req.op.is_some() {
+                record::encoded_len(name, events) as u64
+            } else {
+                req.encoded_len as u64
+            };
             let full =
                 self.write_offset + self.buf.len() as u64 + len > self.shared.config.segment_bytes;
             if full && let Err(e) = self.roll(&mut updates) {
@@ -606,8 +657,8 @@ impl Writer {
                 )));
                 continue;
             }
-            let n = req.events.len() as u64;
-            let first_version = actual.map_or(0, |v| v.0 + 1);
+            let n = events.len() as u64;
+            let first_version = last.map_or(0, |v| v + 1);
             let first_position = self.next_position;
             let offset = self.write_offset + self.buf.len() as u64;
             if self
@@ -628,8 +679,18 @@ impl Writer {
                 first_position,
                 first_version,
                 timestamp,
-                &req.events,
+                events,
             );
+            if let Some((hash, state)) = new_state {
+                self.lifecycle
+                    .insert(hash, &state.stream.clone(), state.clone());
+                published.push(crate::commit::Published {
+                    hash,
+                    state,
+                    position: first_position,
+                    version: first_version,
+                });
+            }
             self.records_in_segment += 1;
             self.next_position += n;
             self.heads.write(
@@ -701,7 +762,23 @@ impl Writer {
             end_position: self.next_position,
             failure,
             freeze,
+            lifecycle: published,
         }
+    }
+
+    /// The state a lifecycle operation leaves, and its event type, from
+    /// its stream's state and head as written so far.
+    fn resolve_op(
+        &mut self,
+        op: &crate::lifecycle::Op,
+    ) -> Result<(logbook_protocol::lifecycle::StreamLifecycle, &'static str), AppendError> {
+        let target = op.target.as_str();
+        let head = self.head_of(op.target_hash, target)?;
+        let prev = self.lifecycle.get(op.target_hash, target);
+        let last = head
+            .map(|h| h.last_version)
+            .max(prev.and_then(|p| p.last_version));
+        op.resolve(prev, last)
     }
 
     /// Writes the buffer (flagging its last record as the group's end).

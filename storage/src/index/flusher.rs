@@ -168,10 +168,15 @@ pub(crate) fn flush_frozen(shared: &Shared, flushed: &dyn Fn()) -> Result<(), St
     // One flush at a time: serialises the background thread with the final
     // flush at shutdown.
     let _flushing = shared.flushing.lock();
+    let mut flushed_any = false;
     loop {
         let Some(mem) = shared.index.read().frozen.first().cloned() else {
+            if flushed_any {
+                store_lifecycle(shared)?;
+            }
             return Ok(());
         };
+        flushed_any = true;
         let id = take_table_id(shared);
         flush_one(shared, &mem, id).inspect_err(|_| remove_stale(shared, id))?;
         shared.indexed_through.store(mem.end, Ordering::Release);
@@ -179,6 +184,16 @@ pub(crate) fn flush_frozen(shared: &Shared, flushed: &dyn Fn()) -> Result<(), St
         shared.index_progressed();
         flushed();
     }
+}
+
+/// Writes the lifecycle snapshot, so that the next start reads the log
+/// for lifecycle events only from about here (see `lifecycle`).
+fn store_lifecycle(shared: &Shared) -> Result<(), StorageError> {
+    // The head first: every state published below it is in the map.
+    let through = shared.head();
+    shared
+        .lifecycle
+        .store_snapshot(&*shared.config.vfs, &shared.index_dir, through)
 }
 
 /// Writes `mem` as table `id`, then puts the table in the MANIFEST and the

@@ -160,26 +160,7 @@ impl Manifest {
 
     /// Atomically replaces `dir/MANIFEST` with this manifest.
     pub fn store(&self, vfs: &dyn Vfs, dir: &Path) -> Result<(), StorageError> {
-        let tmp = dir.join(TMP_NAME);
-        let path = dir.join(FILE_NAME);
-        if vfs.exists(&tmp) {
-            vfs.remove_file(&tmp)
-                .map_err(|e| StorageError::io("remove", &tmp, e))?;
-        }
-        let f = vfs
-            .open(&tmp, OpenMode::CreateNew)
-            .map_err(|e| StorageError::io("create", &tmp, e))?;
-        f.write_all_at(&self.encode(), 0)
-            .map_err(|e| StorageError::io("write", &tmp, e))?;
-        // The rename below must never expose a manifest whose bytes are not
-        // on disk yet.
-        f.sync_data()
-            .map_err(|e| StorageError::io("fdatasync", &tmp, e))?;
-        vfs.rename(&tmp, &path)
-            .map_err(|e| StorageError::io("rename", &path, e))?;
-        // Until the directory is synced the rename itself may be lost.
-        vfs.sync_dir(dir)
-            .map_err(|e| StorageError::io("sync dir", dir, e))
+        crate::fs::replace_file(vfs, dir, FILE_NAME, TMP_NAME, &self.encode())
     }
 }
 

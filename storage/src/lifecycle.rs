@@ -1,0 +1,548 @@
+//! Stream lifecycle in the engine: the published state of every stream
+//! that has metadata, a truncation or a deletion, which every read path
+//! consults, and its snapshot file.
+//!
+//! The truth is in the log: each lifecycle operation on `S` is an event of
+//! `$$S` whose data is the whole [`StreamLifecycle`] after it (see
+//! `logbook_protocol::lifecycle`). The writer resolves an operation
+//! against the stream's head at the moment it writes it (so a soft delete
+//! covers every event written before it, and none after), keeps its own
+//! view of the states it wrote, and the commit pipeline publishes each
+//! state here, in group order, before the durable head passes its event:
+//! a reader that can see the event sees its effect, and a delete takes
+//! effect on every read path the moment it is acknowledged.
+//!
+//! At start the map is rebuilt from `index/LIFECYCLE`, a snapshot the
+//! index flusher writes after each flush (the whole map and `through`, a
+//! position below which every lifecycle event is in it), then from the
+//! `$$` events at and after `through` in the log. A missing or damaged
+//! snapshot costs a scan of the whole log, never a wrong answer: it is
+//! derived data.
+//!
+//! ```text
+//! index/LIFECYCLE
+//! 0   [8]  magic   "LGBKLIFE"
+//! 8   u32  version 1
+//! 12  u32  reserved
+//! 16  u64  through
+//! 24  u64  count
+//! 32  count x { u64 meta_position | u64 meta_version | u32 len | len bytes of JSON }
+//! end u32  crc32c over every byte before it
+//! ```
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use logbook_protocol::le;
+use logbook_protocol::lifecycle::StreamLifecycle;
+use parking_lot::RwLock;
+
+use crate::error::StorageError;
+use crate::fs::{OpenMode, Vfs};
+use crate::stream_map::{StreamHasher, StreamMap};
+
+/// The snapshot's file name, in the index directory.
+pub const SNAPSHOT: &str = "LIFECYCLE";
+/// Its temporary name while it is replaced.
+pub const SNAPSHOT_TMP: &str = "LIFECYCLE.tmp";
+const MAGIC: [u8; 8] = *b"LGBKLIFE";
+const VERSION: u32 = 1;
+const HEADER_LEN: usize = 32;
+/// A sane bound on one state's JSON (a stream name, a few numbers and the
+/// application's custom keys, which an event's size limit bounds).
+const MAX_STATE_BYTES: usize = 64 << 20;
+/// `last` of an entry whose stream has no events.
+const NO_VERSION: u64 = u64::MAX;
+
+/// One stream's published state.
+#[derive(Debug)]
+pub struct Entry {
+    /// What the latest `$$S` event says.
+    pub state: StreamLifecycle,
+    /// Where that event is.
+    pub meta_position: u64,
+    /// Its version in `$$S`.
+    pub meta_version: u64,
+    /// The stream's last durable version (`u64::MAX`: none), kept up to
+    /// date by the commit pipeline, for `max_count`.
+    last: AtomicU64,
+}
+
+impl Entry {
+    /// The stream's last durable version.
+    pub fn last(&self) -> Option<u64> {
+        let l = self.last.load(Ordering::Acquire);
+        (l != NO_VERSION).then_some(l)
+    }
+
+    /// The first live version now.
+    pub fn first_live(&self) -> u64 {
+        self.state.first_live(self.last())
+    }
+}
+
+/// The published lifecycle states.
+#[derive(Default)]
+pub struct Lifecycles {
+    map: RwLock<StreamMap<Arc<Entry>>>,
+    /// Number of entries, readable without the lock (0: the fast path,
+    /// nothing to filter).
+    count: AtomicU64,
+}
+
+impl std::fmt::Debug for Lifecycles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lifecycles")
+            .field("streams", &self.count.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Lifecycles {
+    /// Whether no stream has a lifecycle state (reads filter nothing).
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.count.load(Ordering::Acquire) == 0
+    }
+
+    /// Streams with a state.
+    pub fn len(&self) -> u64 {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// The state of `name` (hash `hash`), if it has one.
+    #[inline]
+    pub fn get(&self, hash: u64, name: &str) -> Option<Arc<Entry>> {
+        if self.is_empty() {
+            return None;
+        }
+        self.map.read().get(hash, name).cloned()
+    }
+
+    /// Publishes `state`, recorded by the `$$` event at `meta_position`
+    /// (version `meta_version`), unless a later one is already there
+    /// (replays are idempotent). `last` is the stream's last durable
+    /// version, if known better than the state says.
+    pub fn apply(
+        &self,
+        hash: u64,
+        state: StreamLifecycle,
+        meta_position: u64,
+        meta_version: u64,
+        last: Option<u64>,
+    ) {
+        let mut map = self.map.write();
+        let name = state.stream.clone();
+        let prev = map.get(hash, &name).cloned();
+        if prev
+            .as_ref()
+            .is_some_and(|p| p.meta_position >= meta_position)
+        {
+            return;
+        }
+        let last = [
+            prev.as_ref().and_then(|p| p.last()),
+            state.last_version,
+            last,
+        ]
+        .into_iter()
+        .flatten()
+        .max();
+        let entry = Arc::new(Entry {
+            state,
+            meta_position,
+            meta_version,
+            last: AtomicU64::new(last.unwrap_or(NO_VERSION)),
+        });
+        if map.insert(hash, &name, entry).is_none() {
+            self.count.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// Notes that `name`'s last durable version is now `last` (after an
+    /// append), if it has a state.
+    pub fn note_last(&self, hash: u64, name: &str, last: u64) {
+        if let Some(e) = self.get(hash, name) {
+            e.last.fetch_max(last, Ordering::AcqRel);
+            if e.last.load(Ordering::Acquire) == NO_VERSION {
+                e.last.store(last, Ordering::Release);
+            }
+        }
+    }
+
+    /// Every state, for the writer's view and the snapshot.
+    pub fn all(&self) -> Vec<Arc<Entry>> {
+        self.map
+            .read()
+            .iter()
+            .map(|(_, _, e)| Arc::clone(e))
+            .collect()
+    }
+
+    /// Encodes the snapshot: every state, with `through`.
+    pub fn encode_snapshot(entries: &[Arc<Entry>], through: u64) -> Vec<u8> {
+        let mut b = Vec::with_capacity(HEADER_LEN + entries.len() * 128);
+        b.extend_from_slice(&MAGIC);
+        b.extend_from_slice(&VERSION.to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes());
+        b.extend_from_slice(&through.to_le_bytes());
+        b.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+        for e in entries {
+            let json = e.state.to_json();
+            b.extend_from_slice(&e.meta_position.to_le_bytes());
+            b.extend_from_slice(&e.meta_version.to_le_bytes());
+            b.extend_from_slice(&(json.len() as u32).to_le_bytes());
+            b.extend_from_slice(&json);
+        }
+        let crc = crc32c::crc32c(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Decodes a snapshot into `(through, states)`, each state with its
+    /// event's position and version.
+    pub fn decode_snapshot(b: &[u8]) -> Result<(u64, Vec<Snapshotted>), &'static str> {
+        if b.len() < HEADER_LEN + 4 {
+            return Err("short file");
+        }
+        let (body, crc) = b.split_at(b.len() - 4);
+        if le::try_u32(crc, 0) != Some(crc32c::crc32c(body)) {
+            return Err("checksum mismatch");
+        }
+        if body.get(..8) != Some(&MAGIC[..]) {
+            return Err("bad magic");
+        }
+        if le::try_u32(body, 8) != Some(VERSION) {
+            return Err("unknown version");
+        }
+        let through = le::try_u64(body, 16).ok_or("short header")?;
+        let count = le::try_u64(body, 24).ok_or("short header")?;
+        let mut at = HEADER_LEN;
+        let mut out = Vec::new();
+        for _ in 0..count {
+            let position = le::try_u64(body, at).ok_or("entry overruns")?;
+            let version = le::try_u64(body, at + 8).ok_or("entry overruns")?;
+            let len = le::try_u32(body, at + 16).ok_or("entry overruns")? as usize;
+            if len > MAX_STATE_BYTES {
+                return Err("entry too large");
+            }
+            let json = body.get(at + 20..at + 20 + len).ok_or("entry overruns")?;
+            let state = StreamLifecycle::from_json(json).map_err(|_| "entry is not a state")?;
+            out.push(Snapshotted {
+                state,
+                meta_position: position,
+                meta_version: version,
+            });
+            at += 20 + len;
+        }
+        if at != body.len() {
+            return Err("trailing bytes");
+        }
+        Ok((through, out))
+    }
+
+    /// Loads the snapshot from `dir`: `None` if there is none or it is
+    /// damaged (the caller rebuilds from the log).
+    pub fn load_snapshot(vfs: &dyn Vfs, dir: &Path) -> Option<(u64, Vec<Snapshotted>)> {
+        let path = dir.join(SNAPSHOT);
+        if !vfs.exists(&path) {
+            return None;
+        }
+        let read = || -> std::io::Result<Vec<u8>> {
+            let f = vfs.open(&path, OpenMode::Read)?;
+            let mut b = vec![0u8; f.len()? as usize];
+            f.read_exact_at(&mut b, 0)?;
+            Ok(b)
+        };
+        match read() {
+            Ok(b) => match Lifecycles::decode_snapshot(&b) {
+                Ok(s) => Some(s),
+                Err(why) => {
+                    tracing::warn!(path = %path.display(), why, "lifecycle snapshot ignored: rebuilding it from the log");
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "lifecycle snapshot unreadable: rebuilding it from the log");
+                None
+            }
+        }
+    }
+
+    /// Replaces the snapshot in `dir` with the current states, covering
+    /// every lifecycle event below `through` (which the caller loaded as
+    /// the durable head before calling: every state published below it is
+    /// in the map already).
+    pub fn store_snapshot(
+        &self,
+        vfs: &dyn Vfs,
+        dir: &Path,
+        through: u64,
+    ) -> Result<(), StorageError> {
+        let bytes = Lifecycles::encode_snapshot(&self.all(), through);
+        crate::fs::replace_file(vfs, dir, SNAPSHOT, SNAPSHOT_TMP, &bytes)
+    }
+
+    /// Loads a decoded snapshot into an empty map.
+    pub fn load(&self, hasher: &StreamHasher, states: Vec<Snapshotted>) {
+        for s in states {
+            let hash = hasher.hash(&s.state.stream);
+            self.apply(hash, s.state, s.meta_position, s.meta_version, None);
+        }
+    }
+}
+
+/// A lifecycle operation on its way to the writer, which resolves it
+/// against the stream's head when it writes it. The request carrying it
+/// appends to `$$target`.
+#[derive(Debug)]
+pub(crate) struct Op {
+    /// The stream operated on.
+    pub target: logbook_protocol::StreamName,
+    /// Its hash.
+    pub target_hash: u64,
+    /// What to do.
+    pub kind: OpKind,
+}
+
+/// What a lifecycle operation does.
+#[derive(Debug)]
+pub(crate) enum OpKind {
+    /// Replace the metadata (truncate_before only rises).
+    SetMetadata(logbook_protocol::lifecycle::StreamMetadata),
+    /// Raise truncate_before to this version.
+    Truncate(u64),
+    /// Delete the stream if it is at `expected`.
+    Delete {
+        mode: logbook_protocol::lifecycle::Deletion,
+        expected: logbook_protocol::ExpectedVersion,
+    },
+}
+
+impl Op {
+    /// The state after this operation, from `prev` (the stream's state,
+    /// if any) and `last` (its last version), and the event type that
+    /// records it; or why it is refused.
+    pub fn resolve(
+        &self,
+        prev: Option<&StreamLifecycle>,
+        last: Option<u64>,
+    ) -> Result<(StreamLifecycle, &'static str), crate::error::AppendError> {
+        use crate::error::AppendError;
+        use logbook_protocol::lifecycle as lc;
+        let target = self.target.as_str();
+        if prev.is_some_and(StreamLifecycle::is_hard_deleted) {
+            return Err(AppendError::StreamDeleted {
+                stream: target.to_owned(),
+            });
+        }
+        let mut next = prev.cloned().unwrap_or_else(|| StreamLifecycle {
+            stream: target.to_owned(),
+            ..StreamLifecycle::default()
+        });
+        let tb = next.metadata.truncate_before;
+        let raise = |to: u64| Some(tb.map_or(to, |t| t.max(to)));
+        let kind = match &self.kind {
+            OpKind::SetMetadata(m) => {
+                next.metadata = m.clone();
+                next.metadata.truncate_before = match m.truncate_before {
+                    Some(v) => raise(v),
+                    None => tb,
+                };
+                lc::EVENT_METADATA
+            }
+            OpKind::Truncate(v) => {
+                next.metadata.truncate_before = raise(*v);
+                lc::EVENT_TRUNCATED
+            }
+            OpKind::Delete { mode, expected } => {
+                let actual = effective_version(prev, last);
+                if !expected.admits(actual.map(logbook_protocol::StreamVersion)) {
+                    return Err(AppendError::WrongExpectedVersion {
+                        stream: target.to_owned(),
+                        expected: *expected,
+                        actual: actual.map(logbook_protocol::StreamVersion),
+                    });
+                }
+                next.metadata.truncate_before = raise(last.map_or(0, |l| l + 1));
+                next.deleted = Some(*mode);
+                match mode {
+                    lc::Deletion::Soft => lc::EVENT_DELETED,
+                    lc::Deletion::Hard => lc::EVENT_TOMBSTONE,
+                }
+            }
+        };
+        next.last_version = last;
+        Ok((next, kind))
+    }
+}
+
+/// The version an expected-version check sees for a stream whose last
+/// version is `last`: none for a soft-deleted stream with no event since
+/// the delete (it reads as not found, and is recreated by an append that
+/// expects no stream).
+pub(crate) fn effective_version(state: Option<&StreamLifecycle>, last: Option<u64>) -> Option<u64> {
+    match state {
+        Some(s)
+            if s.deleted == Some(logbook_protocol::lifecycle::Deletion::Soft)
+                && last.is_none_or(|l| l < s.metadata.truncate_before.unwrap_or(0)) =>
+        {
+            None
+        }
+        _ => last,
+    }
+}
+
+/// One state of a snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshotted {
+    /// The state.
+    pub state: StreamLifecycle,
+    /// Its event's position.
+    pub meta_position: u64,
+    /// Its event's version in `$$S`.
+    pub meta_version: u64,
+}
+
+/// Which events of one record a read may return.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Window {
+    /// All of them (the stream has no lifecycle state).
+    All,
+    /// None (hard-deleted, or wholly below the first live version).
+    None,
+    /// Versions from `first_live` on.
+    From { first_live: u64 },
+}
+
+impl Window {
+    /// The window of a record of `stream` with versions `[first, first +
+    /// count)` committed at `ts`, at `now_us`.
+    pub fn of(entry: Option<&Entry>, first: u64, count: u64, ts: i64, now_us: i64) -> Window {
+        let Some(e) = entry else {
+            return Window::All;
+        };
+        if e.state.is_hard_deleted() {
+            return Window::None;
+        }
+        let min_ts = e.state.min_timestamp(now_us);
+        if min_ts.is_some_and(|m| ts < m) {
+            return Window::None;
+        }
+        let first_live = e.first_live();
+        if first_live >= first + count {
+            return Window::None;
+        }
+        if first_live <= first {
+            return Window::All;
+        }
+        Window::From { first_live }
+    }
+
+    /// Whether the event of version `v` is in the window.
+    #[inline]
+    pub fn admits(&self, v: u64) -> bool {
+        match *self {
+            Window::All => true,
+            Window::None => false,
+            Window::From { first_live } => v >= first_live,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use logbook_protocol::lifecycle::{Deletion, StreamMetadata};
+    use proptest::prelude::*;
+
+    fn state(name: &str, tb: Option<u64>, deleted: Option<Deletion>) -> StreamLifecycle {
+        StreamLifecycle {
+            stream: name.into(),
+            metadata: StreamMetadata {
+                truncate_before: tb,
+                ..Default::default()
+            },
+            deleted,
+            last_version: Some(4),
+        }
+    }
+
+    #[test]
+    fn apply_keeps_the_latest_and_tracks_the_last_version() {
+        let l = Lifecycles::default();
+        assert!(l.is_empty());
+        l.apply(1, state("a", Some(2), None), 10, 0, None);
+        l.apply(1, state("a", Some(1), None), 5, 0, None);
+        let e = l.get(1, "a").expect("present");
+        assert_eq!(e.meta_position, 10);
+        assert_eq!(e.state.metadata.truncate_before, Some(2));
+        assert_eq!(e.last(), Some(4));
+        l.note_last(1, "a", 9);
+        assert_eq!(l.get(1, "a").map(|e| e.last()), Some(Some(9)));
+        l.apply(1, state("a", Some(3), None), 11, 1, None);
+        assert_eq!(
+            l.get(1, "a").map(|e| e.last()),
+            Some(Some(9)),
+            "kept across states"
+        );
+        assert_eq!(l.len(), 1);
+    }
+
+    #[test]
+    fn windows() {
+        let l = Lifecycles::default();
+        l.apply(1, state("a", Some(3), None), 10, 0, None);
+        let e = l.get(1, "a");
+        assert_eq!(Window::of(e.as_deref(), 0, 2, 0, 0), Window::None);
+        assert_eq!(Window::of(e.as_deref(), 3, 2, 0, 0), Window::All);
+        let w = Window::of(e.as_deref(), 2, 2, 0, 0);
+        assert!(!w.admits(2) && w.admits(3));
+        l.apply(1, state("a", None, Some(Deletion::Hard)), 11, 1, None);
+        assert_eq!(
+            Window::of(l.get(1, "a").as_deref(), 5, 1, 0, 0),
+            Window::None
+        );
+        assert_eq!(Window::of(None, 0, 1, 0, 0), Window::All);
+    }
+
+    proptest! {
+        #[test]
+        fn snapshot_round_trips(n in 0usize..20, through in any::<u64>()) {
+            let l = Lifecycles::default();
+            for i in 0..n {
+                l.apply(i as u64, state(&format!("s{i}"), Some(i as u64), None), 100 + i as u64, i as u64, None);
+            }
+            let b = Lifecycles::encode_snapshot(&l.all(), through);
+            let (t, got) = Lifecycles::decode_snapshot(&b).expect("decodes");
+            prop_assert_eq!(t, through);
+            prop_assert_eq!(got.len(), n);
+            for s in got {
+                let e = l.get(s.meta_version, &s.state.stream).expect("present");
+                prop_assert_eq!(&e.state, &s.state);
+                prop_assert_eq!(e.meta_position, s.meta_position);
+            }
+        }
+
+        #[test]
+        fn damaged_snapshots_are_refused(n in 1usize..5, at in any::<prop::sample::Index>(), bit in 0u8..8, cut in any::<prop::sample::Index>()) {
+            let l = Lifecycles::default();
+            for i in 0..n {
+                l.apply(i as u64, state(&format!("s{i}"), Some(1), None), i as u64 + 1, 0, None);
+            }
+            let b = Lifecycles::encode_snapshot(&l.all(), 7);
+            let mut flipped = b.clone();
+            let i = at.index(flipped.len());
+            flipped[i] ^= 1 << bit;
+            prop_assert!(Lifecycles::decode_snapshot(&flipped).is_err());
+            let c = cut.index(b.len());
+            prop_assert!(Lifecycles::decode_snapshot(&b[..c]).is_err());
+        }
+
+        #[test]
+        fn garbage_never_panics(b in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = Lifecycles::decode_snapshot(&b);
+        }
+    }
+}
