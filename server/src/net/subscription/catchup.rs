@@ -187,18 +187,24 @@ impl Sub {
         }
     }
 
-    /// Delivers `events` (consecutive positions, starting at or before the
-    /// cursor) within credit. Returns whether it stopped before the end at
-    /// an event it had no credit for (and then the subscription is
-    /// stalled until credit arrives).
+    /// Delivers `events`, the live events of the log from a position at or
+    /// before the cursor up to `through` (exclusive; removed events leave
+    /// holes in the positions), within credit. Returns whether it stopped
+    /// before the end at an event it had no credit for (and then the
+    /// subscription is stalled until credit arrives); otherwise the cursor
+    /// moves to `through`.
     pub(super) fn deliver(
         &self,
         st: &mut State,
         events: &[RecordedEvent],
+        through: u64,
         scratch: &mut Vec<RecordedEvent>,
         fan_out: Option<&mut FanOut<'_>>,
     ) -> bool {
         let stopped = self.deliver_events(st, events, scratch, fan_out);
+        if !stopped {
+            st.cursor = st.cursor.max(through);
+        }
         st.stalled |= stopped;
         self.position.store(st.cursor, Ordering::Relaxed);
         stopped
@@ -440,7 +446,7 @@ impl Hub {
         let head = self.store.head().0;
         let bytes = room.bytes().clamp(1, READ_BYTES);
         // The events read, and whether the read stopped before the end.
-        let (mut events, more) = match &sub.target {
+        let (mut events, more, mut through) = match &sub.target {
             Target::All { filter } => {
                 // Filtered subscriptions scan more than they send.
                 let want = if filter.is_some() {
@@ -462,7 +468,7 @@ impl Hub {
                         )
                     })
                     .await?;
-                (slice.events, slice.next.is_some())
+                (slice.events, slice.next.is_some(), slice.through.0)
             }
             Target::Stream { name } => {
                 let from = last_version.map_or(0, |v| v + 1);
@@ -481,12 +487,19 @@ impl Hub {
                         )
                     })
                     .await?;
-                (slice.events, slice.next.is_some())
+                // A stream read says nothing of log positions.
+                (slice.events, slice.next.is_some(), 0)
             }
         };
-        // A read returns one event past its budget if need be.
+        // A read returns one event past its budget if need be; what is left
+        // out is read again, so the scan ends at the first of it.
         let exhausted = match room.cover(&mut events) {
-            Covered::Send(left) => !more && left.is_none(),
+            Covered::Send(left) => {
+                if let Some(l) = &left {
+                    through = l.position.0;
+                }
+                !more && left.is_none()
+            }
             Covered::Grow(need) => return Ok(Some(need)),
         };
         {
@@ -494,8 +507,28 @@ impl Hub {
             if sub.ended.load(Ordering::Acquire) {
                 return Ok(None);
             }
-            if !events.is_empty() {
-                let stopped = sub.deliver(&mut st, &events, scratch, None);
+            if let Target::All { .. } = sub.target
+                && events.is_empty()
+                && through > st.cursor
+            {
+                // Only removed events (deleted, truncated, expired) here:
+                // say how far the scan went, so that the client's frames
+                // tile the log, then read on (or go live).
+                st.cursor = through;
+                sub.position.store(st.cursor, Ordering::Relaxed);
+                sub.push(&Push::Checkpoint {
+                    position: LogPosition(through),
+                });
+                if more {
+                    return Ok(None);
+                }
+            } else if !events.is_empty() {
+                let through = match sub.target {
+                    Target::All { .. } => through,
+                    // Stream reads: the cursor moves event by event.
+                    Target::Stream { .. } => 0,
+                };
+                let stopped = sub.deliver(&mut st, &events, through, scratch, None);
                 if let Target::Stream { .. } = sub.target {
                     // A stream read covers the stream up to at least `head`.
                     if exhausted && !stopped {

@@ -96,23 +96,24 @@ impl Hub {
         }
     }
 
-    /// Reads `[from, from + n)` of the global log (fewer if the byte
-    /// budget cuts it short) in the reader pool. The dispatcher's reads
-    /// are a request's (live delivery waits for no catch-up); a catch-up
-    /// step's already hold a slot of the subscriptions' share.
+    /// Reads up to `n` live events of the global log from `from` (fewer if
+    /// the byte budget cuts it short) in the reader pool, and how far it
+    /// scanned (exclusive). The dispatcher's reads are a request's (live
+    /// delivery waits for no catch-up); a catch-up step's already hold a
+    /// slot of the subscriptions' share.
     pub(super) async fn read_range(
         &self,
         from: u64,
         events: usize,
         bytes: usize,
-    ) -> Result<Vec<RecordedEvent>, ReadError> {
+    ) -> Result<(Vec<RecordedEvent>, u64), ReadError> {
         let store = self.store.clone();
         let limit = ReadLimit { events, bytes };
         self.reads
             .run(move || {
                 store
                     .read_all(Some(LogPosition(from)), Direction::Forward, limit)
-                    .map(|s| s.events)
+                    .map(|s| (s.events, s.through.0))
             })
             .await
     }
@@ -134,8 +135,8 @@ impl Hub {
             // Read outside the registry lock: `next` cannot move (the gate),
             // and subscriptions that go live meanwhile are at or past it.
             let want = (head - next).min(READ_BATCH) as usize;
-            let events = match self.read_range(next, want, READ_BYTES).await {
-                Ok(events) => events,
+            let (mut events, through) = match self.read_range(next, want, READ_BYTES).await {
+                Ok(read) => read,
                 Err(e) => {
                     // Live subscribers fall back to their own tasks, which
                     // read the same range again and report the error if
@@ -151,8 +152,12 @@ impl Hub {
                     return;
                 }
             };
-            let Some(last) = events.last() else { return };
-            let end = last.position.0 + 1;
+            // Up to the head at most: a later head is the next call's.
+            events.truncate(events.partition_point(|e| e.position.0 < head));
+            let end = through.min(head);
+            if end <= next {
+                return;
+            }
             let mut demoted = Vec::new();
             let mut fan_out = FanOut::new(&events, self.max_frame);
             let mut reg = self.registry.lock();
@@ -161,8 +166,8 @@ impl Hub {
                 // Room for the whole batch on the outbox budget, or back to
                 // the log, which waits for room.
                 let room = sub.out.try_room(fan_out.bytes_from(st.cursor), usize::MAX);
-                let stopped =
-                    room.is_none() || sub.deliver(&mut st, &events, scratch, Some(&mut fan_out));
+                let stopped = room.is_none()
+                    || sub.deliver(&mut st, &events, end, scratch, Some(&mut fan_out));
                 drop(room);
                 if stopped && !sub.ended.load(Ordering::Relaxed) {
                     // Back to the log; say so before anything else is sent.
@@ -233,33 +238,39 @@ impl Hub {
             // Too far behind for one read: go on reading the log.
             return Ok(());
         }
-        let mut gap = if cursor < next {
+        let (mut gap, gap_through) = if cursor < next {
             self.read_gap(cursor, next, half).await?
         } else {
-            Vec::new()
+            (Vec::new(), cursor)
         };
-        room.fit(&mut gap);
+        let gap_through = fit_through(room, &mut gap, gap_through);
         let _gate = self.gate.lock().await;
         let until = self.registry.lock().next;
         // Committed while the gap was read: a short read, under the gate.
-        let read_to = gap.last().map_or(cursor, |e| e.position.0 + 1);
-        let mut rest = if read_to < until && until - read_to <= READ_BATCH {
+        let read_to = gap_through;
+        let (mut rest, rest_through) = if read_to < until && until - read_to <= READ_BATCH {
             self.read_gap(read_to, until, half).await?
         } else {
-            Vec::new()
+            (Vec::new(), read_to)
         };
-        room.fit(&mut rest);
+        let rest_through = fit_through(room, &mut rest, rest_through);
         let mut reg = self.registry.lock();
         let mut st = sub.state.lock();
         if sub.ended.load(Ordering::Acquire) {
             return Ok(());
         }
-        for part in [&gap, &rest] {
+        for (part, through) in [(&gap, gap_through), (&rest, rest_through)] {
             if st.cursor >= until {
                 break;
             }
             let part = part.get(..part.partition_point(|e| e.position.0 < until));
-            if sub.deliver(&mut st, part.unwrap_or_default(), scratch, None) {
+            if sub.deliver(
+                &mut st,
+                part.unwrap_or_default(),
+                through.min(until),
+                scratch,
+                None,
+            ) {
                 // Out of credit: read on once it comes.
                 return Ok(());
             }
@@ -274,18 +285,31 @@ impl Hub {
         Ok(())
     }
 
-    /// The events at positions `from..until` (fewer if the byte budget
-    /// cuts the read short).
+    /// The live events at positions `from..until` (fewer if the byte
+    /// budget cuts the read short), and how far the read scanned.
     async fn read_gap(
         &self,
         from: u64,
         until: u64,
         bytes: usize,
-    ) -> Result<Vec<RecordedEvent>, ReadError> {
-        let mut events = self
+    ) -> Result<(Vec<RecordedEvent>, u64), ReadError> {
+        let (mut events, through) = self
             .read_range(from, (until - from) as usize, bytes)
             .await?;
         events.truncate(events.partition_point(|e| e.position.0 < until));
-        Ok(events)
+        Ok((events, through.min(until)))
+    }
+}
+
+/// Fits `events` (scanned up to `through`) in `room`; returns how far what
+/// is kept covers: up to the first event left out, if any.
+fn fit_through(
+    room: &mut crate::net::outbox::Room,
+    events: &mut Vec<RecordedEvent>,
+    through: u64,
+) -> u64 {
+    match room.fit(events) {
+        Some(left) => left.position.0,
+        None => through,
     }
 }
