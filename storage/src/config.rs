@@ -119,6 +119,19 @@ pub struct TestKnobs {
     /// timestamps and `max_age`); `None`: the system clock. Tests move it
     /// to age events without waiting.
     pub clock: Option<Arc<std::sync::atomic::AtomicI64>>,
+    /// Called at each step of a segment rewrite (crash tests stop there).
+    pub scavenge_hook: Option<ScavengeHook>,
+}
+
+/// A callback at each step of a segment rewrite (tests only).
+#[doc(hidden)]
+#[derive(Clone)]
+pub struct ScavengeHook(pub Arc<dyn Fn(crate::scavenge::ScavengeStep) + Send + Sync>);
+
+impl std::fmt::Debug for ScavengeHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScavengeHook")
+    }
 }
 
 /// A gate background work waits at while it is closed (tests only).

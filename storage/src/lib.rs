@@ -54,6 +54,8 @@
 //!   and reply in group order.
 //! - `lifecycle`: the published metadata, truncations and deletes every
 //!   read path filters by, and their snapshot file.
+//! - [`scavenge`]: rewriting sealed segments without removed events, and
+//!   erase.
 //! - `open`: recovery.
 //! - `file_cache`: the budget of open file descriptors, a `Vfs` over the
 //!   configured one that closes idle read-only files and reopens them.
@@ -105,6 +107,7 @@ mod lifecycle;
 mod open;
 mod read;
 mod record;
+pub mod scavenge;
 mod segment;
 mod shared;
 mod store;
@@ -112,11 +115,12 @@ mod stream_map;
 pub mod verify;
 mod writer;
 
-pub use config::{Durability, RecoveryMode, StoreConfig, TestKnobs};
+pub use config::{Durability, RecoveryMode, ScavengeHook, StoreConfig, TestKnobs};
 pub use error::{AppendError, Limit, ReadError, StorageError};
 pub use open::{RecoveryReport, Truncation};
 pub use read::ReadLimit;
 pub use store::{
-    AllSlice, IdsChecked, LifecycleWritten, PendingAppend, Store, StoreStats, StreamSlice,
+    AllSlice, EraseReceipt, IdsChecked, LifecycleWritten, PendingAppend, SCAVENGE_STARTED,
+    SCAVENGED, SCAVENGES, Store, StoreStats, StreamSlice,
 };
 pub use verify::{VerifyReport, verify};

@@ -83,12 +83,24 @@ impl Entry {
 }
 
 /// The published lifecycle states.
-#[derive(Default)]
 pub struct Lifecycles {
     map: RwLock<StreamMap<Arc<Entry>>>,
     /// Number of entries, readable without the lock (0: the fast path,
     /// nothing to filter).
     count: AtomicU64,
+    /// Streams whose state changed since the last scavenge took them;
+    /// `true`: every stream (after a start, or a failed scavenge).
+    dirty: parking_lot::Mutex<(bool, std::collections::HashSet<String>)>,
+}
+
+impl Default for Lifecycles {
+    fn default() -> Lifecycles {
+        Lifecycles {
+            map: RwLock::default(),
+            count: AtomicU64::new(0),
+            dirty: parking_lot::Mutex::new((true, std::collections::HashSet::new())),
+        }
+    }
 }
 
 impl std::fmt::Debug for Lifecycles {
@@ -158,6 +170,11 @@ impl Lifecycles {
         if map.insert(hash, &name, entry).is_none() {
             self.count.fetch_add(1, Ordering::Release);
         }
+        drop(map);
+        let mut dirty = self.dirty.lock();
+        if !dirty.0 {
+            dirty.1.insert(name);
+        }
     }
 
     /// Notes that `name`'s last durable version is now `last` (after an
@@ -169,6 +186,33 @@ impl Lifecycles {
                 e.last.store(last, Ordering::Release);
             }
         }
+    }
+
+    /// The streams a scavenge must look at: those whose state changed
+    /// since the last one took them (all, after a start), and every one
+    /// kept to an age (time removes their events).
+    pub fn take_dirty(&self) -> Vec<String> {
+        let (all, set) = std::mem::take(&mut *self.dirty.lock());
+        let mut out: Vec<String> = if all {
+            self.all().iter().map(|e| e.state.stream.clone()).collect()
+        } else {
+            let mut v: Vec<String> = set.into_iter().collect();
+            v.extend(
+                self.all()
+                    .iter()
+                    .filter(|e| e.state.metadata.max_age_secs.is_some())
+                    .map(|e| e.state.stream.clone()),
+            );
+            v
+        };
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Gives streams back to the dirty set (a scavenge failed).
+    pub fn mark_all_dirty(&self) {
+        self.dirty.lock().0 = true;
     }
 
     /// Every state, for the writer's view and the snapshot.
@@ -317,6 +361,8 @@ pub(crate) enum OpKind {
     Delete {
         mode: logbook_protocol::lifecycle::Deletion,
         expected: logbook_protocol::ExpectedVersion,
+        /// An erase: custom metadata is dropped too.
+        erase: bool,
     },
 }
 
@@ -345,10 +391,15 @@ impl Op {
         let raise = |to: u64| Some(tb.map_or(to, |t| t.max(to)));
         let kind = match &self.kind {
             OpKind::SetMetadata(m) => {
+                // What the old settings removed stays removed (a scavenge
+                // may have taken it already): the old max_count's cut
+                // becomes part of truncate_before.
+                let cut = prev.map_or(0, |p| p.first_live(last));
                 next.metadata = m.clone();
-                next.metadata.truncate_before = match m.truncate_before {
-                    Some(v) => raise(v),
-                    None => tb,
+                next.metadata.truncate_before = match (m.truncate_before, cut) {
+                    (Some(v), _) => raise(v.max(cut)),
+                    (None, 0) => tb,
+                    (None, c) => raise(c),
                 };
                 lc::EVENT_METADATA
             }
@@ -356,7 +407,14 @@ impl Op {
                 next.metadata.truncate_before = raise(*v);
                 lc::EVENT_TRUNCATED
             }
-            OpKind::Delete { mode, expected } => {
+            OpKind::Delete {
+                mode,
+                expected,
+                erase,
+            } => {
+                if *erase {
+                    next.metadata.custom.clear();
+                }
                 let actual = effective_version(prev, last);
                 if !expected.admits(actual.map(logbook_protocol::StreamVersion)) {
                     return Err(AppendError::WrongExpectedVersion {

@@ -253,6 +253,13 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
     for name in vfs.list_dir(&log_dir).map_err(io("list", &log_dir))? {
         match layout::parse_segment_file(&name) {
             Some(first) => names.push((first, name)),
+            None if name.ends_with(crate::scavenge::TMP_SUFFIX) => {
+                // A segment rewrite a crash interrupted before its rename:
+                // the segment it was for is whole.
+                let p = log_dir.join(&name);
+                vfs.remove_file(&p).map_err(io("remove", &p))?;
+                report.removed_files.push(p);
+            }
             None => {
                 tracing::warn!(file = %log_dir.join(&name).display(), "ignoring unknown file in the log directory")
             }
@@ -480,6 +487,7 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
         index_progress_lock: Mutex::new(()),
         index_shape: std::sync::atomic::AtomicU64::new(0),
         lifecycle: crate::lifecycle::Lifecycles::default(),
+        scavenging: Mutex::new(()),
     });
     shared.note_index_shape(&shared.index.read());
 

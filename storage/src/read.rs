@@ -171,17 +171,10 @@ impl Shared {
         // stream has a lifecycle state (streams without one cost an atomic
         // load; with some, one hash and map lookup per record).
         let window = |rec: &Record| -> Window {
-            if !live || self.lifecycle.is_empty() {
+            if !live {
                 return Window::All;
             }
-            let entry = self.lifecycle_of(&rec.stream);
-            Window::of(
-                entry.as_deref(),
-                rec.first_version,
-                u64::from(rec.count),
-                rec.timestamp_us,
-                now,
-            )
+            self.window_of(rec, now)
         };
         // Events passed over (not live) since the last one taken.
         let mut skipped = 0usize;
@@ -192,12 +185,14 @@ impl Shared {
                 }
                 out.reserve(max.min((head - from) as usize).min(64 * 1024));
                 let mut through = from;
+                let mut stopped = false;
                 self.scan_forward(&segs, from, head, |rec, skip| {
                     let w = window(rec.record);
                     if w == Window::None {
                         skipped += usize::from(rec.record.count) - skip;
                         through = rec.record.end_position().min(head);
-                        return Ok(if skipped >= SCAN_LIMIT {
+                        stopped = skipped >= SCAN_LIMIT;
+                        return Ok(if stopped {
                             Visit::Stop
                         } else {
                             Visit::Continue
@@ -206,6 +201,7 @@ impl Shared {
                     for e in rec.events().skip(skip) {
                         let e = e?;
                         if e.position.0 >= head {
+                            stopped = true;
                             return Ok(Visit::Stop);
                         }
                         through = e.position.0 + 1;
@@ -217,26 +213,32 @@ impl Shared {
                         let full = budget.take(&e);
                         out.push(e);
                         if out.len() == max || full {
+                            stopped = true;
                             return Ok(Visit::Stop);
                         }
                     }
-                    Ok(if skipped >= SCAN_LIMIT {
+                    stopped = skipped >= SCAN_LIMIT;
+                    Ok(if stopped {
                         Visit::Stop
                     } else {
                         Visit::Continue
                     })
                 })?;
-                read.through = through;
+                // A scan that ran to the end covered everything to the head
+                // (a scavenge may have left nothing at the end of it).
+                read.through = if stopped { through } else { head };
             }
             Direction::Backward => {
                 let start = from.min(head - 1);
                 let mut through = start + 1;
+                let mut stopped = false;
                 self.scan_backward(&segs, start, |rec, take| {
                     let w = window(rec.record);
                     if w == Window::None {
                         skipped += take;
                         through = rec.record.first_position;
-                        return Ok(if skipped >= SCAN_LIMIT {
+                        stopped = skipped >= SCAN_LIMIT;
+                        return Ok(if stopped {
                             Visit::Stop
                         } else {
                             Visit::Continue
@@ -254,16 +256,18 @@ impl Shared {
                         let full = budget.take(&e);
                         out.push(e);
                         if out.len() == max || full {
+                            stopped = true;
                             return Ok(Visit::Stop);
                         }
                     }
-                    Ok(if skipped >= SCAN_LIMIT {
+                    stopped = skipped >= SCAN_LIMIT;
+                    Ok(if stopped {
                         Visit::Stop
                     } else {
                         Visit::Continue
                     })
                 })?;
-                read.through = through;
+                read.through = if stopped { through } else { 0 };
             }
         }
         read.events = out;
@@ -298,7 +302,10 @@ impl Shared {
                 let Some(seg) = segs.get(si) else {
                     return Ok(());
                 };
-                walk = RecordWalk::new(seg, HEADER_LEN, seg.data_end(), walk.expected_position());
+                // Segments tile the log (recovery checks it): the next one
+                // starts where the last one's range ended, whatever
+                // records a scavenge removed at the end of it.
+                walk = RecordWalk::new(seg, HEADER_LEN, seg.data_end(), Some(seg.first_position));
                 continue;
             };
             if rec.first_position >= head {
@@ -328,7 +335,7 @@ impl Shared {
         start: u64,
         mut visit: impl FnMut(&Located<'_>, usize) -> Result<Visit, StorageError>,
     ) -> Result<(), StorageError> {
-        let Some(mut si) = Self::segment_index(segs, start) else {
+        let Some(si) = Self::segment_index(segs, start) else {
             return Ok(());
         };
         // Backward reads fetch smaller windows: most are short.
@@ -337,21 +344,44 @@ impl Shared {
         let Some(seg) = segs.get(si) else {
             return Ok(());
         };
+        // The last record starting at or before `start` (with gaps, `start`
+        // may fall in a hole: then the record before it, or in an earlier
+        // segment).
         let mut walk = RecordWalk::new(seg, seg.seek_offset(start)?, seg.data_end(), None);
-        let (mut rec_start, first) = loop {
-            match walk.next(&mut reader)? {
-                Some((at, rec)) if rec.end_position() > start => break (at, rec),
-                Some(_) => {}
-                None => {
-                    return Err(StorageError::corrupt(
-                        &seg.path,
-                        walk.offset(),
-                        format!("no record holds position {start} below the segment's end"),
-                    ));
-                }
+        let mut found: Option<(u64, Record)> = None;
+        while let Some((at, rec)) = walk.next(&mut reader)? {
+            if rec.first_position > start {
+                break;
+            }
+            let holds = rec.end_position() > start;
+            found = Some((at, rec));
+            if holds {
+                break;
+            }
+        }
+        let (rec_start, first) = match found {
+            Some(f) => f,
+            None if seg.gaps => {
+                // Nothing at or before `start` here: go on from the end of
+                // the previous segment.
+                return self.scan_backward_from(
+                    segs,
+                    si,
+                    HEADER_LEN,
+                    seg.first_position,
+                    &mut reader,
+                    visit,
+                );
+            }
+            None => {
+                return Err(StorageError::corrupt(
+                    &seg.path,
+                    walk.offset(),
+                    format!("no record holds position {start} below the segment's end"),
+                ));
             }
         };
-        let take = (start - first.first_position + 1) as usize;
+        let take = (start - first.first_position + 1).min(u64::from(first.count)) as usize;
         let loc = Located {
             record: &first,
             path: &seg.path,
@@ -360,7 +390,29 @@ impl Shared {
         if let Visit::Stop = visit(&loc, take)? {
             return Ok(());
         }
-        let mut expect_end = first.first_position;
+        self.scan_backward_from(
+            segs,
+            si,
+            rec_start,
+            first.first_position,
+            &mut reader,
+            visit,
+        )
+    }
+
+    /// [`Shared::scan_backward`] on from the record at `rec_start` in
+    /// segment `si`, whose first position is `expect_end`: every record
+    /// before it, back to the start of the log.
+    fn scan_backward_from(
+        &self,
+        segs: &[Arc<Segment>],
+        mut si: usize,
+        mut rec_start: u64,
+        expect_end: u64,
+        reader: &mut crate::segment::RecordReader,
+        mut visit: impl FnMut(&Located<'_>, usize) -> Result<Visit, StorageError>,
+    ) -> Result<(), StorageError> {
+        let mut expect_end = expect_end;
         loop {
             let Some(seg) = segs.get(si) else {
                 return Ok(());
@@ -370,12 +422,18 @@ impl Shared {
                     return Ok(());
                 }
                 si -= 1;
-                rec_start = segs.get(si).map(|s| s.data_end()).unwrap_or(HEADER_LEN);
+                // Segments tile the log: the previous one's records end
+                // where its range does (before it, with gaps).
+                let Some(prev) = segs.get(si) else {
+                    return Ok(());
+                };
+                rec_start = prev.data_end();
+                expect_end = prev.end_position();
                 continue;
             }
             let limit = seg.data_end();
             let (rec, at) = reader.record_before(seg, rec_start, limit)?;
-            if rec.end_position() != expect_end {
+            if rec.end_position() != expect_end && !(seg.gaps && rec.end_position() < expect_end) {
                 return Err(StorageError::corrupt(
                     &seg.path,
                     at,
@@ -396,6 +454,23 @@ impl Shared {
                 return Ok(());
             }
         }
+    }
+
+    /// The record holding `position` in `seg`, and its offset, found
+    /// through the pidx; `None` if there is none (a scavenge removed it).
+    pub(crate) fn locate(
+        &self,
+        seg: &Segment,
+        reader: &mut crate::segment::RecordReader,
+        position: u64,
+    ) -> Result<Option<(u64, Record)>, StorageError> {
+        let mut walk = RecordWalk::new(seg, seg.seek_offset(position)?, seg.data_end(), None);
+        while let Some((at, rec)) = walk.next(reader)? {
+            if rec.end_position() > position {
+                return Ok((rec.first_position <= position).then_some((at, rec)));
+            }
+        }
+        Ok(None)
     }
 
     /// Visits the entries of stream `name` from version `from` in
@@ -500,7 +575,27 @@ impl Shared {
                     let seg = segs.get(si).ok_or_else(|| {
                         StorageError::corrupt(&self.index_dir, 0, "index points past the log")
                     })?;
-                    let hit = matches!(&cached, Some((s, o, _)) if *s == seg.first_position && *o == e.offset);
+                    // In a segment a scavenge rewrote, entries' offsets are
+                    // stale: the record is found through the pidx, and an
+                    // entry whose event it removed is passed over.
+                    let offset = if seg.gaps {
+                        let held = matches!(&cached, Some((s, _, r)) if *s == seg.first_position
+                            && r.first_position <= e.position && e.position < r.end_position());
+                        if held {
+                            cached.as_ref().map_or(0, |(_, o, _)| *o)
+                        } else {
+                            match self.locate(seg, &mut reader, e.position)? {
+                                Some((at, rec)) => {
+                                    cached = Some((seg.first_position, at, rec));
+                                    at
+                                }
+                                None => continue,
+                            }
+                        }
+                    } else {
+                        e.offset
+                    };
+                    let hit = matches!(&cached, Some((s, o, _)) if *s == seg.first_position && *o == offset);
                     if !hit {
                         // Read ahead to cover the next entries' records in
                         // this segment (entries of one stream usually sit
@@ -513,11 +608,11 @@ impl Shared {
                                 n.position < seg_end && n.position >= seg.first_position
                             })
                             .map(|n| n.offset)
-                            .filter(|&o| o > e.offset && o - e.offset < (1 << 20))
+                            .filter(|&o| o > offset && o - offset < (1 << 20))
                             .max()
-                            .map_or(0, |o| (o - e.offset) as usize + 4096);
-                        let rec = reader.record_at_spanning(seg, e.offset, seg.data_end(), span)?;
-                        cached = Some((seg.first_position, e.offset, rec));
+                            .map_or(0, |o| (o - offset) as usize + 4096);
+                        let rec = reader.record_at_spanning(seg, offset, seg.data_end(), span)?;
+                        cached = Some((seg.first_position, offset, rec));
                     }
                     let Some((_, _, rec)) = &cached else { continue };
                     if rec.stream != name {
@@ -527,7 +622,7 @@ impl Shared {
                     if e.position < rec.first_position || e.position >= rec.end_position() {
                         return Err(StorageError::corrupt(
                             &seg.path,
-                            e.offset,
+                            offset,
                             format!(
                                 "index entry for position {} points at a record that does not hold it",
                                 e.position
@@ -537,7 +632,7 @@ impl Shared {
                     let loc = Located {
                         record: rec,
                         path: &seg.path,
-                        offset: e.offset,
+                        offset,
                     };
                     if let Visit::Stop = visit(e, &loc)? {
                         return Ok(());
@@ -606,8 +701,8 @@ impl Shared {
     /// and that record's byte offset.
     pub fn last_record(&self, name: &str) -> Result<Option<(Record, u64)>, StorageError> {
         let mut found = None;
-        self.visit_stream(name, u64::MAX, Direction::Backward, 1, |e, loc| {
-            found = Some((loc.record.clone(), e.offset));
+        self.visit_stream(name, u64::MAX, Direction::Backward, 1, |_, loc| {
+            found = Some((loc.record.clone(), loc.offset));
             Ok(Visit::Stop)
         })?;
         Ok(found)

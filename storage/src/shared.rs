@@ -39,6 +39,17 @@ pub struct Counters {
     pub index_slowdowns: AtomicU64,
     /// Times the writer stopped until the index caught up.
     pub index_stalls: AtomicU64,
+    /// Scavenges run since start.
+    pub scavenges: AtomicU64,
+    /// Segments rewritten by scavenges and erases since start.
+    pub scavenge_segments: AtomicU64,
+    /// Bytes they gave back.
+    pub scavenge_bytes_reclaimed: AtomicU64,
+    /// Segments the running (or last) scavenge has to rewrite, and has
+    /// done: its progress.
+    pub scavenge_todo: AtomicU64,
+    /// See `scavenge_todo`.
+    pub scavenge_done: AtomicU64,
     /// Append and fsync latencies, appends per group commit.
     pub histograms: crate::histogram::EngineHistograms,
 }
@@ -95,6 +106,8 @@ pub struct Shared {
     pub index_progress_lock: Mutex<()>,
     /// The published lifecycle states (metadata, truncations, deletes).
     pub lifecycle: crate::lifecycle::Lifecycles,
+    /// Held by a running scavenge or erase: one at a time.
+    pub scavenging: Mutex<()>,
 }
 
 impl Shared {

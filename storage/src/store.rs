@@ -79,6 +79,31 @@ pub struct LifecycleWritten {
     pub state: lc::StreamLifecycle,
 }
 
+/// The stream of scavenge reports.
+pub const SCAVENGES: &str = "$scavenges";
+/// Event type marking a scavenge's start (the point it scavenges up to).
+pub const SCAVENGE_STARTED: &str = "$scavenge-started";
+/// Event type of a scavenge's report.
+pub const SCAVENGED: &str = "$scavenged";
+
+/// What an erase did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EraseReceipt {
+    /// The position of the tombstone it wrote.
+    pub position: LogPosition,
+    /// Segment files it rewrote.
+    pub segments_rewritten: u64,
+    /// Events it removed from disk (the stream's, and other removed ones
+    /// in the same segments).
+    pub events_removed: u64,
+    /// Bytes of those segments before and after.
+    pub bytes_before: u64,
+    /// See `bytes_before`.
+    pub bytes_after: u64,
+    /// How long it took.
+    pub duration: std::time::Duration,
+}
+
 /// A snapshot of the engine's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreStats {
@@ -130,6 +155,17 @@ pub struct StoreStats {
     /// Streams with a lifecycle state (metadata, a truncation or a
     /// delete), which reads filter by.
     pub lifecycle_streams: u64,
+    /// Scavenges completed since start.
+    pub scavenges: u64,
+    /// Segments rewritten by scavenges and erases since start.
+    pub scavenge_segments: u64,
+    /// Bytes they gave back since start.
+    pub scavenge_bytes_reclaimed: u64,
+    /// The running (or last) scavenge's progress: segments to rewrite,
+    /// and done.
+    pub scavenge_todo: u64,
+    /// See `scavenge_todo`.
+    pub scavenge_done: u64,
 }
 
 /// A validated append, its reply channel, and the writer's queue.
@@ -385,6 +421,7 @@ impl Store {
             reply,
             submitted: std::time::Instant::now(),
             op,
+            seal_after: false,
         };
         Ok((req, rx, tx))
     }
@@ -459,6 +496,31 @@ impl Store {
             .await
     }
 
+    /// [`Store::submit_inner`] for an internal request, sealing the active
+    /// segment after it if asked.
+    async fn submit_sealing(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        op: Option<crate::lifecycle::Op>,
+        seal_after: bool,
+    ) -> Result<PendingAppend, AppendError> {
+        let (mut req, rx, tx) = self.request(stream, expected, events, None, op)?;
+        req.seal_after = seal_after;
+        let charge = self.queue_charge(&req);
+        req._queued = Some(
+            Arc::clone(&self.inner.queue_kib)
+                .acquire_many_owned(charge)
+                .await
+                .map_err(|_| AppendError::Storage(StorageError::ShuttingDown))?,
+        );
+        tx.send(req)
+            .await
+            .map_err(|_| AppendError::Storage(StorageError::ShuttingDown))?;
+        Ok(PendingAppend { rx })
+    }
+
     async fn submit_inner(
         &self,
         stream: &StreamName,
@@ -502,7 +564,7 @@ impl Store {
                 max,
             });
         }
-        self.lifecycle(stream, expected, OpKind::SetMetadata(metadata))
+        self.lifecycle(stream, expected, OpKind::SetMetadata(metadata), false)
             .await
     }
 
@@ -514,8 +576,13 @@ impl Store {
         stream: &StreamName,
         before: StreamVersion,
     ) -> Result<LifecycleWritten, AppendError> {
-        self.lifecycle(stream, ExpectedVersion::Any, OpKind::Truncate(before.0))
-            .await
+        self.lifecycle(
+            stream,
+            ExpectedVersion::Any,
+            OpKind::Truncate(before.0),
+            false,
+        )
+        .await
     }
 
     /// Deletes `stream` if it is at `expected`. Soft: reads say it is not
@@ -532,7 +599,12 @@ impl Store {
         self.lifecycle(
             stream,
             ExpectedVersion::Any,
-            OpKind::Delete { mode, expected },
+            OpKind::Delete {
+                mode,
+                expected,
+                erase: false,
+            },
+            false,
         )
         .await
     }
@@ -542,6 +614,7 @@ impl Store {
         stream: &StreamName,
         meta_expected: ExpectedVersion,
         kind: OpKind,
+        seal_after: bool,
     ) -> Result<LifecycleWritten, AppendError> {
         let reserved = || AppendError::ReservedStream {
             stream: stream.as_str().to_owned(),
@@ -563,7 +636,13 @@ impl Store {
         // The writer replaces this event with the state it resolves.
         let placeholder = NewEvent::new(EventId::new_v7(), lc::EVENT_METADATA, Vec::new());
         let result = self
-            .submit_inner(&meta, meta_expected, vec![placeholder], None, Some(op))
+            .submit_sealing(
+                &meta,
+                meta_expected,
+                vec![placeholder],
+                Some(op),
+                seal_after,
+            )
             .await?
             .await?;
         let written = self
@@ -591,6 +670,108 @@ impl Store {
             position: result.first_position,
             meta_version: result.first_version,
             state,
+        })
+    }
+
+    /// Gives back the disk that removed events take (see
+    /// [`crate::scavenge`]): seals the active segment, then rewrites the
+    /// sealed segments holding events of streams whose lifecycle changed
+    /// since the last scavenge, one at a time. Blocks until done (call it
+    /// from a thread that may block, not from an async task). One runs at
+    /// a time: a second is refused with [`StorageError::Busy`].
+    pub fn scavenge(
+        &self,
+        options: crate::scavenge::ScavengeOptions,
+    ) -> Result<crate::scavenge::ScavengeReport, StorageError> {
+        let shared = &self.inner.shared;
+        let _one = shared
+            .scavenging
+            .try_lock()
+            .ok_or_else(|| StorageError::Busy("a scavenge or an erase is running".into()))?;
+        let started = std::time::Instant::now();
+        self.system_event(SCAVENGE_STARTED, b"{}".to_vec(), true)?;
+        let streams = shared.streams_to_scavenge();
+        let run = || -> Result<crate::scavenge::ScavengeReport, StorageError> {
+            let firsts = shared.segments_to_scavenge(&streams)?;
+            shared.rewrite_segments(&firsts, options)
+        };
+        let mut report = run().inspect_err(|_| shared.lifecycle.mark_all_dirty())?;
+        report.duration = started.elapsed();
+        shared.counters.scavenges.fetch_add(1, Ordering::Relaxed);
+        self.system_event(SCAVENGED, report.to_json().into_bytes(), false)?;
+        Ok(report)
+    }
+
+    /// Erases `stream` for good (the right to be forgotten): a hard delete
+    /// (its name stays reserved, its custom metadata is dropped), the
+    /// active segment sealed right after it, then a rewrite of exactly the
+    /// segments that hold its events and older metadata. Afterwards none
+    /// of its events' bytes are in any file of the data directory (the
+    /// index holds only hashes, positions and event ids). Backups taken
+    /// before still hold them. Blocks, like [`Store::scavenge`] (and waits
+    /// for a running one).
+    pub fn erase(&self, stream: &StreamName) -> Result<EraseReceipt, AppendError> {
+        let shared = &self.inner.shared;
+        let _one = shared.scavenging.lock();
+        let started = std::time::Instant::now();
+        let written = futures::executor::block_on(self.lifecycle(
+            stream,
+            ExpectedVersion::Any,
+            OpKind::Delete {
+                mode: Deletion::Hard,
+                expected: ExpectedVersion::Any,
+                erase: true,
+            },
+            true,
+        ));
+        let position = match written {
+            Ok(w) => w.position,
+            // Erased (or deleted) before, perhaps by a run a crash cut
+            // short: seal, and rewrite again.
+            Err(AppendError::StreamDeleted { .. }) => {
+                self.system_event(SCAVENGE_STARTED, b"{}".to_vec(), true)?;
+                self.stream_lifecycle(stream.as_str())
+                    .map_or(LogPosition(0), |w| w.position)
+            }
+            Err(e) => return Err(e),
+        };
+        let firsts = shared.segments_to_scavenge(&[stream.as_str().to_owned()])?;
+        let report =
+            shared.rewrite_segments(&firsts, crate::scavenge::ScavengeOptions::default())?;
+        Ok(EraseReceipt {
+            position,
+            segments_rewritten: report.segments_rewritten,
+            events_removed: report.events_removed,
+            bytes_before: report.bytes_before,
+            bytes_after: report.bytes_after,
+            duration: started.elapsed(),
+        })
+    }
+
+    /// Appends a system event to `$scavenges` from a blocking thread.
+    fn system_event(
+        &self,
+        event_type: &str,
+        data: Vec<u8>,
+        seal_after: bool,
+    ) -> Result<AppendResult, StorageError> {
+        let stream =
+            StreamName::new(SCAVENGES).map_err(|e| StorageError::Internal(e.to_string()))?;
+        let event = NewEvent::new(EventId::new_v7(), event_type, data);
+        let pending = futures::executor::block_on(self.submit_sealing(
+            &stream,
+            ExpectedVersion::Any,
+            vec![event],
+            None,
+            seal_after,
+        ));
+        let result = match pending {
+            Ok(p) => futures::executor::block_on(p),
+            Err(e) => Err(e),
+        };
+        result.map_err(|e| match e {
+            AppendError::Storage(s) => s,
+            other => StorageError::Internal(other.to_string()),
         })
     }
 
@@ -650,7 +831,15 @@ impl Store {
                 stream: stream.to_owned(),
             });
         }
-        let first_live = entry.as_ref().map_or(0, |e| e.first_live());
+        // A metadata stream serves its latest event only (each holds the
+        // whole state).
+        let meta_first = lc::meta_target(stream)
+            .and_then(|t| shared.lifecycle_of(t))
+            .map(|e| e.meta_version);
+        let first_live = entry
+            .as_ref()
+            .map_or(0, |e| e.first_live())
+            .max(meta_first.unwrap_or(0));
         let min_ts = entry
             .as_ref()
             .and_then(|e| e.state.min_timestamp(shared.now_us()));
@@ -694,7 +883,7 @@ impl Store {
         } else {
             None
         };
-        if entry.is_some() {
+        if entry.is_some() || meta_first.is_some() {
             if direction == Direction::Backward {
                 // Below the first live version there is nothing more.
                 let kept = events.partition_point(|e| e.version.0 >= first_live);
@@ -832,6 +1021,11 @@ impl Store {
             open_files: s.files.open_files() as u64,
             file_reopens: s.files.reopens(),
             lifecycle_streams: s.lifecycle.len(),
+            scavenges: c.scavenges.load(Ordering::Relaxed),
+            scavenge_segments: c.scavenge_segments.load(Ordering::Relaxed),
+            scavenge_bytes_reclaimed: c.scavenge_bytes_reclaimed.load(Ordering::Relaxed),
+            scavenge_todo: c.scavenge_todo.load(Ordering::Relaxed),
+            scavenge_done: c.scavenge_done.load(Ordering::Relaxed),
         }
     }
 

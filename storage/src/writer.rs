@@ -84,6 +84,10 @@ pub struct AppendRequest {
     /// A lifecycle operation on `$$target` (this request's stream), which
     /// the writer turns into the event it writes.
     pub(crate) op: Option<crate::lifecycle::Op>,
+    /// Seal the active segment right after this request's record (a
+    /// scavenge or an erase, so that the records before it can be
+    /// rewritten).
+    pub(crate) seal_after: bool,
     /// Its charge on the writer queue's byte budget, given back when the
     /// request is dropped (after its group is published, or refused).
     pub(crate) _queued: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -375,7 +379,11 @@ impl Writer {
 
     /// The record holding `position`, which this thread has written (it
     /// may not be durable or published yet).
-    fn record_holding(&self, position: u64) -> Result<(Record, std::path::PathBuf), StorageError> {
+    /// `None` if a scavenge removed it.
+    fn record_holding(
+        &self,
+        position: u64,
+    ) -> Result<Option<(Record, std::path::PathBuf)>, StorageError> {
         let segs = Arc::clone(&self.shared.segments.read());
         let si = segs.partition_point(|s| s.first_position <= position);
         let seg = si.checked_sub(1).and_then(|i| segs.get(i)).ok_or_else(|| {
@@ -404,8 +412,12 @@ impl Writer {
         let mut walk = RecordWalk::new(seg, from, limit, None);
         while let Some((_, rec)) = walk.next(&mut reader)? {
             if rec.end_position() > position {
-                return Ok((rec, seg.path.clone()));
+                return Ok(Some((rec, seg.path.clone())));
             }
+        }
+        if seg.gaps {
+            // A scavenge removed it (its id stays taken).
+            return Ok(None);
         }
         Err(StorageError::corrupt(
             &seg.path,
@@ -478,7 +490,15 @@ impl Writer {
                 }
             });
         }
-        let (rec, path) = self.record_holding(first.position)?;
+        let Some((rec, path)) = self.record_holding(first.position)? else {
+            // The event that holds the id was removed (deleted, truncated,
+            // expired, then scavenged): ids are never reused.
+            return Ok(IdVerdict::Duplicate {
+                id: req.events.get(first_k).map(|e| e.id).unwrap_or_default(),
+                stream: String::new(),
+                position: first.position,
+            });
+        };
         let same = whole
             && rec.first_position == first.position
             && usize::from(rec.count) == n
@@ -714,6 +734,14 @@ impl Writer {
                 first_position: LogPosition(first_position),
                 last_position: LogPosition(first_position + n - 1),
             }));
+            if req.seal_after
+                && let Err(e) = self.roll(&mut updates)
+            {
+                // As any failed roll-over: nothing more is written.
+                let cause = Arc::new(e);
+                failure = Some(Arc::clone(&cause));
+                self.failed = failure.clone();
+            }
         }
 
         let wrote = self.next_position > start_position;
@@ -918,6 +946,7 @@ pub(crate) fn create_segment(
     let header = Header {
         first_position,
         nonce: Some(segment_nonce()),
+        gaps: false,
     };
     let nonce = header.nonce.unwrap_or(0);
     file.write_all_at(&segment::encode_header(first_position, nonce), 0)
@@ -946,7 +975,7 @@ pub(crate) fn create_segment(
 /// clients (it seeds the record checksums that tell records from payload
 /// bytes), so it comes from the OS; without OS randomness, from what std's
 /// hash maps use.
-fn segment_nonce() -> u32 {
+pub(crate) fn segment_nonce() -> u32 {
     getrandom::u32().unwrap_or_else(|_| {
         use std::hash::{BuildHasher, Hasher};
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();

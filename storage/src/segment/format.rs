@@ -17,6 +17,10 @@
 //! format 1 (still read): byte 24 is reserved (0) and records carry a plain
 //! crc32c
 //!
+//! format 3: a segment rewritten by a scavenge; as format 2, but records may
+//! skip positions (removed events): first_position and the footer's
+//! end_position are those of the segment it replaced
+//!
 //! the active segment: zeros after the last record (space is preallocated
 //! by writing zeros, so an fdatasync need not commit a new file size)
 //!
@@ -49,8 +53,15 @@ use crate::error::StorageError;
 pub const SEGMENT_MAGIC: [u8; 8] = *b"LGBKSEG\0";
 /// Magic number closing a sealed segment.
 pub const FOOTER_MAGIC: [u8; 8] = *b"LGBKSEND";
-/// Segment format version written by this build (1 is still read).
+/// Segment format version the writer writes (1 is still read).
 pub const FORMAT_VERSION: u32 = 2;
+/// Format version of a segment rewritten by a scavenge: the layout of
+/// version 2, but its records may skip positions (removed events), so a
+/// reader checks that positions rise rather than that they are contiguous.
+/// Its header and footer still name the positions it covered when it was
+/// written, `[first_position, end_position)`, so segments still tile the
+/// log.
+pub const FORMAT_VERSION_GAPS: u32 = 3;
 /// Bytes of the segment header.
 pub const HEADER_LEN: u64 = 32;
 /// Bytes of the sealed-segment footer.
@@ -68,6 +79,9 @@ pub struct Header {
     /// The nonce seeding its records' checksums; `None` in a format-1
     /// segment.
     pub nonce: Option<u32>,
+    /// Whether records may skip positions (format 3: rewritten by a
+    /// scavenge).
+    pub gaps: bool,
 }
 
 impl Header {
@@ -79,10 +93,20 @@ impl Header {
 
 /// Encodes a (format 2) segment header.
 pub fn encode_header(first_position: u64, nonce: u32) -> [u8; HEADER_LEN as usize] {
+    encode_header_version(first_position, nonce, FORMAT_VERSION)
+}
+
+/// Encodes a segment header of format `version` (2, or 3 for a segment
+/// with gaps).
+pub fn encode_header_version(
+    first_position: u64,
+    nonce: u32,
+    version: u32,
+) -> [u8; HEADER_LEN as usize] {
     let mut h = [0u8; HEADER_LEN as usize];
     let mut v = Vec::with_capacity(HEADER_LEN as usize);
     v.extend_from_slice(&SEGMENT_MAGIC);
-    v.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    v.extend_from_slice(&version.to_le_bytes());
     v.extend_from_slice(&(HEADER_LEN as u32).to_le_bytes());
     v.extend_from_slice(&first_position.to_le_bytes());
     v.extend_from_slice(&nonce.to_le_bytes());
@@ -119,11 +143,11 @@ pub fn decode_header(path: &Path, b: &[u8]) -> Result<Header, StorageError> {
         });
     }
     let version = le::u32(b, 8);
-    if version != FORMAT_VERSION && version != 1 {
+    if !(1..=FORMAT_VERSION_GAPS).contains(&version) {
         return Err(StorageError::UnsupportedFormat {
             file: path.to_path_buf(),
             found: version,
-            supported: FORMAT_VERSION,
+            supported: FORMAT_VERSION_GAPS,
         });
     }
     if u64::from(le::u32(b, 12)) != HEADER_LEN {
@@ -132,6 +156,7 @@ pub fn decode_header(path: &Path, b: &[u8]) -> Result<Header, StorageError> {
     Ok(Header {
         first_position: le::u64(b, 16),
         nonce: (version >= 2).then(|| le::u32(b, 24)),
+        gaps: version >= FORMAT_VERSION_GAPS,
     })
 }
 
@@ -268,9 +293,17 @@ mod tests {
             decode_header(p, &h).unwrap(),
             Header {
                 first_position: 77,
-                nonce: Some(0xfeed)
+                nonce: Some(0xfeed),
+                gaps: false,
             }
         );
+        let g = encode_header_version(77, 0xfeed, FORMAT_VERSION_GAPS);
+        assert!(decode_header(p, &g).unwrap().gaps);
+        let future = encode_header_version(77, 0xfeed, FORMAT_VERSION_GAPS + 1);
+        assert!(matches!(
+            decode_header(p, &future),
+            Err(StorageError::UnsupportedFormat { .. })
+        ));
         for i in 0..h.len() {
             let mut b = h;
             b[i] ^= 0x10;
@@ -292,7 +325,8 @@ mod tests {
             got,
             Header {
                 first_position: 5,
-                nonce: None
+                nonce: None,
+                gaps: false,
             }
         );
         assert_eq!(got.crc_seed(), 0);

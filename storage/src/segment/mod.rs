@@ -32,8 +32,9 @@ use crate::error::StorageError;
 use crate::fs::VFile;
 
 pub(crate) use format::{
-    FOOTER_LEN, Footer, HEADER_LEN, Header, PIDX_ENTRY_LEN, PIDX_INTERVAL, PidxEntry,
-    decode_footer, decode_header, decode_pidx, encode_header, encode_seal, pidx_crc,
+    FOOTER_LEN, FORMAT_VERSION_GAPS, Footer, HEADER_LEN, Header, PIDX_ENTRY_LEN, PIDX_INTERVAL,
+    PidxEntry, decode_footer, decode_header, decode_pidx, encode_header, encode_header_version,
+    encode_seal, pidx_crc,
 };
 pub(crate) use reader::{RecordReader, RecordWalk};
 pub(crate) use recovery::{ScanEnd, scan, search_tail};
@@ -60,6 +61,10 @@ pub struct Segment {
     pub first_position: u64,
     /// The crc32c seed of the segment's records (from its header's nonce).
     pub crc_seed: u32,
+    /// Whether its records may skip positions (rewritten by a scavenge):
+    /// index entries' offsets into it are stale, and positions are found
+    /// through the pidx.
+    pub gaps: bool,
     /// Records in `[HEADER_LEN, data_end)` are durable and readable. Only the
     /// writer advances it, after the fdatasync that covers them.
     data_end: AtomicU64,
@@ -103,6 +108,7 @@ impl Segment {
             file,
             first_position: header.first_position,
             crc_seed: header.crc_seed(),
+            gaps: header.gaps,
             data_end: AtomicU64::new(data_end),
             end_position: AtomicU64::new(end_position),
             sealed: AtomicBool::new(sealed),
@@ -132,6 +138,7 @@ impl Segment {
             file,
             first_position: footer.first_position,
             crc_seed: header.crc_seed(),
+            gaps: header.gaps,
             data_end: AtomicU64::new(footer.data_end),
             end_position: AtomicU64::new(footer.end_position),
             sealed: AtomicBool::new(true),

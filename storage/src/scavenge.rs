@@ -1,0 +1,526 @@
+//! Scavenging: giving back the disk that removed events (deleted,
+//! truncated, expired, superseded metadata) still take.
+//!
+//! Removal is logical and immediate (`lifecycle`): every read path skips
+//! removed events from the moment their delete is acknowledged. A
+//! scavenge then rewrites the sealed segments that hold them, one at a
+//! time, without them:
+//!
+//! 1. **Point.** It appends a `$scavenge-started` event to the `$scavenges`
+//!    stream and seals the active segment right after it, so that data in
+//!    the active segment is reclaimable too (KurrentDB never touches its
+//!    open chunk).
+//! 2. **Which segments.** Those holding an event of a stream whose
+//!    lifecycle changed since the last scavenge (all streams with a state,
+//!    after a restart): the index gives the positions of each one's removed
+//!    versions, so a scavenge with nothing to do reads no segment at all
+//!    (cost O(streams changed), not O(log)). Streams with `max_age` are
+//!    always considered (time removes their events).
+//! 3. **Rewrite**, per segment: copy its records to `<segment>.scavenge`,
+//!    dropping removed events (a record whose first events are removed is
+//!    re-encoded with the rest: positions and versions unchanged), with a
+//!    new pidx and footer, in format 3 (positions may skip); fsync; rename
+//!    over the segment (atomic: after a crash, the old file or the new one,
+//!    never a mix; a leftover `.scavenge` file is removed at start); sync
+//!    the directory; swap the new segment into the list. Readers that hold
+//!    the old one go on reading it (its file stays open until they drop
+//!    it). Extra disk: one segment. A segment with nothing removed is left
+//!    alone.
+//! 4. **Report**: a `$scavenged` event (segments, bytes before and after,
+//!    events removed, duration) and the counters in Stats and /metrics.
+//!
+//! Index entries are not rewritten: entries into a rewritten segment have
+//! stale offsets and are resolved through its pidx (`read::locate`), and
+//! those of removed events find nothing and are passed over. Event ids of
+//! removed events stay in the id index: ids are never reused, and an append
+//! reusing one is refused as a duplicate.
+//!
+//! An erase (`Store::erase`) is a hard delete sealed at once, then a rewrite
+//! of exactly the segments that hold the stream's events (and its older
+//! metadata events).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use logbook_protocol::lifecycle::meta_target;
+use logbook_protocol::{Direction, NewEvent};
+
+use crate::error::StorageError;
+use crate::fs::OpenMode;
+use crate::lifecycle::Window;
+use crate::record::{self, Record};
+use crate::segment::{
+    self, FORMAT_VERSION_GAPS, Footer, HEADER_LEN, Header, PIDX_INTERVAL, PidxEntry, RecordWalk,
+    Segment,
+};
+use crate::shared::Shared;
+
+/// Suffix of a segment being rewritten.
+pub const TMP_SUFFIX: &str = ".scavenge";
+/// Bytes written between two throttle checks.
+const CHUNK: usize = 1 << 20;
+
+/// How a scavenge runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScavengeOptions {
+    /// Most bytes per second it reads and writes (`None`: as fast as the
+    /// disk goes). Appends and reads share the disk with it.
+    pub max_bytes_per_sec: Option<u64>,
+}
+
+/// What a scavenge (or an erase) did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScavengeReport {
+    /// Segments it considered (held a removed event, by the index).
+    pub segments_considered: u64,
+    /// Segments it rewrote.
+    pub segments_rewritten: u64,
+    /// Events it removed from disk.
+    pub events_removed: u64,
+    /// Bytes of the segments it rewrote, before.
+    pub bytes_before: u64,
+    /// And after.
+    pub bytes_after: u64,
+    /// How long it took.
+    pub duration: Duration,
+}
+
+impl ScavengeReport {
+    fn add(&mut self, r: Rewrite) {
+        self.segments_rewritten += u64::from(r.rewritten);
+        self.events_removed += r.events_removed;
+        self.bytes_before += r.bytes_before;
+        self.bytes_after += r.bytes_after;
+    }
+
+    /// The report as JSON (the data of the `$scavenged` event).
+    pub fn to_json(&self) -> String {
+        format!(
+            "{{\"segments_considered\":{},\"segments_rewritten\":{},\"events_removed\":{},\"bytes_before\":{},\"bytes_after\":{},\"duration_ms\":{}}}",
+            self.segments_considered,
+            self.segments_rewritten,
+            self.events_removed,
+            self.bytes_before,
+            self.bytes_after,
+            self.duration.as_millis()
+        )
+    }
+}
+
+/// What rewriting one segment did.
+#[derive(Clone, Copy, Debug, Default)]
+struct Rewrite {
+    rewritten: bool,
+    events_removed: u64,
+    bytes_before: u64,
+    bytes_after: u64,
+}
+
+/// Paces writes to a rate.
+struct Throttle {
+    rate: Option<u64>,
+    started: Instant,
+    bytes: u64,
+}
+
+impl Throttle {
+    fn new(rate: Option<u64>) -> Throttle {
+        Throttle {
+            rate,
+            started: Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    fn spend(&mut self, bytes: u64) {
+        self.bytes += bytes;
+        if let Some(rate) = self.rate.filter(|r| *r > 0) {
+            let due = Duration::from_secs_f64(self.bytes as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(self.started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Which events of `rec` are live now (see `lifecycle`): the record's
+    /// stream's window, or for a metadata stream `$$S`, its latest event
+    /// only (each holds the whole state, so older ones are superseded).
+    pub(crate) fn window_of(&self, rec: &Record, now_us: i64) -> Window {
+        if self.lifecycle.is_empty() {
+            return Window::All;
+        }
+        if let Some(target) = meta_target(&rec.stream) {
+            let Some(e) = self.lifecycle_of(target) else {
+                return Window::All;
+            };
+            return if e.meta_version >= rec.first_version + u64::from(rec.count) {
+                Window::None
+            } else if e.meta_version <= rec.first_version {
+                Window::All
+            } else {
+                Window::From {
+                    first_live: e.meta_version,
+                }
+            };
+        }
+        let entry = self.lifecycle_of(&rec.stream);
+        Window::of(
+            entry.as_deref(),
+            rec.first_version,
+            u64::from(rec.count),
+            rec.timestamp_us,
+            now_us,
+        )
+    }
+
+    /// The positions of index entries of stream `name` (and of streams
+    /// whose hash collides with it: harmless here) with versions below
+    /// `below`.
+    fn positions_below(&self, name: &str, below: u64) -> Result<Vec<u64>, StorageError> {
+        let hash = self.hasher.hash(name);
+        let head = self.head();
+        let mut out = Vec::new();
+        let (tables, frozen) = {
+            let g = self.index.read();
+            let mut exact = Vec::new();
+            g.active.range(
+                hash,
+                name,
+                0,
+                Direction::Forward,
+                usize::MAX,
+                head,
+                &mut exact,
+            );
+            out.extend(
+                exact
+                    .iter()
+                    .take_while(|e| e.version < below)
+                    .map(|e| e.position),
+            );
+            (Arc::clone(&g.tables), g.frozen.clone())
+        };
+        for m in frozen {
+            let mut exact = Vec::new();
+            m.range(
+                hash,
+                name,
+                0,
+                Direction::Forward,
+                usize::MAX,
+                head,
+                &mut exact,
+            );
+            out.extend(
+                exact
+                    .iter()
+                    .take_while(|e| e.version < below)
+                    .map(|e| e.position),
+            );
+        }
+        let mut buf = Vec::new();
+        for t in tables.iter() {
+            if !t.may_contain(hash) {
+                continue;
+            }
+            let mut cursor = (0u64, 0u64);
+            loop {
+                buf.clear();
+                t.range(hash, cursor, Direction::Forward, 4096, &mut buf)?;
+                let mut done = buf.len() < 4096;
+                for (_, e) in &buf {
+                    if e.version >= below {
+                        done = true;
+                        break;
+                    }
+                    out.push(e.position);
+                }
+                match buf.last() {
+                    Some((_, last)) if !done => cursor = (last.version, last.position + 1),
+                    _ => break,
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The sealed segments (by first position) holding events of `streams`
+    /// that a scavenge may remove: versions below their first live one
+    /// (all of a hard-deleted stream, any for one with `max_age`), and
+    /// their metadata streams' older events.
+    pub(crate) fn segments_to_scavenge(
+        &self,
+        streams: &[String],
+    ) -> Result<BTreeSet<u64>, StorageError> {
+        let segs = Arc::clone(&self.segments.read());
+        let mut out = BTreeSet::new();
+        for name in streams {
+            let Some(e) = self.lifecycle_of(name) else {
+                continue;
+            };
+            let below = if e.state.is_hard_deleted() || e.state.metadata.max_age_secs.is_some() {
+                u64::MAX
+            } else {
+                e.first_live()
+            };
+            let mut positions = self.positions_below(name, below)?;
+            positions.extend(self.positions_below(
+                &logbook_protocol::lifecycle::meta_stream(name),
+                e.meta_version,
+            )?);
+            for p in positions {
+                if let Some(i) = Shared::segment_index_of(&segs, p)
+                    && let Some(seg) = segs.get(i)
+                    && seg.is_sealed()
+                {
+                    out.insert(seg.first_position);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Index in `segs` of the segment holding `position`.
+    pub(crate) fn segment_index_of(segs: &[Arc<Segment>], position: u64) -> Option<usize> {
+        segs.partition_point(|s| s.first_position <= position)
+            .checked_sub(1)
+    }
+
+    /// Rewrites the sealed segment starting at `first` without its removed
+    /// events (see the module's doc); leaves it alone if nothing in it is
+    /// removed.
+    fn rewrite_segment(
+        &self,
+        first: u64,
+        throttle: &mut Throttle,
+    ) -> Result<Rewrite, StorageError> {
+        let segs = Arc::clone(&self.segments.read());
+        let Some(old) = segs
+            .iter()
+            .find(|s| s.first_position == first && s.is_sealed())
+            .cloned()
+        else {
+            return Ok(Rewrite::default());
+        };
+        drop(segs);
+        let vfs = &*self.config.vfs;
+        let now = self.now_us();
+        let mut reader = self.reader(self.config.read_chunk_bytes);
+        // A first pass finds whether anything is to be removed, so that a
+        // segment with nothing removed costs a read, not a write.
+        let mut removed = 0u64;
+        {
+            let mut walk = RecordWalk::new(&old, HEADER_LEN, old.data_end(), None);
+            while let Some((_, rec)) = walk.next(&mut reader)? {
+                removed += match self.window_of(&rec, now) {
+                    Window::All => 0,
+                    Window::None => u64::from(rec.count),
+                    Window::From { first_live } => first_live - rec.first_version,
+                };
+            }
+        }
+        if removed == 0 {
+            return Ok(Rewrite::default());
+        }
+        let bytes_before = old
+            .sealed_len()
+            .map_err(|e| StorageError::io("stat", &old.path, e))?;
+        let tmp = old.path.with_extension(format!("seg{TMP_SUFFIX}"));
+        let io = |op: &'static str, path: &std::path::Path| {
+            let path = path.to_path_buf();
+            move |e| StorageError::io(op, path, e)
+        };
+        if vfs.exists(&tmp) {
+            vfs.remove_file(&tmp).map_err(io("remove", &tmp))?;
+        }
+        let file = vfs
+            .open(&tmp, OpenMode::CreateNew)
+            .map_err(io("create", &tmp))?;
+        let result = (|| -> Result<(Header, Footer, Vec<PidxEntry>), StorageError> {
+            let header = Header {
+                first_position: old.first_position,
+                nonce: Some(crate::writer::segment_nonce()),
+                gaps: true,
+            };
+            let seed = header.crc_seed();
+            file.write_all_at(
+                &segment::encode_header_version(
+                    old.first_position,
+                    header.nonce.unwrap_or(0),
+                    FORMAT_VERSION_GAPS,
+                ),
+                0,
+            )
+            .map_err(io("write header", &tmp))?;
+            let mut offset = HEADER_LEN;
+            let mut buf: Vec<u8> = Vec::with_capacity(CHUNK + (64 << 10));
+            let mut pidx: Vec<PidxEntry> = Vec::new();
+            let mut records = 0u64;
+            let mut walk = RecordWalk::new(&old, HEADER_LEN, old.data_end(), None);
+            while let Some((at, rec)) = walk.next(&mut reader)? {
+                let w = self.window_of(&rec, now);
+                if w == Window::None {
+                    continue;
+                }
+                let kept: Vec<NewEvent> = crate::read::Located {
+                    record: &rec,
+                    path: &old.path,
+                    offset: at,
+                }
+                .events()
+                .filter(|e| e.as_ref().map_or(true, |e| w.admits(e.version.0)))
+                .map(|e| {
+                    e.map(|e| NewEvent::new(e.id, e.event_type, e.data).with_metadata(e.metadata))
+                })
+                .collect::<Result<_, _>>()?;
+                let skip = u64::from(rec.count) - kept.len() as u64;
+                let first_position = rec.first_position + skip;
+                let at_out = offset + buf.len() as u64;
+                if pidx
+                    .last()
+                    .is_none_or(|p| at_out >= p.offset + PIDX_INTERVAL)
+                {
+                    pidx.push(PidxEntry {
+                        position: first_position,
+                        offset: at_out,
+                    });
+                }
+                record::encode(
+                    &mut buf,
+                    seed,
+                    &rec.stream,
+                    first_position,
+                    rec.first_version + skip,
+                    rec.timestamp_us,
+                    &kept,
+                );
+                records += 1;
+                if buf.len() >= CHUNK {
+                    file.write_all_at(&buf, offset).map_err(io("write", &tmp))?;
+                    offset += buf.len() as u64;
+                    throttle.spend(buf.len() as u64);
+                    buf.clear();
+                }
+            }
+            file.write_all_at(&buf, offset).map_err(io("write", &tmp))?;
+            offset += buf.len() as u64;
+            let footer = Footer {
+                data_end: offset,
+                record_count: records,
+                first_position: old.first_position,
+                end_position: old.end_position(),
+                pidx_count: pidx.len() as u32,
+                pidx_crc: segment::pidx_crc(&pidx),
+            };
+            let seal = segment::encode_seal(&pidx, &footer);
+            file.write_all_at(&seal, offset)
+                .map_err(io("write footer", &tmp))?;
+            throttle.spend(buf.len() as u64 + seal.len() as u64);
+            // On disk before the rename exposes it.
+            file.sync_data().map_err(io("fdatasync", &tmp))?;
+            Ok((header, footer, pidx))
+        })();
+        file.release();
+        drop(file);
+        let (header, footer, pidx) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = vfs.remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        if let Some(hook) = &self.config.testing.scavenge_hook {
+            (hook.0)(ScavengeStep::Written);
+        }
+        vfs.rename(&tmp, &old.path)
+            .map_err(io("rename", &old.path))?;
+        vfs.sync_dir(&self.log_dir)
+            .map_err(io("sync dir", &self.log_dir))?;
+        if let Some(hook) = &self.config.testing.scavenge_hook {
+            (hook.0)(ScavengeStep::Renamed);
+        }
+        let file = vfs
+            .open(&old.path, OpenMode::Read)
+            .map_err(io("open", &old.path))?;
+        let bytes_after =
+            footer.data_end + segment::FOOTER_LEN + pidx.len() as u64 * segment::PIDX_ENTRY_LEN;
+        let new = Arc::new(Segment::new(
+            old.path.clone(),
+            file,
+            header,
+            footer.data_end,
+            footer.end_position,
+            pidx,
+            true,
+        ));
+        new.track(&self.pidx_budget);
+        {
+            let mut segs = self.segments.write();
+            let mut v = Vec::clone(&segs);
+            if let Some(slot) = v.iter_mut().find(|s| Arc::ptr_eq(s, &old)) {
+                *slot = Arc::clone(&new);
+            }
+            *segs = Arc::new(v);
+        }
+        self.counters
+            .scavenge_segments
+            .fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .scavenge_bytes_reclaimed
+            .fetch_add(bytes_before.saturating_sub(bytes_after), Ordering::Relaxed);
+        Ok(Rewrite {
+            rewritten: true,
+            events_removed: removed,
+            bytes_before,
+            bytes_after,
+        })
+    }
+
+    /// Rewrites the sealed segments starting at `firsts`, in log order.
+    pub(crate) fn rewrite_segments(
+        &self,
+        firsts: &BTreeSet<u64>,
+        options: ScavengeOptions,
+    ) -> Result<ScavengeReport, StorageError> {
+        let started = Instant::now();
+        let mut throttle = Throttle::new(options.max_bytes_per_sec);
+        let mut report = ScavengeReport {
+            segments_considered: firsts.len() as u64,
+            ..ScavengeReport::default()
+        };
+        self.counters
+            .scavenge_todo
+            .store(firsts.len() as u64, Ordering::Relaxed);
+        self.counters.scavenge_done.store(0, Ordering::Relaxed);
+        for &first in firsts {
+            if self.closing.load(Ordering::Relaxed) {
+                return Err(StorageError::ShuttingDown);
+            }
+            report.add(self.rewrite_segment(first, &mut throttle)?);
+            self.counters.scavenge_done.fetch_add(1, Ordering::Relaxed);
+        }
+        report.duration = started.elapsed();
+        Ok(report)
+    }
+
+    /// Every stream a scavenge must look at now, taking them from the
+    /// dirty set (give them back with `Lifecycles::mark_dirty` if the
+    /// scavenge fails).
+    pub(crate) fn streams_to_scavenge(&self) -> Vec<String> {
+        self.lifecycle.take_dirty()
+    }
+}
+
+/// Steps of a segment rewrite a test hook sees.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScavengeStep {
+    /// The new file is written and synced, not renamed yet.
+    Written,
+    /// Renamed over the old one, directory synced.
+    Renamed,
+}
