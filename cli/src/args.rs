@@ -8,8 +8,8 @@ use logbook_client::{ExpectedVersion, StreamVersion};
 
 use crate::failure::EXIT_CODES;
 
-/// Talk to a Logbook daemon: append, read, follow the log, statistics and
-/// backups.
+/// Talk to a Logbook daemon: append, read, follow the log, stream metadata
+/// and deletion, statistics and backups.
 #[derive(Parser, Debug)]
 #[command(name = "logbook", version, after_help = EXIT_CODES)]
 pub(crate) struct Cli {
@@ -57,6 +57,15 @@ pub(crate) enum Command {
     /// Print a stream's or the global log's events, then follow new ones
     /// as they are appended, like `tail -f` (Ctrl-C to stop).
     Tail(TailArgs),
+    /// Show a stream's metadata and lifecycle state, or set its metadata
+    /// with --set.
+    Metadata(MetadataArgs),
+    /// Remove a stream's events below a version from every read (the rest
+    /// keep their versions).
+    Truncate(TruncateArgs),
+    /// Delete a stream: reads say it is not found, and a later append
+    /// starts it again (or, with --hard, it is gone for ever).
+    Delete(DeleteArgs),
     /// Show the server's statistics.
     Stats,
     /// Copy a consistent image of the server's store into a local
@@ -181,6 +190,59 @@ pub(crate) struct TailArgs {
 }
 
 #[derive(Args, Debug)]
+pub(crate) struct MetadataArgs {
+    /// The stream (not its `$$` metadata stream).
+    pub(crate) stream: String,
+
+    /// Set the metadata to this JSON object, replacing the previous one
+    /// whole: max_count, max_age_secs, truncate_before (it only rises),
+    /// custom (an object of your own). Without --set, the metadata is
+    /// shown.
+    #[arg(long, value_name = "JSON")]
+    pub(crate) set: Option<String>,
+
+    /// Set only if the metadata is at this version: any (the default),
+    /// no-stream (the stream never had metadata, a truncation or a delete),
+    /// or the meta version the last change printed.
+    #[arg(
+        long,
+        requires = "set",
+        default_value = "any",
+        value_parser = parse_expected,
+        value_name = "EXPECTED"
+    )]
+    pub(crate) expected: ExpectedVersion,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct TruncateArgs {
+    /// The stream to truncate.
+    pub(crate) stream: String,
+
+    /// The first version to keep; events below it are no longer served. A
+    /// version at or below the current truncation changes nothing.
+    #[arg(long, value_name = "VERSION")]
+    pub(crate) before: u64,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct DeleteArgs {
+    /// The stream to delete.
+    pub(crate) stream: String,
+
+    /// Delete for ever: reads, appends and metadata changes of the stream
+    /// fail from now on. Without it, an append (expecting no-stream or
+    /// any) starts the stream again, continuing its versions.
+    #[arg(long)]
+    pub(crate) hard: bool,
+
+    /// Delete only if the stream is in this state (as `append --expected`:
+    /// any, no-stream, exists, or its last version).
+    #[arg(long, default_value = "any", value_parser = parse_expected, value_name = "EXPECTED")]
+    pub(crate) expected: ExpectedVersion,
+}
+
+#[derive(Args, Debug)]
 pub(crate) struct BackupArgs {
     /// Directory to write the backup into, on this machine (created if
     /// missing). It becomes a data directory `logbookd --data-dir DIR`
@@ -271,6 +333,27 @@ mod tests {
         assert!(parse(&["logbook", "tail", "s", "--stream-prefix", "a"]).is_err());
         assert!(parse(&["logbook", "tail", "--all", "--stream-prefix", "a"]).is_ok());
         assert!(parse(&["logbook", "tail", "s", "--type-prefix", "A"]).is_ok());
+    }
+
+    #[test]
+    fn lifecycle_commands_parse() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
+        // --expected only goes with --set.
+        assert!(parse(&["logbook", "metadata", "s", "--expected", "3"]).is_err());
+        let ok = parse(&["logbook", "metadata", "s", "--set", "{}", "--expected", "3"]).unwrap();
+        let Command::Metadata(m) = ok.command else {
+            panic!("{ok:?}")
+        };
+        assert_eq!(m.expected, ExpectedVersion::Exact(StreamVersion(3)));
+        assert!(parse(&["logbook", "truncate", "s"]).is_err());
+        assert!(parse(&["logbook", "truncate", "s", "--before", "-1"]).is_err());
+        assert!(parse(&["logbook", "truncate", "s", "--before", "4"]).is_ok());
+        let ok = parse(&["logbook", "delete", "s"]).unwrap();
+        let Command::Delete(d) = ok.command else {
+            panic!("{ok:?}")
+        };
+        assert!(!d.hard);
+        assert_eq!(d.expected, ExpectedVersion::Any);
     }
 
     #[test]

@@ -19,7 +19,8 @@ Exit codes:
      timed out, or connection lost and not regained
   4  wrong expected version: the append's --expected did not hold, nothing
      was written
-  5  stream not found (reading a stream that has no events)
+  5  stream not found (reading a stream that has no events) or deleted for
+     ever (delete --hard: reads, appends and metadata changes all fail)
   6  any other error reported by the server: not authenticated, busy,
      shutting down, corruption, internal error, protocol mismatch";
 
@@ -34,7 +35,7 @@ pub(crate) enum Exit {
     Unreachable = 3,
     /// An append's expected version did not hold.
     WrongExpectedVersion = 4,
-    /// The stream has no events.
+    /// The stream has no events, or was hard-deleted.
     StreamNotFound = 5,
     /// Any other error the server reported.
     Server = 6,
@@ -93,7 +94,7 @@ impl Failure {
 pub(crate) fn exit_of(e: &Error) -> Exit {
     match e {
         Error::WrongExpectedVersion { .. } => Exit::WrongExpectedVersion,
-        Error::StreamNotFound { .. } => Exit::StreamNotFound,
+        Error::StreamNotFound { .. } | Error::StreamDeleted { .. } => Exit::StreamNotFound,
         Error::BadRequest(_) | Error::TooLarge { .. } => Exit::Usage,
         Error::Connect(_) | Error::Disconnected | Error::Timeout => Exit::Unreachable,
         Error::NotAuthenticated
@@ -134,6 +135,10 @@ mod tests {
         assert_eq!(exit_of(&wrong), Exit::WrongExpectedVersion);
         assert_eq!(
             exit_of(&Error::StreamNotFound { stream: "s".into() }),
+            Exit::StreamNotFound
+        );
+        assert_eq!(
+            exit_of(&Error::StreamDeleted { stream: "s".into() }),
             Exit::StreamNotFound
         );
         let refused = Error::Connect(io::Error::from(io::ErrorKind::ConnectionRefused));

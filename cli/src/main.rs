@@ -9,8 +9,9 @@
 //! - `args.rs`: the clap definitions, and the parsers of `--expected`
 //!   and `tail --from`.
 //! - `cmd/`: one module per command (`ping`, `append`, `read` for `read`
-//!   and `read-all`, `tail`, `stats`, `backup`), dispatched by
-//!   `cmd::run`; each connects, calls the client, prints.
+//!   and `read-all`, `tail`, `lifecycle` for `metadata`, `truncate` and
+//!   `delete`, `stats`, `backup`), dispatched by `cmd::run`; each
+//!   connects, calls the client, prints.
 //! - `output.rs`: buffered stdout, aligned tables and the event printer
 //!   shared by `read`, `read-all` and `tail`.
 //! - `render.rs`: pure formatting: payloads as JSON, base64 or a hex

@@ -6,15 +6,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use logbook_protocol::lifecycle::{Deletion, StreamMetadata};
 use logbook_protocol::{
-    Append, AppendResult, Direction, ExpectedVersion, Frame, HelloOk, LogPosition, NewEvent,
-    Opcode, Ping, ReadAll, ReadStream, Request, Response, ServerMessage, StreamVersion,
-    SubscribeFrom, Text, validate_event_type, validate_stream_name,
+    Append, AppendResult, DeleteStream, Direction, ExpectedVersion, Frame, GetMetadata, HelloOk,
+    LogPosition, NewEvent, Opcode, Ping, ReadAll, ReadStream, Request, Response, ServerMessage,
+    SetMetadata, StreamVersion, SubscribeFrom, Text, Truncate, validate_event_type,
+    validate_stream_name,
 };
 use parking_lot::Mutex;
 use tokio::net::ToSocketAddrs;
 use tracing::debug;
 
+use crate::LifecycleWritten;
 use crate::conn::Connection;
 use crate::error::{Error, Result};
 use crate::options::ClientOptions;
@@ -366,6 +369,163 @@ impl Client {
     pub async fn stats(&self) -> Result<crate::ServerStats> {
         self.call(&Request::Stats(logbook_protocol::Stats), |r| match r {
             Response::StatsOk(stats) => Some(*stats),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Sets `stream`'s metadata: retention (`max_count`, `max_age_secs`),
+    /// `truncate_before` and `custom` keys. Replaces the previous metadata
+    /// whole, except that `truncate_before` only rises. Returns once
+    /// durable; from then on every read path (stream reads, the global
+    /// log, subscriptions) serves only the events the metadata keeps.
+    ///
+    /// `expected` is checked against the metadata stream `$$stream`, not
+    /// the stream itself: pass the `meta_version` of the last
+    /// [`LifecycleWritten`](crate::LifecycleWritten) (from this call or
+    /// [`Client::get_stream_metadata`]), [`ExpectedVersion::NoStream`]
+    /// before the first lifecycle operation, or [`ExpectedVersion::Any`].
+    /// A failed check is [`Error::WrongExpectedVersion`] naming `$$stream`;
+    /// a hard-deleted stream is [`Error::StreamDeleted`]. Out-of-range
+    /// settings fail early with [`Error::BadRequest`].
+    ///
+    /// A call retried after a lost reply may report a wrong expected
+    /// version although the first attempt took effect: read the metadata
+    /// back to tell.
+    ///
+    /// ```no_run
+    /// use logbook_client::{Client, ExpectedVersion, StreamMetadata};
+    ///
+    /// # async fn demo(client: Client) -> logbook_client::Result<()> {
+    /// let keep_last_100 = StreamMetadata {
+    ///     max_count: Some(100),
+    ///     ..StreamMetadata::default()
+    /// };
+    /// let written = client
+    ///     .set_stream_metadata("sensor-7", ExpectedVersion::Any, keep_last_100)
+    ///     .await?;
+    /// println!("metadata version {}", written.meta_version);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn set_stream_metadata(
+        &self,
+        stream: impl Into<Text>,
+        expected: ExpectedVersion,
+        metadata: StreamMetadata,
+    ) -> Result<LifecycleWritten> {
+        let stream = stream.into();
+        check_stream(&stream)?;
+        metadata
+            .validate()
+            .map_err(|e| Error::BadRequest(format!("invalid stream metadata: {e}")))?;
+        let request = Request::SetMetadata(SetMetadata {
+            stream,
+            expected,
+            metadata,
+        });
+        self.call(&request, |r| match r {
+            Response::SetMetadataOk(ok) => Some(ok),
+            _ => None,
+        })
+        .await
+    }
+
+    /// `stream`'s lifecycle state: its metadata, how far it is truncated,
+    /// whether it is deleted, with the `meta_version` to expect in the next
+    /// [`Client::set_stream_metadata`]. `None` if the stream never had a
+    /// lifecycle operation (whether or not it has events).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: logbook_client::Client) -> logbook_client::Result<()> {
+    /// match client.get_stream_metadata("sensor-7").await? {
+    ///     Some(lc) => println!("{:?} (deleted: {:?})", lc.state.metadata, lc.state.deleted),
+    ///     None => println!("no metadata"),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn get_stream_metadata(
+        &self,
+        stream: impl Into<Text>,
+    ) -> Result<Option<LifecycleWritten>> {
+        let stream = stream.into();
+        check_stream(&stream)?;
+        let request = Request::GetMetadata(GetMetadata { stream });
+        self.call(&request, |r| match r {
+            Response::GetMetadataOk(ok) => Some(ok),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Removes `stream`'s events below version `before` from every read
+    /// path; the rest keep their versions and positions. Only rises: a
+    /// `before` at or below the current truncation changes nothing. Safe to
+    /// retry. A hard-deleted stream is [`Error::StreamDeleted`].
+    ///
+    /// ```no_run
+    /// use logbook_client::StreamVersion;
+    ///
+    /// # async fn demo(client: logbook_client::Client) -> logbook_client::Result<()> {
+    /// // Keep versions 1000 and later (a snapshot was written at 1000).
+    /// client.truncate_stream("account-42", StreamVersion(1000)).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn truncate_stream(
+        &self,
+        stream: impl Into<Text>,
+        before: StreamVersion,
+    ) -> Result<LifecycleWritten> {
+        let stream = stream.into();
+        check_stream(&stream)?;
+        let request = Request::Truncate(Truncate { stream, before });
+        self.call(&request, |r| match r {
+            Response::TruncateOk(ok) => Some(ok),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Deletes `stream` if it is at `expected` (checked as an append's
+    /// is). [`Deletion::Soft`]: reads say [`Error::StreamNotFound`], and a
+    /// later append expecting [`ExpectedVersion::NoStream`] or `Any`
+    /// continues the versions where they stopped, serving only the new
+    /// events. [`Deletion::Hard`]: reads, appends and lifecycle operations
+    /// of the stream fail with [`Error::StreamDeleted`], for ever. Either
+    /// way, every read path stops serving the stream's events once this
+    /// returns.
+    ///
+    /// A call retried after a lost reply may report a wrong expected
+    /// version (soft) or a deleted stream (hard) although the first attempt
+    /// took effect.
+    ///
+    /// ```no_run
+    /// use logbook_client::{Deletion, ExpectedVersion};
+    ///
+    /// # async fn demo(client: logbook_client::Client) -> logbook_client::Result<()> {
+    /// client
+    ///     .delete_stream("cart-17", ExpectedVersion::Any, Deletion::Soft)
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn delete_stream(
+        &self,
+        stream: impl Into<Text>,
+        expected: ExpectedVersion,
+        mode: Deletion,
+    ) -> Result<LifecycleWritten> {
+        let stream = stream.into();
+        check_stream(&stream)?;
+        let request = Request::DeleteStream(DeleteStream {
+            stream,
+            expected,
+            mode,
+        });
+        self.call(&request, |r| match r {
+            Response::DeleteStreamOk(ok) => Some(ok),
             _ => None,
         })
         .await

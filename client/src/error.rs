@@ -35,11 +35,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The append's expected version did not hold when it was committed;
-    /// nothing was written. Never retried: read the stream and decide again.
+    /// The expected version of an append, a delete or a metadata change
+    /// (checked against the metadata stream `$$stream`, which `stream`
+    /// then names) did not hold when it was committed; nothing was
+    /// written. Never retried: read the stream and decide again.
     #[error("wrong expected version on stream {stream:?}: expected {expected}, actual {}", fmt_actual(.actual))]
     WrongExpectedVersion {
-        /// The stream appended to.
+        /// The stream appended to (or deleted, or `$$stream` for a metadata
+        /// change).
         stream: String,
         /// What the append expected.
         expected: ExpectedVersion,
@@ -51,6 +54,14 @@ pub enum Error {
     /// The stream does not exist where that is an error.
     #[error("stream {stream:?} not found")]
     StreamNotFound {
+        /// The stream concerned.
+        stream: String,
+    },
+
+    /// The stream was hard-deleted: reading it, appending to it and its
+    /// lifecycle operations fail, for ever. Never retried.
+    #[error("stream {stream:?} is deleted")]
+    StreamDeleted {
         /// The stream concerned.
         stream: String,
     },
@@ -209,6 +220,10 @@ impl Error {
                 (Some(s), _) => s.to_string(),
                 (None, Request::Append(a)) => a.stream.to_string(),
                 (None, Request::ReadStream(r)) => r.stream.to_string(),
+                (None, Request::SetMetadata(m)) => m.stream.to_string(),
+                (None, Request::GetMetadata(g)) => g.stream.to_string(),
+                (None, Request::Truncate(t)) => t.stream.to_string(),
+                (None, Request::DeleteStream(d)) => d.stream.to_string(),
                 (None, _) => String::new(),
             }
         };
@@ -217,11 +232,14 @@ impl Error {
                 stream: stream(),
                 expected: reply.expected.unwrap_or(match request {
                     Request::Append(a) => a.expected,
+                    Request::SetMetadata(m) => m.expected,
+                    Request::DeleteStream(d) => d.expected,
                     _ => ExpectedVersion::Any,
                 }),
                 actual: reply.actual.flatten(),
             },
             ErrorCode::StreamNotFound => Error::StreamNotFound { stream: stream() },
+            ErrorCode::StreamDeleted => Error::StreamDeleted { stream: stream() },
             ErrorCode::BadRequest => Error::BadRequest(reply.message),
             ErrorCode::TooLarge => Error::TooLarge {
                 limit: reply.limit,
@@ -298,6 +316,22 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn stream_deleted_names_the_stream() {
+        let reply = ErrorReply::new(ErrorCode::StreamDeleted, "gone").with_stream("s-2");
+        assert!(matches!(
+            Error::from_reply(reply, &append()),
+            Error::StreamDeleted { stream } if stream == "s-2"
+        ));
+        // Without the detail, the request's stream.
+        let reply = ErrorReply::new(ErrorCode::StreamDeleted, "gone");
+        assert!(matches!(
+            Error::from_reply(reply, &append()),
+            Error::StreamDeleted { stream } if stream == "s-1"
+        ));
+        assert!(!Error::StreamDeleted { stream: "s".into() }.is_retryable());
     }
 
     #[test]

@@ -69,6 +69,10 @@
 //!   protocol into a local directory ([`BackupProgress`], [`BackupReport`]).
 //!   [`Client::stats`] (in `client.rs`) returns the server's figures as
 //!   [`ServerStats`].
+//! - Stream lifecycle (in `client.rs`): [`Client::set_stream_metadata`]
+//!   (retention, custom keys), [`Client::get_stream_metadata`],
+//!   [`Client::truncate_stream`] and [`Client::delete_stream`] (soft or
+//!   hard), each answered with a [`LifecycleWritten`].
 //! - `options.rs`: [`ClientOptions`] and [`RetryPolicy`].
 //! - `error.rs`: [`Error`], and how server error replies map onto it.
 //!
@@ -122,7 +126,14 @@ pub use subscription::{
     DEFAULT_WINDOW, SubscribeAllOptions, SubscribeStreamOptions, Subscription, SubscriptionMessage,
 };
 
+/// What a lifecycle operation wrote ([`Client::set_stream_metadata`],
+/// [`Client::truncate_stream`], [`Client::delete_stream`]), or the latest
+/// one ([`Client::get_stream_metadata`]).
+pub use logbook_protocol::LifecycleOk as LifecycleWritten;
 /// The server's figures, as [`Client::stats`] returns them.
 pub use logbook_protocol::StatsOk as ServerStats;
+pub use logbook_protocol::lifecycle::{
+    Deletion, META_STREAM_PREFIX, StreamLifecycle, StreamMetadata,
+};
 pub use logbook_protocol::types::*;
 pub use logbook_protocol::{Filter, HelloOk, RecoveryStats, SubscribeFrom};

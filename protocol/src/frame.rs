@@ -9,7 +9,9 @@
 //!  5     u8   kind      1 Request, 2 Response, 3 Push, 4 Error
 //!  6     u16  opcode    1 Hello, 2 Ping, 3 Append, 4 ReadStream, 5 ReadAll,
 //!                       6 Subscribe, 7 Unsubscribe, 8 Credit, 9 Stats,
-//!                       10 BackupBegin, 11 BackupRead, 12 BackupEnd
+//!                       10 BackupBegin, 11 BackupRead, 12 BackupEnd,
+//!                       13 SetMetadata, 14 GetMetadata, 15 Truncate,
+//!                       16 DeleteStream
 //!  8     u16  flags     bit 0 = END: set on every reply (Response, Error),
 //!                       clear on requests and pushes; other bits 0
 //! 10     u16  reserved  must be 0
@@ -120,6 +122,14 @@ pub enum Opcode {
     BackupRead = 11,
     /// End a backup session.
     BackupEnd = 12,
+    /// Set a stream's metadata (retention and custom keys).
+    SetMetadata = 13,
+    /// Read a stream's lifecycle state.
+    GetMetadata = 14,
+    /// Remove a stream's events below a version.
+    Truncate = 15,
+    /// Delete a stream, softly or for ever.
+    DeleteStream = 16,
 }
 
 impl Opcode {
@@ -143,6 +153,10 @@ impl Opcode {
             10 => Opcode::BackupBegin,
             11 => Opcode::BackupRead,
             12 => Opcode::BackupEnd,
+            13 => Opcode::SetMetadata,
+            14 => Opcode::GetMetadata,
+            15 => Opcode::Truncate,
+            16 => Opcode::DeleteStream,
             _ => return None,
         })
     }
@@ -531,7 +545,7 @@ mod tests {
     }
 
     fn opcode() -> impl Strategy<Value = Opcode> {
-        (1u16..=9).prop_filter_map("known opcode", Opcode::from_u16)
+        (1u16..=16).prop_filter_map("known opcode", Opcode::from_u16)
     }
 
     fn header() -> impl Strategy<Value = FrameHeader> {

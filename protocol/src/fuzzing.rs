@@ -21,7 +21,8 @@ pub fn frames(data: &[u8]) {
 pub fn bodies(data: &[u8]) {
     let body = Bytes::copy_from_slice(data);
     for kind in [Kind::Request, Kind::Response, Kind::Push, Kind::Error] {
-        for op in 1..=9u16 {
+        // Every known opcode (`from_u16` skips the gaps, if any).
+        for op in 1..=16u16 {
             let Some(opcode) = Opcode::from_u16(op) else {
                 continue;
             };
@@ -52,8 +53,12 @@ mod tests {
     /// Mutations of valid frames reach deeper than random bytes.
     #[test]
     fn mutated_valid_frames_never_panic() {
-        use crate::msg::Request;
-        use crate::{Append, EventId, ExpectedVersion, NewEvent, Ping, Text};
+        use crate::lifecycle::{Deletion, StreamLifecycle, StreamMetadata};
+        use crate::msg::{Request, Response};
+        use crate::{
+            Append, DeleteStream, EventId, ExpectedVersion, LifecycleOk, LogPosition, NewEvent,
+            Ping, SetMetadata, StreamVersion, Text,
+        };
         let mut seeds = Vec::new();
         for req in [
             Request::Ping(Ping { nonce: 7 }),
@@ -62,11 +67,38 @@ mod tests {
                 expected: ExpectedVersion::Any,
                 events: vec![NewEvent::new(EventId::from_u128(1), "T", &b"data"[..])],
             }),
+            Request::SetMetadata(SetMetadata {
+                stream: Text::from("s"),
+                expected: ExpectedVersion::NoStream,
+                metadata: StreamMetadata {
+                    max_count: Some(3),
+                    ..StreamMetadata::default()
+                },
+            }),
+            Request::DeleteStream(DeleteStream {
+                stream: Text::from("s"),
+                expected: ExpectedVersion::Any,
+                mode: Deletion::Hard,
+            }),
         ] {
             let mut b = bytes::BytesMut::new();
             req.encode(&mut b, 3, 1 << 20).unwrap();
             seeds.push(b.to_vec());
         }
+        let mut b = bytes::BytesMut::new();
+        Response::GetMetadataOk(Some(LifecycleOk {
+            position: LogPosition(4),
+            meta_version: StreamVersion(0),
+            state: StreamLifecycle {
+                stream: "s".into(),
+                deleted: Some(Deletion::Soft),
+                last_version: Some(3),
+                ..StreamLifecycle::default()
+            },
+        }))
+        .encode(&mut b, 3, 1 << 20)
+        .unwrap();
+        seeds.push(b.to_vec());
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         for seed in &seeds {
             for _ in 0..2000 {

@@ -12,8 +12,10 @@
 //!   `tokio_util` codec that cuts a byte stream into [`Frame`]s without
 //!   copying bodies.
 //! - [`msg`]: typed messages ([`Request`], [`Response`], [`Push`],
-//!   [`ErrorReply`]) and their MessagePack bodies, one file per operation;
-//!   events travel as compact positional arrays (`msg::event`).
+//!   [`ErrorReply`]) and their MessagePack bodies, one file per operation
+//!   (the stream lifecycle's in `set_metadata`, `get_metadata`, `truncate`
+//!   and `delete_stream`, their JSON parsed while decoding); events travel
+//!   as compact positional arrays (`msg::event`).
 //! - `fuzzing`: entry points shared by the fuzz targets and the bounded
 //!   property tests that stand in for them in `cargo test`.
 //! - [`error`]: [`Error`], split into fatal frame errors and per-message
@@ -22,7 +24,8 @@
 //!   the engine, its backup image and the client's backup (the backup
 //!   protocol carries these names).
 //! - [`lifecycle`]: stream metadata, truncation and deletion: the
-//!   `$$stream` convention and which events are live.
+//!   `$$stream` convention and which events are live (the types the
+//!   lifecycle messages carry).
 //! - [`le`]: panic-free little-endian field reads, shared by the frame
 //!   codec and the engine's on-disk formats.
 //!
@@ -56,9 +59,10 @@ pub use frame::{
     PROTOCOL_VERSION, SharedFrame,
 };
 pub use msg::{
-    Append, BackupBegin, BackupBeginOk, BackupEnd, BackupFile, BackupRead, Credit, ErrorCode,
-    ErrorReply, Filter, Hello, HelloOk, MAX_FILTER_PREFIXES, Ping, Pong, Push, ReadAll, ReadAllOk,
-    ReadStream, ReadStreamOk, RecoveryStats, Request, Response, ServerMessage, Stats, StatsOk,
-    Subscribe, SubscribeFrom, SubscribeOk, SubscriptionTarget, Unsubscribe,
+    Append, BackupBegin, BackupBeginOk, BackupEnd, BackupFile, BackupRead, Credit, DeleteStream,
+    ErrorCode, ErrorReply, Filter, GetMetadata, Hello, HelloOk, LifecycleOk, MAX_FILTER_PREFIXES,
+    Ping, Pong, Push, ReadAll, ReadAllOk, ReadStream, ReadStreamOk, RecoveryStats, Request,
+    Response, ServerMessage, SetMetadata, Stats, StatsOk, Subscribe, SubscribeFrom, SubscribeOk,
+    SubscriptionTarget, Truncate, Unsubscribe,
 };
 pub use types::*;

@@ -43,7 +43,7 @@ pub fn meta_target(name: &str) -> Option<&str> {
 }
 
 /// Retention and custom settings of a stream, as a client sets them.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamMetadata {
     /// Keep only the last `max_count` events (at least 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -130,7 +130,7 @@ pub enum Deletion {
 }
 
 /// A stream's whole lifecycle state: the data of every `$$S` event.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamLifecycle {
     /// The stream `S`.
     pub stream: String,

@@ -382,6 +382,13 @@ impl Collector for LogbookCollector {
             None,
             s.open_files,
         )?;
+        gauge(
+            &mut e,
+            "lifecycle_streams",
+            "Streams with a lifecycle state (metadata, a truncation or a delete), which every read filters by.",
+            None,
+            s.lifecycle_streams,
+        )?;
         counter(
             &mut e,
             "file_reopens",

@@ -641,6 +641,128 @@ fn bad_input_is_exit_code_2() {
     assert!(help.contains("  4  wrong expected version"), "{help}");
 }
 
+#[test]
+fn metadata_is_set_then_shown() {
+    let env = Env::start();
+    env.append("acct", "Opened", "{}");
+
+    // No lifecycle state yet.
+    let shown = env.json(&["metadata", "acct"]);
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    assert_eq!(shown[0]["stream"], "acct");
+    assert_eq!(shown[0]["position"], Value::Null, "{shown:?}");
+    assert_eq!(shown[0]["metadata"], json!({}), "{shown:?}");
+    assert!(env.ok(&["metadata", "acct"]).contains("none"));
+
+    let set = env.json(&[
+        "metadata",
+        "acct",
+        "--set",
+        r#"{"max_count":5,"custom":{"owner":"ada"}}"#,
+        "--expected",
+        "no-stream",
+    ]);
+    assert_eq!(set[0]["meta_version"], 0, "{set:?}");
+    let shown = env.json(&["metadata", "acct"]);
+    assert_eq!(shown, set);
+    assert_eq!(
+        shown[0]["metadata"],
+        json!({"max_count": 5, "custom": {"owner": "ada"}})
+    );
+    assert_eq!(shown[0]["deleted"], Value::Null);
+    assert_eq!(shown[0]["last_version"], 0);
+
+    // The expected version is the metadata's own: exit 4 when it moved.
+    let err = env.fails(
+        4,
+        &["metadata", "acct", "--set", "{}", "--expected", "no-stream"],
+    );
+    assert!(err.contains("$$acct"), "{err}");
+    env.json(&["metadata", "acct", "--set", "{}", "--expected", "0"]);
+
+    // For people.
+    let human = env.ok(&["metadata", "acct"]);
+    assert!(
+        human
+            .lines()
+            .any(|l| l.starts_with("meta version ") && l.ends_with(" 1")),
+        "{human}"
+    );
+
+    // Metadata the server would refuse never leaves the tool.
+    for bad in [
+        "{not json",
+        r#"{"max_cuont":3}"#,
+        r#"{"max_count":0}"#,
+        "[1]",
+    ] {
+        let err = env.fails(2, &["metadata", "acct", "--set", bad]);
+        assert!(err.contains("--set"), "{err}");
+    }
+    env.fails(2, &["metadata", "acct", "--expected", "0"]);
+    // A metadata stream has none of its own.
+    env.fails(2, &["metadata", "$$acct"]);
+}
+
+#[test]
+fn truncate_hides_the_older_events() {
+    let env = Env::start();
+    for i in 0..4 {
+        env.append("t", "E", &i.to_string());
+    }
+    let out = env.json(&["truncate", "t", "--before", "2"]);
+    assert_eq!(out[0]["metadata"]["truncate_before"], 2, "{out:?}");
+    assert_eq!(nums(&env.json(&["read", "t"]), "version"), [2, 3]);
+    // It only rises.
+    let out = env.json(&["truncate", "t", "--before", "1"]);
+    assert_eq!(out[0]["metadata"]["truncate_before"], 2, "{out:?}");
+    assert_eq!(nums(&env.json(&["read", "t"]), "version"), [2, 3]);
+    env.fails(2, &["truncate", "t"]);
+}
+
+#[test]
+fn delete_soft_then_hard() {
+    let env = Env::start();
+    env.append("cart", "Added", "1");
+    env.append("cart", "Added", "2");
+
+    // Soft: not found, until an append starts it again where it stopped.
+    env.fails(4, &["delete", "cart", "--expected", "0"]);
+    let out = env.json(&["delete", "cart", "--expected", "1"]);
+    assert_eq!(out[0]["deleted"], "soft", "{out:?}");
+    env.fails(5, &["read", "cart"]);
+    let appended = env.json(&[
+        "append",
+        "cart",
+        "--type",
+        "Added",
+        "--data",
+        "3",
+        "--expected",
+        "no-stream",
+    ]);
+    assert_eq!(appended[0]["first_version"], 2, "{appended:?}");
+    assert_eq!(nums(&env.json(&["read", "cart"]), "version"), [2]);
+
+    // Hard: for ever.
+    let out = env.json(&["delete", "cart", "--hard"]);
+    assert_eq!(out[0]["deleted"], "hard", "{out:?}");
+    let err = env.fails(5, &["read", "cart"]);
+    assert!(err.contains("deleted"), "{err}");
+    env.fails(5, &["append", "cart", "--type", "Added", "--data", "4"]);
+    env.fails(5, &["truncate", "cart", "--before", "1"]);
+    let shown = env.json(&["metadata", "cart"]);
+    assert_eq!(shown[0]["deleted"], "hard", "{shown:?}");
+    // The global log drops the stream's events and shows its tombstone,
+    // whose data is the stream's whole lifecycle state.
+    let all = env.json(&["read-all"]);
+    assert!(all.iter().all(|e| e["stream"] == "$$cart"), "{all:?}");
+    let last = all.last().unwrap();
+    assert_eq!(last["type"], "$tombstone", "{all:?}");
+    assert_eq!(last["data"]["deleted"], "hard", "{all:?}");
+    assert_eq!(last["data"]["last_version"], 2, "{all:?}");
+}
+
 fn path_str(path: &Path) -> &str {
     path.to_str().unwrap()
 }

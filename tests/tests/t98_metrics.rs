@@ -244,6 +244,7 @@ async fn metrics_health_and_ready_of_a_running_daemon() {
         ("logbook_memtable_entries", "gauge"),
         ("logbook_index_flushes", "counter"),
         ("logbook_index_merges", "counter"),
+        ("logbook_lifecycle_streams", "gauge"),
         ("logbook_writer_failed", "gauge"),
         ("logbook_append_latency_seconds", "histogram"),
         ("logbook_fsync_latency_seconds", "histogram"),
@@ -260,6 +261,7 @@ async fn metrics_health_and_ready_of_a_running_daemon() {
     assert!(s.get("logbook_uptime_seconds") > 0.0);
     assert_eq!(s.get("logbook_ready"), 1.0);
     assert_eq!(s.get("logbook_writer_failed"), 0.0);
+    assert_eq!(s.get("logbook_lifecycle_streams"), 0.0);
     assert!(s.get("logbook_connections") >= 1.0);
     assert_eq!(s.get("logbook_subscriptions"), 2.0);
     assert_eq!(s.get("logbook_appends_total"), APPENDS as f64);

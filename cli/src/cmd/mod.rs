@@ -2,6 +2,7 @@
 
 mod append;
 mod backup;
+mod lifecycle;
 mod ping;
 mod read;
 mod stats;
@@ -55,6 +56,9 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Read(args) => read::stream(&mut ctx, args).await,
         Command::ReadAll(args) => read::all(&mut ctx, args).await,
         Command::Tail(args) => tail::run(&mut ctx, args).await,
+        Command::Metadata(args) => lifecycle::metadata(&mut ctx, args).await,
+        Command::Truncate(args) => lifecycle::truncate(&mut ctx, args).await,
+        Command::Delete(args) => lifecycle::delete(&mut ctx, args).await,
         Command::Stats => stats::run(&mut ctx).await,
         Command::Backup(args) => backup::run(&mut ctx, args).await,
     };

@@ -63,6 +63,9 @@ pub enum ErrorCode {
     /// server's idle timeout, and is closed. Sent on corr_id 0; reconnect
     /// when there is something to do.
     IdleTimeout,
+    /// (14) The stream was hard-deleted: reads, appends and lifecycle
+    /// operations of it fail, for ever. Detail: `stream`.
+    StreamDeleted,
     /// A code this side does not know (sent by a newer peer). Never build it
     /// for a known code: it would decode as the named variant.
     Unknown(u16),
@@ -85,6 +88,7 @@ impl ErrorCode {
             ErrorCode::DuplicateEventId => 11,
             ErrorCode::OutOfRange => 12,
             ErrorCode::IdleTimeout => 13,
+            ErrorCode::StreamDeleted => 14,
             ErrorCode::Unknown(code) => code,
         }
     }
@@ -106,6 +110,7 @@ impl ErrorCode {
             11 => ErrorCode::DuplicateEventId,
             12 => ErrorCode::OutOfRange,
             13 => ErrorCode::IdleTimeout,
+            14 => ErrorCode::StreamDeleted,
             other => ErrorCode::Unknown(other),
         }
     }
@@ -127,6 +132,7 @@ impl fmt::Display for ErrorCode {
             ErrorCode::DuplicateEventId => "duplicate event id",
             ErrorCode::OutOfRange => "out of range",
             ErrorCode::IdleTimeout => "idle timeout",
+            ErrorCode::StreamDeleted => "stream deleted",
             ErrorCode::Unknown(code) => return write!(f, "error code {code}"),
         };
         f.write_str(name)

@@ -28,16 +28,20 @@ use crate::types::{AppendResult, RecordedEvent};
 pub mod append;
 pub mod backup;
 pub mod credit;
+pub mod delete_stream;
 pub mod error_reply;
 pub mod event;
+pub mod get_metadata;
 pub mod hello;
 mod mp;
 pub mod ping;
 pub mod push;
 pub mod read_all;
 pub mod read_stream;
+pub mod set_metadata;
 pub mod stats;
 pub mod subscribe;
+pub mod truncate;
 pub mod unsubscribe;
 mod wire;
 
@@ -47,17 +51,21 @@ mod tests;
 pub use append::Append;
 pub use backup::{BackupBegin, BackupBeginOk, BackupEnd, BackupFile, BackupRead, MAX_BACKUP_READ};
 pub use credit::Credit;
+pub use delete_stream::DeleteStream;
 pub use error_reply::{ErrorCode, ErrorReply};
 pub use event::{new_event_wire_len, recorded_event_wire_len};
+pub use get_metadata::GetMetadata;
 pub use hello::{Hello, HelloOk};
 pub use ping::{Ping, Pong};
 pub use push::Push;
 pub use read_all::{ReadAll, ReadAllOk};
 pub use read_stream::{ReadStream, ReadStreamOk};
+pub use set_metadata::{LifecycleOk, SetMetadata};
 pub use stats::{RecoveryStats, Stats, StatsOk};
 pub use subscribe::{
     Filter, MAX_FILTER_PREFIXES, Subscribe, SubscribeFrom, SubscribeOk, SubscriptionTarget,
 };
+pub use truncate::Truncate;
 pub use unsubscribe::Unsubscribe;
 pub use wire::MAX_BODY_DEPTH;
 
@@ -98,6 +106,14 @@ pub enum Request {
     BackupRead(BackupRead),
     /// End a backup session.
     BackupEnd(BackupEnd),
+    /// Set a stream's metadata.
+    SetMetadata(SetMetadata),
+    /// Read a stream's lifecycle state.
+    GetMetadata(GetMetadata),
+    /// Remove a stream's events below a version.
+    Truncate(Truncate),
+    /// Delete a stream, softly or for ever.
+    DeleteStream(DeleteStream),
 }
 
 impl Request {
@@ -116,6 +132,10 @@ impl Request {
             Request::BackupBegin(_) => Opcode::BackupBegin,
             Request::BackupRead(_) => Opcode::BackupRead,
             Request::BackupEnd(_) => Opcode::BackupEnd,
+            Request::SetMetadata(_) => Opcode::SetMetadata,
+            Request::GetMetadata(_) => Opcode::GetMetadata,
+            Request::Truncate(_) => Opcode::Truncate,
+            Request::DeleteStream(_) => Opcode::DeleteStream,
         }
     }
 
@@ -168,6 +188,13 @@ impl Request {
                 },
             ),
             Request::BackupEnd(m) => enc!(16, backup::BackupEndWire { backup: m.backup }),
+            Request::SetMetadata(m) => {
+                let json = m.metadata_json();
+                enc!(64 + m.stream.len() + json.len(), m.to_wire(&json))
+            }
+            Request::GetMetadata(m) => enc!(16 + m.stream.len(), m.to_wire()),
+            Request::Truncate(m) => enc!(32 + m.stream.len(), m.to_wire()),
+            Request::DeleteStream(m) => enc!(48 + m.stream.len(), m.to_wire()),
         }
     }
 
@@ -219,6 +246,18 @@ impl Request {
             Opcode::BackupEnd => Request::BackupEnd(BackupEnd {
                 backup: decode_body::<backup::BackupEndWire>(body, op)?.backup,
             }),
+            Opcode::SetMetadata => {
+                Request::SetMetadata(SetMetadata::from_wire(decode_body(body, op)?, body)?)
+            }
+            Opcode::GetMetadata => {
+                Request::GetMetadata(GetMetadata::from_wire(decode_body(body, op)?, body))
+            }
+            Opcode::Truncate => {
+                Request::Truncate(Truncate::from_wire(decode_body(body, op)?, body))
+            }
+            Opcode::DeleteStream => {
+                Request::DeleteStream(DeleteStream::from_wire(decode_body(body, op)?, body))
+            }
         })
     }
 }
@@ -250,6 +289,15 @@ pub enum Response {
     BackupReadOk(bytes::Bytes),
     /// Reply to `BackupEnd`.
     BackupEndOk,
+    /// Reply to `SetMetadata`.
+    SetMetadataOk(LifecycleOk),
+    /// Reply to `GetMetadata`: the latest lifecycle operation, `None` if
+    /// the stream never had one.
+    GetMetadataOk(Option<LifecycleOk>),
+    /// Reply to `Truncate`.
+    TruncateOk(LifecycleOk),
+    /// Reply to `DeleteStream`.
+    DeleteStreamOk(LifecycleOk),
 }
 
 impl Response {
@@ -267,6 +315,10 @@ impl Response {
             Response::BackupBeginOk(_) => Opcode::BackupBegin,
             Response::BackupReadOk(_) => Opcode::BackupRead,
             Response::BackupEndOk => Opcode::BackupEnd,
+            Response::SetMetadataOk(_) => Opcode::SetMetadata,
+            Response::GetMetadataOk(_) => Opcode::GetMetadata,
+            Response::TruncateOk(_) => Opcode::Truncate,
+            Response::DeleteStreamOk(_) => Opcode::DeleteStream,
         }
     }
 
@@ -309,6 +361,17 @@ impl Response {
                 backup::BackupReadOkWire { data: data.clone() },
             ),
             Response::BackupEndOk => enc!(1, unsubscribe::EmptyWire {}),
+            Response::SetMetadataOk(m) | Response::TruncateOk(m) | Response::DeleteStreamOk(m) => {
+                let state = m.state_json();
+                enc!(48 + state.len(), m.to_wire(&state))
+            }
+            Response::GetMetadataOk(m) => {
+                let state = m.as_ref().map(LifecycleOk::state_json);
+                enc!(
+                    48 + state.as_ref().map_or(0, String::len),
+                    get_metadata::get_metadata_ok_wire(m.as_ref(), state.as_deref()),
+                )
+            }
         }
     }
 
@@ -343,6 +406,18 @@ impl Response {
             Opcode::BackupEnd => {
                 decode_body::<unsubscribe::EmptyWire>(body, op)?;
                 Response::BackupEndOk
+            }
+            Opcode::SetMetadata => {
+                Response::SetMetadataOk(LifecycleOk::from_wire(decode_body(body, op)?, op)?)
+            }
+            Opcode::GetMetadata => Response::GetMetadataOk(
+                get_metadata::get_metadata_ok_from_wire(decode_body(body, op)?)?,
+            ),
+            Opcode::Truncate => {
+                Response::TruncateOk(LifecycleOk::from_wire(decode_body(body, op)?, op)?)
+            }
+            Opcode::DeleteStream => {
+                Response::DeleteStreamOk(LifecycleOk::from_wire(decode_body(body, op)?, op)?)
             }
             Opcode::Credit => return Err(unexpected(frame, Kind::Response)),
         })

@@ -10,7 +10,8 @@
 //!           subscription_lag_total: uint, appends: uint, events_written: uint,
 //!           bytes_written: uint, fsyncs: uint, conflicts: uint,
 //!           appends_per_sec: float, events_per_sec: float, fsyncs_per_sec: float,
-//!           appends_per_fsync: float, recovery: Recovery }
+//!           appends_per_fsync: float, lifecycle_streams: uint,
+//!           recovery: Recovery }
 //! Recovery { duration_ms: float, events: uint, truncated_bytes: uint,
 //!            truncated_at?: str, sealed_segments: uint, index_rebuilt?: str,
 //!            replayed_events: uint, removed_files: uint }
@@ -76,6 +77,9 @@ pub struct StatsOk {
     /// Appends made durable per `fdatasync`, since start (group commit at
     /// work; 0 before the first).
     pub appends_per_fsync: f64,
+    /// Streams with a lifecycle state (metadata, a truncation or a
+    /// delete), which every read filters by.
+    pub lifecycle_streams: u64,
     /// What the last start-up's recovery found and did.
     pub recovery: RecoveryStats,
 }

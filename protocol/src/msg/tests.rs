@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::*;
 use crate::frame::{DEFAULT_MAX_FRAME_BYTES, Flags, FrameCodec, HEADER_LEN, decode_frame};
+use crate::lifecycle::{Deletion, StreamLifecycle, StreamMetadata};
 use crate::types::{
     Direction, EventId, ExpectedVersion, LogPosition, NewEvent, StreamVersion, Text,
 };
@@ -116,6 +117,65 @@ fn filter() -> impl Strategy<Value = Filter> {
     )
 }
 
+/// Metadata within the ranges [`StreamMetadata::validate`] accepts (a
+/// decoder refuses the rest), with custom keys of every JSON kind but
+/// floats (whose text form need not round-trip bit for bit).
+fn stream_metadata() -> impl Strategy<Value = StreamMetadata> {
+    let value = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        any::<u64>().prop_map(serde_json::Value::from),
+        "\\PC{0,12}".prop_map(serde_json::Value::from),
+        prop::collection::vec("\\PC{0,4}", 0..3).prop_map(serde_json::Value::from),
+    ];
+    (
+        prop::option::of(1u64..),
+        prop::option::of(1u64..=i64::MAX as u64 / 1_000_000),
+        prop::option::of(any::<u64>()),
+        prop::collection::btree_map("\\PC{0,8}", value, 0..4),
+    )
+        .prop_map(
+            |(max_count, max_age_secs, truncate_before, custom)| StreamMetadata {
+                max_count,
+                max_age_secs,
+                truncate_before,
+                custom: custom.into_iter().collect(),
+            },
+        )
+}
+
+fn deletion() -> impl Strategy<Value = Deletion> {
+    prop_oneof![Just(Deletion::Soft), Just(Deletion::Hard)]
+}
+
+fn stream_lifecycle() -> impl Strategy<Value = StreamLifecycle> {
+    (
+        "\\PC{0,24}",
+        stream_metadata(),
+        prop::option::of(deletion()),
+        prop::option::of(any::<u64>()),
+    )
+        .prop_map(
+            |(stream, metadata, deleted, last_version)| StreamLifecycle {
+                stream,
+                metadata,
+                deleted,
+                last_version,
+            },
+        )
+}
+
+fn lifecycle_ok() -> impl Strategy<Value = LifecycleOk> {
+    (position(), version(), stream_lifecycle()).prop_map(|(position, meta_version, state)| {
+        LifecycleOk {
+            position,
+            meta_version,
+            state,
+        }
+    })
+}
+
 fn error_code() -> impl Strategy<Value = ErrorCode> {
     // from_u16 keeps Unknown for unknown codes only, as a decoder would.
     any::<u16>().prop_map(ErrorCode::from_u16)
@@ -190,6 +250,23 @@ pub(crate) fn request() -> impl Strategy<Value = Request> {
             })
         ),
         any::<u32>().prop_map(|backup| Request::BackupEnd(BackupEnd { backup })),
+        (text(), expected(), stream_metadata()).prop_map(|(stream, expected, metadata)| {
+            Request::SetMetadata(SetMetadata {
+                stream,
+                expected,
+                metadata,
+            })
+        }),
+        text().prop_map(|stream| Request::GetMetadata(GetMetadata { stream })),
+        (text(), version())
+            .prop_map(|(stream, before)| Request::Truncate(Truncate { stream, before })),
+        (text(), expected(), deletion()).prop_map(|(stream, expected, mode)| {
+            Request::DeleteStream(DeleteStream {
+                stream,
+                expected,
+                mode,
+            })
+        }),
     ]
 }
 
@@ -228,6 +305,7 @@ fn stats_ok() -> impl Strategy<Value = StatsOk> {
                 events_per_sec: f(1),
                 fsyncs_per_sec: f(2),
                 appends_per_fsync: f(3),
+                lifecycle_streams: m[4],
                 recovery: RecoveryStats {
                     duration_ms: f(4),
                     events: n[17],
@@ -307,6 +385,10 @@ pub(crate) fn response() -> impl Strategy<Value = Response> {
         prop::collection::vec(any::<u8>(), 0..256)
             .prop_map(|d| Response::BackupReadOk(Bytes::from(d))),
         Just(Response::BackupEndOk),
+        lifecycle_ok().prop_map(Response::SetMetadataOk),
+        prop::option::of(lifecycle_ok()).prop_map(Response::GetMetadataOk),
+        lifecycle_ok().prop_map(Response::TruncateOk),
+        lifecycle_ok().prop_map(Response::DeleteStreamOk),
     ]
 }
 
@@ -360,7 +442,7 @@ pub(crate) fn error_reply() -> impl Strategy<Value = ErrorReply> {
 }
 
 fn opcode() -> impl Strategy<Value = Opcode> {
-    (1u16..=9).prop_filter_map("known opcode", Opcode::from_u16)
+    (1u16..=16).prop_filter_map("known opcode", Opcode::from_u16)
 }
 
 // ------------------------------------------------------------------ helpers
@@ -794,6 +876,7 @@ fn error_codes_have_their_documented_values() {
         (ErrorCode::DuplicateEventId, 11),
         (ErrorCode::OutOfRange, 12),
         (ErrorCode::IdleTimeout, 13),
+        (ErrorCode::StreamDeleted, 14),
     ];
     for (code, value) in codes {
         assert_eq!(code.as_u16(), value);
@@ -1373,4 +1456,368 @@ fn worked_example_in_protocol_md_is_exact() {
             .all(|&i| i == 5 || i == 8 || (16..20).contains(&i)),
         "{differ:?}"
     );
+}
+
+// ---------------------------------------------------------- lifecycle bodies
+
+/// Metadata with every field set, and a custom key.
+fn some_metadata() -> StreamMetadata {
+    StreamMetadata {
+        max_count: Some(3),
+        max_age_secs: Some(60),
+        truncate_before: Some(2),
+        custom: serde_json::Map::from_iter([("owner".to_owned(), serde_json::json!("ada"))]),
+    }
+}
+
+fn some_lifecycle_ok() -> LifecycleOk {
+    LifecycleOk {
+        position: LogPosition(41),
+        meta_version: StreamVersion(2),
+        state: StreamLifecycle {
+            stream: "account-1".into(),
+            metadata: some_metadata(),
+            deleted: Some(Deletion::Soft),
+            last_version: Some(9),
+        },
+    }
+}
+
+/// One frame of every lifecycle request and reply.
+fn lifecycle_frames() -> Vec<Frame> {
+    let stream = || Text::from("account-1");
+    let requests = [
+        Request::SetMetadata(SetMetadata {
+            stream: stream(),
+            expected: ExpectedVersion::NoStream,
+            metadata: some_metadata(),
+        }),
+        Request::GetMetadata(GetMetadata { stream: stream() }),
+        Request::Truncate(Truncate {
+            stream: stream(),
+            before: StreamVersion(5),
+        }),
+        Request::DeleteStream(DeleteStream {
+            stream: stream(),
+            expected: ExpectedVersion::Exact(StreamVersion(9)),
+            mode: Deletion::Hard,
+        }),
+    ];
+    let responses = [
+        Response::SetMetadataOk(some_lifecycle_ok()),
+        Response::GetMetadataOk(Some(some_lifecycle_ok())),
+        Response::GetMetadataOk(None),
+        Response::TruncateOk(some_lifecycle_ok()),
+        Response::DeleteStreamOk(some_lifecycle_ok()),
+    ];
+    let mut frames = Vec::new();
+    for r in &requests {
+        let mut buf = BytesMut::new();
+        r.encode(&mut buf, 3, MAX).unwrap();
+        frames.push(one_frame(buf));
+    }
+    for r in &responses {
+        let mut buf = BytesMut::new();
+        r.encode(&mut buf, 3, MAX).unwrap();
+        frames.push(one_frame(buf));
+    }
+    frames
+}
+
+/// Decodes `frame` as what its kind says it is.
+fn decode_as_its_kind(frame: &Frame) -> Result<(), Error> {
+    match frame.header.kind {
+        Kind::Request => Request::decode(frame).map(drop),
+        _ => ServerMessage::decode(frame).map(drop),
+    }
+}
+
+/// PROTOCOL.md §5.10: the JSON travels as a str, `hard` as a bool, and an
+/// absent state is an empty map.
+#[test]
+fn lifecycle_bodies_are_as_documented() {
+    #[derive(Serialize)]
+    struct SetMetadataBody {
+        stream: &'static str,
+        expected: &'static str,
+        metadata: &'static str,
+    }
+    let frame = frame_with_body(
+        Kind::Request,
+        Opcode::SetMetadata,
+        &SetMetadataBody {
+            stream: "s",
+            expected: "no_stream",
+            metadata: r#"{"max_count":3,"custom":{"owner":"ada"}}"#,
+        },
+    );
+    match Request::decode(&frame).unwrap() {
+        Request::SetMetadata(m) => {
+            assert_eq!(m.stream, "s");
+            assert_eq!(m.expected, ExpectedVersion::NoStream);
+            assert_eq!(m.metadata.max_count, Some(3));
+            assert_eq!(
+                m.metadata.custom.get("owner"),
+                Some(&serde_json::json!("ada"))
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+
+    #[derive(Serialize)]
+    struct DeleteBody {
+        stream: &'static str,
+        expected: u64,
+        hard: bool,
+    }
+    let frame = frame_with_body(
+        Kind::Request,
+        Opcode::DeleteStream,
+        &DeleteBody {
+            stream: "s",
+            expected: 4,
+            hard: true,
+        },
+    );
+    assert_eq!(
+        Request::decode(&frame).unwrap(),
+        Request::DeleteStream(DeleteStream {
+            stream: Text::from("s"),
+            expected: ExpectedVersion::Exact(StreamVersion(4)),
+            mode: Deletion::Hard,
+        })
+    );
+
+    let mut buf = BytesMut::new();
+    Response::GetMetadataOk(None)
+        .encode(&mut buf, 1, MAX)
+        .unwrap();
+    assert_eq!(&one_frame(buf).body[..], &[0x80]);
+
+    let mut buf = BytesMut::new();
+    Response::TruncateOk(some_lifecycle_ok())
+        .encode(&mut buf, 1, MAX)
+        .unwrap();
+    let body: std::collections::BTreeMap<String, rmpv_like::Value> =
+        rmp_serde::from_slice(&one_frame(buf).body).unwrap();
+    assert_eq!(body.get("position"), Some(&rmpv_like::Value::U(41)));
+    assert_eq!(body.get("meta_version"), Some(&rmpv_like::Value::U(2)));
+    let Some(rmpv_like::Value::S(state)) = body.get("state") else {
+        panic!("{body:?}")
+    };
+    assert_eq!(
+        StreamLifecycle::from_json(state.as_bytes()).unwrap(),
+        some_lifecycle_ok().state
+    );
+}
+
+/// Just enough of a MessagePack value to look at a body's fields.
+mod rmpv_like {
+    #[derive(Debug, PartialEq, serde::Deserialize)]
+    #[serde(untagged)]
+    pub enum Value {
+        U(u64),
+        S(String),
+        B(bool),
+    }
+}
+
+/// JSON that does not parse, or breaks the metadata's rules, makes the
+/// message malformed: a per-message error that keeps the connection.
+#[test]
+fn lifecycle_json_that_does_not_parse_is_malformed_not_fatal() {
+    #[derive(Serialize)]
+    struct SetMetadataBody<'a> {
+        stream: &'a str,
+        expected: &'a str,
+        metadata: &'a str,
+    }
+    for bad in [
+        "",
+        "{",
+        "[1]",
+        "null",
+        r#"{"max_cuont":3}"#,
+        r#"{"max_count":0}"#,
+        r#"{"max_age_secs":-1}"#,
+        r#"{"custom":[1]}"#,
+    ] {
+        let frame = frame_with_body(
+            Kind::Request,
+            Opcode::SetMetadata,
+            &SetMetadataBody {
+                stream: "s",
+                expected: "any",
+                metadata: bad,
+            },
+        );
+        match Request::decode(&frame) {
+            Err(
+                e @ Error::Malformed {
+                    opcode: Opcode::SetMetadata,
+                    ..
+                },
+            ) => assert!(!e.is_fatal()),
+            other => panic!("{bad:?}: {other:?}"),
+        }
+    }
+
+    #[derive(Serialize)]
+    struct LifecycleOkBody<'a> {
+        position: u64,
+        meta_version: u64,
+        state: &'a str,
+    }
+    for op in [Opcode::SetMetadata, Opcode::Truncate, Opcode::DeleteStream] {
+        for bad in ["", "{", "7", r#"{"stream":5}"#] {
+            let frame = frame_with_body(
+                Kind::Response,
+                op,
+                &LifecycleOkBody {
+                    position: 1,
+                    meta_version: 0,
+                    state: bad,
+                },
+            );
+            match ServerMessage::decode(&frame) {
+                Err(e @ Error::Malformed { opcode, .. }) => {
+                    assert_eq!(opcode, op);
+                    assert!(!e.is_fatal());
+                }
+                other => panic!("{op:?} {bad:?}: {other:?}"),
+            }
+        }
+    }
+
+    // A GetMetadataOk with part of the state only.
+    #[derive(Serialize)]
+    struct Partial {
+        position: u64,
+    }
+    let frame = frame_with_body(
+        Kind::Response,
+        Opcode::GetMetadata,
+        &Partial { position: 1 },
+    );
+    assert!(matches!(
+        Response::decode(&frame),
+        Err(Error::Malformed {
+            opcode: Opcode::GetMetadata,
+            ..
+        })
+    ));
+
+    // `hard` is required: a delete says what it means.
+    #[derive(Serialize)]
+    struct DeleteBody {
+        stream: &'static str,
+        expected: &'static str,
+    }
+    let frame = frame_with_body(
+        Kind::Request,
+        Opcode::DeleteStream,
+        &DeleteBody {
+            stream: "s",
+            expected: "any",
+        },
+    );
+    assert!(matches!(
+        Request::decode(&frame),
+        Err(Error::Malformed {
+            opcode: Opcode::DeleteStream,
+            ..
+        })
+    ));
+}
+
+/// MessagePack is prefix-free: every cut of a lifecycle body is
+/// malformed, whatever message it was.
+#[test]
+fn truncated_lifecycle_bodies_are_malformed() {
+    for frame in lifecycle_frames() {
+        decode_as_its_kind(&frame).unwrap();
+        for cut in 0..frame.body.len() {
+            let short = Frame::new(frame.header, frame.body.slice(..cut));
+            match decode_as_its_kind(&short) {
+                Err(Error::Malformed { opcode, .. }) => assert_eq!(opcode, frame.header.opcode),
+                other => panic!("{:?} cut at {cut}: {other:?}", frame.header),
+            }
+        }
+    }
+}
+
+/// A flipped bit in a lifecycle body (the frame's crc would catch it on
+/// the wire; a buggy peer is another matter) either still decodes or is a
+/// per-message error, never a panic or a fatal one.
+#[test]
+fn bit_flipped_lifecycle_bodies_are_message_errors() {
+    for frame in lifecycle_frames() {
+        for byte in 0..frame.body.len() {
+            for bit in 0..8 {
+                let mut body = frame.body.to_vec();
+                body[byte] ^= 1 << bit;
+                let flipped = Frame::new(frame.header, body);
+                if let Err(e) = decode_as_its_kind(&flipped) {
+                    assert!(
+                        !e.is_fatal(),
+                        "{:?} byte {byte} bit {bit}: {e}",
+                        frame.header
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Lifecycle messages over the frame limit are refused before anything
+/// is left in the buffer, like every other message.
+#[test]
+fn oversized_lifecycle_messages_are_too_large() {
+    let mut big = some_metadata();
+    big.custom
+        .insert("blob".into(), serde_json::Value::from("x".repeat(10_000)));
+    let mut state = some_lifecycle_ok();
+    state.state.metadata = big.clone();
+    let requests = [Request::SetMetadata(SetMetadata {
+        stream: Text::from("s"),
+        expected: ExpectedVersion::Any,
+        metadata: big,
+    })];
+    let responses = [
+        Response::SetMetadataOk(state.clone()),
+        Response::GetMetadataOk(Some(state.clone())),
+        Response::TruncateOk(state.clone()),
+        Response::DeleteStreamOk(state),
+    ];
+    let check = |r: Result<(), Error>, buf: &BytesMut| {
+        assert!(matches!(r, Err(Error::TooLarge { max: 4096, .. })), "{r:?}");
+        assert_eq!(&buf[..], b"earlier");
+    };
+    for r in &requests {
+        let mut buf = BytesMut::from(&b"earlier"[..]);
+        check(r.encode(&mut buf, 1, 4096), &buf);
+    }
+    for r in &responses {
+        let mut buf = BytesMut::from(&b"earlier"[..]);
+        check(r.encode(&mut buf, 1, 4096), &buf);
+    }
+    // A long stream name alone is enough for the small requests.
+    let long = Text::from("s".repeat(5000));
+    for r in [
+        Request::GetMetadata(GetMetadata {
+            stream: long.clone(),
+        }),
+        Request::Truncate(Truncate {
+            stream: long.clone(),
+            before: StreamVersion(1),
+        }),
+        Request::DeleteStream(DeleteStream {
+            stream: long,
+            expected: ExpectedVersion::Any,
+            mode: Deletion::Soft,
+        }),
+    ] {
+        let mut buf = BytesMut::from(&b"earlier"[..]);
+        check(r.encode(&mut buf, 1, 4096), &buf);
+    }
 }

@@ -490,6 +490,10 @@ impl Connection {
             Request::BackupBegin(_) => self.backup_begin(corr_id).await,
             Request::BackupRead(r) => self.backup_read(corr_id, r).await,
             Request::BackupEnd(e) => self.backup_end(corr_id, e),
+            Request::SetMetadata(m) => self.set_metadata(corr_id, m).await,
+            Request::GetMetadata(g) => self.get_metadata(corr_id, g),
+            Request::Truncate(t) => self.truncate(corr_id, t).await,
+            Request::DeleteStream(d) => self.delete_stream(corr_id, d).await,
             _ => {
                 self.send_error(
                     opcode,

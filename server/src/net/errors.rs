@@ -20,8 +20,12 @@ pub fn append_error(e: &AppendError) -> ErrorReply {
         AppendError::TooLarge { max, .. } => {
             ErrorReply::new(ErrorCode::TooLarge, e.to_string()).with_limit(*max)
         }
-        AppendError::EmptyBatch | AppendError::InvalidEventType { .. } => {
-            ErrorReply::new(ErrorCode::BadRequest, e.to_string())
+        AppendError::EmptyBatch
+        | AppendError::InvalidEventType { .. }
+        | AppendError::ReservedStream { .. }
+        | AppendError::InvalidMetadata(_) => ErrorReply::new(ErrorCode::BadRequest, e.to_string()),
+        AppendError::StreamDeleted { stream } => {
+            ErrorReply::new(ErrorCode::StreamDeleted, e.to_string()).with_stream(stream.as_str())
         }
         AppendError::DuplicateEventId {
             id,
@@ -40,6 +44,9 @@ pub fn append_error(e: &AppendError) -> ErrorReply {
 /// The reply for a failed read.
 pub fn read_error(e: &ReadError) -> ErrorReply {
     match e {
+        ReadError::StreamDeleted { stream } => {
+            ErrorReply::new(ErrorCode::StreamDeleted, e.to_string()).with_stream(stream.as_str())
+        }
         ReadError::Storage(s) => storage_error(s),
         _ => ErrorReply::new(ErrorCode::Internal, e.to_string()),
     }

@@ -7,7 +7,8 @@
 //!   close, and the dispatch of each decoded request to its handler.
 //! - `cmd/`: the request handlers, one file per request family:
 //!   `hello.rs` (Hello and its auth, Ping), `append.rs`, `read.rs`
-//!   (ReadStream, ReadAll), `subscribe.rs` (Subscribe, Unsubscribe,
+//!   (ReadStream, ReadAll), `lifecycle.rs` (SetMetadata, GetMetadata,
+//!   Truncate, DeleteStream), `subscribe.rs` (Subscribe, Unsubscribe,
 //!   Credit), `stats.rs` (Stats), `backup.rs` (BackupBegin, BackupRead,
 //!   BackupEnd, and the limits on backup sessions).
 //! - `subscription/`: catch-up subscriptions: `start.rs` (where one

@@ -146,6 +146,7 @@ pub fn snapshot(store: &Store, net: &NetStats, meter: &RateMeter) -> StatsOk {
         } else {
             s.appends as f64 / s.fsyncs as f64
         },
+        lifecycle_streams: s.lifecycle_streams,
         recovery: RecoveryStats {
             duration_ms: r.duration.as_secs_f64() * 1000.0,
             events: r.events,

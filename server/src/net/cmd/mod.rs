@@ -10,6 +10,9 @@
 //! - `append`: `Append`, queued to the engine's writer, and its reply once
 //!   the batch is durable.
 //! - `read`: `ReadStream` and `ReadAll`.
+//! - `lifecycle`: `SetMetadata`, `GetMetadata`, `Truncate` and
+//!   `DeleteStream`, a stream's metadata and deletion, written through the
+//!   engine's writer like appends.
 //! - `subscribe`: `Subscribe`, `Unsubscribe` and `Credit` (what a
 //!   subscription does once started is `subscription`'s).
 //! - `stats`: `Stats` (the snapshot is `net::stats`').
@@ -19,6 +22,7 @@
 mod append;
 mod backup;
 mod hello;
+mod lifecycle;
 mod read;
 mod stats;
 mod subscribe;

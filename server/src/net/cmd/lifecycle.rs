@@ -1,0 +1,126 @@
+//! `SetMetadata`, `GetMetadata`, `Truncate` and `DeleteStream`: a stream's
+//! lifecycle (PROTOCOL.md §5.10).
+//!
+//! The three writes are events of the metadata stream `$$stream`, which the
+//! engine's writer resolves against the stream's head and commits like an
+//! append; each is answered once durable, and takes effect on every read
+//! path (stream reads, the global log, subscriptions) by then.
+//! `GetMetadata` reads the engine's published state, in memory.
+//!
+//! Lifecycle operations are rare, so the connection awaits each write in
+//! place instead of through `in_flight` as appends do. Order is kept: the
+//! connection's earlier appends are already queued to the writer, so they
+//! commit first, and its later requests wait until the operation is
+//! durable (as they wait behind a read). The earlier appends' replies wait
+//! too, which costs nothing the client can see but their latency.
+
+use logbook_protocol::lifecycle::meta_target;
+use logbook_protocol::{
+    DeleteStream, ErrorCode, ErrorReply, GetMetadata, LifecycleOk, Opcode, Response, SetMetadata,
+    StreamName, Text, Truncate,
+};
+use logbook_storage::{AppendError, LifecycleWritten};
+
+use crate::net::connection::Connection;
+use crate::net::errors::append_error;
+
+impl Connection {
+    /// Sets a stream's metadata if its metadata stream is at the expected
+    /// version.
+    pub(in crate::net) async fn set_metadata(&self, corr_id: u32, m: SetMetadata) {
+        let opcode = Opcode::SetMetadata;
+        let Some(stream) = self.lifecycle_stream(opcode, corr_id, m.stream) else {
+            return;
+        };
+        let r = self
+            .shared
+            .store
+            .set_metadata(&stream, m.expected, m.metadata)
+            .await;
+        self.reply_lifecycle(opcode, corr_id, r, Response::SetMetadataOk);
+    }
+
+    /// Answers with a stream's lifecycle state, if it has one.
+    pub(in crate::net) fn get_metadata(&self, corr_id: u32, g: GetMetadata) {
+        let opcode = Opcode::GetMetadata;
+        let Some(stream) = self.lifecycle_stream(opcode, corr_id, g.stream) else {
+            return;
+        };
+        let state = self.shared.store.stream_lifecycle(stream.as_str());
+        self.send(
+            corr_id,
+            opcode,
+            &Response::GetMetadataOk(state.map(lifecycle_ok)),
+        );
+    }
+
+    /// Removes a stream's events below a version from every read.
+    pub(in crate::net) async fn truncate(&self, corr_id: u32, t: Truncate) {
+        let opcode = Opcode::Truncate;
+        let Some(stream) = self.lifecycle_stream(opcode, corr_id, t.stream) else {
+            return;
+        };
+        let r = self.shared.store.truncate(&stream, t.before).await;
+        self.reply_lifecycle(opcode, corr_id, r, Response::TruncateOk);
+    }
+
+    /// Deletes a stream, softly or for ever, if it is at the expected
+    /// version.
+    pub(in crate::net) async fn delete_stream(&self, corr_id: u32, d: DeleteStream) {
+        let opcode = Opcode::DeleteStream;
+        let Some(stream) = self.lifecycle_stream(opcode, corr_id, d.stream) else {
+            return;
+        };
+        let r = self
+            .shared
+            .store
+            .delete_stream(&stream, d.expected, d.mode)
+            .await;
+        self.reply_lifecycle(opcode, corr_id, r, Response::DeleteStreamOk);
+    }
+
+    /// The stream a lifecycle request names, validated as an append's is;
+    /// `None` once the request is answered with `BadRequest`. A metadata
+    /// stream (`$$S`) has no lifecycle of its own: the engine would refuse
+    /// the writes, and refusing `GetMetadata` too keeps the four alike.
+    fn lifecycle_stream(&self, opcode: Opcode, corr_id: u32, stream: Text) -> Option<StreamName> {
+        let refused = match StreamName::new(stream) {
+            Ok(s) if meta_target(s.as_str()).is_none() => return Some(s),
+            Ok(s) => format!(
+                "stream {s} is the metadata stream of {}: name the stream itself",
+                meta_target(s.as_str()).unwrap_or_default()
+            ),
+            Err(e) => e.to_string(),
+        };
+        self.send_error(
+            opcode,
+            corr_id,
+            ErrorReply::new(ErrorCode::BadRequest, refused),
+        );
+        None
+    }
+
+    /// Answers a lifecycle write with its result: `ok` builds the success
+    /// reply of the request's opcode; failures are mapped as an append's.
+    fn reply_lifecycle(
+        &self,
+        opcode: Opcode,
+        corr_id: u32,
+        r: Result<LifecycleWritten, AppendError>,
+        ok: fn(LifecycleOk) -> Response,
+    ) {
+        match r {
+            Ok(w) => self.send(corr_id, opcode, &ok(lifecycle_ok(w))),
+            Err(e) => self.send_error(opcode, corr_id, append_error(&e)),
+        }
+    }
+}
+
+/// The engine's record of a lifecycle operation as its wire reply.
+fn lifecycle_ok(w: LifecycleWritten) -> LifecycleOk {
+    LifecycleOk {
+        position: w.position,
+        meta_version: w.meta_version,
+        state: w.state,
+    }
+}
