@@ -202,6 +202,9 @@ pub fn verify_with_progress(
     let mut expect = 0u64;
     // Each stream's next version, as the log so far has it.
     let mut stream_versions: HashMap<Box<str>, u64> = HashMap::new();
+    // Whether a segment rewritten by a scavenge was met: from there on a
+    // stream's versions may skip the removed ones (they still rise).
+    let mut scavenged = false;
     // Every record's (first position, offset), per segment: the event-id
     // check finds events by position.
     let mut record_offsets: Vec<Vec<(u64, u64)>> = Vec::new();
@@ -252,6 +255,7 @@ pub fn verify_with_progress(
                 format!("segment starts at position {first}, expected {expect}"),
             );
         }
+        scavenged |= header.gaps;
         let footer = if len >= HEADER_LEN + FOOTER_LEN {
             let mut f = [0u8; FOOTER_LEN as usize];
             file.read_exact_at(&mut f, len - FOOTER_LEN)
@@ -303,7 +307,7 @@ pub fn verify_with_progress(
                     .get(rec.stream.as_str())
                     .copied()
                     .unwrap_or(0);
-                if rec.first_version != next {
+                if rec.first_version != next && !(scavenged && rec.first_version > next) {
                     gaps.push((
                         off,
                         format!(
@@ -335,7 +339,15 @@ pub fn verify_with_progress(
         }
         report.records += scan.records;
         report.bytes += scan.data_end - HEADER_LEN;
-        let end_position = scan.end_position.unwrap_or(first);
+        let mut end_position = scan.end_position.unwrap_or(first);
+        if header.gaps
+            && let Some(f) = &footer
+            && end_position <= f.end_position
+        {
+            // Removed events at the end: the footer says what the segment
+            // covers.
+            end_position = f.end_position;
+        }
         if let ScanEnd::Bad { offset, reason } = &scan.end {
             problem(&mut report, &path, *offset, reason.clone());
         }
@@ -507,7 +519,21 @@ pub fn verify_with_progress(
                 );
                 continue;
             };
-            match reader.record_at(seg, e.offset, seg.data_end()) {
+            // In a segment a scavenge rewrote, offsets are stale: the record
+            // is found by position, and an entry of a removed event finds
+            // none (it is passed over by reads).
+            let offset = if seg.gaps {
+                let offsets = record_offsets.get(si - 1).map_or(&[][..], Vec::as_slice);
+                let ri = offsets.partition_point(|(p, _)| *p <= e.position);
+                match ri.checked_sub(1).and_then(|r| offsets.get(r)) {
+                    Some(&(_, off)) => off,
+                    None => continue,
+                }
+            } else {
+                e.offset
+            };
+            match reader.record_at(seg, offset, seg.data_end()) {
+                Ok(rec) if seg.gaps && rec.end_position() <= e.position => {}
                 Ok(rec) => {
                     let holds = rec.first_position <= e.position && e.position < rec.end_position();
                     let version_ok = e.version
@@ -522,7 +548,7 @@ pub fn verify_with_progress(
                                 e.position,
                                 e.version,
                                 seg.path.display(),
-                                e.offset
+                                offset
                             ),
                         );
                     }
@@ -607,7 +633,8 @@ fn check_event_ids(
 ) {
     let mut reader = RecordReader::new(64 << 10, max_record);
     // The event at `position`, read through the offsets the scan found.
-    let mut event_at = |position: u64| -> Result<logbook_protocol::RecordedEvent, String> {
+    // `None`: a scavenge removed it (its id stays in the index, reserved).
+    let mut event_at = |position: u64| -> Result<Option<logbook_protocol::RecordedEvent>, String> {
         let si = segments
             .partition_point(|s| s.first_position <= position)
             .checked_sub(1)
@@ -618,15 +645,25 @@ fn check_event_ids(
             .ok_or("past the log")?;
         let ri = offsets
             .partition_point(|(p, _)| *p <= position)
-            .checked_sub(1)
-            .ok_or("before the segment's first record")?;
+            .checked_sub(1);
+        let Some(ri) = ri else {
+            return if seg.gaps {
+                Ok(None)
+            } else {
+                Err("before the segment's first record".into())
+            };
+        };
         let &(_, offset) = offsets.get(ri).ok_or("no record")?;
         let rec = reader
             .record_at(seg, offset, seg.data_end())
             .map_err(|e| e.to_string())?;
+        if seg.gaps && rec.end_position() <= position {
+            return Ok(None);
+        }
         rec.events()
             .nth((position - rec.first_position) as usize)
             .ok_or("past the record's events")?
+            .map(Some)
             .map_err(|e| format!("{e:?}"))
     };
     for t in tables {
@@ -666,8 +703,9 @@ fn check_event_ids(
                 ))
             } else {
                 match event_at(position) {
-                    Ok(e) if e.id == id => None,
-                    Ok(e) => Some(format!(
+                    Ok(None) => None,
+                    Ok(Some(e)) if e.id == id => None,
+                    Ok(Some(e)) => Some(format!(
                         "id {id} at position {position}, where the log has {}",
                         e.id
                     )),
@@ -700,7 +738,9 @@ fn check_event_ids(
     let mut tail = std::collections::HashSet::new();
     let end = segments.last().map_or(0, |s| s.end_position());
     for position in indexed..end {
-        let Ok(e) = event_at(position) else { continue };
+        let Ok(Some(e)) = event_at(position) else {
+            continue;
+        };
         let h = hasher.hash_id(&e.id);
         let stored = tables
             .iter()
