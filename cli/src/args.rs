@@ -9,7 +9,7 @@ use logbook_client::{ExpectedVersion, StreamVersion};
 use crate::failure::EXIT_CODES;
 
 /// Talk to a Logbook daemon: append, read, follow the log, stream metadata
-/// and deletion, statistics and backups.
+/// and deletion, scavenges and erasure, statistics and backups.
 #[derive(Parser, Debug)]
 #[command(name = "logbook", version, after_help = EXIT_CODES)]
 pub(crate) struct Cli {
@@ -66,6 +66,14 @@ pub(crate) enum Command {
     /// Delete a stream: reads say it is not found, and a later append
     /// starts it again (or, with --hard, it is gone for ever).
     Delete(DeleteArgs),
+    /// Give back the disk that deleted, truncated and expired events still
+    /// take: rewrite the segments that hold them, and wait until done
+    /// (progress on stderr).
+    Scavenge(ScavengeArgs),
+    /// Erase a stream for good: delete it for ever and rewrite the files
+    /// that hold its events, so that none of their bytes stay on the
+    /// server's disk (backups taken before still hold them).
+    Erase(EraseArgs),
     /// Show the server's statistics.
     Stats,
     /// Copy a consistent image of the server's store into a local
@@ -243,6 +251,20 @@ pub(crate) struct DeleteArgs {
 }
 
 #[derive(Args, Debug)]
+pub(crate) struct ScavengeArgs {
+    /// Read and write at most N MiB (1,048,576 bytes) per second, leaving
+    /// the rest of the disk to appends and reads. Default: no limit.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max_mb_per_sec: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct EraseArgs {
+    /// The stream to erase (not its `$$` metadata stream).
+    pub(crate) stream: String,
+}
+
+#[derive(Args, Debug)]
 pub(crate) struct BackupArgs {
     /// Directory to write the backup into, on this machine (created if
     /// missing). It becomes a data directory `logbookd --data-dir DIR`
@@ -354,6 +376,24 @@ mod tests {
         };
         assert!(!d.hard);
         assert_eq!(d.expected, ExpectedVersion::Any);
+    }
+
+    #[test]
+    fn scavenge_and_erase_parse() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
+        let ok = parse(&["logbook", "scavenge"]).unwrap();
+        let Command::Scavenge(s) = ok.command else {
+            panic!("{ok:?}")
+        };
+        assert_eq!(s.max_mb_per_sec, None);
+        let ok = parse(&["logbook", "scavenge", "--max-mb-per-sec", "20"]).unwrap();
+        let Command::Scavenge(s) = ok.command else {
+            panic!("{ok:?}")
+        };
+        assert_eq!(s.max_mb_per_sec, Some(20));
+        assert!(parse(&["logbook", "scavenge", "--max-mb-per-sec", "0"]).is_err());
+        assert!(parse(&["logbook", "erase"]).is_err());
+        assert!(parse(&["logbook", "erase", "s", "--json"]).is_ok());
     }
 
     #[test]

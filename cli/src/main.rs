@@ -10,8 +10,8 @@
 //!   and `tail --from`.
 //! - `cmd/`: one module per command (`ping`, `append`, `read` for `read`
 //!   and `read-all`, `tail`, `lifecycle` for `metadata`, `truncate` and
-//!   `delete`, `stats`, `backup`), dispatched by `cmd::run`; each
-//!   connects, calls the client, prints.
+//!   `delete`, `scavenge` for `scavenge` and `erase`, `stats`, `backup`),
+//!   dispatched by `cmd::run`; each connects, calls the client, prints.
 //! - `output.rs`: buffered stdout, aligned tables and the event printer
 //!   shared by `read`, `read-all` and `tail`.
 //! - `render.rs`: pure formatting: payloads as JSON, base64 or a hex

@@ -15,9 +15,11 @@
 //!
 //! A second backup into the same directory copies only what is new: a
 //! file's bytes are trusted up to the length `BACKUP` records for it (never
-//! bytes an interrupted run left unsynced) if its last bytes there match
-//! the server's (sealed segments and index tables never change; the active
-//! segment only grows, so its copy is extended from where it ended).
+//! bytes an interrupted run left unsynced) if its first and last bytes
+//! there match the server's (index tables never change; the active segment
+//! only grows, so its copy is extended from where it ended; a segment a
+//! scavenge rewrote keeps its name but not its header, whose random nonce
+//! is new, so it is copied again).
 //! Anything else is copied again, and files the image no longer lists
 //! (index tables merged away) are removed after the new MANIFEST is in
 //! place. A directory that is neither empty nor a backup is refused, so a
@@ -79,6 +81,9 @@ const RECORD_MAGIC: &str = "logbook-backup 1";
 const READ_AHEAD: usize = 4;
 /// A file being copied is synced after each this many bytes.
 const SYNC_EVERY: u64 = 64 << 20;
+/// Bytes at the start of a file compared before a resume (a segment's
+/// header, with its random nonce).
+const HEAD_CHECK: u64 = 32;
 /// Bytes compared at the end of a file already present.
 const TAIL_CHECK: u64 = 4096;
 
@@ -303,28 +308,31 @@ async fn resume_point(
     if have == 0 || have > file.len {
         return Ok((0, local_len));
     }
+    // The tail before `have` must match, and so must the head: a segment
+    // a scavenge rewrote keeps its name and may have grown past `have`
+    // again, but its header (a new random nonce) differs.
     let from = have - have.min(TAIL_CHECK);
-    let theirs = read_range(conn, begin.backup, index, from, (have - from) as u32).await?;
-    let ours = {
-        let path = path.to_path_buf();
-        blocking(move || {
-            let mut f = File::open(&path).map_err(local("open", &path))?;
-            f.seek(SeekFrom::Start(from))
-                .map_err(local("seek", &path))?;
-            let mut b = Vec::new();
-            f.take(have - from)
-                .read_to_end(&mut b)
-                .map_err(local("read", &path))?;
-            Ok(b)
-        })
-        .await?
-    };
-    let start = if theirs.as_ref() == ours.as_slice() {
-        have
-    } else {
-        0
-    };
-    Ok((start, local_len))
+    let head = have.min(HEAD_CHECK);
+    for (at, len) in [(from, have - from), (0, head)] {
+        let theirs = read_range(conn, begin.backup, index, at, len as u32).await?;
+        let ours = {
+            let path = path.to_path_buf();
+            blocking(move || {
+                let mut f = File::open(&path).map_err(local("open", &path))?;
+                f.seek(SeekFrom::Start(at)).map_err(local("seek", &path))?;
+                let mut b = Vec::new();
+                f.take(len)
+                    .read_to_end(&mut b)
+                    .map_err(local("read", &path))?;
+                Ok(b)
+            })
+            .await?
+        };
+        if theirs.as_ref() != ours.as_slice() {
+            return Ok((0, local_len));
+        }
+    }
+    Ok((have, local_len))
 }
 
 fn malformed(reason: String) -> Error {

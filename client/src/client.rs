@@ -20,7 +20,7 @@ use tracing::debug;
 use crate::LifecycleWritten;
 use crate::conn::Connection;
 use crate::error::{Error, Result};
-use crate::options::ClientOptions;
+use crate::options::{ClientOptions, RetryPolicy};
 use crate::read::{
     AllPage, EventStream, ReadAllOptions, ReadStreamOptions, StreamPage, Target, first_page_count,
 };
@@ -759,8 +759,23 @@ impl Client {
     /// within the request timeout. `pick` takes the expected response out of
     /// a success reply (`None`: a reply of the wrong type).
     async fn call<T>(&self, request: &Request, pick: impl Fn(Response) -> Option<T>) -> Result<T> {
-        let attempts = self.attempts(request, &pick);
-        match self.inner.options.request_timeout {
+        let options = &self.inner.options;
+        self.call_with(request, pick, options.request_timeout, options.retry)
+            .await
+    }
+
+    /// [`Client::call`] with its own bound and retry policy, for calls that
+    /// may take much longer than the request timeout (a scavenge) or must
+    /// not be retried.
+    pub(crate) async fn call_with<T>(
+        &self,
+        request: &Request,
+        pick: impl Fn(Response) -> Option<T>,
+        timeout: Option<Duration>,
+        policy: RetryPolicy,
+    ) -> Result<T> {
+        let attempts = self.attempts(request, &pick, policy);
+        match timeout {
             Some(limit) => tokio::time::timeout(limit, attempts)
                 .await
                 .unwrap_or(Err(Error::Timeout)),
@@ -773,8 +788,8 @@ impl Client {
         &self,
         request: &Request,
         pick: &impl Fn(Response) -> Option<T>,
+        policy: RetryPolicy,
     ) -> Result<T> {
-        let policy = self.inner.options.retry;
         let mut failed = 0u32;
         loop {
             match self.attempt(request, pick).await {

@@ -224,6 +224,7 @@ impl Error {
                 (None, Request::GetMetadata(g)) => g.stream.to_string(),
                 (None, Request::Truncate(t)) => t.stream.to_string(),
                 (None, Request::DeleteStream(d)) => d.stream.to_string(),
+                (None, Request::Erase(e)) => e.stream.to_string(),
                 (None, _) => String::new(),
             }
         };

@@ -73,6 +73,9 @@
 //!   (retention, custom keys), [`Client::get_stream_metadata`],
 //!   [`Client::truncate_stream`] and [`Client::delete_stream`] (soft or
 //!   hard), each answered with a [`LifecycleWritten`].
+//! - `scavenge.rs`: [`Client::scavenge`] ([`ScavengeOptions`],
+//!   [`ScavengeReport`]) and [`Client::erase`] ([`EraseReceipt`]): disk
+//!   given back, long calls outside the request timeout.
 //! - `options.rs`: [`ClientOptions`] and [`RetryPolicy`].
 //! - `error.rs`: [`Error`], and how server error replies map onto it.
 //!
@@ -111,6 +114,7 @@ mod conn;
 mod error;
 mod options;
 mod read;
+mod scavenge;
 mod subscription;
 
 pub use backup::{BackupProgress, BackupReport};
@@ -121,6 +125,7 @@ pub use options::{ClientOptions, RetryPolicy};
 pub use read::{
     AllPage, DEFAULT_PAGE_SIZE, EventStream, ReadAllOptions, ReadStreamOptions, StreamPage,
 };
+pub use scavenge::{EraseReceipt, ScavengeOptions, ScavengeReport};
 
 pub use subscription::{
     DEFAULT_WINDOW, SubscribeAllOptions, SubscribeStreamOptions, Subscription, SubscriptionMessage,

@@ -29,7 +29,9 @@ pub struct ClientOptions {
     /// Bound on one call, from its start to its reply, reconnects and
     /// retries included; past it the call fails with
     /// [`Error::Timeout`](crate::Error::Timeout). Default 30 s. `None`: no
-    /// bound. For paging streams it bounds each page.
+    /// bound. For paging streams it bounds each page. It does not bound
+    /// [`Client::scavenge`](crate::Client::scavenge) and
+    /// [`Client::erase`](crate::Client::erase), which may take minutes.
     pub request_timeout: Option<Duration>,
     /// Name sent in `Hello`, for the server's logs. Default
     /// `logbook-client/<crate version>`.
@@ -122,9 +124,12 @@ impl ClientOptions {
 /// answered `ServerBusy` or `ShuttingDown`. Before attempt `n + 1` the call
 /// waits `min(initial_backoff * 2^(n-1), max_backoff)`.
 ///
-/// Every call is safe to retry: reads and pings change nothing, and the
-/// server answers a re-sent append whose event ids equal the stream's last
-/// committed batch with the original result. (A retried append could be
+/// Every call it applies to is safe to retry: reads and pings change
+/// nothing, an erase of an erased stream finishes the work and answers
+/// as the first did, and the server answers a re-sent append whose event
+/// ids equal the stream's last committed batch with the original result.
+/// ([`Client::scavenge`](crate::Client::scavenge) is never retried: one
+/// whose reply was lost is still running on the server.) (A retried append could be
 /// applied twice only if another writer appended to the same stream, with
 /// [`ExpectedVersion::Any`](crate::ExpectedVersion::Any), between the lost
 /// reply and the retry; an exact expected version turns that case into

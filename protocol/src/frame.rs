@@ -11,7 +11,7 @@
 //!                       6 Subscribe, 7 Unsubscribe, 8 Credit, 9 Stats,
 //!                       10 BackupBegin, 11 BackupRead, 12 BackupEnd,
 //!                       13 SetMetadata, 14 GetMetadata, 15 Truncate,
-//!                       16 DeleteStream
+//!                       16 DeleteStream, 17 Scavenge, 18 Erase
 //!  8     u16  flags     bit 0 = END: set on every reply (Response, Error),
 //!                       clear on requests and pushes; other bits 0
 //! 10     u16  reserved  must be 0
@@ -130,6 +130,10 @@ pub enum Opcode {
     Truncate = 15,
     /// Delete a stream, softly or for ever.
     DeleteStream = 16,
+    /// Give back the disk that removed events take.
+    Scavenge = 17,
+    /// Erase a stream's events from disk for good.
+    Erase = 18,
 }
 
 impl Opcode {
@@ -157,6 +161,8 @@ impl Opcode {
             14 => Opcode::GetMetadata,
             15 => Opcode::Truncate,
             16 => Opcode::DeleteStream,
+            17 => Opcode::Scavenge,
+            18 => Opcode::Erase,
             _ => return None,
         })
     }
@@ -545,7 +551,7 @@ mod tests {
     }
 
     fn opcode() -> impl Strategy<Value = Opcode> {
-        (1u16..=16).prop_filter_map("known opcode", Opcode::from_u16)
+        (1u16..=18).prop_filter_map("known opcode", Opcode::from_u16)
     }
 
     fn header() -> impl Strategy<Value = FrameHeader> {

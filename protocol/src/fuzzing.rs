@@ -22,7 +22,7 @@ pub fn bodies(data: &[u8]) {
     let body = Bytes::copy_from_slice(data);
     for kind in [Kind::Request, Kind::Response, Kind::Push, Kind::Error] {
         // Every known opcode (`from_u16` skips the gaps, if any).
-        for op in 1..=16u16 {
+        for op in 1..=18u16 {
             let Some(opcode) = Opcode::from_u16(op) else {
                 continue;
             };
@@ -56,8 +56,8 @@ mod tests {
         use crate::lifecycle::{Deletion, StreamLifecycle, StreamMetadata};
         use crate::msg::{Request, Response};
         use crate::{
-            Append, DeleteStream, EventId, ExpectedVersion, LifecycleOk, LogPosition, NewEvent,
-            Ping, SetMetadata, StreamVersion, Text,
+            Append, DeleteStream, Erase, EraseOk, EventId, ExpectedVersion, LifecycleOk,
+            LogPosition, NewEvent, Ping, Scavenge, ScavengeOk, SetMetadata, StreamVersion, Text,
         };
         let mut seeds = Vec::new();
         for req in [
@@ -80,6 +80,12 @@ mod tests {
                 expected: ExpectedVersion::Any,
                 mode: Deletion::Hard,
             }),
+            Request::Scavenge(Scavenge {
+                max_bytes_per_sec: Some(1 << 20),
+            }),
+            Request::Erase(Erase {
+                stream: Text::from("s"),
+            }),
         ] {
             let mut b = bytes::BytesMut::new();
             req.encode(&mut b, 3, 1 << 20).unwrap();
@@ -99,6 +105,28 @@ mod tests {
         .encode(&mut b, 3, 1 << 20)
         .unwrap();
         seeds.push(b.to_vec());
+        for resp in [
+            Response::ScavengeOk(ScavengeOk {
+                segments_considered: 3,
+                segments_rewritten: 2,
+                events_removed: 40,
+                bytes_before: 1 << 20,
+                bytes_after: 1 << 19,
+                duration_us: 1500,
+            }),
+            Response::EraseOk(EraseOk {
+                position: LogPosition(9),
+                segments_rewritten: 1,
+                events_removed: 4,
+                bytes_before: 4096,
+                bytes_after: 2048,
+                duration_us: 700,
+            }),
+        ] {
+            let mut b = bytes::BytesMut::new();
+            resp.encode(&mut b, 3, 1 << 20).unwrap();
+            seeds.push(b.to_vec());
+        }
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         for seed in &seeds {
             for _ in 0..2000 {

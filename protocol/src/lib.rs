@@ -14,8 +14,9 @@
 //! - [`msg`]: typed messages ([`Request`], [`Response`], [`Push`],
 //!   [`ErrorReply`]) and their MessagePack bodies, one file per operation
 //!   (the stream lifecycle's in `set_metadata`, `get_metadata`, `truncate`
-//!   and `delete_stream`, their JSON parsed while decoding); events travel
-//!   as compact positional arrays (`msg::event`).
+//!   and `delete_stream`, their JSON parsed while decoding; giving disk
+//!   back in `scavenge` and `erase`); events travel as compact positional
+//!   arrays (`msg::event`).
 //! - `fuzzing`: entry points shared by the fuzz targets and the bounded
 //!   property tests that stand in for them in `cargo test`.
 //! - [`error`]: [`Error`], split into fatal frame errors and per-message
@@ -60,9 +61,9 @@ pub use frame::{
 };
 pub use msg::{
     Append, BackupBegin, BackupBeginOk, BackupEnd, BackupFile, BackupRead, Credit, DeleteStream,
-    ErrorCode, ErrorReply, Filter, GetMetadata, Hello, HelloOk, LifecycleOk, MAX_FILTER_PREFIXES,
-    Ping, Pong, Push, ReadAll, ReadAllOk, ReadStream, ReadStreamOk, RecoveryStats, Request,
-    Response, ServerMessage, SetMetadata, Stats, StatsOk, Subscribe, SubscribeFrom, SubscribeOk,
-    SubscriptionTarget, Truncate, Unsubscribe,
+    Erase, EraseOk, ErrorCode, ErrorReply, Filter, GetMetadata, Hello, HelloOk, LifecycleOk,
+    MAX_FILTER_PREFIXES, Ping, Pong, Push, ReadAll, ReadAllOk, ReadStream, ReadStreamOk,
+    RecoveryStats, Request, Response, Scavenge, ScavengeOk, ServerMessage, SetMetadata, Stats,
+    StatsOk, Subscribe, SubscribeFrom, SubscribeOk, SubscriptionTarget, Truncate, Unsubscribe,
 };
 pub use types::*;

@@ -146,6 +146,17 @@ pub struct StreamLifecycle {
     /// gone from disk.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_version: Option<u64>,
+    /// A soft delete's: the stream's last version when it was deleted
+    /// (`None`: it had none). The stream reads as not found until an event
+    /// above it is appended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_last: Option<u64>,
+    /// Events committed before this time (microseconds since the epoch)
+    /// stay removed: the cut of a `max_age` that was raised or removed
+    /// (what it removed may already be gone from disk, so it cannot come
+    /// back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expired_before_us: Option<i64>,
 }
 
 impl StreamLifecycle {
@@ -167,11 +178,20 @@ impl StreamLifecycle {
     }
 
     /// The oldest commit time (microseconds since the epoch) an event may
-    /// have to be live at `now_us`, under `max_age`.
+    /// have to be live at `now_us`, under `max_age` (and the cut of an
+    /// earlier one).
     pub fn min_timestamp(&self, now_us: i64) -> Option<i64> {
-        self.metadata
+        let by_age = self
+            .metadata
             .max_age_secs
-            .map(|s| now_us.saturating_sub((s as i64).saturating_mul(1_000_000)))
+            .map(|s| now_us.saturating_sub((s as i64).saturating_mul(1_000_000)));
+        by_age.max(self.expired_before_us)
+    }
+
+    /// Whether a soft delete is in effect for a stream whose last version
+    /// is `last`: nothing was appended since (it reads as not found).
+    pub fn is_soft_deleted(&self, last: Option<u64>) -> bool {
+        self.deleted == Some(Deletion::Soft) && last <= self.deleted_last
     }
 
     /// Whether event `version`, committed at `timestamp_us`, is live, for
@@ -262,6 +282,8 @@ mod tests {
                 metadata: StreamMetadata { max_count: mc, max_age_secs: age, truncate_before: tb, custom },
                 deleted,
                 last_version: last,
+                deleted_last: last.filter(|_| deleted.is_some()),
+                expired_before_us: age.map(|a| a as i64),
             };
             prop_assert_eq!(StreamLifecycle::from_json(&s.to_json()), Ok(s));
         }

@@ -163,8 +163,9 @@ pub struct Args {
     pub handshake_timeout_secs: u64,
 
     /// Seconds a connection may go without a request while it has nothing
-    /// going on (no subscription, append, backup or unsent reply) before
-    /// it is closed with IdleTimeout; 0 never closes one.
+    /// going on (no subscription, append, scavenge, erase, backup or
+    /// unsent reply) before it is closed with IdleTimeout; 0 never closes
+    /// one.
     #[arg(long, env = "LOGBOOK_IDLE_TIMEOUT_SECS", default_value_t = 3600)]
     pub idle_timeout_secs: u64,
 

@@ -9,7 +9,8 @@
 //! - [`net`]: the TCP server: the accept loop (`net/mod.rs`), one task per
 //!   connection (`net/connection.rs`), the request handlers, one file per
 //!   request family (`net/cmd/`: `hello.rs`, `append.rs`, `read.rs`,
-//!   `lifecycle.rs`, `subscribe.rs`, `stats.rs`, `backup.rs`), subscriptions
+//!   `lifecycle.rs`, `scavenge.rs`, `subscribe.rs`, `stats.rs`,
+//!   `backup.rs`), subscriptions
 //!   (`net/subscription/`: `start.rs`, `filter.rs`, `catchup.rs`,
 //!   `fanout.rs`, `hub.rs`), the outgoing buffer (`net/outbox.rs`), error
 //!   codes (`net/errors.rs`), append sizes in the protocol's and the

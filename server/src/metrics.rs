@@ -391,6 +391,41 @@ impl Collector for LogbookCollector {
         )?;
         counter(
             &mut e,
+            "scavenges",
+            "Scavenges completed since start.",
+            None,
+            s.scavenges,
+        )?;
+        counter(
+            &mut e,
+            "scavenge_segments",
+            "Segments rewritten without their removed events by scavenges and erases since start.",
+            None,
+            s.scavenge_segments,
+        )?;
+        counter(
+            &mut e,
+            "scavenge_bytes_reclaimed",
+            "Bytes of disk given back by scavenges and erases since start.",
+            None,
+            s.scavenge_bytes_reclaimed,
+        )?;
+        gauge(
+            &mut e,
+            "scavenge_segments_todo",
+            "Segments the running scavenge or erase (else the last one) has to rewrite.",
+            None,
+            s.scavenge_todo,
+        )?;
+        gauge(
+            &mut e,
+            "scavenge_segments_done",
+            "Segments the running scavenge or erase (else the last one) has rewritten.",
+            None,
+            s.scavenge_done,
+        )?;
+        counter(
+            &mut e,
             "file_reopens",
             "Files reopened after being closed to stay within --max-open-files.",
             None,

@@ -366,6 +366,14 @@ impl Pipeline {
                 .lifecycle
                 .apply(p.hash, p.state.clone(), p.position, p.version, None);
         }
+        shared
+            .counters
+            .events
+            .fetch_add(t.end_position - head, Ordering::Relaxed);
+        shared.head.store(t.end_position, Ordering::Release);
+        // After the head: a reader that sees the new last version (and so
+        // a first live version moved up by max_count) also sees the events
+        // that moved it; before the head, it could find none live.
         if !shared.lifecycle.is_empty() {
             for a in &t.adds {
                 if let Some(req) = t.group.get(a.req) {
@@ -378,10 +386,9 @@ impl Pipeline {
             }
         }
         shared
-            .counters
-            .events
-            .fetch_add(t.end_position - head, Ordering::Relaxed);
-        shared.head.store(t.end_position, Ordering::Release);
+            .lifecycle
+            .noted_through
+            .store(t.end_position, Ordering::Release);
         shared.head_watch.send_replace(t.end_position);
         if let Some(ids) = &t.freeze
             && shared.freeze_active(Arc::clone(ids))

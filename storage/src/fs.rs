@@ -67,8 +67,6 @@ pub fn without_waiting<T>(f: impl FnOnce() -> T) -> Option<T> {
     }
 }
 
-/// Inside [`without_waiting`]: marks the thread as having met something
-/// that would wait for the disk and returns true. Outside: false.
 /// Atomically replaces `dir/name` with `bytes`: written to `dir/tmp`,
 /// fsynced, renamed over it, and the directory synced. After a crash the
 /// file is the old one or the new one, never a mix (a stale `tmp` is
@@ -103,6 +101,8 @@ pub(crate) fn replace_file(
         .map_err(|e| StorageError::io("sync dir", dir, e))
 }
 
+/// Inside [`without_waiting`]: marks the thread as having met something
+/// that would wait for the disk and returns true. Outside: false.
 pub(crate) fn would_wait() -> bool {
     let no_wait = NO_WAIT.with(|c| c.get());
     if no_wait {

@@ -26,7 +26,8 @@
 //! 12  u32  reserved
 //! 16  u64  through
 //! 24  u64  count
-//! 32  count x { u64 meta_position | u64 meta_version | u32 len | len bytes of JSON }
+//! 32  count x { u64 meta_position | u64 meta_version | u64 last | u32 len | len bytes of JSON }
+//!     (last: the stream's last version then, u64::MAX for none)
 //! end u32  crc32c over every byte before it
 //! ```
 
@@ -47,7 +48,7 @@ pub const SNAPSHOT: &str = "LIFECYCLE";
 /// Its temporary name while it is replaced.
 pub const SNAPSHOT_TMP: &str = "LIFECYCLE.tmp";
 const MAGIC: [u8; 8] = *b"LGBKLIFE";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const HEADER_LEN: usize = 32;
 /// A sane bound on one state's JSON (a stream name, a few numbers and the
 /// application's custom keys, which an event's size limit bounds).
@@ -88,6 +89,15 @@ pub struct Lifecycles {
     /// Number of entries, readable without the lock (0: the fast path,
     /// nothing to filter).
     count: AtomicU64,
+    /// Bumped by every state published: the snapshot is rewritten only
+    /// when it changed (or the log moved on far enough).
+    pub generation: AtomicU64,
+    /// `(generation, through)` of the last snapshot written.
+    pub written: parking_lot::Mutex<(u64, u64)>,
+    /// Every group below this position is reflected whole: its states and
+    /// its streams' last versions (the commit pipeline moves it after both;
+    /// the snapshot covers up to it).
+    pub noted_through: AtomicU64,
     /// Streams whose state changed since the last scavenge took them;
     /// `true`: every stream (after a start, or a failed scavenge).
     dirty: parking_lot::Mutex<(bool, std::collections::HashSet<String>)>,
@@ -98,6 +108,9 @@ impl Default for Lifecycles {
         Lifecycles {
             map: RwLock::default(),
             count: AtomicU64::new(0),
+            noted_through: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+            written: parking_lot::Mutex::new((u64::MAX, 0)),
             dirty: parking_lot::Mutex::new((true, std::collections::HashSet::new())),
         }
     }
@@ -171,6 +184,7 @@ impl Lifecycles {
             self.count.fetch_add(1, Ordering::Release);
         }
         drop(map);
+        self.generation.fetch_add(1, Ordering::Release);
         let mut dirty = self.dirty.lock();
         if !dirty.0 {
             dirty.1.insert(name);
@@ -190,7 +204,7 @@ impl Lifecycles {
 
     /// The streams a scavenge must look at: those whose state changed
     /// since the last one took them (all, after a start), and every one
-    /// kept to an age (time removes their events).
+    /// kept to an age or a count (time and appends remove their events).
     pub fn take_dirty(&self) -> Vec<String> {
         let (all, set) = std::mem::take(&mut *self.dirty.lock());
         let mut out: Vec<String> = if all {
@@ -200,7 +214,10 @@ impl Lifecycles {
             v.extend(
                 self.all()
                     .iter()
-                    .filter(|e| e.state.metadata.max_age_secs.is_some())
+                    .filter(|e| {
+                        e.state.metadata.max_age_secs.is_some()
+                            || e.state.metadata.max_count.is_some()
+                    })
                     .map(|e| e.state.stream.clone()),
             );
             v
@@ -236,6 +253,7 @@ impl Lifecycles {
             let json = e.state.to_json();
             b.extend_from_slice(&e.meta_position.to_le_bytes());
             b.extend_from_slice(&e.meta_version.to_le_bytes());
+            b.extend_from_slice(&e.last.load(Ordering::Acquire).to_le_bytes());
             b.extend_from_slice(&(json.len() as u32).to_le_bytes());
             b.extend_from_slice(&json);
         }
@@ -267,18 +285,20 @@ impl Lifecycles {
         for _ in 0..count {
             let position = le::try_u64(body, at).ok_or("entry overruns")?;
             let version = le::try_u64(body, at + 8).ok_or("entry overruns")?;
-            let len = le::try_u32(body, at + 16).ok_or("entry overruns")? as usize;
+            let last = le::try_u64(body, at + 16).ok_or("entry overruns")?;
+            let len = le::try_u32(body, at + 24).ok_or("entry overruns")? as usize;
             if len > MAX_STATE_BYTES {
                 return Err("entry too large");
             }
-            let json = body.get(at + 20..at + 20 + len).ok_or("entry overruns")?;
+            let json = body.get(at + 28..at + 28 + len).ok_or("entry overruns")?;
             let state = StreamLifecycle::from_json(json).map_err(|_| "entry is not a state")?;
             out.push(Snapshotted {
                 state,
                 meta_position: position,
                 meta_version: version,
+                last: (last != NO_VERSION).then_some(last),
             });
-            at += 20 + len;
+            at += 28 + len;
         }
         if at != body.len() {
             return Err("trailing bytes");
@@ -332,7 +352,7 @@ impl Lifecycles {
     pub fn load(&self, hasher: &StreamHasher, states: Vec<Snapshotted>) {
         for s in states {
             let hash = hasher.hash(&s.state.stream);
-            self.apply(hash, s.state, s.meta_position, s.meta_version, None);
+            self.apply(hash, s.state, s.meta_position, s.meta_version, s.last);
         }
     }
 }
@@ -374,6 +394,7 @@ impl Op {
         &self,
         prev: Option<&StreamLifecycle>,
         last: Option<u64>,
+        now_us: i64,
     ) -> Result<(StreamLifecycle, &'static str), crate::error::AppendError> {
         use crate::error::AppendError;
         use logbook_protocol::lifecycle as lc;
@@ -395,6 +416,8 @@ impl Op {
                 // may have taken it already): the old max_count's cut
                 // becomes part of truncate_before.
                 let cut = prev.map_or(0, |p| p.first_live(last));
+                // And so does what an old max_age removed.
+                next.expired_before_us = prev.and_then(|p| p.min_timestamp(now_us));
                 next.metadata = m.clone();
                 next.metadata.truncate_before = match (m.truncate_before, cut) {
                     (Some(v), _) => raise(v.max(cut)),
@@ -425,6 +448,7 @@ impl Op {
                 }
                 next.metadata.truncate_before = raise(last.map_or(0, |l| l + 1));
                 next.deleted = Some(*mode);
+                next.deleted_last = last;
                 match mode {
                     lc::Deletion::Soft => lc::EVENT_DELETED,
                     lc::Deletion::Hard => lc::EVENT_TOMBSTONE,
@@ -442,12 +466,7 @@ impl Op {
 /// expects no stream).
 pub(crate) fn effective_version(state: Option<&StreamLifecycle>, last: Option<u64>) -> Option<u64> {
     match state {
-        Some(s)
-            if s.deleted == Some(logbook_protocol::lifecycle::Deletion::Soft)
-                && last.is_none_or(|l| l < s.metadata.truncate_before.unwrap_or(0)) =>
-        {
-            None
-        }
+        Some(s) if s.is_soft_deleted(last) => None,
         _ => last,
     }
 }
@@ -461,6 +480,8 @@ pub struct Snapshotted {
     pub meta_position: u64,
     /// Its event's version in `$$S`.
     pub meta_version: u64,
+    /// The stream's last version when the snapshot was taken.
+    pub last: Option<u64>,
 }
 
 /// Which events of one record a read may return.
@@ -524,6 +545,7 @@ mod tests {
             },
             deleted,
             last_version: Some(4),
+            ..Default::default()
         }
     }
 

@@ -572,6 +572,10 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
         shared.index.write().active = mem;
     }
     report.lifecycle_events_replayed = rebuild_lifecycle(&shared)?;
+    shared
+        .lifecycle
+        .noted_through
+        .store(shared.head(), std::sync::atomic::Ordering::Release);
     let last_timestamp = if last_timestamp == 0 && head > 0 {
         // The last segment is new: take the time from the last record.
         shared
@@ -607,13 +611,23 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
 /// Returns the number of lifecycle events replayed.
 fn rebuild_lifecycle(shared: &Arc<Shared>) -> Result<u64, StorageError> {
     use crate::lifecycle::Lifecycles;
-    use logbook_protocol::lifecycle::{StreamLifecycle, meta_target};
+    use logbook_protocol::lifecycle::{self as lc, StreamLifecycle, meta_target};
     let vfs = &*shared.config.vfs;
     let head = shared.head();
-    let through = match Lifecycles::load_snapshot(vfs, &shared.index_dir) {
+    // A snapshot that knows of events the log no longer has (a tail lost
+    // with `Durability::Os`, or cut by recovery) is not used: its states
+    // would hide later ones.
+    let snapshot = Lifecycles::load_snapshot(vfs, &shared.index_dir).filter(|(through, states)| {
+        let fits = *through <= head && states.iter().all(|s| s.meta_position < head);
+        if !fits {
+            tracing::warn!("lifecycle snapshot is ahead of the log: rebuilding it from the log");
+        }
+        fits
+    });
+    let through = match snapshot {
         Some((through, states)) => {
             shared.lifecycle.load(&shared.hasher, states);
-            through.min(head)
+            through
         }
         None if head == 0 => {
             shared
@@ -627,26 +641,37 @@ fn rebuild_lifecycle(shared: &Arc<Shared>) -> Result<u64, StorageError> {
     if through < head {
         let segs = Arc::clone(&shared.segments.read());
         shared.scan_forward(&segs, through, head, |loc, skip| {
-            let Some(target) = meta_target(&loc.record.stream) else {
+            let rec = loc.record;
+            let Some(target) = meta_target(&rec.stream) else {
+                // Streams with a state: their last version (their events
+                // may be removed later, the version stays taken).
+                if !shared.lifecycle.is_empty() {
+                    let last = rec.first_version + u64::from(rec.count) - 1;
+                    shared
+                        .lifecycle
+                        .note_last(shared.hasher.hash(&rec.stream), &rec.stream, last);
+                }
                 return Ok(Visit::Continue);
             };
             let hash = shared.hasher.hash(target);
             for e in loc.events().skip(skip) {
                 let e = e?;
-                let state = StreamLifecycle::from_json(&e.data).map_err(|why| {
-                    StorageError::corrupt(
-                        loc.path,
-                        loc.offset,
-                        format!("lifecycle event of {target} is not a state: {why}"),
-                    )
-                })?;
-                if state.stream != target {
-                    return Err(StorageError::corrupt(
-                        loc.path,
-                        loc.offset,
-                        format!("lifecycle event of {target} names stream {}", state.stream),
-                    ));
-                }
+                let lifecycle_type = [
+                    lc::EVENT_METADATA,
+                    lc::EVENT_TRUNCATED,
+                    lc::EVENT_DELETED,
+                    lc::EVENT_TOMBSTONE,
+                ]
+                .contains(&e.event_type.as_str());
+                let state = StreamLifecycle::from_json(&e.data)
+                    .ok()
+                    .filter(|s| lifecycle_type && s.stream == target);
+                let Some(state) = state else {
+                    // A `$$` stream a client wrote before such names were
+                    // reserved: not a lifecycle event.
+                    tracing::warn!(stream = %rec.stream, position = e.position.0, "ignoring an event of a `$$` stream that is not a lifecycle state");
+                    continue;
+                };
                 shared
                     .lifecycle
                     .apply(hash, state, e.position.0, e.version.0, None);
@@ -654,17 +679,6 @@ fn rebuild_lifecycle(shared: &Arc<Shared>) -> Result<u64, StorageError> {
             }
             Ok(Visit::Continue)
         })?;
-    }
-    // Streams kept to a count need their last version (the states hold
-    // the one at the time of their event).
-    for e in shared.lifecycle.all() {
-        if e.state.metadata.max_count.is_some()
-            && let Some(last) = shared.stream_last_version(&e.state.stream)?
-        {
-            shared
-                .lifecycle
-                .note_last(shared.hasher.hash(&e.state.stream), &e.state.stream, last);
-        }
     }
     Ok(replayed)
 }

@@ -61,6 +61,8 @@ use crate::shared::Shared;
 pub const TMP_SUFFIX: &str = ".scavenge";
 /// Bytes written between two throttle checks.
 const CHUNK: usize = 1 << 20;
+/// Bytes written between two fdatasyncs of a segment being rewritten.
+const SYNC_EVERY: u64 = 8 << 20;
 
 /// How a scavenge runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -357,6 +359,7 @@ impl Shared {
             )
             .map_err(io("write header", &tmp))?;
             let mut offset = HEADER_LEN;
+            let mut synced = HEADER_LEN;
             let mut buf: Vec<u8> = Vec::with_capacity(CHUNK + (64 << 10));
             let mut pidx: Vec<PidxEntry> = Vec::new();
             let mut records = 0u64;
@@ -404,6 +407,13 @@ impl Shared {
                     offset += buf.len() as u64;
                     throttle.spend(buf.len() as u64);
                     buf.clear();
+                    // Written back as it goes: dirty pages piling up would
+                    // be flushed in a burst that stalls the appends'
+                    // fdatasyncs (ext4 commits the journal in order).
+                    if offset - synced >= SYNC_EVERY {
+                        file.sync_data().map_err(io("fdatasync", &tmp))?;
+                        synced = offset;
+                    }
                 }
             }
             file.write_all_at(&buf, offset).map_err(io("write", &tmp))?;

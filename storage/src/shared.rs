@@ -39,6 +39,8 @@ pub struct Counters {
     pub index_slowdowns: AtomicU64,
     /// Times the writer stopped until the index caught up.
     pub index_stalls: AtomicU64,
+    /// Index flushes and merges that failed (and are retried) since start.
+    pub index_failures: AtomicU64,
     /// Scavenges run since start.
     pub scavenges: AtomicU64,
     /// Segments rewritten by scavenges and erases since start.

@@ -529,6 +529,11 @@ impl Store {
         checked: Option<IdsChecked>,
         op: Option<crate::lifecycle::Op>,
     ) -> Result<PendingAppend, AppendError> {
+        if stream.as_str() == SCAVENGES {
+            return Err(AppendError::ReservedStream {
+                stream: SCAVENGES.to_owned(),
+            });
+        }
         let (mut req, rx, tx) = self.request(stream, expected, events, checked, op)?;
         let charge = self.queue_charge(&req);
         req._queued = Some(
@@ -619,7 +624,7 @@ impl Store {
         let reserved = || AppendError::ReservedStream {
             stream: stream.as_str().to_owned(),
         };
-        if lc::meta_target(stream.as_str()).is_some() {
+        if lc::meta_target(stream.as_str()).is_some() || stream.as_str() == SCAVENGES {
             return Err(reserved());
         }
         let meta = StreamName::new(lc::meta_stream(stream.as_str())).map_err(|_| {
@@ -689,9 +694,12 @@ impl Store {
             .try_lock()
             .ok_or_else(|| StorageError::Busy("a scavenge or an erase is running".into()))?;
         let started = std::time::Instant::now();
-        self.system_event(SCAVENGE_STARTED, b"{}".to_vec(), true)?;
+        // The streams first: a state published from here on is the next
+        // scavenge's (its events may be in the segment sealed below).
         let streams = shared.streams_to_scavenge();
         let run = || -> Result<crate::scavenge::ScavengeReport, StorageError> {
+            let sealed = self.system_event(SCAVENGE_STARTED, b"{}".to_vec(), true)?;
+            self.ready_to_rewrite(sealed.last_position.0 + 1)?;
             let firsts = shared.segments_to_scavenge(&streams)?;
             shared.rewrite_segments(&firsts, options)
         };
@@ -738,6 +746,11 @@ impl Store {
         let firsts = shared.segments_to_scavenge(&[stream.as_str().to_owned()])?;
         let report =
             shared.rewrite_segments(&firsts, crate::scavenge::ScavengeOptions::default())?;
+        // The stream's custom metadata is gone from the snapshot too.
+        {
+            let _one = shared.flushing.lock();
+            crate::index::flusher::store_lifecycle(shared)?;
+        }
         Ok(EraseReceipt {
             position,
             segments_rewritten: report.segments_rewritten,
@@ -746,6 +759,43 @@ impl Store {
             bytes_after: report.bytes_after,
             duration: started.elapsed(),
         })
+    }
+
+    /// Waits until the index and the lifecycle snapshot cover the log up
+    /// to `sealed` (the end of the segment just sealed) before segments
+    /// are rewritten: what recovery rebuilds from the log past them (the
+    /// ids of the unindexed tail, the streams' last versions) must not
+    /// depend on events a rewrite removes.
+    fn ready_to_rewrite(&self, sealed: u64) -> Result<(), StorageError> {
+        let shared = &self.inner.shared;
+        let failures = shared.counters.index_failures.load(Ordering::Relaxed);
+        loop {
+            if shared.closing.load(Ordering::Relaxed) {
+                return Err(StorageError::ShuttingDown);
+            }
+            if shared.indexed_through.load(Ordering::Acquire) >= sealed {
+                break;
+            }
+            if shared.counters.index_failures.load(Ordering::Relaxed) != failures {
+                // The flusher retries on its own; the rewrite waits for
+                // the next run.
+                return Err(StorageError::Busy(
+                    "the index could not be written (see the log); try the scavenge again later"
+                        .into(),
+                ));
+            }
+            if let Some(f) = shared.writer_failure.lock().clone() {
+                return Err(StorageError::writer_failed(&f));
+            }
+            let mut g = shared.index_progress_lock.lock();
+            if shared.indexed_through.load(Ordering::Acquire) < sealed {
+                shared
+                    .index_progress
+                    .wait_for(&mut g, std::time::Duration::from_millis(50));
+            }
+        }
+        let _one = shared.flushing.lock();
+        crate::index::flusher::store_lifecycle(shared)
     }
 
     /// Appends a system event to `$scavenges` from a blocking thread.
@@ -796,6 +846,11 @@ impl Store {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, AppendError> {
+        if stream.as_str() == SCAVENGES {
+            return Err(AppendError::ReservedStream {
+                stream: SCAVENGES.to_owned(),
+            });
+        }
         let (mut req, rx, tx) = self.request(stream, expected, events, None, None)?;
         let charge = self.queue_charge(&req);
         req._queued = Some(
@@ -906,7 +961,7 @@ impl Store {
         let last_version = match &entry {
             Some(e) => crate::lifecycle::effective_version(
                 Some(&e.state),
-                raw_last.max(e.state.last_version),
+                raw_last.max(e.state.last_version).max(e.last()),
             ),
             None => raw_last,
         };
@@ -951,13 +1006,15 @@ impl Store {
         })
     }
 
-    /// The stream's last version, if it has events.
+    /// The stream's last version, if it has events (removed ones count:
+    /// versions are never given twice).
     pub fn stream_version(&self, stream: &str) -> Result<Option<StreamVersion>, ReadError> {
-        Ok(self
-            .inner
-            .shared
-            .stream_last_version(stream)?
-            .map(StreamVersion))
+        let shared = &self.inner.shared;
+        let last = shared.stream_last_version(stream)?;
+        let kept = shared
+            .lifecycle_of(stream)
+            .and_then(|e| e.last().max(e.state.last_version));
+        Ok(last.max(kept).map(StreamVersion))
     }
 
     /// Number of durable events: the position the next event will get.
@@ -1062,6 +1119,9 @@ impl Inner {
         // index (it is written whole below).
         self.shared.closing.store(true, Ordering::Relaxed);
         self.shared.index_progressed();
+        // A scavenge or erase stops at its next segment: wait for it, so
+        // that nothing renames files once the directory is released.
+        drop(self.shared.scavenging.lock());
         drop(self.tx.write().take());
         self.queue_kib.close();
         if let Some(w) = self.writer.lock().take() {
@@ -1071,8 +1131,12 @@ impl Inner {
             && !self.shared.abandoned.load(Ordering::Relaxed);
         let result = if clean {
             // The writer froze the last memtable, with its ids, as it
-            // finished.
-            flusher::flush_frozen(&self.shared, &|| {})
+            // finished. Then the lifecycle snapshot, so that the next
+            // start reads no log for it.
+            flusher::flush_frozen(&self.shared, &|| {}).and_then(|()| {
+                let _one = self.shared.flushing.lock();
+                flusher::store_lifecycle(&self.shared)
+            })
         } else {
             Ok(())
         };

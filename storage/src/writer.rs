@@ -720,6 +720,13 @@ impl Writer {
                     last_version: first_version + n - 1,
                 },
             );
+            // A stream with a lifecycle state may lose its last events to
+            // a scavenge (max_age, max_count): its view keeps the version,
+            // so that versions are never given twice even when the head
+            // cache forgets the stream.
+            if let Some(v) = self.lifecycle.get_mut(req.hash, name) {
+                v.last_version = Some(first_version + n - 1);
+            }
             adds.push(IndexAdd {
                 req: i,
                 hash: req.hash,
@@ -806,7 +813,8 @@ impl Writer {
         let last = head
             .map(|h| h.last_version)
             .max(prev.and_then(|p| p.last_version));
-        op.resolve(prev, last)
+        let now = self.last_timestamp.max(self.shared.now_us());
+        op.resolve(prev, last, now)
     }
 
     /// Writes the buffer (flagging its last record as the group's end).

@@ -118,7 +118,7 @@ fn flushes_go_on_while_a_merge_is_held() {
 
 #[test]
 fn appends_wait_while_merges_fall_behind_and_go_on_once_they_catch_up() {
-    use logbook_storage::internals::{SLOW_TABLES, STOP_TABLES};
+    use logbook_storage::internals::{SLOW_TABLES, STOP_FROZEN, STOP_TABLES};
     let dir = tempfile::tempdir().unwrap();
     let gate = Gate::closed();
     let store = Store::open(config(dir.path(), &gate)).unwrap();
@@ -145,8 +145,10 @@ fn appends_wait_while_merges_fall_behind_and_go_on_once_they_catch_up() {
         s.index_tables
     );
     assert!(s.index_tables as usize >= SLOW_TABLES);
+    // At most the frozen memtables the writer stops at, and the active one
+    // (under load the flusher may trail the writer until the stop mark).
     assert!(
-        s.memtable_entries <= 16 * 4,
+        s.memtable_entries <= 16 * (STOP_FROZEN as u64 + 1),
         "{} in memtables",
         s.memtable_entries
     );

@@ -361,6 +361,8 @@ struct ModelStream {
     tb: u64,
     max_count: Option<u64>,
     deleted: Option<Deletion>,
+    /// The last version when it was soft-deleted.
+    deleted_last: Option<u64>,
     /// Lifecycle events of `$$s`: positions.
     meta: Vec<(u64, u64)>,
 }
@@ -385,7 +387,7 @@ impl ModelStream {
     }
     fn not_found(&self) -> bool {
         self.events.is_empty()
-            || (self.deleted == Some(Deletion::Soft) && self.last().is_none_or(|l| l < self.tb))
+            || (self.deleted == Some(Deletion::Soft) && self.last() <= self.deleted_last)
     }
 }
 
@@ -472,6 +474,7 @@ fn run_model(seed: u64) -> u64 {
                     r.unwrap();
                     st.tb = st.tb.max(st.last().map_or(0, |l| l + 1));
                     st.deleted = Some(mode);
+                    st.deleted_last = st.last();
                     st.meta.push((st.meta.len() as u64, head));
                     head += 1;
                 }

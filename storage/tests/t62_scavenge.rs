@@ -451,7 +451,8 @@ fn erase_leaves_no_byte_of_the_stream_in_any_file() {
                 if p.is_dir() {
                     stack.push(p);
                 } else {
-                    let b = std::fs::read(&p).unwrap();
+                    // (Index files come and go as the index merges.)
+                    let Ok(b) = std::fs::read(&p) else { continue };
                     if b.windows(32).any(|w| w == marker) {
                         hits.push(p.display().to_string());
                     }

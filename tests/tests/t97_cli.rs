@@ -763,6 +763,146 @@ fn delete_soft_then_hard() {
     assert_eq!(last["data"]["last_version"], 2, "{all:?}");
 }
 
+#[test]
+fn scavenge_gives_the_deleted_events_back() {
+    let env = Env::start();
+    for i in 0..3 {
+        env.append("cart-1", "Added", &i.to_string());
+        env.append("cart-2", "Added", &i.to_string());
+    }
+    env.json(&["delete", "cart-1"]);
+
+    let out = env.json(&["scavenge"]);
+    assert_eq!(out.len(), 1, "{out:?}");
+    let r = &out[0];
+    for field in [
+        "segments_considered",
+        "segments_rewritten",
+        "events_removed",
+        "bytes_before",
+        "bytes_after",
+        "bytes_reclaimed",
+    ] {
+        assert!(r[field].is_u64(), "{field}: {r:?}");
+    }
+    assert!(r["duration_ms"].as_f64().unwrap() >= 0.0, "{r:?}");
+    assert_eq!(r["segments_rewritten"], 1, "{r:?}");
+    assert_eq!(r["events_removed"], 3, "{r:?}");
+    let (before, after) = (
+        r["bytes_before"].as_u64().unwrap(),
+        r["bytes_after"].as_u64().unwrap(),
+    );
+    assert!(after < before, "{r:?}");
+    assert_eq!(r["bytes_reclaimed"], before - after, "{r:?}");
+    // The survivor is untouched.
+    assert_eq!(nums(&env.json(&["read", "cart-2"]), "version"), [0, 1, 2]);
+
+    // For people; nothing left to do this time.
+    let human = env.ok(&["scavenge"]);
+    for key in [
+        "segments rewritten",
+        "bytes before",
+        "reclaimed",
+        "duration",
+    ] {
+        assert!(human.lines().any(|l| l.starts_with(key)), "{key}: {human}");
+    }
+    assert!(
+        human
+            .lines()
+            .any(|l| l.starts_with("segments rewritten") && l.ends_with(" 0")),
+        "{human}"
+    );
+    env.fails(2, &["scavenge", "--max-mb-per-sec", "0"]);
+}
+
+/// A throttled scavenge of 1.5 MiB at 1 MiB/s takes over a second: the
+/// tool says how far it got while it waits.
+#[test]
+fn scavenge_prints_its_progress_while_it_runs() {
+    let env = Env::start();
+    let big = env.dir.path().join("big.bin");
+    std::fs::write(&big, vec![b'x'; 3 << 19]).unwrap();
+    let append = |stream: &str| {
+        env.json(&[
+            "append",
+            stream,
+            "--type",
+            "Blob",
+            "--data-file",
+            path_str(&big),
+        ])
+    };
+    append("keep");
+    append("drop");
+    env.json(&["delete", "drop", "--hard"]);
+
+    let out = env.run(&["scavenge", "--max-mb-per-sec", "1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l == "scavenge: rewritten 0 of 1 segments"),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("segments rewritten") && l.ends_with(" 1")),
+        "{stdout}"
+    );
+    // With --json, no progress: stdout is one object, stderr is quiet.
+    let out = env.run(&["--json", "scavenge"]);
+    assert!(out.status.success());
+    assert!(
+        out.stderr.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(lines(&String::from_utf8(out.stdout).unwrap()).len(), 1);
+}
+
+#[test]
+fn erase_prints_a_receipt_and_warns_about_backups() {
+    let env = Env::start();
+    env.append("person-7", "Registered", r#"{"name":"ada"}"#);
+    env.append("person-7", "Moved", r#"{"city":"paris"}"#);
+    env.append("other", "Registered", "{}");
+
+    let out = env.run(&["--json", "erase", "person-7"]);
+    assert!(out.status.success(), "{out:?}");
+    let receipt = lines(&String::from_utf8(out.stdout).unwrap());
+    assert_eq!(receipt.len(), 1, "{receipt:?}");
+    let r = &receipt[0];
+    assert_eq!(r["stream"], "person-7");
+    assert_eq!(r["position"], 3, "the tombstone comes after the 3 events");
+    assert_eq!(r["segments_rewritten"], 1, "{r:?}");
+    assert_eq!(r["events_removed"], 2, "{r:?}");
+    for field in ["bytes_before", "bytes_after", "bytes_reclaimed"] {
+        assert!(r[field].is_u64(), "{field}: {r:?}");
+    }
+    assert!(r["duration_ms"].is_f64(), "{r:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("backups taken before"), "{stderr}");
+
+    // Gone for ever; the other stream stays.
+    env.fails(5, &["read", "person-7"]);
+    assert_eq!(nums(&env.json(&["read", "other"]), "version"), [0]);
+
+    // Again, for people: allowed, nothing left to rewrite.
+    let human = env.ok(&["erase", "person-7"]);
+    assert!(human.contains("backups taken before"), "{human}");
+    assert!(
+        human
+            .lines()
+            .any(|l| l.starts_with("tombstone position") && l.ends_with(" 3")),
+        "{human}"
+    );
+    env.fails(2, &["erase", "$$other"]);
+}
+
 fn path_str(path: &Path) -> &str {
     path.to_str().unwrap()
 }

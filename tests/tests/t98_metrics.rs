@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 use logbook_client::{
-    Client, Error, EventId, ExpectedVersion, NewEvent, ReadAllOptions, ReadStreamOptions,
-    SubscribeAllOptions, SubscriptionMessage,
+    Client, Deletion, Error, EventId, ExpectedVersion, NewEvent, ReadAllOptions, ReadStreamOptions,
+    ScavengeOptions, SubscribeAllOptions, SubscriptionMessage,
 };
 use logbook_tests::daemon::Daemon;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -245,6 +245,11 @@ async fn metrics_health_and_ready_of_a_running_daemon() {
         ("logbook_index_flushes", "counter"),
         ("logbook_index_merges", "counter"),
         ("logbook_lifecycle_streams", "gauge"),
+        ("logbook_scavenges", "counter"),
+        ("logbook_scavenge_segments", "counter"),
+        ("logbook_scavenge_bytes_reclaimed", "counter"),
+        ("logbook_scavenge_segments_todo", "gauge"),
+        ("logbook_scavenge_segments_done", "gauge"),
         ("logbook_writer_failed", "gauge"),
         ("logbook_append_latency_seconds", "histogram"),
         ("logbook_fsync_latency_seconds", "histogram"),
@@ -262,6 +267,11 @@ async fn metrics_health_and_ready_of_a_running_daemon() {
     assert_eq!(s.get("logbook_ready"), 1.0);
     assert_eq!(s.get("logbook_writer_failed"), 0.0);
     assert_eq!(s.get("logbook_lifecycle_streams"), 0.0);
+    assert_eq!(s.get("logbook_scavenges_total"), 0.0);
+    assert_eq!(s.get("logbook_scavenge_segments_total"), 0.0);
+    assert_eq!(s.get("logbook_scavenge_bytes_reclaimed_total"), 0.0);
+    assert_eq!(s.get("logbook_scavenge_segments_todo"), 0.0);
+    assert_eq!(s.get("logbook_scavenge_segments_done"), 0.0);
     assert!(s.get("logbook_connections") >= 1.0);
     assert_eq!(s.get("logbook_subscriptions"), 2.0);
     assert_eq!(s.get("logbook_appends_total"), APPENDS as f64);
@@ -294,6 +304,32 @@ async fn metrics_health_and_ready_of_a_running_daemon() {
     assert!(
         (APPENDS as f64..=APPENDS as f64 + 1.0).contains(&sum),
         "{sum}"
+    );
+
+    // A scavenge after a delete: its counters and progress move.
+    client
+        .delete_stream("acct-0", ExpectedVersion::Any, Deletion::Hard)
+        .await
+        .unwrap();
+    let report = client.scavenge(ScavengeOptions::default()).await.unwrap();
+    assert!(report.segments_rewritten >= 1, "{report:?}");
+    let s = scrape(m).await;
+    assert_eq!(s.get("logbook_scavenges_total"), 1.0);
+    assert_eq!(
+        s.get("logbook_scavenge_segments_total"),
+        report.segments_rewritten as f64
+    );
+    assert_eq!(
+        s.get("logbook_scavenge_bytes_reclaimed_total"),
+        report.bytes_reclaimed() as f64
+    );
+    assert_eq!(
+        s.get("logbook_scavenge_segments_todo"),
+        report.segments_considered as f64
+    );
+    assert_eq!(
+        s.get("logbook_scavenge_segments_done"),
+        report.segments_considered as f64
     );
 
     drop(all);

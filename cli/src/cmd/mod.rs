@@ -5,6 +5,7 @@ mod backup;
 mod lifecycle;
 mod ping;
 mod read;
+mod scavenge;
 mod stats;
 mod tail;
 
@@ -59,6 +60,8 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Metadata(args) => lifecycle::metadata(&mut ctx, args).await,
         Command::Truncate(args) => lifecycle::truncate(&mut ctx, args).await,
         Command::Delete(args) => lifecycle::delete(&mut ctx, args).await,
+        Command::Scavenge(args) => scavenge::scavenge(&mut ctx, args).await,
+        Command::Erase(args) => scavenge::erase(&mut ctx, args).await,
         Command::Stats => stats::run(&mut ctx).await,
         Command::Backup(args) => backup::run(&mut ctx, args).await,
     };

@@ -59,8 +59,8 @@ pub enum ErrorCode {
     /// `stream`, and `actual`, the stream's last version.
     OutOfRange,
     /// (13) The connection had nothing going on (no request, no open
-    /// subscription, no append in flight, no backup session) for the
-    /// server's idle timeout, and is closed. Sent on corr_id 0; reconnect
+    /// subscription, no append in flight, no scavenge or erase running, no
+    /// backup session) for the server's idle timeout, and is closed. Sent on corr_id 0; reconnect
     /// when there is something to do.
     IdleTimeout,
     /// (14) The stream was hard-deleted: reads, appends and lifecycle

@@ -29,6 +29,7 @@ pub mod append;
 pub mod backup;
 pub mod credit;
 pub mod delete_stream;
+pub mod erase;
 pub mod error_reply;
 pub mod event;
 pub mod get_metadata;
@@ -38,6 +39,7 @@ pub mod ping;
 pub mod push;
 pub mod read_all;
 pub mod read_stream;
+pub mod scavenge;
 pub mod set_metadata;
 pub mod stats;
 pub mod subscribe;
@@ -52,6 +54,7 @@ pub use append::Append;
 pub use backup::{BackupBegin, BackupBeginOk, BackupEnd, BackupFile, BackupRead, MAX_BACKUP_READ};
 pub use credit::Credit;
 pub use delete_stream::DeleteStream;
+pub use erase::{Erase, EraseOk};
 pub use error_reply::{ErrorCode, ErrorReply};
 pub use event::{new_event_wire_len, recorded_event_wire_len};
 pub use get_metadata::GetMetadata;
@@ -60,6 +63,7 @@ pub use ping::{Ping, Pong};
 pub use push::Push;
 pub use read_all::{ReadAll, ReadAllOk};
 pub use read_stream::{ReadStream, ReadStreamOk};
+pub use scavenge::{Scavenge, ScavengeOk};
 pub use set_metadata::{LifecycleOk, SetMetadata};
 pub use stats::{RecoveryStats, Stats, StatsOk};
 pub use subscribe::{
@@ -114,6 +118,10 @@ pub enum Request {
     Truncate(Truncate),
     /// Delete a stream, softly or for ever.
     DeleteStream(DeleteStream),
+    /// Give back the disk that removed events take.
+    Scavenge(Scavenge),
+    /// Erase a stream's events from disk for good.
+    Erase(Erase),
 }
 
 impl Request {
@@ -136,6 +144,8 @@ impl Request {
             Request::GetMetadata(_) => Opcode::GetMetadata,
             Request::Truncate(_) => Opcode::Truncate,
             Request::DeleteStream(_) => Opcode::DeleteStream,
+            Request::Scavenge(_) => Opcode::Scavenge,
+            Request::Erase(_) => Opcode::Erase,
         }
     }
 
@@ -195,6 +205,8 @@ impl Request {
             Request::GetMetadata(m) => enc!(16 + m.stream.len(), m.to_wire()),
             Request::Truncate(m) => enc!(32 + m.stream.len(), m.to_wire()),
             Request::DeleteStream(m) => enc!(48 + m.stream.len(), m.to_wire()),
+            Request::Scavenge(m) => enc!(32, m.to_wire()),
+            Request::Erase(m) => enc!(16 + m.stream.len(), m.to_wire()),
         }
     }
 
@@ -258,6 +270,8 @@ impl Request {
             Opcode::DeleteStream => {
                 Request::DeleteStream(DeleteStream::from_wire(decode_body(body, op)?, body))
             }
+            Opcode::Scavenge => Request::Scavenge(Scavenge::from_wire(decode_body(body, op)?)?),
+            Opcode::Erase => Request::Erase(Erase::from_wire(decode_body(body, op)?, body)),
         })
     }
 }
@@ -298,6 +312,10 @@ pub enum Response {
     TruncateOk(LifecycleOk),
     /// Reply to `DeleteStream`.
     DeleteStreamOk(LifecycleOk),
+    /// Reply to `Scavenge`.
+    ScavengeOk(ScavengeOk),
+    /// Reply to `Erase`.
+    EraseOk(EraseOk),
 }
 
 impl Response {
@@ -319,6 +337,8 @@ impl Response {
             Response::GetMetadataOk(_) => Opcode::GetMetadata,
             Response::TruncateOk(_) => Opcode::Truncate,
             Response::DeleteStreamOk(_) => Opcode::DeleteStream,
+            Response::ScavengeOk(_) => Opcode::Scavenge,
+            Response::EraseOk(_) => Opcode::Erase,
         }
     }
 
@@ -372,6 +392,8 @@ impl Response {
                     get_metadata::get_metadata_ok_wire(m.as_ref(), state.as_deref()),
                 )
             }
+            Response::ScavengeOk(m) => enc!(160, m),
+            Response::EraseOk(m) => enc!(128, m.to_wire()),
         }
     }
 
@@ -419,6 +441,8 @@ impl Response {
             Opcode::DeleteStream => {
                 Response::DeleteStreamOk(LifecycleOk::from_wire(decode_body(body, op)?, op)?)
             }
+            Opcode::Scavenge => Response::ScavengeOk(decode_body(body, op)?),
+            Opcode::Erase => Response::EraseOk(EraseOk::from_wire(decode_body(body, op)?)),
             Opcode::Credit => return Err(unexpected(frame, Kind::Response)),
         })
     }

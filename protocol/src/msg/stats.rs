@@ -11,7 +11,9 @@
 //!           bytes_written: uint, fsyncs: uint, conflicts: uint,
 //!           appends_per_sec: float, events_per_sec: float, fsyncs_per_sec: float,
 //!           appends_per_fsync: float, lifecycle_streams: uint,
-//!           recovery: Recovery }
+//!           scavenges: uint, scavenge_segments: uint,
+//!           scavenge_bytes_reclaimed: uint, scavenge_todo: uint,
+//!           scavenge_done: uint, recovery: Recovery }
 //! Recovery { duration_ms: float, events: uint, truncated_bytes: uint,
 //!            truncated_at?: str, sealed_segments: uint, index_rebuilt?: str,
 //!            replayed_events: uint, removed_files: uint }
@@ -19,8 +21,11 @@
 //!
 //! Counters (`appends`, `fsyncs`, ...) count since the server started;
 //! rates are over the last few seconds; `appends_per_fsync` is over the
-//! server's lifetime. Every field is optional on decode (missing ones are
-//! zero), so servers may add fields and old clients still read the reply.
+//! server's lifetime. `scavenge_todo` and `scavenge_done` are the progress
+//! of the running scavenge (or erase), else of the last one: segments it
+//! has to rewrite, and has rewritten. Every field is optional on decode
+//! (missing ones are zero), so servers may add fields and old clients
+//! still read the reply.
 
 use serde::{Deserialize, Serialize};
 
@@ -80,6 +85,17 @@ pub struct StatsOk {
     /// Streams with a lifecycle state (metadata, a truncation or a
     /// delete), which every read filters by.
     pub lifecycle_streams: u64,
+    /// Scavenges completed since start.
+    pub scavenges: u64,
+    /// Segments rewritten by scavenges and erases since start.
+    pub scavenge_segments: u64,
+    /// Bytes of disk those rewrites gave back since start.
+    pub scavenge_bytes_reclaimed: u64,
+    /// Segments the running scavenge or erase (else the last one) has to
+    /// rewrite.
+    pub scavenge_todo: u64,
+    /// Of those, how many it has done.
+    pub scavenge_done: u64,
     /// What the last start-up's recovery found and did.
     pub recovery: RecoveryStats,
 }

@@ -162,6 +162,8 @@ fn stream_lifecycle() -> impl Strategy<Value = StreamLifecycle> {
                 metadata,
                 deleted,
                 last_version,
+                deleted_last: last_version.filter(|_| deleted.is_some()),
+                expired_before_us: last_version.map(|v| v as i64 / 2),
             },
         )
 }
@@ -267,6 +269,9 @@ pub(crate) fn request() -> impl Strategy<Value = Request> {
                 mode,
             })
         }),
+        prop::option::of(1u64..)
+            .prop_map(|max_bytes_per_sec| Request::Scavenge(Scavenge { max_bytes_per_sec })),
+        text().prop_map(|stream| Request::Erase(Erase { stream })),
     ]
 }
 
@@ -278,46 +283,54 @@ fn stats_ok() -> impl Strategy<Value = StatsOk> {
         prop::option::of("\\PC{0,16}"),
         prop::option::of("\\PC{0,16}"),
         any::<[u64; 5]>(),
+        any::<[u64; 5]>(),
     )
-        .prop_map(|(server_version, n, r, truncated_at, index_rebuilt, m)| {
-            // Finite floats, so that equality after the round trip holds.
-            let f = |i: usize| f64::from(r[i]) / 8.0;
-            StatsOk {
-                server_version,
-                uptime_ms: n[0],
-                events: n[1],
-                streams: n[2],
-                segments: n[3],
-                log_bytes: n[4],
-                index_tables: n[5],
-                index_bytes: n[6],
-                memtable_entries: n[7],
-                connections: n[8],
-                subscriptions: n[9],
-                subscription_lag_max: n[10],
-                subscription_lag_total: n[11],
-                appends: n[12],
-                events_written: n[13],
-                bytes_written: n[14],
-                fsyncs: n[15],
-                conflicts: n[16],
-                appends_per_sec: f(0),
-                events_per_sec: f(1),
-                fsyncs_per_sec: f(2),
-                appends_per_fsync: f(3),
-                lifecycle_streams: m[4],
-                recovery: RecoveryStats {
-                    duration_ms: f(4),
-                    events: n[17],
-                    truncated_bytes: m[0],
-                    truncated_at,
-                    sealed_segments: m[1],
-                    index_rebuilt,
-                    replayed_events: m[2],
-                    removed_files: m[3],
-                },
-            }
-        })
+        .prop_map(
+            |(server_version, n, r, truncated_at, index_rebuilt, m, sc)| {
+                // Finite floats, so that equality after the round trip holds.
+                let f = |i: usize| f64::from(r[i]) / 8.0;
+                StatsOk {
+                    server_version,
+                    uptime_ms: n[0],
+                    events: n[1],
+                    streams: n[2],
+                    segments: n[3],
+                    log_bytes: n[4],
+                    index_tables: n[5],
+                    index_bytes: n[6],
+                    memtable_entries: n[7],
+                    connections: n[8],
+                    subscriptions: n[9],
+                    subscription_lag_max: n[10],
+                    subscription_lag_total: n[11],
+                    appends: n[12],
+                    events_written: n[13],
+                    bytes_written: n[14],
+                    fsyncs: n[15],
+                    conflicts: n[16],
+                    appends_per_sec: f(0),
+                    events_per_sec: f(1),
+                    fsyncs_per_sec: f(2),
+                    appends_per_fsync: f(3),
+                    lifecycle_streams: m[4],
+                    scavenges: sc[0],
+                    scavenge_segments: sc[1],
+                    scavenge_bytes_reclaimed: sc[2],
+                    scavenge_todo: sc[3],
+                    scavenge_done: sc[4],
+                    recovery: RecoveryStats {
+                        duration_ms: f(4),
+                        events: n[17],
+                        truncated_bytes: m[0],
+                        truncated_at,
+                        sealed_segments: m[1],
+                        index_rebuilt,
+                        replayed_events: m[2],
+                        removed_files: m[3],
+                    },
+                }
+            },
+        )
 }
 
 fn backup_begin_ok() -> impl Strategy<Value = BackupBeginOk> {
@@ -389,6 +402,22 @@ pub(crate) fn response() -> impl Strategy<Value = Response> {
         prop::option::of(lifecycle_ok()).prop_map(Response::GetMetadataOk),
         lifecycle_ok().prop_map(Response::TruncateOk),
         lifecycle_ok().prop_map(Response::DeleteStreamOk),
+        any::<[u64; 6]>().prop_map(|n| Response::ScavengeOk(ScavengeOk {
+            segments_considered: n[0],
+            segments_rewritten: n[1],
+            events_removed: n[2],
+            bytes_before: n[3],
+            bytes_after: n[4],
+            duration_us: n[5],
+        })),
+        (position(), any::<[u64; 5]>()).prop_map(|(position, n)| Response::EraseOk(EraseOk {
+            position,
+            segments_rewritten: n[0],
+            events_removed: n[1],
+            bytes_before: n[2],
+            bytes_after: n[3],
+            duration_us: n[4],
+        })),
     ]
 }
 
@@ -442,7 +471,7 @@ pub(crate) fn error_reply() -> impl Strategy<Value = ErrorReply> {
 }
 
 fn opcode() -> impl Strategy<Value = Opcode> {
-    (1u16..=16).prop_filter_map("known opcode", Opcode::from_u16)
+    (1u16..=18).prop_filter_map("known opcode", Opcode::from_u16)
 }
 
 // ------------------------------------------------------------------ helpers
@@ -1479,6 +1508,8 @@ fn some_lifecycle_ok() -> LifecycleOk {
             metadata: some_metadata(),
             deleted: Some(Deletion::Soft),
             last_version: Some(9),
+            deleted_last: Some(9),
+            expired_before_us: None,
         },
     }
 }
@@ -1820,4 +1851,272 @@ fn oversized_lifecycle_messages_are_too_large() {
         let mut buf = BytesMut::from(&b"earlier"[..]);
         check(r.encode(&mut buf, 1, 4096), &buf);
     }
+}
+
+// ------------------------------------------------- scavenge and erase bodies
+
+fn some_scavenge_ok() -> ScavengeOk {
+    ScavengeOk {
+        segments_considered: 5,
+        segments_rewritten: 4,
+        events_removed: 1200,
+        bytes_before: 1 << 30,
+        bytes_after: 300 << 20,
+        duration_us: 12_345_678,
+    }
+}
+
+fn some_erase_ok() -> EraseOk {
+    EraseOk {
+        position: LogPosition(77),
+        segments_rewritten: 2,
+        events_removed: 9,
+        bytes_before: 2 << 20,
+        bytes_after: (2 << 20) - 4096,
+        duration_us: 250_000,
+    }
+}
+
+/// One frame of every scavenge and erase request and reply.
+fn scavenge_frames() -> Vec<Frame> {
+    let requests = [
+        Request::Scavenge(Scavenge::default()),
+        Request::Scavenge(Scavenge {
+            max_bytes_per_sec: Some(50 << 20),
+        }),
+        Request::Erase(Erase {
+            stream: Text::from("customer-42"),
+        }),
+    ];
+    let responses = [
+        Response::ScavengeOk(some_scavenge_ok()),
+        Response::EraseOk(some_erase_ok()),
+    ];
+    let mut frames = Vec::new();
+    for r in &requests {
+        let mut buf = BytesMut::new();
+        r.encode(&mut buf, 3, MAX).unwrap();
+        frames.push(one_frame(buf));
+    }
+    for r in &responses {
+        let mut buf = BytesMut::new();
+        r.encode(&mut buf, 3, MAX).unwrap();
+        frames.push(one_frame(buf));
+    }
+    frames
+}
+
+/// PROTOCOL.md §5.11: named uint fields; a scavenge without a rate limit
+/// is an empty map.
+#[test]
+fn scavenge_and_erase_bodies_are_as_documented() {
+    let mut buf = BytesMut::new();
+    Request::Scavenge(Scavenge::default())
+        .encode(&mut buf, 1, MAX)
+        .unwrap();
+    assert_eq!(&one_frame(buf).body[..], &[0x80]);
+
+    #[derive(Serialize)]
+    struct ScavengeBody {
+        max_bytes_per_sec: u64,
+    }
+    let frame = frame_with_body(
+        Kind::Request,
+        Opcode::Scavenge,
+        &ScavengeBody {
+            max_bytes_per_sec: 1_000_000,
+        },
+    );
+    assert_eq!(
+        Request::decode(&frame).unwrap(),
+        Request::Scavenge(Scavenge {
+            max_bytes_per_sec: Some(1_000_000)
+        })
+    );
+    // nil is "not given", like absent.
+    #[derive(Serialize)]
+    struct NilBody {
+        max_bytes_per_sec: Option<u64>,
+    }
+    let frame = frame_with_body(
+        Kind::Request,
+        Opcode::Scavenge,
+        &NilBody {
+            max_bytes_per_sec: None,
+        },
+    );
+    assert_eq!(
+        Request::decode(&frame).unwrap(),
+        Request::Scavenge(Scavenge::default())
+    );
+
+    #[derive(Serialize)]
+    struct EraseBody {
+        stream: &'static str,
+    }
+    let frame = frame_with_body(
+        Kind::Request,
+        Opcode::Erase,
+        &EraseBody {
+            stream: "customer-42",
+        },
+    );
+    match Request::decode(&frame).unwrap() {
+        Request::Erase(e) => {
+            assert_eq!(e.stream, "customer-42");
+            assert!(points_into(e.stream.as_bytes(), &frame.body));
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let mut buf = BytesMut::new();
+    Response::ScavengeOk(some_scavenge_ok())
+        .encode(&mut buf, 1, MAX)
+        .unwrap();
+    let body: std::collections::BTreeMap<String, u64> =
+        rmp_serde::from_slice(&one_frame(buf).body).unwrap();
+    let expect = [
+        ("bytes_after", 300 << 20),
+        ("bytes_before", 1 << 30),
+        ("duration_us", 12_345_678),
+        ("events_removed", 1200),
+        ("segments_considered", 5),
+        ("segments_rewritten", 4),
+    ];
+    assert_eq!(
+        body,
+        expect.map(|(k, v)| (k.to_owned(), v)).into_iter().collect()
+    );
+
+    let mut buf = BytesMut::new();
+    Response::EraseOk(some_erase_ok())
+        .encode(&mut buf, 1, MAX)
+        .unwrap();
+    let body: std::collections::BTreeMap<String, u64> =
+        rmp_serde::from_slice(&one_frame(buf).body).unwrap();
+    let keys: Vec<&str> = body.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "bytes_after",
+            "bytes_before",
+            "duration_us",
+            "events_removed",
+            "position",
+            "segments_rewritten"
+        ]
+    );
+    assert_eq!(body.get("position"), Some(&77));
+}
+
+/// A zero rate, a missing stream or a reply short of a field is
+/// malformed: a per-message error that keeps the connection.
+#[test]
+fn bad_scavenge_and_erase_bodies_are_malformed_not_fatal() {
+    #[derive(Serialize)]
+    struct ScavengeBody {
+        max_bytes_per_sec: u64,
+    }
+    let frame = frame_with_body(
+        Kind::Request,
+        Opcode::Scavenge,
+        &ScavengeBody {
+            max_bytes_per_sec: 0,
+        },
+    );
+    match Request::decode(&frame) {
+        Err(
+            e @ Error::Malformed {
+                opcode: Opcode::Scavenge,
+                ..
+            },
+        ) => assert!(!e.is_fatal()),
+        other => panic!("{other:?}"),
+    }
+
+    #[derive(Serialize)]
+    struct Empty {}
+    let frame = frame_with_body(Kind::Request, Opcode::Erase, &Empty {});
+    assert!(matches!(
+        Request::decode(&frame),
+        Err(Error::Malformed {
+            opcode: Opcode::Erase,
+            ..
+        })
+    ));
+
+    // Every field of the replies is required.
+    #[derive(Serialize)]
+    struct Short {
+        segments_considered: u64,
+        segments_rewritten: u64,
+    }
+    for op in [Opcode::Scavenge, Opcode::Erase] {
+        let frame = frame_with_body(
+            Kind::Response,
+            op,
+            &Short {
+                segments_considered: 1,
+                segments_rewritten: 1,
+            },
+        );
+        match ServerMessage::decode(&frame) {
+            Err(e @ Error::Malformed { opcode, .. }) => {
+                assert_eq!(opcode, op);
+                assert!(!e.is_fatal());
+            }
+            other => panic!("{op:?}: {other:?}"),
+        }
+    }
+}
+
+/// MessagePack is prefix-free: every cut of a scavenge or erase body is
+/// malformed, whatever message it was.
+#[test]
+fn truncated_scavenge_and_erase_bodies_are_malformed() {
+    for frame in scavenge_frames() {
+        decode_as_its_kind(&frame).unwrap();
+        for cut in 0..frame.body.len() {
+            let short = Frame::new(frame.header, frame.body.slice(..cut));
+            match decode_as_its_kind(&short) {
+                Err(Error::Malformed { opcode, .. }) => assert_eq!(opcode, frame.header.opcode),
+                other => panic!("{:?} cut at {cut}: {other:?}", frame.header),
+            }
+        }
+    }
+}
+
+/// A flipped bit in a scavenge or erase body still decodes or is a
+/// per-message error, never a panic or a fatal one.
+#[test]
+fn bit_flipped_scavenge_and_erase_bodies_are_message_errors() {
+    for frame in scavenge_frames() {
+        for byte in 0..frame.body.len() {
+            for bit in 0..8 {
+                let mut body = frame.body.to_vec();
+                body[byte] ^= 1 << bit;
+                let flipped = Frame::new(frame.header, body);
+                if let Err(e) = decode_as_its_kind(&flipped) {
+                    assert!(
+                        !e.is_fatal(),
+                        "{:?} byte {byte} bit {bit}: {e}",
+                        frame.header
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// An erase of a name too long for the frame is refused before anything
+/// is left in the buffer, like every other message.
+#[test]
+fn oversized_erase_is_too_large() {
+    let mut buf = BytesMut::from(&b"earlier"[..]);
+    let r = Request::Erase(Erase {
+        stream: Text::from("s".repeat(5000)),
+    })
+    .encode(&mut buf, 1, 4096);
+    assert!(matches!(r, Err(Error::TooLarge { max: 4096, .. })), "{r:?}");
+    assert_eq!(&buf[..], b"earlier");
 }

@@ -2,21 +2,24 @@
 //! writer task that sends what the outbox holds.
 //!
 //! This file holds the connection task: the read loop and its framing
-//! limits, the in-flight appends, the replies into the outbox, the close,
-//! and `Connection::dispatch`, which hands each decoded `Request` to its
-//! handler in `cmd` (one file per request family).
+//! limits, the in-flight appends and jobs, the replies into the outbox, the
+//! close, and `Connection::dispatch`, which hands each decoded `Request` to
+//! its handler in `cmd` (one file per request family).
 //!
 //! The reader decodes every complete frame in its buffer and dispatches it:
 //! pings are answered at once; reads take room on the outbox budget and
 //! run in the reader pool (one at a time per connection, in order);
 //! appends are queued to the engine's writer in arrival order and their
 //! results are awaited together in `in_flight`, so a client can pipeline as
-//! many as `max_in_flight`. Replies go into the outbox in completion order.
+//! many as `max_in_flight`; scavenges and erases run on blocking threads
+//! and their replies are awaited in `jobs` (`cmd/scavenge.rs`), so that the
+//! connection keeps serving while they last. Replies go into the outbox in
+//! completion order.
 //!
-//! The reader stops reading the socket while `max_in_flight` appends are
-//! pending or the outbox holds more than `outbox::HIGH_WATER` bytes: a client
-//! that sends faster than the store acknowledges, or never reads its
-//! replies, is slowed by TCP rather than buffered.
+//! The reader stops reading the socket while `max_in_flight` appends and
+//! jobs are pending or the outbox holds more than `outbox::HIGH_WATER`
+//! bytes: a client that sends faster than the store acknowledges, or never
+//! reads its replies, is slowed by TCP rather than buffered.
 //!
 //! Memory a connection holds is bounded: a large frame still arriving is
 //! charged to the server's budget for incomplete frames, and stays charged
@@ -34,8 +37,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use logbook_protocol::frame::decode_frame;
 use logbook_protocol::{
     AppendResult, ErrorCode, ErrorReply, Frame, Kind, Opcode, PROTOCOL_VERSION, Request, Response,
@@ -65,6 +68,44 @@ impl Future for InFlight {
     }
 }
 
+/// A request running off the connection task (a scavenge or an erase,
+/// `cmd/scavenge.rs`), with the request it answers: its task returns the
+/// reply. Dropping it gives up on the reply and aborts the task: a job
+/// still waiting its turn never runs; one running on a blocking thread
+/// goes on to its end.
+pub(super) struct Job {
+    pub(super) corr_id: u32,
+    pub(super) opcode: Opcode,
+    pub(super) task: tokio::task::JoinHandle<JobResult>,
+}
+
+/// What a job answers: its success reply, or its error (boxed: it is
+/// large, and passed by value through the task).
+pub(super) type JobResult = Result<Response, Box<ErrorReply>>;
+
+impl Future for Job {
+    type Output = (u32, Opcode, JobResult);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let (corr_id, opcode) = (self.corr_id, self.opcode);
+        Pin::new(&mut self.task).poll(cx).map(|r| {
+            let reply = r.unwrap_or_else(|e| {
+                Err(Box::new(ErrorReply::new(
+                    ErrorCode::Internal,
+                    format!("{opcode:?} task failed: {e}"),
+                )))
+            });
+            (corr_id, opcode, reply)
+        })
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Why a connection ends.
 #[derive(Debug)]
 pub(super) enum Close {
@@ -85,6 +126,8 @@ pub(super) struct Connection {
     pub(super) peer: SocketAddr,
     pub(super) out: Arc<Outbox>,
     pub(super) in_flight: FuturesUnordered<InFlight>,
+    /// Scavenges and erases running for this connection.
+    pub(super) jobs: FuturesUnordered<Job>,
     pub(super) handshaken: bool,
     /// Open subscriptions, by their Subscribe's corr_id.
     pub(super) subs: HashMap<u32, Arc<Sub>>,
@@ -143,6 +186,7 @@ impl Connection {
             peer,
             out: Arc::clone(&out),
             in_flight: FuturesUnordered::new(),
+            jobs: FuturesUnordered::new(),
             handshaken: false,
             subs: HashMap::new(),
             frame_started: None,
@@ -157,6 +201,30 @@ impl Connection {
         while let Some((corr_id, r)) = conn.in_flight.next().await {
             conn.reply_append(corr_id, r);
         }
+        // Scavenges and erases that ended are answered. On shutdown the
+        // others are answered `ShuttingDown`: they cannot be waited for
+        // (the store closes after this connection, and only its closing
+        // stops a scavenge); an erase is safe to retry. Otherwise the
+        // client is gone and they are dropped (see `Job`).
+        while let Some(Some((corr_id, opcode, r))) = conn.jobs.next().now_or_never() {
+            conn.reply_job(corr_id, opcode, r);
+        }
+        if matches!(why, Close::Shutdown) {
+            for job in conn.jobs.iter() {
+                conn.send_error(
+                    job.opcode,
+                    job.corr_id,
+                    ErrorReply::new(
+                        ErrorCode::ShuttingDown,
+                        format!(
+                            "the server is shutting down; the {:?} may not have completed",
+                            job.opcode
+                        ),
+                    ),
+                );
+            }
+        }
+        conn.jobs.clear();
         // End the subscriptions: no push follows this point.
         let reason = matches!(why, Close::Shutdown)
             .then_some((ErrorCode::ShuttingDown, "the server is shutting down"));
@@ -199,6 +267,8 @@ impl Connection {
     ) -> Close {
         let max_frame = self.shared.config.max_frame_bytes;
         let max_in_flight = self.shared.config.max_in_flight as usize;
+        // Appends and jobs awaiting their result.
+        let pending = |c: &Connection| c.in_flight.len() + c.jobs.len();
         let mut buf = BytesMut::with_capacity(READ_BUFFER);
         let handshake_deadline = tokio::time::sleep(self.shared.config.handshake_timeout);
         tokio::pin!(handshake_deadline);
@@ -213,7 +283,7 @@ impl Connection {
             // waits in `buf`).
             let mut held = false;
             loop {
-                if self.in_flight.len() >= max_in_flight || self.out.is_full() {
+                if pending(self) >= max_in_flight || self.out.is_full() {
                     held = true;
                     break;
                 }
@@ -266,7 +336,7 @@ impl Connection {
             // Checked once: the read branch and the wait for room below
             // must agree, or a drain between two checks wakes nobody.
             let full = self.out.is_full();
-            let can_read = self.in_flight.len() < max_in_flight && !full;
+            let can_read = pending(self) < max_in_flight && !full;
             if held && can_read {
                 // Drained since the loop above stopped: frames already in
                 // `buf` go first, or they would wait for bytes that may
@@ -293,6 +363,9 @@ impl Connection {
                 },
                 Some((corr_id, r)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
                     self.reply_append(corr_id, r);
+                }
+                Some((corr_id, opcode, r)) = self.jobs.next(), if !self.jobs.is_empty() => {
+                    self.reply_job(corr_id, opcode, r);
                 }
                 () = self.out.wait_drained(), if full => {}
                 () = self.out.wait_broken() => {
@@ -330,10 +403,11 @@ impl Connection {
     }
 
     /// Whether the connection has nothing going on: no subscription still
-    /// open, no append in flight, no backup session (unsent replies are
-    /// checked when the idle deadline comes).
+    /// open, no append in flight, no scavenge or erase running, no backup
+    /// session (unsent replies are checked when the idle deadline comes).
     fn is_idle(&self) -> bool {
         self.in_flight.is_empty()
+            && self.jobs.is_empty()
             && self.backups.is_empty()
             && self.subs.values().all(|s| s.is_ended())
     }
@@ -398,6 +472,14 @@ impl Connection {
         let max = self.shared.config.max_frame_bytes;
         if let Err(e) = self.out.push(|b| reply.encode(b, opcode, corr_id, max)) {
             tracing::warn!(peer = %self.peer, error = %e, "could not encode an error reply");
+        }
+    }
+
+    /// Answers a job (a scavenge or an erase) with its result.
+    pub(super) fn reply_job(&self, corr_id: u32, opcode: Opcode, r: JobResult) {
+        match r {
+            Ok(resp) => self.send(corr_id, opcode, &resp),
+            Err(e) => self.send_error(opcode, corr_id, *e),
         }
     }
 
@@ -494,6 +576,8 @@ impl Connection {
             Request::GetMetadata(g) => self.get_metadata(corr_id, g),
             Request::Truncate(t) => self.truncate(corr_id, t).await,
             Request::DeleteStream(d) => self.delete_stream(corr_id, d).await,
+            Request::Scavenge(s) => self.scavenge(corr_id, s),
+            Request::Erase(e) => self.erase(corr_id, e),
             _ => {
                 self.send_error(
                     opcode,

@@ -8,7 +8,8 @@
 //! - `cmd/`: the request handlers, one file per request family:
 //!   `hello.rs` (Hello and its auth, Ping), `append.rs`, `read.rs`
 //!   (ReadStream, ReadAll), `lifecycle.rs` (SetMetadata, GetMetadata,
-//!   Truncate, DeleteStream), `subscribe.rs` (Subscribe, Unsubscribe,
+//!   Truncate, DeleteStream), `scavenge.rs` (Scavenge, Erase: on blocking
+//!   threads, one at a time), `subscribe.rs` (Subscribe, Unsubscribe,
 //!   Credit), `stats.rs` (Stats), `backup.rs` (BackupBegin, BackupRead,
 //!   BackupEnd, and the limits on backup sessions).
 //! - `subscription/`: catch-up subscriptions: `start.rs` (where one
@@ -95,10 +96,11 @@ pub struct ServerConfig {
     /// take their room from it before they read (see `outbox.rs`).
     pub max_outbox_bytes: usize,
     /// A connection that sends no request for this long while it has
-    /// nothing going on (no subscription, no append in flight, no backup
-    /// session, no unsent reply) is closed with `IdleTimeout`; `None`
-    /// never closes one. Default 1 hour: idle connections only hold a
-    /// slot of `max_connections`, and clients reconnect on their own.
+    /// nothing going on (no subscription, no append in flight, no scavenge
+    /// or erase running, no backup session, no unsent reply) is closed with
+    /// `IdleTimeout`; `None` never closes one. Default 1 hour: idle
+    /// connections only hold a slot of `max_connections`, and clients
+    /// reconnect on their own.
     pub idle_timeout: Option<Duration>,
     /// A connection whose client reads none of its pending replies for
     /// this long is closed, giving its share of `max_outbox_bytes` back.
@@ -152,6 +154,9 @@ struct Shared {
     subscription_budget: Arc<Semaphore>,
     /// Where reads of the log run (shared with the hub's subscriptions).
     reads: Arc<reads::ReadPool>,
+    /// One scavenge or erase at a time, server-wide (each rewrites
+    /// segments on a blocking thread; the engine runs one at a time too).
+    maintenance: Arc<Semaphore>,
 }
 
 impl Shared {
@@ -340,6 +345,7 @@ pub async fn run_with_stats(
         backup_slots: Arc::new(Semaphore::new(cmd::MAX_BACKUPS)),
         subscription_budget,
         reads,
+        maintenance: Arc::new(Semaphore::new(1)),
     });
     let slots = Arc::new(Semaphore::new(shared.config.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);

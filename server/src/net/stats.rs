@@ -147,6 +147,11 @@ pub fn snapshot(store: &Store, net: &NetStats, meter: &RateMeter) -> StatsOk {
             s.appends as f64 / s.fsyncs as f64
         },
         lifecycle_streams: s.lifecycle_streams,
+        scavenges: s.scavenges,
+        scavenge_segments: s.scavenge_segments,
+        scavenge_bytes_reclaimed: s.scavenge_bytes_reclaimed,
+        scavenge_todo: s.scavenge_todo,
+        scavenge_done: s.scavenge_done,
         recovery: RecoveryStats {
             duration_ms: r.duration.as_secs_f64() * 1000.0,
             events: r.events,

@@ -133,6 +133,10 @@ fn background(
                     (d * 2).min(Duration::from_secs(5))
                 });
                 tracing::error!(error = %e, retry_in = ?d, "{what} failed; will retry");
+                shared
+                    .counters
+                    .index_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 backoff = Some(d);
             }
         }
@@ -171,8 +175,15 @@ pub(crate) fn flush_frozen(shared: &Shared, flushed: &dyn Fn()) -> Result<(), St
     let mut flushed_any = false;
     loop {
         let Some(mem) = shared.index.read().frozen.first().cloned() else {
-            if flushed_any {
-                store_lifecycle(shared)?;
+            // Derived data: a failure costs a longer rebuild at the next
+            // start, not the flush. Written when a state changed, or when
+            // the next start would otherwise read more than 8 memtables'
+            // worth of log for lifecycle events.
+            if flushed_any
+                && lifecycle_due(shared)
+                && let Err(e) = store_lifecycle(shared)
+            {
+                tracing::warn!(error = %e, "could not write the lifecycle snapshot");
             }
             return Ok(());
         };
@@ -188,12 +199,23 @@ pub(crate) fn flush_frozen(shared: &Shared, flushed: &dyn Fn()) -> Result<(), St
 
 /// Writes the lifecycle snapshot, so that the next start reads the log
 /// for lifecycle events only from about here (see `lifecycle`).
-fn store_lifecycle(shared: &Shared) -> Result<(), StorageError> {
-    // The head first: every state published below it is in the map.
-    let through = shared.head();
-    shared
-        .lifecycle
-        .store_snapshot(&*shared.config.vfs, &shared.index_dir, through)
+pub(crate) fn store_lifecycle(shared: &Shared) -> Result<(), StorageError> {
+    let l = &shared.lifecycle;
+    let generation = l.generation.load(Ordering::Acquire);
+    // Loaded first: every group below it is in the map whole.
+    let through = l.noted_through.load(Ordering::Acquire).min(shared.head());
+    l.store_snapshot(&*shared.config.vfs, &shared.index_dir, through)?;
+    *l.written.lock() = (generation, through);
+    Ok(())
+}
+
+/// Whether the lifecycle snapshot is worth writing now (see
+/// `flush_frozen`).
+fn lifecycle_due(shared: &Shared) -> bool {
+    let l = &shared.lifecycle;
+    let (generation, through) = *l.written.lock();
+    generation != l.generation.load(Ordering::Acquire)
+        || shared.head().saturating_sub(through) >= 8 * shared.config.index_flush_entries as u64
 }
 
 /// Writes `mem` as table `id`, then puts the table in the MANIFEST and the

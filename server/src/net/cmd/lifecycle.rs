@@ -79,11 +79,17 @@ impl Connection {
         self.reply_lifecycle(opcode, corr_id, r, Response::DeleteStreamOk);
     }
 
-    /// The stream a lifecycle request names, validated as an append's is;
-    /// `None` once the request is answered with `BadRequest`. A metadata
-    /// stream (`$$S`) has no lifecycle of its own: the engine would refuse
-    /// the writes, and refusing `GetMetadata` too keeps the four alike.
-    fn lifecycle_stream(&self, opcode: Opcode, corr_id: u32, stream: Text) -> Option<StreamName> {
+    /// The stream a lifecycle request (or an `Erase`) names, validated as
+    /// an append's is; `None` once the request is answered with
+    /// `BadRequest`. A metadata stream (`$$S`) has no lifecycle of its own:
+    /// the engine would refuse the writes, and refusing `GetMetadata` too
+    /// keeps the four alike.
+    pub(super) fn lifecycle_stream(
+        &self,
+        opcode: Opcode,
+        corr_id: u32,
+        stream: Text,
+    ) -> Option<StreamName> {
         let refused = match StreamName::new(stream) {
             Ok(s) if meta_target(s.as_str()).is_none() => return Some(s),
             Ok(s) => format!(

@@ -13,6 +13,9 @@
 //! - `lifecycle`: `SetMetadata`, `GetMetadata`, `Truncate` and
 //!   `DeleteStream`, a stream's metadata and deletion, written through the
 //!   engine's writer like appends.
+//! - `scavenge`: `Scavenge` and `Erase`, segment rewrites on blocking
+//!   threads, answered when done while the connection serves on (their
+//!   replies are awaited in the connection's `jobs`).
 //! - `subscribe`: `Subscribe`, `Unsubscribe` and `Credit` (what a
 //!   subscription does once started is `subscription`'s).
 //! - `stats`: `Stats` (the snapshot is `net::stats`').
@@ -24,6 +27,7 @@ mod backup;
 mod hello;
 mod lifecycle;
 mod read;
+mod scavenge;
 mod stats;
 mod subscribe;
 

@@ -1,0 +1,169 @@
+//! `Scavenge` and `Erase`: giving back the disk that removed events take,
+//! and erasing a stream's events from disk for good (PROTOCOL.md §5.11).
+//!
+//! Both rewrite segment files and may take long (a scavenge of a large
+//! log, minutes), so neither runs on the connection task nor on the
+//! runtime's threads: the engine's blocking calls run on a blocking thread
+//! (`tokio::task::spawn_blocking`), and the connection holds the pending
+//! reply in its `jobs` set, as it holds appends in `in_flight`. Meanwhile
+//! the connection goes on serving its other requests (a ping, a read, the
+//! `Stats` that shows the scavenge's progress); the reply comes when the
+//! work is done, in any order with the others. A request sent after one of
+//! these is therefore not ordered after it: wait for the reply first (an
+//! append to a stream being erased may commit before its tombstone, and
+//! is then erased with it).
+//!
+//! One runs at a time, server-wide (`Shared::maintenance`, the engine's
+//! own rule too): a `Scavenge` while another scavenge or an erase runs is
+//! refused at once with `ServerBusy`; an `Erase` waits its turn, in an
+//! async task rather than on a blocking thread, so that queued erases do
+//! not take threads the reader pool needs.
+//!
+//! If the connection closes first, a job still waiting its turn is
+//! dropped; one already running goes on to its end (the engine has no way
+//! to stop a rewrite halfway but its shutdown, which stops a scavenge
+//! between two segments), and its reply is lost.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use logbook_protocol::{
+    Erase, EraseOk, ErrorCode, ErrorReply, Opcode, Response, Scavenge, ScavengeOk,
+};
+use logbook_storage::EraseReceipt;
+use logbook_storage::scavenge::{ScavengeOptions, ScavengeReport};
+
+use crate::net::connection::{Connection, Job};
+use crate::net::errors::{append_error, storage_error};
+
+impl Connection {
+    /// Starts a scavenge on a blocking thread, unless one (or an erase) is
+    /// running; its reply is sent when it ends.
+    pub(in crate::net) fn scavenge(&mut self, corr_id: u32, s: Scavenge) {
+        let opcode = Opcode::Scavenge;
+        let Ok(turn) = Arc::clone(&self.shared.maintenance).try_acquire_owned() else {
+            self.send_error(
+                opcode,
+                corr_id,
+                ErrorReply::new(
+                    ErrorCode::ServerBusy,
+                    "a scavenge or an erase is running (Stats: scavenge_done of scavenge_todo); try again when it ends",
+                ),
+            );
+            return;
+        };
+        let store = self.shared.store.clone();
+        let peer = self.peer;
+        tracing::info!(%peer, max_bytes_per_sec = ?s.max_bytes_per_sec, "scavenge started");
+        let task = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            let options = ScavengeOptions {
+                max_bytes_per_sec: s.max_bytes_per_sec,
+            };
+            match store.scavenge(options) {
+                Ok(report) => {
+                    tracing::info!(
+                        %peer,
+                        segments = report.segments_rewritten,
+                        events = report.events_removed,
+                        reclaimed = report.bytes_before.saturating_sub(report.bytes_after),
+                        duration_ms = report.duration.as_millis() as u64,
+                        "scavenge done"
+                    );
+                    Ok(Response::ScavengeOk(scavenge_ok(&report)))
+                }
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "scavenge failed");
+                    Err(Box::new(storage_error(&e)))
+                }
+            }
+        });
+        self.jobs.push(Job {
+            corr_id,
+            opcode,
+            task,
+        });
+    }
+
+    /// Erases a stream once no scavenge or erase runs, on a blocking
+    /// thread; its reply is sent when it ends. The stream's name is
+    /// validated as a lifecycle operation's (a `$$` name is `BadRequest`),
+    /// and is not logged: it may itself be what is being forgotten.
+    pub(in crate::net) fn erase(&mut self, corr_id: u32, e: Erase) {
+        let opcode = Opcode::Erase;
+        let Some(stream) = self.lifecycle_stream(opcode, corr_id, e.stream) else {
+            return;
+        };
+        let maintenance = Arc::clone(&self.shared.maintenance);
+        let store = self.shared.store.clone();
+        let peer = self.peer;
+        let task = tokio::spawn(async move {
+            // The semaphore is never closed.
+            let turn = maintenance.acquire_owned().await.map_err(|e| {
+                Box::new(ErrorReply::new(
+                    ErrorCode::Internal,
+                    format!("waiting to erase: {e}"),
+                ))
+            })?;
+            let run = tokio::task::spawn_blocking(move || {
+                let _turn = turn;
+                store.erase(&stream)
+            });
+            match run.await {
+                Ok(Ok(receipt)) => {
+                    tracing::info!(
+                        %peer,
+                        position = receipt.position.0,
+                        segments = receipt.segments_rewritten,
+                        events = receipt.events_removed,
+                        duration_ms = receipt.duration.as_millis() as u64,
+                        "stream erased"
+                    );
+                    Ok(Response::EraseOk(erase_ok(&receipt)))
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(%peer, error = %e, "erase failed");
+                    Err(Box::new(append_error(&e)))
+                }
+                Err(e) => Err(Box::new(ErrorReply::new(
+                    ErrorCode::Internal,
+                    format!("erase task failed: {e}"),
+                ))),
+            }
+        });
+        self.jobs.push(Job {
+            corr_id,
+            opcode,
+            task,
+        });
+    }
+}
+
+/// Microseconds, saturating.
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// The engine's scavenge report as its wire reply.
+fn scavenge_ok(r: &ScavengeReport) -> ScavengeOk {
+    ScavengeOk {
+        segments_considered: r.segments_considered,
+        segments_rewritten: r.segments_rewritten,
+        events_removed: r.events_removed,
+        bytes_before: r.bytes_before,
+        bytes_after: r.bytes_after,
+        duration_us: micros(r.duration),
+    }
+}
+
+/// The engine's erase receipt as its wire reply.
+fn erase_ok(r: &EraseReceipt) -> EraseOk {
+    EraseOk {
+        position: r.position,
+        segments_rewritten: r.segments_rewritten,
+        events_removed: r.events_removed,
+        bytes_before: r.bytes_before,
+        bytes_after: r.bytes_after,
+        duration_us: micros(r.duration),
+    }
+}
