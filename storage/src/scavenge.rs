@@ -136,12 +136,17 @@ impl Throttle {
         }
     }
 
-    fn spend(&mut self, bytes: u64) {
+    /// Waits until `bytes` more are due at the rate, in slices, so that a
+    /// store closing meanwhile (`closing`) is not kept waiting.
+    fn spend(&mut self, bytes: u64, closing: &std::sync::atomic::AtomicBool) {
         self.bytes += bytes;
         if let Some(rate) = self.rate.filter(|r| *r > 0) {
             let due = Duration::from_secs_f64(self.bytes as f64 / rate as f64);
-            if let Some(wait) = due.checked_sub(self.started.elapsed()) {
-                std::thread::sleep(wait);
+            while let Some(wait) = due.checked_sub(self.started.elapsed()) {
+                if closing.load(Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(wait.min(Duration::from_millis(50)));
             }
         }
     }
@@ -405,7 +410,7 @@ impl Shared {
                 if buf.len() >= CHUNK {
                     file.write_all_at(&buf, offset).map_err(io("write", &tmp))?;
                     offset += buf.len() as u64;
-                    throttle.spend(buf.len() as u64);
+                    throttle.spend(buf.len() as u64, &self.closing);
                     buf.clear();
                     // Written back as it goes: dirty pages piling up would
                     // be flushed in a burst that stalls the appends'
@@ -429,7 +434,7 @@ impl Shared {
             let seal = segment::encode_seal(&pidx, &footer);
             file.write_all_at(&seal, offset)
                 .map_err(io("write footer", &tmp))?;
-            throttle.spend(buf.len() as u64 + seal.len() as u64);
+            throttle.spend(buf.len() as u64 + seal.len() as u64, &self.closing);
             // On disk before the rename exposes it.
             file.sync_data().map_err(io("fdatasync", &tmp))?;
             Ok((header, footer, pidx))
