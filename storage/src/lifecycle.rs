@@ -26,7 +26,10 @@
 //! 12  u32  reserved
 //! 16  u64  through
 //! 24  u64  count
-//! 32  count x { u64 meta_position | u64 meta_version | u64 last | u32 len | len bytes of JSON }
+//! 32  u64  seen_head  the durable head when the states were read (their
+//!          `last` versions may be from groups up to it: a log recovered
+//!          shorter than it makes the snapshot unusable)
+//! 40  count x { u64 meta_position | u64 meta_version | u64 last | u32 len | len bytes of JSON }
 //!     (last: the stream's last version then, u64::MAX for none)
 //! end u32  crc32c over every byte before it
 //! ```
@@ -48,8 +51,8 @@ pub const SNAPSHOT: &str = "LIFECYCLE";
 /// Its temporary name while it is replaced.
 pub const SNAPSHOT_TMP: &str = "LIFECYCLE.tmp";
 const MAGIC: [u8; 8] = *b"LGBKLIFE";
-const VERSION: u32 = 2;
-const HEADER_LEN: usize = 32;
+const VERSION: u32 = 3;
+const HEADER_LEN: usize = 40;
 /// A sane bound on one state's JSON (a stream name, a few numbers and the
 /// application's custom keys, which an event's size limit bounds).
 const MAX_STATE_BYTES: usize = 64 << 20;
@@ -242,13 +245,14 @@ impl Lifecycles {
     }
 
     /// Encodes the snapshot: every state, with `through`.
-    pub fn encode_snapshot(entries: &[Arc<Entry>], through: u64) -> Vec<u8> {
+    pub fn encode_snapshot(entries: &[Arc<Entry>], through: u64, seen_head: u64) -> Vec<u8> {
         let mut b = Vec::with_capacity(HEADER_LEN + entries.len() * 128);
         b.extend_from_slice(&MAGIC);
         b.extend_from_slice(&VERSION.to_le_bytes());
         b.extend_from_slice(&0u32.to_le_bytes());
         b.extend_from_slice(&through.to_le_bytes());
         b.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+        b.extend_from_slice(&seen_head.to_le_bytes());
         for e in entries {
             let json = e.state.to_json();
             b.extend_from_slice(&e.meta_position.to_le_bytes());
@@ -262,9 +266,9 @@ impl Lifecycles {
         b
     }
 
-    /// Decodes a snapshot into `(through, states)`, each state with its
-    /// event's position and version.
-    pub fn decode_snapshot(b: &[u8]) -> Result<(u64, Vec<Snapshotted>), &'static str> {
+    /// Decodes a snapshot into `(through, seen_head, states)`, each state
+    /// with its event's position and version.
+    pub fn decode_snapshot(b: &[u8]) -> Result<(u64, u64, Vec<Snapshotted>), &'static str> {
         if b.len() < HEADER_LEN + 4 {
             return Err("short file");
         }
@@ -280,6 +284,7 @@ impl Lifecycles {
         }
         let through = le::try_u64(body, 16).ok_or("short header")?;
         let count = le::try_u64(body, 24).ok_or("short header")?;
+        let seen_head = le::try_u64(body, 32).ok_or("short header")?;
         let mut at = HEADER_LEN;
         let mut out = Vec::new();
         for _ in 0..count {
@@ -303,12 +308,12 @@ impl Lifecycles {
         if at != body.len() {
             return Err("trailing bytes");
         }
-        Ok((through, out))
+        Ok((through, seen_head, out))
     }
 
     /// Loads the snapshot from `dir`: `None` if there is none or it is
     /// damaged (the caller rebuilds from the log).
-    pub fn load_snapshot(vfs: &dyn Vfs, dir: &Path) -> Option<(u64, Vec<Snapshotted>)> {
+    pub fn load_snapshot(vfs: &dyn Vfs, dir: &Path) -> Option<(u64, u64, Vec<Snapshotted>)> {
         let path = dir.join(SNAPSHOT);
         if !vfs.exists(&path) {
             return None;
@@ -343,8 +348,10 @@ impl Lifecycles {
         vfs: &dyn Vfs,
         dir: &Path,
         through: u64,
+        head: impl Fn() -> u64,
     ) -> Result<(), StorageError> {
-        let bytes = Lifecycles::encode_snapshot(&self.all(), through);
+        let entries = self.all();
+        let bytes = Lifecycles::encode_snapshot(&entries, through, head());
         crate::fs::replace_file(vfs, dir, SNAPSHOT, SNAPSHOT_TMP, &bytes)
     }
 
@@ -399,7 +406,8 @@ impl Op {
         use crate::error::AppendError;
         use logbook_protocol::lifecycle as lc;
         let target = self.target.as_str();
-        if prev.is_some_and(StreamLifecycle::is_hard_deleted) {
+        let erase = matches!(self.kind, OpKind::Delete { erase: true, .. });
+        if prev.is_some_and(StreamLifecycle::is_hard_deleted) && !erase {
             return Err(AppendError::StreamDeleted {
                 stream: target.to_owned(),
             });
@@ -594,8 +602,9 @@ mod tests {
             for i in 0..n {
                 l.apply(i as u64, state(&format!("s{i}"), Some(i as u64), None), 100 + i as u64, i as u64, None);
             }
-            let b = Lifecycles::encode_snapshot(&l.all(), through);
-            let (t, got) = Lifecycles::decode_snapshot(&b).expect("decodes");
+            let b = Lifecycles::encode_snapshot(&l.all(), through, 9);
+            let (t, seen, got) = Lifecycles::decode_snapshot(&b).expect("decodes");
+            prop_assert_eq!(seen, 9);
             prop_assert_eq!(t, through);
             prop_assert_eq!(got.len(), n);
             for s in got {
@@ -611,7 +620,7 @@ mod tests {
             for i in 0..n {
                 l.apply(i as u64, state(&format!("s{i}"), Some(1), None), i as u64 + 1, 0, None);
             }
-            let b = Lifecycles::encode_snapshot(&l.all(), 7);
+            let b = Lifecycles::encode_snapshot(&l.all(), 7, 8);
             let mut flipped = b.clone();
             let i = at.index(flipped.len());
             flipped[i] ^= 1 << bit;

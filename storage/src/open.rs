@@ -617,23 +617,23 @@ fn rebuild_lifecycle(shared: &Arc<Shared>) -> Result<u64, StorageError> {
     // A snapshot that knows of events the log no longer has (a tail lost
     // with `Durability::Os`, or cut by recovery) is not used: its states
     // would hide later ones.
-    let snapshot = Lifecycles::load_snapshot(vfs, &shared.index_dir).filter(|(through, states)| {
-        let fits = *through <= head && states.iter().all(|s| s.meta_position < head);
-        if !fits {
-            tracing::warn!("lifecycle snapshot is ahead of the log: rebuilding it from the log");
-        }
-        fits
-    });
+    let snapshot =
+        Lifecycles::load_snapshot(vfs, &shared.index_dir).filter(|(through, seen_head, states)| {
+            let fits = *through <= head
+                && *seen_head <= head
+                && states.iter().all(|s| s.meta_position < head);
+            if !fits {
+                tracing::warn!(
+                    "lifecycle snapshot is ahead of the log: rebuilding it from the log"
+                );
+            }
+            fits
+        });
+    let rebuilt = snapshot.is_none() && head > 0;
     let through = match snapshot {
-        Some((through, states)) => {
+        Some((through, _, states)) => {
             shared.lifecycle.load(&shared.hasher, states);
             through
-        }
-        None if head == 0 => {
-            shared
-                .lifecycle
-                .store_snapshot(vfs, &shared.index_dir, head)?;
-            head
         }
         None => 0,
     };
@@ -679,6 +679,13 @@ fn rebuild_lifecycle(shared: &Arc<Shared>) -> Result<u64, StorageError> {
             }
             Ok(Visit::Continue)
         })?;
+    }
+    if rebuilt || head == 0 {
+        // Written at once: a snapshot left behind (rejected, or none) must
+        // not be read by a later start.
+        shared
+            .lifecycle
+            .store_snapshot(vfs, &shared.index_dir, head, || head)?;
     }
     Ok(replayed)
 }

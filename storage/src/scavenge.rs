@@ -255,13 +255,16 @@ impl Shared {
         Ok(out)
     }
 
-    /// The sealed segments (by first position) holding events of `streams`
-    /// that a scavenge may remove: versions below their first live one
+    /// The sealed segments (by first position) ending at or before
+    /// `sealed` (what the index and the lifecycle snapshot cover) holding
+    /// events of `streams` that a scavenge may remove: versions below
+    /// their first live one
     /// (all of a hard-deleted stream, any for one with `max_age`), and
     /// their metadata streams' older events.
     pub(crate) fn segments_to_scavenge(
         &self,
         streams: &[String],
+        sealed: u64,
     ) -> Result<BTreeSet<u64>, StorageError> {
         let segs = Arc::clone(&self.segments.read());
         let mut out = BTreeSet::new();
@@ -283,6 +286,7 @@ impl Shared {
                 if let Some(i) = Shared::segment_index_of(&segs, p)
                     && let Some(seg) = segs.get(i)
                     && seg.is_sealed()
+                    && seg.end_position() <= sealed
                 {
                     out.insert(seg.first_position);
                 }
@@ -295,6 +299,33 @@ impl Shared {
     pub(crate) fn segment_index_of(segs: &[Arc<Segment>], position: u64) -> Option<usize> {
         segs.partition_point(|s| s.first_position <= position)
             .checked_sub(1)
+    }
+
+    /// Which events of `rec` a rewrite keeps: the live ones, and a
+    /// stream's last event when its `$$S` state does not record that
+    /// version (removed by max_age, or below a truncation past the end,
+    /// after the last lifecycle event), so that the log itself always
+    /// says where the stream's versions stand (reads still skip it).
+    pub(crate) fn scavenge_window(&self, rec: &Record, now_us: i64) -> Window {
+        let w = self.window_of(rec, now_us);
+        if w == Window::All || meta_target(&rec.stream).is_some() {
+            return w;
+        }
+        let Some(e) = self.lifecycle_of(&rec.stream) else {
+            return w;
+        };
+        let Some(last) = e.last() else {
+            return w;
+        };
+        let end = rec.first_version + u64::from(rec.count);
+        let recorded = e.state.last_version.is_some_and(|l| l >= last);
+        if e.state.is_hard_deleted() || recorded || last < rec.first_version || last >= end {
+            return w;
+        }
+        match w {
+            Window::From { first_live } if first_live <= last => w,
+            _ => Window::From { first_live: last },
+        }
     }
 
     /// Rewrites the sealed segment starting at `first` without its removed
@@ -323,7 +354,7 @@ impl Shared {
         {
             let mut walk = RecordWalk::new(&old, HEADER_LEN, old.data_end(), None);
             while let Some((_, rec)) = walk.next(&mut reader)? {
-                removed += match self.window_of(&rec, now) {
+                removed += match self.scavenge_window(&rec, now) {
                     Window::All => 0,
                     Window::None => u64::from(rec.count),
                     Window::From { first_live } => first_live - rec.first_version,
@@ -370,7 +401,7 @@ impl Shared {
             let mut records = 0u64;
             let mut walk = RecordWalk::new(&old, HEADER_LEN, old.data_end(), None);
             while let Some((at, rec)) = walk.next(&mut reader)? {
-                let w = self.window_of(&rec, now);
+                let w = self.scavenge_window(&rec, now);
                 if w == Window::None {
                     continue;
                 }

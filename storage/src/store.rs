@@ -699,8 +699,9 @@ impl Store {
         let streams = shared.streams_to_scavenge();
         let run = || -> Result<crate::scavenge::ScavengeReport, StorageError> {
             let sealed = self.system_event(SCAVENGE_STARTED, b"{}".to_vec(), true)?;
-            self.ready_to_rewrite(sealed.last_position.0 + 1)?;
-            let firsts = shared.segments_to_scavenge(&streams)?;
+            let sealed = sealed.last_position.0 + 1;
+            self.ready_to_rewrite(sealed)?;
+            let firsts = shared.segments_to_scavenge(&streams, sealed)?;
             shared.rewrite_segments(&firsts, options)
         };
         let mut report = run().inspect_err(|_| shared.lifecycle.mark_all_dirty())?;
@@ -722,28 +723,34 @@ impl Store {
         let shared = &self.inner.shared;
         let _one = shared.scavenging.lock();
         let started = std::time::Instant::now();
-        let written = futures::executor::block_on(self.lifecycle(
-            stream,
-            ExpectedVersion::Any,
-            OpKind::Delete {
-                mode: Deletion::Hard,
-                expected: ExpectedVersion::Any,
-                erase: true,
-            },
-            true,
-        ));
-        let position = match written {
-            Ok(w) => w.position,
-            // Erased (or deleted) before, perhaps by a run a crash cut
-            // short: seal, and rewrite again.
-            Err(AppendError::StreamDeleted { .. }) => {
-                self.system_event(SCAVENGE_STARTED, b"{}".to_vec(), true)?;
-                self.stream_lifecycle(stream.as_str())
-                    .map_or(LogPosition(0), |w| w.position)
+        // Erased before (a retry after a lost reply, or a run a crash cut
+        // short): the same tombstone, sealed again with a mark, and the
+        // rewrite run again. A stream hard-deleted with custom metadata
+        // gets a new tombstone without it.
+        let erased = self
+            .stream_lifecycle(stream.as_str())
+            .filter(|w| w.state.is_hard_deleted() && w.state.metadata.custom.is_empty());
+        let (position, sealed) = match erased {
+            Some(w) => {
+                let mark = self.system_event(SCAVENGE_STARTED, b"{}".to_vec(), true)?;
+                (w.position, mark.last_position.0 + 1)
             }
-            Err(e) => return Err(e),
+            None => {
+                let w = futures::executor::block_on(self.lifecycle(
+                    stream,
+                    ExpectedVersion::Any,
+                    OpKind::Delete {
+                        mode: Deletion::Hard,
+                        expected: ExpectedVersion::Any,
+                        erase: true,
+                    },
+                    true,
+                ))?;
+                (w.position, w.position.0 + 1)
+            }
         };
-        let firsts = shared.segments_to_scavenge(&[stream.as_str().to_owned()])?;
+        self.ready_to_rewrite(sealed)?;
+        let firsts = shared.segments_to_scavenge(&[stream.as_str().to_owned()], sealed)?;
         let report =
             shared.rewrite_segments(&firsts, crate::scavenge::ScavengeOptions::default())?;
         // The stream's custom metadata is gone from the snapshot too.

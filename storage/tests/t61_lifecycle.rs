@@ -497,18 +497,17 @@ fn run_model(seed: u64) -> u64 {
                         continue;
                     }
                     _ => {
-                        let r = store.erase(&name(&s)).unwrap();
+                        store.erase(&name(&s)).unwrap();
                         if !hard {
                             st.tb = st.tb.max(st.last().map_or(0, |l| l + 1));
                             st.deleted = Some(Deletion::Hard);
                             st.meta.push((st.meta.len() as u64, head));
-                            head += 1;
                         } else {
-                            // Already deleted: an erase seals with a mark.
-                            head += 1;
+                            // Deleted before (no custom metadata here): the
+                            // erase seals with a mark in `$scavenges`.
                             scavenge_events += 1;
                         }
-                        let _ = r;
+                        head += 1;
                         continue;
                     }
                 }

@@ -488,3 +488,101 @@ async fn max_age_scavenge_then_cache_eviction_reuses_versions() {
     assert_eq!(r.first_version, StreamVersion(10), "versions must continue");
     store.close().unwrap();
 }
+
+/// The log alone says where a stream's versions stand: a scavenge keeps a
+/// stream's last event (hidden from reads) when no `$$` event records its
+/// version, so even a lost lifecycle snapshot cannot make versions repeat.
+#[tokio::test]
+async fn versions_continue_after_a_scavenge_even_without_the_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(AtomicI64::new(1_000_000_000_000));
+    let config = || {
+        let mut c: StoreConfig = tiny_fast(dir.path());
+        c.testing.clock = Some(Arc::clone(&clock));
+        c
+    };
+    let store = Store::open(config()).unwrap();
+    let s = name("s");
+    store
+        .set_metadata(
+            &s,
+            ExpectedVersion::Any,
+            StreamMetadata {
+                max_age_secs: Some(1),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    for i in 0..25 {
+        store
+            .append(&s, ExpectedVersion::Any, evs(i * 4, 4))
+            .await
+            .unwrap();
+    }
+    clock.fetch_add(5_000_000, Ordering::SeqCst);
+    let r = store.scavenge(ScavengeOptions::default()).unwrap();
+    assert_eq!(
+        r.events_removed, 99,
+        "all but the last, which no $$ event records"
+    );
+    assert_eq!(versions(&store, "s").0, Vec::<u64>::new());
+    store.close().unwrap();
+    std::fs::remove_file(dir.path().join("index/LIFECYCLE")).unwrap();
+    let store = Store::open(config()).unwrap();
+    let r = store
+        .append(&s, ExpectedVersion::Any, evs(500, 1))
+        .await
+        .unwrap();
+    assert_eq!(r.first_version, StreamVersion(100));
+    store.close().unwrap();
+}
+
+/// An erase of a stream hard-deleted before still drops its custom
+/// metadata (a new tombstone without it).
+#[tokio::test]
+async fn erase_after_a_hard_delete_drops_the_custom_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(tiny_fast(dir.path())).unwrap();
+    let s = name("person-7");
+    let mut custom = serde_json::Map::new();
+    custom.insert("email".into(), serde_json::json!("MARKER-x@example.com"));
+    store
+        .append(&s, ExpectedVersion::Any, evs(0, 3))
+        .await
+        .unwrap();
+    store
+        .set_metadata(
+            &s,
+            ExpectedVersion::Any,
+            StreamMetadata {
+                custom,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .delete_stream(&s, ExpectedVersion::Any, Deletion::Hard)
+        .await
+        .unwrap();
+    let (store2, s2) = (store.clone(), s.clone());
+    tokio::task::spawn_blocking(move || store2.erase(&s2).unwrap())
+        .await
+        .unwrap();
+    let state = store.stream_lifecycle("person-7").unwrap().state;
+    assert!(state.metadata.custom.is_empty());
+    assert!(state.is_hard_deleted());
+    store.close().unwrap();
+    for sub in ["log", "index"] {
+        for e in std::fs::read_dir(dir.path().join(sub)).unwrap() {
+            let p = e.unwrap().path();
+            let b = std::fs::read(&p).unwrap();
+            assert!(
+                !b.windows(6).any(|w| w == b"MARKER"),
+                "custom metadata left in {}",
+                p.display()
+            );
+        }
+    }
+}

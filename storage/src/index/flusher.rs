@@ -204,7 +204,9 @@ pub(crate) fn store_lifecycle(shared: &Shared) -> Result<(), StorageError> {
     let generation = l.generation.load(Ordering::Acquire);
     // Loaded first: every group below it is in the map whole.
     let through = l.noted_through.load(Ordering::Acquire).min(shared.head());
-    l.store_snapshot(&*shared.config.vfs, &shared.index_dir, through)?;
+    l.store_snapshot(&*shared.config.vfs, &shared.index_dir, through, || {
+        shared.head()
+    })?;
     *l.written.lock() = (generation, through);
     Ok(())
 }
