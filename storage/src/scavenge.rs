@@ -25,7 +25,13 @@
 //!    the directory; swap the new segment into the list. Readers that hold
 //!    the old one go on reading it (its file stays open until they drop
 //!    it). Extra disk: one segment. A segment with nothing removed is left
-//!    alone.
+//!    alone. Only segments the index and the lifecycle snapshot already
+//!    cover are rewritten (the scavenge waits for them after the seal):
+//!    what recovery rebuilds from the log past them (the ids of the
+//!    unindexed tail, streams' last versions) never depends on removed
+//!    events. A stream's last event is kept (reads still skip it) when no
+//!    `$$` event records its version, so the log alone always says where
+//!    a stream's versions go on.
 //! 4. **Report**: a `$scavenged` event (segments, bytes before and after,
 //!    events removed, duration) and the counters in Stats and /metrics.
 //!
