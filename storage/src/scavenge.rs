@@ -197,27 +197,7 @@ impl Shared {
         let hash = self.hasher.hash(name);
         let head = self.head();
         let mut out = Vec::new();
-        let (tables, frozen) = {
-            let g = self.index.read();
-            let mut exact = Vec::new();
-            g.active.range(
-                hash,
-                name,
-                0,
-                Direction::Forward,
-                usize::MAX,
-                head,
-                &mut exact,
-            );
-            out.extend(
-                exact
-                    .iter()
-                    .take_while(|e| e.version < below)
-                    .map(|e| e.position),
-            );
-            (Arc::clone(&g.tables), g.frozen.clone())
-        };
-        for m in frozen {
+        let mut from_memtable = |m: &crate::index::memtable::Memtable| {
             let mut exact = Vec::new();
             m.range(
                 hash,
@@ -234,6 +214,14 @@ impl Shared {
                     .take_while(|e| e.version < below)
                     .map(|e| e.position),
             );
+        };
+        let (tables, frozen) = {
+            let g = self.index.read();
+            from_memtable(&g.active);
+            (Arc::clone(&g.tables), g.frozen.clone())
+        };
+        for m in frozen {
+            from_memtable(&m);
         }
         let mut buf = Vec::new();
         for t in tables.iter() {

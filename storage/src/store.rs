@@ -508,17 +508,7 @@ impl Store {
     ) -> Result<PendingAppend, AppendError> {
         let (mut req, rx, tx) = self.request(stream, expected, events, None, op)?;
         req.seal_after = seal_after;
-        let charge = self.queue_charge(&req);
-        req._queued = Some(
-            Arc::clone(&self.inner.queue_kib)
-                .acquire_many_owned(charge)
-                .await
-                .map_err(|_| AppendError::Storage(StorageError::ShuttingDown))?,
-        );
-        tx.send(req)
-            .await
-            .map_err(|_| AppendError::Storage(StorageError::ShuttingDown))?;
-        Ok(PendingAppend { rx })
+        self.enqueue((req, rx, tx)).await
     }
 
     async fn submit_inner(
@@ -534,7 +524,14 @@ impl Store {
                 stream: SCAVENGES.to_owned(),
             });
         }
-        let (mut req, rx, tx) = self.request(stream, expected, events, checked, op)?;
+        let prepared = self.request(stream, expected, events, checked, op)?;
+        self.enqueue(prepared).await
+    }
+
+    /// Takes the request's room on the writer queue's byte budget, then
+    /// queues it for the writer.
+    async fn enqueue(&self, prepared: Prepared) -> Result<PendingAppend, AppendError> {
+        let (mut req, rx, tx) = prepared;
         let charge = self.queue_charge(&req);
         req._queued = Some(
             Arc::clone(&self.inner.queue_kib)
