@@ -145,6 +145,7 @@ fn sidx_group(c: &mut Criterion) {
         count,
         count,
         entries.into_iter().map(Ok),
+        std::iter::empty(),
         id_table,
     )
     .expect("write table");

@@ -76,6 +76,9 @@ pub(crate) enum Command {
     Erase(EraseArgs),
     /// Show the server's statistics.
     Stats,
+    /// List streams (by name prefix) with their last version, live events,
+    /// deletion and metadata.
+    Streams(StreamsArgs),
     /// Copy a consistent image of the server's store into a local
     /// directory while the server keeps serving.
     Backup(BackupArgs),
@@ -220,6 +223,22 @@ pub(crate) struct MetadataArgs {
         value_name = "EXPECTED"
     )]
     pub(crate) expected: ExpectedVersion,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct StreamsArgs {
+    /// Only streams whose name starts with this.
+    #[arg(long, default_value = "", value_name = "PREFIX")]
+    pub(crate) prefix: String,
+
+    /// Start after this stream name (the last one a previous listing
+    /// printed).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) after: Option<String>,
+
+    /// List at most this many streams (default: all).
+    #[arg(long, value_name = "N")]
+    pub(crate) limit: Option<u64>,
 }
 
 #[derive(Args, Debug)]

@@ -10,7 +10,8 @@
 //!   and `tail --from`.
 //! - `cmd/`: one module per command (`ping`, `append`, `read` for `read`
 //!   and `read-all`, `tail`, `lifecycle` for `metadata`, `truncate` and
-//!   `delete`, `scavenge` for `scavenge` and `erase`, `stats`, `backup`),
+//!   `delete`, `scavenge` for `scavenge` and `erase`, `stats`, `streams`,
+//!   `backup`),
 //!   dispatched by `cmd::run`; each connects, calls the client, prints.
 //! - `output.rs`: buffered stdout, aligned tables and the event printer
 //!   shared by `read`, `read-all` and `tail`.

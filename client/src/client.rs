@@ -9,15 +9,14 @@ use std::time::{Duration, Instant};
 use logbook_protocol::lifecycle::{Deletion, StreamMetadata};
 use logbook_protocol::{
     Append, AppendResult, DeleteStream, Direction, ExpectedVersion, Frame, GetMetadata, HelloOk,
-    LogPosition, NewEvent, Opcode, Ping, ReadAll, ReadStream, Request, Response, ServerMessage,
-    SetMetadata, StreamVersion, SubscribeFrom, Text, Truncate, validate_event_type,
-    validate_stream_name,
+    ListStreams, LogPosition, MAX_LIST_STREAMS, NewEvent, Opcode, Ping, ReadAll, ReadStream,
+    Request, Response, ServerMessage, SetMetadata, StreamInfo, StreamVersion, SubscribeFrom, Text,
+    Truncate, validate_event_type, validate_stream_name,
 };
 use parking_lot::Mutex;
 use tokio::net::ToSocketAddrs;
 use tracing::debug;
 
-use crate::LifecycleWritten;
 use crate::conn::Connection;
 use crate::error::{Error, Result};
 use crate::options::{ClientOptions, RetryPolicy};
@@ -27,6 +26,7 @@ use crate::read::{
 use crate::subscription::{
     SubscribeAllOptions, SubscribeStreamOptions, Subscription, Target as SubTarget,
 };
+use crate::{CatalogPage, LifecycleWritten};
 
 /// A connection to a Logbook server, shared by every clone.
 ///
@@ -457,6 +457,67 @@ impl Client {
             _ => None,
         })
         .await
+    }
+
+    /// A page of the stream catalog: up to `limit` streams whose name
+    /// starts with `prefix` (empty: all), after the name `after`
+    /// (exclusive; `None`: from the first), in the byte order of their
+    /// names, each with its last version, live events, deletion and
+    /// metadata. The server caps `limit` at 10,000 and a page at about
+    /// 1 MiB; the page's `next` is the `after` of the next one. Metadata
+    /// streams (`$$S`) are not listed. Safe to retry.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: logbook_client::Client) -> logbook_client::Result<()> {
+    /// let mut after = None;
+    /// loop {
+    ///     let page = client.list_streams("account-", after.as_deref(), 1000).await?;
+    ///     for s in &page.streams {
+    ///         println!("{} v{:?} {} live", s.stream, s.last_version, s.event_count);
+    ///     }
+    ///     match page.next {
+    ///         Some(n) => after = Some(n),
+    ///         None => break,
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn list_streams(
+        &self,
+        prefix: impl Into<Text>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<CatalogPage> {
+        let request = Request::ListStreams(ListStreams {
+            prefix: prefix.into(),
+            after: after.map(Text::from),
+            limit: limit.max(1),
+        });
+        self.call(&request, |r| match r {
+            Response::ListStreamsOk(ok) => Some(ok),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Every stream whose name starts with `prefix`, following the pages
+    /// of [`Client::list_streams`] to the end (all of them in memory: for
+    /// large stores, page instead).
+    pub async fn list_all_streams(&self, prefix: impl Into<Text>) -> Result<Vec<StreamInfo>> {
+        let prefix = prefix.into();
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .list_streams(prefix.clone(), after.as_deref(), MAX_LIST_STREAMS)
+                .await?;
+            out.extend(page.streams);
+            match page.next {
+                Some(n) => after = Some(n),
+                None => return Ok(out),
+            }
+        }
     }
 
     /// Removes `stream`'s events below version `before` from every read

@@ -135,10 +135,12 @@ pub use subscription::{
 /// [`Client::truncate_stream`], [`Client::delete_stream`]), or the latest
 /// one ([`Client::get_stream_metadata`]).
 pub use logbook_protocol::LifecycleOk as LifecycleWritten;
+/// A page of the stream catalog, as [`Client::list_streams`] returns it.
+pub use logbook_protocol::ListStreamsOk as CatalogPage;
 /// The server's figures, as [`Client::stats`] returns them.
 pub use logbook_protocol::StatsOk as ServerStats;
 pub use logbook_protocol::lifecycle::{
     Deletion, META_STREAM_PREFIX, StreamLifecycle, StreamMetadata,
 };
 pub use logbook_protocol::types::*;
-pub use logbook_protocol::{Filter, HelloOk, RecoveryStats, SubscribeFrom};
+pub use logbook_protocol::{Filter, HelloOk, RecoveryStats, StreamInfo, SubscribeFrom};

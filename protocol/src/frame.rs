@@ -11,7 +11,8 @@
 //!                       6 Subscribe, 7 Unsubscribe, 8 Credit, 9 Stats,
 //!                       10 BackupBegin, 11 BackupRead, 12 BackupEnd,
 //!                       13 SetMetadata, 14 GetMetadata, 15 Truncate,
-//!                       16 DeleteStream, 17 Scavenge, 18 Erase
+//!                       16 DeleteStream, 17 Scavenge, 18 Erase,
+//!                       19 ListStreams
 //!  8     u16  flags     bit 0 = END: set on every reply (Response, Error),
 //!                       clear on requests and pushes; other bits 0
 //! 10     u16  reserved  must be 0
@@ -134,6 +135,8 @@ pub enum Opcode {
     Scavenge = 17,
     /// Erase a stream's events from disk for good.
     Erase = 18,
+    /// A page of the stream catalog.
+    ListStreams = 19,
 }
 
 impl Opcode {
@@ -163,6 +166,7 @@ impl Opcode {
             16 => Opcode::DeleteStream,
             17 => Opcode::Scavenge,
             18 => Opcode::Erase,
+            19 => Opcode::ListStreams,
             _ => return None,
         })
     }

@@ -86,6 +86,11 @@ mod tests {
             Request::Erase(Erase {
                 stream: Text::from("s"),
             }),
+            Request::ListStreams(crate::ListStreams {
+                prefix: Text::from("acc"),
+                after: Some(Text::from("acc-1")),
+                limit: 10,
+            }),
         ] {
             let mut b = bytes::BytesMut::new();
             req.encode(&mut b, 3, 1 << 20).unwrap();
@@ -106,6 +111,21 @@ mod tests {
         .unwrap();
         seeds.push(b.to_vec());
         for resp in [
+            Response::ListStreamsOk(crate::ListStreamsOk {
+                streams: vec![crate::StreamInfo {
+                    stream: "acc-2".into(),
+                    last_version: Some(StreamVersion(4)),
+                    first_version: Some(StreamVersion(2)),
+                    event_count: 3,
+                    deleted: None,
+                    metadata: StreamMetadata {
+                        max_count: Some(3),
+                        ..StreamMetadata::default()
+                    },
+                    meta_version: Some(StreamVersion(0)),
+                }],
+                next: Some("acc-2".into()),
+            }),
             Response::ScavengeOk(ScavengeOk {
                 segments_considered: 3,
                 segments_rewritten: 2,

@@ -62,8 +62,9 @@ pub use frame::{
 pub use msg::{
     Append, BackupBegin, BackupBeginOk, BackupEnd, BackupFile, BackupRead, Credit, DeleteStream,
     Erase, EraseOk, ErrorCode, ErrorReply, Filter, GetMetadata, Hello, HelloOk, LifecycleOk,
-    MAX_FILTER_PREFIXES, Ping, Pong, Push, ReadAll, ReadAllOk, ReadStream, ReadStreamOk,
-    RecoveryStats, Request, Response, Scavenge, ScavengeOk, ServerMessage, SetMetadata, Stats,
-    StatsOk, Subscribe, SubscribeFrom, SubscribeOk, SubscriptionTarget, Truncate, Unsubscribe,
+    ListStreams, ListStreamsOk, MAX_FILTER_PREFIXES, MAX_LIST_STREAMS, Ping, Pong, Push, ReadAll,
+    ReadAllOk, ReadStream, ReadStreamOk, RecoveryStats, Request, Response, Scavenge, ScavengeOk,
+    ServerMessage, SetMetadata, Stats, StatsOk, StreamInfo, Subscribe, SubscribeFrom, SubscribeOk,
+    SubscriptionTarget, Truncate, Unsubscribe,
 };
 pub use types::*;

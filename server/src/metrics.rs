@@ -389,6 +389,13 @@ impl Collector for LogbookCollector {
             None,
             s.lifecycle_streams,
         )?;
+        gauge(
+            &mut e,
+            "deleted_streams",
+            "Streams deleted now: soft (nothing appended since) or hard.",
+            None,
+            s.deleted_streams,
+        )?;
         counter(
             &mut e,
             "scavenges",

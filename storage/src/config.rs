@@ -121,6 +121,9 @@ pub struct TestKnobs {
     pub clock: Option<Arc<std::sync::atomic::AtomicI64>>,
     /// Called at each step of a segment rewrite (crash tests stop there).
     pub scavenge_hook: Option<ScavengeHook>,
+    /// Index tables are written in this format (1 or 2: without stream
+    /// names), as an earlier build wrote them, to test the upgrade.
+    pub table_format: Option<u32>,
 }
 
 /// A callback at each step of a segment rewrite (tests only).

@@ -90,6 +90,7 @@
 )]
 
 pub mod backup;
+mod catalog;
 mod commit;
 pub mod config;
 mod dedup;
@@ -115,6 +116,7 @@ mod stream_map;
 pub mod verify;
 mod writer;
 
+pub use catalog::StreamPage;
 pub use config::{Durability, RecoveryMode, ScavengeHook, StoreConfig, TestKnobs};
 pub use error::{AppendError, Limit, ReadError, StorageError};
 pub use open::{RecoveryReport, Truncation};

@@ -235,6 +235,16 @@ impl Lifecycles {
         self.dirty.lock().0 = true;
     }
 
+    /// Streams deleted now: hard, or soft with no event since (one pass
+    /// over the states, for the figures).
+    pub fn deleted(&self) -> u64 {
+        self.map
+            .read()
+            .iter()
+            .filter(|(_, _, e)| e.state.is_hard_deleted() || e.state.is_soft_deleted(e.last()))
+            .count() as u64
+    }
+
     /// Every state, for the writer's view and the snapshot.
     pub fn all(&self) -> Vec<Arc<Entry>> {
         self.map

@@ -727,6 +727,15 @@ fn load_index(
         let mut expect = 0u64;
         for &id in &m.tables {
             let t = Table::open(vfs, dir, id).map_err(|e| e.to_string())?;
+            if !t.has_names() {
+                // Tables of earlier builds have no stream names for the
+                // catalog: one rebuild from the log writes them (a single
+                // read of the log, at the first start of this build).
+                return Err(format!(
+                    "index table {id} is of format {} (no stream names)",
+                    t.format
+                ));
+            }
             if t.start_position != expect {
                 return Err(format!(
                     "index table {id} starts at {}, expected {expect}",

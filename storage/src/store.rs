@@ -155,6 +155,8 @@ pub struct StoreStats {
     /// Streams with a lifecycle state (metadata, a truncation or a
     /// delete), which reads filter by.
     pub lifecycle_streams: u64,
+    /// Streams deleted now: soft (with nothing appended since) or hard.
+    pub deleted_streams: u64,
     /// Scavenges completed since start.
     pub scavenges: u64,
     /// Segments rewritten by scavenges and erases since start.
@@ -1010,6 +1012,24 @@ impl Store {
         })
     }
 
+    /// A page of the stream catalog: up to `limit` streams whose name starts
+    /// with `prefix`, after `after` (exclusive), in the byte order of their
+    /// names, with their last version, live events, deletion and metadata
+    /// (see `logbook_protocol::msg::list_streams` for what is listed). The
+    /// page ends early once about `max_bytes` of names and metadata are in
+    /// it; `next` says where the next one starts.
+    pub fn list_streams(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<crate::catalog::StreamPage, ReadError> {
+        self.inner
+            .shared
+            .list_streams(prefix, after, limit, max_bytes)
+    }
+
     /// The stream's last version, if it has events (removed ones count:
     /// versions are never given twice).
     pub fn stream_version(&self, stream: &str) -> Result<Option<StreamVersion>, ReadError> {
@@ -1082,6 +1102,7 @@ impl Store {
             open_files: s.files.open_files() as u64,
             file_reopens: s.files.reopens(),
             lifecycle_streams: s.lifecycle.len(),
+            deleted_streams: s.lifecycle.deleted(),
             scavenges: c.scavenges.load(Ordering::Relaxed),
             scavenge_segments: c.scavenge_segments.load(Ordering::Relaxed),
             scavenge_bytes_reclaimed: c.scavenge_bytes_reclaimed.load(Ordering::Relaxed),

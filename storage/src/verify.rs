@@ -498,6 +498,9 @@ pub fn verify_with_progress(
         }
         covered = table.end_position;
         let mut seen = 0u64;
+        // Hashes of the version-0 entries, in table order (sorted): the
+        // streams the table's names must be.
+        let mut first_hashes: Vec<u64> = Vec::new();
         for item in table.iter() {
             let (hash, e) = match item {
                 Ok(x) => x,
@@ -509,6 +512,9 @@ pub fn verify_with_progress(
             seen += 1;
             report.index_entries += 1;
             first_events += u64::from(e.version == 0);
+            if e.version == 0 {
+                first_hashes.push(hash);
+            }
             let si = segments.partition_point(|s| s.first_position <= e.position);
             let Some(seg) = si.checked_sub(1).and_then(|i| segments.get(i)) else {
                 problem(
@@ -568,6 +574,30 @@ pub fn verify_with_progress(
                 0,
                 format!("{seen} entries readable, footer says {}", table.entry_count),
             );
+        }
+        // The stream names: exactly the streams of the version-0 entries
+        // (their hashes agree; the entries were checked against the
+        // records' names above).
+        if table.has_names() {
+            match table.names_from("").collect::<Result<Vec<String>, _>>() {
+                Ok(names) => {
+                    let mut hashes: Vec<u64> = names.iter().map(|n| hasher.hash(n)).collect();
+                    hashes.sort_unstable();
+                    if hashes != first_hashes {
+                        problem(
+                            &mut report,
+                            &table.path,
+                            0,
+                            format!(
+                                "table names {} streams that disagree with its {} first events",
+                                names.len(),
+                                first_hashes.len()
+                            ),
+                        );
+                    }
+                }
+                Err(e) => problem(&mut report, &table.path, 0, e.to_string()),
+            }
         }
         progress(Step::TableDone {
             file: &table.path,

@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use common::*;
 use logbook_protocol::lifecycle::{Deletion, StreamMetadata};
-use logbook_protocol::{Direction, ExpectedVersion, LogPosition, RecordedEvent, StreamVersion};
+use logbook_protocol::{
+    Direction, ExpectedVersion, LogPosition, RecordedEvent, StreamInfo, StreamVersion,
+};
 use logbook_storage::scavenge::ScavengeOptions;
 use logbook_storage::{AppendError, ReadError, Store, StoreConfig};
 
@@ -561,6 +563,7 @@ fn check(store: &Store, model: &BTreeMap<String, ModelStream>, head: u64, scaven
             assert_eq!(got, st.live(), "{s}");
         }
     }
+    check_catalog(store, model, scavenge_events);
     expected.sort_by_key(|e| e.2);
     for page in [1, 7, 1000] {
         let got: Vec<(String, u64, u64)> = read_all_tiled(store, page)
@@ -574,4 +577,89 @@ fn check(store: &Store, model: &BTreeMap<String, ModelStream>, head: u64, scaven
         .map(|e| e.position.0)
         .collect();
     assert_eq!(back, expected.iter().map(|e| e.2).collect::<Vec<_>>());
+}
+
+/// Every page of the stream catalog, concatenated.
+fn list_all(store: &Store, prefix: &str, page: usize) -> Vec<StreamInfo> {
+    let mut out: Vec<StreamInfo> = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let p = store
+            .list_streams(prefix, after.as_deref(), page, usize::MAX)
+            .unwrap();
+        assert!(p.streams.len() <= page);
+        out.extend(p.streams);
+        match p.next {
+            Some(n) => {
+                assert_eq!(
+                    Some(&n),
+                    out.last().map(|s| &s.stream),
+                    "next is the last name"
+                );
+                after = Some(n);
+            }
+            None => return out,
+        }
+    }
+}
+
+/// The catalog against the model: every stream that has events or a
+/// lifecycle state, with its versions, live events, deletion and metadata;
+/// by pages of any size, and by prefix.
+fn check_catalog(store: &Store, model: &BTreeMap<String, ModelStream>, scavenge_events: u64) {
+    let mut want: Vec<StreamInfo> = Vec::new();
+    if scavenge_events > 0 {
+        want.push(StreamInfo {
+            stream: "$scavenges".into(),
+            last_version: Some(StreamVersion(scavenge_events - 1)),
+            first_version: Some(StreamVersion(0)),
+            event_count: scavenge_events,
+            ..StreamInfo::default()
+        });
+    }
+    for (s, st) in model {
+        if st.events.is_empty() && st.meta.is_empty() {
+            continue;
+        }
+        let deleted = match st.deleted {
+            Some(Deletion::Hard) => Some(Deletion::Hard),
+            Some(Deletion::Soft) if st.last() <= st.deleted_last => Some(Deletion::Soft),
+            _ => None,
+        };
+        let live = if deleted.is_some() {
+            Vec::new()
+        } else {
+            st.live()
+        };
+        let state = store.stream_lifecycle(s);
+        assert_eq!(state.is_some(), !st.meta.is_empty(), "{s}");
+        want.push(StreamInfo {
+            stream: s.clone(),
+            last_version: st.last().map(StreamVersion),
+            first_version: live.first().map(|e| StreamVersion(e.0)),
+            event_count: live.len() as u64,
+            deleted,
+            metadata: state
+                .as_ref()
+                .map(|w| w.state.metadata.clone())
+                .unwrap_or_default(),
+            meta_version: st.meta.last().map(|m| StreamVersion(m.0)),
+        });
+    }
+    want.sort_by(|a, b| a.stream.cmp(&b.stream));
+    for page in [1, 3, 1000] {
+        assert_eq!(
+            list_all(store, "", page),
+            want,
+            "catalog by pages of {page}"
+        );
+    }
+    let s1: Vec<StreamInfo> = want
+        .iter()
+        .filter(|i| i.stream.starts_with("s1"))
+        .cloned()
+        .collect();
+    assert_eq!(list_all(store, "s1", 2), s1);
+    assert!(list_all(store, "$$", 10).is_empty());
+    assert!(list_all(store, "zz", 10).is_empty());
 }

@@ -978,3 +978,44 @@ fn backup_makes_a_store_logbookd_opens() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(lines(&String::from_utf8(out.stdout).unwrap()), original);
 }
+
+#[test]
+fn streams_lists_the_catalog() {
+    let env = Env::start();
+    assert!(env.ok(&["streams"]).contains("no streams"));
+    for s in ["acct-2", "acct-1", "cart-9", "acct-3"] {
+        env.append(s, "E", "1");
+    }
+    env.append("acct-1", "E", "2");
+    env.json(&["delete", "acct-3"]);
+    env.json(&["metadata", "acct-2", "--set", r#"{"max_count":5}"#]);
+    let out = env.json(&["streams", "--prefix", "acct-"]);
+    assert_eq!(
+        field(&out, "stream"),
+        [json!("acct-1"), json!("acct-2"), json!("acct-3")]
+    );
+    assert_eq!(out[0]["last_version"], 1, "{out:?}");
+    assert_eq!(out[0]["event_count"], 2, "{out:?}");
+    assert_eq!(out[0]["deleted"], Value::Null, "{out:?}");
+    assert_eq!(out[0]["metadata"], json!({}), "{out:?}");
+    assert_eq!(out[1]["metadata"], json!({"max_count": 5}), "{out:?}");
+    assert_eq!(out[1]["meta_version"], 0, "{out:?}");
+    assert_eq!(out[2]["deleted"], "soft", "{out:?}");
+    assert_eq!(out[2]["event_count"], 0, "{out:?}");
+    // Paging by hand, and a limit.
+    let out = env.json(&["streams", "--after", "acct-2", "--limit", "2"]);
+    assert_eq!(field(&out, "stream"), [json!("acct-3"), json!("cart-9")]);
+    // The table.
+    let table = env.ok(&["streams"]);
+    let mut lines = table.lines();
+    let header = lines.next().unwrap();
+    assert!(
+        header.starts_with("STREAM") && header.contains("LIVE"),
+        "{table}"
+    );
+    assert_eq!(lines.count(), 4, "{table}");
+    assert!(
+        table.contains("soft") && table.contains("max_count"),
+        "{table}"
+    );
+}

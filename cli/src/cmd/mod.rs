@@ -7,6 +7,7 @@ mod ping;
 mod read;
 mod scavenge;
 mod stats;
+mod streams;
 mod tail;
 
 use logbook_client::{Client, ClientOptions};
@@ -63,6 +64,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Scavenge(args) => scavenge::scavenge(&mut ctx, args).await,
         Command::Erase(args) => scavenge::erase(&mut ctx, args).await,
         Command::Stats => stats::run(&mut ctx).await,
+        Command::Streams(args) => streams::run(&mut ctx, args).await,
         Command::Backup(args) => backup::run(&mut ctx, args).await,
     };
     // What was printed before a failure still reaches stdout.

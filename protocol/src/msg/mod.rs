@@ -34,6 +34,7 @@ pub mod error_reply;
 pub mod event;
 pub mod get_metadata;
 pub mod hello;
+pub mod list_streams;
 mod mp;
 pub mod ping;
 pub mod push;
@@ -59,6 +60,7 @@ pub use error_reply::{ErrorCode, ErrorReply};
 pub use event::{new_event_wire_len, recorded_event_wire_len};
 pub use get_metadata::GetMetadata;
 pub use hello::{Hello, HelloOk};
+pub use list_streams::{ListStreams, ListStreamsOk, MAX_LIST_STREAMS, StreamInfo};
 pub use ping::{Ping, Pong};
 pub use push::Push;
 pub use read_all::{ReadAll, ReadAllOk};
@@ -122,6 +124,8 @@ pub enum Request {
     Scavenge(Scavenge),
     /// Erase a stream's events from disk for good.
     Erase(Erase),
+    /// A page of the stream catalog.
+    ListStreams(ListStreams),
 }
 
 impl Request {
@@ -146,6 +150,7 @@ impl Request {
             Request::DeleteStream(_) => Opcode::DeleteStream,
             Request::Scavenge(_) => Opcode::Scavenge,
             Request::Erase(_) => Opcode::Erase,
+            Request::ListStreams(_) => Opcode::ListStreams,
         }
     }
 
@@ -207,6 +212,10 @@ impl Request {
             Request::DeleteStream(m) => enc!(48 + m.stream.len(), m.to_wire()),
             Request::Scavenge(m) => enc!(32, m.to_wire()),
             Request::Erase(m) => enc!(16 + m.stream.len(), m.to_wire()),
+            Request::ListStreams(m) => enc!(
+                32 + m.prefix.len() + m.after.as_ref().map_or(0, |a| a.len()),
+                m.to_wire(),
+            ),
         }
     }
 
@@ -272,6 +281,9 @@ impl Request {
             }
             Opcode::Scavenge => Request::Scavenge(Scavenge::from_wire(decode_body(body, op)?)?),
             Opcode::Erase => Request::Erase(Erase::from_wire(decode_body(body, op)?, body)),
+            Opcode::ListStreams => {
+                Request::ListStreams(ListStreams::from_wire(decode_body(body, op)?, body))
+            }
         })
     }
 }
@@ -316,6 +328,8 @@ pub enum Response {
     ScavengeOk(ScavengeOk),
     /// Reply to `Erase`.
     EraseOk(EraseOk),
+    /// Reply to `ListStreams`.
+    ListStreamsOk(ListStreamsOk),
 }
 
 impl Response {
@@ -339,6 +353,7 @@ impl Response {
             Response::DeleteStreamOk(_) => Opcode::DeleteStream,
             Response::ScavengeOk(_) => Opcode::Scavenge,
             Response::EraseOk(_) => Opcode::Erase,
+            Response::ListStreamsOk(_) => Opcode::ListStreams,
         }
     }
 
@@ -394,6 +409,7 @@ impl Response {
             }
             Response::ScavengeOk(m) => enc!(160, m),
             Response::EraseOk(m) => enc!(128, m.to_wire()),
+            Response::ListStreamsOk(m) => enc!(m.size_hint(), m.to_wire()),
         }
     }
 
@@ -443,6 +459,9 @@ impl Response {
             }
             Opcode::Scavenge => Response::ScavengeOk(decode_body(body, op)?),
             Opcode::Erase => Response::EraseOk(EraseOk::from_wire(decode_body(body, op)?)),
+            Opcode::ListStreams => {
+                Response::ListStreamsOk(ListStreamsOk::from_wire(decode_body(body, op)?)?)
+            }
             Opcode::Credit => return Err(unexpected(frame, Kind::Response)),
         })
     }

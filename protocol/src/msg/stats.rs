@@ -11,6 +11,7 @@
 //!           bytes_written: uint, fsyncs: uint, conflicts: uint,
 //!           appends_per_sec: float, events_per_sec: float, fsyncs_per_sec: float,
 //!           appends_per_fsync: float, lifecycle_streams: uint,
+//!           deleted_streams: uint,
 //!           scavenges: uint, scavenge_segments: uint,
 //!           scavenge_bytes_reclaimed: uint, scavenge_todo: uint,
 //!           scavenge_done: uint, recovery: Recovery }
@@ -85,6 +86,9 @@ pub struct StatsOk {
     /// Streams with a lifecycle state (metadata, a truncation or a
     /// delete), which every read filters by.
     pub lifecycle_streams: u64,
+    /// Streams deleted now (soft, with nothing appended since, or hard),
+    /// which the catalog lists as such.
+    pub deleted_streams: u64,
     /// Scavenges completed since start.
     pub scavenges: u64,
     /// Segments rewritten by scavenges and erases since start.

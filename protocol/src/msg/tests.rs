@@ -145,6 +145,34 @@ fn stream_metadata() -> impl Strategy<Value = StreamMetadata> {
         )
 }
 
+/// A catalog entry as a server builds one: the live range within the
+/// versions, a count that matches it.
+fn stream_info() -> impl Strategy<Value = StreamInfo> {
+    (
+        "\\PC{0,24}",
+        prop::option::of(0u64..1 << 40),
+        any::<u64>(),
+        prop::option::of(deletion()),
+        stream_metadata(),
+        prop::option::of(version()),
+    )
+        .prop_map(|(stream, last, first, deleted, metadata, meta_version)| {
+            let first = last.map(|l| first % (l + 1)).filter(|_| deleted.is_none());
+            StreamInfo {
+                stream,
+                last_version: last.map(StreamVersion),
+                first_version: first.map(StreamVersion),
+                event_count: match (first, last) {
+                    (Some(f), Some(l)) => l - f + 1,
+                    _ => 0,
+                },
+                deleted,
+                metadata,
+                meta_version,
+            }
+        })
+}
+
 fn deletion() -> impl Strategy<Value = Deletion> {
     prop_oneof![Just(Deletion::Soft), Just(Deletion::Hard)]
 }
@@ -272,6 +300,13 @@ pub(crate) fn request() -> impl Strategy<Value = Request> {
         prop::option::of(1u64..)
             .prop_map(|max_bytes_per_sec| Request::Scavenge(Scavenge { max_bytes_per_sec })),
         text().prop_map(|stream| Request::Erase(Erase { stream })),
+        (text(), prop::option::of(text()), any::<u32>()).prop_map(|(prefix, after, limit)| {
+            Request::ListStreams(ListStreams {
+                prefix,
+                after,
+                limit,
+            })
+        }),
     ]
 }
 
@@ -283,7 +318,7 @@ fn stats_ok() -> impl Strategy<Value = StatsOk> {
         prop::option::of("\\PC{0,16}"),
         prop::option::of("\\PC{0,16}"),
         any::<[u64; 5]>(),
-        any::<[u64; 5]>(),
+        any::<[u64; 6]>(),
     )
         .prop_map(
             |(server_version, n, r, truncated_at, index_rebuilt, m, sc)| {
@@ -313,6 +348,7 @@ fn stats_ok() -> impl Strategy<Value = StatsOk> {
                     fsyncs_per_sec: f(2),
                     appends_per_fsync: f(3),
                     lifecycle_streams: m[4],
+                    deleted_streams: sc[5],
                     scavenges: sc[0],
                     scavenge_segments: sc[1],
                     scavenge_bytes_reclaimed: sc[2],
@@ -410,6 +446,11 @@ pub(crate) fn response() -> impl Strategy<Value = Response> {
             bytes_after: n[4],
             duration_us: n[5],
         })),
+        (
+            prop::collection::vec(stream_info(), 0..8),
+            prop::option::of("\\PC{0,24}")
+        )
+            .prop_map(|(streams, next)| Response::ListStreamsOk(ListStreamsOk { streams, next })),
         (position(), any::<[u64; 5]>()).prop_map(|(position, n)| Response::EraseOk(EraseOk {
             position,
             segments_rewritten: n[0],
@@ -1533,6 +1574,11 @@ fn lifecycle_frames() -> Vec<Frame> {
             expected: ExpectedVersion::Exact(StreamVersion(9)),
             mode: Deletion::Hard,
         }),
+        Request::ListStreams(ListStreams {
+            prefix: Text::from("account-"),
+            after: Some(stream()),
+            limit: 100,
+        }),
     ];
     let responses = [
         Response::SetMetadataOk(some_lifecycle_ok()),
@@ -1540,6 +1586,26 @@ fn lifecycle_frames() -> Vec<Frame> {
         Response::GetMetadataOk(None),
         Response::TruncateOk(some_lifecycle_ok()),
         Response::DeleteStreamOk(some_lifecycle_ok()),
+        Response::ListStreamsOk(ListStreamsOk {
+            streams: vec![
+                StreamInfo {
+                    stream: "account-1".into(),
+                    last_version: Some(StreamVersion(9)),
+                    first_version: Some(StreamVersion(5)),
+                    event_count: 5,
+                    deleted: None,
+                    metadata: some_metadata(),
+                    meta_version: Some(StreamVersion(2)),
+                },
+                StreamInfo {
+                    stream: "account-2".into(),
+                    last_version: Some(StreamVersion(3)),
+                    deleted: Some(Deletion::Hard),
+                    ..StreamInfo::default()
+                },
+            ],
+            next: Some("account-2".into()),
+        }),
     ];
     let mut frames = Vec::new();
     for r in &requests {

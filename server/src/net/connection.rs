@@ -578,6 +578,7 @@ impl Connection {
             Request::DeleteStream(d) => self.delete_stream(corr_id, d).await,
             Request::Scavenge(s) => self.scavenge(corr_id, s),
             Request::Erase(e) => self.erase(corr_id, e),
+            Request::ListStreams(l) => self.list_streams(corr_id, l).await,
             _ => {
                 self.send_error(
                     opcode,

@@ -147,6 +147,7 @@ pub fn snapshot(store: &Store, net: &NetStats, meter: &RateMeter) -> StatsOk {
             s.appends as f64 / s.fsyncs as f64
         },
         lifecycle_streams: s.lifecycle_streams,
+        deleted_streams: s.deleted_streams,
         scavenges: s.scavenges,
         scavenge_segments: s.scavenge_segments,
         scavenge_bytes_reclaimed: s.scavenge_bytes_reclaimed,

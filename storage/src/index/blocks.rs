@@ -110,6 +110,26 @@ impl<'a> BlockWriter<'a> {
         &mut self.buf
     }
 
+    /// The file offset the next byte put in the buffer will have.
+    pub fn position(&self) -> u64 {
+        self.offset + self.buf.len() as u64
+    }
+
+    /// Writes the buffer out if it holds 1 MiB or more (after
+    /// [`BlockWriter::end_blocks`], for metadata too large to buffer whole:
+    /// a table's stream names).
+    pub fn spill(&mut self) -> Result<(), StorageError> {
+        if self.buf.len() >= FLUSH_BYTES {
+            self.file
+                .write_all_at(&self.buf, self.offset)
+                .map_err(self.io("write"))?;
+            self.offset += self.buf.len() as u64;
+            self.buf.clear();
+            self.block_start = 0;
+        }
+        Ok(())
+    }
+
     /// Writes what is buffered and fdatasyncs the file (an index file must
     /// be on disk before the MANIFEST points at it). It is never written
     /// again: the store's budget of open files may close it while idle.

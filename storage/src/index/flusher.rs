@@ -34,9 +34,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::error::StorageError;
-use crate::index::ids;
 use crate::index::memtable::Memtable;
 use crate::index::table::{self, Table};
+use crate::index::{ids, names};
 use crate::shared::Shared;
 use logbook_protocol::layout;
 
@@ -236,15 +236,21 @@ fn flush_one(shared: &Shared, mem: &Arc<Memtable>, id: u64) -> Result<(), Storag
         |k| shared.hasher.hash_id(k),
     )?;
     let entries = mem.sorted_entries();
-    let table = table::write(
+    let names = mem.new_stream_names("", "", u64::MAX);
+    let table = table::write_format(
+        shared
+            .config
+            .testing
+            .table_format
+            .unwrap_or(table::FORMAT_VERSION),
         vfs,
         &shared.index_dir,
         id,
         0,
-        mem.start,
-        mem.end,
+        (mem.start, mem.end),
         entries.len() as u64,
         entries.into_iter().map(Ok),
+        names.into_iter().map(Ok),
         ids,
     )?;
     vfs.sync_dir(&shared.index_dir)
@@ -358,15 +364,20 @@ fn merge_run(shared: &Shared, run: &[Arc<Table>], id: u64) -> Result<(), Storage
         |k| shared.hasher.hash_id(k),
     )?
     .warm_if(ids_warm);
-    let merged = table::write(
+    let merged = table::write_format(
+        shared
+            .config
+            .testing
+            .table_format
+            .unwrap_or(table::FORMAT_VERSION),
         vfs,
         &shared.index_dir,
         id,
         level + 1,
-        start,
-        end,
+        (start, end),
         count,
         table::merge_iters(run.iter().map(|t| t.iter()).collect()).map(unless_closing(shared)),
+        names::merge(run.iter().map(|t| t.names_from("")).collect()),
         merged_ids,
     )?
     .warm_if(fences_warm);

@@ -134,6 +134,26 @@ impl Memtable {
         }
     }
 
+    /// The names of the streams whose version 0 is here at a position
+    /// below `below`, `>= start` and starting with `prefix`, sorted (a
+    /// table's names when flushed; a listing's share of the memtable).
+    pub fn new_stream_names(&self, start: &str, prefix: &str, below: u64) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .streams
+            .iter()
+            .filter(|(_, name, entries)| {
+                entries
+                    .first()
+                    .is_some_and(|e| e.version == 0 && e.position < below)
+                    && *name >= start
+                    && name.starts_with(prefix)
+            })
+            .map(|(_, name, _)| name.to_owned())
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     /// All entries as `(hash, entry)`, sorted by hash, then version, then
     /// position: the order of a `.sidx` table.
     pub fn sorted_entries(&self) -> Vec<(u64, Entry)> {

@@ -22,6 +22,7 @@ pub(crate) mod flusher;
 pub(crate) mod ids;
 pub(crate) mod manifest;
 pub(crate) mod memtable;
+pub(crate) mod names;
 pub(crate) mod table;
 
 use std::sync::Arc;

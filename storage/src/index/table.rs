@@ -4,7 +4,7 @@
 //! ```text
 //! header (32 bytes)
 //! 0   [8]  magic           "LGBKSIDX"
-//! 8   u32  format_version  2 (1 is still read)
+//! 8   u32  format_version  3 (1 and 2 are still read)
 //! 12  u32  header_len      32
 //! 16  u64  entry_count
 //! 24  u32  level           merge level (0: flushed from a memtable)
@@ -18,6 +18,18 @@
 //!        (the block's first key) | u32 block_crc32c | u32 entries_in_block
 //! bloom: bloom_len bytes, a bloom filter over the stream hashes, sized for
 //!        the table's distinct streams (format 1: for its entries)
+//! names (format 3): the names of the streams whose version 0 is here,
+//!        sorted, in blocks, then the name fences (see `names`)
+//!
+//! footer, format 3 (116 bytes, at the end of the file)
+//! 0..68 as format 2, then
+//! 68  u64  name_count
+//! 76  u64  names_offset        fences_offset + fences and bloom
+//! 84  u64  name_fences_offset
+//! 92  u64  name_block_count
+//! 100 u32  name_fences_crc32c
+//! 104 u32  footer_crc32c       over footer bytes 0..104
+//! 108 [8]  magic               "LGBKIEND"
 //!
 //! footer, format 2 (80 bytes, at the end of the file)
 //! 0   u64  entry_count
@@ -60,6 +72,7 @@ use crate::fs::{OpenMode, VFile, Vfs};
 use crate::index::blocks::BlockWriter;
 use crate::index::ids::IdTable;
 use crate::index::memtable::Entry;
+use crate::index::names::{self, NameFence, NamesAt};
 use logbook_protocol::le;
 
 /// Magic number opening a table.
@@ -67,11 +80,15 @@ pub const MAGIC: [u8; 8] = *b"LGBKSIDX";
 /// Magic number closing a table.
 pub const FOOTER_MAGIC: [u8; 8] = *b"LGBKIEND";
 /// Table format version written by this build.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
+/// The first format with stream names (an index of tables older than this
+/// is rebuilt from the log at open).
+pub const NAMES_FORMAT: u32 = 3;
 const HEADER_LEN: u64 = 32;
 /// Footer length of each format (index: version).
 const FOOTER_LEN_V1: u64 = 64;
 const FOOTER_LEN_V2: u64 = 80;
+const FOOTER_LEN_V3: u64 = 116;
 const ENTRY_LEN: usize = 32;
 const FENCE_LEN: usize = 32;
 /// Entries per block: 128 x 32 B = 4 KiB, one page per lookup.
@@ -180,14 +197,22 @@ pub struct Table {
     /// table): whether a merge's output should keep its own.
     looked_up: std::sync::atomic::AtomicBool,
     bloom: Bloom,
-    /// Its footer's length (by format).
-    footer_len: u64,
+    /// Its format version.
+    pub format: u32,
+    /// Where its stream names are (format 3 on).
+    names_at: Option<NamesAt>,
+    /// The name fences, once a listing needed them.
+    name_fences: std::sync::OnceLock<Vec<NameFence>>,
+    /// Bytes of the file.
+    len: u64,
     /// The event ids of the same positions (`<id>.eids`).
     pub ids: Arc<IdTable>,
 }
 
-/// Writes a table from `entries`, which must be sorted by key; `ids` is the
-/// id file of the same positions, written first. Returns the opened table.
+/// Writes a table from `entries`, which must be sorted by key, and `names`,
+/// the names of the streams whose version 0 is among them, sorted, no
+/// repeats; `ids` is the id file of the same positions, written first.
+/// Returns the opened table.
 /// The file is fsynced; the caller syncs the directory and records the
 /// table in the MANIFEST.
 #[allow(clippy::too_many_arguments)]
@@ -200,6 +225,7 @@ pub fn write(
     end_position: u64,
     entry_count: u64,
     entries: impl Iterator<Item = Result<(u64, Entry), StorageError>>,
+    names: impl Iterator<Item = Result<String, StorageError>>,
     ids: IdTable,
 ) -> Result<Table, StorageError> {
     write_format(
@@ -211,14 +237,15 @@ pub fn write(
         (start_position, end_position),
         entry_count,
         entries,
+        names,
         ids,
     )
 }
 
-/// [`write`] in format `format` (1 only for the tests that check that
-/// tables of earlier builds still open).
+/// [`write`] in format `format` (1 and 2, which have no names, only for the
+/// tests that check that tables of earlier builds still open).
 #[allow(clippy::too_many_arguments)]
-fn write_format(
+pub(crate) fn write_format(
     format: u32,
     vfs: &dyn Vfs,
     dir: &Path,
@@ -227,6 +254,7 @@ fn write_format(
     (start_position, end_position): (u64, u64),
     entry_count: u64,
     entries: impl Iterator<Item = Result<(u64, Entry), StorageError>>,
+    names: impl Iterator<Item = Result<String, StorageError>>,
     ids: IdTable,
 ) -> Result<Table, StorageError> {
     let path = dir.join(layout::table_file(id));
@@ -315,6 +343,13 @@ fn write_format(
         buf.get(meta_start..meta_start + fences.len() * FENCE_LEN)
             .unwrap_or_default(),
     );
+    let names_at = if format >= NAMES_FORMAT {
+        Some(names::write(&mut w, &path, names)?)
+    } else {
+        drop(names);
+        None
+    };
+    let buf = w.buf();
     let footer_start = buf.len();
     buf.extend_from_slice(&entry_count.to_le_bytes());
     buf.extend_from_slice(&start_position.to_le_bytes());
@@ -331,9 +366,17 @@ fn write_format(
     buf.extend_from_slice(&bloom.k.to_le_bytes());
     buf.extend_from_slice(&level.to_le_bytes());
     buf.extend_from_slice(&meta_crc.to_le_bytes());
+    if let Some(n) = &names_at {
+        buf.extend_from_slice(&n.count.to_le_bytes());
+        buf.extend_from_slice(&n.offset.to_le_bytes());
+        buf.extend_from_slice(&n.fences_offset.to_le_bytes());
+        buf.extend_from_slice(&n.blocks.to_le_bytes());
+        buf.extend_from_slice(&n.fences_crc.to_le_bytes());
+    }
     let footer_crc = crc32c::crc32c(buf.get(footer_start..).unwrap_or_default());
     buf.extend_from_slice(&footer_crc.to_le_bytes());
     buf.extend_from_slice(&FOOTER_MAGIC);
+    let len = w.position();
     w.finish()?;
     Ok(Table {
         id,
@@ -354,11 +397,10 @@ fn write_format(
         fences: std::sync::OnceLock::from(fences),
         looked_up: std::sync::atomic::AtomicBool::new(false),
         bloom,
-        footer_len: if format == 1 {
-            FOOTER_LEN_V1
-        } else {
-            FOOTER_LEN_V2
-        },
+        format,
+        names_at,
+        name_fences: std::sync::OnceLock::new(),
+        len,
         ids: Arc::new(ids),
     })
 }
@@ -409,6 +451,7 @@ impl Table {
         let footer_len = match version {
             1 => FOOTER_LEN_V1,
             2 => FOOTER_LEN_V2,
+            3 => FOOTER_LEN_V3,
             _ => {
                 return Err(StorageError::UnsupportedFormat {
                     file: path,
@@ -470,12 +513,35 @@ impl Table {
         let meta_len = block_count
             .saturating_mul(FENCE_LEN as u64)
             .saturating_add(bloom_len);
-        if entry_count.div_ceil(BLOCK_ENTRIES as u64) != block_count
+        let names_at = (version >= NAMES_FORMAT).then(|| {
+            let fences_offset = le::u64(&f, 84);
+            NamesAt {
+                count: le::u64(&f, 68),
+                offset: le::u64(&f, 76),
+                fences_offset,
+                fences_len: footer_at.saturating_sub(fences_offset),
+                blocks: le::u64(&f, 92),
+                fences_crc: le::u32(&f, 100),
+            }
+        });
+        // Where the fences and bloom end: the names, or the footer.
+        let meta_end = names_at.map_or(footer_at, |n| n.offset);
+        let names_ok = names_at.is_none_or(|n| {
+            n.offset <= n.fences_offset
+                && n.fences_offset <= footer_at
+                && n.count <= entry_count
+                && n.blocks <= n.count
+                && (n.blocks == 0) == (n.count == 0)
+                && (n.blocks == 0) == (n.fences_offset == n.offset)
+                && n.fences_len >= n.blocks.saturating_mul(22)
+        });
+        if !names_ok
+            || entry_count.div_ceil(BLOCK_ENTRIES as u64) != block_count
             || Some(fences_offset)
                 != entry_count
                     .checked_mul(ENTRY_LEN as u64)
                     .and_then(|n| n.checked_add(HEADER_LEN))
-            || fences_offset.checked_add(meta_len) != Some(footer_at)
+            || fences_offset.checked_add(meta_len) != Some(meta_end)
             || le::u64(&header, 16) != entry_count
             || bloom_k == 0
             || bloom_k > 32
@@ -502,6 +568,18 @@ impl Table {
                 expected: meta_crc,
             });
         }
+        if let Some(n) = &names_at {
+            let got =
+                crate::index::blocks::crc_of(&*file, &path, n.fences_offset, n.fences_len, 0)?;
+            if got != n.fences_crc {
+                return Err(StorageError::ChecksumMismatch {
+                    file: path,
+                    offset: n.fences_offset,
+                    got,
+                    expected: n.fences_crc,
+                });
+            }
+        }
         Ok(Table {
             id,
             path,
@@ -521,7 +599,10 @@ impl Table {
                 bits: bloom_bytes,
                 k: bloom_k,
             },
-            footer_len,
+            format: version,
+            names_at,
+            name_fences: std::sync::OnceLock::new(),
+            len,
             ids: Arc::new(ids),
         })
     }
@@ -533,11 +614,87 @@ impl Table {
 
     /// Bytes of the file.
     pub fn file_len(&self) -> u64 {
-        HEADER_LEN
-            + self.entry_count * ENTRY_LEN as u64
-            + self.fences_at.count * FENCE_LEN as u64
-            + self.bloom.bits.len() as u64
-            + self.footer_len
+        self.len
+    }
+
+    /// Whether the table has stream names (format 3 on).
+    pub fn has_names(&self) -> bool {
+        self.names_at.is_some()
+    }
+
+    /// Streams whose version 0 is here, as the footer counts them (format
+    /// 3 on).
+    pub fn name_count(&self) -> Option<u64> {
+        self.names_at.map(|n| n.count)
+    }
+
+    /// The name fences: read, checked and kept at first use.
+    fn name_fences(&self) -> Result<&[NameFence], StorageError> {
+        if let Some(f) = self.name_fences.get() {
+            return Ok(f);
+        }
+        let Some(at) = self.names_at else {
+            return Err(StorageError::Internal(format!(
+                "index table {} (format {}) has no stream names",
+                self.path.display(),
+                self.format
+            )));
+        };
+        let bytes = crate::index::blocks::read_checked(
+            &*self.file,
+            &self.path,
+            at.fences_offset,
+            at.fences_len as usize,
+            at.fences_crc,
+        )?;
+        let fences = names::parse_fences(&self.path, &at, &bytes)?;
+        Ok(self.name_fences.get_or_init(|| fences))
+    }
+
+    /// The stream names here from `start` on (inclusive), in order, reading
+    /// one name block at a time.
+    pub fn names_from(
+        self: &Arc<Self>,
+        start: &str,
+    ) -> impl Iterator<Item = Result<String, StorageError>> + use<> {
+        let table = Arc::clone(self);
+        let start = start.to_owned();
+        let mut block_i: Option<usize> = None;
+        let mut block: std::vec::IntoIter<String> = Vec::new().into_iter();
+        let mut done = false;
+        std::iter::from_fn(move || {
+            loop {
+                if done {
+                    return None;
+                }
+                if let Some(n) = block.next() {
+                    if n < start {
+                        continue;
+                    }
+                    return Some(Ok(n));
+                }
+                let fences = match table.name_fences() {
+                    Ok(f) => f,
+                    Err(e) => {
+                        done = true;
+                        return Some(Err(e));
+                    }
+                };
+                let i = block_i.map_or_else(|| names::first_block(fences, &start), |i| i + 1);
+                block_i = Some(i);
+                let Some(fence) = fences.get(i) else {
+                    done = true;
+                    return None;
+                };
+                match names::read_block(&table.file, &table.path, fence) {
+                    Ok(b) => block = b.into_iter(),
+                    Err(e) => {
+                        done = true;
+                        return Some(Err(e));
+                    }
+                }
+            }
+        })
     }
 
     /// The table, keeping its fences in memory only if `warm` (a merge's
@@ -756,7 +913,19 @@ mod tests {
         fs.create_dir_all(dir).unwrap();
         let n = v.len() as u64;
         let ids = crate::index::ids::write(fs, dir, 1, 0, n, 0, std::iter::empty(), |_| 0).unwrap();
-        write(fs, dir, 1, 0, 0, n, n, v.iter().map(|x| Ok(*x)), ids).unwrap()
+        write(
+            fs,
+            dir,
+            1,
+            0,
+            0,
+            n,
+            n,
+            v.iter().map(|x| Ok(*x)),
+            std::iter::empty(),
+            ids,
+        )
+        .unwrap()
     }
 
     /// Tables written by earlier builds (format 1, a bloom sized by
@@ -783,6 +952,7 @@ mod tests {
                 (0, n),
                 n,
                 v.iter().map(|x| Ok(*x)),
+                std::iter::empty(),
                 ids,
             )
             .unwrap();
@@ -821,17 +991,23 @@ mod tests {
         let len = file.len().unwrap();
         let mut bytes = vec![0u8; len as usize];
         file.read_exact_at(&mut bytes, 0).unwrap();
-        let footer_at = (len - FOOTER_LEN_V2) as usize;
+        let footer_at = (len - FOOTER_LEN_V3) as usize;
         for (field, value) in [
             (0usize, u64::MAX),
             (32, u64::MAX / 16),
             (40, u64::MAX - 3),
             (24, 7),
+            // The names: more than the entries, offsets past the footer or
+            // before the bloom's end, blocks without names.
+            (68, 301),
+            (76, 40),
+            (84, u64::MAX - 5),
+            (92, 1),
         ] {
             let mut b = bytes.clone();
             b[footer_at + field..footer_at + field + 8].copy_from_slice(&value.to_le_bytes());
-            let crc = crc32c::crc32c(&b[footer_at..footer_at + 68]);
-            b[footer_at + 68..footer_at + 72].copy_from_slice(&crc.to_le_bytes());
+            let crc = crc32c::crc32c(&b[footer_at..footer_at + 104]);
+            b[footer_at + 104..footer_at + 108].copy_from_slice(&crc.to_le_bytes());
             let bad = MemFs::new();
             bad.create_dir_all(Path::new("/idx")).unwrap();
             let f = bad.open(&path, OpenMode::CreateNew).unwrap();
@@ -946,6 +1122,113 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    fn write_named(fs: &MemFs, v: &[(u64, Entry)], names: &[String]) -> Arc<Table> {
+        let dir = Path::new("/idx");
+        fs.create_dir_all(dir).unwrap();
+        let n = v.len() as u64;
+        let ids = crate::index::ids::write(fs, dir, 1, 0, n, 0, std::iter::empty(), |_| 0).unwrap();
+        let t = write(
+            fs,
+            dir,
+            1,
+            0,
+            0,
+            n,
+            n,
+            v.iter().map(|x| Ok(*x)),
+            names.iter().cloned().map(Ok),
+            ids,
+        )
+        .unwrap();
+        assert_eq!(t.file_len(), fs.read_file(&t.path).unwrap().len() as u64);
+        Arc::new(t)
+    }
+
+    fn names_of(t: &Arc<Table>, start: &str) -> Result<Vec<String>, StorageError> {
+        t.names_from(start).collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// Names written come back in order, whole or from any start, from
+        /// the written table and from the file reopened.
+        #[test]
+        fn names_round_trip(
+            set in proptest::collection::btree_set("[a-c]{0,3}[\\PC]{0,40}|x{900,1024}", 0..600),
+            starts in proptest::collection::vec("[a-d\\PC]{0,6}", 4),
+        ) {
+            let names: Vec<String> = set.into_iter().filter(|n| !n.is_empty() && n.len() <= 1024).collect();
+            let v = entries(names.len().max(1) as u64 * 2, 7);
+            let fs = MemFs::new();
+            let written = write_named(&fs, &v, &names);
+            let reopened = Arc::new(Table::open(&fs, Path::new("/idx"), 1).unwrap());
+            proptest::prop_assert_eq!(reopened.name_count(), Some(names.len() as u64));
+            for t in [&written, &reopened] {
+                proptest::prop_assert_eq!(&names_of(t, "").unwrap(), &names);
+                for start in &starts {
+                    let want: Vec<String> = names.iter().filter(|n| n.as_str() >= start.as_str()).cloned().collect();
+                    proptest::prop_assert_eq!(names_of(t, start).unwrap(), want);
+                }
+            }
+        }
+    }
+
+    /// A damaged byte anywhere in the names is found: the open refuses the
+    /// table (fences, footer) or the listing fails (a block); no listing
+    /// ever returns other names.
+    #[test]
+    fn damaged_names_are_refused() {
+        let names: Vec<String> = (0..2_000).map(|i| format!("stream-{i:06}")).collect();
+        let v = entries(4_000, 7);
+        let fs = MemFs::new();
+        let t = write_named(&fs, &v, &names);
+        let at = t.names_at.unwrap();
+        assert!(at.blocks > 5, "{at:?}");
+        let good = fs.read_file(&t.path).unwrap();
+        let path = t.path.clone();
+        let mut caught = 0;
+        for i in (at.offset as usize..good.len()).step_by(97) {
+            let mut bad = good.clone();
+            bad[i] ^= 0x20;
+            fs.write_file(&path, bad);
+            match Table::open(&fs, Path::new("/idx"), 1) {
+                Err(_) => caught += 1,
+                Ok(t) => match names_of(&Arc::new(t), "") {
+                    Err(e) => {
+                        assert!(e.is_corruption(), "{e}");
+                        caught += 1;
+                    }
+                    Ok(got) => panic!("flip at {i} went unnoticed ({} names)", got.len()),
+                },
+            }
+        }
+        assert!(caught > 100);
+        fs.write_file(&path, good);
+        let t = Arc::new(Table::open(&fs, Path::new("/idx"), 1).unwrap());
+        assert_eq!(names_of(&t, "stream-001999").unwrap(), ["stream-001999"]);
+        assert!(names_of(&t, "stream-002").unwrap().is_empty());
+        // Out of order names are refused at write time.
+        let fs = MemFs::new();
+        let dir = Path::new("/idx");
+        fs.create_dir_all(dir).unwrap();
+        let ids =
+            crate::index::ids::write(&fs, dir, 1, 0, 1, 0, std::iter::empty(), |_| 0).unwrap();
+        let err = write(
+            &fs,
+            dir,
+            1,
+            0,
+            0,
+            1,
+            1,
+            entries(1, 1).into_iter().map(Ok),
+            ["b", "a"].into_iter().map(|n| Ok(n.to_owned())),
+            ids,
+        )
+        .unwrap_err();
+        assert!(matches!(err, StorageError::Internal(_)), "{err}");
     }
 
     fn bad_hash_of_first(v: &[(u64, Entry)]) -> u64 {

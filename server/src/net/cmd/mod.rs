@@ -19,11 +19,13 @@
 //! - `subscribe`: `Subscribe`, `Unsubscribe` and `Credit` (what a
 //!   subscription does once started is `subscription`'s).
 //! - `stats`: `Stats` (the snapshot is `net::stats`').
+//! - `catalog`: `ListStreams`, a page of the stream catalog.
 //! - `backup`: `BackupBegin`, `BackupRead` and `BackupEnd`, with the limits
 //!   on backup sessions per connection and per server.
 
 mod append;
 mod backup;
+mod catalog;
 mod hello;
 mod lifecycle;
 mod read;

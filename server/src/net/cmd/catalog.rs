@@ -1,0 +1,62 @@
+//! `ListStreams`: a page of the stream catalog (PROTOCOL.md §5.12), read in
+//! the reader pool (each listed stream costs an index lookup, which may be
+//! cold) within room on the outbox budget for the page.
+
+use logbook_protocol::{
+    ErrorCode, ErrorReply, ListStreams, ListStreamsOk, MAX_LIST_STREAMS, MAX_STREAM_NAME_BYTES,
+    Opcode, Response,
+};
+
+use crate::net::connection::Connection;
+use crate::net::errors::read_error;
+
+/// About how many bytes of names and metadata one page holds at most.
+const PAGE_BYTES: usize = 1 << 20;
+
+impl Connection {
+    /// Lists streams by prefix, a page at a time.
+    pub(in crate::net) async fn list_streams(&self, corr_id: u32, l: ListStreams) {
+        let opcode = Opcode::ListStreams;
+        let bad = |why: &str| ErrorReply::new(ErrorCode::BadRequest, why.to_owned());
+        if l.limit == 0 {
+            self.send_error(opcode, corr_id, bad("limit must be at least 1"));
+            return;
+        }
+        if l.prefix.len() > MAX_STREAM_NAME_BYTES
+            || l.after
+                .as_ref()
+                .is_some_and(|a| a.len() > MAX_STREAM_NAME_BYTES)
+        {
+            self.send_error(
+                opcode,
+                corr_id,
+                bad("prefix and after are at most the length of a stream name"),
+            );
+            return;
+        }
+        let Some(room) = self.reply_room(PAGE_BYTES).await else {
+            return;
+        };
+        let limit = l.limit.min(MAX_LIST_STREAMS) as usize;
+        let bytes = room.bytes().min(PAGE_BYTES);
+        let store = self.shared.store.clone();
+        let (prefix, after) = (l.prefix.to_string(), l.after.map(|a| a.to_string()));
+        let page = self
+            .shared
+            .reads
+            .run(move || store.list_streams(&prefix, after.as_deref(), limit, bytes))
+            .await;
+        match page {
+            Ok(p) => self.send(
+                corr_id,
+                opcode,
+                &Response::ListStreamsOk(ListStreamsOk {
+                    streams: p.streams,
+                    next: p.next,
+                }),
+            ),
+            Err(e) => self.send_error(opcode, corr_id, read_error(&e)),
+        }
+        drop(room);
+    }
+}
