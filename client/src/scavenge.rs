@@ -59,8 +59,12 @@ impl ScavengeOptions {
 pub struct ScavengeReport {
     /// Sealed segments that held a removed event.
     pub segments_considered: u64,
-    /// Segments rewritten without their removed events.
+    /// Segments rewritten without their removed events (merged ones
+    /// included).
     pub segments_rewritten: u64,
+    /// Of those, segments merged with the one before (each result fits in
+    /// one segment): gone as files.
+    pub segments_merged: u64,
     /// Events removed from disk.
     pub events_removed: u64,
     /// Bytes of the rewritten segments before.
@@ -141,6 +145,7 @@ impl Client {
             Response::ScavengeOk(ok) => Some(ScavengeReport {
                 segments_considered: ok.segments_considered,
                 segments_rewritten: ok.segments_rewritten,
+                segments_merged: ok.segments_merged,
                 events_removed: ok.events_removed,
                 bytes_before: ok.bytes_before,
                 bytes_after: ok.bytes_after,

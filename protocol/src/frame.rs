@@ -555,7 +555,7 @@ mod tests {
     }
 
     fn opcode() -> impl Strategy<Value = Opcode> {
-        (1u16..=18).prop_filter_map("known opcode", Opcode::from_u16)
+        (1u16..=19).prop_filter_map("known opcode", Opcode::from_u16)
     }
 
     fn header() -> impl Strategy<Value = FrameHeader> {

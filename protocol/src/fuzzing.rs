@@ -129,6 +129,7 @@ mod tests {
             Response::ScavengeOk(ScavengeOk {
                 segments_considered: 3,
                 segments_rewritten: 2,
+                segments_merged: 1,
                 events_removed: 40,
                 bytes_before: 1 << 20,
                 bytes_after: 1 << 19,

@@ -184,6 +184,16 @@ pub struct Args {
     #[arg(long, env = "LOGBOOK_MAX_SUBSCRIPTION_BYTES", default_value = "256MiB", value_parser = parse_size)]
     pub max_subscription_bytes: u64,
 
+    /// Run a scavenge every this many seconds (the first one that long
+    /// after start; skipped while one runs); 0: only when asked.
+    #[arg(long, env = "LOGBOOK_SCAVENGE_INTERVAL_SECS", default_value_t = 0)]
+    pub scavenge_interval_secs: u64,
+
+    /// Pace of the scheduled scavenges, in MiB of disk traffic per second;
+    /// 0: as fast as the disk goes.
+    #[arg(long, env = "LOGBOOK_SCAVENGE_MAX_MB_PER_SEC", default_value_t = 0)]
+    pub scavenge_max_mb_per_sec: u64,
+
     /// Bytes of appends queued for the writer (and in the group being
     /// written) before further appends wait.
     #[arg(long, env = "LOGBOOK_WRITER_QUEUE_BYTES", default_value = "64MiB", value_parser = parse_size, global = true)]
@@ -251,6 +261,10 @@ impl Args {
             write_timeout: Duration::from_secs(self.write_timeout_secs.max(1)),
             read_threads: self.read_threads.max(1),
             max_subscription_bytes: self.max_subscription_bytes.min(usize::MAX as u64) as usize,
+            scavenge_interval: (self.scavenge_interval_secs > 0)
+                .then(|| Duration::from_secs(self.scavenge_interval_secs)),
+            scavenge_max_bytes_per_sec: (self.scavenge_max_mb_per_sec > 0)
+                .then(|| self.scavenge_max_mb_per_sec.saturating_mul(1 << 20)),
             ..ServerConfig::default()
         }
     }

@@ -84,11 +84,23 @@ impl Entry {
     pub fn first_live(&self) -> u64 {
         self.state.first_live(self.last())
     }
+
+    /// Whether the stream is deleted now: hard, or soft with no event
+    /// since.
+    pub fn is_deleted(&self) -> bool {
+        self.state.is_hard_deleted() || self.state.is_soft_deleted(self.last())
+    }
 }
 
 /// The published lifecycle states.
 pub struct Lifecycles {
     map: RwLock<StreamMap<Arc<Entry>>>,
+    /// The streams' names, sorted, for the catalog (a state is never
+    /// dropped, so a name once here stays).
+    sorted: RwLock<std::collections::BTreeSet<Box<str>>>,
+    /// Streams deleted now (see [`Lifecycles::deleted`]), kept as states
+    /// are published and last versions move.
+    deleted: std::sync::atomic::AtomicI64,
     /// Number of entries, readable without the lock (0: the fast path,
     /// nothing to filter).
     count: AtomicU64,
@@ -110,6 +122,8 @@ impl Default for Lifecycles {
     fn default() -> Lifecycles {
         Lifecycles {
             map: RwLock::default(),
+            sorted: RwLock::default(),
+            deleted: std::sync::atomic::AtomicI64::new(0),
             count: AtomicU64::new(0),
             noted_through: AtomicU64::new(0),
             generation: AtomicU64::new(0),
@@ -183,8 +197,12 @@ impl Lifecycles {
             meta_version,
             last: AtomicU64::new(last.unwrap_or(NO_VERSION)),
         });
+        let change = i64::from(entry.is_deleted())
+            - i64::from(prev.as_ref().is_some_and(|p| p.is_deleted()));
+        self.deleted.fetch_add(change, Ordering::AcqRel);
         if map.insert(hash, &name, entry).is_none() {
             self.count.fetch_add(1, Ordering::Release);
+            self.sorted.write().insert(name.as_str().into());
         }
         drop(map);
         self.generation.fetch_add(1, Ordering::Release);
@@ -198,11 +216,26 @@ impl Lifecycles {
     /// append), if it has a state.
     pub fn note_last(&self, hash: u64, name: &str, last: u64) {
         if let Some(e) = self.get(hash, name) {
+            let was = e.is_deleted();
             e.last.fetch_max(last, Ordering::AcqRel);
             if e.last.load(Ordering::Acquire) == NO_VERSION {
                 e.last.store(last, Ordering::Release);
             }
+            // An append after a soft delete brings the stream back.
+            if was && !e.is_deleted() {
+                self.deleted.fetch_sub(1, Ordering::AcqRel);
+            }
         }
+    }
+
+    /// Up to `max` stream names from `start` on (inclusive), sorted.
+    pub fn names_from(&self, start: &str, max: usize) -> Vec<String> {
+        self.sorted
+            .read()
+            .range::<str, _>((std::ops::Bound::Included(start), std::ops::Bound::Unbounded))
+            .take(max)
+            .map(|n| n.to_string())
+            .collect()
     }
 
     /// The streams a scavenge must look at: those whose state changed
@@ -235,14 +268,10 @@ impl Lifecycles {
         self.dirty.lock().0 = true;
     }
 
-    /// Streams deleted now: hard, or soft with no event since (one pass
-    /// over the states, for the figures).
+    /// Streams deleted now: hard, or soft with no event since (a counter
+    /// the commit pipeline keeps, for the figures).
     pub fn deleted(&self) -> u64 {
-        self.map
-            .read()
-            .iter()
-            .filter(|(_, _, e)| e.state.is_hard_deleted() || e.state.is_soft_deleted(e.last()))
-            .count() as u64
+        self.deleted.load(Ordering::Acquire).max(0) as u64
     }
 
     /// Every state, for the writer's view and the snapshot.

@@ -296,6 +296,21 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
                 format!("header says first position {header_first}, file name says {first}"),
             ));
         }
+        let len = file.len().map_err(io("stat", &path))?;
+        if *first < expect_first
+            && let Some(footer) = read_footer(&path, &*file, len)?
+            && footer.end_position <= expect_first
+        {
+            // A segment a scavenge merged into the one before: the merge's
+            // rename landed (that one's footer covers this range), the
+            // removal of this one did not.
+            drop(file);
+            vfs.remove_file(&path).map_err(io("remove", &path))?;
+            vfs.sync_dir(&log_dir).map_err(io("sync dir", &log_dir))?;
+            tracing::warn!(file = %path.display(), "removed a segment an interrupted scavenge had merged into the one before");
+            report.removed_files.push(path);
+            continue;
+        }
         if *first != expect_first {
             return Err(StorageError::corrupt(
                 &path,
@@ -305,7 +320,6 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
                 ),
             ));
         }
-        let len = file.len().map_err(io("stat", &path))?;
         if let Some(footer) = read_footer(&path, &*file, len)? {
             if footer.first_position != *first {
                 return Err(StorageError::corrupt(

@@ -474,15 +474,16 @@ impl Shared {
     }
 
     /// Visits the entries of stream `name` from version `from` in
-    /// `direction`, with the record each lives in, until `visit` says stop.
-    /// Entries of other streams whose hash collides are skipped here.
+    /// `direction`, with the record each lives in (`None`: an event a
+    /// scavenge removed), until `visit` says stop. Entries of other streams
+    /// whose hash collides are skipped here.
     pub(crate) fn visit_stream(
         &self,
         name: &str,
         from: u64,
         direction: Direction,
         batch_hint: usize,
-        mut visit: impl FnMut(&Entry, &Located<'_>) -> Result<Visit, StorageError>,
+        mut visit: impl FnMut(&Entry, Option<&Located<'_>>) -> Result<Visit, StorageError>,
     ) -> Result<(), StorageError> {
         let hash = self.hasher.hash(name);
         let head = self.head();
@@ -589,7 +590,12 @@ impl Shared {
                                     cached = Some((seg.first_position, at, rec));
                                     at
                                 }
-                                None => continue,
+                                None => {
+                                    if let Visit::Stop = visit(e, None)? {
+                                        return Ok(());
+                                    }
+                                    continue;
+                                }
                             }
                         }
                     } else {
@@ -634,7 +640,7 @@ impl Shared {
                         path: &seg.path,
                         offset,
                     };
-                    if let Visit::Stop = visit(e, &loc)? {
+                    if let Visit::Stop = visit(e, Some(&loc))? {
                         return Ok(());
                     }
                 }
@@ -670,6 +676,9 @@ impl Shared {
         // Each event is taken out (not cloned): an entry is visited once.
         let mut decoded: Option<(u64, Vec<Option<RecordedEvent>>)> = None;
         self.visit_stream(name, from, direction, max, |e, loc| {
+            let Some(loc) = loc else {
+                return Ok(Visit::Continue);
+            };
             let key = loc.record.first_position;
             if decoded.as_ref().is_none_or(|(k, _)| *k != key) {
                 let events = loc
@@ -702,6 +711,9 @@ impl Shared {
     pub fn last_record(&self, name: &str) -> Result<Option<(Record, u64)>, StorageError> {
         let mut found = None;
         self.visit_stream(name, u64::MAX, Direction::Backward, 1, |_, loc| {
+            let Some(loc) = loc else {
+                return Ok(Visit::Continue);
+            };
             found = Some((loc.record.clone(), loc.offset));
             Ok(Visit::Stop)
         })?;

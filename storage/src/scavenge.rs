@@ -32,6 +32,15 @@
 //!    events. A stream's last event is kept (reads still skip it) when no
 //!    `$$` event records its version, so the log alone always says where
 //!    a stream's versions go on.
+//!    A rewritten segment is merged with its small sealed neighbours (both
+//!    sides, those the index covers) while the result fits in one segment:
+//!    the run is written as one file named after its first segment,
+//!    renamed over it, and the neighbours' files are removed after (a
+//!    crash in between leaves neighbours wholly inside the first's range,
+//!    which the next start removes; `verify` passes them over). So a
+//!    log scavenged again and again does not become many tiny files, and
+//!    a merge still takes one segment of extra disk at most. An erase does
+//!    not merge: it rewrites exactly the segments that hold the stream.
 //! 4. **Report**: a `$scavenged` event (segments, bytes before and after,
 //!    events removed, duration) and the counters in Stats and /metrics.
 //!
@@ -83,8 +92,10 @@ pub struct ScavengeOptions {
 pub struct ScavengeReport {
     /// Segments it considered (held a removed event, by the index).
     pub segments_considered: u64,
-    /// Segments it rewrote.
+    /// Segments it rewrote (merged ones included).
     pub segments_rewritten: u64,
+    /// Of those, segments merged into a neighbour (gone as files).
+    pub segments_merged: u64,
     /// Events it removed from disk.
     pub events_removed: u64,
     /// Bytes of the segments it rewrote, before.
@@ -97,7 +108,8 @@ pub struct ScavengeReport {
 
 impl ScavengeReport {
     fn add(&mut self, r: Rewrite) {
-        self.segments_rewritten += u64::from(r.rewritten);
+        self.segments_rewritten += u64::from(r.rewritten) + r.merged;
+        self.segments_merged += r.merged;
         self.events_removed += r.events_removed;
         self.bytes_before += r.bytes_before;
         self.bytes_after += r.bytes_after;
@@ -106,9 +118,10 @@ impl ScavengeReport {
     /// The report as JSON (the data of the `$scavenged` event).
     pub fn to_json(&self) -> String {
         format!(
-            "{{\"segments_considered\":{},\"segments_rewritten\":{},\"events_removed\":{},\"bytes_before\":{},\"bytes_after\":{},\"duration_ms\":{}}}",
+            "{{\"segments_considered\":{},\"segments_rewritten\":{},\"segments_merged\":{},\"events_removed\":{},\"bytes_before\":{},\"bytes_after\":{},\"duration_ms\":{}}}",
             self.segments_considered,
             self.segments_rewritten,
+            self.segments_merged,
             self.events_removed,
             self.bytes_before,
             self.bytes_after,
@@ -121,6 +134,8 @@ impl ScavengeReport {
 #[derive(Clone, Copy, Debug, Default)]
 struct Rewrite {
     rewritten: bool,
+    /// Segments merged into the first of its run.
+    merged: u64,
     events_removed: u64,
     bytes_before: u64,
     bytes_after: u64,
@@ -322,45 +337,52 @@ impl Shared {
         }
     }
 
-    /// Rewrites the sealed segment starting at `first` without its removed
-    /// events (see the module's doc); leaves it alone if nothing in it is
-    /// removed.
-    fn rewrite_segment(
+    /// Removed events of `seg` now, and the bytes its records would keep
+    /// (a first pass over it: a segment with nothing removed costs a read,
+    /// not a write).
+    fn removable(
         &self,
-        first: u64,
+        seg: &Segment,
+        reader: &mut segment::RecordReader,
+        now: i64,
+    ) -> Result<(u64, u64), StorageError> {
+        let (mut removed, mut kept) = (0u64, 0u64);
+        let mut walk = RecordWalk::new(seg, HEADER_LEN, seg.data_end(), None);
+        while let Some((_, rec)) = walk.next(reader)? {
+            let count = u64::from(rec.count);
+            let gone = match self.scavenge_window(&rec, now) {
+                Window::All => 0,
+                Window::None => count,
+                Window::From { first_live } => first_live - rec.first_version,
+            };
+            removed += gone;
+            // About what the kept part re-encodes to.
+            kept += rec.len() as u64 * (count - gone) / count.max(1);
+        }
+        Ok((removed, kept))
+    }
+
+    /// Rewrites `run`, consecutive sealed segments, as one segment named
+    /// after the first, without their removed events (see the module's
+    /// doc): a rewrite of one segment, or a merge of small neighbours.
+    fn rewrite_run(
+        &self,
+        run: &[Arc<Segment>],
+        removed: u64,
         throttle: &mut Throttle,
     ) -> Result<Rewrite, StorageError> {
-        let segs = Arc::clone(&self.segments.read());
-        let Some(old) = segs
-            .iter()
-            .find(|s| s.first_position == first && s.is_sealed())
-            .cloned()
-        else {
+        let (Some(old), Some(last)) = (run.first().cloned(), run.last().cloned()) else {
             return Ok(Rewrite::default());
         };
-        drop(segs);
         let vfs = &*self.config.vfs;
         let now = self.now_us();
         let mut reader = self.reader(self.config.read_chunk_bytes);
-        // A first pass finds whether anything is to be removed, so that a
-        // segment with nothing removed costs a read, not a write.
-        let mut removed = 0u64;
-        {
-            let mut walk = RecordWalk::new(&old, HEADER_LEN, old.data_end(), None);
-            while let Some((_, rec)) = walk.next(&mut reader)? {
-                removed += match self.scavenge_window(&rec, now) {
-                    Window::All => 0,
-                    Window::None => u64::from(rec.count),
-                    Window::From { first_live } => first_live - rec.first_version,
-                };
-            }
+        let mut bytes_before = 0u64;
+        for seg in run {
+            bytes_before += seg
+                .sealed_len()
+                .map_err(|e| StorageError::io("stat", &seg.path, e))?;
         }
-        if removed == 0 {
-            return Ok(Rewrite::default());
-        }
-        let bytes_before = old
-            .sealed_len()
-            .map_err(|e| StorageError::io("stat", &old.path, e))?;
         let tmp = old.path.with_extension(format!("seg{TMP_SUFFIX}"));
         let io = |op: &'static str, path: &std::path::Path| {
             let path = path.to_path_buf();
@@ -393,56 +415,61 @@ impl Shared {
             let mut buf: Vec<u8> = Vec::with_capacity(CHUNK + (64 << 10));
             let mut pidx: Vec<PidxEntry> = Vec::new();
             let mut records = 0u64;
-            let mut walk = RecordWalk::new(&old, HEADER_LEN, old.data_end(), None);
-            while let Some((at, rec)) = walk.next(&mut reader)? {
-                let w = self.scavenge_window(&rec, now);
-                if w == Window::None {
-                    continue;
-                }
-                let kept: Vec<NewEvent> = crate::read::Located {
-                    record: &rec,
-                    path: &old.path,
-                    offset: at,
-                }
-                .events()
-                .filter(|e| e.as_ref().map_or(true, |e| w.admits(e.version.0)))
-                .map(|e| {
-                    e.map(|e| NewEvent::new(e.id, e.event_type, e.data).with_metadata(e.metadata))
-                })
-                .collect::<Result<_, _>>()?;
-                let skip = u64::from(rec.count) - kept.len() as u64;
-                let first_position = rec.first_position + skip;
-                let at_out = offset + buf.len() as u64;
-                if pidx
-                    .last()
-                    .is_none_or(|p| at_out >= p.offset + PIDX_INTERVAL)
-                {
-                    pidx.push(PidxEntry {
-                        position: first_position,
-                        offset: at_out,
-                    });
-                }
-                record::encode(
-                    &mut buf,
-                    seed,
-                    &rec.stream,
-                    first_position,
-                    rec.first_version + skip,
-                    rec.timestamp_us,
-                    &kept,
-                );
-                records += 1;
-                if buf.len() >= CHUNK {
-                    file.write_all_at(&buf, offset).map_err(io("write", &tmp))?;
-                    offset += buf.len() as u64;
-                    throttle.spend(buf.len() as u64, &self.closing);
-                    buf.clear();
-                    // Written back as it goes: dirty pages piling up would
-                    // be flushed in a burst that stalls the appends'
-                    // fdatasyncs (ext4 commits the journal in order).
-                    if offset - synced >= SYNC_EVERY {
-                        file.sync_data().map_err(io("fdatasync", &tmp))?;
-                        synced = offset;
+            for seg in run {
+                let mut walk = RecordWalk::new(seg, HEADER_LEN, seg.data_end(), None);
+                while let Some((at, rec)) = walk.next(&mut reader)? {
+                    let w = self.scavenge_window(&rec, now);
+                    if w == Window::None {
+                        continue;
+                    }
+                    let kept: Vec<NewEvent> = crate::read::Located {
+                        record: &rec,
+                        path: &seg.path,
+                        offset: at,
+                    }
+                    .events()
+                    .filter(|e| e.as_ref().map_or(true, |e| w.admits(e.version.0)))
+                    .map(|e| {
+                        e.map(|e| {
+                            NewEvent::new(e.id, e.event_type, e.data).with_metadata(e.metadata)
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
+                    let skip = u64::from(rec.count) - kept.len() as u64;
+                    let first_position = rec.first_position + skip;
+                    let at_out = offset + buf.len() as u64;
+                    if pidx
+                        .last()
+                        .is_none_or(|p| at_out >= p.offset + PIDX_INTERVAL)
+                    {
+                        pidx.push(PidxEntry {
+                            position: first_position,
+                            offset: at_out,
+                        });
+                    }
+                    record::encode(
+                        &mut buf,
+                        seed,
+                        &rec.stream,
+                        first_position,
+                        rec.first_version + skip,
+                        rec.timestamp_us,
+                        &kept,
+                    );
+                    records += 1;
+                    if buf.len() >= CHUNK {
+                        file.write_all_at(&buf, offset).map_err(io("write", &tmp))?;
+                        offset += buf.len() as u64;
+                        throttle.spend(buf.len() as u64, &self.closing);
+                        buf.clear();
+                        // Written back as it goes: dirty pages piling up
+                        // would be flushed in a burst that stalls the
+                        // appends' fdatasyncs (ext4 commits the journal in
+                        // order).
+                        if offset - synced >= SYNC_EVERY {
+                            file.sync_data().map_err(io("fdatasync", &tmp))?;
+                            synced = offset;
+                        }
                     }
                 }
             }
@@ -452,7 +479,7 @@ impl Shared {
                 data_end: offset,
                 record_count: records,
                 first_position: old.first_position,
-                end_position: old.end_position(),
+                end_position: last.end_position(),
                 pidx_count: pidx.len() as u32,
                 pidx_crc: segment::pidx_crc(&pidx),
             };
@@ -473,16 +500,19 @@ impl Shared {
                 return Err(e);
             }
         };
-        if let Some(hook) = &self.config.testing.scavenge_hook {
-            (hook.0)(ScavengeStep::Written);
-        }
+        let hook = |step| {
+            if let Some(hook) = &self.config.testing.scavenge_hook {
+                (hook.0)(step);
+            }
+        };
+        hook(ScavengeStep::Written);
+        // From the rename on, the first segment covers the whole run: the
+        // others are leftovers, removed here or (after a crash) at start.
         vfs.rename(&tmp, &old.path)
             .map_err(io("rename", &old.path))?;
         vfs.sync_dir(&self.log_dir)
             .map_err(io("sync dir", &self.log_dir))?;
-        if let Some(hook) = &self.config.testing.scavenge_hook {
-            (hook.0)(ScavengeStep::Renamed);
-        }
+        hook(ScavengeStep::Renamed);
         let file = vfs
             .open(&old.path, OpenMode::Read)
             .map_err(io("open", &old.path))?;
@@ -501,29 +531,46 @@ impl Shared {
         {
             let mut segs = self.segments.write();
             let mut v = Vec::clone(&segs);
-            if let Some(slot) = v.iter_mut().find(|s| Arc::ptr_eq(s, &old)) {
-                *slot = Arc::clone(&new);
+            if let Some(at) = v.iter().position(|s| Arc::ptr_eq(s, &old)) {
+                let end = (at + run.len()).min(v.len());
+                v.splice(at..end, [Arc::clone(&new)]);
             }
             *segs = Arc::new(v);
         }
+        // Readers that hold the others keep them open (the file cache
+        // pins a file before it is removed).
+        if run.len() > 1 {
+            for seg in run.iter().skip(1) {
+                vfs.remove_file(&seg.path)
+                    .map_err(io("remove", &seg.path))?;
+                hook(ScavengeStep::Removed);
+            }
+            vfs.sync_dir(&self.log_dir)
+                .map_err(io("sync dir", &self.log_dir))?;
+        }
         self.counters
             .scavenge_segments
-            .fetch_add(1, Ordering::Relaxed);
+            .fetch_add(run.len() as u64, Ordering::Relaxed);
         self.counters
             .scavenge_bytes_reclaimed
             .fetch_add(bytes_before.saturating_sub(bytes_after), Ordering::Relaxed);
         Ok(Rewrite {
             rewritten: true,
+            merged: run.len() as u64 - 1,
             events_removed: removed,
             bytes_before,
             bytes_after,
         })
     }
 
-    /// Rewrites the sealed segments starting at `firsts`, in log order.
+    /// Rewrites the sealed segments starting at `firsts`, in log order; with
+    /// `merge`, each with its small sealed neighbours (up to `sealed`, the
+    /// end of what the index covers) while the result fits in a segment.
     pub(crate) fn rewrite_segments(
         &self,
         firsts: &BTreeSet<u64>,
+        sealed: u64,
+        merge: bool,
         options: ScavengeOptions,
     ) -> Result<ScavengeReport, StorageError> {
         let started = Instant::now();
@@ -536,11 +583,73 @@ impl Shared {
             .scavenge_todo
             .store(firsts.len() as u64, Ordering::Relaxed);
         self.counters.scavenge_done.store(0, Ordering::Relaxed);
+        let mut reader = self.reader(self.config.read_chunk_bytes);
+        // Segments rewritten or merged here, by first position (a later
+        // candidate already merged into an earlier run is done).
+        let mut done: BTreeSet<u64> = BTreeSet::new();
         for &first in firsts {
             if self.closing.load(Ordering::Relaxed) {
                 return Err(StorageError::ShuttingDown);
             }
-            report.add(self.rewrite_segment(first, &mut throttle)?);
+            if done.contains(&first) {
+                self.counters.scavenge_done.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let segs = Arc::clone(&self.segments.read());
+            let Some(at) = segs
+                .iter()
+                .position(|s| s.first_position == first && s.is_sealed())
+            else {
+                self.counters.scavenge_done.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let now = self.now_us();
+            let Some(seg) = segs.get(at) else { continue };
+            let (mut removed, kept) = self.removable(seg, &mut reader, now)?;
+            let mut run = vec![Arc::clone(seg)];
+            if merge {
+                let limit = self.config.segment_bytes;
+                let mut total = kept;
+                let mergeable = |s: &Arc<Segment>| s.is_sealed() && s.end_position() <= sealed;
+                // Small neighbours before it (not already part of a run
+                // here: those were sized when they were written), then
+                // after it.
+                let mut lo = at;
+                while let Some(prev) = lo.checked_sub(1).and_then(|i| segs.get(i)) {
+                    let len = prev.sealed_len().unwrap_or(u64::MAX);
+                    if !mergeable(prev)
+                        || done.contains(&prev.first_position)
+                        || total.saturating_add(len) > limit
+                    {
+                        break;
+                    }
+                    total += len;
+                    lo -= 1;
+                    run.insert(0, Arc::clone(prev));
+                }
+                let mut hi = at + 1;
+                while let Some(next) = segs.get(hi) {
+                    if !mergeable(next) {
+                        break;
+                    }
+                    let (gone, keeps) = if firsts.contains(&next.first_position) {
+                        self.removable(next, &mut reader, now)?
+                    } else {
+                        (0, next.sealed_len().unwrap_or(u64::MAX))
+                    };
+                    if total.saturating_add(keeps) > limit {
+                        break;
+                    }
+                    total += keeps;
+                    removed += gone;
+                    hi += 1;
+                    run.push(Arc::clone(next));
+                }
+            }
+            if removed > 0 || run.len() > 1 {
+                report.add(self.rewrite_run(&run, removed, &mut throttle)?);
+            }
+            done.extend(run.iter().map(|s| s.first_position));
             self.counters.scavenge_done.fetch_add(1, Ordering::Relaxed);
         }
         report.duration = started.elapsed();
@@ -561,6 +670,9 @@ impl Shared {
 pub enum ScavengeStep {
     /// The new file is written and synced, not renamed yet.
     Written,
-    /// Renamed over the old one, directory synced.
+    /// Renamed over the old one (the first of a merged run), directory
+    /// synced.
     Renamed,
+    /// One merged neighbour's file removed (not synced yet).
+    Removed,
 }

@@ -143,6 +143,9 @@ pub struct StoreStats {
     pub index_slowdowns: u64,
     /// Times the writer stopped until the index caught up, since start.
     pub index_stalls: u64,
+    /// Index flushes and merges that failed since start (each is retried
+    /// after a backoff; what it would have written stays readable).
+    pub index_failures: u64,
     /// Entries of sealed segments' sparse position indexes in memory (16
     /// bytes each; at most 4M: the least recently loaded are dropped).
     pub position_index_entries: u64,
@@ -701,7 +704,7 @@ impl Store {
             let sealed = sealed.last_position.0 + 1;
             self.ready_to_rewrite(sealed)?;
             let firsts = shared.segments_to_scavenge(&streams, sealed)?;
-            shared.rewrite_segments(&firsts, options)
+            shared.rewrite_segments(&firsts, sealed, true, options)
         };
         let mut report = run().inspect_err(|_| shared.lifecycle.mark_all_dirty())?;
         report.duration = started.elapsed();
@@ -750,8 +753,13 @@ impl Store {
         };
         self.ready_to_rewrite(sealed)?;
         let firsts = shared.segments_to_scavenge(&[stream.as_str().to_owned()], sealed)?;
-        let report =
-            shared.rewrite_segments(&firsts, crate::scavenge::ScavengeOptions::default())?;
+        // Exactly the segments that hold the stream: no merging.
+        let report = shared.rewrite_segments(
+            &firsts,
+            sealed,
+            false,
+            crate::scavenge::ScavengeOptions::default(),
+        )?;
         // The stream's custom metadata is gone from the snapshot too.
         {
             let _one = shared.flushing.lock();
@@ -1095,6 +1103,7 @@ impl Store {
             index_merges: c.merges.load(Ordering::Relaxed),
             index_slowdowns: c.index_slowdowns.load(Ordering::Relaxed),
             index_stalls: c.index_stalls.load(Ordering::Relaxed),
+            index_failures: c.index_failures.load(Ordering::Relaxed),
             position_index_entries: segments
                 .iter()
                 .map(|seg| seg.sealed_pidx_in_memory() as u64)

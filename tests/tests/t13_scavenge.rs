@@ -515,3 +515,38 @@ async fn erase_refuses_metadata_streams_and_bad_names() {
     drop(raw);
     server.stop().await;
 }
+
+/// With `scavenge_interval` the server scavenges on its own: removed
+/// events' disk comes back with no client asking, the report lands in
+/// `$scavenges`, and the survivors read back identical.
+#[tokio::test]
+async fn scheduled_scavenges_run_on_their_own() {
+    let server = TestServer::start_tuned(|s, c| {
+        tune(s);
+        c.scavenge_interval = Some(Duration::from_millis(20));
+        c.scavenge_max_bytes_per_sec = Some(64 << 20);
+    })
+    .await;
+    let client = Client::connect(server.addr).await.unwrap();
+    fill(&client).await;
+    delete_half(&client).await;
+    let before = survivors(&client).await;
+    // Polled: the schedule's own clock decides when it runs.
+    within(60, "a scheduled scavenge", async {
+        loop {
+            let s = client.stats().await.unwrap();
+            if s.scavenges > 0 && s.scavenge_bytes_reclaimed > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let reports = read(&client, "$scavenges").await.unwrap();
+    assert!(
+        reports.iter().any(|e| e.event_type == "$scavenged"),
+        "{reports:?}"
+    );
+    assert_eq!(survivors(&client).await, before);
+    server.stop().await;
+}

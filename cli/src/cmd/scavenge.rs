@@ -34,6 +34,8 @@ const BACKUPS_NOTE: &str = "note: backups taken before this erase still hold the
 struct ScavengeJson {
     segments_considered: u64,
     segments_rewritten: u64,
+    /// Of those, merged into the segment before (gone as files).
+    segments_merged: u64,
     events_removed: u64,
     bytes_before: u64,
     bytes_after: u64,
@@ -74,6 +76,7 @@ pub(crate) async fn scavenge(ctx: &mut Ctx, args: ScavengeArgs) -> Result<(), Fa
     let json = ScavengeJson {
         segments_considered: r.segments_considered,
         segments_rewritten: r.segments_rewritten,
+        segments_merged: r.segments_merged,
         events_removed: r.events_removed,
         bytes_before: r.bytes_before,
         bytes_after: r.bytes_after,
@@ -86,6 +89,7 @@ pub(crate) async fn scavenge(ctx: &mut Ctx, args: ScavengeArgs) -> Result<(), Fa
     let pairs = [
         ("segments considered", r.segments_considered.to_string()),
         ("segments rewritten", r.segments_rewritten.to_string()),
+        ("segments merged", r.segments_merged.to_string()),
         ("events removed", r.events_removed.to_string()),
         ("bytes before", bytes(r.bytes_before)),
         ("bytes after", bytes(r.bytes_after)),

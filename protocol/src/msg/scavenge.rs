@@ -4,8 +4,8 @@
 //! ```text
 //! Scavenge   { max_bytes_per_sec?: uint64 }
 //! ScavengeOk { segments_considered: uint64, segments_rewritten: uint64,
-//!              events_removed: uint64, bytes_before: uint64,
-//!              bytes_after: uint64, duration_us: uint64 }
+//!              segments_merged?: uint64, events_removed: uint64,
+//!              bytes_before: uint64, bytes_after: uint64, duration_us: uint64 }
 //! ```
 //!
 //! The server seals its active segment, then rewrites the sealed segments
@@ -13,8 +13,11 @@
 //! segment at most). Positions and versions never change; reads go on
 //! meanwhile. It writes a `$scavenge-started` event to the `$scavenges`
 //! stream as it starts and a `$scavenged` event (its report, as JSON) as it
-//! ends. The reply says what it did: `bytes_before` and `bytes_after` are
-//! the sizes of the segments it rewrote, before and after.
+//! ends. A rewritten segment is merged with its small sealed neighbours
+//! while the result fits in one segment: `segments_merged` of the
+//! `segments_rewritten` are gone as files, their events in the one before.
+//! The reply says what it did: `bytes_before` and `bytes_after` are the
+//! sizes of the segments it rewrote, before and after.
 //!
 //! `max_bytes_per_sec` paces its disk traffic (absent: as fast as the disk
 //! goes); `0` is out of range, so the message is malformed. One scavenge
@@ -40,8 +43,12 @@ pub struct Scavenge {
 pub struct ScavengeOk {
     /// Sealed segments that held a removed event, by the index.
     pub segments_considered: u64,
-    /// Segments rewritten without their removed events.
+    /// Segments rewritten without their removed events (merged ones
+    /// included).
     pub segments_rewritten: u64,
+    /// Of those, segments merged into a neighbour (gone as files).
+    #[serde(default)]
+    pub segments_merged: u64,
     /// Events removed from disk.
     pub events_removed: u64,
     /// Bytes of the rewritten segments before.

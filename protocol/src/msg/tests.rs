@@ -441,6 +441,7 @@ pub(crate) fn response() -> impl Strategy<Value = Response> {
         any::<[u64; 6]>().prop_map(|n| Response::ScavengeOk(ScavengeOk {
             segments_considered: n[0],
             segments_rewritten: n[1],
+            segments_merged: n[1] / 2,
             events_removed: n[2],
             bytes_before: n[3],
             bytes_after: n[4],
@@ -1925,6 +1926,7 @@ fn some_scavenge_ok() -> ScavengeOk {
     ScavengeOk {
         segments_considered: 5,
         segments_rewritten: 4,
+        segments_merged: 2,
         events_removed: 1200,
         bytes_before: 1 << 30,
         bytes_after: 300 << 20,
@@ -2047,6 +2049,7 @@ fn scavenge_and_erase_bodies_are_as_documented() {
         ("duration_us", 12_345_678),
         ("events_removed", 1200),
         ("segments_considered", 5),
+        ("segments_merged", 2),
         ("segments_rewritten", 4),
     ];
     assert_eq!(

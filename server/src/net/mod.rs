@@ -114,6 +114,13 @@ pub struct ServerConfig {
     /// expression). Default 256 MiB. A Subscribe past it is refused with
     /// `ServerBusy`.
     pub max_subscription_bytes: usize,
+    /// Run a scavenge this often, the first one an interval after start (one
+    /// already running, asked for by a client, skips a turn); `None` (the
+    /// default): only when a client asks.
+    pub scavenge_interval: Option<Duration>,
+    /// Pace of the scheduled scavenges, bytes of disk traffic per second;
+    /// `None`: as fast as the disk goes.
+    pub scavenge_max_bytes_per_sec: Option<u64>,
 }
 
 impl Default for ServerConfig {
@@ -133,6 +140,8 @@ impl Default for ServerConfig {
             write_timeout: Duration::from_secs(60),
             read_threads: 8,
             max_subscription_bytes: 256 << 20,
+            scavenge_interval: None,
+            scavenge_max_bytes_per_sec: None,
         }
     }
 }
@@ -352,6 +361,15 @@ pub async fn run_with_stats(
     let dispatcher = tokio::spawn(hub.dispatch(stop_rx.clone()));
     let sampler =
         tokio::spawn(Arc::clone(&shared.meter).run(shared.store.clone(), stop_rx.clone()));
+    if let Some(every) = shared.config.scavenge_interval {
+        // Not awaited at shutdown: a scavenge running then stops between
+        // two segments when the store closes.
+        tokio::spawn(cmd::scheduled_scavenges(
+            Arc::clone(&shared),
+            every,
+            stop_rx.clone(),
+        ));
+    }
     let mut tasks = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {

@@ -236,7 +236,7 @@ fn flush_one(shared: &Shared, mem: &Arc<Memtable>, id: u64) -> Result<(), Storag
         |k| shared.hasher.hash_id(k),
     )?;
     let entries = mem.sorted_entries();
-    let names = mem.new_stream_names("", "", u64::MAX);
+    let names = mem.new_stream_names().map(|n| Ok(n.to_owned()));
     let table = table::write_format(
         shared
             .config
@@ -250,7 +250,7 @@ fn flush_one(shared: &Shared, mem: &Arc<Memtable>, id: u64) -> Result<(), Storag
         (mem.start, mem.end),
         entries.len() as u64,
         entries.into_iter().map(Ok),
-        names.into_iter().map(Ok),
+        names,
         ids,
     )?;
     vfs.sync_dir(&shared.index_dir)
@@ -377,7 +377,7 @@ fn merge_run(shared: &Shared, run: &[Arc<Table>], id: u64) -> Result<(), Storage
         (start, end),
         count,
         table::merge_iters(run.iter().map(|t| t.iter()).collect()).map(unless_closing(shared)),
-        names::merge(run.iter().map(|t| t.names_from("")).collect()),
+        names::merge(run.iter().map(|t| t.names_from("")).collect()).map(unless_closing(shared)),
         merged_ids,
     )?
     .warm_if(fences_warm);

@@ -35,6 +35,10 @@ pub struct Memtable {
     len: usize,
     /// Streams created here (entries with version 0).
     new_streams: u64,
+    /// Their names, sorted, with the position of their version 0: a
+    /// table's names when flushed, a catalog page's share of the memtable
+    /// (a range of it, under the index lock, never a walk of every stream).
+    new_names: std::collections::BTreeMap<Box<str>, u64>,
     /// Positions covered: entries for every event in `[start, end)`.
     pub start: u64,
     /// See `start`.
@@ -87,7 +91,10 @@ impl Memtable {
             offset,
         }));
         self.len += count as usize;
-        self.new_streams += u64::from(first_version == 0 && count > 0);
+        if first_version == 0 && count > 0 {
+            self.new_streams += 1;
+            self.new_names.insert(name.into(), first_position);
+        }
         self.end = self.end.max(first_position + count);
     }
 
@@ -134,24 +141,23 @@ impl Memtable {
         }
     }
 
-    /// The names of the streams whose version 0 is here at a position
-    /// below `below`, `>= start` and starting with `prefix`, sorted (a
-    /// table's names when flushed; a listing's share of the memtable).
-    pub fn new_stream_names(&self, start: &str, prefix: &str, below: u64) -> Vec<String> {
-        let mut out: Vec<String> = self
-            .streams
-            .iter()
-            .filter(|(_, name, entries)| {
-                entries
-                    .first()
-                    .is_some_and(|e| e.version == 0 && e.position < below)
-                    && *name >= start
-                    && name.starts_with(prefix)
-            })
-            .map(|(_, name, _)| name.to_owned())
-            .collect();
-        out.sort_unstable();
-        out
+    /// The names of the streams whose version 0 is here, sorted (a
+    /// table's names when flushed).
+    pub fn new_stream_names(&self) -> impl Iterator<Item = &str> + '_ {
+        self.new_names.keys().map(|n| &**n)
+    }
+
+    /// The names from `start` on (inclusive) whose version 0 is at a
+    /// position below `below` (a reader's durable head), sorted.
+    pub fn new_stream_names_from<'a>(
+        &'a self,
+        start: &str,
+        below: u64,
+    ) -> impl Iterator<Item = &'a str> + use<'a> {
+        self.new_names
+            .range::<str, _>((std::ops::Bound::Included(start), std::ops::Bound::Unbounded))
+            .filter(move |(_, p)| **p < below)
+            .map(|(n, _)| &**n)
     }
 
     /// All entries as `(hash, entry)`, sorted by hash, then version, then

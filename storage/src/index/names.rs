@@ -185,11 +185,13 @@ pub(crate) fn parse_fences(
     Ok(fences)
 }
 
-/// Reads, checks and decodes one name block.
+/// Reads, checks and decodes one name block (`next`: the fence of the
+/// block after it, whose first name its names must all sort before).
 pub(crate) fn read_block(
     file: &Arc<dyn VFile>,
     path: &Path,
     fence: &NameFence,
+    next: Option<&NameFence>,
 ) -> Result<Vec<String>, StorageError> {
     let bytes = crate::index::blocks::read_checked(
         &**file,
@@ -213,7 +215,9 @@ pub(crate) fn read_block(
         out.push(name.to_owned());
         i += 2 + len;
     }
-    if out.len() != fence.count as usize {
+    if out.len() != fence.count as usize
+        || next.is_some_and(|n| out.last().is_some_and(|l| *l >= n.first))
+    {
         return Err(corrupt(
             path,
             fence.offset,

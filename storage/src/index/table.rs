@@ -533,6 +533,7 @@ impl Table {
                 && n.blocks <= n.count
                 && (n.blocks == 0) == (n.count == 0)
                 && (n.blocks == 0) == (n.fences_offset == n.offset)
+                && (n.blocks == 0) == (n.fences_len == 0)
                 && n.fences_len >= n.blocks.saturating_mul(22)
         });
         if !names_ok
@@ -686,7 +687,7 @@ impl Table {
                     done = true;
                     return None;
                 };
-                match names::read_block(&table.file, &table.path, fence) {
+                match names::read_block(&table.file, &table.path, fence, fences.get(i + 1)) {
                     Ok(b) => block = b.into_iter(),
                     Err(e) => {
                         done = true;

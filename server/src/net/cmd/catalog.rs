@@ -1,6 +1,7 @@
-//! `ListStreams`: a page of the stream catalog (PROTOCOL.md §5.12), read in
-//! the reader pool (each listed stream costs an index lookup, which may be
-//! cold) within room on the outbox budget for the page.
+//! `ListStreams`: a page of the stream catalog (PROTOCOL.md §5.12), built
+//! in the reader pool (never on the runtime's threads: each listed stream
+//! costs an index lookup, which may be cold, and the names come from the
+//! index tables) within room on the outbox budget for the page.
 
 use logbook_protocol::{
     ErrorCode, ErrorReply, ListStreams, ListStreamsOk, MAX_LIST_STREAMS, MAX_STREAM_NAME_BYTES,
@@ -44,7 +45,7 @@ impl Connection {
         let page = self
             .shared
             .reads
-            .run(move || store.list_streams(&prefix, after.as_deref(), limit, bytes))
+            .blocking(move || store.list_streams(&prefix, after.as_deref(), limit, bytes))
             .await;
         match page {
             Ok(p) => self.send(

@@ -34,3 +34,4 @@ mod stats;
 mod subscribe;
 
 pub(super) use backup::MAX_BACKUPS;
+pub(super) use scavenge::scheduled_scavenges;

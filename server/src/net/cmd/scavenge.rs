@@ -33,6 +33,7 @@ use logbook_protocol::{
 use logbook_storage::EraseReceipt;
 use logbook_storage::scavenge::{ScavengeOptions, ScavengeReport};
 
+use crate::net::Shared;
 use crate::net::connection::{Connection, Job};
 use crate::net::errors::{append_error, storage_error};
 
@@ -139,6 +140,47 @@ impl Connection {
     }
 }
 
+/// Runs a scavenge every `every` (`--scavenge-interval-secs`) until the
+/// server stops, skipping a turn while one (or an erase) runs. Each writes
+/// its report to `$scavenges` and the log, as one a client asks for.
+pub(in crate::net) async fn scheduled_scavenges(
+    shared: Arc<Shared>,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let Ok(turn) = Arc::clone(&shared.maintenance).try_acquire_owned() else {
+            tracing::info!("scheduled scavenge skipped: a scavenge or an erase is running");
+            continue;
+        };
+        let store = shared.store.clone();
+        let options = ScavengeOptions {
+            max_bytes_per_sec: shared.config.scavenge_max_bytes_per_sec,
+        };
+        tracing::info!(max_bytes_per_sec = ?options.max_bytes_per_sec, "scheduled scavenge started");
+        let job = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            store.scavenge(options)
+        });
+        match job.await {
+            Ok(Ok(report)) => tracing::info!(
+                segments = report.segments_rewritten,
+                merged = report.segments_merged,
+                events = report.events_removed,
+                reclaimed = report.bytes_before.saturating_sub(report.bytes_after),
+                duration_ms = report.duration.as_millis() as u64,
+                "scheduled scavenge done"
+            ),
+            Ok(Err(e)) => tracing::warn!(error = %e, "scheduled scavenge failed"),
+            Err(e) => tracing::warn!(error = %e, "scheduled scavenge panicked"),
+        }
+    }
+}
+
 /// Microseconds, saturating.
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
@@ -149,6 +191,7 @@ fn scavenge_ok(r: &ScavengeReport) -> ScavengeOk {
     ScavengeOk {
         segments_considered: r.segments_considered,
         segments_rewritten: r.segments_rewritten,
+        segments_merged: r.segments_merged,
         events_removed: r.events_removed,
         bytes_before: r.bytes_before,
         bytes_after: r.bytes_after,
