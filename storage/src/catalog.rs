@@ -284,7 +284,7 @@ impl Shared {
     /// (commit times only rise along the log), each probe looking at a few
     /// index entries: bounded work however many events expired or were
     /// removed.
-    fn first_younger(
+    pub(crate) fn first_younger(
         &self,
         stream: &str,
         first: u64,

@@ -263,6 +263,24 @@ impl Lifecycles {
         out
     }
 
+    /// Whether a scavenge may find anything to do: a stream's state
+    /// changed since the last one (or the store started), or a stream is
+    /// kept to an age or a count.
+    pub fn scavenge_due(&self) -> bool {
+        if self.is_empty() {
+            return false;
+        }
+        {
+            let dirty = self.dirty.lock();
+            if dirty.0 || !dirty.1.is_empty() {
+                return true;
+            }
+        }
+        self.map.read().iter().any(|(_, _, e)| {
+            e.state.metadata.max_age_secs.is_some() || e.state.metadata.max_count.is_some()
+        })
+    }
+
     /// Gives streams back to the dirty set (a scavenge failed).
     pub fn mark_all_dirty(&self) {
         self.dirty.lock().0 = true;

@@ -298,12 +298,14 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
         }
         let len = file.len().map_err(io("stat", &path))?;
         if *first < expect_first
+            && segments.last().is_some_and(|prev| prev.gaps)
             && let Some(footer) = read_footer(&path, &*file, len)?
+            && footer.first_position == *first
             && footer.end_position <= expect_first
         {
-            // A segment a scavenge merged into the one before: the merge's
-            // rename landed (that one's footer covers this range), the
-            // removal of this one did not.
+            // A segment a scavenge merged into the one before (a rewrite's
+            // output, which covers this whole range): the merge's rename
+            // landed, the removal of this one did not.
             drop(file);
             vfs.remove_file(&path).map_err(io("remove", &path))?;
             vfs.sync_dir(&log_dir).map_err(io("sync dir", &log_dir))?;
@@ -502,6 +504,7 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
         index_shape: std::sync::atomic::AtomicU64::new(0),
         lifecycle: crate::lifecycle::Lifecycles::default(),
         scavenging: Mutex::new(()),
+        rewrites_poisoned: false.into(),
     });
     shared.note_index_shape(&shared.index.read());
 

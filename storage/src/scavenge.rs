@@ -32,15 +32,20 @@
 //!    events. A stream's last event is kept (reads still skip it) when no
 //!    `$$` event records its version, so the log alone always says where
 //!    a stream's versions go on.
-//!    A rewritten segment is merged with its small sealed neighbours (both
-//!    sides, those the index covers) while the result fits in one segment:
-//!    the run is written as one file named after its first segment,
-//!    renamed over it, and the neighbours' files are removed after (a
-//!    crash in between leaves neighbours wholly inside the first's range,
-//!    which the next start removes; `verify` passes them over). So a
-//!    log scavenged again and again does not become many tiny files, and
-//!    a merge still takes one segment of extra disk at most. An erase does
-//!    not merge: it rewrites exactly the segments that hold the stream.
+//!    A rewritten segment is merged with its sealed neighbours at most half
+//!    full (both sides, those the index covers) while the result fits in
+//!    one segment, and runs of segments under an eighth of one are merged
+//!    wherever they are (found by their sizes, without reading): the run
+//!    is written as one file named after its first segment, renamed over
+//!    it, and the neighbours' files are removed after (a crash in between
+//!    leaves neighbours wholly inside the range of a rewritten segment,
+//!    which the next start removes and `verify` passes over). So a log
+//!    scavenged again and again does not become many small files, and a
+//!    merge still takes one segment of extra disk at most. A failure after
+//!    a rename (the directory sync, reopening the new file) leaves the
+//!    segment list apart from the files: scavenges and erases are then
+//!    refused until a restart reads the directory again. An erase does not
+//!    merge: it rewrites exactly the segments that hold the stream.
 //! 4. **Report**: a `$scavenged` event (segments, bytes before and after,
 //!    events removed, duration) and the counters in Stats and /metrics.
 //!
@@ -281,10 +286,19 @@ impl Shared {
             let Some(e) = self.lifecycle_of(name) else {
                 continue;
             };
-            let below = if e.state.is_hard_deleted() || e.state.metadata.max_age_secs.is_some() {
+            // Versions below `below` may go: all of a hard-deleted stream;
+            // with an age limit, those older than it (found by a bounded
+            // search, so that a scavenge does not read every segment that
+            // holds a stream with `max_age` each time it runs).
+            let below = if e.state.is_hard_deleted() {
                 u64::MAX
             } else {
-                e.first_live()
+                match (e.state.min_timestamp(self.now_us()), e.last()) {
+                    (Some(min_ts), Some(last)) if e.first_live() <= last => {
+                        self.first_younger(name, e.first_live(), last, min_ts)?
+                    }
+                    _ => e.first_live(),
+                }
             };
             let mut positions = self.positions_below(name, below)?;
             positions.extend(self.positions_below(
@@ -356,8 +370,15 @@ impl Shared {
                 Window::From { first_live } => first_live - rec.first_version,
             };
             removed += gone;
-            // About what the kept part re-encodes to.
-            kept += rec.len() as u64 * (count - gone) / count.max(1);
+            // What the kept part re-encodes to: the record's fixed part,
+            // and its events' share of the rest.
+            let fixed = (record::HEADER_LEN + rec.stream.len()) as u64;
+            let len = rec.len() as u64;
+            kept += match gone {
+                0 => len,
+                g if g == count => 0,
+                g => fixed + len.saturating_sub(fixed) * (count - g) / count,
+            };
         }
         Ok((removed, kept))
     }
@@ -510,12 +531,22 @@ impl Shared {
         // others are leftovers, removed here or (after a crash) at start.
         vfs.rename(&tmp, &old.path)
             .map_err(io("rename", &old.path))?;
+        // Past the rename, a failure leaves the files and the segment list
+        // apart (the list still names the old files, which readers keep
+        // reading): no rewrite may build on that list until a restart
+        // reads the directory again.
+        let poison = |e: StorageError| {
+            self.rewrites_poisoned.store(true, Ordering::Release);
+            e
+        };
         vfs.sync_dir(&self.log_dir)
-            .map_err(io("sync dir", &self.log_dir))?;
+            .map_err(io("sync dir", &self.log_dir))
+            .map_err(poison)?;
         hook(ScavengeStep::Renamed);
         let file = vfs
             .open(&old.path, OpenMode::Read)
-            .map_err(io("open", &old.path))?;
+            .map_err(io("open", &old.path))
+            .map_err(poison)?;
         let bytes_after =
             footer.data_end + segment::FOOTER_LEN + pidx.len() as u64 * segment::PIDX_ENTRY_LEN;
         let new = Arc::new(Segment::new(
@@ -531,22 +562,34 @@ impl Shared {
         {
             let mut segs = self.segments.write();
             let mut v = Vec::clone(&segs);
-            if let Some(at) = v.iter().position(|s| Arc::ptr_eq(s, &old)) {
-                let end = (at + run.len()).min(v.len());
-                v.splice(at..end, [Arc::clone(&new)]);
-            }
+            let at = v.iter().position(|s| Arc::ptr_eq(s, &old));
+            let whole = at.is_some_and(|at| {
+                v.get(at..at + run.len())
+                    .is_some_and(|w| w.iter().zip(run).all(|(a, b)| Arc::ptr_eq(a, b)))
+            });
+            let Some(at) = at.filter(|_| whole) else {
+                drop(segs);
+                return Err(poison(StorageError::Internal(
+                    "a rewritten run left the segment list".into(),
+                )));
+            };
+            v.splice(at..at + run.len(), [Arc::clone(&new)]);
             *segs = Arc::new(v);
         }
         // Readers that hold the others keep them open (the file cache
-        // pins a file before it is removed).
+        // pins a file before it is removed). One that cannot be removed
+        // now is a leftover the next start removes (its range is the new
+        // segment's): the scavenge goes on.
         if run.len() > 1 {
             for seg in run.iter().skip(1) {
-                vfs.remove_file(&seg.path)
-                    .map_err(io("remove", &seg.path))?;
+                if let Err(e) = vfs.remove_file(&seg.path) {
+                    tracing::warn!(file = %seg.path.display(), error = %e, "could not remove a merged segment; the next start removes it");
+                }
                 hook(ScavengeStep::Removed);
             }
-            vfs.sync_dir(&self.log_dir)
-                .map_err(io("sync dir", &self.log_dir))?;
+            if let Err(e) = vfs.sync_dir(&self.log_dir) {
+                tracing::warn!(error = %e, "could not sync the log directory after a merge; the next start finishes it");
+            }
         }
         self.counters
             .scavenge_segments
@@ -565,7 +608,9 @@ impl Shared {
 
     /// Rewrites the sealed segments starting at `firsts`, in log order; with
     /// `merge`, each with its small sealed neighbours (up to `sealed`, the
-    /// end of what the index covers) while the result fits in a segment.
+    /// end of what the index covers) while the result fits in a segment,
+    /// then runs of small sealed segments left anywhere (by their sizes: no
+    /// read unless a run is found).
     pub(crate) fn rewrite_segments(
         &self,
         firsts: &BTreeSet<u64>,
@@ -573,6 +618,12 @@ impl Shared {
         merge: bool,
         options: ScavengeOptions,
     ) -> Result<ScavengeReport, StorageError> {
+        if self.rewrites_poisoned.load(Ordering::Acquire) {
+            return Err(StorageError::Busy(
+                "an earlier segment rewrite failed after its rename (see the log); restart the server to complete it"
+                    .into(),
+            ));
+        }
         let started = Instant::now();
         let mut throttle = Throttle::new(options.max_bytes_per_sec);
         let mut report = ScavengeReport {
@@ -584,6 +635,12 @@ impl Shared {
             .store(firsts.len() as u64, Ordering::Relaxed);
         self.counters.scavenge_done.store(0, Ordering::Relaxed);
         let mut reader = self.reader(self.config.read_chunk_bytes);
+        let limit = self.config.segment_bytes;
+        // What a merged file adds to its records: header, footer, and a
+        // pidx entry per 4 KiB or so.
+        let overhead = HEADER_LEN + segment::FOOTER_LEN + limit / PIDX_INTERVAL * 16;
+        let mergeable = |s: &Arc<Segment>| s.is_sealed() && s.end_position() <= sealed;
+        let len_of = |s: &Arc<Segment>| s.sealed_len().unwrap_or(u64::MAX);
         // Segments rewritten or merged here, by first position (a later
         // candidate already merged into an earlier run is done).
         let mut done: BTreeSet<u64> = BTreeSet::new();
@@ -608,17 +665,17 @@ impl Shared {
             let (mut removed, kept) = self.removable(seg, &mut reader, now)?;
             let mut run = vec![Arc::clone(seg)];
             if merge {
-                let limit = self.config.segment_bytes;
-                let mut total = kept;
-                let mergeable = |s: &Arc<Segment>| s.is_sealed() && s.end_position() <= sealed;
-                // Small neighbours before it (not already part of a run
-                // here: those were sized when they were written), then
-                // after it.
+                // Neighbours at most half full join while the result fits:
+                // before it (not ones written here: those were sized when
+                // they were written), then after it.
+                let small = |len: u64| len <= limit / 2;
+                let mut total = kept + overhead;
                 let mut lo = at;
                 while let Some(prev) = lo.checked_sub(1).and_then(|i| segs.get(i)) {
-                    let len = prev.sealed_len().unwrap_or(u64::MAX);
+                    let len = len_of(prev);
                     if !mergeable(prev)
                         || done.contains(&prev.first_position)
+                        || !small(len)
                         || total.saturating_add(len) > limit
                     {
                         break;
@@ -629,15 +686,16 @@ impl Shared {
                 }
                 let mut hi = at + 1;
                 while let Some(next) = segs.get(hi) {
+                    let len = len_of(next);
                     if !mergeable(next) {
                         break;
                     }
                     let (gone, keeps) = if firsts.contains(&next.first_position) {
                         self.removable(next, &mut reader, now)?
                     } else {
-                        (0, next.sealed_len().unwrap_or(u64::MAX))
+                        (0, len)
                     };
-                    if total.saturating_add(keeps) > limit {
+                    if !small(keeps) || total.saturating_add(keeps) > limit {
                         break;
                     }
                     total += keeps;
@@ -651,6 +709,40 @@ impl Shared {
             }
             done.extend(run.iter().map(|s| s.first_position));
             self.counters.scavenge_done.fetch_add(1, Ordering::Relaxed);
+        }
+        if merge {
+            // Runs of small segments anywhere (those the scavenges' own
+            // seals leave, or earlier rewrites): each at most an eighth of
+            // a segment, merged while the result stays under a segment, so
+            // a log does not turn into many small files and no run is
+            // rewritten again and again once it is big.
+            let tiny = limit / 8;
+            let segs = Arc::clone(&self.segments.read());
+            let mut i = 0;
+            while i < segs.len() {
+                if self.closing.load(Ordering::Relaxed) {
+                    return Err(StorageError::ShuttingDown);
+                }
+                let mut run: Vec<Arc<Segment>> = Vec::new();
+                let mut total = overhead;
+                while let Some(s) = segs.get(i + run.len()) {
+                    let len = len_of(s);
+                    if !mergeable(s) || len > tiny || total.saturating_add(len) > limit {
+                        break;
+                    }
+                    total += len;
+                    run.push(Arc::clone(s));
+                }
+                if run.len() > 1 {
+                    let now = self.now_us();
+                    let mut removed = 0;
+                    for s in &run {
+                        removed += self.removable(s, &mut reader, now)?.0;
+                    }
+                    report.add(self.rewrite_run(&run, removed, &mut throttle)?);
+                }
+                i += run.len().max(1);
+            }
         }
         report.duration = started.elapsed();
         Ok(report)

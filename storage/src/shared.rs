@@ -110,6 +110,10 @@ pub struct Shared {
     pub lifecycle: crate::lifecycle::Lifecycles,
     /// Held by a running scavenge or erase: one at a time.
     pub scavenging: Mutex<()>,
+    /// Set when a segment rewrite failed after its rename: the segment
+    /// list no longer matches the files, so scavenges and erases are
+    /// refused until a restart.
+    pub rewrites_poisoned: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {

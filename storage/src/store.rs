@@ -708,9 +708,19 @@ impl Store {
         };
         let mut report = run().inspect_err(|_| shared.lifecycle.mark_all_dirty())?;
         report.duration = started.elapsed();
-        shared.counters.scavenges.fetch_add(1, Ordering::Relaxed);
+        // Counted once its report is in the log: Stats never shows a
+        // scavenge whose `$scavenged` event cannot be read yet.
         self.system_event(SCAVENGED, report.to_json().into_bytes(), false)?;
+        shared.counters.scavenges.fetch_add(1, Ordering::Relaxed);
         Ok(report)
+    }
+
+    /// Whether a scavenge may find anything to remove now (a stream's
+    /// lifecycle changed since the last one, or since start, or a stream
+    /// has `max_age` or `max_count`): a scheduled scavenge skips its turn
+    /// when not, instead of sealing a segment for nothing.
+    pub fn scavenge_due(&self) -> bool {
+        self.inner.shared.lifecycle.scavenge_due()
     }
 
     /// Erases `stream` for good (the right to be forgotten): a hard delete

@@ -262,7 +262,10 @@ pub fn verify_with_progress(
         } else {
             None
         };
-        if first < expect && footer.is_some_and(|f| f.end_position <= expect) {
+        if first < expect
+            && segments.last().is_some_and(|prev| prev.gaps)
+            && footer.is_some_and(|f| f.first_position == first && f.end_position <= expect)
+        {
             // A segment a scavenge merged into the one before (the merge's
             // rename landed, the removal of this one did not): the next
             // start removes it. Its events are in the one before.

@@ -196,7 +196,9 @@ fn half_the_streams_deleted_then_scavenged_gives_half_the_log_back() {
     // A second scavenge has nothing to do and reads no segment.
     let again = store.scavenge(ScavengeOptions::default()).unwrap();
     assert_eq!(again.segments_considered, 0);
-    assert_eq!(again.segments_rewritten, 0);
+    // At most the small segments the two scavenges' own seals left, merged.
+    assert_eq!(again.events_removed, 0);
+    assert!(again.bytes_before < 8 << 10, "{again:?}");
     // Restarted, and verified.
     store.close().unwrap();
     let v = verify(&config(dir.path()), |_| {}).unwrap();
@@ -262,7 +264,9 @@ fn a_reader_crossing_segments_while_they_are_rewritten_sees_every_survivor_once(
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    for s in (0..3000).step_by(3) {
+    // Two streams in three deleted: the rewritten segments are a third
+    // full, so they are merged too.
+    for s in (0..3000).filter(|s| s % 3 != 1) {
         rt.block_on(store.delete_stream(
             &StreamName::new(format!("acct-{s}")).unwrap(),
             ExpectedVersion::Any,
@@ -290,6 +294,7 @@ fn a_reader_crossing_segments_while_they_are_rewritten_sees_every_survivor_once(
     }
     let report = scavenger.join().unwrap();
     assert!(report.segments_rewritten > 0);
+    assert!(report.segments_merged > 0, "{report:?}");
     // The two `$scavenges` events came after `expected` was taken.
     let got: Vec<RecordedEvent> = got
         .into_iter()
@@ -378,22 +383,30 @@ fn crashes_and_disk_errors_at_every_step_of_a_rewrite() {
         }
         let _ = store.scavenge(ScavengeOptions::default());
         let image = fs.crash(CrashMode::TornUnsynced { seed: n });
-        store.abandon();
+        // The disk heals and the same process scavenges again: done, or
+        // refused until a restart (the failure came after a rename, or the
+        // writer stopped at its seal); the reads stay whole either way.
         fs.clear_faults();
-        let store = Store::open(cfg(&image)).unwrap();
+        let _ = store.scavenge(ScavengeOptions::default());
         same(&live(&store), &expected);
-        store.close().unwrap();
-        let v = verify(&cfg(&image), |_| {}).unwrap();
-        assert!(
-            v.problems.is_empty(),
-            "case {n} {on_sync}: {:?}",
-            v.problems
-        );
-        // And a scavenge after the restart finishes the job.
-        let store = Store::open(cfg(&image)).unwrap();
-        store.scavenge(ScavengeOptions::default()).unwrap();
-        same(&live(&store), &expected);
-        store.close().unwrap();
+        let retried = fs.crash(CrashMode::TornUnsynced { seed: n + 1 });
+        store.abandon();
+        for image in [image, retried] {
+            let store = Store::open(cfg(&image)).unwrap();
+            same(&live(&store), &expected);
+            store.close().unwrap();
+            let v = verify(&cfg(&image), |_| {}).unwrap();
+            assert!(
+                v.problems.is_empty(),
+                "case {n} {on_sync}: {:?}",
+                v.problems
+            );
+            // And a scavenge after the restart finishes the job.
+            let store = Store::open(cfg(&image)).unwrap();
+            store.scavenge(ScavengeOptions::default()).unwrap();
+            same(&live(&store), &expected);
+            store.close().unwrap();
+        }
         cases += 1;
     }
     assert!(cases > 10);

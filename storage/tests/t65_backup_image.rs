@@ -151,3 +151,84 @@ fn images_taken_during_appends_open_with_exactly_their_events() {
         assert_eq!(r.first_position.0, position);
     }
 }
+
+/// Images taken before a scavenge and in the middle of one (right after a
+/// merged segment was renamed over the first of its run), copied only once
+/// the scavenge has rewritten, merged and removed the files they name,
+/// open as stores serving exactly the live events of their moment, and
+/// verify.
+#[test]
+fn images_taken_before_and_during_a_scavenge_stay_whole() {
+    use logbook_protocol::lifecycle::Deletion;
+    use logbook_storage::scavenge::{ScavengeOptions, ScavengeStep};
+    let dir = tempfile::tempdir().unwrap();
+    let taken: Arc<std::sync::Mutex<Vec<BackupImage>>> = Arc::default();
+    let handle: Arc<std::sync::Mutex<Option<Store>>> = Arc::default();
+    let mut config = small(dir.path());
+    {
+        let (taken, handle) = (Arc::clone(&taken), Arc::clone(&handle));
+        config.testing.scavenge_hook = Some(logbook_storage::ScavengeHook(Arc::new(move |step| {
+            let mut taken = taken.lock().unwrap();
+            if step == ScavengeStep::Renamed && taken.len() < 3 {
+                let store = handle.lock().unwrap().clone().unwrap();
+                taken.push(store.backup_image().unwrap());
+            }
+        })));
+    }
+    let store = Store::open(config).unwrap();
+    *handle.lock().unwrap() = Some(store.clone());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    for i in 0..600u64 {
+        store
+            .append_blocking(
+                &name(&format!("s{}", i % 60)),
+                ExpectedVersion::Any,
+                evs(i * 4, 1 + i % 3),
+            )
+            .unwrap();
+    }
+    for s in (0..60).filter(|s| s % 3 != 0) {
+        rt.block_on(store.delete_stream(
+            &name(&format!("s{s}")),
+            ExpectedVersion::Any,
+            Deletion::Soft,
+        ))
+        .unwrap();
+    }
+    let live = |store: &Store| -> Vec<logbook_protocol::RecordedEvent> {
+        let mut out = Vec::new();
+        let mut from = None;
+        loop {
+            let s = store.read_all(from, Direction::Forward, 1000).unwrap();
+            out.extend(
+                s.events
+                    .into_iter()
+                    .filter(|e| e.stream.as_str() != "$scavenges"),
+            );
+            match s.next {
+                Some(n) => from = Some(n),
+                None => return out,
+            }
+        }
+    };
+    let expected = live(&store);
+    let before = store.backup_image().unwrap();
+    let report = store.scavenge(ScavengeOptions::default()).unwrap();
+    assert!(report.segments_merged > 0, "{report:?}");
+    let mut images = vec![before];
+    images.extend(std::mem::take(&mut *taken.lock().unwrap()));
+    assert!(images.len() >= 2);
+    for image in &images {
+        let copy = tempfile::tempdir().unwrap();
+        write_image(image, copy.path());
+        let restored = Store::open(small(copy.path())).unwrap();
+        assert_eq!(live(&restored), expected);
+        restored.close().unwrap();
+        let v = logbook_storage::verify(&small(copy.path()), |_| {}).unwrap();
+        assert!(v.problems.is_empty(), "{:?}", v.problems);
+    }
+    *handle.lock().unwrap() = None;
+    store.close().unwrap();
+}

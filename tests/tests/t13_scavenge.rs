@@ -165,7 +165,8 @@ async fn scavenge_gives_the_disk_back_and_the_survivors_read_back_identical() {
     let report = client.scavenge(ScavengeOptions::default()).await.unwrap();
     assert!(report.segments_considered >= 2, "{report:?}");
     assert!(report.segments_rewritten >= 2, "{report:?}");
-    assert!(report.segments_rewritten <= report.segments_considered);
+    // Merged neighbours count as rewritten too.
+    assert!(report.segments_rewritten >= report.segments_merged);
     assert_eq!(report.events_removed, (STREAMS / 2 * EVENTS) as u64);
     assert!(report.bytes_after < report.bytes_before, "{report:?}");
     // About half of each rewritten segment was deleted events.

@@ -153,6 +153,10 @@ pub(in crate::net) async fn scheduled_scavenges(
             () = tokio::time::sleep(every) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+        if !shared.store.scavenge_due() {
+            tracing::debug!("scheduled scavenge skipped: nothing to remove");
+            continue;
+        }
         let Ok(turn) = Arc::clone(&shared.maintenance).try_acquire_owned() else {
             tracing::info!("scheduled scavenge skipped: a scavenge or an erase is running");
             continue;
