@@ -112,6 +112,7 @@ mod checkpoint;
 mod client;
 mod conn;
 mod error;
+pub mod es;
 mod options;
 mod read;
 mod scavenge;

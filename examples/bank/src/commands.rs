@@ -1,8 +1,11 @@
 //! The command side: load an account, decide, append with the exact
-//! expected version, and on a conflict load and decide again.
+//! expected version, and on a conflict load and decide again, through the
+//! client's aggregate repository ([`logbook_client::es::Repository`]): this
+//! module is the worked example of it.
 //!
 //! ```text
 //! Bank::withdraw(id, 75.00)
+//!   Repository::<BankAccount>::run(account-<id>, command id, decide):
 //!   loop (at most max_attempts):
 //!     load:   latest snapshot of account-<id>-snapshots (read backward, 1)
 //!             + events of account-<id> after the version it covers
@@ -26,7 +29,7 @@
 //! an id ([`CommandId`]; fresh by default, or the caller's, e.g. an
 //! idempotency key). The ids of the events it decides are derived from it
 //! (a name-based UUID of the command id and the event's index), and each
-//! event's metadata names it (`{"command_id": "..."}`). So:
+//! event's metadata names it (`"$commandId"`). So:
 //! - a retry of the very append (a lost reply) carries the same event ids
 //!   and content: the server answers with the original result, even if
 //!   other commands wrote to the account in between (event ids are unique
@@ -37,77 +40,67 @@
 //!   there is answered as done without deciding again;
 //! - if it was applied before all of those, deciding again yields the same
 //!   event ids, and the server refuses them as duplicates
-//!   (`DuplicateEventId`), which also means "already applied".
+//!   (`DuplicateEventId`), which also means "already applied" (accounts
+//!   written by earlier versions of the demo, whose metadata said
+//!   `command_id`, are covered by this rule).
 //!
 //! **Snapshots are a cache.** An account's state after version `v` is
 //! appended to its snapshot stream as `Snapshot {"version": v, "state":
-//! ...}`; loading starts from the latest one. They are never needed for
-//! correctness: an unreadable snapshot (say, from an older program with a
-//! different state shape) is ignored and the account replayed from the
-//! start, and a failed snapshot write only makes the next load longer.
+//! ..., "commands": [...]}`; loading starts from the latest one. They are
+//! never needed for correctness: an unreadable snapshot (say, from an older
+//! program with a different state shape) is ignored and the account
+//! replayed from the start, and a failed snapshot write only makes the next
+//! load longer.
 
 use std::collections::VecDeque;
 
-use futures::TryStreamExt;
-use logbook_client::{
-    Client, Error as ClientError, EventId, ExpectedVersion, NewEvent, ReadStreamOptions,
-    RecordedEvent, StreamVersion,
+use logbook_client::es::{
+    Aggregate, Event, EventError, EventMeta, ExecuteError, Executed, Repository, RepositoryOptions,
 };
+use logbook_client::{Client, Error as ClientError, StreamVersion};
 use serde::{Deserialize, Serialize};
-use tracing::warn;
-use uuid::Uuid;
 
-use crate::domain::{AccountEvent, AccountId, BankAccount, DecodeError, DomainError, Money};
+use crate::domain::{AccountEvent, AccountId, BankAccount, DomainError, Money};
+
+pub use logbook_client::es::CommandId;
 
 /// Event type of the snapshot events in `account-<id>-snapshots`.
-pub const SNAPSHOT_TYPE: &str = "Snapshot";
+pub const SNAPSHOT_TYPE: &str = logbook_client::es::SNAPSHOT_TYPE;
 
 /// Command ids a snapshot remembers (the latest ones applied to the
 /// account), so that a command sent again is found even when its events
 /// are older than the snapshot.
 pub const REMEMBERED_COMMANDS: usize = 256;
 
-/// A command's identity: the same id sent again applies once.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct CommandId(pub Uuid);
-
-impl CommandId {
-    /// A fresh id (time-ordered).
-    pub fn new() -> CommandId {
-        CommandId(Uuid::now_v7())
+/// The account's events as the repository stores them: the domain's own
+/// encoding (event type and JSON payload), schema 1.
+impl Event for AccountEvent {
+    fn schema_version(_event_type: &str) -> u32 {
+        1
     }
 
-    /// The id of the `index`-th event the command decides: a name-based
-    /// (v5) UUID of the command id and the index, so that deciding again
-    /// gives the same ids.
-    pub fn event_id(&self, index: usize) -> EventId {
-        EventId(*Uuid::new_v5(&self.0, &(index as u64).to_le_bytes()).as_bytes())
+    fn encode(&self) -> Result<(String, serde_json::Value), EventError> {
+        let (event_type, data) = AccountEvent::encode(self);
+        let data = serde_json::from_slice(&data).map_err(|e| EventError::Encode(e.to_string()))?;
+        Ok((event_type.to_owned(), data))
     }
-}
 
-impl Default for CommandId {
-    fn default() -> Self {
-        CommandId::new()
-    }
-}
-
-impl std::fmt::Display for CommandId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
+    fn decode(event_type: &str, data: serde_json::Value) -> Result<Self, EventError> {
+        let bad = |reason: String| EventError::Decode {
+            event_type: event_type.to_owned(),
+            version: 1,
+            reason,
+        };
+        let bytes = serde_json::to_vec(&data).map_err(|e| bad(e.to_string()))?;
+        AccountEvent::decode(event_type, &bytes).map_err(|e| bad(e.to_string()))
     }
 }
 
-impl std::str::FromStr for CommandId {
-    type Err = uuid::Error;
-    fn from_str(s: &str) -> Result<CommandId, uuid::Error> {
-        Uuid::parse_str(s).map(CommandId)
+impl Aggregate for BankAccount {
+    type Event = AccountEvent;
+    fn apply(&mut self, event: &AccountEvent) {
+        *self = std::mem::take(self).apply(event);
     }
-}
-
-/// The metadata of an event a command decided.
-#[derive(Serialize, Deserialize)]
-struct EventMetadata {
-    command_id: CommandId,
 }
 
 /// How the command side behaves.
@@ -152,15 +145,13 @@ pub enum CommandError {
         attempts: u32,
     },
     /// An event of the account cannot be read, so no decision is safe.
-    #[error("event {version} of {stream} is unreadable: {source}")]
+    #[error("an event of {stream} is unreadable: {source}")]
     BadEvent {
         /// The stream.
         stream: String,
-        /// The event's version.
-        version: StreamVersion,
         /// Why.
         #[source]
-        source: DecodeError,
+        source: EventError,
     },
     /// The event store failed (unreachable, timed out, ...).
     #[error("{0}")]
@@ -191,19 +182,15 @@ impl Loaded {
         self.commands.contains(&command)
     }
 
-    fn remember(&mut self, command: CommandId) {
-        if self.commands.back() != Some(&command) {
-            self.commands.push_back(command);
-            while self.commands.len() > REMEMBERED_COMMANDS {
-                self.commands.pop_front();
-            }
+    fn of(id: AccountId, l: logbook_client::es::Loaded<BankAccount>) -> Loaded {
+        Loaded {
+            id,
+            state: l.state,
+            version: l.version,
+            snapshot: l.snapshot_version,
+            events_replayed: l.replayed,
+            commands: l.commands,
         }
-    }
-
-    /// Events in the stream past the snapshot loaded.
-    fn since_snapshot(&self) -> u64 {
-        let version = |v: Option<StreamVersion>| v.map_or(0, |v| v.0 + 1);
-        version(self.version).saturating_sub(version(self.snapshot))
     }
 }
 
@@ -245,19 +232,24 @@ pub struct Snapshot {
 /// The command side, over one client connection. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Bank {
-    client: Client,
-    options: BankOptions,
+    accounts: Repository<BankAccount>,
 }
 
 impl Bank {
     /// The command side over `client`.
     pub fn new(client: Client, options: BankOptions) -> Bank {
-        Bank { client, options }
+        let mut repo_options = RepositoryOptions::default()
+            .snapshot_every(options.snapshot_every)
+            .max_attempts(options.max_attempts);
+        repo_options.remembered_commands = REMEMBERED_COMMANDS;
+        Bank {
+            accounts: Repository::new(client).with_options(repo_options),
+        }
     }
 
     /// The client it writes through.
     pub fn client(&self) -> &Client {
-        &self.client
+        self.accounts.client()
     }
 
     /// Opens account `id` (a fresh one if `None`).
@@ -324,8 +316,7 @@ impl Bank {
     /// Runs a decision against account `id`: load, decide, append with the
     /// exact expected version, and again on a conflict (up to
     /// [`BankOptions::max_attempts`] rounds). `decide` may run several
-    /// times, must depend only on the state it is given, and returns at
-    /// least one event (the server refuses an empty append).
+    /// times and must depend only on the state it is given.
     pub async fn execute<F>(&self, id: AccountId, decide: F) -> Result<Outcome, CommandError>
     where
         F: Fn(&BankAccount) -> Result<Vec<AccountEvent>, DomainError>,
@@ -346,222 +337,63 @@ impl Bank {
         F: Fn(&BankAccount) -> Result<Vec<AccountEvent>, DomainError>,
     {
         let stream = id.stream();
-        for attempt in 1..=self.options.max_attempts.max(1) {
-            let loaded = self.load(id).await?;
-            if loaded.applied(command) {
-                return Ok(Outcome {
-                    id,
-                    version: loaded.version.unwrap_or(StreamVersion(0)),
-                    state: loaded.state,
-                    attempts: attempt,
-                    applied_earlier: true,
-                });
-            }
-            let events = decide(&loaded.state).map_err(|reason| CommandError::Rejected {
-                account: id,
-                reason,
+        let ran = self
+            .accounts
+            .run(&stream, command, EventMeta::default(), decide)
+            .await
+            .map_err(|e| match e {
+                ExecuteError::Rejected(reason) => CommandError::Rejected {
+                    account: id,
+                    reason,
+                },
+                ExecuteError::Conflict { attempts } => CommandError::Contention {
+                    account: id,
+                    attempts,
+                },
+                ExecuteError::Event(source) => CommandError::BadEvent {
+                    stream: stream.clone(),
+                    source,
+                },
+                ExecuteError::Client(e) => CommandError::Store(e),
             })?;
-            let expected = match loaded.version {
-                Some(version) => ExpectedVersion::Exact(version),
-                None => ExpectedVersion::NoStream,
-            };
-            let batch = events
-                .iter()
-                .enumerate()
-                .map(|(i, e)| encode(e, command, i))
-                .collect();
-            match self.client.append(stream.as_str(), expected, batch).await {
-                Ok(appended) => {
-                    let state = events.iter().fold(loaded.state.clone(), BankAccount::apply);
-                    let grown = events.len() as u64;
-                    if self.options.snapshot_every > 0
-                        && loaded.since_snapshot() + grown >= self.options.snapshot_every
-                    {
-                        let mut commands = loaded.commands.clone();
-                        commands.push_back(command);
-                        self.write_snapshot(id, appended.last_version, &state, commands)
-                            .await;
-                    }
-                    return Ok(Outcome {
-                        id,
-                        state,
-                        version: appended.last_version,
-                        attempts: attempt,
-                        applied_earlier: false,
-                    });
-                }
-                Err(ClientError::WrongExpectedVersion { .. }) => continue,
-                // Our own event ids are stored, with other content: this
-                // command was applied before, decided from an older state.
-                Err(ClientError::DuplicateEventId { id: stored, .. })
-                    if (0..events.len()).any(|i| command.event_id(i) == stored) =>
-                {
-                    let now = self.load(id).await?;
-                    return Ok(Outcome {
-                        id,
-                        version: now.version.unwrap_or(StreamVersion(0)),
-                        state: now.state,
-                        attempts: attempt,
-                        applied_earlier: true,
-                    });
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(CommandError::Contention {
-            account: id,
-            attempts: self.options.max_attempts.max(1),
+        Ok(Outcome {
+            id,
+            state: ran.state,
+            version: ran.version.unwrap_or(StreamVersion(0)),
+            attempts: ran.attempts,
+            applied_earlier: matches!(ran.executed, Executed::AlreadyApplied),
         })
     }
 
     /// Loads account `id`: its latest snapshot, then the events after it.
     pub async fn load(&self, id: AccountId) -> Result<Loaded, CommandError> {
-        match self.latest_snapshot(id).await? {
-            Some(snapshot) => {
-                self.replay(
-                    id,
-                    snapshot.state,
-                    Some(snapshot.version),
-                    snapshot.commands,
-                )
-                .await
-            }
-            None => {
-                self.replay(id, BankAccount::default(), None, VecDeque::new())
-                    .await
-            }
-        }
+        let stream = id.stream();
+        self.accounts
+            .load(&stream)
+            .await
+            .map(|l| Loaded::of(id, l))
+            .map_err(|e| load_error(stream, e))
     }
 
     /// Loads account `id` from its first event, ignoring snapshots: what
     /// loading costs without them (`bank bench-load`), and a cross-check.
     pub async fn load_without_snapshot(&self, id: AccountId) -> Result<Loaded, CommandError> {
-        self.replay(id, BankAccount::default(), None, VecDeque::new())
-            .await
-    }
-
-    /// The latest readable snapshot of account `id`, if any.
-    async fn latest_snapshot(&self, id: AccountId) -> Result<Option<Snapshot>, CommandError> {
-        let stream = id.snapshot_stream();
-        let newest = ReadStreamOptions::default().backward().max_count(1);
-        let page = match self.client.read_stream_page(stream.as_str(), newest).await {
-            Ok(page) => page,
-            Err(ClientError::StreamNotFound { .. }) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        let Some(event) = page.events.first() else {
-            return Ok(None);
-        };
-        match serde_json::from_slice::<Snapshot>(&event.data) {
-            Ok(snapshot) if event.event_type.as_str() == SNAPSHOT_TYPE => Ok(Some(snapshot)),
-            Ok(_) => Ok(None),
-            Err(e) => {
-                warn!(%stream, version = %event.version, error = %e, "ignoring an unreadable snapshot");
-                Ok(None)
-            }
-        }
-    }
-
-    /// Folds the events of account `id` after `from` (all of them if
-    /// `None`) into `state`.
-    async fn replay(
-        &self,
-        id: AccountId,
-        state: BankAccount,
-        from: Option<StreamVersion>,
-        commands: VecDeque<CommandId>,
-    ) -> Result<Loaded, CommandError> {
-        let mut loaded = Loaded {
-            id,
-            state,
-            version: from,
-            snapshot: from,
-            events_replayed: 0,
-            commands,
-        };
         let stream = id.stream();
-        let mut options = ReadStreamOptions::default();
-        if let Some(covered) = from {
-            options = options.from(StreamVersion(covered.0 + 1));
-        }
-        let mut events = self.client.read_stream(stream.as_str(), options);
-        loop {
-            let recorded = match events.try_next().await {
-                Ok(Some(recorded)) => recorded,
-                Ok(None) => break,
-                // A stream nobody wrote to: an account never opened.
-                Err(ClientError::StreamNotFound { .. }) => break,
-                Err(e) => return Err(e.into()),
-            };
-            let event = decode(&stream, &recorded)?;
-            loaded.state = loaded.state.apply(&event);
-            loaded.version = Some(recorded.version);
-            loaded.events_replayed += 1;
-            // Events of older programs carry no command id.
-            if let Ok(meta) = serde_json::from_slice::<EventMetadata>(&recorded.metadata) {
-                loaded.remember(meta.command_id);
-            }
-        }
-        Ok(loaded)
-    }
-
-    /// Appends a snapshot of `state` at `version`. A failure is logged, not
-    /// returned: the command it follows has already succeeded, and a
-    /// missing snapshot only makes loading longer.
-    async fn write_snapshot(
-        &self,
-        id: AccountId,
-        version: StreamVersion,
-        state: &BankAccount,
-        mut commands: VecDeque<CommandId>,
-    ) {
-        while commands.len() > REMEMBERED_COMMANDS {
-            commands.pop_front();
-        }
-        let snapshot = Snapshot {
-            version,
-            state: state.clone(),
-            commands,
-        };
-        let data = match serde_json::to_vec(&snapshot) {
-            Ok(data) => data,
-            Err(e) => {
-                warn!(account = %id, error = %e, "cannot encode a snapshot");
-                return;
-            }
-        };
-        let event = NewEvent::new(EventId::new_v7(), SNAPSHOT_TYPE, data);
-        // `Any`: snapshots of racing commands may land out of order. That is
-        // harmless: each says which version it covers, and loading replays
-        // whatever follows it.
-        let stream = id.snapshot_stream();
-        if let Err(e) = self
-            .client
-            .append(stream.as_str(), ExpectedVersion::Any, vec![event])
+        self.accounts
+            .load_without_snapshot(&stream)
             .await
-        {
-            warn!(account = %id, error = %e, "snapshot not written");
-        }
+            .map(|l| Loaded::of(id, l))
+            .map_err(|e| load_error(stream, e))
     }
 }
 
-/// The `index`-th event decided by `command`, with its derived id and the
-/// command id in its metadata.
-fn encode(event: &AccountEvent, command: CommandId, index: usize) -> NewEvent {
-    let (event_type, data) = event.encode();
-    let metadata = serde_json::to_vec(&EventMetadata {
-        command_id: command,
-    })
-    .unwrap_or_default();
-    NewEvent::new(command.event_id(index), event_type, data).with_metadata(metadata)
-}
-
-fn decode(stream: &str, recorded: &RecordedEvent) -> Result<AccountEvent, CommandError> {
-    AccountEvent::decode(&recorded.event_type, &recorded.data).map_err(|source| {
-        CommandError::BadEvent {
-            stream: stream.to_owned(),
-            version: recorded.version,
-            source,
+fn load_error(stream: String, e: ExecuteError<std::convert::Infallible>) -> CommandError {
+    match e {
+        ExecuteError::Event(source) => CommandError::BadEvent { stream, source },
+        ExecuteError::Client(e) => CommandError::Store(e),
+        ExecuteError::Rejected(never) => match never {},
+        ExecuteError::Conflict { .. } => {
+            CommandError::Store(ClientError::Internal("a load does not conflict".into()))
         }
-    })
+    }
 }

@@ -1,0 +1,128 @@
+//! Event sourcing on top of the client: typed events, schema evolution by
+//! upcasting, an aggregate repository, and correlation metadata.
+//!
+//! # A short guide
+//!
+//! **Events are a serde enum.** One variant per event type; the stored
+//! event type is the variant name and the data its content, as JSON (or
+//! MessagePack: [`Format`]). Implement [`SerdeEvent`] (nothing to write for
+//! an externally tagged enum), or [`Event`] for another representation:
+//!
+//! ```
+//! use logbook_client::es::{SerdeEvent, EventMeta, Format, encode};
+//! use logbook_client::EventId;
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Debug, PartialEq, Serialize, Deserialize)]
+//! enum AccountEvent {
+//!     Opened { owner: String },
+//!     Deposited { cents: i64 },
+//! }
+//! impl SerdeEvent for AccountEvent {}
+//!
+//! let new = encode(&AccountEvent::Deposited { cents: 250 }, EventId::new_v7(), &EventMeta::default(), Format::Json).unwrap();
+//! assert_eq!(&*new.event_type, "Deposited");
+//! assert_eq!(&new.data[..], br#"{"cents":250}"#);
+//! ```
+//!
+//! Append with [`encode`] (or let a [`Repository`] do it); read with
+//! [`Client::read_typed`](crate::Client::read_typed), or [`decode`] any
+//! [`RecordedEvent`](crate::RecordedEvent) (from `read_all`, a
+//! subscription).
+//!
+//! **Schema versions.** Each event's metadata says which schema version of
+//! its type the data was written in (`"$schema"`, from
+//! [`Event::schema_version`], 1 by default). When a type's data changes
+//! shape, raise its version and register an upcaster from the old one
+//! ([`Upcasters::register`]: data of version `v` to data of `v + 1`, or to
+//! another type with [`Upcasters::register_renaming`]). Reads take old
+//! events through the chain (v1 -> v2 -> v3) to the current version; the
+//! stored events are never rewritten. An event whose chain does not reach
+//! the current version is an error ([`EventError::NoUpcaster`]), never a
+//! silent misread. Keep the upcasters for as long as old events exist.
+//!
+//! **Aggregates.** An [`Aggregate`] is state rebuilt from its stream's
+//! events (`apply`, which never fails). A [`Repository`] runs a command: it
+//! loads the aggregate (its latest snapshot from `<stream>-snapshots`, then
+//! the events after it), calls your decision with the state, appends the
+//! events it returns with the exact expected version, and if another
+//! writer got there first, loads and decides again: two handlers racing on
+//! one aggregate never lose an update, and each decision is made against
+//! the state it will be appended to. Every
+//! [`RepositoryOptions::snapshot_every`] events it writes a snapshot (a
+//! cache: an unreadable one is ignored).
+//!
+//! **Commands apply once.** Each command has a [`CommandId`] (fresh, or
+//! your idempotency key). Its events' ids derive from it, and their
+//! metadata names it (`"$commandId"`), so a command sent again after a
+//! lost reply or a crash is found and answered
+//! [`Executed::AlreadyApplied`]: among the latest applied (the loaded
+//! events and the snapshot's memory of the last 256), or refused by the
+//! server as a duplicate of stored event ids.
+//!
+//! **Correlation and causation.** [`EventMeta`] is the metadata convention:
+//! `"$correlationId"` (the first event of a chain; an event without one is
+//! its own), `"$causationId"` (the event this one answers) and
+//! `"$traceparent"` (the W3C trace context), plus your own keys. A handler
+//! that reacts to an event appends with [`EventMeta::caused_by`] and the
+//! chain can be followed event by event (`logbook read --json` shows the
+//! metadata). [`Repository::execute`] gives each command a trace context
+//! if it has none and runs in a `tracing` span carrying it.
+//!
+//! **Tracing.** [`Repository::execute`] and [`Repository::load`] run in
+//! `tracing` spans (`logbook.execute` with the stream, the command id and
+//! the trace context). The trace context travels in the events' metadata,
+//! so consumers can continue the trace; the server does not yet open spans
+//! of its own joined to it, and no OpenTelemetry exporter is built in.
+//!
+//! The bank demo (`examples/bank`, `src/commands.rs`) is the worked
+//! example: `BankAccount` is an [`Aggregate`], its `AccountEvent` an
+//! [`Event`] with its own encoding, and its command side a [`Repository`]
+//! (conflict retries, command ids, snapshots every 100 events).
+
+mod repository;
+mod typed;
+mod upcast;
+
+pub use repository::{
+    Aggregate, CommandId, ExecuteError, Executed, Loaded, Ran, Repository, RepositoryOptions,
+    SNAPSHOT_TYPE, new_traceparent,
+};
+pub use typed::{
+    CAUSATION_KEY, COMMAND_KEY, CORRELATION_KEY, Event, EventError, EventMeta, FORMAT_KEY, Format,
+    SCHEMA_KEY, SerdeEvent, TRACEPARENT_KEY, Typed, decode, encode,
+};
+pub use upcast::Upcasters;
+
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+
+use crate::{Client, ReadStreamOptions};
+
+/// Why a typed read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TypedError {
+    /// The server or the connection failed.
+    #[error(transparent)]
+    Client(#[from] crate::Error),
+    /// An event could not be read as the application's type.
+    #[error(transparent)]
+    Event(#[from] EventError),
+}
+
+impl Client {
+    /// Reads `stream` as events of type `E`, each upcast to its current
+    /// schema version through `upcasters` (see [`crate::es`]).
+    pub fn read_typed<E: Event>(
+        &self,
+        stream: impl Into<crate::Text>,
+        options: ReadStreamOptions,
+        upcasters: Arc<Upcasters>,
+    ) -> impl Stream<Item = Result<Typed<E>, TypedError>> + Send + 'static {
+        self.read_stream(stream, options).map(move |r| match r {
+            Ok(event) => decode(event, &upcasters).map_err(TypedError::from),
+            Err(e) => Err(TypedError::from(e)),
+        })
+    }
+}
