@@ -452,7 +452,10 @@ async fn correlation_and_causation_follow_a_chain_of_handlers() {
     let second = read_typed(&client, "ledger-1").await.remove(0);
     assert_eq!(second.meta.correlation_id, Some(root.recorded.id));
     assert_eq!(second.meta.causation_id, Some(root.recorded.id));
-    assert_eq!(second.meta.traceparent, root.meta.traceparent);
+    // The same trace, a span of its own.
+    let trace = |t: &Typed<AccountEvent>| t.meta.traceparent.clone().unwrap();
+    assert_eq!(trace(&second)[..36], trace(&root)[..36]);
+    assert_ne!(trace(&second), trace(&root));
     // And another to that.
     repo.execute(
         "audit-1",
@@ -465,9 +468,107 @@ async fn correlation_and_causation_follow_a_chain_of_handlers() {
     let third = read_typed(&client, "audit-1").await.remove(0);
     assert_eq!(third.meta.correlation_id, Some(root.recorded.id));
     assert_eq!(third.meta.causation_id, Some(second.recorded.id));
+    assert!(trace(&third).starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+    assert!(trace(&third).ends_with("-01"));
+    server.stop().await;
+}
+
+/// A soft-deleted aggregate starts over: its snapshot is not applied to
+/// the events written after the delete, whose versions go on.
+#[tokio::test]
+async fn a_soft_deleted_aggregate_starts_over() {
+    let server = TestServer::start().await;
+    let client = Client::connect(server.addr).await.unwrap();
+    let repo = Repository::<Account>::new(client.clone())
+        .with_options(RepositoryOptions::default().snapshot_every(5));
+    for _ in 0..6 {
+        repo.execute("gone", CommandId::new(), EventMeta::default(), |_| {
+            Ok::<_, String>(vec![deposit(10)])
+        })
+        .await
+        .unwrap();
+    }
     assert_eq!(
-        third.meta.traceparent.as_deref(),
-        Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        repo.load("gone").await.unwrap().snapshot_version,
+        Some(StreamVersion(4))
+    );
+    client
+        .delete_stream("gone", ExpectedVersion::Any, logbook_client::Deletion::Soft)
+        .await
+        .unwrap();
+    let loaded = repo.load("gone").await.unwrap();
+    assert_eq!((loaded.state.balance, loaded.version), (0, None));
+    let r = repo
+        .run("gone", CommandId::new(), EventMeta::default(), |_| {
+            Ok::<_, String>(vec![deposit(3)])
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.state.balance, 3);
+    assert_eq!(r.version, Some(StreamVersion(6)));
+    let loaded = repo.load("gone").await.unwrap();
+    assert_eq!(loaded.state.balance, 3);
+    assert_eq!(loaded.state.events, 1);
+    server.stop().await;
+}
+
+/// A command sent again long after (its id no longer among the remembered
+/// ones) is still applied once, whether it decides the same events (an
+/// exact resend the server answers with the original result) or other ones
+/// (refused as duplicates); the same command id on another aggregate is
+/// an error, not "applied".
+#[tokio::test]
+async fn old_commands_sent_again_apply_once_and_ids_are_not_shared() {
+    let server = TestServer::start().await;
+    let client = Client::connect(server.addr).await.unwrap();
+    let repo = Repository::<Account>::new(client.clone()).with_options(
+        RepositoryOptions::default()
+            .snapshot_every(0)
+            .remembered_commands(1),
+    );
+    let meta = EventMeta::default()
+        .with_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+    let old = CommandId::new();
+    repo.execute("once", old, meta.clone(), |_| {
+        Ok::<_, String>(vec![deposit(5)])
+    })
+    .await
+    .unwrap();
+    for _ in 0..3 {
+        repo.execute("once", CommandId::new(), EventMeta::default(), |_| {
+            Ok::<_, String>(vec![deposit(1)])
+        })
+        .await
+        .unwrap();
+    }
+    let same = repo
+        .execute("once", old, meta.clone(), |_| {
+            Ok::<_, String>(vec![deposit(5)])
+        })
+        .await
+        .unwrap();
+    assert_eq!(same, Executed::AlreadyApplied);
+    let other = repo
+        .execute("once", old, EventMeta::default(), |_| {
+            Ok::<_, String>(vec![deposit(6), deposit(7)])
+        })
+        .await
+        .unwrap();
+    assert_eq!(other, Executed::AlreadyApplied);
+    assert_eq!(repo.load("once").await.unwrap().state.balance, 8);
+    let elsewhere = repo
+        .execute("twice", old, EventMeta::default(), |_| {
+            Ok::<_, String>(vec![deposit(5)])
+        })
+        .await;
+    assert!(
+        matches!(
+            elsewhere,
+            Err(ExecuteError::Client(
+                logbook_client::Error::DuplicateEventId { .. }
+            ))
+        ),
+        "{elsewhere:?}"
     );
     server.stop().await;
 }

@@ -56,9 +56,21 @@
 //! your idempotency key). Its events' ids derive from it, and their
 //! metadata names it (`"$commandId"`), so a command sent again after a
 //! lost reply or a crash is found and answered
-//! [`Executed::AlreadyApplied`]: among the latest applied (the loaded
-//! events and the snapshot's memory of the last 256), or refused by the
-//! server as a duplicate of stored event ids.
+//! [`Executed::AlreadyApplied`]: among the latest applied (the last 256 of
+//! the loaded events and the snapshot's memory), or, older, recognised by
+//! the server from its event ids (an exact resend is answered with the
+//! original result, a different decision refused as a duplicate). Sent
+//! again after the state moved on, a command older than the remembered
+//! ones is decided again first: if that decision now refuses it, the
+//! refusal is what you get, though it was applied. A command id is one
+//! aggregate's: the same id on another stream is an error.
+//!
+//! **Deleting and truncating aggregates.** A soft-deleted aggregate starts
+//! over from its next event (its snapshot is dropped; its versions go on).
+//! Truncate an aggregate's stream only at or below its latest snapshot:
+//! loading starts from the snapshot and checks that the events follow it,
+//! and a stream without a usable snapshot is folded from its live events
+//! only.
 //!
 //! **Correlation and causation.** [`EventMeta`] is the metadata convention:
 //! `"$correlationId"` (the first event of a chain; an event without one is
@@ -72,8 +84,11 @@
 //! **Tracing.** [`Repository::execute`] and [`Repository::load`] run in
 //! `tracing` spans (`logbook.execute` with the stream, the command id and
 //! the trace context). The trace context travels in the events' metadata,
-//! so consumers can continue the trace; the server does not yet open spans
-//! of its own joined to it, and no OpenTelemetry exporter is built in.
+//! so consumers continue the trace ([`EventMeta::caused_by`]: same trace,
+//! a new span id), and the server's debug log of each append names it
+//! (`traceparent`), so the server's side of a call is found by the trace
+//! id. No OpenTelemetry exporter is built in yet: a `tracing` subscriber
+//! with one (e.g. `tracing-opentelemetry`) sees the spans.
 //!
 //! The bank demo (`examples/bank`, `src/commands.rs`) is the worked
 //! example: `BankAccount` is an [`Aggregate`], its `AccountEvent` an
@@ -83,6 +98,7 @@
 mod repository;
 mod typed;
 mod upcast;
+mod variant;
 
 pub use repository::{
     Aggregate, CommandId, ExecuteError, Executed, Loaded, Ran, Repository, RepositoryOptions,

@@ -114,6 +114,12 @@ impl RepositoryOptions {
         self
     }
 
+    /// Sets [`RepositoryOptions::remembered_commands`].
+    pub fn remembered_commands(mut self, commands: usize) -> Self {
+        self.remembered_commands = commands;
+        self
+    }
+
     /// Sets [`RepositoryOptions::format`].
     pub fn format(mut self, format: Format) -> Self {
         self.format = format;
@@ -313,8 +319,34 @@ impl<A: Aggregate> Repository<A> {
         stream: &str,
         use_snapshot: bool,
     ) -> Result<Loaded<A>, ExecuteError<E>> {
+        if use_snapshot && let Some(loaded) = self.load_from(stream, true).await? {
+            return Ok(loaded);
+        }
+        Ok(self
+            .load_from::<E>(stream, false)
+            .await?
+            .unwrap_or_else(|| Loaded {
+                state: A::default(),
+                version: None,
+                snapshot_version: None,
+                replayed: 0,
+                commands: VecDeque::new(),
+            }))
+    }
+
+    /// Loads from the latest snapshot (`None` if the events after it do not
+    /// follow it: the stream was deleted, or truncated past it, since), or
+    /// from the first live event.
+    async fn load_from<E>(
+        &self,
+        stream: &str,
+        use_snapshot: bool,
+    ) -> Result<Option<Loaded<A>>, ExecuteError<E>> {
         let snapshot = if use_snapshot {
-            self.latest_snapshot(stream).await?
+            match self.latest_snapshot(stream).await? {
+                Some(s) => Some(s),
+                None => return Ok(None),
+            }
         } else {
             None
         };
@@ -339,9 +371,19 @@ impl<A: Aggregate> Repository<A> {
             .await;
         let events = match events {
             Ok(e) => e,
+            // Deleted since the snapshot: start over (as a new aggregate).
+            Err(Error::StreamNotFound { .. }) if snapshot_version.is_some() => return Ok(None),
             Err(Error::StreamNotFound { .. }) => Vec::new(),
             Err(e) => return Err(e.into()),
         };
+        // The events must follow the snapshot: a stream soft-deleted and
+        // written again, or truncated past the snapshot, starts over from
+        // its live events. (Without a snapshot, a stream truncated or kept
+        // to a count is folded from its live events: truncate an
+        // aggregate's stream only at or below its latest snapshot.)
+        if snapshot_version.is_some() && events.first().is_some_and(|e| e.version.0 != from) {
+            return Ok(None);
+        }
         for recorded in events {
             version = Some(recorded.version);
             let typed = decode::<A::Event>(recorded, &self.upcasters)?;
@@ -356,13 +398,13 @@ impl<A: Aggregate> Repository<A> {
                 }
             }
         }
-        Ok(Loaded {
+        Ok(Some(Loaded {
             state,
             version,
             snapshot_version,
             replayed,
             commands,
-        })
+        }))
     }
 
     async fn latest_snapshot(&self, stream: &str) -> Result<Option<Snapshot<A>>, Error> {
@@ -377,6 +419,12 @@ impl<A: Aggregate> Repository<A> {
         let latest = match page {
             Ok(mut e) => e.pop(),
             Err(Error::StreamNotFound { .. }) => None,
+            // A cache: one that cannot be read (hard-deleted, say) is not
+            // there; only a failing server or connection is an error.
+            Err(e) if !e.is_retryable() => {
+                warn!(stream, error = %e, "ignoring the snapshot stream");
+                None
+            }
             Err(e) => return Err(e),
         };
         let latest = latest.filter(|e| e.event_type.as_str() == SNAPSHOT_TYPE);
@@ -421,6 +469,11 @@ impl<A: Aggregate> Repository<A> {
     ) -> Result<Ran<A>, ExecuteError<E>> {
         let mut meta = meta;
         meta.command_id = Some(id.0);
+        // One command's events share a correlation: its first event's id
+        // when it starts a chain.
+        if meta.correlation_id.is_none() {
+            meta.correlation_id = Some(id.event_id(0));
+        }
         if meta.traceparent.is_none() {
             meta.traceparent = Some(new_traceparent());
         }
@@ -467,6 +520,12 @@ impl<A: Aggregate> Repository<A> {
                 .version
                 .map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
             match self.client.append(stream, expected, batch).await {
+                // An exact resend of a batch stored before the version loaded
+                // (the same command, sent again with the same metadata) is
+                // answered with the original result: applied before.
+                Ok(result) if loaded.version.is_some_and(|v| result.first_version <= v) => {
+                    return Ok(unchanged(Executed::AlreadyApplied, loaded));
+                }
                 Ok(result) => {
                     let (state, snapshot) = self
                         .maybe_snapshot(stream, loaded, &events, id, result)
@@ -487,8 +546,12 @@ impl<A: Aggregate> Repository<A> {
                 }
                 // Its own events are stored already (decided from an older
                 // state by an earlier sending): it was applied before.
-                Err(Error::DuplicateEventId { id: stored, .. })
-                    if (0..events.len()).any(|i| id.event_id(i) == stored) =>
+                Err(Error::DuplicateEventId {
+                    id: stored,
+                    stream: ref holder,
+                    ..
+                }) if (0..events.len()).any(|i| id.event_id(i) == stored)
+                    && (holder == stream || holder.is_empty()) =>
                 {
                     let now = self.load_inner::<E>(stream, true).await?;
                     return Ok(unchanged(Executed::AlreadyApplied, now));
@@ -516,7 +579,7 @@ impl<A: Aggregate> Repository<A> {
         }
         let every = self.options.snapshot_every;
         let covered = loaded.snapshot_version.map_or(0, |v| v.0 + 1);
-        if every == 0 || result.last_version.0 + 1 - covered < every {
+        if every == 0 || (result.last_version.0 + 1).saturating_sub(covered) < every {
             return (state, false);
         }
         let mut commands = loaded.commands;

@@ -115,27 +115,30 @@ impl<T: SerdeEvent> Event for T {
     }
 
     fn encode(&self) -> Result<(String, Value), EventError> {
-        match serde_json::to_value(self).map_err(|e| EventError::Encode(e.to_string()))? {
-            // A unit variant.
-            Value::String(name) => Ok((name, Value::Null)),
-            Value::Object(map) if map.len() == 1 => {
-                let (name, data) = map
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| EventError::Encode("an empty object is not an event".into()))?;
-                Ok((name, data))
-            }
-            _ => Err(EventError::Encode(
-                "not an externally tagged enum variant: override Event::encode".into(),
-            )),
-        }
+        // The variant's name from serde itself (not guessed from the JSON's
+        // shape: a struct with one field would pass for a variant).
+        let name =
+            super::variant::variant_name(self).map_err(|e| EventError::Encode(e.to_string()))?;
+        let data =
+            match serde_json::to_value(self).map_err(|e| EventError::Encode(e.to_string()))? {
+                // A unit variant.
+                Value::String(_) => Value::Null,
+                Value::Object(mut map) => map.remove(name).ok_or_else(|| {
+                    EventError::Encode(format!("variant {name} is not externally tagged"))
+                })?,
+                _ => {
+                    return Err(EventError::Encode(format!(
+                        "variant {name} is not externally tagged"
+                    )));
+                }
+            };
+        Ok((name.to_owned(), data))
     }
 
     fn decode(event_type: &str, data: Value) -> Result<Self, EventError> {
-        let tagged = match data {
-            Value::Null => Value::String(event_type.to_owned()),
-            data => Value::Object(Map::from_iter([(event_type.to_owned(), data)])),
-        };
+        // `{"Variant": null}` reads as a unit variant and as a newtype
+        // variant whose content is null (`Cleared(None)`) alike.
+        let tagged = Value::Object(Map::from_iter([(event_type.to_owned(), data)]));
         serde_json::from_value(tagged).map_err(|e| EventError::Decode {
             event_type: event_type.to_owned(),
             version: <T as SerdeEvent>::schema_version(event_type),
@@ -166,13 +169,14 @@ pub struct EventMeta {
 impl EventMeta {
     /// Metadata for events appended in response to `cause`: same
     /// correlation id (the cause's own id if it had none), the cause as
-    /// causation, and its trace context.
+    /// causation, and its trace continued (same trace id, a new span id,
+    /// as W3C trace context asks of each hop).
     pub fn caused_by(cause: &RecordedEvent) -> EventMeta {
         let theirs = EventMeta::of(cause);
         EventMeta {
             correlation_id: Some(theirs.correlation_id.unwrap_or(cause.id)),
             causation_id: Some(cause.id),
-            traceparent: theirs.traceparent,
+            traceparent: theirs.traceparent.as_deref().map(next_span),
             ..EventMeta::default()
         }
     }
@@ -183,7 +187,8 @@ impl EventMeta {
         self
     }
 
-    /// Adds an application key.
+    /// Adds an application key (keys starting with `$` are the
+    /// convention's: they are not written).
     pub fn with(mut self, key: impl Into<String>, value: impl Into<Value>) -> EventMeta {
         self.extra.insert(key.into(), value.into());
         self
@@ -216,12 +221,24 @@ impl EventMeta {
     }
 
     fn to_json(&self, id: EventId, schema: u32, format: Format) -> Vec<u8> {
-        let mut map = self.extra.clone();
+        // The convention's own keys are this type's fields: an application
+        // key starting with `$` could be taken for one, so none is kept.
+        let mut map: Map<String, Value> = self
+            .extra
+            .iter()
+            .filter(|(k, _)| !k.starts_with('$'))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let uuid = |e: EventId| Value::String(uuid::Uuid::from_bytes(e.0).hyphenated().to_string());
         map.insert(SCHEMA_KEY.into(), schema.into());
-        if format == Format::MessagePack {
-            map.insert(FORMAT_KEY.into(), "msgpack".into());
-        }
+        map.insert(
+            FORMAT_KEY.into(),
+            match format {
+                Format::Json => "json",
+                Format::MessagePack => "msgpack",
+            }
+            .into(),
+        );
         map.insert(
             CORRELATION_KEY.into(),
             uuid(self.correlation_id.unwrap_or(id)),
@@ -236,6 +253,19 @@ impl EventMeta {
             map.insert(COMMAND_KEY.into(), c.hyphenated().to_string().into());
         }
         serde_json::to_vec(&Value::Object(map)).unwrap_or_default()
+    }
+}
+
+/// `traceparent` with a new span id (the same trace); one that is not a
+/// version-00 trace context is kept as it is.
+fn next_span(traceparent: &str) -> String {
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    match parts.as_slice() {
+        ["00", trace, span, flags] if trace.len() == 32 && span.len() == 16 => {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            format!("00-{trace}-{}-{flags}", &id[..16])
+        }
+        _ => traceparent.to_owned(),
     }
 }
 
@@ -277,12 +307,21 @@ pub fn decode<E: Event>(
     upcasters: &Upcasters,
 ) -> Result<Typed<E>, EventError> {
     let raw: Value = serde_json::from_slice(&event.metadata).unwrap_or(Value::Null);
-    let version = raw
-        .get(SCHEMA_KEY)
-        .and_then(Value::as_u64)
-        .map_or(1, |v| v.min(u64::from(u32::MAX)) as u32);
-    let msgpack = raw.get(FORMAT_KEY).and_then(Value::as_str) == Some("msgpack");
     let stored_type = event.event_type.to_string();
+    // No `$schema`: written before the application versioned it, 1. One
+    // that is not a version is an error, never a guess.
+    let version = match raw.get(SCHEMA_KEY) {
+        None => 1,
+        Some(v) => v
+            .as_u64()
+            .and_then(|v| u32::try_from(v).ok())
+            .ok_or_else(|| EventError::Decode {
+                event_type: stored_type.clone(),
+                version: 0,
+                reason: format!("{SCHEMA_KEY} is not a schema version: {v}"),
+            })?,
+    };
+    let msgpack = raw.get(FORMAT_KEY).and_then(Value::as_str) == Some("msgpack");
     let bad = |reason: String| EventError::Decode {
         event_type: stored_type.clone(),
         version,
@@ -322,6 +361,7 @@ mod tests {
         Unit,
         Tuple(u32),
         Named { a: String },
+        Cleared(Option<u32>),
     }
     impl SerdeEvent for E {}
 
@@ -331,6 +371,20 @@ mod tests {
         b: u32,
     }
     impl SerdeEvent for NotAnEnum {}
+
+    /// A struct of one field looks like a variant in JSON; it is refused.
+    #[derive(Serialize, Deserialize)]
+    struct OneField {
+        cents: i64,
+    }
+    impl SerdeEvent for OneField {}
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(tag = "type")]
+    enum Internally {
+        A { x: u32 },
+    }
+    impl SerdeEvent for Internally {}
 
     fn recorded(new: NewEvent) -> RecordedEvent {
         RecordedEvent {
@@ -348,7 +402,13 @@ mod tests {
     #[test]
     fn every_variant_shape_round_trips_in_both_formats() {
         for format in [Format::Json, Format::MessagePack] {
-            for e in [E::Unit, E::Tuple(7), E::Named { a: "x".into() }] {
+            for e in [
+                E::Unit,
+                E::Tuple(7),
+                E::Named { a: "x".into() },
+                E::Cleared(None),
+                E::Cleared(Some(3)),
+            ] {
                 let new = encode(&e, EventId::new_v7(), &EventMeta::default(), format).unwrap();
                 let back = decode::<E>(recorded(new), &Upcasters::new()).unwrap();
                 assert_eq!(back.event, e);
@@ -390,5 +450,43 @@ mod tests {
             ),
             Err(EventError::Encode(_))
         ));
+        for refused in [
+            encode(
+                &OneField { cents: 1 },
+                EventId::new_v7(),
+                &EventMeta::default(),
+                Format::Json,
+            )
+            .map(|_| ()),
+            encode(
+                &Internally::A { x: 1 },
+                EventId::new_v7(),
+                &EventMeta::default(),
+                Format::Json,
+            )
+            .map(|_| ()),
+        ] {
+            assert!(matches!(refused, Err(EventError::Encode(_))), "{refused:?}");
+        }
+        // A `$schema` that is not a version is an error, not version 1.
+        let new = encode(
+            &E::Tuple(7),
+            EventId::new_v7(),
+            &EventMeta::default(),
+            Format::Json,
+        )
+        .unwrap();
+        let mut odd = recorded(new);
+        odd.metadata = bytes::Bytes::from_static(br#"{"$schema":"2"}"#);
+        assert!(matches!(
+            decode::<E>(odd, &Upcasters::new()),
+            Err(EventError::Decode { .. })
+        ));
+        // Application keys cannot pass for the convention's.
+        let sneaky = EventMeta::default().with("$format", "msgpack").with("k", 1);
+        let new = encode(&E::Tuple(7), EventId::new_v7(), &sneaky, Format::Json).unwrap();
+        let back = decode::<E>(recorded(new), &Upcasters::new()).unwrap();
+        assert_eq!(back.event, E::Tuple(7));
+        assert_eq!(back.meta.extra.get("k"), Some(&serde_json::json!(1)));
     }
 }

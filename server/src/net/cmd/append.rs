@@ -65,6 +65,19 @@ impl Connection {
             Ok(checked) => checked,
             Err(e) => return self.reply_append(corr_id, Err(e)),
         };
+        // The caller's trace context (the client's metadata convention,
+        // `"$traceparent"`), in the server's own log of the append, so
+        // that it can be found by the caller's trace id. Looked for only
+        // when debug logging is on: nothing is parsed otherwise.
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let traceparent = a.events.first().and_then(|e| traceparent_of(&e.metadata));
+            tracing::debug!(
+                stream = stream.as_str(),
+                events = a.events.len(),
+                traceparent = traceparent.unwrap_or(""),
+                "append queued"
+            );
+        }
         // Queue in arrival order; only the wait for the result is
         // concurrent. A full writer queue pauses this connection.
         match self
@@ -83,6 +96,40 @@ impl Connection {
         match r {
             Ok(res) => self.send(corr_id, Opcode::Append, &Response::AppendOk(res)),
             Err(e) => self.send_error(Opcode::Append, corr_id, append_error(&e)),
+        }
+    }
+}
+
+/// The W3C trace context in an event's metadata (`"$traceparent":"00-..."`
+/// in a JSON object, as the client's event layer writes it), if there is a
+/// well-formed one.
+fn traceparent_of(metadata: &[u8]) -> Option<&str> {
+    const KEY: &[u8] = b"\"$traceparent\":\"";
+    let at = metadata.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let value = metadata.get(at..at + 55)?;
+    let value = std::str::from_utf8(value).ok()?;
+    let well_formed = value.starts_with("00-")
+        && value.bytes().enumerate().all(|(i, b)| {
+            matches!(i, 2 | 35 | 52) == (b == b'-') && (b == b'-' || b.is_ascii_hexdigit())
+        });
+    well_formed.then_some(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::traceparent_of;
+
+    #[test]
+    fn the_trace_context_is_found_or_not_invented() {
+        let t = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let meta = format!("{{\"$schema\":1,\"$traceparent\":\"{t}\",\"k\":2}}");
+        assert_eq!(traceparent_of(meta.as_bytes()), Some(t));
+        for bad in [
+            "{}".to_owned(),
+            "{\"$traceparent\":\"00-short\"}".to_owned(),
+            format!("{{\"$traceparent\":\"{}\"}}", t.replace('-', "x")),
+        ] {
+            assert_eq!(traceparent_of(bad.as_bytes()), None, "{bad}");
         }
     }
 }
