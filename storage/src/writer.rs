@@ -874,18 +874,30 @@ impl Writer {
             let path = old.path.clone();
             move |e| StorageError::io(op, path, e)
         };
+        // The records first: a footer on disk says the segment is whole,
+        // so it must never get there before the records it covers (groups
+        // still being synced by the lanes, or just written above). A disk
+        // may keep unsynced writes in any order: written together and
+        // synced once, a power cut could keep the footer and lose records
+        // before it, and the segment would pass for whole with a hole.
+        let c = &self.shared.counters;
+        let synced = Instant::now();
+        old.file.sync_data().map_err(io("fdatasync"))?;
+        c.histograms
+            .fsync_latency
+            .observe_duration(synced.elapsed());
+        c.fsyncs.fetch_add(1, Ordering::Relaxed);
         old.file
             .write_all_at(&seal, self.write_offset)
             .map_err(io("write footer"))?;
         old.file
             .set_len(self.write_offset + seal.len() as u64)
             .map_err(io("truncate"))?;
-        // The seal makes this segment's records durable too, and must be on
-        // disk before the next segment exists: recovery treats a segment
-        // followed by another as complete.
+        // The seal must be on disk before the next segment exists: recovery
+        // treats a segment followed by another as complete (a torn seal
+        // fails its checksum, and the segment is scanned and sealed again).
         let synced = Instant::now();
         old.file.sync_data().map_err(io("fdatasync"))?;
-        let c = &self.shared.counters;
         c.histograms
             .fsync_latency
             .observe_duration(synced.elapsed());
