@@ -835,13 +835,32 @@ impl Client {
         timeout: Option<Duration>,
         policy: RetryPolicy,
     ) -> Result<T> {
+        // One span per call, retries included (`logbook.request`, with the
+        // opcode and the stream when there is one): a subscriber that
+        // exports spans sees each call the application makes.
+        let stream = match request {
+            Request::Append(a) => Some(&*a.stream),
+            Request::ReadStream(r) => Some(&*r.stream),
+            _ => None,
+        };
+        let span = tracing::debug_span!(
+            "logbook.request",
+            opcode = ?request.opcode(),
+            stream = stream.unwrap_or(""),
+        );
         let attempts = self.attempts(request, &pick, policy);
-        match timeout {
-            Some(limit) => tokio::time::timeout(limit, attempts)
-                .await
-                .unwrap_or(Err(Error::Timeout)),
-            None => attempts.await,
-        }
+        tracing::Instrument::instrument(
+            async move {
+                match timeout {
+                    Some(limit) => tokio::time::timeout(limit, attempts)
+                        .await
+                        .unwrap_or(Err(Error::Timeout)),
+                    None => attempts.await,
+                }
+            },
+            span,
+        )
+        .await
     }
 
     /// The retry loop.

@@ -81,9 +81,11 @@
 //! metadata). [`Repository::execute`] gives each command a trace context
 //! if it has none and runs in a `tracing` span carrying it.
 //!
-//! **Tracing.** [`Repository::execute`] and [`Repository::load`] run in
-//! `tracing` spans (`logbook.execute` with the stream, the command id and
-//! the trace context). The trace context travels in the events' metadata,
+//! **Tracing.** Every client call runs in a `tracing` span
+//! (`logbook.request`, with the opcode and the stream), and
+//! [`Repository::execute`] and [`Repository::load`] in spans of their own
+//! (`logbook.execute` with the stream, the command id and the trace
+//! context). The trace context travels in the events' metadata,
 //! so consumers continue the trace ([`EventMeta::caused_by`]: same trace,
 //! a new span id), and the server's debug log of each append names it
 //! (`traceparent`), so the server's side of a call is found by the trace
