@@ -194,6 +194,19 @@ pub struct Args {
     #[arg(long, env = "LOGBOOK_SCAVENGE_MAX_MB_PER_SEC", default_value_t = 0)]
     pub scavenge_max_mb_per_sec: u64,
 
+    /// Where to send the server's spans of traced appends, as OTLP/HTTP
+    /// JSON: an `http://host[:port][/path]` URL of an OpenTelemetry
+    /// collector (port 4318 and path /v1/traces by default). Unset (the
+    /// default): no export. An append is traced when its first event's
+    /// metadata carries a sampled W3C `"$traceparent"` (the client's event
+    /// layer writes it); its span joins the caller's trace.
+    #[arg(long, env = "LOGBOOK_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<crate::otlp::Endpoint>,
+
+    /// The `service.name` of the exported spans.
+    #[arg(long, env = "LOGBOOK_OTLP_SERVICE_NAME", default_value = "logbookd")]
+    pub otlp_service_name: String,
+
     /// Bytes of appends queued for the writer (and in the group being
     /// written) before further appends wait.
     #[arg(long, env = "LOGBOOK_WRITER_QUEUE_BYTES", default_value = "64MiB", value_parser = parse_size, global = true)]
@@ -265,6 +278,8 @@ impl Args {
                 .then(|| Duration::from_secs(self.scavenge_interval_secs)),
             scavenge_max_bytes_per_sec: (self.scavenge_max_mb_per_sec > 0)
                 .then(|| self.scavenge_max_mb_per_sec.saturating_mul(1 << 20)),
+            otlp_endpoint: self.otlp_endpoint.clone(),
+            otlp_service_name: self.otlp_service_name.clone(),
             ..ServerConfig::default()
         }
     }

@@ -36,3 +36,4 @@
 pub mod config;
 pub mod metrics;
 pub mod net;
+pub mod otlp;

@@ -48,6 +48,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::Shared;
+use super::cmd::AppendTrace;
 use super::outbox::{Outbox, Room, SMALL_ROOM};
 use super::subscription::Sub;
 use logbook_storage::backup::BackupImage;
@@ -57,14 +58,23 @@ use logbook_storage::{AppendError, PendingAppend};
 pub(super) struct InFlight {
     pub(super) corr_id: u32,
     pub(super) pending: PendingAppend,
+    /// The append's span, if its caller traces it (see `crate::otlp`).
+    pub(super) trace: Option<Box<AppendTrace>>,
 }
 
 impl Future for InFlight {
-    type Output = (u32, Result<AppendResult, AppendError>);
+    type Output = (
+        u32,
+        Result<AppendResult, AppendError>,
+        Option<Box<AppendTrace>>,
+    );
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let corr_id = self.corr_id;
-        Pin::new(&mut self.pending).poll(cx).map(|r| (corr_id, r))
+        match Pin::new(&mut self.pending).poll(cx) {
+            Poll::Ready(r) => Poll::Ready((corr_id, r, self.trace.take())),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -198,8 +208,8 @@ impl Connection {
         let why = conn.serve(rd, shutdown).await;
         // Answer what was accepted before closing: appends already queued
         // will commit, and their clients deserve to know.
-        while let Some((corr_id, r)) = conn.in_flight.next().await {
-            conn.reply_append(corr_id, r);
+        while let Some((corr_id, r, trace)) = conn.in_flight.next().await {
+            conn.reply_append(corr_id, r, trace);
         }
         // Scavenges and erases that ended are answered. On shutdown the
         // others are answered `ShuttingDown`: they cannot be waited for
@@ -361,8 +371,8 @@ impl Connection {
                     Ok(_) => {}
                     Err(e) => return Close::Io(e),
                 },
-                Some((corr_id, r)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
-                    self.reply_append(corr_id, r);
+                Some((corr_id, r, trace)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    self.reply_append(corr_id, r, trace);
                 }
                 Some((corr_id, opcode, r)) = self.jobs.next(), if !self.jobs.is_empty() => {
                     self.reply_job(corr_id, opcode, r);

@@ -121,6 +121,11 @@ pub struct ServerConfig {
     /// Pace of the scheduled scavenges, bytes of disk traffic per second;
     /// `None`: as fast as the disk goes.
     pub scavenge_max_bytes_per_sec: Option<u64>,
+    /// Where to export the spans of traced appends (see [`crate::otlp`]);
+    /// `None` (the default): nowhere.
+    pub otlp_endpoint: Option<crate::otlp::Endpoint>,
+    /// The `service.name` of exported spans. Default `logbookd`.
+    pub otlp_service_name: String,
 }
 
 impl Default for ServerConfig {
@@ -142,6 +147,8 @@ impl Default for ServerConfig {
             max_subscription_bytes: 256 << 20,
             scavenge_interval: None,
             scavenge_max_bytes_per_sec: None,
+            otlp_endpoint: None,
+            otlp_service_name: "logbookd".to_owned(),
         }
     }
 }
@@ -166,6 +173,8 @@ struct Shared {
     /// One scavenge or erase at a time, server-wide (each rewrites
     /// segments on a blocking thread; the engine runs one at a time too).
     maintenance: Arc<Semaphore>,
+    /// Where spans of traced appends go, if anywhere.
+    tracer: Option<Arc<crate::otlp::Exporter>>,
 }
 
 impl Shared {
@@ -344,6 +353,10 @@ pub async fn run_with_stats(
     let subscription_budget = Arc::new(Semaphore::new(
         (config.max_subscription_bytes / 1024).min(Semaphore::MAX_PERMITS),
     ));
+    let tracer = config.otlp_endpoint.clone().map(|endpoint| {
+        tracing::info!(endpoint = %format!("http://{}{}", endpoint.authority, endpoint.path), "exporting spans of traced appends (OTLP/HTTP JSON)");
+        crate::otlp::Exporter::start(endpoint, config.otlp_service_name.clone())
+    });
     let shared = Arc::new(Shared {
         store,
         config,
@@ -355,6 +368,7 @@ pub async fn run_with_stats(
         subscription_budget,
         reads,
         maintenance: Arc::new(Semaphore::new(1)),
+        tracer,
     });
     let slots = Arc::new(Semaphore::new(shared.config.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -7,7 +7,17 @@ use logbook_protocol::{Append, AppendResult, ErrorCode, ErrorReply, Opcode, Resp
 use crate::net::connection::{Connection, InFlight};
 use crate::net::errors::append_error;
 use crate::net::limits;
+use crate::otlp::{Attr, Started, TraceParent};
 use logbook_storage::AppendError;
+
+/// A traced append's span while it runs: its start, and what its
+/// attributes name.
+#[derive(Debug)]
+pub(in crate::net) struct AppendTrace {
+    started: Started,
+    stream: String,
+    events: usize,
+}
 
 impl Connection {
     /// Validates the stream name and queues the batch; the result is
@@ -49,6 +59,37 @@ impl Connection {
         // order), the others do not.
         // (Its wait for the pool holds this connection's other branches:
         // replies to its earlier appends wait behind it.)
+        // The caller's trace context (the client's metadata convention,
+        // `"$traceparent"` in the first event's metadata), looked for only
+        // when spans are exported or debug logging is on: nothing is parsed
+        // otherwise.
+        let debug = tracing::enabled!(tracing::Level::DEBUG);
+        let traceparent = if self.shared.tracer.is_some() || debug {
+            a.events.first().and_then(|e| traceparent_of(&e.metadata))
+        } else {
+            None
+        };
+        let trace = traceparent
+            .filter(|_| self.shared.tracer.is_some())
+            .and_then(TraceParent::parse)
+            .filter(TraceParent::sampled)
+            .map(|parent| {
+                Box::new(AppendTrace {
+                    started: Started::now(parent),
+                    stream: stream.as_str().to_owned(),
+                    events: a.events.len(),
+                })
+            });
+        if debug {
+            // In the server's own log too, so that an append can be found
+            // by the caller's trace id without a collector.
+            tracing::debug!(
+                stream = stream.as_str(),
+                events = a.events.len(),
+                traceparent = traceparent.unwrap_or(""),
+                "append queued"
+            );
+        }
         let store = &self.shared.store;
         let ids: Vec<_> = a.events.iter().map(|e| e.id).collect();
         let checked = match logbook_storage::fs::without_waiting(|| store.check_ids(&ids)) {
@@ -63,21 +104,8 @@ impl Connection {
         };
         let checked = match checked {
             Ok(checked) => checked,
-            Err(e) => return self.reply_append(corr_id, Err(e)),
+            Err(e) => return self.reply_append(corr_id, Err(e), trace),
         };
-        // The caller's trace context (the client's metadata convention,
-        // `"$traceparent"`), in the server's own log of the append, so
-        // that it can be found by the caller's trace id. Looked for only
-        // when debug logging is on: nothing is parsed otherwise.
-        if tracing::enabled!(tracing::Level::DEBUG) {
-            let traceparent = a.events.first().and_then(|e| traceparent_of(&e.metadata));
-            tracing::debug!(
-                stream = stream.as_str(),
-                events = a.events.len(),
-                traceparent = traceparent.unwrap_or(""),
-                "append queued"
-            );
-        }
         // Queue in arrival order; only the wait for the result is
         // concurrent. A full writer queue pauses this connection.
         match self
@@ -86,16 +114,54 @@ impl Connection {
             .submit_checked(&stream, a.expected, a.events, checked)
             .await
         {
-            Ok(pending) => self.in_flight.push(InFlight { corr_id, pending }),
-            Err(e) => self.reply_append(corr_id, Err(e)),
+            Ok(pending) => self.in_flight.push(InFlight {
+                corr_id,
+                pending,
+                trace,
+            }),
+            Err(e) => self.reply_append(corr_id, Err(e), trace),
         }
     }
 
-    /// Answers an append with its result.
-    pub(in crate::net) fn reply_append(&self, corr_id: u32, r: Result<AppendResult, AppendError>) {
-        match r {
-            Ok(res) => self.send(corr_id, Opcode::Append, &Response::AppendOk(res)),
-            Err(e) => self.send_error(Opcode::Append, corr_id, append_error(&e)),
+    /// Answers an append with its result, and ends its span if traced.
+    pub(in crate::net) fn reply_append(
+        &self,
+        corr_id: u32,
+        r: Result<AppendResult, AppendError>,
+        trace: Option<Box<AppendTrace>>,
+    ) {
+        let error = match r {
+            Ok(res) => {
+                self.send(corr_id, Opcode::Append, &Response::AppendOk(res));
+                Ok(res)
+            }
+            Err(e) => {
+                let reply = append_error(&e);
+                let code = format!("{:?}", reply.code);
+                self.send_error(Opcode::Append, corr_id, reply);
+                Err(code)
+            }
+        };
+        if let (Some(t), Some(tracer)) = (trace, &self.shared.tracer) {
+            let mut attributes = vec![
+                ("logbook.stream", Attr::Str(t.stream)),
+                ("logbook.events", Attr::Int(t.events as i64)),
+            ];
+            let error = match error {
+                Ok(res) => {
+                    attributes.push((
+                        "logbook.first_position",
+                        Attr::Int(res.first_position.0 as i64),
+                    ));
+                    attributes.push(("logbook.last_version", Attr::Int(res.last_version.0 as i64)));
+                    None
+                }
+                Err(code) => {
+                    attributes.push(("error.type", Attr::Str(code.clone())));
+                    Some(code)
+                }
+            };
+            tracer.record(t.started.finish("logbook.append", attributes, error));
         }
     }
 }

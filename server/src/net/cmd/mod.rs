@@ -24,6 +24,7 @@
 //!   on backup sessions per connection and per server.
 
 mod append;
+pub(super) use append::AppendTrace;
 mod backup;
 mod catalog;
 mod hello;
