@@ -276,7 +276,8 @@ fn protocol_group(c: &mut Criterion) {
     g.bench_function("encode_push_events_1000", |b| {
         b.iter(|| {
             dst.clear();
-            Push::encode_events(&mut dst, 3, &events, DEFAULT_MAX_FRAME_BYTES).expect("encode");
+            Push::encode_events(&mut dst, 3, &events, Some(0), DEFAULT_MAX_FRAME_BYTES)
+                .expect("encode");
             dst.len()
         });
     });

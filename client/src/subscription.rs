@@ -777,9 +777,22 @@ impl Subscription {
 
     fn accept_push(&mut self, push: Push) {
         match push {
-            Push::Events { events } => {
+            Push::Events { events, from } => {
+                // A push that says where its coverage starts may skip
+                // positions (or versions) after it: those were removed, not
+                // lost. Its start must not be past what is expected next.
+                if let Some(from) = from
+                    && from > self.queued.next
+                {
+                    let what = if self.is_all() { "position" } else { "version" };
+                    self.fail(order_error(format!(
+                        "a push covering from {what} {from} where {} was expected: events were lost",
+                        self.queued.next
+                    )));
+                    return;
+                }
                 for event in events {
-                    if let Err(e) = self.accept_event(event) {
+                    if let Err(e) = self.accept_event(event, from.is_some()) {
                         self.fail(e);
                         return;
                     }
@@ -839,8 +852,9 @@ impl Subscription {
         }
     }
 
-    /// Checks that `event` is the next one expected and queues it.
-    fn accept_event(&mut self, event: RecordedEvent) -> Result<()> {
+    /// Checks that `event` is the next one expected and queues it; `covered`:
+    /// its push says that what it skips was removed.
+    fn accept_event(&mut self, event: RecordedEvent, covered: bool) -> Result<()> {
         let expected = self.queued.next;
         let (got, dense) = match &self.target {
             Target::All { filter } => (event.position.0, filter.is_none()),
@@ -862,7 +876,7 @@ impl Subscription {
             self.owe(1);
             return Ok(());
         }
-        if dense && got > expected {
+        if dense && !covered && got > expected {
             let what = if self.is_all() { "position" } else { "version" };
             return Err(order_error(format!(
                 "event at {what} {got} where {expected} was expected: events were lost"

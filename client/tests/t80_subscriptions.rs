@@ -74,6 +74,7 @@ fn at(positions: impl IntoIterator<Item = u64>) -> Push {
             .into_iter()
             .map(|p| recorded(&format!("s-{p}"), 0, p))
             .collect(),
+        from: None,
     }
 }
 
@@ -381,6 +382,7 @@ async fn a_stream_subscription_resumes_after_its_last_version() {
         id,
         Push::Events {
             events: vec![recorded("acct", 2, 40), recorded("acct", 3, 41)],
+            from: None,
         },
     )
     .await;
@@ -441,6 +443,7 @@ async fn a_stream_subscription_resumes_after_its_last_version() {
         id,
         Push::Events {
             events: vec![recorded("acct", 4, 60)],
+            from: None,
         },
     )
     .await;
@@ -566,6 +569,45 @@ async fn duplicates_are_dropped_and_a_gap_ends_the_subscription() {
     // The server-side subscription is ended too.
     let (_, req) = conn.expect().await;
     assert_eq!(req, Request::Unsubscribe(Unsubscribe { subscription: id }));
+}
+
+/// Events at `positions`, in a push that covers the log from `from`.
+fn covering(from: u64, positions: impl IntoIterator<Item = u64>) -> Push {
+    let Push::Events { events, .. } = at(positions) else {
+        unreachable!()
+    };
+    Push::Events {
+        events,
+        from: Some(from),
+    }
+}
+
+#[tokio::test]
+async fn a_push_covering_a_removed_range_is_no_gap_but_one_starting_past_it_is() {
+    let (_server, client, mut conn) = setup(sub_options()).await;
+    let (mut sub, id, _) = subscribe_all(
+        &client,
+        &mut conn,
+        SubscribeAllOptions::default().window(100),
+    )
+    .await;
+    // 1, 3, 4, 6 removed: the pushes say so by covering from 0 and 5.
+    conn.push(id, covering(0, [0, 2])).await;
+    conn.push(id, covering(3, [5, 7])).await;
+    // A repeat covering from before what was delivered: duplicates dropped.
+    conn.push(id, covering(5, [5, 7, 9])).await;
+    assert_eq!(positions(&mut sub, 5).await, vec![0, 2, 5, 7, 9]);
+    assert_eq!(
+        sub.resume_point(),
+        Checkpoint::All {
+            next: LogPosition(10)
+        }
+    );
+    // A push whose coverage starts past what is expected: lost events.
+    conn.push(id, covering(12, [12])).await;
+    let err = sub.try_next().await.unwrap_err();
+    assert!(matches!(err, Error::Protocol(_)), "{err:?}");
+    assert!(err.to_string().contains("were lost"), "{err}");
 }
 
 #[tokio::test]

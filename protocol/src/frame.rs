@@ -837,11 +837,11 @@ mod shared_frame_tests {
             })
             .collect();
         let mut once = BytesMut::new();
-        Push::encode_events(&mut once, 0, &events, 1 << 20).unwrap();
+        Push::encode_events(&mut once, 0, &events, Some(5), 1 << 20).unwrap();
         let shared = SharedFrame::new(once.freeze());
         for id in [1u32, 77, u32::MAX] {
             let mut direct = BytesMut::new();
-            Push::encode_events(&mut direct, id, &events, 1 << 20).unwrap();
+            Push::encode_events(&mut direct, id, &events, Some(5), 1 << 20).unwrap();
             let mut via = BytesMut::new();
             shared.write_to(&mut via, id);
             assert_eq!(via, direct, "corr_id {id}");

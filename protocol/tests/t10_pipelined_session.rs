@@ -61,7 +61,7 @@ async fn pipelined_requests_get_out_of_order_replies() {
         }
         // Answer newest first, with one push in between.
         let mut out = BytesMut::new();
-        Push::encode_events(&mut out, 99, &[event(0), event(1)], MAX).unwrap();
+        Push::encode_events(&mut out, 99, &[event(0), event(1)], Some(0), MAX).unwrap();
         for (corr_id, req) in pending.into_iter().rev() {
             let resp = match req {
                 Request::Ping(Ping { nonce }) => Response::Pong(Pong { nonce }),
@@ -125,7 +125,7 @@ async fn pipelined_requests_get_out_of_order_replies() {
                 assert_eq!(r.last_version, StreamVersion(2));
                 order.push(corr_id);
             }
-            ServerMessage::Push(Push::Events { events }) => {
+            ServerMessage::Push(Push::Events { events, .. }) => {
                 assert_eq!(corr_id, 99);
                 assert_eq!(events, vec![event(0), event(1)]);
             }

@@ -95,7 +95,7 @@ async fn until_caught_up(c: &mut RawConn, sub: u32) -> UntilCaughtUp {
         let f = c.recv_frame().await.expect("a push");
         assert_eq!(f.header.corr_id, sub);
         match ServerMessage::decode(&f).expect("a push") {
-            ServerMessage::Push(Push::Events { events }) => {
+            ServerMessage::Push(Push::Events { events, .. }) => {
                 seen.events.extend(events.iter().map(|e| e.position.0));
                 seen.versions.extend(events.iter().map(|e| e.version.0));
             }
@@ -649,7 +649,7 @@ async fn subscribing_to_a_stream_before_it_exists_waits_for_its_first_event() {
         fill(&mut c, &format!("later-{from:?}"), 1, 100 + i as u64).await;
         let f = s.recv_frame().await.expect("the first event");
         match ServerMessage::decode(&f) {
-            Ok(ServerMessage::Push(Push::Events { events })) => {
+            Ok(ServerMessage::Push(Push::Events { events, .. })) => {
                 assert_eq!(events.len(), 1);
                 assert_eq!(events[0].version, StreamVersion(0));
             }

@@ -61,7 +61,7 @@ async fn consume(
         let f = c.recv_frame().await.expect("subscription frames");
         assert_eq!(f.header.corr_id, sub);
         match ServerMessage::decode(&f).unwrap() {
-            ServerMessage::Push(Push::Events { events }) => {
+            ServerMessage::Push(Push::Events { events, .. }) => {
                 assert!(!events.is_empty());
                 since += events.len() as u32;
                 seen.events.extend(events);
@@ -470,7 +470,8 @@ async fn unsubscribe_stops_pushes_and_many_subscriptions_share_a_connection() {
     let mut got: HashMap<u32, usize> = HashMap::new();
     while got.values().sum::<usize>() < 400 {
         let f = s.recv_frame().await.unwrap();
-        if let ServerMessage::Push(Push::Events { events }) = ServerMessage::decode(&f).unwrap() {
+        if let ServerMessage::Push(Push::Events { events, .. }) = ServerMessage::decode(&f).unwrap()
+        {
             *got.entry(f.header.corr_id).or_default() += events.len();
         }
     }
@@ -593,7 +594,7 @@ async fn a_thousand_subscriptions_each_get_everything() {
             let mut next: HashMap<u32, u64> = ids.iter().map(|id| (*id, 0)).collect();
             while next.values().any(|&p| p < n) {
                 let f = s.recv_frame().await.expect("frames");
-                if let ServerMessage::Push(Push::Events { events }) =
+                if let ServerMessage::Push(Push::Events { events, .. }) =
                     ServerMessage::decode(&f).unwrap()
                 {
                     let p = next

@@ -26,11 +26,22 @@ impl Tiled {
     /// Takes one push, checking it starts where the last frame ended.
     fn take(&mut self, p: Push) {
         match p {
-            Push::Events { events } => {
+            Push::Events { events, from } => {
                 let (Some(first), Some(last)) = (events.first(), events.last()) else {
                     panic!("an empty events push");
                 };
-                assert!(first.position.0 >= self.end, "events go back");
+                // The push covers the log from `from`: no hole between the
+                // frames, whatever was removed.
+                let from = from.expect("an unfiltered push says where it covers from");
+                assert!(
+                    from <= self.end,
+                    "a hole before a push: {from} > {}",
+                    self.end
+                );
+                assert!(
+                    first.position.0 >= from && first.position.0 >= self.end,
+                    "events go back"
+                );
                 for w in events.windows(2) {
                     assert!(w[0].position < w[1].position);
                 }

@@ -163,7 +163,7 @@ async fn a_subscription_ended_by_an_error_frees_its_slot_and_its_corr_id() {
         "{m:?}"
     );
     match next_push(&mut c, 77).await {
-        Push::Events { events } => assert_eq!(events[0].position, LogPosition(0)),
+        Push::Events { events, .. } => assert_eq!(events[0].position, LogPosition(0)),
         other => panic!("{other:?}"),
     }
     server.stop().await;
@@ -199,7 +199,7 @@ async fn a_live_read_error_says_fell_behind_and_catches_up_again() {
         other => panic!("expected fell_behind, got {other:?}"),
     }
     match next_push(&mut c, sub).await {
-        Push::Events { events } => assert_eq!(events[0].position, LogPosition(1)),
+        Push::Events { events, .. } => assert_eq!(events[0].position, LogPosition(1)),
         other => panic!("{other:?}"),
     }
     match next_push(&mut c, sub).await {

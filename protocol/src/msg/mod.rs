@@ -489,16 +489,18 @@ impl Push {
     /// [`Error::TooLarge`] before writing anything if the events cannot fit;
     /// size batches with [`recorded_event_wire_len`] and
     /// [`EVENTS_MESSAGE_OVERHEAD`].
+    /// `from` is the push's [`Push::Events`] `from`.
     pub fn encode_events(
         dst: &mut BytesMut,
         subscription: u32,
         events: &[RecordedEvent],
+        from: Option<u64>,
         max_frame_bytes: u32,
     ) -> Result<(), Error> {
         let header = FrameHeader::new(Kind::Push, Opcode::Subscribe, subscription);
         let (min, slack) = push::events_body_len(events);
         encode_raw(dst, &header, max_frame_bytes, min, slack, |b| {
-            push::put_events_body(b, events)
+            push::put_events_body(b, events, from)
         })
     }
 

@@ -38,6 +38,16 @@ pub enum Push {
         /// The events, in log (or stream) order; the server never sends an
         /// empty batch.
         events: Vec<RecordedEvent>,
+        /// Where this push's coverage starts: a log position (global-log
+        /// subscriptions) or a stream version (stream subscriptions). Every
+        /// live event the subscription selects from `from` up to this
+        /// push's last event is either in it or was in an earlier frame,
+        /// so the positions (or versions) the push skips were removed
+        /// (deleted, truncated, expired), not lost. A client checks that
+        /// `from` is not past what it expects next. `None` (filtered
+        /// subscriptions, servers before it): no claim; an unfiltered
+        /// subscription's events are then consecutive.
+        from: Option<u64>,
     },
     /// The subscription has delivered everything committed so far and is
     /// now live. Sent when history is delivered, and again each time the
@@ -82,14 +92,18 @@ const ENDED: &str = "ended";
 
 /// Exact size of the events array's contents, and room for the rest.
 pub(crate) fn events_body_len(events: &[RecordedEvent]) -> (usize, usize) {
-    (events.iter().map(recorded_event_wire_len).sum(), 24)
+    (events.iter().map(recorded_event_wire_len).sum(), 40)
 }
 
 /// Writes the body of an events push over borrowed events.
-pub(crate) fn put_events_body(dst: &mut BytesMut, events: &[RecordedEvent]) {
-    mp::put_map_len(dst, 2);
+pub(crate) fn put_events_body(dst: &mut BytesMut, events: &[RecordedEvent], from: Option<u64>) {
+    mp::put_map_len(dst, 2 + u8::from(from.is_some()));
     mp::put_str(dst, "t");
     mp::put_str(dst, EVENTS);
+    if let Some(from) = from {
+        mp::put_str(dst, "from");
+        mp::put_uint(dst, from);
+    }
     mp::put_str(dst, "events");
     put_recorded_events(dst, events);
 }
@@ -115,7 +129,7 @@ impl Push {
     /// Exact size of the events (if any), and room for the rest.
     pub(crate) fn body_len(&self) -> (usize, usize) {
         match self {
-            Push::Events { events } => events_body_len(events),
+            Push::Events { events, .. } => events_body_len(events),
             Push::Ended { message, .. } => (0, 32 + message.len()),
             Push::CaughtUp { .. } | Push::FellBehind { .. } | Push::Checkpoint { .. } => (0, 48),
         }
@@ -123,7 +137,7 @@ impl Push {
 
     pub(crate) fn put_body(&self, dst: &mut BytesMut) {
         match self {
-            Push::Events { events } => put_events_body(dst, events),
+            Push::Events { events, from } => put_events_body(dst, events, *from),
             Push::CaughtUp {
                 position,
                 next_version,
@@ -149,10 +163,11 @@ impl Push {
         let op = Opcode::Subscribe;
         let (mut tag, mut events, mut position, mut code, mut message) =
             (None, None, None, None, None);
-        let mut next_version = None;
+        let (mut next_version, mut from) = (None, None);
         read_map(body, op, |key, r| {
             match key {
                 "t" => tag = Some(r.str()?),
+                "from" => from = Some(r.uint()?),
                 "events" => events = Some(read_recorded_events(r, body)?),
                 "position" => position = Some(LogPosition(r.uint()?)),
                 "next_version" => next_version = r.opt_uint()?.map(StreamVersion),
@@ -168,6 +183,7 @@ impl Push {
         Ok(match required(tag, op, "t")? {
             EVENTS => Push::Events {
                 events: required(events, op, "events")?,
+                from,
             },
             CAUGHT_UP => Push::CaughtUp {
                 position: required(position, op, "position")?,

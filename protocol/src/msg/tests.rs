@@ -465,7 +465,8 @@ pub(crate) fn response() -> impl Strategy<Value = Response> {
 
 pub(crate) fn push() -> impl Strategy<Value = Push> {
     prop_oneof![
-        recorded_events().prop_map(|events| Push::Events { events }),
+        (recorded_events(), prop::option::of(any::<u64>()))
+            .prop_map(|(events, from)| Push::Events { events, from }),
         (position(), prop::option::of(version())).prop_map(|(position, next_version)| {
             Push::CaughtUp {
                 position,
@@ -584,11 +585,15 @@ proptest! {
     }
 
     #[test]
-    fn events_fast_path_matches_push(events in recorded_events(), subscription in any::<u32>()) {
+    fn events_fast_path_matches_push(
+        events in recorded_events(),
+        from in prop::option::of(any::<u64>()),
+        subscription in any::<u32>(),
+    ) {
         let mut fast = BytesMut::new();
-        Push::encode_events(&mut fast, subscription, &events, MAX).unwrap();
+        Push::encode_events(&mut fast, subscription, &events, from, MAX).unwrap();
         let mut slow = BytesMut::new();
-        Push::Events { events }.encode(&mut slow, subscription, MAX).unwrap();
+        Push::Events { events, from }.encode(&mut slow, subscription, MAX).unwrap();
         prop_assert_eq!(fast, slow);
     }
 
@@ -713,7 +718,7 @@ fn events_message_overhead_is_an_upper_bound() {
     })
     .encode(&mut frames[1], u32::MAX, MAX)
     .unwrap();
-    Push::encode_events(&mut frames[2], u32::MAX, &events, MAX).unwrap();
+    Push::encode_events(&mut frames[2], u32::MAX, &events, Some(u64::MAX), MAX).unwrap();
     for buf in frames {
         // An empty array takes 1 byte; a full one up to 5.
         assert!(
@@ -741,9 +746,12 @@ fn decoded_payloads_share_the_frame_body() {
         })
         .collect();
     let mut buf = BytesMut::new();
-    Push::encode_events(&mut buf, 9, &events, MAX).unwrap();
+    Push::encode_events(&mut buf, 9, &events, Some(100), MAX).unwrap();
     let frame = one_frame(buf);
-    let Push::Events { events: decoded } = Push::decode(&frame).unwrap() else {
+    let Push::Events {
+        events: decoded, ..
+    } = Push::decode(&frame).unwrap()
+    else {
         panic!("not an events push");
     };
     assert_eq!(decoded, events);
@@ -878,7 +886,7 @@ fn extra_trailing_event_fields_are_ignored() {
             events: vec![ev],
         },
     );
-    let Push::Events { events } = Push::decode(&frame).unwrap() else {
+    let Push::Events { events, .. } = Push::decode(&frame).unwrap() else {
         panic!("not an events push");
     };
     assert_eq!(events.len(), 1);

@@ -46,6 +46,11 @@ pub(super) struct State {
     /// it (`start` sets this up; delivery keeps it), so reading the stream
     /// from the next version never meets an event the cursor has passed.
     last_version: Option<u64>,
+    /// Unfiltered global-log subscriptions: where the frames sent so far
+    /// end (after the last event pushed, or a marker's position): the
+    /// `from` of the next events push, which is what the client expects
+    /// next. `cursor` may be past it (removed events read past silently).
+    pub(super) told: u64,
     /// Filtered subscriptions: events scanned since the last checkpoint.
     scanned: u64,
     /// Delivery stopped at an event it had no credit for; nothing moves
@@ -120,6 +125,7 @@ impl Sub {
         st.live = false;
         st.announce = true;
         if !self.ended.load(Ordering::Acquire) {
+            st.told = st.told.max(st.cursor);
             self.push(&Push::FellBehind {
                 position: LogPosition(st.cursor),
                 next_version: self.next_version(st),
@@ -132,6 +138,7 @@ impl Sub {
         st.live = true;
         if st.announce {
             st.announce = false;
+            st.told = st.told.max(st.cursor);
             self.push(&Push::CaughtUp {
                 position: LogPosition(st.cursor),
                 next_version: self.next_version(st),
@@ -139,7 +146,10 @@ impl Sub {
         }
     }
 
-    fn push_events(&self, events: &[RecordedEvent]) {
+    /// Pushes `events`, split to fit frames; `from` is the first push's
+    /// coverage start (see `Push::Events`), each later one's the position
+    /// (or version) after the one before.
+    fn push_events(&self, events: &[RecordedEvent], mut from: Option<u64>) {
         let (id, max) = (self.corr_id, self.max_frame);
         self.stats
             .events_pushed
@@ -161,8 +171,17 @@ impl Sub {
                 end += 1;
             }
             let chunk = events.get(start..end).unwrap_or_default();
-            if let Err(e) = self.out.push(|b| Push::encode_events(b, id, chunk, max)) {
+            if let Err(e) = self
+                .out
+                .push(|b| Push::encode_events(b, id, chunk, from, max))
+            {
                 tracing::warn!(subscription = id, error = %e, "could not encode an events push");
+            }
+            if let (Some(f), Some(last)) = (&mut from, chunk.last()) {
+                *f = match self.target {
+                    Target::Stream { .. } => last.version.0 + 1,
+                    Target::All { .. } => last.position.0 + 1,
+                };
             }
             start = end;
         }
@@ -176,13 +195,14 @@ impl Sub {
         events: &[RecordedEvent],
         run: &mut Option<(usize, usize)>,
         scratch: &mut Vec<RecordedEvent>,
+        from: Option<u64>,
     ) {
         if let Some((a, b)) = run.take() {
             st.credit -= (b - a) as u64;
-            self.push_events(events.get(a..b).unwrap_or_default());
+            self.push_events(events.get(a..b).unwrap_or_default(), from);
         } else if !scratch.is_empty() {
             st.credit -= scratch.len() as u64;
-            self.push_events(scratch);
+            self.push_events(scratch, from);
             scratch.clear();
         }
     }
@@ -226,17 +246,20 @@ impl Sub {
                 let sent = events.get(..n).unwrap_or_default();
                 if !sent.is_empty() {
                     // Live subscriptions usually want the very same events:
-                    // encode them once and copy the frame to each.
+                    // encode them once and copy the frame to each (those
+                    // whose frames so far end at the same place).
+                    let from = st.told;
                     let shared = fan_out
                         .filter(|f| std::ptr::eq(f.events, all))
-                        .is_some_and(|f| f.write(self, skip, skip + n));
+                        .is_some_and(|f| f.write(self, skip, skip + n, from));
                     if !shared {
-                        self.push_events(sent);
+                        self.push_events(sent, Some(from));
                     }
                     st.credit -= n as u64;
                 }
                 if let Some(last) = sent.last() {
                     st.cursor = last.position.0 + 1;
+                    st.told = st.cursor;
                 }
                 n < events.len()
             }
@@ -273,19 +296,24 @@ impl Sub {
                     if st.scanned >= f.checkpoint_interval {
                         // Flush matches first: the checkpoint promises
                         // everything before it was delivered.
-                        self.flush_matches(st, events, &mut run, scratch);
+                        self.flush_matches(st, events, &mut run, scratch, None);
+                        st.told = st.cursor;
                         self.push(&Push::Checkpoint {
                             position: LogPosition(st.cursor),
                         });
                         st.scanned = 0;
                     }
                 }
-                self.flush_matches(st, events, &mut run, scratch);
+                self.flush_matches(st, events, &mut run, scratch, None);
                 stopped
             }
             Target::Stream { name } => {
                 scratch.clear();
                 let mut stopped = false;
+                // Every live version of the stream from here to the last
+                // one pushed is in the push: truncated or deleted versions
+                // are skipped, not lost.
+                let from = st.last_version.map_or(0, |v| v + 1);
                 for e in events {
                     if e.stream == *name && st.last_version.is_none_or(|v| e.version.0 > v) {
                         if scratch.len() as u64 >= st.credit {
@@ -297,7 +325,7 @@ impl Sub {
                     }
                     st.cursor = e.position.0 + 1;
                 }
-                self.flush_matches(st, events, &mut None, scratch);
+                self.flush_matches(st, events, &mut None, scratch, Some(from));
                 stopped
             }
         }
@@ -334,6 +362,7 @@ impl Hub {
                 credit: u64::from(request.initial_credit),
                 cursor: start.cursor,
                 last_version: start.last_version,
+                told: start.cursor,
                 scanned: 0,
                 stalled: false,
                 live: false,
@@ -515,6 +544,7 @@ impl Hub {
                 // say how far the scan went, so that the client's frames
                 // tile the log, then read on (or go live).
                 st.cursor = through;
+                st.told = through;
                 sub.position.store(st.cursor, Ordering::Relaxed);
                 sub.push(&Push::Checkpoint {
                     position: LogPosition(through),
@@ -644,7 +674,7 @@ mod tests {
         let _sub = hub.start(1, request, None, start, out, None);
         let mut buf = BytesMut::new();
         match next_push(&mut socket, &mut buf).await {
-            Push::Events { events } => {
+            Push::Events { events, .. } => {
                 assert_eq!(events.len(), 1);
                 assert_eq!(events[0].version.0, 3);
                 assert_eq!(events[0].position, head);

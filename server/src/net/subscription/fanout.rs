@@ -16,7 +16,9 @@ pub(crate) struct FanOut<'a> {
     pub(super) events: &'a [RecordedEvent],
     /// `prefix[i]`: wire bytes of `events[..i]`.
     prefix: Vec<usize>,
-    frames: HashMap<(usize, usize), SharedFrame>,
+    /// By range and `from` (subscriptions whose frames so far end at the
+    /// same place share them).
+    frames: HashMap<(usize, usize, u64), SharedFrame>,
     /// Bytes of the frames in `frames`.
     cached: usize,
     max_frame: u32,
@@ -56,10 +58,10 @@ impl<'a> FanOut<'a> {
         total - before + (4 << 10)
     }
 
-    /// Writes `events[start..end]` as one push for `sub`, from a frame
-    /// encoded once per range. False if the range does not fit one frame
-    /// (the caller then splits it).
-    pub(super) fn write(&mut self, sub: &Sub, start: usize, end: usize) -> bool {
+    /// Writes `events[start..end]` as one push for `sub` covering the log
+    /// from `from`, from a frame encoded once per range and `from`. False
+    /// if the range does not fit one frame (the caller then splits it).
+    pub(super) fn write(&mut self, sub: &Sub, start: usize, end: usize, from: u64) -> bool {
         let bytes = match (self.prefix.get(end), self.prefix.get(start)) {
             (Some(e), Some(s)) => e - s,
             _ => return false,
@@ -70,7 +72,7 @@ impl<'a> FanOut<'a> {
         if bytes > budget || sub.max_frame != self.max_frame {
             return false;
         }
-        let frame = match self.frames.entry((start, end)) {
+        let frame = match self.frames.entry((start, end, from)) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(_) if self.cached + bytes > MAX_CACHED => {
                 return false;
@@ -79,7 +81,7 @@ impl<'a> FanOut<'a> {
                 self.cached += bytes;
                 let mut b = BytesMut::new();
                 let slice = self.events.get(start..end).unwrap_or_default();
-                if Push::encode_events(&mut b, 0, slice, self.max_frame).is_err() {
+                if Push::encode_events(&mut b, 0, slice, Some(from), self.max_frame).is_err() {
                     return false;
                 }
                 v.insert(SharedFrame::new(b.freeze()))
