@@ -10,7 +10,7 @@ use std::sync::Arc;
 use futures::TryStreamExt;
 use logbook_client::es::{
     Aggregate, CommandId, EventMeta, ExecuteError, Executed, Format, Repository, RepositoryOptions,
-    SerdeEvent, Typed, Upcasters, decode, encode,
+    SerdeEvent, Typed, TypedMessage, Upcasters, decode, encode,
 };
 use logbook_client::{
     Client, EventId, ExpectedVersion, NewEvent, ReadStreamOptions, StreamVersion,
@@ -139,15 +139,11 @@ async fn typed_events_round_trip_in_both_formats() {
     server.stop().await;
 }
 
-/// Events as an older program wrote them (a fixture), read through the
-/// chain v1 -> v2 -> v3 and a renaming; the stored events stay as they
-/// were.
-#[tokio::test]
-async fn old_events_are_upcast_through_the_chain_as_they_are_read() {
-    let server = TestServer::start().await;
-    let client = Client::connect(server.addr).await.unwrap();
+/// The fixture's events, written as an old version of the application
+/// wrote them (old schemas, a type since renamed).
+fn old_events() -> Vec<NewEvent> {
     let fixture = include_str!("../fixtures/account_events_v1.jsonl");
-    let batch: Vec<NewEvent> = fixture
+    fixture
         .lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
@@ -158,9 +154,31 @@ async fn old_events_are_upcast_through_the_chain_as_they_are_read() {
             )
             .with_metadata(serde_json::to_vec(&json!({ "$schema": v["schema"] })).unwrap())
         })
-        .collect();
+        .collect()
+}
+
+/// The fixture's events as the current application reads them.
+fn old_events_upcast() -> Vec<AccountEvent> {
+    vec![
+        AccountEvent::Opened {
+            owner: "Ada Lovelace".into(),
+        },
+        deposit(1_200),
+        deposit(350),
+        AccountEvent::Debited { cents: 200 },
+        deposit(100),
+    ]
+}
+
+/// Events as an older program wrote them (a fixture), read through the
+/// chain v1 -> v2 -> v3 and a renaming; the stored events stay as they
+/// were.
+#[tokio::test]
+async fn old_events_are_upcast_through_the_chain_as_they_are_read() {
+    let server = TestServer::start().await;
+    let client = Client::connect(server.addr).await.unwrap();
     client
-        .append("old-account", ExpectedVersion::NoStream, batch)
+        .append("old-account", ExpectedVersion::NoStream, old_events())
         .await
         .unwrap();
     let read: Vec<AccountEvent> = read_typed(&client, "old-account")
@@ -168,18 +186,7 @@ async fn old_events_are_upcast_through_the_chain_as_they_are_read() {
         .into_iter()
         .map(|t| t.event)
         .collect();
-    assert_eq!(
-        read,
-        vec![
-            AccountEvent::Opened {
-                owner: "Ada Lovelace".into()
-            },
-            deposit(1_200),
-            deposit(350),
-            AccountEvent::Debited { cents: 200 },
-            deposit(100),
-        ]
-    );
+    assert_eq!(read, old_events_upcast());
     // The stored bytes are untouched.
     let raw: Vec<_> = client
         .read_stream("old-account", ReadStreamOptions::default())
@@ -648,4 +655,92 @@ fn calls_and_commands_run_in_spans() {
             && t == "00-11111111111111111111111111111111-2222222222222222-01"),
         "{seen:?}"
     );
+}
+
+/// A typed subscription to `$all` from the start: old events come upcast,
+/// an event of a type the application does not know comes as
+/// `Undecodable` (and the subscription goes on), a deletion as a system
+/// event (the deleted stream's events not at all), and every message can
+/// be checkpointed past.
+#[tokio::test]
+async fn typed_subscriptions_upcast_and_pass_system_events_on() {
+    let server = TestServer::start().await;
+    let client = Client::connect(server.addr).await.unwrap();
+    client
+        .append("old-account", ExpectedVersion::NoStream, old_events())
+        .await
+        .unwrap();
+    client
+        .append(
+            "other-1",
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new(EventId::new_v7(), "Mystery", &b"{}"[..])],
+        )
+        .await
+        .unwrap();
+    let gone = encode(
+        &deposit(1),
+        EventId::new_v7(),
+        &EventMeta::default(),
+        Format::Json,
+    )
+    .unwrap();
+    client
+        .append("gone-1", ExpectedVersion::NoStream, vec![gone])
+        .await
+        .unwrap();
+    client
+        .delete_stream(
+            "gone-1",
+            ExpectedVersion::Any,
+            logbook_client::Deletion::Soft,
+        )
+        .await
+        .unwrap();
+    let fresh = encode(
+        &deposit(5),
+        EventId::new_v7(),
+        &EventMeta::default(),
+        Format::MessagePack,
+    )
+    .unwrap();
+    client
+        .append("old-account", ExpectedVersion::Any, vec![fresh])
+        .await
+        .unwrap();
+
+    let mut sub = client
+        .subscribe_all(logbook_client::SubscribeAllOptions::default())
+        .await
+        .unwrap()
+        .typed::<AccountEvent>(Arc::new(upcasters()));
+    let (mut events, mut undecodable, mut system) = (Vec::new(), Vec::new(), Vec::new());
+    let mut last_checkpoint = None;
+    while let Some(message) = sub.try_next().await.unwrap() {
+        let checkpoint = sub.checkpoint_after(&message);
+        match message {
+            TypedMessage::Event(t) => events.push(t.event),
+            TypedMessage::Undecodable { event, error } => {
+                assert!(error.to_string().contains("Mystery"), "{error}");
+                undecodable.push(event.stream.to_string());
+            }
+            TypedMessage::System(event) => system.push(event.event_type.to_string()),
+            TypedMessage::Progress(logbook_client::SubscriptionMessage::CaughtUp { .. }) => {
+                break;
+            }
+            TypedMessage::Progress(_) => {}
+        }
+        let checkpoint = checkpoint.expect("every message of an $all subscription checkpoints");
+        if let Some(before) = last_checkpoint.replace(checkpoint) {
+            assert!(checkpoint.log_position() >= before.log_position());
+        }
+    }
+    let mut expected = old_events_upcast();
+    expected.push(deposit(5));
+    assert_eq!(events, expected);
+    assert_eq!(undecodable, vec!["other-1".to_owned()]);
+    assert_eq!(system, vec!["$deleted".to_owned()]);
+    // The resume point is past everything seen.
+    assert_eq!(sub.resume_point(), last_checkpoint.unwrap());
+    server.stop().await;
 }

@@ -81,16 +81,30 @@
 //! metadata). [`Repository::execute`] gives each command a trace context
 //! if it has none and runs in a `tracing` span carrying it.
 //!
+//! **Subscriptions.** [`Subscription::typed`](crate::Subscription::typed)
+//! decodes a subscription's events the same way: each message is an
+//! upcast [`TypedMessage::Event`], a [`TypedMessage::System`] event
+//! (metadata set, truncation, deletion: drop the projection's state), an
+//! [`TypedMessage::Undecodable`] one (another type on `$all`: skip it or
+//! stop, the subscription goes on), or progress; every one can be
+//! checkpointed past.
+//!
 //! **Tracing.** Every client call runs in a `tracing` span
 //! (`logbook.request`, with the opcode and the stream), and
 //! [`Repository::execute`] and [`Repository::load`] in spans of their own
 //! (`logbook.execute` with the stream, the command id and the trace
-//! context). The trace context travels in the events' metadata,
-//! so consumers continue the trace ([`EventMeta::caused_by`]: same trace,
-//! a new span id), and the server's debug log of each append names it
-//! (`traceparent`), so the server's side of a call is found by the trace
-//! id. No OpenTelemetry exporter is built in yet: a `tracing` subscriber
-//! with one (e.g. `tracing-opentelemetry`) sees the spans.
+//! context). The trace context travels in the events' metadata, so
+//! consumers continue the trace ([`EventMeta::caused_by`]: same trace, a
+//! new span id), and the server joins it: started with
+//! `--otlp-endpoint http://collector:4318`, `logbookd` exports a
+//! `logbook.append` span for each append whose first event carries a
+//! sampled `"$traceparent"`, a child of the caller's span, to an
+//! OpenTelemetry collector (OTLP/HTTP JSON; off by default). Its debug log
+//! names each append's `traceparent` too. On the client side, any
+//! `tracing` subscriber sees the spans (one with an OpenTelemetry layer,
+//! e.g. `tracing-opentelemetry`, exports them); to put your current
+//! span's context in the events, give it to
+//! [`EventMeta::with_traceparent`].
 //!
 //! The bank demo (`examples/bank`, `src/commands.rs`) is the worked
 //! example: `BankAccount` is an [`Aggregate`], its `AccountEvent` an
@@ -98,6 +112,7 @@
 //! (conflict retries, command ids, snapshots every 100 events).
 
 mod repository;
+mod subscribe;
 mod typed;
 mod upcast;
 mod variant;
@@ -106,6 +121,7 @@ pub use repository::{
     Aggregate, CommandId, ExecuteError, Executed, Loaded, Ran, Repository, RepositoryOptions,
     SNAPSHOT_TYPE, new_traceparent,
 };
+pub use subscribe::{TypedMessage, TypedSubscription};
 pub use typed::{
     CAUSATION_KEY, COMMAND_KEY, CORRELATION_KEY, Event, EventError, EventMeta, FORMAT_KEY, Format,
     SCHEMA_KEY, SerdeEvent, TRACEPARENT_KEY, Typed, decode, encode,
