@@ -34,6 +34,7 @@
 )]
 
 pub mod config;
+pub mod groups;
 pub mod metrics;
 pub mod net;
 pub mod otlp;
