@@ -938,7 +938,9 @@ impl Client {
                 }
                 Err(error)
             }
-            Ok(ServerMessage::Push(_)) => Err(mismatch("a push answered a request".to_owned())),
+            Ok(ServerMessage::Push(_) | ServerMessage::GroupPush(_)) => {
+                Err(mismatch("a push answered a request".to_owned()))
+            }
             Err(e) => {
                 conn.close(&format!("undecodable reply: {e}"));
                 Err(Error::Protocol(e))

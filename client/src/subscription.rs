@@ -763,6 +763,12 @@ impl Subscription {
                     self.fail(e);
                 }
             }
+            Ok(ServerMessage::GroupPush(_)) => {
+                if let State::Active(server) = &self.state {
+                    let e = violation(&server.conn, "a group's push for a subscription");
+                    self.fail(e);
+                }
+            }
             Err(logbook_protocol::Error::UnknownPushType { tag }) => {
                 debug!(%tag, "push of an unknown type ignored");
             }

@@ -137,6 +137,22 @@ pub enum Opcode {
     Erase = 18,
     /// A page of the stream catalog.
     ListStreams = 19,
+    /// Create a consumer group.
+    CreateGroup = 20,
+    /// Change a consumer group's settings.
+    UpdateGroup = 21,
+    /// Delete a consumer group.
+    DeleteGroup = 22,
+    /// List the consumer groups.
+    ListGroups = 23,
+    /// Join a consumer group (and the opcode of its pushes).
+    JoinGroup = 24,
+    /// Acknowledge group events.
+    GroupAck = 25,
+    /// Refuse group events (retry, park, skip).
+    GroupNack = 26,
+    /// Extend the ack wait of group events.
+    GroupExtend = 27,
 }
 
 impl Opcode {
@@ -167,6 +183,14 @@ impl Opcode {
             17 => Opcode::Scavenge,
             18 => Opcode::Erase,
             19 => Opcode::ListStreams,
+            20 => Opcode::CreateGroup,
+            21 => Opcode::UpdateGroup,
+            22 => Opcode::DeleteGroup,
+            23 => Opcode::ListGroups,
+            24 => Opcode::JoinGroup,
+            25 => Opcode::GroupAck,
+            26 => Opcode::GroupNack,
+            27 => Opcode::GroupExtend,
             _ => return None,
         })
     }

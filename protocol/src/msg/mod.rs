@@ -33,6 +33,7 @@ pub mod erase;
 pub mod error_reply;
 pub mod event;
 pub mod get_metadata;
+pub mod groups;
 pub mod hello;
 pub mod list_streams;
 mod mp;
@@ -59,6 +60,11 @@ pub use erase::{Erase, EraseOk};
 pub use error_reply::{ErrorCode, ErrorReply};
 pub use event::{new_event_wire_len, recorded_event_wire_len};
 pub use get_metadata::GetMetadata;
+pub use groups::{
+    CreateGroup, DeleteGroup, GroupAck, GroupExtend, GroupInfo, GroupNack, GroupPush,
+    GroupSettings, GroupSource, GroupStart, GroupStrategy, JoinGroup, ListGroups, NackAction,
+    UpdateGroup,
+};
 pub use hello::{Hello, HelloOk};
 pub use list_streams::{ListStreams, ListStreamsOk, MAX_LIST_STREAMS, StreamInfo};
 pub use ping::{Ping, Pong};
@@ -126,6 +132,22 @@ pub enum Request {
     Erase(Erase),
     /// A page of the stream catalog.
     ListStreams(ListStreams),
+    /// Create a consumer group.
+    CreateGroup(CreateGroup),
+    /// Change a group's settings.
+    UpdateGroup(UpdateGroup),
+    /// Delete a group.
+    DeleteGroup(DeleteGroup),
+    /// List the groups.
+    ListGroups(ListGroups),
+    /// Join a group as a consumer; pushes follow.
+    JoinGroup(JoinGroup),
+    /// Acknowledge group events (no reply).
+    GroupAck(GroupAck),
+    /// Refuse group events (no reply).
+    GroupNack(GroupNack),
+    /// Extend group events' ack wait (no reply).
+    GroupExtend(GroupExtend),
 }
 
 impl Request {
@@ -151,6 +173,14 @@ impl Request {
             Request::Scavenge(_) => Opcode::Scavenge,
             Request::Erase(_) => Opcode::Erase,
             Request::ListStreams(_) => Opcode::ListStreams,
+            Request::CreateGroup(_) => Opcode::CreateGroup,
+            Request::UpdateGroup(_) => Opcode::UpdateGroup,
+            Request::DeleteGroup(_) => Opcode::DeleteGroup,
+            Request::ListGroups(_) => Opcode::ListGroups,
+            Request::JoinGroup(_) => Opcode::JoinGroup,
+            Request::GroupAck(_) => Opcode::GroupAck,
+            Request::GroupNack(_) => Opcode::GroupNack,
+            Request::GroupExtend(_) => Opcode::GroupExtend,
         }
     }
 
@@ -216,6 +246,31 @@ impl Request {
                 32 + m.prefix.len() + m.after.as_ref().map_or(0, |a| a.len()),
                 m.to_wire(),
             ),
+            Request::CreateGroup(m) => enc!(256 + m.group.len(), m.to_wire()),
+            Request::UpdateGroup(m) => enc!(128 + m.group.len(), m.to_wire()),
+            Request::DeleteGroup(m) => enc!(
+                16 + m.group.len(),
+                groups::GroupNameWire {
+                    group: m.group.clone()
+                },
+            ),
+            Request::ListGroups(_) => enc!(1, unsubscribe::EmptyWire {}),
+            Request::JoinGroup(m) => enc!(
+                32 + m.group.len(),
+                groups::JoinGroupWire {
+                    group: m.group.clone(),
+                    window: m.window,
+                },
+            ),
+            Request::GroupAck(m) => enc!(
+                32 + m.ids.len() * 9,
+                groups::ids_out(m.subscription, &m.ids)
+            ),
+            Request::GroupExtend(m) => enc!(
+                32 + m.ids.len() * 9,
+                groups::ids_out(m.subscription, &m.ids)
+            ),
+            Request::GroupNack(m) => enc!(96 + m.ids.len() * 9, m.to_wire()),
         }
     }
 
@@ -284,6 +339,41 @@ impl Request {
             Opcode::ListStreams => {
                 Request::ListStreams(ListStreams::from_wire(decode_body(body, op)?, body))
             }
+            Opcode::CreateGroup => {
+                Request::CreateGroup(CreateGroup::from_wire(decode_body(body, op)?)?)
+            }
+            Opcode::UpdateGroup => {
+                Request::UpdateGroup(UpdateGroup::from_wire(decode_body(body, op)?)?)
+            }
+            Opcode::DeleteGroup => Request::DeleteGroup(DeleteGroup {
+                group: decode_body::<groups::GroupNameWire>(body, op)?.group,
+            }),
+            Opcode::ListGroups => {
+                decode_body::<unsubscribe::EmptyWire>(body, op)?;
+                Request::ListGroups(ListGroups)
+            }
+            Opcode::JoinGroup => {
+                let w: groups::JoinGroupWire = decode_body(body, op)?;
+                Request::JoinGroup(JoinGroup {
+                    group: w.group,
+                    window: w.window,
+                })
+            }
+            Opcode::GroupAck => {
+                let w = groups::read_ids(body, op)?;
+                Request::GroupAck(GroupAck {
+                    subscription: w.subscription,
+                    ids: w.ids,
+                })
+            }
+            Opcode::GroupExtend => {
+                let w = groups::read_ids(body, op)?;
+                Request::GroupExtend(GroupExtend {
+                    subscription: w.subscription,
+                    ids: w.ids,
+                })
+            }
+            Opcode::GroupNack => Request::GroupNack(groups::read_ids(body, op)?.into_nack()?),
         })
     }
 }
@@ -330,6 +420,16 @@ pub enum Response {
     EraseOk(EraseOk),
     /// Reply to `ListStreams`.
     ListStreamsOk(ListStreamsOk),
+    /// Reply to `CreateGroup`.
+    CreateGroupOk(Box<GroupInfo>),
+    /// Reply to `UpdateGroup`.
+    UpdateGroupOk(Box<GroupInfo>),
+    /// Reply to `DeleteGroup`.
+    DeleteGroupOk,
+    /// Reply to `ListGroups`.
+    ListGroupsOk(Vec<GroupInfo>),
+    /// Reply to `JoinGroup`; pushes follow.
+    JoinGroupOk(Box<GroupInfo>),
 }
 
 impl Response {
@@ -354,6 +454,11 @@ impl Response {
             Response::ScavengeOk(_) => Opcode::Scavenge,
             Response::EraseOk(_) => Opcode::Erase,
             Response::ListStreamsOk(_) => Opcode::ListStreams,
+            Response::CreateGroupOk(_) => Opcode::CreateGroup,
+            Response::UpdateGroupOk(_) => Opcode::UpdateGroup,
+            Response::DeleteGroupOk => Opcode::DeleteGroup,
+            Response::ListGroupsOk(_) => Opcode::ListGroups,
+            Response::JoinGroupOk(_) => Opcode::JoinGroup,
         }
     }
 
@@ -410,6 +515,16 @@ impl Response {
             Response::ScavengeOk(m) => enc!(160, m),
             Response::EraseOk(m) => enc!(128, m.to_wire()),
             Response::ListStreamsOk(m) => enc!(m.size_hint(), m.to_wire()),
+            Response::CreateGroupOk(m) | Response::UpdateGroupOk(m) | Response::JoinGroupOk(m) => {
+                enc!(m.size_hint(), m.to_wire())
+            }
+            Response::DeleteGroupOk => enc!(1, unsubscribe::EmptyWire {}),
+            Response::ListGroupsOk(m) => enc!(
+                16 + m.iter().map(GroupInfo::size_hint).sum::<usize>(),
+                groups::ListGroupsOkOut {
+                    groups: m.iter().map(GroupInfo::to_wire).collect(),
+                },
+            ),
         }
     }
 
@@ -462,7 +577,31 @@ impl Response {
             Opcode::ListStreams => {
                 Response::ListStreamsOk(ListStreamsOk::from_wire(decode_body(body, op)?)?)
             }
-            Opcode::Credit => return Err(unexpected(frame, Kind::Response)),
+            Opcode::CreateGroup => {
+                Response::CreateGroupOk(Box::new(GroupInfo::from_wire(decode_body(body, op)?, op)?))
+            }
+            Opcode::UpdateGroup => {
+                Response::UpdateGroupOk(Box::new(GroupInfo::from_wire(decode_body(body, op)?, op)?))
+            }
+            Opcode::JoinGroup => {
+                Response::JoinGroupOk(Box::new(GroupInfo::from_wire(decode_body(body, op)?, op)?))
+            }
+            Opcode::DeleteGroup => {
+                decode_body::<unsubscribe::EmptyWire>(body, op)?;
+                Response::DeleteGroupOk
+            }
+            Opcode::ListGroups => {
+                let w: groups::ListGroupsOkIn = decode_body(body, op)?;
+                Response::ListGroupsOk(
+                    w.groups
+                        .into_iter()
+                        .map(|g| GroupInfo::from_wire(g, op))
+                        .collect::<Result<_, _>>()?,
+                )
+            }
+            Opcode::Credit | Opcode::GroupAck | Opcode::GroupNack | Opcode::GroupExtend => {
+                return Err(unexpected(frame, Kind::Response));
+            }
         })
     }
 }
@@ -516,6 +655,33 @@ impl Push {
     }
 }
 
+impl GroupPush {
+    /// Appends this push as one frame to `dst`, for the consumer that
+    /// joined with the request `subscription`. On error `dst` is left as it
+    /// was.
+    pub fn encode(
+        &self,
+        dst: &mut BytesMut,
+        subscription: u32,
+        max_frame_bytes: u32,
+    ) -> Result<(), Error> {
+        let header = FrameHeader::new(Kind::Push, Opcode::JoinGroup, subscription);
+        let (min, slack) = self.body_len();
+        encode_raw(dst, &header, max_frame_bytes, min, slack, |b| {
+            self.put_body(b)
+        })
+    }
+
+    /// Decodes a group's Push frame.
+    pub fn decode(frame: &Frame) -> Result<GroupPush, Error> {
+        expect_kind(frame, Kind::Push)?;
+        if frame.header.opcode != Opcode::JoinGroup {
+            return Err(unexpected(frame, Kind::Push));
+        }
+        GroupPush::read_body(&frame.body)
+    }
+}
+
 impl ErrorReply {
     /// Appends this error as one frame (with [`crate::Flags::END`]) to
     /// `dst`, answering the request `corr_id` made with `opcode`. On error
@@ -552,6 +718,8 @@ pub enum ServerMessage {
     Response(Response),
     /// A subscription push.
     Push(Push),
+    /// A consumer group's push.
+    GroupPush(GroupPush),
     /// A failed reply.
     Error(ErrorReply),
 }
@@ -562,6 +730,9 @@ impl ServerMessage {
     pub fn decode(frame: &Frame) -> Result<ServerMessage, Error> {
         match frame.header.kind {
             Kind::Response => Response::decode(frame).map(ServerMessage::Response),
+            Kind::Push if frame.header.opcode == Opcode::JoinGroup => {
+                GroupPush::decode(frame).map(ServerMessage::GroupPush)
+            }
             Kind::Push => Push::decode(frame).map(ServerMessage::Push),
             Kind::Error => ErrorReply::decode(frame).map(ServerMessage::Error),
             Kind::Request => Err(unexpected(frame, Kind::Response)),

@@ -273,6 +273,32 @@ fn none<T>() -> Option<T> {
     None
 }
 
+impl FilterIn {
+    /// The filter decoded.
+    pub(crate) fn into_filter(self) -> Filter {
+        Filter {
+            stream_prefixes: self.stream_prefixes,
+            type_prefixes: self.type_prefixes,
+            stream_regex: self.stream_regex,
+            type_regex: self.type_regex,
+            checkpoint_interval: self.checkpoint_interval,
+        }
+    }
+}
+
+impl<'a> FilterWire<&'a [String], &'a str> {
+    /// `f` as written on the wire.
+    pub(crate) fn of(f: &'a Filter) -> Self {
+        FilterWire {
+            stream_prefixes: f.stream_prefixes.as_slice(),
+            type_prefixes: f.type_prefixes.as_slice(),
+            stream_regex: f.stream_regex.as_deref(),
+            type_regex: f.type_regex.as_deref(),
+            checkpoint_interval: f.checkpoint_interval,
+        }
+    }
+}
+
 impl Subscribe {
     pub(crate) fn to_wire(&self) -> SubscribeWire<'_, FilterWire<&[String], &str>> {
         let (target, stream, from, filter) = match &self.target {

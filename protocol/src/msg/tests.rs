@@ -514,7 +514,149 @@ pub(crate) fn error_reply() -> impl Strategy<Value = ErrorReply> {
 }
 
 fn opcode() -> impl Strategy<Value = Opcode> {
-    (1u16..=18).prop_filter_map("known opcode", Opcode::from_u16)
+    (1u16..=27).prop_filter_map("known opcode", Opcode::from_u16)
+}
+
+fn group_settings() -> impl Strategy<Value = GroupSettings> {
+    (any::<u64>(), any::<u32>(), any::<u32>(), any::<bool>()).prop_map(|(a, d, f, per)| {
+        GroupSettings {
+            ack_wait_ms: a,
+            max_deliveries: d,
+            max_in_flight: f,
+            strategy: if per {
+                GroupStrategy::PerStream
+            } else {
+                GroupStrategy::RoundRobin
+            },
+        }
+    })
+}
+
+fn group_source() -> impl Strategy<Value = GroupSource> {
+    prop_oneof![
+        prop::option::of(filter()).prop_map(|filter| GroupSource::All { filter }),
+        "\\PC{1,16}".prop_map(|stream| GroupSource::Stream { stream }),
+    ]
+}
+
+fn group_start() -> impl Strategy<Value = GroupStart> {
+    prop_oneof![
+        Just(GroupStart::Start),
+        Just(GroupStart::End),
+        any::<u64>().prop_map(GroupStart::At),
+    ]
+}
+
+fn ids() -> impl Strategy<Value = Vec<u64>> {
+    prop::collection::vec(any::<u64>(), 0..20)
+}
+
+pub(crate) fn group_request() -> impl Strategy<Value = Request> {
+    prop_oneof![
+        (
+            "\\PC{0,16}",
+            group_source(),
+            group_start(),
+            group_settings()
+        )
+            .prop_map(|(group, source, start, settings)| Request::CreateGroup(
+                CreateGroup {
+                    group,
+                    source,
+                    start,
+                    settings,
+                }
+            )),
+        ("\\PC{0,16}", group_settings())
+            .prop_map(|(group, settings)| Request::UpdateGroup(UpdateGroup { group, settings })),
+        "\\PC{0,16}".prop_map(|group| Request::DeleteGroup(DeleteGroup { group })),
+        Just(Request::ListGroups(ListGroups)),
+        ("\\PC{0,16}", any::<u32>())
+            .prop_map(|(group, window)| Request::JoinGroup(JoinGroup { group, window })),
+        (any::<u32>(), ids())
+            .prop_map(|(subscription, ids)| Request::GroupAck(GroupAck { subscription, ids })),
+        (any::<u32>(), ids()).prop_map(|(subscription, ids)| Request::GroupExtend(GroupExtend {
+            subscription,
+            ids
+        })),
+        (
+            any::<u32>(),
+            ids(),
+            prop_oneof![
+                any::<u64>().prop_map(|delay_ms| NackAction::Retry { delay_ms }),
+                "\\PC{0,16}".prop_map(|reason| NackAction::Park { reason }),
+                Just(NackAction::Skip),
+            ]
+        )
+            .prop_map(|(subscription, ids, action)| Request::GroupNack(GroupNack {
+                subscription,
+                ids,
+                action
+            })),
+    ]
+}
+
+fn group_info() -> impl Strategy<Value = GroupInfo> {
+    (
+        "\\PC{0,16}",
+        group_source(),
+        group_start(),
+        group_settings(),
+        any::<[u64; 13]>(),
+        any::<u32>(),
+    )
+        .prop_map(|(group, source, start, settings, n, consumers)| GroupInfo {
+            group,
+            source,
+            start,
+            settings,
+            floor: n[0],
+            cursor: n[1],
+            head: n[2],
+            outstanding: n[3],
+            in_flight: n[4],
+            waiting: n[5],
+            consumers,
+            oldest_in_flight_ms: n[6],
+            parked: n[7],
+            delivered: n[8],
+            acked: n[9],
+            skipped: n[10],
+            failures: n[11],
+            parked_total: n[12],
+        })
+}
+
+pub(crate) fn group_response() -> impl Strategy<Value = Response> {
+    prop_oneof![
+        group_info().prop_map(|g| Response::CreateGroupOk(Box::new(g))),
+        group_info().prop_map(|g| Response::UpdateGroupOk(Box::new(g))),
+        group_info().prop_map(|g| Response::JoinGroupOk(Box::new(g))),
+        Just(Response::DeleteGroupOk),
+        prop::collection::vec(group_info(), 0..4).prop_map(Response::ListGroupsOk),
+    ]
+}
+
+pub(crate) fn group_push() -> impl Strategy<Value = GroupPush> {
+    prop_oneof![
+        recorded_events().prop_flat_map(|events| {
+            let n = events.len();
+            (
+                Just(events),
+                prop::collection::vec(any::<u64>(), n),
+                prop::collection::vec(any::<u32>(), n),
+            )
+                .prop_map(|(events, ids, deliveries)| GroupPush::Events {
+                    events,
+                    ids,
+                    deliveries,
+                })
+        }),
+        (any::<u16>(), "\\PC{0,16}").prop_map(|(c, message)| GroupPush::Ended {
+            code: ErrorCode::from_u16(c),
+            message,
+        }),
+    ]
 }
 
 // ------------------------------------------------------------------ helpers
@@ -582,6 +724,63 @@ proptest! {
         prop_assert_eq!(frame.header.corr_id, subscription);
         prop_assert_eq!(&Push::decode(&frame).unwrap(), &push);
         prop_assert_eq!(ServerMessage::decode(&frame).unwrap(), ServerMessage::Push(push));
+    }
+
+    #[test]
+    fn group_messages_round_trip(
+        req in group_request(),
+        resp in group_response(),
+        push in group_push(),
+        corr_id in any::<u32>(),
+    ) {
+        let mut buf = BytesMut::new();
+        req.encode(&mut buf, corr_id, MAX).unwrap();
+        let frame = one_frame(buf);
+        prop_assert_eq!(frame.header.opcode, req.opcode());
+        prop_assert_eq!(Request::decode(&frame).unwrap(), req);
+        let mut buf = BytesMut::new();
+        resp.encode(&mut buf, corr_id, MAX).unwrap();
+        let frame = one_frame(buf);
+        prop_assert_eq!(frame.header.opcode, resp.opcode());
+        prop_assert_eq!(&Response::decode(&frame).unwrap(), &resp);
+        let mut buf = BytesMut::new();
+        push.encode(&mut buf, corr_id, MAX).unwrap();
+        let frame = one_frame(buf);
+        prop_assert_eq!(frame.header.kind, Kind::Push);
+        prop_assert_eq!(frame.header.opcode, Opcode::JoinGroup);
+        prop_assert_eq!(ServerMessage::decode(&frame).unwrap(), ServerMessage::GroupPush(push));
+    }
+
+    #[test]
+    fn group_bodies_cut_or_flipped_are_errors_not_panics(
+        req in group_request(),
+        push in group_push(),
+        cut in any::<prop::sample::Index>(),
+        flip in any::<prop::sample::Index>(),
+        bit in 0u8..8,
+    ) {
+        for mut buf in [
+            { let mut b = BytesMut::new(); req.encode(&mut b, 5, MAX).unwrap(); b },
+            { let mut b = BytesMut::new(); push.encode(&mut b, 5, MAX).unwrap(); b },
+        ] {
+            let frame = one_frame(buf.split());
+            let body = frame.body.to_vec();
+            let mut cut_body = body.clone();
+            cut_body.truncate(cut.index(body.len().max(1)));
+            let mut flipped = body.clone();
+            if !flipped.is_empty() {
+                let i = flip.index(flipped.len());
+                flipped[i] ^= 1 << bit;
+            }
+            for b in [cut_body, flipped] {
+                let f = Frame::new(frame.header, b);
+                // Either decodes (to something) or says why; never panics.
+                match frame.header.kind {
+                    Kind::Request => { let _ = Request::decode(&f); }
+                    _ => { let _ = ServerMessage::decode(&f); }
+                }
+            }
+        }
     }
 
     #[test]
@@ -2196,4 +2395,29 @@ fn oversized_erase_is_too_large() {
     .encode(&mut buf, 1, 4096);
     assert!(matches!(r, Err(Error::TooLarge { max: 4096, .. })), "{r:?}");
     assert_eq!(&buf[..], b"earlier");
+}
+
+#[test]
+fn group_ids_past_the_limit_are_refused_before_they_are_read() {
+    let ids: Vec<u64> = (0..=groups::MAX_GROUP_IDS as u64).collect();
+    let mut buf = BytesMut::new();
+    Request::GroupAck(GroupAck {
+        subscription: 1,
+        ids,
+    })
+    .encode(&mut buf, 1, MAX)
+    .unwrap();
+    let err = Request::decode(&one_frame(buf)).unwrap_err();
+    assert!(err.to_string().contains("too many ids"), "{err}");
+    // A push whose ids do not pair with its events is malformed.
+    let frame = frame_with_body(
+        Kind::Push,
+        Opcode::JoinGroup,
+        &serde_json::json!({ "t": "events", "events": [], "ids": [1], "deliveries": [] }),
+    );
+    assert!(GroupPush::decode(&frame).is_err());
+    assert!(groups::validate_group_name("orders.projector-1").is_ok());
+    assert!(groups::validate_group_name("").is_err());
+    assert!(groups::validate_group_name("a:b").is_err());
+    assert!(groups::validate_group_name(&"x".repeat(129)).is_err());
 }
