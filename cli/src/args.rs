@@ -82,6 +82,82 @@ pub(crate) enum Command {
     /// Copy a consistent image of the server's store into a local
     /// directory while the server keeps serving.
     Backup(BackupArgs),
+    /// List the consumer groups with their floor, lag, events in flight,
+    /// consumers and parked events.
+    Groups,
+    /// Create, change or delete a consumer group.
+    #[command(subcommand)]
+    Group(GroupCommand),
+}
+
+/// `logbook group ...`.
+#[derive(Subcommand, Debug)]
+pub(crate) enum GroupCommand {
+    /// Create a group reading one stream, or the global log (all of it, or
+    /// the streams with given prefixes).
+    Create(GroupCreateArgs),
+    /// Change a group's settings (those not given keep their values).
+    Update(GroupUpdateArgs),
+    /// Delete a group: its consumers stop, its state and parked list go.
+    Delete(GroupNameArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct GroupNameArgs {
+    /// The group.
+    pub(crate) group: String,
+}
+
+#[derive(Args, Debug, Default)]
+pub(crate) struct GroupSettingsArgs {
+    /// Milliseconds an event may stay unacknowledged before it is
+    /// delivered again (default 30000).
+    #[arg(long, value_name = "MS")]
+    pub(crate) ack_wait_ms: Option<u64>,
+
+    /// Deliveries after which a failure parks the event (default 10).
+    #[arg(long, value_name = "N")]
+    pub(crate) max_deliveries: Option<u32>,
+
+    /// Most events in flight across the consumers (default 1000).
+    #[arg(long, value_name = "N")]
+    pub(crate) max_in_flight: Option<u32>,
+
+    /// round-robin (no order) or per-stream (one event of a stream at a
+    /// time, in order; streams in parallel). Default round-robin.
+    #[arg(long, value_name = "STRATEGY", value_parser = ["round-robin", "per-stream"])]
+    pub(crate) strategy: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct GroupCreateArgs {
+    /// The group (letters, digits, '-', '_', '.').
+    pub(crate) group: String,
+
+    /// Read this stream (default: the global log).
+    #[arg(long, value_name = "STREAM", conflicts_with = "prefix")]
+    pub(crate) stream: Option<String>,
+
+    /// Read the global log's streams with this prefix (repeatable).
+    #[arg(long, value_name = "PREFIX")]
+    pub(crate) prefix: Vec<String>,
+
+    /// Where to start: start, end (only what comes next), or a position
+    /// (a version for a stream), inclusive. Default start.
+    #[arg(long, default_value = "start", value_name = "FROM")]
+    pub(crate) from: String,
+
+    #[command(flatten)]
+    pub(crate) settings: GroupSettingsArgs,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct GroupUpdateArgs {
+    /// The group.
+    pub(crate) group: String,
+
+    #[command(flatten)]
+    pub(crate) settings: GroupSettingsArgs,
 }
 
 #[derive(Args, Debug)]

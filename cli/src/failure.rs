@@ -20,9 +20,11 @@ Exit codes:
   4  wrong expected version: the append's --expected did not hold, nothing
      was written
   5  stream not found (reading a stream that has no events) or deleted for
-     ever (delete --hard: reads, appends and metadata changes all fail)
+     ever (delete --hard: reads, appends and metadata changes all fail), or
+     no consumer group of that name
   6  any other error reported by the server: not authenticated, busy,
-     shutting down, corruption, internal error, protocol mismatch";
+     shutting down, corruption, internal error, protocol mismatch, a
+     consumer group that exists already";
 
 /// What kind of failure, which fixes the exit code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,7 +37,8 @@ pub(crate) enum Exit {
     Unreachable = 3,
     /// An append's expected version did not hold.
     WrongExpectedVersion = 4,
-    /// The stream has no events, or was hard-deleted.
+    /// The stream has no events, or was hard-deleted (or the consumer
+    /// group does not exist).
     StreamNotFound = 5,
     /// Any other error the server reported.
     Server = 6,
@@ -94,7 +97,9 @@ impl Failure {
 pub(crate) fn exit_of(e: &Error) -> Exit {
     match e {
         Error::WrongExpectedVersion { .. } => Exit::WrongExpectedVersion,
-        Error::StreamNotFound { .. } | Error::StreamDeleted { .. } => Exit::StreamNotFound,
+        Error::StreamNotFound { .. }
+        | Error::StreamDeleted { .. }
+        | Error::GroupNotFound { .. } => Exit::StreamNotFound,
         Error::BadRequest(_) | Error::TooLarge { .. } => Exit::Usage,
         Error::Connect(_) | Error::Disconnected | Error::Timeout => Exit::Unreachable,
         Error::NotAuthenticated
@@ -104,6 +109,7 @@ pub(crate) fn exit_of(e: &Error) -> Exit {
         | Error::Internal(_)
         | Error::UnsupportedVersion { .. }
         | Error::Server { .. }
+        | Error::GroupExists { .. }
         | Error::Protocol(_) => Exit::Server,
         Error::LocalIo { .. } => Exit::Other,
         // `Error` is non-exhaustive: a variant added later is "other" until

@@ -819,7 +819,11 @@ impl Client {
     /// Sends `request` until it gets an answer the retry policy accepts,
     /// within the request timeout. `pick` takes the expected response out of
     /// a success reply (`None`: a reply of the wrong type).
-    async fn call<T>(&self, request: &Request, pick: impl Fn(Response) -> Option<T>) -> Result<T> {
+    pub(crate) async fn call<T>(
+        &self,
+        request: &Request,
+        pick: impl Fn(Response) -> Option<T>,
+    ) -> Result<T> {
         let options = &self.inner.options;
         self.call_with(request, pick, options.request_timeout, options.retry)
             .await

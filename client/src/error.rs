@@ -66,6 +66,21 @@ pub enum Error {
         stream: String,
     },
 
+    /// No consumer group of that name (it was never created, or was
+    /// deleted).
+    #[error("no consumer group {group:?}")]
+    GroupNotFound {
+        /// The group.
+        group: String,
+    },
+
+    /// A consumer group of that name exists already.
+    #[error("consumer group {group:?} exists")]
+    GroupExists {
+        /// The group.
+        group: String,
+    },
+
     /// The request is invalid: refused by the server (malformed body, bad
     /// name, ...) or caught by the client before sending (an invalid stream
     /// name or event type, an empty batch, a zero page size).
@@ -228,6 +243,15 @@ impl Error {
                 (None, _) => String::new(),
             }
         };
+        let group = || -> String {
+            match request {
+                Request::CreateGroup(g) => g.group.clone(),
+                Request::UpdateGroup(g) => g.group.clone(),
+                Request::DeleteGroup(g) => g.group.clone(),
+                Request::JoinGroup(g) => g.group.clone(),
+                _ => String::new(),
+            }
+        };
         match reply.code {
             ErrorCode::WrongExpectedVersion => Error::WrongExpectedVersion {
                 stream: stream(),
@@ -241,6 +265,8 @@ impl Error {
             },
             ErrorCode::StreamNotFound => Error::StreamNotFound { stream: stream() },
             ErrorCode::StreamDeleted => Error::StreamDeleted { stream: stream() },
+            ErrorCode::GroupNotFound => Error::GroupNotFound { group: group() },
+            ErrorCode::GroupExists => Error::GroupExists { group: group() },
             ErrorCode::BadRequest => Error::BadRequest(reply.message),
             ErrorCode::TooLarge => Error::TooLarge {
                 limit: reply.limit,

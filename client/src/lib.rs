@@ -113,6 +113,7 @@ mod client;
 mod conn;
 mod error;
 pub mod es;
+mod groups;
 mod options;
 mod read;
 mod scavenge;
@@ -122,6 +123,7 @@ pub use backup::{BackupProgress, BackupReport};
 pub use checkpoint::{Checkpoint, CheckpointStore, FileCheckpointStore};
 pub use client::Client;
 pub use error::{Error, Result};
+pub use groups::{GroupConsumer, GroupDelivery};
 pub use options::{ClientOptions, RetryPolicy};
 pub use read::{
     AllPage, DEFAULT_PAGE_SIZE, EventStream, ReadAllOptions, ReadStreamOptions, StreamPage,
@@ -145,3 +147,6 @@ pub use logbook_protocol::lifecycle::{
 };
 pub use logbook_protocol::types::*;
 pub use logbook_protocol::{Filter, HelloOk, RecoveryStats, StreamInfo, SubscribeFrom};
+pub use logbook_protocol::{
+    GroupInfo, GroupSettings, GroupSource, GroupStart, GroupStrategy, NackAction,
+};

@@ -67,4 +67,9 @@ pub use msg::{
     ServerMessage, SetMetadata, Stats, StatsOk, StreamInfo, Subscribe, SubscribeFrom, SubscribeOk,
     SubscriptionTarget, Truncate, Unsubscribe,
 };
+pub use msg::{
+    CreateGroup, DeleteGroup, GroupAck, GroupExtend, GroupInfo, GroupNack, GroupPush,
+    GroupSettings, GroupSource, GroupStart, GroupStrategy, JoinGroup, ListGroups, NackAction,
+    UpdateGroup,
+};
 pub use types::*;

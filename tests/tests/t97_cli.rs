@@ -1027,3 +1027,50 @@ fn streams_lists_the_catalog() {
         "{table}"
     );
 }
+
+#[test]
+fn groups_are_created_listed_updated_and_deleted() {
+    let env = Env::start();
+    env.append("invoice-1", "Invoiced", r#"{"cents":100}"#);
+    env.append("invoice-2", "Invoiced", r#"{"cents":200}"#);
+    env.append("other", "Noted", "{}");
+    let created = env.json(&[
+        "group",
+        "create",
+        "billing",
+        "--prefix",
+        "invoice-",
+        "--strategy",
+        "per-stream",
+        "--max-deliveries",
+        "5",
+    ]);
+    assert_eq!(created[0]["group"], "billing");
+    assert_eq!(created[0]["strategy"], "per_stream");
+    assert_eq!(created[0]["max_deliveries"], 5);
+    assert_eq!(created[0]["prefixes"], serde_json::json!(["invoice-"]));
+    env.ok(&[
+        "group", "create", "tail-end", "--stream", "other", "--from", "end",
+    ]);
+    let listed = env.json(&["groups"]);
+    assert_eq!(field(&listed, "group"), ["billing", "tail-end"]);
+    assert_eq!(listed[1]["stream"], "other");
+    assert_eq!(listed[1]["start"], "end");
+    let table = env.ok(&["groups"]);
+    assert!(table.starts_with("GROUP"), "{table}");
+    assert!(table.contains("per-stream"), "{table}");
+    // Update keeps what is not given.
+    let updated = env.json(&["group", "update", "billing", "--ack-wait-ms", "5000"]);
+    assert_eq!(updated[0]["ack_wait_ms"], 5000);
+    assert_eq!(updated[0]["max_deliveries"], 5);
+    assert_eq!(updated[0]["strategy"], "per_stream");
+    // Errors: an existing name, a bad one, an unknown group.
+    env.fails(6, &["group", "create", "billing"]);
+    env.fails(2, &["group", "create", "no spaces"]);
+    let err = env.fails(5, &["group", "delete", "nobody"]);
+    assert!(err.contains("nobody"), "{err}");
+    env.ok(&["group", "delete", "billing"]);
+    assert_eq!(field(&env.json(&["groups"]), "group"), ["tail-end"]);
+    // The server's group streams take no appends.
+    env.fails(2, &["append", "$groups", "--type", "X", "--data", "{}"]);
+}

@@ -2,6 +2,7 @@
 
 mod append;
 mod backup;
+mod groups;
 mod lifecycle;
 mod ping;
 mod read;
@@ -66,6 +67,8 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Stats => stats::run(&mut ctx).await,
         Command::Streams(args) => streams::run(&mut ctx, args).await,
         Command::Backup(args) => backup::run(&mut ctx, args).await,
+        Command::Groups => groups::list(&mut ctx).await,
+        Command::Group(cmd) => groups::run(&mut ctx, cmd).await,
     };
     // What was printed before a failure still reaches stdout.
     let flushed = ctx.out.flush();

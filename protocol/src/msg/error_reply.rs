@@ -66,6 +66,10 @@ pub enum ErrorCode {
     /// (14) The stream was hard-deleted: reads, appends and lifecycle
     /// operations of it fail, for ever. Detail: `stream`.
     StreamDeleted,
+    /// (15) No consumer group of that name. Detail: `group`.
+    GroupNotFound,
+    /// (16) A consumer group of that name exists already. Detail: `group`.
+    GroupExists,
     /// A code this side does not know (sent by a newer peer). Never build it
     /// for a known code: it would decode as the named variant.
     Unknown(u16),
@@ -89,6 +93,8 @@ impl ErrorCode {
             ErrorCode::OutOfRange => 12,
             ErrorCode::IdleTimeout => 13,
             ErrorCode::StreamDeleted => 14,
+            ErrorCode::GroupNotFound => 15,
+            ErrorCode::GroupExists => 16,
             ErrorCode::Unknown(code) => code,
         }
     }
@@ -111,6 +117,8 @@ impl ErrorCode {
             12 => ErrorCode::OutOfRange,
             13 => ErrorCode::IdleTimeout,
             14 => ErrorCode::StreamDeleted,
+            15 => ErrorCode::GroupNotFound,
+            16 => ErrorCode::GroupExists,
             other => ErrorCode::Unknown(other),
         }
     }
@@ -133,6 +141,8 @@ impl fmt::Display for ErrorCode {
             ErrorCode::OutOfRange => "out of range",
             ErrorCode::IdleTimeout => "idle timeout",
             ErrorCode::StreamDeleted => "stream deleted",
+            ErrorCode::GroupNotFound => "group not found",
+            ErrorCode::GroupExists => "group exists",
             ErrorCode::Unknown(code) => return write!(f, "error code {code}"),
         };
         f.write_str(name)

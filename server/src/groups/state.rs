@@ -273,6 +273,17 @@ impl<T: Clone> GroupState<T> {
         self.slots.len()
     }
 
+    /// Events in flight to `consumer`.
+    pub fn held_by(&self, consumer: ConsumerId) -> usize {
+        self.by_consumer.get(&consumer).map_or(0, BTreeSet::len)
+    }
+
+    /// Parks taken with [`GroupState::take_parks`] whose records could not
+    /// be written: taken again next time.
+    pub fn unpark_pending(&mut self, parks: Vec<ToPark<T>>) {
+        self.to_park.extend(parks);
+    }
+
     /// Events waiting for a retry.
     pub fn waiting(&self) -> usize {
         self.waits.len()

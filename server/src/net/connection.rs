@@ -141,6 +141,9 @@ pub(super) struct Connection {
     pub(super) handshaken: bool,
     /// Open subscriptions, by their Subscribe's corr_id.
     pub(super) subs: HashMap<u32, Arc<Sub>>,
+    /// Consumer group memberships, by their JoinGroup's corr_id.
+    pub(super) memberships:
+        HashMap<u32, (Arc<super::groups::Group>, crate::groups::state::ConsumerId)>,
     /// When the frame now partly in the read buffer started arriving.
     frame_started: Option<tokio::time::Instant>,
     /// Its charge on the server's budget for large incomplete frames.
@@ -199,6 +202,7 @@ impl Connection {
             jobs: FuturesUnordered::new(),
             handshaken: false,
             subs: HashMap::new(),
+            memberships: HashMap::new(),
             frame_started: None,
             frame_charge: None,
             backups: HashMap::new(),
@@ -240,6 +244,10 @@ impl Connection {
             .then_some((ErrorCode::ShuttingDown, "the server is shutting down"));
         for (_, sub) in conn.subs.drain() {
             conn.shared.hub.end(&sub, reason);
+        }
+        // Leave the groups: what this consumer held goes to the others.
+        for (_, (group, consumer)) in conn.memberships.drain() {
+            group.leave(consumer);
         }
         if matches!(why, Close::Shutdown) {
             // Tell the client why the connection ends, after the `ended`
@@ -420,6 +428,7 @@ impl Connection {
             && self.jobs.is_empty()
             && self.backups.is_empty()
             && self.subs.values().all(|s| s.is_ended())
+            && self.memberships.is_empty()
     }
 
     /// Room on the outbox budget for a reply of up to `want` bytes (less
@@ -537,7 +546,12 @@ impl Connection {
         }
         let req = match Request::decode(&frame) {
             Ok(r) => r,
-            Err(e) if opcode == Opcode::Credit => {
+            Err(e)
+                if matches!(
+                    opcode,
+                    Opcode::Credit | Opcode::GroupAck | Opcode::GroupNack | Opcode::GroupExtend
+                ) =>
+            {
                 // A Credit has no reply to carry the error, and its
                 // subscription is unknown: the flow control of the
                 // connection is broken (PROTOCOL.md §2.3).
@@ -589,6 +603,14 @@ impl Connection {
             Request::Scavenge(s) => self.scavenge(corr_id, s),
             Request::Erase(e) => self.erase(corr_id, e),
             Request::ListStreams(l) => self.list_streams(corr_id, l).await,
+            Request::CreateGroup(g) => self.create_group(corr_id, g).await,
+            Request::UpdateGroup(g) => self.update_group(corr_id, g).await,
+            Request::DeleteGroup(g) => self.delete_group(corr_id, g).await,
+            Request::ListGroups(_) => self.list_groups(corr_id),
+            Request::JoinGroup(j) => self.join_group(corr_id, j),
+            Request::GroupAck(a) => self.group_ack(a),
+            Request::GroupNack(n) => self.group_nack(n),
+            Request::GroupExtend(e) => self.group_extend(e),
             _ => {
                 self.send_error(
                     opcode,

@@ -34,6 +34,7 @@
 mod cmd;
 mod connection;
 mod errors;
+pub(crate) mod groups;
 pub mod limits;
 mod outbox;
 mod reads;
@@ -175,6 +176,8 @@ struct Shared {
     maintenance: Arc<Semaphore>,
     /// Where spans of traced appends go, if anywhere.
     tracer: Option<Arc<crate::otlp::Exporter>>,
+    /// The consumer groups.
+    groups: Arc<groups::Groups>,
 }
 
 impl Shared {
@@ -357,6 +360,15 @@ pub async fn run_with_stats(
         tracing::info!(endpoint = %format!("http://{}{}", endpoint.authority, endpoint.path), "exporting spans of traced appends (OTLP/HTTP JSON)");
         crate::otlp::Exporter::start(endpoint, config.otlp_service_name.clone())
     });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let groups = groups::Groups::load(
+        store.clone(),
+        Arc::clone(&reads),
+        config.max_frame_bytes,
+        stop_rx.clone(),
+    )
+    .await
+    .map_err(|e| std::io::Error::other(format!("loading the consumer groups: {e}")))?;
     let shared = Arc::new(Shared {
         store,
         config,
@@ -369,9 +381,9 @@ pub async fn run_with_stats(
         reads,
         maintenance: Arc::new(Semaphore::new(1)),
         tracer,
+        groups,
     });
     let slots = Arc::new(Semaphore::new(shared.config.max_connections));
-    let (stop_tx, stop_rx) = watch::channel(false);
     let dispatcher = tokio::spawn(hub.dispatch(stop_rx.clone()));
     let sampler =
         tokio::spawn(Arc::clone(&shared.meter).run(shared.store.clone(), stop_rx.clone()));
@@ -420,6 +432,8 @@ pub async fn run_with_stats(
     drop(listener);
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
+    // The groups' last checkpoints, before the store closes.
+    shared.groups.stopped().await;
     let _ = dispatcher.await;
     let _ = sampler.await;
     Ok(())

@@ -25,6 +25,17 @@ impl Connection {
     pub(in crate::net) async fn append(&mut self, corr_id: u32, a: Append) {
         let opcode = Opcode::Append;
         let stream = match StreamName::new(a.stream) {
+            Ok(s) if crate::net::groups::is_reserved(s.as_str()) => {
+                self.send_error(
+                    opcode,
+                    corr_id,
+                    ErrorReply::new(
+                        ErrorCode::BadRequest,
+                        format!("stream {s} belongs to the server's consumer groups"),
+                    ),
+                );
+                return;
+            }
             Ok(s) => s,
             Err(e) => {
                 self.send_error(

@@ -91,6 +91,9 @@ impl Connection {
         stream: Text,
     ) -> Option<StreamName> {
         let refused = match StreamName::new(stream) {
+            Ok(s) if crate::net::groups::is_reserved(s.as_str()) => format!(
+                "stream {s} belongs to the server's consumer groups: use the group requests"
+            ),
             Ok(s) if meta_target(s.as_str()).is_none() => return Some(s),
             Ok(s) => format!(
                 "stream {s} is the metadata stream of {}: name the stream itself",

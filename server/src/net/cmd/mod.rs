@@ -27,6 +27,7 @@ mod append;
 pub(super) use append::AppendTrace;
 mod backup;
 mod catalog;
+mod groups;
 mod hello;
 mod lifecycle;
 mod read;

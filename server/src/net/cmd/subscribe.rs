@@ -124,6 +124,8 @@ impl Connection {
         // Idempotent: ending an unknown subscription is not an error.
         if let Some(sub) = self.subs.remove(&u.subscription) {
             self.shared.hub.end(&sub, None);
+        } else {
+            self.leave_group(u.subscription);
         }
         self.send(corr_id, opcode, &Response::UnsubscribeOk);
     }

@@ -111,7 +111,7 @@ impl CompiledFilter {
         prefixes(&self.streams) + prefixes(&self.types) + regexes * 3 * REGEX_SIZE_LIMIT
     }
 
-    pub(super) fn matches(&self, e: &RecordedEvent) -> bool {
+    pub(crate) fn matches(&self, e: &RecordedEvent) -> bool {
         self.streams.admits(&e.stream)
             && self.types.admits(&e.event_type)
             && self

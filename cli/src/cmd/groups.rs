@@ -1,0 +1,201 @@
+//! `logbook groups` and `logbook group create|update|delete`: consumer
+//! groups (PROTOCOL.md §5.13).
+
+use logbook_client::{Filter, GroupInfo, GroupSettings, GroupSource, GroupStart, GroupStrategy};
+use serde_json::json;
+
+use super::Ctx;
+use crate::args::{GroupCommand, GroupSettingsArgs};
+use crate::failure::{Exit, Failure};
+use crate::output::{Align, Table};
+
+fn apply(settings: &mut GroupSettings, args: &GroupSettingsArgs) {
+    if let Some(v) = args.ack_wait_ms {
+        settings.ack_wait_ms = v;
+    }
+    if let Some(v) = args.max_deliveries {
+        settings.max_deliveries = v;
+    }
+    if let Some(v) = args.max_in_flight {
+        settings.max_in_flight = v;
+    }
+    match args.strategy.as_deref() {
+        Some("per-stream") => settings.strategy = GroupStrategy::PerStream,
+        Some("round-robin") => settings.strategy = GroupStrategy::RoundRobin,
+        _ => {}
+    }
+}
+
+fn source(g: &GroupInfo) -> String {
+    match &g.source {
+        GroupSource::Stream { stream } => stream.clone(),
+        GroupSource::All { filter: None } => "$all".into(),
+        GroupSource::All { filter: Some(f) } if f.stream_prefixes.is_empty() => {
+            "$all (filtered)".into()
+        }
+        GroupSource::All { filter: Some(f) } => format!("$all {}*", f.stream_prefixes.join("* ")),
+    }
+}
+
+fn to_json(g: &GroupInfo) -> serde_json::Value {
+    let (stream, prefixes) = match &g.source {
+        GroupSource::Stream { stream } => (Some(stream.clone()), Vec::new()),
+        GroupSource::All { filter } => (
+            None,
+            filter
+                .as_ref()
+                .map(|f| f.stream_prefixes.clone())
+                .unwrap_or_default(),
+        ),
+    };
+    json!({
+        "group": g.group,
+        "stream": stream,
+        "prefixes": prefixes,
+        "start": match g.start {
+            GroupStart::Start => json!("start"),
+            GroupStart::End => json!("end"),
+            GroupStart::At(at) => json!(at),
+        },
+        "ack_wait_ms": g.settings.ack_wait_ms,
+        "max_deliveries": g.settings.max_deliveries,
+        "max_in_flight": g.settings.max_in_flight,
+        "strategy": g.settings.strategy.as_str(),
+        "floor": g.floor,
+        "cursor": g.cursor,
+        "head": g.head,
+        "lag": g.head.saturating_sub(g.floor),
+        "outstanding": g.outstanding,
+        "in_flight": g.in_flight,
+        "waiting": g.waiting,
+        "consumers": g.consumers,
+        "oldest_in_flight_ms": g.oldest_in_flight_ms,
+        "parked": g.parked,
+        "delivered": g.delivered,
+        "acked": g.acked,
+        "skipped": g.skipped,
+        "failures": g.failures,
+        "parked_total": g.parked_total,
+    })
+}
+
+/// `logbook groups`.
+pub(crate) async fn list(ctx: &mut Ctx) -> Result<(), Failure> {
+    let client = ctx.connect().await?;
+    let groups = client.list_groups().await.map_err(|e| ctx.failed(e))?;
+    if ctx.json {
+        for g in &groups {
+            ctx.out.json(&to_json(g))?;
+        }
+        return Ok(());
+    }
+    let mut table = Table::new(
+        &[
+            ("GROUP", Align::Left, 0),
+            ("SOURCE", Align::Left, 0),
+            ("STRATEGY", Align::Left, 0),
+            ("FLOOR", Align::Right, 0),
+            ("LAG", Align::Right, 0),
+            ("IN_FLIGHT", Align::Right, 0),
+            ("CONSUMERS", Align::Right, 0),
+            ("PARKED", Align::Right, 0),
+        ],
+        false,
+    );
+    for g in &groups {
+        table.push(
+            vec![
+                g.group.clone(),
+                source(g),
+                g.settings.strategy.as_str().replace('_', "-"),
+                g.floor.to_string(),
+                g.head.saturating_sub(g.floor).to_string(),
+                g.in_flight.to_string(),
+                g.consumers.to_string(),
+                g.parked.to_string(),
+            ],
+            &mut ctx.out,
+        )?;
+    }
+    table.print(&mut ctx.out)?;
+    if groups.is_empty() {
+        ctx.out.text("no groups\n")?;
+    }
+    Ok(())
+}
+
+fn print(ctx: &mut Ctx, what: &str, g: &GroupInfo) -> Result<(), Failure> {
+    if ctx.json {
+        return ctx.out.json(&to_json(g));
+    }
+    ctx.out.text(&format!(
+        "{what} group {}: {}, {}, ack wait {} ms, max deliveries {}, max in flight {}\n",
+        g.group,
+        source(g),
+        g.settings.strategy.as_str().replace('_', "-"),
+        g.settings.ack_wait_ms,
+        g.settings.max_deliveries,
+        g.settings.max_in_flight
+    ))
+}
+
+/// `logbook group ...`.
+pub(crate) async fn run(ctx: &mut Ctx, cmd: GroupCommand) -> Result<(), Failure> {
+    let client = ctx.connect().await?;
+    match cmd {
+        GroupCommand::Create(args) => {
+            let source = match args.stream {
+                Some(stream) => GroupSource::Stream { stream },
+                None if args.prefix.is_empty() => GroupSource::All { filter: None },
+                None => GroupSource::All {
+                    filter: Some(Filter {
+                        stream_prefixes: args.prefix,
+                        ..Filter::default()
+                    }),
+                },
+            };
+            let start = match args.from.as_str() {
+                "start" => GroupStart::Start,
+                "end" => GroupStart::End,
+                n => GroupStart::At(n.parse().map_err(|_| {
+                    Failure::new(
+                        Exit::Usage,
+                        format!("--from is start, end or a number, not {n:?}"),
+                    )
+                })?),
+            };
+            let mut settings = GroupSettings::default();
+            apply(&mut settings, &args.settings);
+            let g = client
+                .create_group(&args.group, source, start, settings)
+                .await
+                .map_err(|e| ctx.failed(e))?;
+            print(ctx, "created", &g)
+        }
+        GroupCommand::Update(args) => {
+            let groups = client.list_groups().await.map_err(|e| ctx.failed(e))?;
+            let Some(current) = groups.iter().find(|g| g.group == args.group) else {
+                return Err(ctx.failed(logbook_client::Error::GroupNotFound { group: args.group }));
+            };
+            let mut settings = current.settings;
+            apply(&mut settings, &args.settings);
+            let g = client
+                .update_group(&args.group, settings)
+                .await
+                .map_err(|e| ctx.failed(e))?;
+            print(ctx, "updated", &g)
+        }
+        GroupCommand::Delete(args) => {
+            client
+                .delete_group(&args.group)
+                .await
+                .map_err(|e| ctx.failed(e))?;
+            if ctx.json {
+                ctx.out
+                    .json(&json!({ "group": args.group, "deleted": true }))
+            } else {
+                ctx.out.text(&format!("deleted group {}\n", args.group))
+            }
+        }
+    }
+}

@@ -1,0 +1,1052 @@
+//! Consumer groups at run time: the registry of groups, one task per group
+//! feeding its state machine ([`crate::groups::state`]) from its source and
+//! pushing deliveries to its consumers, and what is stored in the log.
+//!
+//! **Stored in the log, in system streams** (so a backup, and later a
+//! replica, carries them; the server refuses client writes there):
+//! - `$groups`: one event per definition change (`$group-created`,
+//!   `$group-updated`, `$group-deleted`, JSON), read whole at start.
+//! - `$group:<name>:checkpoint`: the group's checkpoints (`$checkpoint`:
+//!   floor, finished sequences above it, delivery counts), with
+//!   `max_count` 1 so that scavenges keep only the last. Written at most
+//!   once a second while acks arrive, and at shutdown; never above the
+//!   floor (the state machine's rule), so a crash delivers again at most
+//!   what was in flight or finished in the last second, never loses one.
+//! - `$group:<name>:parked`: parked events (`$parked`: sequence, position,
+//!   stream, version, reason, deliveries). An event parked is finished only
+//!   once its record is durable.
+//!
+//! Deleting a group soft-deletes its two streams: a group created again
+//! under the name starts afresh.
+//!
+//! **One task per group** reads its source (through the server's read
+//! pool) while the state wants more, hands ready events to consumers with
+//! room in their windows, in turn, writes parked records and checkpoints,
+//! and sleeps until an ack or a join wakes it, the log grows, or a deadline
+//! or retry falls due. Acks, nacks, extensions and departures are applied
+//! by the connections directly (under the group's lock) and wake it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use logbook_protocol::lifecycle::{Deletion, StreamMetadata};
+use logbook_protocol::msg::groups::{MAX_GROUP_WINDOW, validate_group_name};
+use logbook_protocol::types::Text;
+use logbook_protocol::{
+    CreateGroup, Direction, ErrorCode, ErrorReply, EventId, ExpectedVersion, Filter, GroupInfo,
+    GroupPush, GroupSettings, GroupSource, GroupStart, GroupStrategy, LogPosition, NackAction,
+    NewEvent, RecordedEvent, StreamName, StreamVersion,
+};
+use logbook_storage::{ReadLimit, Store};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, watch};
+
+use super::outbox::Outbox;
+use super::reads::ReadPool;
+use super::subscription::CompiledFilter;
+use crate::groups::state::{Checkpoint, ConsumerId, Delivery, GroupState, Limits, Nack, Strategy};
+
+/// The registry of group definitions.
+pub(crate) const REGISTRY: &str = "$groups";
+/// Streams of one group: `$group:<name>:checkpoint`, `$group:<name>:parked`.
+pub(crate) const GROUP_STREAM_PREFIX: &str = "$group:";
+
+/// Whether clients may not write `stream` (the server's group streams).
+pub(crate) fn is_reserved(stream: &str) -> bool {
+    stream == REGISTRY || stream.starts_with(GROUP_STREAM_PREFIX)
+}
+
+fn checkpoint_stream(group: &str) -> String {
+    format!("{GROUP_STREAM_PREFIX}{group}:checkpoint")
+}
+
+fn parked_stream(group: &str) -> String {
+    format!("{GROUP_STREAM_PREFIX}{group}:parked")
+}
+
+/// How often a group writes a checkpoint while acks arrive.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// Most events read from the source per step.
+const READ_BATCH: usize = 1_000;
+/// Most bytes read from the source per step.
+const READ_BYTES: usize = 4 << 20;
+/// Events a group reads ahead of its floor, per event it may have in
+/// flight (and bytes, in all).
+const AHEAD_PER_IN_FLIGHT: u32 = 4;
+const MIN_AHEAD: u32 = 1_000;
+const MAX_AHEAD_BYTES: usize = 64 << 20;
+
+fn limits(s: &GroupSettings) -> Limits {
+    Limits {
+        ack_wait_ms: s.ack_wait_ms,
+        max_deliveries: s.max_deliveries,
+        max_in_flight: s.max_in_flight,
+        max_ahead: s
+            .max_in_flight
+            .saturating_mul(AHEAD_PER_IN_FLIGHT)
+            .max(MIN_AHEAD),
+        max_ahead_bytes: MAX_AHEAD_BYTES,
+    }
+}
+
+fn strategy(s: GroupStrategy) -> Strategy {
+    match s {
+        GroupStrategy::RoundRobin => Strategy::RoundRobin,
+        GroupStrategy::PerStream => Strategy::PerStream,
+    }
+}
+
+// ------------------------------------------------------------ stored forms
+
+/// A filter as stored (the protocol's, in JSON).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct FilterJson {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    stream_prefixes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    type_prefixes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stream_regex: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    type_regex: Option<String>,
+}
+
+impl From<&Filter> for FilterJson {
+    fn from(f: &Filter) -> Self {
+        FilterJson {
+            stream_prefixes: f.stream_prefixes.clone(),
+            type_prefixes: f.type_prefixes.clone(),
+            stream_regex: f.stream_regex.clone(),
+            type_regex: f.type_regex.clone(),
+        }
+    }
+}
+
+impl From<FilterJson> for Filter {
+    fn from(f: FilterJson) -> Self {
+        Filter {
+            stream_prefixes: f.stream_prefixes,
+            type_prefixes: f.type_prefixes,
+            stream_regex: f.stream_regex,
+            type_regex: f.type_regex,
+            checkpoint_interval: 0,
+        }
+    }
+}
+
+/// A group's definition, as stored in `$groups`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Definition {
+    group: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stream: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    filter: Option<FilterJson>,
+    /// `start`, `end` or `at`, as asked.
+    start: String,
+    /// The sequence it resolved to when the group was created.
+    from: u64,
+    ack_wait_ms: u64,
+    max_deliveries: u32,
+    max_in_flight: u32,
+    strategy: String,
+}
+
+impl Definition {
+    fn source(&self) -> GroupSource {
+        match &self.stream {
+            Some(stream) => GroupSource::Stream {
+                stream: stream.clone(),
+            },
+            None => GroupSource::All {
+                filter: self.filter.clone().map(Filter::from),
+            },
+        }
+    }
+
+    fn start(&self) -> GroupStart {
+        match self.start.as_str() {
+            "start" => GroupStart::Start,
+            "end" => GroupStart::End,
+            _ => GroupStart::At(self.from),
+        }
+    }
+
+    fn settings(&self) -> GroupSettings {
+        GroupSettings {
+            ack_wait_ms: self.ack_wait_ms,
+            max_deliveries: self.max_deliveries,
+            max_in_flight: self.max_in_flight,
+            strategy: GroupStrategy::parse(&self.strategy).unwrap_or_default(),
+        }
+    }
+
+    fn set_settings(&mut self, s: &GroupSettings) {
+        self.ack_wait_ms = s.ack_wait_ms;
+        self.max_deliveries = s.max_deliveries;
+        self.max_in_flight = s.max_in_flight;
+        self.strategy = s.strategy.as_str().to_owned();
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct CheckpointJson {
+    floor: u64,
+    #[serde(default)]
+    done: Vec<u64>,
+    #[serde(default)]
+    deliveries: Vec<(u64, u32)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ParkedJson {
+    seq: u64,
+    position: u64,
+    stream: String,
+    version: u64,
+    reason: String,
+    deliveries: u32,
+}
+
+// ------------------------------------------------------------------ groups
+
+/// What a group reads.
+enum Source {
+    All(Option<CompiledFilter>),
+    Stream(String),
+}
+
+impl Source {
+    fn new(def: &Definition) -> Result<Source, String> {
+        Ok(match def.source() {
+            GroupSource::Stream { stream } => Source::Stream(stream),
+            GroupSource::All { filter } => {
+                Source::All(filter.map(CompiledFilter::new).transpose()?)
+            }
+        })
+    }
+}
+
+/// A consumer joined to a group.
+struct Consumer {
+    out: Arc<Outbox>,
+    corr_id: u32,
+    window: u32,
+}
+
+struct Inner {
+    state: GroupState<RecordedEvent>,
+    consumers: BTreeMap<ConsumerId, Consumer>,
+    /// Whose turn it is to get the next event.
+    turn: usize,
+    /// Something changed since the last checkpoint.
+    dirty: bool,
+}
+
+/// One group.
+pub(crate) struct Group {
+    name: String,
+    def: Mutex<Definition>,
+    source: Source,
+    inner: Mutex<Inner>,
+    wake: Notify,
+    ended: AtomicBool,
+    epoch: Instant,
+    store: Store,
+    max_frame: u32,
+}
+
+impl Group {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Acknowledges events of `consumer`'s.
+    pub(crate) fn ack(&self, ids: &[u64]) {
+        let mut inner = self.inner.lock();
+        for &id in ids {
+            inner.dirty |= inner.state.ack(id);
+        }
+        drop(inner);
+        self.wake.notify_one();
+    }
+
+    /// Refuses events `consumer` holds.
+    pub(crate) fn nack(&self, consumer: ConsumerId, ids: &[u64], action: &NackAction) {
+        let now = self.now_ms();
+        let mut inner = self.inner.lock();
+        for &id in ids {
+            let nack = match action {
+                NackAction::Retry { delay_ms } => Nack::Retry {
+                    delay_ms: *delay_ms,
+                },
+                NackAction::Park { reason } => Nack::Park {
+                    reason: reason.clone(),
+                },
+                NackAction::Skip => Nack::Skip,
+            };
+            inner.dirty |= inner.state.nack(id, consumer, nack, now);
+        }
+        drop(inner);
+        self.wake.notify_one();
+    }
+
+    /// Extends the ack wait of events `consumer` holds.
+    pub(crate) fn extend(&self, consumer: ConsumerId, ids: &[u64]) {
+        let now = self.now_ms();
+        let mut inner = self.inner.lock();
+        for &id in ids {
+            inner.state.extend(id, consumer, now);
+        }
+        drop(inner);
+        self.wake.notify_one();
+    }
+
+    /// `consumer` left (unsubscribed, or its connection closed): what it
+    /// held goes to the others.
+    pub(crate) fn leave(&self, consumer: ConsumerId) {
+        let now = self.now_ms();
+        let mut inner = self.inner.lock();
+        inner.consumers.remove(&consumer);
+        inner.state.consumer_left(consumer, now);
+        inner.dirty = true;
+        drop(inner);
+        self.wake.notify_one();
+    }
+
+    /// The group's definition and figures.
+    pub(crate) fn info(&self) -> GroupInfo {
+        let def = self.def.lock().clone();
+        let head = match &self.source {
+            Source::All(_) => self.store.head().0,
+            Source::Stream(s) => self
+                .store
+                .stream_version(s)
+                .ok()
+                .flatten()
+                .map_or(0, |v| v.0 + 1),
+        };
+        let parked = self
+            .store
+            .list_streams(&parked_stream(&self.name), None, 1, 4096)
+            .ok()
+            .and_then(|p| p.streams.into_iter().next())
+            .filter(|s| s.stream == parked_stream(&self.name))
+            .map_or(0, |s| s.event_count);
+        let now = self.now_ms();
+        let inner = self.inner.lock();
+        let s = &inner.state;
+        let ack_wait = s.limits().ack_wait_ms;
+        GroupInfo {
+            group: self.name.clone(),
+            source: def.source(),
+            start: def.start(),
+            settings: def.settings(),
+            floor: s.floor(),
+            cursor: s.cursor(),
+            head,
+            outstanding: s.outstanding() as u64,
+            in_flight: s.in_flight() as u64,
+            waiting: s.waiting() as u64,
+            consumers: inner.consumers.len() as u32,
+            oldest_in_flight_ms: s
+                .oldest_in_flight_deadline()
+                .map_or(0, |d| now.saturating_sub(d.saturating_sub(ack_wait))),
+            parked,
+            delivered: s.stats.delivered,
+            acked: s.stats.acked,
+            skipped: s.stats.skipped,
+            failures: s.stats.failures,
+            parked_total: s.stats.parked,
+        }
+    }
+
+    /// Ends every consumer's pushes with `code`.
+    fn end_consumers(&self, code: ErrorCode, message: &str) {
+        let inner = self.inner.lock();
+        let push = GroupPush::Ended {
+            code,
+            message: message.to_owned(),
+        };
+        for c in inner.consumers.values() {
+            let _ = c.out.push(|b| push.encode(b, c.corr_id, self.max_frame));
+        }
+    }
+
+    /// Hands ready events to consumers with room, one at a time in turn,
+    /// and pushes each consumer's share as frames.
+    fn dispatch(&self, now: u64) {
+        let mut inner = self.inner.lock();
+        let inner = &mut *inner;
+        inner.state.tick(now);
+        if inner.consumers.is_empty() || !inner.state.has_ready() {
+            return;
+        }
+        let ids: Vec<ConsumerId> = inner.consumers.keys().copied().collect();
+        let mut batches: HashMap<ConsumerId, Vec<Delivery<RecordedEvent>>> = HashMap::new();
+        let mut full = 0;
+        while inner.state.has_ready() && full < ids.len() {
+            let Some(&c) = ids.get(inner.turn % ids.len()) else {
+                break;
+            };
+            inner.turn = inner.turn.wrapping_add(1);
+            let window = inner.consumers.get(&c).map_or(0, |x| x.window as usize);
+            if inner.state.held_by(c) >= window {
+                full += 1;
+                continue;
+            }
+            full = 0;
+            match inner.state.deliver(c, now) {
+                Some(d) => batches.entry(c).or_default().push(d),
+                None => break,
+            }
+        }
+        for (c, batch) in batches {
+            if let Some(consumer) = inner.consumers.get(&c) {
+                push_deliveries(consumer, batch, self.max_frame);
+            }
+        }
+    }
+}
+
+/// Pushes `batch` to `consumer`, in frames that fit.
+fn push_deliveries(consumer: &Consumer, batch: Vec<Delivery<RecordedEvent>>, max_frame: u32) {
+    let budget = (max_frame as usize).saturating_sub(4096);
+    let mut frame = (Vec::new(), Vec::new(), Vec::new());
+    let mut used = 0;
+    let flush = |frame: &mut (Vec<RecordedEvent>, Vec<u64>, Vec<u32>)| {
+        if frame.0.is_empty() {
+            return;
+        }
+        let push = GroupPush::Events {
+            events: std::mem::take(&mut frame.0),
+            ids: std::mem::take(&mut frame.1),
+            deliveries: std::mem::take(&mut frame.2),
+        };
+        if let Err(e) = consumer
+            .out
+            .push(|b| push.encode(b, consumer.corr_id, max_frame))
+        {
+            // The event was read and stored within the frame limit, so
+            // this is a bug; it is delivered again after the ack wait.
+            tracing::warn!(error = %e, "could not encode a group push");
+        }
+    };
+    for d in batch {
+        let n = logbook_protocol::msg::recorded_event_wire_len(&d.item) + 16;
+        if used + n > budget {
+            flush(&mut frame);
+            used = 0;
+        }
+        used += n;
+        frame.0.push(d.item);
+        frame.1.push(d.seq);
+        frame.2.push(d.deliveries);
+    }
+    flush(&mut frame);
+}
+
+/// The registry of groups.
+pub(crate) struct Groups {
+    store: Store,
+    reads: Arc<ReadPool>,
+    max_frame: u32,
+    groups: Mutex<HashMap<String, Arc<Group>>>,
+    next_consumer: AtomicU64,
+    /// Definition changes one at a time.
+    admin: tokio::sync::Mutex<()>,
+    stop: watch::Receiver<bool>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// A refused group request: the error reply to send.
+pub(crate) type Refusal = Box<ErrorReply>;
+
+fn refusal(code: ErrorCode, message: impl Into<String>) -> Refusal {
+    Box::new(ErrorReply::new(code, message.into()))
+}
+
+fn internal(e: impl std::fmt::Display) -> Refusal {
+    refusal(ErrorCode::Internal, e.to_string())
+}
+
+fn name(s: &str) -> Result<StreamName, Refusal> {
+    StreamName::new(s).map_err(|e| refusal(ErrorCode::BadRequest, e.to_string()))
+}
+
+fn not_found(group: &str) -> Refusal {
+    refusal(
+        ErrorCode::GroupNotFound,
+        format!("no consumer group {group:?}"),
+    )
+}
+
+impl Groups {
+    /// Loads the groups stored in the log and starts their tasks.
+    pub(crate) async fn load(
+        store: Store,
+        reads: Arc<ReadPool>,
+        max_frame: u32,
+        stop: watch::Receiver<bool>,
+    ) -> Result<Arc<Groups>, String> {
+        let groups = Arc::new(Groups {
+            store: store.clone(),
+            reads,
+            max_frame,
+            groups: Mutex::new(HashMap::new()),
+            next_consumer: AtomicU64::new(1),
+            admin: tokio::sync::Mutex::new(()),
+            stop,
+            tasks: Mutex::new(Vec::new()),
+        });
+        let mut defs: BTreeMap<String, Definition> = BTreeMap::new();
+        let mut from = 0u64;
+        loop {
+            let slice = match store.read_stream(
+                REGISTRY,
+                Some(StreamVersion(from)),
+                Direction::Forward,
+                1_000,
+            ) {
+                Ok(s) => s,
+                Err(e) => return Err(format!("reading {REGISTRY}: {e}")),
+            };
+            for e in &slice.events {
+                match e.event_type.as_str() {
+                    "$group-created" | "$group-updated" => {
+                        let def: Definition = serde_json::from_slice(&e.data)
+                            .map_err(|x| format!("{REGISTRY} at {}: {x}", e.version.0))?;
+                        defs.insert(def.group.clone(), def);
+                    }
+                    "$group-deleted" => {
+                        if let Ok(d) = serde_json::from_slice::<serde_json::Value>(&e.data)
+                            && let Some(g) = d.get("group").and_then(|g| g.as_str())
+                        {
+                            defs.remove(g);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            match slice.next {
+                Some(n) => from = n.0,
+                None => break,
+            }
+        }
+        for def in defs.into_values() {
+            let checkpoint = groups.last_checkpoint(&def.group)?;
+            groups.start(def, checkpoint)?;
+        }
+        Ok(groups)
+    }
+
+    fn last_checkpoint(&self, group: &str) -> Result<Option<Checkpoint>, String> {
+        let stream = checkpoint_stream(group);
+        let slice = self
+            .store
+            .read_stream(&stream, None, Direction::Backward, 1)
+            .map_err(|e| format!("reading {stream}: {e}"))?;
+        let Some(e) = slice.events.first() else {
+            return Ok(None);
+        };
+        let c: CheckpointJson = serde_json::from_slice(&e.data)
+            .map_err(|x| format!("{stream} at {}: {x}", e.version.0))?;
+        Ok(Some(Checkpoint {
+            floor: c.floor,
+            done: c.done,
+            deliveries: c.deliveries,
+        }))
+    }
+
+    /// Starts a group's task.
+    fn start(
+        self: &Arc<Self>,
+        def: Definition,
+        checkpoint: Option<Checkpoint>,
+    ) -> Result<Arc<Group>, String> {
+        let settings = def.settings();
+        let state = match &checkpoint {
+            Some(c) => GroupState::restore(limits(&settings), strategy(settings.strategy), c),
+            None => GroupState::new(limits(&settings), strategy(settings.strategy), def.from),
+        };
+        let group = Arc::new(Group {
+            name: def.group.clone(),
+            source: Source::new(&def)?,
+            def: Mutex::new(def),
+            inner: Mutex::new(Inner {
+                state,
+                consumers: BTreeMap::new(),
+                turn: 0,
+                dirty: false,
+            }),
+            wake: Notify::new(),
+            ended: AtomicBool::new(false),
+            epoch: Instant::now(),
+            store: self.store.clone(),
+            max_frame: self.max_frame,
+        });
+        self.groups
+            .lock()
+            .insert(group.name.clone(), Arc::clone(&group));
+        let task = tokio::spawn(run(Arc::clone(self), Arc::clone(&group)));
+        self.tasks.lock().push(task);
+        Ok(group)
+    }
+
+    /// Creates a group.
+    pub(crate) async fn create(self: &Arc<Self>, req: CreateGroup) -> Result<GroupInfo, Refusal> {
+        let bad = |m: String| refusal(ErrorCode::BadRequest, m);
+        validate_group_name(&req.group).map_err(bad)?;
+        req.settings.validate().map_err(bad)?;
+        let (stream, filter) = match &req.source {
+            GroupSource::Stream { stream } => {
+                name(stream)?;
+                if stream.starts_with('$') {
+                    return Err(bad(
+                        "a group reads application streams, not system ones".into()
+                    ));
+                }
+                (Some(stream.clone()), None)
+            }
+            GroupSource::All { filter } => {
+                if let Some(f) = filter {
+                    CompiledFilter::new(f.clone()).map_err(bad)?;
+                }
+                (None, filter.as_ref().map(FilterJson::from))
+            }
+        };
+        let _admin = self.admin.lock().await;
+        if self.groups.lock().contains_key(&req.group) {
+            return Err(refusal(
+                ErrorCode::GroupExists,
+                format!("consumer group {:?} exists", req.group),
+            ));
+        }
+        let from = match req.start {
+            GroupStart::Start => 0,
+            GroupStart::At(at) => at,
+            GroupStart::End => match &stream {
+                Some(s) => self
+                    .store
+                    .stream_version(s)
+                    .map_err(internal)?
+                    .map_or(0, |v| v.0 + 1),
+                None => self.store.head().0,
+            },
+        };
+        let mut def = Definition {
+            group: req.group.clone(),
+            stream,
+            filter,
+            start: match req.start {
+                GroupStart::Start => "start",
+                GroupStart::End => "end",
+                GroupStart::At(_) => "at",
+            }
+            .to_owned(),
+            from,
+            ack_wait_ms: 0,
+            max_deliveries: 0,
+            max_in_flight: 0,
+            strategy: String::new(),
+        };
+        def.set_settings(&req.settings);
+        // The checkpoint stream keeps its last event only.
+        self.store
+            .set_metadata(
+                &name(&checkpoint_stream(&req.group))?,
+                ExpectedVersion::Any,
+                StreamMetadata {
+                    max_count: Some(1),
+                    ..StreamMetadata::default()
+                },
+            )
+            .await
+            .map_err(internal)?;
+        self.write_registry("$group-created", &def).await?;
+        let group = self.start(def, None).map_err(bad)?;
+        Ok(group.info())
+    }
+
+    /// Changes a group's settings.
+    pub(crate) async fn update(
+        &self,
+        group: &str,
+        settings: GroupSettings,
+    ) -> Result<GroupInfo, Refusal> {
+        settings
+            .validate()
+            .map_err(|m| refusal(ErrorCode::BadRequest, m))?;
+        let _admin = self.admin.lock().await;
+        let g = self.get(group)?;
+        let mut def = g.def.lock().clone();
+        def.set_settings(&settings);
+        self.write_registry("$group-updated", &def).await?;
+        {
+            let mut inner = g.inner.lock();
+            inner.state.set_limits(limits(&settings));
+        }
+        *g.def.lock() = def;
+        g.wake.notify_one();
+        Ok(g.info())
+    }
+
+    /// Deletes a group.
+    pub(crate) async fn delete(&self, group: &str) -> Result<(), Refusal> {
+        let _admin = self.admin.lock().await;
+        let g = self.get(group)?;
+        self.write_registry("$group-deleted", &serde_json::json!({ "group": group }))
+            .await?;
+        self.groups.lock().remove(group);
+        g.ended.store(true, Ordering::Release);
+        g.end_consumers(ErrorCode::GroupNotFound, "the group was deleted");
+        g.wake.notify_one();
+        for s in [checkpoint_stream(group), parked_stream(group)] {
+            let r = self
+                .store
+                .delete_stream(&name(&s)?, ExpectedVersion::Any, Deletion::Soft)
+                .await;
+            if let Err(e) = r {
+                tracing::warn!(stream = %s, error = %e, "could not delete a deleted group's stream");
+            }
+        }
+        Ok(())
+    }
+
+    /// Every group, by name.
+    pub(crate) fn list(&self) -> Vec<GroupInfo> {
+        let mut groups: Vec<Arc<Group>> = self.groups.lock().values().cloned().collect();
+        groups.sort_by(|a, b| a.name.cmp(&b.name));
+        groups.iter().map(|g| g.info()).collect()
+    }
+
+    /// The group named `group`.
+    pub(crate) fn get(&self, group: &str) -> Result<Arc<Group>, Refusal> {
+        self.groups
+            .lock()
+            .get(group)
+            .cloned()
+            .ok_or_else(|| not_found(group))
+    }
+
+    /// Joins `group` as a consumer pushing to `out` under `corr_id`.
+    pub(crate) fn join(
+        &self,
+        group: &str,
+        window: u32,
+        out: Arc<Outbox>,
+        corr_id: u32,
+    ) -> Result<(Arc<Group>, ConsumerId), Refusal> {
+        if window == 0 || window > MAX_GROUP_WINDOW {
+            return Err(refusal(
+                ErrorCode::BadRequest,
+                format!("a consumer's window is 1 to {MAX_GROUP_WINDOW} events"),
+            ));
+        }
+        let g = self.get(group)?;
+        let id = self.next_consumer.fetch_add(1, Ordering::Relaxed);
+        g.inner.lock().consumers.insert(
+            id,
+            Consumer {
+                out,
+                corr_id,
+                window,
+            },
+        );
+        g.wake.notify_one();
+        Ok((g, id))
+    }
+
+    async fn write_registry(&self, event_type: &str, data: &impl Serialize) -> Result<(), Refusal> {
+        let json = serde_json::to_vec(data).map_err(internal)?;
+        self.store
+            .append(
+                &name(REGISTRY)?,
+                ExpectedVersion::Any,
+                vec![NewEvent::new(EventId::new_v7(), event_type, json)],
+            )
+            .await
+            .map_err(internal)?;
+        Ok(())
+    }
+
+    /// Waits for every group's task to write its last checkpoint (after
+    /// the stop signal).
+    pub(crate) async fn stopped(&self) {
+        let tasks = std::mem::take(&mut *self.tasks.lock());
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// A group's task (see the module's documentation).
+async fn run(groups: Arc<Groups>, group: Arc<Group>) {
+    let mut head = groups.store.watch_head();
+    let mut stop = groups.stop.clone();
+    // The log head at the last read of a stream source (None: read now).
+    let mut seen: Option<u64> = None;
+    let mut last_checkpoint = Instant::now();
+    loop {
+        if group.ended.load(Ordering::Acquire) {
+            return;
+        }
+        let stopping = *stop.borrow();
+        // Read the source while the state wants more.
+        let read = if stopping {
+            false
+        } else {
+            match read_source(&groups, &group, &mut seen).await {
+                Ok(read) => read,
+                Err(e) => {
+                    tracing::warn!(group = %group.name, error = %e, "reading the group's source failed; trying again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    false
+                }
+            }
+        };
+        let now = group.now_ms();
+        if !stopping {
+            group.dispatch(now);
+        }
+        write_parks(&groups, &group).await;
+        let dirty = group.inner.lock().dirty;
+        if dirty && (stopping || last_checkpoint.elapsed() >= CHECKPOINT_EVERY) {
+            match write_checkpoint(&groups, &group).await {
+                Ok(()) => last_checkpoint = Instant::now(),
+                Err(e) => {
+                    tracing::warn!(group = %group.name, error = %e, "could not write the group's checkpoint");
+                }
+            }
+        }
+        if stopping {
+            return;
+        }
+        if read {
+            continue;
+        }
+        // Sleep until something happens.
+        let timer = group.inner.lock().state.next_timer();
+        let checkpoint_due = dirty.then(|| last_checkpoint + CHECKPOINT_EVERY);
+        let deadline = {
+            let t = timer.map(|t| {
+                let now = group.now_ms();
+                Instant::now() + Duration::from_millis(t.saturating_sub(now))
+            });
+            match (t, checkpoint_due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        };
+        tokio::select! {
+            () = group.wake.notified() => {}
+            r = head.changed() => if r.is_err() { return },
+            _ = stop.changed() => {}
+            () = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+        }
+    }
+}
+
+/// Reads a batch of the group's source into its state, if it wants more
+/// and there may be more. True if it read something.
+async fn read_source(
+    groups: &Arc<Groups>,
+    group: &Arc<Group>,
+    seen: &mut Option<u64>,
+) -> Result<bool, String> {
+    let (cursor, room) = {
+        let inner = group.inner.lock();
+        if !inner.state.wants_more() {
+            return Ok(false);
+        }
+        (inner.state.cursor(), inner.state.room())
+    };
+    let head = groups.store.head().0;
+    let want = room.clamp(1, READ_BATCH);
+    let store = groups.store.clone();
+    match &group.source {
+        Source::All(filter) => {
+            if cursor >= head {
+                return Ok(false);
+            }
+            let slice = groups
+                .reads
+                .run(move || {
+                    store.read_all(
+                        Some(LogPosition(cursor)),
+                        Direction::Forward,
+                        ReadLimit {
+                            events: want,
+                            bytes: READ_BYTES,
+                        },
+                    )
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut inner = group.inner.lock();
+            let mut stopped = false;
+            for e in slice.events {
+                if !inner.state.wants_more() {
+                    stopped = true;
+                    break;
+                }
+                let wanted =
+                    !e.stream.starts_with('$') && filter.as_ref().is_none_or(|f| f.matches(&e));
+                if wanted {
+                    let (seq, bytes) = (e.position.0, e.data.len() + e.metadata.len() + 64);
+                    let stream = e.stream.clone();
+                    inner.state.offer(seq, stream, e, bytes);
+                } else {
+                    inner.state.advance_to(e.position.0 + 1);
+                }
+            }
+            if !stopped {
+                inner.state.advance_to(slice.through.0);
+            }
+            Ok(true)
+        }
+        Source::Stream(stream) => {
+            if *seen == Some(head) {
+                return Ok(false);
+            }
+            let name = stream.clone();
+            let slice = groups
+                .reads
+                .run(move || {
+                    store.read_stream(
+                        &name,
+                        Some(StreamVersion(cursor)),
+                        Direction::Forward,
+                        ReadLimit {
+                            events: want,
+                            bytes: READ_BYTES,
+                        },
+                    )
+                })
+                .await;
+            let slice = match slice {
+                Ok(s) => s,
+                // Not created yet, or deleted: nothing to read now.
+                Err(_) => {
+                    *seen = Some(head);
+                    return Ok(false);
+                }
+            };
+            let more = slice.next.is_some();
+            if !more {
+                *seen = Some(head);
+            }
+            if slice.events.is_empty() {
+                return Ok(false);
+            }
+            let mut inner = group.inner.lock();
+            for e in slice.events {
+                if !inner.state.wants_more() {
+                    *seen = None;
+                    break;
+                }
+                let (seq, bytes) = (e.version.0, e.data.len() + e.metadata.len() + 64);
+                let stream = Text::from(e.stream.as_str());
+                inner.state.offer(seq, stream, e, bytes);
+            }
+            Ok(true)
+        }
+    }
+}
+
+/// Writes the records of events the state decided to park; each is
+/// finished once its record is durable. A failure leaves them holding the
+/// floor, and they are written at the next turn.
+async fn write_parks(groups: &Arc<Groups>, group: &Arc<Group>) {
+    let parks = group.inner.lock().state.take_parks();
+    if parks.is_empty() {
+        return;
+    }
+    let Ok(stream) = StreamName::new(parked_stream(&group.name)) else {
+        return;
+    };
+    let events: Vec<NewEvent> = parks
+        .iter()
+        .map(|p| {
+            let json = serde_json::to_vec(&ParkedJson {
+                seq: p.seq,
+                position: p.item.position.0,
+                stream: p.item.stream.to_string(),
+                version: p.item.version.0,
+                reason: p.reason.clone(),
+                deliveries: p.deliveries,
+            })
+            .unwrap_or_default();
+            NewEvent::new(EventId::new_v7(), "$parked", json)
+        })
+        .collect();
+    match groups
+        .store
+        .append(&stream, ExpectedVersion::Any, events)
+        .await
+    {
+        Ok(_) => {
+            let mut inner = group.inner.lock();
+            for p in &parks {
+                inner.state.parked(p.seq);
+            }
+            inner.dirty = true;
+        }
+        Err(e) => {
+            tracing::warn!(group = %group.name, error = %e, "could not write parked events; trying again");
+            group.inner.lock().state.unpark_pending(parks);
+        }
+    }
+}
+
+async fn write_checkpoint(groups: &Arc<Groups>, group: &Arc<Group>) -> Result<(), String> {
+    let checkpoint = {
+        let mut inner = group.inner.lock();
+        inner.dirty = false;
+        inner.state.checkpoint()
+    };
+    let json = serde_json::to_vec(&CheckpointJson {
+        floor: checkpoint.floor,
+        done: checkpoint.done,
+        deliveries: checkpoint.deliveries,
+    })
+    .map_err(|e| e.to_string())?;
+    let stream = StreamName::new(checkpoint_stream(&group.name)).map_err(|e| e.to_string())?;
+    let r = groups
+        .store
+        .append(
+            &stream,
+            ExpectedVersion::Any,
+            vec![NewEvent::new(EventId::new_v7(), "$checkpoint", json)],
+        )
+        .await;
+    if let Err(e) = r {
+        group.inner.lock().dirty = true;
+        return Err(e.to_string());
+    }
+    Ok(())
+}
+
+impl std::fmt::Debug for Groups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Groups")
+            .field("groups", &self.groups.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Group")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}

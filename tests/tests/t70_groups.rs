@@ -1,0 +1,451 @@
+//! Consumer groups against a real daemon in this process: competing
+//! consumers share the work, per-stream order holds with several
+//! consumers, a poison event is parked after its deliveries while the
+//! others carry on, a restart delivers again only what was unsettled,
+//! groups are created, listed, updated and deleted, and the server's group
+//! streams refuse client writes.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use logbook_client::{
+    Client, Error, EventId, ExpectedVersion, Filter, GroupConsumer, GroupDelivery, GroupSettings,
+    GroupSource, GroupStart, GroupStrategy, NackAction, NewEvent,
+};
+use logbook_tests::TestServer;
+use parking_lot::Mutex;
+
+fn ev(n: u64) -> NewEvent {
+    NewEvent::new(EventId::new_v7(), "Worked", n.to_string().into_bytes())
+}
+
+fn all() -> GroupSource {
+    GroupSource::All { filter: None }
+}
+
+async fn append_streams(client: &Client, streams: usize, per_stream: u64) -> u64 {
+    let mut n = 0;
+    for v in 0..per_stream {
+        for s in 0..streams {
+            client
+                .append(
+                    format!("job-{s}").as_str(),
+                    ExpectedVersion::Any,
+                    vec![ev(v)],
+                )
+                .await
+                .unwrap();
+            n += 1;
+        }
+    }
+    n
+}
+
+/// The first `n` records of a group's parked list, as they are written
+/// (followed with a subscription: no polling).
+async fn parked(client: &Client, group: &str, n: usize) -> Vec<serde_json::Value> {
+    use futures::TryStreamExt;
+    let mut sub = client
+        .subscribe_stream(
+            format!("$group:{group}:parked").as_str(),
+            logbook_client::SubscribeStreamOptions::default(),
+        )
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    while out.len() < n {
+        if let logbook_client::SubscriptionMessage::Event(e) =
+            sub.try_next().await.unwrap().unwrap()
+        {
+            out.push(serde_json::from_slice(&e.data).unwrap());
+        }
+    }
+    out
+}
+
+async fn next(c: &mut GroupConsumer) -> GroupDelivery {
+    c.next()
+        .await
+        .expect("membership open")
+        .expect("a delivery")
+}
+
+#[tokio::test]
+async fn two_consumers_share_every_event_once() {
+    let server = TestServer::start().await;
+    let client = Client::connect(server.addr).await.unwrap();
+    let n = append_streams(&client, 10, 10).await;
+    client
+        .create_group("work", all(), GroupStart::Start, GroupSettings::default())
+        .await
+        .unwrap();
+    let mut a = client.join_group("work", 7).await.unwrap();
+    let mut b = client.join_group("work", 7).await.unwrap();
+    let mut seen: HashMap<u64, u32> = HashMap::new();
+    let mut by = [0u64; 2];
+    while (seen.len() as u64) < n {
+        tokio::select! {
+            d = next(&mut a) => { *seen.entry(d.event.position.0).or_default() += 1; by[0] += 1; a.ack(&[d.id]).unwrap(); }
+            d = next(&mut b) => { *seen.entry(d.event.position.0).or_default() += 1; by[1] += 1; b.ack(&[d.id]).unwrap(); }
+        }
+    }
+    assert!(seen.values().all(|&k| k == 1), "each event once");
+    assert!(by[0] > 0 && by[1] > 0, "both consumers worked: {by:?}");
+    let groups = client.list_groups().await.unwrap();
+    assert_eq!(groups.len(), 1);
+    let g = &groups[0];
+    assert_eq!(g.group, "work");
+    assert_eq!(g.consumers, 2);
+    assert_eq!(g.delivered, n);
+    server.stop().await;
+}
+
+/// Per-stream: with three consumers acking at their own pace, no two
+/// events of one stream are ever held at once, and each stream's events
+/// are acknowledged in version order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_stream_order_holds_across_consumers() {
+    let server = TestServer::start().await;
+    let client = Client::connect(server.addr).await.unwrap();
+    let n = append_streams(&client, 12, 15).await;
+    let settings = GroupSettings {
+        strategy: GroupStrategy::PerStream,
+        ..GroupSettings::default()
+    };
+    client
+        .create_group("ordered", all(), GroupStart::Start, settings)
+        .await
+        .unwrap();
+    let held: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let acked: Arc<Mutex<BTreeMap<String, Vec<u64>>>> = Arc::default();
+    let total: Arc<Mutex<u64>> = Arc::default();
+    // Set when every event is acknowledged: the consumers stop.
+    let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+    let done_tx = Arc::new(done_tx);
+    let mut tasks = Vec::new();
+    for k in 0..3u64 {
+        let (client, held, acked, total) = (
+            client.clone(),
+            Arc::clone(&held),
+            Arc::clone(&acked),
+            Arc::clone(&total),
+        );
+        let (done_tx, mut done_rx) = (Arc::clone(&done_tx), done_rx.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut c = client.join_group("ordered", 4).await.unwrap();
+            let mut turn = k;
+            loop {
+                let d = tokio::select! {
+                    d = next(&mut c) => d,
+                    _ = done_rx.wait_for(|d| *d) => return,
+                };
+                let stream = d.event.stream.to_string();
+                assert!(
+                    held.lock().insert(stream.clone()),
+                    "two events of {stream} held at once"
+                );
+                // Work a little, differently per consumer.
+                turn += 1;
+                for _ in 0..(turn % 3) {
+                    tokio::task::yield_now().await;
+                }
+                acked
+                    .lock()
+                    .entry(stream.clone())
+                    .or_default()
+                    .push(d.event.version.0);
+                held.lock().remove(&stream);
+                c.ack(&[d.id]).unwrap();
+                let mut t = total.lock();
+                *t += 1;
+                if *t == n {
+                    done_tx.send_replace(true);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let acked = acked.lock().clone();
+    assert_eq!(acked.len(), 12);
+    for (stream, versions) in acked.iter() {
+        assert_eq!(
+            versions,
+            &(0..15).collect::<Vec<_>>(),
+            "{stream} in order, once each"
+        );
+    }
+    server.stop().await;
+}
+
+/// A consumer that crashes each time it gets one event: after
+/// `max_deliveries` the event is parked, and everything else is
+/// acknowledged by the other consumer meanwhile.
+#[tokio::test]
+async fn a_poison_event_is_parked_while_the_others_carry_on() {
+    let server = TestServer::start().await;
+    let client = Client::connect(server.addr).await.unwrap();
+    for i in 0..20 {
+        let s = if i == 5 { "poison" } else { "fine" };
+        client
+            .append(s, ExpectedVersion::Any, vec![ev(i)])
+            .await
+            .unwrap();
+    }
+    let settings = GroupSettings {
+        max_deliveries: 3,
+        ..GroupSettings::default()
+    };
+    client
+        .create_group("p", all(), GroupStart::Start, settings)
+        .await
+        .unwrap();
+    let mut good = client.join_group("p", 1).await.unwrap();
+    let mut crashes = 0;
+    let mut acked = 0;
+    let mut bad = client.join_group("p", 1).await.unwrap();
+    while acked < 19 || crashes < 3 {
+        tokio::select! {
+            d = next(&mut good) => {
+                if d.event.stream.as_str() == "poison" {
+                    // The good consumer crashes on it too.
+                    crashes += 1;
+                    assert!(d.deliveries <= 3);
+                    good = client.join_group("p", 1).await.unwrap();
+                } else {
+                    acked += 1;
+                    good.ack(&[d.id]).unwrap();
+                }
+            }
+            d = next(&mut bad) => {
+                if d.event.stream.as_str() == "poison" {
+                    crashes += 1;
+                    assert!(d.deliveries <= 3, "delivered {} times", d.deliveries);
+                    // Crash: the membership goes with its connection.
+                    drop(bad);
+                    bad = client.join_group("p", 1).await.unwrap();
+                } else {
+                    acked += 1;
+                    bad.ack(&[d.id]).unwrap();
+                }
+            }
+        }
+    }
+    assert_eq!(crashes, 3);
+    // The parked list names it, with why and how often.
+    let record = &parked(&client, "p", 1).await[0];
+    assert_eq!(record["stream"], "poison");
+    assert_eq!(record["deliveries"], 3);
+    let g = &client.list_groups().await.unwrap()[0];
+    assert_eq!(g.parked, 1);
+    assert_eq!(g.acked, 19);
+    server.stop().await;
+}
+
+/// A restart (clean stop, then start) delivers again only what was
+/// delivered and not acknowledged; nothing acknowledged comes back.
+#[tokio::test]
+async fn after_a_restart_only_unsettled_events_come_again() {
+    let mut server = TestServer::start().await;
+    let client = Client::connect(server.addr).await.unwrap();
+    let n = append_streams(&client, 5, 10).await;
+    client
+        .create_group("r", all(), GroupStart::Start, GroupSettings::default())
+        .await
+        .unwrap();
+    let mut c = client.join_group("r", 10).await.unwrap();
+    let mut acked = HashSet::new();
+    let mut unsettled = HashSet::new();
+    for i in 0..20 {
+        let d = next(&mut c).await;
+        if i % 4 == 3 {
+            unsettled.insert(d.event.position.0);
+        } else {
+            acked.insert(d.event.position.0);
+            c.ack(&[d.id]).unwrap();
+        }
+    }
+    // The acks are on their way; a ping behind them on the same connection
+    // makes sure the server has read them before it stops.
+    client.ping().await.unwrap();
+    drop(c);
+    server.restart().await;
+    let client = Client::connect(server.addr).await.unwrap();
+    let mut c = client.join_group("r", 10).await.unwrap();
+    let mut again = HashSet::new();
+    while (acked.len() + again.len()) < n as usize {
+        let d = next(&mut c).await;
+        let p = d.event.position.0;
+        assert!(
+            !acked.contains(&p),
+            "{p} was acknowledged before the restart"
+        );
+        assert!(again.insert(p), "{p} twice after the restart");
+        c.ack(&[d.id]).unwrap();
+    }
+    assert!(unsettled.is_subset(&again));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn groups_are_created_updated_listed_and_deleted() {
+    let server = TestServer::start().await;
+    let client = Client::connect(server.addr).await.unwrap();
+    append_streams(&client, 2, 3).await;
+    let filter = Filter {
+        stream_prefixes: vec!["job-1".into()],
+        ..Filter::default()
+    };
+    let g = client
+        .create_group(
+            "only-1",
+            GroupSource::All {
+                filter: Some(filter),
+            },
+            GroupStart::Start,
+            GroupSettings::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(g.settings, GroupSettings::default());
+    let err = client
+        .create_group("only-1", all(), GroupStart::Start, GroupSettings::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::GroupExists { .. }), "{err:?}");
+    client
+        .create_group(
+            "stream",
+            GroupSource::Stream {
+                stream: "job-0".into(),
+            },
+            GroupStart::End,
+            GroupSettings::default(),
+        )
+        .await
+        .unwrap();
+    // The filtered group delivers job-1's events only.
+    let mut c = client.join_group("only-1", 10).await.unwrap();
+    for v in 0..3 {
+        let d = next(&mut c).await;
+        assert_eq!(d.event.stream.as_str(), "job-1");
+        assert_eq!(d.event.version.0, v);
+        c.ack(&[d.id]).unwrap();
+    }
+    // The stream group started at the end: only what comes next.
+    let mut s = client.join_group("stream", 10).await.unwrap();
+    client
+        .append("job-0", ExpectedVersion::Any, vec![ev(99)])
+        .await
+        .unwrap();
+    let d = next(&mut s).await;
+    assert_eq!((d.event.stream.as_str(), d.event.version.0), ("job-0", 3));
+    let updated = client
+        .update_group(
+            "stream",
+            GroupSettings {
+                max_deliveries: 2,
+                ..GroupSettings::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated.settings.max_deliveries, 2);
+    let names: Vec<String> = client
+        .list_groups()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| g.group)
+        .collect();
+    assert_eq!(names, ["only-1", "stream"]);
+    // Deleting ends its consumers' deliveries with GroupNotFound.
+    client.delete_group("only-1").await.unwrap();
+    let err = c.next().await.unwrap().unwrap_err();
+    assert!(matches!(err, Error::GroupNotFound { .. }), "{err:?}");
+    assert!(c.next().await.is_none());
+    let err = client.join_group("only-1", 1).await.unwrap_err();
+    assert!(matches!(err, Error::GroupNotFound { .. }), "{err:?}");
+    // Created again, it starts afresh.
+    client
+        .create_group("only-1", all(), GroupStart::Start, GroupSettings::default())
+        .await
+        .unwrap();
+    let mut c = client.join_group("only-1", 100).await.unwrap();
+    let d = next(&mut c).await;
+    assert_eq!(d.event.position.0, 0);
+    assert_eq!(d.deliveries, 1);
+    // Bad definitions are refused.
+    for (name, settings) in [
+        ("bad name", GroupSettings::default()),
+        (
+            "zero",
+            GroupSettings {
+                max_deliveries: 0,
+                ..GroupSettings::default()
+            },
+        ),
+    ] {
+        let err = client
+            .create_group(name, all(), GroupStart::Start, settings)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::BadRequest(_)), "{err:?}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn nacks_retry_skip_and_park() {
+    let server = TestServer::start().await;
+    let client = Client::connect(server.addr).await.unwrap();
+    append_streams(&client, 3, 1).await;
+    client
+        .create_group("n", all(), GroupStart::Start, GroupSettings::default())
+        .await
+        .unwrap();
+    let mut c = client.join_group("n", 10).await.unwrap();
+    let mut got: BTreeMap<u64, GroupDelivery> = BTreeMap::new();
+    for _ in 0..3 {
+        let d = next(&mut c).await;
+        got.insert(d.event.position.0, d);
+    }
+    let ids: Vec<u64> = got.values().map(|d| d.id).collect();
+    c.nack(&ids[0..1], NackAction::Retry { delay_ms: 0 })
+        .unwrap();
+    c.nack(&ids[1..2], NackAction::Skip).unwrap();
+    c.nack(
+        &ids[2..3],
+        NackAction::Park {
+            reason: "cannot bill".into(),
+        },
+    )
+    .unwrap();
+    let again = next(&mut c).await;
+    assert_eq!(again.id, ids[0]);
+    assert_eq!(again.deliveries, 2);
+    c.ack(&[again.id]).unwrap();
+    let record = &parked(&client, "n", 1).await[0];
+    assert_eq!(record["reason"], "cannot bill");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_servers_group_streams_refuse_client_writes() {
+    let server = TestServer::start().await;
+    let client = Client::connect(server.addr).await.unwrap();
+    for stream in ["$groups", "$group:x:checkpoint", "$group:x:parked"] {
+        let err = client
+            .append(stream, ExpectedVersion::Any, vec![ev(0)])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::BadRequest(_)), "{stream}: {err:?}");
+        let err = client
+            .delete_stream(stream, ExpectedVersion::Any, logbook_client::Deletion::Soft)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::BadRequest(_)), "{stream}: {err:?}");
+    }
+    server.stop().await;
+}
