@@ -31,9 +31,12 @@
 //!   the exact positions), with a full window.
 //! - **Exactly once, in order.** Every incoming event is checked against
 //!   the position (global log) or version (stream) expected next: an event
-//!   already delivered is dropped (and its credit given back), a gap ends
-//!   the subscription with [`Error::Protocol`], since it would mean a lost
-//!   event.
+//!   already delivered is dropped (and its credit given back), and a gap
+//!   ends the subscription with [`Error::Protocol`], since it would mean a
+//!   lost event, unless the push says it covers the gap (its `from`,
+//!   PROTOCOL.md §5.7: the positions or versions it skips were removed by
+//!   a delete, a truncation or retention). A push whose coverage starts
+//!   past what is expected is a gap too.
 
 use std::collections::VecDeque;
 use std::future::Future;

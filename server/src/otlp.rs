@@ -62,7 +62,11 @@ impl std::str::FromStr for Endpoint {
             None => (rest, "/v1/traces"),
         };
         let path = if path == "/" { "/v1/traces" } else { path };
-        if authority.is_empty() || authority.contains(['@', ' ']) {
+        if authority.is_empty()
+            || !authority.is_ascii()
+            || authority.contains(['@', ' ', '?', '#'])
+            || authority.ends_with(':')
+        {
             return Err(format!("{s:?} has no usable host"));
         }
         // The OTLP/HTTP port unless one is given (an IPv6 literal is in
@@ -75,9 +79,10 @@ impl std::str::FromStr for Endpoint {
         } else {
             format!("{authority}:4318")
         };
-        if path
-            .bytes()
-            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        if !path.is_ascii()
+            || path
+                .bytes()
+                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b == b'#')
         {
             return Err(format!("{s:?} has an unusable path"));
         }
@@ -100,9 +105,20 @@ pub struct TraceParent {
 }
 
 impl TraceParent {
-    /// Parses a version-00 `traceparent`; all-zero ids are invalid (W3C).
+    /// Parses a `traceparent` (W3C Trace Context): version 00 is exactly
+    /// 55 characters of lower-case hex and dashes; a later version is read
+    /// from its first 55 characters (more may follow after a `-`);
+    /// version `ff` and all-zero ids are invalid.
     pub fn parse(s: &str) -> Option<TraceParent> {
-        if s.len() != 55 || !s.is_ascii() || !s.starts_with("00-") {
+        let version = s.get(..2)?;
+        let mut version_byte = [0u8; 1];
+        hex_into(version, &mut version_byte)?;
+        let fits = match version_byte[0] {
+            0 => s.len() == 55,
+            0xff => false,
+            _ => s.len() == 55 || (s.len() > 55 && s.as_bytes().get(55) == Some(&b'-')),
+        };
+        if !fits || !s.is_ascii() || s.as_bytes().get(2) != Some(&b'-') {
             return None;
         }
         let dash = |i: usize| s.as_bytes().get(i) == Some(&b'-');
@@ -131,12 +147,20 @@ impl TraceParent {
     }
 }
 
+/// Lower-case hex only (W3C's HEXDIGLC), digit by digit: no sign, no
+/// upper case.
 fn hex_into(s: &str, out: &mut [u8]) -> Option<()> {
     if s.len() != out.len() * 2 {
         return None;
     }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let b = s.as_bytes();
     for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+        *o = (nibble(*b.get(2 * i)?)? << 4) | nibble(*b.get(2 * i + 1)?)?;
     }
     Some(())
 }
@@ -182,6 +206,8 @@ pub struct Span {
 pub struct Started {
     parent: TraceParent,
     start: SystemTime,
+    /// For the duration: the wall clock may step meanwhile.
+    began: std::time::Instant,
 }
 
 impl Started {
@@ -190,6 +216,7 @@ impl Started {
         Started {
             parent,
             start: SystemTime::now(),
+            began: std::time::Instant::now(),
         }
     }
 
@@ -205,7 +232,7 @@ impl Started {
             span_id: new_span_id(),
             name,
             start: self.start,
-            end: SystemTime::now(),
+            end: self.start + self.began.elapsed(),
             attributes,
             error,
         }
@@ -280,8 +307,22 @@ async fn export(
     stats: Arc<ExportStats>,
 ) {
     let mut last_warning: Option<tokio::time::Instant> = None;
+    let mut dropped_seen = 0;
     let mut batch = Vec::with_capacity(BATCH);
     while let Some(first) = rx.recv().await {
+        // Spans dropped because the queue was full (the collector is
+        // slower than the appends): said at most once a minute.
+        let dropped = stats.dropped.load(Ordering::Relaxed);
+        let now = tokio::time::Instant::now();
+        if dropped > dropped_seen && last_warning.is_none_or(|t| now - t >= Duration::from_secs(60))
+        {
+            last_warning = Some(now);
+            tracing::warn!(
+                dropped_total = dropped,
+                "OTLP export queue full: spans dropped"
+            );
+            dropped_seen = dropped;
+        }
         batch.push(first);
         let linger = tokio::time::sleep(LINGER);
         tokio::pin!(linger);
@@ -345,8 +386,10 @@ pub fn encode(service_name: &str, spans: &[Span]) -> Value {
                     json!({ "key": k, "value": value })
                 })
                 .collect();
+            // Success leaves the status unset (0), as OpenTelemetry asks of
+            // instrumentation; a failure is an error (2).
             let status = match &s.error {
-                None => json!({ "code": 1 }),
+                None => json!({ "code": 0 }),
                 Some(m) => json!({ "code": 2, "message": m }),
             };
             json!({
@@ -428,16 +471,24 @@ mod tests {
         let unsampled =
             TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").unwrap();
         assert!(!unsampled.sampled());
+        // A later version is read from its first 55 characters.
+        let later =
+            TraceParent::parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-more")
+                .unwrap();
+        assert_eq!(later.trace_id, t.trace_id);
         for bad in [
             "",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
-            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
             "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736+00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
             "00-4bf92f3577b34da6a3ce929d0e0e47é-00f067aa0ba902b7-01",
+            "00-+bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",
         ] {
             assert_eq!(TraceParent::parse(bad), None, "{bad:?}");
         }
@@ -464,6 +515,9 @@ mod tests {
         assert!("collector:4318".parse::<Endpoint>().is_err());
         assert!("http:///v1/traces".parse::<Endpoint>().is_err());
         assert!("http://a/b c".parse::<Endpoint>().is_err());
+        assert!("http://host:4318?x".parse::<Endpoint>().is_err());
+        assert!("http://host:".parse::<Endpoint>().is_err());
+        assert!("http://host/é".parse::<Endpoint>().is_err());
     }
 
     #[test]
@@ -494,6 +548,12 @@ mod tests {
         assert_eq!(s["name"], "logbook.append");
         assert_eq!(s["attributes"][1]["value"]["intValue"], "3");
         assert_eq!(s["status"]["code"], 2);
+        let ok = Started::now(parent).finish("logbook.append", Vec::new(), None);
+        let ok_body = encode("logbookd", std::slice::from_ref(&ok));
+        assert_eq!(
+            ok_body["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["status"]["code"],
+            0
+        );
         let start: u128 = s["startTimeUnixNano"].as_str().unwrap().parse().unwrap();
         let end: u128 = s["endTimeUnixNano"].as_str().unwrap().parse().unwrap();
         assert!(start > 0 && start <= end);

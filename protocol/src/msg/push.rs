@@ -167,7 +167,7 @@ impl Push {
         read_map(body, op, |key, r| {
             match key {
                 "t" => tag = Some(r.str()?),
-                "from" => from = Some(r.uint()?),
+                "from" => from = r.opt_uint()?,
                 "events" => events = Some(read_recorded_events(r, body)?),
                 "position" => position = Some(LogPosition(r.uint()?)),
                 "next_version" => next_version = r.opt_uint()?.map(StreamVersion),

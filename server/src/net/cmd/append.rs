@@ -181,15 +181,21 @@ impl Connection {
 /// in a JSON object, as the client's event layer writes it), if there is a
 /// well-formed one.
 fn traceparent_of(metadata: &[u8]) -> Option<&str> {
-    const KEY: &[u8] = b"\"$traceparent\":\"";
+    const KEY: &[u8] = b"\"$traceparent\"";
     let at = metadata.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
-    let value = metadata.get(at..at + 55)?;
-    let value = std::str::from_utf8(value).ok()?;
-    let well_formed = value.starts_with("00-")
-        && value.bytes().enumerate().all(|(i, b)| {
-            matches!(i, 2 | 35 | 52) == (b == b'-') && (b == b'-' || b.is_ascii_hexdigit())
-        });
-    well_formed.then_some(value)
+    // `:` and the opening quote, with the whitespace JSON allows around.
+    let rest = metadata.get(at..)?;
+    let skip_ws = |b: &[u8]| {
+        b.iter()
+            .position(|c| !c.is_ascii_whitespace())
+            .unwrap_or(b.len())
+    };
+    let rest = rest.get(skip_ws(rest)..)?.strip_prefix(b":")?;
+    let rest = rest.get(skip_ws(rest)..)?.strip_prefix(b"\"")?;
+    // The value, up to its closing quote (a traceparent has no escapes).
+    let end = rest.iter().take(256).position(|&c| c == b'"')?;
+    let value = std::str::from_utf8(rest.get(..end)?).ok()?;
+    crate::otlp::TraceParent::parse(value).map(|_| value)
 }
 
 #[cfg(test)]
@@ -201,10 +207,18 @@ mod tests {
         let t = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let meta = format!("{{\"$schema\":1,\"$traceparent\":\"{t}\",\"k\":2}}");
         assert_eq!(traceparent_of(meta.as_bytes()), Some(t));
+        // With the spaces some JSON writers put around the colon.
+        let spaced = format!("{{\"$traceparent\" : \"{t}\"}}");
+        assert_eq!(traceparent_of(spaced.as_bytes()), Some(t));
         for bad in [
             "{}".to_owned(),
             "{\"$traceparent\":\"00-short\"}".to_owned(),
             format!("{{\"$traceparent\":\"{}\"}}", t.replace('-', "x")),
+            // Version 00 is exactly 55 characters.
+            format!("{{\"$traceparent\":\"{t}-garbage\"}}"),
+            format!("{{\"$traceparent\":\"{t}abc\"}}"),
+            // Lower-case hex only.
+            format!("{{\"$traceparent\":\"{}\"}}", t.to_uppercase()),
         ] {
             assert_eq!(traceparent_of(bad.as_bytes()), None, "{bad}");
         }

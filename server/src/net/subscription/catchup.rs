@@ -175,7 +175,19 @@ impl Sub {
                 .out
                 .push(|b| Push::encode_events(b, id, chunk, from, max))
             {
-                tracing::warn!(subscription = id, error = %e, "could not encode an events push");
+                // Unreachable within the configured limits (a frame holds
+                // the largest batch); were it reached, going on would let
+                // the next push's `from` cover events never sent. End the
+                // subscription instead: the client resubscribes from what
+                // it has.
+                tracing::warn!(subscription = id, error = %e, "could not encode an events push; ending the subscription");
+                if !self.ended.swap(true, Ordering::AcqRel) {
+                    self.push(&Push::Ended {
+                        code: logbook_protocol::ErrorCode::Internal,
+                        message: format!("an events push could not be encoded: {e}"),
+                    });
+                }
+                return;
             }
             if let (Some(f), Some(last)) = (&mut from, chunk.last()) {
                 *f = match self.target {
