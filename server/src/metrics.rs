@@ -163,6 +163,28 @@ fn histogram(
         .encode_histogram::<NoLabelSet>(s.sum, s.count, &s.buckets, None)
 }
 
+/// One figure of every consumer group, labelled `group`.
+fn per_group(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    kind: MetricType,
+    groups: &[logbook_protocol::GroupInfo],
+    value: impl Fn(&logbook_protocol::GroupInfo) -> u64,
+) -> fmt::Result {
+    let mut m = e.encode_descriptor(name, help, unit, kind)?;
+    for g in groups {
+        let labels = [("group", g.group.as_str())];
+        let mut f = m.encode_family(&labels)?;
+        match kind {
+            MetricType::Counter => f.encode_counter::<NoLabelSet, _, u64>(&value(g), None)?,
+            _ => f.encode_gauge(&(value(g) as i64))?,
+        }
+    }
+    Ok(())
+}
+
 impl Collector for LogbookCollector {
     fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
         let st = &self.0;
@@ -240,6 +262,110 @@ impl Collector for LogbookCollector {
             return Ok(());
         };
         let s = store.stats();
+        let groups = net.group_figures();
+        if !groups.is_empty() {
+            use MetricType::{Counter, Gauge};
+            let g = &groups;
+            per_group(
+                &mut e,
+                "group_floor",
+                "Every event of the group's source below it is settled (a log position, or a version for a stream source).",
+                None,
+                Gauge,
+                g,
+                |g| g.floor,
+            )?;
+            per_group(
+                &mut e,
+                "group_lag_events",
+                "The group's source head minus its floor: log positions (stream versions for a stream source) not yet settled, system events included.",
+                None,
+                Gauge,
+                g,
+                |g| g.head.saturating_sub(g.floor),
+            )?;
+            per_group(
+                &mut e,
+                "group_in_flight",
+                "Events delivered to the group's consumers and not yet settled.",
+                None,
+                Gauge,
+                g,
+                |g| g.in_flight,
+            )?;
+            per_group(
+                &mut e,
+                "group_waiting",
+                "Events waiting for a retry.",
+                None,
+                Gauge,
+                g,
+                |g| g.waiting,
+            )?;
+            per_group(
+                &mut e,
+                "group_oldest_in_flight_milliseconds",
+                "Age of the group's oldest event in flight (0: none).",
+                None,
+                Gauge,
+                g,
+                |g| g.oldest_in_flight_ms,
+            )?;
+            per_group(
+                &mut e,
+                "group_consumers",
+                "Consumers joined to the group.",
+                None,
+                Gauge,
+                g,
+                |g| u64::from(g.consumers),
+            )?;
+            per_group(
+                &mut e,
+                "group_parked",
+                "Events on the group's parked list.",
+                None,
+                Gauge,
+                g,
+                |g| g.parked,
+            )?;
+            per_group(
+                &mut e,
+                "group_delivered",
+                "Deliveries since start (redeliveries included).",
+                None,
+                Counter,
+                g,
+                |g| g.delivered,
+            )?;
+            per_group(
+                &mut e,
+                "group_acked",
+                "Events acknowledged since start.",
+                None,
+                Counter,
+                g,
+                |g| g.acked,
+            )?;
+            per_group(
+                &mut e,
+                "group_failures",
+                "Failed deliveries since start (nack retry, ack wait passed, consumer gone): their rate is the retries per second.",
+                None,
+                Counter,
+                g,
+                |g| g.failures,
+            )?;
+            per_group(
+                &mut e,
+                "group_parked_events",
+                "Events parked since start.",
+                None,
+                Counter,
+                g,
+                |g| g.parked_total,
+            )?;
+        }
         let (max_lag, sum_lag) = net.subscription_lag(s.head);
         gauge(
             &mut e,

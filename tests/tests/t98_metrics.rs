@@ -340,3 +340,74 @@ async fn metrics_health_and_ready_of_a_running_daemon() {
     d.signal("TERM");
     assert!(d.wait().success(), "{}", d.log_text());
 }
+
+/// Each consumer group's figures, labelled by group: floor, lag, in
+/// flight, consumers, parked, and the counters.
+#[tokio::test]
+async fn consumer_groups_have_their_own_figures() {
+    use logbook_client::{GroupSettings, GroupSource, GroupStart, NackAction};
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), &["--metrics-listen", "127.0.0.1:0"]);
+    let m = d.metrics_addr.expect("the daemon logs its metrics address");
+    let client = Client::connect(d.addr).await.unwrap();
+    for i in 0..4u128 {
+        client
+            .append("job-1", ExpectedVersion::Any, vec![event(i + 1, "x")])
+            .await
+            .unwrap();
+    }
+    client
+        .create_group(
+            "billing",
+            GroupSource::All { filter: None },
+            GroupStart::Start,
+            GroupSettings::default(),
+        )
+        .await
+        .unwrap();
+    let mut c = client.join_group("billing", 10).await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(c.next().await.unwrap().unwrap().id);
+    }
+    c.ack(&ids[..2]).unwrap();
+    c.nack(
+        &ids[2..3],
+        NackAction::Park {
+            reason: "bad".into(),
+        },
+    )
+    .unwrap();
+    // Behind the settles on the same connection: they have been read.
+    client.ping().await.unwrap();
+    // The park is written by the group's task: wait for it in the figures
+    // (the scrape itself is the synchronisation, bounded).
+    let mut s = scrape(m).await;
+    for _ in 0..1000 {
+        if s.get("logbook_group_parked_events_total{group=\"billing\"}") == 1.0 {
+            break;
+        }
+        tokio::task::yield_now().await;
+        s = scrape(m).await;
+    }
+    let g = |name: &str| s.get(&format!("logbook_{name}{{group=\"billing\"}}"));
+    assert_eq!(
+        s.types.get("logbook_group_floor").map(String::as_str),
+        Some("gauge")
+    );
+    assert_eq!(
+        s.types.get("logbook_group_acked").map(String::as_str),
+        Some("counter")
+    );
+    assert_eq!(g("group_parked"), 1.0);
+    assert_eq!(g("group_in_flight"), 1.0);
+    assert_eq!(g("group_consumers"), 1.0);
+    assert_eq!(g("group_acked_total"), 2.0);
+    assert_eq!(g("group_delivered_total"), 4.0);
+    assert_eq!(g("group_parked_events_total"), 1.0);
+    // The floor waits on the event still in flight (the fourth).
+    assert_eq!(g("group_floor"), 3.0);
+    // Lag counts log positions up to the head, the group's own system
+    // events (its definition, checkpoint, parked record) included.
+    assert!(g("group_lag_events") >= 1.0);
+}

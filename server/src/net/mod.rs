@@ -264,9 +264,17 @@ pub struct NetStats {
     /// Wakes producers waiting for outbox room: bytes were written or a
     /// reservation given back, on any connection.
     pub(crate) freed: tokio::sync::Notify,
+    /// The consumer groups, once the server runs (for the metrics).
+    groups: std::sync::OnceLock<Arc<groups::Groups>>,
 }
 
 impl NetStats {
+    /// Each consumer group's definition and figures, by name (empty before
+    /// the server runs).
+    pub fn group_figures(&self) -> Vec<logbook_protocol::GroupInfo> {
+        self.groups.get().map(|g| g.list()).unwrap_or_default()
+    }
+
     /// How far open subscriptions are behind `head` (the durable head):
     /// `(max, sum)` over them of the events they have yet to be sent or
     /// scanned past. Both are 0 with no subscription. Costs one short lock
@@ -369,6 +377,7 @@ pub async fn run_with_stats(
     )
     .await
     .map_err(|e| std::io::Error::other(format!("loading the consumer groups: {e}")))?;
+    let _ = stats.groups.set(Arc::clone(&groups));
     let shared = Arc::new(Shared {
         store,
         config,
