@@ -100,6 +100,32 @@ pub(crate) enum GroupCommand {
     Update(GroupUpdateArgs),
     /// Delete a group: its consumers stop, its state and parked list go.
     Delete(GroupNameArgs),
+    /// List a group's parked events (oldest first).
+    Parked(GroupParkedArgs),
+    /// Deliver a group's parked events again.
+    Replay(GroupReplayArgs),
+    /// Drop every parked event of a group.
+    DropParked(GroupNameArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct GroupParkedArgs {
+    /// The group.
+    pub(crate) group: String,
+
+    /// List at most this many (default: all).
+    #[arg(long, value_name = "N")]
+    pub(crate) limit: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct GroupReplayArgs {
+    /// The group.
+    pub(crate) group: String,
+
+    /// Replay at most this many (default: every event parked now).
+    #[arg(long, value_name = "N")]
+    pub(crate) max: Option<u64>,
 }
 
 #[derive(Args, Debug)]

@@ -249,6 +249,9 @@ impl Error {
                 Request::UpdateGroup(g) => g.group.clone(),
                 Request::DeleteGroup(g) => g.group.clone(),
                 Request::JoinGroup(g) => g.group.clone(),
+                Request::ListParked(g) => g.group.clone(),
+                Request::ReplayParked(g) => g.group.clone(),
+                Request::DeleteParked(g) => g.group.clone(),
                 _ => String::new(),
             }
         };

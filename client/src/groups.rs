@@ -36,9 +36,10 @@ use std::sync::Arc;
 
 use logbook_protocol::msg::groups::validate_group_name;
 use logbook_protocol::{
-    CreateGroup, DeleteGroup, ErrorCode, Frame, GroupAck, GroupExtend, GroupInfo, GroupNack,
-    GroupPush, GroupSettings, GroupSource, GroupStart, JoinGroup, ListGroups, NackAction, Opcode,
-    RecordedEvent, Request, Response, ServerMessage, Unsubscribe, UpdateGroup,
+    CreateGroup, DeleteGroup, DeleteParked, ErrorCode, Frame, GroupAck, GroupExtend, GroupInfo,
+    GroupNack, GroupPush, GroupSettings, GroupSource, GroupStart, JoinGroup, ListGroups,
+    ListParked, ListParkedOk, NackAction, Opcode, RecordedEvent, ReplayParked, ReplayParkedOk,
+    Request, Response, ServerMessage, Unsubscribe, UpdateGroup,
 };
 use tokio::sync::mpsc;
 use tracing::debug;
@@ -118,6 +119,58 @@ impl Client {
     pub async fn list_groups(&self) -> Result<Vec<GroupInfo>> {
         self.call(&Request::ListGroups(ListGroups), |r| match r {
             Response::ListGroupsOk(groups) => Some(groups),
+            _ => None,
+        })
+        .await
+    }
+
+    /// A page of `group`'s parked events, oldest first: those after the
+    /// entry `after` (the `next` of the previous page), at most `limit`.
+    pub async fn list_parked(
+        &self,
+        group: &str,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<ListParkedOk> {
+        check_group(group)?;
+        let request = Request::ListParked(ListParked {
+            group: group.to_owned(),
+            after,
+            limit,
+        });
+        self.call(&request, |r| match r {
+            Response::ListParkedOk(page) => Some(page),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Delivers `group`'s parked events again (those parked now, at most
+    /// `max`): the server reads them from the parked list as the group has
+    /// room, so a replay of millions holds no more memory than the group's
+    /// read-ahead. Each comes with a fresh delivery count; one that fails
+    /// again is parked again (at the end of the list).
+    pub async fn replay_parked(&self, group: &str, max: Option<u64>) -> Result<ReplayParkedOk> {
+        check_group(group)?;
+        let request = Request::ReplayParked(ReplayParked {
+            group: group.to_owned(),
+            max,
+        });
+        self.call(&request, |r| match r {
+            Response::ReplayParkedOk(ok) => Some(ok),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Drops every parked event of `group`. Returns how many.
+    pub async fn delete_parked(&self, group: &str) -> Result<u64> {
+        check_group(group)?;
+        let request = Request::DeleteParked(DeleteParked {
+            group: group.to_owned(),
+        });
+        self.call(&request, |r| match r {
+            Response::DeleteParkedOk(ok) => Some(ok.removed),
             _ => None,
         })
         .await

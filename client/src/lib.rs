@@ -148,5 +148,6 @@ pub use logbook_protocol::lifecycle::{
 pub use logbook_protocol::types::*;
 pub use logbook_protocol::{Filter, HelloOk, RecoveryStats, StreamInfo, SubscribeFrom};
 pub use logbook_protocol::{
-    GroupInfo, GroupSettings, GroupSource, GroupStart, GroupStrategy, NackAction,
+    GroupInfo, GroupSettings, GroupSource, GroupStart, GroupStrategy, ListParkedOk, NackAction,
+    ParkedEntry, ReplayParkedOk,
 };

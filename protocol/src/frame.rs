@@ -153,6 +153,12 @@ pub enum Opcode {
     GroupNack = 26,
     /// Extend the ack wait of group events.
     GroupExtend = 27,
+    /// A page of a group's parked events.
+    ListParked = 28,
+    /// Deliver a group's parked events again.
+    ReplayParked = 29,
+    /// Drop a group's parked events.
+    DeleteParked = 30,
 }
 
 impl Opcode {
@@ -191,6 +197,9 @@ impl Opcode {
             25 => Opcode::GroupAck,
             26 => Opcode::GroupNack,
             27 => Opcode::GroupExtend,
+            28 => Opcode::ListParked,
+            29 => Opcode::ReplayParked,
+            30 => Opcode::DeleteParked,
             _ => return None,
         })
     }

@@ -72,4 +72,8 @@ pub use msg::{
     GroupSettings, GroupSource, GroupStart, GroupStrategy, JoinGroup, ListGroups, NackAction,
     UpdateGroup,
 };
+pub use msg::{
+    DeleteParked, DeleteParkedOk, ListParked, ListParkedOk, ParkedEntry, ReplayParked,
+    ReplayParkedOk,
+};
 pub use types::*;

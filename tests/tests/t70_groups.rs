@@ -449,3 +449,170 @@ async fn the_servers_group_streams_refuse_client_writes() {
     }
     server.stop().await;
 }
+
+/// Waits (by subscription, no polling) for the `n`-th lifecycle event of
+/// a group's parked list: its truncations as replayed entries finish.
+async fn parked_truncations(client: &Client, group: &str, n: usize) {
+    use futures::TryStreamExt;
+    let mut sub = client
+        .subscribe_stream(
+            format!("$$$group:{group}:parked").as_str(),
+            logbook_client::SubscribeStreamOptions::default(),
+        )
+        .await
+        .unwrap();
+    let mut seen = 0;
+    while seen < n {
+        if let logbook_client::SubscriptionMessage::Event(e) =
+            sub.try_next().await.unwrap().unwrap()
+            && e.event_type.as_str() == "$truncated"
+        {
+            seen += 1;
+        }
+    }
+}
+
+#[tokio::test]
+async fn parked_events_are_listed_replayed_and_deleted() {
+    let server = TestServer::start().await;
+    let client = Client::connect(server.addr).await.unwrap();
+    append_streams(&client, 6, 1).await;
+    client
+        .create_group("pk", all(), GroupStart::Start, GroupSettings::default())
+        .await
+        .unwrap();
+    let mut c = client.join_group("pk", 10).await.unwrap();
+    let mut parked_positions = Vec::new();
+    for _ in 0..6 {
+        let d = next(&mut c).await;
+        if d.event.position.0 % 2 == 0 {
+            parked_positions.push(d.event.position.0);
+            c.nack(
+                &[d.id],
+                NackAction::Park {
+                    reason: format!("bad {}", d.event.position.0),
+                },
+            )
+            .unwrap();
+        } else {
+            c.ack(&[d.id]).unwrap();
+        }
+    }
+    let records = parked(&client, "pk", 3).await;
+    assert_eq!(records.len(), 3);
+    // Listed, in pages.
+    let first = client.list_parked("pk", None, 2).await.unwrap();
+    assert_eq!(first.entries.len(), 2);
+    let rest = client.list_parked("pk", first.next, 2).await.unwrap();
+    assert_eq!(rest.entries.len(), 1);
+    assert_eq!(rest.next, None);
+    let listed: Vec<u64> = first
+        .entries
+        .iter()
+        .chain(&rest.entries)
+        .map(|e| e.position)
+        .collect();
+    assert_eq!(listed, parked_positions);
+    assert!(first.entries[0].reason.starts_with("bad "));
+    assert!(first.entries[0].parked_at_us > 0);
+    // Replayed: delivered again (fresh counts), the list empties as they
+    // are acknowledged.
+    let r = client.replay_parked("pk", None).await.unwrap();
+    assert_eq!(r.entries, 3);
+    let mut again = Vec::new();
+    for _ in 0..3 {
+        let d = next(&mut c).await;
+        assert_eq!(d.deliveries, 1);
+        again.push(d.event.position.0);
+        c.ack(&[d.id]).unwrap();
+    }
+    again.sort_unstable();
+    assert_eq!(again, parked_positions);
+    parked_truncations(&client, "pk", 1).await;
+    let left = client.list_parked("pk", None, 10).await.unwrap();
+    assert!(left.entries.is_empty(), "{left:?}");
+    // Parked again, then deleted.
+    append_streams(&client, 1, 1).await;
+    let d = next(&mut c).await;
+    c.nack(
+        &[d.id],
+        NackAction::Park {
+            reason: "again".into(),
+        },
+    )
+    .unwrap();
+    // (The list holds only this one now: the replayed three were dropped.)
+    parked(&client, "pk", 1).await;
+    assert_eq!(client.delete_parked("pk").await.unwrap(), 1);
+    assert!(
+        client
+            .list_parked("pk", None, 10)
+            .await
+            .unwrap()
+            .entries
+            .is_empty()
+    );
+    let err = client.replay_parked("nope", None).await.unwrap_err();
+    assert!(matches!(err, Error::GroupNotFound { .. }), "{err:?}");
+    server.stop().await;
+}
+
+/// A replay of many parked events holds no more than the group's
+/// read-ahead: the entries are read from the list as room frees. (The
+/// parked list is filled straight through the engine, as a server would
+/// have after many failures; BENCHMARKS.md has the 1M figure.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaying_many_parked_events_holds_bounded_memory() {
+    use logbook_protocol::StreamName;
+    let server =
+        TestServer::start_tuned(|s, _| s.durability = logbook_storage::Durability::Os).await;
+    let client = Client::connect(server.addr).await.unwrap();
+    append_streams(&client, 10, 1).await;
+    let settings = GroupSettings {
+        max_in_flight: 50,
+        ..GroupSettings::default()
+    };
+    client
+        .create_group("many", all(), GroupStart::End, settings)
+        .await
+        .unwrap();
+    const PARKED: u64 = 20_000;
+    let stream = StreamName::new("$group:many:parked").unwrap();
+    for batch in 0..PARKED / 500 {
+        let events: Vec<NewEvent> = (0..500)
+            .map(|i| {
+                let p = (batch * 500 + i) % 10;
+                let json = serde_json::json!({
+                    "seq": p, "position": p, "stream": format!("job-{p}"),
+                    "version": 0, "reason": "bulk", "deliveries": 10,
+                });
+                NewEvent::new(
+                    EventId::new_v7(),
+                    "$parked",
+                    serde_json::to_vec(&json).unwrap(),
+                )
+            })
+            .collect();
+        server
+            .store
+            .append(&stream, ExpectedVersion::Any, events)
+            .await
+            .unwrap();
+    }
+    let r = client.replay_parked("many", None).await.unwrap();
+    assert_eq!(r.entries, PARKED);
+    let mut c = client.join_group("many", 200).await.unwrap();
+    // The read-ahead: max(4 x max_in_flight, 1,000).
+    let bound = 1_000;
+    let mut got = 0u64;
+    while got < PARKED {
+        let d = next(&mut c).await;
+        c.ack(&[d.id]).unwrap();
+        got += 1;
+        if got.is_multiple_of(1000) {
+            let g = client.list_groups().await.unwrap().remove(0);
+            assert!(g.outstanding <= bound, "{} outstanding", g.outstanding);
+        }
+    }
+    server.stop().await;
+}

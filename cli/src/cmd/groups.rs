@@ -139,6 +139,72 @@ fn print(ctx: &mut Ctx, what: &str, g: &GroupInfo) -> Result<(), Failure> {
     ))
 }
 
+/// `logbook group parked`: the parked list, paged through.
+async fn parked(
+    ctx: &mut Ctx,
+    client: &logbook_client::Client,
+    group: &str,
+    limit: Option<u64>,
+) -> Result<(), Failure> {
+    let mut table = (!ctx.json).then(|| {
+        Table::new(
+            &[
+                ("ENTRY", Align::Right, 0),
+                ("POSITION", Align::Right, 0),
+                ("STREAM", Align::Left, 0),
+                ("VERSION", Align::Right, 0),
+                ("DELIVERIES", Align::Right, 0),
+                ("REASON", Align::Left, 0),
+            ],
+            false,
+        )
+    });
+    let mut left = limit.unwrap_or(u64::MAX);
+    let mut after = None;
+    let mut listed = 0;
+    while left > 0 {
+        let want = u32::try_from(left.min(1000)).unwrap_or(1000);
+        let page = client
+            .list_parked(group, after, want)
+            .await
+            .map_err(|e| ctx.failed(e))?;
+        for e in &page.entries {
+            left = left.saturating_sub(1);
+            listed += 1;
+            match &mut table {
+                None => ctx.out.json(&json!({
+                    "entry": e.version, "seq": e.seq, "position": e.position,
+                    "stream": e.stream, "version": e.event_version,
+                    "deliveries": e.deliveries, "reason": e.reason,
+                    "parked_at_us": e.parked_at_us,
+                }))?,
+                Some(t) => t.push(
+                    vec![
+                        e.version.to_string(),
+                        e.position.to_string(),
+                        e.stream.clone(),
+                        e.event_version.to_string(),
+                        e.deliveries.to_string(),
+                        e.reason.clone(),
+                    ],
+                    &mut ctx.out,
+                )?,
+            }
+        }
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    if let Some(t) = &mut table {
+        t.print(&mut ctx.out)?;
+        if listed == 0 {
+            ctx.out.text("no parked events\n")?;
+        }
+    }
+    Ok(())
+}
+
 /// `logbook group ...`.
 pub(crate) async fn run(ctx: &mut Ctx, cmd: GroupCommand) -> Result<(), Failure> {
     let client = ctx.connect().await?;
@@ -184,6 +250,37 @@ pub(crate) async fn run(ctx: &mut Ctx, cmd: GroupCommand) -> Result<(), Failure>
                 .await
                 .map_err(|e| ctx.failed(e))?;
             print(ctx, "updated", &g)
+        }
+        GroupCommand::Parked(args) => parked(ctx, &client, &args.group, args.limit).await,
+        GroupCommand::Replay(args) => {
+            let r = client
+                .replay_parked(&args.group, args.max)
+                .await
+                .map_err(|e| ctx.failed(e))?;
+            if ctx.json {
+                ctx.out
+                    .json(&json!({ "group": args.group, "entries": r.entries, "until": r.until }))
+            } else {
+                ctx.out.text(&format!(
+                    "replaying {} parked event(s) of group {}\n",
+                    r.entries, args.group
+                ))
+            }
+        }
+        GroupCommand::DropParked(args) => {
+            let removed = client
+                .delete_parked(&args.group)
+                .await
+                .map_err(|e| ctx.failed(e))?;
+            if ctx.json {
+                ctx.out
+                    .json(&json!({ "group": args.group, "removed": removed }))
+            } else {
+                ctx.out.text(&format!(
+                    "dropped {removed} parked event(s) of group {}\n",
+                    args.group
+                ))
+            }
         }
         GroupCommand::Delete(args) => {
             client

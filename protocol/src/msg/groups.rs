@@ -318,6 +318,94 @@ pub enum GroupPush {
     },
 }
 
+/// Lists a group's parked events, a page at a time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListParked {
+    /// The group.
+    pub group: String,
+    /// Start after this entry (its `version`; `None`: from the first).
+    pub after: Option<u64>,
+    /// Most entries (capped at 1,000).
+    pub limit: u32,
+}
+
+/// One parked event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParkedEntry {
+    /// Its entry's version in the parked list (`after` of the next page).
+    pub version: u64,
+    /// The event's sequence in the group's source.
+    pub seq: u64,
+    /// The event's log position.
+    pub position: u64,
+    /// The event's stream.
+    pub stream: String,
+    /// The event's version in its stream.
+    pub event_version: u64,
+    /// Why it was parked.
+    pub reason: String,
+    /// How often it had been delivered.
+    pub deliveries: u32,
+    /// When it was parked (microseconds since the Unix epoch).
+    pub parked_at_us: u64,
+}
+
+/// A page of parked events.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListParkedOk {
+    /// The entries, oldest first.
+    pub entries: Vec<ParkedEntry>,
+    /// The `after` of the next page; `None`: this was the last.
+    #[serde(default)]
+    pub next: Option<u64>,
+}
+
+/// Delivers the group's parked events again (those parked when asked, up
+/// to `max`), read from the parked list as the group has room: bounded
+/// memory however many are parked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplayParked {
+    /// The group.
+    pub group: String,
+    /// Most entries to replay (`None`: all parked now).
+    #[serde(default)]
+    pub max: Option<u64>,
+}
+
+/// What a replay will take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplayParkedOk {
+    /// Entries up to this version of the parked list are replayed.
+    pub until: u64,
+    /// How many entries that is, about (live entries up to `until`).
+    pub entries: u64,
+}
+
+/// Drops every parked event of the group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteParked {
+    /// The group.
+    pub group: String,
+}
+
+/// What was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteParkedOk {
+    /// Entries removed.
+    pub removed: u64,
+}
+
+/// Most entries one `ListParked` page returns.
+pub const MAX_LIST_PARKED: u32 = 1_000;
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct ListParkedWire {
+    pub(crate) group: String,
+    #[serde(default)]
+    pub(crate) after: Option<u64>,
+    pub(crate) limit: u32,
+}
+
 // ------------------------------------------------------------------ wire
 
 #[derive(Serialize)]

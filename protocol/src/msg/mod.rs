@@ -65,6 +65,10 @@ pub use groups::{
     GroupSettings, GroupSource, GroupStart, GroupStrategy, JoinGroup, ListGroups, NackAction,
     UpdateGroup,
 };
+pub use groups::{
+    DeleteParked, DeleteParkedOk, ListParked, ListParkedOk, ParkedEntry, ReplayParked,
+    ReplayParkedOk,
+};
 pub use hello::{Hello, HelloOk};
 pub use list_streams::{ListStreams, ListStreamsOk, MAX_LIST_STREAMS, StreamInfo};
 pub use ping::{Ping, Pong};
@@ -148,6 +152,12 @@ pub enum Request {
     GroupNack(GroupNack),
     /// Extend group events' ack wait (no reply).
     GroupExtend(GroupExtend),
+    /// A page of a group's parked events.
+    ListParked(ListParked),
+    /// Deliver a group's parked events again.
+    ReplayParked(ReplayParked),
+    /// Drop a group's parked events.
+    DeleteParked(DeleteParked),
 }
 
 impl Request {
@@ -181,6 +191,9 @@ impl Request {
             Request::GroupAck(_) => Opcode::GroupAck,
             Request::GroupNack(_) => Opcode::GroupNack,
             Request::GroupExtend(_) => Opcode::GroupExtend,
+            Request::ListParked(_) => Opcode::ListParked,
+            Request::ReplayParked(_) => Opcode::ReplayParked,
+            Request::DeleteParked(_) => Opcode::DeleteParked,
         }
     }
 
@@ -271,6 +284,16 @@ impl Request {
                 groups::ids_out(m.subscription, &m.ids)
             ),
             Request::GroupNack(m) => enc!(96 + m.ids.len() * 9, m.to_wire()),
+            Request::ListParked(m) => enc!(
+                48 + m.group.len(),
+                groups::ListParkedWire {
+                    group: m.group.clone(),
+                    after: m.after,
+                    limit: m.limit,
+                },
+            ),
+            Request::ReplayParked(m) => enc!(32 + m.group.len(), m),
+            Request::DeleteParked(m) => enc!(16 + m.group.len(), m),
         }
     }
 
@@ -374,6 +397,16 @@ impl Request {
                 })
             }
             Opcode::GroupNack => Request::GroupNack(groups::read_ids(body, op)?.into_nack()?),
+            Opcode::ListParked => {
+                let w: groups::ListParkedWire = decode_body(body, op)?;
+                Request::ListParked(ListParked {
+                    group: w.group,
+                    after: w.after,
+                    limit: w.limit,
+                })
+            }
+            Opcode::ReplayParked => Request::ReplayParked(decode_body(body, op)?),
+            Opcode::DeleteParked => Request::DeleteParked(decode_body(body, op)?),
         })
     }
 }
@@ -430,6 +463,12 @@ pub enum Response {
     ListGroupsOk(Vec<GroupInfo>),
     /// Reply to `JoinGroup`; pushes follow.
     JoinGroupOk(Box<GroupInfo>),
+    /// Reply to `ListParked`.
+    ListParkedOk(ListParkedOk),
+    /// Reply to `ReplayParked`.
+    ReplayParkedOk(ReplayParkedOk),
+    /// Reply to `DeleteParked`.
+    DeleteParkedOk(DeleteParkedOk),
 }
 
 impl Response {
@@ -459,6 +498,9 @@ impl Response {
             Response::DeleteGroupOk => Opcode::DeleteGroup,
             Response::ListGroupsOk(_) => Opcode::ListGroups,
             Response::JoinGroupOk(_) => Opcode::JoinGroup,
+            Response::ListParkedOk(_) => Opcode::ListParked,
+            Response::ReplayParkedOk(_) => Opcode::ReplayParked,
+            Response::DeleteParkedOk(_) => Opcode::DeleteParked,
         }
     }
 
@@ -519,6 +561,16 @@ impl Response {
                 enc!(m.size_hint(), m.to_wire())
             }
             Response::DeleteGroupOk => enc!(1, unsubscribe::EmptyWire {}),
+            Response::ListParkedOk(m) => enc!(
+                32 + m
+                    .entries
+                    .iter()
+                    .map(|e| 128 + e.stream.len() + e.reason.len())
+                    .sum::<usize>(),
+                m,
+            ),
+            Response::ReplayParkedOk(m) => enc!(32, m),
+            Response::DeleteParkedOk(m) => enc!(24, m),
             Response::ListGroupsOk(m) => enc!(
                 16 + m.iter().map(GroupInfo::size_hint).sum::<usize>(),
                 groups::ListGroupsOkOut {
@@ -599,6 +651,9 @@ impl Response {
                         .collect::<Result<_, _>>()?,
                 )
             }
+            Opcode::ListParked => Response::ListParkedOk(decode_body(body, op)?),
+            Opcode::ReplayParked => Response::ReplayParkedOk(decode_body(body, op)?),
+            Opcode::DeleteParked => Response::DeleteParkedOk(decode_body(body, op)?),
             Opcode::Credit | Opcode::GroupAck | Opcode::GroupNack | Opcode::GroupExtend => {
                 return Err(unexpected(frame, Kind::Response));
             }

@@ -514,7 +514,7 @@ pub(crate) fn error_reply() -> impl Strategy<Value = ErrorReply> {
 }
 
 fn opcode() -> impl Strategy<Value = Opcode> {
-    (1u16..=27).prop_filter_map("known opcode", Opcode::from_u16)
+    (1u16..=30).prop_filter_map("known opcode", Opcode::from_u16)
 }
 
 fn group_settings() -> impl Strategy<Value = GroupSettings> {
@@ -575,6 +575,16 @@ pub(crate) fn group_request() -> impl Strategy<Value = Request> {
             .prop_map(|(group, window)| Request::JoinGroup(JoinGroup { group, window })),
         (any::<u32>(), ids())
             .prop_map(|(subscription, ids)| Request::GroupAck(GroupAck { subscription, ids })),
+        ("\\PC{0,16}", prop::option::of(any::<u64>()), any::<u32>()).prop_map(
+            |(group, after, limit)| Request::ListParked(ListParked {
+                group,
+                after,
+                limit
+            })
+        ),
+        ("\\PC{0,16}", prop::option::of(any::<u64>()))
+            .prop_map(|(group, max)| Request::ReplayParked(ReplayParked { group, max })),
+        "\\PC{0,16}".prop_map(|group| Request::DeleteParked(DeleteParked { group })),
         (any::<u32>(), ids()).prop_map(|(subscription, ids)| Request::GroupExtend(GroupExtend {
             subscription,
             ids
@@ -633,6 +643,29 @@ pub(crate) fn group_response() -> impl Strategy<Value = Response> {
         group_info().prop_map(|g| Response::UpdateGroupOk(Box::new(g))),
         group_info().prop_map(|g| Response::JoinGroupOk(Box::new(g))),
         Just(Response::DeleteGroupOk),
+        (
+            prop::collection::vec(
+                (any::<[u64; 5]>(), "\\PC{0,12}", "\\PC{0,12}", any::<u32>()).prop_map(
+                    |(n, stream, reason, deliveries)| ParkedEntry {
+                        version: n[0],
+                        seq: n[1],
+                        position: n[2],
+                        stream,
+                        event_version: n[3],
+                        reason,
+                        deliveries,
+                        parked_at_us: n[4],
+                    }
+                ),
+                0..4
+            ),
+            prop::option::of(any::<u64>())
+        )
+            .prop_map(|(entries, next)| Response::ListParkedOk(ListParkedOk { entries, next })),
+        (any::<u64>(), any::<u64>()).prop_map(|(until, entries)| Response::ReplayParkedOk(
+            ReplayParkedOk { until, entries }
+        )),
+        any::<u64>().prop_map(|removed| Response::DeleteParkedOk(DeleteParkedOk { removed })),
         prop::collection::vec(group_info(), 0..4).prop_map(Response::ListGroupsOk),
     ]
 }

@@ -52,6 +52,13 @@ pub type Seq = u64;
 /// A consumer of the group (one joined connection).
 pub type ConsumerId = u64;
 
+/// Sequences at or above this are replayed parked events (the bit set on
+/// their entry's version in the parked list), not source events: they are
+/// above every source sequence, so they never hold the floor, and are
+/// never named in a checkpoint (the parked list keeps them until they are
+/// finished).
+pub const REPLAY_BIT: Seq = 1 << 63;
+
 /// How events are handed out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Strategy {
@@ -347,6 +354,48 @@ impl<T: Clone> GroupState<T> {
         }
     }
 
+    /// A parked event delivered again (`id` has [`REPLAY_BIT`] set), with
+    /// no delivery counted yet. It joins its stream's queue behind what is
+    /// there (per-stream), and does not move the cursor.
+    pub fn offer_replay(&mut self, id: Seq, stream: Text, item: T, bytes: usize) {
+        debug_assert!(id >= REPLAY_BIT);
+        if self.slots.contains_key(&id) {
+            return;
+        }
+        self.bytes += bytes;
+        self.slots.insert(
+            id,
+            Slot {
+                stream: stream.clone(),
+                item,
+                bytes,
+                deliveries: 0,
+                state: SlotState::Ready,
+            },
+        );
+        match self.strategy {
+            Strategy::RoundRobin => {
+                self.ready.insert(id);
+            }
+            Strategy::PerStream => {
+                let queue = self.streams.entry(stream).or_default();
+                queue.push_back(id);
+                if queue.len() == 1 {
+                    self.ready.insert(id);
+                }
+            }
+        }
+    }
+
+    /// The lowest replayed parked event not finished (its id without
+    /// [`REPLAY_BIT`]), if any.
+    pub fn replay_floor(&self) -> Option<Seq> {
+        self.slots
+            .range(REPLAY_BIT..)
+            .next()
+            .map(|(&id, _)| id & !REPLAY_BIT)
+    }
+
     /// Whether an event could go out now (ready, within `max_in_flight`).
     pub fn has_ready(&self) -> bool {
         !self.ready.is_empty() && self.in_flight() < self.limits.max_in_flight as usize
@@ -512,7 +561,7 @@ impl<T: Clone> GroupState<T> {
             done: self.done.range(floor..).copied().collect(),
             deliveries: self
                 .slots
-                .iter()
+                .range(..REPLAY_BIT)
                 .filter(|(_, s)| s.deliveries > 0)
                 .map(|(&q, s)| (q, s.deliveries))
                 .collect(),
@@ -648,7 +697,9 @@ impl<T: Clone> GroupState<T> {
         if let Some(slot) = self.slots.remove(&seq) {
             self.bytes -= slot.bytes;
         }
-        self.done.insert(seq);
+        if seq < REPLAY_BIT {
+            self.done.insert(seq);
+        }
         self.prune();
     }
 
@@ -1199,6 +1250,27 @@ mod tests {
                 (14, 1)
             ]
         );
+    }
+
+    #[test]
+    fn replayed_parked_events_never_hold_the_floor_nor_enter_checkpoints() {
+        let mut s: GroupState<u64> = GroupState::new(LIMITS, Strategy::PerStream, 0);
+        s.offer(0, Text::from("a"), 0, 1);
+        s.offer_replay(REPLAY_BIT | 7, Text::from("a"), 99, 1);
+        s.offer_replay(REPLAY_BIT | 8, Text::from("b"), 98, 1);
+        assert_eq!(s.replay_floor(), Some(7));
+        // Per-stream: the replayed event of `a` waits behind `a`'s event.
+        let first: Vec<Seq> = std::iter::from_fn(|| s.deliver(1, 0).map(|d| d.seq)).collect();
+        assert_eq!(first, vec![0, REPLAY_BIT | 8]);
+        assert!(s.ack(0));
+        assert_eq!(s.floor(), 1, "replays do not hold the floor");
+        let d = s.deliver(1, 0).unwrap();
+        assert_eq!((d.seq, d.item, d.deliveries), (REPLAY_BIT | 7, 99, 1));
+        let cp = s.checkpoint();
+        assert!(cp.done.is_empty() && cp.deliveries.is_empty(), "{cp:?}");
+        assert!(s.ack(REPLAY_BIT | 7) && s.ack(REPLAY_BIT | 8));
+        assert_eq!(s.replay_floor(), None);
+        assert!(s.checkpoint().done.is_empty());
     }
 
     #[test]

@@ -611,6 +611,9 @@ impl Connection {
             Request::GroupAck(a) => self.group_ack(a),
             Request::GroupNack(n) => self.group_nack(n),
             Request::GroupExtend(e) => self.group_extend(e),
+            Request::ListParked(l) => self.list_parked(corr_id, l).await,
+            Request::ReplayParked(r) => self.replay_parked(corr_id, r),
+            Request::DeleteParked(d) => self.delete_parked(corr_id, d).await,
             _ => {
                 self.send_error(
                     opcode,

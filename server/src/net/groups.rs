@@ -47,7 +47,9 @@ use tokio::sync::{Notify, watch};
 use super::outbox::Outbox;
 use super::reads::ReadPool;
 use super::subscription::CompiledFilter;
-use crate::groups::state::{Checkpoint, ConsumerId, Delivery, GroupState, Limits, Nack, Strategy};
+use crate::groups::state::{
+    Checkpoint, ConsumerId, Delivery, GroupState, Limits, Nack, REPLAY_BIT, Strategy,
+};
 
 /// The registry of group definitions.
 pub(crate) const REGISTRY: &str = "$groups";
@@ -199,6 +201,11 @@ struct CheckpointJson {
     done: Vec<u64>,
     #[serde(default)]
     deliveries: Vec<(u64, u32)>,
+    /// A replay of parked events in progress: entries up to this version
+    /// of the parked list are delivered again (those still listed; the
+    /// list is truncated as they finish).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    replay_until: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -244,6 +251,22 @@ struct Inner {
     turn: usize,
     /// Something changed since the last checkpoint.
     dirty: bool,
+    /// A replay of parked events: read from the parked list as the state
+    /// has room.
+    replay: Option<Replay>,
+    /// The parked list's truncation point, as last written.
+    truncated: u64,
+    /// Entries of the parked list below this were read by replays.
+    replayed_end: u64,
+}
+
+/// A replay of parked events in progress.
+#[derive(Clone, Copy, Debug)]
+struct Replay {
+    /// The next entry to read.
+    next: u64,
+    /// The last entry to replay.
+    until: u64,
 }
 
 /// One group.
@@ -543,7 +566,7 @@ impl Groups {
         Ok(groups)
     }
 
-    fn last_checkpoint(&self, group: &str) -> Result<Option<Checkpoint>, String> {
+    fn last_checkpoint(&self, group: &str) -> Result<Option<(Checkpoint, Option<u64>)>, String> {
         let stream = checkpoint_stream(group);
         let slice = self
             .store
@@ -554,24 +577,32 @@ impl Groups {
         };
         let c: CheckpointJson = serde_json::from_slice(&e.data)
             .map_err(|x| format!("{stream} at {}: {x}", e.version.0))?;
-        Ok(Some(Checkpoint {
-            floor: c.floor,
-            done: c.done,
-            deliveries: c.deliveries,
-        }))
+        Ok(Some((
+            Checkpoint {
+                floor: c.floor,
+                done: c.done,
+                deliveries: c.deliveries,
+            },
+            c.replay_until,
+        )))
     }
 
     /// Starts a group's task.
     fn start(
         self: &Arc<Self>,
         def: Definition,
-        checkpoint: Option<Checkpoint>,
+        checkpoint: Option<(Checkpoint, Option<u64>)>,
     ) -> Result<Arc<Group>, String> {
         let settings = def.settings();
         let state = match &checkpoint {
-            Some(c) => GroupState::restore(limits(&settings), strategy(settings.strategy), c),
+            Some((c, _)) => GroupState::restore(limits(&settings), strategy(settings.strategy), c),
             None => GroupState::new(limits(&settings), strategy(settings.strategy), def.from),
         };
+        // A replay goes on from the first entry still listed.
+        let replay = checkpoint.and_then(|(_, until)| until).map(|until| Replay {
+            next: self.first_parked(&def.group),
+            until,
+        });
         let group = Arc::new(Group {
             name: def.group.clone(),
             source: Source::new(&def)?,
@@ -581,6 +612,9 @@ impl Groups {
                 consumers: BTreeMap::new(),
                 turn: 0,
                 dirty: false,
+                replay,
+                truncated: 0,
+                replayed_end: 0,
             }),
             wake: Notify::new(),
             ended: AtomicBool::new(false),
@@ -760,6 +794,143 @@ impl Groups {
         Ok((g, id))
     }
 
+    /// The version of the first entry still on `group`'s parked list (its
+    /// next version if none).
+    fn first_parked(&self, group: &str) -> u64 {
+        let stream = parked_stream(group);
+        match self.store.read_stream(&stream, None, Direction::Forward, 1) {
+            Ok(s) => match s.events.first() {
+                Some(e) => e.version.0,
+                None => s.last_version.map_or(0, |v| v.0 + 1),
+            },
+            Err(_) => 0,
+        }
+    }
+
+    /// A page of `group`'s parked events.
+    pub(crate) async fn list_parked(
+        &self,
+        group: &str,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<logbook_protocol::ListParkedOk, Refusal> {
+        self.get(group)?;
+        let limit = limit.clamp(1, logbook_protocol::msg::groups::MAX_LIST_PARKED) as usize;
+        let (store, stream) = (self.store.clone(), parked_stream(group));
+        let from = after.map_or(0, |a| a.saturating_add(1));
+        let slice = self
+            .reads
+            .run(move || {
+                store.read_stream(
+                    &stream,
+                    Some(StreamVersion(from)),
+                    Direction::Forward,
+                    limit,
+                )
+            })
+            .await
+            .map_err(internal)?;
+        let entries: Vec<logbook_protocol::ParkedEntry> = slice
+            .events
+            .iter()
+            .filter_map(|e| {
+                let p: ParkedJson = serde_json::from_slice(&e.data).ok()?;
+                Some(logbook_protocol::ParkedEntry {
+                    version: e.version.0,
+                    seq: p.seq,
+                    position: p.position,
+                    stream: p.stream,
+                    event_version: p.version,
+                    reason: p.reason,
+                    deliveries: p.deliveries,
+                    parked_at_us: u64::try_from(e.timestamp_us).unwrap_or(0),
+                })
+            })
+            .collect();
+        let next = slice
+            .next
+            .and_then(|_| slice.events.last().map(|e| e.version.0));
+        Ok(logbook_protocol::ListParkedOk { entries, next })
+    }
+
+    /// Starts delivering `group`'s parked events again (up to `max` of
+    /// them): the group's task reads them from the list as it has room.
+    pub(crate) fn replay_parked(
+        &self,
+        group: &str,
+        max: Option<u64>,
+    ) -> Result<logbook_protocol::ReplayParkedOk, Refusal> {
+        let g = self.get(group)?;
+        let first = self.first_parked(group);
+        let last = self
+            .store
+            .stream_version(&parked_stream(group))
+            .map_err(internal)?;
+        let Some(last) = last.map(|v| v.0).filter(|&l| l >= first) else {
+            return Ok(logbook_protocol::ReplayParkedOk {
+                until: 0,
+                entries: 0,
+            });
+        };
+        let until = match max {
+            Some(0) => {
+                return Ok(logbook_protocol::ReplayParkedOk {
+                    until: 0,
+                    entries: 0,
+                });
+            }
+            Some(m) => last.min(first.saturating_add(m - 1)),
+            None => last,
+        };
+        let mut inner = g.inner.lock();
+        inner.replay = Some(match inner.replay {
+            // One running already: it goes on, further.
+            Some(r) => Replay {
+                next: r.next,
+                until: r.until.max(until),
+            },
+            None => Replay { next: first, until },
+        });
+        inner.dirty = true;
+        drop(inner);
+        g.wake.notify_one();
+        Ok(logbook_protocol::ReplayParkedOk {
+            until,
+            entries: until + 1 - first,
+        })
+    }
+
+    /// Drops every entry of `group`'s parked list (a replay reading it
+    /// stops; events already taken from it are delivered still).
+    pub(crate) async fn delete_parked(
+        &self,
+        group: &str,
+    ) -> Result<logbook_protocol::DeleteParkedOk, Refusal> {
+        let g = self.get(group)?;
+        let first = self.first_parked(group);
+        let Some(last) = self
+            .store
+            .stream_version(&parked_stream(group))
+            .map_err(internal)?
+            .map(|v| v.0)
+        else {
+            return Ok(logbook_protocol::DeleteParkedOk { removed: 0 });
+        };
+        {
+            let mut inner = g.inner.lock();
+            inner.replay = None;
+            inner.dirty = true;
+        }
+        self.store
+            .truncate(&name(&parked_stream(group))?, StreamVersion(last + 1))
+            .await
+            .map_err(internal)?;
+        g.inner.lock().truncated = last + 1;
+        Ok(logbook_protocol::DeleteParkedOk {
+            removed: (last + 1).saturating_sub(first),
+        })
+    }
+
     async fn write_registry(&self, event_type: &str, data: &impl Serialize) -> Result<(), Refusal> {
         let json = serde_json::to_vec(data).map_err(internal)?;
         self.store
@@ -799,10 +970,14 @@ async fn run(groups: Arc<Groups>, group: Arc<Group>) {
         let read = if stopping {
             false
         } else {
-            match read_source(&groups, &group, &mut seen).await {
+            let read = match read_source(&groups, &group, &mut seen).await {
+                Ok(a) => read_replay(&groups, &group).await.map(|b| a || b),
+                Err(e) => Err(e),
+            };
+            match read {
                 Ok(read) => read,
                 Err(e) => {
-                    tracing::warn!(group = %group.name, error = %e, "reading the group's source failed; trying again");
+                    tracing::warn!(group = %group.name, error = %e, "reading the group's source or parked list failed; trying again");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     false
                 }
@@ -962,6 +1137,91 @@ async fn read_source(
     }
 }
 
+/// Takes a page of the parked list into the state, if a replay runs and
+/// the state has room: each entry's event is read again by its position
+/// (an entry whose event is gone, deleted or erased since, is passed
+/// over). True if it took something.
+async fn read_replay(groups: &Arc<Groups>, group: &Arc<Group>) -> Result<bool, String> {
+    let (replay, room) = {
+        let inner = group.inner.lock();
+        match inner.replay {
+            Some(r) if inner.state.wants_more() => (r, inner.state.room()),
+            _ => return Ok(false),
+        }
+    };
+    let want = room
+        .clamp(1, 500)
+        .min((replay.until + 1 - replay.next) as usize);
+    let (store, stream) = (groups.store.clone(), parked_stream(&group.name));
+    let next = replay.next;
+    let taken = groups
+        .reads
+        .run(
+            move || -> Result<(Vec<(u64, RecordedEvent)>, u64), String> {
+                let slice = store
+                    .read_stream(&stream, Some(StreamVersion(next)), Direction::Forward, want)
+                    .map_err(|e| e.to_string())?;
+                let mut out = Vec::new();
+                // The first entry not read: after the last one read, or past
+                // the list's end (truncated entries are skipped by the read).
+                let mut end = slice.last_version.map_or(next, |v| v.0 + 1).max(next);
+                if let Some(last) = slice.events.last()
+                    && slice.next.is_some()
+                {
+                    end = last.version.0 + 1;
+                }
+                for entry in &slice.events {
+                    let Ok(p) = serde_json::from_slice::<ParkedJson>(&entry.data) else {
+                        continue;
+                    };
+                    let event = store
+                        .read_all(Some(LogPosition(p.position)), Direction::Forward, 1)
+                        .map_err(|e| e.to_string())?
+                        .events
+                        .into_iter()
+                        .next()
+                        .filter(|e| e.position.0 == p.position);
+                    if let Some(event) = event {
+                        out.push((entry.version.0, event));
+                    }
+                }
+                Ok((out, end))
+            },
+        )
+        .await?;
+    let (events, end) = taken;
+    let mut inner = group.inner.lock();
+    // The replay was dropped meanwhile (the list deleted): take nothing.
+    let Some(r) = inner.replay.filter(|r| r.next == next) else {
+        return Ok(false);
+    };
+    let mut took = false;
+    for (version, event) in events {
+        if version > r.until {
+            break;
+        }
+        let bytes = event.data.len() + event.metadata.len() + 64;
+        let stream = event.stream.clone();
+        inner
+            .state
+            .offer_replay(REPLAY_BIT | version, stream, event, bytes);
+        took = true;
+    }
+    let next = end.min(r.until + 1);
+    inner.replayed_end = inner.replayed_end.max(next);
+    inner.replay = (next <= r.until).then_some(Replay {
+        next,
+        until: r.until,
+    });
+    // Read past the end of the list: nothing more to replay.
+    if next == r.next && !took {
+        inner.replay = None;
+        inner.replayed_end = inner.replayed_end.max(r.until + 1);
+    }
+    inner.dirty = true;
+    Ok(took || next > r.next)
+}
+
 /// Writes the records of events the state decided to park; each is
 /// finished once its record is durable. A failure leaves them holding the
 /// floor, and they are written at the next turn.
@@ -976,8 +1236,17 @@ async fn write_parks(groups: &Arc<Groups>, group: &Arc<Group>) {
     let events: Vec<NewEvent> = parks
         .iter()
         .map(|p| {
+            // A replayed event keeps its source sequence.
+            let seq = if p.seq >= REPLAY_BIT {
+                match group.source {
+                    Source::Stream(_) => p.item.version.0,
+                    Source::All(_) => p.item.position.0,
+                }
+            } else {
+                p.seq
+            };
             let json = serde_json::to_vec(&ParkedJson {
-                seq: p.seq,
+                seq,
                 position: p.item.position.0,
                 stream: p.item.stream.to_string(),
                 version: p.item.version.0,
@@ -1008,15 +1277,36 @@ async fn write_parks(groups: &Arc<Groups>, group: &Arc<Group>) {
 }
 
 async fn write_checkpoint(groups: &Arc<Groups>, group: &Arc<Group>) -> Result<(), String> {
-    let checkpoint = {
+    let (checkpoint, replay_until, before, truncated) = {
         let mut inner = group.inner.lock();
         inner.dirty = false;
-        inner.state.checkpoint()
+        // Parked entries read by replays and not outstanding any more are
+        // finished: the list drops them (below the lowest outstanding one).
+        let outstanding = inner.state.replay_floor();
+        let before = outstanding.map_or(inner.replayed_end, |f| f.min(inner.replayed_end));
+        // A replay to go on with after a restart: the one reading, or the
+        // entries taken and not finished.
+        let until = inner
+            .replay
+            .map(|r| r.until)
+            .or_else(|| outstanding.map(|_| inner.replayed_end.saturating_sub(1)));
+        (inner.state.checkpoint(), until, before, inner.truncated)
     };
+    if before > truncated {
+        let stream = StreamName::new(parked_stream(&group.name)).map_err(|e| e.to_string())?;
+        groups
+            .store
+            .truncate(&stream, StreamVersion(before))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut inner = group.inner.lock();
+        inner.truncated = inner.truncated.max(before);
+    }
     let json = serde_json::to_vec(&CheckpointJson {
         floor: checkpoint.floor,
         done: checkpoint.done,
         deliveries: checkpoint.deliveries,
+        replay_until,
     })
     .map_err(|e| e.to_string())?;
     let stream = StreamName::new(checkpoint_stream(&group.name)).map_err(|e| e.to_string())?;

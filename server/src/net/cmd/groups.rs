@@ -3,8 +3,8 @@
 //! its outbox, acks, nacks and extensions to its groups.
 
 use logbook_protocol::{
-    CreateGroup, DeleteGroup, ErrorCode, ErrorReply, GroupAck, GroupExtend, GroupNack, JoinGroup,
-    Opcode, Response, UpdateGroup,
+    CreateGroup, DeleteGroup, DeleteParked, ErrorCode, ErrorReply, GroupAck, GroupExtend,
+    GroupNack, JoinGroup, ListParked, Opcode, ReplayParked, Response, UpdateGroup,
 };
 
 use crate::net::connection::Connection;
@@ -30,6 +30,35 @@ impl Connection {
         let opcode = Opcode::DeleteGroup;
         match self.shared.groups.delete(&req.group).await {
             Ok(()) => self.send(corr_id, opcode, &Response::DeleteGroupOk),
+            Err(e) => self.send_error(opcode, corr_id, *e),
+        }
+    }
+
+    pub(in crate::net) async fn list_parked(&self, corr_id: u32, req: ListParked) {
+        let opcode = Opcode::ListParked;
+        match self
+            .shared
+            .groups
+            .list_parked(&req.group, req.after, req.limit)
+            .await
+        {
+            Ok(page) => self.send(corr_id, opcode, &Response::ListParkedOk(page)),
+            Err(e) => self.send_error(opcode, corr_id, *e),
+        }
+    }
+
+    pub(in crate::net) fn replay_parked(&self, corr_id: u32, req: ReplayParked) {
+        let opcode = Opcode::ReplayParked;
+        match self.shared.groups.replay_parked(&req.group, req.max) {
+            Ok(ok) => self.send(corr_id, opcode, &Response::ReplayParkedOk(ok)),
+            Err(e) => self.send_error(opcode, corr_id, *e),
+        }
+    }
+
+    pub(in crate::net) async fn delete_parked(&self, corr_id: u32, req: DeleteParked) {
+        let opcode = Opcode::DeleteParked;
+        match self.shared.groups.delete_parked(&req.group).await {
+            Ok(ok) => self.send(corr_id, opcode, &Response::DeleteParkedOk(ok)),
             Err(e) => self.send_error(opcode, corr_id, *e),
         }
     }
