@@ -267,6 +267,14 @@ impl GroupConsumer {
     pub async fn next(&mut self) -> Option<Result<GroupDelivery>> {
         let mut failures = 0u32;
         loop {
+            if let Some(member) = &mut self.member
+                && !member.conn.is_open()
+            {
+                // Lost with its connection: see below.
+                member.armed = false;
+                self.member = None;
+                self.queue.clear();
+            }
             if let Some(d) = self.queue.pop_front() {
                 return Some(Ok(d));
             }
@@ -295,9 +303,14 @@ impl GroupConsumer {
                 continue;
             };
             let Some(frame) = member.frames.recv().await else {
-                // The connection is gone, and the membership with it.
+                // The connection is gone, and the membership with it: what
+                // it still queued is being given to other consumers (and
+                // comes again to this one if it is next); handing it out
+                // now could let two consumers work on one event of a
+                // stream at once.
                 member.armed = false;
                 self.member = None;
+                self.queue.clear();
                 continue;
             };
             match ServerMessage::decode(&frame) {
@@ -319,6 +332,7 @@ impl GroupConsumer {
                     if code == ErrorCode::ShuttingDown {
                         member.conn.close("server is shutting down");
                         self.member = None;
+                        self.queue.clear();
                         continue;
                     }
                     self.ended = true;

@@ -616,3 +616,183 @@ async fn replaying_many_parked_events_holds_bounded_memory() {
     }
     server.stop().await;
 }
+
+/// Random consumers against a real server: they join and vanish
+/// (dropped connections), ack, retry, skip or park at random, and the
+/// server restarts cleanly now and then. Every event ends acknowledged,
+/// skipped or parked; nothing acknowledged before a clean restart (and
+/// confirmed read by the server) is delivered after it; per-stream order
+/// never gives one consumer set two events of a stream at once while no
+/// delivery timed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_consumers_and_restarts_against_the_model() {
+    for seed in [
+        0x9e37_79b9_7f4a_7c15u64,
+        0x2545_f491_4f6c_dd1d,
+        0xdead_beef_cafe_f00d,
+    ] {
+        for strategy in [GroupStrategy::RoundRobin, GroupStrategy::PerStream] {
+            random_run(seed, strategy).await;
+        }
+    }
+}
+
+async fn random_run(seed: u64, strategy: GroupStrategy) {
+    use futures::TryStreamExt;
+    let mut rng = seed;
+    let mut rand = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n.max(1)
+    };
+    let mut server =
+        TestServer::start_tuned(|s, _| s.durability = logbook_storage::Durability::Os).await;
+    let mut client = Client::connect(server.addr).await.unwrap();
+    let n = append_streams(&client, 8, 25).await;
+    let settings = GroupSettings {
+        strategy,
+        max_deliveries: 4,
+        // Long: no delivery times out, so what a consumer holds is its own.
+        ack_wait_ms: 600_000,
+        ..GroupSettings::default()
+    };
+    client
+        .create_group("m", all(), GroupStart::Start, settings)
+        .await
+        .unwrap();
+    // Positions of the source's events, and how each ended.
+    let mut acked: HashSet<u64> = HashSet::new();
+    let mut skipped: HashSet<u64> = HashSet::new();
+    let mut consumers: Vec<(GroupConsumer, Vec<GroupDelivery>)> = Vec::new();
+    let mut restarts = 0;
+    for step in 0..1200 {
+        if consumers.is_empty() || rand(10) == 0 {
+            consumers.push((
+                client.join_group("m", 1 + rand(6) as u32).await.unwrap(),
+                Vec::new(),
+            ));
+        }
+        let k = rand(consumers.len() as u64) as usize;
+        match rand(20) {
+            // Take what has come (without waiting for more than one).
+            0..=7 => {
+                let (c, held) = &mut consumers[k];
+                if held.len() < 6 {
+                    let d = tokio::select! {
+                        d = c.next() => d.unwrap().unwrap(),
+                        // Nothing for this one now: another turn.
+                        () = tokio::task::yield_now() => continue,
+                    };
+                    // Never delivered after being acknowledged.
+                    assert!(
+                        !acked.contains(&d.event.position.0),
+                        "step {step}: {} again",
+                        d.event.position.0
+                    );
+                    if strategy == GroupStrategy::PerStream {
+                        for (_, other) in &consumers {
+                            assert!(
+                                other.iter().all(|o| o.event.stream != d.event.stream),
+                                "step {step}: two events of {} held at once",
+                                d.event.stream.as_str()
+                            );
+                        }
+                    }
+                    consumers[k].1.push(d);
+                }
+            }
+            8..=13 => {
+                let (c, held) = &mut consumers[k];
+                if let Some(d) = held.pop() {
+                    c.ack(&[d.id]).unwrap();
+                    acked.insert(d.event.position.0);
+                }
+            }
+            14 => {
+                let (c, held) = &mut consumers[k];
+                if let Some(d) = held.pop() {
+                    c.nack(&[d.id], NackAction::Retry { delay_ms: 0 }).unwrap();
+                }
+            }
+            15 => {
+                let (c, held) = &mut consumers[k];
+                if let Some(d) = held.pop() {
+                    c.nack(&[d.id], NackAction::Skip).unwrap();
+                    skipped.insert(d.event.position.0);
+                }
+            }
+            16 => {
+                let (c, held) = &mut consumers[k];
+                if let Some(d) = held.pop() {
+                    c.nack(
+                        &[d.id],
+                        NackAction::Park {
+                            reason: "random".into(),
+                        },
+                    )
+                    .unwrap();
+                }
+            }
+            17 | 18 => {
+                // The consumer vanishes with what it held.
+                consumers.swap_remove(k);
+            }
+            _ if restarts < 3 => {
+                // Settles are read by the server before it stops: a ping
+                // behind them on the same connection.
+                client.ping().await.unwrap();
+                consumers.clear();
+                server.restart().await;
+                client = Client::connect(server.addr).await.unwrap();
+                restarts += 1;
+            }
+            _ => {}
+        }
+    }
+    // Drain: one consumer acknowledges everything until the group has
+    // nothing outstanding and its floor is past the source.
+    consumers.clear();
+    let mut c = client.join_group("m", 50).await.unwrap();
+    loop {
+        let g = client.list_groups().await.unwrap().remove(0);
+        if g.outstanding == 0 && g.floor >= n {
+            break;
+        }
+        let d = tokio::select! {
+            d = c.next() => d.unwrap().unwrap(),
+            () = tokio::task::yield_now() => continue,
+        };
+        assert!(
+            !acked.contains(&d.event.position.0),
+            "{} again in the drain",
+            d.event.position.0
+        );
+        c.ack(&[d.id]).unwrap();
+        acked.insert(d.event.position.0);
+    }
+    // Every event ended: acknowledged, skipped, or parked.
+    let mut parked_positions = HashSet::new();
+    let mut after = None;
+    loop {
+        let page = client.list_parked("m", after, 1000).await.unwrap();
+        parked_positions.extend(page.entries.iter().map(|e| e.position));
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    let events: Vec<logbook_client::RecordedEvent> = client
+        .read_all(Default::default())
+        .try_collect()
+        .await
+        .unwrap();
+    for e in events.iter().filter(|e| !e.stream.starts_with('$')) {
+        let p = e.position.0;
+        assert!(
+            acked.contains(&p) || skipped.contains(&p) || parked_positions.contains(&p),
+            "{strategy:?}: event at {p} never ended"
+        );
+    }
+    server.stop().await;
+}

@@ -38,6 +38,76 @@ struct Args {
     /// Parent of the data directory (on the disk measured).
     #[arg(long, default_value = "/work/benchdir")]
     dir: String,
+    /// Then park this many events (records written straight to the parked
+    /// list) and replay them to 8 consumers: replay rate and the process's
+    /// resident memory before and at its peak during the replay.
+    #[arg(long, default_value_t = 0)]
+    parked: u64,
+}
+
+/// The process's resident memory now, in KiB (Linux).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+async fn replay_parked(store: &Store, addr: std::net::SocketAddr, parked: u64, events: u64) {
+    let admin = Client::connect(addr).await.expect("connect");
+    admin
+        .create_group(
+            "replay",
+            GroupSource::All { filter: None },
+            GroupStart::End,
+            GroupSettings::default(),
+        )
+        .await
+        .expect("create");
+    let stream = StreamName::new("$group:replay:parked").expect("name");
+    let t = Instant::now();
+    for batch in 0..parked.div_ceil(1000) {
+        let n = (parked - batch * 1000).min(1000);
+        let records: Vec<NewEvent> = (0..n)
+            .map(|i| {
+                let p = (batch * 1000 + i) % events;
+                let json = format!(
+                    r#"{{"seq":{p},"position":{p},"stream":"acct-{}","version":0,"reason":"bench","deliveries":10}}"#,
+                    p % 10_000
+                );
+                NewEvent::new(EventId::new_v7(), "$parked", json.into_bytes())
+            })
+            .collect();
+        store
+            .append(&stream, ExpectedVersion::Any, records)
+            .await
+            .expect("park");
+    }
+    eprintln!("parked {parked} in {:.1} s", t.elapsed().as_secs_f64());
+    let before = rss_kib();
+    let peak = Arc::new(AtomicU64::new(before));
+    let sampler = {
+        let peak = Arc::clone(&peak);
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(rss_kib(), Ordering::Relaxed);
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        })
+    };
+    admin.replay_parked("replay", None).await.expect("replay");
+    let rate = consume(addr, "replay", 8, 100, parked).await;
+    sampler.abort();
+    println!(
+        "replayed {parked} parked events to 8 consumers: {rate:.0}/s; resident memory {} MiB before, peak {} MiB during",
+        before / 1024,
+        peak.load(Ordering::Relaxed) / 1024
+    );
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -175,6 +245,9 @@ fn main() {
                 "{:>9}  {:>11}  {:>14.0}  {:>14.0}",
                 consumers, args.window, row[0], row[1]
             );
+        }
+        if args.parked > 0 {
+            replay_parked(&store, addr, args.parked, total).await;
         }
         let _ = stop.send(());
         let _ = server.await;

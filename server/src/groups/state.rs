@@ -33,7 +33,8 @@
 //! for a retry, so a stream's events are processed one at a time in
 //! version order while different streams go in parallel; a stream is tied
 //! to a consumer only while one of its events is in flight (no partitions,
-//! nothing to rebalance). A parked event lets its stream go on.
+//! nothing to rebalance). A parked event lets its stream go on once its
+//! record is durable.
 //!
 //! **Bounds.** The outstanding events plus the finished ones above the
 //! floor are at most `max_ahead` (and their payloads at most
@@ -51,6 +52,9 @@ pub type Seq = u64;
 
 /// A consumer of the group (one joined connection).
 pub type ConsumerId = u64;
+
+/// The longest a nack may put off a retry: 24 hours.
+pub const MAX_RETRY_DELAY_MS: u64 = 24 * 3600 * 1000;
 
 /// Sequences at or above this are replayed parked events (the bit set on
 /// their entry's version in the parked list), not source events: they are
@@ -425,11 +429,13 @@ impl<T: Clone> GroupState<T> {
         })
     }
 
-    /// `seq` was processed. True if it was outstanding (a late or repeated
-    /// ack of a finished event changes nothing).
+    /// `seq` was processed. True if it was outstanding and delivered (a
+    /// late or repeated ack of a finished event changes nothing, nor does
+    /// an ack of an event not delivered yet: an id from before a restart,
+    /// which per-stream order would not allow).
     pub fn ack(&mut self, seq: Seq) -> bool {
-        match self.slots.get(&seq).map(|s| s.state) {
-            None | Some(SlotState::Parking) => false,
+        match self.slots.get(&seq).map(|s| (s.state, s.deliveries)) {
+            None | Some((SlotState::Parking, _)) | Some((_, 0)) => false,
             Some(_) => {
                 self.stats.acked += 1;
                 self.finish(seq);
@@ -445,7 +451,10 @@ impl<T: Clone> GroupState<T> {
             return false;
         }
         match nack {
-            Nack::Retry { delay_ms } => self.fail(seq, now.saturating_add(delay_ms), now),
+            Nack::Retry { delay_ms } => {
+                let delay = delay_ms.min(MAX_RETRY_DELAY_MS);
+                self.fail(seq, now.saturating_add(delay), now)
+            }
             Nack::Park { reason } => {
                 self.unflight(seq);
                 self.park(seq, reason);
@@ -632,8 +641,9 @@ impl<T: Clone> GroupState<T> {
             reason,
             deliveries: slot.deliveries,
         });
-        // Its stream goes on: the parked event is out of its order.
-        self.leave_stream(seq);
+        // Its stream goes on once the park is durable (`parked`): were the
+        // record lost in a crash, the event would come again before its
+        // stream's later ones.
     }
 
     fn make_ready_if_eligible(&mut self, seq: Seq) {
@@ -689,9 +699,7 @@ impl<T: Clone> GroupState<T> {
             if let SlotState::Waiting { until } = slot.state {
                 self.waits.remove(&(until, seq));
             }
-            if slot.state != SlotState::Parking {
-                self.leave_stream(seq);
-            }
+            self.leave_stream(seq);
         }
         self.ready.remove(&seq);
         if let Some(slot) = self.slots.remove(&seq) {
@@ -1213,6 +1221,25 @@ mod tests {
         assert!(!s.nack(1, 1, Nack::Skip, 60));
         assert!(s.ack(1) && s.ack(2));
         assert_eq!(s.floor(), 3);
+    }
+
+    #[test]
+    fn a_park_holds_its_stream_until_durable_and_undelivered_acks_count_for_nothing() {
+        let mut s: GroupState<u64> = GroupState::new(LIMITS, Strategy::PerStream, 0);
+        s.offer(0, Text::from("a"), 0, 1);
+        s.offer(1, Text::from("a"), 1, 1);
+        // An ack for an event never delivered (an id from an earlier life)
+        // would let `a` go out of order: refused.
+        assert!(!s.ack(1));
+        assert_eq!(s.deliver(1, 0).map(|d| d.seq), Some(0));
+        assert!(s.nack(0, 1, Nack::Park { reason: "x".into() }, 0));
+        assert_eq!(s.deliver(1, 0), None, "a waits until the park is durable");
+        assert_eq!(s.take_parks().len(), 1);
+        s.parked(0);
+        assert_eq!(s.deliver(1, 0).map(|d| d.seq), Some(1));
+        // A retry is put off a day at most.
+        assert!(s.nack(1, 1, Nack::Retry { delay_ms: u64::MAX }, 0));
+        assert_eq!(s.next_timer(), Some(MAX_RETRY_DELAY_MS));
     }
 
     #[test]

@@ -246,8 +246,13 @@ impl Connection {
             conn.shared.hub.end(&sub, reason);
         }
         // Leave the groups: what this consumer held goes to the others.
+        // Not when the server stops: that is no failure of the consumer's
+        // (nothing is counted against its events, nothing parked), and
+        // what it held is delivered again after the restart.
         for (_, (group, consumer)) in conn.memberships.drain() {
-            group.leave(consumer);
+            if !matches!(why, Close::Shutdown) {
+                group.leave(consumer);
+            }
         }
         if matches!(why, Close::Shutdown) {
             // Tell the client why the connection ends, after the `ended`
@@ -428,7 +433,7 @@ impl Connection {
             && self.jobs.is_empty()
             && self.backups.is_empty()
             && self.subs.values().all(|s| s.is_ended())
-            && self.memberships.is_empty()
+            && self.memberships.values().all(|(g, _)| g.is_ended())
     }
 
     /// Room on the outbox budget for a reply of up to `want` bytes (less

@@ -81,7 +81,14 @@ const AHEAD_PER_IN_FLIGHT: u32 = 4;
 const MIN_AHEAD: u32 = 1_000;
 const MAX_AHEAD_BYTES: usize = 64 << 20;
 
-fn limits(s: &GroupSettings) -> Limits {
+/// The state's limits for `s`, in a store whose events are at most
+/// `max_event_bytes`: the read-ahead is also capped so that a checkpoint
+/// (a range or a delivery count per event held, about 80 bytes of JSON at
+/// worst) always fits in one event.
+fn limits(s: &GroupSettings, max_event_bytes: u64) -> Limits {
+    let fits = u32::try_from(max_event_bytes / 80)
+        .unwrap_or(u32::MAX)
+        .max(16);
     Limits {
         ack_wait_ms: s.ack_wait_ms,
         max_deliveries: s.max_deliveries,
@@ -89,10 +96,14 @@ fn limits(s: &GroupSettings) -> Limits {
         max_ahead: s
             .max_in_flight
             .saturating_mul(AHEAD_PER_IN_FLIGHT)
-            .max(MIN_AHEAD),
+            .max(MIN_AHEAD)
+            .min(fits),
         max_ahead_bytes: MAX_AHEAD_BYTES,
     }
 }
+
+/// Longest reason kept with a parked event, in bytes.
+const MAX_REASON_BYTES: usize = 1024;
 
 fn strategy(s: GroupStrategy) -> Strategy {
     match s {
@@ -151,6 +162,11 @@ struct Definition {
     start: String,
     /// The sequence it resolved to when the group was created.
     from: u64,
+    /// Which creation of the name this is: its checkpoints carry it, so
+    /// that a group created again under a name never takes up a checkpoint
+    /// of the one before.
+    #[serde(default)]
+    incarnation: u64,
     ack_wait_ms: u64,
     max_deliveries: u32,
     max_in_flight: u32,
@@ -197,8 +213,10 @@ impl Definition {
 #[derive(Serialize, Deserialize)]
 struct CheckpointJson {
     floor: u64,
+    /// Finished events above the floor, as `[first, end)` ranges (they
+    /// are mostly consecutive).
     #[serde(default)]
-    done: Vec<u64>,
+    done: Vec<(u64, u64)>,
     #[serde(default)]
     deliveries: Vec<(u64, u32)>,
     /// A replay of parked events in progress: entries up to this version
@@ -206,6 +224,9 @@ struct CheckpointJson {
     /// list is truncated as they finish).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     replay_until: Option<u64>,
+    /// The group's incarnation (see `Definition`).
+    #[serde(default)]
+    incarnation: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -258,6 +279,11 @@ struct Inner {
     truncated: u64,
     /// Entries of the parked list below this were read by replays.
     replayed_end: u64,
+    /// Entries on the parked list now (kept here, not counted at each
+    /// `info`).
+    parked_now: u64,
+    /// The last write of parked records failed: try again soon.
+    parks_failed: bool,
 }
 
 /// A replay of parked events in progress.
@@ -280,6 +306,8 @@ pub(crate) struct Group {
     epoch: Instant,
     store: Store,
     max_frame: u32,
+    /// Its task, awaited when the group is deleted.
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Group {
@@ -307,7 +335,7 @@ impl Group {
                     delay_ms: *delay_ms,
                 },
                 NackAction::Park { reason } => Nack::Park {
-                    reason: reason.clone(),
+                    reason: truncate_reason(reason),
                 },
                 NackAction::Skip => Nack::Skip,
             };
@@ -352,13 +380,6 @@ impl Group {
                 .flatten()
                 .map_or(0, |v| v.0 + 1),
         };
-        let parked = self
-            .store
-            .list_streams(&parked_stream(&self.name), None, 1, 4096)
-            .ok()
-            .and_then(|p| p.streams.into_iter().next())
-            .filter(|s| s.stream == parked_stream(&self.name))
-            .map_or(0, |s| s.event_count);
         let now = self.now_ms();
         let inner = self.inner.lock();
         let s = &inner.state;
@@ -378,7 +399,7 @@ impl Group {
             oldest_in_flight_ms: s
                 .oldest_in_flight_deadline()
                 .map_or(0, |d| now.saturating_sub(d.saturating_sub(ack_wait))),
-            parked,
+            parked: inner.parked_now,
             delivered: s.stats.delivered,
             acked: s.stats.acked,
             skipped: s.stats.skipped,
@@ -387,27 +408,40 @@ impl Group {
         }
     }
 
-    /// Ends every consumer's pushes with `code`.
-    fn end_consumers(&self, code: ErrorCode, message: &str) {
-        let inner = self.inner.lock();
+    /// Ends the group: its task stops, every consumer's pushes end with
+    /// `code` and the consumers are dropped (a join from here on is
+    /// refused: both under the group's lock).
+    fn end(&self, code: ErrorCode, message: &str) {
+        let mut inner = self.inner.lock();
+        self.ended.store(true, Ordering::Release);
         let push = GroupPush::Ended {
             code,
             message: message.to_owned(),
         };
-        for c in inner.consumers.values() {
+        for c in std::mem::take(&mut inner.consumers).into_values() {
             let _ = c.out.push(|b| push.encode(b, c.corr_id, self.max_frame));
         }
+        drop(inner);
+        self.wake.notify_one();
+    }
+
+    /// Whether the group was deleted.
+    pub(crate) fn is_ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
     }
 
     /// Hands ready events to consumers with room, one at a time in turn,
     /// and pushes each consumer's share as frames.
-    fn dispatch(&self, now: u64) {
+    /// True if events were left ready only because consumers' outboxes
+    /// were full (nothing wakes the task when they drain: look again soon).
+    fn dispatch(&self, now: u64) -> bool {
         let mut inner = self.inner.lock();
         let inner = &mut *inner;
         inner.state.tick(now);
         if inner.consumers.is_empty() || !inner.state.has_ready() {
-            return;
+            return false;
         }
+        let mut outbox_full = false;
         let ids: Vec<ConsumerId> = inner.consumers.keys().copied().collect();
         let mut batches: HashMap<ConsumerId, Vec<Delivery<RecordedEvent>>> = HashMap::new();
         let mut full = 0;
@@ -416,7 +450,19 @@ impl Group {
                 break;
             };
             inner.turn = inner.turn.wrapping_add(1);
-            let window = inner.consumers.get(&c).map_or(0, |x| x.window as usize);
+            // A consumer whose connection holds unsent replies and pushes
+            // past its high-water mark has no room either: its events
+            // would wait in the server's memory with their ack wait
+            // running.
+            let window = inner
+                .consumers
+                .get(&c)
+                .filter(|x| {
+                    let full = x.out.is_full();
+                    outbox_full |= full;
+                    !full
+                })
+                .map_or(0, |x| x.window as usize);
             if inner.state.held_by(c) >= window {
                 full += 1;
                 continue;
@@ -427,12 +473,27 @@ impl Group {
                 None => break,
             }
         }
+        // Delivery counts are part of the checkpoint.
+        inner.dirty |= !batches.is_empty();
         for (c, batch) in batches {
             if let Some(consumer) = inner.consumers.get(&c) {
                 push_deliveries(consumer, batch, self.max_frame);
             }
         }
+        outbox_full && inner.state.has_ready()
     }
+}
+
+/// `reason`, cut to [`MAX_REASON_BYTES`] at a character boundary.
+fn truncate_reason(reason: &str) -> String {
+    if reason.len() <= MAX_REASON_BYTES {
+        return reason.to_owned();
+    }
+    let mut end = MAX_REASON_BYTES;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &reason[..end])
 }
 
 /// Pushes `batch` to `consumer`, in frames that fit.
@@ -482,7 +543,6 @@ pub(crate) struct Groups {
     /// Definition changes one at a time.
     admin: tokio::sync::Mutex<()>,
     stop: watch::Receiver<bool>,
-    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// A refused group request: the error reply to send.
@@ -523,7 +583,6 @@ impl Groups {
             next_consumer: AtomicU64::new(1),
             admin: tokio::sync::Mutex::new(()),
             stop,
-            tasks: Mutex::new(Vec::new()),
         });
         let mut defs: BTreeMap<String, Definition> = BTreeMap::new();
         let mut from = 0u64;
@@ -540,9 +599,16 @@ impl Groups {
             for e in &slice.events {
                 match e.event_type.as_str() {
                     "$group-created" | "$group-updated" => {
-                        let def: Definition = serde_json::from_slice(&e.data)
-                            .map_err(|x| format!("{REGISTRY} at {}: {x}", e.version.0))?;
-                        defs.insert(def.group.clone(), def);
+                        match serde_json::from_slice::<Definition>(&e.data) {
+                            Ok(def) => {
+                                defs.insert(def.group.clone(), def);
+                            }
+                            Err(x) => tracing::error!(
+                                version = e.version.0,
+                                error = %x,
+                                "unreadable consumer group definition in {REGISTRY} passed over"
+                            ),
+                        }
                     }
                     "$group-deleted" => {
                         if let Ok(d) = serde_json::from_slice::<serde_json::Value>(&e.data)
@@ -560,13 +626,25 @@ impl Groups {
             }
         }
         for def in defs.into_values() {
-            let checkpoint = groups.last_checkpoint(&def.group)?;
-            groups.start(def, checkpoint)?;
+            // One group that cannot start (a filter this version refuses,
+            // an unreadable checkpoint) must not keep the server down: it
+            // is left out, and said so.
+            let name = def.group.clone();
+            let started = groups
+                .last_checkpoint(&def.group, &def)
+                .and_then(|checkpoint| groups.start(def, checkpoint));
+            if let Err(e) = started {
+                tracing::error!(group = %name, error = %e, "consumer group left out: it cannot start");
+            }
         }
         Ok(groups)
     }
 
-    fn last_checkpoint(&self, group: &str) -> Result<Option<(Checkpoint, Option<u64>)>, String> {
+    fn last_checkpoint(
+        &self,
+        group: &str,
+        def: &Definition,
+    ) -> Result<Option<(Checkpoint, Option<u64>)>, String> {
         let stream = checkpoint_stream(group);
         let slice = self
             .store
@@ -577,10 +655,19 @@ impl Groups {
         };
         let c: CheckpointJson = serde_json::from_slice(&e.data)
             .map_err(|x| format!("{stream} at {}: {x}", e.version.0))?;
+        if c.incarnation != def.incarnation {
+            // An earlier group of the name's (its deletion was cut short).
+            return Ok(None);
+        }
+        let done = c
+            .done
+            .iter()
+            .flat_map(|&(a, b)| a..b.min(a.saturating_add(1 << 24)))
+            .collect();
         Ok(Some((
             Checkpoint {
                 floor: c.floor,
-                done: c.done,
+                done,
                 deliveries: c.deliveries,
             },
             c.replay_until,
@@ -594,15 +681,18 @@ impl Groups {
         checkpoint: Option<(Checkpoint, Option<u64>)>,
     ) -> Result<Arc<Group>, String> {
         let settings = def.settings();
+        let l = limits(&settings, self.store.config().max_event_bytes);
         let state = match &checkpoint {
-            Some((c, _)) => GroupState::restore(limits(&settings), strategy(settings.strategy), c),
-            None => GroupState::new(limits(&settings), strategy(settings.strategy), def.from),
+            Some((c, _)) => GroupState::restore(l, strategy(settings.strategy), c),
+            None => GroupState::new(l, strategy(settings.strategy), def.from),
         };
         // A replay goes on from the first entry still listed.
         let replay = checkpoint.and_then(|(_, until)| until).map(|until| Replay {
             next: self.first_parked(&def.group),
             until,
         });
+        let parked_now = self.parked_count(&def.group);
+        let first_parked = self.first_parked(&def.group);
         let group = Arc::new(Group {
             name: def.group.clone(),
             source: Source::new(&def)?,
@@ -613,20 +703,23 @@ impl Groups {
                 turn: 0,
                 dirty: false,
                 replay,
-                truncated: 0,
-                replayed_end: 0,
+                truncated: first_parked,
+                replayed_end: first_parked,
+                parked_now,
+                parks_failed: false,
             }),
             wake: Notify::new(),
             ended: AtomicBool::new(false),
             epoch: Instant::now(),
             store: self.store.clone(),
             max_frame: self.max_frame,
+            task: Mutex::new(None),
         });
         self.groups
             .lock()
             .insert(group.name.clone(), Arc::clone(&group));
         let task = tokio::spawn(run(Arc::clone(self), Arc::clone(&group)));
-        self.tasks.lock().push(task);
+        *group.task.lock() = Some(task);
         Ok(group)
     }
 
@@ -682,6 +775,9 @@ impl Groups {
             }
             .to_owned(),
             from,
+            incarnation: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64),
             ack_wait_ms: 0,
             max_deliveries: 0,
             max_in_flight: 0,
@@ -717,11 +813,21 @@ impl Groups {
         let _admin = self.admin.lock().await;
         let g = self.get(group)?;
         let mut def = g.def.lock().clone();
+        if def.settings().strategy != settings.strategy {
+            // Switching would reorder what is in flight: a new group (from
+            // this one's floor) is the way.
+            return Err(refusal(
+                ErrorCode::BadRequest,
+                "a group's strategy is fixed at creation: create another group to change it",
+            ));
+        }
         def.set_settings(&settings);
         self.write_registry("$group-updated", &def).await?;
         {
             let mut inner = g.inner.lock();
-            inner.state.set_limits(limits(&settings));
+            inner
+                .state
+                .set_limits(limits(&settings, self.store.config().max_event_bytes));
         }
         *g.def.lock() = def;
         g.wake.notify_one();
@@ -735,9 +841,13 @@ impl Groups {
         self.write_registry("$group-deleted", &serde_json::json!({ "group": group }))
             .await?;
         self.groups.lock().remove(group);
-        g.ended.store(true, Ordering::Release);
-        g.end_consumers(ErrorCode::GroupNotFound, "the group was deleted");
-        g.wake.notify_one();
+        g.end(ErrorCode::GroupNotFound, "the group was deleted");
+        // Its task may be writing a park or a checkpoint: wait for it to
+        // stop, so that nothing of it lands after the streams are deleted.
+        let task = g.task.lock().take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
         for s in [checkpoint_stream(group), parked_stream(group)] {
             let r = self
                 .store
@@ -782,16 +892,34 @@ impl Groups {
         }
         let g = self.get(group)?;
         let id = self.next_consumer.fetch_add(1, Ordering::Relaxed);
-        g.inner.lock().consumers.insert(
-            id,
-            Consumer {
-                out,
-                corr_id,
-                window,
-            },
-        );
+        {
+            let mut inner = g.inner.lock();
+            // Deleted since it was looked up: `end` ran under this lock.
+            if g.is_ended() {
+                return Err(not_found(group));
+            }
+            inner.consumers.insert(
+                id,
+                Consumer {
+                    out,
+                    corr_id,
+                    window,
+                },
+            );
+        }
         g.wake.notify_one();
         Ok((g, id))
+    }
+
+    /// Entries on `group`'s parked list (from the catalog).
+    fn parked_count(&self, group: &str) -> u64 {
+        let stream = parked_stream(group);
+        self.store
+            .list_streams(&stream, None, 1, 4096)
+            .ok()
+            .and_then(|p| p.streams.into_iter().next())
+            .filter(|s| s.stream == stream)
+            .map_or(0, |s| s.event_count)
     }
 
     /// The version of the first entry still on `group`'s parked list (its
@@ -925,7 +1053,12 @@ impl Groups {
             .truncate(&name(&parked_stream(group))?, StreamVersion(last + 1))
             .await
             .map_err(internal)?;
-        g.inner.lock().truncated = last + 1;
+        {
+            let mut inner = g.inner.lock();
+            inner.truncated = last + 1;
+            inner.replayed_end = inner.replayed_end.max(last + 1);
+            inner.parked_now = 0;
+        }
         Ok(logbook_protocol::DeleteParkedOk {
             removed: (last + 1).saturating_sub(first),
         })
@@ -947,9 +1080,12 @@ impl Groups {
     /// Waits for every group's task to write its last checkpoint (after
     /// the stop signal).
     pub(crate) async fn stopped(&self) {
-        let tasks = std::mem::take(&mut *self.tasks.lock());
-        for t in tasks {
-            let _ = t.await;
+        let groups: Vec<Arc<Group>> = self.groups.lock().values().cloned().collect();
+        for g in groups {
+            let task = g.task.lock().take();
+            if let Some(t) = task {
+                let _ = t.await;
+            }
         }
     }
 }
@@ -984,9 +1120,7 @@ async fn run(groups: Arc<Groups>, group: Arc<Group>) {
             }
         };
         let now = group.now_ms();
-        if !stopping {
-            group.dispatch(now);
-        }
+        let look_again = !stopping && group.dispatch(now);
         write_parks(&groups, &group).await;
         let dirty = group.inner.lock().dirty;
         if dirty && (stopping || last_checkpoint.elapsed() >= CHECKPOINT_EVERY) {
@@ -1004,18 +1138,33 @@ async fn run(groups: Arc<Groups>, group: Arc<Group>) {
             continue;
         }
         // Sleep until something happens.
-        let timer = group.inner.lock().state.next_timer();
+        let (timer, parks_failed) = {
+            let mut inner = group.inner.lock();
+            (
+                inner.state.next_timer(),
+                std::mem::take(&mut inner.parks_failed),
+            )
+        };
         let checkpoint_due = dirty.then(|| last_checkpoint + CHECKPOINT_EVERY);
-        let deadline = {
-            let t = timer.map(|t| {
+        let soon = (look_again || parks_failed).then(|| {
+            Instant::now()
+                + if parks_failed {
+                    Duration::from_millis(200)
+                } else {
+                    Duration::from_millis(20)
+                }
+        });
+        let deadline = [
+            timer.map(|t| {
                 let now = group.now_ms();
                 Instant::now() + Duration::from_millis(t.saturating_sub(now))
-            });
-            match (t, checkpoint_due) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            }
-        };
+            }),
+            checkpoint_due,
+            soon,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         tokio::select! {
             () = group.wake.notified() => {}
             r = head.changed() => if r.is_err() { return },
@@ -1039,7 +1188,8 @@ async fn read_source(
 ) -> Result<bool, String> {
     let (cursor, room) = {
         let inner = group.inner.lock();
-        if !inner.state.wants_more() {
+        // No consumer: no read-ahead held for nobody.
+        if inner.consumers.is_empty() || !inner.state.wants_more() {
             return Ok(false);
         }
         (inner.state.cursor(), inner.state.room())
@@ -1145,7 +1295,9 @@ async fn read_replay(groups: &Arc<Groups>, group: &Arc<Group>) -> Result<bool, S
     let (replay, room) = {
         let inner = group.inner.lock();
         match inner.replay {
-            Some(r) if inner.state.wants_more() => (r, inner.state.room()),
+            Some(r) if inner.state.wants_more() && !inner.consumers.is_empty() => {
+                (r, inner.state.room())
+            }
             _ => return Ok(false),
         }
     };
@@ -1226,6 +1378,9 @@ async fn read_replay(groups: &Arc<Groups>, group: &Arc<Group>) -> Result<bool, S
 /// finished once its record is durable. A failure leaves them holding the
 /// floor, and they are written at the next turn.
 async fn write_parks(groups: &Arc<Groups>, group: &Arc<Group>) {
+    if group.is_ended() {
+        return;
+    }
     let parks = group.inner.lock().state.take_parks();
     if parks.is_empty() {
         return;
@@ -1257,26 +1412,55 @@ async fn write_parks(groups: &Arc<Groups>, group: &Arc<Group>) {
             NewEvent::new(EventId::new_v7(), "$parked", json)
         })
         .collect();
-    match groups
-        .store
-        .append(&stream, ExpectedVersion::Any, events)
-        .await
-    {
-        Ok(_) => {
-            let mut inner = group.inner.lock();
-            for p in &parks {
-                inner.state.parked(p.seq);
+    // In batches the store takes (events and bytes per append); each
+    // batch's events are finished once it is durable. A failed batch and
+    // those after it are tried again at the next turn (`parks_failed`
+    // brings one within 200 ms).
+    let config = groups.store.config();
+    let max_events = (config.max_batch_events as usize).max(1);
+    let max_bytes = (config.max_batch_bytes / 2).max(1) as usize;
+    let mut parks = parks.into_iter().zip(events).peekable();
+    while parks.peek().is_some() {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        while let Some((_, e)) = parks.peek() {
+            let n = e.data.len() + 128;
+            if !batch.is_empty() && (batch.len() >= max_events || bytes + n > max_bytes) {
+                break;
             }
-            inner.dirty = true;
+            bytes += n;
+            batch.extend(parks.next());
         }
-        Err(e) => {
-            tracing::warn!(group = %group.name, error = %e, "could not write parked events; trying again");
-            group.inner.lock().state.unpark_pending(parks);
+        let (these, events): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        match groups
+            .store
+            .append(&stream, ExpectedVersion::Any, events)
+            .await
+        {
+            Ok(_) => {
+                let mut inner = group.inner.lock();
+                for p in &these {
+                    inner.state.parked(p.seq);
+                }
+                inner.parked_now += these.len() as u64;
+                inner.dirty = true;
+            }
+            Err(e) => {
+                tracing::warn!(group = %group.name, error = %e, "could not write parked events; trying again");
+                let mut inner = group.inner.lock();
+                inner.state.unpark_pending(these);
+                inner.state.unpark_pending(parks.map(|(p, _)| p).collect());
+                inner.parks_failed = true;
+                return;
+            }
         }
     }
 }
 
 async fn write_checkpoint(groups: &Arc<Groups>, group: &Arc<Group>) -> Result<(), String> {
+    if group.is_ended() {
+        return Ok(());
+    }
     let (checkpoint, replay_until, before, truncated) = {
         let mut inner = group.inner.lock();
         inner.dirty = false;
@@ -1300,13 +1484,24 @@ async fn write_checkpoint(groups: &Arc<Groups>, group: &Arc<Group>) -> Result<()
             .await
             .map_err(|e| e.to_string())?;
         let mut inner = group.inner.lock();
+        let removed = before.saturating_sub(inner.truncated);
+        inner.parked_now = inner.parked_now.saturating_sub(removed);
         inner.truncated = inner.truncated.max(before);
+    }
+    let incarnation = group.def.lock().incarnation;
+    let mut done: Vec<(u64, u64)> = Vec::new();
+    for q in checkpoint.done {
+        match done.last_mut() {
+            Some((_, end)) if *end == q => *end = q + 1,
+            _ => done.push((q, q + 1)),
+        }
     }
     let json = serde_json::to_vec(&CheckpointJson {
         floor: checkpoint.floor,
-        done: checkpoint.done,
+        done,
         deliveries: checkpoint.deliveries,
         replay_until,
+        incarnation,
     })
     .map_err(|e| e.to_string())?;
     let stream = StreamName::new(checkpoint_stream(&group.name)).map_err(|e| e.to_string())?;

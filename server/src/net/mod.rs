@@ -369,11 +369,14 @@ pub async fn run_with_stats(
         crate::otlp::Exporter::start(endpoint, config.otlp_service_name.clone())
     });
     let (stop_tx, stop_rx) = watch::channel(false);
+    // The groups stop after the connections: acks still in the
+    // connections' buffers count, and the final checkpoints follow them.
+    let (groups_stop_tx, groups_stop_rx) = watch::channel(false);
     let groups = groups::Groups::load(
         store.clone(),
         Arc::clone(&reads),
         config.max_frame_bytes,
-        stop_rx.clone(),
+        groups_stop_rx,
     )
     .await
     .map_err(|e| std::io::Error::other(format!("loading the consumer groups: {e}")))?;
@@ -442,6 +445,7 @@ pub async fn run_with_stats(
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
     // The groups' last checkpoints, before the store closes.
+    let _ = groups_stop_tx.send(true);
     shared.groups.stopped().await;
     let _ = dispatcher.await;
     let _ = sampler.await;

@@ -71,6 +71,8 @@ impl Connection {
     /// Joins a group: the reply, then pushes under this `corr_id`.
     pub(in crate::net) fn join_group(&mut self, corr_id: u32, req: JoinGroup) {
         let opcode = Opcode::JoinGroup;
+        // Memberships of deleted groups hold nothing any more.
+        self.memberships.retain(|_, (g, _)| !g.is_ended());
         if self.subs.contains_key(&corr_id) || self.memberships.contains_key(&corr_id) {
             self.send_error(
                 opcode,
