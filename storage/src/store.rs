@@ -849,6 +849,22 @@ impl Store {
         })
     }
 
+    /// Whether `event` is still live: not removed since it was read by a
+    /// delete, a truncation or retention of its stream. One map lookup (none
+    /// when no stream has a lifecycle state).
+    pub fn is_live(&self, event: &logbook_protocol::RecordedEvent) -> bool {
+        match self.inner.shared.lifecycle_of(&event.stream) {
+            None => true,
+            Some(e) => {
+                let now_us = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros() as i64);
+                e.state
+                    .is_live(event.version.0, event.timestamp_us, e.last(), now_us)
+            }
+        }
+    }
+
     /// `stream`'s lifecycle state (metadata, truncation, deletion), if it
     /// has one, as published (every acknowledged operation is in it).
     pub fn stream_lifecycle(&self, stream: &str) -> Option<LifecycleWritten> {

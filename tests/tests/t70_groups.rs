@@ -796,3 +796,38 @@ async fn random_run(seed: u64, strategy: GroupStrategy) {
     }
     server.stop().await;
 }
+
+/// Events of a stream deleted after the group read them drop out: they
+/// are never delivered, and count as skipped.
+#[tokio::test]
+async fn events_of_a_deleted_stream_drop_out_of_the_group() {
+    let server = TestServer::start().await;
+    let client = Client::connect(server.addr).await.unwrap();
+    for (stream, n) in [("kept", 0), ("gone", 0), ("gone", 1), ("kept", 1)] {
+        client
+            .append(stream, ExpectedVersion::Any, vec![ev(n)])
+            .await
+            .unwrap();
+    }
+    client
+        .create_group("d", all(), GroupStart::Start, GroupSettings::default())
+        .await
+        .unwrap();
+    // A window of one: the group has read the rest, and holds it.
+    let mut c = client.join_group("d", 1).await.unwrap();
+    let first = next(&mut c).await;
+    assert_eq!(first.event.stream.as_str(), "kept");
+    client
+        .delete_stream("gone", ExpectedVersion::Any, logbook_client::Deletion::Soft)
+        .await
+        .unwrap();
+    c.ack(&[first.id]).unwrap();
+    let d = next(&mut c).await;
+    assert_eq!((d.event.stream.as_str(), d.event.version.0), ("kept", 1));
+    c.ack(&[d.id]).unwrap();
+    client.ping().await.unwrap();
+    let g = client.list_groups().await.unwrap().remove(0);
+    assert_eq!(g.skipped, 2);
+    assert_eq!(g.acked, 2);
+    server.stop().await;
+}

@@ -207,6 +207,9 @@ pub struct Counters {
     pub parked: u64,
     /// Failed deliveries (nack retry, timeout, consumer gone).
     pub failures: u64,
+    /// Events dropped because they were removed (their stream deleted or
+    /// truncated) before they were delivered.
+    pub removed: u64,
 }
 
 impl<T: Clone> GroupState<T> {
@@ -408,8 +411,29 @@ impl<T: Clone> GroupState<T> {
     /// The next event for `consumer`, the oldest ready one, in flight until
     /// `now + ack_wait`.
     pub fn deliver(&mut self, consumer: ConsumerId, now: u64) -> Option<Delivery<T>> {
-        if !self.has_ready() {
-            return None;
+        self.deliver_live(consumer, now, |_| true)
+    }
+
+    /// [`GroupState::deliver`], passing over (and finishing, as skipped)
+    /// ready events `live` says were removed since they were read: a
+    /// deleted stream's events drop out of the group.
+    pub fn deliver_live(
+        &mut self,
+        consumer: ConsumerId,
+        now: u64,
+        live: impl Fn(&T) -> bool,
+    ) -> Option<Delivery<T>> {
+        loop {
+            if !self.has_ready() {
+                return None;
+            }
+            let seq = *self.ready.first()?;
+            if self.slots.get(&seq).is_some_and(|s| live(&s.item)) {
+                break;
+            }
+            self.ready.remove(&seq);
+            self.stats.removed += 1;
+            self.finish(seq);
         }
         let seq = self.ready.pop_first()?;
         let slot = self.slots.get_mut(&seq)?;
@@ -1240,6 +1264,20 @@ mod tests {
         // A retry is put off a day at most.
         assert!(s.nack(1, 1, Nack::Retry { delay_ms: u64::MAX }, 0));
         assert_eq!(s.next_timer(), Some(MAX_RETRY_DELAY_MS));
+    }
+
+    #[test]
+    fn removed_events_drop_out_instead_of_being_delivered() {
+        let mut s: GroupState<u64> = GroupState::new(LIMITS, Strategy::PerStream, 0);
+        s.offer(0, Text::from("gone"), 0, 1);
+        s.offer(1, Text::from("gone"), 1, 1);
+        s.offer(2, Text::from("kept"), 2, 1);
+        let live = |item: &u64| *item == 2;
+        assert_eq!(s.deliver_live(1, 0, live).map(|d| d.seq), Some(2));
+        assert_eq!(s.deliver_live(1, 0, live), None);
+        assert_eq!(s.stats.removed, 2);
+        assert!(s.ack(2));
+        assert_eq!(s.floor(), 3);
     }
 
     #[test]

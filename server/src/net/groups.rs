@@ -402,7 +402,7 @@ impl Group {
             parked: inner.parked_now,
             delivered: s.stats.delivered,
             acked: s.stats.acked,
-            skipped: s.stats.skipped,
+            skipped: s.stats.skipped + s.stats.removed,
             failures: s.stats.failures,
             parked_total: s.stats.parked,
         }
@@ -468,7 +468,8 @@ impl Group {
                 continue;
             }
             full = 0;
-            match inner.state.deliver(c, now) {
+            let store = &self.store;
+            match inner.state.deliver_live(c, now, |e| store.is_live(e)) {
                 Some(d) => batches.entry(c).or_default().push(d),
                 None => break,
             }
