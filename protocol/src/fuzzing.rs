@@ -21,8 +21,9 @@ pub fn frames(data: &[u8]) {
 pub fn bodies(data: &[u8]) {
     let body = Bytes::copy_from_slice(data);
     for kind in [Kind::Request, Kind::Response, Kind::Push, Kind::Error] {
-        // Every known opcode (`from_u16` skips the gaps, if any).
-        for op in 1..=18u16 {
+        // Every known opcode (`from_u16` skips the unknown ones): a range
+        // wider than the table, so that new opcodes are covered as added.
+        for op in 1..=64u16 {
             let Some(opcode) = Opcode::from_u16(op) else {
                 continue;
             };
@@ -85,6 +86,37 @@ mod tests {
             }),
             Request::Erase(Erase {
                 stream: Text::from("s"),
+            }),
+            Request::CreateGroup(crate::CreateGroup {
+                group: "g".into(),
+                source: crate::GroupSource::All {
+                    filter: Some(crate::Filter {
+                        stream_prefixes: vec!["acc-".into()],
+                        ..crate::Filter::default()
+                    }),
+                },
+                start: crate::GroupStart::At(3),
+                settings: crate::GroupSettings::default(),
+            }),
+            Request::JoinGroup(crate::JoinGroup {
+                group: "g".into(),
+                window: 10,
+            }),
+            Request::GroupAck(crate::GroupAck {
+                subscription: 3,
+                ids: vec![1, 2, 3],
+            }),
+            Request::GroupNack(crate::GroupNack {
+                subscription: 3,
+                ids: vec![4],
+                action: crate::NackAction::Park {
+                    reason: "bad".into(),
+                },
+            }),
+            Request::ListParked(crate::ListParked {
+                group: "g".into(),
+                after: Some(2),
+                limit: 10,
             }),
             Request::ListStreams(crate::ListStreams {
                 prefix: Text::from("acc"),
