@@ -326,3 +326,92 @@ async fn the_strategy_is_fixed_at_creation() {
     assert!(matches!(err, Error::BadRequest(_)), "{err:?}");
     server.stop().await;
 }
+
+/// SIGKILL of the daemon while consumers ack: after the restart nothing is
+/// lost (every event is delivered until acknowledged), and nothing the
+/// last stored checkpoint names as finished (below its floor, or in its
+/// done ranges) comes again: the stored checkpoint was never ahead of what
+/// was acknowledged.
+#[tokio::test]
+async fn a_killed_daemon_loses_nothing_and_its_checkpoint_was_never_ahead() {
+    use logbook_tests::daemon::Daemon;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let daemon = Daemon::start_on(&data, &addr, &[]);
+    let client = Client::connect(daemon.addr).await.unwrap();
+    for s in 0..10 {
+        client
+            .append(
+                format!("k-{s}").as_str(),
+                ExpectedVersion::Any,
+                (0..30).map(ev).collect(),
+            )
+            .await
+            .unwrap();
+    }
+    client
+        .create_group("k", all(), GroupStart::Start, GroupSettings::default())
+        .await
+        .unwrap();
+    // A window past the 50 left unacknowledged: nothing waits for an ack
+    // wait to pass.
+    let mut c = client.join_group("k", 100).await.unwrap();
+    let mut acked = HashSet::new();
+    // Ack 200 of the 300, leaving every fifth unacknowledged, and wait
+    // until a checkpoint names most of them.
+    for i in 0..250 {
+        let d = next(&mut c).await;
+        if i % 5 != 4 {
+            acked.insert(d.event.position.0);
+            c.ack(&[d.id]).unwrap();
+        }
+    }
+    checkpoint_at(&client, "k", 1).await;
+    // The last checkpoint stored, as the restarted daemon will read it.
+    let stored = client
+        .read_stream_page(
+            "$group:k:checkpoint",
+            logbook_client::ReadStreamOptions::default().backward(),
+        )
+        .await
+        .unwrap()
+        .events
+        .remove(0);
+    drop(c);
+    drop(client);
+    daemon.kill();
+    let c: serde_json::Value = serde_json::from_slice(&stored.data).unwrap();
+    let floor = c["floor"].as_u64().unwrap();
+    let mut finished: HashSet<u64> = (0..floor).collect();
+    for r in c["done"].as_array().unwrap() {
+        finished.extend(r[0].as_u64().unwrap()..r[1].as_u64().unwrap());
+    }
+    // Never ahead: everything the checkpoint calls finished was acked.
+    for p in finished.iter().filter(|p| **p < 300) {
+        assert!(
+            acked.contains(p),
+            "the checkpoint names {p}, never acknowledged"
+        );
+    }
+    let daemon = Daemon::start_on(&data, &addr, &[]);
+    let client = Client::connect(daemon.addr).await.unwrap();
+    let mut c = client.join_group("k", 100).await.unwrap();
+    let mut all_acked = acked.clone();
+    while all_acked.len() < 300 {
+        let d = next(&mut c).await;
+        let p = d.event.position.0;
+        assert!(
+            !finished.contains(&p),
+            "{p} came again, though the stored checkpoint had it finished"
+        );
+        all_acked.insert(p);
+        c.ack(&[d.id]).unwrap();
+    }
+    drop(c);
+    drop(client);
+    daemon.kill();
+}
