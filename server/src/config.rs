@@ -203,6 +203,11 @@ pub struct Args {
     #[arg(long, env = "LOGBOOK_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<crate::otlp::Endpoint>,
 
+    /// Most consumer groups the server keeps (each holds up to 8 MiB of
+    /// read-ahead while consumers are joined).
+    #[arg(long, env = "LOGBOOK_MAX_GROUPS", default_value_t = 128)]
+    pub max_groups: usize,
+
     /// The `service.name` of the exported spans.
     #[arg(long, env = "LOGBOOK_OTLP_SERVICE_NAME", default_value = "logbookd")]
     pub otlp_service_name: String,
@@ -280,6 +285,7 @@ impl Args {
                 .then(|| self.scavenge_max_mb_per_sec.saturating_mul(1 << 20)),
             otlp_endpoint: self.otlp_endpoint.clone(),
             otlp_service_name: self.otlp_service_name.clone(),
+            max_groups: self.max_groups.max(1),
             ..ServerConfig::default()
         }
     }

@@ -415,3 +415,27 @@ async fn a_killed_daemon_loses_nothing_and_its_checkpoint_was_never_ahead() {
     drop(client);
     daemon.kill();
 }
+
+/// The server keeps at most --max-groups groups.
+#[tokio::test]
+async fn groups_past_the_limit_are_refused() {
+    let server = TestServer::start_tuned(|_, s| s.max_groups = 2).await;
+    let client = Client::connect(server.addr).await.unwrap();
+    for g in ["a", "b"] {
+        client
+            .create_group(g, all(), GroupStart::Start, GroupSettings::default())
+            .await
+            .unwrap();
+    }
+    let err = client
+        .create_group("c", all(), GroupStart::Start, GroupSettings::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::TooLarge { .. }), "{err:?}");
+    client.delete_group("a").await.unwrap();
+    client
+        .create_group("c", all(), GroupStart::Start, GroupSettings::default())
+        .await
+        .unwrap();
+    server.stop().await;
+}

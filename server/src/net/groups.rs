@@ -79,7 +79,7 @@ const READ_BYTES: usize = 4 << 20;
 /// flight (and bytes, in all).
 const AHEAD_PER_IN_FLIGHT: u32 = 4;
 const MIN_AHEAD: u32 = 1_000;
-const MAX_AHEAD_BYTES: usize = 64 << 20;
+const MAX_AHEAD_BYTES: usize = 8 << 20;
 
 /// The state's limits for `s`, in a store whose events are at most
 /// `max_event_bytes`: the read-ahead is also capped so that a checkpoint
@@ -539,6 +539,7 @@ pub(crate) struct Groups {
     store: Store,
     reads: Arc<ReadPool>,
     max_frame: u32,
+    max_groups: usize,
     groups: Mutex<HashMap<String, Arc<Group>>>,
     next_consumer: AtomicU64,
     /// Definition changes one at a time.
@@ -574,12 +575,14 @@ impl Groups {
         store: Store,
         reads: Arc<ReadPool>,
         max_frame: u32,
+        max_groups: usize,
         stop: watch::Receiver<bool>,
     ) -> Result<Arc<Groups>, String> {
         let groups = Arc::new(Groups {
             store: store.clone(),
             reads,
             max_frame,
+            max_groups,
             groups: Mutex::new(HashMap::new()),
             next_consumer: AtomicU64::new(1),
             admin: tokio::sync::Mutex::new(()),
@@ -747,6 +750,19 @@ impl Groups {
             }
         };
         let _admin = self.admin.lock().await;
+        let count = self.groups.lock().len();
+        if count >= self.max_groups {
+            return Err(Box::new(
+                ErrorReply::new(
+                    ErrorCode::TooLarge,
+                    format!(
+                        "the server keeps at most {} consumer groups (--max-groups)",
+                        self.max_groups
+                    ),
+                )
+                .with_limit(self.max_groups as u64),
+            ));
+        }
         if self.groups.lock().contains_key(&req.group) {
             return Err(refusal(
                 ErrorCode::GroupExists,

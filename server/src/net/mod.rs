@@ -127,6 +127,9 @@ pub struct ServerConfig {
     pub otlp_endpoint: Option<crate::otlp::Endpoint>,
     /// The `service.name` of exported spans. Default `logbookd`.
     pub otlp_service_name: String,
+    /// Most consumer groups (each may hold 8 MiB of read-ahead while
+    /// consumers are joined). Default 128.
+    pub max_groups: usize,
 }
 
 impl Default for ServerConfig {
@@ -150,6 +153,7 @@ impl Default for ServerConfig {
             scavenge_max_bytes_per_sec: None,
             otlp_endpoint: None,
             otlp_service_name: "logbookd".to_owned(),
+            max_groups: 128,
         }
     }
 }
@@ -376,6 +380,7 @@ pub async fn run_with_stats(
         store.clone(),
         Arc::clone(&reads),
         config.max_frame_bytes,
+        config.max_groups,
         groups_stop_rx,
     )
     .await
