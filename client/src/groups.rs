@@ -190,6 +190,7 @@ impl Client {
             member: Some(member),
             queue: VecDeque::new(),
             ended: false,
+            failures: 0,
         })
     }
 }
@@ -259,13 +260,16 @@ pub struct GroupConsumer {
     member: Option<Member>,
     queue: VecDeque<GroupDelivery>,
     ended: bool,
+    /// Failed joins in a row (kept across cancelled `next` calls, so that
+    /// a caller racing `next` against a timeout still backs off and gives
+    /// up under the policy).
+    failures: u32,
 }
 
 impl GroupConsumer {
     /// The next delivery; `None` once the membership is over (the group
     /// was deleted: the last item was its error). Cancel-safe.
     pub async fn next(&mut self) -> Option<Result<GroupDelivery>> {
-        let mut failures = 0u32;
         loop {
             if let Some(member) = &mut self.member
                 && !member.conn.is_open()
@@ -284,16 +288,17 @@ impl GroupConsumer {
             let Some(member) = &mut self.member else {
                 // Join again, under the resubscribe policy.
                 let policy = self.client.options().resubscribe;
-                if failures > 0 {
-                    tokio::time::sleep(policy.delay(failures)).await;
+                if self.failures > 0 {
+                    tokio::time::sleep(policy.delay(self.failures)).await;
                 }
                 match join_once(&self.client, &self.group, self.window).await {
                     Ok(m) => {
                         debug!(group = %self.group, "joined the group again");
+                        self.failures = 0;
                         self.member = Some(m);
                     }
-                    Err(e) if e.is_retryable() && failures + 1 < policy.max_attempts => {
-                        failures += 1;
+                    Err(e) if e.is_retryable() && self.failures + 1 < policy.max_attempts => {
+                        self.failures += 1;
                     }
                     Err(e) => {
                         self.ended = true;

@@ -27,7 +27,11 @@ impl Connection {
             );
             return;
         }
-        if self.subs.len() >= self.shared.config.max_subscriptions_per_connection {
+        // Subscriptions and group memberships share the limit.
+        self.memberships.retain(|_, (g, _)| !g.is_ended());
+        if self.subs.len() + self.memberships.len()
+            >= self.shared.config.max_subscriptions_per_connection
+        {
             self.send_error(
                 opcode,
                 corr_id,
