@@ -530,7 +530,15 @@ impl<T: Clone> GroupState<T> {
                 break;
             }
             self.waits.remove(&(until, seq));
-            if let Some(slot) = self.slots.get_mut(&seq) {
+            let Some(slot) = self.slots.get_mut(&seq) else {
+                continue;
+            };
+            if slot.deliveries >= self.limits.max_deliveries {
+                // `max_deliveries` was lowered while it waited.
+                let reason = format!("delivered {} times without success", slot.deliveries);
+                slot.state = SlotState::Ready;
+                self.park(seq, reason);
+            } else {
                 slot.state = SlotState::Ready;
                 self.make_ready_if_eligible(seq);
             }
@@ -1264,6 +1272,25 @@ mod tests {
         // A retry is put off a day at most.
         assert!(s.nack(1, 1, Nack::Retry { delay_ms: u64::MAX }, 0));
         assert_eq!(s.next_timer(), Some(MAX_RETRY_DELAY_MS));
+    }
+
+    #[test]
+    fn a_retry_due_after_max_deliveries_was_lowered_is_parked() {
+        let mut s: GroupState<u64> = GroupState::new(LIMITS, Strategy::RoundRobin, 0);
+        s.offer(0, Text::from("a"), 0, 1);
+        for _ in 0..2 {
+            s.deliver(1, 0);
+            assert!(s.nack(0, 1, Nack::Retry { delay_ms: 0 }, 0));
+        }
+        s.deliver(1, 0);
+        assert!(s.nack(0, 1, Nack::Retry { delay_ms: 10 }, 0));
+        s.set_limits(Limits {
+            max_deliveries: 2,
+            ..LIMITS
+        });
+        s.tick(10);
+        assert_eq!(s.deliver(1, 10), None);
+        assert_eq!(s.take_parks().len(), 1);
     }
 
     #[test]
