@@ -7,17 +7,19 @@
 //! - `$groups`: one event per definition change (`$group-created`,
 //!   `$group-updated`, `$group-deleted`, JSON), read whole at start.
 //! - `$group:<name>:checkpoint`: the group's checkpoints (`$checkpoint`:
-//!   floor, finished sequences above it, delivery counts), with
-//!   `max_count` 1 so that scavenges keep only the last. Written at most
-//!   once a second while acks arrive, and at shutdown; never above the
+//!   floor, finished sequences above it as ranges, delivery counts, a
+//!   replay in progress, the group's incarnation), with `max_count` 1 so
+//!   that scavenges keep only the last. Written at most once a second
+//!   while events are delivered or settled, and at shutdown; never above the
 //!   floor (the state machine's rule), so a crash delivers again at most
 //!   what was in flight or finished in the last second, never loses one.
 //! - `$group:<name>:parked`: parked events (`$parked`: sequence, position,
 //!   stream, version, reason, deliveries). An event parked is finished only
 //!   once its record is durable.
 //!
-//! Deleting a group soft-deletes its two streams: a group created again
-//! under the name starts afresh.
+//! Deleting a group stops its task, then soft-deletes its two streams: a
+//! group created again under the name starts afresh (its checkpoints carry
+//! its incarnation, so one left by an interrupted deletion is ignored).
 //!
 //! **One task per group** reads its source (through the server's read
 //! pool) while the state wants more, hands ready events to consumers with
