@@ -203,6 +203,12 @@ pub struct Args {
     #[arg(long, env = "LOGBOOK_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<crate::otlp::Endpoint>,
 
+    /// Write the audit log (one JSON line per login, failed login, delete,
+    /// truncation, erase, scavenge, backup and group change) to this file,
+    /// appended to, or `-` for stderr. Unset: no audit log.
+    #[arg(long, env = "LOGBOOK_AUDIT_LOG", value_name = "FILE")]
+    pub audit_log: Option<crate::net::audit::AuditTarget>,
+
     /// Most consumer groups the server keeps (each holds up to 8 MiB of
     /// read-ahead while consumers are joined).
     #[arg(long, env = "LOGBOOK_MAX_GROUPS", default_value_t = 128)]
@@ -286,6 +292,7 @@ impl Args {
             otlp_endpoint: self.otlp_endpoint.clone(),
             otlp_service_name: self.otlp_service_name.clone(),
             max_groups: self.max_groups.max(1),
+            audit_log: self.audit_log.clone(),
             ..ServerConfig::default()
         }
     }

@@ -31,6 +31,7 @@
 //! in-flight set; reads directly) -> the reply encoded into the
 //! connection's outbox -> its writer task, one write for many replies.
 
+pub mod audit;
 mod cmd;
 mod connection;
 mod errors;
@@ -130,6 +131,9 @@ pub struct ServerConfig {
     /// Most consumer groups (each may hold 8 MiB of read-ahead while
     /// consumers are joined). Default 128.
     pub max_groups: usize,
+    /// Where the audit log goes (see [`audit`]); `None` (the default):
+    /// nowhere.
+    pub audit_log: Option<audit::AuditTarget>,
 }
 
 impl Default for ServerConfig {
@@ -154,6 +158,7 @@ impl Default for ServerConfig {
             otlp_endpoint: None,
             otlp_service_name: "logbookd".to_owned(),
             max_groups: 128,
+            audit_log: None,
         }
     }
 }
@@ -182,6 +187,8 @@ struct Shared {
     tracer: Option<Arc<crate::otlp::Exporter>>,
     /// The consumer groups.
     groups: Arc<groups::Groups>,
+    /// The audit log and the failed-login table.
+    audit: audit::Audit,
 }
 
 impl Shared {
@@ -386,6 +393,8 @@ pub async fn run_with_stats(
     .await
     .map_err(|e| std::io::Error::other(format!("loading the consumer groups: {e}")))?;
     let _ = stats.groups.set(Arc::clone(&groups));
+    let audit = audit::Audit::open(config.audit_log.as_ref())
+        .map_err(|e| std::io::Error::new(e.kind(), format!("opening the audit log: {e}")))?;
     let shared = Arc::new(Shared {
         store,
         config,
@@ -399,6 +408,7 @@ pub async fn run_with_stats(
         maintenance: Arc::new(Semaphore::new(1)),
         tracer,
         groups,
+        audit,
     });
     let slots = Arc::new(Semaphore::new(shared.config.max_connections));
     let dispatcher = tokio::spawn(hub.dispatch(stop_rx.clone()));

@@ -12,6 +12,11 @@ use crate::net::connection::Connection;
 impl Connection {
     pub(in crate::net) async fn create_group(&self, corr_id: u32, req: CreateGroup) {
         let opcode = Opcode::CreateGroup;
+        self.shared.audit.record(
+            "group_create",
+            self.peer,
+            serde_json::json!({ "group": req.group }),
+        );
         match self.shared.groups.create(req).await {
             Ok(info) => self.send(corr_id, opcode, &Response::CreateGroupOk(Box::new(info))),
             Err(e) => self.send_error(opcode, corr_id, *e),
@@ -28,6 +33,11 @@ impl Connection {
 
     pub(in crate::net) async fn delete_group(&self, corr_id: u32, req: DeleteGroup) {
         let opcode = Opcode::DeleteGroup;
+        self.shared.audit.record(
+            "group_delete",
+            self.peer,
+            serde_json::json!({ "group": req.group }),
+        );
         match self.shared.groups.delete(&req.group).await {
             Ok(()) => self.send(corr_id, opcode, &Response::DeleteGroupOk),
             Err(e) => self.send_error(opcode, corr_id, *e),

@@ -36,8 +36,31 @@ impl Connection {
             return Err(Close::Violation("unsupported version".into()));
         }
         if let Some(token) = &self.shared.config.auth_token {
+            let audit = &self.shared.audit;
+            let ip = self.peer.ip();
+            let client = serde_json::json!({ "client": hello.client_name });
+            // An address with too many recent failures is refused, right
+            // token or not: guessing is slowed to a few tries a minute.
+            if audit.is_blocked(ip) {
+                audit.record("login_refused", self.peer, client);
+                self.send_error(
+                    Opcode::Hello,
+                    corr_id,
+                    ErrorReply::new(
+                        ErrorCode::NotAuthenticated,
+                        "too many failed logins from this address: try again later",
+                    ),
+                );
+                return Err(Close::Violation("login refused".into()));
+            }
             let given = hello.token.as_deref().unwrap_or("");
             if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+                let blocked = audit.failed_login(ip);
+                audit.record(
+                    "login_failed",
+                    self.peer,
+                    serde_json::json!({ "client": hello.client_name, "blocked": blocked }),
+                );
                 self.send_error(
                     Opcode::Hello,
                     corr_id,
@@ -45,6 +68,8 @@ impl Connection {
                 );
                 return Err(Close::Violation("not authenticated".into()));
             }
+            audit.logged_in(ip);
+            audit.record("login", self.peer, client);
         }
         self.handshaken = true;
         tracing::debug!(peer = %self.peer, client = %hello.client_name, "client said hello");

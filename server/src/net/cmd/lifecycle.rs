@@ -61,6 +61,11 @@ impl Connection {
             return;
         };
         let r = self.shared.store.truncate(&stream, t.before).await;
+        self.shared.audit.record(
+            "truncate",
+            self.peer,
+            serde_json::json!({ "stream": stream.as_str(), "before": t.before.0, "ok": r.is_ok() }),
+        );
         self.reply_lifecycle(opcode, corr_id, r, Response::TruncateOk);
     }
 
@@ -76,6 +81,15 @@ impl Connection {
             .store
             .delete_stream(&stream, d.expected, d.mode)
             .await;
+        self.shared.audit.record(
+            "delete",
+            self.peer,
+            serde_json::json!({
+                "stream": stream.as_str(),
+                "hard": d.mode == logbook_protocol::lifecycle::Deletion::Hard,
+                "ok": r.is_ok(),
+            }),
+        );
         self.reply_lifecycle(opcode, corr_id, r, Response::DeleteStreamOk);
     }
 

@@ -1,0 +1,227 @@
+//! The audit log (`--audit-log FILE`, or `-` for stderr; off by default):
+//! one JSON object per line for each security-relevant event: logins (ok,
+//! failed, refused while an address is blocked), deletes, truncations,
+//! erases, scavenges, backups, consumer group changes. Each line has `ts`
+//! (RFC 3339, UTC, microseconds), `event`, `peer`, and the event's own
+//! fields. Written synchronously (these events are rare), flushed per line.
+//!
+//! Also here: failed logins are slowed per source address. After
+//! [`MAX_FAILURES`] failures within [`WINDOW`], the address's logins are
+//! refused (even with the right token) for [`BLOCK`]; the table of
+//! addresses is bounded.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use serde_json::{Map, Value};
+
+/// Failed logins from one address within [`WINDOW`] before it is blocked.
+pub const MAX_FAILURES: u32 = 5;
+/// The window failures are counted in.
+pub const WINDOW: Duration = Duration::from_secs(60);
+/// How long a blocked address stays blocked.
+pub const BLOCK: Duration = Duration::from_secs(60);
+/// Addresses tracked at most (past it, the oldest entries are dropped).
+const MAX_TRACKED: usize = 10_000;
+
+/// Where audit lines go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuditTarget {
+    /// Standard error.
+    Stderr,
+    /// A file, appended to.
+    File(PathBuf),
+}
+
+impl std::str::FromStr for AuditTarget {
+    type Err = String;
+    fn from_str(s: &str) -> Result<AuditTarget, String> {
+        match s {
+            "" => Err("an audit log path, or - for stderr".into()),
+            "-" => Ok(AuditTarget::Stderr),
+            path => Ok(AuditTarget::File(PathBuf::from(path))),
+        }
+    }
+}
+
+/// The audit log and the failed-login table.
+pub(crate) struct Audit {
+    sink: Option<Mutex<Box<dyn Write + Send>>>,
+    failures: Mutex<HashMap<IpAddr, Failures>>,
+}
+
+#[derive(Clone, Copy)]
+struct Failures {
+    count: u32,
+    since: Instant,
+    blocked_until: Option<Instant>,
+}
+
+impl Audit {
+    /// Opens the audit log, if one is configured.
+    pub(crate) fn open(target: Option<&AuditTarget>) -> std::io::Result<Audit> {
+        let sink: Option<Box<dyn Write + Send>> = match target {
+            None => None,
+            Some(AuditTarget::Stderr) => Some(Box::new(std::io::stderr())),
+            Some(AuditTarget::File(path)) => Some(Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            )),
+        };
+        Ok(Audit {
+            sink: sink.map(Mutex::new),
+            failures: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Writes one line: `event`, `peer`, and `fields` (an object).
+    pub(crate) fn record(&self, event: &str, peer: std::net::SocketAddr, fields: Value) {
+        let Some(sink) = &self.sink else {
+            return;
+        };
+        let mut line = Map::new();
+        line.insert("ts".into(), Value::String(rfc3339_now()));
+        line.insert("event".into(), Value::String(event.into()));
+        line.insert("peer".into(), Value::String(peer.to_string()));
+        if let Value::Object(f) = fields {
+            line.extend(f);
+        }
+        let mut text = Value::Object(line).to_string();
+        text.push('\n');
+        let mut sink = sink.lock();
+        if let Err(e) = sink.write_all(text.as_bytes()).and_then(|()| sink.flush()) {
+            tracing::error!(error = %e, "could not write the audit log");
+        }
+    }
+
+    /// Whether logins from `ip` are refused now (too many failures).
+    pub(crate) fn is_blocked(&self, ip: IpAddr) -> bool {
+        let now = Instant::now();
+        self.failures
+            .lock()
+            .get(&ip)
+            .and_then(|f| f.blocked_until)
+            .is_some_and(|until| now < until)
+    }
+
+    /// Counts a failed login from `ip`; true if it is now blocked.
+    pub(crate) fn failed_login(&self, ip: IpAddr) -> bool {
+        let now = Instant::now();
+        let mut table = self.failures.lock();
+        if table.len() >= MAX_TRACKED && !table.contains_key(&ip) {
+            // Keep the table bounded: forget the entries whose window and
+            // block are over, or, if none, the oldest.
+            table.retain(|_, f| {
+                now.duration_since(f.since) < WINDOW || f.blocked_until.is_some_and(|u| now < u)
+            });
+            if table.len() >= MAX_TRACKED
+                && let Some(oldest) = table.iter().min_by_key(|(_, f)| f.since).map(|(k, _)| *k)
+            {
+                table.remove(&oldest);
+            }
+        }
+        let f = table.entry(ip).or_insert(Failures {
+            count: 0,
+            since: now,
+            blocked_until: None,
+        });
+        if now.duration_since(f.since) >= WINDOW {
+            *f = Failures {
+                count: 0,
+                since: now,
+                blocked_until: None,
+            };
+        }
+        f.count += 1;
+        if f.count >= MAX_FAILURES {
+            f.blocked_until = Some(now + BLOCK);
+            return true;
+        }
+        false
+    }
+
+    /// A successful login from `ip` clears its failures.
+    pub(crate) fn logged_in(&self, ip: IpAddr) {
+        self.failures.lock().remove(&ip);
+    }
+}
+
+impl std::fmt::Debug for Audit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Audit")
+            .field("enabled", &self.sink.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Now as RFC 3339 UTC with microseconds (`2026-12-03T04:05:06.123456Z`).
+fn rfc3339_now() -> String {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_micros()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_block_an_address_after_the_limit_and_a_login_clears_them() {
+        let a = Audit::open(None).unwrap();
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let other: IpAddr = "10.0.0.2".parse().unwrap();
+        for _ in 0..MAX_FAILURES - 1 {
+            assert!(!a.failed_login(ip));
+        }
+        assert!(!a.is_blocked(ip));
+        assert!(a.failed_login(ip));
+        assert!(a.is_blocked(ip));
+        assert!(!a.is_blocked(other), "per address");
+        a.logged_in(other);
+        assert!(a.is_blocked(ip));
+    }
+
+    #[test]
+    fn the_table_stays_bounded() {
+        let a = Audit::open(None).unwrap();
+        for i in 0..(MAX_TRACKED as u32 + 100) {
+            a.failed_login(IpAddr::from(i.to_be_bytes()));
+        }
+        assert!(a.failures.lock().len() <= MAX_TRACKED);
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        let t = rfc3339_now();
+        assert_eq!(t.len(), 27, "{t}");
+        assert!(
+            t.starts_with("20") && t.ends_with('Z') && &t[10..11] == "T",
+            "{t}"
+        );
+    }
+}
