@@ -1157,11 +1157,16 @@ async fn run(groups: Arc<Groups>, group: Arc<Group>) {
             continue;
         }
         // Sleep until something happens.
-        let (timer, parks_failed) = {
+        // The log's growth matters only to a group that would read it: one
+        // with consumers and room (a group without either is woken by a
+        // join or a settle), so idle groups cost nothing per commit.
+        let (timer, parks_failed, follow_head) = {
             let mut inner = group.inner.lock();
+            let follow = !inner.consumers.is_empty() && inner.state.wants_more();
             (
                 inner.state.next_timer(),
                 std::mem::take(&mut inner.parks_failed),
+                follow,
             )
         };
         let checkpoint_due = dirty.then(|| last_checkpoint + CHECKPOINT_EVERY);
@@ -1186,7 +1191,7 @@ async fn run(groups: Arc<Groups>, group: Arc<Group>) {
         .min();
         tokio::select! {
             () = group.wake.notified() => {}
-            r = head.changed() => if r.is_err() { return },
+            r = head.changed(), if follow_head => if r.is_err() { return },
             _ = stop.changed() => {}
             () = async {
                 match deadline {
