@@ -582,10 +582,7 @@ impl Subscription {
     /// ```
     pub fn checkpoint_after(&self, message: &SubscriptionMessage) -> Option<Checkpoint> {
         match (&self.target, message) {
-            (Target::All { .. }, SubscriptionMessage::Event(e)) => Some(Checkpoint::all_after(e)),
-            (Target::Stream { .. }, SubscriptionMessage::Event(e)) => {
-                Some(Checkpoint::stream_after(e))
-            }
+            (_, SubscriptionMessage::Event(e)) => Some(self.checkpoint_after_event(e)),
             (
                 Target::All { .. },
                 SubscriptionMessage::CaughtUp { position, .. }
@@ -925,6 +922,14 @@ impl Subscription {
             timeout,
             true,
         )));
+    }
+
+    /// The resume point after `event`, one this subscription yielded.
+    pub(crate) fn checkpoint_after_event(&self, event: &RecordedEvent) -> Checkpoint {
+        match &self.target {
+            Target::All { .. } => Checkpoint::all_after(event),
+            Target::Stream { .. } => Checkpoint::stream_after(event),
+        }
     }
 
     /// Ends the subscription with `error`, after the queued messages.

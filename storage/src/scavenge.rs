@@ -183,16 +183,35 @@ impl Shared {
     /// stream's window, or for a metadata stream `$$S`, its latest event
     /// only (each holds the whole state, so older ones are superseded).
     pub(crate) fn window_of(&self, rec: &Record, now_us: i64) -> Window {
+        self.window_for(
+            &rec.stream,
+            rec.first_version,
+            u64::from(rec.count),
+            rec.timestamp_us,
+            now_us,
+        )
+    }
+
+    /// [`Shared::window_of`] for `count` events of `stream` from version
+    /// `first`, committed at `timestamp_us`.
+    pub(crate) fn window_for(
+        &self,
+        stream: &str,
+        first: u64,
+        count: u64,
+        timestamp_us: i64,
+        now_us: i64,
+    ) -> Window {
         if self.lifecycle.is_empty() {
             return Window::All;
         }
-        if let Some(target) = meta_target(&rec.stream) {
+        if let Some(target) = meta_target(stream) {
             let Some(e) = self.lifecycle_of(target) else {
                 return Window::All;
             };
-            return if e.meta_version >= rec.first_version + u64::from(rec.count) {
+            return if e.meta_version >= first + count {
                 Window::None
-            } else if e.meta_version <= rec.first_version {
+            } else if e.meta_version <= first {
                 Window::All
             } else {
                 Window::From {
@@ -200,14 +219,8 @@ impl Shared {
                 }
             };
         }
-        let entry = self.lifecycle_of(&rec.stream);
-        Window::of(
-            entry.as_deref(),
-            rec.first_version,
-            u64::from(rec.count),
-            rec.timestamp_us,
-            now_us,
-        )
+        let entry = self.lifecycle_of(stream);
+        Window::of(entry.as_deref(), first, count, timestamp_us, now_us)
     }
 
     /// The positions of index entries of stream `name` (and of streams

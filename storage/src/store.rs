@@ -850,19 +850,15 @@ impl Store {
     }
 
     /// Whether `event` is still live: not removed since it was read by a
-    /// delete, a truncation or retention of its stream. One map lookup (none
-    /// when no stream has a lifecycle state).
+    /// delete, a truncation or retention of its stream. The read path's own
+    /// test (`window_of`, on the engine's clock): one map lookup, none when
+    /// no stream has a lifecycle state.
     pub fn is_live(&self, event: &logbook_protocol::RecordedEvent) -> bool {
-        match self.inner.shared.lifecycle_of(&event.stream) {
-            None => true,
-            Some(e) => {
-                let now_us = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_micros() as i64);
-                e.state
-                    .is_live(event.version.0, event.timestamp_us, e.last(), now_us)
-            }
-        }
+        let shared = &self.inner.shared;
+        let v = event.version.0;
+        shared
+            .window_for(&event.stream, v, 1, event.timestamp_us, shared.now_us())
+            .admits(v)
     }
 
     /// `stream`'s lifecycle state (metadata, truncation, deletion), if it

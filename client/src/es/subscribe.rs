@@ -66,13 +66,13 @@ impl<E: Event> TypedSubscription<E> {
     /// The resume point after `message`, one this subscription yielded
     /// ([`Subscription::checkpoint_after`]).
     pub fn checkpoint_after(&self, message: &TypedMessage<E>) -> Option<Checkpoint> {
-        let event = match message {
-            TypedMessage::Event(t) => &t.recorded,
-            TypedMessage::System(e) | TypedMessage::Undecodable { event: e, .. } => e,
-            TypedMessage::Progress(m) => return self.inner.checkpoint_after(m),
-        };
-        self.inner
-            .checkpoint_after(&SubscriptionMessage::Event(event.clone()))
+        match message {
+            TypedMessage::Event(t) => Some(self.inner.checkpoint_after_event(&t.recorded)),
+            TypedMessage::System(e) | TypedMessage::Undecodable { event: e, .. } => {
+                Some(self.inner.checkpoint_after_event(e))
+            }
+            TypedMessage::Progress(m) => self.inner.checkpoint_after(m),
+        }
     }
 
     /// The subscription underneath.

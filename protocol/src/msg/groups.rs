@@ -483,6 +483,22 @@ fn strategy_in(op: Opcode, s: &str) -> Result<GroupStrategy, Error> {
     GroupStrategy::parse(s).ok_or_else(|| malformed(op, format_args!("unknown strategy {s:?}")))
 }
 
+/// The settings of a decoded body (CreateGroup, UpdateGroup, GroupInfo).
+fn settings_in(
+    op: Opcode,
+    ack_wait_ms: u64,
+    max_deliveries: u32,
+    max_in_flight: u32,
+    strategy: &str,
+) -> Result<GroupSettings, Error> {
+    Ok(GroupSettings {
+        ack_wait_ms,
+        max_deliveries,
+        max_in_flight,
+        strategy: strategy_in(op, strategy)?,
+    })
+}
+
 impl CreateGroup {
     pub(crate) fn to_wire(&self) -> CreateGroupOut<'_> {
         let (stream, filter) = source_out(&self.source);
@@ -506,12 +522,13 @@ impl CreateGroup {
             group: w.group,
             source: source_in(op, w.stream, w.filter)?,
             start: start_in(op, &w.start, w.at)?,
-            settings: GroupSettings {
-                ack_wait_ms: w.ack_wait_ms,
-                max_deliveries: w.max_deliveries,
-                max_in_flight: w.max_in_flight,
-                strategy: strategy_in(op, &w.strategy)?,
-            },
+            settings: settings_in(
+                op,
+                w.ack_wait_ms,
+                w.max_deliveries,
+                w.max_in_flight,
+                &w.strategy,
+            )?,
         })
     }
 }
@@ -539,12 +556,13 @@ impl UpdateGroup {
     pub(crate) fn from_wire(w: UpdateGroupWire) -> Result<UpdateGroup, Error> {
         Ok(UpdateGroup {
             group: w.group,
-            settings: GroupSettings {
-                ack_wait_ms: w.ack_wait_ms,
-                max_deliveries: w.max_deliveries,
-                max_in_flight: w.max_in_flight,
-                strategy: strategy_in(Opcode::UpdateGroup, &w.strategy)?,
-            },
+            settings: settings_in(
+                Opcode::UpdateGroup,
+                w.ack_wait_ms,
+                w.max_deliveries,
+                w.max_in_flight,
+                &w.strategy,
+            )?,
         })
     }
 }
@@ -792,12 +810,13 @@ impl GroupInfo {
             group: w.group,
             source: source_in(op, w.stream, w.filter)?,
             start: start_in(op, &w.start, w.at)?,
-            settings: GroupSettings {
-                ack_wait_ms: w.ack_wait_ms,
-                max_deliveries: w.max_deliveries,
-                max_in_flight: w.max_in_flight,
-                strategy: strategy_in(op, &w.strategy)?,
-            },
+            settings: settings_in(
+                op,
+                w.ack_wait_ms,
+                w.max_deliveries,
+                w.max_in_flight,
+                &w.strategy,
+            )?,
             floor: w.floor,
             cursor: w.cursor,
             head: w.head,
