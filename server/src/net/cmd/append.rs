@@ -63,13 +63,6 @@ impl Connection {
             );
             return;
         }
-        // The ids' lookup in the index tables may read the disk (an id
-        // file's summary the first time, a block when an id may be there):
-        // from the page cache here, else in the reader pool, never waiting
-        // on this network thread. This connection waits meanwhile (in
-        // order), the others do not.
-        // (Its wait for the pool holds this connection's other branches:
-        // replies to its earlier appends wait behind it.)
         // The caller's trace context (the client's metadata convention,
         // `"$traceparent"` in the first event's metadata), looked for only
         // when spans are exported or debug logging is on: nothing is parsed
@@ -101,6 +94,13 @@ impl Connection {
                 "append queued"
             );
         }
+        // The ids' lookup in the index tables may read the disk (an id
+        // file's summary the first time, a block when an id may be there):
+        // from the page cache here, else in the reader pool, never waiting
+        // on this network thread. This connection waits meanwhile (in
+        // order), the others do not.
+        // (Its wait for the pool holds this connection's other branches:
+        // replies to its earlier appends wait behind it.)
         let store = &self.shared.store;
         let ids: Vec<_> = a.events.iter().map(|e| e.id).collect();
         let checked = match logbook_storage::fs::without_waiting(|| store.check_ids(&ids)) {
@@ -148,7 +148,7 @@ impl Connection {
             }
             Err(e) => {
                 let reply = append_error(&e);
-                let code = format!("{:?}", reply.code);
+                let code = reply.code;
                 self.send_error(Opcode::Append, corr_id, reply);
                 Err(code)
             }
@@ -168,6 +168,7 @@ impl Connection {
                     None
                 }
                 Err(code) => {
+                    let code = format!("{code:?}");
                     attributes.push(("error.type", Attr::Str(code.clone())));
                     Some(code)
                 }
