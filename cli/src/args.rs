@@ -33,6 +33,43 @@ pub(crate) struct Cli {
     )]
     pub(crate) auth_token: Option<String>,
 
+    /// Speak TLS, trusting the CA certificates in this PEM file (for a
+    /// server started with --tls-cert).
+    #[arg(long, global = true, env = "LOGBOOK_TLS_CA", value_name = "FILE")]
+    pub(crate) tls_ca: Option<PathBuf>,
+
+    /// The name the server's certificate must carry. Default: the host part
+    /// of --server.
+    #[arg(
+        long,
+        global = true,
+        env = "LOGBOOK_TLS_SERVER_NAME",
+        value_name = "NAME",
+        requires = "tls_ca"
+    )]
+    pub(crate) tls_server_name: Option<String>,
+
+    /// This client's certificate (PEM), for a server started with
+    /// --tls-client-ca.
+    #[arg(
+        long,
+        global = true,
+        env = "LOGBOOK_TLS_CERT",
+        value_name = "FILE",
+        requires_all = ["tls_ca", "tls_key"]
+    )]
+    pub(crate) tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(
+        long,
+        global = true,
+        env = "LOGBOOK_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub(crate) tls_key: Option<PathBuf>,
+
     /// One JSON object per line on stdout, for scripts (see cli/README.md
     /// for the fields), instead of aligned columns.
     #[arg(long, global = true)]

@@ -47,9 +47,8 @@ use logbook_protocol::{
     ServerMessage,
 };
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, trace, warn};
@@ -236,12 +235,32 @@ impl Connection {
     /// exchange is bounded by the connect timeout.
     pub(crate) async fn open(addrs: &[SocketAddr], options: &ClientOptions) -> Result<Connection> {
         let attempt = async {
-            let mut stream = TcpStream::connect(addrs).await.map_err(Error::Connect)?;
+            let stream = TcpStream::connect(addrs).await.map_err(Error::Connect)?;
             // Requests are small and latency-bound; the writer batches them
             // itself, so Nagle's algorithm would only add delay.
             stream.set_nodelay(true).map_err(Error::Connect)?;
             let mut buf = BytesMut::with_capacity(READ_CHUNK);
-            let hello = handshake(&mut stream, options, &mut buf).await?;
+            let stream = match &options.tls {
+                None => Stream::Plain(stream),
+                Some(tls) => {
+                    let (connector, name) = tls.connector();
+                    let tls = connector
+                        .connect(name, stream)
+                        .await
+                        .map_err(Error::Connect)?;
+                    Stream::Tls(Box::new(tls))
+                }
+            };
+            let (stream, hello) = match stream {
+                Stream::Plain(mut s) => {
+                    let hello = handshake(&mut s, options, &mut buf).await?;
+                    (Stream::Plain(s), hello)
+                }
+                Stream::Tls(mut s) => {
+                    let hello = handshake(&mut *s, options, &mut buf).await?;
+                    (Stream::Tls(s), hello)
+                }
+            };
             Ok::<_, Error>((stream, buf, hello))
         };
         let (stream, buf, hello) = match options.connect_timeout {
@@ -270,14 +289,19 @@ impl Connection {
             cancel: CancellationToken::new(),
             max_out_frame: hello.max_frame_bytes.min(options.max_frame_bytes),
         });
-        let (read_half, write_half) = stream.into_split();
-        tokio::spawn(reader(
-            Arc::clone(&shared),
-            read_half,
-            buf,
-            options.max_frame_bytes,
-        ));
-        tokio::spawn(writer(Arc::clone(&shared), write_half));
+        let max_in = options.max_frame_bytes;
+        match stream {
+            Stream::Plain(s) => {
+                let (rd, wr) = s.into_split();
+                tokio::spawn(reader(Arc::clone(&shared), rd, buf, max_in));
+                tokio::spawn(writer(Arc::clone(&shared), wr));
+            }
+            Stream::Tls(s) => {
+                let (rd, wr) = tokio::io::split(*s);
+                tokio::spawn(reader(Arc::clone(&shared), rd, buf, max_in));
+                tokio::spawn(writer(Arc::clone(&shared), wr));
+            }
+        }
         Ok(Connection {
             shared,
             hello: Arc::new(hello),
@@ -418,9 +442,15 @@ impl Drop for ReplyFuture {
     }
 }
 
+/// A connection's byte stream: clear text or TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
 /// Sends Hello and waits for the server's answer (PROTOCOL.md §2.1).
-async fn handshake(
-    stream: &mut TcpStream,
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     options: &ClientOptions,
     buf: &mut BytesMut,
 ) -> Result<HelloOk> {
@@ -487,7 +517,7 @@ impl Drop for CloseOnExit {
 }
 
 /// Owns the write half: writes whatever callers queued in the outbox.
-async fn writer(shared: Arc<Shared>, mut socket: OwnedWriteHalf) {
+async fn writer<W: AsyncWrite + Unpin>(shared: Arc<Shared>, mut socket: W) {
     let _close = CloseOnExit(Arc::clone(&shared));
     let mut spare = BytesMut::with_capacity(WRITE_INITIAL);
     loop {
@@ -522,7 +552,12 @@ async fn writer(shared: Arc<Shared>, mut socket: OwnedWriteHalf) {
 }
 
 /// Owns the read half: cuts frames and routes them by `corr_id`.
-async fn reader(shared: Arc<Shared>, mut socket: OwnedReadHalf, mut buf: BytesMut, max_in: u32) {
+async fn reader<R: AsyncRead + Unpin>(
+    shared: Arc<Shared>,
+    mut socket: R,
+    mut buf: BytesMut,
+    max_in: u32,
+) {
     let _close = CloseOnExit(Arc::clone(&shared));
     let mut frames = Vec::with_capacity(64);
     let reason = loop {

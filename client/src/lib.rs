@@ -118,6 +118,7 @@ mod options;
 mod read;
 mod scavenge;
 mod subscription;
+mod tls;
 
 pub use backup::{BackupProgress, BackupReport};
 pub use checkpoint::{Checkpoint, CheckpointStore, FileCheckpointStore};
@@ -129,6 +130,7 @@ pub use read::{
     AllPage, DEFAULT_PAGE_SIZE, EventStream, ReadAllOptions, ReadStreamOptions, StreamPage,
 };
 pub use scavenge::{EraseReceipt, ScavengeOptions, ScavengeReport};
+pub use tls::TlsOptions;
 
 pub use subscription::{
     DEFAULT_WINDOW, SubscribeAllOptions, SubscribeStreamOptions, Subscription, SubscriptionMessage,

@@ -38,6 +38,10 @@ pub struct ClientOptions {
     pub client_name: String,
     /// Token sent in `Hello` when the server requires one. Default `None`.
     pub auth_token: Option<String>,
+    /// TLS to the server ([`TlsOptions`](crate::TlsOptions)). Default
+    /// `None`: clear text, which a server started with `--tls-cert`
+    /// refuses.
+    pub tls: Option<crate::TlsOptions>,
     /// When and how often calls are retried. Default [`RetryPolicy::default`].
     pub retry: RetryPolicy,
     /// How a [`Subscription`](crate::Subscription) whose connection broke
@@ -65,6 +69,7 @@ impl Default for ClientOptions {
             request_timeout: Some(Duration::from_secs(30)),
             client_name: concat!("logbook-client/", env!("CARGO_PKG_VERSION")).to_owned(),
             auth_token: None,
+            tls: None,
             retry: RetryPolicy::default(),
             resubscribe: RetryPolicy::forever(),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
@@ -94,6 +99,12 @@ impl ClientOptions {
     /// Sets [`ClientOptions::auth_token`].
     pub fn auth_token(mut self, token: impl Into<String>) -> Self {
         self.auth_token = Some(token.into());
+        self
+    }
+
+    /// Sets [`ClientOptions::tls`].
+    pub fn tls(mut self, tls: crate::TlsOptions) -> Self {
+        self.tls = Some(tls);
         self
     }
 

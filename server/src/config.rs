@@ -144,6 +144,25 @@ pub struct Args {
     #[arg(long, env = "LOGBOOK_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<String>,
 
+    /// The server's TLS certificate chain (PEM, leaf first): with
+    /// --tls-key, the client port speaks only TLS.
+    #[arg(long, env = "LOGBOOK_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "LOGBOOK_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// CA certificates (PEM) that clients' certificates must chain to: with
+    /// it, every client must present one (mutual TLS).
+    #[arg(long, env = "LOGBOOK_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Serve --metrics-listen over TLS too, with the same certificate (and
+    /// client CAs, if given).
+    #[arg(long, env = "LOGBOOK_METRICS_TLS", requires = "tls_cert")]
+    pub metrics_tls: bool,
+
     /// Seconds a frame has to arrive completely once it has started.
     #[arg(long, env = "LOGBOOK_FRAME_TIMEOUT_SECS", default_value_t = 30)]
     pub frame_timeout_secs: u64,
@@ -267,7 +286,17 @@ impl Args {
         }
     }
 
-    /// The network configuration these flags describe.
+    /// The TLS files these flags name, if any.
+    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
+        Some(crate::tls::TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
+    }
+
+    /// The network configuration these flags describe (without TLS: the
+    /// caller loads [`Args::tls_files`] into [`ServerConfig::tls`]).
     pub fn server_config(&self) -> ServerConfig {
         ServerConfig {
             max_connections: self.max_connections,

@@ -25,6 +25,7 @@
 //!   engine's and the server's live figures, and the small HTTP listener
 //!   (`--metrics-listen`) serving `/metrics`, `/health` and `/ready`.
 //! - [`config`]: the daemon's command line (`logbookd --help`).
+//! - [`tls`]: TLS for the client and metrics ports (rustls).
 
 #![deny(
     clippy::unwrap_used,
@@ -38,3 +39,4 @@ pub mod groups;
 pub mod metrics;
 pub mod net;
 pub mod otlp;
+pub mod tls;

@@ -12,6 +12,7 @@ use clap::Parser;
 use logbook_server::config::{Args, Command};
 use logbook_server::metrics::{self, Metrics, Phase};
 use logbook_server::net::{self, NetStats};
+use logbook_server::tls::ServerTls;
 use logbook_storage::Store;
 use logbook_storage::verify::verify_with_progress;
 
@@ -86,6 +87,17 @@ fn open_file_budget(wanted: usize, soft: Option<u64>, connections: usize) -> usi
     budget
 }
 
+/// Warns when a port listens beyond loopback in clear text: anyone on the
+/// network can then read its traffic (tokens and passwords included).
+fn warn_if_exposed(port: &str, addr: std::net::SocketAddr, tls: bool) {
+    if !tls && !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "the {port} port listens beyond loopback without TLS: its traffic, credentials included, crosses the network in clear text (see --tls-cert)"
+        );
+    }
+}
+
 fn run_verify(args: &Args) -> ExitCode {
     let soft = raise_open_file_limit();
     let mut config = args.store_config();
@@ -143,6 +155,13 @@ fn serve(args: &Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let tls = match args.tls_files().map(|f| ServerTls::load(&f)).transpose() {
+        Ok(tls) => tls,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot load the TLS certificate");
+            return ExitCode::FAILURE;
+        }
+    };
     let net_stats = Arc::new(NetStats::default());
     let metrics = Arc::new(Metrics::new(Arc::clone(&net_stats)));
     if let Some(addr) = args.metrics_listen {
@@ -153,8 +172,14 @@ fn serve(args: &Args) -> ExitCode {
         });
         match bound {
             Ok((listener, local)) => {
-                tracing::info!(metrics_addr = %local, "serving /metrics, /health and /ready");
-                rt.spawn(metrics::http::serve(listener, Arc::clone(&metrics)));
+                let metrics_tls = tls.clone().filter(|_| args.metrics_tls);
+                tracing::info!(metrics_addr = %local, tls = metrics_tls.is_some(), "serving /metrics, /health and /ready");
+                warn_if_exposed("metrics", local, metrics_tls.is_some());
+                rt.spawn(metrics::http::serve(
+                    listener,
+                    Arc::clone(&metrics),
+                    metrics_tls,
+                ));
             }
             Err(e) => {
                 tracing::error!(error = %e, metrics_listen = %addr, "cannot listen for metrics");
@@ -190,7 +215,9 @@ fn serve(args: &Args) -> ExitCode {
         let listener = tokio::net::TcpListener::bind(args.listen).await?;
         // Ready from here: connections queue on the bound socket.
         metrics.set_phase(Phase::Serving);
-        tracing::info!(listen = %listener.local_addr()?, "accepting clients");
+        let local = listener.local_addr()?;
+        warn_if_exposed("client", local, tls.is_some());
+        tracing::info!(listen = %local, tls = tls.is_some(), "accepting clients");
         let shutdown = async {
             shutdown_signal().await;
             metrics.set_phase(Phase::Stopping);
@@ -198,7 +225,10 @@ fn serve(args: &Args) -> ExitCode {
         net::run_with_stats(
             listener,
             store.clone(),
-            args.server_config(),
+            net::ServerConfig {
+                tls: tls.clone(),
+                ..args.server_config()
+            },
             net_stats,
             shutdown,
         )

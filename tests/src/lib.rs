@@ -9,9 +9,11 @@
 //!   kills and the command line.
 //! - [`RawConn`]: frames without a client library, for byte-level checks;
 //!   [`raw_frame`] builds frames with any header, valid or not.
+//! - [`certs`]: a test PKI (CA, server and client certificates) for TLS.
 //! - [`FlakyReads`]: an in-memory file system whose log reads fail on
 //!   demand, for the paths that handle read errors.
 
+pub mod certs;
 pub mod daemon;
 
 use std::io;

@@ -11,7 +11,9 @@ mod stats;
 mod streams;
 mod tail;
 
-use logbook_client::{Client, ClientOptions};
+use std::path::PathBuf;
+
+use logbook_client::{Client, ClientOptions, TlsOptions};
 
 use crate::args::{Cli, Command};
 use crate::failure::Failure;
@@ -21,6 +23,7 @@ use crate::output::Out;
 pub(crate) struct Ctx {
     pub(crate) server: String,
     auth_token: Option<String>,
+    tls: Option<TlsArgs>,
     pub(crate) json: bool,
     pub(crate) out: Out,
 }
@@ -34,6 +37,9 @@ impl Ctx {
         if let Some(token) = &self.auth_token {
             options = options.auth_token(token.clone());
         }
+        if let Some(tls) = &self.tls {
+            options = options.tls(tls.options(&self.server)?);
+        }
         Client::connect_with(self.server.as_str(), options)
             .await
             .map_err(|e| self.failed(e))
@@ -45,11 +51,48 @@ impl Ctx {
     }
 }
 
+/// The TLS flags.
+pub(crate) struct TlsArgs {
+    ca: PathBuf,
+    server_name: Option<String>,
+    identity: Option<(PathBuf, PathBuf)>,
+}
+
+impl TlsArgs {
+    /// The client's TLS settings for `server` (`host:port`, whose host
+    /// names the server unless --tls-server-name does).
+    fn options(&self, server: &str) -> Result<TlsOptions, Failure> {
+        let name = match &self.server_name {
+            Some(name) => name.as_str(),
+            None => host_of(server),
+        };
+        let tls = TlsOptions::from_ca_file(&self.ca, name)
+            .map_err(|e| Failure::usage(format!("--tls-ca: {e}")))?;
+        match &self.identity {
+            None => Ok(tls),
+            Some((cert, key)) => tls
+                .client_identity_files(cert, key)
+                .map_err(|e| Failure::usage(format!("--tls-cert/--tls-key: {e}"))),
+        }
+    }
+}
+
+/// The host part of `host:port` (`[v6]:port` gives `v6`).
+fn host_of(server: &str) -> &str {
+    let host = server.rsplit_once(':').map_or(server, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
 /// Runs the command `cli` names.
 pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
     let mut ctx = Ctx {
         server: cli.server,
         auth_token: cli.auth_token,
+        tls: cli.tls_ca.map(|ca| TlsArgs {
+            ca,
+            server_name: cli.tls_server_name,
+            identity: cli.tls_cert.zip(cli.tls_key),
+        }),
         json: cli.json,
         out: Out::new(),
     };

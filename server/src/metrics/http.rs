@@ -47,8 +47,13 @@ pub const MAX_CONNECTIONS: usize = 64;
 const LINGER: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 64 * 1024;
 
-/// Serves `listener` until the task is dropped (with the runtime).
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+/// Serves `listener` until the task is dropped (with the runtime), over
+/// TLS if `tls` is given (the handshake is bounded by [`HEAD_TIMEOUT`]).
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    tls: Option<crate::tls::ServerTls>,
+) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let socket = match listener.accept().await {
@@ -65,8 +70,20 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
             continue;
         };
         let metrics = Arc::clone(&metrics);
+        let tls = tls.as_ref().map(crate::tls::ServerTls::acceptor);
         tokio::spawn(async move {
-            handle(socket, &metrics).await;
+            match tls {
+                None => handle(socket, &metrics).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(socket)).await {
+                        Ok(Ok(stream)) => handle(stream, &metrics).await,
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "metrics listener: TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!("metrics listener: TLS handshake timed out"),
+                    }
+                }
+            }
             drop(slot);
         });
     }
@@ -402,7 +419,7 @@ mod tests {
     async fn serves_over_tcp_and_caps_connections() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(serve(listener, Arc::new(metrics())));
+        let server = tokio::spawn(serve(listener, Arc::new(metrics()), None));
         // Idle sockets take every slot...
         let mut idle = Vec::new();
         for _ in 0..MAX_CONNECTIONS {

@@ -43,7 +43,7 @@ use logbook_protocol::frame::decode_frame;
 use logbook_protocol::{
     AppendResult, ErrorCode, ErrorReply, Frame, Kind, Opcode, PROTOCOL_VERSION, Request, Response,
 };
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -175,7 +175,9 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
 }
 
 impl Connection {
-    /// Serves one connection until it closes.
+    /// Serves one connection until it closes: over TLS when the server
+    /// has a certificate (the TLS handshake must end within the handshake
+    /// timeout), else in clear.
     pub(super) async fn run(
         shared: Arc<Shared>,
         socket: TcpStream,
@@ -184,7 +186,44 @@ impl Connection {
     ) {
         // Replies are small and latency-bound: do not let Nagle hold them.
         let _ = socket.set_nodelay(true);
-        let (rd, wr) = socket.into_split();
+        let Some(tls) = shared.config.tls.clone() else {
+            let (rd, wr) = socket.into_split();
+            return Self::run_on(shared, rd, wr, peer, shutdown).await;
+        };
+        let limit = shared.config.handshake_timeout;
+        let accepted = tokio::time::timeout(limit, tls.acceptor().accept(socket)).await;
+        let stream = match accepted {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                shared.audit.record(
+                    "tls_failed",
+                    peer,
+                    serde_json::json!({ "error": e.to_string() }),
+                );
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "no TLS handshake within the handshake timeout");
+                return;
+            }
+        };
+        let (rd, wr) = tokio::io::split(stream);
+        Self::run_on(shared, rd, wr, peer, shutdown).await
+    }
+
+    /// Serves one connection, read through `rd` and written through `wr`,
+    /// until it closes.
+    async fn run_on<R, W>(
+        shared: Arc<Shared>,
+        rd: R,
+        wr: W,
+        peer: SocketAddr,
+        shutdown: watch::Receiver<bool>,
+    ) where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let out = Arc::new(Outbox::new(
             Arc::clone(&shared.stats),
             shared.config.max_outbox_bytes,
@@ -283,9 +322,9 @@ impl Connection {
         }
     }
 
-    async fn serve(
+    async fn serve<R: AsyncRead + Unpin>(
         &mut self,
-        mut rd: tokio::net::tcp::OwnedReadHalf,
+        mut rd: R,
         mut shutdown: watch::Receiver<bool>,
     ) -> Close {
         let max_frame = self.shared.config.max_frame_bytes;

@@ -81,6 +81,9 @@ pub struct ServerConfig {
     /// Token clients must present in Hello; `None` (the default) admits
     /// every client.
     pub auth_token: Option<String>,
+    /// TLS on the client port (see [`crate::tls`]); `None` (the default):
+    /// clear text.
+    pub tls: Option<crate::tls::ServerTls>,
     /// Most subscriptions one connection may hold. Default 10,000.
     pub max_subscriptions_per_connection: usize,
     /// A frame must arrive completely within this time once its first
@@ -145,6 +148,7 @@ impl Default for ServerConfig {
             max_read_count: 10_000,
             handshake_timeout: Duration::from_secs(10),
             auth_token: None,
+            tls: None,
             max_subscriptions_per_connection: 10_000,
             frame_timeout: Duration::from_secs(30),
             max_incomplete_frame_bytes: 256 << 20,

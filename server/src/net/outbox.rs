@@ -30,8 +30,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use parking_lot::Mutex;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
 use logbook_protocol::RecordedEvent;
@@ -424,7 +423,7 @@ impl Outbox {
     /// The writer task: writes buffered bytes until closed (or the socket
     /// fails, or makes no progress within the write timeout), then shuts
     /// the socket's write side down.
-    pub async fn write_loop(&self, mut wr: OwnedWriteHalf) -> std::io::Result<()> {
+    pub async fn write_loop<W: AsyncWrite + Unpin>(&self, mut wr: W) -> std::io::Result<()> {
         let mut spare = BytesMut::with_capacity(INITIAL_CAPACITY);
         loop {
             let closed = {
@@ -475,7 +474,11 @@ impl Outbox {
 
     /// Writes `bytes`, failing if the socket accepts none of them for the
     /// write timeout.
-    async fn write_all(&self, wr: &mut OwnedWriteHalf, mut bytes: &[u8]) -> std::io::Result<()> {
+    async fn write_all<W: AsyncWrite + Unpin>(
+        &self,
+        wr: &mut W,
+        mut bytes: &[u8],
+    ) -> std::io::Result<()> {
         while !bytes.is_empty() {
             let n = tokio::time::timeout(self.write_timeout, wr.write(bytes))
                 .await
