@@ -23,7 +23,8 @@ pub(crate) struct Cli {
     )]
     pub(crate) server: String,
 
-    /// Token to present to a server started with --auth-token.
+    /// Token to present: an API token (`logbook token create`) or the
+    /// server's --auth-token.
     #[arg(
         long,
         global = true,
@@ -32,6 +33,23 @@ pub(crate) struct Cli {
         value_name = "TOKEN"
     )]
     pub(crate) auth_token: Option<String>,
+
+    /// Log in as this user (with --password); without it, --auth-token
+    /// is an API token or the server's token.
+    #[arg(long, global = true, env = "LOGBOOK_USER", value_name = "USER")]
+    pub(crate) user: Option<String>,
+
+    /// The password of --user (better given in LOGBOOK_PASSWORD than on a
+    /// command line others can see).
+    #[arg(
+        long,
+        global = true,
+        env = "LOGBOOK_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD",
+        requires = "user"
+    )]
+    pub(crate) password: Option<String>,
 
     /// Speak TLS, trusting the CA certificates in this PEM file (for a
     /// server started with --tls-cert).
@@ -125,6 +143,115 @@ pub(crate) enum Command {
     /// Create, change or delete a consumer group.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Who this connection is logged in as, and its rights.
+    Whoami,
+    /// List the users with their roles, tenant and tokens.
+    Users,
+    /// Create, change or delete a user.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// List the roles with their grants and store rights.
+    Roles,
+    /// Create, change or delete a role.
+    #[command(subcommand)]
+    Role(RoleCommand),
+    /// Create or revoke an API token.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `logbook user ...`.
+#[derive(Subcommand, Debug)]
+pub(crate) enum UserCommand {
+    /// Create a user, or replace one's roles, tenant and state (its
+    /// password stays unless --password-stdin gives a new one).
+    Put(UserPutArgs),
+    /// Set a user's password, read from the first line of stdin.
+    Passwd(UserNameArgs),
+    /// Delete a user (its connections are closed).
+    Delete(UserNameArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct UserPutArgs {
+    /// The user.
+    pub(crate) name: String,
+    /// A role to grant (repeat for more).
+    #[arg(long = "role", value_name = "ROLE")]
+    pub(crate) roles: Vec<String>,
+    /// Confine the user to the streams named `<TENANT>/...`.
+    #[arg(long, value_name = "TENANT")]
+    pub(crate) tenant: Option<String>,
+    /// Refuse the user's logins (and close its connections).
+    #[arg(long)]
+    pub(crate) disabled: bool,
+    /// Read the password from the first line of stdin.
+    #[arg(long)]
+    pub(crate) password_stdin: bool,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct UserNameArgs {
+    /// The user.
+    pub(crate) name: String,
+}
+
+/// `logbook role ...`.
+#[derive(Subcommand, Debug)]
+pub(crate) enum RoleCommand {
+    /// Create or replace a role.
+    Put(RolePutArgs),
+    /// Delete a role no user holds.
+    Delete(RoleNameArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct RolePutArgs {
+    /// The role.
+    pub(crate) name: String,
+    /// Rights on streams by name prefix, `PREFIX=RIGHT,RIGHT` with rights
+    /// among read, write, delete, metadata (`=read` alone: every
+    /// application stream). Repeat for more.
+    #[arg(long = "grant", value_name = "PREFIX=RIGHTS")]
+    pub(crate) grants: Vec<String>,
+    /// A store right: read_all, catalog, stats, backup, scavenge, users,
+    /// groups. Repeat for more.
+    #[arg(long = "op", value_name = "RIGHT")]
+    pub(crate) ops: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct RoleNameArgs {
+    /// The role.
+    pub(crate) name: String,
+}
+
+/// `logbook token ...`.
+#[derive(Subcommand, Debug)]
+pub(crate) enum TokenCommand {
+    /// Create an API token for a user and print it (shown this once).
+    Create(TokenCreateArgs),
+    /// Revoke a user's API token (sessions opened with it are closed).
+    Revoke(TokenRevokeArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct TokenCreateArgs {
+    /// The user (not `user`: that is the global --user's id).
+    #[arg(value_name = "USER")]
+    pub(crate) owner: String,
+    /// What the token is for.
+    #[arg(long, default_value = "")]
+    pub(crate) label: String,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct TokenRevokeArgs {
+    /// The user.
+    #[arg(value_name = "USER")]
+    pub(crate) owner: String,
+    /// The token's id (`logbook users` lists them).
+    pub(crate) id: String,
 }
 
 /// `logbook group ...`.

@@ -22,9 +22,9 @@ Exit codes:
   5  stream not found (reading a stream that has no events) or deleted for
      ever (delete --hard: reads, appends and metadata changes all fail), or
      no consumer group of that name
-  6  any other error reported by the server: not authenticated, busy,
-     shutting down, corruption, internal error, protocol mismatch, a
-     consumer group that exists already";
+  6  any other error reported by the server: not authenticated, access
+     denied, busy, shutting down, corruption, internal error, protocol
+     mismatch, a consumer group that exists already";
 
 /// What kind of failure, which fixes the exit code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,6 +103,7 @@ pub(crate) fn exit_of(e: &Error) -> Exit {
         Error::BadRequest(_) | Error::TooLarge { .. } => Exit::Usage,
         Error::Connect(_) | Error::Disconnected | Error::Timeout => Exit::Unreachable,
         Error::NotAuthenticated
+        | Error::AccessDenied { .. }
         | Error::ServerBusy
         | Error::ShuttingDown
         | Error::Corruption(_)

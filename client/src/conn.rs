@@ -458,6 +458,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         protocol_version: PROTOCOL_VERSION,
         client_name: options.client_name.clone(),
         token: options.auth_token.clone(),
+        user: options.user.clone(),
     });
     let mut out = BytesMut::new();
     hello

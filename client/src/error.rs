@@ -99,10 +99,20 @@ pub enum Error {
         message: String,
     },
 
-    /// The server requires a token and the one in [`crate::ClientOptions`]
-    /// is missing or wrong.
+    /// The server requires credentials and those in
+    /// [`crate::ClientOptions`] are missing or wrong (or the user was
+    /// removed or disabled, or its token revoked). Never retried.
     #[error("not authenticated")]
     NotAuthenticated,
+
+    /// The user lacks the right the request needs. Never retried.
+    #[error("access denied: {message}")]
+    AccessDenied {
+        /// The stream concerned, when a stream's right is missing.
+        stream: Option<String>,
+        /// Which right is missing, for people.
+        message: String,
+    },
 
     /// The server is overloaded. Retried by the retry policy.
     #[error("server busy")]
@@ -276,6 +286,10 @@ impl Error {
                 message: reply.message,
             },
             ErrorCode::NotAuthenticated => Error::NotAuthenticated,
+            ErrorCode::AccessDenied => Error::AccessDenied {
+                stream: reply.stream.as_ref().map(|s| s.to_string()),
+                message: reply.message,
+            },
             ErrorCode::ServerBusy => Error::ServerBusy,
             ErrorCode::ShuttingDown => Error::ShuttingDown,
             ErrorCode::Corruption => Error::Corruption(reply.message),

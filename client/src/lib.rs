@@ -119,6 +119,7 @@ mod read;
 mod scavenge;
 mod subscription;
 mod tls;
+mod users;
 
 pub use backup::{BackupProgress, BackupReport};
 pub use checkpoint::{Checkpoint, CheckpointStore, FileCheckpointStore};
@@ -148,6 +149,7 @@ pub use logbook_protocol::lifecycle::{
     Deletion, META_STREAM_PREFIX, StreamLifecycle, StreamMetadata,
 };
 pub use logbook_protocol::types::*;
+pub use logbook_protocol::{CreateTokenOk, Grant, PutUser, Role, TokenInfo, UserInfo, WhoAmIOk};
 pub use logbook_protocol::{Filter, HelloOk, RecoveryStats, StreamInfo, SubscribeFrom};
 pub use logbook_protocol::{
     GroupInfo, GroupSettings, GroupSource, GroupStart, GroupStrategy, ListParkedOk, NackAction,

@@ -36,8 +36,13 @@ pub struct ClientOptions {
     /// Name sent in `Hello`, for the server's logs. Default
     /// `logbook-client/<crate version>`.
     pub client_name: String,
-    /// Token sent in `Hello` when the server requires one. Default `None`.
+    /// Token sent in `Hello` when the server requires one: an API token
+    /// (`lbk_...`) or the server's `--auth-token`, or with `user` that
+    /// user's password. Default `None`.
     pub auth_token: Option<String>,
+    /// The user logging in with a password ([`ClientOptions::credentials`]).
+    /// Default `None`.
+    pub user: Option<String>,
     /// TLS to the server ([`TlsOptions`](crate::TlsOptions)). Default
     /// `None`: clear text, which a server started with `--tls-cert`
     /// refuses.
@@ -69,6 +74,7 @@ impl Default for ClientOptions {
             request_timeout: Some(Duration::from_secs(30)),
             client_name: concat!("logbook-client/", env!("CARGO_PKG_VERSION")).to_owned(),
             auth_token: None,
+            user: None,
             tls: None,
             retry: RetryPolicy::default(),
             resubscribe: RetryPolicy::forever(),
@@ -99,6 +105,14 @@ impl ClientOptions {
     /// Sets [`ClientOptions::auth_token`].
     pub fn auth_token(mut self, token: impl Into<String>) -> Self {
         self.auth_token = Some(token.into());
+        self
+    }
+
+    /// Logs in as `user` with `password` (sets [`ClientOptions::user`] and
+    /// [`ClientOptions::auth_token`]).
+    pub fn credentials(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.user = Some(user.into());
+        self.auth_token = Some(password.into());
         self
     }
 

@@ -232,6 +232,8 @@ pub(crate) enum Target {
 struct RawPage {
     events: Vec<RecordedEvent>,
     next: Option<u64>,
+    /// The `from` the page was asked for.
+    from: Option<u64>,
 }
 
 type PageFuture = Pin<Box<dyn Future<Output = Result<RawPage>> + Send>>;
@@ -314,6 +316,7 @@ impl EventStream {
                     Ok(RawPage {
                         events: page.events,
                         next: page.next.map(|v| v.0),
+                        from,
                     })
                 })
             }
@@ -324,6 +327,7 @@ impl EventStream {
                 Ok(RawPage {
                     events: page.events,
                     next: page.next.map(|p| p.0),
+                    from,
                 })
             }),
         }
@@ -339,9 +343,12 @@ impl EventStream {
             }
             *left -= events.len() as u64;
         }
-        // An empty page ends the read even if it names a `next`: asking
-        // again could loop forever on a server that keeps answering empty.
-        let more = !events.is_empty() && self.remaining != Some(0);
+        // An empty page goes on only if its `next` moved past where it was
+        // asked from (a server filtering out events the user may not read
+        // answers empty pages that still progress); one that names where
+        // it started would be asked again for ever.
+        let moved = page.next.is_some() && page.next != page.from;
+        let more = (!events.is_empty() || moved) && self.remaining != Some(0);
         self.to_request = page.next.filter(|_| more).map(Some);
         self.buffered = events.into_iter();
     }

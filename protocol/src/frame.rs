@@ -159,6 +159,24 @@ pub enum Opcode {
     ReplayParked = 29,
     /// Drop a group's parked events.
     DeleteParked = 30,
+    /// Create or replace a user.
+    PutUser = 31,
+    /// Delete a user.
+    DeleteUser = 32,
+    /// List the users.
+    ListUsers = 33,
+    /// Create or replace a role.
+    PutRole = 34,
+    /// Delete a role.
+    DeleteRole = 35,
+    /// List the roles.
+    ListRoles = 36,
+    /// Create an API token for a user.
+    CreateToken = 37,
+    /// Revoke a user's API token.
+    RevokeToken = 38,
+    /// The connection's identity and rights.
+    WhoAmI = 39,
 }
 
 impl Opcode {
@@ -200,6 +218,15 @@ impl Opcode {
             28 => Opcode::ListParked,
             29 => Opcode::ReplayParked,
             30 => Opcode::DeleteParked,
+            31 => Opcode::PutUser,
+            32 => Opcode::DeleteUser,
+            33 => Opcode::ListUsers,
+            34 => Opcode::PutRole,
+            35 => Opcode::DeleteRole,
+            36 => Opcode::ListRoles,
+            37 => Opcode::CreateToken,
+            38 => Opcode::RevokeToken,
+            39 => Opcode::WhoAmI,
             _ => return None,
         })
     }
@@ -588,7 +615,7 @@ mod tests {
     }
 
     fn opcode() -> impl Strategy<Value = Opcode> {
-        (1u16..=19).prop_filter_map("known opcode", Opcode::from_u16)
+        (1u16..=39).prop_filter_map("known opcode", Opcode::from_u16)
     }
 
     fn header() -> impl Strategy<Value = FrameHeader> {

@@ -59,6 +59,7 @@ pub use frame::{
     DEFAULT_MAX_FRAME_BYTES, Flags, Frame, FrameCodec, FrameHeader, HEADER_LEN, Kind, Opcode,
     PROTOCOL_VERSION, SharedFrame,
 };
+pub use msg::auth;
 pub use msg::{
     Append, BackupBegin, BackupBeginOk, BackupEnd, BackupFile, BackupRead, Credit, DeleteStream,
     Erase, EraseOk, ErrorCode, ErrorReply, Filter, GetMetadata, Hello, HelloOk, LifecycleOk,
@@ -71,6 +72,10 @@ pub use msg::{
     CreateGroup, DeleteGroup, GroupAck, GroupExtend, GroupInfo, GroupNack, GroupPush,
     GroupSettings, GroupSource, GroupStart, GroupStrategy, JoinGroup, ListGroups, NackAction,
     UpdateGroup,
+};
+pub use msg::{
+    CreateToken, CreateTokenOk, Grant, ListRolesOk, ListUsersOk, NameOnly, PutUser, RevokeToken,
+    Role, TokenInfo, UserInfo, WhoAmIOk,
 };
 pub use msg::{
     DeleteParked, DeleteParkedOk, ListParked, ListParkedOk, ParkedEntry, ReplayParked,

@@ -34,6 +34,7 @@
     clippy::panic
 )]
 
+pub mod auth;
 pub mod config;
 pub mod groups;
 pub mod metrics;

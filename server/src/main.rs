@@ -217,7 +217,8 @@ fn serve(args: &Args) -> ExitCode {
         metrics.set_phase(Phase::Serving);
         let local = listener.local_addr()?;
         warn_if_exposed("client", local, tls.is_some());
-        tracing::info!(listen = %local, tls = tls.is_some(), "accepting clients");
+        // `net::run_with_stats` says "accepting clients" once the users are
+        // loaded (and the first admin made, if it has to be).
         let shutdown = async {
             shutdown_signal().await;
             metrics.set_phase(Phase::Stopping);

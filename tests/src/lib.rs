@@ -187,6 +187,7 @@ impl RawConn {
                 protocol_version: PROTOCOL_VERSION,
                 client_name: "logbook-tests".into(),
                 token: None,
+                user: None,
             }))
             .await;
         match self.recv().await {

@@ -181,6 +181,7 @@ async fn ping_append_read_and_their_errors() {
             protocol_version: 1,
             client_name: "again".into(),
             token: None,
+            user: None,
         }))
         .await;
     expect_error(m, ErrorCode::BadRequest);
@@ -204,6 +205,7 @@ async fn handshake_errors() {
             protocol_version: v,
             client_name: "t".into(),
             token: token.map(str::to_owned),
+            user: None,
         })
     };
     let (_, m) = c.call(&hello(Some("wrong"), 1)).await;

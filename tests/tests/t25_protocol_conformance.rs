@@ -220,6 +220,7 @@ async fn a_request_with_corr_id_0_is_a_connection_error() {
         protocol_version: logbook_protocol::PROTOCOL_VERSION,
         client_name: "t25".into(),
         token: None,
+        user: None,
     });
     c.send_with_id(&hello, 0).await;
     expect_connection_error(&mut c, ErrorCode::BadRequest).await;

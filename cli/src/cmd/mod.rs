@@ -10,6 +10,7 @@ mod scavenge;
 mod stats;
 mod streams;
 mod tail;
+mod users;
 
 use std::path::PathBuf;
 
@@ -23,6 +24,7 @@ use crate::output::Out;
 pub(crate) struct Ctx {
     pub(crate) server: String,
     auth_token: Option<String>,
+    credentials: Option<(String, String)>,
     tls: Option<TlsArgs>,
     pub(crate) json: bool,
     pub(crate) out: Out,
@@ -36,6 +38,9 @@ impl Ctx {
             .client_name(concat!("logbook-cli/", env!("CARGO_PKG_VERSION")));
         if let Some(token) = &self.auth_token {
             options = options.auth_token(token.clone());
+        }
+        if let Some((user, password)) = &self.credentials {
+            options = options.credentials(user.clone(), password.clone());
         }
         if let Some(tls) = &self.tls {
             options = options.tls(tls.options(&self.server)?);
@@ -88,6 +93,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
     let mut ctx = Ctx {
         server: cli.server,
         auth_token: cli.auth_token,
+        credentials: cli.user.zip(cli.password),
         tls: cli.tls_ca.map(|ca| TlsArgs {
             ca,
             server_name: cli.tls_server_name,
@@ -112,6 +118,12 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Backup(args) => backup::run(&mut ctx, args).await,
         Command::Groups => groups::list(&mut ctx).await,
         Command::Group(cmd) => groups::run(&mut ctx, cmd).await,
+        Command::Whoami => users::whoami(&mut ctx).await,
+        Command::Users => users::list_users(&mut ctx).await,
+        Command::User(cmd) => users::user(&mut ctx, cmd).await,
+        Command::Roles => users::list_roles(&mut ctx).await,
+        Command::Role(cmd) => users::role(&mut ctx, cmd).await,
+        Command::Token(cmd) => users::token(&mut ctx, cmd).await,
     };
     // What was printed before a failure still reaches stdout.
     let flushed = ctx.out.flush();

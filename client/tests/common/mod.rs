@@ -43,6 +43,7 @@ pub fn hello_ok(server_version: &str) -> HelloOk {
         max_event_bytes: 256 * 1024,
         max_events_per_append: 100,
         max_in_flight: 1024,
+        user: None,
     }
 }
 

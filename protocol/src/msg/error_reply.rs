@@ -70,6 +70,10 @@ pub enum ErrorCode {
     GroupNotFound,
     /// (16) A consumer group of that name exists already. Detail: `group`.
     GroupExists,
+    /// (17) The connection's user lacks the right the request needs; the
+    /// message names it. Detail: `stream`, when a stream's right is
+    /// missing.
+    AccessDenied,
     /// A code this side does not know (sent by a newer peer). Never build it
     /// for a known code: it would decode as the named variant.
     Unknown(u16),
@@ -95,6 +99,7 @@ impl ErrorCode {
             ErrorCode::StreamDeleted => 14,
             ErrorCode::GroupNotFound => 15,
             ErrorCode::GroupExists => 16,
+            ErrorCode::AccessDenied => 17,
             ErrorCode::Unknown(code) => code,
         }
     }
@@ -119,6 +124,7 @@ impl ErrorCode {
             14 => ErrorCode::StreamDeleted,
             15 => ErrorCode::GroupNotFound,
             16 => ErrorCode::GroupExists,
+            17 => ErrorCode::AccessDenied,
             other => ErrorCode::Unknown(other),
         }
     }
@@ -143,6 +149,7 @@ impl fmt::Display for ErrorCode {
             ErrorCode::StreamDeleted => "stream deleted",
             ErrorCode::GroupNotFound => "group not found",
             ErrorCode::GroupExists => "group exists",
+            ErrorCode::AccessDenied => "access denied",
             ErrorCode::Unknown(code) => return write!(f, "error code {code}"),
         };
         f.write_str(name)

@@ -2,10 +2,10 @@
 //! connection.
 //!
 //! ```text
-//! Hello   { protocol_version: uint8, client_name: str, token?: str }
+//! Hello   { protocol_version: uint8, client_name: str, token?: str, user?: str }
 //! HelloOk { protocol_version: uint8, server_version: str, max_frame_bytes: uint32,
 //!           max_append_bytes: uint32, max_event_bytes: uint32,
-//!           max_events_per_append: uint32, max_in_flight: uint32 }
+//!           max_events_per_append: uint32, max_in_flight: uint32, user?: str }
 //! ```
 //!
 //! This exchange is frozen across protocol versions (see [`crate::frame`]):
@@ -22,8 +22,12 @@ pub struct Hello {
     /// Free-form client identification for the server's logs, e.g.
     /// `logbook-client/0.1.0`.
     pub client_name: String,
-    /// Authentication token, when the server requires one.
+    /// Authentication token, when the server requires one: with `user`,
+    /// that user's password; without, an API token or the server's
+    /// `--auth-token`.
     pub token: Option<String>,
+    /// The user logging in with a password (in `token`).
+    pub user: Option<String>,
 }
 
 /// The server accepts the session and states its limits.
@@ -46,6 +50,9 @@ pub struct HelloOk {
     /// Most requests the client may have in flight on this connection; the
     /// server stops reading the socket beyond it.
     pub max_in_flight: u32,
+    /// Who the server took the client for (`None` from a server that does
+    /// not say).
+    pub user: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -54,6 +61,8 @@ pub(crate) struct HelloWire<'a> {
     client_name: &'a str,
     #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
     token: Option<&'a str>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
 }
 
 impl Hello {
@@ -62,6 +71,7 @@ impl Hello {
             protocol_version: self.protocol_version,
             client_name: &self.client_name,
             token: self.token.as_deref(),
+            user: self.user.as_deref(),
         }
     }
 
@@ -70,6 +80,7 @@ impl Hello {
             protocol_version: w.protocol_version,
             client_name: w.client_name.to_owned(),
             token: w.token.map(str::to_owned),
+            user: w.user.map(str::to_owned),
         }
     }
 }
@@ -86,6 +97,8 @@ pub(crate) struct HelloOkWire<'a> {
     max_event_bytes: u32,
     max_events_per_append: u32,
     max_in_flight: u32,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
 }
 
 impl HelloOk {
@@ -98,6 +111,7 @@ impl HelloOk {
             max_event_bytes: self.max_event_bytes,
             max_events_per_append: self.max_events_per_append,
             max_in_flight: self.max_in_flight,
+            user: self.user.as_deref(),
         }
     }
 
@@ -110,6 +124,7 @@ impl HelloOk {
             max_event_bytes: w.max_event_bytes,
             max_events_per_append: w.max_events_per_append,
             max_in_flight: w.max_in_flight,
+            user: w.user.map(str::to_owned),
         }
     }
 }

@@ -26,6 +26,7 @@ use crate::frame::{Frame, FrameHeader, Kind, Opcode};
 use crate::types::{AppendResult, RecordedEvent};
 
 pub mod append;
+pub mod auth;
 pub mod backup;
 pub mod credit;
 pub mod delete_stream;
@@ -53,6 +54,10 @@ mod wire;
 mod tests;
 
 pub use append::Append;
+pub use auth::{
+    CreateToken, CreateTokenOk, Grant, ListRolesOk, ListUsersOk, NameOnly, PutUser, RevokeToken,
+    Role, TokenInfo, UserInfo, WhoAmIOk,
+};
 pub use backup::{BackupBegin, BackupBeginOk, BackupEnd, BackupFile, BackupRead, MAX_BACKUP_READ};
 pub use credit::Credit;
 pub use delete_stream::DeleteStream;
@@ -158,6 +163,24 @@ pub enum Request {
     ReplayParked(ReplayParked),
     /// Drop a group's parked events.
     DeleteParked(DeleteParked),
+    /// Create or replace a user.
+    PutUser(PutUser),
+    /// Delete a user.
+    DeleteUser(NameOnly),
+    /// List the users.
+    ListUsers,
+    /// Create or replace a role.
+    PutRole(Role),
+    /// Delete a role.
+    DeleteRole(NameOnly),
+    /// List the roles.
+    ListRoles,
+    /// Create an API token for a user.
+    CreateToken(CreateToken),
+    /// Revoke a user's API token.
+    RevokeToken(RevokeToken),
+    /// The connection's identity and rights.
+    WhoAmI,
 }
 
 impl Request {
@@ -194,6 +217,15 @@ impl Request {
             Request::ListParked(_) => Opcode::ListParked,
             Request::ReplayParked(_) => Opcode::ReplayParked,
             Request::DeleteParked(_) => Opcode::DeleteParked,
+            Request::PutUser(_) => Opcode::PutUser,
+            Request::DeleteUser(_) => Opcode::DeleteUser,
+            Request::ListUsers => Opcode::ListUsers,
+            Request::PutRole(_) => Opcode::PutRole,
+            Request::DeleteRole(_) => Opcode::DeleteRole,
+            Request::ListRoles => Opcode::ListRoles,
+            Request::CreateToken(_) => Opcode::CreateToken,
+            Request::RevokeToken(_) => Opcode::RevokeToken,
+            Request::WhoAmI => Opcode::WhoAmI,
         }
     }
 
@@ -294,6 +326,15 @@ impl Request {
             ),
             Request::ReplayParked(m) => enc!(32 + m.group.len(), m),
             Request::DeleteParked(m) => enc!(16 + m.group.len(), m),
+            Request::PutUser(m) => enc!(auth::size_hint(m), m),
+            Request::DeleteUser(m) => enc!(auth::size_hint(m), m),
+            Request::ListUsers => enc!(1, unsubscribe::EmptyWire {}),
+            Request::PutRole(m) => enc!(auth::size_hint(m), m),
+            Request::DeleteRole(m) => enc!(auth::size_hint(m), m),
+            Request::ListRoles => enc!(1, unsubscribe::EmptyWire {}),
+            Request::CreateToken(m) => enc!(auth::size_hint(m), m),
+            Request::RevokeToken(m) => enc!(auth::size_hint(m), m),
+            Request::WhoAmI => enc!(1, unsubscribe::EmptyWire {}),
         }
     }
 
@@ -407,6 +448,24 @@ impl Request {
             }
             Opcode::ReplayParked => Request::ReplayParked(decode_body(body, op)?),
             Opcode::DeleteParked => Request::DeleteParked(decode_body(body, op)?),
+            Opcode::PutUser => Request::PutUser(decode_body(body, op)?),
+            Opcode::DeleteUser => Request::DeleteUser(decode_body(body, op)?),
+            Opcode::ListUsers => {
+                decode_body::<unsubscribe::EmptyWire>(body, op)?;
+                Request::ListUsers
+            }
+            Opcode::PutRole => Request::PutRole(decode_body(body, op)?),
+            Opcode::DeleteRole => Request::DeleteRole(decode_body(body, op)?),
+            Opcode::ListRoles => {
+                decode_body::<unsubscribe::EmptyWire>(body, op)?;
+                Request::ListRoles
+            }
+            Opcode::CreateToken => Request::CreateToken(decode_body(body, op)?),
+            Opcode::RevokeToken => Request::RevokeToken(decode_body(body, op)?),
+            Opcode::WhoAmI => {
+                decode_body::<unsubscribe::EmptyWire>(body, op)?;
+                Request::WhoAmI
+            }
         })
     }
 }
@@ -469,6 +528,24 @@ pub enum Response {
     ReplayParkedOk(ReplayParkedOk),
     /// Reply to `DeleteParked`.
     DeleteParkedOk(DeleteParkedOk),
+    /// Reply to `PutUser`.
+    PutUserOk(Box<UserInfo>),
+    /// Reply to `DeleteUser`.
+    DeleteUserOk,
+    /// Reply to `ListUsers`.
+    ListUsersOk(ListUsersOk),
+    /// Reply to `PutRole`.
+    PutRoleOk(Box<Role>),
+    /// Reply to `DeleteRole`.
+    DeleteRoleOk,
+    /// Reply to `ListRoles`.
+    ListRolesOk(ListRolesOk),
+    /// Reply to `CreateToken`.
+    CreateTokenOk(CreateTokenOk),
+    /// Reply to `RevokeToken`.
+    RevokeTokenOk,
+    /// Reply to `WhoAmI`.
+    WhoAmIOk(Box<WhoAmIOk>),
 }
 
 impl Response {
@@ -501,6 +578,15 @@ impl Response {
             Response::ListParkedOk(_) => Opcode::ListParked,
             Response::ReplayParkedOk(_) => Opcode::ReplayParked,
             Response::DeleteParkedOk(_) => Opcode::DeleteParked,
+            Response::PutUserOk(_) => Opcode::PutUser,
+            Response::DeleteUserOk => Opcode::DeleteUser,
+            Response::ListUsersOk(_) => Opcode::ListUsers,
+            Response::PutRoleOk(_) => Opcode::PutRole,
+            Response::DeleteRoleOk => Opcode::DeleteRole,
+            Response::ListRolesOk(_) => Opcode::ListRoles,
+            Response::CreateTokenOk(_) => Opcode::CreateToken,
+            Response::RevokeTokenOk => Opcode::RevokeToken,
+            Response::WhoAmIOk(_) => Opcode::WhoAmI,
         }
     }
 
@@ -571,6 +657,15 @@ impl Response {
             ),
             Response::ReplayParkedOk(m) => enc!(32, m),
             Response::DeleteParkedOk(m) => enc!(24, m),
+            Response::PutUserOk(m) => enc!(auth::size_hint(&**m), m),
+            Response::DeleteUserOk => enc!(1, unsubscribe::EmptyWire {}),
+            Response::ListUsersOk(m) => enc!(auth::size_hint(m), m),
+            Response::PutRoleOk(m) => enc!(auth::size_hint(&**m), m),
+            Response::DeleteRoleOk => enc!(1, unsubscribe::EmptyWire {}),
+            Response::ListRolesOk(m) => enc!(auth::size_hint(m), m),
+            Response::CreateTokenOk(m) => enc!(auth::size_hint(m), m),
+            Response::RevokeTokenOk => enc!(1, unsubscribe::EmptyWire {}),
+            Response::WhoAmIOk(m) => enc!(auth::size_hint(&**m), m),
             Response::ListGroupsOk(m) => enc!(
                 16 + m.iter().map(GroupInfo::size_hint).sum::<usize>(),
                 groups::ListGroupsOkOut {
@@ -654,6 +749,24 @@ impl Response {
             Opcode::ListParked => Response::ListParkedOk(decode_body(body, op)?),
             Opcode::ReplayParked => Response::ReplayParkedOk(decode_body(body, op)?),
             Opcode::DeleteParked => Response::DeleteParkedOk(decode_body(body, op)?),
+            Opcode::PutUser => Response::PutUserOk(Box::new(decode_body(body, op)?)),
+            Opcode::DeleteUser => {
+                decode_body::<unsubscribe::EmptyWire>(body, op)?;
+                Response::DeleteUserOk
+            }
+            Opcode::ListUsers => Response::ListUsersOk(decode_body(body, op)?),
+            Opcode::PutRole => Response::PutRoleOk(Box::new(decode_body(body, op)?)),
+            Opcode::DeleteRole => {
+                decode_body::<unsubscribe::EmptyWire>(body, op)?;
+                Response::DeleteRoleOk
+            }
+            Opcode::ListRoles => Response::ListRolesOk(decode_body(body, op)?),
+            Opcode::CreateToken => Response::CreateTokenOk(decode_body(body, op)?),
+            Opcode::RevokeToken => {
+                decode_body::<unsubscribe::EmptyWire>(body, op)?;
+                Response::RevokeTokenOk
+            }
+            Opcode::WhoAmI => Response::WhoAmIOk(Box::new(decode_body(body, op)?)),
             Opcode::Credit | Opcode::GroupAck | Opcode::GroupNack | Opcode::GroupExtend => {
                 return Err(unexpected(frame, Kind::Response));
             }

@@ -213,13 +213,20 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
 
 pub(crate) fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
-        (any::<u8>(), "\\PC{0,16}", prop::option::of("\\PC{0,16}")).prop_map(
-            |(protocol_version, client_name, token)| Request::Hello(Hello {
-                protocol_version,
-                client_name,
-                token,
-            })
-        ),
+        (
+            any::<u8>(),
+            "\\PC{0,16}",
+            prop::option::of("\\PC{0,16}"),
+            prop::option::of("\\PC{0,16}")
+        )
+            .prop_map(|(protocol_version, client_name, token, user)| {
+                Request::Hello(Hello {
+                    protocol_version,
+                    client_name,
+                    token,
+                    user,
+                })
+            }),
         any::<u64>().prop_map(|nonce| Request::Ping(Ping { nonce })),
         (
             text(),
@@ -393,17 +400,24 @@ fn backup_begin_ok() -> impl Strategy<Value = BackupBeginOk> {
 
 pub(crate) fn response() -> impl Strategy<Value = Response> {
     prop_oneof![
-        (any::<u8>(), "\\PC{0,16}", any::<[u32; 5]>()).prop_map(|(v, server_version, n)| {
-            Response::HelloOk(HelloOk {
-                protocol_version: v,
-                server_version,
-                max_frame_bytes: n[0],
-                max_append_bytes: n[1],
-                max_event_bytes: n[4],
-                max_events_per_append: n[2],
-                max_in_flight: n[3],
-            })
-        }),
+        (
+            any::<u8>(),
+            "\\PC{0,16}",
+            any::<[u32; 5]>(),
+            prop::option::of("\\PC{0,16}")
+        )
+            .prop_map(|(v, server_version, n, user)| {
+                Response::HelloOk(HelloOk {
+                    protocol_version: v,
+                    server_version,
+                    max_frame_bytes: n[0],
+                    max_append_bytes: n[1],
+                    max_event_bytes: n[4],
+                    max_events_per_append: n[2],
+                    max_in_flight: n[3],
+                    user,
+                })
+            }),
         any::<u64>().prop_map(|nonce| Response::Pong(Pong { nonce })),
         (version(), version(), position(), position()).prop_map(|(fv, lv, fp, lp)| {
             Response::AppendOk(AppendResult {
@@ -514,7 +528,7 @@ pub(crate) fn error_reply() -> impl Strategy<Value = ErrorReply> {
 }
 
 fn opcode() -> impl Strategy<Value = Opcode> {
-    (1u16..=30).prop_filter_map("known opcode", Opcode::from_u16)
+    (1u16..=39).prop_filter_map("known opcode", Opcode::from_u16)
 }
 
 fn group_settings() -> impl Strategy<Value = GroupSettings> {
@@ -585,6 +599,7 @@ pub(crate) fn group_request() -> impl Strategy<Value = Request> {
         ("\\PC{0,16}", prop::option::of(any::<u64>()))
             .prop_map(|(group, max)| Request::ReplayParked(ReplayParked { group, max })),
         "\\PC{0,16}".prop_map(|group| Request::DeleteParked(DeleteParked { group })),
+        auth_request(),
         (any::<u32>(), ids()).prop_map(|(subscription, ids)| Request::GroupExtend(GroupExtend {
             subscription,
             ids
@@ -666,6 +681,7 @@ pub(crate) fn group_response() -> impl Strategy<Value = Response> {
             ReplayParkedOk { until, entries }
         )),
         any::<u64>().prop_map(|removed| Response::DeleteParkedOk(DeleteParkedOk { removed })),
+        auth_response(),
         prop::collection::vec(group_info(), 0..4).prop_map(Response::ListGroupsOk),
     ]
 }
@@ -1595,6 +1611,7 @@ fn version_exemption_lets_a_newer_hello_through() {
         protocol_version: 3,
         client_name: "future".into(),
         token: None,
+        user: None,
     })
     .encode(&mut buf, 1, MAX)
     .unwrap();
@@ -2453,4 +2470,118 @@ fn group_ids_past_the_limit_are_refused_before_they_are_read() {
     assert!(groups::validate_group_name("").is_err());
     assert!(groups::validate_group_name("a:b").is_err());
     assert!(groups::validate_group_name(&"x".repeat(129)).is_err());
+}
+
+fn grant() -> impl Strategy<Value = crate::msg::Grant> {
+    ("\\PC{0,12}", prop::collection::vec("[a-z_]{0,8}", 0..4))
+        .prop_map(|(prefix, rights)| crate::msg::Grant { prefix, rights })
+}
+
+fn role() -> impl Strategy<Value = crate::msg::Role> {
+    (
+        "\\PC{0,12}",
+        prop::collection::vec(grant(), 0..4),
+        prop::collection::vec("[a-z_]{0,8}", 0..4),
+        any::<bool>(),
+    )
+        .prop_map(|(name, grants, ops, builtin)| crate::msg::Role {
+            name,
+            grants,
+            ops,
+            builtin,
+        })
+}
+
+fn user_info() -> impl Strategy<Value = crate::msg::UserInfo> {
+    (
+        "\\PC{0,12}",
+        prop::collection::vec("\\PC{0,8}", 0..3),
+        prop::option::of("\\PC{0,8}"),
+        any::<[bool; 2]>(),
+        prop::collection::vec(("\\PC{0,8}", "\\PC{0,8}", any::<i64>()), 0..3),
+    )
+        .prop_map(|(name, roles, tenant, b, tokens)| crate::msg::UserInfo {
+            name,
+            roles,
+            tenant,
+            disabled: b[0],
+            password: b[1],
+            tokens: tokens
+                .into_iter()
+                .map(|(id, label, created_us)| crate::msg::TokenInfo {
+                    id,
+                    label,
+                    created_us,
+                })
+                .collect(),
+        })
+}
+
+/// The user, role and token requests (opcodes 31 to 39).
+fn auth_request() -> impl Strategy<Value = Request> {
+    use crate::msg::{CreateToken, NameOnly, PutUser, RevokeToken};
+    let name = || "\\PC{0,12}";
+    prop_oneof![
+        (
+            name(),
+            prop::option::of(name()),
+            prop::collection::vec(name(), 0..3),
+            prop::option::of(name()),
+            any::<bool>(),
+        )
+            .prop_map(|(name, password, roles, tenant, disabled)| {
+                Request::PutUser(PutUser {
+                    name,
+                    password,
+                    roles,
+                    tenant,
+                    disabled,
+                })
+            }),
+        name().prop_map(|name| Request::DeleteUser(NameOnly { name })),
+        Just(Request::ListUsers),
+        role().prop_map(Request::PutRole),
+        name().prop_map(|name| Request::DeleteRole(NameOnly { name })),
+        Just(Request::ListRoles),
+        (name(), name())
+            .prop_map(|(user, label)| Request::CreateToken(CreateToken { user, label })),
+        (name(), name()).prop_map(|(user, id)| Request::RevokeToken(RevokeToken { user, id })),
+        Just(Request::WhoAmI),
+    ]
+}
+
+/// Their replies.
+fn auth_response() -> impl Strategy<Value = Response> {
+    use crate::msg::{CreateTokenOk, ListRolesOk, ListUsersOk, WhoAmIOk};
+    prop_oneof![
+        user_info().prop_map(|u| Response::PutUserOk(Box::new(u))),
+        Just(Response::DeleteUserOk),
+        prop::collection::vec(user_info(), 0..3)
+            .prop_map(|users| Response::ListUsersOk(ListUsersOk { users })),
+        role().prop_map(|r| Response::PutRoleOk(Box::new(r))),
+        Just(Response::DeleteRoleOk),
+        prop::collection::vec(role(), 0..3)
+            .prop_map(|roles| Response::ListRolesOk(ListRolesOk { roles })),
+        ("\\PC{0,8}", "\\PC{0,40}")
+            .prop_map(|(id, token)| Response::CreateTokenOk(CreateTokenOk { id, token })),
+        Just(Response::RevokeTokenOk),
+        (
+            "\\PC{0,8}",
+            prop::collection::vec("\\PC{0,8}", 0..3),
+            prop::option::of("\\PC{0,8}"),
+            any::<bool>(),
+            prop::collection::vec("[a-z_]{0,8}", 0..3),
+            prop::collection::vec(grant(), 0..3),
+        )
+            .prop_map(|(user, roles, tenant, admin, ops, grants)| {
+                Response::WhoAmIOk(Box::new(WhoAmIOk {
+                    user,
+                    roles,
+                    tenant,
+                    admin,
+                    ops,
+                    grants,
+                }))
+            }),
+    ]
 }

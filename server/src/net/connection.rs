@@ -139,6 +139,11 @@ pub(super) struct Connection {
     /// Scavenges and erases running for this connection.
     pub(super) jobs: FuturesUnordered<Job>,
     pub(super) handshaken: bool,
+    /// What the connection's user may do (set by the handshake; nothing
+    /// before it).
+    pub(super) access: crate::auth::Access,
+    /// Changes of users and roles not yet applied to `access`.
+    auth_changes: watch::Receiver<u64>,
     /// Open subscriptions, by their Subscribe's corr_id.
     pub(super) subs: HashMap<u32, Arc<Sub>>,
     /// Consumer group memberships, by their JoinGroup's corr_id.
@@ -233,6 +238,7 @@ impl Connection {
             let out = Arc::clone(&out);
             tokio::spawn(async move { out.write_loop(wr).await })
         };
+        let auth_changes = shared.auth.watch();
         let mut conn = Connection {
             shared,
             peer,
@@ -240,6 +246,8 @@ impl Connection {
             in_flight: FuturesUnordered::new(),
             jobs: FuturesUnordered::new(),
             handshaken: false,
+            access: crate::auth::Access::admin(crate::auth::ANONYMOUS_USER),
+            auth_changes,
             subs: HashMap::new(),
             memberships: HashMap::new(),
             frame_started: None,
@@ -456,6 +464,11 @@ impl Connection {
                         ),
                     ));
                 }
+                Ok(()) = self.auth_changes.changed(), if self.handshaken => {
+                    if let Err(why) = self.rights_changed() {
+                        return why;
+                    }
+                }
                 () = &mut handshake_deadline, if !self.handshaken => {
                     return self.connection_error(ErrorReply::new(ErrorCode::BadRequest, "no Hello within the handshake timeout"));
                 }
@@ -619,7 +632,18 @@ impl Connection {
             }
         };
         if !self.handshaken {
-            return self.handshake(corr_id, req);
+            return self.handshake(corr_id, req).await;
+        }
+        // A change of users or roles answered before this request arrived
+        // applies to it (the wake-up of the change may not have been
+        // taken yet).
+        if self.auth_changes.has_changed().unwrap_or(false) {
+            self.auth_changes.borrow_and_update();
+            self.rights_changed()?;
+        }
+        if let Err(denied) = self.authorize(&req) {
+            self.deny(opcode, corr_id, *denied);
+            return Ok(());
         }
         match req {
             Request::Hello(_) => {
@@ -658,6 +682,15 @@ impl Connection {
             Request::ListParked(l) => self.list_parked(corr_id, l).await,
             Request::ReplayParked(r) => self.replay_parked(corr_id, r),
             Request::DeleteParked(d) => self.delete_parked(corr_id, d).await,
+            Request::PutUser(u) => self.put_user(corr_id, u).await,
+            Request::DeleteUser(u) => self.delete_user(corr_id, u).await,
+            Request::ListUsers => self.list_users(corr_id),
+            Request::PutRole(r) => self.put_role(corr_id, r).await,
+            Request::DeleteRole(r) => self.delete_role(corr_id, r).await,
+            Request::ListRoles => self.list_roles(corr_id),
+            Request::CreateToken(t) => self.create_token(corr_id, t).await,
+            Request::RevokeToken(t) => self.revoke_token(corr_id, t).await,
+            Request::WhoAmI => self.who_am_i(corr_id),
             _ => {
                 self.send_error(
                     opcode,

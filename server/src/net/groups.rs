@@ -58,9 +58,12 @@ pub(crate) const REGISTRY: &str = "$groups";
 /// Streams of one group: `$group:<name>:checkpoint`, `$group:<name>:parked`.
 pub(crate) const GROUP_STREAM_PREFIX: &str = "$group:";
 
-/// Whether clients may not write `stream` (the server's group streams).
+/// Whether clients may not write `stream`: the server's group streams, and
+/// the users and roles (`$auth`).
 pub(crate) fn is_reserved(stream: &str) -> bool {
-    stream == REGISTRY || stream.starts_with(GROUP_STREAM_PREFIX)
+    stream == REGISTRY
+        || stream.starts_with(GROUP_STREAM_PREFIX)
+        || stream == crate::auth::AUTH_STREAM
 }
 
 fn checkpoint_stream(group: &str) -> String {

@@ -32,6 +32,7 @@
 //! connection's outbox -> its writer task, one write for many replies.
 
 pub mod audit;
+pub(crate) mod auth;
 mod cmd;
 mod connection;
 mod errors;
@@ -193,6 +194,8 @@ struct Shared {
     groups: Arc<groups::Groups>,
     /// The audit log and the failed-login table.
     audit: audit::Audit,
+    /// Users, roles and logins.
+    auth: auth::Auth,
 }
 
 impl Shared {
@@ -319,6 +322,10 @@ impl NetStats {
     }
 }
 
+/// The file, in the data directory, that holds the password of the `admin`
+/// user created at the first start of a server listening beyond loopback.
+pub const INITIAL_ADMIN_PASSWORD: &str = "initial-admin-password";
+
 /// Serves `listener` until `shutdown` resolves, then stops accepting, lets
 /// every connection finish what it accepted (appends already queued commit
 /// and are answered), tells clients the server is shutting down, and
@@ -399,6 +406,29 @@ pub async fn run_with_stats(
     let _ = stats.groups.set(Arc::clone(&groups));
     let audit = audit::Audit::open(config.audit_log.as_ref())
         .map_err(|e| std::io::Error::new(e.kind(), format!("opening the audit log: {e}")))?;
+    let auth = auth::Auth::load(store.clone(), config.auth_token.clone())
+        .map_err(|e| std::io::Error::other(format!("loading the users: {e}")))?;
+    let local = listener.local_addr()?;
+    if !local.ip().is_loopback() {
+        let path = store.config().data_dir.join(INITIAL_ADMIN_PASSWORD);
+        if auth
+            .bootstrap(&path)
+            .await
+            .map_err(|e| std::io::Error::other(format!("creating the first admin: {e}")))?
+        {
+            tracing::warn!(
+                file = %path.display(),
+                "no users yet and listening beyond loopback: created user `admin`; its password is in the file (change it: logbook user passwd admin)"
+            );
+        }
+    }
+    if auth.required() {
+        tracing::info!("clients must log in (users, API tokens or --auth-token)");
+    } else {
+        tracing::info!(
+            "authentication is off: no users, no --auth-token, and listening on loopback only (logbook user add creates the first user)"
+        );
+    }
     let shared = Arc::new(Shared {
         store,
         config,
@@ -413,6 +443,7 @@ pub async fn run_with_stats(
         tracer,
         groups,
         audit,
+        auth,
     });
     let slots = Arc::new(Semaphore::new(shared.config.max_connections));
     let dispatcher = tokio::spawn(hub.dispatch(stop_rx.clone()));
@@ -428,6 +459,7 @@ pub async fn run_with_stats(
         ));
     }
     let mut tasks = tokio::task::JoinSet::new();
+    tracing::info!(listen = %local, tls = shared.config.tls.is_some(), "accepting clients");
     tokio::pin!(shutdown);
     loop {
         let (socket, peer) = tokio::select! {

@@ -31,7 +31,7 @@ impl Connection {
                     corr_id,
                     ErrorReply::new(
                         ErrorCode::BadRequest,
-                        format!("stream {s} belongs to the server's consumer groups"),
+                        format!("stream {s} is the server's own (consumer groups, users)"),
                     ),
                 );
                 return;

@@ -24,9 +24,7 @@ impl Connection {
     /// an index flush and stats files: off the runtime's threads.
     pub(in crate::net) async fn backup_begin(&mut self, corr_id: u32) {
         let opcode = Opcode::BackupBegin;
-        self.shared
-            .audit
-            .record("backup", self.peer, serde_json::json!({}));
+        self.audit("backup", serde_json::json!({}));
         if self.backups.len() >= MAX_BACKUPS_PER_CONNECTION {
             self.send_error(
                 opcode,

@@ -41,21 +41,43 @@ impl Connection {
         let limit = l.limit.min(MAX_LIST_STREAMS) as usize;
         let bytes = room.bytes().min(PAGE_BYTES);
         let store = self.shared.store.clone();
-        let (prefix, after) = (l.prefix.to_string(), l.after.map(|a| a.to_string()));
+        let (mut prefix, after) = (l.prefix.to_string(), l.after.map(|a| a.to_string()));
+        // A tenant's user lists inside its namespace only.
+        if let Some(ns) = self.access.namespace() {
+            if ns.starts_with(prefix.as_str()) {
+                prefix = ns.to_owned();
+            } else if !prefix.starts_with(ns) {
+                let empty = ListStreamsOk {
+                    streams: Vec::new(),
+                    next: None,
+                };
+                self.send(corr_id, opcode, &Response::ListStreamsOk(empty));
+                return;
+            }
+        }
         let page = self
             .shared
             .reads
             .blocking(move || store.list_streams(&prefix, after.as_deref(), limit, bytes))
             .await;
         match page {
-            Ok(p) => self.send(
-                corr_id,
-                opcode,
-                &Response::ListStreamsOk(ListStreamsOk {
-                    streams: p.streams,
-                    next: p.next,
-                }),
-            ),
+            Ok(mut p) => {
+                // Only the streams the user may read are listed; `next`
+                // still goes past the others.
+                if !self.access.reads_everything() {
+                    let a = &self.access;
+                    p.streams
+                        .retain(|s| a.can(crate::auth::Right::Read, &s.stream));
+                }
+                self.send(
+                    corr_id,
+                    opcode,
+                    &Response::ListStreamsOk(ListStreamsOk {
+                        streams: p.streams,
+                        next: p.next,
+                    }),
+                )
+            }
             Err(e) => self.send_error(opcode, corr_id, read_error(&e)),
         }
         drop(room);

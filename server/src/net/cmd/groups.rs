@@ -12,11 +12,7 @@ use crate::net::connection::Connection;
 impl Connection {
     pub(in crate::net) async fn create_group(&self, corr_id: u32, req: CreateGroup) {
         let opcode = Opcode::CreateGroup;
-        self.shared.audit.record(
-            "group_create",
-            self.peer,
-            serde_json::json!({ "group": req.group }),
-        );
+        self.audit("group_create", serde_json::json!({ "group": req.group }));
         match self.shared.groups.create(req).await {
             Ok(info) => self.send(corr_id, opcode, &Response::CreateGroupOk(Box::new(info))),
             Err(e) => self.send_error(opcode, corr_id, *e),
@@ -33,11 +29,7 @@ impl Connection {
 
     pub(in crate::net) async fn delete_group(&self, corr_id: u32, req: DeleteGroup) {
         let opcode = Opcode::DeleteGroup;
-        self.shared.audit.record(
-            "group_delete",
-            self.peer,
-            serde_json::json!({ "group": req.group }),
-        );
+        self.audit("group_delete", serde_json::json!({ "group": req.group }));
         match self.shared.groups.delete(&req.group).await {
             Ok(()) => self.send(corr_id, opcode, &Response::DeleteGroupOk),
             Err(e) => self.send_error(opcode, corr_id, *e),
@@ -112,7 +104,12 @@ impl Connection {
         match self.shared.groups.get(&req.group) {
             Err(e) => self.send_error(opcode, corr_id, *e),
             Ok(g) => {
-                self.send(corr_id, opcode, &Response::JoinGroupOk(Box::new(g.info())));
+                let info = g.info();
+                if let Err(denied) = self.may_consume(&info.source) {
+                    self.deny(opcode, corr_id, *denied);
+                    return;
+                }
+                self.send(corr_id, opcode, &Response::JoinGroupOk(Box::new(info)));
                 match self.shared.groups.join(
                     &req.group,
                     req.window,

@@ -1,5 +1,5 @@
-//! `Hello` (the handshake: protocol version and token, the first request
-//! of every connection) and `Ping`.
+//! `Hello` (the handshake: protocol version and credentials, the first
+//! request of every connection) and `Ping`.
 
 use logbook_protocol::{
     ErrorCode, ErrorReply, HelloOk, Opcode, PROTOCOL_VERSION, Ping, Pong, Request, Response,
@@ -12,7 +12,11 @@ impl Connection {
     /// Answers the connection's first request, which must be a `Hello`
     /// with a supported version and, if the server wants one, its token.
     /// `Err` closes the connection.
-    pub(in crate::net) fn handshake(&mut self, corr_id: u32, req: Request) -> Result<(), Close> {
+    pub(in crate::net) async fn handshake(
+        &mut self,
+        corr_id: u32,
+        req: Request,
+    ) -> Result<(), Close> {
         let Request::Hello(hello) = req else {
             let reply = ErrorReply::new(ErrorCode::BadRequest, "the first request must be Hello");
             // A Credit has no reply, so what is wrong with it is said on
@@ -35,14 +39,16 @@ impl Connection {
             );
             return Err(Close::Violation("unsupported version".into()));
         }
-        if let Some(token) = &self.shared.config.auth_token {
-            let audit = &self.shared.audit;
-            let ip = self.peer.ip();
-            let client = serde_json::json!({ "client": hello.client_name });
+        let audit = &self.shared.audit;
+        let ip = self.peer.ip();
+        let auth = &self.shared.auth;
+        if auth.required() {
+            let who = serde_json::json!({ "client": hello.client_name, "user": hello.user });
             // An address with too many recent failures is refused, right
-            // token or not: guessing is slowed to a few tries a minute.
+            // credentials or not: guessing is slowed to a few tries a
+            // minute.
             if audit.is_blocked(ip) {
-                audit.record("login_refused", self.peer, client);
+                audit.record("login_refused", self.peer, who);
                 self.send_error(
                     Opcode::Hello,
                     corr_id,
@@ -53,23 +59,47 @@ impl Connection {
                 );
                 return Err(Close::Violation("login refused".into()));
             }
-            let given = hello.token.as_deref().unwrap_or("");
-            if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
-                let blocked = audit.failed_login(ip);
-                audit.record(
-                    "login_failed",
-                    self.peer,
-                    serde_json::json!({ "client": hello.client_name, "blocked": blocked }),
-                );
-                self.send_error(
-                    Opcode::Hello,
-                    corr_id,
-                    ErrorReply::new(ErrorCode::NotAuthenticated, "missing or wrong token"),
-                );
-                return Err(Close::Violation("not authenticated".into()));
+            match auth
+                .login(hello.user.as_deref(), hello.token.as_deref())
+                .await
+            {
+                Ok(access) => {
+                    audit.logged_in(ip);
+                    audit.record(
+                        "login",
+                        self.peer,
+                        serde_json::json!({ "client": hello.client_name, "user": access.user() }),
+                    );
+                    self.access = access;
+                }
+                Err(why) => {
+                    // A client that presents nothing guesses nothing: it
+                    // does not count towards blocking its address (which
+                    // may be shared with well-configured clients).
+                    let blocked = why != crate::net::auth::NO_CREDENTIALS && audit.failed_login(ip);
+                    audit.record(
+                        "login_failed",
+                        self.peer,
+                        serde_json::json!({
+                            "client": hello.client_name,
+                            "user": hello.user,
+                            "reason": why,
+                            "blocked": blocked,
+                        }),
+                    );
+                    self.send_error(
+                        Opcode::Hello,
+                        corr_id,
+                        ErrorReply::new(
+                            ErrorCode::NotAuthenticated,
+                            "missing or wrong credentials",
+                        ),
+                    );
+                    return Err(Close::Violation("not authenticated".into()));
+                }
             }
-            audit.logged_in(ip);
-            audit.record("login", self.peer, client);
+        } else {
+            self.access = crate::auth::Access::admin(crate::auth::ANONYMOUS_USER);
         }
         self.handshaken = true;
         tracing::debug!(peer = %self.peer, client = %hello.client_name, "client said hello");
@@ -86,6 +116,7 @@ impl Connection {
                 max_event_bytes: store.max_event_bytes.min(u64::from(u32::MAX)) as u32,
                 max_events_per_append: store.max_batch_events,
                 max_in_flight: c.max_in_flight,
+                user: Some(self.access.user().to_owned()),
             }),
         );
         Ok(())
@@ -96,13 +127,4 @@ impl Connection {
         let opcode = Opcode::Ping;
         self.send(corr_id, opcode, &Response::Pong(Pong { nonce: p.nonce }))
     }
-}
-
-/// Compares secrets without leaking, through timing, how long a prefix
-/// matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -61,9 +61,8 @@ impl Connection {
             return;
         };
         let r = self.shared.store.truncate(&stream, t.before).await;
-        self.shared.audit.record(
+        self.audit(
             "truncate",
-            self.peer,
             serde_json::json!({ "stream": stream.as_str(), "before": t.before.0, "ok": r.is_ok() }),
         );
         self.reply_lifecycle(opcode, corr_id, r, Response::TruncateOk);
@@ -81,9 +80,8 @@ impl Connection {
             .store
             .delete_stream(&stream, d.expected, d.mode)
             .await;
-        self.shared.audit.record(
+        self.audit(
             "delete",
-            self.peer,
             serde_json::json!({
                 "stream": stream.as_str(),
                 "hard": d.mode == logbook_protocol::lifecycle::Deletion::Hard,
@@ -105,9 +103,9 @@ impl Connection {
         stream: Text,
     ) -> Option<StreamName> {
         let refused = match StreamName::new(stream) {
-            Ok(s) if crate::net::groups::is_reserved(s.as_str()) => format!(
-                "stream {s} belongs to the server's consumer groups: use the group requests"
-            ),
+            Ok(s) if crate::net::groups::is_reserved(s.as_str()) => {
+                format!("stream {s} is the server's own: use the group or user requests")
+            }
             Ok(s) if meta_target(s.as_str()).is_none() => return Some(s),
             Ok(s) => format!(
                 "stream {s} is the metadata stream of {}: name the stream itself",

@@ -20,11 +20,14 @@
 //!   subscription does once started is `subscription`'s).
 //! - `stats`: `Stats` (the snapshot is `net::stats`').
 //! - `catalog`: `ListStreams`, a page of the stream catalog.
+//! - `auth`: what each request needs (`authorize`), refusals, changed
+//!   rights, and the user, role and token requests.
 //! - `backup`: `BackupBegin`, `BackupRead` and `BackupEnd`, with the limits
 //!   on backup sessions per connection and per server.
 
 mod append;
 pub(super) use append::AppendTrace;
+mod auth;
 mod backup;
 mod catalog;
 mod groups;

@@ -93,6 +93,15 @@ impl Connection {
                 if let Some(left) = self.shared.fit(&mut slice.events) {
                     slice.next = Some(left.position);
                 }
+                // A user who may not read every stream sees only the
+                // events of those it may; `next` still goes past the rest
+                // (a page may then be empty and name a `next`).
+                if !self.access.reads_everything() {
+                    let a = &self.access;
+                    slice
+                        .events
+                        .retain(|e| a.can(crate::auth::Right::Read, &e.stream));
+                }
                 self.shared.count_read(slice.events.len());
                 self.send(
                     corr_id,

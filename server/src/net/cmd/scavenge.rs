@@ -42,9 +42,8 @@ impl Connection {
     /// running; its reply is sent when it ends.
     pub(in crate::net) fn scavenge(&mut self, corr_id: u32, s: Scavenge) {
         let opcode = Opcode::Scavenge;
-        self.shared.audit.record(
+        self.audit(
             "scavenge",
-            self.peer,
             serde_json::json!({ "max_bytes_per_sec": s.max_bytes_per_sec }),
         );
         let Ok(turn) = Arc::clone(&self.shared.maintenance).try_acquire_owned() else {
@@ -100,11 +99,7 @@ impl Connection {
         let Some(stream) = self.lifecycle_stream(opcode, corr_id, e.stream) else {
             return;
         };
-        self.shared.audit.record(
-            "erase",
-            self.peer,
-            serde_json::json!({ "stream": stream.as_str() }),
-        );
+        self.audit("erase", serde_json::json!({ "stream": stream.as_str() }));
         let maintenance = Arc::clone(&self.shared.maintenance);
         let store = self.shared.store.clone();
         let peer = self.peer;

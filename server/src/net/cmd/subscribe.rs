@@ -53,7 +53,14 @@ impl Connection {
             );
             return;
         }
+        let restricted = !self.access.reads_everything();
         let filter = match &mut s.target {
+            // A user who may not read every stream gets a filtered
+            // subscription, whose checkpoints still say how far it scanned.
+            logbook_protocol::SubscriptionTarget::All { filter, .. } if restricted => {
+                CompiledFilter::new(filter.take().unwrap_or_default())
+                    .map(|f| Some(f.restricted_to(self.access.clone())))
+            }
             logbook_protocol::SubscriptionTarget::All { filter, .. } => {
                 filter.take().map(CompiledFilter::new).transpose()
             }

@@ -209,13 +209,27 @@ impl Sub {
         scratch: &mut Vec<RecordedEvent>,
         from: Option<u64>,
     ) {
-        if let Some((a, b)) = run.take() {
+        let pushed = if let Some((a, b)) = run.take() {
             st.credit -= (b - a) as u64;
-            self.push_events(events.get(a..b).unwrap_or_default(), from);
+            let run = events.get(a..b).unwrap_or_default();
+            self.push_events(run, from);
+            run.last().map(|e| e.position.0)
         } else if !scratch.is_empty() {
             st.credit -= scratch.len() as u64;
             self.push_events(scratch, from);
+            let last = scratch.last().map(|e| e.position.0);
             scratch.clear();
+            last
+        } else {
+            None
+        };
+        // A global-log push that says where it starts moves where the
+        // frames end (what the client expects next).
+        if from.is_some()
+            && matches!(self.target, Target::All { .. })
+            && let Some(last) = pushed
+        {
+            st.told = st.told.max(last + 1);
         }
     }
 
@@ -308,7 +322,8 @@ impl Sub {
                     if st.scanned >= f.checkpoint_interval {
                         // Flush matches first: the checkpoint promises
                         // everything before it was delivered.
-                        self.flush_matches(st, events, &mut run, scratch, None);
+                        let from = f.is_access_only().then_some(st.told);
+                        self.flush_matches(st, events, &mut run, scratch, from);
                         st.told = st.cursor;
                         self.push(&Push::Checkpoint {
                             position: LogPosition(st.cursor),
@@ -316,7 +331,8 @@ impl Sub {
                         st.scanned = 0;
                     }
                 }
-                self.flush_matches(st, events, &mut run, scratch, None);
+                let from = f.is_access_only().then_some(st.told);
+                self.flush_matches(st, events, &mut run, scratch, from);
                 stopped
             }
             Target::Stream { name } => {

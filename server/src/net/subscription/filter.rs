@@ -15,6 +15,10 @@ pub(crate) struct CompiledFilter {
     stream_regex: Option<regex::Regex>,
     type_regex: Option<regex::Regex>,
     pub(super) checkpoint_interval: u64,
+    /// The subscriber's rights, when it may not read every stream: events
+    /// of streams it may not read are filtered out (and counted as scanned
+    /// for checkpoints, like any event the filter drops).
+    access: Option<std::sync::Arc<crate::auth::Access>>,
 }
 
 /// A filter's prefixes, kept so that testing a name costs one binary
@@ -98,7 +102,26 @@ impl CompiledFilter {
             type_regex: compile("type", f.type_regex)?,
             streams: PrefixSet::new(f.stream_prefixes),
             types: PrefixSet::new(f.type_prefixes),
+            access: None,
         })
+    }
+
+    /// Whether the filter only hides what the subscriber may not read (its
+    /// client asked for no filter): its pushes then say where their
+    /// coverage starts, as an unfiltered subscription's do, the hidden
+    /// events counting as removed ones.
+    pub(crate) fn is_access_only(&self) -> bool {
+        self.access.is_some()
+            && self.streams.sorted.is_empty()
+            && self.types.sorted.is_empty()
+            && self.stream_regex.is_none()
+            && self.type_regex.is_none()
+    }
+
+    /// This filter, passing only events of streams `access` may read.
+    pub(crate) fn restricted_to(mut self, access: crate::auth::Access) -> CompiledFilter {
+        self.access = Some(std::sync::Arc::new(access));
+        self
     }
 
     /// An upper bound on the memory this filter holds: its prefixes, and
@@ -112,7 +135,10 @@ impl CompiledFilter {
     }
 
     pub(crate) fn matches(&self, e: &RecordedEvent) -> bool {
-        self.streams.admits(&e.stream)
+        self.access
+            .as_ref()
+            .is_none_or(|a| a.can(crate::auth::Right::Read, &e.stream))
+            && self.streams.admits(&e.stream)
             && self.types.admits(&e.event_type)
             && self
                 .stream_regex

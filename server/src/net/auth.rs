@@ -1,0 +1,304 @@
+//! Authentication at run time: the users and roles document kept in the
+//! log, logins, and changes (the model is [`crate::auth`]).
+//!
+//! The document lives in the stream `$auth` (max count 1: a scavenge
+//! removes older documents, and with them old password hashes), so it
+//! survives restarts, travels in backups, and will be replicated with the
+//! log. Every change writes a whole new document with the expected version
+//! of the last one, one change at a time; then the in-memory copy is
+//! swapped and a generation counter bumped, which every connection watches:
+//! a connection whose user's rights changed is closed (its client
+//! reconnects and logs in again), so a revocation takes effect at once,
+//! subscriptions included.
+//!
+//! Who must log in: nobody while the store has no user and the server no
+//! `--auth-token` (every connection is `anonymous`, an admin); such a
+//! server listening beyond loopback creates an `admin` user at its first
+//! start and writes its password to `<data-dir>/initial-admin-password`
+//! (mode 0600), so that no network ever reaches an open store. Once a user
+//! exists, every connection logs in: a user and password, an API token, or
+//! `--auth-token`.
+//!
+//! Password checks (argon2id, ~19 MiB and tens of milliseconds each) run
+//! on blocking threads, at most [`MAX_VERIFYING`] at once: a flood of
+//! logins costs bounded memory and never stalls the network threads.
+
+use std::sync::Arc;
+
+use logbook_protocol::lifecycle::StreamMetadata;
+use logbook_protocol::{
+    Direction, ErrorCode, ErrorReply, EventId, ExpectedVersion, NewEvent, StreamName, StreamVersion,
+};
+use logbook_storage::{AppendError, Store};
+use parking_lot::RwLock;
+use tokio::sync::{Semaphore, watch};
+
+use crate::auth::{
+    ADMIN_TOKEN_USER, ANONYMOUS_USER, AUTH_STREAM, Access, AuthDoc, constant_time_eq, parse_token,
+    token_matches, verify_password,
+};
+
+/// Password checks running at once.
+pub(crate) const MAX_VERIFYING: usize = 4;
+
+/// A refused login: why, for the audit log (the client only hears
+/// "missing or wrong credentials").
+pub(crate) type LoginRefused = &'static str;
+
+/// Why a Hello without credentials is refused.
+pub(crate) const NO_CREDENTIALS: LoginRefused = "no credentials";
+
+/// The users and roles, and logins.
+pub(crate) struct Auth {
+    store: Store,
+    admin_token: Option<String>,
+    doc: RwLock<Arc<AuthDoc>>,
+    /// Version of `$auth`'s last event (what the next change expects).
+    version: tokio::sync::Mutex<Option<StreamVersion>>,
+    generation: watch::Sender<u64>,
+    verifying: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("required", &self.required())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Auth {
+    /// Reads the document from the store.
+    pub(crate) fn load(store: Store, admin_token: Option<String>) -> Result<Auth, String> {
+        let slice = store
+            .read_stream(AUTH_STREAM, None, Direction::Backward, 1)
+            .map_err(|e| format!("reading {AUTH_STREAM}: {e}"))?;
+        let (doc, version) = match slice.events.first() {
+            None => (AuthDoc::default(), None),
+            Some(e) => (
+                serde_json::from_slice(&e.data)
+                    .map_err(|x| format!("{AUTH_STREAM} at version {}: {x}", e.version.0))?,
+                Some(e.version),
+            ),
+        };
+        Ok(Auth {
+            store,
+            admin_token,
+            doc: RwLock::new(Arc::new(doc)),
+            version: tokio::sync::Mutex::new(version),
+            generation: watch::channel(0).0,
+            verifying: Arc::new(Semaphore::new(MAX_VERIFYING)),
+        })
+    }
+
+    /// Whether connections must log in.
+    pub(crate) fn required(&self) -> bool {
+        self.admin_token.is_some() || self.doc.read().has_users()
+    }
+
+    /// The document now.
+    pub(crate) fn doc(&self) -> Arc<AuthDoc> {
+        Arc::clone(&self.doc.read())
+    }
+
+    /// Fires when users or roles change.
+    pub(crate) fn watch(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// The rights now of a session opened with `old`; `None` if it may no
+    /// longer be served (its user deleted or disabled, its API token
+    /// revoked, or users created since it came in anonymously).
+    pub(crate) fn current(&self, old: &Access) -> Option<Access> {
+        match old.user() {
+            ADMIN_TOKEN_USER => Some(Access::admin(ADMIN_TOKEN_USER)),
+            ANONYMOUS_USER => (!self.required()).then(|| Access::admin(ANONYMOUS_USER)),
+            user => {
+                let doc = self.doc.read();
+                let now = doc.access(user)?;
+                match old.token() {
+                    None => Some(now),
+                    Some(id) => doc
+                        .token(id)
+                        .filter(|(holder, _, _)| *holder == user)
+                        .map(|_| now.via_token(id)),
+                }
+            }
+        }
+    }
+
+    /// Checks a Hello's credentials.
+    pub(crate) async fn login(
+        &self,
+        user: Option<&str>,
+        token: Option<&str>,
+    ) -> Result<Access, LoginRefused> {
+        if !self.required() {
+            return Ok(Access::admin(ANONYMOUS_USER));
+        }
+        let Some(secret) = token else {
+            return Err(NO_CREDENTIALS);
+        };
+        match user {
+            Some(user) => self.login_password(user, secret).await,
+            None => {
+                if let Some(admin) = &self.admin_token
+                    && constant_time_eq(secret.as_bytes(), admin.as_bytes())
+                {
+                    return Ok(Access::admin(ADMIN_TOKEN_USER));
+                }
+                let (id, key) = parse_token(secret).ok_or("wrong token")?;
+                let doc = self.doc();
+                let (name, _, stored) = doc.token(id).ok_or("unknown token")?;
+                if !token_matches(id, key, &stored.hash) {
+                    return Err("wrong token");
+                }
+                doc.access(name)
+                    .map(|a| a.via_token(id))
+                    .ok_or("user disabled")
+            }
+        }
+    }
+
+    async fn login_password(&self, user: &str, password: &str) -> Result<Access, LoginRefused> {
+        let doc = self.doc();
+        // A missing user costs a hash check too, so that timing does not
+        // tell which names exist.
+        let stored = doc.users.get(user).and_then(|u| u.password.clone());
+        let _slot = Arc::clone(&self.verifying)
+            .acquire_owned()
+            .await
+            .map_err(|_| "shutting down")?;
+        let password = password.to_owned();
+        let ok = tokio::task::spawn_blocking(move || {
+            let hash = stored.unwrap_or_else(dummy_hash);
+            verify_password(&password, &hash)
+        })
+        .await
+        .unwrap_or(false);
+        let exists = doc.users.get(user).is_some_and(|u| u.password.is_some());
+        if !ok || !exists {
+            return Err("wrong user or password");
+        }
+        // The document may have changed during the check: the rights are
+        // today's.
+        self.doc().access(user).ok_or("user disabled")
+    }
+
+    /// Applies `change` to a copy of the document, writes it, and makes it
+    /// current. Changes run one at a time.
+    pub(crate) async fn change<T>(
+        &self,
+        change: impl FnOnce(&mut AuthDoc) -> Result<T, Box<ErrorReply>>,
+    ) -> Result<T, Box<ErrorReply>> {
+        let mut version = self.version.lock().await;
+        let mut doc = AuthDoc::clone(&self.doc());
+        let out = change(&mut doc)?;
+        let json = serde_json::to_vec(&doc).map_err(|e| internal(e.to_string()))?;
+        let stream = StreamName::new(AUTH_STREAM).map_err(|e| internal(e.to_string()))?;
+        if version.is_none() {
+            // The stream keeps its last document only.
+            self.store
+                .set_metadata(
+                    &stream,
+                    ExpectedVersion::Any,
+                    StreamMetadata {
+                        max_count: Some(1),
+                        ..StreamMetadata::default()
+                    },
+                )
+                .await
+                .map_err(|e| internal(e.to_string()))?;
+        }
+        let expected = match *version {
+            Some(v) => ExpectedVersion::Exact(v),
+            None => ExpectedVersion::NoStream,
+        };
+        let written = self
+            .store
+            .append(
+                &stream,
+                expected,
+                vec![NewEvent::new(EventId::new_v7(), "$auth", json)],
+            )
+            .await
+            .map_err(|e| match e {
+                AppendError::TooLarge { .. } => Box::new(ErrorReply::new(
+                    ErrorCode::TooLarge,
+                    format!("the users and roles would not fit in one event: {e}"),
+                )),
+                e => internal(e.to_string()),
+            })?;
+        *version = Some(written.last_version);
+        *self.doc.write() = Arc::new(doc);
+        self.generation.send_modify(|g| *g += 1);
+        Ok(out)
+    }
+
+    /// Hashes a password off the async threads.
+    pub(crate) async fn hash(&self, password: String) -> Result<String, Box<ErrorReply>> {
+        let _slot = Arc::clone(&self.verifying)
+            .acquire_owned()
+            .await
+            .map_err(|_| internal("shutting down".into()))?;
+        tokio::task::spawn_blocking(move || crate::auth::hash_password(&password))
+            .await
+            .map_err(|e| internal(e.to_string()))?
+            .map_err(|e| Box::new(ErrorReply::new(ErrorCode::BadRequest, e)))
+    }
+
+    /// At the first start of a store with no users on a server without
+    /// `--auth-token` that listens beyond loopback: creates `admin` with a
+    /// random password, written to `path` (mode 0600). Returns whether it
+    /// did.
+    pub(crate) async fn bootstrap(&self, path: &std::path::Path) -> Result<bool, String> {
+        if self.required() {
+            return Ok(false);
+        }
+        let mut raw = [0u8; 18];
+        getrandom::fill(&mut raw).map_err(|e| format!("no randomness: {e}"))?;
+        let password: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        write_secret(path, &format!("{password}\n"))
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        let hash = self.hash(password).await.map_err(|e| e.message.clone())?;
+        self.change(|doc| {
+            doc.put_user("admin", Some(hash), vec!["admin".into()], None, false)
+                .map_err(|e| Box::new(ErrorReply::new(ErrorCode::BadRequest, e)))
+        })
+        .await
+        .map_err(|e| e.message.clone())?;
+        Ok(true)
+    }
+}
+
+/// Writes a file only its owner can read.
+fn write_secret(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()
+}
+
+fn internal(message: String) -> Box<ErrorReply> {
+    Box::new(ErrorReply::new(ErrorCode::Internal, message))
+}
+
+/// An argon2id hash of a password nobody knows (made once), checked when a
+/// login names a user that does not exist or has no password.
+fn dummy_hash() -> String {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY
+        .get_or_init(|| {
+            let mut raw = [0u8; 16];
+            let _ = getrandom::fill(&mut raw);
+            let password: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+            crate::auth::hash_password(&password).unwrap_or_default()
+        })
+        .clone()
+}
