@@ -465,6 +465,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         .encode(&mut out, HELLO_CORR_ID, options.max_frame_bytes)
         .map_err(Error::from_encode)?;
     stream.write_all(&out).await.map_err(Error::Connect)?;
+    stream.flush().await.map_err(Error::Connect)?;
 
     let frame = loop {
         if let Some(frame) = decode_frame(buf, options.max_frame_bytes).map_err(Error::Protocol)? {
@@ -538,7 +539,11 @@ async fn writer<W: AsyncWrite + Unpin>(shared: Arc<Shared>, mut socket: W) {
             let written = tokio::select! {
                 biased;
                 () = shared.cancel.cancelled() => return,
-                r = socket.write_all(&spare) => r,
+                // A TLS stream may hold written bytes until flushed.
+                r = async {
+                    socket.write_all(&spare).await?;
+                    socket.flush().await
+                } => r,
             };
             if let Err(e) = written {
                 shared.close(&format!("write failed: {e}"));

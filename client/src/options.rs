@@ -20,7 +20,7 @@ use logbook_protocol::DEFAULT_MAX_FRAME_BYTES;
 ///     .retry(RetryPolicy::default().max_attempts(5));
 /// assert_eq!(options.retry.max_attempts, 5);
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct ClientOptions {
     /// Bound on opening one connection: TCP connect plus the Hello
@@ -65,6 +65,26 @@ pub struct ClientOptions {
     /// smaller of this and the server's announced `max_frame_bytes`.
     /// Default 16 MiB (the protocol's default).
     pub max_frame_bytes: u32,
+}
+
+/// Never shows the token or password.
+impl std::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("client_name", &self.client_name)
+            .field(
+                "auth_token",
+                &self.auth_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("user", &self.user)
+            .field("tls", &self.tls)
+            .field("retry", &self.retry)
+            .field("resubscribe", &self.resubscribe)
+            .field("max_frame_bytes", &self.max_frame_bytes)
+            .finish()
+    }
 }
 
 impl Default for ClientOptions {

@@ -344,10 +344,16 @@ impl EventStream {
             *left -= events.len() as u64;
         }
         // An empty page goes on only if its `next` moved past where it was
-        // asked from (a server filtering out events the user may not read
-        // answers empty pages that still progress); one that names where
-        // it started would be asked again for ever.
-        let moved = page.next.is_some() && page.next != page.from;
+        // asked from, in the read's direction (a server filtering out
+        // events the user may not read answers empty pages that still
+        // progress); any other would let a server keep the read going for
+        // ever.
+        let moved = match (page.next, page.from, self.direction) {
+            (None, _, _) => false,
+            (Some(_), None, _) => true,
+            (Some(next), Some(from), Direction::Forward) => next > from,
+            (Some(next), Some(from), Direction::Backward) => next < from,
+        };
         let more = (!events.is_empty() || moved) && self.remaining != Some(0);
         self.to_request = page.next.filter(|_| more).map(Some);
         self.buffered = events.into_iter();

@@ -5,8 +5,10 @@
 //! is `lbk_<id>_<secret>`, the id finding it without a scan). A user holds
 //! **roles**; a role holds **grants** (rights on the streams whose names
 //! start with a prefix: `read`, `write`, `delete`, `metadata`) and
-//! **store rights** (`read_all`, `catalog`, `stats`, `backup`,
-//! `scavenge`, `users`, `groups`). A user's rights are the union of its
+//! **store rights** (`read_all`, `catalog`, `stats`, `scavenge`, `users`,
+//! `groups`). What only admins may do: change users and roles (whoever may
+//! do so may make itself an admin), take backups (a copy of every stream,
+//! password hashes included), read the users stream. A user's rights are the union of its
 //! roles'.
 //!
 //! Rules that hold whatever the grants say:
@@ -72,22 +74,19 @@ pub enum Op {
     Catalog = 2,
     /// The server's figures.
     Stats = 4,
-    /// Online backups (a copy of every stream).
-    Backup = 8,
     /// Scavenges.
     Scavenge = 16,
-    /// Manage users, roles and tokens.
+    /// List users and roles (changing them is the admins').
     Users = 32,
     /// Manage consumer groups and their parked events.
     Groups = 64,
 }
 
 impl Op {
-    const ALL: [(Op, &'static str); 7] = [
+    const ALL: [(Op, &'static str); 6] = [
         (Op::ReadAll, "read_all"),
         (Op::Catalog, "catalog"),
         (Op::Stats, "stats"),
-        (Op::Backup, "backup"),
         (Op::Scavenge, "scavenge"),
         (Op::Users, "users"),
         (Op::Groups, "groups"),
@@ -186,6 +185,10 @@ pub struct StoredUser {
     pub disabled: bool,
     /// API tokens.
     pub tokens: Vec<StoredToken>,
+    /// Bumped when the password changes: sessions opened with the old one
+    /// end.
+    #[serde(default)]
+    pub password_generation: u64,
 }
 
 /// Every user and role: the document the `$auth` stream's last event
@@ -199,7 +202,7 @@ pub struct AuthDoc {
 }
 
 const ALL_RIGHTS: u8 = 0x0f;
-const ALL_OPS: u8 = 0x7f;
+const ALL_OPS: u8 = 0x77;
 
 /// The built-in roles.
 fn builtin(name: &str) -> Option<StoredRole> {
@@ -218,7 +221,7 @@ fn builtin(name: &str) -> Option<StoredRole> {
         },
         "operator" => StoredRole {
             grants: Vec::new(),
-            ops: Op::Stats as u8 | Op::Backup as u8 | Op::Scavenge as u8 | Op::Catalog as u8,
+            ops: Op::Stats as u8 | Op::Scavenge as u8 | Op::Catalog as u8,
         },
         _ => return None,
     })
@@ -236,6 +239,13 @@ impl AuthDoc {
     /// Whether anyone must log in: some user exists.
     pub fn has_users(&self) -> bool {
         !self.users.is_empty()
+    }
+
+    /// Whether some enabled user, confined to no tenant, holds `admin`.
+    pub fn has_admin(&self) -> bool {
+        self.users
+            .values()
+            .any(|u| !u.disabled && u.tenant.is_none() && u.roles.iter().any(|r| r == "admin"))
     }
 
     /// Creates or replaces a user; `password_hash` replaces the stored one
@@ -267,7 +277,10 @@ impl AuthDoc {
         roles.sort();
         roles.dedup();
         let old = self.users.remove(name);
-        let (old_password, tokens) = old.map_or((None, Vec::new()), |u| (u.password, u.tokens));
+        let (old_password, tokens, generation) = old.map_or((None, Vec::new(), 0), |u| {
+            (u.password, u.tokens, u.password_generation)
+        });
+        let changed = password_hash.is_some();
         self.users.insert(
             name.to_owned(),
             StoredUser {
@@ -276,6 +289,7 @@ impl AuthDoc {
                 tenant,
                 disabled,
                 tokens,
+                password_generation: generation + u64::from(changed),
             },
         );
         Ok(())
@@ -431,14 +445,9 @@ impl AuthDoc {
             ops |= role.ops;
             grants.extend(role.grants.iter().cloned());
         }
-        Some(Access::new(
-            user,
-            u.roles.clone(),
-            u.tenant.clone(),
-            admin,
-            grants,
-            ops,
-        ))
+        let mut access = Access::new(user, u.roles.clone(), u.tenant.clone(), admin, grants, ops);
+        access.password_generation = u.password_generation;
+        Some(access)
     }
 }
 
@@ -459,6 +468,8 @@ pub struct Access {
     /// The API token the connection logged in with, if any: its
     /// revocation ends the session.
     token: Option<String>,
+    /// The user's password generation when the session opened.
+    password_generation: u64,
 }
 
 impl Access {
@@ -500,7 +511,34 @@ impl Access {
             grants: merged.into_iter().collect(),
             ops,
             token: None,
+            password_generation: 0,
         }
+    }
+
+    /// The user's password generation the rights were computed with.
+    pub fn password_generation(&self) -> u64 {
+        self.password_generation
+    }
+
+    /// The prefixes of the streams the user may read, absolute, none
+    /// covering another, in order (admins: everything, `""`). Names under
+    /// them may still be unreadable (system streams under `""`, `$auth`):
+    /// check each with [`Access::can`].
+    pub fn read_prefixes(&self) -> Vec<String> {
+        if self.admin {
+            return vec![String::new()];
+        }
+        let mut out: Vec<String> = Vec::new();
+        for (prefix, bits) in &self.grants {
+            if bits & Right::Read as u8 == 0 {
+                continue;
+            }
+            // Sorted: a prefix covering this one comes just before it.
+            if !out.last().is_some_and(|q| prefix.starts_with(q.as_str())) {
+                out.push(prefix.clone());
+            }
+        }
+        out
     }
 
     /// These rights, for a session opened with the API token `id`.
@@ -762,7 +800,7 @@ mod tests {
         assert!(!a.can(Right::Read, "acme"));
         assert!(!a.can(Right::Read, "$groups"));
         assert!(a.has(Op::ReadAll) && a.has(Op::Catalog));
-        for op in [Op::Stats, Op::Backup, Op::Scavenge, Op::Users, Op::Groups] {
+        for op in [Op::Stats, Op::Scavenge, Op::Users, Op::Groups] {
             assert!(!a.has(op), "{op:?}");
         }
         assert_eq!(a.namespace(), Some("acme/"));

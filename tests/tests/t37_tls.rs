@@ -292,3 +292,39 @@ fn listening_beyond_loopback_in_clear_text_is_warned_about() {
         d.kill();
     }
 }
+
+#[tokio::test]
+async fn many_short_tls_connections_all_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::generate(dir.path(), "good", "alice");
+    let server = start(&pki, false).await;
+    let trusted = TlsOptions::from_ca_file(&pki.ca, "localhost").unwrap();
+    // Busy connections first, dropped mid-stream.
+    let mut tasks = Vec::new();
+    for k in 0..8 {
+        let o = options(Some(trusted.clone()));
+        let addr = server.addr;
+        tasks.push(tokio::spawn(async move {
+            let c = Client::connect_with(addr, o).await.unwrap();
+            for i in 0..200 {
+                c.append(
+                    format!("b-{k}").as_str(),
+                    ExpectedVersion::Any,
+                    vec![event(i)],
+                )
+                .await
+                .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for i in 0..2000 {
+        let c = Client::connect_with(server.addr, options(Some(trusted.clone())))
+            .await
+            .unwrap_or_else(|e| panic!("connection {i}: {e:?}"));
+        drop(c);
+    }
+    server.stop().await;
+}

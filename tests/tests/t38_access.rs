@@ -335,8 +335,10 @@ async fn tokens_and_changes_of_rights_take_effect_at_once() {
     ci.append("s-1", ExpectedVersion::Any, vec![ev()])
         .await
         .unwrap();
-    // Its own second token, without the users right.
-    let t2 = ci.create_token("ci", "laptop").await.unwrap();
+    // A session opened with a token cannot mint another (a stolen token
+    // must not outlive its revocation); an admin makes the second.
+    denied(ci.create_token("ci", "laptop").await);
+    let t2 = root.create_token("ci", "laptop").await.unwrap();
     denied(root_only(&ci).await);
     let listed = root.list_users().await.unwrap();
     let ci_info = listed.iter().find(|u| u.name == "ci").unwrap();
@@ -469,6 +471,12 @@ fn a_server_reachable_beyond_loopback_starts_with_a_secret_admin_password() {
             .await
             .unwrap();
         assert!(admin.who_am_i().await.unwrap().admin);
+        // Deleting the last user would open a server reachable from the
+        // network: refused.
+        let err = admin.delete_user("admin").await.unwrap_err();
+        assert!(matches!(err, Error::BadRequest(_)), "{err:?}");
+        let err = Client::connect_with(addr, options()).await.unwrap_err();
+        assert!(matches!(err, Error::NotAuthenticated), "{err:?}");
     });
     daemon.kill();
     // A restart keeps the admin and writes no new password.
@@ -580,4 +588,186 @@ fn the_cli_manages_users_roles_and_tokens() {
     ));
     assert!(out.contains("feeds") && out.contains("built-in"), "{out}");
     daemon.kill();
+}
+
+/// The second pair of eyes' findings, each reproduced: the last admin
+/// cannot be removed; guesses sent in parallel are counted before they are
+/// checked; the `users` right lists but does not change; catalog cursors
+/// and duplicate-id refusals name no hidden stream; retention needs the
+/// delete right; a new password ends the old one's sessions; backups are
+/// the admins'.
+#[tokio::test]
+async fn what_the_review_found_stays_fixed() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let server = TestServer::start_tuned(|_, s| {
+        s.audit_log = Some(AuditTarget::File(log.clone()));
+    })
+    .await;
+    let root = first_admin(&server).await;
+    // The last admin stays.
+    root.put_user(user("bob", Some("bob-pw"), &["reader"], None))
+        .await
+        .unwrap();
+    for change in [
+        root.delete_user("root").await.map(drop),
+        root.put_user(PutUser {
+            disabled: true,
+            ..user("root", None, &["admin"], None)
+        })
+        .await
+        .map(drop),
+        root.put_user(user("root", None, &["reader"], None))
+            .await
+            .map(drop),
+        root.put_user(user("root", None, &["admin"], Some("acme")))
+            .await
+            .map(drop),
+    ] {
+        assert!(matches!(change, Err(Error::BadRequest(_))), "{change:?}");
+    }
+    assert!(root.who_am_i().await.unwrap().admin);
+
+    // The `users` right lists users; it changes nothing.
+    root.put_role("helpdesk", vec![], strings(&["users"]))
+        .await
+        .unwrap();
+    root.put_user(user("helen", Some("helen-pw"), &["helpdesk"], None))
+        .await
+        .unwrap();
+    let helen = login(&server, "helen", "helen-pw").await.unwrap();
+    assert_eq!(helen.list_users().await.unwrap().len(), 3);
+    denied(helen.put_user(user("helen", None, &["admin"], None)).await);
+    denied(helen.create_token("root", "mine now").await);
+    denied(
+        helen
+            .put_role("helpdesk", vec![], strings(&["users"]))
+            .await,
+    );
+    denied(helen.backup(dir.path().join("copy"), |_| {}).await);
+    assert!(matches!(
+        root.put_role("ops", vec![], strings(&["backup"])).await,
+        Err(Error::BadRequest(_))
+    ));
+
+    // Catalog cursors name only readable streams.
+    for s in ["pub-1", "pub-2", "secret-alice@example.com", "zzz"] {
+        root.append(s, ExpectedVersion::Any, vec![ev()])
+            .await
+            .unwrap();
+    }
+    root.put_role(
+        "public",
+        vec![grant("pub-", &["read", "write"])],
+        strings(&["catalog"]),
+    )
+    .await
+    .unwrap();
+    root.put_user(user("pat", Some("pat-pw"), &["public"], None))
+        .await
+        .unwrap();
+    let pat = login(&server, "pat", "pat-pw").await.unwrap();
+    let mut after: Option<String> = None;
+    let mut listed = Vec::new();
+    loop {
+        let page = pat.list_streams("", after.as_deref(), 1).await.unwrap();
+        listed.extend(page.streams.iter().map(|s| s.stream.clone()));
+        if let Some(n) = &page.next {
+            assert!(n.starts_with("pub-"), "a cursor names {n:?}");
+        }
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(listed, ["pub-1", "pub-2"]);
+
+    // A duplicate id stored in a hidden stream: refused, without saying
+    // where.
+    let secret = root
+        .read_stream_page("secret-alice@example.com", Default::default())
+        .await
+        .unwrap();
+    let id = secret.events[0].id;
+    let err = pat
+        .append(
+            "pub-9",
+            ExpectedVersion::Any,
+            vec![NewEvent::new(id, "Happened", "{}")],
+        )
+        .await
+        .unwrap_err();
+    match &err {
+        Error::DuplicateEventId { position, .. } => assert_eq!(*position, None),
+        other => panic!("{other:?}"),
+    }
+    assert!(!format!("{err:?}").contains("secret"), "{err:?}");
+
+    // Retention removes events: it needs the delete right.
+    root.put_role("meta", vec![grant("pub-", &["read", "metadata"])], vec![])
+        .await
+        .unwrap();
+    root.put_user(user("mia", Some("mia-pw"), &["meta"], None))
+        .await
+        .unwrap();
+    let mia = login(&server, "mia", "mia-pw").await.unwrap();
+    let mut custom = logbook_client::StreamMetadata::default();
+    custom
+        .custom
+        .insert("owner".into(), serde_json::json!("team-a"));
+    mia.set_stream_metadata("pub-1", ExpectedVersion::Any, custom)
+        .await
+        .unwrap();
+    let truncate = logbook_client::StreamMetadata {
+        truncate_before: Some(5),
+        ..Default::default()
+    };
+    denied(
+        mia.set_stream_metadata("pub-1", ExpectedVersion::Any, truncate)
+            .await,
+    );
+
+    // A new password ends the sessions of the old one.
+    let bob = login(&server, "bob", "bob-pw").await.unwrap();
+    assert_eq!(bob.who_am_i().await.unwrap().user, "bob");
+    root.put_user(user("bob", Some("new-pw"), &["reader"], None))
+        .await
+        .unwrap();
+    let after_change = bob.who_am_i().await;
+    assert!(
+        after_change.is_err(),
+        "{after_change:?}\n{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    assert!(matches!(
+        login(&server, "bob", "bob-pw").await.unwrap_err(),
+        Error::NotAuthenticated
+    ));
+    login(&server, "bob", "new-pw").await.unwrap();
+
+    // Guesses in parallel: each counts before it is checked, so at most
+    // MAX_FAILURES of them reach a password check.
+    let passwords: Vec<String> = (0..20).map(|i| format!("guess-{i}")).collect();
+    let guesses = passwords.iter().map(|p| login(&server, "root", p));
+    let results = futures::future::join_all(guesses).await;
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Err(Error::NotAuthenticated)))
+    );
+    server.stop().await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    let checked = text
+        .lines()
+        .filter(|l| l.contains("\"login_failed\"") && l.contains("\"user\":\"root\""))
+        .count();
+    let refused = text
+        .lines()
+        .filter(|l| l.contains("\"login_refused\""))
+        .count();
+    assert!(
+        checked <= logbook_server::net::audit::MAX_FAILURES as usize,
+        "{checked} guesses were checked"
+    );
+    assert!(refused >= 20 - checked, "{refused} refused");
 }

@@ -5,10 +5,16 @@
 //! (RFC 3339, UTC, microseconds), `event`, `peer`, and the event's own
 //! fields. Written synchronously (these events are rare), flushed per line.
 //!
-//! Also here: failed logins are slowed per source address. After
-//! [`MAX_FAILURES`] failures within [`WINDOW`], the address's logins are
-//! refused (even with the right token) for [`BLOCK`]; the table of
-//! addresses is bounded.
+//! Also here: failed logins are slowed per source address (IPv6 addresses
+//! by /64, what one host usually holds). Every login that presents
+//! credentials counts as an attempt before it is checked, and is given
+//! back if it succeeds: after [`MAX_FAILURES`] attempts not given back
+//! within [`WINDOW`], the address's logins are refused (even with the right
+//! credentials) for [`BLOCK`]. Counting before the check means guesses
+//! sent in parallel cannot all pass before the first failure is counted,
+//! and a success gives back its own attempt only, so logging in as one
+//! user between guesses at another's password gains nothing. The table
+//! of addresses is bounded.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -105,13 +111,15 @@ impl Audit {
         let now = Instant::now();
         self.failures
             .lock()
-            .get(&ip)
+            .get(&source(ip))
             .and_then(|f| f.blocked_until)
             .is_some_and(|until| now < until)
     }
 
-    /// Counts a failed login from `ip`; true if it is now blocked.
-    pub(crate) fn failed_login(&self, ip: IpAddr) -> bool {
+    /// Counts a login attempt from `ip` before its credentials are
+    /// checked; false (nothing counted) if the address is blocked.
+    pub(crate) fn begin_attempt(&self, ip: IpAddr) -> bool {
+        let ip = source(ip);
         let now = Instant::now();
         let mut table = self.failures.lock();
         if table.len() >= MAX_TRACKED && !table.contains_key(&ip) {
@@ -131,6 +139,9 @@ impl Audit {
             since: now,
             blocked_until: None,
         });
+        if f.blocked_until.is_some_and(|until| now < until) {
+            return false;
+        }
         if now.duration_since(f.since) >= WINDOW {
             *f = Failures {
                 count: 0,
@@ -141,14 +152,36 @@ impl Audit {
         f.count += 1;
         if f.count >= MAX_FAILURES {
             f.blocked_until = Some(now + BLOCK);
-            return true;
         }
-        false
+        true
     }
 
-    /// A successful login from `ip` clears its failures.
-    pub(crate) fn logged_in(&self, ip: IpAddr) {
-        self.failures.lock().remove(&ip);
+    /// Gives back the attempt of a login from `ip` that succeeded (or was
+    /// never checked).
+    pub(crate) fn end_attempt_ok(&self, ip: IpAddr) {
+        let mut table = self.failures.lock();
+        if let Some(f) = table.get_mut(&source(ip)) {
+            f.count = f.count.saturating_sub(1);
+            if f.count < MAX_FAILURES {
+                f.blocked_until = None;
+            }
+        }
+    }
+}
+
+/// The address failures are counted under: an IPv4 address, or an IPv6
+/// address's /64 (one host can hold a whole /64).
+fn source(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut seg = v6.segments();
+                seg[4..].fill(0);
+                IpAddr::V6(seg.into())
+            }
+        },
     }
 }
 
@@ -191,26 +224,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn failures_block_an_address_after_the_limit_and_a_login_clears_them() {
+    fn attempts_block_an_address_at_the_limit_and_successes_give_back_their_own() {
         let a = Audit::open(None).unwrap();
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let other: IpAddr = "10.0.0.2".parse().unwrap();
-        for _ in 0..MAX_FAILURES - 1 {
-            assert!(!a.failed_login(ip));
+        // Parallel guesses: each is counted before it is checked.
+        for _ in 0..MAX_FAILURES {
+            assert!(a.begin_attempt(ip));
         }
-        assert!(!a.is_blocked(ip));
-        assert!(a.failed_login(ip));
         assert!(a.is_blocked(ip));
+        assert!(!a.begin_attempt(ip), "the next one is refused at once");
         assert!(!a.is_blocked(other), "per address");
-        a.logged_in(other);
+        // One of them succeeds: its own attempt comes back, no more.
+        a.end_attempt_ok(ip);
+        assert!(!a.is_blocked(ip));
+        assert!(a.begin_attempt(ip));
         assert!(a.is_blocked(ip));
+        // A success from elsewhere changes nothing here.
+        assert!(a.begin_attempt(other));
+        a.end_attempt_ok(other);
+        assert!(a.is_blocked(ip));
+        // An IPv6 host is one /64.
+        let v6a: IpAddr = "2001:db8::1".parse().unwrap();
+        let v6b: IpAddr = "2001:db8::ffff:2".parse().unwrap();
+        for _ in 0..MAX_FAILURES {
+            assert!(a.begin_attempt(v6a));
+        }
+        assert!(a.is_blocked(v6b));
     }
 
     #[test]
     fn the_table_stays_bounded() {
         let a = Audit::open(None).unwrap();
         for i in 0..(MAX_TRACKED as u32 + 100) {
-            a.failed_login(IpAddr::from(i.to_be_bytes()));
+            a.begin_attempt(IpAddr::from(i.to_be_bytes()));
         }
         assert!(a.failures.lock().len() <= MAX_TRACKED);
     }

@@ -52,6 +52,10 @@ pub(crate) const NO_CREDENTIALS: LoginRefused = "no credentials";
 pub(crate) struct Auth {
     store: Store,
     admin_token: Option<String>,
+    /// Whether the server listens on loopback only, so that a store
+    /// without users may admit everyone (decided at start: deleting the
+    /// last user of a server reachable from the network never opens it).
+    open_allowed: bool,
     doc: RwLock<Arc<AuthDoc>>,
     /// Version of `$auth`'s last event (what the next change expects).
     version: tokio::sync::Mutex<Option<StreamVersion>>,
@@ -68,22 +72,18 @@ impl std::fmt::Debug for Auth {
 }
 
 impl Auth {
-    /// Reads the document from the store.
-    pub(crate) fn load(store: Store, admin_token: Option<String>) -> Result<Auth, String> {
-        let slice = store
-            .read_stream(AUTH_STREAM, None, Direction::Backward, 1)
-            .map_err(|e| format!("reading {AUTH_STREAM}: {e}"))?;
-        let (doc, version) = match slice.events.first() {
-            None => (AuthDoc::default(), None),
-            Some(e) => (
-                serde_json::from_slice(&e.data)
-                    .map_err(|x| format!("{AUTH_STREAM} at version {}: {x}", e.version.0))?,
-                Some(e.version),
-            ),
-        };
+    /// Reads the document from the store; `open_allowed`: the server
+    /// listens on loopback only.
+    pub(crate) fn load(
+        store: Store,
+        admin_token: Option<String>,
+        open_allowed: bool,
+    ) -> Result<Auth, String> {
+        let (doc, version) = read_doc(&store)?;
         Ok(Auth {
             store,
             admin_token,
+            open_allowed,
             doc: RwLock::new(Arc::new(doc)),
             version: tokio::sync::Mutex::new(version),
             generation: watch::channel(0).0,
@@ -93,7 +93,7 @@ impl Auth {
 
     /// Whether connections must log in.
     pub(crate) fn required(&self) -> bool {
-        self.admin_token.is_some() || self.doc.read().has_users()
+        self.admin_token.is_some() || !self.open_allowed || self.doc.read().has_users()
     }
 
     /// The document now.
@@ -117,7 +117,8 @@ impl Auth {
                 let doc = self.doc.read();
                 let now = doc.access(user)?;
                 match old.token() {
-                    None => Some(now),
+                    // A new password ends the sessions the old one opened.
+                    None => (now.password_generation() == old.password_generation()).then_some(now),
                     Some(id) => doc
                         .token(id)
                         .filter(|(holder, _, _)| *holder == user)
@@ -194,6 +195,22 @@ impl Auth {
         let mut version = self.version.lock().await;
         let mut doc = AuthDoc::clone(&self.doc());
         let out = change(&mut doc)?;
+        // Someone must still be able to administer the server: an enabled
+        // admin user, or the --auth-token. (On loopback, deleting every user
+        // turns authentication off again, as it was before the first.)
+        let refuse = |why: &str| Box::new(ErrorReply::new(ErrorCode::BadRequest, why.to_owned()));
+        if self.admin_token.is_none() && !doc.has_admin() {
+            if doc.has_users() {
+                return Err(refuse(
+                    "the change would leave no enabled admin user: grant admin to another user first",
+                ));
+            }
+            if !self.open_allowed {
+                return Err(refuse(
+                    "the change would leave no user on a server reachable beyond loopback",
+                ));
+            }
+        }
         let json = serde_json::to_vec(&doc).map_err(|e| internal(e.to_string()))?;
         let stream = StreamName::new(AUTH_STREAM).map_err(|e| internal(e.to_string()))?;
         if version.is_none() {
@@ -221,14 +238,29 @@ impl Auth {
                 expected,
                 vec![NewEvent::new(EventId::new_v7(), "$auth", json)],
             )
-            .await
-            .map_err(|e| match e {
-                AppendError::TooLarge { .. } => Box::new(ErrorReply::new(
-                    ErrorCode::TooLarge,
-                    format!("the users and roles would not fit in one event: {e}"),
-                )),
-                e => internal(e.to_string()),
-            })?;
+            .await;
+        let written = match written {
+            Ok(w) => w,
+            Err(e) => {
+                // The write may have happened all the same (an error after
+                // the commit): take the stored document as it is, so that
+                // the next change expects the right version.
+                if !matches!(e, AppendError::TooLarge { .. })
+                    && let Ok((stored, v)) = read_doc(&self.store)
+                {
+                    *version = v;
+                    *self.doc.write() = Arc::new(stored);
+                    self.generation.send_modify(|g| *g += 1);
+                }
+                return Err(match e {
+                    AppendError::TooLarge { .. } => Box::new(ErrorReply::new(
+                        ErrorCode::TooLarge,
+                        format!("the users and roles would not fit in one event: {e}"),
+                    )),
+                    e => internal(e.to_string()),
+                });
+            }
+        };
         *version = Some(written.last_version);
         *self.doc.write() = Arc::new(doc);
         self.generation.send_modify(|g| *g += 1);
@@ -252,7 +284,7 @@ impl Auth {
     /// random password, written to `path` (mode 0600). Returns whether it
     /// did.
     pub(crate) async fn bootstrap(&self, path: &std::path::Path) -> Result<bool, String> {
-        if self.required() {
+        if self.admin_token.is_some() || self.doc.read().has_users() {
             return Ok(false);
         }
         let mut raw = [0u8; 18];
@@ -271,14 +303,39 @@ impl Auth {
     }
 }
 
+/// The stored document and the version of the event holding it.
+fn read_doc(store: &Store) -> Result<(AuthDoc, Option<StreamVersion>), String> {
+    let slice = store
+        .read_stream(AUTH_STREAM, None, Direction::Backward, 1)
+        .map_err(|e| format!("reading {AUTH_STREAM}: {e}"))?;
+    match slice.events.first() {
+        None => Ok((AuthDoc::default(), None)),
+        Some(e) => Ok((
+            serde_json::from_slice(&e.data).map_err(|x| {
+                format!(
+                    "{AUTH_STREAM} at version {}: {x} (the users document is damaged; restore the store from a backup)",
+                    e.version.0
+                )
+            })?,
+            Some(e.version),
+        )),
+    }
+}
+
 /// Writes a file only its owner can read.
 fn write_secret(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    // A new file, never one that is there already (it could be readable
+    // by others, or a link to elsewhere).
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(path)?;
     f.write_all(text.as_bytes())?;

@@ -196,16 +196,17 @@ impl Connection {
             return Self::run_on(shared, rd, wr, peer, shutdown).await;
         };
         let limit = shared.config.handshake_timeout;
-        let accepted = tokio::time::timeout(limit, tls.acceptor().accept(socket)).await;
+        let mut stop = shutdown.clone();
+        let accepted = tokio::select! {
+            r = tokio::time::timeout(limit, tls.acceptor().accept(socket)) => r,
+            // A handshake under way does not hold the shutdown up.
+            _ = stop.changed() => return,
+        };
         let stream = match accepted {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
+                // Not audited: scanners would fill the audit log.
                 tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                shared.audit.record(
-                    "tls_failed",
-                    peer,
-                    serde_json::json!({ "error": e.to_string() }),
-                );
                 return;
             }
             Err(_) => {

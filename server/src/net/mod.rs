@@ -406,9 +406,13 @@ pub async fn run_with_stats(
     let _ = stats.groups.set(Arc::clone(&groups));
     let audit = audit::Audit::open(config.audit_log.as_ref())
         .map_err(|e| std::io::Error::new(e.kind(), format!("opening the audit log: {e}")))?;
-    let auth = auth::Auth::load(store.clone(), config.auth_token.clone())
-        .map_err(|e| std::io::Error::other(format!("loading the users: {e}")))?;
     let local = listener.local_addr()?;
+    let auth = auth::Auth::load(
+        store.clone(),
+        config.auth_token.clone(),
+        local.ip().is_loopback(),
+    )
+    .map_err(|e| std::io::Error::other(format!("loading the users: {e}")))?;
     if !local.ip().is_loopback() {
         let path = store.config().data_dir.join(INITIAL_ADMIN_PASSWORD);
         if auth
@@ -479,7 +483,9 @@ pub async fn run_with_stats(
         while tasks.try_join_next().is_some() {}
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
             shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-            tasks.spawn(refuse(socket, peer, shared.config.max_frame_bytes));
+            // A TLS client could not read a clear-text answer: it is closed.
+            let answer = shared.config.tls.is_none();
+            tasks.spawn(refuse(socket, peer, shared.config.max_frame_bytes, answer));
             continue;
         };
         tracing::debug!(%peer, "connection opened");
@@ -503,9 +509,14 @@ pub async fn run_with_stats(
     Ok(())
 }
 
-/// Answers a connection past the limit with `ServerBusy` and closes it.
-async fn refuse(mut socket: tokio::net::TcpStream, peer: SocketAddr, max_frame: u32) {
+/// Answers a connection past the limit with `ServerBusy` (in clear text
+/// only: `answer`) and closes it.
+async fn refuse(mut socket: tokio::net::TcpStream, peer: SocketAddr, max_frame: u32, answer: bool) {
     tracing::warn!(%peer, "refusing connection: too many connections");
+    if !answer {
+        let _ = socket.shutdown().await;
+        return;
+    }
     let mut buf = bytes::BytesMut::new();
     let reply = ErrorReply::new(
         ErrorCode::ServerBusy,

@@ -493,7 +493,16 @@ impl Outbox {
             }
             bytes = bytes.get(n..).unwrap_or_default();
         }
-        Ok(())
+        // A TLS stream takes bytes into its buffer and may hold some there
+        // until flushed (a plain socket's flush does nothing).
+        tokio::time::timeout(self.write_timeout, wr.flush())
+            .await
+            .map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the client read nothing for the write timeout",
+                )
+            })?
     }
 }
 

@@ -147,7 +147,24 @@ impl Connection {
                 Ok(res)
             }
             Err(e) => {
-                let reply = append_error(&e);
+                let mut reply = append_error(&e);
+                // An id stored in a stream the user may not read: the
+                // refusal must not say where (nor that stream's name).
+                if reply.code == ErrorCode::DuplicateEventId
+                    && reply
+                        .stream
+                        .as_ref()
+                        .is_some_and(|s| !self.access.can(crate::auth::Right::Read, s))
+                {
+                    let hidden = ErrorReply::new(
+                        ErrorCode::DuplicateEventId,
+                        "an event id of the append is already stored, in a stream this user may not read",
+                    );
+                    reply = match reply.event_id {
+                        Some(id) => hidden.with_event_id(id, None),
+                        None => hidden,
+                    };
+                }
                 let code = reply.code;
                 self.send_error(Opcode::Append, corr_id, reply);
                 Err(code)

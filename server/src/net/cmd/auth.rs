@@ -65,6 +65,12 @@ impl Connection {
                 )))
             }
         };
+        let admins_only = |what: &str| {
+            Err(denied(format!(
+                "user {:?} is no admin: only admins {what}",
+                a.user()
+            )))
+        };
         match req {
             // The connection's own state: nothing to protect.
             Request::Hello(_)
@@ -78,7 +84,18 @@ impl Connection {
             Request::Append(m) => stream(Right::Write, &m.stream),
             Request::ReadStream(m) => stream(Right::Read, &m.stream),
             Request::GetMetadata(m) => stream(Right::Read, &m.stream),
-            Request::SetMetadata(m) => stream(Right::Metadata, &m.stream),
+            Request::SetMetadata(m) => {
+                stream(Right::Metadata, &m.stream)?;
+                // Retention removes events: it takes the right to remove.
+                let md = &m.metadata;
+                if md.max_count.is_some()
+                    || md.max_age_secs.is_some()
+                    || md.truncate_before.is_some()
+                {
+                    stream(Right::Delete, &m.stream)?;
+                }
+                Ok(())
+            }
             Request::Truncate(m) => stream(Right::Delete, &m.stream),
             Request::DeleteStream(m) => stream(Right::Delete, &m.stream),
             Request::Erase(m) => stream(Right::Delete, &m.stream),
@@ -88,8 +105,9 @@ impl Connection {
                 SubscriptionTarget::All { .. } => op(Op::ReadAll),
             },
             Request::Stats(_) => op(Op::Stats),
+            // A backup is a copy of every stream, password hashes included.
             Request::BackupBegin(_) | Request::BackupRead(_) | Request::BackupEnd(_) => {
-                op(Op::Backup)
+                admins_only("take backups")
             }
             Request::Scavenge(_) => op(Op::Scavenge),
             Request::ListStreams(_) => op(Op::Catalog),
@@ -105,16 +123,21 @@ impl Connection {
             | Request::DeleteParked(_) => op(Op::Groups),
             // Checked against the group's source when it is found.
             Request::JoinGroup(_) => Ok(()),
+            Request::ListUsers | Request::ListRoles => op(Op::Users),
+            // Whoever may change users, roles or others' tokens may make
+            // itself an admin: that is the admins' alone.
             Request::PutUser(_)
             | Request::DeleteUser(_)
-            | Request::ListUsers
             | Request::PutRole(_)
-            | Request::DeleteRole(_)
-            | Request::ListRoles => op(Op::Users),
-            // Users manage their own tokens.
-            Request::CreateToken(t) if t.user == a.user() => Ok(()),
+            | Request::DeleteRole(_) => admins_only("change users and roles"),
+            // Users manage their own tokens, new ones only from a session
+            // opened with their password (a stolen token must not be able
+            // to outlive its revocation by minting another).
+            Request::CreateToken(t) if t.user == a.user() && a.token().is_none() => Ok(()),
             Request::RevokeToken(t) if t.user == a.user() => Ok(()),
-            Request::CreateToken(_) | Request::RevokeToken(_) => op(Op::Users),
+            Request::CreateToken(_) | Request::RevokeToken(_) => {
+                admins_only("create tokens for others, or from a token's session")
+            }
             // A request this version does not classify: refused to all but
             // admins.
             _ => Err(denied(format!(

@@ -5,8 +5,11 @@
 
 use logbook_protocol::{
     ErrorCode, ErrorReply, ListStreams, ListStreamsOk, MAX_LIST_STREAMS, MAX_STREAM_NAME_BYTES,
-    Opcode, Response,
+    Opcode, Response, StreamInfo,
 };
+use logbook_storage::{ReadError, Store};
+
+use crate::auth::{Access, Right};
 
 use crate::net::connection::Connection;
 use crate::net::errors::read_error;
@@ -41,45 +44,95 @@ impl Connection {
         let limit = l.limit.min(MAX_LIST_STREAMS) as usize;
         let bytes = room.bytes().min(PAGE_BYTES);
         let store = self.shared.store.clone();
-        let (mut prefix, after) = (l.prefix.to_string(), l.after.map(|a| a.to_string()));
-        // A tenant's user lists inside its namespace only.
-        if let Some(ns) = self.access.namespace() {
-            if ns.starts_with(prefix.as_str()) {
-                prefix = ns.to_owned();
-            } else if !prefix.starts_with(ns) {
-                let empty = ListStreamsOk {
-                    streams: Vec::new(),
-                    next: None,
-                };
-                self.send(corr_id, opcode, &Response::ListStreamsOk(empty));
-                return;
-            }
-        }
-        let page = self
-            .shared
-            .reads
-            .blocking(move || store.list_streams(&prefix, after.as_deref(), limit, bytes))
-            .await;
+        let (prefix, after) = (l.prefix.to_string(), l.after.map(|a| a.to_string()));
+        let page = if self.access.reads_everything() {
+            self.shared
+                .reads
+                .blocking(move || store.list_streams(&prefix, after.as_deref(), limit, bytes))
+                .await
+                .map(|p| (p.streams, p.next))
+        } else {
+            let access = self.access.clone();
+            self.shared
+                .reads
+                .blocking(move || readable_page(&store, &access, &prefix, after, limit, bytes))
+                .await
+        };
         match page {
-            Ok(mut p) => {
-                // Only the streams the user may read are listed; `next`
-                // still goes past the others.
-                if !self.access.reads_everything() {
-                    let a = &self.access;
-                    p.streams
-                        .retain(|s| a.can(crate::auth::Right::Read, &s.stream));
-                }
-                self.send(
-                    corr_id,
-                    opcode,
-                    &Response::ListStreamsOk(ListStreamsOk {
-                        streams: p.streams,
-                        next: p.next,
-                    }),
-                )
-            }
+            Ok((streams, next)) => self.send(
+                corr_id,
+                opcode,
+                &Response::ListStreamsOk(ListStreamsOk { streams, next }),
+            ),
             Err(e) => self.send_error(opcode, corr_id, read_error(&e)),
         }
         drop(room);
     }
+}
+
+/// A catalog page of the streams `access` may read, for a user who may not
+/// read them all: the names under the user's readable prefixes (within
+/// the tenant's namespace), read prefix by prefix, each checked, and
+/// `next` always a name the page holds (the store's own cursor may name a
+/// stream the user must not learn of). Stops early, with a `next`, only
+/// once the page holds a stream: a user who may read few of many names
+/// still gets them all, in as many pages as needed.
+fn readable_page(
+    store: &Store,
+    access: &Access,
+    prefix: &str,
+    after: Option<String>,
+    limit: usize,
+    max_bytes: usize,
+) -> Result<(Vec<StreamInfo>, Option<String>), ReadError> {
+    // The ranges to read: each readable prefix, narrowed to the request's.
+    let mut ranges: Vec<String> = Vec::new();
+    for p in access.read_prefixes() {
+        let range = if p.starts_with(prefix) {
+            p
+        } else if prefix.starts_with(p.as_str()) {
+            prefix.to_owned()
+        } else {
+            continue;
+        };
+        if !ranges.iter().any(|r| range.starts_with(r.as_str())) {
+            ranges.retain(|r| !r.starts_with(range.as_str()));
+            ranges.push(range);
+        }
+    }
+    ranges.sort();
+    let mut out: Vec<StreamInfo> = Vec::new();
+    let mut bytes = 0usize;
+    for range in ranges {
+        // Where to start in this range: after `after`, if it falls in it;
+        // a range wholly before `after` is passed.
+        let mut cursor = match &after {
+            Some(a) if a.starts_with(range.as_str()) => Some(a.clone()),
+            Some(a) if a.as_str() > range.as_str() => continue,
+            _ => None,
+        };
+        loop {
+            let want = limit - out.len();
+            let page = store.list_streams(&range, cursor.as_deref(), want, max_bytes)?;
+            if page.streams.is_empty() {
+                break;
+            }
+            for info in page.streams {
+                if access.can(Right::Read, &info.stream) {
+                    bytes += info.stream.len() + 64;
+                    out.push(info);
+                }
+            }
+            let full = out.len() >= limit || (bytes >= max_bytes && !out.is_empty());
+            if full {
+                let next = out.last().map(|i| i.stream.clone());
+                return Ok((out, next));
+            }
+            match page.next {
+                Some(n) => cursor = Some(n),
+                None => break,
+            }
+        }
+    }
+    Ok((out, None))
 }

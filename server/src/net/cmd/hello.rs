@@ -44,10 +44,14 @@ impl Connection {
         let auth = &self.shared.auth;
         if auth.required() {
             let who = serde_json::json!({ "client": hello.client_name, "user": hello.user });
-            // An address with too many recent failures is refused, right
-            // credentials or not: guessing is slowed to a few tries a
-            // minute.
-            if audit.is_blocked(ip) {
+            // Credentials count as an attempt before they are checked
+            // (given back if they are right): an address with too many
+            // recent failures is refused, right credentials or not, so
+            // guessing is slowed to a few tries a minute, parallel ones
+            // included. A Hello without credentials guesses nothing and is
+            // not counted (its address may be shared with good clients).
+            let counted = hello.token.is_some();
+            if counted && !audit.begin_attempt(ip) {
                 audit.record("login_refused", self.peer, who);
                 self.send_error(
                     Opcode::Hello,
@@ -59,12 +63,30 @@ impl Connection {
                 );
                 return Err(Close::Violation("login refused".into()));
             }
-            match auth
-                .login(hello.user.as_deref(), hello.token.as_deref())
-                .await
-            {
-                Ok(access) => {
-                    audit.logged_in(ip);
+            // A login waits its turn for a password check at most the
+            // handshake timeout: a flood of logins is answered busy rather
+            // than queued for ever.
+            let limit = self.shared.config.handshake_timeout;
+            let login = auth.login(hello.user.as_deref(), hello.token.as_deref());
+            match tokio::time::timeout(limit, login).await {
+                Err(_) => {
+                    if counted {
+                        audit.end_attempt_ok(ip);
+                    }
+                    self.send_error(
+                        Opcode::Hello,
+                        corr_id,
+                        ErrorReply::new(
+                            ErrorCode::ServerBusy,
+                            "too many logins at once: try again later",
+                        ),
+                    );
+                    return Err(Close::Violation("login not checked in time".into()));
+                }
+                Ok(Ok(access)) => {
+                    if counted {
+                        audit.end_attempt_ok(ip);
+                    }
                     audit.record(
                         "login",
                         self.peer,
@@ -72,11 +94,7 @@ impl Connection {
                     );
                     self.access = access;
                 }
-                Err(why) => {
-                    // A client that presents nothing guesses nothing: it
-                    // does not count towards blocking its address (which
-                    // may be shared with well-configured clients).
-                    let blocked = why != crate::net::auth::NO_CREDENTIALS && audit.failed_login(ip);
+                Ok(Err(why)) => {
                     audit.record(
                         "login_failed",
                         self.peer,
@@ -84,7 +102,7 @@ impl Connection {
                             "client": hello.client_name,
                             "user": hello.user,
                             "reason": why,
-                            "blocked": blocked,
+                            "blocked": audit.is_blocked(ip),
                         }),
                     );
                     self.send_error(
