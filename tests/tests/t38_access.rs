@@ -771,3 +771,40 @@ async fn what_the_review_found_stays_fixed() {
     );
     assert!(refused >= 20 - checked, "{refused} refused");
 }
+
+#[tokio::test]
+async fn users_travel_in_backups() {
+    let server = TestServer::start().await;
+    let root = first_admin(&server).await;
+    root.put_user(user("bob", Some("bob-pw"), &["reader"], None))
+        .await
+        .unwrap();
+    root.append("a-1", ExpectedVersion::Any, vec![ev()])
+        .await
+        .unwrap();
+    let copy = tempfile::tempdir().unwrap();
+    root.backup(copy.path(), |_| {}).await.unwrap();
+    drop(root);
+    server.stop().await;
+    // The copy, served: the same users, the same rights.
+    let restored = TestServer::start_with(
+        logbook_storage::StoreConfig::new(copy.path()),
+        logbook_server::net::ServerConfig::default(),
+    )
+    .await;
+    let err = Client::connect_with(restored.addr, options())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotAuthenticated), "{err:?}");
+    let bob = login(&restored, "bob", "bob-pw").await.unwrap();
+    assert_eq!(
+        bob.read_stream_page("a-1", Default::default())
+            .await
+            .unwrap()
+            .events
+            .len(),
+        1
+    );
+    denied(bob.append("a-1", ExpectedVersion::Any, vec![ev()]).await);
+    restored.stop().await;
+}
