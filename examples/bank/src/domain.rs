@@ -35,6 +35,12 @@ impl AccountId {
         AccountId(Uuid::new_v4())
     }
 
+    /// The account with this UUID (an id derived from something else, such
+    /// as a command's idempotency key).
+    pub fn from_uuid(id: Uuid) -> AccountId {
+        AccountId(id)
+    }
+
     /// The account's event stream, `account-<id>`.
     pub fn stream(&self) -> String {
         format!("{STREAM_PREFIX}{}", self.0)

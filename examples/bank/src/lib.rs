@@ -37,6 +37,7 @@
 pub mod bench;
 pub mod commands;
 pub mod domain;
+pub mod http;
 pub mod projector;
 pub mod read_model;
 

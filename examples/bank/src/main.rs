@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use logbook_bank::bench::{self, BenchOptions};
+use logbook_bank::http;
 use logbook_bank::projector::{self, CrashAfter, CrashMode, ProjectorOptions};
 use logbook_bank::{
     AccountId, Bank, BankOptions, CommandError, CommandId, Money, Outcome, ReadModel,
@@ -115,6 +116,20 @@ enum Command {
         /// The account.
         id: AccountId,
     },
+    /// Serve the command side over HTTP: POST /commands/open-account,
+    /// /commands/deposit, /commands/withdraw; GET /health.
+    ServeCommands {
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:8001")]
+        listen: std::net::SocketAddr,
+    },
+    /// Serve the query side over HTTP, projecting the log into --db: GET
+    /// /accounts, /accounts/{id}, /accounts/{id}/transactions, /health.
+    ServeQueries {
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:8002")]
+        listen: std::net::SocketAddr,
+    },
     /// Build an account of N events and time loading it with and without
     /// snapshots.
     BenchLoad {
@@ -149,6 +164,22 @@ fn failed(e: impl std::fmt::Display) -> Failure {
     Failure {
         code: 3,
         message: format!("error: {e}"),
+    }
+}
+
+/// Resolves at Ctrl-C or SIGTERM: the services finish their requests
+/// under way and exit.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = async {
+            match term.as_mut() {
+                Some(t) => { t.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
     }
 }
 
@@ -293,6 +324,33 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 );
             }
             freshness(&cli.server, &model).await;
+        }
+        Command::ServeCommands { listen } => {
+            let bank = Bank::new(connect(&cli.server).await?, options);
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(failed)?;
+            eprintln!(
+                "command service listening on http://{}",
+                listener.local_addr().map_err(failed)?
+            );
+            http::serve(listener, http::command_router(bank), shutdown_signal())
+                .await
+                .map_err(failed)?;
+        }
+        Command::ServeQueries { listen } => {
+            let client = connect(&cli.server).await?;
+            let service = http::QueryService::start(client, cli.db.clone()).map_err(failed)?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(failed)?;
+            eprintln!(
+                "query service listening on http://{}",
+                listener.local_addr().map_err(failed)?
+            );
+            http::serve(listener, service.router(), shutdown_signal())
+                .await
+                .map_err(failed)?;
         }
         Command::BenchLoad { events, runs } => {
             let bank = Bank::new(connect(&cli.server).await?, options);

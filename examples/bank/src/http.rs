@@ -1,0 +1,444 @@
+//! The bank as two HTTP services, on the same aggregate and projector as
+//! the command line (CQRS: commands and queries apart).
+//!
+//! **Command side** ([`command_router`], `bank serve-commands`, default
+//! `127.0.0.1:8001`): `POST /commands/open-account` `{"owner_name":
+//! "Alice", "initial_balance": 1000, "currency": "EUR"}` answers `{"account_id":
+//! ..., "balance": "1000.00", ...}`; `POST /commands/deposit` and `POST
+//! /commands/withdraw` `{"account_id": ..., "amount": 250, "description":
+//! "Salary"}`; `GET /health`. Amounts are major units, as a number (`250`,
+//! `10.5`) or a string (`"10.50"`). A command with a `command_id` (any
+//! string; or an `Idempotency-Key` header) applies once however often it is
+//! sent: a re-sent open-account opens the same account, a re-sent deposit
+//! changes nothing and answers `"applied_earlier": true`. Concurrency
+//! conflicts are retried inside (load, decide, append with the expected
+//! version). Errors are JSON `{"error": ..., "code": ...}`: 400 bad JSON or
+//! field, 404 unknown account, 409 already open, 422 a business rule
+//! (overdraft, non-positive amount), 503 the event store unreachable or the
+//! account too busy.
+//!
+//! **Query side** ([`QueryService`], `bank serve-queries`, default
+//! `127.0.0.1:8002`): runs the projector (a catch-up subscription writing
+//! the SQLite read model, its checkpoint in the same transaction) and
+//! serves `GET /accounts`, `GET /accounts/{id}` (balance), `GET
+//! /accounts/{id}/transactions` (history) and `GET /health` (with the
+//! projection's lag). Reads are eventually consistent: a command's effect
+//! shows once the projector has applied it (`/health` says how far behind
+//! it is).
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use logbook_client::{Client, ReadAllOptions};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::commands::{Bank, CommandError, CommandId, Outcome};
+use crate::domain::{AccountId, DomainError, Money};
+use crate::projector::{self, ProjectorOptions};
+use crate::read_model::ReadModel;
+
+/// An error answer: status and JSON body.
+struct HttpError(StatusCode, &'static str, String);
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let HttpError(status, code, message) = self;
+        (
+            status,
+            axum::Json(json!({ "error": message, "code": code })),
+        )
+            .into_response()
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> HttpError {
+    HttpError(StatusCode::BAD_REQUEST, "bad_request", message.into())
+}
+
+impl From<CommandError> for HttpError {
+    fn from(e: CommandError) -> HttpError {
+        let message = e.to_string();
+        match &e {
+            CommandError::Rejected { reason, .. } => match reason {
+                DomainError::AccountNotFound => {
+                    HttpError(StatusCode::NOT_FOUND, "account_not_found", message)
+                }
+                DomainError::AlreadyOpen => {
+                    HttpError(StatusCode::CONFLICT, "already_open", message)
+                }
+                DomainError::InsufficientFunds { .. } => HttpError(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "insufficient_funds",
+                    message,
+                ),
+                _ => HttpError(StatusCode::UNPROCESSABLE_ENTITY, "rejected", message),
+            },
+            CommandError::Contention { .. } => {
+                HttpError(StatusCode::SERVICE_UNAVAILABLE, "contention", message)
+            }
+            CommandError::BadEvent { .. } => {
+                HttpError(StatusCode::INTERNAL_SERVER_ERROR, "bad_event", message)
+            }
+            _ => HttpError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                message,
+            ),
+        }
+    }
+}
+
+/// Parses a JSON body into `T`, with an error that says what is wrong.
+fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, HttpError> {
+    serde_json::from_slice(body).map_err(|e| bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// An amount in major units: a JSON number or string.
+fn money(v: &Value, field: &str) -> Result<Money, HttpError> {
+    let text = match v {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        _ => {
+            return Err(bad_request(format!(
+                "{field} must be an amount, like 250 or \"10.50\""
+            )));
+        }
+    };
+    text.parse::<Money>()
+        .map_err(|e| bad_request(format!("{field}: {e}")))
+}
+
+fn account_id(text: &str) -> Result<AccountId, HttpError> {
+    text.parse::<AccountId>().map_err(bad_request)
+}
+
+/// The command's id: `command_id` in the body, else the `Idempotency-Key`
+/// header, else a fresh one. Any string: the id is a name-based UUID of it.
+fn command_id(body: Option<&str>, headers: &HeaderMap) -> Option<CommandId> {
+    let key = body.map(str::to_owned).or_else(|| {
+        headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    })?;
+    Some(CommandId(uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_OID,
+        format!("logbook-bank-command:{key}").as_bytes(),
+    )))
+}
+
+fn outcome_json(o: &Outcome) -> Value {
+    let account = o.state.as_open();
+    json!({
+        "account_id": o.id.to_string(),
+        "owner_name": account.map(|a| a.owner.clone()),
+        "balance": o.balance().to_string(),
+        "balance_cents": o.balance().cents(),
+        "currency": account.map(|a| a.currency.clone()),
+        "version": o.version.0,
+        "applied_earlier": o.applied_earlier,
+    })
+}
+
+#[derive(Deserialize)]
+struct OpenBody {
+    owner_name: String,
+    #[serde(default)]
+    initial_balance: Option<Value>,
+    #[serde(default)]
+    currency: Option<String>,
+    #[serde(default)]
+    command_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct MoveBody {
+    account_id: String,
+    amount: Value,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    command_id: Option<String>,
+}
+
+async fn open_account(
+    State(bank): State<Arc<Bank>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, HttpError> {
+    let b: OpenBody = parse(&body)?;
+    let initial = match &b.initial_balance {
+        None => Money::ZERO,
+        Some(v) => money(v, "initial_balance")?,
+    };
+    let currency = b.currency.as_deref().unwrap_or("EUR");
+    let outcome = match command_id(b.command_id.as_deref(), &headers) {
+        // Keyed: the account's id comes from the key, so a re-sent open
+        // finds the account it opened and applies nothing.
+        Some(command) => {
+            let id = AccountId::from_uuid(command.0);
+            bank.run(id, command, |a| a.open(&b.owner_name, initial, currency))
+                .await?
+        }
+        None => bank.open(None, &b.owner_name, initial, currency).await?,
+    };
+    let status = if outcome.applied_earlier {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, axum::Json(outcome_json(&outcome))).into_response())
+}
+
+async fn movement(
+    bank: &Bank,
+    headers: &HeaderMap,
+    body: &Bytes,
+    deposit: bool,
+) -> Result<Response, HttpError> {
+    let b: MoveBody = parse(body)?;
+    let id = account_id(&b.account_id)?;
+    let amount = money(&b.amount, "amount")?;
+    let description = b.description.as_deref().unwrap_or("");
+    let command = command_id(b.command_id.as_deref(), headers).unwrap_or_default();
+    let outcome = if deposit {
+        bank.deposit_once(command, id, amount, description).await?
+    } else {
+        bank.withdraw_once(command, id, amount, description).await?
+    };
+    Ok(axum::Json(outcome_json(&outcome)).into_response())
+}
+
+async fn deposit(
+    State(bank): State<Arc<Bank>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, HttpError> {
+    movement(&bank, &headers, &body, true).await
+}
+
+async fn withdraw(
+    State(bank): State<Arc<Bank>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, HttpError> {
+    movement(&bank, &headers, &body, false).await
+}
+
+async fn command_health(State(bank): State<Arc<Bank>>) -> Response {
+    match bank.client().ping().await {
+        Ok(rtt) => axum::Json(json!({
+            "status": "ok",
+            "event_store_rtt_ms": rtt.as_secs_f64() * 1e3,
+        }))
+        .into_response(),
+        Err(e) => HttpError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            e.to_string(),
+        )
+        .into_response(),
+    }
+}
+
+/// The command side's routes.
+pub fn command_router(bank: Bank) -> Router {
+    Router::new()
+        .route("/commands/open-account", post(open_account))
+        .route("/commands/deposit", post(deposit))
+        .route("/commands/withdraw", post(withdraw))
+        .route("/health", get(command_health))
+        .with_state(Arc::new(bank))
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then lets the
+/// requests under way finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The query side: the read model, fed by its projector.
+#[derive(Clone)]
+pub struct QueryService {
+    client: Client,
+    model: Arc<Mutex<ReadModel>>,
+    /// The projector's last failure, if it is failing.
+    projector_error: Arc<Mutex<Option<String>>>,
+}
+
+impl QueryService {
+    /// Opens the read model at `db` (a connection for queries; the
+    /// projector opens its own) and starts the projector, which follows the
+    /// log until the process ends, starting again after a failure.
+    pub fn start(client: Client, db: PathBuf) -> Result<QueryService, String> {
+        let model = ReadModel::open(&db).map_err(|e| format!("{}: {e}", db.display()))?;
+        let service = QueryService {
+            client: client.clone(),
+            model: Arc::new(Mutex::new(model)),
+            projector_error: Arc::default(),
+        };
+        let errors = Arc::clone(&service.projector_error);
+        tokio::spawn(async move {
+            loop {
+                let run = async {
+                    let mut model = ReadModel::open(&db)?;
+                    projector::project(&client, &mut model, ProjectorOptions::default()).await
+                };
+                let failed = match run.await {
+                    Ok(_) => "the projection ended".to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                tracing::warn!(error = %failed, "projector stopped; starting again in 1 s");
+                *errors.lock().unwrap_or_else(|e| e.into_inner()) = Some(failed);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        Ok(service)
+    }
+
+    /// Runs `query` on the read model off the async threads.
+    async fn query<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&ReadModel) -> Result<T, crate::read_model::ReadModelError> + Send + 'static,
+    ) -> Result<T, HttpError> {
+        let model = Arc::clone(&self.model);
+        tokio::task::spawn_blocking(move || {
+            let model = model.lock().unwrap_or_else(|e| e.into_inner());
+            query(&model)
+        })
+        .await
+        .map_err(|e| HttpError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(|e| {
+            HttpError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "read_model",
+                e.to_string(),
+            )
+        })
+    }
+
+    /// The query side's routes.
+    pub fn router(self) -> Router {
+        Router::new()
+            .route("/accounts", get(list_accounts))
+            .route("/accounts/{id}", get(get_account))
+            .route("/accounts/{id}/transactions", get(transactions))
+            .route("/health", get(query_health))
+            .with_state(self)
+    }
+}
+
+fn account_json(a: &crate::read_model::AccountRow) -> Value {
+    json!({
+        "account_id": a.id.to_string(),
+        "owner_name": a.owner,
+        "balance": a.balance.to_string(),
+        "balance_cents": a.balance.cents(),
+        "currency": a.currency,
+        "version": a.version.0,
+    })
+}
+
+async fn list_accounts(State(q): State<QueryService>) -> Result<Response, HttpError> {
+    let rows = q.query(|m| m.accounts()).await?;
+    let accounts: Vec<Value> = rows.iter().map(account_json).collect();
+    Ok(axum::Json(json!({ "accounts": accounts })).into_response())
+}
+
+async fn get_account(
+    State(q): State<QueryService>,
+    Path(id): Path<String>,
+) -> Result<Response, HttpError> {
+    let id = account_id(&id)?;
+    match q.query(move |m| m.account(id)).await? {
+        Some(a) => Ok(axum::Json(account_json(&a)).into_response()),
+        None => Err(HttpError(
+            StatusCode::NOT_FOUND,
+            "account_not_found",
+            format!("no account {id} in the read model (yet: it may not be projected)"),
+        )),
+    }
+}
+
+async fn transactions(
+    State(q): State<QueryService>,
+    Path(id): Path<String>,
+) -> Result<Response, HttpError> {
+    let id = account_id(&id)?;
+    let (account, history) = q
+        .query(move |m| Ok((m.account(id)?, m.history(id)?)))
+        .await?;
+    if account.is_none() {
+        return Err(HttpError(
+            StatusCode::NOT_FOUND,
+            "account_not_found",
+            format!("no account {id} in the read model (yet: it may not be projected)"),
+        ));
+    }
+    let rows: Vec<Value> = history
+        .iter()
+        .map(|t| {
+            json!({
+                "kind": t.kind,
+                "amount": t.amount.to_string(),
+                "amount_cents": t.amount.cents(),
+                "description": t.description,
+                "position": t.position.0,
+                "time": t.time,
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({ "account_id": id.to_string(), "transactions": rows })).into_response())
+}
+
+async fn query_health(State(q): State<QueryService>) -> Response {
+    let checkpoint = q
+        .query(|m| Ok(m.checkpoint()?.and_then(|c| c.log_position())))
+        .await;
+    let head = q
+        .client
+        .read_all_page(ReadAllOptions::default().backward().max_count(1))
+        .await;
+    let projector_error = q
+        .projector_error
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    match (checkpoint, head) {
+        (Ok(checkpoint), Ok(page)) => {
+            let at = checkpoint.map_or(0, |p| p.0);
+            axum::Json(json!({
+                "status": "ok",
+                "projection": {
+                    "checkpoint": at,
+                    "head": page.head.0,
+                    "events_behind": page.head.0.saturating_sub(at),
+                    "last_error": projector_error,
+                },
+            }))
+            .into_response()
+        }
+        (Err(e), _) => e.into_response(),
+        (_, Err(e)) => HttpError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            e.to_string(),
+        )
+        .into_response(),
+    }
+}
