@@ -22,8 +22,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Creates or replaces a user.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Creates or replaces a user. Its `Debug` never shows the password.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PutUser {
     /// The user's name.
     pub name: String,
@@ -40,6 +40,18 @@ pub struct PutUser {
     /// A disabled user cannot log in (its connections are closed).
     #[serde(default)]
     pub disabled: bool,
+}
+
+impl std::fmt::Debug for PutUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PutUser")
+            .field("name", &self.name)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("roles", &self.roles)
+            .field("tenant", &self.tenant)
+            .field("disabled", &self.disabled)
+            .finish()
+    }
 }
 
 /// Names a user or a role (`DeleteUser`, `DeleteRole`).
@@ -136,13 +148,23 @@ pub struct CreateToken {
     pub label: String,
 }
 
-/// Reply to `CreateToken`: the only time the secret is shown.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Reply to `CreateToken`: the only time the secret is shown. Its `Debug`
+/// never shows it.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateTokenOk {
     /// The token's id.
     pub id: String,
     /// The token, to present in `Hello`'s `token` (without `user`).
     pub token: String,
+}
+
+impl std::fmt::Debug for CreateTokenOk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateTokenOk")
+            .field("id", &self.id)
+            .field("token", &"<redacted>")
+            .finish()
+    }
 }
 
 /// Revokes a user's API token.
@@ -215,4 +237,38 @@ pub fn validate_auth_name(what: &str, name: &str) -> Result<(), String> {
 /// rendering is close enough and never much shorter).
 pub(crate) fn size_hint<T: Serialize>(m: &T) -> usize {
     serde_json::to_vec(m).map_or(256, |v| v.len() + 64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let put = PutUser {
+            name: "u".into(),
+            password: Some("hunter2".into()),
+            ..PutUser::default()
+        };
+        let created = CreateTokenOk {
+            id: "ab".into(),
+            token: "lbk_ab_secret".into(),
+        };
+        let hello = crate::msg::Hello {
+            protocol_version: 1,
+            client_name: "c".into(),
+            token: Some("hunter2".into()),
+            user: Some("u".into()),
+        };
+        for text in [
+            format!("{put:?}"),
+            format!("{created:?}"),
+            format!("{hello:?}"),
+        ] {
+            assert!(
+                !text.contains("hunter2") && !text.contains("secret"),
+                "{text}"
+            );
+        }
+    }
 }

@@ -14,8 +14,8 @@
 use serde::{Deserialize, Serialize};
 
 /// Opens a session: says which protocol versions the client speaks and who
-/// it is.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// it is. Its `Debug` never shows the token.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Hello {
     /// Highest protocol version the client speaks.
     pub protocol_version: u8,
@@ -28,6 +28,17 @@ pub struct Hello {
     pub token: Option<String>,
     /// The user logging in with a password (in `token`).
     pub user: Option<String>,
+}
+
+impl std::fmt::Debug for Hello {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hello")
+            .field("protocol_version", &self.protocol_version)
+            .field("client_name", &self.client_name)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("user", &self.user)
+            .finish()
+    }
 }
 
 /// The server accepts the session and states its limits.
