@@ -86,7 +86,12 @@ fn flushes_go_on_while_a_merge_is_held() {
         s.index_flushes >= before.index_flushes + 15,
         "{before:?} -> {s:?}"
     );
-    assert_eq!(s.index_stalls, 0, "far from the stop mark");
+    // Far from the tables' stop mark (80): the held merge never stopped
+    // the appends, which all finished above while it was held. (A stall
+    // may still be counted if the flusher itself lagged under CPU load:
+    // that is the frozen memtables' backpressure working, not the merge's;
+    // asserting none made this test fail on a loaded machine.)
+    assert!(s.index_tables < 40, "far from the stop mark: {s:?}");
     check(&store, 400);
     gate.open();
     let s = wait_until(&store, "merges caught up", |s| s.index_tables < 20);
