@@ -7,15 +7,18 @@
 //! ..., "balance": "1000.00", ...}`; `POST /commands/deposit` and `POST
 //! /commands/withdraw` `{"account_id": ..., "amount": 250, "description":
 //! "Salary"}`; `GET /health`. Amounts are major units, as a number (`250`,
-//! `10.5`) or a string (`"10.50"`). A command with a `command_id` (any
-//! string; or an `Idempotency-Key` header) applies once however often it is
-//! sent: a re-sent open-account opens the same account, a re-sent deposit
-//! changes nothing and answers `"applied_earlier": true`. Concurrency
+//! `10.5`) or a string (`"10.50"`). A command with a `command_id` (1 to
+//! 256 bytes; or an `Idempotency-Key` header) applies once however often it
+//! is sent: a re-sent open-account opens the same account, a re-sent
+//! deposit changes nothing and answers `"applied_earlier": true`. The key
+//! names the request with its endpoint, account and amounts: the same key
+//! on another of them is another command. Concurrency
 //! conflicts are retried inside (load, decide, append with the expected
-//! version). Errors are JSON `{"error": ..., "code": ...}`: 400 bad JSON or
-//! field, 404 unknown account, 409 already open, 422 a business rule
-//! (overdraft, non-positive amount), 503 the event store unreachable or the
-//! account too busy.
+//! version). Errors are JSON `{"error": ..., "code": ...}`: 400 bad JSON,
+//! field or key, 404 unknown account, 409 already open or an idempotency
+//! key's events stored for another command, 422 a business rule (overdraft,
+//! non-positive amount, empty owner, bad currency), 503 with `Retry-After`
+//! the event store unreachable or the account too busy, 500 anything else.
 //!
 //! **Query side** ([`QueryService`], `bank serve-queries`, default
 //! `127.0.0.1:8002`): runs the projector (a catch-up subscription writing
@@ -52,11 +55,12 @@ struct HttpError(StatusCode, &'static str, String);
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let HttpError(status, code, message) = self;
-        (
-            status,
-            axum::Json(json!({ "error": message, "code": code })),
-        )
-            .into_response()
+        let body = axum::Json(json!({ "error": message, "code": code }));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // Worth trying again shortly.
+            return (status, [("retry-after", "1")], body).into_response();
+        }
+        (status, body).into_response()
     }
 }
 
@@ -88,11 +92,19 @@ impl From<CommandError> for HttpError {
             CommandError::BadEvent { .. } => {
                 HttpError(StatusCode::INTERNAL_SERVER_ERROR, "bad_event", message)
             }
-            _ => HttpError(
+            // An idempotency key's events already stored elsewhere: no
+            // detail (it would name another account).
+            CommandError::Store(logbook_client::Error::DuplicateEventId { .. }) => HttpError(
+                StatusCode::CONFLICT,
+                "idempotency_key_reused",
+                "this idempotency key was used for another command".to_owned(),
+            ),
+            CommandError::Store(e) if e.is_retryable() => HttpError(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store_unavailable",
                 message,
             ),
+            _ => HttpError(StatusCode::INTERNAL_SERVER_ERROR, "store_error", message),
         }
     }
 }
@@ -121,19 +133,40 @@ fn account_id(text: &str) -> Result<AccountId, HttpError> {
     text.parse::<AccountId>().map_err(bad_request)
 }
 
-/// The command's id: `command_id` in the body, else the `Idempotency-Key`
-/// header, else a fresh one. Any string: the id is a name-based UUID of it.
-fn command_id(body: Option<&str>, headers: &HeaderMap) -> Option<CommandId> {
-    let key = body.map(str::to_owned).or_else(|| {
-        headers
-            .get("idempotency-key")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    })?;
-    Some(CommandId(uuid::Uuid::new_v5(
+/// The command's id, when the request names a key (`command_id` in the
+/// body, else the `Idempotency-Key` header): a name-based UUID of the
+/// endpoint, the `scope` (the account and the request's amounts) and the
+/// key. A key thus names one request: sent again, it applies once; used on
+/// another endpoint or account, or with another amount or description, it
+/// is another command (never one silently taken for an earlier one). An
+/// empty, overlong or unreadable key is refused.
+fn command_id(
+    endpoint: &str,
+    scope: &str,
+    body: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Option<CommandId>, HttpError> {
+    let key = match body {
+        Some(k) => Some(k.to_owned()),
+        None => match headers.get("idempotency-key") {
+            None => None,
+            Some(v) => Some(
+                v.to_str()
+                    .map_err(|_| bad_request("the Idempotency-Key header must be visible ASCII"))?
+                    .to_owned(),
+            ),
+        },
+    };
+    let Some(key) = key else {
+        return Ok(None);
+    };
+    if key.is_empty() || key.len() > 256 {
+        return Err(bad_request("an idempotency key has 1 to 256 bytes"));
+    }
+    Ok(Some(CommandId(uuid::Uuid::new_v5(
         &uuid::Uuid::NAMESPACE_OID,
-        format!("logbook-bank-command:{key}").as_bytes(),
-    )))
+        format!("logbook-bank/{endpoint}/{scope}/{key}").as_bytes(),
+    ))))
 }
 
 fn outcome_json(o: &Outcome) -> Value {
@@ -181,9 +214,10 @@ async fn open_account(
         Some(v) => money(v, "initial_balance")?,
     };
     let currency = b.currency.as_deref().unwrap_or("EUR");
-    let outcome = match command_id(b.command_id.as_deref(), &headers) {
-        // Keyed: the account's id comes from the key, so a re-sent open
-        // finds the account it opened and applies nothing.
+    let scope = format!("{}/{}/{currency}", b.owner_name, initial.cents());
+    let outcome = match command_id("open-account", &scope, b.command_id.as_deref(), &headers)? {
+        // Keyed: the account's id comes from the key and the request, so
+        // a re-sent open finds the account it opened and applies nothing.
         Some(command) => {
             let id = AccountId::from_uuid(command.0);
             bank.run(id, command, |a| a.open(&b.owner_name, initial, currency))
@@ -209,7 +243,10 @@ async fn movement(
     let id = account_id(&b.account_id)?;
     let amount = money(&b.amount, "amount")?;
     let description = b.description.as_deref().unwrap_or("");
-    let command = command_id(b.command_id.as_deref(), headers).unwrap_or_default();
+    let endpoint = if deposit { "deposit" } else { "withdraw" };
+    let scope = format!("{id}/{}/{description}", amount.cents());
+    let command =
+        command_id(endpoint, &scope, b.command_id.as_deref(), headers)?.unwrap_or_default();
     let outcome = if deposit {
         bank.deposit_once(command, id, amount, description).await?
     } else {
@@ -277,8 +314,10 @@ pub async fn serve(
 pub struct QueryService {
     client: Client,
     model: Arc<Mutex<ReadModel>>,
-    /// The projector's last failure, if it is failing.
-    projector_error: Arc<Mutex<Option<String>>>,
+    /// The projector's last failure and when it happened.
+    projector_error: Arc<Mutex<Option<(String, std::time::Instant)>>>,
+    /// Dropped with the last clone of the service: the projector stops.
+    projector_stop: Arc<tokio::sync::watch::Sender<()>>,
 }
 
 impl QueryService {
@@ -291,22 +330,39 @@ impl QueryService {
             client: client.clone(),
             model: Arc::new(Mutex::new(model)),
             projector_error: Arc::default(),
+            projector_stop: Arc::new(tokio::sync::watch::channel(()).0),
         };
         let errors = Arc::clone(&service.projector_error);
-        tokio::spawn(async move {
-            loop {
-                let run = async {
-                    let mut model = ReadModel::open(&db)?;
-                    projector::project(&client, &mut model, ProjectorOptions::default()).await
-                };
-                let failed = match run.await {
-                    Ok(_) => "the projection ended".to_owned(),
-                    Err(e) => e.to_string(),
-                };
-                tracing::warn!(error = %failed, "projector stopped; starting again in 1 s");
-                *errors.lock().unwrap_or_else(|e| e.into_inner()) = Some(failed);
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
+        let mut stop = service.projector_stop.subscribe();
+        // The projector commits to SQLite synchronously: it runs on a
+        // blocking thread of its own (its I/O still driven by the runtime),
+        // never on the threads that serve requests.
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            runtime.block_on(async move {
+                // Until the service is dropped (its last clone holds the
+                // sender).
+                loop {
+                    let run = async {
+                        let mut model = ReadModel::open(&db)?;
+                        projector::project(&client, &mut model, ProjectorOptions::default()).await
+                    };
+                    let failed = tokio::select! {
+                        r = run => match r {
+                            Ok(_) => "the projection ended".to_owned(),
+                            Err(e) => e.to_string(),
+                        },
+                        _ = stop.changed() => return,
+                    };
+                    tracing::warn!(error = %failed, "projector stopped; starting again in 1 s");
+                    *errors.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some((failed, std::time::Instant::now()));
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stop.changed() => return,
+                    }
+                }
+            })
         });
         Ok(service)
     }
@@ -419,19 +475,29 @@ async fn query_health(State(q): State<QueryService>) -> Response {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
+    // A failure within the last 10 s (the projector restarts a second
+    // after each) marks the projection degraded.
+    let failing = projector_error
+        .as_ref()
+        .is_some_and(|(_, at)| at.elapsed() < Duration::from_secs(10));
     match (checkpoint, head) {
         (Ok(checkpoint), Ok(page)) => {
             let at = checkpoint.map_or(0, |p| p.0);
-            axum::Json(json!({
-                "status": "ok",
+            let body = json!({
+                "status": if failing { "degraded" } else { "ok" },
                 "projection": {
                     "checkpoint": at,
                     "head": page.head.0,
                     "events_behind": page.head.0.saturating_sub(at),
-                    "last_error": projector_error,
+                    "last_error": projector_error.map(|(e, _)| e),
                 },
-            }))
-            .into_response()
+            });
+            let status = if failing {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::OK
+            };
+            (status, axum::Json(body)).into_response()
         }
         (Err(e), _) => e.into_response(),
         (_, Err(e)) => HttpError(

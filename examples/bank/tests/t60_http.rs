@@ -56,24 +56,50 @@ async fn get(addr: SocketAddr, path: &str) -> (u16, Value) {
     call(addr, "GET", path, None, &[]).await
 }
 
-/// Both services on free ports, and their stop.
-async fn services(env: &Env) -> (SocketAddr, SocketAddr, tokio::sync::watch::Sender<bool>) {
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let commands = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let command_addr = commands.local_addr().unwrap();
-    tokio::spawn(http::serve(
-        commands,
-        http::command_router(env.bank.clone()),
-        until(stopped.clone()),
-    ));
-    let queries = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let query_addr = queries.local_addr().unwrap();
-    let service = http::QueryService::start(env.client.clone(), env.db.clone()).unwrap();
-    tokio::spawn(http::serve(queries, service.router(), until(stopped)));
-    (command_addr, query_addr, stop)
+/// Both services on free ports.
+struct Services {
+    command: SocketAddr,
+    query: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Services {
+    async fn start(env: &Env) -> Services {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let commands = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let command = commands.local_addr().unwrap();
+        let mut tasks = vec![tokio::spawn(http::serve(
+            commands,
+            http::command_router(env.bank.clone()),
+            until(stopped.clone()),
+        ))];
+        let queries = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let query = queries.local_addr().unwrap();
+        let service = http::QueryService::start(env.client.clone(), env.db.clone()).unwrap();
+        tasks.push(tokio::spawn(http::serve(
+            queries,
+            service.router(),
+            until(stopped),
+        )));
+        Services {
+            command,
+            query,
+            stop,
+            tasks,
+        }
+    }
+
+    /// Stops both gracefully: each serve returns once its requests end.
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            t.await.expect("serve task").expect("serve");
+        }
+    }
 }
 
 /// Waits until the projector has caught up with the log (its `/health`
@@ -99,8 +125,15 @@ async fn transactions(query: SocketAddr, id: &str) -> Value {
 
 #[tokio::test]
 async fn the_classic_flow_over_http() {
-    let env = Env::start().await;
-    let (command, query, stop) = services(&env).await;
+    // A snapshot every 2 events: snapshots at the end of the log must not
+    // hold the projection's checkpoint back.
+    let env = Env::start_with(logbook_bank::BankOptions {
+        snapshot_every: 2,
+        ..Default::default()
+    })
+    .await;
+    let services = Services::start(&env).await;
+    let (command, query) = (services.command, services.query);
 
     let (status, health) = get(command, "/health").await;
     assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
@@ -204,33 +237,91 @@ async fn the_classic_flow_over_http() {
     assert_eq!(health["projection"]["events_behind"], 0, "{health}");
     let (status, _) = get(query, &format!("/accounts/{unknown}")).await;
     assert_eq!(status, 404);
-    let _ = stop.send(true);
+    services.stop().await;
 }
 
 #[tokio::test]
 async fn a_resent_command_applies_once() {
     let env = Env::start().await;
-    let (command, query, stop) = services(&env).await;
+    let services = Services::start(&env).await;
+    let (command, query) = (services.command, services.query);
     let open = json!({ "owner_name": "Bob", "initial_balance": 100, "command_id": "open-bob-1" });
     let (first, a) = post(command, "/commands/open-account", open.clone()).await;
     let (second, b) = post(command, "/commands/open-account", open).await;
     assert_eq!((first, second), (201, 200), "{a} {b}");
     assert_eq!(a["account_id"], b["account_id"], "the same account");
-    assert_eq!(b["applied_earlier"], true);
+    assert_eq!(
+        (a["applied_earlier"].clone(), b["applied_earlier"].clone()),
+        (json!(false), json!(true))
+    );
     let id = a["account_id"].as_str().unwrap().to_owned();
+    // The same key for someone else's account opens another one.
+    let (status, other) = post(
+        command,
+        "/commands/open-account",
+        json!({ "owner_name": "Mallory", "initial_balance": 1, "command_id": "open-bob-1" }),
+    )
+    .await;
+    assert_eq!(status, 201, "{other}");
+    assert_ne!(other["account_id"], a["account_id"]);
+    let other = other["account_id"].as_str().unwrap().to_owned();
 
     let deposit = json!({ "account_id": id, "amount": 10, "command_id": "dep-1" });
-    let (_, d1) = post(command, "/commands/deposit", deposit.clone()).await;
-    let (_, d2) = post(command, "/commands/deposit", deposit).await;
-    assert_eq!(d1["balance"], "110.00");
-    assert_eq!(d2["balance"], "110.00");
+    let (s1, d1) = post(command, "/commands/deposit", deposit.clone()).await;
+    let (s2, d2) = post(command, "/commands/deposit", deposit).await;
+    assert_eq!((s1, s2), (200, 200));
+    assert_eq!(
+        (d1["balance"].as_str(), d2["balance"].as_str()),
+        (Some("110.00"), Some("110.00"))
+    );
     assert_eq!(
         (d1["applied_earlier"].clone(), d2["applied_earlier"].clone()),
         (json!(false), json!(true))
     );
+    // The same key on another endpoint, amount or account is another
+    // command: never silently taken for the first.
+    let (_, w) = post(
+        command,
+        "/commands/withdraw",
+        json!({ "account_id": id, "amount": 10, "command_id": "dep-1" }),
+    )
+    .await;
+    assert_eq!(
+        (w["balance"].as_str(), w["applied_earlier"].clone()),
+        (Some("100.00"), json!(false))
+    );
+    let (_, d3) = post(
+        command,
+        "/commands/deposit",
+        json!({ "account_id": id, "amount": 7, "command_id": "dep-1" }),
+    )
+    .await;
+    assert_eq!(
+        (d3["balance"].as_str(), d3["applied_earlier"].clone()),
+        (Some("107.00"), json!(false))
+    );
+    let (status, d4) = post(
+        command,
+        "/commands/deposit",
+        json!({ "account_id": other, "amount": 10, "command_id": "dep-1" }),
+    )
+    .await;
+    assert_eq!(
+        (status, d4["balance"].as_str()),
+        (200, Some("11.00")),
+        "{d4}"
+    );
+    // An empty key is refused.
+    let (status, body) = post(
+        command,
+        "/commands/deposit",
+        json!({ "account_id": id, "amount": 1, "command_id": "" }),
+    )
+    .await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("bad_request")));
     // The header works as well.
     let withdraw = json!({ "account_id": id, "amount": 5 }).to_string();
-    for _ in 0..3 {
+    for round in 0..3 {
         let (status, body) = call(
             command,
             "POST",
@@ -239,12 +330,13 @@ async fn a_resent_command_applies_once() {
             &[("Idempotency-Key", "wd-7")],
         )
         .await;
-        assert_eq!((status, body["balance"].as_str()), (200, Some("105.00")));
+        assert_eq!((status, body["balance"].as_str()), (200, Some("102.00")));
+        assert_eq!(body["applied_earlier"], json!(round > 0));
     }
-    // One open, one deposit, one withdrawal: nothing twice.
+    // open, deposit 10, withdraw 10, deposit 7, withdraw 5: nothing twice.
     let history = transactions(query, &id).await;
     let (_, account) = get(query, &format!("/accounts/{id}")).await;
-    assert_eq!(account["balance"], "105.00");
-    assert_eq!(history["transactions"].as_array().unwrap().len(), 3);
-    let _ = stop.send(true);
+    assert_eq!(account["balance"], "102.00");
+    assert_eq!(history["transactions"].as_array().unwrap().len(), 5);
+    services.stop().await;
 }
