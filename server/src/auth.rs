@@ -185,8 +185,8 @@ pub struct StoredUser {
     pub disabled: bool,
     /// API tokens.
     pub tokens: Vec<StoredToken>,
-    /// Bumped when the password changes: sessions opened with the old one
-    /// end.
+    /// Drawn anew when the password changes, the user is created, or it is
+    /// disabled or enabled: sessions opened under another one end.
     #[serde(default)]
     pub password_generation: u64,
 }
@@ -241,11 +241,15 @@ impl AuthDoc {
         !self.users.is_empty()
     }
 
-    /// Whether some enabled user, confined to no tenant, holds `admin`.
+    /// Whether some enabled user, confined to no tenant, holds `admin` and
+    /// can log in (a password or a token).
     pub fn has_admin(&self) -> bool {
-        self.users
-            .values()
-            .any(|u| !u.disabled && u.tenant.is_none() && u.roles.iter().any(|r| r == "admin"))
+        self.users.values().any(|u| {
+            !u.disabled
+                && u.tenant.is_none()
+                && u.roles.iter().any(|r| r == "admin")
+                && (u.password.is_some() || !u.tokens.is_empty())
+        })
     }
 
     /// Creates or replaces a user; `password_hash` replaces the stored one
@@ -277,10 +281,19 @@ impl AuthDoc {
         roles.sort();
         roles.dedup();
         let old = self.users.remove(name);
-        let (old_password, tokens, generation) = old.map_or((None, Vec::new(), 0), |u| {
-            (u.password, u.tokens, u.password_generation)
+        let was_disabled = old.as_ref().map(|u| u.disabled);
+        let (old_password, tokens, generation) = old.map_or((None, Vec::new(), None), |u| {
+            (u.password, u.tokens, Some(u.password_generation))
         });
-        let changed = password_hash.is_some();
+        // A fresh generation when the password changes, the user is new
+        // (one deleted and made again must not match the old sessions), or
+        // its state flips: drawn at random, so that no two states of a
+        // user share one, however many changes a busy connection misses.
+        let renew = password_hash.is_some() || was_disabled != Some(disabled);
+        let generation = match generation {
+            Some(g) if !renew => g,
+            _ => random_generation(),
+        };
         self.users.insert(
             name.to_owned(),
             StoredUser {
@@ -289,7 +302,7 @@ impl AuthDoc {
                 tenant,
                 disabled,
                 tokens,
-                password_generation: generation + u64::from(changed),
+                password_generation: generation,
             },
         );
         Ok(())
@@ -541,9 +554,11 @@ impl Access {
         out
     }
 
-    /// These rights, for a session opened with the API token `id`.
+    /// These rights, for a session opened with the API token `id` (which a
+    /// new password does not end: its generation is not the session's).
     pub fn via_token(mut self, id: &str) -> Access {
         self.token = Some(id.to_owned());
+        self.password_generation = 0;
         self
     }
 
@@ -661,6 +676,11 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
             .verify_password(password.as_bytes(), &h)
             .is_ok()
     })
+}
+
+/// A random password generation, never 0 (token sessions' own).
+fn random_generation() -> u64 {
+    getrandom::u64().unwrap_or(1).max(1)
 }
 
 /// Prefix of every API token.

@@ -6,15 +6,14 @@
 //! fields. Written synchronously (these events are rare), flushed per line.
 //!
 //! Also here: failed logins are slowed per source address (IPv6 addresses
-//! by /64, what one host usually holds). Every login that presents
-//! credentials counts as an attempt before it is checked, and is given
-//! back if it succeeds: after [`MAX_FAILURES`] attempts not given back
+//! by /64, what one host usually holds). After [`MAX_FAILURES`] failures
 //! within [`WINDOW`], the address's logins are refused (even with the right
-//! credentials) for [`BLOCK`]. Counting before the check means guesses
-//! sent in parallel cannot all pass before the first failure is counted,
-//! and a success gives back its own attempt only, so logging in as one
-//! user between guesses at another's password gains nothing. The table
-//! of addresses is bounded.
+//! credentials) for [`BLOCK`]. At most as many logins of an address are
+//! checked at once as it has failures left, the others answered busy (and
+//! retried by their clients), so guesses sent in parallel cannot pass the
+//! limit before their failures are counted; a success clears nothing, so
+//! logging in as one user between guesses at another's password gains
+//! nothing. The table of addresses is bounded.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -62,9 +61,24 @@ pub(crate) struct Audit {
 
 #[derive(Clone, Copy)]
 struct Failures {
+    /// Failed logins within the window.
     count: u32,
+    /// Logins being checked now.
+    pending: u32,
     since: Instant,
     blocked_until: Option<Instant>,
+}
+
+/// Whether a login may be checked now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Attempt {
+    /// Checked; say how it ended with [`Audit::end_attempt`].
+    Go,
+    /// The address is blocked (too many failures).
+    Blocked,
+    /// As many logins of the address are being checked as it has failures
+    /// left: this one waits for them (the client retries).
+    Busy,
 }
 
 impl Audit {
@@ -107,6 +121,7 @@ impl Audit {
     }
 
     /// Whether logins from `ip` are refused now (too many failures).
+    #[cfg(test)]
     pub(crate) fn is_blocked(&self, ip: IpAddr) -> bool {
         let now = Instant::now();
         self.failures
@@ -116,17 +131,21 @@ impl Audit {
             .is_some_and(|until| now < until)
     }
 
-    /// Counts a login attempt from `ip` before its credentials are
-    /// checked; false (nothing counted) if the address is blocked.
-    pub(crate) fn begin_attempt(&self, ip: IpAddr) -> bool {
+    /// Asks to check a login from `ip`: at most as many at once as the
+    /// address has failures left before it is blocked, so that guesses
+    /// sent in parallel cannot pass the limit before their failures are
+    /// counted.
+    pub(crate) fn begin_attempt(&self, ip: IpAddr) -> Attempt {
         let ip = source(ip);
         let now = Instant::now();
         let mut table = self.failures.lock();
         if table.len() >= MAX_TRACKED && !table.contains_key(&ip) {
             // Keep the table bounded: forget the entries whose window and
-            // block are over, or, if none, the oldest.
+            // block are over (and nothing pending), or, if none, the oldest.
             table.retain(|_, f| {
-                now.duration_since(f.since) < WINDOW || f.blocked_until.is_some_and(|u| now < u)
+                f.pending > 0
+                    || now.duration_since(f.since) < WINDOW
+                    || f.blocked_until.is_some_and(|u| now < u)
             });
             if table.len() >= MAX_TRACKED
                 && let Some(oldest) = table.iter().min_by_key(|(_, f)| f.since).map(|(k, _)| *k)
@@ -136,36 +155,41 @@ impl Audit {
         }
         let f = table.entry(ip).or_insert(Failures {
             count: 0,
+            pending: 0,
             since: now,
             blocked_until: None,
         });
         if f.blocked_until.is_some_and(|until| now < until) {
-            return false;
+            return Attempt::Blocked;
         }
         if now.duration_since(f.since) >= WINDOW {
-            *f = Failures {
-                count: 0,
-                since: now,
-                blocked_until: None,
-            };
+            f.count = 0;
+            f.since = now;
+            f.blocked_until = None;
         }
-        f.count += 1;
-        if f.count >= MAX_FAILURES {
-            f.blocked_until = Some(now + BLOCK);
+        if f.count + f.pending >= MAX_FAILURES {
+            return Attempt::Busy;
         }
-        true
+        f.pending += 1;
+        Attempt::Go
     }
 
-    /// Gives back the attempt of a login from `ip` that succeeded (or was
-    /// never checked).
-    pub(crate) fn end_attempt_ok(&self, ip: IpAddr) {
+    /// Ends a login check that [`Audit::begin_attempt`] let go: a failure
+    /// counts (and may block the address); true if it is blocked now.
+    pub(crate) fn end_attempt(&self, ip: IpAddr, failed: bool) -> bool {
+        let now = Instant::now();
         let mut table = self.failures.lock();
-        if let Some(f) = table.get_mut(&source(ip)) {
-            f.count = f.count.saturating_sub(1);
-            if f.count < MAX_FAILURES {
-                f.blocked_until = None;
+        let Some(f) = table.get_mut(&source(ip)) else {
+            return false;
+        };
+        f.pending = f.pending.saturating_sub(1);
+        if failed {
+            f.count += 1;
+            if f.count >= MAX_FAILURES {
+                f.blocked_until = Some(now + BLOCK);
             }
         }
+        f.blocked_until.is_some_and(|until| now < until)
     }
 }
 
@@ -224,31 +248,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn attempts_block_an_address_at_the_limit_and_successes_give_back_their_own() {
+    fn parallel_checks_stay_within_the_failures_left_and_failures_block() {
         let a = Audit::open(None).unwrap();
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let other: IpAddr = "10.0.0.2".parse().unwrap();
-        // Parallel guesses: each is counted before it is checked.
+        // Parallel logins: as many are checked as failures are left.
         for _ in 0..MAX_FAILURES {
-            assert!(a.begin_attempt(ip));
+            assert_eq!(a.begin_attempt(ip), Attempt::Go);
         }
-        assert!(a.is_blocked(ip));
-        assert!(!a.begin_attempt(ip), "the next one is refused at once");
-        assert!(!a.is_blocked(other), "per address");
-        // One of them succeeds: its own attempt comes back, no more.
-        a.end_attempt_ok(ip);
+        assert_eq!(a.begin_attempt(ip), Attempt::Busy);
+        assert_eq!(a.begin_attempt(other), Attempt::Go, "per address");
+        // Good ones end and make room; they clear no failure.
+        assert!(!a.end_attempt(ip, false));
+        assert_eq!(a.begin_attempt(ip), Attempt::Go);
+        for _ in 0..MAX_FAILURES - 1 {
+            assert!(!a.end_attempt(ip, true));
+        }
         assert!(!a.is_blocked(ip));
-        assert!(a.begin_attempt(ip));
+        // One failure left, one check pending: nothing more goes.
+        assert_eq!(a.begin_attempt(ip), Attempt::Busy);
+        assert!(a.end_attempt(ip, true), "the fifth failure blocks");
         assert!(a.is_blocked(ip));
-        // A success from elsewhere changes nothing here.
-        assert!(a.begin_attempt(other));
-        a.end_attempt_ok(other);
-        assert!(a.is_blocked(ip));
+        assert_eq!(a.begin_attempt(ip), Attempt::Blocked);
+        // The other address had no failure.
+        assert!(!a.end_attempt(other, false));
+        assert!(!a.is_blocked(other));
         // An IPv6 host is one /64.
         let v6a: IpAddr = "2001:db8::1".parse().unwrap();
         let v6b: IpAddr = "2001:db8::ffff:2".parse().unwrap();
         for _ in 0..MAX_FAILURES {
-            assert!(a.begin_attempt(v6a));
+            assert_eq!(a.begin_attempt(v6a), Attempt::Go);
+            a.end_attempt(v6a, true);
         }
         assert!(a.is_blocked(v6b));
     }
@@ -257,7 +287,9 @@ mod tests {
     fn the_table_stays_bounded() {
         let a = Audit::open(None).unwrap();
         for i in 0..(MAX_TRACKED as u32 + 100) {
-            a.begin_attempt(IpAddr::from(i.to_be_bytes()));
+            let ip = IpAddr::from(i.to_be_bytes());
+            a.begin_attempt(ip);
+            a.end_attempt(ip, true);
         }
         assert!(a.failures.lock().len() <= MAX_TRACKED);
     }

@@ -166,12 +166,16 @@ impl Auth {
         // A missing user costs a hash check too, so that timing does not
         // tell which names exist.
         let stored = doc.users.get(user).and_then(|u| u.password.clone());
-        let _slot = Arc::clone(&self.verifying)
+        let slot = Arc::clone(&self.verifying)
             .acquire_owned()
             .await
             .map_err(|_| "shutting down")?;
         let password = password.to_owned();
+        // The slot goes with the check: a login given up on (its handshake
+        // timed out) still holds it until its hash is computed, so at most
+        // MAX_VERIFYING run at once, whatever happens to their callers.
         let ok = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             let hash = stored.unwrap_or_else(dummy_hash);
             verify_password(&password, &hash)
         })
@@ -181,18 +185,31 @@ impl Auth {
         if !ok || !exists {
             return Err("wrong user or password");
         }
-        // The document may have changed during the check: the rights are
-        // today's.
-        self.doc().access(user).ok_or("user disabled")
+        // The rights of the document the password was checked against: if
+        // it changed meanwhile (a new password, say), the session sees the
+        // change at once and is judged by it.
+        doc.access(user).ok_or("user disabled")
     }
 
     /// Applies `change` to a copy of the document, writes it, and makes it
     /// current. Changes run one at a time.
     pub(crate) async fn change<T>(
         &self,
+        actor: Option<&Access>,
         change: impl FnOnce(&mut AuthDoc) -> Result<T, Box<ErrorReply>>,
     ) -> Result<T, Box<ErrorReply>> {
         let mut version = self.version.lock().await;
+        // The actor's rights were checked before this change's turn came:
+        // a change made meanwhile (its password, its roles) must not let a
+        // request authorized under the old rights through.
+        if let Some(actor) = actor
+            && self.current(actor).as_ref() != Some(actor)
+        {
+            return Err(Box::new(ErrorReply::new(
+                ErrorCode::NotAuthenticated,
+                "the session's rights changed: log in again",
+            )));
+        }
         let mut doc = AuthDoc::clone(&self.doc());
         let out = change(&mut doc)?;
         // Someone must still be able to administer the server: an enabled
@@ -269,14 +286,17 @@ impl Auth {
 
     /// Hashes a password off the async threads.
     pub(crate) async fn hash(&self, password: String) -> Result<String, Box<ErrorReply>> {
-        let _slot = Arc::clone(&self.verifying)
+        let slot = Arc::clone(&self.verifying)
             .acquire_owned()
             .await
             .map_err(|_| internal("shutting down".into()))?;
-        tokio::task::spawn_blocking(move || crate::auth::hash_password(&password))
-            .await
-            .map_err(|e| internal(e.to_string()))?
-            .map_err(|e| Box::new(ErrorReply::new(ErrorCode::BadRequest, e)))
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            crate::auth::hash_password(&password)
+        })
+        .await
+        .map_err(|e| internal(e.to_string()))?
+        .map_err(|e| Box::new(ErrorReply::new(ErrorCode::BadRequest, e)))
     }
 
     /// At the first start of a store with no users on a server without
@@ -293,7 +313,7 @@ impl Auth {
         write_secret(path, &format!("{password}\n"))
             .map_err(|e| format!("writing {}: {e}", path.display()))?;
         let hash = self.hash(password).await.map_err(|e| e.message.clone())?;
-        self.change(|doc| {
+        self.change(None, |doc| {
             doc.put_user("admin", Some(hash), vec!["admin".into()], None, false)
                 .map_err(|e| Box::new(ErrorReply::new(ErrorCode::BadRequest, e)))
         })

@@ -469,7 +469,15 @@ impl Outbox {
                 return Err(e);
             }
         }
-        wr.shutdown().await
+        // A TLS close sends a last record: bounded like any write.
+        tokio::time::timeout(self.write_timeout, wr.shutdown())
+            .await
+            .unwrap_or_else(|_| {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the client read nothing for the write timeout",
+                ))
+            })
     }
 
     /// Writes `bytes`, failing if the socket accepts none of them for the

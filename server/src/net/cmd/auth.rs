@@ -217,7 +217,7 @@ impl Connection {
         let r = self
             .shared
             .auth
-            .change(|doc| {
+            .change(Some(&self.access), |doc| {
                 doc.put_user(&u.name, hash, u.roles, u.tenant, u.disabled)
                     .map_err(bad)?;
                 doc.show_user(&u.name)
@@ -243,7 +243,7 @@ impl Connection {
         let r = self
             .shared
             .auth
-            .change(|doc| {
+            .change(Some(&self.access), |doc| {
                 if doc.delete_user(&u.name) {
                     Ok(())
                 } else {
@@ -277,7 +277,7 @@ impl Connection {
         let r = self
             .shared
             .auth
-            .change(|doc| {
+            .change(Some(&self.access), |doc| {
                 doc.put_role(&role).map_err(bad)?;
                 doc.show_role(&role.name)
                     .ok_or_else(|| bad("the role vanished".into()))
@@ -298,7 +298,7 @@ impl Connection {
         let result = self
             .shared
             .auth
-            .change(|doc| match doc.delete_role(&r.name) {
+            .change(Some(&self.access), |doc| match doc.delete_role(&r.name) {
                 Ok(true) => Ok(()),
                 Ok(false) => Err(bad(format!("no role named {:?}", r.name))),
                 Err(e) => Err(bad(e)),
@@ -334,7 +334,9 @@ impl Connection {
                 let id = stored.id.clone();
                 self.shared
                     .auth
-                    .change(|doc| doc.add_token(&t.user, stored).map_err(bad))
+                    .change(Some(&self.access), |doc| {
+                        doc.add_token(&t.user, stored).map_err(bad)
+                    })
                     .await
                     .map(|()| CreateTokenOk { id, token: text })
             }
@@ -358,7 +360,7 @@ impl Connection {
         let r = self
             .shared
             .auth
-            .change(|doc| {
+            .change(Some(&self.access), |doc| {
                 if doc.revoke_token(&t.user, &t.id) {
                     Ok(())
                 } else {

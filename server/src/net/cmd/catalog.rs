@@ -70,6 +70,12 @@ impl Connection {
     }
 }
 
+/// A name after (nearly) every stream name starting with `$`: the names
+/// after it are scanned one by one like any other (only a jump from below
+/// it is taken, so a scan always moves on).
+const PAST_SYSTEM: &str =
+    "$\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}\u{10FFFF}";
+
 /// A catalog page of the streams `access` may read, for a user who may not
 /// read them all: the names under the user's readable prefixes (within
 /// the tenant's namespace), read prefix by prefix, each checked, and
@@ -101,6 +107,9 @@ fn readable_page(
         }
     }
     ranges.sort();
+    // Without a grant on system streams, the `$` block under a `""` range
+    // is jumped over, not scanned name by name.
+    let reads_system = access.read_prefixes().iter().any(|p| p.starts_with('$'));
     let mut out: Vec<StreamInfo> = Vec::new();
     let mut bytes = 0usize;
     for range in ranges {
@@ -113,20 +122,47 @@ fn readable_page(
         };
         loop {
             let want = limit - out.len();
-            let page = store.list_streams(&range, cursor.as_deref(), want, max_bytes)?;
+            // The store's page within what is left of the byte budget (it
+            // returns one entry at least).
+            let left = max_bytes.saturating_sub(bytes).max(1);
+            let page = store.list_streams(&range, cursor.as_deref(), want, left)?;
             if page.streams.is_empty() {
                 break;
             }
+            let mut jump = false;
             for info in page.streams {
                 if access.can(Right::Read, &info.stream) {
-                    bytes += info.stream.len() + 64;
+                    // Counted as the store counts it.
+                    let size = 128
+                        + info.stream.len()
+                        + if info.metadata == logbook_protocol::lifecycle::StreamMetadata::default()
+                        {
+                            0
+                        } else {
+                            info.metadata.to_json().len()
+                        };
+                    if bytes.saturating_add(size) > max_bytes && !out.is_empty() {
+                        let next = out.last().map(|i| i.stream.clone());
+                        return Ok((out, next));
+                    }
+                    bytes += size;
                     out.push(info);
+                } else if !reads_system
+                    && info.stream.starts_with('$')
+                    && info.stream.as_str() < PAST_SYSTEM
+                {
+                    jump = true;
+                    break;
                 }
             }
-            let full = out.len() >= limit || (bytes >= max_bytes && !out.is_empty());
-            if full {
+            if out.len() >= limit {
                 let next = out.last().map(|i| i.stream.clone());
                 return Ok((out, next));
+            }
+            if jump {
+                // Past every name starting with `$`.
+                cursor = Some(PAST_SYSTEM.to_owned());
+                continue;
             }
             match page.next {
                 Some(n) => cursor = Some(n),

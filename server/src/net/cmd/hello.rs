@@ -5,6 +5,7 @@ use logbook_protocol::{
     ErrorCode, ErrorReply, HelloOk, Opcode, PROTOCOL_VERSION, Ping, Pong, Request, Response,
 };
 
+use crate::net::audit::Attempt;
 use crate::net::connection::{Close, Connection};
 use crate::net::limits;
 
@@ -44,23 +45,33 @@ impl Connection {
         let auth = &self.shared.auth;
         if auth.required() {
             let who = serde_json::json!({ "client": hello.client_name, "user": hello.user });
-            // Credentials count as an attempt before they are checked
-            // (given back if they are right): an address with too many
-            // recent failures is refused, right credentials or not, so
-            // guessing is slowed to a few tries a minute, parallel ones
-            // included. A Hello without credentials guesses nothing and is
-            // not counted (its address may be shared with good clients).
+            // An address with too many recent failures is refused, right
+            // credentials or not, so guessing is slowed to a few tries a
+            // minute; at most as many of its logins are checked at once as
+            // it has failures left (the others are told to retry), so
+            // parallel guesses cannot pass the limit either. A Hello
+            // without credentials guesses nothing and is not counted (its
+            // address may be shared with good clients).
             let counted = hello.token.is_some();
-            if counted && !audit.begin_attempt(ip) {
-                audit.record("login_refused", self.peer, who);
-                self.send_error(
-                    Opcode::Hello,
-                    corr_id,
-                    ErrorReply::new(
+            let attempt = if counted {
+                audit.begin_attempt(ip)
+            } else {
+                Attempt::Go
+            };
+            if attempt != Attempt::Go {
+                let (code, message) = if attempt == Attempt::Blocked {
+                    (
                         ErrorCode::NotAuthenticated,
                         "too many failed logins from this address: try again later",
-                    ),
-                );
+                    )
+                } else {
+                    (
+                        ErrorCode::ServerBusy,
+                        "too many logins from this address at once: try again",
+                    )
+                };
+                audit.record("login_refused", self.peer, who);
+                self.send_error(Opcode::Hello, corr_id, ErrorReply::new(code, message));
                 return Err(Close::Violation("login refused".into()));
             }
             // A login waits its turn for a password check at most the
@@ -71,7 +82,7 @@ impl Connection {
             match tokio::time::timeout(limit, login).await {
                 Err(_) => {
                     if counted {
-                        audit.end_attempt_ok(ip);
+                        audit.end_attempt(ip, false);
                     }
                     self.send_error(
                         Opcode::Hello,
@@ -85,7 +96,7 @@ impl Connection {
                 }
                 Ok(Ok(access)) => {
                     if counted {
-                        audit.end_attempt_ok(ip);
+                        audit.end_attempt(ip, false);
                     }
                     audit.record(
                         "login",
@@ -95,6 +106,7 @@ impl Connection {
                     self.access = access;
                 }
                 Ok(Err(why)) => {
+                    let blocked = counted && audit.end_attempt(ip, true);
                     audit.record(
                         "login_failed",
                         self.peer,
@@ -102,7 +114,7 @@ impl Connection {
                             "client": hello.client_name,
                             "user": hello.user,
                             "reason": why,
-                            "blocked": audit.is_blocked(ip),
+                            "blocked": blocked,
                         }),
                     );
                     self.send_error(
