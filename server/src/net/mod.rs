@@ -426,6 +426,11 @@ pub async fn run_with_stats(
             );
         }
     }
+    if config.auth_token.is_some() && auth.doc().has_users() && !auth.doc().has_admin() {
+        tracing::warn!(
+            "no enabled admin user can log in: only --auth-token administers this server (make a user admin before starting without it)"
+        );
+    }
     if auth.required() {
         tracing::info!("clients must log in (users, API tokens or --auth-token)");
     } else {
