@@ -309,11 +309,17 @@ pub async fn serve(
         .await
 }
 
+/// Read connections of the query side.
+const READERS: usize = 4;
+
 /// The query side: the read model, fed by its projector.
 #[derive(Clone)]
 pub struct QueryService {
     client: Client,
-    model: Arc<Mutex<ReadModel>>,
+    /// Read connections (WAL lets them read while the projector writes):
+    /// a slow query holds one, not the service.
+    readers: Arc<Vec<Mutex<ReadModel>>>,
+    next_reader: Arc<std::sync::atomic::AtomicUsize>,
     /// The projector's last failure and when it happened.
     projector_error: Arc<Mutex<Option<(String, std::time::Instant)>>>,
     /// Dropped with the last clone of the service: the projector stops.
@@ -325,10 +331,17 @@ impl QueryService {
     /// projector opens its own) and starts the projector, which follows the
     /// log until the process ends, starting again after a failure.
     pub fn start(client: Client, db: PathBuf) -> Result<QueryService, String> {
-        let model = ReadModel::open(&db).map_err(|e| format!("{}: {e}", db.display()))?;
+        let readers = (0..READERS)
+            .map(|_| {
+                ReadModel::open(&db)
+                    .map(Mutex::new)
+                    .map_err(|e| format!("{}: {e}", db.display()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let service = QueryService {
             client: client.clone(),
-            model: Arc::new(Mutex::new(model)),
+            readers: Arc::new(readers),
+            next_reader: Arc::default(),
             projector_error: Arc::default(),
             projector_stop: Arc::new(tokio::sync::watch::channel(()).0),
         };
@@ -372,9 +385,18 @@ impl QueryService {
         &self,
         query: impl FnOnce(&ReadModel) -> Result<T, crate::read_model::ReadModelError> + Send + 'static,
     ) -> Result<T, HttpError> {
-        let model = Arc::clone(&self.model);
+        let readers = Arc::clone(&self.readers);
+        let start = self
+            .next_reader
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tokio::task::spawn_blocking(move || {
-            let model = model.lock().unwrap_or_else(|e| e.into_inner());
+            // A free connection if there is one, else wait for one in turn.
+            let n = readers.len();
+            let free = (0..n).find_map(|i| readers[(start + i) % n].try_lock().ok());
+            let model = match free {
+                Some(m) => m,
+                None => readers[start % n].lock().unwrap_or_else(|e| e.into_inner()),
+            };
             query(&model)
         })
         .await
@@ -436,9 +458,7 @@ async fn transactions(
     Path(id): Path<String>,
 ) -> Result<Response, HttpError> {
     let id = account_id(&id)?;
-    let (account, history) = q
-        .query(move |m| Ok((m.account(id)?, m.history(id)?)))
-        .await?;
+    let (account, history) = q.query(move |m| m.account_with_history(id)).await?;
     if account.is_none() {
         return Err(HttpError(
             StatusCode::NOT_FOUND,

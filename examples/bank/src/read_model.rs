@@ -284,6 +284,19 @@ impl ReadModel {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
+    /// One account and its transactions, read in one transaction (the
+    /// same projected state for both).
+    pub fn account_with_history(
+        &self,
+        id: AccountId,
+    ) -> Result<(Option<AccountRow>, Vec<TransactionRow>)> {
+        let tx = self.conn.unchecked_transaction()?;
+        let account = self.account(id)?;
+        let history = self.history(id)?;
+        tx.finish()?;
+        Ok((account, history))
+    }
+
     /// Rows in `transactions`, over all accounts.
     pub fn transaction_count(&self) -> Result<u64> {
         let n: i64 = self
