@@ -140,7 +140,8 @@ pub struct Args {
     )]
     pub max_open_files: usize,
 
-    /// Token clients must present in Hello (unset: no authentication).
+    /// A token that logs in as an admin, besides the users (unset: only
+    /// users; with no users either, clients on loopback need no login).
     #[arg(long, env = "LOGBOOK_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<String>,
 

@@ -79,8 +79,10 @@ pub struct ServerConfig {
     /// A connection that has not said Hello within this time is closed.
     /// Default 10 s.
     pub handshake_timeout: Duration,
-    /// Token clients must present in Hello; `None` (the default) admits
-    /// every client.
+    /// A token that logs in as an admin (`admin-token`), besides the
+    /// users of the store (see [`crate::auth`]); `None` (the default):
+    /// users only, and with no users, clients of a server listening on
+    /// loopback only need no login.
     pub auth_token: Option<String>,
     /// TLS on the client port (see [`crate::tls`]); `None` (the default):
     /// clear text.
