@@ -57,6 +57,8 @@ impl std::str::FromStr for AuditTarget {
 pub(crate) struct Audit {
     sink: Option<Mutex<Box<dyn Write + Send>>>,
     failures: Mutex<HashMap<IpAddr, Failures>>,
+    /// Wakes logins waiting for a check of their address to end.
+    ended: tokio::sync::Notify,
 }
 
 #[derive(Clone, Copy)]
@@ -97,6 +99,7 @@ impl Audit {
         Ok(Audit {
             sink: sink.map(Mutex::new),
             failures: Mutex::new(HashMap::new()),
+            ended: tokio::sync::Notify::new(),
         })
     }
 
@@ -131,11 +134,14 @@ impl Audit {
             .is_some_and(|until| now < until)
     }
 
-    /// Asks to check a login from `ip`: at most as many at once as the
-    /// address has failures left before it is blocked, so that guesses
-    /// sent in parallel cannot pass the limit before their failures are
-    /// counted.
-    pub(crate) fn begin_attempt(&self, ip: IpAddr) -> Attempt {
+    /// Asks to check a login from `ip`. A password check (`guessable`)
+    /// goes only while fewer are under way for the address than it has
+    /// failures left before it is blocked, so that guesses sent in parallel
+    /// cannot pass the limit before their failures are counted (the others
+    /// wait: [`Audit::wait_for_attempt`]); a token's check (256 random
+    /// bits: nothing to guess) is never held back, only refused once the
+    /// address is blocked.
+    pub(crate) fn begin_attempt(&self, ip: IpAddr, guessable: bool) -> Attempt {
         let ip = source(ip);
         let now = Instant::now();
         let mut table = self.failures.lock();
@@ -167,22 +173,50 @@ impl Audit {
             f.since = now;
             f.blocked_until = None;
         }
-        if f.count + f.pending >= MAX_FAILURES {
-            return Attempt::Busy;
+        if guessable {
+            if f.count + f.pending >= MAX_FAILURES {
+                return Attempt::Busy;
+            }
+            f.pending += 1;
         }
-        f.pending += 1;
         Attempt::Go
     }
 
-    /// Ends a login check that [`Audit::begin_attempt`] let go: a failure
-    /// counts (and may block the address); true if it is blocked now.
-    pub(crate) fn end_attempt(&self, ip: IpAddr, failed: bool) -> bool {
+    /// Waits until a password check of `ip` may go (or the address is
+    /// blocked), at most until `deadline`: [`Attempt::Busy`] then.
+    pub(crate) async fn wait_for_attempt(
+        &self,
+        ip: IpAddr,
+        deadline: tokio::time::Instant,
+    ) -> Attempt {
+        loop {
+            // Registered before the check, so an end in between wakes it.
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            match self.begin_attempt(ip, true) {
+                Attempt::Busy => {}
+                other => return other,
+            }
+            if tokio::time::timeout_at(deadline, ended).await.is_err() {
+                return Attempt::Busy;
+            }
+        }
+    }
+
+    /// Ends a login check that [`Audit::begin_attempt`] let go (`guessable`
+    /// as it was asked): a failure counts (and may block the address); true
+    /// if it is blocked now.
+    pub(crate) fn end_attempt(&self, ip: IpAddr, guessable: bool, failed: bool) -> bool {
         let now = Instant::now();
         let mut table = self.failures.lock();
         let Some(f) = table.get_mut(&source(ip)) else {
             return false;
         };
-        f.pending = f.pending.saturating_sub(1);
+        if guessable {
+            f.pending = f.pending.saturating_sub(1);
+            self.ended.notify_waiters();
+        }
         if failed {
             f.count += 1;
             if f.count >= MAX_FAILURES {
@@ -254,31 +288,31 @@ mod tests {
         let other: IpAddr = "10.0.0.2".parse().unwrap();
         // Parallel logins: as many are checked as failures are left.
         for _ in 0..MAX_FAILURES {
-            assert_eq!(a.begin_attempt(ip), Attempt::Go);
+            assert_eq!(a.begin_attempt(ip, true), Attempt::Go);
         }
-        assert_eq!(a.begin_attempt(ip), Attempt::Busy);
-        assert_eq!(a.begin_attempt(other), Attempt::Go, "per address");
+        assert_eq!(a.begin_attempt(ip, true), Attempt::Busy);
+        assert_eq!(a.begin_attempt(other, true), Attempt::Go, "per address");
         // Good ones end and make room; they clear no failure.
-        assert!(!a.end_attempt(ip, false));
-        assert_eq!(a.begin_attempt(ip), Attempt::Go);
+        assert!(!a.end_attempt(ip, true, false));
+        assert_eq!(a.begin_attempt(ip, true), Attempt::Go);
         for _ in 0..MAX_FAILURES - 1 {
-            assert!(!a.end_attempt(ip, true));
+            assert!(!a.end_attempt(ip, true, true));
         }
         assert!(!a.is_blocked(ip));
         // One failure left, one check pending: nothing more goes.
-        assert_eq!(a.begin_attempt(ip), Attempt::Busy);
-        assert!(a.end_attempt(ip, true), "the fifth failure blocks");
+        assert_eq!(a.begin_attempt(ip, true), Attempt::Busy);
+        assert!(a.end_attempt(ip, true, true), "the fifth failure blocks");
         assert!(a.is_blocked(ip));
-        assert_eq!(a.begin_attempt(ip), Attempt::Blocked);
+        assert_eq!(a.begin_attempt(ip, true), Attempt::Blocked);
         // The other address had no failure.
-        assert!(!a.end_attempt(other, false));
+        assert!(!a.end_attempt(other, true, false));
         assert!(!a.is_blocked(other));
         // An IPv6 host is one /64.
         let v6a: IpAddr = "2001:db8::1".parse().unwrap();
         let v6b: IpAddr = "2001:db8::ffff:2".parse().unwrap();
         for _ in 0..MAX_FAILURES {
-            assert_eq!(a.begin_attempt(v6a), Attempt::Go);
-            a.end_attempt(v6a, true);
+            assert_eq!(a.begin_attempt(v6a, true), Attempt::Go);
+            a.end_attempt(v6a, true, true);
         }
         assert!(a.is_blocked(v6b));
     }
@@ -288,8 +322,8 @@ mod tests {
         let a = Audit::open(None).unwrap();
         for i in 0..(MAX_TRACKED as u32 + 100) {
             let ip = IpAddr::from(i.to_be_bytes());
-            a.begin_attempt(ip);
-            a.end_attempt(ip, true);
+            a.begin_attempt(ip, true);
+            a.end_attempt(ip, true, true);
         }
         assert!(a.failures.lock().len() <= MAX_TRACKED);
     }

@@ -47,16 +47,26 @@ impl Connection {
             let who = serde_json::json!({ "client": hello.client_name, "user": hello.user });
             // An address with too many recent failures is refused, right
             // credentials or not, so guessing is slowed to a few tries a
-            // minute; at most as many of its logins are checked at once as
-            // it has failures left (the others are told to retry), so
-            // parallel guesses cannot pass the limit either. A Hello
+            // minute; at most as many of its password logins are checked
+            // at once as it has failures left (the others wait their turn,
+            // up to the handshake timeout), so parallel guesses cannot pass
+            // the limit either. A Hello
             // without credentials guesses nothing and is not counted (its
             // address may be shared with good clients).
             let counted = hello.token.is_some();
-            let attempt = if counted {
-                audit.begin_attempt(ip)
-            } else {
-                Attempt::Go
+            // A password (or the --auth-token, chosen by people) can be
+            // guessed; an API token's 256 random bits cannot.
+            let guessable = hello.user.is_some()
+                || hello
+                    .token
+                    .as_deref()
+                    .is_some_and(|t| crate::auth::parse_token(t).is_none());
+            let deadline = tokio::time::Instant::now() + self.shared.config.handshake_timeout;
+            let attempt = match (counted, guessable) {
+                (false, _) => Attempt::Go,
+                // Waits its turn behind the address's other checks.
+                (true, true) => audit.wait_for_attempt(ip, deadline).await,
+                (true, false) => audit.begin_attempt(ip, false),
             };
             if attempt != Attempt::Go {
                 let (code, message) = if attempt == Attempt::Blocked {
@@ -74,15 +84,14 @@ impl Connection {
                 self.send_error(Opcode::Hello, corr_id, ErrorReply::new(code, message));
                 return Err(Close::Violation("login refused".into()));
             }
-            // A login waits its turn for a password check at most the
-            // handshake timeout: a flood of logins is answered busy rather
-            // than queued for ever.
-            let limit = self.shared.config.handshake_timeout;
+            // A login waits its turn for a password check at most until
+            // the handshake deadline: a flood of logins is answered busy
+            // rather than queued for ever.
             let login = auth.login(hello.user.as_deref(), hello.token.as_deref());
-            match tokio::time::timeout(limit, login).await {
+            match tokio::time::timeout_at(deadline, login).await {
                 Err(_) => {
                     if counted {
-                        audit.end_attempt(ip, false);
+                        audit.end_attempt(ip, guessable, false);
                     }
                     self.send_error(
                         Opcode::Hello,
@@ -96,7 +105,7 @@ impl Connection {
                 }
                 Ok(Ok(access)) => {
                     if counted {
-                        audit.end_attempt(ip, false);
+                        audit.end_attempt(ip, guessable, false);
                     }
                     audit.record(
                         "login",
@@ -106,7 +115,7 @@ impl Connection {
                     self.access = access;
                 }
                 Ok(Err(why)) => {
-                    let blocked = counted && audit.end_attempt(ip, true);
+                    let blocked = counted && audit.end_attempt(ip, guessable, true);
                     audit.record(
                         "login_failed",
                         self.peer,
