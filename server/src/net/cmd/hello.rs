@@ -50,9 +50,9 @@ impl Connection {
             // minute; at most as many of its password logins are checked
             // at once as it has failures left (the others wait their turn,
             // up to the handshake timeout), so parallel guesses cannot pass
-            // the limit either. A Hello
-            // without credentials guesses nothing and is not counted (its
-            // address may be shared with good clients).
+            // the limit either. A Hello without credentials guesses
+            // nothing and is not counted (its address may be shared with
+            // good clients).
             let counted = hello.token.is_some();
             // A password (or the --auth-token, chosen by people) can be
             // guessed; an API token's 256 random bits cannot.
