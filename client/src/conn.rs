@@ -240,25 +240,20 @@ impl Connection {
             // itself, so Nagle's algorithm would only add delay.
             stream.set_nodelay(true).map_err(Error::Connect)?;
             let mut buf = BytesMut::with_capacity(READ_CHUNK);
-            let stream = match &options.tls {
-                None => Stream::Plain(stream),
-                Some(tls) => {
-                    let (connector, name) = tls.connector();
-                    let tls = connector
-                        .connect(name, stream)
-                        .await
-                        .map_err(Error::Connect)?;
-                    Stream::Tls(Box::new(tls))
-                }
-            };
-            let (stream, hello) = match stream {
-                Stream::Plain(mut s) => {
+            let (stream, hello) = match &options.tls {
+                None => {
+                    let mut s = stream;
                     let hello = handshake(&mut s, options, &mut buf).await?;
                     (Stream::Plain(s), hello)
                 }
-                Stream::Tls(mut s) => {
-                    let hello = handshake(&mut *s, options, &mut buf).await?;
-                    (Stream::Tls(s), hello)
+                Some(tls) => {
+                    let (connector, name) = tls.connector();
+                    let mut s = connector
+                        .connect(name, stream)
+                        .await
+                        .map_err(Error::Connect)?;
+                    let hello = handshake(&mut s, options, &mut buf).await?;
+                    (Stream::Tls(Box::new(s)), hello)
                 }
             };
             Ok::<_, Error>((stream, buf, hello))

@@ -8,8 +8,8 @@
 //! **store rights** (`read_all`, `catalog`, `stats`, `scavenge`, `users`,
 //! `groups`). What only admins may do: change users and roles (whoever may
 //! do so may make itself an admin), take backups (a copy of every stream,
-//! password hashes included), read the users stream. A user's rights are the union of its
-//! roles'.
+//! password hashes included), read the users stream. A user's rights are
+//! the union of its roles'.
 //!
 //! Rules that hold whatever the grants say:
 //! - System streams (names starting with `$`) are covered only by grants
@@ -20,9 +20,9 @@
 //! - A user with a **tenant** `t` is confined to the streams named
 //!   `t/...`: its grants' prefixes are read inside that namespace (a grant
 //!   on `""` covers `t/` and nothing else), `read_all` and `catalog` show
-//!   only the namespace, and store-wide rights (`stats`, `backup`,
-//!   `scavenge`, `users`, `groups`) are never granted to it: they would
-//!   show or touch other tenants' data.
+//!   only the namespace, and store-wide rights (`stats`, `scavenge`,
+//!   `users`, `groups`) are never granted to it: they would show or touch
+//!   other tenants' data.
 //! - The built-in role `admin` may do everything; `reader`, `writer` and
 //!   `operator` are the common cases. Built-in roles cannot be changed.
 
@@ -33,6 +33,8 @@ use logbook_protocol::auth::{
     MAX_USERS, Role, TokenInfo, UserInfo, WhoAmIOk, validate_auth_name,
 };
 use serde::{Deserialize, Serialize};
+
+use crate::otlp::hex;
 
 /// A right on a stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,10 +59,7 @@ impl Right {
 
     /// The right's wire name.
     pub fn name(self) -> &'static str {
-        Right::ALL
-            .iter()
-            .find(|(r, _)| *r == self)
-            .map_or("?", |(_, n)| n)
+        name_in(&Right::ALL, self)
     }
 }
 
@@ -94,10 +93,7 @@ impl Op {
 
     /// The right's wire name.
     pub fn name(self) -> &'static str {
-        Op::ALL
-            .iter()
-            .find(|(o, _)| *o == self)
-            .map_or("?", |(_, n)| n)
+        name_in(&Op::ALL, self)
     }
 
     /// Whether a tenant's user may hold it: only rights whose answers can
@@ -114,6 +110,32 @@ pub const AUTH_STREAM: &str = "$auth";
 pub const ADMIN_TOKEN_USER: &str = "admin-token";
 /// The user name of a connection when authentication is off.
 pub const ANONYMOUS_USER: &str = "anonymous";
+
+/// `value`'s name in `table`.
+fn name_in<T: PartialEq>(table: &[(T, &'static str)], value: T) -> &'static str {
+    table
+        .iter()
+        .find(|(v, _)| *v == value)
+        .map_or("?", |(_, n)| n)
+}
+
+/// `prefixes` sorted, without repeats and without any that a shorter one
+/// covers: no prefix left starts another, so at most one can start a
+/// given name (the subscription filters' prefix sets, the readable
+/// prefixes of a user).
+pub fn minimal_prefixes(mut prefixes: Vec<String>) -> Vec<String> {
+    prefixes.sort_unstable();
+    prefixes.dedup();
+    let mut out: Vec<String> = Vec::with_capacity(prefixes.len());
+    for p in prefixes {
+        // Sorted: a prefix covering `p` sorts just before it, or before the
+        // names it covered already.
+        if !out.last().is_some_and(|q| p.starts_with(q.as_str())) {
+            out.push(p);
+        }
+    }
+    out
+}
 
 fn parse_bits<T>(names: &[String], table: &[(T, &str)], what: &str) -> Result<u8, String>
 where
@@ -543,17 +565,13 @@ impl Access {
         if self.admin {
             return vec![String::new()];
         }
-        let mut out: Vec<String> = Vec::new();
-        for (prefix, bits) in &self.grants {
-            if bits & Right::Read as u8 == 0 {
-                continue;
-            }
-            // Sorted: a prefix covering this one comes just before it.
-            if !out.last().is_some_and(|q| prefix.starts_with(q.as_str())) {
-                out.push(prefix.clone());
-            }
-        }
-        out
+        minimal_prefixes(
+            self.grants
+                .iter()
+                .filter(|(_, bits)| bits & Right::Read as u8 != 0)
+                .map(|(prefix, _)| prefix.clone())
+                .collect(),
+        )
     }
 
     /// These rights, for a session opened with the API token `id` (which a
@@ -690,12 +708,8 @@ pub const TOKEN_PREFIX: &str = "lbk_";
 
 /// A new API token: its text (shown once) and what is stored.
 pub fn new_token(label: &str, now_us: i64) -> Result<(String, StoredToken), String> {
-    let mut id = [0u8; 6];
-    let mut secret = [0u8; 32];
-    getrandom::fill(&mut id).map_err(|e| format!("no randomness: {e}"))?;
-    getrandom::fill(&mut secret).map_err(|e| format!("no randomness: {e}"))?;
-    let id = hex(&id);
-    let secret = hex(&secret);
+    let id = random_hex(6)?;
+    let secret = random_hex(32)?;
     let text = format!("{TOKEN_PREFIX}{id}_{secret}");
     Ok((
         text,
@@ -740,12 +754,11 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+/// `bytes` random bytes, in hex.
+pub fn random_hex(bytes: usize) -> Result<String, String> {
+    let mut raw = vec![0u8; bytes];
+    getrandom::fill(&mut raw).map_err(|e| format!("no randomness: {e}"))?;
+    Ok(hex(&raw))
 }
 
 #[cfg(test)]

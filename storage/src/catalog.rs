@@ -22,7 +22,7 @@
 
 use std::sync::Arc;
 
-use logbook_protocol::lifecycle::{StreamMetadata, meta_target};
+use logbook_protocol::lifecycle::meta_target;
 use logbook_protocol::{Direction, StreamInfo, StreamVersion};
 
 use crate::error::{ReadError, StorageError};
@@ -220,13 +220,7 @@ impl Shared {
                 break;
             }
             let info = self.stream_info(name)?;
-            let size = INFO_BYTES
-                + info.stream.len()
-                + if info.metadata == StreamMetadata::default() {
-                    0
-                } else {
-                    info.metadata.to_json().len()
-                };
+            let size = info.reply_bytes();
             if bytes.saturating_add(size) > max_bytes && !page.streams.is_empty() {
                 page.next = page.streams.last().map(|s| s.stream.clone());
                 break;

@@ -432,6 +432,15 @@ fn account_json(a: &crate::read_model::AccountRow) -> Value {
     })
 }
 
+/// The query side's answer for an account it has not seen.
+fn not_projected(id: AccountId) -> HttpError {
+    HttpError(
+        StatusCode::NOT_FOUND,
+        "account_not_found",
+        format!("no account {id} in the read model (yet: it may not be projected)"),
+    )
+}
+
 async fn list_accounts(State(q): State<QueryService>) -> Result<Response, HttpError> {
     let rows = q.query(|m| m.accounts()).await?;
     let accounts: Vec<Value> = rows.iter().map(account_json).collect();
@@ -445,11 +454,7 @@ async fn get_account(
     let id = account_id(&id)?;
     match q.query(move |m| m.account(id)).await? {
         Some(a) => Ok(axum::Json(account_json(&a)).into_response()),
-        None => Err(HttpError(
-            StatusCode::NOT_FOUND,
-            "account_not_found",
-            format!("no account {id} in the read model (yet: it may not be projected)"),
-        )),
+        None => Err(not_projected(id)),
     }
 }
 
@@ -460,11 +465,7 @@ async fn transactions(
     let id = account_id(&id)?;
     let (account, history) = q.query(move |m| m.account_with_history(id)).await?;
     if account.is_none() {
-        return Err(HttpError(
-            StatusCode::NOT_FOUND,
-            "account_not_found",
-            format!("no account {id} in the read model (yet: it may not be projected)"),
-        ));
+        return Err(not_projected(id));
     }
     let rows: Vec<Value> = history
         .iter()

@@ -75,6 +75,21 @@ pub struct StreamInfo {
     pub meta_version: Option<StreamVersion>,
 }
 
+impl StreamInfo {
+    /// Bytes this entry is counted as in a page's byte budget: its name,
+    /// its metadata's JSON (unless default) and 128 for the rest (field
+    /// names and numbers, MessagePack), rounded up. The store and the
+    /// server count entries alike.
+    pub fn reply_bytes(&self) -> usize {
+        128 + self.stream.len()
+            + if self.metadata == crate::lifecycle::StreamMetadata::default() {
+                0
+            } else {
+                self.metadata.to_json().len()
+            }
+    }
+}
+
 /// A page of the catalog.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ListStreamsOk {

@@ -166,22 +166,12 @@ impl Auth {
         // A missing user costs a hash check too, so that timing does not
         // tell which names exist.
         let stored = doc.users.get(user).and_then(|u| u.password.clone());
-        let slot = Arc::clone(&self.verifying)
-            .acquire_owned()
-            .await
-            .map_err(|_| "shutting down")?;
+        let exists = stored.is_some();
         let password = password.to_owned();
-        // The slot goes with the check: a login given up on (its handshake
-        // timed out) still holds it until its hash is computed, so at most
-        // MAX_VERIFYING run at once, whatever happens to their callers.
-        let ok = tokio::task::spawn_blocking(move || {
-            let _slot = slot;
-            let hash = stored.unwrap_or_else(dummy_hash);
-            verify_password(&password, &hash)
-        })
-        .await
-        .unwrap_or(false);
-        let exists = doc.users.get(user).is_some_and(|u| u.password.is_some());
+        let ok = self
+            .off_thread(move || verify_password(&password, &stored.unwrap_or_else(dummy_hash)))
+            .await
+            .unwrap_or(false);
         if !ok || !exists {
             return Err("wrong user or password");
         }
@@ -189,6 +179,37 @@ impl Auth {
         // it changed meanwhile (a new password, say), the session sees the
         // change at once and is judged by it.
         doc.access(user).ok_or("user disabled")
+    }
+
+    /// Runs a password hash or check on a blocking thread, in its turn
+    /// among at most [`MAX_VERIFYING`]; `None` if it could not run. The
+    /// slot goes with the work: one whose caller gave up (its handshake
+    /// timed out) still holds it until its hash is done, so at most
+    /// MAX_VERIFYING run at once, whatever happens to their callers.
+    async fn off_thread<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        let slot = Arc::clone(&self.verifying).acquire_owned().await.ok()?;
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            work()
+        })
+        .await
+        .ok()
+    }
+
+    /// Makes `doc` (stored at `stored`) the current document and tells
+    /// the connections.
+    fn publish(
+        &self,
+        version: &mut Option<StreamVersion>,
+        doc: AuthDoc,
+        stored: Option<StreamVersion>,
+    ) {
+        *version = stored;
+        *self.doc.write() = Arc::new(doc);
+        self.generation.send_modify(|g| *g += 1);
     }
 
     /// Applies `change` to a copy of the document, writes it, and makes it
@@ -258,45 +279,32 @@ impl Auth {
             .await;
         let written = match written {
             Ok(w) => w,
+            Err(e @ AppendError::TooLarge { .. }) => {
+                return Err(Box::new(ErrorReply::new(
+                    ErrorCode::TooLarge,
+                    format!("the users and roles would not fit in one event: {e}"),
+                )));
+            }
             Err(e) => {
                 // The write may have happened all the same (an error after
                 // the commit): take the stored document as it is, so that
                 // the next change expects the right version.
-                if !matches!(e, AppendError::TooLarge { .. })
-                    && let Ok((stored, v)) = read_doc(&self.store)
-                {
-                    *version = v;
-                    *self.doc.write() = Arc::new(stored);
-                    self.generation.send_modify(|g| *g += 1);
+                if let Ok((stored, v)) = read_doc(&self.store) {
+                    self.publish(&mut version, stored, v);
                 }
-                return Err(match e {
-                    AppendError::TooLarge { .. } => Box::new(ErrorReply::new(
-                        ErrorCode::TooLarge,
-                        format!("the users and roles would not fit in one event: {e}"),
-                    )),
-                    e => internal(e.to_string()),
-                });
+                return Err(internal(e.to_string()));
             }
         };
-        *version = Some(written.last_version);
-        *self.doc.write() = Arc::new(doc);
-        self.generation.send_modify(|g| *g += 1);
+        self.publish(&mut version, doc, Some(written.last_version));
         Ok(out)
     }
 
     /// Hashes a password off the async threads.
     pub(crate) async fn hash(&self, password: String) -> Result<String, Box<ErrorReply>> {
-        let slot = Arc::clone(&self.verifying)
-            .acquire_owned()
+        self.off_thread(move || crate::auth::hash_password(&password))
             .await
-            .map_err(|_| internal("shutting down".into()))?;
-        tokio::task::spawn_blocking(move || {
-            let _slot = slot;
-            crate::auth::hash_password(&password)
-        })
-        .await
-        .map_err(|e| internal(e.to_string()))?
-        .map_err(|e| Box::new(ErrorReply::new(ErrorCode::BadRequest, e)))
+            .ok_or_else(|| internal("the password could not be hashed".into()))?
+            .map_err(|e| Box::new(ErrorReply::new(ErrorCode::BadRequest, e)))
     }
 
     /// At the first start of a store with no users on a server without
@@ -307,9 +315,7 @@ impl Auth {
         if self.admin_token.is_some() || self.doc.read().has_users() {
             return Ok(false);
         }
-        let mut raw = [0u8; 18];
-        getrandom::fill(&mut raw).map_err(|e| format!("no randomness: {e}"))?;
-        let password: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        let password = crate::auth::random_hex(18)?;
         write_secret(path, &format!("{password}\n"))
             .map_err(|e| format!("writing {}: {e}", path.display()))?;
         let hash = self.hash(password).await.map_err(|e| e.message.clone())?;
@@ -372,9 +378,7 @@ fn dummy_hash() -> String {
     static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     DUMMY
         .get_or_init(|| {
-            let mut raw = [0u8; 16];
-            let _ = getrandom::fill(&mut raw);
-            let password: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+            let password = crate::auth::random_hex(16).unwrap_or_else(|_| "0".repeat(32));
             crate::auth::hash_password(&password).unwrap_or_default()
         })
         .clone()

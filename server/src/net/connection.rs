@@ -269,7 +269,7 @@ impl Connection {
         // stops a scavenge); an erase is safe to retry. Otherwise the
         // client is gone and they are dropped (see `Job`).
         while let Some(Some((corr_id, opcode, r))) = conn.jobs.next().now_or_never() {
-            conn.reply_job(corr_id, opcode, r);
+            conn.answer(corr_id, opcode, r);
         }
         if matches!(why, Close::Shutdown) {
             for job in conn.jobs.iter() {
@@ -436,7 +436,7 @@ impl Connection {
                     self.reply_append(corr_id, r, trace);
                 }
                 Some((corr_id, opcode, r)) = self.jobs.next(), if !self.jobs.is_empty() => {
-                    self.reply_job(corr_id, opcode, r);
+                    self.answer(corr_id, opcode, r);
                 }
                 () = self.out.wait_drained(), if full => {}
                 () = self.out.wait_broken() => {
@@ -552,8 +552,9 @@ impl Connection {
         }
     }
 
-    /// Answers a job (a scavenge or an erase) with its result.
-    pub(super) fn reply_job(&self, corr_id: u32, opcode: Opcode, r: JobResult) {
+    /// Answers a request with its result: its success reply, or its error
+    /// (a job's, a scavenge's or an erase's, or a handler's).
+    pub(super) fn answer(&self, corr_id: u32, opcode: Opcode, r: JobResult) {
         match r {
             Ok(resp) => self.send(corr_id, opcode, &resp),
             Err(e) => self.send_error(opcode, corr_id, *e),

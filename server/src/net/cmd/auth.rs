@@ -210,7 +210,7 @@ impl Connection {
             None => None,
             Some(p) => match self.shared.auth.hash(p).await {
                 Ok(h) => Some(h),
-                Err(e) => return self.send_error(opcode, corr_id, *e),
+                Err(e) => return self.answer(corr_id, opcode, Err(e)),
             },
         };
         let name = u.name.clone();
@@ -232,10 +232,7 @@ impl Connection {
                 "ok": r.is_ok(),
             }),
         );
-        match r {
-            Ok(info) => self.send(corr_id, opcode, &Response::PutUserOk(Box::new(info))),
-            Err(e) => self.send_error(opcode, corr_id, *e),
-        }
+        self.answer(corr_id, opcode, r.map(|u| Response::PutUserOk(Box::new(u))));
     }
 
     pub(in crate::net) async fn delete_user(&self, corr_id: u32, u: NameOnly) {
@@ -255,10 +252,7 @@ impl Connection {
             "user_deleted",
             serde_json::json!({ "name": u.name, "ok": r.is_ok() }),
         );
-        match r {
-            Ok(()) => self.send(corr_id, opcode, &Response::DeleteUserOk),
-            Err(e) => self.send_error(opcode, corr_id, *e),
-        }
+        self.answer(corr_id, opcode, r.map(|()| Response::DeleteUserOk));
     }
 
     pub(in crate::net) fn list_users(&self, corr_id: u32) {
@@ -287,10 +281,7 @@ impl Connection {
             "role_put",
             serde_json::json!({ "name": name, "ok": r.is_ok() }),
         );
-        match r {
-            Ok(role) => self.send(corr_id, opcode, &Response::PutRoleOk(Box::new(role))),
-            Err(e) => self.send_error(opcode, corr_id, *e),
-        }
+        self.answer(corr_id, opcode, r.map(|r| Response::PutRoleOk(Box::new(r))));
     }
 
     pub(in crate::net) async fn delete_role(&self, corr_id: u32, r: NameOnly) {
@@ -308,10 +299,7 @@ impl Connection {
             "role_deleted",
             serde_json::json!({ "name": r.name, "ok": result.is_ok() }),
         );
-        match result {
-            Ok(()) => self.send(corr_id, opcode, &Response::DeleteRoleOk),
-            Err(e) => self.send_error(opcode, corr_id, *e),
-        }
+        self.answer(corr_id, opcode, result.map(|()| Response::DeleteRoleOk));
     }
 
     pub(in crate::net) fn list_roles(&self, corr_id: u32) {
@@ -349,10 +337,7 @@ impl Connection {
                 "id": r.as_ref().ok().map(|ok| ok.id.clone()),
             }),
         );
-        match r {
-            Ok(ok) => self.send(corr_id, opcode, &Response::CreateTokenOk(ok)),
-            Err(e) => self.send_error(opcode, corr_id, *e),
-        }
+        self.answer(corr_id, opcode, r.map(Response::CreateTokenOk));
     }
 
     pub(in crate::net) async fn revoke_token(&self, corr_id: u32, t: RevokeToken) {
@@ -372,10 +357,7 @@ impl Connection {
             "token_revoked",
             serde_json::json!({ "for": t.user, "id": t.id, "ok": r.is_ok() }),
         );
-        match r {
-            Ok(()) => self.send(corr_id, opcode, &Response::RevokeTokenOk),
-            Err(e) => self.send_error(opcode, corr_id, *e),
-        }
+        self.answer(corr_id, opcode, r.map(|()| Response::RevokeTokenOk));
     }
 
     pub(in crate::net) fn who_am_i(&self, corr_id: u32) {

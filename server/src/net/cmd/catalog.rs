@@ -92,24 +92,24 @@ fn readable_page(
     max_bytes: usize,
 ) -> Result<(Vec<StreamInfo>, Option<String>), ReadError> {
     // The ranges to read: each readable prefix, narrowed to the request's.
-    let mut ranges: Vec<String> = Vec::new();
-    for p in access.read_prefixes() {
-        let range = if p.starts_with(prefix) {
-            p
-        } else if prefix.starts_with(p.as_str()) {
-            prefix.to_owned()
-        } else {
-            continue;
-        };
-        if !ranges.iter().any(|r| range.starts_with(r.as_str())) {
-            ranges.retain(|r| !r.starts_with(range.as_str()));
-            ranges.push(range);
-        }
-    }
-    ranges.sort();
+    let readable = access.read_prefixes();
+    let ranges = crate::auth::minimal_prefixes(
+        readable
+            .iter()
+            .filter_map(|p| {
+                if p.starts_with(prefix) {
+                    Some(p.clone())
+                } else if prefix.starts_with(p.as_str()) {
+                    Some(prefix.to_owned())
+                } else {
+                    None
+                }
+            })
+            .collect(),
+    );
     // Without a grant on system streams, the `$` block under a `""` range
     // is jumped over, not scanned name by name.
-    let reads_system = access.read_prefixes().iter().any(|p| p.starts_with('$'));
+    let reads_system = readable.iter().any(|p| p.starts_with('$'));
     let mut out: Vec<StreamInfo> = Vec::new();
     let mut bytes = 0usize;
     for range in ranges {
@@ -132,15 +132,7 @@ fn readable_page(
             let mut jump = false;
             for info in page.streams {
                 if access.can(Right::Read, &info.stream) {
-                    // Counted as the store counts it.
-                    let size = 128
-                        + info.stream.len()
-                        + if info.metadata == logbook_protocol::lifecycle::StreamMetadata::default()
-                        {
-                            0
-                        } else {
-                            info.metadata.to_json().len()
-                        };
+                    let size = info.reply_bytes();
                     if bytes.saturating_add(size) > max_bytes && !out.is_empty() {
                         let next = out.last().map(|i| i.stream.clone());
                         return Ok((out, next));

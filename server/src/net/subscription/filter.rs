@@ -34,18 +34,10 @@ struct PrefixSet {
 }
 
 impl PrefixSet {
-    fn new(mut prefixes: Vec<String>) -> PrefixSet {
-        prefixes.sort_unstable();
-        prefixes.dedup();
-        let mut sorted: Vec<String> = Vec::with_capacity(prefixes.len());
-        for p in prefixes {
-            // Sorted: a prefix covering `p` sorts just before it, or before
-            // the names it covered already.
-            if !sorted.last().is_some_and(|q| p.starts_with(q.as_str())) {
-                sorted.push(p);
-            }
+    fn new(prefixes: Vec<String>) -> PrefixSet {
+        PrefixSet {
+            sorted: crate::auth::minimal_prefixes(prefixes),
         }
-        PrefixSet { sorted }
     }
 
     /// Whether `name` passes: no prefixes, or one of them starts it.
