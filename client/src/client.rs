@@ -130,6 +130,11 @@ impl Client {
                 "the address resolved to nothing",
             )));
         }
+        Client::open(addrs, options).await
+    }
+
+    /// Opens the first connection to `addrs` (or through the connector).
+    async fn open(addrs: Vec<SocketAddr>, options: ClientOptions) -> Result<Client> {
         let conn = Arc::new(Connection::open(&addrs, &options).await?);
         let hello = Arc::clone(conn.hello());
         Ok(Client {
@@ -144,6 +149,20 @@ impl Client {
                 nonce: AtomicU64::new(1),
             }),
         })
+    }
+
+    /// Connects through `options.connector` (see
+    /// [`ClientOptions::connector`]) instead of TCP: a server in the same
+    /// process, or a stream of the caller's making. Fails with
+    /// [`Error::Connect`] when `options` has no connector.
+    pub async fn connect_via(options: ClientOptions) -> Result<Client> {
+        if options.connector.is_none() {
+            return Err(Error::Connect(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "ClientOptions::connector is not set",
+            )));
+        }
+        Client::open(Vec::new(), options).await
     }
 
     /// The server's `HelloOk` from the latest handshake: its version and

@@ -235,6 +235,12 @@ impl Connection {
     /// exchange is bounded by the connect timeout.
     pub(crate) async fn open(addrs: &[SocketAddr], options: &ClientOptions) -> Result<Connection> {
         let attempt = async {
+            if let Some(connector) = &options.connector {
+                let mut s = connector.open().await.map_err(Error::Connect)?;
+                let mut buf = BytesMut::with_capacity(READ_CHUNK);
+                let hello = handshake(&mut s, options, &mut buf).await?;
+                return Ok::<_, Error>((Stream::Other(s), buf, hello));
+            }
             let stream = TcpStream::connect(addrs).await.map_err(Error::Connect)?;
             // Requests are small and latency-bound; the writer batches them
             // itself, so Nagle's algorithm would only add delay.
@@ -293,6 +299,11 @@ impl Connection {
             }
             Stream::Tls(s) => {
                 let (rd, wr) = tokio::io::split(*s);
+                tokio::spawn(reader(Arc::clone(&shared), rd, buf, max_in));
+                tokio::spawn(writer(Arc::clone(&shared), wr));
+            }
+            Stream::Other(s) => {
+                let (rd, wr) = tokio::io::split(s);
                 tokio::spawn(reader(Arc::clone(&shared), rd, buf, max_in));
                 tokio::spawn(writer(Arc::clone(&shared), wr));
             }
@@ -437,10 +448,13 @@ impl Drop for ReplyFuture {
     }
 }
 
-/// A connection's byte stream: clear text or TLS.
+/// A connection's byte stream: clear text, TLS, or a [`Connector`]'s.
+///
+/// [`Connector`]: crate::Connector
 enum Stream {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Other(crate::BoxIo),
 }
 
 /// Sends Hello and waits for the server's answer (PROTOCOL.md §2.1).

@@ -114,6 +114,7 @@ mod conn;
 mod error;
 pub mod es;
 mod groups;
+pub mod json;
 mod options;
 mod read;
 mod scavenge;
@@ -126,7 +127,7 @@ pub use checkpoint::{Checkpoint, CheckpointStore, FileCheckpointStore};
 pub use client::Client;
 pub use error::{Error, Result};
 pub use groups::{GroupConsumer, GroupDelivery};
-pub use options::{ClientOptions, RetryPolicy};
+pub use options::{BoxIo, ClientOptions, Connector, Io, RetryPolicy};
 pub use read::{
     AllPage, DEFAULT_PAGE_SIZE, EventStream, ReadAllOptions, ReadStreamOptions, StreamPage,
 };

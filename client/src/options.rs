@@ -1,9 +1,14 @@
 //! Client configuration: [`ClientOptions`] and [`RetryPolicy`]. Every field
 //! states its default and unit.
 
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use logbook_protocol::DEFAULT_MAX_FRAME_BYTES;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// How a [`Client`](crate::Client) connects and how its calls behave.
 ///
@@ -65,6 +70,46 @@ pub struct ClientOptions {
     /// smaller of this and the server's announced `max_frame_bytes`.
     /// Default 16 MiB (the protocol's default).
     pub max_frame_bytes: u32,
+    /// Opens each connection's byte stream in place of TCP (and TLS):
+    /// for a server in the same process ([`Client::connect_via`](crate::Client::connect_via)).
+    /// Default `None`.
+    pub connector: Option<Connector>,
+}
+
+/// A connection's byte stream opened by a [`Connector`].
+pub type BoxIo = Box<dyn Io>;
+
+/// A byte stream a [`Connector`] may return.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+type Open = dyn Fn() -> Pin<Box<dyn Future<Output = io::Result<BoxIo>> + Send>> + Send + Sync;
+
+/// Opens a connection's byte stream: called for the first connection and
+/// for every reconnect. The Hello handshake runs over it as over TCP;
+/// [`ClientOptions::tls`] does not apply.
+#[derive(Clone)]
+pub struct Connector(Arc<Open>);
+
+impl Connector {
+    /// A connector calling `open` for every connection.
+    pub fn new<F, Fut>(open: F) -> Connector
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = io::Result<BoxIo>> + Send + 'static,
+    {
+        Connector(Arc::new(move || Box::pin(open())))
+    }
+
+    pub(crate) fn open(&self) -> Pin<Box<dyn Future<Output = io::Result<BoxIo>> + Send>> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Connector")
+    }
 }
 
 /// Never shows the token or password.
@@ -83,6 +128,7 @@ impl std::fmt::Debug for ClientOptions {
             .field("retry", &self.retry)
             .field("resubscribe", &self.resubscribe)
             .field("max_frame_bytes", &self.max_frame_bytes)
+            .field("connector", &self.connector)
             .finish()
     }
 }
@@ -99,6 +145,7 @@ impl Default for ClientOptions {
             retry: RetryPolicy::default(),
             resubscribe: RetryPolicy::forever(),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            connector: None,
         }
     }
 }
@@ -157,6 +204,12 @@ impl ClientOptions {
     /// Sets [`ClientOptions::max_frame_bytes`].
     pub fn max_frame_bytes(mut self, bytes: u32) -> Self {
         self.max_frame_bytes = bytes;
+        self
+    }
+
+    /// Sets [`ClientOptions::connector`].
+    pub fn connector(mut self, connector: Connector) -> Self {
+        self.connector = Some(connector);
         self
     }
 }

@@ -69,9 +69,16 @@ pub struct Args {
     /// Address of an HTTP listener for operators (unset: none): GET
     /// /metrics (Prometheus/OpenMetrics text), /health (200 while the
     /// process is up) and /ready (200 once recovery finished and writes are
-    /// accepted, else 503). It starts before recovery.
+    /// accepted, else 503). It starts before recovery. It also serves the
+    /// web console at /console (see --no-console).
     #[arg(long, env = "LOGBOOK_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+
+    /// Do not serve the web console (/console) on --metrics-listen. The
+    /// console asks for a login whenever clients must log in, and shows
+    /// each user only what the user may read.
+    #[arg(long, env = "LOGBOOK_NO_CONSOLE")]
+    pub no_console: bool,
 
     /// Largest segment file of the log (KiB, MiB, GiB suffixes allowed).
     #[arg(long, env = "LOGBOOK_SEGMENT_BYTES", default_value = "256MiB", value_parser = parse_size, global = true)]

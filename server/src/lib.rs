@@ -23,7 +23,11 @@
 //!   outbox -> one write for many replies.
 //! - [`metrics`]: operator metrics: the Prometheus exposition of the
 //!   engine's and the server's live figures, and the small HTTP listener
-//!   (`--metrics-listen`) serving `/metrics`, `/health` and `/ready`.
+//!   (`--metrics-listen`) serving `/metrics`, `/health`, `/ready` and the
+//!   console.
+//! - [`console`]: the web console on the metrics port (`/console`): a
+//!   static page over JSON endpoints that work through the protocol as the
+//!   logged-in user (`net::LocalConnector`: in-process connections).
 //! - [`config`]: the daemon's command line (`logbookd --help`).
 //! - [`tls`]: TLS for the client and metrics ports (rustls).
 
@@ -36,6 +40,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod groups;
 pub mod metrics;
 pub mod net;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use logbook_server::config::{Args, Command};
+use logbook_server::console::Console;
 use logbook_server::metrics::{self, Metrics, Phase};
 use logbook_server::net::{self, NetStats};
 use logbook_server::tls::ServerTls;
@@ -164,6 +165,10 @@ fn serve(args: &Args) -> ExitCode {
     };
     let net_stats = Arc::new(NetStats::default());
     let metrics = Arc::new(Metrics::new(Arc::clone(&net_stats)));
+    let (connector, inside) = net::local_channel();
+    let metrics_tls = tls.clone().filter(|_| args.metrics_tls);
+    let console = (args.metrics_listen.is_some() && !args.no_console)
+        .then(|| Console::new(connector, metrics_tls.is_some()));
     if let Some(addr) = args.metrics_listen {
         let bound = rt.block_on(async {
             let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -171,14 +176,14 @@ fn serve(args: &Args) -> ExitCode {
             Ok::<_, std::io::Error>((listener, local))
         });
         match bound {
-            Ok((listener, local)) => {
-                let metrics_tls = tls.clone().filter(|_| args.metrics_tls);
-                tracing::info!(metrics_addr = %local, tls = metrics_tls.is_some(), "serving /metrics, /health and /ready");
-                warn_if_exposed("metrics", local, metrics_tls.is_some());
+            Ok((listener, addr)) => {
+                tracing::info!(metrics_addr = %addr, tls = metrics_tls.is_some(), console = console.is_some(), "serving /metrics, /health and /ready");
+                warn_if_exposed("metrics", addr, metrics_tls.is_some());
                 rt.spawn(metrics::http::serve(
                     listener,
                     Arc::clone(&metrics),
                     metrics_tls,
+                    console.clone(),
                 ));
             }
             Err(e) => {
@@ -211,6 +216,10 @@ fn serve(args: &Args) -> ExitCode {
         "store open"
     );
     metrics.store_opened(store.clone());
+    if let Some(console) = &console {
+        let _in_runtime = rt.enter();
+        console.start_sampling(store.clone(), Arc::clone(&net_stats));
+    }
     let served = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen).await?;
         // Ready from here: connections queue on the bound socket.
@@ -223,7 +232,7 @@ fn serve(args: &Args) -> ExitCode {
             shutdown_signal().await;
             metrics.set_phase(Phase::Stopping);
         };
-        net::run_with_stats(
+        net::run_with_local(
             listener,
             store.clone(),
             net::ServerConfig {
@@ -231,6 +240,7 @@ fn serve(args: &Args) -> ExitCode {
                 ..args.server_config()
             },
             net_stats,
+            console.is_some().then_some(inside),
             shutdown,
         )
         .await

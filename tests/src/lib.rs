@@ -9,12 +9,16 @@
 //!   kills and the command line.
 //! - [`RawConn`]: frames without a client library, for byte-level checks;
 //!   [`raw_frame`] builds frames with any header, valid or not.
+//! - [`http`]: one HTTP/1.1 request, for the metrics port and the console.
+//! - [`browser`]: headless Chromium driven through ChromeDriver (WebDriver).
 //! - [`certs`]: a test PKI (CA, server and client certificates) for TLS.
 //! - [`FlakyReads`]: an in-memory file system whose log reads fail on
 //!   demand, for the paths that handle read errors.
 
+pub mod browser;
 pub mod certs;
 pub mod daemon;
+pub mod http;
 
 use std::io;
 use std::net::SocketAddr;

@@ -12,30 +12,18 @@ use logbook_client::{
     ScavengeOptions, SubscribeAllOptions, SubscriptionMessage,
 };
 use logbook_tests::daemon::Daemon;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One HTTP/1.1 request; returns the status code and the body.
 async fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("{method} {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.unwrap();
-    let text = String::from_utf8(out).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    let r = logbook_tests::http::request(addr, method, path, &[("Host", "test")], b"").await;
+    let (status, head, body) = (r.status, r.head.clone(), r.text());
     if method == "GET" && status == 200 && path == "/metrics" {
         assert!(
             head.contains("Content-Type: application/openmetrics-text"),
             "{head}"
         );
     }
-    (status, body.to_owned())
+    (status, body)
 }
 
 /// A parsed scrape: each family's type, and each sample's value by its name

@@ -1,6 +1,7 @@
 //! `logbook groups` and `logbook group create|update|delete`: consumer
 //! groups (PROTOCOL.md §5.13).
 
+use logbook_client::json::{group_json, group_source};
 use logbook_client::{Filter, GroupInfo, GroupSettings, GroupSource, GroupStart, GroupStrategy};
 use serde_json::json;
 
@@ -26,66 +27,13 @@ fn apply(settings: &mut GroupSettings, args: &GroupSettingsArgs) {
     }
 }
 
-fn source(g: &GroupInfo) -> String {
-    match &g.source {
-        GroupSource::Stream { stream } => stream.clone(),
-        GroupSource::All { filter: None } => "$all".into(),
-        GroupSource::All { filter: Some(f) } if f.stream_prefixes.is_empty() => {
-            "$all (filtered)".into()
-        }
-        GroupSource::All { filter: Some(f) } => format!("$all {}*", f.stream_prefixes.join("* ")),
-    }
-}
-
-fn to_json(g: &GroupInfo) -> serde_json::Value {
-    let (stream, prefixes) = match &g.source {
-        GroupSource::Stream { stream } => (Some(stream.clone()), Vec::new()),
-        GroupSource::All { filter } => (
-            None,
-            filter
-                .as_ref()
-                .map(|f| f.stream_prefixes.clone())
-                .unwrap_or_default(),
-        ),
-    };
-    json!({
-        "group": g.group,
-        "stream": stream,
-        "prefixes": prefixes,
-        "start": match g.start {
-            GroupStart::Start => json!("start"),
-            GroupStart::End => json!("end"),
-            GroupStart::At(at) => json!(at),
-        },
-        "ack_wait_ms": g.settings.ack_wait_ms,
-        "max_deliveries": g.settings.max_deliveries,
-        "max_in_flight": g.settings.max_in_flight,
-        "strategy": g.settings.strategy.as_str(),
-        "floor": g.floor,
-        "cursor": g.cursor,
-        "head": g.head,
-        "lag": g.head.saturating_sub(g.floor),
-        "outstanding": g.outstanding,
-        "in_flight": g.in_flight,
-        "waiting": g.waiting,
-        "consumers": g.consumers,
-        "oldest_in_flight_ms": g.oldest_in_flight_ms,
-        "parked": g.parked,
-        "delivered": g.delivered,
-        "acked": g.acked,
-        "skipped": g.skipped,
-        "failures": g.failures,
-        "parked_total": g.parked_total,
-    })
-}
-
 /// `logbook groups`.
 pub(crate) async fn list(ctx: &mut Ctx) -> Result<(), Failure> {
     let client = ctx.connect().await?;
     let groups = client.list_groups().await.map_err(|e| ctx.failed(e))?;
     if ctx.json {
         for g in &groups {
-            ctx.out.json(&to_json(g))?;
+            ctx.out.json(&group_json(g))?;
         }
         return Ok(());
     }
@@ -106,7 +54,7 @@ pub(crate) async fn list(ctx: &mut Ctx) -> Result<(), Failure> {
         table.push(
             vec![
                 g.group.clone(),
-                source(g),
+                group_source(g),
                 g.settings.strategy.as_str().replace('_', "-"),
                 g.floor.to_string(),
                 g.head.saturating_sub(g.floor).to_string(),
@@ -126,12 +74,12 @@ pub(crate) async fn list(ctx: &mut Ctx) -> Result<(), Failure> {
 
 fn print(ctx: &mut Ctx, what: &str, g: &GroupInfo) -> Result<(), Failure> {
     if ctx.json {
-        return ctx.out.json(&to_json(g));
+        return ctx.out.json(&group_json(g));
     }
     ctx.out.text(&format!(
         "{what} group {}: {}, {}, ack wait {} ms, max deliveries {}, max in flight {}\n",
         g.group,
-        source(g),
+        group_source(g),
         g.settings.strategy.as_str().replace('_', "-"),
         g.settings.ack_wait_ms,
         g.settings.max_deliveries,

@@ -1,9 +1,9 @@
 //! `logbook streams [--prefix P] [--after NAME] [--limit N]`: the stream
 //! catalog, paged through to the end (or `--limit` streams), as a table or
-//! as one JSON object per stream ([`StreamJson`]).
+//! as one JSON object per stream ([`logbook_client::json::StreamJson`]).
 
+use logbook_client::json::StreamJson;
 use logbook_client::{Deletion, StreamInfo, StreamMetadata};
-use serde::Serialize;
 
 use super::Ctx;
 use crate::args::StreamsArgs;
@@ -12,39 +12,6 @@ use crate::output::{Align, Table};
 
 /// Streams asked for per page.
 const PAGE: u32 = 1000;
-
-/// The `--json` line of one stream.
-#[derive(Serialize)]
-struct StreamJson<'a> {
-    stream: &'a str,
-    /// Its last version, removed events included (`null`: it never had an
-    /// event).
-    last_version: Option<u64>,
-    /// Its first live event's version (`null`: none live).
-    first_version: Option<u64>,
-    /// Live events: what a read of the whole stream returns now.
-    event_count: u64,
-    /// `"soft"`, `"hard"`, or `null`.
-    deleted: Option<Deletion>,
-    /// Its metadata (`{}`: none set).
-    metadata: &'a StreamMetadata,
-    /// Version of its latest lifecycle event in `$$stream` (`null`: none).
-    meta_version: Option<u64>,
-}
-
-impl<'a> StreamJson<'a> {
-    fn new(s: &'a StreamInfo) -> StreamJson<'a> {
-        StreamJson {
-            stream: &s.stream,
-            last_version: s.last_version.map(|v| v.0),
-            first_version: s.first_version.map(|v| v.0),
-            event_count: s.event_count,
-            deleted: s.deleted,
-            metadata: &s.metadata,
-            meta_version: s.meta_version.map(|v| v.0),
-        }
-    }
-}
 
 /// `logbook streams`.
 pub(crate) async fn run(ctx: &mut Ctx, args: StreamsArgs) -> Result<(), Failure> {

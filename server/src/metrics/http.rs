@@ -18,10 +18,15 @@
 //! are closed unanswered, so a flood of idle sockets costs a bounded amount
 //! of memory and never touches the client port or the engine.
 //!
-//! Why not hyper: three fixed GET resources need none of its features
-//! (keep-alive, bodies, chunking, HTTP/2), and it would add a dozen crates to
-//! every cold CI build. The request line is all that is parsed; headers are
-//! skipped.
+//! Under `/console` it serves the web console ([`crate::console`]), which
+//! also takes `POST` requests with a small JSON body (at most
+//! [`MAX_BODY_BYTES`], within [`HEAD_TIMEOUT`]; larger bodies get 413).
+//!
+//! Why not hyper: a few fixed resources need none of its features
+//! (keep-alive, chunking, HTTP/2), and it would add a dozen crates to every
+//! cold CI build. The request line, the few headers the console reads
+//! (`Host`, `Origin`, `Cookie`, `Content-Length`, `X-Logbook-Console`) and a
+//! sized body are all that is parsed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,10 +36,13 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use super::{CONTENT_TYPE, Metrics, Phase};
+use crate::console::{self, Console};
 
 /// Largest request head read: request line and headers. Prometheus sends a
 /// few hundred bytes.
 pub const MAX_HEAD_BYTES: usize = 8 * 1024;
+/// Largest request body read (console logins and actions).
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
 /// Time a client has to send its whole request head.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time a client has to take the response.
@@ -53,11 +61,12 @@ pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     tls: Option<crate::tls::ServerTls>,
+    console: Option<Arc<Console>>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let socket = match listener.accept().await {
-            Ok((s, _)) => s,
+        let (socket, peer) = match listener.accept().await {
+            Ok(x) => x,
             Err(e) => {
                 // Out of file descriptors and the like: wait rather than spin.
                 tracing::warn!(error = %e, "metrics listener: accept failed");
@@ -70,13 +79,19 @@ pub async fn serve(
             continue;
         };
         let metrics = Arc::clone(&metrics);
+        let console = console.clone();
         let tls = tls.as_ref().map(crate::tls::ServerTls::acceptor);
         tokio::spawn(async move {
+            let site = Site {
+                metrics: &metrics,
+                console: console.as_deref(),
+                peer,
+            };
             match tls {
-                None => handle(socket, &metrics).await,
+                None => handle(socket, &site).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(socket)).await {
-                        Ok(Ok(stream)) => handle(stream, &metrics).await,
+                        Ok(Ok(stream)) => handle(stream, &site).await,
                         Ok(Err(e)) => {
                             tracing::debug!(error = %e, "metrics listener: TLS handshake failed")
                         }
@@ -89,13 +104,26 @@ pub async fn serve(
     }
 }
 
+/// What one connection is served from.
+pub(crate) struct Site<'a> {
+    pub(crate) metrics: &'a Metrics,
+    pub(crate) console: Option<&'a Console>,
+    pub(crate) peer: std::net::SocketAddr,
+}
+
 /// What reading a request head found.
 #[derive(Debug, PartialEq, Eq)]
 enum Head<'a> {
     /// Not complete yet.
     Incomplete,
-    /// A request line (method, path without the query string).
-    Request { method: &'a str, path: &'a str },
+    /// A request line (method, path and query string), and the head's
+    /// length in bytes, blank line included.
+    Request {
+        method: &'a str,
+        path: &'a str,
+        query: &'a str,
+        len: usize,
+    },
     /// Not an HTTP/1.x request head.
     Bad,
 }
@@ -113,8 +141,13 @@ fn parse_head(buf: &[u8]) -> Head<'_> {
     let end = buf
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .or_else(|| buf.windows(2).position(|w| w == b"\n\n"));
-    let Some(end) = end else {
+        .map(|e| (e, e + 4))
+        .or_else(|| {
+            buf.windows(2)
+                .position(|w| w == b"\n\n")
+                .map(|e| (e, e + 2))
+        });
+    let Some((end, len)) = end else {
         return Head::Incomplete;
     };
     let Ok(head) = std::str::from_utf8(buf.get(..end).unwrap_or_default()) else {
@@ -131,8 +164,22 @@ fn parse_head(buf: &[u8]) -> Head<'_> {
     if !method_ok || !target.starts_with('/') || !version.starts_with("HTTP/1.") {
         return Head::Bad;
     }
-    let path = target.split('?').next().unwrap_or(target);
-    Head::Request { method, path }
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    Head::Request {
+        method,
+        path,
+        query,
+        len,
+    }
+}
+
+/// The value of header `name` (the first), trimmed.
+fn header<'a>(head: &'a [u8], name: &str) -> Option<&'a str> {
+    let head = std::str::from_utf8(head).ok()?;
+    head.lines().skip(1).find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
 }
 
 /// Reads until a complete head, bad input, a full buffer or the end.
@@ -159,43 +206,79 @@ async fn read_head<S: AsyncRead + Unpin>(
 }
 
 /// A response, ready to write.
-struct Reply {
+pub struct Reply {
     status: u16,
     content_type: &'static str,
     body: Vec<u8>,
-    allow: bool,
+    headers: Vec<(&'static str, String)>,
 }
 
 impl Reply {
-    fn text(status: u16, body: &str) -> Reply {
+    /// A response with `body` of type `content_type` (`; charset=utf-8`
+    /// is added to text types).
+    pub fn new(status: u16, content_type: &'static str, body: Vec<u8>) -> Reply {
         Reply {
             status,
-            content_type: "text/plain; charset=utf-8",
-            body: body.as_bytes().to_vec(),
-            allow: false,
+            content_type,
+            body,
+            headers: Vec::new(),
         }
+    }
+
+    fn text(status: u16, body: &str) -> Reply {
+        Reply::new(status, "text/plain", body.as_bytes().to_vec())
+    }
+
+    /// A JSON response.
+    pub fn json<T: serde::Serialize + ?Sized>(status: u16, value: &T) -> Reply {
+        Reply::new(
+            status,
+            "application/json",
+            serde_json::to_vec(value).unwrap_or_default(),
+        )
+    }
+
+    /// Adds a header (`name` must be a valid header name; `value` is
+    /// written as given, without CR or LF).
+    pub fn with_header(mut self, name: &'static str, value: String) -> Reply {
+        self.headers.push((name, value.replace(['\r', '\n'], " ")));
+        self
+    }
+
+    /// The status code.
+    pub fn status(&self) -> u16 {
+        self.status
     }
 
     fn encode(&self, head_only: bool) -> Vec<u8> {
         let reason = match self.status {
             200 => "OK",
             400 => "Bad Request",
+            401 => "Unauthorized",
+            403 => "Forbidden",
             404 => "Not Found",
             405 => "Method Not Allowed",
             408 => "Request Timeout",
+            410 => "Gone",
+            413 => "Content Too Large",
             431 => "Request Header Fields Too Large",
             503 => "Service Unavailable",
             _ => "Internal Server Error",
         };
+        let charset = if self.content_type.starts_with("text/") {
+            "; charset=utf-8"
+        } else {
+            ""
+        };
         let mut out = format!(
-            "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n",
+            "HTTP/1.1 {} {reason}\r\nContent-Type: {}{charset}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n",
             self.status,
             self.content_type,
             self.body.len()
         )
         .into_bytes();
-        if self.allow {
-            out.extend_from_slice(b"Allow: GET, HEAD\r\n");
+        for (name, value) in &self.headers {
+            out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
         }
         out.extend_from_slice(b"\r\n");
         if !head_only {
@@ -208,22 +291,18 @@ impl Reply {
 fn route(method: &str, path: &str, metrics: &Metrics) -> Reply {
     let known = matches!(path, "/metrics" | "/health" | "/ready");
     if !known {
-        return Reply::text(404, "not found: try /metrics, /health or /ready\n");
+        return Reply::text(
+            404,
+            "not found: try /metrics, /health, /ready or /console\n",
+        );
     }
     if method != "GET" && method != "HEAD" {
-        return Reply {
-            allow: true,
-            ..Reply::text(405, "method not allowed: GET or HEAD\n")
-        };
+        return Reply::text(405, "method not allowed: GET or HEAD\n")
+            .with_header("Allow", "GET, HEAD".into());
     }
     match path {
         "/metrics" => match metrics.render() {
-            Ok(text) => Reply {
-                status: 200,
-                content_type: CONTENT_TYPE,
-                body: text.into_bytes(),
-                allow: false,
-            },
+            Ok(text) => Reply::new(200, CONTENT_TYPE, text.into_bytes()),
             Err(_) => Reply::text(500, "could not encode the metrics\n"),
         },
         "/health" => Reply::text(200, "ok\n"),
@@ -239,23 +318,96 @@ fn route(method: &str, path: &str, metrics: &Metrics) -> Reply {
     }
 }
 
-/// Serves one connection: one request, one response, close.
-pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(mut io: S, metrics: &Metrics) {
+/// Reads the rest of a body of `length` bytes after the head's `head_len`
+/// bytes in `buf`.
+async fn read_body<S: AsyncRead + Unpin>(
+    io: &mut S,
+    buf: &mut Vec<u8>,
+    head_len: usize,
+    length: usize,
+) -> std::io::Result<bool> {
+    let want = head_len + length;
+    let mut chunk = [0u8; 1024];
+    while buf.len() < want {
+        let room = (want - buf.len()).min(chunk.len());
+        let n = io.read(chunk.get_mut(..room).unwrap_or_default()).await?;
+        if n == 0 {
+            return Ok(false);
+        }
+        buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+    }
+    buf.truncate(want);
+    Ok(true)
+}
+
+/// Reads one request and answers it (`None`: nobody to answer).
+async fn respond<S: AsyncRead + Unpin>(io: &mut S, site: &Site<'_>) -> Option<(Reply, bool)> {
     let mut buf = Vec::with_capacity(1024);
-    let (reply, head_only) =
-        match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut io, &mut buf)).await {
-            Err(_) => (
+    let deadline = tokio::time::Instant::now() + HEAD_TIMEOUT;
+    let head = match tokio::time::timeout_at(deadline, read_head(io, &mut buf)).await {
+        Err(_) => {
+            return Some((
                 Reply::text(408, "request head not received in time\n"),
                 false,
-            ),
-            // The peer left, or the socket failed: nobody to answer.
-            Ok(Err(_) | Ok(None)) => return,
-            Ok(Ok(Some(Err(status)))) => (Reply::text(status, "bad request\n"), false),
-            Ok(Ok(Some(Ok(())))) => match parse_head(&buf) {
-                Head::Request { method, path } => (route(method, path, metrics), method == "HEAD"),
-                _ => (Reply::text(400, "bad request\n"), false),
-            },
-        };
+            ));
+        }
+        // The peer left, or the socket failed: nobody to answer.
+        Ok(Err(_) | Ok(None)) => return None,
+        Ok(Ok(Some(Err(status)))) => return Some((Reply::text(status, "bad request\n"), false)),
+        Ok(Ok(Some(Ok(())))) => parse_head(&buf),
+    };
+    let Head::Request {
+        method,
+        path,
+        query,
+        len,
+    } = head
+    else {
+        return Some((Reply::text(400, "bad request\n"), false));
+    };
+    let (method, path, query) = (method.to_owned(), path.to_owned(), query.to_owned());
+    let is_console = path == "/console" || path.starts_with("/console/");
+    let Some(console) = site.console.filter(|_| is_console) else {
+        return Some((route(&method, &path, site.metrics), method == "HEAD"));
+    };
+    let length = match header(buf.get(..len).unwrap_or_default(), "content-length") {
+        None => 0,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if n <= MAX_BODY_BYTES => n,
+            Ok(_) => return Some((Reply::text(413, "request body too large\n"), false)),
+            Err(_) => return Some((Reply::text(400, "bad Content-Length\n"), false)),
+        },
+    };
+    match tokio::time::timeout_at(deadline, read_body(io, &mut buf, len, length)).await {
+        Err(_) => {
+            return Some((
+                Reply::text(408, "request body not received in time\n"),
+                false,
+            ));
+        }
+        Ok(Err(_) | Ok(false)) => return None,
+        Ok(Ok(true)) => {}
+    }
+    let (head, body) = buf.split_at(len.min(buf.len()));
+    let req = console::Request {
+        method: &method,
+        path: &path,
+        query: &query,
+        host: header(head, "host"),
+        origin: header(head, "origin"),
+        cookie: header(head, "cookie"),
+        marked: header(head, "x-logbook-console") == Some("1"),
+        body,
+        peer: site.peer,
+    };
+    Some((console.handle(&req).await, method == "HEAD"))
+}
+
+/// Serves one connection: one request, one response, close.
+pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(mut io: S, site: &Site<'_>) {
+    let Some((reply, head_only)) = respond(&mut io, site).await else {
+        return;
+    };
     let bytes = reply.encode(head_only);
     let wrote = tokio::time::timeout(WRITE_TIMEOUT, async {
         io.write_all(&bytes).await?;
@@ -293,7 +445,12 @@ mod tests {
     /// the server answered.
     async fn exchange(m: &Metrics, input: &[u8], close: bool) -> String {
         let (mut client, server) = duplex(64 * 1024);
-        let serve = handle(server, m);
+        let site = Site {
+            metrics: m,
+            console: None,
+            peer: "127.0.0.1:1".parse().unwrap(),
+        };
+        let serve = handle(server, &site);
         // Owns the client, so that it closes once it has the answer (the
         // server lingers until then).
         let talk = async move {
@@ -319,14 +476,22 @@ mod tests {
             parse_head(b"GET /metrics?x=1 HTTP/1.1\r\nHost: x\r\n\r\n"),
             Head::Request {
                 method: "GET",
-                path: "/metrics"
+                path: "/metrics",
+                query: "x=1",
+                len: 38,
             }
         );
+        let head = b"POST /console/api/login HTTP/1.1\r\nhost: a:1\r\nContent-Length:  12 \r\n\r\n";
+        assert_eq!(header(head, "Content-Length"), Some("12"));
+        assert_eq!(header(head, "HOST"), Some("a:1"));
+        assert_eq!(header(head, "cookie"), None);
         assert_eq!(
             parse_head(b"HEAD /ready HTTP/1.0\n\n"),
             Head::Request {
                 method: "HEAD",
-                path: "/ready"
+                path: "/ready",
+                query: "",
+                len: 22,
             }
         );
         assert_eq!(parse_head(b"GET /metrics\r\n\r\n"), Head::Bad);
@@ -419,7 +584,7 @@ mod tests {
     async fn serves_over_tcp_and_caps_connections() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(serve(listener, Arc::new(metrics()), None));
+        let server = tokio::spawn(serve(listener, Arc::new(metrics()), None, None));
         // Idle sockets take every slot...
         let mut idle = Vec::new();
         for _ in 0..MAX_CONNECTIONS {

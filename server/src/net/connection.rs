@@ -218,6 +218,17 @@ impl Connection {
         Self::run_on(shared, rd, wr, peer, shutdown).await
     }
 
+    /// Serves a connection opened inside the process (never TLS).
+    pub(super) async fn run_local(
+        shared: Arc<Shared>,
+        stream: tokio::io::DuplexStream,
+        peer: SocketAddr,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        let (rd, wr) = tokio::io::split(stream);
+        Self::run_on(shared, rd, wr, peer, shutdown).await
+    }
+
     /// Serves one connection, read through `rd` and written through `wr`,
     /// until it closes.
     async fn run_on<R, W>(

@@ -349,6 +349,62 @@ pub async fn run_with_stats(
     stats: Arc<NetStats>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    run_with_local(listener, store, config, stats, None, shutdown).await
+}
+
+/// A connection opened inside the process by a [`LocalConnector`].
+struct LocalConn {
+    stream: tokio::io::DuplexStream,
+    peer: SocketAddr,
+}
+
+/// Opens connections to the server from inside the process (the web
+/// console's sessions, `crate::console`): each is served like a TCP
+/// connection (Hello, logins, rights, limits and the connection count), but
+/// without TLS, which guards bytes on a network, not inside the process.
+#[derive(Clone)]
+pub struct LocalConnector(tokio::sync::mpsc::Sender<LocalConn>);
+
+/// The server's end of a [`LocalConnector`], given to [`run_with_local`].
+pub struct LocalListener(tokio::sync::mpsc::Receiver<LocalConn>);
+
+/// A connector and the listener it connects to.
+pub fn local_channel() -> (LocalConnector, LocalListener) {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    (LocalConnector(tx), LocalListener(rx))
+}
+
+/// Bytes a local connection buffers each way.
+const LOCAL_BUFFER: usize = 256 * 1024;
+
+impl LocalConnector {
+    /// Opens a connection on behalf of `peer` (the address its logins are
+    /// throttled by and audit lines name). It is served once the server's
+    /// accept loop runs; fails once the server has stopped.
+    pub async fn connect(&self, peer: SocketAddr) -> std::io::Result<tokio::io::DuplexStream> {
+        let (ours, theirs) = tokio::io::duplex(LOCAL_BUFFER);
+        self.0
+            .send(LocalConn {
+                stream: theirs,
+                peer,
+            })
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::NotConnected, "the server has stopped")
+            })?;
+        Ok(ours)
+    }
+}
+
+/// [`run_with_stats`], also serving connections opened through `local`.
+pub async fn run_with_local(
+    listener: TcpListener,
+    store: Store,
+    config: ServerConfig,
+    stats: Arc<NetStats>,
+    mut inside: Option<LocalListener>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     // Every event the engine takes must fit in an append the server takes:
     // the announced max_append_bytes leaves room for the record overhead
     // of the most events a batch may hold.
@@ -473,14 +529,28 @@ pub async fn run_with_stats(
     tracing::info!(listen = %local, tls = shared.config.tls.is_some(), "accepting clients");
     tokio::pin!(shutdown);
     loop {
+        let next_local = async {
+            match inside.as_mut() {
+                Some(l) => l.0.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         let (socket, peer) = tokio::select! {
             r = listener.accept() => match r {
-                Ok(x) => x,
+                Ok((s, peer)) => (Accepted::Tcp(s), peer),
                 Err(e) => {
                     // Out of file descriptors and the like: wait a moment
                     // rather than spin; existing connections go on.
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            c = next_local => match c {
+                Some(c) => (Accepted::Local(c.stream), c.peer),
+                // Every connector is gone: no more local connections.
+                None => {
+                    inside = None;
                     continue;
                 }
             },
@@ -490,16 +560,30 @@ pub async fn run_with_stats(
         while tasks.try_join_next().is_some() {}
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
             shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-            // A TLS client could not read a clear-text answer: it is closed.
-            let answer = shared.config.tls.is_none();
-            tasks.spawn(refuse(socket, peer, shared.config.max_frame_bytes, answer));
+            match socket {
+                Accepted::Tcp(socket) => {
+                    // A TLS client could not read a clear-text answer: it
+                    // is closed.
+                    let answer = shared.config.tls.is_none();
+                    tasks.spawn(refuse(socket, peer, shared.config.max_frame_bytes, answer));
+                }
+                // Its Hello finds the stream closed.
+                Accepted::Local(stream) => drop(stream),
+            }
             continue;
         };
         tracing::debug!(%peer, "connection opened");
         let (shared, stop) = (Arc::clone(&shared), stop_rx.clone());
         shared.stats.connections.fetch_add(1, Ordering::Relaxed);
         tasks.spawn(async move {
-            connection::Connection::run(Arc::clone(&shared), socket, peer, stop).await;
+            match socket {
+                Accepted::Tcp(socket) => {
+                    connection::Connection::run(Arc::clone(&shared), socket, peer, stop).await
+                }
+                Accepted::Local(stream) => {
+                    connection::Connection::run_local(Arc::clone(&shared), stream, peer, stop).await
+                }
+            }
             shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
             drop(slot);
         });
@@ -514,6 +598,12 @@ pub async fn run_with_stats(
     let _ = dispatcher.await;
     let _ = sampler.await;
     Ok(())
+}
+
+/// A connection the accept loop took.
+enum Accepted {
+    Tcp(tokio::net::TcpStream),
+    Local(tokio::io::DuplexStream),
 }
 
 /// Answers a connection past the limit with `ServerBusy` (in clear text
