@@ -1,0 +1,94 @@
+//! # logbook-consensus
+//!
+//! Replication for Logbook, on [openraft](https://docs.rs/openraft) pinned
+//! to one exact version and used only here: the rest of Logbook sees this
+//! crate's types, so an upgrade of openraft touches one crate.
+//!
+//! The design (`../shared/research/replication.md`, option a′): one Raft
+//! group; the Raft log is a file of its own ([`wal`]: ordered records,
+//! group commit, torn tails cut and damage refused); the event log is the
+//! state machine ([`sm`]): applying an entry runs the append with its
+//! expected-version check and gives it its positions, so every replica
+//! holds the same committed events at the same positions, and the event
+//! log never holds anything uncommitted (it is never truncated).
+//!
+//! ## Where this stands
+//! This crate holds the durable Raft log and the state machine's
+//! bookkeeping (what is applied, the membership, snapshots), checked by
+//! openraft's storage conformance suite and by crash tests. Not yet here:
+//! the network between nodes, applying appends to the engine with the
+//! leader's timestamps, snapshots made of sealed segments, and the
+//! daemon's cluster mode (issue 17 lists them).
+
+pub mod frame;
+pub mod sm;
+pub mod wal;
+
+use serde::{Deserialize, Serialize};
+
+/// A change to the event log, as proposed through Raft.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Appends `events` to `stream` if its version is as expected.
+    Append {
+        /// The stream.
+        stream: String,
+        /// The expected version: `None` any, `Some(u64::MAX)` no stream,
+        /// else the stream's last version.
+        expected: Option<u64>,
+        /// The events, in the client's encoding.
+        events: Vec<Vec<u8>>,
+        /// The leader's clock when it proposed the append, microseconds
+        /// since the epoch: the commit time every replica records.
+        timestamp_us: i64,
+    },
+}
+
+/// What applying a [`Command`] gave.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Nothing to report (a blank or membership entry).
+    None,
+    /// Appended: the first event's position and version.
+    Appended {
+        /// Its log position.
+        first_position: u64,
+        /// Its stream version.
+        first_version: u64,
+    },
+    /// Refused, with the reason (nothing was written).
+    Refused(String),
+}
+
+openraft::declare_raft_types!(
+    /// Logbook's Raft types: node ids are numbers, nodes carry their
+    /// replication address.
+    pub TypeConfig:
+        D = Command,
+        R = Outcome,
+        NodeId = u64,
+        Node = openraft::impls::BasicNode,
+);
+
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Append { stream, events, .. } => {
+                write!(f, "append {} events to {stream}", events.len())
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::None => f.write_str("-"),
+            Outcome::Appended {
+                first_position,
+                first_version,
+            } => write!(f, "appended at {first_position} (version {first_version})"),
+            Outcome::Refused(why) => write!(f, "refused: {why}"),
+        }
+    }
+}
