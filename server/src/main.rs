@@ -19,11 +19,18 @@ use logbook_storage::verify::verify_with_progress;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let mut filter = tracing_subscriber::EnvFilter::try_new(&args.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // The web console's sessions are clients inside the daemon: their
+    // connection notices (one per session at shutdown) are not the
+    // operator's business unless asked for.
+    if !args.log.contains("logbook_client")
+        && let Ok(quiet) = "logbook_client=error".parse()
+    {
+        filter = filter.add_directive(quiet);
+    }
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&args.log)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         // Colour codes only for people: log files and pipes get plain text.
         .with_ansi(std::io::stderr().is_terminal())

@@ -48,6 +48,22 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Response {
+    // A server that never answers fails the test instead of hanging it.
+    tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        exchange(addr, method, path, headers, body),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{method} {path} to {addr}: no answer within 120 s"))
+}
+
+async fn exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
     let mut s = tokio::net::TcpStream::connect(addr)
         .await
         .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));

@@ -314,7 +314,110 @@ async fn the_console_api_shows_each_user_what_they_may_read() {
     assert_eq!(root.post("/console/api/logout", "").await.status, 200);
     assert_eq!(root.get("/console/api/session").await.status, 401);
 
-    // The audit trail of the daemon names the console's logins.
+    // A user keeps at most 8 sessions: a ninth login ends the oldest.
+    let mut first = Api {
+        addr: metrics,
+        cookie: None,
+    };
+    assert_eq!(first.login("admin", ADMIN_PASSWORD).await.status, 200);
+    for _ in 0..8 {
+        let mut more = Api {
+            addr: metrics,
+            cookie: None,
+        };
+        assert_eq!(more.login("admin", ADMIN_PASSWORD).await.status, 200);
+    }
+    assert_eq!(first.get("/console/api/session").await.status, 401);
+
+    // Payloads: whole on a stream's page, a 2 KiB preview in the log.
+    let big = format!(r#"{{"blob": "{}"}}"#, "x".repeat(10_000));
+    append(&admin, "acct-big", "Big", &big).await;
+    let mut root = Api {
+        addr: metrics,
+        cookie: None,
+    };
+    assert_eq!(root.login("admin", ADMIN_PASSWORD).await.status, 200);
+    let v = root.get("/console/api/stream?name=acct-big").await.json();
+    assert_eq!(
+        v["events"][0]["data"]["blob"].as_str().unwrap().len(),
+        10_000
+    );
+    let v = root.get("/console/api/log?dir=back&limit=1").await.json();
+    assert_eq!(v["events"][0]["stream"], "acct-big");
+    assert_eq!(v["events"][0]["data_encoding"], "base64");
+    assert_eq!(v["preview_bytes"], 2048);
+    assert!(v["events"][0]["data"].as_str().unwrap().len() < 2800);
+
+    // HTTP odds and ends: HEAD on the API, several session cookies, a
+    // chunked body, a DEL byte inside a JSON password.
+    let r = request(metrics, "HEAD", "/console/api/session", &[], b"").await;
+    assert_eq!(r.status, 405);
+    let two = format!("{}; lbk_console=other", root.cookie.clone().unwrap());
+    let r = request(
+        metrics,
+        "GET",
+        "/console/api/session",
+        &[("Cookie", &two)],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = request(
+        metrics,
+        "POST",
+        "/console/api/login",
+        &[("X-Logbook-Console", "1"), ("Transfer-Encoding", "chunked")],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 501);
+    let r = api
+        .post(
+            "/console/api/login",
+            "{\"user\": \"nobody\", \"password\": \"a\u{7f}b\"}",
+        )
+        .await;
+    assert_eq!(r.status, 401, "{}", r.text());
+
+    // Sessions the server ended do not try their password again: five
+    // stale tabs after a password change do not count as five failed
+    // logins of this address (which would block it).
+    let mut tabs = Vec::new();
+    for _ in 0..5 {
+        let mut tab = Api {
+            addr: metrics,
+            cookie: None,
+        };
+        assert_eq!(tab.login("reader", "a new secret").await.status, 200);
+        tabs.push(tab);
+    }
+    admin
+        .put_user(user("reader", "yet another", &["acct-reader"]))
+        .await
+        .unwrap();
+    for tab in &tabs {
+        let r = tab.get("/console/api/streams").await;
+        assert_eq!(r.status, 401, "{}", r.text());
+    }
+    assert_eq!(
+        Api {
+            addr: metrics,
+            cookie: None
+        }
+        .login("admin", ADMIN_PASSWORD)
+        .await
+        .status,
+        200,
+        "stale sessions did not count as failed logins"
+    );
+    // Console logins are throttled by the browser's address, as on the
+    // client port: five wrong passwords, and the right one is refused too.
+    // (The wrong password above made one failure already.)
+    for _ in 0..4 {
+        assert_eq!(api.login("admin", "guess").await.status, 401);
+    }
+    let r = api.login("admin", ADMIN_PASSWORD).await;
+    assert_eq!(r.status, 401, "blocked: {}", r.text());
     drop(daemon);
 }
 
@@ -344,6 +447,22 @@ async fn without_users_the_console_serves_local_browsers_only_at_local_names() {
     )
     .await;
     assert_eq!(r.status, 403, "{}", r.text());
+    // With nothing to log in to, a login is refused: the server would let
+    // any password in as the anonymous admin, and a login skips the
+    // loopback and local-name rules (a rebound name, or another machine).
+    let body = serde_json::json!({ "user": "nobody", "password": "x" }).to_string();
+    for host in ["localhost:1234", "evil.example:1234"] {
+        let r = request(
+            metrics,
+            "POST",
+            "/console/api/login",
+            &[("X-Logbook-Console", "1"), ("Host", host)],
+            body.as_bytes(),
+        )
+        .await;
+        assert_eq!(r.status, 409, "{host}: {}", r.text());
+        assert!(r.header("Set-Cookie").is_none());
+    }
 
     // --no-console: no console.
     let dir = tempfile::tempdir().unwrap();

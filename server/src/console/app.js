@@ -289,7 +289,10 @@ async function logPage(main) {
     el("td", { class: "muted time", title: e.timestamp }, e.timestamp.replace("T", " ").slice(0, 23)),
     el("td", {}, streamLink(e.stream)), el("td", { class: "num" }, num(e.version)),
     el("td", {}, e.type), el("td", { class: "muted preview" }, preview(e.data, e.data_encoding)));
+  const generation = state.generation;
   const first = await api("log?dir=back&limit=50");
+  // The page changed while the first page was read: follow nothing.
+  if (generation !== state.generation) return;
   for (const e of first.events) body.append(row(e, false));
   head.textContent = num(first.head);
   let cursor = String(first.head);

@@ -36,10 +36,20 @@
 //!   the console's own origin; the session cookie is `HttpOnly` and
 //!   `SameSite=Strict` (and `Secure` with `--metrics-tls`). Together these
 //!   stop other sites from acting through a logged-in browser.
-//! - Sessions expire after 30 minutes unused or 12 hours; at most 256 are
-//!   kept (the least recently used goes first). Each holds one client
-//!   connection (counted in `--max-connections`).
-//! - Pages are bounded: at most 200 streams, 200 events.
+//! - Sessions expire after 30 minutes unused or 12 hours; at most 64 are
+//!   kept (then logins wait for sessions to end), 8 per user (a user's new
+//!   login ends its least recently used one). Each holds one client
+//!   connection (counted in `--max-connections`), opened once: when the
+//!   server closes it (the user was deleted, disabled, changed password or
+//!   lost rights while subscribed) the session ends without trying the
+//!   stored password again, so no stale tab counts as a failed login of its
+//!   address.
+//! - With authentication off there is nothing to log in to: logins are
+//!   refused (else any browser that reaches the port could become the
+//!   anonymous admin).
+//! - Requests are bounded: 32 at once, 30 s each; at most 200 streams or
+//!   events a page, a stream's page at most 4 MiB of payloads, the global
+//!   log's events cut to a 2 KiB preview.
 //!
 //! The page itself builds every element with `textContent` (event data and
 //! stream names are never parsed as HTML) and is served with a
@@ -66,8 +76,22 @@ use crate::net::{LocalConnector, NetStats};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "lbk_console";
-/// Sessions kept at most; the least recently used goes first.
-pub const MAX_SESSIONS: usize = 256;
+/// Sessions kept at most (each holds a client connection); past it logins
+/// are refused until sessions end.
+pub const MAX_SESSIONS: usize = 64;
+/// Sessions one user keeps at most; a new login ends the user's least
+/// recently used one past it.
+pub const MAX_SESSIONS_PER_USER: usize = 8;
+/// Console requests served at once (the metrics listener's other slots stay
+/// free for `/health`, `/ready` and `/metrics`).
+pub const MAX_REQUESTS: usize = 32;
+/// Time one console request may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Payload bytes of each event the global log's pages carry (the page
+/// shows a preview; a stream's page carries events whole).
+pub const LOG_PREVIEW_BYTES: usize = 2048;
+/// Payload bytes a stream's page carries at most (at least one event).
+pub const STREAM_PAGE_BYTES: usize = 4 << 20;
 /// A session unused for this long ends.
 pub const IDLE: Duration = Duration::from_secs(30 * 60);
 /// A session ends this long after its login, used or not.
@@ -115,6 +139,7 @@ pub struct Request<'a> {
 /// A logged-in browser.
 struct Session {
     client: Client,
+    user: String,
     login: Instant,
     used: Instant,
 }
@@ -130,6 +155,8 @@ pub struct Console {
     /// When an anonymous connection was last refused for want of a login.
     refused_at: Mutex<Option<Instant>>,
     history: Mutex<VecDeque<Value>>,
+    /// Console requests being served.
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Console {
@@ -143,6 +170,7 @@ impl Console {
             anonymous: tokio::sync::Mutex::new(None),
             refused_at: Mutex::new(None),
             history: Mutex::new(VecDeque::with_capacity(HISTORY)),
+            slots: Arc::new(tokio::sync::Semaphore::new(MAX_REQUESTS)),
         })
     }
 
@@ -172,17 +200,35 @@ impl Console {
                     "events": s.events,
                     "log_bytes": s.log_bytes,
                 });
-                let mut h = console.history.lock();
-                if h.len() == HISTORY {
-                    h.pop_front();
+                {
+                    let mut h = console.history.lock();
+                    if h.len() == HISTORY {
+                        h.pop_front();
+                    }
+                    h.push_back(sample);
                 }
-                h.push_back(sample);
+                // Sessions nobody uses any more give their connections back.
+                let now = Instant::now();
+                console.sessions.lock().retain(|_, s| live(s, now));
             }
         });
     }
 
+    /// Answers one request under `/console`, within the console's limits.
+    pub async fn serve(&self, req: &Request<'_>) -> Reply {
+        let Ok(_slot) = self.slots.try_acquire() else {
+            return error(503, "the console is busy: try again")
+                .with_header("Retry-After", "1".into());
+        };
+        let reply = match tokio::time::timeout(REQUEST_TIMEOUT, self.handle(req)).await {
+            Ok(reply) => reply,
+            Err(_) => error(503, "the request took too long"),
+        };
+        reply.with_header("X-Content-Type-Options", "nosniff".into())
+    }
+
     /// Answers one request under `/console`.
-    pub async fn handle(&self, req: &Request<'_>) -> Reply {
+    async fn handle(&self, req: &Request<'_>) -> Reply {
         match (req.method, req.path) {
             ("GET" | "HEAD", "/console" | "/console/") => asset(INDEX_HTML, "text/html"),
             ("GET" | "HEAD", "/console/app.js") => asset(APP_JS, "text/javascript"),
@@ -194,6 +240,7 @@ impl Console {
                 method_not_allowed("POST")
             }
             ("GET", p) if p.starts_with("/console/api/") => self.api(req).await,
+            (_, p) if p.starts_with("/console/api/") => method_not_allowed("GET"),
             (_, "/console" | "/console/" | "/console/app.js" | "/console/style.css") => {
                 method_not_allowed("GET, HEAD")
             }
@@ -220,10 +267,10 @@ impl Console {
         };
         let options = match (login.user, login.password, login.token) {
             (Some(user), Some(password), None) if !user.is_empty() => {
-                self.options(req.peer).credentials(user, password)
+                self.options(req.peer, true).credentials(user, password)
             }
             (None, None, Some(token)) if !token.is_empty() => {
-                self.options(req.peer).auth_token(token)
+                self.options(req.peer, true).auth_token(token)
             }
             _ => return error(400, "give a user and a password, or an API token"),
         };
@@ -240,6 +287,15 @@ impl Console {
             Ok(w) => w,
             Err(e) => return client_failure(&e),
         };
+        if who.user == crate::auth::ANONYMOUS_USER {
+            // Authentication is off: the server let any credentials in as
+            // the anonymous admin. A login must not hand that to a browser
+            // the anonymous rules (loopback, local name) would refuse.
+            return error(
+                409,
+                "authentication is off (no users): there is nothing to log in to; the console answers browsers on this machine at localhost without a login",
+            );
+        }
         let Ok(id) = crate::auth::random_hex(32) else {
             return error(500, "no randomness for a session id");
         };
@@ -247,18 +303,32 @@ impl Console {
         {
             let mut sessions = self.sessions.lock();
             sessions.retain(|_, s| live(s, now));
-            if sessions.len() >= MAX_SESSIONS
-                && let Some(oldest) = sessions
-                    .iter()
-                    .min_by_key(|(_, s)| s.used)
-                    .map(|(k, _)| k.clone())
+            // Logging in again ends the session the browser had.
+            if let Ok(Some(old)) = session_id(req.cookie) {
+                sessions.remove(old);
+            }
+            let mine: Vec<(Instant, String)> = sessions
+                .iter()
+                .filter(|(_, s)| s.user == who.user)
+                .map(|(k, s)| (s.used, k.clone()))
+                .collect();
+            if mine.len() >= MAX_SESSIONS_PER_USER
+                && let Some((_, oldest)) = mine.iter().min()
             {
-                sessions.remove(&oldest);
+                sessions.remove(oldest);
+            }
+            if sessions.len() >= MAX_SESSIONS {
+                return error(
+                    503,
+                    "too many console sessions: try again when some have ended",
+                )
+                .with_header("Retry-After", "60".into());
             }
             sessions.insert(
                 id.clone(),
                 Session {
                     client,
+                    user: who.user.clone(),
                     login: now,
                     used: now,
                 },
@@ -276,7 +346,7 @@ impl Console {
         if let Err(refused) = same_origin(req) {
             return refused;
         }
-        if let Some(id) = session_id(req.cookie) {
+        if let Ok(Some(id)) = session_id(req.cookie) {
             self.sessions.lock().remove(id);
         }
         Reply::json(200, &json!({ "ok": true })).with_header(
@@ -285,15 +355,25 @@ impl Console {
         )
     }
 
-    /// Options of a session's client, connecting on behalf of `peer`.
-    fn options(&self, peer: SocketAddr) -> ClientOptions {
+    /// Options of a client connecting on behalf of `peer`; `once`: it
+    /// connects only once (a session's: its credentials are never tried
+    /// again after the server closed its connection).
+    fn options(&self, peer: SocketAddr, once: bool) -> ClientOptions {
         let connector = self.connector.clone();
+        let used = Arc::new(std::sync::atomic::AtomicBool::new(false));
         ClientOptions::default()
             .client_name(concat!("logbook-console/", env!("CARGO_PKG_VERSION")))
             .request_timeout(Some(Duration::from_secs(10)))
             .connector(Connector::new(move || {
                 let connector = connector.clone();
+                let again = used.swap(true, std::sync::atomic::Ordering::AcqRel);
                 async move {
+                    if once && again {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::ConnectionAborted,
+                            SESSION_ENDED,
+                        ));
+                    }
                     let stream = connector.connect(peer).await?;
                     Ok(Box::new(stream) as logbook_client::BoxIo)
                 }
@@ -303,7 +383,11 @@ impl Console {
     /// The client serving `req`: its session's, or (authentication off,
     /// a loopback browser at a local name) the anonymous one.
     async fn client_for(&self, req: &Request<'_>) -> Result<(Client, Option<String>), Reply> {
-        if let Some(id) = session_id(req.cookie) {
+        let id = match session_id(req.cookie) {
+            Ok(id) => id,
+            Err(()) => return Err(error(400, "more than one console session cookie")),
+        };
+        if let Some(id) = id {
             let now = Instant::now();
             let mut sessions = self.sessions.lock();
             match sessions.get_mut(id) {
@@ -317,7 +401,7 @@ impl Console {
                 None => {}
             }
         }
-        if !req.peer.ip().is_loopback() {
+        if !req.peer.ip().to_canonical().is_loopback() {
             return Err(login_required("log in"));
         }
         if !host_is_local(req.host) {
@@ -337,7 +421,7 @@ impl Console {
         if let Some(c) = anonymous.as_ref() {
             return Ok((c.clone(), None));
         }
-        match Client::connect_via(self.options(req.peer)).await {
+        match Client::connect_via(self.options(req.peer, false)).await {
             Ok(c) => {
                 *anonymous = Some(c.clone());
                 Ok((c, None))
@@ -386,7 +470,13 @@ impl Console {
             Ok(reply) => reply,
             Err(Failure::Reply(r)) => r,
             Err(Failure::Client(e)) => {
-                if matches!(e, ClientError::NotAuthenticated) {
+                // A session whose connection the server closed (the user
+                // was removed, disabled, changed password, or its rights
+                // changed under a subscription) cannot reconnect: it ends.
+                let ended = matches!(e, ClientError::NotAuthenticated)
+                    || (session.is_some()
+                        && matches!(&e, ClientError::Connect(io) if io.to_string().contains(SESSION_ENDED)));
+                if ended {
                     // The user was removed, disabled, or changed password:
                     // the session's reconnect was refused.
                     match &session {
@@ -459,7 +549,20 @@ async fn stream_json(client: &Client, q: &Query<'_>) -> Result<Reply, Failure> {
     if let Some(from) = q.number("from")? {
         options = options.from(StreamVersion(from));
     }
-    let page = client.read_stream_page(name.as_str(), options).await?;
+    let mut page = client.read_stream_page(name.as_str(), options).await?;
+    // Payloads are shown whole here: the page stops at a byte budget (one
+    // event at least), and `next` goes on from the first event left out.
+    let mut bytes = 0;
+    if let Some(cut) = page.events.iter().position(|e| {
+        bytes += e.data.len() + e.metadata.len();
+        bytes > STREAM_PAGE_BYTES
+    }) {
+        let cut = cut.max(1);
+        if cut < page.events.len() {
+            page.next = page.events.get(cut).map(|e| e.version);
+            page.events.truncate(cut);
+        }
+    }
     // The catalog entry (metadata, deletion, counts) needs the catalog
     // right; a user who may read the stream but not list streams still
     // sees its events.
@@ -515,7 +618,14 @@ async fn log_json(client: &Client, q: &Query<'_>) -> Result<Reply, Failure> {
             options = options.from(from);
         }
         page = client.read_all_page(options).await?;
-        events.append(&mut page.events);
+        // The log shows a preview of each payload: only its first bytes
+        // are kept, so a page holds no more than that, whatever the
+        // events' sizes.
+        events.extend(page.events.drain(..).map(|mut e| {
+            e.data.truncate(LOG_PREVIEW_BYTES);
+            e.metadata.truncate(LOG_PREVIEW_BYTES);
+            e
+        }));
         reads += 1;
         from = page.next;
         if events.len() as u32 >= limit || page.next.is_none() || reads == MAX_LOG_READS {
@@ -527,6 +637,9 @@ async fn log_json(client: &Client, q: &Query<'_>) -> Result<Reply, Failure> {
         events: Vec<EventJson<'a>>,
         head: LogPosition,
         next: Option<LogPosition>,
+        /// Payloads longer than this are cut to it (and then shown as
+        /// base64, no longer being whole JSON).
+        preview_bytes: usize,
     }
     Ok(Reply::json(
         200,
@@ -534,6 +647,7 @@ async fn log_json(client: &Client, q: &Query<'_>) -> Result<Reply, Failure> {
             events: events.iter().map(EventJson::new).collect(),
             head: page.head,
             next: page.next,
+            preview_bytes: LOG_PREVIEW_BYTES,
         },
     ))
 }
@@ -632,14 +746,26 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// The session id in a `Cookie` header.
-fn session_id(cookie: Option<&str>) -> Option<&str> {
-    cookie?
+/// Why a session's client does not reconnect.
+const SESSION_ENDED: &str = "the console session's connection was closed";
+
+/// The session id in a `Cookie` header; `Err` if it names several (a
+/// cookie set by another site of the same domain could otherwise pin the
+/// browser to that site's session).
+fn session_id(cookie: Option<&str>) -> Result<Option<&str>, ()> {
+    let Some(cookie) = cookie else {
+        return Ok(None);
+    };
+    let mut ids = cookie
         .split(';')
         .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
-        .map(|(_, v)| v)
-        .filter(|v| !v.is_empty())
+        .filter(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v);
+    match (ids.next(), ids.next()) {
+        (Some(_), Some(_)) => Err(()),
+        (id, None) => Ok(id.filter(|v| !v.is_empty())),
+        (None, Some(_)) => Ok(None),
+    }
 }
 
 fn live(s: &Session, now: Instant) -> bool {
@@ -685,7 +811,6 @@ fn asset(body: &'static str, kind: &'static str) -> Reply {
             "Content-Security-Policy",
             "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'".into(),
         )
-        .with_header("X-Content-Type-Options", "nosniff".into())
         .with_header("X-Frame-Options", "DENY".into())
         .with_header("Referrer-Policy", "no-referrer".into())
 }
@@ -746,10 +871,14 @@ mod tests {
 
     #[test]
     fn session_ids_come_from_the_cookie_header() {
-        assert_eq!(session_id(Some("a=b; lbk_console=abc; c=d")), Some("abc"));
-        assert_eq!(session_id(Some("lbk_console=")), None);
-        assert_eq!(session_id(Some("xlbk_console=abc")), None);
-        assert_eq!(session_id(None), None);
+        assert_eq!(
+            session_id(Some("a=b; lbk_console=abc; c=d")),
+            Ok(Some("abc"))
+        );
+        assert_eq!(session_id(Some("lbk_console=")), Ok(None));
+        assert_eq!(session_id(Some("xlbk_console=abc")), Ok(None));
+        assert_eq!(session_id(None), Ok(None));
+        assert_eq!(session_id(Some("lbk_console=a; lbk_console=b")), Err(()));
     }
 
     #[test]

@@ -130,14 +130,6 @@ enum Head<'a> {
 
 /// Parses a request head from the bytes received so far.
 fn parse_head(buf: &[u8]) -> Head<'_> {
-    // Control bytes never appear in a head: fail fast on binary input
-    // instead of waiting for a terminator or the timeout.
-    if buf
-        .iter()
-        .any(|&b| (b < 0x20 && b != b'\r' && b != b'\n' && b != b'\t') || b == 0x7f)
-    {
-        return Head::Bad;
-    }
     let end = buf
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -147,6 +139,16 @@ fn parse_head(buf: &[u8]) -> Head<'_> {
                 .position(|w| w == b"\n\n")
                 .map(|e| (e, e + 2))
         });
+    // Control bytes never appear in a head: fail fast on binary input
+    // instead of waiting for a terminator or the timeout (bytes of a body
+    // after the head are not looked at).
+    let head = end.map_or(buf, |(_, len)| buf.get(..len).unwrap_or(buf));
+    if head
+        .iter()
+        .any(|&b| (b < 0x20 && b != b'\r' && b != b'\n' && b != b'\t') || b == 0x7f)
+    {
+        return Head::Bad;
+    }
     let Some((end, len)) = end else {
         return Head::Incomplete;
     };
@@ -261,6 +263,7 @@ impl Reply {
             408 => "Request Timeout",
             410 => "Gone",
             413 => "Content Too Large",
+            501 => "Not Implemented",
             431 => "Request Header Fields Too Large",
             503 => "Service Unavailable",
             _ => "Internal Server Error",
@@ -370,6 +373,12 @@ async fn respond<S: AsyncRead + Unpin>(io: &mut S, site: &Site<'_>) -> Option<(R
     let Some(console) = site.console.filter(|_| is_console) else {
         return Some((route(&method, &path, site.metrics), method == "HEAD"));
     };
+    if header(buf.get(..len).unwrap_or_default(), "transfer-encoding").is_some() {
+        return Some((
+            Reply::text(501, "send the body with a Content-Length\n"),
+            false,
+        ));
+    }
     let length = match header(buf.get(..len).unwrap_or_default(), "content-length") {
         None => 0,
         Some(v) => match v.parse::<usize>() {
@@ -400,7 +409,7 @@ async fn respond<S: AsyncRead + Unpin>(io: &mut S, site: &Site<'_>) -> Option<(R
         body,
         peer: site.peer,
     };
-    Some((console.handle(&req).await, method == "HEAD"))
+    Some((console.serve(&req).await, method == "HEAD"))
 }
 
 /// Serves one connection: one request, one response, close.
