@@ -1,0 +1,184 @@
+//! An in-process network: every node of a cluster in one process, each
+//! RPC a direct call into the target's [`openraft::Raft`], and links that
+//! can be cut, to test elections, failover and catch-up without sockets.
+//!
+//! A node cut off ([`Router::isolate`]) neither reaches nor is reached by
+//! any other; a node removed ([`Router::remove`], as when it crashed) is
+//! unreachable until added again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::io::Cursor;
+use std::sync::Arc;
+
+use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::{AnyError, BasicNode};
+use parking_lot::Mutex;
+
+use crate::TypeConfig;
+use crate::sm::{EventLog, StateMachine};
+
+type C = TypeConfig;
+type Raft<L> = openraft::Raft<C, StateMachine<L>>;
+type Vote = openraft::alias::VoteOf<C>;
+type Snapshot = openraft::alias::SnapshotOf<C, Cursor<Vec<u8>>>;
+
+struct Links<L: EventLog> {
+    nodes: BTreeMap<u64, Raft<L>>,
+    isolated: BTreeSet<u64>,
+}
+
+/// The nodes and the state of the links between them.
+pub struct Router<L: EventLog> {
+    links: Arc<Mutex<Links<L>>>,
+}
+
+impl<L: EventLog> Clone for Router<L> {
+    fn clone(&self) -> Self {
+        Router {
+            links: Arc::clone(&self.links),
+        }
+    }
+}
+
+impl<L: EventLog> Default for Router<L> {
+    fn default() -> Self {
+        Router {
+            links: Arc::new(Mutex::new(Links {
+                nodes: BTreeMap::new(),
+                isolated: BTreeSet::new(),
+            })),
+        }
+    }
+}
+
+impl<L: EventLog> Router<L> {
+    /// The network as node `from` sees it (what [`openraft::Raft::new`]
+    /// takes).
+    pub fn network(&self, from: u64) -> Network<L> {
+        Network {
+            from,
+            router: self.clone(),
+        }
+    }
+
+    /// Makes `raft` reachable as node `id`.
+    pub fn add(&self, id: u64, raft: Raft<L>) {
+        self.links.lock().nodes.insert(id, raft);
+    }
+
+    /// Makes node `id` unreachable (it crashed); returns its handle.
+    pub fn remove(&self, id: u64) -> Option<Raft<L>> {
+        self.links.lock().nodes.remove(&id)
+    }
+
+    /// Cuts every link of node `id`.
+    pub fn isolate(&self, id: u64) {
+        self.links.lock().isolated.insert(id);
+    }
+
+    /// Restores every link of node `id`.
+    pub fn heal(&self, id: u64) {
+        self.links.lock().isolated.remove(&id);
+    }
+
+    /// The handle of node `id`, if it is up.
+    pub fn node(&self, id: u64) -> Option<Raft<L>> {
+        self.links.lock().nodes.get(&id).cloned()
+    }
+
+    /// The target's handle if `from` can reach it.
+    fn reach(&self, from: u64, to: u64) -> Result<Raft<L>, Unreachable<C>> {
+        let links = self.links.lock();
+        let cut = links.isolated.contains(&from) || links.isolated.contains(&to);
+        match links.nodes.get(&to) {
+            Some(raft) if !cut => Ok(raft.clone()),
+            _ => Err(Unreachable::new(&AnyError::error(format!(
+                "node {to} is unreachable from node {from}"
+            )))),
+        }
+    }
+}
+
+/// Node `from`'s view of the network.
+pub struct Network<L: EventLog> {
+    from: u64,
+    router: Router<L>,
+}
+
+/// Node `from`'s link to node `to`.
+pub struct Link<L: EventLog> {
+    from: u64,
+    to: u64,
+    router: Router<L>,
+}
+
+impl<L: EventLog> RaftNetworkFactory<C> for Network<L> {
+    type Network = Link<L>;
+
+    async fn new_client(&mut self, target: u64, _node: &BasicNode) -> Self::Network {
+        Link {
+            from: self.from,
+            to: target,
+            router: self.router.clone(),
+        }
+    }
+}
+
+fn unreachable(e: impl std::fmt::Display) -> Unreachable<C> {
+    Unreachable::new(&AnyError::error(e.to_string()))
+}
+
+impl<L: EventLog> RaftNetworkV2<C> for Link<L> {
+    type SnapshotData = Cursor<Vec<u8>>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<C>,
+        _option: RPCOption,
+    ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
+        let raft = self.router.reach(self.from, self.to)?;
+        raft.append_entries(rpc)
+            .await
+            .map_err(|e| RPCError::Unreachable(unreachable(e)))
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<C>,
+        _option: RPCOption,
+    ) -> Result<VoteResponse<C>, RPCError<C>> {
+        let raft = self.router.reach(self.from, self.to)?;
+        raft.vote(rpc)
+            .await
+            .map_err(|e| RPCError::Unreachable(unreachable(e)))
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<C>,
+        _option: RPCOption,
+    ) -> Result<VoteResponse<C>, RPCError<C>> {
+        let raft = self.router.reach(self.from, self.to)?;
+        raft.pre_vote(rpc)
+            .await
+            .map_err(|e| RPCError::Unreachable(unreachable(e)))
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        _cancel: impl Future<Output = ReplicationClosed> + openraft::OptionalSend + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
+        let raft = self.router.reach(self.from, self.to)?;
+        raft.install_full_snapshot(vote, snapshot)
+            .await
+            .map_err(|e| StreamingError::Unreachable(unreachable(e)))
+    }
+}

@@ -1,0 +1,247 @@
+//! Three nodes in one process over [`logbook_consensus::local`], each with
+//! its Raft log and state machine in a temporary directory on the real file
+//! system: writers append while the leader is cut off (a new leader within
+//! 5 s), then while a follower crashes and restarts from its files; in the
+//! end every node holds the same commands at the same positions, every
+//! acknowledged append exactly once at the position it was acknowledged
+//! with, and an append whose outcome was unknown at most once.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::FileLog;
+use logbook_consensus::local::Router;
+use logbook_consensus::sm::StateMachine;
+use logbook_consensus::wal::Wal;
+use logbook_consensus::{BasicNode, Command, Outcome, Raft, config};
+use logbook_storage::fs::OsFs;
+use openraft::ServerState;
+use openraft::async_runtime::WatchReceiver;
+use openraft::error::{ClientWriteError, RaftError};
+use parking_lot::Mutex;
+
+const NODES: [u64; 3] = [1, 2, 3];
+
+fn events_file(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("n{id}")).join("events")
+}
+
+async fn start(dir: &Path, id: u64, router: &Router<FileLog>) -> Raft<FileLog> {
+    let home = dir.join(format!("n{id}"));
+    std::fs::create_dir_all(&home).unwrap();
+    let vfs = Arc::new(OsFs);
+    let wal = Wal::open(vfs.clone(), &home.join("raft")).unwrap();
+    let sm =
+        StateMachine::open(vfs, &home.join("sm"), FileLog::open(events_file(dir, id))).unwrap();
+    let raft = Raft::new(id, config(), router.network(id), wal, sm)
+        .await
+        .unwrap();
+    router.add(id, raft.clone());
+    raft
+}
+
+/// The leader of the highest term among the nodes that are up (a leader
+/// cut off from the others may still think it leads, in an older term).
+fn leader(router: &Router<FileLog>, except: Option<u64>) -> Option<Raft<FileLog>> {
+    NODES
+        .iter()
+        .filter(|id| Some(**id) != except)
+        .filter_map(|id| router.node(*id))
+        .filter_map(|raft| {
+            let m = raft.metrics().borrow_watched().clone();
+            (m.state == ServerState::Leader).then_some((m.current_term, raft))
+        })
+        .max_by_key(|(term, _)| *term)
+        .map(|(_, raft)| raft)
+}
+
+async fn wait_for_leader(router: &Router<FileLog>, except: Option<u64>) -> (u64, Duration) {
+    let start = Instant::now();
+    loop {
+        if let Some(raft) = leader(router, except) {
+            let id = raft.metrics().borrow_watched().id;
+            return (id, start.elapsed());
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no leader after 30 s"
+        );
+        // Polls the nodes' published metrics; no outcome depends on it.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[derive(Default)]
+struct History {
+    /// Command id -> the position it was acknowledged at.
+    acked: BTreeMap<u64, u64>,
+    /// Commands whose outcome is unknown (the leader went away).
+    unknown: Vec<u64>,
+}
+
+fn command(id: u64) -> Command {
+    Command::Append {
+        stream: format!("s-{}", id % 7),
+        expected: None,
+        events: vec![id.to_le_bytes().to_vec()],
+        timestamp_us: 0,
+    }
+}
+
+fn id_of(c: &Command) -> u64 {
+    let Command::Append { events, .. } = c;
+    u64::from_le_bytes(events[0].clone().try_into().unwrap())
+}
+
+/// Appends until `stop`, through whichever node leads.
+async fn writer(
+    router: Router<FileLog>,
+    ids: Arc<AtomicU64>,
+    history: Arc<Mutex<History>>,
+    stop: Arc<AtomicBool>,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let Some(raft) = leader(&router, None) else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let id = ids.fetch_add(1, Ordering::Relaxed);
+        let write = tokio::time::timeout(Duration::from_secs(5), raft.client_write(command(id)));
+        match write.await {
+            Ok(Ok(r)) => match r.data {
+                Outcome::Appended { first_position, .. } => {
+                    history.lock().acked.insert(id, first_position);
+                }
+                other => panic!("unexpected outcome {other:?}"),
+            },
+            // Never appended: safe to forget (a new id goes next).
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {}
+            // Timed out or the node stopped: it may or may not commit.
+            _ => history.lock().unknown.push(id),
+        }
+    }
+}
+
+async fn acked(history: &Mutex<History>) -> usize {
+    history.lock().acked.len()
+}
+
+async fn until_acked(history: &Mutex<History>, n: usize) {
+    let start = Instant::now();
+    while acked(history).await < n {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "appends stalled at {}",
+            acked(history).await
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_and_restart_lose_no_acknowledged_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Router::default();
+    let mut rafts = HashMap::new();
+    for id in NODES {
+        rafts.insert(id, start(dir.path(), id, &router).await);
+    }
+    let members: BTreeMap<u64, BasicNode> = NODES
+        .iter()
+        .map(|id| (*id, BasicNode::new(format!("node-{id}"))))
+        .collect();
+    rafts[&1].initialize(members).await.unwrap();
+    let (first, _) = wait_for_leader(&router, None).await;
+
+    let history = Arc::new(Mutex::new(History::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let ids = Arc::new(AtomicU64::new(0));
+    let writers: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::spawn(writer(
+                router.clone(),
+                Arc::clone(&ids),
+                Arc::clone(&history),
+                Arc::clone(&stop),
+            ))
+        })
+        .collect();
+    until_acked(&history, 200).await;
+
+    // The leader is cut off under load: another takes over within 5 s.
+    router.isolate(first);
+    let (second, took) = wait_for_leader(&router, Some(first)).await;
+    assert_ne!(second, first);
+    assert!(took < Duration::from_secs(5), "new leader after {took:?}");
+    eprintln!("leader {first} cut off: node {second} leads after {took:?}");
+    let before = acked(&history).await;
+    until_acked(&history, before + 200).await;
+    router.heal(first);
+
+    // A follower crashes and restarts from its files.
+    let follower = NODES.iter().copied().find(|id| *id != second).unwrap();
+    let raft = router.remove(follower).unwrap();
+    raft.shutdown().await.unwrap();
+    let before = acked(&history).await;
+    until_acked(&history, before + 100).await;
+    rafts.insert(follower, start(dir.path(), follower, &router).await);
+    let before = acked(&history).await;
+    until_acked(&history, before + 100).await;
+
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    // Every node applies all there is.
+    let (leader_id, _) = wait_for_leader(&router, None).await;
+    let last = router
+        .node(leader_id)
+        .unwrap()
+        .metrics()
+        .borrow_watched()
+        .last_log_index;
+    for id in NODES {
+        router
+            .node(id)
+            .unwrap()
+            .wait(Some(Duration::from_secs(30)))
+            .applied_index_at_least(last, "every node catches up")
+            .await
+            .unwrap();
+    }
+    for id in NODES {
+        router.remove(id).unwrap().shutdown().await.unwrap();
+    }
+
+    let logs: Vec<Vec<(u64, Command)>> = NODES
+        .iter()
+        .map(|id| FileLog::read(&events_file(dir.path(), *id)))
+        .collect();
+    assert_eq!(logs[0], logs[1], "nodes 1 and 2 hold the same log");
+    assert_eq!(logs[0], logs[2], "nodes 1 and 3 hold the same log");
+    let positions: HashMap<u64, Vec<usize>> =
+        logs[0]
+            .iter()
+            .enumerate()
+            .fold(HashMap::new(), |mut m, (pos, (_, c))| {
+                m.entry(id_of(c)).or_default().push(pos);
+                m
+            });
+    let history = history.lock();
+    for (id, pos) in &history.acked {
+        assert_eq!(
+            positions.get(id).map(Vec::as_slice),
+            Some(&[*pos as usize][..]),
+            "acknowledged append {id} once, at {pos}"
+        );
+    }
+    for id in &history.unknown {
+        assert!(positions.get(id).is_none_or(|p| p.len() == 1), "{id}");
+    }
+    assert!(history.acked.len() >= 600);
+}
