@@ -4,7 +4,8 @@
 //!
 //! A node cut off ([`Router::isolate`]) neither reaches nor is reached by
 //! any other; a node removed ([`Router::remove`], as when it crashed) is
-//! unreachable until added again.
+//! unreachable until added again; [`Router::flaky`] drops and delays
+//! messages at random (seeded, so a schedule can be replayed).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -30,6 +31,21 @@ type Snapshot = openraft::alias::SnapshotOf<C, Cursor<Vec<u8>>>;
 struct Links<L: EventLog> {
     nodes: BTreeMap<u64, Raft<L>>,
     isolated: BTreeSet<u64>,
+    /// Messages dropped, per thousand.
+    drop_per_mille: u64,
+    /// Longest delay of a message.
+    max_delay: std::time::Duration,
+    /// The faults' random state (xorshift).
+    rng: u64,
+}
+
+impl<L: EventLog> Links<L> {
+    fn next(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
 }
 
 /// The nodes and the state of the links between them.
@@ -51,6 +67,9 @@ impl<L: EventLog> Default for Router<L> {
             links: Arc::new(Mutex::new(Links {
                 nodes: BTreeMap::new(),
                 isolated: BTreeSet::new(),
+                drop_per_mille: 0,
+                max_delay: std::time::Duration::ZERO,
+                rng: 1,
             })),
         }
     }
@@ -86,21 +105,44 @@ impl<L: EventLog> Router<L> {
         self.links.lock().isolated.remove(&id);
     }
 
+    /// Drops `drop_per_mille` messages in a thousand and delays each by up
+    /// to `max_delay`, chosen from `seed`.
+    pub fn flaky(&self, drop_per_mille: u64, max_delay: std::time::Duration, seed: u64) {
+        let mut links = self.links.lock();
+        links.drop_per_mille = drop_per_mille;
+        links.max_delay = max_delay;
+        links.rng = seed | 1;
+    }
+
     /// The handle of node `id`, if it is up.
     pub fn node(&self, id: u64) -> Option<Raft<L>> {
         self.links.lock().nodes.get(&id).cloned()
     }
 
-    /// The target's handle if `from` can reach it.
-    fn reach(&self, from: u64, to: u64) -> Result<Raft<L>, Unreachable<C>> {
-        let links = self.links.lock();
-        let cut = links.isolated.contains(&from) || links.isolated.contains(&to);
-        match links.nodes.get(&to) {
-            Some(raft) if !cut => Ok(raft.clone()),
-            _ => Err(Unreachable::new(&AnyError::error(format!(
-                "node {to} is unreachable from node {from}"
-            )))),
+    /// The target's handle if `from` can reach it, after the message's
+    /// delay; unreachable if the link is cut or the message dropped.
+    async fn reach(&self, from: u64, to: u64) -> Result<Raft<L>, Unreachable<C>> {
+        let (raft, delay) = {
+            let mut links = self.links.lock();
+            let cut = links.isolated.contains(&from) || links.isolated.contains(&to);
+            let dropped = links.drop_per_mille > 0 && links.next() % 1000 < links.drop_per_mille;
+            let delay = match links.max_delay.as_micros() as u64 {
+                0 => std::time::Duration::ZERO,
+                max => std::time::Duration::from_micros(links.next() % max),
+            };
+            match links.nodes.get(&to) {
+                Some(raft) if !cut && !dropped => (raft.clone(), delay),
+                _ => {
+                    return Err(Unreachable::new(&AnyError::error(format!(
+                        "node {to} is unreachable from node {from}"
+                    ))));
+                }
+            }
+        };
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
         }
+        Ok(raft)
     }
 }
 
@@ -141,7 +183,7 @@ impl<L: EventLog> RaftNetworkV2<C> for Link<L> {
         rpc: AppendEntriesRequest<C>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
-        let raft = self.router.reach(self.from, self.to)?;
+        let raft = self.router.reach(self.from, self.to).await?;
         raft.append_entries(rpc)
             .await
             .map_err(|e| RPCError::Unreachable(unreachable(e)))
@@ -152,7 +194,7 @@ impl<L: EventLog> RaftNetworkV2<C> for Link<L> {
         rpc: VoteRequest<C>,
         _option: RPCOption,
     ) -> Result<VoteResponse<C>, RPCError<C>> {
-        let raft = self.router.reach(self.from, self.to)?;
+        let raft = self.router.reach(self.from, self.to).await?;
         raft.vote(rpc)
             .await
             .map_err(|e| RPCError::Unreachable(unreachable(e)))
@@ -163,7 +205,7 @@ impl<L: EventLog> RaftNetworkV2<C> for Link<L> {
         rpc: VoteRequest<C>,
         _option: RPCOption,
     ) -> Result<VoteResponse<C>, RPCError<C>> {
-        let raft = self.router.reach(self.from, self.to)?;
+        let raft = self.router.reach(self.from, self.to).await?;
         raft.pre_vote(rpc)
             .await
             .map_err(|e| RPCError::Unreachable(unreachable(e)))
@@ -176,7 +218,7 @@ impl<L: EventLog> RaftNetworkV2<C> for Link<L> {
         _cancel: impl Future<Output = ReplicationClosed> + openraft::OptionalSend + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
-        let raft = self.router.reach(self.from, self.to)?;
+        let raft = self.router.reach(self.from, self.to).await?;
         raft.install_full_snapshot(vote, snapshot)
             .await
             .map_err(|e| StreamingError::Unreachable(unreachable(e)))

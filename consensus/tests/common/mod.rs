@@ -2,15 +2,18 @@
 #![allow(dead_code)] // each test binary uses part of it
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use logbook_consensus::sm::EventLog;
 use logbook_consensus::{Command, Outcome};
+use logbook_storage::fs::{OpenMode, Vfs};
 
 /// The commands applied, in order, by Raft index; a command's position is
-/// its place in the list. `sync` rewrites the file (renamed over the old).
+/// its place in the list. `sync` rewrites the file (renamed over the old),
+/// through the node's file system (so power cuts reach it too).
 pub struct FileLog {
-    path: Option<PathBuf>,
+    file: Option<(Arc<dyn Vfs>, PathBuf)>,
     pub applied: Vec<(u64, Command)>,
 }
 
@@ -18,25 +21,29 @@ impl FileLog {
     /// In memory only.
     pub fn memory() -> FileLog {
         FileLog {
-            path: None,
+            file: None,
             applied: Vec::new(),
         }
     }
 
-    /// Kept in `path` (read back if it exists).
-    pub fn open(path: PathBuf) -> FileLog {
-        let applied = std::fs::read(&path)
-            .map(|b| rmp_serde::from_slice(&b).unwrap())
-            .unwrap_or_default();
+    /// Kept in `path` on `vfs` (read back if it exists).
+    pub fn open(vfs: Arc<dyn Vfs>, path: PathBuf) -> FileLog {
+        let applied = FileLog::read(vfs.as_ref(), &path);
         FileLog {
-            path: Some(path),
+            file: Some((vfs, path)),
             applied,
         }
     }
 
     /// What a file holds.
-    pub fn read(path: &std::path::Path) -> Vec<(u64, Command)> {
-        FileLog::open(path.to_owned()).applied
+    pub fn read(vfs: &dyn Vfs, path: &Path) -> Vec<(u64, Command)> {
+        if !vfs.exists(path) {
+            return Vec::new();
+        }
+        let f = vfs.open(path, OpenMode::Read).unwrap();
+        let mut bytes = vec![0; f.len().unwrap() as usize];
+        f.read_exact_at(&mut bytes, 0).unwrap();
+        rmp_serde::from_slice(&bytes).unwrap()
     }
 }
 
@@ -57,15 +64,18 @@ impl EventLog for FileLog {
     }
 
     fn sync(&mut self) -> io::Result<()> {
-        let Some(path) = &self.path else {
+        let Some((vfs, path)) = &self.file else {
             return Ok(());
         };
         let tmp = path.with_extension("tmp");
-        let f = std::fs::File::create(&tmp)?;
-        io::Write::write_all(&mut &f, &rmp_serde::to_vec(&self.applied).unwrap())?;
+        if vfs.exists(&tmp) {
+            vfs.remove_file(&tmp)?;
+        }
+        let f = vfs.open(&tmp, OpenMode::CreateNew)?;
+        f.write_all_at(&rmp_serde::to_vec(&self.applied).unwrap(), 0)?;
         f.sync_data()?;
-        std::fs::rename(&tmp, path)?;
-        Ok(())
+        vfs.rename(&tmp, path)?;
+        vfs.sync_dir(path.parent().unwrap())
     }
 
     fn snapshot(&mut self) -> io::Result<Vec<u8>> {
