@@ -23,6 +23,7 @@
 pub mod frame;
 pub mod local;
 pub mod sm;
+pub mod store_log;
 pub mod wal;
 
 pub use openraft::BasicNode;
@@ -50,24 +51,38 @@ pub fn config() -> std::sync::Arc<openraft::Config> {
     std::sync::Arc::new(config.validate().expect("fixed settings validate"))
 }
 
+pub use logbook_protocol::ExpectedVersion;
 use serde::{Deserialize, Serialize};
 
 /// A change to the event log, as proposed through Raft.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    /// Appends `events` to `stream` if its version is as expected.
+    /// Appends `events` to `stream` if its version is as `expected`.
     Append {
         /// The stream.
         stream: String,
-        /// The expected version: `None` any, `Some(u64::MAX)` no stream,
-        /// else the stream's last version.
-        expected: Option<u64>,
-        /// The events, in the client's encoding.
-        events: Vec<Vec<u8>>,
+        /// The expected version.
+        expected: ExpectedVersion,
+        /// The events.
+        events: Vec<EventData>,
         /// The leader's clock when it proposed the append, microseconds
-        /// since the epoch: the commit time every replica records.
+        /// since the epoch: the commit time every replica records (raised
+        /// to the previous record's if earlier).
         timestamp_us: i64,
     },
+}
+
+/// One event of an [`Command::Append`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventData {
+    /// Its id (a UUID's bytes).
+    pub id: [u8; 16],
+    /// Its type.
+    pub event_type: String,
+    /// Its metadata bytes.
+    pub metadata: bytes::Bytes,
+    /// Its payload bytes.
+    pub data: bytes::Bytes,
 }
 
 /// What applying a [`Command`] gave.
@@ -75,14 +90,23 @@ pub enum Command {
 pub enum Outcome {
     /// Nothing to report (a blank or membership entry).
     None,
-    /// Appended: the first event's position and version.
+    /// Appended: the first event's position and version, and the last's.
     Appended {
-        /// Its log position.
+        /// The first event's log position.
         first_position: u64,
-        /// Its stream version.
+        /// The first event's stream version.
         first_version: u64,
+        /// The last event's log position.
+        last_position: u64,
+        /// The last event's stream version.
+        last_version: u64,
     },
-    /// Refused, with the reason (nothing was written).
+    /// The stream was not at the expected version; nothing was written.
+    WrongExpectedVersion {
+        /// The stream's last version then (`None`: no events).
+        actual: Option<u64>,
+    },
+    /// Refused for another reason (nothing was written).
     Refused(String),
 }
 
@@ -112,8 +136,12 @@ impl std::fmt::Display for Outcome {
             Outcome::None => f.write_str("-"),
             Outcome::Appended {
                 first_position,
-                first_version,
-            } => write!(f, "appended at {first_position} (version {first_version})"),
+                last_position,
+                ..
+            } => write!(f, "appended at {first_position}..={last_position}"),
+            Outcome::WrongExpectedVersion { actual } => {
+                write!(f, "wrong expected version (the stream is at {actual:?})")
+            }
             Outcome::Refused(why) => write!(f, "refused: {why}"),
         }
     }

@@ -41,8 +41,13 @@ const SNAPSHOT: &str = "snapshot.bin";
 pub trait EventLog: Send + Sync + 'static {
     /// Applies the committed `command` of Raft index `index`. Must be
     /// deterministic, and must answer a command it already applied (after
-    /// a crash) with its first outcome, writing nothing again.
-    fn apply(&mut self, index: u64, command: &Command) -> Outcome;
+    /// a crash) with its first outcome, writing nothing again. An error
+    /// (the disk failed) stops the node: it cannot apply the log any more.
+    fn apply(
+        &mut self,
+        index: u64,
+        command: &Command,
+    ) -> impl std::future::Future<Output = io::Result<Outcome>> + Send;
     /// Makes everything applied so far durable.
     fn sync(&mut self) -> io::Result<()>;
     /// The whole state, for a snapshot.
@@ -203,7 +208,7 @@ impl<L: EventLog> RaftStateMachine<C> for StateMachine<L> {
             let log_id = entry.log_id();
             let outcome = match &entry.payload {
                 EntryPayload::Blank => Outcome::None,
-                EntryPayload::Normal(command) => self.log.apply(log_id.index(), command),
+                EntryPayload::Normal(command) => self.log.apply(log_id.index(), command).await?,
                 EntryPayload::Membership(m) => {
                     self.meta.membership = StoredMembership::new(Some(log_id), m.clone());
                     Outcome::None

@@ -19,10 +19,13 @@ use std::time::{Duration, Instant};
 
 use common::FileLog;
 use logbook_consensus::local::Router;
-use logbook_consensus::sm::StateMachine;
+use logbook_consensus::sm::{EventLog, StateMachine};
+use logbook_consensus::store_log::StoreLog;
 use logbook_consensus::wal::Wal;
-use logbook_consensus::{BasicNode, Command, Outcome, Raft, config};
+use logbook_consensus::{BasicNode, Command, EventData, ExpectedVersion, Outcome, Raft, config};
+use logbook_protocol::Direction;
 use logbook_storage::fs::{CrashMode, MemFs, OsFs, Vfs};
+use logbook_storage::{Store, StoreConfig};
 use openraft::ServerState;
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
@@ -54,7 +57,7 @@ async fn start(vfs: Arc<dyn Vfs>, dir: &Path, id: u64, router: &Router<FileLog>)
 
 /// The leader of the highest term among the nodes that are up (a leader
 /// cut off from the others may still think it leads, in an older term).
-fn leader(router: &Router<FileLog>, except: Option<u64>) -> Option<Raft<FileLog>> {
+fn leader<L: EventLog>(router: &Router<L>, except: Option<u64>) -> Option<Raft<L>> {
     NODES
         .iter()
         .filter(|id| Some(**id) != except)
@@ -67,7 +70,7 @@ fn leader(router: &Router<FileLog>, except: Option<u64>) -> Option<Raft<FileLog>
         .map(|(_, raft)| raft)
 }
 
-async fn wait_for_leader(router: &Router<FileLog>, except: Option<u64>) -> (u64, Duration) {
+async fn wait_for_leader<L: EventLog>(router: &Router<L>, except: Option<u64>) -> (u64, Duration) {
     let start = Instant::now();
     loop {
         if let Some(raft) = leader(router, except) {
@@ -94,20 +97,29 @@ struct History {
 fn command(id: u64) -> Command {
     Command::Append {
         stream: format!("s-{}", id % 7),
-        expected: None,
-        events: vec![id.to_le_bytes().to_vec()],
-        timestamp_us: 0,
+        expected: ExpectedVersion::Any,
+        events: vec![EventData {
+            id: u128::from(id + 1).to_be_bytes(),
+            event_type: "Happened".into(),
+            metadata: Default::default(),
+            data: id.to_le_bytes().to_vec().into(),
+        }],
+        // The proposer's clock, as a leader stamps an append.
+        timestamp_us: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as i64,
     }
 }
 
 fn id_of(c: &Command) -> u64 {
     let Command::Append { events, .. } = c;
-    u64::from_le_bytes(events[0].clone().try_into().unwrap())
+    u64::from_le_bytes(events[0].data[..].try_into().unwrap())
 }
 
 /// Appends until `stop`, through whichever node leads.
-async fn writer(
-    router: Router<FileLog>,
+async fn writer<L: EventLog>(
+    router: Router<L>,
     ids: Arc<AtomicU64>,
     history: Arc<Mutex<History>>,
     stop: Arc<AtomicBool>,
@@ -388,4 +400,137 @@ async fn schedule(seed: u64, steps: u64) -> usize {
         .map(|(id, d)| (id, Arc::new(d) as Arc<dyn Vfs>))
         .collect();
     check(&router, &disks, dir, &history).await
+}
+
+/// Starts node `id` with the engine as its event log.
+async fn start_engine(dir: &Path, id: u64, router: &Router<StoreLog>) -> (Raft<StoreLog>, Store) {
+    let home = home(dir, id);
+    std::fs::create_dir_all(&home).unwrap();
+    let vfs = Arc::new(OsFs);
+    let store = Store::open(StoreConfig::new(home.join("events"))).unwrap();
+    let wal = Wal::open(vfs.clone(), &home.join("raft")).unwrap();
+    let sm = StateMachine::open(vfs, &home.join("sm"), StoreLog::new(store.clone())).unwrap();
+    let raft = Raft::new(id, config(), router.network(id), wal, sm)
+        .await
+        .unwrap();
+    router.add(id, raft.clone());
+    (raft, store)
+}
+
+/// The engine as the state machine: three replicas, writers appending
+/// through whichever node leads while the leader is cut off; in the end
+/// every replica's engine holds the same events (stream, version,
+/// position, id, type, data, timestamp) and every acknowledged append is
+/// there at the position it was acknowledged with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_of_the_engine_hold_the_same_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Router::default();
+    let mut stores = BTreeMap::new();
+    for id in NODES {
+        let (_, store) = start_engine(dir.path(), id, &router).await;
+        stores.insert(id, store);
+    }
+    let members: BTreeMap<u64, BasicNode> = NODES
+        .iter()
+        .map(|id| (*id, BasicNode::new(format!("node-{id}"))))
+        .collect();
+    router.node(1).unwrap().initialize(members).await.unwrap();
+    let (first, _) = wait_for_leader(&router, None).await;
+    let history = Arc::new(Mutex::new(History::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let ids = Arc::new(AtomicU64::new(0));
+    let writers: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::spawn(writer(
+                router.clone(),
+                Arc::clone(&ids),
+                Arc::clone(&history),
+                Arc::clone(&stop),
+            ))
+        })
+        .collect();
+    until_acked(&history, 150).await;
+    router.isolate(first);
+    let (_, took) = wait_for_leader(&router, Some(first)).await;
+    assert!(took < Duration::from_secs(5), "new leader after {took:?}");
+    let before = acked(&history).await;
+    until_acked(&history, before + 150).await;
+    router.heal(first);
+    let before = acked(&history).await;
+    until_acked(&history, before + 50).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let (leader_id, _) = wait_for_leader(&router, None).await;
+    let last = router
+        .node(leader_id)
+        .unwrap()
+        .metrics()
+        .borrow_watched()
+        .last_log_index;
+    for id in NODES {
+        router
+            .node(id)
+            .unwrap()
+            .wait(Some(Duration::from_secs(30)))
+            .applied_index_at_least(last, "every replica catches up")
+            .await
+            .unwrap();
+    }
+    let logs: Vec<Vec<_>> = NODES
+        .iter()
+        .map(|id| {
+            let all = stores[id]
+                .read_all(None, Direction::Forward, 100_000)
+                .unwrap();
+            assert!(all.next.is_none());
+            all.events
+                .into_iter()
+                .map(|e| {
+                    (
+                        e.stream.as_str().to_owned(),
+                        e.version.0,
+                        e.position.0,
+                        e.id,
+                        e.event_type.as_str().to_owned(),
+                        e.data,
+                        e.timestamp_us,
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    assert!(
+        logs[0].last().unwrap().6 > 1_700_000_000_000_000,
+        "real timestamps"
+    );
+    assert_eq!(logs[0], logs[1], "replicas 1 and 2 hold the same events");
+    assert_eq!(logs[0], logs[2], "replicas 1 and 3 hold the same events");
+    // Versions are contiguous per stream, positions dense.
+    let mut versions: HashMap<String, u64> = HashMap::new();
+    for (i, (stream, version, position, ..)) in logs[0].iter().enumerate() {
+        assert_eq!(*position, i as u64);
+        let next = versions.entry(stream.clone()).or_default();
+        assert_eq!(*version, *next, "{stream}");
+        *next += 1;
+    }
+    let by_id: HashMap<u64, u64> = logs[0]
+        .iter()
+        .map(|(_, _, position, _, _, data, _)| {
+            (u64::from_le_bytes(data[..].try_into().unwrap()), *position)
+        })
+        .collect();
+    for (id, pos) in &history.lock().acked {
+        assert_eq!(by_id.get(id), Some(pos), "acknowledged append {id}");
+    }
+    assert_eq!(
+        by_id.len(),
+        logs[0].len(),
+        "no append applied twice (unknown outcomes included)"
+    );
+    for id in NODES {
+        router.remove(id).unwrap().shutdown().await.unwrap();
+    }
 }

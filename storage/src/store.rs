@@ -427,6 +427,7 @@ impl Store {
             submitted: std::time::Instant::now(),
             op,
             seal_after: false,
+            at: None,
         };
         Ok((req, rx, tx))
     }
@@ -454,6 +455,39 @@ impl Store {
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, AppendError> {
         self.submit(stream, expected, events).await?.await
+    }
+
+    /// [`Store::append`] with the commit time `at_us` (microseconds since
+    /// the epoch) instead of the clock's, raised to the previous record's
+    /// if it is earlier (timestamps never go backwards). A replicated log
+    /// applies its appends with the time the leader chose, so every replica
+    /// writes the same bytes.
+    pub async fn append_at(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        at_us: i64,
+    ) -> Result<AppendResult, AppendError> {
+        self.submit_at(stream, expected, events, at_us).await?.await
+    }
+
+    /// [`Store::submit`] with the commit time `at_us` ([`Store::append_at`]).
+    pub async fn submit_at(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        at_us: i64,
+    ) -> Result<PendingAppend, AppendError> {
+        if stream.as_str() == SCAVENGES {
+            return Err(AppendError::ReservedStream {
+                stream: SCAVENGES.to_owned(),
+            });
+        }
+        let (mut req, rx, tx) = self.request(stream, expected, events, None, None)?;
+        req.at = Some(at_us);
+        self.enqueue((req, rx, tx)).await
     }
 
     /// Queues an append for the writer and returns once it is queued, with

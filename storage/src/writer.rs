@@ -84,6 +84,10 @@ pub struct AppendRequest {
     /// A lifecycle operation on `$$target` (this request's stream), which
     /// the writer turns into the event it writes.
     pub(crate) op: Option<crate::lifecycle::Op>,
+    /// The commit time the caller chose ([`crate::Store::append_at`]),
+    /// instead of the clock's: replicas applying the same appends in the
+    /// same order then write the same timestamps.
+    pub(crate) at: Option<i64>,
     /// Seal the active segment right after this request's record (a
     /// scavenge or an erase, so that the records before it can be
     /// rewritten).
@@ -275,13 +279,6 @@ impl Writer {
         if let Err(e) = f.set_len(self.write_offset).and_then(|_| f.sync_data()) {
             tracing::warn!(file = %self.active.path.display(), error = %e, "could not trim preallocated space");
         }
-    }
-
-    fn now_us(&mut self) -> i64 {
-        let now = self.shared.now_us();
-        // Commit timestamps never go backwards, whatever the wall clock does.
-        self.last_timestamp = self.last_timestamp.max(now);
-        self.last_timestamp
     }
 
     fn head_of(&mut self, hash: u64, name: &str) -> Result<Option<Head>, StorageError> {
@@ -543,7 +540,10 @@ impl Writer {
         let mut updates: Vec<SegmentUpdate> = Vec::new();
         let mut published: Vec<crate::commit::Published> = Vec::new();
         let start_position = self.next_position;
-        let timestamp = self.now_us();
+        // The clock, read once for the group; each record then takes it, or
+        // its caller's time, and raises `last_timestamp` (not here: a time
+        // chosen by the caller must not be overtaken by this reading).
+        let timestamp = self.last_timestamp.max(self.shared.now_us());
         self.buf.clear();
         self.last_record_in_buf = None;
         let seq = self.seq;
@@ -692,6 +692,11 @@ impl Writer {
                 });
             }
             self.last_record_in_buf = Some(self.buf.len());
+            // The group's clock reading, or the time the caller chose; never
+            // before the previous record's (so, for appends that all carry
+            // their time, the same on every replica whatever the grouping).
+            let timestamp = self.last_timestamp.max(req.at.unwrap_or(timestamp));
+            self.last_timestamp = timestamp;
             record::encode(
                 &mut self.buf,
                 self.active.crc_seed,

@@ -48,7 +48,7 @@ impl FileLog {
 }
 
 impl EventLog for FileLog {
-    fn apply(&mut self, index: u64, command: &Command) -> Outcome {
+    async fn apply(&mut self, index: u64, command: &Command) -> io::Result<Outcome> {
         // Applied before a crash: the first outcome, nothing written again.
         let at = match self.applied.iter().position(|(i, _)| *i == index) {
             Some(at) => at,
@@ -56,11 +56,13 @@ impl EventLog for FileLog {
                 self.applied.push((index, command.clone()));
                 self.applied.len() - 1
             }
-        };
-        Outcome::Appended {
-            first_position: at as u64,
+        } as u64;
+        Ok(Outcome::Appended {
+            first_position: at,
             first_version: 0,
-        }
+            last_position: at,
+            last_version: 0,
+        })
     }
 
     fn sync(&mut self) -> io::Result<()> {
