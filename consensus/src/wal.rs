@@ -266,8 +266,23 @@ impl Writer {
     }
 
     /// Replaces the file by one holding `records`, through a renamed new
-    /// file (a crash leaves the old file or the new one, both whole).
+    /// file (a crash leaves the old file or the new one, both whole). A
+    /// failure fails every later write: after a rename that may have
+    /// happened, the old handle's file may no longer be the log.
     fn compact(&mut self, records: &[u8]) -> io::Result<()> {
+        if let Some(why) = &self.failed {
+            return Err(io::Error::other(format!(
+                "an earlier write of the Raft log failed: {why}"
+            )));
+        }
+        let result = self.rewrite(records);
+        if let Err(e) = &result {
+            self.failed = Some(e.to_string());
+        }
+        result
+    }
+
+    fn rewrite(&mut self, records: &[u8]) -> io::Result<()> {
         let tmp = self.dir.join(TMP);
         if self.vfs.exists(&tmp) {
             self.vfs.remove_file(&tmp)?;
@@ -308,6 +323,8 @@ pub struct Wal {
     jobs: mpsc::Sender<Job>,
     /// Bytes in the file, about (to decide a rewrite).
     file_bytes: Arc<Mutex<u64>>,
+    /// The file is rewritten past this size (and twice what is live).
+    compact_bytes: u64,
 }
 
 /// Reads the log (openraft's replication and apply tasks hold these).
@@ -327,6 +344,16 @@ impl Wal {
     /// Opens (or creates) the log in `dir`: replays its records, cuts a
     /// torn tail, refuses damaged synced data.
     pub fn open(vfs: Arc<dyn Vfs>, dir: &Path) -> io::Result<Wal> {
+        Wal::open_compacting_at(vfs, dir, COMPACT_BYTES)
+    }
+
+    /// [`Wal::open`], rewriting the file once it is past `compact_bytes`
+    /// and twice what is live (instead of [`COMPACT_BYTES`]): for tests.
+    pub fn open_compacting_at(
+        vfs: Arc<dyn Vfs>,
+        dir: &Path,
+        compact_bytes: u64,
+    ) -> io::Result<Wal> {
         vfs.create_dir_all(dir)?;
         let path = dir.join(FILE);
         // A rewrite that did not reach its rename left a partial new file.
@@ -387,6 +414,7 @@ impl Wal {
             state: Arc::new(Mutex::new(state)),
             jobs: tx,
             file_bytes: Arc::new(Mutex::new(read.valid_len as u64)),
+            compact_bytes,
         })
     }
 
@@ -403,7 +431,7 @@ impl Wal {
         self.jobs
             .send(Job::Write(bytes, done))
             .map_err(|_| io::Error::other("the Raft log's writer has stopped"))?;
-        if *file_bytes > COMPACT_BYTES && *file_bytes > 2 * state.live_bytes {
+        if *file_bytes > self.compact_bytes && *file_bytes > 2 * state.live_bytes {
             let mut records = Vec::new();
             for r in state.rewrite() {
                 encode(&r, &mut records)?;

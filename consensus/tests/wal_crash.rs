@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use logbook_consensus::TypeConfig;
 use logbook_consensus::wal::{FILE, Wal};
@@ -40,8 +41,12 @@ impl Rng {
     }
 }
 
+/// Rewrites past this many bytes, or never in these tests' sizes.
+static COMPACT_AT: AtomicU64 = AtomicU64::new(u64::MAX);
+
 fn open(fs: &MemFs) -> Wal {
-    Wal::open(Arc::new(fs.clone()), Path::new("/raft")).expect("the log reopens")
+    let at = COMPACT_AT.load(Ordering::Relaxed);
+    Wal::open_compacting_at(Arc::new(fs.clone()), Path::new("/raft"), at).expect("the log reopens")
 }
 
 async fn contents(wal: &mut Wal) -> (Option<LogId>, BTreeMap<u64, LogId>, Option<Vote>) {
@@ -58,6 +63,16 @@ async fn contents(wal: &mut Wal) -> (Option<LogId>, BTreeMap<u64, LogId>, Option
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn power_cuts_keep_what_was_flushed() {
+    // Without rewrites, then with the file rewritten whenever it passes
+    // 2 KiB (and twice what is live): power cuts land before, during and
+    // after rewrites too.
+    for compact_at in [u64::MAX, 2048] {
+        COMPACT_AT.store(compact_at, Ordering::Relaxed);
+        power_cuts(compact_at).await;
+    }
+}
+
+async fn power_cuts(compact_at: u64) {
     for seed in 1..=24u64 {
         let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let mut fs = MemFs::new();
@@ -132,7 +147,10 @@ async fn power_cuts_keep_what_was_flushed() {
                     drop(wal);
                     wal = open(&fs);
                     let (rpurged, entries, rvote) = contents(&mut wal).await;
-                    assert_eq!(rvote, vote, "seed {seed}: the last saved vote survives");
+                    assert_eq!(
+                        rvote, vote,
+                        "seed {seed}/{compact_at}: the last saved vote survives"
+                    );
                     let first = rpurged.map_or(0, |p| p.index() + 1);
                     for (i, id) in &acked {
                         if *i >= first {
