@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::FileLog;
+use common::{FileLog, Rng};
 use logbook_consensus::local::Router;
 use logbook_consensus::sm::{EventLog, StateMachine};
 use logbook_consensus::store_log::StoreLog;
@@ -162,35 +162,87 @@ async fn until_acked(history: &Mutex<History>, n: usize) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failover_and_restart_lose_no_acknowledged_append() {
-    let dir = tempfile::tempdir().unwrap();
-    let router = Router::default();
-    let mut rafts = HashMap::new();
-    for id in NODES {
-        rafts.insert(id, start(Arc::new(OsFs), dir.path(), id, &router).await);
-    }
+/// Makes the started nodes a cluster (from node 1) and waits for its first
+/// leader, which it returns.
+async fn initialize<L: EventLog>(router: &Router<L>) -> u64 {
     let members: BTreeMap<u64, BasicNode> = NODES
         .iter()
         .map(|id| (*id, BasicNode::new(format!("node-{id}"))))
         .collect();
-    rafts[&1].initialize(members).await.unwrap();
-    let (first, _) = wait_for_leader(&router, None).await;
+    router.node(1).unwrap().initialize(members).await.unwrap();
+    wait_for_leader(router, None).await.0
+}
 
-    let history = Arc::new(Mutex::new(History::default()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let ids = Arc::new(AtomicU64::new(0));
-    let writers: Vec<_> = (0..4)
-        .map(|_| {
-            tokio::spawn(writer(
-                router.clone(),
-                Arc::clone(&ids),
-                Arc::clone(&history),
-                Arc::clone(&stop),
-            ))
-        })
-        .collect();
-    until_acked(&history, 200).await;
+/// Writers appending through whichever node leads, and what they heard.
+struct Writers {
+    history: Arc<Mutex<History>>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Writers {
+    fn spawn<L: EventLog>(router: &Router<L>, n: usize) -> Writers {
+        let history = Arc::new(Mutex::new(History::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let ids = Arc::new(AtomicU64::new(0));
+        let tasks = (0..n)
+            .map(|_| {
+                tokio::spawn(writer(
+                    router.clone(),
+                    Arc::clone(&ids),
+                    Arc::clone(&history),
+                    Arc::clone(&stop),
+                ))
+            })
+            .collect();
+        Writers {
+            history,
+            stop,
+            tasks,
+        }
+    }
+
+    /// Stops them; returns the history.
+    async fn stop(self) -> Arc<Mutex<History>> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        self.history
+    }
+}
+
+/// Waits until every node applied what the leader holds.
+async fn catch_up<L: EventLog>(router: &Router<L>) {
+    let (leader_id, _) = wait_for_leader(router, None).await;
+    let last = router
+        .node(leader_id)
+        .unwrap()
+        .metrics()
+        .borrow_watched()
+        .last_log_index;
+    for id in NODES {
+        router
+            .node(id)
+            .unwrap()
+            .wait(Some(Duration::from_secs(30)))
+            .applied_index_at_least(last, "every node catches up")
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_and_restart_lose_no_acknowledged_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Router::default();
+    for id in NODES {
+        start(Arc::new(OsFs), dir.path(), id, &router).await;
+    }
+    let first = initialize(&router).await;
+    let writers = Writers::spawn(&router, 4);
+    let history = &writers.history;
+    until_acked(history, 200).await;
 
     // The leader is cut off under load: another takes over within 5 s.
     router.isolate(first);
@@ -198,27 +250,21 @@ async fn failover_and_restart_lose_no_acknowledged_append() {
     assert_ne!(second, first);
     assert!(took < Duration::from_secs(5), "new leader after {took:?}");
     eprintln!("leader {first} cut off: node {second} leads after {took:?}");
-    let before = acked(&history).await;
-    until_acked(&history, before + 200).await;
+    let before = acked(history).await;
+    until_acked(history, before + 200).await;
     router.heal(first);
 
     // A follower crashes and restarts from its files.
     let follower = NODES.iter().copied().find(|id| *id != second).unwrap();
     let raft = router.remove(follower).unwrap();
     raft.shutdown().await.unwrap();
-    let before = acked(&history).await;
-    until_acked(&history, before + 100).await;
-    rafts.insert(
-        follower,
-        start(Arc::new(OsFs), dir.path(), follower, &router).await,
-    );
-    let before = acked(&history).await;
-    until_acked(&history, before + 100).await;
+    let before = acked(history).await;
+    until_acked(history, before + 100).await;
+    start(Arc::new(OsFs), dir.path(), follower, &router).await;
+    let before = acked(history).await;
+    until_acked(history, before + 100).await;
 
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        w.await.unwrap();
-    }
+    let history = writers.stop().await;
     let disks: HashMap<u64, Arc<dyn Vfs>> = NODES
         .iter()
         .map(|id| (*id, Arc::new(OsFs) as Arc<dyn Vfs>))
@@ -236,22 +282,7 @@ async fn check(
     dir: &Path,
     history: &Mutex<History>,
 ) -> usize {
-    let (leader_id, _) = wait_for_leader(router, None).await;
-    let last = router
-        .node(leader_id)
-        .unwrap()
-        .metrics()
-        .borrow_watched()
-        .last_log_index;
-    for id in NODES {
-        router
-            .node(id)
-            .unwrap()
-            .wait(Some(Duration::from_secs(30)))
-            .applied_index_at_least(last, "every node catches up")
-            .await
-            .unwrap();
-    }
+    catch_up(router).await;
     for id in NODES {
         router.remove(id).unwrap().shutdown().await.unwrap();
     }
@@ -281,17 +312,6 @@ async fn check(
         assert!(positions.get(id).is_none_or(|p| p.len() == 1), "{id}");
     }
     history.acked.len()
-}
-
-/// A tiny deterministic generator (xorshift), so a schedule replays.
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
 }
 
 fn env(name: &str) -> Option<u64> {
@@ -329,33 +349,17 @@ async fn schedule(seed: u64, steps: u64) -> usize {
     for id in NODES {
         start(Arc::new(disks[&id].clone()), dir, id, &router).await;
     }
-    let members: BTreeMap<u64, BasicNode> = NODES
-        .iter()
-        .map(|id| (*id, BasicNode::new(format!("node-{id}"))))
-        .collect();
-    router.node(1).unwrap().initialize(members).await.unwrap();
-    wait_for_leader(&router, None).await;
-    let history = Arc::new(Mutex::new(History::default()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let ids = Arc::new(AtomicU64::new(0));
-    let writers: Vec<_> = (0..3)
-        .map(|_| {
-            tokio::spawn(writer(
-                router.clone(),
-                Arc::clone(&ids),
-                Arc::clone(&history),
-                Arc::clone(&stop),
-            ))
-        })
-        .collect();
+    initialize(&router).await;
+    let writers = Writers::spawn(&router, 3);
+    let history = &writers.history;
     for _ in 0..steps {
-        let before = acked(&history).await;
+        let before = acked(history).await;
         match rng.below(3) {
             0 => {
                 // Some node is cut off while appends go on.
                 let id = NODES[rng.below(3) as usize];
                 router.isolate(id);
-                until_acked(&history, before + 20).await;
+                until_acked(history, before + 20).await;
                 router.heal(id);
             }
             1 => {
@@ -367,7 +371,7 @@ async fn schedule(seed: u64, steps: u64) -> usize {
                     took < Duration::from_secs(5),
                     "seed {seed}: node {new} led after {took:?}"
                 );
-                until_acked(&history, before + 20).await;
+                until_acked(history, before + 20).await;
                 router.heal(old);
             }
             _ => {
@@ -384,17 +388,14 @@ async fn schedule(seed: u64, steps: u64) -> usize {
                 };
                 let disk = disks[&id].crash(mode);
                 disks.insert(id, disk.clone());
-                until_acked(&history, before + 10).await;
+                until_acked(history, before + 10).await;
                 start(Arc::new(disk), dir, id, &router).await;
             }
         }
-        let before = acked(&history).await;
-        until_acked(&history, before + 10).await;
+        let before = acked(history).await;
+        until_acked(history, before + 10).await;
     }
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        w.await.unwrap();
-    }
+    let history = writers.stop().await;
     let disks: HashMap<u64, Arc<dyn Vfs>> = disks
         .into_iter()
         .map(|(id, d)| (id, Arc::new(d) as Arc<dyn Vfs>))
@@ -431,27 +432,11 @@ async fn replicas_of_the_engine_hold_the_same_events() {
         let (_, store) = start_engine(dir.path(), id, &router).await;
         stores.insert(id, store);
     }
-    let members: BTreeMap<u64, BasicNode> = NODES
-        .iter()
-        .map(|id| (*id, BasicNode::new(format!("node-{id}"))))
-        .collect();
-    router.node(1).unwrap().initialize(members).await.unwrap();
-    let (first, _) = wait_for_leader(&router, None).await;
-    let history = Arc::new(Mutex::new(History::default()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let ids = Arc::new(AtomicU64::new(0));
-    let writers: Vec<_> = (0..4)
-        .map(|_| {
-            tokio::spawn(writer(
-                router.clone(),
-                Arc::clone(&ids),
-                Arc::clone(&history),
-                Arc::clone(&stop),
-            ))
-        })
-        .collect();
+    let first = initialize(&router).await;
+    let writers = Writers::spawn(&router, 4);
+    let history = &writers.history;
     let started = Instant::now();
-    until_acked(&history, 150).await;
+    until_acked(history, 150).await;
     eprintln!(
         "engine replicas: 150 appends acknowledged in {:?} (4 writers)",
         started.elapsed()
@@ -459,31 +444,13 @@ async fn replicas_of_the_engine_hold_the_same_events() {
     router.isolate(first);
     let (_, took) = wait_for_leader(&router, Some(first)).await;
     assert!(took < Duration::from_secs(5), "new leader after {took:?}");
-    let before = acked(&history).await;
-    until_acked(&history, before + 150).await;
+    let before = acked(history).await;
+    until_acked(history, before + 150).await;
     router.heal(first);
-    let before = acked(&history).await;
-    until_acked(&history, before + 50).await;
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        w.await.unwrap();
-    }
-    let (leader_id, _) = wait_for_leader(&router, None).await;
-    let last = router
-        .node(leader_id)
-        .unwrap()
-        .metrics()
-        .borrow_watched()
-        .last_log_index;
-    for id in NODES {
-        router
-            .node(id)
-            .unwrap()
-            .wait(Some(Duration::from_secs(30)))
-            .applied_index_at_least(last, "every replica catches up")
-            .await
-            .unwrap();
-    }
+    let before = acked(history).await;
+    until_acked(history, before + 50).await;
+    let history = writers.stop().await;
+    catch_up(&router).await;
     let logs: Vec<Vec<_>> = NODES
         .iter()
         .map(|id| {

@@ -5,11 +5,14 @@
 //! reported flushed and every vote it saved, contiguously, and nothing that
 //! was never appended. Damage to synced bytes is refused, not cut.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use common::Rng;
 use logbook_consensus::TypeConfig;
 use logbook_consensus::wal::{FILE, Wal};
 use logbook_storage::fs::{CrashMode, MemFs};
@@ -28,17 +31,6 @@ fn log_id(term: u64, index: u64) -> LogId {
         openraft::impls::leader_id_adv::LeaderId { term, node_id: 1 },
         index,
     )
-}
-
-/// A tiny deterministic generator (xorshift), so a failing seed replays.
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
 }
 
 /// Rewrites past this many bytes, or never in these tests' sizes.

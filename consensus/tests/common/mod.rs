@@ -1,4 +1,5 @@
-//! Test support: an event log kept in a file, for state machines in tests.
+//! Test support: an event log kept in a file, for state machines in tests,
+//! and a seeded generator.
 #![allow(dead_code)] // each test binary uses part of it
 
 use std::io;
@@ -87,5 +88,18 @@ impl EventLog for FileLog {
     fn install(&mut self, state: &[u8]) -> io::Result<()> {
         self.applied = rmp_serde::from_slice(state).unwrap();
         Ok(())
+    }
+}
+
+/// A tiny deterministic generator (xorshift), so a failing seed replays.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next number below `n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
     }
 }
