@@ -13,7 +13,9 @@ use crate::failure::EXIT_CODES;
 #[derive(Parser, Debug)]
 #[command(name = "logbook", version, after_help = EXIT_CODES)]
 pub(crate) struct Cli {
-    /// Address of the logbookd server.
+    /// Address of the logbookd server; for a cluster, its nodes'
+    /// addresses separated by commas (`a:7117,b:7117,c:7117`): the first
+    /// that answers is used, and writes follow the leader.
     #[arg(
         long,
         global = true,

@@ -111,6 +111,8 @@ pub(crate) fn exit_of(e: &Error) -> Exit {
         | Error::UnsupportedVersion { .. }
         | Error::Server { .. }
         | Error::GroupExists { .. }
+        | Error::NotLeader { .. }
+        | Error::Unsupported(_)
         | Error::Protocol(_) => Exit::Server,
         Error::LocalIo { .. } => Exit::Other,
         // `Error` is non-exhaustive: a variant added later is "other" until

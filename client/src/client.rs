@@ -47,8 +47,12 @@ pub struct Client {
 }
 
 struct Inner {
-    /// The server's addresses, resolved once by `connect`.
-    addrs: Vec<SocketAddr>,
+    /// The server's addresses, resolved once by `connect`, and, for a
+    /// cluster, its members' (learned from each Hello).
+    addrs: Mutex<Vec<SocketAddr>>,
+    /// A cluster's leader, as the latest Hello or `NotLeader` told: tried
+    /// first.
+    leader: Mutex<Option<SocketAddr>>,
     options: ClientOptions,
     /// The current connection. A `parking_lot` mutex: each call only clones
     /// the `Arc` out of it.
@@ -72,7 +76,7 @@ struct Inner {
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("addrs", &self.inner.addrs)
+            .field("addrs", &*self.inner.addrs.lock())
             .field("client_name", &self.inner.options.client_name)
             .finish_non_exhaustive()
     }
@@ -133,22 +137,96 @@ impl Client {
         Client::open(addrs, options).await
     }
 
+    /// Connects to the first of `servers` that answers: the nodes of a
+    /// cluster, say (`["10.0.0.1:7117", "10.0.0.2:7117", "10.0.0.3:7117"]`).
+    /// The client learns the cluster's members and its leader from each
+    /// Hello, sends its requests to the leader, follows `NotLeader`
+    /// answers to the new one after a failover, and resends an append
+    /// whose answer was lost (with the same event ids, so that it is
+    /// stored once: the server answers a resend of a stored batch with
+    /// its first result).
+    pub async fn connect_any<A: ToSocketAddrs>(
+        servers: impl IntoIterator<Item = A>,
+        options: ClientOptions,
+    ) -> Result<Client> {
+        let mut addrs = Vec::new();
+        let mut failure = None;
+        for server in servers {
+            match tokio::net::lookup_host(server).await {
+                Ok(found) => addrs.extend(found),
+                Err(e) => failure = Some(e),
+            }
+        }
+        if addrs.is_empty() {
+            return Err(Error::Connect(failure.unwrap_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidInput, "no server address")
+            })));
+        }
+        Client::open(addrs, options).await
+    }
+
     /// Opens the first connection to `addrs` (or through the connector).
     async fn open(addrs: Vec<SocketAddr>, options: ClientOptions) -> Result<Client> {
         let conn = Arc::new(Connection::open(&addrs, &options).await?);
         let hello = Arc::clone(conn.hello());
-        Ok(Client {
+        let client = Client {
             inner: Arc::new(Inner {
-                addrs,
+                addrs: Mutex::new(addrs),
+                leader: Mutex::new(None),
                 options,
                 current: Mutex::new(Some(conn)),
-                hello: Mutex::new(hello),
+                hello: Mutex::new(Arc::clone(&hello)),
                 connecting: tokio::sync::Mutex::new(()),
                 attempts: AtomicU64::new(1),
                 last_failure: Mutex::new(None),
                 nonce: AtomicU64::new(1),
             }),
-        })
+        };
+        client.learn_members(&hello).await;
+        Ok(client)
+    }
+
+    /// Adds a cluster's members (from a Hello) to the addresses tried, and
+    /// notes its leader.
+    async fn learn_members(&self, hello: &HelloOk) {
+        if self.inner.options.connector.is_some() {
+            return;
+        }
+        for member in &hello.members {
+            let Ok(found) = tokio::net::lookup_host(member.as_str()).await else {
+                continue;
+            };
+            let mut addrs = self.inner.addrs.lock();
+            for a in found {
+                if !addrs.contains(&a) {
+                    addrs.push(a);
+                }
+            }
+        }
+        if let Some(leader) = &hello.leader {
+            self.follow_leader(leader).await;
+        }
+    }
+
+    /// Whether `e` is what a failover looks like to a client of several
+    /// servers: the connection broke or could not be opened, or the node
+    /// is not (or no longer) the leader.
+    fn fails_over(&self, e: &Error) -> bool {
+        matches!(
+            e,
+            Error::NotLeader { .. } | Error::Disconnected | Error::Connect(_) | Error::ShuttingDown
+        ) && self.inner.addrs.lock().len() > 1
+    }
+
+    /// Tries `leader` (a client address) first from now on.
+    async fn follow_leader(&self, leader: &str) {
+        let found = tokio::net::lookup_host(leader)
+            .await
+            .ok()
+            .and_then(|mut a| a.next());
+        if let Some(addr) = found {
+            *self.inner.leader.lock() = Some(addr);
+        }
     }
 
     /// Connects through `options.connector` (see
@@ -894,11 +972,37 @@ impl Client {
         policy: RetryPolicy,
     ) -> Result<T> {
         let mut failed = 0u32;
+        let started = std::time::Instant::now();
         loop {
             match self.attempt(request, pick).await {
-                Err(e) if e.is_retryable() && failed.saturating_add(1) < policy.max_attempts => {
+                Err(e)
+                    if e.is_retryable()
+                        && (failed.saturating_add(1) < policy.max_attempts
+                            || (policy.max_attempts > 1
+                                && self.fails_over(&e)
+                                && started.elapsed() < policy.failover)) =>
+                {
                     failed += 1;
-                    let delay = policy.delay(failed);
+                    let delay = match &e {
+                        // Redirected: go to the leader at once.
+                        Error::NotLeader {
+                            leader: Some(leader),
+                        } => {
+                            self.follow_leader(leader).await;
+                            self.reset_connection();
+                            Duration::ZERO
+                        }
+                        Error::NotLeader { leader: None } => {
+                            *self.inner.leader.lock() = None;
+                            policy.delay(failed)
+                        }
+                        Error::Disconnected | Error::Connect(_) | Error::ShuttingDown => {
+                            // The leader may be what went away.
+                            *self.inner.leader.lock() = None;
+                            policy.delay(failed)
+                        }
+                        _ => policy.delay(failed),
+                    };
                     debug!(error = %e, failed, ?delay, opcode = ?request.opcode(), "retrying");
                     tokio::time::sleep(delay).await;
                 }
@@ -986,7 +1090,16 @@ impl Client {
         {
             return Err(Error::replay_connect(*kind, message));
         }
-        let opened = Connection::open(&self.inner.addrs, &self.inner.options).await;
+        // The leader first, then the other addresses in order.
+        let addrs: Vec<SocketAddr> = {
+            let leader = *self.inner.leader.lock();
+            let known = self.inner.addrs.lock();
+            leader
+                .into_iter()
+                .chain(known.iter().copied().filter(|a| Some(*a) != leader))
+                .collect()
+        };
+        let opened = Connection::open(&addrs, &self.inner.options).await;
         let failure = match &opened {
             Err(Error::Connect(e)) => Some((e.kind(), e.to_string())),
             _ => None,
@@ -995,6 +1108,7 @@ impl Client {
         self.inner.attempts.fetch_add(1, Ordering::Release);
         let conn = Arc::new(opened?);
         *self.inner.hello.lock() = Arc::clone(conn.hello());
+        self.learn_members(conn.hello()).await;
         *self.inner.current.lock() = Some(Arc::clone(&conn));
         debug!("reconnected");
         Ok(conn)

@@ -114,6 +114,23 @@ pub enum Error {
         message: String,
     },
 
+    /// The node is not its cluster's leader, and the request must go to
+    /// the leader; nothing was written. `leader` is its client address
+    /// when the node knows it. Retried by the retry policy: the client
+    /// reconnects to the leader (or, during an election, waits its
+    /// back-off and asks again).
+    #[error("not the leader{}", match .leader { Some(l) => format!(" (the leader is at {l})"), None => " (no leader is known yet)".into() })]
+    NotLeader {
+        /// The leader's client address, if known.
+        leader: Option<String>,
+    },
+
+    /// The server does not serve this request in its present configuration
+    /// (on a cluster: requests that change the log other than appends, not
+    /// replicated yet). Never retried.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+
     /// The server is overloaded. Retried by the retry policy.
     #[error("server busy")]
     ServerBusy,
@@ -232,7 +249,11 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Error::Disconnected | Error::Connect(_) | Error::ServerBusy | Error::ShuttingDown
+            Error::Disconnected
+                | Error::Connect(_)
+                | Error::ServerBusy
+                | Error::ShuttingDown
+                | Error::NotLeader { .. }
         )
     }
 
@@ -292,6 +313,10 @@ impl Error {
             },
             ErrorCode::ServerBusy => Error::ServerBusy,
             ErrorCode::ShuttingDown => Error::ShuttingDown,
+            ErrorCode::NotLeader => Error::NotLeader {
+                leader: reply.leader,
+            },
+            ErrorCode::Unsupported => Error::Unsupported(reply.message),
             ErrorCode::Corruption => Error::Corruption(reply.message),
             ErrorCode::Internal => Error::Internal(reply.message),
             ErrorCode::UnsupportedVersion => Error::UnsupportedVersion {

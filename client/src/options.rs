@@ -242,6 +242,11 @@ pub struct RetryPolicy {
     pub initial_backoff: Duration,
     /// Longest wait between two attempts. Default 1 s.
     pub max_backoff: Duration,
+    /// How long a client of several servers (a cluster) goes on retrying,
+    /// past `max_attempts`, while the connection breaks or the node it
+    /// reaches is not the leader: a failover's election (about 2 s) fits
+    /// in it. Default 10 s. Unused when `max_attempts` is 1.
+    pub failover: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -250,6 +255,7 @@ impl Default for RetryPolicy {
             max_attempts: 3,
             initial_backoff: Duration::from_millis(20),
             max_backoff: Duration::from_secs(1),
+            failover: Duration::from_secs(10),
         }
     }
 }
@@ -279,12 +285,19 @@ impl RetryPolicy {
             max_attempts: u32::MAX,
             initial_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(5),
+            failover: Duration::from_secs(10),
         }
     }
 
     /// Sets [`RetryPolicy::max_attempts`] (at least 1).
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// Sets [`RetryPolicy::failover`].
+    pub fn failover(mut self, window: Duration) -> Self {
+        self.failover = window;
         self
     }
 

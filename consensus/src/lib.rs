@@ -22,11 +22,11 @@
 
 pub mod frame;
 pub mod local;
+pub mod node;
 pub mod sm;
 pub mod store_log;
+pub mod tcp;
 pub mod wal;
-
-pub use openraft::BasicNode;
 
 /// A Raft node applying to event log `L`.
 pub type Raft<L> = openraft::Raft<TypeConfig, sm::StateMachine<L>>;
@@ -106,18 +106,41 @@ pub enum Outcome {
         /// The stream's last version then (`None`: no events).
         actual: Option<u64>,
     },
+    /// An event id of the append is stored already, by a batch the append
+    /// does not repeat exactly; nothing was written.
+    DuplicateEventId {
+        /// The id.
+        id: [u8; 16],
+        /// The stream that holds it.
+        stream: String,
+        /// Its position (`None`: the id repeats within the append).
+        position: Option<u64>,
+    },
+    /// The stream was hard-deleted; nothing was written.
+    StreamDeleted,
     /// Refused for another reason (nothing was written).
     Refused(String),
 }
 
+/// A member of the cluster: where its peers reach it, and where its
+/// clients do.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Its replication address (`host:port`).
+    pub raft: String,
+    /// Its client address (`host:port`), for redirects and for clients
+    /// learning the members.
+    pub client: String,
+}
+
 openraft::declare_raft_types!(
     /// Logbook's Raft types: node ids are numbers, nodes carry their
-    /// replication address.
+    /// replication and client addresses.
     pub TypeConfig:
         D = Command,
         R = Outcome,
         NodeId = u64,
-        Node = openraft::impls::BasicNode,
+        Node = Member,
 );
 
 impl std::fmt::Display for Command {
@@ -142,6 +165,10 @@ impl std::fmt::Display for Outcome {
             Outcome::WrongExpectedVersion { actual } => {
                 write!(f, "wrong expected version (the stream is at {actual:?})")
             }
+            Outcome::DuplicateEventId { stream, .. } => {
+                write!(f, "an event id is stored already, in {stream}")
+            }
+            Outcome::StreamDeleted => f.write_str("the stream is deleted"),
             Outcome::Refused(why) => write!(f, "refused: {why}"),
         }
     }

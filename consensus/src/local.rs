@@ -12,16 +12,16 @@ use std::future::Future;
 use std::io::Cursor;
 use std::sync::Arc;
 
+use openraft::AnyError;
 use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
-use openraft::{AnyError, BasicNode};
 use parking_lot::Mutex;
 
-use crate::TypeConfig;
 use crate::sm::{EventLog, StateMachine};
+use crate::{Member, TypeConfig};
 
 type C = TypeConfig;
 type Raft<L> = openraft::Raft<C, StateMachine<L>>;
@@ -162,7 +162,7 @@ pub struct Link<L: EventLog> {
 impl<L: EventLog> RaftNetworkFactory<C> for Network<L> {
     type Network = Link<L>;
 
-    async fn new_client(&mut self, target: u64, _node: &BasicNode) -> Self::Network {
+    async fn new_client(&mut self, target: u64, _node: &Member) -> Self::Network {
         Link {
             from: self.from,
             to: target,

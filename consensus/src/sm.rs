@@ -6,10 +6,12 @@
 //! entries give the same events at the same positions on every replica),
 //! makes the event log durable, then records in `sm.meta` (written to a new
 //! file and renamed over the old) the last applied entry and the latest
-//! membership. A crash between the two re-applies, after the restart, the
-//! entries past the recorded one: the event log must recognise them as
-//! applied (the engine's integration records the Raft index with the
-//! events, so it can).
+//! membership and the event log's head. A crash between the two re-applies,
+//! after the restart, the entries past the recorded one: until the head
+//! the event log had at the restart is reached, each is a resend answered
+//! with its first outcome, and one whose events are not there was refused
+//! the first time and stays refused (deciding it again, with later
+//! entries' events in the log, could accept it on this replica alone).
 //!
 //! A snapshot is the event log's state as bytes plus the metadata, kept in
 //! `snapshot.bin` so that it survives restarts; installing one replaces the
@@ -37,17 +39,33 @@ type Snapshot = openraft::alias::SnapshotOf<C, Cursor<Vec<u8>>>;
 const META: &str = "sm.meta";
 const SNAPSHOT: &str = "snapshot.bin";
 
+/// The outcome of a command queued with [`EventLog::submit`], once applied.
+pub type Pending = futures::future::BoxFuture<'static, io::Result<Outcome>>;
+
 /// What the state machine applies committed commands to: the event log.
 pub trait EventLog: Send + Sync + 'static {
-    /// Applies the committed `command` of Raft index `index`. Must be
-    /// deterministic, and must answer a command it already applied (after
-    /// a crash) with its first outcome, writing nothing again. An error
-    /// (the disk failed) stops the node: it cannot apply the log any more.
-    fn apply(
+    /// Queues the committed `command` of Raft index `index` and returns
+    /// its outcome to come: commands queued one after another are applied
+    /// in that order (so a batch of entries shares the event log's group
+    /// commits). Must be deterministic: the same commands give the same
+    /// events at the same positions on every replica. An error (the disk
+    /// failed) stops the node: it cannot apply the log any more.
+    fn submit(
         &mut self,
         index: u64,
         command: &Command,
-    ) -> impl std::future::Future<Output = io::Result<Outcome>> + Send;
+    ) -> impl std::future::Future<Output = io::Result<Pending>> + Send;
+    /// A command applied before a restart, whose effect the event log may
+    /// hold: its first outcome if it wrote events (nothing is written
+    /// again), `None` if the event log does not hold them.
+    fn reapply(
+        &mut self,
+        index: u64,
+        command: &Command,
+    ) -> impl std::future::Future<Output = io::Result<Option<Outcome>>> + Send;
+    /// How many events the event log durably holds (where the next one
+    /// goes).
+    fn head(&self) -> u64;
     /// Makes everything applied so far durable.
     fn sync(&mut self) -> io::Result<()>;
     /// The whole state, for a snapshot.
@@ -62,6 +80,9 @@ struct Meta {
     applied: Option<LogId>,
     membership: StoredMembership,
     snapshots: u64,
+    /// The event log's head when `applied` was recorded.
+    #[serde(default)]
+    head: u64,
 }
 
 /// A snapshot as kept in `snapshot.bin`.
@@ -78,6 +99,10 @@ pub struct StateMachine<L: EventLog> {
     log: L,
     meta: Meta,
     current: Option<Arc<Stored>>,
+    /// The event log's head when the node started: while the entries
+    /// re-applied have not reached it, the event log holds the effects of
+    /// entries past the recorded `applied` (see [`StateMachine::apply`]).
+    replay_until: u64,
 }
 
 /// Builds snapshots (openraft runs it in a task of its own): the state was
@@ -142,15 +167,18 @@ impl<L: EventLog> StateMachine<L> {
             && s.meta.last_log_id > meta.applied
         {
             log.install(&s.state)?;
+            meta.head = log.head();
             meta.applied = s.meta.last_log_id;
             meta.membership = s.meta.last_membership.clone();
         }
+        let replay_until = log.head();
         Ok(StateMachine {
             vfs,
             dir: dir.to_owned(),
             log,
             meta,
             current,
+            replay_until,
         })
     }
 
@@ -202,25 +230,68 @@ impl<L: EventLog> RaftStateMachine<C> for StateMachine<L> {
             + Unpin
             + openraft::OptionalSend,
     {
-        let mut answers = Vec::new();
+        // Each normal entry is queued on the event log as it comes and its
+        // outcome awaited after the last, so a batch shares group commits.
+        let mut answers: Vec<(Option<_>, Result<Outcome, Pending>)> = Vec::new();
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
             let log_id = entry.log_id();
             let outcome = match &entry.payload {
-                EntryPayload::Blank => Outcome::None,
-                EntryPayload::Normal(command) => self.log.apply(log_id.index(), command).await?,
+                EntryPayload::Blank => Ok(Outcome::None),
+                EntryPayload::Normal(command) if self.meta.head < self.replay_until => {
+                    // The event log holds effects of entries past the
+                    // recorded `applied` (a crash came between its sync
+                    // and `save_meta`): those entries are re-applied in
+                    // order, each a resend answered with its first outcome,
+                    // until the head is reached. An entry whose events are
+                    // not there was refused the first time (a wrong
+                    // expected version, say): deciding it again now, with
+                    // later entries' events in the log, could accept it on
+                    // this replica only. It is skipped.
+                    // (In cluster mode the state machine is the event log's
+                    // only writer, so the head is reached.)
+                    match self.log.reapply(log_id.index(), command).await? {
+                        Some(o) => {
+                            if let Outcome::Appended { last_position, .. } = o {
+                                self.meta.head = self.meta.head.max(last_position + 1);
+                            }
+                            Ok(o)
+                        }
+                        None => {
+                            tracing::info!(
+                                index = log_id.index(),
+                                "an entry refused before the restart stays refused"
+                            );
+                            Ok(Outcome::Refused(
+                                "refused before this node restarted".to_owned(),
+                            ))
+                        }
+                    }
+                }
+                EntryPayload::Normal(command) => {
+                    Err(self.log.submit(log_id.index(), command).await?)
+                }
                 EntryPayload::Membership(m) => {
                     self.meta.membership = StoredMembership::new(Some(log_id), m.clone());
-                    Outcome::None
+                    Ok(Outcome::None)
                 }
             };
             self.meta.applied = Some(log_id);
             answers.push((responder, outcome));
         }
+        let mut done = Vec::with_capacity(answers.len());
+        for (responder, outcome) in answers {
+            let outcome = match outcome {
+                Ok(o) => o,
+                Err(pending) => pending.await?,
+            };
+            done.push((responder, outcome));
+        }
         // Durable before anyone hears of it.
         self.log.sync()?;
+        self.meta.head = self.meta.head.max(self.log.head());
         self.save_meta()?;
-        for (responder, outcome) in answers {
+        for (responder, outcome) in done {
             if let Some(r) = responder {
                 r.send(outcome);
             }
@@ -265,6 +336,8 @@ impl<L: EventLog> RaftStateMachine<C> for StateMachine<L> {
         let stored = self.keep(stored)?;
         self.log.install(&stored.state)?;
         self.log.sync()?;
+        self.meta.head = self.log.head();
+        self.replay_until = 0;
         self.meta.applied = meta.last_log_id;
         self.meta.membership = meta.last_membership.clone();
         self.save_meta()

@@ -22,7 +22,7 @@ use logbook_consensus::local::Router;
 use logbook_consensus::sm::{EventLog, StateMachine};
 use logbook_consensus::store_log::StoreLog;
 use logbook_consensus::wal::Wal;
-use logbook_consensus::{BasicNode, Command, EventData, ExpectedVersion, Outcome, Raft, config};
+use logbook_consensus::{Command, EventData, ExpectedVersion, Member, Outcome, Raft, config};
 use logbook_protocol::Direction;
 use logbook_storage::fs::{CrashMode, MemFs, OsFs, Vfs};
 use logbook_storage::{Store, StoreConfig};
@@ -165,9 +165,17 @@ async fn until_acked(history: &Mutex<History>, n: usize) {
 /// Makes the started nodes a cluster (from node 1) and waits for its first
 /// leader, which it returns.
 async fn initialize<L: EventLog>(router: &Router<L>) -> u64 {
-    let members: BTreeMap<u64, BasicNode> = NODES
+    let members: BTreeMap<u64, Member> = NODES
         .iter()
-        .map(|id| (*id, BasicNode::new(format!("node-{id}"))))
+        .map(|id| {
+            (
+                *id,
+                Member {
+                    raft: format!("node-{id}"),
+                    client: String::new(),
+                },
+            )
+        })
         .collect();
     router.node(1).unwrap().initialize(members).await.unwrap();
     wait_for_leader(router, None).await.0

@@ -61,12 +61,12 @@ pub use frame::{
 };
 pub use msg::auth;
 pub use msg::{
-    Append, BackupBegin, BackupBeginOk, BackupEnd, BackupFile, BackupRead, Credit, DeleteStream,
-    Erase, EraseOk, ErrorCode, ErrorReply, Filter, GetMetadata, Hello, HelloOk, LifecycleOk,
-    ListStreams, ListStreamsOk, MAX_FILTER_PREFIXES, MAX_LIST_STREAMS, Ping, Pong, Push, ReadAll,
-    ReadAllOk, ReadStream, ReadStreamOk, RecoveryStats, Request, Response, Scavenge, ScavengeOk,
-    ServerMessage, SetMetadata, Stats, StatsOk, StreamInfo, Subscribe, SubscribeFrom, SubscribeOk,
-    SubscriptionTarget, Truncate, Unsubscribe,
+    Append, BackupBegin, BackupBeginOk, BackupEnd, BackupFile, BackupRead, ClusterStats, Credit,
+    DeleteStream, Erase, EraseOk, ErrorCode, ErrorReply, Filter, GetMetadata, Hello, HelloOk,
+    LifecycleOk, ListStreams, ListStreamsOk, MAX_FILTER_PREFIXES, MAX_LIST_STREAMS, MemberStats,
+    Ping, Pong, Push, ReadAll, ReadAllOk, ReadStream, ReadStreamOk, RecoveryStats, Request,
+    Response, Scavenge, ScavengeOk, ServerMessage, SetMetadata, Stats, StatsOk, StreamInfo,
+    Subscribe, SubscribeFrom, SubscribeOk, SubscriptionTarget, Truncate, Unsubscribe,
 };
 pub use msg::{
     CreateGroup, DeleteGroup, GroupAck, GroupExtend, GroupInfo, GroupNack, GroupPush,

@@ -30,6 +30,44 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is too large"))
 }
 
+/// The members of a cluster, by node id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Members(pub std::collections::BTreeMap<u64, logbook_consensus::Member>);
+
+/// Parses `ID=RAFT_ADDR/CLIENT_ADDR,...`.
+pub fn parse_members(s: &str) -> Result<Members, String> {
+    let mut members = std::collections::BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || {
+            format!(
+                "{part:?} is not ID=RAFT_ADDR/CLIENT_ADDR (e.g. 1=127.0.0.1:7201/127.0.0.1:7101)"
+            )
+        };
+        let (id, addrs) = part.split_once('=').ok_or_else(bad)?;
+        let (raft, client) = addrs.split_once('/').ok_or_else(bad)?;
+        let id: u64 = id.trim().parse().map_err(|_| bad())?;
+        for addr in [raft, client] {
+            if addr
+                .rsplit_once(':')
+                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+            {
+                return Err(format!("{addr:?} in {part:?} is not HOST:PORT"));
+            }
+        }
+        let member = logbook_consensus::Member {
+            raft: raft.trim().to_owned(),
+            client: client.trim().to_owned(),
+        };
+        if members.insert(id, member).is_some() {
+            return Err(format!("node {id} is listed twice"));
+        }
+    }
+    if members.is_empty() {
+        return Err("no members".into());
+    }
+    Ok(Members(members))
+}
+
 /// How appends are made durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum DurabilityArg {
@@ -146,6 +184,31 @@ pub struct Args {
         global = true
     )]
     pub max_open_files: usize,
+
+    /// This node's id in a cluster (with --cluster). Unset: a single
+    /// server, the default.
+    #[arg(long, env = "LOGBOOK_NODE_ID", requires = "cluster")]
+    pub node_id: Option<u64>,
+
+    /// Every member of the cluster, this node included, the same on every
+    /// node: `ID=RAFT_ADDR/CLIENT_ADDR,...`, e.g.
+    /// `1=127.0.0.1:7201/127.0.0.1:7101,2=...,3=...`. RAFT_ADDR is where
+    /// the node's peers reach it, CLIENT_ADDR where its clients do (told
+    /// to clients in Hello and NotLeader answers). A node starts a cluster
+    /// from an empty data directory.
+    #[arg(long, env = "LOGBOOK_CLUSTER", requires = "node_id", value_parser = parse_members)]
+    pub cluster: Option<Members>,
+
+    /// Where to listen for the other nodes (default: this node's RAFT_ADDR
+    /// in --cluster).
+    #[arg(long, env = "LOGBOOK_RAFT_LISTEN", requires = "cluster")]
+    pub raft_listen: Option<SocketAddr>,
+
+    /// A secret every member of the cluster knows: a node takes Raft
+    /// messages only from peers that present it. Unset: none (keep the
+    /// replication port on loopback or a private network).
+    #[arg(long, env = "LOGBOOK_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
 
     /// A token that logs in as an admin, besides the users (unset: only
     /// users; with no users either, clients on loopback need no login).
@@ -364,5 +427,33 @@ mod tests {
         assert_eq!(a.metrics_listen, None);
         let a = Args::parse_from(["logbookd", "--metrics-listen", "127.0.0.1:9117"]);
         assert_eq!(a.metrics_listen, Some("127.0.0.1:9117".parse().unwrap()));
+        assert_eq!(a.cluster, None);
+    }
+
+    #[test]
+    fn cluster_members_parse() {
+        let m = parse_members("1=127.0.0.1:7201/127.0.0.1:7101, 2=db-2:7201/db-2:7101").unwrap();
+        assert_eq!(m.0.len(), 2);
+        assert_eq!(m.0[&2].raft, "db-2:7201");
+        assert_eq!(m.0[&2].client, "db-2:7101");
+        for bad in [
+            "",
+            "1=127.0.0.1:7201",
+            "x=a:1/b:2",
+            "1=a:1/b:2,1=c:3/d:4",
+            "1=a/b:2",
+            "1=a:1/b:99999",
+        ] {
+            assert!(parse_members(bad).is_err(), "{bad}");
+        }
+        let a = Args::parse_from([
+            "logbookd",
+            "--node-id",
+            "2",
+            "--cluster",
+            "1=127.0.0.1:7201/127.0.0.1:7101,2=127.0.0.1:7202/127.0.0.1:7102",
+        ]);
+        assert_eq!(a.node_id, Some(2));
+        assert!(Args::try_parse_from(["logbookd", "--node-id", "2"]).is_err());
     }
 }

@@ -29,6 +29,13 @@ fn main() -> ExitCode {
     {
         filter = filter.add_directive(quiet);
     }
+    // openraft tells every vote and election at info; the node's own lines
+    // say what an operator needs (roles are in the metrics).
+    if !args.log.contains("openraft")
+        && let Ok(quiet) = "openraft=warn".parse()
+    {
+        filter = filter.add_directive(quiet);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -227,6 +234,48 @@ fn serve(args: &Args) -> ExitCode {
         let _in_runtime = rt.enter();
         console.start_sampling(store.clone(), Arc::clone(&net_stats));
     }
+    let node = match (&args.cluster, args.node_id) {
+        (Some(members), Some(id)) => {
+            let config = logbook_consensus::node::NodeConfig {
+                id,
+                members: members.0.clone(),
+                listen: match args.raft_listen {
+                    Some(addr) => addr,
+                    None => match members.0.get(&id).map(|m| m.raft.parse()) {
+                        Some(Ok(addr)) => addr,
+                        _ => {
+                            tracing::error!(
+                                node_id = id,
+                                "--cluster names no numeric RAFT_ADDR for this node: set --raft-listen"
+                            );
+                            let _ = store.close();
+                            return ExitCode::FAILURE;
+                        }
+                    },
+                },
+                cluster: "logbook".into(),
+                secret: args.cluster_secret.clone(),
+                dir: args.data_dir.join("raft"),
+            };
+            let listen = config.listen;
+            match rt.block_on(logbook_consensus::node::Node::start(config, store.clone())) {
+                Ok(node) => {
+                    tracing::info!(node_id = id, members = members.0.len(), raft_listen = %listen, "cluster node started");
+                    if !listen.ip().is_loopback() {
+                        tracing::warn!(%listen, secret = args.cluster_secret.is_some(), "the replication port listens beyond loopback in clear text (no TLS between nodes yet): keep it on a private network, and set --cluster-secret");
+                    }
+                    Some(Arc::new(node))
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the cluster node");
+                    let _ = store.close();
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        _ => None,
+    };
+    metrics.cluster_started(node.clone());
     let served = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen).await?;
         // Ready from here: connections queue on the bound socket.
@@ -244,6 +293,7 @@ fn serve(args: &Args) -> ExitCode {
             store.clone(),
             net::ServerConfig {
                 tls: tls.clone(),
+                cluster: node.clone(),
                 ..args.server_config()
             },
             net_stats,
@@ -253,6 +303,10 @@ fn serve(args: &Args) -> ExitCode {
         .await
     });
     metrics.set_phase(Phase::Stopping);
+    if let Some(node) = &node {
+        // Before the store closes: the state machine applies to it.
+        rt.block_on(node.shutdown());
+    }
     if let Err(e) = served {
         tracing::error!(error = %e, listen = %args.listen, "server failed");
         let _ = store.close();

@@ -52,6 +52,8 @@ struct State {
     /// Set once recovery finished.
     store: OnceLock<Store>,
     net: Arc<NetStats>,
+    /// This daemon's cluster node, if it is one.
+    cluster: OnceLock<Arc<logbook_consensus::node::Node>>,
 }
 
 impl State {
@@ -89,6 +91,7 @@ impl Metrics {
             phase: AtomicU8::new(Phase::Starting as u8),
             store: OnceLock::new(),
             net,
+            cluster: OnceLock::new(),
         });
         let mut registry = Registry::with_prefix("logbook");
         registry.register_collector(Box::new(LogbookCollector(Arc::clone(&state))));
@@ -98,6 +101,14 @@ impl Metrics {
     /// Recovery finished: export the engine's figures too.
     pub fn store_opened(&self, store: Store) {
         let _ = self.state.store.set(store);
+    }
+
+    /// The daemon is a node of a cluster: export its role, term, indexes
+    /// and followers' lag too.
+    pub fn cluster_started(&self, node: Option<Arc<logbook_consensus::node::Node>>) {
+        if let Some(node) = node {
+            let _ = self.state.cluster.set(node);
+        }
     }
 
     /// Moves to `phase` (never back to `Starting`).
@@ -185,6 +196,71 @@ fn per_group(
     Ok(())
 }
 
+/// A cluster node's figures.
+fn cluster(e: &mut DescriptorEncoder, s: &logbook_consensus::node::Status) -> fmt::Result {
+    use logbook_consensus::node::Role;
+    let mut m = e.encode_descriptor(
+        "cluster_role",
+        "1 for this node's role in the cluster (label role), 0 for the others.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for role in [
+        Role::Leader,
+        Role::Follower,
+        Role::Candidate,
+        Role::Learner,
+        Role::Shutdown,
+    ] {
+        m.encode_family(&[("role", role.as_str())])?
+            .encode_gauge(&i64::from(s.role == role))?;
+    }
+    gauge(e, "cluster_term", "The current Raft term.", None, s.term)?;
+    gauge(
+        e,
+        "cluster_leader",
+        "The leader's node id (0: none known).",
+        None,
+        s.leader.unwrap_or(0),
+    )?;
+    gauge(
+        e,
+        "cluster_last_index",
+        "The last index of this node's Raft log.",
+        None,
+        s.last_index,
+    )?;
+    gauge(
+        e,
+        "cluster_committed_index",
+        "The last committed Raft index this node knows of.",
+        None,
+        s.committed,
+    )?;
+    gauge(
+        e,
+        "cluster_applied_index",
+        "The last Raft index applied to this node's event log.",
+        None,
+        s.applied,
+    )?;
+    let mut m = e.encode_descriptor(
+        "cluster_follower_lag",
+        "On the leader: Raft entries each member has yet to receive (label node).",
+        None,
+        MetricType::Gauge,
+    )?;
+    if s.role == Role::Leader {
+        for member in &s.members {
+            let id = member.id.to_string();
+            let lag = s.last_index.saturating_sub(member.matched.unwrap_or(0));
+            m.encode_family(&[("node", id.as_str())])?
+                .encode_gauge(&(lag as i64))?;
+        }
+    }
+    Ok(())
+}
+
 impl Collector for LogbookCollector {
     fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
         let st = &self.0;
@@ -204,6 +280,10 @@ impl Collector for LogbookCollector {
             None,
             i64::from(st.ready()),
         )?;
+
+        if let Some(node) = st.cluster.get() {
+            cluster(&mut e, &node.status())?;
+        }
 
         let net = &st.net;
         let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);

@@ -240,6 +240,13 @@ pub enum AppendError {
     /// Lifecycle settings out of range.
     #[error("invalid stream metadata: {0}")]
     InvalidMetadata(String),
+    /// [`crate::Store::resend`]: the batch is not stored (none of its ids
+    /// is), and a resend only answers a stored one.
+    #[error("the batch to {stream} is not stored")]
+    NotStored {
+        /// The stream.
+        stream: String,
+    },
     /// The storage layer failed. If the failure hit this batch's own write or
     /// fdatasync, the batch may or may not be on disk; after a restart,
     /// retrying the same batch (same event ids) is answered idempotently as

@@ -428,6 +428,7 @@ impl Store {
             op,
             seal_after: false,
             at: None,
+            resend_only: false,
         };
         Ok((req, rx, tx))
     }
@@ -488,6 +489,23 @@ impl Store {
         let (mut req, rx, tx) = self.request(stream, expected, events, None, None)?;
         req.at = Some(at_us);
         self.enqueue((req, rx, tx)).await
+    }
+
+    /// Answers a batch stored earlier (the same ids, stream and content,
+    /// as [`Store::append`] answers a resend) with its original result,
+    /// writing nothing; a batch none of whose ids is stored is refused with
+    /// [`AppendError::NotStored`], and one that meets stored ids otherwise
+    /// as an append would be. A replica re-applying, after a restart, the
+    /// commands its event log may already hold tells with it which ones
+    /// wrote.
+    pub async fn resend(
+        &self,
+        stream: &StreamName,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, AppendError> {
+        let (mut req, rx, tx) = self.request(stream, ExpectedVersion::Any, events, None, None)?;
+        req.resend_only = true;
+        self.enqueue((req, rx, tx)).await?.await
     }
 
     /// Queues an append for the writer and returns once it is queued, with
@@ -1103,6 +1121,12 @@ impl Store {
             .lifecycle_of(stream)
             .and_then(|e| e.last().max(e.state.last_version));
         Ok(last.max(kept).map(StreamVersion))
+    }
+
+    /// The engine's clock, microseconds since the epoch (the commit time
+    /// of an append made now; a replicated append carries the leader's).
+    pub fn now_us(&self) -> i64 {
+        self.inner.shared.now_us()
     }
 
     /// Number of durable events: the position the next event will get.

@@ -88,6 +88,9 @@ pub struct AppendRequest {
     /// instead of the clock's: replicas applying the same appends in the
     /// same order then write the same timestamps.
     pub(crate) at: Option<i64>,
+    /// Only a resend ([`crate::Store::resend`]): a new batch is refused
+    /// with `NotStored` instead of written.
+    pub(crate) resend_only: bool,
     /// Seal the active segment right after this request's record (a
     /// scavenge or an erase, so that the records before it can be
     /// rewritten).
@@ -564,6 +567,13 @@ impl Writer {
             let name = req.stream.as_str();
             // Ids first: a resend is answered whatever its expected version.
             match self.classify_ids(req, &group, &adds) {
+                Ok(IdVerdict::New) if req.resend_only => {
+                    self.unclaim_ids(&req.events, self.next_position);
+                    outcomes.push(Outcome::Refused(AppendError::NotStored {
+                        stream: name.to_owned(),
+                    }));
+                    continue;
+                }
                 Ok(IdVerdict::New) => {}
                 Ok(IdVerdict::Resend {
                     first_version,

@@ -99,3 +99,60 @@ async fn the_same_appends_give_the_same_log_whatever_the_grouping() {
         .events;
     assert_eq!(last[0].timestamp_us, BASE + 299 * 10);
 }
+
+/// `Store::resend`: a stored batch is answered with its original result
+/// and nothing is written; a batch not stored is refused with `NotStored`
+/// and nothing is written (its ids stay free); a partial or altered batch
+/// is refused as an append would refuse it. Also after a reopen, when the
+/// ids come from the index tables rather than the writer's memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resend_answers_stored_batches_and_writes_nothing() {
+    use logbook_storage::AppendError;
+    let dir = tempfile::tempdir().unwrap();
+    let stream = StreamName::new("acct-1").unwrap();
+    let ev =
+        |i: u128, body: &str| NewEvent::new(EventId::from_u128(i), "Happened", body.to_owned());
+    let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    let first = store
+        .append(
+            &stream,
+            ExpectedVersion::NoStream,
+            vec![ev(1, "{}"), ev(2, "{}")],
+        )
+        .await
+        .unwrap();
+    store
+        .append(&stream, ExpectedVersion::Any, vec![ev(3, "{}")])
+        .await
+        .unwrap();
+    for reopen in [false, true] {
+        let store = if reopen {
+            store.close().unwrap();
+            Store::open(StoreConfig::new(dir.path())).unwrap()
+        } else {
+            store.clone()
+        };
+        let head = store.head();
+        let again = store
+            .resend(&stream, vec![ev(1, "{}"), ev(2, "{}")])
+            .await
+            .unwrap();
+        assert_eq!(again, first);
+        let new = store.resend(&stream, vec![ev(9, "{}")]).await;
+        assert!(matches!(new, Err(AppendError::NotStored { .. })), "{new:?}");
+        let altered = store.resend(&stream, vec![ev(3, "{\"x\":1}")]).await;
+        assert!(
+            matches!(altered, Err(AppendError::DuplicateEventId { .. })),
+            "{altered:?}"
+        );
+        assert_eq!(store.head(), head, "a resend wrote");
+        // The refused id was not kept: it can still be appended.
+        if reopen {
+            store
+                .append(&stream, ExpectedVersion::Any, vec![ev(9, "{}")])
+                .await
+                .unwrap();
+            assert_eq!(store.head().0, head.0 + 1);
+        }
+    }
+}

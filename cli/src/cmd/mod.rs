@@ -42,10 +42,19 @@ impl Ctx {
         if let Some((user, password)) = &self.credentials {
             options = options.credentials(user.clone(), password.clone());
         }
+        let servers: Vec<&str> = self
+            .server
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
         if let Some(tls) = &self.tls {
-            options = options.tls(tls.options(&self.server)?);
+            let first = servers.first().copied().unwrap_or(self.server.as_str());
+            options = options.tls(tls.options(first)?);
         }
-        Client::connect_with(self.server.as_str(), options)
+        // Several addresses: the nodes of a cluster, tried in order; the
+        // client then follows the leader.
+        Client::connect_any(servers, options)
             .await
             .map_err(|e| self.failed(e))
     }

@@ -44,6 +44,8 @@ pub fn hello_ok(server_version: &str) -> HelloOk {
         max_events_per_append: 100,
         max_in_flight: 1024,
         user: None,
+        members: Vec::new(),
+        leader: None,
     }
 }
 

@@ -6,7 +6,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use logbook_consensus::sm::EventLog;
+use logbook_consensus::sm::{EventLog, Pending};
 use logbook_consensus::{Command, Outcome};
 use logbook_storage::fs::{OpenMode, Vfs};
 
@@ -48,8 +48,17 @@ impl FileLog {
     }
 }
 
+fn appended(at: u64) -> Outcome {
+    Outcome::Appended {
+        first_position: at,
+        first_version: 0,
+        last_position: at,
+        last_version: 0,
+    }
+}
+
 impl EventLog for FileLog {
-    async fn apply(&mut self, index: u64, command: &Command) -> io::Result<Outcome> {
+    async fn submit(&mut self, index: u64, command: &Command) -> io::Result<Pending> {
         // Applied before a crash: the first outcome, nothing written again.
         let at = match self.applied.iter().position(|(i, _)| *i == index) {
             Some(at) => at,
@@ -58,12 +67,19 @@ impl EventLog for FileLog {
                 self.applied.len() - 1
             }
         } as u64;
-        Ok(Outcome::Appended {
-            first_position: at,
-            first_version: 0,
-            last_position: at,
-            last_version: 0,
-        })
+        Ok(Box::pin(std::future::ready(Ok(appended(at)))))
+    }
+
+    async fn reapply(&mut self, index: u64, _command: &Command) -> io::Result<Option<Outcome>> {
+        Ok(self
+            .applied
+            .iter()
+            .position(|(i, _)| *i == index)
+            .map(|at| appended(at as u64)))
+    }
+
+    fn head(&self) -> u64 {
+        self.applied.len() as u64
     }
 
     fn sync(&mut self) -> io::Result<()> {

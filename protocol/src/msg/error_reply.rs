@@ -3,7 +3,8 @@
 //! ```text
 //! ErrorReply { code: uint16, message: str, stream?: str,
 //!              expected?: ExpectedVersion, actual?: "no_stream"|uint64,
-//!              limit?: uint64, max_version?: uint8 }
+//!              limit?: uint64, max_version?: uint8, event_id?: bin16,
+//!              position?: uint64, leader?: str }
 //! ```
 //!
 //! `code` is what programs branch on; `message` is for people. The optional
@@ -74,6 +75,16 @@ pub enum ErrorCode {
     /// message names it. Detail: `stream`, when a stream's right is
     /// missing.
     AccessDenied,
+    /// (18) This node of a cluster is not its leader, and the request
+    /// (an append) must go to the leader; nothing was written. Detail:
+    /// `leader`, the leader's client address, when this node knows it
+    /// (none during an election: retry shortly).
+    NotLeader,
+    /// (19) The server does not serve this request in its present
+    /// configuration: on a cluster, the requests that change the log
+    /// other than appends (stream lifecycle, scavenges, users, consumer
+    /// groups) are not replicated yet.
+    Unsupported,
     /// A code this side does not know (sent by a newer peer). Never build it
     /// for a known code: it would decode as the named variant.
     Unknown(u16),
@@ -100,6 +111,8 @@ impl ErrorCode {
             ErrorCode::GroupNotFound => 15,
             ErrorCode::GroupExists => 16,
             ErrorCode::AccessDenied => 17,
+            ErrorCode::NotLeader => 18,
+            ErrorCode::Unsupported => 19,
             ErrorCode::Unknown(code) => code,
         }
     }
@@ -125,6 +138,8 @@ impl ErrorCode {
             15 => ErrorCode::GroupNotFound,
             16 => ErrorCode::GroupExists,
             17 => ErrorCode::AccessDenied,
+            18 => ErrorCode::NotLeader,
+            19 => ErrorCode::Unsupported,
             other => ErrorCode::Unknown(other),
         }
     }
@@ -150,6 +165,8 @@ impl fmt::Display for ErrorCode {
             ErrorCode::GroupNotFound => "group not found",
             ErrorCode::GroupExists => "group exists",
             ErrorCode::AccessDenied => "access denied",
+            ErrorCode::NotLeader => "not leader",
+            ErrorCode::Unsupported => "unsupported",
             ErrorCode::Unknown(code) => return write!(f, "error code {code}"),
         };
         f.write_str(name)
@@ -184,6 +201,8 @@ pub struct ErrorReply {
     /// The log position concerned (`DuplicateEventId`: where the id is
     /// stored).
     pub position: Option<LogPosition>,
+    /// The cluster leader's client address (`NotLeader`).
+    pub leader: Option<String>,
 }
 
 impl ErrorReply {
@@ -199,7 +218,14 @@ impl ErrorReply {
             max_version: None,
             event_id: None,
             position: None,
+            leader: None,
         }
+    }
+
+    /// Sets the cluster leader's client address.
+    pub fn with_leader(mut self, leader: impl Into<String>) -> ErrorReply {
+        self.leader = Some(leader.into());
+        self
     }
 
     /// Sets the stream concerned.
@@ -274,6 +300,8 @@ pub(crate) struct ErrorReplyWire<'a> {
     event_id: Option<EventIdWire>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     position: Option<u64>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    leader: Option<&'a str>,
 }
 
 impl ErrorReply {
@@ -288,6 +316,7 @@ impl ErrorReply {
             max_version: self.max_version,
             event_id: self.event_id.map(EventIdWire),
             position: self.position.map(|p| p.0),
+            leader: self.leader.as_deref(),
         }
     }
 
@@ -302,11 +331,14 @@ impl ErrorReply {
             max_version: w.max_version,
             event_id: w.event_id.map(|e| e.0),
             position: w.position.map(LogPosition),
+            leader: w.leader.map(str::to_owned),
         }
     }
 
     /// Expected body size, to reserve output space in one go.
     pub(crate) fn size_hint(&self) -> usize {
-        96 + self.message.len() + self.stream.as_ref().map_or(0, Text::len)
+        96 + self.message.len()
+            + self.stream.as_ref().map_or(0, Text::len)
+            + self.leader.as_ref().map_or(0, String::len)
     }
 }

@@ -5,7 +5,8 @@
 //! Hello   { protocol_version: uint8, client_name: str, token?: str, user?: str }
 //! HelloOk { protocol_version: uint8, server_version: str, max_frame_bytes: uint32,
 //!           max_append_bytes: uint32, max_event_bytes: uint32,
-//!           max_events_per_append: uint32, max_in_flight: uint32, user?: str }
+//!           max_events_per_append: uint32, max_in_flight: uint32, user?: str,
+//!           members?: [str], leader?: str }
 //! ```
 //!
 //! This exchange is frozen across protocol versions (see [`crate::frame`]):
@@ -64,6 +65,11 @@ pub struct HelloOk {
     /// Who the server took the client for (`None` from a server that does
     /// not say).
     pub user: Option<String>,
+    /// A cluster node: every member's client address (empty for a single
+    /// server).
+    pub members: Vec<String>,
+    /// A cluster node: the leader's client address, if known then.
+    pub leader: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -110,6 +116,10 @@ pub(crate) struct HelloOkWire<'a> {
     max_in_flight: u32,
     #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
     user: Option<&'a str>,
+    #[serde(default, borrow, skip_serializing_if = "Vec::is_empty")]
+    members: Vec<&'a str>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    leader: Option<&'a str>,
 }
 
 impl HelloOk {
@@ -123,6 +133,8 @@ impl HelloOk {
             max_events_per_append: self.max_events_per_append,
             max_in_flight: self.max_in_flight,
             user: self.user.as_deref(),
+            members: self.members.iter().map(String::as_str).collect(),
+            leader: self.leader.as_deref(),
         }
     }
 
@@ -136,6 +148,8 @@ impl HelloOk {
             max_events_per_append: w.max_events_per_append,
             max_in_flight: w.max_in_flight,
             user: w.user.map(str::to_owned),
+            members: w.members.into_iter().map(str::to_owned).collect(),
+            leader: w.leader.map(str::to_owned),
         }
     }
 }

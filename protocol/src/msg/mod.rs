@@ -82,7 +82,7 @@ pub use read_all::{ReadAll, ReadAllOk};
 pub use read_stream::{ReadStream, ReadStreamOk};
 pub use scavenge::{Scavenge, ScavengeOk};
 pub use set_metadata::{LifecycleOk, SetMetadata};
-pub use stats::{RecoveryStats, Stats, StatsOk};
+pub use stats::{ClusterStats, MemberStats, RecoveryStats, Stats, StatsOk};
 pub use subscribe::{
     Filter, MAX_FILTER_PREFIXES, Subscribe, SubscribeFrom, SubscribeOk, SubscriptionTarget,
 };

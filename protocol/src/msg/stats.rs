@@ -14,10 +14,15 @@
 //!           deleted_streams: uint,
 //!           scavenges: uint, scavenge_segments: uint,
 //!           scavenge_bytes_reclaimed: uint, scavenge_todo: uint,
-//!           scavenge_done: uint, recovery: Recovery }
+//!           scavenge_done: uint, recovery: Recovery, cluster?: Cluster }
 //! Recovery { duration_ms: float, events: uint, truncated_bytes: uint,
 //!            truncated_at?: str, sealed_segments: uint, index_rebuilt?: str,
 //!            replayed_events: uint, removed_files: uint }
+//! Cluster { node_id: uint, role: str, term: uint, leader?: uint,
+//!           last_index: uint, committed_index: uint, applied_index: uint,
+//!           members: [Member] }
+//! Member  { node_id: uint, raft_addr: str, client_addr: str, matched?: uint,
+//!           lag?: uint }
 //! ```
 //!
 //! Counters (`appends`, `fsyncs`, ...) count since the server started;
@@ -102,6 +107,51 @@ pub struct StatsOk {
     pub scavenge_done: u64,
     /// What the last start-up's recovery found and did.
     pub recovery: RecoveryStats,
+    /// A cluster node: its role and its view of the members (absent on a
+    /// single server).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStats>,
+}
+
+/// A cluster node's view of replication.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClusterStats {
+    /// This node's id.
+    pub node_id: u64,
+    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
+    pub role: String,
+    /// The current Raft term.
+    pub term: u64,
+    /// The leader's id, if known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader: Option<u64>,
+    /// The last index of this node's Raft log.
+    pub last_index: u64,
+    /// The last committed Raft index this node knows of.
+    pub committed_index: u64,
+    /// The last Raft index applied to this node's event log.
+    pub applied_index: u64,
+    /// The members.
+    pub members: Vec<MemberStats>,
+}
+
+/// A member as a node sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MemberStats {
+    /// Its id.
+    pub node_id: u64,
+    /// Its replication address.
+    pub raft_addr: String,
+    /// Its client address.
+    pub client_addr: String,
+    /// On the leader: the last Raft index it is known to hold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matched: Option<u64>,
+    /// On the leader: Raft entries it has yet to receive.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lag: Option<u64>,
 }
 
 /// What recovery found and did when the server started.

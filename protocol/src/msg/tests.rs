@@ -371,6 +371,22 @@ fn stats_ok() -> impl Strategy<Value = StatsOk> {
                         replayed_events: m[2],
                         removed_files: m[3],
                     },
+                    cluster: (m[4] % 2 == 1).then(|| crate::ClusterStats {
+                        node_id: m[4],
+                        role: "follower".into(),
+                        term: sc[0],
+                        leader: (sc[1] % 2 == 0).then_some(sc[1]),
+                        last_index: sc[2],
+                        committed_index: sc[3],
+                        applied_index: sc[4],
+                        members: vec![crate::MemberStats {
+                            node_id: sc[5],
+                            raft_addr: "10.0.0.1:7201".into(),
+                            client_addr: "10.0.0.1:7117".into(),
+                            matched: (sc[5] % 3 == 0).then_some(sc[2]),
+                            lag: (sc[5] % 3 == 0).then_some(sc[3]),
+                        }],
+                    }),
                 }
             },
         )
@@ -404,9 +420,11 @@ pub(crate) fn response() -> impl Strategy<Value = Response> {
             any::<u8>(),
             "\\PC{0,16}",
             any::<[u32; 5]>(),
-            prop::option::of("\\PC{0,16}")
+            prop::option::of("\\PC{0,16}"),
+            prop::collection::vec("\\PC{0,16}", 0..4),
+            prop::option::of("\\PC{0,16}"),
         )
-            .prop_map(|(v, server_version, n, user)| {
+            .prop_map(|(v, server_version, n, user, members, leader)| {
                 Response::HelloOk(HelloOk {
                     protocol_version: v,
                     server_version,
@@ -416,6 +434,8 @@ pub(crate) fn response() -> impl Strategy<Value = Response> {
                     max_events_per_append: n[2],
                     max_in_flight: n[3],
                     user,
+                    members,
+                    leader,
                 })
             }),
         any::<u64>().prop_map(|nonce| Response::Pong(Pong { nonce })),
@@ -509,9 +529,21 @@ pub(crate) fn error_reply() -> impl Strategy<Value = ErrorReply> {
         prop::option::of(any::<u8>()),
         prop::option::of(event_id()),
         prop::option::of(position()),
+        prop::option::of("\\PC{0,16}"),
     )
         .prop_map(
-            |(code, message, stream, expected, actual, limit, max_version, event_id, position)| {
+            |(
+                code,
+                message,
+                stream,
+                expected,
+                actual,
+                limit,
+                max_version,
+                event_id,
+                position,
+                leader,
+            )| {
                 ErrorReply {
                     code,
                     message,
@@ -522,6 +554,7 @@ pub(crate) fn error_reply() -> impl Strategy<Value = ErrorReply> {
                     max_version,
                     event_id,
                     position,
+                    leader,
                 }
             },
         )
@@ -1204,6 +1237,11 @@ fn error_codes_have_their_documented_values() {
         (ErrorCode::OutOfRange, 12),
         (ErrorCode::IdleTimeout, 13),
         (ErrorCode::StreamDeleted, 14),
+        (ErrorCode::GroupNotFound, 15),
+        (ErrorCode::GroupExists, 16),
+        (ErrorCode::AccessDenied, 17),
+        (ErrorCode::NotLeader, 18),
+        (ErrorCode::Unsupported, 19),
     ];
     for (code, value) in codes {
         assert_eq!(code.as_u16(), value);

@@ -51,13 +51,22 @@ use super::Shared;
 use super::cmd::AppendTrace;
 use super::outbox::{Outbox, Room, SMALL_ROOM};
 use super::subscription::Sub;
+use logbook_storage::PendingAppend;
 use logbook_storage::backup::BackupImage;
-use logbook_storage::{AppendError, PendingAppend};
+
+use super::errors::append_error;
+
+/// An append's result to come: from the engine's writer, or, on a cluster
+/// node, from the replicated log.
+pub(super) enum Pending {
+    Local(PendingAppend),
+    Replicated(Pin<Box<dyn Future<Output = Result<AppendResult, ErrorReply>> + Send + Sync>>),
+}
 
 /// An append whose result is awaited, with the request it answers.
 pub(super) struct InFlight {
     pub(super) corr_id: u32,
-    pub(super) pending: PendingAppend,
+    pub(super) pending: Pending,
     /// The append's span, if its caller traces it (see `crate::otlp`).
     pub(super) trace: Option<Box<AppendTrace>>,
 }
@@ -65,16 +74,23 @@ pub(super) struct InFlight {
 impl Future for InFlight {
     type Output = (
         u32,
-        Result<AppendResult, AppendError>,
+        Result<AppendResult, ErrorReply>,
         Option<Box<AppendTrace>>,
     );
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let corr_id = self.corr_id;
-        match Pin::new(&mut self.pending).poll(cx) {
-            Poll::Ready(r) => Poll::Ready((corr_id, r, self.trace.take())),
-            Poll::Pending => Poll::Pending,
-        }
+        let r = match &mut self.pending {
+            Pending::Local(p) => match Pin::new(p).poll(cx) {
+                Poll::Ready(r) => r.map_err(|e| append_error(&e)),
+                Poll::Pending => return Poll::Pending,
+            },
+            Pending::Replicated(p) => match p.as_mut().poll(cx) {
+                Poll::Ready(r) => r,
+                Poll::Pending => return Poll::Pending,
+            },
+        };
+        Poll::Ready((corr_id, r, self.trace.take()))
     }
 }
 
@@ -658,6 +674,17 @@ impl Connection {
             self.deny(opcode, corr_id, *denied);
             return Ok(());
         }
+        if self.shared.config.cluster.is_some() && !replicated(&req) {
+            self.send_error(
+                opcode,
+                corr_id,
+                ErrorReply::new(
+                    ErrorCode::Unsupported,
+                    format!("{opcode:?} is not available on a cluster yet: of the requests that change the log, only appends are replicated"),
+                ),
+            );
+            return Ok(());
+        }
         match req {
             Request::Hello(_) => {
                 self.send_error(
@@ -714,4 +741,33 @@ impl Connection {
         }
         Ok(())
     }
+}
+
+/// Whether a cluster node serves `req`: reads, subscriptions, backups and
+/// appends (through the replicated log). Every other request that would
+/// write to the log (lifecycle, scavenges, erasure, users, consumer
+/// groups) would write to this node's copy alone, so it is refused until
+/// it is replicated too.
+fn replicated(req: &Request) -> bool {
+    matches!(
+        req,
+        Request::Hello(_)
+            | Request::Ping(_)
+            | Request::Append(_)
+            | Request::ReadStream(_)
+            | Request::ReadAll(_)
+            | Request::Subscribe(_)
+            | Request::Unsubscribe(_)
+            | Request::Credit(_)
+            | Request::Stats(_)
+            | Request::BackupBegin(_)
+            | Request::BackupRead(_)
+            | Request::BackupEnd(_)
+            | Request::GetMetadata(_)
+            | Request::ListStreams(_)
+            | Request::ListGroups(_)
+            | Request::ListUsers
+            | Request::ListRoles
+            | Request::WhoAmI
+    )
 }

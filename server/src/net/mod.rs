@@ -140,6 +140,12 @@ pub struct ServerConfig {
     /// Where the audit log goes (see [`audit`]); `None` (the default):
     /// nowhere.
     pub audit_log: Option<audit::AuditTarget>,
+    /// This server's node of a cluster (see `crate::cluster`); `None` (the
+    /// default): a single server. On a cluster node appends go through
+    /// the replicated log (to the leader; followers answer `NotLeader`),
+    /// and the other requests that change the log are refused
+    /// (`Unsupported`) until they are replicated too.
+    pub cluster: Option<Arc<logbook_consensus::node::Node>>,
 }
 
 impl Default for ServerConfig {
@@ -166,6 +172,7 @@ impl Default for ServerConfig {
             otlp_service_name: "logbookd".to_owned(),
             max_groups: 128,
             audit_log: None,
+            cluster: None,
         }
     }
 }
@@ -471,7 +478,22 @@ pub async fn run_with_local(
         local.ip().is_loopback(),
     )
     .map_err(|e| std::io::Error::other(format!("loading the users: {e}")))?;
-    if !local.ip().is_loopback() {
+    if config.cluster.is_some() {
+        // Only appends are replicated so far: nothing else may write to a
+        // node's copy of the log (see `connection::replicated`).
+        if config.scavenge_interval.is_some() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "scheduled scavenges are not available on a cluster yet",
+            ));
+        }
+        if !local.ip().is_loopback() && config.auth_token.is_none() && !auth.doc().has_users() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "a cluster node listening beyond loopback needs --auth-token (users cannot be created on a cluster yet)",
+            ));
+        }
+    } else if !local.ip().is_loopback() {
         let path = store.config().data_dir.join(INITIAL_ADMIN_PASSWORD);
         if auth
             .bootstrap(&path)

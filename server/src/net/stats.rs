@@ -112,6 +112,32 @@ impl Default for RateMeter {
     }
 }
 
+/// A cluster node's part of the `Stats` reply.
+pub fn cluster(s: &logbook_consensus::node::Status) -> logbook_protocol::ClusterStats {
+    use logbook_consensus::node::Role;
+    let leader = s.role == Role::Leader;
+    logbook_protocol::ClusterStats {
+        node_id: s.id,
+        role: s.role.as_str().to_owned(),
+        term: s.term,
+        leader: s.leader,
+        last_index: s.last_index,
+        committed_index: s.committed,
+        applied_index: s.applied,
+        members: s
+            .members
+            .iter()
+            .map(|m| logbook_protocol::MemberStats {
+                node_id: m.id,
+                raft_addr: m.member.raft.clone(),
+                client_addr: m.member.client.clone(),
+                matched: m.matched,
+                lag: leader.then(|| s.last_index.saturating_sub(m.matched.unwrap_or(0))),
+            })
+            .collect(),
+    }
+}
+
 /// The figures a `Stats` request returns.
 pub fn snapshot(store: &Store, net: &NetStats, meter: &RateMeter) -> StatsOk {
     use std::sync::atomic::Ordering::Relaxed;
@@ -166,6 +192,7 @@ pub fn snapshot(store: &Store, net: &NetStats, meter: &RateMeter) -> StatsOk {
             replayed_events: r.replayed_events,
             removed_files: r.removed_files.len() as u64,
         },
+        cluster: None,
     }
 }
 

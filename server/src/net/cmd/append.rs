@@ -2,9 +2,12 @@
 //! arrival order, and its reply is sent when the connection's in-flight
 //! set sees it durable (or refused).
 
-use logbook_protocol::{Append, AppendResult, ErrorCode, ErrorReply, Opcode, Response, StreamName};
+use logbook_protocol::{
+    Append, AppendResult, ErrorCode, ErrorReply, LogPosition, Opcode, Response, StreamName,
+    StreamVersion,
+};
 
-use crate::net::connection::{Connection, InFlight};
+use crate::net::connection::{Connection, InFlight, Pending};
 use crate::net::errors::append_error;
 use crate::net::limits;
 use crate::otlp::{Attr, Started, TraceParent};
@@ -94,6 +97,11 @@ impl Connection {
                 "append queued"
             );
         }
+        if let Some(node) = &self.shared.config.cluster {
+            return self
+                .append_replicated(node.clone(), corr_id, stream, a.expected, a.events, trace)
+                .await;
+        }
         // The ids' lookup in the index tables may read the disk (an id
         // file's summary the first time, a block when an id may be there):
         // from the page cache here, else in the reader pool, never waiting
@@ -115,7 +123,7 @@ impl Connection {
         };
         let checked = match checked {
             Ok(checked) => checked,
-            Err(e) => return self.reply_append(corr_id, Err(e), trace),
+            Err(e) => return self.reply_append(corr_id, Err(append_error(&e)), trace),
         };
         // Queue in arrival order; only the wait for the result is
         // concurrent. A full writer queue pauses this connection.
@@ -127,18 +135,94 @@ impl Connection {
         {
             Ok(pending) => self.in_flight.push(InFlight {
                 corr_id,
-                pending,
+                pending: Pending::Local(pending),
                 trace,
             }),
-            Err(e) => self.reply_append(corr_id, Err(e), trace),
+            Err(e) => self.reply_append(corr_id, Err(append_error(&e)), trace),
         }
+    }
+
+    /// A cluster node's append: proposed to the replicated log in arrival
+    /// order (so a connection's appends commit in the order sent), its
+    /// outcome awaited in `in_flight`. Only the leader proposes; a follower
+    /// answers `NotLeader` with the leader's address.
+    async fn append_replicated(
+        &mut self,
+        node: std::sync::Arc<logbook_consensus::node::Node>,
+        corr_id: u32,
+        stream: StreamName,
+        expected: logbook_protocol::ExpectedVersion,
+        events: Vec<logbook_protocol::NewEvent>,
+        trace: Option<Box<AppendTrace>>,
+    ) {
+        use logbook_consensus::node::ProposeError;
+        use logbook_consensus::{Command, EventData, Outcome};
+        let name = stream.as_str().to_owned();
+        let command = Command::Append {
+            stream: name.clone(),
+            expected,
+            events: events
+                .into_iter()
+                .map(|e| EventData {
+                    id: e.id.0,
+                    event_type: e.event_type.as_str().to_owned(),
+                    metadata: e.metadata,
+                    data: e.data,
+                })
+                .collect(),
+            timestamp_us: self.shared.store.now_us(),
+        };
+        let refusal = |e: ProposeError| match e {
+            ProposeError::NotLeader { leader } => {
+                let reply = ErrorReply::new(ErrorCode::NotLeader, not_leader(&leader));
+                match leader {
+                    Some(m) => reply.with_leader(m.client),
+                    None => reply,
+                }
+            }
+            ProposeError::Unknown(why) => ErrorReply::new(
+                ErrorCode::ShuttingDown,
+                format!(
+                    "the append's outcome is unknown ({why}): resend it (the same event ids) to the leader"
+                ),
+            ),
+            ProposeError::Stopped(why) => ErrorReply::new(
+                ErrorCode::ShuttingDown,
+                format!("replication stopped: {why}"),
+            ),
+        };
+        let pending = match node.propose(command).await {
+            Ok(p) => p,
+            Err(e) => return self.reply_append(corr_id, Err(refusal(e)), trace),
+        };
+        let pending = async move {
+            match pending.await.map_err(refusal)? {
+                Outcome::Appended {
+                    first_position,
+                    first_version,
+                    last_position,
+                    last_version,
+                } => Ok(AppendResult {
+                    first_position: LogPosition(first_position),
+                    first_version: StreamVersion(first_version),
+                    last_position: LogPosition(last_position),
+                    last_version: StreamVersion(last_version),
+                }),
+                outcome => Err(outcome_error(&name, expected, outcome)),
+            }
+        };
+        self.in_flight.push(InFlight {
+            corr_id,
+            pending: Pending::Replicated(Box::pin(pending)),
+            trace,
+        });
     }
 
     /// Answers an append with its result, and ends its span if traced.
     pub(in crate::net) fn reply_append(
         &self,
         corr_id: u32,
-        r: Result<AppendResult, AppendError>,
+        r: Result<AppendResult, ErrorReply>,
         trace: Option<Box<AppendTrace>>,
     ) {
         let error = match r {
@@ -146,8 +230,7 @@ impl Connection {
                 self.send(corr_id, Opcode::Append, &Response::AppendOk(res));
                 Ok(res)
             }
-            Err(e) => {
-                let mut reply = append_error(&e);
+            Err(mut reply) => {
                 // An id stored in a stream the user may not read: the
                 // refusal must not say where (nor that stream's name).
                 if reply.code == ErrorCode::DuplicateEventId
@@ -193,6 +276,48 @@ impl Connection {
             tracer.record(t.started.finish("logbook.append", attributes, error));
         }
     }
+}
+
+/// The message of a `NotLeader` refusal.
+fn not_leader(leader: &Option<logbook_consensus::Member>) -> String {
+    match leader {
+        Some(m) => format!("this node is not the leader; the leader is at {}", m.client),
+        None => "this node is not the leader, and no leader is elected yet: retry shortly".into(),
+    }
+}
+
+/// The refusal a replicated append's outcome stands for, as the engine's
+/// own refusal would be reported.
+fn outcome_error(
+    stream: &str,
+    expected: logbook_protocol::ExpectedVersion,
+    outcome: logbook_consensus::Outcome,
+) -> ErrorReply {
+    use logbook_consensus::Outcome;
+    let e = match outcome {
+        Outcome::WrongExpectedVersion { actual } => AppendError::WrongExpectedVersion {
+            stream: stream.to_owned(),
+            expected,
+            actual: actual.map(StreamVersion),
+        },
+        Outcome::DuplicateEventId {
+            id,
+            stream,
+            position,
+        } => AppendError::DuplicateEventId {
+            id: logbook_protocol::EventId(id),
+            stream,
+            position: position.map(LogPosition),
+        },
+        Outcome::StreamDeleted => AppendError::StreamDeleted {
+            stream: stream.to_owned(),
+        },
+        Outcome::Refused(why) => return ErrorReply::new(ErrorCode::BadRequest, why),
+        Outcome::None | Outcome::Appended { .. } => {
+            return ErrorReply::new(ErrorCode::Internal, "an append applied as no append");
+        }
+    };
+    append_error(&e)
 }
 
 /// The W3C trace context in an event's metadata (`"$traceparent":"00-..."`

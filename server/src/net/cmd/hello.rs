@@ -144,6 +144,13 @@ impl Connection {
         tracing::debug!(peer = %self.peer, client = %hello.client_name, "client said hello");
         let c = &self.shared.config;
         let store = self.shared.store.config();
+        let (members, leader) = match &c.cluster {
+            Some(node) => (
+                node.client_addresses(),
+                node.status().leader_member().map(|m| m.client.clone()),
+            ),
+            None => (Vec::new(), None),
+        };
         self.send(
             corr_id,
             Opcode::Hello,
@@ -156,6 +163,8 @@ impl Connection {
                 max_events_per_append: store.max_batch_events,
                 max_in_flight: c.max_in_flight,
                 user: Some(self.access.user().to_owned()),
+                members,
+                leader,
             }),
         );
         Ok(())

@@ -10,7 +10,12 @@ impl Connection {
     pub(in crate::net) fn stats(&self, corr_id: u32) {
         let opcode = Opcode::Stats;
         let sh = &self.shared;
-        let stats = crate::net::stats::snapshot(&sh.store, &sh.stats, &sh.meter);
+        let mut stats = crate::net::stats::snapshot(&sh.store, &sh.stats, &sh.meter);
+        stats.cluster = sh
+            .config
+            .cluster
+            .as_ref()
+            .map(|node| crate::net::stats::cluster(&node.status()));
         self.send(corr_id, opcode, &Response::StatsOk(Box::new(stats)));
     }
 }

@@ -1,0 +1,330 @@
+//! A node of a Logbook cluster: what the daemon sees of replication. It
+//! starts the Raft node over the engine ([`Node::start`]), proposes
+//! appends ([`Node::propose`]) and tells the node's role, term, leader and
+//! the followers' progress ([`Node::status`]); openraft stays behind it.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use logbook_storage::Store;
+use logbook_storage::fs::{OsFs, Vfs};
+use openraft::ServerState;
+use openraft::async_runtime::WatchReceiver;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::impls::ProgressResponder;
+
+use crate::sm::StateMachine;
+use crate::store_log::StoreLog;
+use crate::tcp::{Identity, TcpNetwork};
+use crate::wal::Wal;
+use crate::{Command, Member, Outcome};
+
+/// How a node is set up.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This node's id: one of `members`.
+    pub id: u64,
+    /// Every member, this node included, by id: the same on every node.
+    pub members: BTreeMap<u64, Member>,
+    /// Where to listen for peers (the port of this node's `raft`
+    /// address, or another interface).
+    pub listen: SocketAddr,
+    /// The cluster's name and secret ([`crate::tcp`]).
+    pub cluster: String,
+    /// The secret every member knows, if any.
+    pub secret: Option<String>,
+    /// Where the Raft log and the state machine's records go.
+    pub dir: PathBuf,
+}
+
+/// Why an append was not answered by the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProposeError {
+    /// This node is not the leader: send it to `leader`, if one is known.
+    NotLeader {
+        /// The leader, if known.
+        leader: Option<Member>,
+    },
+    /// The node lost its leadership after taking the append: it may still
+    /// be committed by the next leader. A resend (same event ids) is
+    /// answered with its first result if it was.
+    Unknown(String),
+    /// The node stopped (shutting down, or a disk failure).
+    Stopped(String),
+}
+
+impl std::fmt::Display for ProposeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProposeError::NotLeader { leader: Some(m) } => {
+                write!(
+                    f,
+                    "this node is not the leader; the leader is at {}",
+                    m.client
+                )
+            }
+            ProposeError::NotLeader { leader: None } => {
+                f.write_str("this node is not the leader, and no leader is known yet")
+            }
+            ProposeError::Unknown(why) => write!(f, "the append's outcome is unknown: {why}"),
+            ProposeError::Stopped(why) => write!(f, "replication stopped: {why}"),
+        }
+    }
+}
+
+/// A node's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// It takes appends and replicates them.
+    Leader,
+    /// It applies what the leader replicates.
+    Follower,
+    /// It is asking for votes.
+    Candidate,
+    /// It does not vote (being added, or removed).
+    Learner,
+    /// It stopped.
+    Shutdown,
+}
+
+impl Role {
+    /// Its name, for metrics and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+            Role::Candidate => "candidate",
+            Role::Learner => "learner",
+            Role::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// A member as this node sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberStatus {
+    /// Its id.
+    pub id: u64,
+    /// Its addresses.
+    pub member: Member,
+    /// The last Raft index the leader knows it holds (on the leader only;
+    /// `None` elsewhere or when unknown).
+    pub matched: Option<u64>,
+}
+
+/// What a node knows of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// This node's id.
+    pub id: u64,
+    /// Its role.
+    pub role: Role,
+    /// The current term.
+    pub term: u64,
+    /// The leader's id, if known.
+    pub leader: Option<u64>,
+    /// The last index of this node's Raft log.
+    pub last_index: u64,
+    /// The last committed index this node knows of.
+    pub committed: u64,
+    /// The last index applied to the event log.
+    pub applied: u64,
+    /// The members, by id.
+    pub members: Vec<MemberStatus>,
+    /// Why the node stopped, if it did.
+    pub stopped: Option<String>,
+}
+
+impl Status {
+    /// The leader's addresses, if it is known.
+    pub fn leader_member(&self) -> Option<&Member> {
+        let leader = self.leader?;
+        self.members
+            .iter()
+            .find(|m| m.id == leader)
+            .map(|m| &m.member)
+    }
+}
+
+/// A running node.
+pub struct Node {
+    raft: crate::Raft<StoreLog>,
+    id: u64,
+    members: BTreeMap<u64, Member>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("id", &self.id).finish()
+    }
+}
+
+fn other(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+impl Node {
+    /// Opens the node's Raft log and state machine over `store`, serves
+    /// its peers on `config.listen`, and, on a first start, sets the
+    /// membership to `config.members` (every member does the same; the
+    /// first to win an election keeps it).
+    pub async fn start(config: NodeConfig, store: Store) -> io::Result<Node> {
+        if !config.members.contains_key(&config.id) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("node {} is not among the members", config.id),
+            ));
+        }
+        // The event log must hold exactly what the Raft log applied: a
+        // store written outside the cluster cannot become a node.
+        if !config.dir.join("sm").join("sm.meta").exists() && store.head().0 > 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the store holds {} events written outside the cluster: a node starts from an empty data directory",
+                    store.head().0
+                ),
+            ));
+        }
+        let vfs: Arc<dyn Vfs> = Arc::new(OsFs);
+        let wal = Wal::open(Arc::clone(&vfs), &config.dir.join("log"))?;
+        let sm = StateMachine::open(vfs, &config.dir.join("sm"), StoreLog::new(store))?;
+        let identity = Arc::new(Identity {
+            cluster: config.cluster.clone(),
+            node: config.id,
+            secret: config.secret.clone(),
+        });
+        let raft = openraft::Raft::new(
+            config.id,
+            crate::config(),
+            TcpNetwork::new(Arc::clone(&identity)),
+            wal,
+            sm,
+        )
+        .await
+        .map_err(other)?;
+        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        let server = tokio::spawn(crate::tcp::serve(listener, raft.clone(), identity));
+        // A first start: every member proposes the same membership. One
+        // that already has a log (a restart, or a peer's membership
+        // arrived first) refuses, which is as it should be.
+        if !raft.is_initialized().await.map_err(other)? {
+            match raft.initialize(config.members.clone()).await {
+                Ok(()) => tracing::info!(members = config.members.len(), "cluster initialized"),
+                Err(RaftError::APIError(e)) => {
+                    tracing::debug!(error = %e, "not initializing: the node has a log")
+                }
+                Err(e) => return Err(other(e)),
+            }
+        }
+        Ok(Node {
+            raft,
+            id: config.id,
+            members: config.members,
+            server,
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Every member's client address, by id (as configured).
+    pub fn client_addresses(&self) -> Vec<String> {
+        self.members.values().map(|m| m.client.clone()).collect()
+    }
+
+    /// Proposes `command` and returns once it is queued on the Raft log
+    /// (commands proposed one after another are committed in that order),
+    /// with its outcome to come, once a quorum has it and it is applied
+    /// here.
+    pub async fn propose(
+        &self,
+        command: Command,
+    ) -> Result<
+        impl std::future::Future<Output = Result<Outcome, ProposeError>> + Send + Sync + 'static,
+        ProposeError,
+    > {
+        let status = self.status();
+        if status.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader: status.leader_member().cloned(),
+            });
+        }
+        let (responder, rx) = ProgressResponder::complete_only();
+        self.raft
+            .client_write_ff(command, Some(responder))
+            .await
+            .map_err(|e| ProposeError::Stopped(e.to_string()))?;
+        Ok(async move {
+            match rx.await {
+                Ok(Ok(r)) => Ok(r.data),
+                Ok(Err(ClientWriteError::ForwardToLeader(f))) => Err(ProposeError::NotLeader {
+                    leader: f.leader_node,
+                }),
+                Ok(Err(e)) => Err(ProposeError::Unknown(e.to_string())),
+                Err(_) => Err(ProposeError::Unknown(
+                    "the node dropped the append (leadership lost or shutting down)".into(),
+                )),
+            }
+        })
+    }
+
+    /// What the node knows of the cluster now.
+    pub fn status(&self) -> Status {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let role = match m.state {
+            ServerState::Leader => Role::Leader,
+            ServerState::Follower => Role::Follower,
+            ServerState::Candidate => Role::Candidate,
+            ServerState::Learner => Role::Learner,
+            ServerState::Shutdown => Role::Shutdown,
+        };
+        let replication = m.replication.as_ref();
+        let members = m
+            .membership_config
+            .nodes()
+            .map(|(id, member)| MemberStatus {
+                id: *id,
+                member: member.clone(),
+                matched: if *id == self.id && role == Role::Leader {
+                    m.last_log_index
+                } else {
+                    replication
+                        .and_then(|r| r.get(id))
+                        .and_then(|l| l.as_ref().map(|l| l.index()))
+                },
+            })
+            .collect();
+        Status {
+            id: self.id,
+            role,
+            term: m.current_term,
+            leader: m.current_leader,
+            last_index: m.last_log_index.unwrap_or(0),
+            committed: m.local_committed.map_or(0, |l| l.index()),
+            applied: m.last_applied.map_or(0, |l| l.index()),
+            members,
+            stopped: m.running_state.as_ref().err().map(|e| e.to_string()),
+        }
+    }
+
+    /// Waits until the status changes (or the node stops).
+    pub async fn changed(&self) {
+        let mut rx = self.raft.metrics();
+        let _ = rx.changed().await;
+    }
+
+    /// Stops the node: no more elections, replication or applying.
+    pub async fn shutdown(&self) {
+        self.server.abort();
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "stopping replication");
+        }
+    }
+}

@@ -1,0 +1,484 @@
+//! The network between the nodes of a cluster: Raft's messages over TCP.
+//!
+//! A node serves its peers on its replication address ([`serve`]); to
+//! reach a peer it keeps one connection per link ([`TcpNetwork`]), made
+//! when first needed and made again after any failure. On a connection
+//! each message is a frame (`frame.rs`: length, crc32c, MessagePack), and
+//! requests are answered in order, one at a time: openraft sends on a link
+//! one request after another.
+//!
+//! A connection starts with a hello naming the cluster, the sender and the
+//! cluster's shared secret (`--cluster-secret`, if set): a node only takes
+//! Raft messages from a member of its own cluster. (The secret travels in
+//! clear text, like the rest of the messages; TLS between nodes is not
+//! built yet, so the replication port belongs on a private network.)
+//!
+//! A message is at most 64 MiB ([`frame::MAX_PAYLOAD`]): an append of
+//! entries that would be larger sends the first ones only and reports a
+//! partial success, and openraft sends the rest next.
+
+use std::io::Cursor;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::{AnyError, EntryPayload, OptionalSend};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::sm::{EventLog, StateMachine};
+use crate::{Command, Member, TypeConfig, frame};
+
+type C = TypeConfig;
+type Raft<L> = openraft::Raft<C, StateMachine<L>>;
+type Vote = openraft::alias::VoteOf<C>;
+type SnapshotMeta = openraft::alias::SnapshotMetaOf<C>;
+type Snapshot = openraft::alias::SnapshotOf<C, Cursor<Vec<u8>>>;
+
+/// Bytes of entries one append message carries at most (the frame limit,
+/// less room for the encoding around them).
+const MAX_ENTRY_BYTES: usize = frame::MAX_PAYLOAD - (1 << 20);
+
+/// Who a node is, as its peers check it.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// The cluster's name: nodes of another cluster are refused.
+    pub cluster: String,
+    /// This node's id.
+    pub node: u64,
+    /// The secret every member knows, if one was set.
+    pub secret: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+enum Request {
+    Hello {
+        cluster: String,
+        from: u64,
+        secret: Option<String>,
+    },
+    AppendEntries(AppendEntriesRequest<C>),
+    Vote(VoteRequest<C>),
+    PreVote(VoteRequest<C>),
+    Snapshot {
+        vote: Vote,
+        meta: SnapshotMeta,
+        data: Vec<u8>,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+enum Response {
+    Hello(Result<(), String>),
+    AppendEntries(Result<AppendEntriesResponse<C>, String>),
+    Vote(Result<VoteResponse<C>, String>),
+    Snapshot(Result<SnapshotResponse<C>, String>),
+}
+
+/// Reads one frame's payload; `None` at a clean end of the stream.
+async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+    let mut header = [0u8; frame::HEADER];
+    match stream.read_exact(&mut header).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if len == 0 || len > frame::MAX_PAYLOAD {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("a frame of {len} bytes"),
+        ));
+    }
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload).await?;
+    if crc32c::crc32c(&payload) != crc {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "a frame's checksum does not match",
+        ));
+    }
+    Ok(Some(payload))
+}
+
+async fn write_message<T: Serialize>(stream: &mut TcpStream, message: &T) -> std::io::Result<()> {
+    let payload = rmp_serde::to_vec(message).map_err(std::io::Error::other)?;
+    if payload.len() > frame::MAX_PAYLOAD {
+        return Err(std::io::Error::other(format!(
+            "a message of {} bytes is past the limit",
+            payload.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(payload.len() + frame::HEADER);
+    frame::encode(&payload, &mut out);
+    stream.write_all(&out).await?;
+    stream.flush().await
+}
+
+/// Equal strings, compared in a time that does not depend on where they
+/// differ.
+fn same_secret(a: Option<&str>, b: Option<&str>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => {
+            a.len() == b.len()
+                && a.bytes()
+                    .zip(b.bytes())
+                    .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+                    == 0
+        }
+        _ => false,
+    }
+}
+
+/// Serves the peers that connect to `listener` with `raft`, until the task
+/// is dropped.
+pub async fn serve<L: EventLog>(listener: TcpListener, raft: Raft<L>, identity: Arc<Identity>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of descriptors, say: wait rather than spin.
+                tracing::warn!(error = %e, "replication port: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let raft = raft.clone();
+        let identity = Arc::clone(&identity);
+        tokio::spawn(async move {
+            if let Err(e) = serve_peer(stream, raft, &identity).await {
+                tracing::debug!(%peer, error = %e, "replication connection closed");
+            }
+        });
+    }
+}
+
+async fn serve_peer<L: EventLog>(
+    mut stream: TcpStream,
+    raft: Raft<L>,
+    identity: &Identity,
+) -> std::io::Result<()> {
+    let invalid = |e: &dyn std::fmt::Display| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+    };
+    // The hello first, within a few seconds.
+    let hello = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut stream))
+        .await
+        .map_err(|_| invalid(&"no hello"))??;
+    let Some(hello) = hello else { return Ok(()) };
+    let refusal = match rmp_serde::from_slice::<Request>(&hello) {
+        Ok(Request::Hello {
+            cluster,
+            from,
+            secret,
+        }) => {
+            if cluster != identity.cluster {
+                Some(format!(
+                    "node {from} is of cluster {cluster:?}, this is {:?}",
+                    identity.cluster
+                ))
+            } else if !same_secret(secret.as_deref(), identity.secret.as_deref()) {
+                Some(format!("node {from} does not know the cluster's secret"))
+            } else {
+                None
+            }
+        }
+        _ => Some("the first message must be a hello".to_owned()),
+    };
+    if let Some(why) = refusal {
+        tracing::warn!("replication port: refused a connection: {why}");
+        write_message(&mut stream, &Response::Hello(Err(why.clone()))).await?;
+        return Err(invalid(&why));
+    }
+    write_message(&mut stream, &Response::Hello(Ok(()))).await?;
+    while let Some(payload) = read_frame(&mut stream).await? {
+        let request: Request = rmp_serde::from_slice(&payload).map_err(|e| invalid(&e))?;
+        let response = match request {
+            Request::Hello { .. } => return Err(invalid(&"a second hello")),
+            Request::AppendEntries(rpc) => {
+                Response::AppendEntries(raft.append_entries(rpc).await.map_err(|e| e.to_string()))
+            }
+            Request::Vote(rpc) => Response::Vote(raft.vote(rpc).await.map_err(|e| e.to_string())),
+            Request::PreVote(rpc) => {
+                Response::Vote(raft.pre_vote(rpc).await.map_err(|e| e.to_string()))
+            }
+            Request::Snapshot { vote, meta, data } => {
+                let snapshot = Snapshot {
+                    meta,
+                    snapshot: Cursor::new(data),
+                };
+                Response::Snapshot(
+                    raft.install_full_snapshot(vote, snapshot)
+                        .await
+                        .map_err(|e| e.to_string()),
+                )
+            }
+        };
+        write_message(&mut stream, &response).await?;
+    }
+    Ok(())
+}
+
+/// A node's view of the network: connections to its peers at their
+/// replication addresses.
+#[derive(Clone)]
+pub struct TcpNetwork {
+    identity: Arc<Identity>,
+}
+
+impl TcpNetwork {
+    /// The network as the node of `identity` sees it.
+    pub fn new(identity: Arc<Identity>) -> TcpNetwork {
+        TcpNetwork { identity }
+    }
+}
+
+/// The link to one peer.
+pub struct TcpLink {
+    identity: Arc<Identity>,
+    target: u64,
+    addr: String,
+    stream: Option<TcpStream>,
+}
+
+impl RaftNetworkFactory<C> for TcpNetwork {
+    type Network = TcpLink;
+
+    async fn new_client(&mut self, target: u64, node: &Member) -> TcpLink {
+        TcpLink {
+            identity: Arc::clone(&self.identity),
+            target,
+            addr: node.raft.clone(),
+            stream: None,
+        }
+    }
+}
+
+fn unreachable(e: impl std::fmt::Display) -> Unreachable<C> {
+    Unreachable::new(&AnyError::error(e.to_string()))
+}
+
+/// Why a call failed: the peer could not be reached (openraft backs off),
+/// or the exchange broke.
+enum CallError {
+    Unreachable(Unreachable<C>),
+    Network(NetworkError<C>),
+    Remote(String),
+}
+
+impl From<CallError> for RPCError<C> {
+    fn from(e: CallError) -> RPCError<C> {
+        match e {
+            CallError::Unreachable(u) => RPCError::Unreachable(u),
+            CallError::Network(n) => RPCError::Network(n),
+            CallError::Remote(why) => RPCError::Network(NetworkError::new(&AnyError::error(why))),
+        }
+    }
+}
+
+impl From<CallError> for StreamingError<C> {
+    fn from(e: CallError) -> StreamingError<C> {
+        match e {
+            CallError::Unreachable(u) => StreamingError::Unreachable(u),
+            CallError::Network(n) => StreamingError::Network(n),
+            CallError::Remote(why) => {
+                StreamingError::Network(NetworkError::new(&AnyError::error(why)))
+            }
+        }
+    }
+}
+
+impl TcpLink {
+    async fn connect(&mut self) -> Result<&mut TcpStream, CallError> {
+        if self.stream.is_none() {
+            let mut stream = TcpStream::connect(&self.addr).await.map_err(|e| {
+                CallError::Unreachable(unreachable(format!(
+                    "node {} at {}: {e}",
+                    self.target, self.addr
+                )))
+            })?;
+            let _ = stream.set_nodelay(true);
+            let hello = Request::Hello {
+                cluster: self.identity.cluster.clone(),
+                from: self.identity.node,
+                secret: self.identity.secret.clone(),
+            };
+            let answer = async {
+                write_message(&mut stream, &hello).await?;
+                read_frame(&mut stream).await
+            }
+            .await
+            .map_err(|e| CallError::Unreachable(unreachable(e)))?;
+            match answer.map(|p| rmp_serde::from_slice::<Response>(&p)) {
+                Some(Ok(Response::Hello(Ok(())))) => {}
+                Some(Ok(Response::Hello(Err(why)))) => {
+                    return Err(CallError::Unreachable(unreachable(format!(
+                        "node {} refused this node: {why}",
+                        self.target
+                    ))));
+                }
+                _ => {
+                    return Err(CallError::Unreachable(unreachable(format!(
+                        "node {} at {} does not answer as a Logbook node",
+                        self.target, self.addr
+                    ))));
+                }
+            }
+            self.stream = Some(stream);
+        }
+        Ok(self.stream.as_mut().expect("connected above"))
+    }
+
+    /// Sends `request` and reads its answer within `ttl`; any failure
+    /// drops the connection (the next call makes a new one).
+    async fn call(&mut self, request: &Request, ttl: Duration) -> Result<Response, CallError> {
+        let exchange = async {
+            let stream = self.connect().await?;
+            let network = |e: std::io::Error| {
+                CallError::Network(NetworkError::new(&AnyError::error(e.to_string())))
+            };
+            write_message(stream, request).await.map_err(network)?;
+            let payload = read_frame(stream)
+                .await
+                .map_err(network)?
+                .ok_or_else(|| network(std::io::ErrorKind::UnexpectedEof.into()))?;
+            rmp_serde::from_slice::<Response>(&payload)
+                .map_err(|e| network(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
+        };
+        let r = match tokio::time::timeout(ttl, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(CallError::Network(NetworkError::new(&AnyError::error(
+                format!("node {} did not answer within {ttl:?}", self.target),
+            )))),
+        };
+        if r.is_err() {
+            self.stream = None;
+        }
+        r
+    }
+}
+
+/// About how many bytes an entry takes in a message.
+fn entry_bytes(entry: &openraft::alias::EntryOf<C>) -> usize {
+    match &entry.payload {
+        EntryPayload::Normal(Command::Append { stream, events, .. }) => {
+            64 + stream.len()
+                + events
+                    .iter()
+                    .map(|e| 48 + e.event_type.len() + e.metadata.len() + e.data.len())
+                    .sum::<usize>()
+        }
+        _ => 1024,
+    }
+}
+
+impl RaftNetworkV2<C> for TcpLink {
+    type SnapshotData = Cursor<Vec<u8>>;
+
+    async fn append_entries(
+        &mut self,
+        mut rpc: AppendEntriesRequest<C>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
+        // Only as many entries as fit in a message (at least one).
+        let mut bytes = 0;
+        let fit = rpc
+            .entries
+            .iter()
+            .position(|e| {
+                bytes += entry_bytes(e);
+                bytes > MAX_ENTRY_BYTES
+            })
+            .map(|n| n.max(1));
+        let partial = match fit {
+            Some(n) if n < rpc.entries.len() => {
+                rpc.entries.truncate(n);
+                rpc.entries.last().map(|e| e.log_id)
+            }
+            _ => None,
+        };
+        match self
+            .call(&Request::AppendEntries(rpc), option.hard_ttl())
+            .await?
+        {
+            Response::AppendEntries(Ok(AppendEntriesResponse::Success)) if partial.is_some() => {
+                Ok(AppendEntriesResponse::PartialSuccess(partial))
+            }
+            Response::AppendEntries(Ok(r)) => Ok(r),
+            Response::AppendEntries(Err(why)) => Err(CallError::Remote(why).into()),
+            _ => {
+                self.stream = None;
+                Err(CallError::Remote("an answer of another kind".into()).into())
+            }
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<C>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<C>, RPCError<C>> {
+        match self.call(&Request::Vote(rpc), option.hard_ttl()).await? {
+            Response::Vote(Ok(r)) => Ok(r),
+            Response::Vote(Err(why)) => Err(CallError::Remote(why).into()),
+            _ => {
+                self.stream = None;
+                Err(CallError::Remote("an answer of another kind".into()).into())
+            }
+        }
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<C>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<C>, RPCError<C>> {
+        match self.call(&Request::PreVote(rpc), option.hard_ttl()).await? {
+            Response::Vote(Ok(r)) => Ok(r),
+            Response::Vote(Err(why)) => Err(CallError::Remote(why).into()),
+            _ => {
+                self.stream = None;
+                Err(CallError::Remote("an answer of another kind".into()).into())
+            }
+        }
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl std::future::Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
+        let request = Request::Snapshot {
+            vote,
+            meta: snapshot.meta,
+            data: snapshot.snapshot.into_inner(),
+        };
+        // A snapshot may take long to send and install: no deadline but
+        // the cancellation.
+        let answer = tokio::select! {
+            r = self.call(&request, Duration::from_secs(3600)) => r?,
+            closed = cancel => {
+                self.stream = None;
+                return Err(StreamingError::Closed(closed));
+            }
+        };
+        match answer {
+            Response::Snapshot(Ok(r)) => Ok(r),
+            Response::Snapshot(Err(why)) => Err(CallError::Remote(why).into()),
+            _ => {
+                self.stream = None;
+                Err(CallError::Remote("an answer of another kind".into()).into())
+            }
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! A three-node cluster of real `logbookd` processes on loopback ports.
+//!
+//! Writers append through the real client (given the three addresses)
+//! while the leader is killed with SIGKILL: the client follows the new
+//! leader and resends appends whose answer was lost, and every append it
+//! was told succeeded is in the log, once, at the position it was told. A
+//! subscriber on a follower sees every event exactly once, in order. The
+//! killed node, restarted, catches up, and all three nodes then hold the
+//! same log, byte for byte (ids, versions, positions, timestamps, data).
+//! Also: what a follower answers (NotLeader with the leader's address;
+//! requests not replicated yet refused as Unsupported), what Hello and
+//! Stats tell of the cluster, and that a store written outside a cluster
+//! cannot join one.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use logbook_client::{
+    Client, ClientOptions, Error, EventId, ExpectedVersion, NewEvent, ReadAllOptions,
+    RecordedEvent, RetryPolicy, StreamVersion, SubscribeAllOptions, SubscriptionMessage,
+};
+use logbook_tests::daemon::Daemon;
+use logbook_tests::within;
+
+/// A free loopback port (bound, then released for the daemon to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+struct Cluster {
+    clients: Vec<SocketAddr>,
+    members: String,
+    nodes: Vec<Option<Daemon>>,
+}
+
+impl Cluster {
+    fn start(dir: &Path) -> Cluster {
+        let clients: Vec<SocketAddr> = (0..3)
+            .map(|_| SocketAddr::from(([127, 0, 0, 1], free_port())))
+            .collect();
+        let members = clients
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{}=127.0.0.1:{}/{c}", i + 1, free_port()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Cluster {
+            clients,
+            members,
+            nodes: Vec::new(),
+        };
+        for i in 0..3 {
+            let node = cluster.launch(dir, i);
+            cluster.nodes.push(Some(node));
+        }
+        cluster
+    }
+
+    fn launch(&self, dir: &Path, i: usize) -> Daemon {
+        let id = (i + 1).to_string();
+        Daemon::start_on(
+            &dir.join(format!("n{id}")),
+            &self.clients[i].to_string(),
+            &["--node-id", &id, "--cluster", &self.members],
+        )
+    }
+
+    fn addresses(&self) -> Vec<String> {
+        self.clients.iter().map(|a| a.to_string()).collect()
+    }
+
+    /// The node that says it leads, asked directly.
+    async fn leader(&self) -> usize {
+        within(30, "a leader", async {
+            loop {
+                for (i, addr) in self.clients.iter().enumerate() {
+                    if self.nodes[i].is_none() {
+                        continue;
+                    }
+                    let Ok(c) = Client::connect_with(*addr, direct()).await else {
+                        continue;
+                    };
+                    if let Ok(s) = c.stats().await
+                        && s.cluster.as_ref().is_some_and(|c| c.role == "leader")
+                    {
+                        return i;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+    }
+}
+
+/// Options for talking to one node only: no retries, no redirects.
+fn direct() -> ClientOptions {
+    ClientOptions::default().retry(RetryPolicy::none())
+}
+
+fn event(writer: usize, n: u64) -> NewEvent {
+    NewEvent::new(
+        EventId::from_u128(((writer as u128) << 64) | (u128::from(n) + 1)),
+        "Deposited",
+        format!("{{\"writer\":{writer},\"n\":{n}}}"),
+    )
+}
+
+async fn whole_log(addr: SocketAddr) -> Vec<RecordedEvent> {
+    let c = Client::connect_with(addr, direct()).await.unwrap();
+    c.read_all(ReadAllOptions::default())
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_keep_every_acknowledged_append_through_a_leader_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path());
+    let options = ClientOptions::default().request_timeout(Some(Duration::from_secs(60)));
+    let client = Client::connect_any(cluster.addresses(), options.clone())
+        .await
+        .unwrap();
+    // Hello tells the members.
+    let mut members = client.server_info().members.clone();
+    members.sort();
+    let mut expected = cluster.addresses();
+    expected.sort();
+    assert_eq!(members, expected);
+
+    // The first append waits out the first election.
+    client
+        .append("setup", ExpectedVersion::NoStream, vec![event(99, 0)])
+        .await
+        .unwrap();
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % 3;
+
+    // A follower: reads and subscriptions yes, appends redirected, the
+    // rest refused.
+    let f = Client::connect_with(cluster.clients[follower], direct())
+        .await
+        .unwrap();
+    match f
+        .append("x", ExpectedVersion::Any, vec![event(98, 0)])
+        .await
+    {
+        Err(Error::NotLeader { leader: Some(at) }) => {
+            assert_eq!(at, cluster.clients[leader].to_string())
+        }
+        other => panic!("a follower took an append: {other:?}"),
+    }
+    match f
+        .delete_stream(
+            "setup",
+            ExpectedVersion::Any,
+            logbook_client::Deletion::Soft,
+        )
+        .await
+    {
+        Err(Error::Unsupported(_)) => {}
+        other => panic!("a follower deleted a stream: {other:?}"),
+    }
+    let stats = f.stats().await.unwrap();
+    let c = stats.cluster.expect("a node says it is one");
+    assert_eq!(c.role, "follower");
+    assert_eq!(c.leader, Some(leader as u64 + 1));
+    assert_eq!(c.members.len(), 3);
+
+    // A subscriber on the follower, from the start.
+    let mut sub = f
+        .subscribe_all(SubscribeAllOptions::default())
+        .await
+        .unwrap();
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    let subscriber = tokio::spawn(async move {
+        while let Some(m) = sub.try_next().await.unwrap() {
+            if let SubscriptionMessage::Event(e) = m
+                && seen_tx.send(e).is_err()
+            {
+                return;
+            }
+        }
+    });
+
+    // Writers: each its own stream, each append expecting the last
+    // version it was told.
+    const WRITERS: usize = 4;
+    const PER_WRITER: u64 = 40;
+    let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel();
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let client = client.clone();
+            let progress = progress_tx.clone();
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for n in 0..PER_WRITER {
+                    let expected = match n {
+                        0 => ExpectedVersion::NoStream,
+                        n => ExpectedVersion::Exact(StreamVersion(n - 1)),
+                    };
+                    let r = client
+                        .append(format!("acct-{w}"), expected, vec![event(w, n)])
+                        .await
+                        .unwrap_or_else(|e| panic!("writer {w}, append {n}: {e}"));
+                    assert_eq!(r.first_version, StreamVersion(n));
+                    acked.push((n, r.first_position));
+                    let _ = progress.send(());
+                }
+                acked
+            })
+        })
+        .collect();
+    drop(progress_tx);
+    // A third of the way in, the leader dies.
+    for _ in 0..(WRITERS as u64 * PER_WRITER / 3) {
+        progress_rx.recv().await.unwrap();
+    }
+    let killed = cluster.nodes[leader].take().unwrap();
+    killed.kill();
+    let mut acked = BTreeMap::new();
+    for (w, t) in writers.into_iter().enumerate() {
+        for (n, position) in within(120, "the writers", t).await.unwrap() {
+            acked.insert(position, (w, n));
+        }
+    }
+    assert_eq!(acked.len(), WRITERS * PER_WRITER as usize);
+
+    // The killed node comes back and catches up.
+    let restarted = cluster.launch(dir.path(), leader);
+    cluster.nodes[leader] = Some(restarted);
+    let head = 1 + WRITERS as u64 * PER_WRITER;
+    for addr in &cluster.clients {
+        within(60, "every node to catch up", async {
+            loop {
+                if let Ok(c) = Client::connect_with(*addr, direct()).await
+                    && c.stats().await.is_ok_and(|s| s.events >= head)
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+    }
+
+    // Every node holds the same log, and it is what the writers were told.
+    let logs = [
+        whole_log(cluster.clients[0]).await,
+        whole_log(cluster.clients[1]).await,
+        whole_log(cluster.clients[2]).await,
+    ];
+    assert_eq!(logs[0].len() as u64, head, "events stored once each");
+    assert_eq!(logs[0], logs[1], "nodes 1 and 2 differ");
+    assert_eq!(logs[0], logs[2], "nodes 1 and 3 differ");
+    let mut ids = HashSet::new();
+    let mut versions: BTreeMap<String, u64> = BTreeMap::new();
+    for (i, e) in logs[0].iter().enumerate() {
+        assert_eq!(e.position.0, i as u64);
+        assert!(ids.insert(e.id), "event {} stored twice", e.id);
+        let next = versions.entry(e.stream.to_string()).or_insert(0);
+        assert_eq!(e.version.0, *next, "{} skips a version", e.stream);
+        *next += 1;
+        if let Some((w, n)) = acked.get(&e.position) {
+            assert_eq!(
+                e.id,
+                event(*w, *n).id,
+                "acked at {} but not there",
+                e.position
+            );
+        }
+    }
+    for w in 0..WRITERS {
+        assert_eq!(versions[&format!("acct-{w}")], PER_WRITER);
+    }
+
+    // The follower's subscriber saw each event once, in order.
+    let mut seen = Vec::new();
+    within(60, "the subscriber", async {
+        while (seen.len() as u64) < head {
+            seen.push(seen_rx.recv().await.expect("the subscription goes on"));
+        }
+    })
+    .await;
+    assert_eq!(seen, logs[0]);
+    subscriber.abort();
+}
+
+/// A node's event log must hold exactly what its Raft log applied: a
+/// store with events written outside the cluster is refused.
+#[test]
+fn a_store_written_outside_a_cluster_cannot_join_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("single");
+    let single = Daemon::start(&data, &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = Client::connect(single.addr).await.unwrap();
+        c.append("s", ExpectedVersion::Any, vec![event(0, 0)])
+            .await
+            .unwrap();
+    });
+    single.signal("TERM");
+    let mut single = single;
+    assert!(single.wait().success());
+    let members = format!("1=127.0.0.1:{}/127.0.0.1:{}", free_port(), free_port());
+    let out = std::process::Command::new(logbook_tests::daemon::logbookd())
+        .arg("--data-dir")
+        .arg(&data)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--node-id",
+            "1",
+            "--cluster",
+            &members,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("written outside the cluster"),
+        "no reason given: {log}"
+    );
+}
