@@ -338,6 +338,7 @@ impl Client {
             options.direction,
             options.max_count,
             options.page_size,
+            options.min_position,
         )
     }
 
@@ -372,8 +373,14 @@ impl Client {
         let stream = stream.into();
         check_stream(&stream)?;
         let count = first_page_count(options.page_size, options.max_count)?;
-        self.fetch_stream_page(stream, options.from, options.direction, count)
-            .await
+        self.fetch_stream_page(
+            stream,
+            options.from,
+            options.direction,
+            count,
+            options.min_position,
+        )
+        .await
     }
 
     /// Reads the global log as an async [`Stream`](futures::Stream) of
@@ -400,6 +407,7 @@ impl Client {
             options.direction,
             options.max_count,
             options.page_size,
+            options.min_position,
         )
     }
 
@@ -421,7 +429,7 @@ impl Client {
     /// ```
     pub async fn read_all_page(&self, options: ReadAllOptions) -> Result<AllPage> {
         let count = first_page_count(options.page_size, options.max_count)?;
-        self.fetch_all_page(options.from, options.direction, count)
+        self.fetch_all_page(options.from, options.direction, count, options.min_position)
             .await
     }
 
@@ -729,7 +737,7 @@ impl Client {
             SubscribeFrom::After(p) => p.0.saturating_add(1),
             SubscribeFrom::End => {
                 // An empty page from past the end carries the head.
-                self.fetch_all_page(Some(LogPosition(u64::MAX)), Direction::Forward, 1)
+                self.fetch_all_page(Some(LogPosition(u64::MAX)), Direction::Forward, 1, None)
                     .await?
                     .head
                     .0
@@ -786,6 +794,7 @@ impl Client {
                         Some(StreamVersion(u64::MAX)),
                         Direction::Forward,
                         1,
+                        None,
                     )
                     .await;
                 match page {
@@ -826,12 +835,14 @@ impl Client {
         from: Option<StreamVersion>,
         direction: Direction,
         max_count: u32,
+        min_position: Option<LogPosition>,
     ) -> Result<StreamPage> {
         let request = Request::ReadStream(ReadStream {
             stream,
             from,
             direction,
             max_count,
+            min_position,
         });
         self.call(&request, |r| match r {
             Response::ReadStreamOk(ok) => Some(StreamPage::from(ok)),
@@ -846,11 +857,13 @@ impl Client {
         from: Option<LogPosition>,
         direction: Direction,
         max_count: u32,
+        min_position: Option<LogPosition>,
     ) -> Result<AllPage> {
         let request = Request::ReadAll(ReadAll {
             from,
             direction,
             max_count,
+            min_position,
         });
         self.call(&request, |r| match r {
             Response::ReadAllOk(ok) => Some(AllPage::from(ok)),

@@ -410,6 +410,7 @@ mod tests {
             from: None,
             direction: logbook_protocol::Direction::Forward,
             max_count: 1,
+            min_position: None,
         });
         assert!(matches!(
             Error::from_reply(reply, &read),

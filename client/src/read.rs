@@ -46,6 +46,11 @@ pub struct ReadStreamOptions {
     /// Most events to ask for per request. Default [`DEFAULT_PAGE_SIZE`];
     /// must not be 0.
     pub page_size: u32,
+    /// Read only once the server's log holds every event before this
+    /// position: on a cluster follower, a read sees the reader's own
+    /// writes made through the leader (pass the `last_position + 1` of
+    /// the append). Default `None`: at once.
+    pub min_position: Option<LogPosition>,
 }
 
 impl Default for ReadStreamOptions {
@@ -55,6 +60,7 @@ impl Default for ReadStreamOptions {
             direction: Direction::Forward,
             max_count: None,
             page_size: DEFAULT_PAGE_SIZE,
+            min_position: None,
         }
     }
 }
@@ -80,6 +86,12 @@ impl ReadStreamOptions {
     /// Sets [`ReadStreamOptions::max_count`].
     pub fn max_count(mut self, count: u64) -> Self {
         self.max_count = Some(count);
+        self
+    }
+
+    /// Sets [`ReadStreamOptions::min_position`].
+    pub fn min_position(mut self, position: LogPosition) -> Self {
+        self.min_position = Some(position);
         self
     }
 
@@ -111,6 +123,11 @@ pub struct ReadAllOptions {
     /// Most events to ask for per request. Default [`DEFAULT_PAGE_SIZE`];
     /// must not be 0.
     pub page_size: u32,
+    /// Read only once the server's log holds every event before this
+    /// position: on a cluster follower, a read sees the reader's own
+    /// writes made through the leader (pass the `last_position + 1` of
+    /// the append). Default `None`: at once.
+    pub min_position: Option<LogPosition>,
 }
 
 impl Default for ReadAllOptions {
@@ -120,6 +137,7 @@ impl Default for ReadAllOptions {
             direction: Direction::Forward,
             max_count: None,
             page_size: DEFAULT_PAGE_SIZE,
+            min_position: None,
         }
     }
 }
@@ -145,6 +163,12 @@ impl ReadAllOptions {
     /// Sets [`ReadAllOptions::max_count`].
     pub fn max_count(mut self, count: u64) -> Self {
         self.max_count = Some(count);
+        self
+    }
+
+    /// Sets [`ReadAllOptions::min_position`].
+    pub fn min_position(mut self, position: LogPosition) -> Self {
+        self.min_position = Some(position);
         self
     }
 
@@ -252,6 +276,8 @@ pub struct EventStream {
     target: Target,
     direction: Direction,
     page_size: u32,
+    /// Pages wait for the server's log to reach it.
+    min_position: Option<LogPosition>,
     /// Events still allowed by `max_count`; `None`: no limit.
     remaining: Option<u64>,
     /// The next page to ask for, by its `from` (`Some(None)`: the default
@@ -273,6 +299,7 @@ impl EventStream {
         direction: Direction,
         max_count: Option<u64>,
         page_size: u32,
+        min_position: Option<LogPosition>,
     ) -> EventStream {
         let check = match &target {
             Target::Stream(name) => crate::client::check_stream(name),
@@ -290,6 +317,7 @@ impl EventStream {
             target,
             direction,
             page_size,
+            min_position,
             remaining: max_count,
             to_request,
             fetch: None,
@@ -306,12 +334,13 @@ impl EventStream {
         };
         let client = self.client.clone();
         let direction = self.direction;
+        let min = self.min_position;
         match &self.target {
             Target::Stream(stream) => {
                 let stream = stream.clone();
                 Box::pin(async move {
                     let page = client
-                        .fetch_stream_page(stream, from.map(StreamVersion), direction, count)
+                        .fetch_stream_page(stream, from.map(StreamVersion), direction, count, min)
                         .await?;
                     Ok(RawPage {
                         events: page.events,
@@ -322,7 +351,7 @@ impl EventStream {
             }
             Target::All => Box::pin(async move {
                 let page = client
-                    .fetch_all_page(from.map(LogPosition), direction, count)
+                    .fetch_all_page(from.map(LogPosition), direction, count, min)
                     .await?;
                 Ok(RawPage {
                     events: page.events,

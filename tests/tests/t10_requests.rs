@@ -129,6 +129,7 @@ async fn ping_append_read_and_their_errors() {
             from: None,
             direction: Direction::Forward,
             max_count: 10,
+            min_position: None,
         }))
         .await;
     let ServerMessage::Response(Response::ReadStreamOk(s)) = m else {
@@ -144,6 +145,7 @@ async fn ping_append_read_and_their_errors() {
             from: None,
             direction: Direction::Forward,
             max_count: 10,
+            min_position: None,
         }))
         .await;
     let e = expect_error(m, ErrorCode::StreamNotFound);
@@ -153,6 +155,7 @@ async fn ping_append_read_and_their_errors() {
             from: None,
             direction: Direction::Backward,
             max_count: 1,
+            min_position: None,
         }))
         .await;
     let ServerMessage::Response(Response::ReadAllOk(a)) = m else {
@@ -303,6 +306,7 @@ async fn storage_failures_map_to_internal_and_corruption() {
             from: None,
             direction: Direction::Forward,
             max_count: 10,
+            min_position: None,
         }))
         .await;
     let e = expect_error(m, ErrorCode::Corruption);
@@ -330,6 +334,7 @@ async fn storage_failures_map_to_internal_and_corruption() {
             from: None,
             direction: Direction::Backward,
             max_count: 5,
+            min_position: None,
         }))
         .await;
     assert!(matches!(m, ServerMessage::Response(Response::ReadAllOk(a)) if a.events.len() == 5));
@@ -367,6 +372,7 @@ async fn big_events_are_paged_to_fit_frames() {
                 from,
                 direction: Direction::Forward,
                 max_count: 100,
+                min_position: None,
             }))
             .await;
         let ServerMessage::Response(Response::ReadStreamOk(s)) = m else {
@@ -387,6 +393,7 @@ async fn big_events_are_paged_to_fit_frames() {
             from: None,
             direction: Direction::Backward,
             max_count: 100,
+            min_position: None,
         }))
         .await;
     let ServerMessage::Response(Response::ReadAllOk(a)) = m else {

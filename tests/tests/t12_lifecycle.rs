@@ -245,6 +245,7 @@ async fn hard_delete_is_for_ever_and_survives_a_restart() {
             from: None,
             direction: logbook_protocol::Direction::Forward,
             max_count: 10,
+            min_position: None,
         }))
         .await;
     match reply {

@@ -31,6 +31,7 @@ async fn still_serving(server: &TestServer, expect_events: u64) {
             from: None,
             direction: Direction::Forward,
             max_count: 10_000,
+            min_position: None,
         }))
         .await;
     let ServerMessage::Response(Response::ReadAllOk(a)) = m else {
@@ -176,6 +177,7 @@ async fn a_client_that_never_reads_does_not_stall_others() {
                 from: None,
                 direction: Direction::Forward,
                 max_count: 200,
+                min_position: None,
             })
             .encode(&mut req, id, 1 << 20)
             .unwrap();
@@ -194,6 +196,7 @@ async fn a_client_that_never_reads_does_not_stall_others() {
                 from: None,
                 direction: Direction::Forward,
                 max_count: 200,
+                min_position: None,
             }))
             .await;
         assert!(matches!(m, ServerMessage::Response(Response::ReadAllOk(_))));

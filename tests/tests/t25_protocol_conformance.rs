@@ -472,6 +472,7 @@ async fn a_read_with_max_count_0_returns_no_events() {
             from,
             direction,
             max_count: 0,
+            min_position: None,
         })
     };
     for (from, direction, next) in [
@@ -501,6 +502,7 @@ async fn a_read_with_max_count_0_returns_no_events() {
                 from,
                 direction,
                 max_count: 0,
+                min_position: None,
             }))
             .await;
         let ServerMessage::Response(Response::ReadAllOk(page)) = m else {

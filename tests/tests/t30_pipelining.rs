@@ -74,6 +74,7 @@ async fn pipelined_appends_commit_in_send_order() {
             from: None,
             direction: Direction::Forward,
             max_count: 10_000,
+            min_position: None,
         }))
         .await;
     let ServerMessage::Response(Response::ReadStreamOk(s)) = m else {

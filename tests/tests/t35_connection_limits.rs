@@ -108,6 +108,7 @@ async fn the_frame_timeout_counts_only_while_the_server_reads() {
             from: None,
             direction: Direction::Forward,
             max_count: 4,
+            min_position: None,
         })
         .encode(&mut reqs, id, 1 << 20)
         .unwrap();
@@ -179,6 +180,7 @@ async fn a_read_never_sends_more_than_the_room_it_took() {
                 from: Some(logbook_protocol::LogPosition(from)),
                 direction: Direction::Forward,
                 max_count: 1,
+                min_position: None,
             }))
             .await;
         }

@@ -112,6 +112,7 @@ async fn read_all(c: &mut RawConn, page: u32) -> Vec<RecordedEvent> {
                 from: Some(from),
                 direction: Direction::Forward,
                 max_count: page,
+                min_position: None,
             }))
             .await;
         let ServerMessage::Response(Response::ReadAllOk(p)) = m else {
@@ -298,6 +299,7 @@ async fn a_long_removed_range_is_passed_with_checkpoints_not_a_stall() {
             from: Some(LogPosition(0)),
             direction: Direction::Forward,
             max_count: 10,
+            min_position: None,
         }))
         .await;
     let ServerMessage::Response(Response::ReadAllOk(p)) = m else {

@@ -8,7 +8,8 @@
 //! killed node, restarted, catches up, and all three nodes then hold the
 //! same log, byte for byte (ids, versions, positions, timestamps, data).
 //! Also: what a follower answers (NotLeader with the leader's address;
-//! requests not replicated yet refused as Unsupported), what Hello and
+//! requests not replicated yet refused as Unsupported; a read waiting for
+//! a position to see the reader's own write), what Hello and
 //! Stats tell of the cluster, and that a store written outside a cluster
 //! cannot join one.
 
@@ -19,8 +20,9 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use logbook_client::{
-    Client, ClientOptions, Error, EventId, ExpectedVersion, NewEvent, ReadAllOptions,
-    RecordedEvent, RetryPolicy, StreamVersion, SubscribeAllOptions, SubscriptionMessage,
+    Client, ClientOptions, Error, EventId, ExpectedVersion, LogPosition, NewEvent, ReadAllOptions,
+    ReadStreamOptions, RecordedEvent, RetryPolicy, StreamVersion, SubscribeAllOptions,
+    SubscriptionMessage,
 };
 use logbook_tests::daemon::Daemon;
 use logbook_tests::within;
@@ -174,6 +176,24 @@ async fn three_processes_keep_every_acknowledged_append_through_a_leader_sigkill
     assert_eq!(c.leader, Some(leader as u64 + 1));
     assert_eq!(c.members.len(), 3);
 
+    // Read your own writes on a follower: appended through the leader,
+    // read at once on the follower, waiting for it to apply.
+    let mine = client
+        .append("ryw", ExpectedVersion::NoStream, vec![event(97, 0)])
+        .await
+        .unwrap();
+    let after = LogPosition(mine.last_position.0 + 1);
+    let page = f
+        .read_stream_page("ryw", ReadStreamOptions::default().min_position(after))
+        .await
+        .unwrap();
+    assert_eq!(page.events.len(), 1);
+    let page = f
+        .read_all_page(ReadAllOptions::default().min_position(after))
+        .await
+        .unwrap();
+    assert!(page.head >= after);
+
     // A subscriber on the follower, from the start.
     let mut sub = f
         .subscribe_all(SubscribeAllOptions::default())
@@ -236,7 +256,7 @@ async fn three_processes_keep_every_acknowledged_append_through_a_leader_sigkill
     // The killed node comes back and catches up.
     let restarted = cluster.launch(dir.path(), leader);
     cluster.nodes[leader] = Some(restarted);
-    let head = 1 + WRITERS as u64 * PER_WRITER;
+    let head = 2 + WRITERS as u64 * PER_WRITER;
     for addr in &cluster.clients {
         within(60, "every node to catch up", async {
             loop {

@@ -34,6 +34,7 @@ async fn all(c: &mut RawConn) -> Vec<RecordedEvent> {
             from: None,
             direction: Direction::Forward,
             max_count: 10_000,
+            min_position: None,
         }))
         .await;
     let ServerMessage::Response(Response::ReadAllOk(a)) = m else {

@@ -185,6 +185,7 @@ async fn memory_stays_within_the_documented_bound_under_every_hostile_pattern_at
             from: None,
             direction: Direction::Forward,
             max_count: u32::MAX,
+            min_position: None,
         }))
         .await;
         stuck.push(c);
@@ -203,6 +204,7 @@ async fn memory_stays_within_the_documented_bound_under_every_hostile_pattern_at
                     from: None,
                     direction: Direction::Forward,
                     max_count: 200,
+                    min_position: None,
                 })
             };
             r.encode(&mut reqs, id, 1 << 20).unwrap();

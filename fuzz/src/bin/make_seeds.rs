@@ -27,9 +27,8 @@ fn main() -> std::io::Result<()> {
             stream: Text::from("account-1"),
             from: Some(StreamVersion(0)),
             direction: Direction::Backward,
-            max_count: 10,
-        }),
-        Request::ReadAll(ReadAll { from: None, direction: Direction::Forward, max_count: 100 }),
+            max_count: 10, min_position: None }),
+        Request::ReadAll(ReadAll { from: None, direction: Direction::Forward, max_count: 100, min_position: None }),
     ];
     let mut frames = Vec::new();
     for (i, r) in requests.iter().enumerate() {

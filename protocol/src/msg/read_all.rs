@@ -1,7 +1,8 @@
 //! `ReadAll` (opcode 5): read a page of the global log.
 //!
 //! ```text
-//! ReadAll   { from?: uint64, direction: "forward"|"backward", max_count: uint32 }
+//! ReadAll   { from?: uint64, direction: "forward"|"backward", max_count: uint32,
+//!             min_position?: uint64 }
 //! ReadAllOk { events: [RecordedEvent], head: uint64, next?: uint64 }
 //! ```
 //!
@@ -30,6 +31,11 @@ pub struct ReadAll {
     pub direction: Direction,
     /// Most events to return; the server may return fewer.
     pub max_count: u32,
+    /// Read only once this server's log holds every event before this
+    /// position (a follower of a cluster catching up with a write the
+    /// reader made through the leader: "read your own writes"). The server
+    /// waits up to 10 s, then answers `ServerBusy`. `None`: at once.
+    pub min_position: Option<LogPosition>,
 }
 
 /// A page of the global log.
@@ -52,6 +58,8 @@ pub(crate) struct ReadAllWire {
     #[serde(default)]
     direction: DirectionWire,
     max_count: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    min_position: Option<u64>,
 }
 
 impl ReadAll {
@@ -60,6 +68,7 @@ impl ReadAll {
             from: self.from.map(|p| p.0),
             direction: DirectionWire(self.direction),
             max_count: self.max_count,
+            min_position: self.min_position.map(|p| p.0),
         }
     }
 
@@ -68,6 +77,7 @@ impl ReadAll {
             from: w.from.map(LogPosition),
             direction: w.direction.0,
             max_count: w.max_count,
+            min_position: w.min_position.map(LogPosition),
         }
     }
 }

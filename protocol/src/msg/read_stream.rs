@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! ReadStream   { stream: str, from?: uint64, direction: "forward"|"backward",
-//!                max_count: uint32 }
+//!                max_count: uint32, min_position?: uint64 }
 //! ReadStreamOk { events: [RecordedEvent], last_version?: uint64, next?: uint64 }
 //! ```
 //!
@@ -20,7 +20,7 @@ use super::mp;
 use super::wire::{DirectionWire, read_map, required};
 use crate::error::Error;
 use crate::frame::Opcode;
-use crate::types::{Direction, RecordedEvent, StreamVersion, Text};
+use crate::types::{Direction, LogPosition, RecordedEvent, StreamVersion, Text};
 
 /// Reads up to `max_count` events of `stream` starting at `from`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,6 +35,11 @@ pub struct ReadStream {
     /// Most events to return; the server may return fewer (it caps pages by
     /// its own limits), so page with `next`, not by counting.
     pub max_count: u32,
+    /// Read only once this server's log holds every event before this
+    /// position (a follower of a cluster catching up with a write the
+    /// reader made through the leader: "read your own writes"). The server
+    /// waits up to 10 s, then answers `ServerBusy`. `None`: at once.
+    pub min_position: Option<LogPosition>,
 }
 
 /// A page of a stream.
@@ -58,6 +63,8 @@ pub(crate) struct ReadStreamWire<'a> {
     #[serde(default)]
     direction: DirectionWire,
     max_count: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    min_position: Option<u64>,
 }
 
 impl ReadStream {
@@ -67,6 +74,7 @@ impl ReadStream {
             from: self.from.map(|v| v.0),
             direction: DirectionWire(self.direction),
             max_count: self.max_count,
+            min_position: self.min_position.map(|p| p.0),
         }
     }
 
@@ -76,6 +84,7 @@ impl ReadStream {
             from: w.from.map(StreamVersion),
             direction: w.direction.0,
             max_count: w.max_count,
+            min_position: w.min_position.map(LogPosition),
         }
     }
 }

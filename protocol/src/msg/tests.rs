@@ -242,23 +242,32 @@ pub(crate) fn request() -> impl Strategy<Value = Request> {
             text(),
             prop::option::of(version()),
             direction(),
-            any::<u32>()
+            any::<u32>(),
+            prop::option::of(position()),
         )
-            .prop_map(|(stream, from, direction, max_count)| Request::ReadStream(
-                ReadStream {
+            .prop_map(|(stream, from, direction, max_count, min_position)| {
+                Request::ReadStream(ReadStream {
                     stream,
                     from,
                     direction,
                     max_count,
-                }
-            )),
-        (prop::option::of(position()), direction(), any::<u32>()).prop_map(
-            |(from, direction, max_count)| Request::ReadAll(ReadAll {
-                from,
-                direction,
-                max_count,
-            })
-        ),
+                    min_position,
+                })
+            }),
+        (
+            prop::option::of(position()),
+            direction(),
+            any::<u32>(),
+            prop::option::of(position()),
+        )
+            .prop_map(|(from, direction, max_count, min_position)| {
+                Request::ReadAll(ReadAll {
+                    from,
+                    direction,
+                    max_count,
+                    min_position,
+                })
+            }),
         (text(), from(version()), any::<u32>()).prop_map(|(stream, from, initial_credit)| {
             Request::Subscribe(Subscribe {
                 target: SubscriptionTarget::Stream { stream, from },
@@ -1124,6 +1133,7 @@ fn missing_optional_fields_default() {
             from: None,
             direction: Direction::Forward,
             max_count: 10,
+            min_position: None
         })
     );
 }

@@ -15,7 +15,39 @@ use crate::net::outbox::{Covered, Room};
 use logbook_protocol::RecordedEvent;
 use logbook_storage::{ReadError, ReadLimit, Store};
 
+/// How long a read waits for its `min_position`.
+const MIN_POSITION_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Connection {
+    /// Waits until the log holds every event before `min` (a cluster
+    /// follower applying what the leader committed), at most
+    /// [`MIN_POSITION_WAIT`]; past it, answers `ServerBusy` and says
+    /// `false`. This connection's other requests wait meanwhile, as they
+    /// do for any read.
+    async fn reached(&self, opcode: Opcode, corr_id: u32, min: Option<LogPosition>) -> bool {
+        let Some(min) = min else { return true };
+        let mut head = self.shared.store.watch_head();
+        let waited = tokio::time::timeout(MIN_POSITION_WAIT, head.wait_for(|h| *h >= min.0)).await;
+        match waited {
+            Ok(Ok(_)) => true,
+            _ => {
+                self.send_error(
+                    opcode,
+                    corr_id,
+                    ErrorReply::new(
+                        ErrorCode::ServerBusy,
+                        format!(
+                            "this server's log has {} events and did not reach position {} within {MIN_POSITION_WAIT:?}",
+                            self.shared.store.head().0,
+                            min.0
+                        ),
+                    ),
+                );
+                false
+            }
+        }
+    }
+
     /// Reads a stream; a stream with no events is `StreamNotFound`. With
     /// `max_count` 0 the engine reads no event but still says where the
     /// read would start (`next`) and where the stream ends.
@@ -27,6 +59,9 @@ impl Connection {
                 corr_id,
                 ErrorReply::new(ErrorCode::BadRequest, e.to_string()),
             );
+            return;
+        }
+        if !self.reached(opcode, corr_id, r.min_position).await {
             return;
         }
         let (stream, from, direction) = (r.stream.clone(), r.from, r.direction);
@@ -73,6 +108,9 @@ impl Connection {
     /// Reads the global log.
     pub(in crate::net) async fn read_all(&self, corr_id: u32, r: ReadAll) {
         let opcode = Opcode::ReadAll;
+        if !self.reached(opcode, corr_id, r.min_position).await {
+            return;
+        }
         if r.max_count == 0 {
             self.send(corr_id, opcode, &Response::ReadAllOk(self.empty_page(r)));
             return;
