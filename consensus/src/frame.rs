@@ -55,10 +55,18 @@ pub fn read_all(bytes: &[u8]) -> Read<'_> {
     }
 }
 
-/// Valid frames starting at any offset at or past `from` (a byte-by-byte
-/// scan: for damaged files only).
-pub fn scan(bytes: &[u8], from: usize) -> impl Iterator<Item = (usize, &[u8])> {
-    (from..bytes.len()).filter_map(move |i| bytes.get(i..).and_then(at).map(|(p, _)| (i, p)))
+/// Valid frames of at most `max_payload` bytes starting at any offset at or
+/// past `from` (a byte-by-byte scan, for damaged files only; the bound
+/// keeps it linear: each offset costs at most one checksum of
+/// `max_payload` bytes, whatever length field the bytes there hold).
+pub fn scan(bytes: &[u8], from: usize, max_payload: usize) -> impl Iterator<Item = (usize, &[u8])> {
+    (from..bytes.len()).filter_map(move |i| {
+        let len = u32::from_le_bytes(bytes.get(i..i + 4)?.try_into().ok()?) as usize;
+        if len > max_payload {
+            return None;
+        }
+        bytes.get(i..).and_then(at).map(|(p, _)| (i, p))
+    })
 }
 
 #[cfg(test)]
@@ -98,7 +106,7 @@ mod tests {
         damaged[HEADER] ^= 1;
         let r = read_all(&damaged);
         assert_eq!((r.frames.len(), r.valid_len), (0, 0));
-        let found: Vec<_> = scan(&damaged, 1).collect();
+        let found: Vec<_> = scan(&damaged, 1, MAX_PAYLOAD).collect();
         assert_eq!(
             found,
             [(HEADER + 3, &b"two"[..]), (2 * HEADER + 6, b"three")]
@@ -106,7 +114,7 @@ mod tests {
         let mut zeros = whole.clone();
         zeros.extend_from_slice(&[0; 100]);
         assert_eq!(read_all(&zeros).valid_len, whole.len());
-        assert_eq!(scan(&zeros, whole.len()).count(), 0);
+        assert_eq!(scan(&zeros, whole.len(), MAX_PAYLOAD).count(), 0);
         let mut big = (MAX_PAYLOAD as u32 + 1).to_le_bytes().to_vec();
         big.extend_from_slice(&[0; 4]);
         assert!(at(&big).is_none());

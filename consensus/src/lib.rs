@@ -45,6 +45,11 @@ pub fn config() -> std::sync::Arc<openraft::Config> {
         election_timeout_max: 1200,
         heartbeat_interval: 150,
         enable_pre_vote: Some(true),
+        // No snapshots until the engine's (its sealed segments) are built:
+        // openraft's default would ask for one every 5,000 entries, and a
+        // failed snapshot stops the node (every node at the same entry).
+        // Until then the Raft log keeps every entry.
+        snapshot_policy: openraft::SnapshotPolicy::Never,
         ..Default::default()
     };
     // The values above always validate.

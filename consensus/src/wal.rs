@@ -151,6 +151,8 @@ impl State {
         if self.committed.is_some() {
             out.push(Record::Committed(self.committed));
         }
+        // Appends of 1,024 entries (cut further by `encode_appends` when
+        // that is too many bytes).
         let entries: Vec<Entry> = self.entries.values().cloned().collect();
         for chunk in entries.chunks(1024) {
             out.push(Record::Append(chunk.to_vec()));
@@ -159,10 +161,47 @@ impl State {
     }
 }
 
+/// Largest payload of a batch marker (a variant tag and a u64, in
+/// MessagePack: at most about 20 bytes).
+const MARKER_BYTES: usize = 64;
+
+/// Largest record written: half what a reader accepts
+/// ([`frame::MAX_PAYLOAD`]), so that whatever is written reads back. An
+/// append of more is written as several records.
+const MAX_RECORD_BYTES: usize = frame::MAX_PAYLOAD / 2;
+
 fn encode(record: &Record, out: &mut Vec<u8>) -> io::Result<()> {
     let payload = rmp_serde::to_vec(record).map_err(io::Error::other)?;
     frame::encode(&payload, out);
     Ok(())
+}
+
+/// `entries` as append records of at most [`MAX_RECORD_BYTES`] each,
+/// framed into `out`; each record with its framed size. One entry past the
+/// limit is refused (the engine's batches are far smaller).
+fn encode_appends(entries: Vec<Entry>, out: &mut Vec<u8>) -> io::Result<Vec<(Record, u64)>> {
+    let record = Record::Append(entries);
+    let payload = rmp_serde::to_vec(&record).map_err(io::Error::other)?;
+    if payload.len() <= MAX_RECORD_BYTES {
+        frame::encode(&payload, out);
+        return Ok(vec![(record, (payload.len() + frame::HEADER) as u64)]);
+    }
+    let Record::Append(mut entries) = record else {
+        unreachable!("built as an append above")
+    };
+    if entries.len() == 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "a Raft entry of {} bytes is past the record limit of {MAX_RECORD_BYTES}",
+                payload.len()
+            ),
+        ));
+    }
+    let second = entries.split_off(entries.len() / 2);
+    let mut records = encode_appends(entries, out)?;
+    records.extend(encode_appends(second, out)?);
+    Ok(records)
 }
 
 fn decode(payload: &[u8]) -> io::Result<Record> {
@@ -374,7 +413,9 @@ impl Wal {
         file.read_exact_at(&mut bytes, 0)?;
         let read = frame::read_all(&bytes);
         if read.valid_len < bytes.len() {
-            if let Some((at, _)) = frame::scan(&bytes, read.valid_len + 1).find(
+            // Batch markers are tiny: only frames that small are candidates,
+            // which keeps the scan linear in the tail.
+            if let Some((at, _)) = frame::scan(&bytes, read.valid_len + 1, MARKER_BYTES).find(
                 |(at, p)| matches!(decode(p), Ok(Record::Batch(start)) if start == *at as u64),
             ) {
                 return Err(io::Error::new(
@@ -422,19 +463,32 @@ impl Wal {
     /// under the state lock, so the file's order is the state's.
     fn change(&self, record: Record, done: Done) -> io::Result<()> {
         let mut bytes = Vec::new();
-        encode(&record, &mut bytes)?;
-        let n = bytes.len() as u64;
+        let records = match record {
+            Record::Append(entries) => encode_appends(entries, &mut bytes)?,
+            record => {
+                encode(&record, &mut bytes)?;
+                let n = bytes.len() as u64;
+                vec![(record, n)]
+            }
+        };
         let mut state = self.state.lock();
-        state.apply(record, n);
+        for (record, n) in records {
+            state.apply(record, n);
+        }
         let mut file_bytes = self.file_bytes.lock();
-        *file_bytes += n;
+        *file_bytes += bytes.len() as u64;
         self.jobs
             .send(Job::Write(bytes, done))
             .map_err(|_| io::Error::other("the Raft log's writer has stopped"))?;
         if *file_bytes > self.compact_bytes && *file_bytes > 2 * state.live_bytes {
             let mut records = Vec::new();
             for r in state.rewrite() {
-                encode(&r, &mut records)?;
+                match r {
+                    Record::Append(entries) => {
+                        encode_appends(entries, &mut records)?;
+                    }
+                    r => encode(&r, &mut records)?,
+                }
             }
             *file_bytes = records.len() as u64;
             self.jobs
@@ -541,7 +595,10 @@ impl RaftLogStorage<C> for Wal {
     }
 
     async fn truncate_after(&mut self, last: Option<LogId>) -> Result<(), io::Error> {
-        self.change(Record::TruncateAfter(last), Done::Nothing)
+        // Durable before it returns: openraft may next install a snapshot
+        // in the state machine (durable on its own path), and entries that
+        // conflict with it must not come back after a crash.
+        self.sync(Record::TruncateAfter(last)).await
     }
 
     async fn purge(&mut self, upto: LogId) -> Result<(), io::Error> {

@@ -1,0 +1,436 @@
+//! What a review of the consensus crate found (2026-12-03), each a test
+//! that failed before its fix: a re-applied batch deciding a refused
+//! append again (see also `replay.rs`), snapshots asked of an engine that
+//! cannot make them stopping every node after 5,000 entries, append and
+//! rewrite records past what a reader accepts, a truncation not durable
+//! before a snapshot install, and a quadratic recovery scan.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use logbook_consensus::sm::StateMachine;
+use logbook_consensus::store_log::StoreLog;
+use logbook_consensus::{Command, EventData, ExpectedVersion, TypeConfig};
+use logbook_protocol::{Direction, StreamVersion};
+use logbook_storage::fs::{CrashMode, Fault, MemFs};
+use logbook_storage::{Store, StoreConfig};
+use openraft::entry::RaftEntry;
+use openraft::storage::RaftStateMachine;
+
+type C = TypeConfig;
+type LogId = openraft::alias::LogIdOf<C>;
+type Entry = openraft::alias::EntryOf<C>;
+
+fn log_id(term: u64, index: u64) -> LogId {
+    LogId::new(
+        openraft::impls::leader_id_adv::LeaderId { term, node_id: 1 },
+        index,
+    )
+}
+
+fn append(stream: &str, expected: ExpectedVersion, id: u8, at: i64) -> Command {
+    Command::Append {
+        stream: stream.into(),
+        expected,
+        events: vec![EventData {
+            id: [id; 16],
+            event_type: "t".into(),
+            metadata: bytes::Bytes::new(),
+            data: bytes::Bytes::from(vec![id]),
+        }],
+        timestamp_us: at,
+    }
+}
+
+async fn apply(sm: &mut StateMachine<StoreLog>, entries: &[Entry]) -> std::io::Result<()> {
+    let items: Vec<_> = entries.iter().cloned().map(|e| Ok((e, None))).collect();
+    sm.apply(futures::stream::iter(items)).await
+}
+
+fn events(store: &Store) -> Vec<(String, u64, u64, [u8; 16], i64)> {
+    store
+        .read_all(None, Direction::Forward, 1000)
+        .unwrap()
+        .events
+        .into_iter()
+        .map(|e| {
+            (
+                e.stream.as_str().to_owned(),
+                e.version.0,
+                e.position.0,
+                e.id.0,
+                e.timestamp_us,
+            )
+        })
+        .collect()
+}
+
+/// A batch of two committed appends: the first is refused (the stream is
+/// not at version 0 yet), the second creates the stream at version 0. The
+/// engine makes the second durable, then the process dies before sm.meta is
+/// written. After the restart openraft re-applies both: the engine's dedup
+/// recognises the second (same ids), but the first is no longer refused
+/// (the stream IS at version 0 now) and is written. This replica now holds
+/// an event no other replica has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_reapplied_after_a_crash_leaves_what_the_first_run_did() {
+    let entries = vec![
+        Entry::new_normal(
+            log_id(1, 1),
+            append("s", ExpectedVersion::Exact(StreamVersion(0)), 1, 1_000),
+        ),
+        Entry::new_normal(
+            log_id(1, 2),
+            append("s", ExpectedVersion::NoStream, 2, 2_000),
+        ),
+    ];
+
+    // A replica that never crashed.
+    let dir = tempfile::tempdir().unwrap();
+    let good = Store::open(StoreConfig::new(dir.path().join("good"))).unwrap();
+    let mut sm = StateMachine::open(
+        Arc::new(MemFs::new()),
+        Path::new("/sm"),
+        StoreLog::new(good.clone()),
+    )
+    .unwrap();
+    apply(&mut sm, &entries).await.unwrap();
+    let expected = events(&good);
+    assert_eq!(expected.len(), 1, "only the second append is written");
+
+    // A replica that crashes between the engine's sync and sm.meta.
+    let fs = MemFs::new();
+    let path = dir.path().join("crashed");
+    let store = Store::open(StoreConfig::new(&path)).unwrap();
+    let mut sm = StateMachine::open(
+        Arc::new(fs.clone()),
+        Path::new("/sm"),
+        StoreLog::new(store.clone()),
+    )
+    .unwrap();
+    fs.fail_writes_after(0, Fault::Eio); // sm.meta's write fails: the node stops
+    assert!(apply(&mut sm, &entries).await.is_err());
+    drop(sm);
+    store.close().unwrap();
+    drop(store);
+
+    // Restart: applied is None again, openraft re-applies 1..=2.
+    let fs = fs.crash(CrashMode::DropUnsynced);
+    let store = Store::open(StoreConfig::new(&path)).unwrap();
+    let mut sm = StateMachine::open(
+        Arc::new(fs.clone()),
+        Path::new("/sm"),
+        StoreLog::new(store.clone()),
+    )
+    .unwrap();
+    assert_eq!(sm.applied_state().await.unwrap().0, None);
+    apply(&mut sm, &entries).await.unwrap();
+    assert_eq!(
+        events(&store),
+        expected,
+        "the re-applied batch must leave the same events as on a replica that never crashed"
+    );
+}
+
+mod common;
+
+/// openraft's install of a snapshot on a follower whose log conflicts with
+/// it: (1) `truncate_after(local committed)`, (2) the state machine installs
+/// the snapshot (sm.meta durable: applied = (t2,10)), (3) `purge(t2,10)`.
+/// When `truncate_after` returned before its record was durable (and did
+/// not report a failed write), a power cut after (2) left the conflicting
+/// entries (t1, 5..=12) beside applied = (t2,10), which openraft's
+/// start-up refuses as a corrupt store. Now it waits for its sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_cut_during_a_snapshot_install_leaves_a_node_that_starts() {
+    use logbook_consensus::wal::Wal;
+    use openraft::RaftSnapshotBuilder;
+    use openraft::storage::{IOFlushed, RaftLogStorage};
+    use openraft::type_config::TypeConfigExt;
+    type Vote = openraft::alias::VoteOf<C>;
+
+    // The snapshot, as a leader would send it.
+    let leader_fs = MemFs::new();
+    let mut leader = StateMachine::open(
+        Arc::new(leader_fs),
+        Path::new("/sm"),
+        common::FileLog::memory(),
+    )
+    .unwrap();
+    let items = vec![Ok((Entry::new_blank(log_id(2, 10)), None))];
+    leader.apply(futures::stream::iter(items)).await.unwrap();
+    let snapshot = leader
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    assert_eq!(snapshot.meta.last_log_id, Some(log_id(2, 10)));
+
+    // The follower: entries (t1,1..=12) flushed, committed (t1,4).
+    let log_fs = MemFs::new();
+    let sm_fs = MemFs::new();
+    let mut wal = Wal::open(Arc::new(log_fs.clone()), Path::new("/raft")).unwrap();
+    let entries: Vec<Entry> = (1..=12).map(|i| Entry::new_blank(log_id(1, i))).collect();
+    let (tx, rx) = C::oneshot();
+    wal.append(entries, IOFlushed::signal(tx)).await.unwrap();
+    rx.await.unwrap().unwrap();
+    wal.save_committed(Some(log_id(1, 4))).await.unwrap();
+    wal.save_vote(&Vote::new_committed(2, 2)).await.unwrap();
+    let mut sm = StateMachine::open(
+        Arc::new(sm_fs.clone()),
+        Path::new("/sm"),
+        common::FileLog::memory(),
+    )
+    .unwrap();
+
+    // A failed write of the truncation is reported (openraft then stops
+    // the node before it installs anything)...
+    log_fs.fail_writes_after(0, Fault::Eio);
+    assert!(
+        wal.truncate_after(Some(log_id(1, 4))).await.is_err(),
+        "a failed truncation is reported"
+    );
+    drop(wal);
+    let log_fs = log_fs.crash(CrashMode::DropUnsynced);
+    let mut wal = Wal::open(Arc::new(log_fs.clone()), Path::new("/raft")).unwrap();
+    // ... and one that returned is durable: the snapshot installed after
+    // it, a power cut before the purge is synced leaves a node that starts.
+    wal.truncate_after(Some(log_id(1, 4))).await.unwrap();
+    sm.install_snapshot(&snapshot.meta, snapshot.snapshot)
+        .await
+        .unwrap();
+    wal.purge(log_id(2, 10)).await.unwrap();
+
+    // Power cut, restart.
+    drop(wal);
+    drop(sm);
+    let log_fs = log_fs.crash(CrashMode::DropUnsynced);
+    let sm_fs = sm_fs.crash(CrashMode::DropUnsynced);
+    let mut wal = Wal::open(Arc::new(log_fs), Path::new("/raft")).unwrap();
+    let mut sm =
+        StateMachine::open(Arc::new(sm_fs), Path::new("/sm"), common::FileLog::memory()).unwrap();
+    let state = openraft::StorageHelper::new(&mut wal, &mut sm)
+        .with_id(2)
+        .get_initial_state()
+        .await;
+    assert!(
+        state.is_ok(),
+        "the node restarts after a power cut during a snapshot install: {:?}",
+        state.err()
+    );
+}
+
+/// openraft's default snapshot policy (LogsSinceLast(5000), which
+/// `config()` keeps) asks the state machine for a snapshot after 5000
+/// applied entries; StoreLog's `snapshot` refuses, `build_snapshot` returns
+/// that error, and openraft treats a failed snapshot build as a fatal
+/// storage error: the node stops. Every replica reaches the threshold at
+/// the same entries, so a whole cluster of the engine stops after ~5000
+/// appends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_node_goes_past_5000_appends() {
+    use logbook_consensus::local::Router;
+    use logbook_consensus::wal::Wal;
+    use logbook_consensus::{Member, Raft, config};
+    use logbook_storage::fs::OsFs;
+
+    let dir = tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap());
+    let vfs = Arc::new(OsFs);
+    let store = Store::open(StoreConfig::new(dir.path().join("events"))).unwrap();
+    let wal = Wal::open(vfs.clone(), &dir.path().join("raft")).unwrap();
+    let sm = StateMachine::open(vfs, &dir.path().join("sm"), StoreLog::new(store.clone())).unwrap();
+    let router: Router<StoreLog> = Router::default();
+    let raft: Raft<StoreLog> = Raft::new(1, config(), router.network(1), wal, sm)
+        .await
+        .unwrap();
+    router.add(1, raft.clone());
+    raft.initialize(std::collections::BTreeMap::from([(1, Member::default())]))
+        .await
+        .unwrap();
+    raft.wait(Some(std::time::Duration::from_secs(10)))
+        .state(openraft::ServerState::Leader, "leader")
+        .await
+        .unwrap();
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let raft = raft.clone();
+            let next = Arc::clone(&next);
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= 5200 {
+                        return Ok(());
+                    }
+                    let mut id = [0u8; 16];
+                    id[..8].copy_from_slice(&(i + 1).to_le_bytes());
+                    let cmd = Command::Append {
+                        stream: format!("s{}", i % 7),
+                        expected: ExpectedVersion::Any,
+                        events: vec![EventData {
+                            id,
+                            event_type: "t".into(),
+                            metadata: bytes::Bytes::new(),
+                            data: bytes::Bytes::from(i.to_le_bytes().to_vec()),
+                        }],
+                        timestamp_us: 1_700_000_000_000_000 + i as i64,
+                    };
+                    if let Err(e) = raft.client_write(cmd).await {
+                        return Err(format!("append {i}: {e}"));
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut errors = Vec::new();
+    for t in tasks {
+        if let Err(e) = t.await.unwrap() {
+            errors.push(e);
+        }
+    }
+    assert!(
+        errors.is_empty(),
+        "{} writers failed, e.g. {:?}",
+        errors.len(),
+        errors.first()
+    );
+    raft.shutdown().await.unwrap();
+}
+
+fn big_entry(index: u64, size: usize) -> Entry {
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&index.to_le_bytes());
+    Entry::new_normal(
+        log_id(1, index),
+        Command::Append {
+            stream: "big".into(),
+            expected: ExpectedVersion::Any,
+            events: vec![EventData {
+                id,
+                event_type: "t".into(),
+                metadata: bytes::Bytes::new(),
+                data: bytes::Bytes::from(vec![0xA5; size]),
+            }],
+            timestamp_us: 0,
+        },
+    )
+}
+
+async fn indexes(wal: &mut logbook_consensus::wal::Wal) -> Vec<u64> {
+    use openraft::RaftLogReader;
+    use openraft::storage::RaftLogStorage;
+    let mut r = wal.get_log_reader().await;
+    r.try_get_log_entries(0..)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.index())
+        .collect()
+}
+
+/// One `append` of entries whose record is past frame::MAX_PAYLOAD (64 MiB:
+/// here 5 entries of 14 MiB, each within the engine's 15 MiB batch limit;
+/// openraft hands the leader's log up to 4096 entries per append, with no
+/// byte limit): written, synced, reported flushed; after a restart the
+/// reader takes the frame's length for damage, finds no later batch, and
+/// cuts it as a torn tail. Entries reported flushed are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_past_64_mib_survive_a_restart() {
+    use logbook_consensus::wal::Wal;
+    use openraft::storage::{IOFlushed, RaftLogStorage};
+    use openraft::type_config::TypeConfigExt;
+    let fs = MemFs::new();
+    let mut wal = Wal::open(Arc::new(fs.clone()), Path::new("/raft")).unwrap();
+    let (tx, rx) = C::oneshot();
+    wal.append(vec![big_entry(1, 1000)], IOFlushed::signal(tx))
+        .await
+        .unwrap();
+    rx.await.unwrap().unwrap();
+    let entries: Vec<Entry> = (2..=6).map(|i| big_entry(i, 14 << 20)).collect();
+    let (tx, rx) = C::oneshot();
+    wal.append(entries, IOFlushed::signal(tx)).await.unwrap();
+    rx.await.unwrap().expect("reported flushed");
+    drop(wal);
+    let fs = fs.crash(CrashMode::DropUnsynced);
+    let mut wal = Wal::open(Arc::new(fs), Path::new("/raft")).unwrap();
+    assert_eq!(
+        indexes(&mut wal).await,
+        vec![1, 2, 3, 4, 5, 6],
+        "every entry reported flushed survives a restart"
+    );
+}
+
+/// A rewrite packs 1024 entries per record: 1024 entries of 70 KB make a
+/// record past frame::MAX_PAYLOAD. After the rewrite (synced, renamed, dir
+/// synced) a restart cuts that record and everything after it as a torn
+/// tail (or, once a later batch follows, refuses the whole log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewrite_of_many_70kb_entries_survives_a_restart() {
+    use logbook_consensus::wal::{FILE, Wal};
+    use openraft::storage::{IOFlushed, RaftLogStorage};
+    use openraft::type_config::TypeConfigExt;
+    let fs = MemFs::new();
+    let path = Path::new("/raft").join(FILE);
+    let mut wal =
+        Wal::open_compacting_at(Arc::new(fs.clone()), Path::new("/raft"), 1 << 20).unwrap();
+    for chunk in 0..210u64 {
+        let entries: Vec<Entry> = (chunk * 10..chunk * 10 + 10)
+            .map(|i| big_entry(i, 70_000))
+            .collect();
+        let (tx, rx) = C::oneshot();
+        wal.append(entries, IOFlushed::signal(tx)).await.unwrap();
+        rx.await.unwrap().unwrap();
+    }
+    let before = fs.read_file(&path).unwrap().len();
+    // Purging the first 1060 triggers the rewrite (the file is more than
+    // twice what is live).
+    wal.purge(log_id(1, 1059)).await.unwrap();
+    let started = std::time::Instant::now();
+    while fs.read_file(&path).unwrap().len() >= before / 2 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "no rewrite"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let live = indexes(&mut wal).await;
+    assert_eq!(live.len(), 1040);
+    drop(wal);
+    let fs = fs.crash(CrashMode::DropUnsynced);
+    let mut wal = Wal::open(Arc::new(fs), Path::new("/raft")).expect("the log reopens");
+    assert_eq!(
+        indexes(&mut wal).await.len(),
+        live.len(),
+        "the rewritten log holds the entries it was rewritten with"
+    );
+}
+
+/// Recovery's search for a later batch marker (frame::scan from the first
+/// bad frame to the end of the file) computes a CRC over up to `len` bytes
+/// at every byte offset whose length field fits in what is left: quadratic
+/// in the torn tail. Here 4 MiB of random bytes (an unsynced batch of
+/// binary event payloads, torn): reported in seconds; a 16 MiB batch
+/// (MAX_BATCH) costs about 16 times as much.
+#[test]
+fn the_recovery_scan_of_a_torn_tail_is_linear() {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let n = 4 << 20;
+    let bytes: Vec<u8> = (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Payload bytes of an ordinary binary encoding: mostly small.
+            (x % 16) as u8
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let found = logbook_consensus::frame::scan(&bytes, 1, 64).count();
+    let took = started.elapsed();
+    eprintln!("scan of {n} bytes: {took:?}, {found} frames");
+    assert!(
+        took < std::time::Duration::from_secs(1),
+        "scan of a 4 MiB torn tail took {took:?}"
+    );
+}
