@@ -82,6 +82,9 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// The longest wait between two attempts while a cluster fails over.
+const FAILOVER_POLL: Duration = Duration::from_millis(100);
+
 /// Client-side check of a stream name (the server's rule).
 pub(crate) fn check_stream(stream: &str) -> Result<()> {
     validate_stream_name(stream).map_err(|e| Error::BadRequest(e.to_string()))
@@ -1015,6 +1018,13 @@ impl Client {
                             policy.delay(failed)
                         }
                         _ => policy.delay(failed),
+                    };
+                    // A cluster elects a new leader in about 2 s: ask
+                    // often enough to find it soon after.
+                    let delay = if self.fails_over(&e) {
+                        delay.min(FAILOVER_POLL)
+                    } else {
+                        delay
                     };
                     debug!(error = %e, failed, ?delay, opcode = ?request.opcode(), "retrying");
                     tokio::time::sleep(delay).await;

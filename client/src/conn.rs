@@ -230,10 +230,30 @@ impl Drop for Connection {
 }
 
 impl Connection {
+    /// Opens a connection to the first of `addrs` that completes the
+    /// handshake (a node of a cluster that accepts and then dies, or is
+    /// shutting down, is passed over for the next), each attempt bounded by
+    /// the connect timeout. An answer that would be the same from every
+    /// address (a refused login, say) ends the search.
+    pub(crate) async fn open(addrs: &[SocketAddr], options: &ClientOptions) -> Result<Connection> {
+        if options.connector.is_some() || addrs.len() <= 1 {
+            return Connection::open_one(addrs, options).await;
+        }
+        let mut failure = None;
+        for addr in addrs {
+            match Connection::open_one(std::slice::from_ref(addr), options).await {
+                Ok(c) => return Ok(c),
+                Err(e) if e.is_retryable() || matches!(e, Error::Timeout) => failure = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(failure.unwrap_or(Error::Disconnected))
+    }
+
     /// Connects to the first of `addrs` that accepts, says Hello and waits
     /// for `HelloOk`, then starts the reader and writer tasks. The whole
     /// exchange is bounded by the connect timeout.
-    pub(crate) async fn open(addrs: &[SocketAddr], options: &ClientOptions) -> Result<Connection> {
+    async fn open_one(addrs: &[SocketAddr], options: &ClientOptions) -> Result<Connection> {
         let attempt = async {
             if let Some(connector) = &options.connector {
                 let mut s = connector.open().await.map_err(Error::Connect)?;

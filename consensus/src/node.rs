@@ -130,7 +130,7 @@ pub struct Status {
     pub last_index: u64,
     /// The last committed index this node knows of.
     pub committed: u64,
-    /// The last index applied to the event log.
+    /// The last index whose effects the event log holds durably.
     pub applied: u64,
     /// The members, by id.
     pub members: Vec<MemberStatus>,
@@ -152,6 +152,8 @@ impl Status {
 /// A running node.
 pub struct Node {
     raft: crate::Raft<StoreLog>,
+    /// The last index whose effects the event log holds durably.
+    durable: tokio::sync::watch::Receiver<u64>,
     id: u64,
     members: BTreeMap<u64, Member>,
     server: tokio::task::JoinHandle<()>,
@@ -193,6 +195,7 @@ impl Node {
         let vfs: Arc<dyn Vfs> = Arc::new(OsFs);
         let wal = Wal::open(Arc::clone(&vfs), &config.dir.join("log"))?;
         let sm = StateMachine::open(vfs, &config.dir.join("sm"), StoreLog::new(store))?;
+        let durable = sm.durable();
         let identity = Arc::new(Identity {
             cluster: config.cluster.clone(),
             node: config.id,
@@ -223,6 +226,7 @@ impl Node {
         }
         Ok(Node {
             raft,
+            durable,
             id: config.id,
             members: config.members,
             server,
@@ -308,7 +312,7 @@ impl Node {
             leader: m.current_leader,
             last_index: m.last_log_index.unwrap_or(0),
             committed: m.local_committed.map_or(0, |l| l.index()),
-            applied: m.last_applied.map_or(0, |l| l.index()),
+            applied: *self.durable.borrow(),
             members,
             stopped: m.running_state.as_ref().err().map(|e| e.to_string()),
         }

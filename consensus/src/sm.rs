@@ -26,6 +26,7 @@ use logbook_storage::fs::{OpenMode, Vfs};
 use openraft::entry::RaftEntry;
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, RaftSnapshotBuilder};
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::{Command, Outcome, TypeConfig, frame};
@@ -94,15 +95,154 @@ struct Stored {
 
 /// The state machine of one node.
 pub struct StateMachine<L: EventLog> {
-    vfs: Arc<dyn Vfs>,
-    dir: PathBuf,
     log: L,
+    /// What openraft has handed to the event log (applied, membership),
+    /// and the head the replay rule compares (see [`StateMachine::apply`]).
     meta: Meta,
+    /// What the event log holds durably, and its record in `sm.meta`.
+    record: Arc<Mutex<Record>>,
+    /// Appends handed to the event log, in order, for the completion task
+    /// to await, answer and record.
+    completions: Option<tokio::sync::mpsc::UnboundedSender<Completion>>,
+    /// Why the completion task stopped recording (a disk failure): the
+    /// node must stop.
+    failed: Arc<Mutex<Option<String>>>,
     current: Option<Arc<Stored>>,
     /// The event log's head when the node started: while the entries
     /// re-applied have not reached it, the event log holds the effects of
     /// entries past the recorded `applied` (see [`StateMachine::apply`]).
     replay_until: u64,
+}
+
+/// How often, at most, `sm.meta` is rewritten while entries are applied
+/// (and how long after the last one it is rewritten when the node goes
+/// idle). Recording less often costs only a longer replay after a crash.
+const RECORD_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The durable side: what the event log holds for certain (every entry up
+/// to `meta.applied` has its effects in it, and its head after them is
+/// `meta.head`), and its file.
+struct Record {
+    vfs: Arc<dyn Vfs>,
+    dir: PathBuf,
+    meta: Meta,
+    /// `meta` changed since it was last written.
+    dirty: bool,
+    saved: std::time::Instant,
+    /// The index of the last entry whose effects are durable.
+    durable: tokio::sync::watch::Sender<u64>,
+}
+
+impl Record {
+    fn save(&mut self) -> io::Result<()> {
+        let payload = rmp_serde::to_vec(&self.meta).map_err(io::Error::other)?;
+        write_one(self.vfs.as_ref(), &self.dir, META, &payload)?;
+        self.dirty = false;
+        self.saved = std::time::Instant::now();
+        Ok(())
+    }
+}
+
+/// An entry on its way to the record.
+enum Completion {
+    Entry {
+        log_id: LogId,
+        membership: Option<Box<StoredMembership>>,
+        outcome: Result<Outcome, Pending>,
+        responder: Option<openraft::storage::ApplyResponder<C>>,
+    },
+    /// Answered once everything before it is recorded and written.
+    Flush(tokio::sync::oneshot::Sender<io::Result<()>>),
+}
+
+/// Awaits each entry's outcome in order (the event log's durability),
+/// answers its client, records it, and rewrites `sm.meta` at most every
+/// [`RECORD_EVERY`]. A failure stops the recording for good; the next
+/// apply reports it.
+async fn complete(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Completion>,
+    record: Arc<Mutex<Record>>,
+    failed: Arc<Mutex<Option<String>>>,
+) {
+    let fail = |e: &io::Error| {
+        failed.lock().get_or_insert_with(|| e.to_string());
+    };
+    loop {
+        let job = match tokio::time::timeout(RECORD_EVERY, rx.recv()).await {
+            Ok(job) => job,
+            // Idle: what is recorded goes to disk.
+            Err(_) => {
+                let mut r = record.lock();
+                if r.dirty
+                    && failed.lock().is_none()
+                    && let Err(e) = r.save()
+                {
+                    fail(&e);
+                }
+                continue;
+            }
+        };
+        let Some(job) = job else {
+            let mut r = record.lock();
+            if r.dirty && failed.lock().is_none() {
+                let _ = r.save();
+            }
+            return;
+        };
+        match job {
+            Completion::Entry {
+                log_id,
+                membership,
+                outcome,
+                responder,
+            } => {
+                let outcome = match outcome {
+                    Ok(o) => Ok(o),
+                    Err(pending) => pending.await,
+                };
+                if failed.lock().is_some() {
+                    continue;
+                }
+                let outcome = match outcome {
+                    Ok(o) => o,
+                    Err(e) => {
+                        fail(&e);
+                        continue;
+                    }
+                };
+                {
+                    let mut r = record.lock();
+                    r.meta.applied = Some(log_id);
+                    r.durable.send_replace(log_id.index());
+                    if let Some(m) = membership {
+                        r.meta.membership = *m;
+                    }
+                    if let Outcome::Appended { last_position, .. } = outcome {
+                        r.meta.head = r.meta.head.max(last_position + 1);
+                    }
+                    r.dirty = true;
+                    if r.saved.elapsed() >= RECORD_EVERY
+                        && let Err(e) = r.save()
+                    {
+                        fail(&e);
+                    }
+                }
+                if let Some(responder) = responder {
+                    responder.send(outcome);
+                }
+            }
+            Completion::Flush(tx) => {
+                let result = match failed.lock().clone() {
+                    Some(why) => Err(io::Error::other(why)),
+                    None => {
+                        let mut r = record.lock();
+                        if r.dirty { r.save() } else { Ok(()) }
+                    }
+                };
+                let _ = tx.send(result);
+            }
+        }
+    }
 }
 
 /// Builds snapshots (openraft runs it in a task of its own): the state was
@@ -149,7 +289,7 @@ fn invalid(e: impl std::fmt::Display) -> io::Error {
 impl<L: EventLog> StateMachine<L> {
     /// Opens the state machine's files in `dir` over `log`.
     pub fn open(vfs: Arc<dyn Vfs>, dir: &Path, mut log: L) -> io::Result<StateMachine<L>> {
-        vfs.create_dir_all(dir)?;
+        crate::wal::create_dirs(vfs.as_ref(), dir)?;
         let meta: Meta = match read_one(vfs.as_ref(), &dir.join(META))? {
             Some(p) => rmp_serde::from_slice(&p).map_err(invalid)?,
             None => Meta::default(),
@@ -173,10 +313,18 @@ impl<L: EventLog> StateMachine<L> {
         }
         let replay_until = log.head();
         Ok(StateMachine {
-            vfs,
-            dir: dir.to_owned(),
             log,
+            record: Arc::new(Mutex::new(Record {
+                vfs,
+                dir: dir.to_owned(),
+                meta: meta.clone(),
+                dirty: false,
+                saved: std::time::Instant::now(),
+                durable: tokio::sync::watch::channel(meta.applied.map_or(0, |l| l.index())).0,
+            })),
             meta,
+            completions: None,
+            failed: Arc::new(Mutex::new(None)),
             current,
             replay_until,
         })
@@ -187,14 +335,49 @@ impl<L: EventLog> StateMachine<L> {
         &self.log
     }
 
-    fn save_meta(&self) -> io::Result<()> {
-        let payload = rmp_serde::to_vec(&self.meta).map_err(io::Error::other)?;
-        write_one(self.vfs.as_ref(), &self.dir, META, &payload)
+    /// A watch of the last Raft index whose effects the event log holds
+    /// durably (openraft's applied index may run ahead of it: entries are
+    /// handed over before their group commit).
+    pub fn durable(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.record.lock().durable.subscribe()
+    }
+
+    /// Waits until every entry handed to the event log is durable,
+    /// answered and recorded in `sm.meta` (snapshots start from there;
+    /// tests call it to see what was applied).
+    pub async fn flush(&mut self) -> io::Result<()> {
+        match &self.completions {
+            Some(tx) => {
+                let (done, wait) = tokio::sync::oneshot::channel();
+                tx.send(Completion::Flush(done))
+                    .map_err(|_| io::Error::other("the state machine's recorder stopped"))?;
+                wait.await
+                    .map_err(|_| io::Error::other("the state machine's recorder stopped"))?
+            }
+            None => {
+                let mut r = self.record.lock();
+                if r.dirty { r.save() } else { Ok(()) }
+            }
+        }
+    }
+
+    /// Sets the durable record to this state and writes it (everything
+    /// before is flushed).
+    fn record_now(&self, meta: &Meta) -> io::Result<()> {
+        let mut r = self.record.lock();
+        r.meta = meta.clone();
+        r.durable
+            .send_replace(meta.applied.map_or(0, |l| l.index()));
+        r.save()
     }
 
     fn keep(&mut self, stored: Stored) -> io::Result<Arc<Stored>> {
         let payload = rmp_serde::to_vec(&stored).map_err(io::Error::other)?;
-        write_one(self.vfs.as_ref(), &self.dir, SNAPSHOT, &payload)?;
+        let (vfs, dir) = {
+            let r = self.record.lock();
+            (Arc::clone(&r.vfs), r.dir.clone())
+        };
+        write_one(vfs.as_ref(), &dir, SNAPSHOT, &payload)?;
         let stored = Arc::new(stored);
         self.current = Some(Arc::clone(&stored));
         Ok(stored)
@@ -230,26 +413,34 @@ impl<L: EventLog> RaftStateMachine<C> for StateMachine<L> {
             + Unpin
             + openraft::OptionalSend,
     {
-        // Each normal entry is queued on the event log as it comes and its
-        // outcome awaited after the last, so a batch shares group commits.
-        let mut answers: Vec<(Option<_>, Result<Outcome, Pending>)> = Vec::new();
+        if let Some(why) = self.failed.lock().clone() {
+            return Err(io::Error::other(format!(
+                "the event log failed to apply an entry: {why}"
+            )));
+        }
+        // Each normal entry is queued on the event log as it comes; the
+        // completion task awaits its outcome (the event log's group
+        // commit), answers the client and records it. So entries of this
+        // batch and of the next ones share group commits.
+        let mut completions = Vec::new();
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
             let log_id = entry.log_id();
+            let mut membership = None;
             let outcome = match &entry.payload {
                 EntryPayload::Blank => Ok(Outcome::None),
                 EntryPayload::Normal(command) if self.meta.head < self.replay_until => {
                     // The event log holds effects of entries past the
-                    // recorded `applied` (a crash came between its sync
-                    // and `save_meta`): those entries are re-applied in
-                    // order, each a resend answered with its first outcome,
-                    // until the head is reached. An entry whose events are
-                    // not there was refused the first time (a wrong
-                    // expected version, say): deciding it again now, with
-                    // later entries' events in the log, could accept it on
-                    // this replica only. It is skipped.
-                    // (In cluster mode the state machine is the event log's
-                    // only writer, so the head is reached.)
+                    // recorded `applied` (a crash came before they were
+                    // recorded): those entries are re-applied in order,
+                    // each a resend answered with its first outcome, until
+                    // the head is reached. An entry whose events are not
+                    // there was refused the first time (a wrong expected
+                    // version, say): deciding it again now, with later
+                    // entries' events in the log, could accept it on this
+                    // replica only. It is skipped. (In cluster mode the
+                    // state machine is the event log's only writer, so the
+                    // head is reached.)
                     match self.log.reapply(log_id.index(), command).await? {
                         Some(o) => {
                             if let Outcome::Appended { last_position, .. } = o {
@@ -272,29 +463,35 @@ impl<L: EventLog> RaftStateMachine<C> for StateMachine<L> {
                     Err(self.log.submit(log_id.index(), command).await?)
                 }
                 EntryPayload::Membership(m) => {
-                    self.meta.membership = StoredMembership::new(Some(log_id), m.clone());
+                    let m = StoredMembership::new(Some(log_id), m.clone());
+                    self.meta.membership = m.clone();
+                    membership = Some(Box::new(m));
                     Ok(Outcome::None)
                 }
             };
             self.meta.applied = Some(log_id);
-            answers.push((responder, outcome));
+            completions.push(Completion::Entry {
+                log_id,
+                membership,
+                outcome,
+                responder,
+            });
         }
-        let mut done = Vec::with_capacity(answers.len());
-        for (responder, outcome) in answers {
-            let outcome = match outcome {
-                Ok(o) => o,
-                Err(pending) => pending.await?,
-            };
-            done.push((responder, outcome));
-        }
-        // Durable before anyone hears of it.
+        // An event log whose durability is a sync (not its outcomes) makes
+        // this batch durable here, before the recorder hears of it.
         self.log.sync()?;
-        self.meta.head = self.meta.head.max(self.log.head());
-        self.save_meta()?;
-        for (responder, outcome) in done {
-            if let Some(r) = responder {
-                r.send(outcome);
-            }
+        let tx = self.completions.get_or_insert_with(|| {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(complete(
+                rx,
+                Arc::clone(&self.record),
+                Arc::clone(&self.failed),
+            ));
+            tx
+        });
+        for c in completions {
+            tx.send(c)
+                .map_err(|_| io::Error::other("the state machine's recorder stopped"))?;
         }
         Ok(())
     }
@@ -302,7 +499,8 @@ impl<L: EventLog> RaftStateMachine<C> for StateMachine<L> {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         // The state is taken here, under openraft's exclusive access, so
         // the snapshot is the state as of `applied`.
-        let stored = (|| {
+        let flushed = self.flush().await;
+        let stored = flushed.and_then(|()| {
             self.log.sync()?;
             let state = self.log.snapshot()?;
             self.meta.snapshots += 1;
@@ -311,9 +509,9 @@ impl<L: EventLog> RaftStateMachine<C> for StateMachine<L> {
                 last_log_id: last,
                 last_membership: self.meta.membership.clone(),
             };
-            self.save_meta()?;
+            self.record_now(&self.meta)?;
             self.keep(Stored { meta, state })
-        })();
+        });
         SnapshotBuilder {
             snapshot: stored
                 .map_err(|e| format!("cannot take a snapshot of the state machine: {e}")),
@@ -332,6 +530,7 @@ impl<L: EventLog> RaftStateMachine<C> for StateMachine<L> {
                 stored.meta.last_log_id, meta.last_log_id
             )));
         }
+        self.flush().await?;
         // Kept first: a crash after this installs it at the next start.
         let stored = self.keep(stored)?;
         self.log.install(&stored.state)?;
@@ -340,7 +539,7 @@ impl<L: EventLog> RaftStateMachine<C> for StateMachine<L> {
         self.replay_until = 0;
         self.meta.applied = meta.last_log_id;
         self.meta.membership = meta.last_membership.clone();
-        self.save_meta()
+        self.record_now(&self.meta)
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {

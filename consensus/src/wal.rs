@@ -356,6 +356,20 @@ fn tell(dones: Vec<Done>, result: &io::Result<()>) {
     }
 }
 
+/// Creates `dir` and any missing parents, durably: each new directory's
+/// name is synced into its parent (a first start's vote must not vanish
+/// with a directory a power cut forgot).
+pub(crate) fn create_dirs(vfs: &dyn Vfs, dir: &Path) -> io::Result<()> {
+    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !vfs.exists(d)).collect();
+    vfs.create_dir_all(dir)?;
+    for d in missing.iter().rev() {
+        if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
+            vfs.sync_dir(parent)?;
+        }
+    }
+    Ok(())
+}
+
 /// The Raft log of one node.
 pub struct Wal {
     state: Arc<Mutex<State>>,
@@ -393,7 +407,7 @@ impl Wal {
         dir: &Path,
         compact_bytes: u64,
     ) -> io::Result<Wal> {
-        vfs.create_dir_all(dir)?;
+        create_dirs(vfs.as_ref(), dir)?;
         let path = dir.join(FILE);
         // A rewrite that did not reach its rename left a partial new file.
         if vfs.exists(&dir.join(TMP)) {

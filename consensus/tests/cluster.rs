@@ -412,18 +412,23 @@ async fn schedule(seed: u64, steps: u64) -> usize {
 }
 
 /// Starts node `id` with the engine as its event log.
-async fn start_engine(dir: &Path, id: u64, router: &Router<StoreLog>) -> (Raft<StoreLog>, Store) {
+async fn start_engine(
+    dir: &Path,
+    id: u64,
+    router: &Router<StoreLog>,
+) -> (Raft<StoreLog>, Store, tokio::sync::watch::Receiver<u64>) {
     let home = home(dir, id);
     std::fs::create_dir_all(&home).unwrap();
     let vfs = Arc::new(OsFs);
     let store = Store::open(StoreConfig::new(home.join("events"))).unwrap();
     let wal = Wal::open(vfs.clone(), &home.join("raft")).unwrap();
     let sm = StateMachine::open(vfs, &home.join("sm"), StoreLog::new(store.clone())).unwrap();
+    let durable = sm.durable();
     let raft = Raft::new(id, config(), router.network(id), wal, sm)
         .await
         .unwrap();
     router.add(id, raft.clone());
-    (raft, store)
+    (raft, store, durable)
 }
 
 /// The engine as the state machine: three replicas, writers appending
@@ -436,9 +441,11 @@ async fn replicas_of_the_engine_hold_the_same_events() {
     let dir = tempfile::tempdir().unwrap();
     let router = Router::default();
     let mut stores = BTreeMap::new();
+    let mut durable = BTreeMap::new();
     for id in NODES {
-        let (_, store) = start_engine(dir.path(), id, &router).await;
+        let (_, store, d) = start_engine(dir.path(), id, &router).await;
         stores.insert(id, store);
+        durable.insert(id, d);
     }
     let first = initialize(&router).await;
     let writers = Writers::spawn(&router, 4);
@@ -459,6 +466,21 @@ async fn replicas_of_the_engine_hold_the_same_events() {
     until_acked(history, before + 50).await;
     let history = writers.stop().await;
     catch_up(&router).await;
+    // Applied entries reach the engine's disk a group commit later.
+    let (leader_id, _) = wait_for_leader(&router, None).await;
+    let last = router
+        .node(leader_id)
+        .unwrap()
+        .metrics()
+        .borrow_watched()
+        .last_log_index
+        .unwrap_or(0);
+    for d in durable.values_mut() {
+        tokio::time::timeout(Duration::from_secs(30), d.wait_for(|i| *i >= last))
+            .await
+            .expect("every engine holds every entry")
+            .unwrap();
+    }
     let logs: Vec<Vec<_>> = NODES
         .iter()
         .map(|id| {

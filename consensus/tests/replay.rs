@@ -52,6 +52,8 @@ async fn apply(sm: &mut StateMachine<StoreLog>, entries: Vec<Entry>) {
     let items: Vec<Result<_, std::io::Error>> =
         entries.into_iter().map(|e| Ok((e, None))).collect();
     sm.apply(futures::stream::iter(items)).await.unwrap();
+    // Durable and recorded.
+    sm.flush().await.unwrap();
 }
 
 fn log(store: &Store) -> Vec<(u64, u64, [u8; 16])> {

@@ -44,7 +44,9 @@ fn append(stream: &str, expected: ExpectedVersion, id: u8, at: i64) -> Command {
 
 async fn apply(sm: &mut StateMachine<StoreLog>, entries: &[Entry]) -> std::io::Result<()> {
     let items: Vec<_> = entries.iter().cloned().map(|e| Ok((e, None))).collect();
-    sm.apply(futures::stream::iter(items)).await
+    sm.apply(futures::stream::iter(items)).await?;
+    // Durable and recorded (or the recording failed).
+    sm.flush().await
 }
 
 fn events(store: &Store) -> Vec<(String, u64, u64, [u8; 16], i64)> {

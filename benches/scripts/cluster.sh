@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# A three-node cluster of logbookd from BINDIR on loopback (client ports
+# 7301-7303, replication ports 7311-7313), each over its own data directory
+# under $BENCH_DIR (default /work/benchdir: on the disk being measured; the
+# three nodes share it, as they would not in production), and what
+# BENCHMARKS.md reports of it:
+#   loads     W1, W2 (64 clients) and W3 against the leader, JSON lines in
+#             $OUT_DIR/cluster-<time>.json
+#   failover  ROUNDS times: SIGKILL the leader, time until the CLI (given
+#             the three addresses) has an append acknowledged; the node is
+#             restarted between rounds
+#   catchup   a follower is stopped, W3 appends for 10 s, the follower is
+#             started again: time until it holds the leader's events, and
+#             the log bytes it took in per second
+# usage: cluster.sh BINDIR loads|failover|catchup [ROUNDS]
+set -u
+BIN=$1; WHAT=$2; ROUNDS=${3:-5}
+BENCH_DIR=${BENCH_DIR:-/work/benchdir}; OUT_DIR=${OUT_DIR:-.}
+D=$BENCH_DIR/cluster-$$; rm -rf "$D"; mkdir -p "$D"
+MEMBERS="1=127.0.0.1:7311/127.0.0.1:7301,2=127.0.0.1:7312/127.0.0.1:7302,3=127.0.0.1:7313/127.0.0.1:7303"
+SERVERS=127.0.0.1:7301,127.0.0.1:7302,127.0.0.1:7303
+declare -A PID
+
+start() {
+    "$BIN"/logbookd --data-dir "$D/n$1" --listen "127.0.0.1:730$1" --node-id "$1" \
+        --cluster "$MEMBERS" >>"$D/n$1.log" 2>&1 &
+    PID[$1]=$!
+    for _ in $(seq 100); do grep -q "accepting" "$D/n$1.log" && return; sleep 0.1; done
+    echo "node $1 did not start" >&2; exit 1
+}
+
+stats() { "$BIN"/logbook --server "127.0.0.1:730$1" stats --json 2>/dev/null; }
+
+# The node that leads in the highest term any node knows (a deposed
+# leader may not know it yet).
+leader() {
+    for _ in $(seq 200); do
+        l=$(for i in 1 2 3; do stats "$i" | python3 -c "
+import json,sys
+try: c=json.load(sys.stdin)['cluster']
+except Exception: sys.exit()
+print(c['term'], c['role'], $i)"; done | sort -n | tail -1 | awk '$2=="leader"{print $3}')
+        if [ -n "$l" ]; then echo "$l"; return; fi
+        sleep 0.05
+    done
+    echo "no leader" >&2; exit 1
+}
+
+events() { stats "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["events"])'; }
+
+trap 'kill -9 ${PID[@]} 2>/dev/null; rm -rf "$D"' EXIT
+for i in 1 2 3; do start "$i"; done
+"$BIN"/logbook --server "$SERVERS" append warmup --type Started --data '{}' >/dev/null
+L=$(leader)
+
+case $WHAT in
+loads)
+    "$BIN"/loadgen --server "127.0.0.1:730$L" --workload w1,w2,w3 --duration 5 \
+        --fsync-probe-dir "$D" --json-only > "$OUT_DIR/cluster-$(date +%s).json" 2>"$D/lg.err" \
+        || cat "$D/lg.err" >&2
+    ;;
+failover)
+    for r in $(seq "$ROUNDS"); do
+        L=$(leader)
+        t0=$(date +%s.%N)
+        kill -9 "${PID[$L]}"
+        "$BIN"/logbook --server "$SERVERS" append failover --type Round --data "{\"round\":$r}" >/dev/null
+        t1=$(date +%s.%N)
+        echo "round $r: leader $L killed, append acknowledged after $(python3 -c "print(round(($t1-$t0)*1000))") ms"
+        start "$L"
+        # Caught up before the next round (so that any node may win).
+        want=$(events "$(leader)")
+        for _ in $(seq 200); do [ "$(events "$L")" -ge "$want" ] && break; sleep 0.05; done
+    done
+    ;;
+catchup)
+    F=$(( L % 3 + 1 ))
+    kill "${PID[$F]}"; wait "${PID[$F]}" 2>/dev/null
+    "$BIN"/loadgen --server "127.0.0.1:730$L" --workload w3 --duration 10 --warmup 0 --json-only >/dev/null 2>"$D/lg.err"
+    want=$(events "$L")
+    bytes=$(stats "$L" | python3 -c 'import json,sys; print(json.load(sys.stdin)["log_bytes"])')
+    have=$(du -sb "$D/n$F" | cut -f1)
+    t0=$(date +%s.%N)
+    start "$F"
+    while [ "$(events "$F")" -lt "$want" ]; do sleep 0.02; done
+    t1=$(date +%s.%N)
+    python3 -c "
+s=$t1-$t0; b=$bytes
+print(f'follower {$F}: {$want} events ({b/2**20:.0f} MiB of log on the leader) caught up in {s:.2f} s (start-up included): {b/2**20/s:.1f} MiB/s')"
+    ;;
+esac
