@@ -46,9 +46,14 @@ print(c['term'], c['role'], $i)"; done | sort -n | tail -1 | awk '$2=="leader"{p
     echo "no leader" >&2; exit 1
 }
 
-events() { stats "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["events"])'; }
+events() {
+    stats "$1" | python3 -c '
+import json,sys
+try: print(json.load(sys.stdin)["events"])
+except Exception: print(0)'
+}
 
-trap 'kill -9 ${PID[@]} 2>/dev/null; rm -rf "$D"' EXIT
+trap 'kill -9 ${PID[@]} 2>/dev/null; wait 2>/dev/null; rm -rf "$D"' EXIT
 for i in 1 2 3; do start "$i"; done
 "$BIN"/logbook --server "$SERVERS" append warmup --type Started --data '{}' >/dev/null
 L=$(leader)
