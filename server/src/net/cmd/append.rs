@@ -196,7 +196,17 @@ impl Connection {
             Err(e) => return self.reply_append(corr_id, Err(refusal(e)), trace),
         };
         let pending = async move {
-            match pending.await.map_err(refusal)? {
+            // Without a quorum an append would wait for ever (and hold its
+            // connection's drain at shutdown): past the bound its outcome
+            // is unknown, and the client resends it.
+            let outcome = tokio::time::timeout(REPLICATION_WAIT, pending)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ProposeError::Unknown(format!(
+                        "no quorum took it within {REPLICATION_WAIT:?}"
+                    )))
+                });
+            match outcome.map_err(refusal)? {
                 Outcome::Appended {
                     first_position,
                     first_version,
@@ -277,6 +287,9 @@ impl Connection {
         }
     }
 }
+
+/// How long a replicated append waits for a quorum.
+const REPLICATION_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The message of a `NotLeader` refusal.
 fn not_leader(leader: &Option<logbook_consensus::Member>) -> String {
