@@ -53,6 +53,9 @@ struct Inner {
     /// A cluster's leader, as the latest Hello or `NotLeader` told: tried
     /// first.
     leader: Mutex<Option<SocketAddr>>,
+    /// Talking to a cluster: given several servers, or told of members by
+    /// a Hello (a host name with several addresses is not one).
+    cluster: std::sync::atomic::AtomicBool,
     options: ClientOptions,
     /// The current connection. A `parking_lot` mutex: each call only clones
     /// the `Arc` out of it.
@@ -154,7 +157,9 @@ impl Client {
     ) -> Result<Client> {
         let mut addrs = Vec::new();
         let mut failure = None;
+        let mut given = 0;
         for server in servers {
+            given += 1;
             match tokio::net::lookup_host(server).await {
                 Ok(found) => addrs.extend(found),
                 Err(e) => failure = Some(e),
@@ -165,7 +170,11 @@ impl Client {
                 io::Error::new(io::ErrorKind::InvalidInput, "no server address")
             })));
         }
-        Client::open(addrs, options).await
+        let client = Client::open(addrs, options).await?;
+        if given > 1 {
+            client.inner.cluster.store(true, Ordering::Release);
+        }
+        Ok(client)
     }
 
     /// Opens the first connection to `addrs` (or through the connector).
@@ -176,6 +185,7 @@ impl Client {
             inner: Arc::new(Inner {
                 addrs: Mutex::new(addrs),
                 leader: Mutex::new(None),
+                cluster: std::sync::atomic::AtomicBool::new(false),
                 options,
                 current: Mutex::new(Some(conn)),
                 hello: Mutex::new(Arc::clone(&hello)),
@@ -194,6 +204,9 @@ impl Client {
     async fn learn_members(&self, hello: &HelloOk) {
         if self.inner.options.connector.is_some() {
             return;
+        }
+        if !hello.members.is_empty() {
+            self.inner.cluster.store(true, Ordering::Release);
         }
         for member in &hello.members {
             let Ok(found) = tokio::net::lookup_host(member.as_str()).await else {
@@ -218,7 +231,7 @@ impl Client {
         matches!(
             e,
             Error::NotLeader { .. } | Error::Disconnected | Error::Connect(_) | Error::ShuttingDown
-        ) && self.inner.addrs.lock().len() > 1
+        ) && self.inner.cluster.load(Ordering::Acquire)
     }
 
     /// Tries `leader` (a client address) first from now on.
