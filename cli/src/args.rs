@@ -133,6 +133,9 @@ pub(crate) enum Command {
     Erase(EraseArgs),
     /// Show the server's statistics.
     Stats,
+    /// Show every node of a cluster: its role, term and Raft indexes, and
+    /// how many entries each is behind the leader.
+    Cluster,
     /// List streams (by name prefix) with their last version, live events,
     /// deletion and metadata.
     Streams(StreamsArgs),

@@ -150,6 +150,14 @@ async fn three_processes_keep_every_acknowledged_append_through_a_leader_sigkill
     let f = Client::connect_with(cluster.clients[follower], direct())
         .await
         .unwrap();
+    // (Once it has heard from the leader: the first append needed only one
+    // follower.)
+    within(30, "the follower to know its leader", async {
+        while f.stats().await.unwrap().cluster.unwrap().leader != Some(leader as u64 + 1) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
     match f
         .append("x", ExpectedVersion::Any, vec![event(98, 0)])
         .await
@@ -311,6 +319,39 @@ async fn three_processes_keep_every_acknowledged_append_through_a_leader_sigkill
     .await;
     assert_eq!(seen, logs[0]);
     subscriber.abort();
+
+    // The CLI shows every node: one leader, the others following it.
+    let out = std::process::Command::new(logbook_tests::daemon::logbook_cli())
+        .args([
+            "--server",
+            &cluster.clients[follower].to_string(),
+            "cluster",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    let roles: Vec<&str> = rows.iter().filter_map(|r| r["role"].as_str()).collect();
+    assert_eq!(
+        roles.iter().filter(|r| **r == "leader").count(),
+        1,
+        "{rows:?}"
+    );
+    assert_eq!(
+        roles.iter().filter(|r| **r == "follower").count(),
+        2,
+        "{rows:?}"
+    );
 }
 
 /// A node's event log must hold exactly what its Raft log applied: a

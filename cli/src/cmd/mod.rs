@@ -2,6 +2,7 @@
 
 mod append;
 mod backup;
+mod cluster;
 mod groups;
 mod lifecycle;
 mod ping;
@@ -34,6 +35,24 @@ impl Ctx {
     /// Connects to the server. A server that cannot be reached fails at
     /// once (exit code 3): the first connection is attempted once.
     pub(crate) async fn connect(&self) -> Result<Client, Failure> {
+        let servers: Vec<&str> = self
+            .server
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        let first = servers.first().copied().unwrap_or(self.server.as_str());
+        let options = self.options(first)?;
+        // Several addresses: the nodes of a cluster, tried in order; the
+        // client then follows the leader.
+        Client::connect_any(servers, options)
+            .await
+            .map_err(|e| self.failed(e))
+    }
+
+    /// The client options the flags describe, for a connection to
+    /// `server` (whose host names it for TLS).
+    pub(crate) fn options(&self, server: &str) -> Result<ClientOptions, Failure> {
         let mut options = ClientOptions::default()
             .client_name(concat!("logbook-cli/", env!("CARGO_PKG_VERSION")));
         if let Some(token) = &self.auth_token {
@@ -42,21 +61,10 @@ impl Ctx {
         if let Some((user, password)) = &self.credentials {
             options = options.credentials(user.clone(), password.clone());
         }
-        let servers: Vec<&str> = self
-            .server
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect();
         if let Some(tls) = &self.tls {
-            let first = servers.first().copied().unwrap_or(self.server.as_str());
-            options = options.tls(tls.options(first)?);
+            options = options.tls(tls.options(server)?);
         }
-        // Several addresses: the nodes of a cluster, tried in order; the
-        // client then follows the leader.
-        Client::connect_any(servers, options)
-            .await
-            .map_err(|e| self.failed(e))
+        Ok(options)
     }
 
     /// A failed client call.
@@ -123,6 +131,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Scavenge(args) => scavenge::scavenge(&mut ctx, args).await,
         Command::Erase(args) => scavenge::erase(&mut ctx, args).await,
         Command::Stats => stats::run(&mut ctx).await,
+        Command::Cluster => cluster::run(&mut ctx).await,
         Command::Streams(args) => streams::run(&mut ctx, args).await,
         Command::Backup(args) => backup::run(&mut ctx, args).await,
         Command::Groups => groups::list(&mut ctx).await,
