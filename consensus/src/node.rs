@@ -152,6 +152,8 @@ impl Status {
 /// A running node.
 pub struct Node {
     raft: crate::Raft<StoreLog>,
+    /// Where it serves its peers.
+    listening: SocketAddr,
     /// The last index whose effects the event log holds durably.
     durable: tokio::sync::watch::Receiver<u64>,
     id: u64,
@@ -211,6 +213,7 @@ impl Node {
         .await
         .map_err(other)?;
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        let listening = listener.local_addr()?;
         let server = tokio::spawn(crate::tcp::serve(listener, raft.clone(), identity));
         // A first start: every member proposes the same membership. One
         // that already has a log (a restart, or a peer's membership
@@ -226,6 +229,7 @@ impl Node {
         }
         Ok(Node {
             raft,
+            listening,
             durable,
             id: config.id,
             members: config.members,
@@ -236,6 +240,11 @@ impl Node {
     /// This node's id.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// Where it serves its peers (the port chosen, when asked for port 0).
+    pub fn raft_addr(&self) -> SocketAddr {
+        self.listening
     }
 
     /// Every member's client address, by id (as configured).

@@ -55,6 +55,8 @@ pub struct Identity {
     pub secret: Option<String>,
 }
 
+// (Debug for the tests only: a hello carries the secret.)
+#[cfg_attr(test, derive(Debug))]
 #[derive(Serialize, Deserialize)]
 enum Request {
     Hello {
@@ -72,6 +74,7 @@ enum Request {
     },
 }
 
+#[cfg_attr(test, derive(Debug))]
 #[derive(Serialize, Deserialize)]
 enum Response {
     Hello(Result<(), String>),
@@ -80,8 +83,12 @@ enum Response {
     Snapshot(Result<SnapshotResponse<C>, String>),
 }
 
-/// Reads one frame's payload; `None` at a clean end of the stream.
-async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+/// Largest hello (a peer that is not one yet gets no more memory).
+const MAX_HELLO: usize = 4096;
+
+/// Reads one frame's payload of at most `max` bytes; `None` at a clean
+/// end of the stream.
+async fn read_frame(stream: &mut TcpStream, max: usize) -> std::io::Result<Option<Vec<u8>>> {
     let mut header = [0u8; frame::HEADER];
     match stream.read_exact(&mut header).await {
         Ok(_) => {}
@@ -90,7 +97,7 @@ async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> 
     }
     let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
     let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    if len == 0 || len > frame::MAX_PAYLOAD {
+    if len == 0 || len > max {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!("a frame of {len} bytes"),
@@ -170,7 +177,7 @@ async fn serve_peer<L: EventLog>(
         std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
     };
     // The hello first, within a few seconds.
-    let hello = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut stream))
+    let hello = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut stream, MAX_HELLO))
         .await
         .map_err(|_| invalid(&"no hello"))??;
     let Some(hello) = hello else { return Ok(()) };
@@ -199,7 +206,7 @@ async fn serve_peer<L: EventLog>(
         return Err(invalid(&why));
     }
     write_message(&mut stream, &Response::Hello(Ok(()))).await?;
-    while let Some(payload) = read_frame(&mut stream).await? {
+    while let Some(payload) = read_frame(&mut stream, frame::MAX_PAYLOAD).await? {
         let request: Request = rmp_serde::from_slice(&payload).map_err(|e| invalid(&e))?;
         let response = match request {
             Request::Hello { .. } => return Err(invalid(&"a second hello")),
@@ -313,7 +320,7 @@ impl TcpLink {
             };
             let answer = async {
                 write_message(&mut stream, &hello).await?;
-                read_frame(&mut stream).await
+                read_frame(&mut stream, MAX_HELLO).await
             }
             .await
             .map_err(|e| CallError::Unreachable(unreachable(e)))?;
@@ -346,7 +353,7 @@ impl TcpLink {
                 CallError::Network(NetworkError::new(&AnyError::error(e.to_string())))
             };
             write_message(stream, request).await.map_err(network)?;
-            let payload = read_frame(stream)
+            let payload = read_frame(stream, frame::MAX_PAYLOAD)
                 .await
                 .map_err(network)?
                 .ok_or_else(|| network(std::io::ErrorKind::UnexpectedEof.into()))?;
@@ -479,6 +486,78 @@ impl RaftNetworkV2<C> for TcpLink {
                 self.stream = None;
                 Err(CallError::Remote("an answer of another kind".into()).into())
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ExpectedVersion;
+    use openraft::entry::RaftEntry;
+
+    type Entry = openraft::alias::EntryOf<C>;
+    type LogId = openraft::alias::LogIdOf<C>;
+
+    fn log_id(index: u64) -> LogId {
+        LogId::new(
+            openraft::impls::leader_id_adv::LeaderId {
+                term: 3,
+                node_id: 2,
+            },
+            index,
+        )
+    }
+
+    /// Every message kind survives its encoding: what a peer decodes is
+    /// what was sent (compared by their full Debug forms).
+    #[test]
+    fn messages_round_trip() {
+        let command = Command::Append {
+            stream: "acct-1".into(),
+            expected: ExpectedVersion::Exact(logbook_protocol::StreamVersion(4)),
+            events: vec![crate::EventData {
+                id: [7; 16],
+                event_type: "Deposited".into(),
+                metadata: bytes::Bytes::from_static(b"{\"k\":1}"),
+                data: bytes::Bytes::from(vec![0u8, 255, 1]),
+            }],
+            timestamp_us: 1_700_000_000_000_001,
+        };
+        let vote = Vote::new(3, 2);
+        let requests = [
+            Request::Hello {
+                cluster: "logbook".into(),
+                from: 2,
+                secret: Some("s".into()),
+            },
+            Request::AppendEntries(AppendEntriesRequest {
+                vote,
+                prev_log_id: Some(log_id(9)),
+                entries: vec![
+                    Entry::new_blank(log_id(10)),
+                    Entry::new_normal(log_id(11), command),
+                ],
+                leader_commit: Some(log_id(9)),
+            }),
+            Request::Vote(VoteRequest::new(vote, Some(log_id(11)))),
+            Request::PreVote(VoteRequest::new(vote, None)),
+        ];
+        for r in requests {
+            let bytes = rmp_serde::to_vec(&r).unwrap();
+            let back: Request = rmp_serde::from_slice(&bytes).unwrap();
+            assert_eq!(format!("{back:?}"), format!("{r:?}"));
+        }
+        let responses = [
+            Response::Hello(Err("no".into())),
+            Response::AppendEntries(Ok(AppendEntriesResponse::PartialSuccess(Some(log_id(4))))),
+            Response::AppendEntries(Ok(AppendEntriesResponse::HigherVote(vote))),
+            Response::Vote(Err("stopped".into())),
+        ];
+        for r in responses {
+            let bytes = rmp_serde::to_vec(&r).unwrap();
+            let back: Response = rmp_serde::from_slice(&bytes).unwrap();
+            assert_eq!(format!("{back:?}"), format!("{r:?}"));
         }
     }
 }

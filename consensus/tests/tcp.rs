@@ -1,0 +1,131 @@
+//! The replication port against hostile or confused peers: garbage, a
+//! frame that claims to be huge, a bad checksum, a hello of another
+//! cluster or without the secret, a request before the hello. Each such
+//! connection is closed (or refused with a reason), and the node goes on
+//! committing appends.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use logbook_consensus::node::{Node, NodeConfig, Role};
+use logbook_consensus::{Command, EventData, ExpectedVersion, Member, Outcome};
+use logbook_storage::{Store, StoreConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A frame as the replication port reads them.
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    logbook_consensus::frame::encode(payload, &mut out);
+    out
+}
+
+/// A MessagePack hello (`{"Hello": {cluster, from, secret}}`, as serde
+/// writes the enum).
+fn hello(cluster: &str, secret: Option<&str>) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    enum Request<'a> {
+        Hello {
+            cluster: &'a str,
+            from: u64,
+            secret: Option<&'a str>,
+        },
+    }
+    rmp_serde::to_vec(&Request::Hello {
+        cluster,
+        from: 9,
+        secret,
+    })
+    .unwrap()
+}
+
+/// Sends `bytes` and reads until the node closes the connection; returns
+/// what it sent back.
+async fn send(addr: std::net::SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut back = Vec::new();
+    // The node closes it (a refusal, or a frame it cannot take).
+    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut back))
+        .await
+        .expect("the node closes a connection it cannot trust")
+        .ok();
+    back
+}
+
+async fn append(node: &Node, n: u8) -> Outcome {
+    let command = Command::Append {
+        stream: "acct-1".into(),
+        expected: ExpectedVersion::Any,
+        events: vec![EventData {
+            id: [n; 16],
+            event_type: "Deposited".into(),
+            metadata: bytes::Bytes::new(),
+            data: bytes::Bytes::from_static(b"{}"),
+        }],
+        timestamp_us: 1_700_000_000_000_000,
+    };
+    node.propose(command).await.unwrap().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replication_port_closes_what_it_cannot_trust_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreConfig::new(dir.path().join("events"))).unwrap();
+    let node = Node::start(
+        NodeConfig {
+            id: 1,
+            members: BTreeMap::from([(1, Member::default())]),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            cluster: "logbook".into(),
+            secret: Some("s3cret".into()),
+            dir: dir.path().join("raft"),
+        },
+        store.clone(),
+    )
+    .await
+    .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while node.status().role != Role::Leader {
+            node.changed().await;
+        }
+    })
+    .await
+    .expect("a single node elects itself");
+    assert!(matches!(append(&node, 1).await, Outcome::Appended { .. }));
+    let addr = node.raft_addr();
+
+    // Garbage, a huge length, a bad checksum: closed without an answer.
+    let mut bad_crc = frame(&hello("logbook", Some("s3cret")));
+    bad_crc[9] ^= 0x40;
+    let huge = [0xff, 0xff, 0xff, 0x0f, 0, 0, 0, 0];
+    for bytes in [b"GET / HTTP/1.1\r\n\r\n".to_vec(), huge.to_vec(), bad_crc] {
+        assert!(send(addr, &bytes).await.is_empty(), "{bytes:?}");
+    }
+    // Another cluster, no secret, a wrong one, a request before the
+    // hello: refused with a reason.
+    for h in [
+        hello("other", Some("s3cret")),
+        hello("logbook", None),
+        hello("logbook", Some("guess")),
+        rmp_serde::to_vec(&"Vote").unwrap(),
+    ] {
+        let back = send(addr, &frame(&h)).await;
+        let (payload, _) = logbook_consensus::frame::at(&back).expect("a framed refusal");
+        let text = String::from_utf8_lossy(payload);
+        assert!(
+            text.contains("cluster") || text.contains("secret") || text.contains("hello"),
+            "{text}"
+        );
+    }
+    // The right hello, then garbage: closed after the hello's answer.
+    let mut bytes = frame(&hello("logbook", Some("s3cret")));
+    bytes.extend_from_slice(&frame(b"\xc1 not msgpack"));
+    let back = send(addr, &bytes).await;
+    assert!(logbook_consensus::frame::at(&back).is_some());
+
+    // The node is still leading and committing.
+    assert_eq!(node.status().role, Role::Leader);
+    assert!(matches!(append(&node, 2).await, Outcome::Appended { .. }));
+    node.shutdown().await;
+}
