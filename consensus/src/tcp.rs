@@ -83,6 +83,10 @@ enum Response {
     Snapshot(Result<SnapshotResponse<C>, String>),
 }
 
+/// Most connections the replication port holds at once (a node's peers
+/// open a few each).
+const MAX_PEER_CONNECTIONS: usize = 64;
+
 /// Largest hello (a peer that is not one yet gets no more memory).
 const MAX_HELLO: usize = 4096;
 
@@ -147,6 +151,9 @@ fn same_secret(a: Option<&str>, b: Option<&str>) -> bool {
 /// Serves the peers that connect to `listener` with `raft`, until the task
 /// is dropped.
 pub async fn serve<L: EventLog>(listener: TcpListener, raft: Raft<L>, identity: Arc<Identity>) {
+    // Peers hold a few connections each; strangers must not take the
+    // daemon's file descriptors.
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_PEER_CONNECTIONS));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(a) => a,
@@ -157,10 +164,15 @@ pub async fn serve<L: EventLog>(listener: TcpListener, raft: Raft<L>, identity: 
                 continue;
             }
         };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::warn!(%peer, "replication port: {MAX_PEER_CONNECTIONS} connections open, refusing another");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let raft = raft.clone();
         let identity = Arc::clone(&identity);
         tokio::spawn(async move {
+            let _slot = slot;
             if let Err(e) = serve_peer(stream, raft, &identity).await {
                 tracing::debug!(%peer, error = %e, "replication connection closed");
             }
