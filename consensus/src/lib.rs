@@ -12,13 +12,19 @@
 //! holds the same committed events at the same positions, and the event
 //! log never holds anything uncommitted (it is never truncated).
 //!
+//! The modules: [`wal`] (the Raft log), [`sm`] (the state machine and its
+//! record of what the event log holds durably), [`store_log`] (the engine
+//! as the event log, applying with the leader's time), [`tcp`] (Raft's
+//! messages between nodes), [`node`] (what the daemon sees: start,
+//! propose, status), [`local`] (an in-process network for tests) and
+//! [`frame`] (the framing of files and messages).
+//!
 //! ## Where this stands
-//! This crate holds the durable Raft log and the state machine's
-//! bookkeeping (what is applied, the membership, snapshots), checked by
-//! openraft's storage conformance suite and by crash tests. Not yet here:
-//! the network between nodes, applying appends to the engine with the
-//! leader's timestamps, snapshots made of sealed segments, and the
-//! daemon's cluster mode (issue 17 lists them).
+//! `logbookd --cluster` runs on it: appends replicated, reads and
+//! subscriptions on every node, failover. Not yet here (issue 17):
+//! snapshots made of sealed segments (the policy is `Never` meanwhile, so
+//! the Raft log keeps every entry), membership changes, replicating the
+//! other writes (lifecycle, scavenge, users, groups), TLS between nodes.
 
 pub mod frame;
 pub mod local;
