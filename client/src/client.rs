@@ -130,17 +130,7 @@ impl Client {
     /// # }
     /// ```
     pub async fn connect_with(addr: impl ToSocketAddrs, options: ClientOptions) -> Result<Client> {
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host(addr)
-            .await
-            .map_err(Error::Connect)?
-            .collect();
-        if addrs.is_empty() {
-            return Err(Error::Connect(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "the address resolved to nothing",
-            )));
-        }
-        Client::open(addrs, options).await
+        Client::connect_any([addr], options).await
     }
 
     /// Connects to the first of `servers` that answers: the nodes of a
@@ -167,7 +157,10 @@ impl Client {
         }
         if addrs.is_empty() {
             return Err(Error::Connect(failure.unwrap_or_else(|| {
-                io::Error::new(io::ErrorKind::InvalidInput, "no server address")
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "the address resolved to nothing",
+                )
             })));
         }
         let client = Client::open(addrs, options).await?;

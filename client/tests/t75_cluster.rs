@@ -30,14 +30,13 @@ async fn a_follower_redirects_to_the_leader_and_a_lost_reply_is_resent() {
 
 async fn redirect_and_resend() {
     // Both nodes say who the members are and that the second leads.
-    let follower_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let leader_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // Addresses chosen first: each node's Hello names both.
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+    };
+    let (follower_port, leader_port) = (free(), free());
     let mut hello = hello_ok("fake-node");
     hello.members = vec![follower_port.to_string(), leader_port.to_string()];
     let mut follower = FakeServer::start_on(follower_port, Handshake::Accept(hello.clone())).await;

@@ -18,16 +18,21 @@ pub fn encode(payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(payload);
 }
 
+/// The payload length and checksum a frame's header at the start of
+/// `bytes` declares; `None` without a whole header, or for a length of 0
+/// or past `max_payload`.
+pub fn header(bytes: &[u8], max_payload: usize) -> Option<(usize, u32)> {
+    let len = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(bytes.get(4..8)?.try_into().ok()?);
+    (len != 0 && len <= max_payload).then_some((len, crc))
+}
+
 /// The frame at the start of `bytes`: its payload and its length with the
 /// header; `None` if there is no whole, valid frame there. Payloads are
 /// never empty: an all-zero header (a zeroed or preallocated tail) would
 /// otherwise check out, the CRC of nothing being 0.
 pub fn at(bytes: &[u8]) -> Option<(&[u8], usize)> {
-    let len = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
-    let crc = u32::from_le_bytes(bytes.get(4..8)?.try_into().ok()?);
-    if len == 0 || len > MAX_PAYLOAD {
-        return None;
-    }
+    let (len, crc) = header(bytes, MAX_PAYLOAD)?;
     let payload = bytes.get(HEADER..HEADER + len)?;
     (crc32c::crc32c(payload) == crc).then_some((payload, HEADER + len))
 }
@@ -61,11 +66,9 @@ pub fn read_all(bytes: &[u8]) -> Read<'_> {
 /// `max_payload` bytes, whatever length field the bytes there hold).
 pub fn scan(bytes: &[u8], from: usize, max_payload: usize) -> impl Iterator<Item = (usize, &[u8])> {
     (from..bytes.len()).filter_map(move |i| {
-        let len = u32::from_le_bytes(bytes.get(i..i + 4)?.try_into().ok()?) as usize;
-        if len > max_payload {
-            return None;
-        }
-        bytes.get(i..).and_then(at).map(|(p, _)| (i, p))
+        let rest = bytes.get(i..)?;
+        header(rest, max_payload)?;
+        at(rest).map(|(p, _)| (i, p))
     })
 }
 

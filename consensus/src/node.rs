@@ -263,10 +263,10 @@ impl Node {
         impl std::future::Future<Output = Result<Outcome, ProposeError>> + Send + Sync + 'static,
         ProposeError,
     > {
-        let status = self.status();
-        if status.role != Role::Leader {
+        // Per append: a look at the state, not a copy of the metrics.
+        if self.raft.metrics().borrow_watched().state != ServerState::Leader {
             return Err(ProposeError::NotLeader {
-                leader: status.leader_member().cloned(),
+                leader: self.status().leader_member().cloned(),
             });
         }
         let (responder, rx) = ProgressResponder::complete_only();

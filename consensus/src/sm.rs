@@ -3,15 +3,17 @@
 //!
 //! Applying a batch of committed entries hands each normal entry to the
 //! event log (which decides its outcome deterministically: the same
-//! entries give the same events at the same positions on every replica),
-//! makes the event log durable, then records in `sm.meta` (written to a new
-//! file and renamed over the old) the last applied entry and the latest
-//! membership and the event log's head. A crash between the two re-applies,
-//! after the restart, the entries past the recorded one: until the head
-//! the event log had at the restart is reached, each is a resend answered
-//! with its first outcome, and one whose events are not there was refused
-//! the first time and stays refused (deciding it again, with later
-//! entries' events in the log, could accept it on this replica alone).
+//! entries give the same events at the same positions on every replica)
+//! and returns; a completion task awaits each outcome in order (the event
+//! log's group commit), answers its client, and records in `sm.meta`
+//! (written to a new file and renamed over the old, at most every
+//! [`RECORD_EVERY`]) the last entry the event log holds durably, the
+//! latest membership and the event log's head after it. After a crash the
+//! entries past the recorded one are applied again: until the head the
+//! event log had at the restart is reached, each is a resend answered with
+//! its first outcome, and one whose events are not there was refused the
+//! first time and stays refused (deciding it again, with later entries'
+//! events in the log, could accept it on this replica alone).
 //!
 //! A snapshot is the event log's state as bytes plus the metadata, kept in
 //! `snapshot.bin` so that it survives restarts; installing one replaces the
@@ -42,6 +44,11 @@ const SNAPSHOT: &str = "snapshot.bin";
 
 /// The outcome of a command queued with [`EventLog::submit`], once applied.
 pub type Pending = futures::future::BoxFuture<'static, io::Result<Outcome>>;
+
+/// An outcome known at once, as a [`Pending`].
+pub fn ready(outcome: Outcome) -> Pending {
+    Box::pin(std::future::ready(Ok(outcome)))
+}
 
 /// What the state machine applies committed commands to: the event log.
 pub trait EventLog: Send + Sync + 'static {
@@ -141,6 +148,16 @@ impl Record {
         self.saved = std::time::Instant::now();
         Ok(())
     }
+
+    fn save_if_dirty(&mut self) -> io::Result<()> {
+        if self.dirty { self.save() } else { Ok(()) }
+    }
+
+    /// Entries up to `applied` are durable in the event log.
+    fn set_applied(&mut self, applied: Option<LogId>) {
+        self.meta.applied = applied;
+        self.durable.send_replace(applied.map_or(0, |l| l.index()));
+    }
 }
 
 /// An entry on its way to the record.
@@ -148,7 +165,7 @@ enum Completion {
     Entry {
         log_id: LogId,
         membership: Option<Box<StoredMembership>>,
-        outcome: Result<Outcome, Pending>,
+        outcome: Pending,
         responder: Option<openraft::storage::ApplyResponder<C>>,
     },
     /// Answered once everything before it is recorded and written.
@@ -172,10 +189,8 @@ async fn complete(
             Ok(job) => job,
             // Idle: what is recorded goes to disk.
             Err(_) => {
-                let mut r = record.lock();
-                if r.dirty
-                    && failed.lock().is_none()
-                    && let Err(e) = r.save()
+                if failed.lock().is_none()
+                    && let Err(e) = record.lock().save_if_dirty()
                 {
                     fail(&e);
                 }
@@ -183,9 +198,8 @@ async fn complete(
             }
         };
         let Some(job) = job else {
-            let mut r = record.lock();
-            if r.dirty && failed.lock().is_none() {
-                let _ = r.save();
+            if failed.lock().is_none() {
+                let _ = record.lock().save_if_dirty();
             }
             return;
         };
@@ -196,10 +210,7 @@ async fn complete(
                 outcome,
                 responder,
             } => {
-                let outcome = match outcome {
-                    Ok(o) => Ok(o),
-                    Err(pending) => pending.await,
-                };
+                let outcome = outcome.await;
                 if failed.lock().is_some() {
                     continue;
                 }
@@ -212,8 +223,7 @@ async fn complete(
                 };
                 {
                     let mut r = record.lock();
-                    r.meta.applied = Some(log_id);
-                    r.durable.send_replace(log_id.index());
+                    r.set_applied(Some(log_id));
                     if let Some(m) = membership {
                         r.meta.membership = *m;
                     }
@@ -234,10 +244,7 @@ async fn complete(
             Completion::Flush(tx) => {
                 let result = match failed.lock().clone() {
                     Some(why) => Err(io::Error::other(why)),
-                    None => {
-                        let mut r = record.lock();
-                        if r.dirty { r.save() } else { Ok(()) }
-                    }
+                    None => record.lock().save_if_dirty(),
                 };
                 let _ = tx.send(result);
             }
@@ -354,10 +361,7 @@ impl<L: EventLog> StateMachine<L> {
                 wait.await
                     .map_err(|_| io::Error::other("the state machine's recorder stopped"))?
             }
-            None => {
-                let mut r = self.record.lock();
-                if r.dirty { r.save() } else { Ok(()) }
-            }
+            None => self.record.lock().save_if_dirty(),
         }
     }
 
@@ -366,8 +370,7 @@ impl<L: EventLog> StateMachine<L> {
     fn record_now(&self, meta: &Meta) -> io::Result<()> {
         let mut r = self.record.lock();
         r.meta = meta.clone();
-        r.durable
-            .send_replace(meta.applied.map_or(0, |l| l.index()));
+        r.set_applied(meta.applied);
         r.save()
     }
 
@@ -427,8 +430,8 @@ impl<L: EventLog> RaftStateMachine<C> for StateMachine<L> {
             let (entry, responder) = item?;
             let log_id = entry.log_id();
             let mut membership = None;
-            let outcome = match &entry.payload {
-                EntryPayload::Blank => Ok(Outcome::None),
+            let outcome: Pending = match &entry.payload {
+                EntryPayload::Blank => ready(Outcome::None),
                 EntryPayload::Normal(command) if self.meta.head < self.replay_until => {
                     // The event log holds effects of entries past the
                     // recorded `applied` (a crash came before they were
@@ -446,27 +449,25 @@ impl<L: EventLog> RaftStateMachine<C> for StateMachine<L> {
                             if let Outcome::Appended { last_position, .. } = o {
                                 self.meta.head = self.meta.head.max(last_position + 1);
                             }
-                            Ok(o)
+                            ready(o)
                         }
                         None => {
                             tracing::info!(
                                 index = log_id.index(),
                                 "an entry refused before the restart stays refused"
                             );
-                            Ok(Outcome::Refused(
+                            ready(Outcome::Refused(
                                 "refused before this node restarted".to_owned(),
                             ))
                         }
                     }
                 }
-                EntryPayload::Normal(command) => {
-                    Err(self.log.submit(log_id.index(), command).await?)
-                }
+                EntryPayload::Normal(command) => self.log.submit(log_id.index(), command).await?,
                 EntryPayload::Membership(m) => {
                     let m = StoredMembership::new(Some(log_id), m.clone());
                     self.meta.membership = m.clone();
                     membership = Some(Box::new(m));
-                    Ok(Outcome::None)
+                    ready(Outcome::None)
                 }
             };
             self.meta.applied = Some(log_id);

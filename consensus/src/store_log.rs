@@ -4,12 +4,12 @@
 //! same versions and timestamps (the engine assigns positions in apply
 //! order, and apply order is the Raft log's).
 //!
-//! The appends of a batch of entries are queued one after another and
-//! awaited together, so they share the engine's group commits. Re-applying
-//! an append after a crash (the state machine's record of what it applied
-//! lags the engine by at most one batch) writes nothing: [`Store::resend`]
-//! answers a stored batch with its original result and tells one that is
-//! not stored. Not yet here: snapshots made of sealed
+//! Appends are queued one after another as they are applied and awaited
+//! by the state machine's completion task, so they share the engine's group
+//! commits. Re-applying an append after a crash (the state machine's record
+//! of what the engine holds lags it by up to 100 ms of entries) writes
+//! nothing: [`Store::resend`] answers a stored batch with its original
+//! result and tells one that is not stored. Not yet here: snapshots made of sealed
 //! segments (the engine's files are the state; shipping them is the next
 //! increment), so [`EventLog::snapshot`] refuses and a cluster keeps its
 //! whole Raft log until then.
@@ -19,7 +19,7 @@ use std::io;
 use logbook_protocol::{AppendResult, EventId, ExpectedVersion, NewEvent, StreamName};
 use logbook_storage::{AppendError, Store};
 
-use crate::sm::{EventLog, Pending};
+use crate::sm::{EventLog, Pending, ready};
 use crate::{Command, Outcome};
 
 /// A [`Store`] applying committed appends.
@@ -109,14 +109,11 @@ impl EventLog for StoreLog {
     async fn submit(&mut self, _index: u64, command: &Command) -> io::Result<Pending> {
         let (name, expected, events, at) = match append_of(command) {
             Ok(a) => a,
-            Err(refused) => return Ok(Box::pin(std::future::ready(Ok(refused)))),
+            Err(refused) => return Ok(ready(refused)),
         };
         match self.store.submit_at(&name, expected, events, at).await {
             Ok(pending) => Ok(Box::pin(async move { outcome(pending.await) })),
-            Err(e) => {
-                let o = outcome(Err(e));
-                Ok(Box::pin(std::future::ready(o)))
-            }
+            Err(e) => Ok(Box::pin(std::future::ready(outcome(Err(e))))),
         }
     }
 

@@ -99,14 +99,12 @@ async fn read_frame(stream: &mut TcpStream, max: usize) -> std::io::Result<Optio
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e),
     }
-    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    if len == 0 || len > max {
+    let Some((len, crc)) = frame::header(&header, max) else {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("a frame of {len} bytes"),
+            format!("a frame header declaring an empty payload or one past {max} bytes"),
         ));
-    }
+    };
     let mut payload = vec![0u8; len];
     stream.read_exact(&mut payload).await?;
     if crc32c::crc32c(&payload) != crc {
@@ -383,6 +381,26 @@ impl TcpLink {
         }
         r
     }
+
+    /// A vote or pre-vote request, answered alike.
+    async fn ask_vote(
+        &mut self,
+        request: Request,
+        option: RPCOption,
+    ) -> Result<VoteResponse<C>, RPCError<C>> {
+        match self.call(&request, option.hard_ttl()).await? {
+            Response::Vote(Ok(r)) => Ok(r),
+            Response::Vote(Err(why)) => Err(CallError::Remote(why).into()),
+            _ => Err(self.mismatch().into()),
+        }
+    }
+
+    /// An answer of another kind than the request's: the connection is out
+    /// of step, and is dropped.
+    fn mismatch(&mut self) -> CallError {
+        self.stream = None;
+        CallError::Remote("an answer of another kind".into())
+    }
 }
 
 /// About how many bytes an entry takes in a message.
@@ -433,10 +451,7 @@ impl RaftNetworkV2<C> for TcpLink {
             }
             Response::AppendEntries(Ok(r)) => Ok(r),
             Response::AppendEntries(Err(why)) => Err(CallError::Remote(why).into()),
-            _ => {
-                self.stream = None;
-                Err(CallError::Remote("an answer of another kind".into()).into())
-            }
+            _ => Err(self.mismatch().into()),
         }
     }
 
@@ -445,14 +460,7 @@ impl RaftNetworkV2<C> for TcpLink {
         rpc: VoteRequest<C>,
         option: RPCOption,
     ) -> Result<VoteResponse<C>, RPCError<C>> {
-        match self.call(&Request::Vote(rpc), option.hard_ttl()).await? {
-            Response::Vote(Ok(r)) => Ok(r),
-            Response::Vote(Err(why)) => Err(CallError::Remote(why).into()),
-            _ => {
-                self.stream = None;
-                Err(CallError::Remote("an answer of another kind".into()).into())
-            }
-        }
+        self.ask_vote(Request::Vote(rpc), option).await
     }
 
     async fn pre_vote(
@@ -460,14 +468,7 @@ impl RaftNetworkV2<C> for TcpLink {
         rpc: VoteRequest<C>,
         option: RPCOption,
     ) -> Result<VoteResponse<C>, RPCError<C>> {
-        match self.call(&Request::PreVote(rpc), option.hard_ttl()).await? {
-            Response::Vote(Ok(r)) => Ok(r),
-            Response::Vote(Err(why)) => Err(CallError::Remote(why).into()),
-            _ => {
-                self.stream = None;
-                Err(CallError::Remote("an answer of another kind".into()).into())
-            }
-        }
+        self.ask_vote(Request::PreVote(rpc), option).await
     }
 
     async fn full_snapshot(
@@ -494,10 +495,7 @@ impl RaftNetworkV2<C> for TcpLink {
         match answer {
             Response::Snapshot(Ok(r)) => Ok(r),
             Response::Snapshot(Err(why)) => Err(CallError::Remote(why).into()),
-            _ => {
-                self.stream = None;
-                Err(CallError::Remote("an answer of another kind".into()).into())
-            }
+            _ => Err(self.mismatch().into()),
         }
     }
 }

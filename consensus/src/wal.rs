@@ -204,6 +204,20 @@ fn encode_appends(entries: Vec<Entry>, out: &mut Vec<u8>) -> io::Result<Vec<(Rec
     Ok(records)
 }
 
+/// `record` framed into `out`: an append as [`encode_appends`] cuts it,
+/// anything else as one frame; each record written with its framed size.
+fn encode_record(record: Record, out: &mut Vec<u8>) -> io::Result<Vec<(Record, u64)>> {
+    match record {
+        Record::Append(entries) => encode_appends(entries, out),
+        record => {
+            let before = out.len();
+            encode(&record, out)?;
+            let n = (out.len() - before) as u64;
+            Ok(vec![(record, n)])
+        }
+    }
+}
+
 fn decode(payload: &[u8]) -> io::Result<Record> {
     rmp_serde::from_slice(payload).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
@@ -477,14 +491,7 @@ impl Wal {
     /// under the state lock, so the file's order is the state's.
     fn change(&self, record: Record, done: Done) -> io::Result<()> {
         let mut bytes = Vec::new();
-        let records = match record {
-            Record::Append(entries) => encode_appends(entries, &mut bytes)?,
-            record => {
-                encode(&record, &mut bytes)?;
-                let n = bytes.len() as u64;
-                vec![(record, n)]
-            }
-        };
+        let records = encode_record(record, &mut bytes)?;
         let mut state = self.state.lock();
         for (record, n) in records {
             state.apply(record, n);
@@ -497,12 +504,7 @@ impl Wal {
         if *file_bytes > self.compact_bytes && *file_bytes > 2 * state.live_bytes {
             let mut records = Vec::new();
             for r in state.rewrite() {
-                match r {
-                    Record::Append(entries) => {
-                        encode_appends(entries, &mut records)?;
-                    }
-                    r => encode(&r, &mut records)?,
-                }
+                encode_record(r, &mut records)?;
             }
             *file_bytes = records.len() as u64;
             self.jobs

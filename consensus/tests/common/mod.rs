@@ -6,7 +6,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use logbook_consensus::sm::{EventLog, Pending};
+use logbook_consensus::sm::{EventLog, Pending, ready};
 use logbook_consensus::{Command, Outcome};
 use logbook_storage::fs::{OpenMode, Vfs};
 
@@ -67,7 +67,7 @@ impl EventLog for FileLog {
                 self.applied.len() - 1
             }
         } as u64;
-        Ok(Box::pin(std::future::ready(Ok(appended(at)))))
+        Ok(ready(appended(at)))
     }
 
     async fn reapply(&mut self, index: u64, _command: &Command) -> io::Result<Option<Outcome>> {

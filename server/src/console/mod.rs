@@ -761,11 +761,11 @@ fn session_id(cookie: Option<&str>) -> Result<Option<&str>, ()> {
         .filter_map(|c| c.trim().split_once('='))
         .filter(|(k, _)| *k == COOKIE)
         .map(|(_, v)| v);
-    match (ids.next(), ids.next()) {
-        (Some(_), Some(_)) => Err(()),
-        (id, None) => Ok(id.filter(|v| !v.is_empty())),
-        (None, Some(_)) => Ok(None),
+    let id = ids.next();
+    if ids.next().is_some() {
+        return Err(());
     }
+    Ok(id.filter(|v| !v.is_empty()))
 }
 
 fn live(s: &Session, now: Instant) -> bool {

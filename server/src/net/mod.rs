@@ -140,7 +140,7 @@ pub struct ServerConfig {
     /// Where the audit log goes (see [`audit`]); `None` (the default):
     /// nowhere.
     pub audit_log: Option<audit::AuditTarget>,
-    /// This server's node of a cluster (see `crate::cluster`); `None` (the
+    /// This server's node of a cluster (see `logbook_consensus::node`); `None` (the
     /// default): a single server. On a cluster node appends go through
     /// the replicated log (to the leader; followers answer `NotLeader`),
     /// and the other requests that change the log are refused

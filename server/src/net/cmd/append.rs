@@ -172,24 +172,21 @@ impl Connection {
                 .collect(),
             timestamp_us: self.shared.store.now_us(),
         };
-        let refusal = |e: ProposeError| match e {
-            ProposeError::NotLeader { leader } => {
-                let reply = ErrorReply::new(ErrorCode::NotLeader, not_leader(&leader));
-                match leader {
-                    Some(m) => reply.with_leader(m.client),
-                    None => reply,
+        let refusal = |e: ProposeError| {
+            let message = e.to_string();
+            match e {
+                ProposeError::NotLeader { leader: Some(m) } => {
+                    ErrorReply::new(ErrorCode::NotLeader, message).with_leader(m.client)
                 }
-            }
-            ProposeError::Unknown(why) => ErrorReply::new(
-                ErrorCode::ShuttingDown,
-                format!(
-                    "the append's outcome is unknown ({why}): resend it (the same event ids) to the leader"
+                ProposeError::NotLeader { leader: None } => {
+                    ErrorReply::new(ErrorCode::NotLeader, message)
+                }
+                ProposeError::Unknown(_) => ErrorReply::new(
+                    ErrorCode::ShuttingDown,
+                    format!("{message}: resend it (the same event ids) to the leader"),
                 ),
-            ),
-            ProposeError::Stopped(why) => ErrorReply::new(
-                ErrorCode::ShuttingDown,
-                format!("replication stopped: {why}"),
-            ),
+                ProposeError::Stopped(_) => ErrorReply::new(ErrorCode::ShuttingDown, message),
+            }
         };
         let pending = match node.propose(command).await {
             Ok(p) => p,
@@ -290,14 +287,6 @@ impl Connection {
 
 /// How long a replicated append waits for a quorum.
 const REPLICATION_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// The message of a `NotLeader` refusal.
-fn not_leader(leader: &Option<logbook_consensus::Member>) -> String {
-    match leader {
-        Some(m) => format!("this node is not the leader; the leader is at {}", m.client),
-        None => "this node is not the leader, and no leader is elected yet: retry shortly".into(),
-    }
-}
 
 /// The refusal a replicated append's outcome stands for, as the engine's
 /// own refusal would be reported.
