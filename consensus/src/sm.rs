@@ -297,7 +297,9 @@ impl<L: EventLog> StateMachine<L> {
     /// Opens the state machine's files in `dir` over `log`.
     pub fn open(vfs: Arc<dyn Vfs>, dir: &Path, mut log: L) -> io::Result<StateMachine<L>> {
         crate::wal::create_dirs(vfs.as_ref(), dir)?;
-        let meta: Meta = match read_one(vfs.as_ref(), &dir.join(META))? {
+        let recorded = read_one(vfs.as_ref(), &dir.join(META))?;
+        let fresh = recorded.is_none();
+        let meta: Meta = match recorded {
             Some(p) => rmp_serde::from_slice(&p).map_err(invalid)?,
             None => Meta::default(),
         };
@@ -318,17 +320,37 @@ impl<L: EventLog> StateMachine<L> {
             meta.applied = s.meta.last_log_id;
             meta.membership = s.meta.last_membership.clone();
         }
+        // The record only ever names what the event log held durably: an
+        // event log holding less lost acknowledged events (its disk, or a
+        // recovery that cut damage), and this replica would diverge.
+        if meta.head > log.head() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the event log holds {} events, fewer than the {} recorded as applied: it lost acknowledged events; this node must rejoin empty",
+                    log.head(),
+                    meta.head
+                ),
+            ));
+        }
         let replay_until = log.head();
+        let mut record = Record {
+            vfs,
+            dir: dir.to_owned(),
+            meta: meta.clone(),
+            dirty: false,
+            saved: std::time::Instant::now(),
+            durable: tokio::sync::watch::channel(meta.applied.map_or(0, |l| l.index())).0,
+        };
+        // Written before anything is applied: a node whose first entries
+        // reach its event log is never taken for a store written outside
+        // the cluster (`Node::start`) after a crash.
+        if fresh {
+            record.save()?;
+        }
         Ok(StateMachine {
             log,
-            record: Arc::new(Mutex::new(Record {
-                vfs,
-                dir: dir.to_owned(),
-                meta: meta.clone(),
-                dirty: false,
-                saved: std::time::Instant::now(),
-                durable: tokio::sync::watch::channel(meta.applied.map_or(0, |l| l.index())).0,
-            })),
+            record: Arc::new(Mutex::new(record)),
             meta,
             completions: None,
             failed: Arc::new(Mutex::new(None)),
@@ -444,10 +466,29 @@ impl<L: EventLog> RaftStateMachine<C> for StateMachine<L> {
                     // replica only. It is skipped. (In cluster mode the
                     // state machine is the event log's only writer, so the
                     // head is reached.)
-                    match self.log.reapply(log_id.index(), command).await? {
+                    // The state machine writes in order: this entry's own
+                    // events start exactly at the head replayed so far. A
+                    // batch found further on was written by a later entry
+                    // (a resend of this one's ids): this one was refused.
+                    // One found before is a resend of an earlier write.
+                    let found = self.log.reapply(log_id.index(), command).await?;
+                    match found {
+                        Some(Outcome::Appended { first_position, .. })
+                            if first_position > self.meta.head =>
+                        {
+                            ready(Outcome::Refused(
+                                "refused before this node restarted".to_owned(),
+                            ))
+                        }
                         Some(o) => {
-                            if let Outcome::Appended { last_position, .. } = o {
-                                self.meta.head = self.meta.head.max(last_position + 1);
+                            if let Outcome::Appended {
+                                first_position,
+                                last_position,
+                                ..
+                            } = o
+                                && first_position == self.meta.head
+                            {
+                                self.meta.head = last_position + 1;
                             }
                             ready(o)
                         }
@@ -501,6 +542,9 @@ impl<L: EventLog> RaftStateMachine<C> for StateMachine<L> {
         // The state is taken here, under openraft's exclusive access, so
         // the snapshot is the state as of `applied`.
         let flushed = self.flush().await;
+        // The head after `applied` is the record's (the apply side only
+        // keeps it while replaying).
+        self.meta.head = self.meta.head.max(self.record.lock().meta.head);
         let stored = flushed.and_then(|()| {
             self.log.sync()?;
             let state = self.log.snapshot()?;

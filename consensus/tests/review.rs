@@ -436,3 +436,90 @@ fn the_recovery_scan_of_a_torn_tail_is_linear() {
         "scan of a 4 MiB torn tail took {took:?}"
     );
 }
+
+/// An append of one event with id `id` to `acct-1` at Raft index `index`.
+fn entry(index: u64, expected: ExpectedVersion, id: u8) -> Entry {
+    Entry::new_normal(
+        log_id(1, index),
+        append("acct-1", expected, id, 1_700_000_000_000_000 + index as i64),
+    )
+}
+
+/// (Second review.) X refused, Z refused, Y = X's batch written by a resend
+/// under a looser expected version: the replay of X found Y's write and
+/// took the head past Z, which was then decided again and accepted on this
+/// replica only.
+///
+/// OPEN (issue 17): when the later entry's batch lands exactly where the
+/// refused entry's own would have (here Y at position 1, X's place), the
+/// replay cannot tell them apart from positions and ids alone; it needs
+/// the Raft index recorded with each engine batch. The case where the
+/// later write lands further on is handled (`first_position > head`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "open: needs the Raft index recorded with engine batches (issue 17)"]
+async fn a_replay_does_not_take_a_later_entrys_write_for_an_earlier_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, smdir) = (dir.path().join("engine"), dir.path().join("sm"));
+    let vfs = Arc::new(logbook_storage::fs::OsFs);
+    let open = || {
+        let store = Store::open(StoreConfig::new(&engine)).unwrap();
+        StateMachine::open(vfs.clone(), &smdir, StoreLog::new(store)).unwrap()
+    };
+    let mut sm = open();
+    apply(&mut sm, &[entry(1, ExpectedVersion::NoStream, 1)])
+        .await
+        .unwrap();
+    let recorded = std::fs::read(smdir.join("sm.meta")).unwrap();
+    let v = |n| ExpectedVersion::Exact(StreamVersion(n));
+    let batch = || {
+        vec![
+            entry(2, v(5), 2),                 // X: refused
+            entry(3, v(1), 3),                 // Z: refused (stream at 0)
+            entry(4, ExpectedVersion::Any, 2), // Y: X's batch, written at 1
+        ]
+    };
+    apply(&mut sm, &batch()).await.unwrap();
+    let before = events(sm.log().store());
+    sm.log().store().close().unwrap();
+    drop(sm);
+    std::fs::write(smdir.join("sm.meta"), &recorded).unwrap();
+    let mut sm = open();
+    apply(&mut sm, &batch()).await.unwrap();
+    let after = events(sm.log().store());
+    assert_eq!(after, before, "replay re-decided an entry");
+}
+
+/// (Second review.) A snapshot recorded the apply side's head, which
+/// submitted entries do not advance: sm.meta got applied=3, head=0, and
+/// after a crash every later entry was taken for one refused before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_records_the_head_after_what_it_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let smdir = dir.path().join("sm");
+    let logfile = dir.path().join("events");
+    let vfs: Arc<dyn logbook_storage::fs::Vfs> = Arc::new(logbook_storage::fs::OsFs);
+    let open = || {
+        StateMachine::open(
+            vfs.clone(),
+            &smdir,
+            common::FileLog::open(vfs.clone(), logfile.clone()),
+        )
+        .unwrap()
+    };
+    let mut sm = open();
+    let items: Vec<Result<_, std::io::Error>> = (1..=3)
+        .map(|i| Ok((entry(i, ExpectedVersion::Any, i as u8), None)))
+        .collect();
+    sm.apply(futures::stream::iter(items)).await.unwrap();
+    let _ = sm.get_snapshot_builder().await;
+    drop(sm); // crash right after
+    let mut sm = open();
+    let items: Vec<Result<_, std::io::Error>> = vec![Ok((entry(4, ExpectedVersion::Any, 4), None))];
+    sm.apply(futures::stream::iter(items)).await.unwrap();
+    sm.flush().await.unwrap();
+    let n = sm.log().applied.len();
+    assert_eq!(
+        n, 4,
+        "entry 4 was not applied on this replica (treated as refused before restart)"
+    );
+}

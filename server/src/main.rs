@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use logbook_server::config::{Args, Command};
+use logbook_server::config::{Args, Command, DurabilityArg};
 use logbook_server::console::Console;
 use logbook_server::metrics::{self, Metrics, Phase};
 use logbook_server::net::{self, NetStats};
@@ -235,6 +235,14 @@ fn serve(args: &Args) -> ExitCode {
         console.start_sampling(store.clone(), Arc::clone(&net_stats));
     }
     let node = match (&args.cluster, args.node_id) {
+        (Some(_), Some(_)) if args.durability != DurabilityArg::Fsync => {
+            // An acknowledged append must survive a power cut on the leader
+            // too, and the record of what was applied may not run ahead of
+            // the events.
+            tracing::error!("a cluster node needs --durability fsync");
+            let _ = store.close();
+            return ExitCode::FAILURE;
+        }
         (Some(members), Some(id)) => {
             let config = logbook_consensus::node::NodeConfig {
                 id,
