@@ -77,10 +77,21 @@ pub enum Command {
         /// The events.
         events: Vec<EventData>,
         /// The leader's clock when it proposed the append, microseconds
-        /// since the epoch: the commit time every replica records (raised
-        /// to the previous record's if earlier).
+        /// since the epoch. Every replica records it as the commit time,
+        /// raised past the previous entry's (`Command::time`).
         timestamp_us: i64,
     },
+}
+
+impl Command {
+    /// The leader's clock when it proposed the command (the state machine
+    /// raises it past the previous entry's time: see
+    /// [`sm::EventLog::submit`]).
+    pub fn time(&self) -> i64 {
+        match self {
+            Command::Append { timestamp_us, .. } => *timestamp_us,
+        }
+    }
 }
 
 /// One event of an [`Command::Append`].

@@ -56,19 +56,27 @@ pub trait EventLog: Send + Sync + 'static {
     /// its outcome to come: commands queued one after another are applied
     /// in that order (so a batch of entries shares the event log's group
     /// commits). Must be deterministic: the same commands give the same
-    /// events at the same positions on every replica. An error (the disk
-    /// failed) stops the node: it cannot apply the log any more.
+    /// events at the same positions on every replica. `at` is the entry's
+    /// commit time, which its writes record: the leader's clock reading,
+    /// raised past the previous entry's time, so every entry (written or
+    /// refused) has a time of its own, the same on every replica. An
+    /// error (the disk failed) stops the node: it cannot apply the log any
+    /// more.
     fn submit(
         &mut self,
         index: u64,
+        at: i64,
         command: &Command,
     ) -> impl std::future::Future<Output = io::Result<Pending>> + Send;
     /// A command applied before a restart, whose effect the event log may
     /// hold: its first outcome if it wrote events (nothing is written
-    /// again), `None` if the event log does not hold them.
+    /// again), `None` if the event log does not hold them. Events that
+    /// the command's ids name but that were written at a time other than
+    /// `at` are a later entry's (a resend of a refused one's ids): `None`.
     fn reapply(
         &mut self,
         index: u64,
+        at: i64,
         command: &Command,
     ) -> impl std::future::Future<Output = io::Result<Option<Outcome>>> + Send;
     /// How many events the event log durably holds (where the next one
@@ -91,6 +99,10 @@ struct Meta {
     /// The event log's head when `applied` was recorded.
     #[serde(default)]
     head: u64,
+    /// The commit time of the last normal entry up to `applied` (each
+    /// entry's is past it: see [`EventLog::submit`]).
+    #[serde(default)]
+    last_at: i64,
 }
 
 /// A snapshot as kept in `snapshot.bin`.
@@ -98,6 +110,9 @@ struct Meta {
 struct Stored {
     meta: SnapshotMeta,
     state: Vec<u8>,
+    /// The commit time of the last normal entry it holds.
+    #[serde(default)]
+    last_at: i64,
 }
 
 /// The state machine of one node.
@@ -164,6 +179,8 @@ impl Record {
 enum Completion {
     Entry {
         log_id: LogId,
+        /// The commit time of the last normal entry up to this one.
+        last_at: i64,
         membership: Option<Box<StoredMembership>>,
         outcome: Pending,
         responder: Option<openraft::storage::ApplyResponder<C>>,
@@ -206,6 +223,7 @@ async fn complete(
         match job {
             Completion::Entry {
                 log_id,
+                last_at,
                 membership,
                 outcome,
                 responder,
@@ -224,6 +242,7 @@ async fn complete(
                 {
                     let mut r = record.lock();
                     r.set_applied(Some(log_id));
+                    r.meta.last_at = last_at;
                     if let Some(m) = membership {
                         r.meta.membership = *m;
                     }
@@ -319,6 +338,7 @@ impl<L: EventLog> StateMachine<L> {
             meta.head = log.head();
             meta.applied = s.meta.last_log_id;
             meta.membership = s.meta.last_membership.clone();
+            meta.last_at = s.last_at;
         }
         // The record only ever names what the event log held durably: an
         // event log holding less lost acknowledged events (its disk, or a
@@ -357,6 +377,15 @@ impl<L: EventLog> StateMachine<L> {
             current,
             replay_until,
         })
+    }
+
+    /// The commit time of the next normal entry, whose command was
+    /// proposed at `command.time()`: past the previous entry's, so that no
+    /// two entries share one (see [`EventLog::submit`]).
+    fn time_of(&mut self, command: &Command) -> i64 {
+        let at = command.time().max(self.meta.last_at.saturating_add(1));
+        self.meta.last_at = at;
+        at
     }
 
     /// The event log it applies to.
@@ -455,6 +484,7 @@ impl<L: EventLog> RaftStateMachine<C> for StateMachine<L> {
             let outcome: Pending = match &entry.payload {
                 EntryPayload::Blank => ready(Outcome::None),
                 EntryPayload::Normal(command) if self.meta.head < self.replay_until => {
+                    let at = self.time_of(command);
                     // The event log holds effects of entries past the
                     // recorded `applied` (a crash came before they were
                     // recorded): those entries are re-applied in order,
@@ -471,7 +501,7 @@ impl<L: EventLog> RaftStateMachine<C> for StateMachine<L> {
                     // batch found further on was written by a later entry
                     // (a resend of this one's ids): this one was refused.
                     // One found before is a resend of an earlier write.
-                    let found = self.log.reapply(log_id.index(), command).await?;
+                    let found = self.log.reapply(log_id.index(), at, command).await?;
                     match found {
                         Some(Outcome::Appended { first_position, .. })
                             if first_position > self.meta.head =>
@@ -503,7 +533,10 @@ impl<L: EventLog> RaftStateMachine<C> for StateMachine<L> {
                         }
                     }
                 }
-                EntryPayload::Normal(command) => self.log.submit(log_id.index(), command).await?,
+                EntryPayload::Normal(command) => {
+                    let at = self.time_of(command);
+                    self.log.submit(log_id.index(), at, command).await?
+                }
                 EntryPayload::Membership(m) => {
                     let m = StoredMembership::new(Some(log_id), m.clone());
                     self.meta.membership = m.clone();
@@ -514,6 +547,7 @@ impl<L: EventLog> RaftStateMachine<C> for StateMachine<L> {
             self.meta.applied = Some(log_id);
             completions.push(Completion::Entry {
                 log_id,
+                last_at: self.meta.last_at,
                 membership,
                 outcome,
                 responder,
@@ -555,7 +589,12 @@ impl<L: EventLog> RaftStateMachine<C> for StateMachine<L> {
                 last_membership: self.meta.membership.clone(),
             };
             self.record_now(&self.meta)?;
-            self.keep(Stored { meta, state })
+            let last_at = self.meta.last_at;
+            self.keep(Stored {
+                meta,
+                state,
+                last_at,
+            })
         });
         SnapshotBuilder {
             snapshot: stored
@@ -584,6 +623,7 @@ impl<L: EventLog> RaftStateMachine<C> for StateMachine<L> {
         self.replay_until = 0;
         self.meta.applied = meta.last_log_id;
         self.meta.membership = meta.last_membership.clone();
+        self.meta.last_at = stored.last_at;
         self.record_now(&self.meta)
     }
 

@@ -40,14 +40,12 @@ impl StoreLog {
 }
 
 /// An append command as the engine takes it, or why it cannot be one.
-fn append_of(
-    command: &Command,
-) -> Result<(StreamName, ExpectedVersion, Vec<NewEvent>, i64), Outcome> {
+fn append_of(command: &Command) -> Result<(StreamName, ExpectedVersion, Vec<NewEvent>), Outcome> {
     let Command::Append {
         stream,
         expected,
         events,
-        timestamp_us,
+        ..
     } = command;
     let Ok(name) = StreamName::new(stream.clone()) else {
         return Err(Outcome::Refused(format!("invalid stream name {stream:?}")));
@@ -61,7 +59,7 @@ fn append_of(
             data: e.data.clone(),
         })
         .collect();
-    Ok((name, *expected, events, *timestamp_us))
+    Ok((name, *expected, events))
 }
 
 /// The outcome of an append, or the error that stops the node.
@@ -106,8 +104,8 @@ fn outcome(r: Result<AppendResult, AppendError>) -> io::Result<Outcome> {
 }
 
 impl EventLog for StoreLog {
-    async fn submit(&mut self, _index: u64, command: &Command) -> io::Result<Pending> {
-        let (name, expected, events, at) = match append_of(command) {
+    async fn submit(&mut self, _index: u64, at: i64, command: &Command) -> io::Result<Pending> {
+        let (name, expected, events) = match append_of(command) {
             Ok(a) => a,
             Err(refused) => return Ok(ready(refused)),
         };
@@ -117,12 +115,17 @@ impl EventLog for StoreLog {
         }
     }
 
-    async fn reapply(&mut self, _index: u64, command: &Command) -> io::Result<Option<Outcome>> {
-        let (name, _, events, _) = match append_of(command) {
+    async fn reapply(
+        &mut self,
+        _index: u64,
+        at: i64,
+        command: &Command,
+    ) -> io::Result<Option<Outcome>> {
+        let (name, _, events) = match append_of(command) {
             Ok(a) => a,
             Err(refused) => return Ok(Some(refused)),
         };
-        match self.store.resend(&name, events).await {
+        match self.store.resend(&name, events, Some(at)).await {
             Err(AppendError::NotStored { .. }) => Ok(None),
             r => outcome(r).map(Some),
         }

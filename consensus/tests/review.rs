@@ -437,12 +437,14 @@ fn the_recovery_scan_of_a_torn_tail_is_linear() {
     );
 }
 
-/// An append of one event with id `id` to `acct-1` at Raft index `index`.
+/// An append of one event with id `id` to `acct-1` at Raft index `index`,
+/// proposed at a time that grows with the index.
 fn entry(index: u64, expected: ExpectedVersion, id: u8) -> Entry {
-    Entry::new_normal(
-        log_id(1, index),
-        append("acct-1", expected, id, 1_700_000_000_000_000 + index as i64),
-    )
+    entry_at(index, expected, id, 1_700_000_000_000_000 + index as i64)
+}
+
+fn entry_at(index: u64, expected: ExpectedVersion, id: u8, at: i64) -> Entry {
+    Entry::new_normal(log_id(1, index), append("acct-1", expected, id, at))
 }
 
 /// (Second review.) X refused, Z refused, Y = X's batch written by a resend
@@ -450,43 +452,61 @@ fn entry(index: u64, expected: ExpectedVersion, id: u8) -> Entry {
 /// took the head past Z, which was then decided again and accepted on this
 /// replica only.
 ///
-/// OPEN (issue 17): when the later entry's batch lands exactly where the
-/// refused entry's own would have (here Y at position 1, X's place), the
-/// replay cannot tell them apart from positions and ids alone; it needs
-/// the Raft index recorded with each engine batch. The case where the
-/// later write lands further on is handled (`first_position > head`).
+/// Here the later entry's batch lands exactly where the refused entry's
+/// own would have (Y at position 1, X's place): positions and ids cannot
+/// tell them apart, the commit time does (each entry has its own, and a
+/// resend counts only the batch written at it). Also when the leader's
+/// clock gave every entry the same reading (a new leader whose clock is
+/// behind the old one's), or a decreasing one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open: needs the Raft index recorded with engine batches (issue 17)"]
 async fn a_replay_does_not_take_a_later_entrys_write_for_an_earlier_ones() {
-    let dir = tempfile::tempdir().unwrap();
-    let (engine, smdir) = (dir.path().join("engine"), dir.path().join("sm"));
-    let vfs = Arc::new(logbook_storage::fs::OsFs);
-    let open = || {
-        let store = Store::open(StoreConfig::new(&engine)).unwrap();
-        StateMachine::open(vfs.clone(), &smdir, StoreLog::new(store)).unwrap()
-    };
-    let mut sm = open();
-    apply(&mut sm, &[entry(1, ExpectedVersion::NoStream, 1)])
+    const BASE: i64 = 1_700_000_000_000_000;
+    type Clock = fn(u64) -> i64;
+    let clocks: [(&str, Clock); 3] = [
+        ("growing", |i| BASE + i as i64),
+        ("stuck", |_| BASE),
+        ("going back", |i| BASE - i as i64),
+    ];
+    for (name, clock) in clocks {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, smdir) = (dir.path().join("engine"), dir.path().join("sm"));
+        let vfs = Arc::new(logbook_storage::fs::OsFs);
+        let open = || {
+            let store = Store::open(StoreConfig::new(&engine)).unwrap();
+            StateMachine::open(vfs.clone(), &smdir, StoreLog::new(store)).unwrap()
+        };
+        let mut sm = open();
+        apply(
+            &mut sm,
+            &[entry_at(1, ExpectedVersion::NoStream, 1, clock(1))],
+        )
         .await
         .unwrap();
-    let recorded = std::fs::read(smdir.join("sm.meta")).unwrap();
-    let v = |n| ExpectedVersion::Exact(StreamVersion(n));
-    let batch = || {
-        vec![
-            entry(2, v(5), 2),                 // X: refused
-            entry(3, v(1), 3),                 // Z: refused (stream at 0)
-            entry(4, ExpectedVersion::Any, 2), // Y: X's batch, written at 1
-        ]
-    };
-    apply(&mut sm, &batch()).await.unwrap();
-    let before = events(sm.log().store());
-    sm.log().store().close().unwrap();
-    drop(sm);
-    std::fs::write(smdir.join("sm.meta"), &recorded).unwrap();
-    let mut sm = open();
-    apply(&mut sm, &batch()).await.unwrap();
-    let after = events(sm.log().store());
-    assert_eq!(after, before, "replay re-decided an entry");
+        let recorded = std::fs::read(smdir.join("sm.meta")).unwrap();
+        let v = |n| ExpectedVersion::Exact(StreamVersion(n));
+        let batch = || {
+            vec![
+                entry_at(2, v(5), 2, clock(2)),                 // X: refused
+                entry_at(3, v(1), 3, clock(3)),                 // Z: refused (stream at 0)
+                entry_at(4, ExpectedVersion::Any, 2, clock(4)), // Y: X's batch, written at 1
+            ]
+        };
+        apply(&mut sm, &batch()).await.unwrap();
+        let before = events(sm.log().store());
+        assert_eq!(before.len(), 2, "{name}: Y wrote");
+        sm.log().store().close().unwrap();
+        drop(sm);
+        std::fs::write(smdir.join("sm.meta"), &recorded).unwrap();
+        let mut sm = open();
+        apply(&mut sm, &batch()).await.unwrap();
+        let after = events(sm.log().store());
+        assert_eq!(after, before, "{name}: replay re-decided an entry");
+        let times: Vec<i64> = after.iter().map(|e| e.4).collect();
+        assert!(
+            times.windows(2).all(|w| w[0] < w[1]),
+            "{name}: entries share a commit time: {times:?}"
+        );
+    }
 }
 
 /// (Second review.) A snapshot recorded the apply side's head, which

@@ -495,16 +495,22 @@ impl Store {
     /// as [`Store::append`] answers a resend) with its original result,
     /// writing nothing; a batch none of whose ids is stored is refused with
     /// [`AppendError::NotStored`], and one that meets stored ids otherwise
-    /// as an append would be. A replica re-applying, after a restart, the
-    /// commands its event log may already hold tells with it which ones
-    /// wrote.
+    /// as an append would be. With `at`, the stored batch counts only if
+    /// it was committed at that time ([`Store::append_at`]): the same
+    /// batch written at another time is also `NotStored`. A replica
+    /// re-applying, after a restart, the commands its event log may
+    /// already hold tells with it which ones wrote (each command has a
+    /// time of its own, so a later command that wrote the same ids is not
+    /// taken for an earlier, refused one).
     pub async fn resend(
         &self,
         stream: &StreamName,
         events: Vec<NewEvent>,
+        at: Option<i64>,
     ) -> Result<AppendResult, AppendError> {
         let (mut req, rx, tx) = self.request(stream, ExpectedVersion::Any, events, None, None)?;
         req.resend_only = true;
+        req.at = at;
         self.enqueue((req, rx, tx)).await?.await
     }
 

@@ -52,6 +52,9 @@ enum IdVerdict {
         count: u64,
         /// The original was durable when the resend was recognised.
         durable: bool,
+        /// The original's commit time (for one still in the group being
+        /// built, the time its caller chose, if any).
+        timestamp: Option<i64>,
     },
     /// It meets a stored id otherwise: refuse it.
     Duplicate {
@@ -481,6 +484,7 @@ impl Writer {
                     first_position: first.position,
                     count: n as u64,
                     durable: false,
+                    timestamp: original.at,
                 }
             } else {
                 IdVerdict::Duplicate {
@@ -520,6 +524,7 @@ impl Writer {
                 first_position: first.position,
                 count: n as u64,
                 durable,
+                timestamp: Some(rec.timestamp_us),
             });
         }
         // Name where the first stored id is: its own record's stream.
@@ -534,6 +539,27 @@ impl Writer {
             stream,
             position,
         })
+    }
+
+    /// The answer to `req` when reading what decides it failed with `e`:
+    /// a refusal of it alone, or, for a request at a caller's time (a
+    /// replicated log, whose replicas must all decide every request
+    /// alike), a stop: this replica cannot decide it as the others do, so
+    /// the requests after it (`failure`) and every later one are refused
+    /// too, and the caller stops applying.
+    fn refuse_for(
+        &mut self,
+        req: &AppendRequest,
+        e: StorageError,
+        failure: &mut Option<Failure>,
+    ) -> Outcome {
+        if req.at.is_none() {
+            return Outcome::Refused(AppendError::Storage(e));
+        }
+        let cause = Arc::new(e);
+        *failure = Some(Arc::clone(&cause));
+        self.failed = failure.clone();
+        Outcome::Refused(AppendError::Storage(StorageError::writer_failed(&cause)))
     }
 
     /// Checks, encodes and writes one group; returns its ticket.
@@ -575,11 +601,23 @@ impl Writer {
                     continue;
                 }
                 Ok(IdVerdict::New) => {}
+                // A resend at a given time repeats only the batch written
+                // at that time: the same ids written by a later request
+                // (a replicated log's later entry) are not its own.
+                Ok(IdVerdict::Resend { timestamp, .. })
+                    if req.resend_only && req.at.is_some() && timestamp != req.at =>
+                {
+                    outcomes.push(Outcome::Refused(AppendError::NotStored {
+                        stream: name.to_owned(),
+                    }));
+                    continue;
+                }
                 Ok(IdVerdict::Resend {
                     first_version,
                     first_position,
                     count,
                     durable,
+                    ..
                 }) => {
                     outcomes.push(Outcome::Duplicate {
                         result: AppendResult {
@@ -613,7 +651,7 @@ impl Writer {
                     continue;
                 }
                 Err(e) => {
-                    outcomes.push(Outcome::Refused(AppendError::Storage(e)));
+                    outcomes.push(self.refuse_for(req, e, &mut failure));
                     continue;
                 }
             }
@@ -622,7 +660,7 @@ impl Writer {
                 Ok(h) => h,
                 Err(e) => {
                     self.unclaim_ids(&req.events, self.next_position);
-                    outcomes.push(Outcome::Refused(AppendError::Storage(e)));
+                    outcomes.push(self.refuse_for(req, e, &mut failure));
                     continue;
                 }
             };
@@ -663,6 +701,11 @@ impl Writer {
                         op_event = [NewEvent::new(id, state.1, state.0.to_json())];
                         new_state = Some((op.target_hash, state.0));
                         &op_event
+                    }
+                    Err(AppendError::Storage(e)) => {
+                        self.unclaim_ids(&req.events, self.next_position);
+                        outcomes.push(self.refuse_for(req, e, &mut failure));
+                        continue;
                     }
                     Err(e) => {
                         self.unclaim_ids(&req.events, self.next_position);

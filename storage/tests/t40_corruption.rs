@@ -162,3 +162,79 @@ fn damaged_index_table_is_rebuilt_from_the_log() {
         19
     );
 }
+
+/// A request whose checks meet damage (here the stored record an id names
+/// fails its checksum) is refused alone when it is an ordinary append. At
+/// a caller's time (`append_at`: a replicated log, whose replicas must
+/// decide every request alike) it stops the writer instead: the requests
+/// after it cannot be decided as the other replicas decide them (this one
+/// may have been written there), so they are refused too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damage_met_by_a_replicated_append_stops_the_writer() {
+    let fs = MemFs::new();
+    let store = Store::open(tiny_mem(&fs)).unwrap();
+    for i in 0..60u64 {
+        store
+            .append(
+                &name(&format!("s-{}", i % 3)),
+                ExpectedVersion::Any,
+                evs(i, 1),
+            )
+            .await
+            .unwrap();
+    }
+    store.close().unwrap();
+    drop(store);
+    let dir = Path::new("/data/log");
+    let first = dir.join(fs.list_dir(dir).unwrap().remove(0));
+    let mut bytes = fs.read_file(&first).unwrap();
+    let len0 = u32::from_le_bytes(bytes[32..36].try_into().unwrap()) as usize;
+    // The data of the second record (position 1, event 1 of `s-1`).
+    bytes[32 + len0 + 60] ^= 0x01;
+    let at = 1_900_000_000_000_000;
+    for replicated in [false, true] {
+        let copy = fs.crash(CrashMode::DropUnsynced);
+        copy.write_file(&first, bytes.clone());
+        let store = Store::open(tiny_mem(&copy)).unwrap();
+        // Event 1's id again: its record must be read to tell a resend.
+        let met = if replicated {
+            store
+                .append_at(&name("s-1"), ExpectedVersion::Any, evs(1, 1), at)
+                .await
+        } else {
+            store
+                .append(&name("s-1"), ExpectedVersion::Any, evs(1, 1))
+                .await
+        };
+        let Err(logbook_storage::AppendError::Storage(e)) = met else {
+            panic!("{met:?}")
+        };
+        let next = if replicated {
+            store
+                .append_at(&name("s-9"), ExpectedVersion::Any, evs(100, 1), at + 1)
+                .await
+        } else {
+            store
+                .append(&name("s-9"), ExpectedVersion::Any, evs(100, 1))
+                .await
+        };
+        if replicated {
+            assert!(
+                matches!(e, StorageError::WriterFailed { .. }),
+                "the damage stops the writer: {e}"
+            );
+            assert!(
+                matches!(next, Err(logbook_storage::AppendError::Storage(_))),
+                "a later replicated append was decided without the damaged one: {next:?}"
+            );
+            assert_eq!(store.head().0, 60, "nothing was written after the damage");
+        } else {
+            assert!(e.is_corruption(), "{e}");
+            assert_eq!(
+                next.unwrap().first_position.0,
+                60,
+                "the next append goes on"
+            );
+        }
+    }
+}

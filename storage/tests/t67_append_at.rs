@@ -104,7 +104,8 @@ async fn the_same_appends_give_the_same_log_whatever_the_grouping() {
 /// and nothing is written; a batch not stored is refused with `NotStored`
 /// and nothing is written (its ids stay free); a partial or altered batch
 /// is refused as an append would refuse it. Also after a reopen, when the
-/// ids come from the index tables rather than the writer's memory.
+/// ids come from the index tables rather than the writer's memory. A
+/// resend at a time counts only the batch committed at that time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resend_answers_stored_batches_and_writes_nothing() {
     use logbook_storage::AppendError;
@@ -113,11 +114,13 @@ async fn a_resend_answers_stored_batches_and_writes_nothing() {
     let ev =
         |i: u128, body: &str| NewEvent::new(EventId::from_u128(i), "Happened", body.to_owned());
     let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+    let at = 1_700_000_000_000_000;
     let first = store
-        .append(
+        .append_at(
             &stream,
             ExpectedVersion::NoStream,
             vec![ev(1, "{}"), ev(2, "{}")],
+            at,
         )
         .await
         .unwrap();
@@ -134,13 +137,25 @@ async fn a_resend_answers_stored_batches_and_writes_nothing() {
         };
         let head = store.head();
         let again = store
-            .resend(&stream, vec![ev(1, "{}"), ev(2, "{}")])
+            .resend(&stream, vec![ev(1, "{}"), ev(2, "{}")], None)
             .await
             .unwrap();
         assert_eq!(again, first);
-        let new = store.resend(&stream, vec![ev(9, "{}")]).await;
+        let own = store
+            .resend(&stream, vec![ev(1, "{}"), ev(2, "{}")], Some(at))
+            .await
+            .unwrap();
+        assert_eq!(own, first, "the batch committed at its own time");
+        let later = store
+            .resend(&stream, vec![ev(1, "{}"), ev(2, "{}")], Some(at + 1))
+            .await;
+        assert!(
+            matches!(later, Err(AppendError::NotStored { .. })),
+            "the batch committed at another time is not this resend's: {later:?}"
+        );
+        let new = store.resend(&stream, vec![ev(9, "{}")], None).await;
         assert!(matches!(new, Err(AppendError::NotStored { .. })), "{new:?}");
-        let altered = store.resend(&stream, vec![ev(3, "{\"x\":1}")]).await;
+        let altered = store.resend(&stream, vec![ev(3, "{\"x\":1}")], None).await;
         assert!(
             matches!(altered, Err(AppendError::DuplicateEventId { .. })),
             "{altered:?}"

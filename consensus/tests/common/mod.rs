@@ -58,7 +58,7 @@ fn appended(at: u64) -> Outcome {
 }
 
 impl EventLog for FileLog {
-    async fn submit(&mut self, index: u64, command: &Command) -> io::Result<Pending> {
+    async fn submit(&mut self, index: u64, _at: i64, command: &Command) -> io::Result<Pending> {
         // Applied before a crash: the first outcome, nothing written again.
         let at = match self.applied.iter().position(|(i, _)| *i == index) {
             Some(at) => at,
@@ -70,7 +70,12 @@ impl EventLog for FileLog {
         Ok(ready(appended(at)))
     }
 
-    async fn reapply(&mut self, index: u64, _command: &Command) -> io::Result<Option<Outcome>> {
+    async fn reapply(
+        &mut self,
+        index: u64,
+        _at: i64,
+        _command: &Command,
+    ) -> io::Result<Option<Outcome>> {
         Ok(self
             .applied
             .iter()
