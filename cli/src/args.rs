@@ -134,8 +134,8 @@ pub(crate) enum Command {
     /// Show the server's statistics.
     Stats,
     /// Show every node of a cluster: its role, term and Raft indexes, and
-    /// how many entries each is behind the leader.
-    Cluster,
+    /// how many entries each is behind the leader; or add or remove a node.
+    Cluster(ClusterArgs),
     /// List streams (by name prefix) with their last version, live events,
     /// deletion and metadata.
     Streams(StreamsArgs),
@@ -275,6 +275,38 @@ pub(crate) enum GroupCommand {
     Replay(GroupReplayArgs),
     /// Drop every parked event of a group.
     DropParked(GroupNameArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ClusterArgs {
+    #[command(subcommand)]
+    pub(crate) action: Option<ClusterCommand>,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum ClusterCommand {
+    /// Add a node (started with --join): it becomes a learner, catches up
+    /// from the leader, then becomes a voter. Waits until it votes
+    /// (progress on stderr).
+    Add(ClusterAddArgs),
+    /// Remove a node (stop its daemon afterwards).
+    Remove(ClusterRemoveArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ClusterAddArgs {
+    /// The new node's id (its --node-id).
+    pub(crate) node_id: u64,
+    /// Where its peers reach it (HOST:PORT, its replication address).
+    pub(crate) raft_addr: String,
+    /// Where its clients reach it (HOST:PORT, its --listen address).
+    pub(crate) client_addr: String,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ClusterRemoveArgs {
+    /// The node's id.
+    pub(crate) node_id: u64,
 }
 
 #[derive(Args, Debug)]

@@ -110,6 +110,7 @@
 mod backup;
 mod checkpoint;
 mod client;
+mod cluster;
 mod conn;
 mod error;
 pub mod es;
@@ -150,7 +151,9 @@ pub use logbook_protocol::lifecycle::{
     Deletion, META_STREAM_PREFIX, StreamLifecycle, StreamMetadata,
 };
 pub use logbook_protocol::types::*;
-pub use logbook_protocol::{CreateTokenOk, Grant, PutUser, Role, TokenInfo, UserInfo, WhoAmIOk};
+pub use logbook_protocol::{
+    AddNodeOk, CreateTokenOk, Grant, PutUser, Role, TokenInfo, UserInfo, WhoAmIOk,
+};
 pub use logbook_protocol::{Filter, HelloOk, RecoveryStats, StreamInfo, SubscribeFrom};
 pub use logbook_protocol::{
     GroupInfo, GroupSettings, GroupSource, GroupStart, GroupStrategy, ListParkedOk, NackAction,

@@ -38,6 +38,10 @@ pub struct NodeConfig {
     pub secret: Option<String>,
     /// Where the Raft log and the state machine's records go.
     pub dir: PathBuf,
+    /// This node joins a running cluster ([`Node::add_member`] on its
+    /// leader): it does not propose `members` as the first membership,
+    /// and waits for the leader to reach it.
+    pub join: bool,
 }
 
 /// Why an append was not answered by the log.
@@ -74,6 +78,56 @@ impl std::fmt::Display for ProposeError {
         }
     }
 }
+
+/// How far a node being added stands ([`Node::add_member`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Joining {
+    /// A learner, `lag` entries behind the leader's log: ask again later.
+    CatchingUp {
+        /// Entries it lacks.
+        lag: u64,
+    },
+    /// A voter.
+    Voter,
+}
+
+/// Why a membership change was not made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MembershipError {
+    /// This node is not the leader: ask `leader`, if known.
+    NotLeader {
+        /// The leader, if known.
+        leader: Option<Member>,
+    },
+    /// The change cannot be made as asked (the reason says why).
+    Invalid(String),
+    /// Proposed, but whether it was committed is unknown: look at the
+    /// members, then ask again (asking again is safe).
+    Unknown(String),
+}
+
+impl std::fmt::Display for MembershipError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MembershipError::NotLeader { leader } => ProposeError::NotLeader {
+                leader: leader.clone(),
+            }
+            .fmt(f),
+            MembershipError::Invalid(why) => f.write_str(why),
+            MembershipError::Unknown(why) => {
+                write!(f, "the membership change's outcome is unknown: {why}")
+            }
+        }
+    }
+}
+
+/// A learner this close to the leader's log (in entries) is made a voter:
+/// it then catches up the rest within a heartbeat or two, so adding it
+/// does not stall the quorum.
+pub const CAUGHT_UP: u64 = 1000;
+
+/// How long a membership change waits to be committed.
+const CHANGE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A node's role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,6 +167,8 @@ pub struct MemberStatus {
     /// The last Raft index the leader knows it holds (on the leader only;
     /// `None` elsewhere or when unknown).
     pub matched: Option<u64>,
+    /// It votes (otherwise a learner: being added, catching up).
+    pub voter: bool,
 }
 
 /// What a node knows of the cluster.
@@ -217,8 +273,9 @@ impl Node {
         let server = tokio::spawn(crate::tcp::serve(listener, raft.clone(), identity));
         // A first start: every member proposes the same membership. One
         // that already has a log (a restart, or a peer's membership
-        // arrived first) refuses, which is as it should be.
-        if !raft.is_initialized().await.map_err(other)? {
+        // arrived first) refuses, which is as it should be. A node that
+        // joins waits for the leader instead.
+        if !config.join && !raft.is_initialized().await.map_err(other)? {
             match raft.initialize(config.members.clone()).await {
                 Ok(()) => tracing::info!(members = config.members.len(), "cluster initialized"),
                 Err(RaftError::APIError(e)) => {
@@ -247,9 +304,114 @@ impl Node {
         self.listening
     }
 
-    /// Every member's client address, by id (as configured).
+    /// Every member's client address, by id: the current membership's,
+    /// or as configured while this node has none (it is joining).
     pub fn client_addresses(&self) -> Vec<String> {
-        self.members.values().map(|m| m.client.clone()).collect()
+        let m = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .clone();
+        let current: Vec<String> = m.nodes().map(|(_, m)| m.client.clone()).collect();
+        if current.is_empty() {
+            self.members.values().map(|m| m.client.clone()).collect()
+        } else {
+            current
+        }
+    }
+
+    /// Adds node `id` at `member`'s addresses, in steps: the first call
+    /// (on the leader) makes it a learner, to which the leader sends the
+    /// log; a later call, once it is within [`CAUGHT_UP`] entries of the
+    /// leader's log, makes it a voter. So a node holding a large log
+    /// catches up before it counts in the quorum, and no call waits for
+    /// long; calling again after a failover goes on where it stood (the
+    /// membership is in the log). A voter already there answers at once.
+    pub async fn add_member(&self, id: u64, member: Member) -> Result<Joining, MembershipError> {
+        let status = self.leader_status()?;
+        match status.members.iter().find(|m| m.id == id) {
+            Some(m) if m.member != member => {
+                return Err(MembershipError::Invalid(format!(
+                    "node {id} is a member at {} / {}: remove it first",
+                    m.member.raft, m.member.client
+                )));
+            }
+            Some(m) if m.voter => return Ok(Joining::Voter),
+            Some(m) => {
+                let lag = status.last_index.saturating_sub(m.matched.unwrap_or(0));
+                if lag > CAUGHT_UP {
+                    return Ok(Joining::CatchingUp { lag });
+                }
+                self.change(openraft::ChangeMembers::AddVoterIds([id].into()))
+                    .await?;
+                return Ok(Joining::Voter);
+            }
+            None => {}
+        }
+        self.change(openraft::ChangeMembers::AddNodes([(id, member)].into()))
+            .await?;
+        Ok(Joining::CatchingUp {
+            lag: status.last_index,
+        })
+    }
+
+    /// Removes node `id` from the cluster (a voter first stops voting,
+    /// then leaves). Removing the leader itself makes it step down once
+    /// the change is committed. A node not in the cluster answers at once.
+    pub async fn remove_member(&self, id: u64) -> Result<(), MembershipError> {
+        let status = self.leader_status()?;
+        let Some(m) = status.members.iter().find(|m| m.id == id) else {
+            return Ok(());
+        };
+        if m.voter {
+            if status.members.iter().filter(|m| m.voter).count() == 1 {
+                return Err(MembershipError::Invalid(format!(
+                    "node {id} is the only voter: a cluster needs one"
+                )));
+            }
+            self.change(openraft::ChangeMembers::RemoveVoters([id].into()))
+                .await
+        } else {
+            self.change(openraft::ChangeMembers::RemoveNodes([id].into()))
+                .await
+        }
+    }
+
+    /// The status, if this node leads.
+    fn leader_status(&self) -> Result<Status, MembershipError> {
+        let status = self.status();
+        if status.role != Role::Leader {
+            return Err(MembershipError::NotLeader {
+                leader: status.leader_member().cloned(),
+            });
+        }
+        Ok(status)
+    }
+
+    /// Proposes a membership change and waits (at most [`CHANGE_WAIT`])
+    /// until it is committed.
+    async fn change(
+        &self,
+        change: openraft::ChangeMembers<u64, Member>,
+    ) -> Result<(), MembershipError> {
+        let proposed =
+            tokio::time::timeout(CHANGE_WAIT, self.raft.change_membership(change, false));
+        match proposed.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(MembershipError::NotLeader {
+                    leader: f.leader_node,
+                })
+            }
+            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
+                Err(MembershipError::Invalid(e.to_string()))
+            }
+            Ok(Err(e)) => Err(MembershipError::Unknown(e.to_string())),
+            Err(_) => Err(MembershipError::Unknown(format!(
+                "the change was not committed within {CHANGE_WAIT:?} (no quorum?)"
+            ))),
+        }
     }
 
     /// Proposes `command` and returns once it is queued on the Raft log
@@ -299,12 +461,14 @@ impl Node {
             ServerState::Shutdown => Role::Shutdown,
         };
         let replication = m.replication.as_ref();
+        let voters: std::collections::BTreeSet<u64> = m.membership_config.voter_ids().collect();
         let members = m
             .membership_config
             .nodes()
             .map(|(id, member)| MemberStatus {
                 id: *id,
                 member: member.clone(),
+                voter: voters.contains(id),
                 matched: if *id == self.id && role == Role::Leader {
                     m.last_log_index
                 } else {

@@ -80,6 +80,7 @@ async fn the_replication_port_closes_what_it_cannot_trust_and_goes_on() {
             cluster: "logbook".into(),
             secret: Some("s3cret".into()),
             dir: dir.path().join("raft"),
+            join: false,
         },
         store.clone(),
     )
@@ -127,5 +128,58 @@ async fn the_replication_port_closes_what_it_cannot_trust_and_goes_on() {
     // The node is still leading and committing.
     assert_eq!(node.status().role, Role::Leader);
     assert!(matches!(append(&node, 2).await, Outcome::Appended { .. }));
+
+    // Membership changes it refuses: removing the only voter, adding a
+    // member again at other addresses. Removing a stranger is a no-op.
+    use logbook_consensus::node::{Joining, MembershipError};
+    assert!(matches!(
+        node.remove_member(1).await,
+        Err(MembershipError::Invalid(_))
+    ));
+    let elsewhere = Member {
+        raft: "127.0.0.1:1".into(),
+        client: "127.0.0.1:2".into(),
+    };
+    assert!(matches!(
+        node.add_member(1, elsewhere.clone()).await,
+        Err(MembershipError::Invalid(_))
+    ));
+    assert_eq!(
+        node.add_member(1, Member::default()).await,
+        Ok(Joining::Voter)
+    );
+    assert_eq!(node.remove_member(9).await, Ok(()));
+    // A learner nobody runs: added, behind, and removed again; the node
+    // goes on committing alone meanwhile (a learner does not vote).
+    assert!(matches!(
+        node.add_member(9, elsewhere.clone()).await,
+        Ok(Joining::CatchingUp { .. })
+    ));
+    // (The metrics follow the commit: waited for.)
+    let members_are = |want: &'static [(u64, bool)]| {
+        let node = &node;
+        async move {
+            tokio::time::timeout(Duration::from_secs(30), async {
+                loop {
+                    let now: Vec<(u64, bool)> = node
+                        .status()
+                        .members
+                        .iter()
+                        .map(|m| (m.id, m.voter))
+                        .collect();
+                    if now == want {
+                        return;
+                    }
+                    node.changed().await;
+                }
+            })
+            .await
+            .expect("the members as changed")
+        }
+    };
+    members_are(&[(1, true), (9, false)]).await;
+    assert!(matches!(append(&node, 3).await, Outcome::Appended { .. }));
+    assert_eq!(node.remove_member(9).await, Ok(()));
+    members_are(&[(1, true)]).await;
     node.shutdown().await;
 }

@@ -12,7 +12,8 @@
 //!                       10 BackupBegin, 11 BackupRead, 12 BackupEnd,
 //!                       13 SetMetadata, 14 GetMetadata, 15 Truncate,
 //!                       16 DeleteStream, 17 Scavenge, 18 Erase,
-//!                       19 ListStreams
+//!                       19 ListStreams, 20-30 groups, 31-39 users,
+//!                       40 AddNode, 41 RemoveNode
 //!  8     u16  flags     bit 0 = END: set on every reply (Response, Error),
 //!                       clear on requests and pushes; other bits 0
 //! 10     u16  reserved  must be 0
@@ -177,6 +178,10 @@ pub enum Opcode {
     RevokeToken = 38,
     /// The connection's identity and rights.
     WhoAmI = 39,
+    /// Add a node to the cluster.
+    AddNode = 40,
+    /// Remove a node from the cluster.
+    RemoveNode = 41,
 }
 
 impl Opcode {
@@ -227,6 +232,8 @@ impl Opcode {
             37 => Opcode::CreateToken,
             38 => Opcode::RevokeToken,
             39 => Opcode::WhoAmI,
+            40 => Opcode::AddNode,
+            41 => Opcode::RemoveNode,
             _ => return None,
         })
     }

@@ -60,6 +60,7 @@ pub use frame::{
     PROTOCOL_VERSION, SharedFrame,
 };
 pub use msg::auth;
+pub use msg::{AddNode, AddNodeOk, RemoveNode};
 pub use msg::{
     Append, BackupBegin, BackupBeginOk, BackupEnd, BackupFile, BackupRead, ClusterStats, Credit,
     DeleteStream, Erase, EraseOk, ErrorCode, ErrorReply, Filter, GetMetadata, Hello, HelloOk,

@@ -199,6 +199,14 @@ pub struct Args {
     #[arg(long, env = "LOGBOOK_CLUSTER", requires = "node_id", value_parser = parse_members)]
     pub cluster: Option<Members>,
 
+    /// This node joins a running cluster instead of starting one: it does
+    /// not propose --cluster as the first membership, and waits until the
+    /// leader adds it (`logbook cluster add`). --cluster lists this node's
+    /// own addresses, and the members it knows of (told to clients until
+    /// the leader reaches this node).
+    #[arg(long, env = "LOGBOOK_JOIN", requires = "cluster")]
+    pub join: bool,
+
     /// Where to listen for the other nodes (default: this node's RAFT_ADDR
     /// in --cluster).
     #[arg(long, env = "LOGBOOK_RAFT_LISTEN", requires = "cluster")]

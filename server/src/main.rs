@@ -264,6 +264,7 @@ fn serve(args: &Args) -> ExitCode {
                 cluster: "logbook".into(),
                 secret: args.cluster_secret.clone(),
                 dir: args.data_dir.join("raft"),
+                join: args.join,
             };
             let listen = config.listen;
             match rt.block_on(logbook_consensus::node::Node::start(config, store.clone())) {

@@ -392,3 +392,158 @@ fn a_store_written_outside_a_cluster_cannot_join_one() {
         "no reason given: {log}"
     );
 }
+
+/// Runs the CLI and returns its stdout, failing with its stderr.
+fn cli(args: &[&str]) -> String {
+    let out = std::process::Command::new(logbook_tests::daemon::logbook_cli())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "logbook {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Membership: a fourth node started with `--join` is added with
+/// `logbook cluster add` (asked of a follower, which redirects to the
+/// leader), catches up on the log written before it came, and becomes a
+/// voter; then the leader itself is removed with `logbook cluster remove`.
+/// The other three elect a leader among them and go on taking appends,
+/// and they all hold the same log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_is_added_and_the_leader_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path());
+    let options = ClientOptions::default().request_timeout(Some(Duration::from_secs(60)));
+    let client = Client::connect_any(cluster.addresses(), options.clone())
+        .await
+        .unwrap();
+    for n in 0..50u64 {
+        let batch = (0..4).map(|k| event(0, n * 4 + k)).collect();
+        client
+            .append("acct-0", ExpectedVersion::Any, batch)
+            .await
+            .unwrap();
+    }
+
+    // The fourth node joins.
+    let (raft4, client4) = (
+        format!("127.0.0.1:{}", free_port()),
+        SocketAddr::from(([127, 0, 0, 1], free_port())),
+    );
+    let members4 = format!("{},4={raft4}/{client4}", cluster.members);
+    let node4 = Daemon::start_on(
+        &dir.path().join("n4"),
+        &client4.to_string(),
+        &["--node-id", "4", "--cluster", &members4, "--join"],
+    );
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % 3;
+    let out = cli(&[
+        "--server",
+        &cluster.clients[follower].to_string(),
+        "cluster",
+        "add",
+        "4",
+        &raft4,
+        &client4.to_string(),
+    ]);
+    assert!(out.contains("node 4 added"), "{out}");
+    let stats = Client::connect_with(cluster.clients[leader], direct())
+        .await
+        .unwrap()
+        .stats()
+        .await
+        .unwrap()
+        .cluster
+        .unwrap();
+    let four = stats
+        .members
+        .iter()
+        .find(|m| m.node_id == 4)
+        .expect("node 4 is a member");
+    assert!(!four.learner, "node 4 votes: {stats:?}");
+    assert_eq!(four.client_addr, client4.to_string());
+    // Adding it again is answered at once.
+    let out = cli(&[
+        "--server",
+        &cluster.clients[leader].to_string(),
+        "cluster",
+        "add",
+        "4",
+        &raft4,
+        &client4.to_string(),
+    ]);
+    assert!(out.contains("node 4 added"), "{out}");
+    // It holds what was written before it came.
+    let c4 = Client::connect_with(client4, direct()).await.unwrap();
+    let on4: Vec<RecordedEvent> = c4
+        .read_all(ReadAllOptions::default().min_position(LogPosition(199)))
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(on4, whole_log(cluster.clients[leader]).await);
+
+    // The leader is removed; the others go on without it.
+    let removed = leader;
+    cli(&[
+        "--server",
+        &cluster.clients[follower].to_string(),
+        "cluster",
+        "remove",
+        &(removed + 1).to_string(),
+    ]);
+    let mut node = cluster.nodes[removed].take().unwrap();
+    node.signal("TERM");
+    node.wait();
+    let rest: Vec<String> = (0..3)
+        .filter(|i| *i != removed)
+        .map(|i| cluster.clients[i].to_string())
+        .chain([client4.to_string()])
+        .collect();
+    let client = Client::connect_any(rest.clone(), options).await.unwrap();
+    for n in 50..60u64 {
+        let batch = (0..4).map(|k| event(0, n * 4 + k)).collect();
+        client
+            .append("acct-0", ExpectedVersion::Any, batch)
+            .await
+            .unwrap();
+    }
+    let out = cli(&["--server", &rest.join(","), "cluster", "--json"]);
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut ids: Vec<u64> = rows
+        .iter()
+        .map(|r| r["node_id"].as_u64().unwrap())
+        .collect();
+    ids.sort();
+    let mut expected: Vec<u64> = (1..=3).filter(|i| *i != removed as u64 + 1).collect();
+    expected.push(4);
+    assert_eq!(ids, expected, "{rows:?}");
+    assert_eq!(
+        rows.iter().filter(|r| r["role"] == "leader").count(),
+        1,
+        "{rows:?}"
+    );
+    let mut logs = Vec::new();
+    for addr in &rest {
+        let c = Client::connect_with(addr.parse::<SocketAddr>().unwrap(), direct())
+            .await
+            .unwrap();
+        let log: Vec<RecordedEvent> = c
+            .read_all(ReadAllOptions::default().min_position(LogPosition(239)))
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(log.len(), 240, "on {addr}");
+        logs.push(log);
+    }
+    assert_eq!(logs[0], logs[1]);
+    assert_eq!(logs[0], logs[2]);
+    drop(node4);
+}

@@ -1,7 +1,10 @@
 //! `logbook cluster`: every member of a cluster as it sees itself (role,
-//! term, Raft indexes) and, from the leader, how far behind each is.
+//! term, Raft indexes) and, from the leader, how far behind each is;
+//! `logbook cluster add` and `remove` change the members.
 
 use std::time::Duration;
+
+use crate::args::{ClusterArgs, ClusterCommand};
 
 use logbook_client::{Client, RetryPolicy};
 use serde_json::json;
@@ -13,7 +16,77 @@ use crate::output::{Align, Table};
 /// How long a member has to answer before it is shown as unreachable.
 const MEMBER_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub(crate) async fn run(ctx: &mut Ctx) -> Result<(), Failure> {
+/// How often `cluster add` asks again while the new node catches up.
+const ADD_POLL: Duration = Duration::from_millis(500);
+
+/// How long `cluster add` waits for the new node's lag to shrink before
+/// it gives up (the node stays a learner: `cluster add` again goes on,
+/// `cluster remove` takes it out).
+const ADD_STALL: Duration = Duration::from_secs(60);
+
+pub(crate) async fn run(ctx: &mut Ctx, args: ClusterArgs) -> Result<(), Failure> {
+    match args.action {
+        None => status(ctx).await,
+        Some(ClusterCommand::Add(a)) => {
+            let client = ctx.connect().await?;
+            let mut shown = None;
+            let (mut best, mut progressed) = (u64::MAX, std::time::Instant::now());
+            loop {
+                let step = client
+                    .add_node(a.node_id, &a.raft_addr, &a.client_addr)
+                    .await
+                    .map_err(|e| ctx.failed(e))?;
+                if step.voter {
+                    break;
+                }
+                // Progress on stderr, when it changes (stdout stays the
+                // result).
+                if shown != Some(step.lag) {
+                    eprintln!(
+                        "node {}: catching up, {} entries behind",
+                        a.node_id, step.lag
+                    );
+                    shown = Some(step.lag);
+                }
+                if step.lag < best {
+                    (best, progressed) = (step.lag, std::time::Instant::now());
+                } else if progressed.elapsed() > ADD_STALL {
+                    return Err(Failure::new(
+                        Exit::Server,
+                        format!(
+                            "node {} has not caught up for {ADD_STALL:?} ({} entries behind): is its daemon running with --join, reachable at {}? It stays a learner: `cluster add` again goes on, `cluster remove` takes it out",
+                            a.node_id, step.lag, a.raft_addr
+                        ),
+                    ));
+                }
+                tokio::time::sleep(ADD_POLL).await;
+            }
+            if ctx.json {
+                ctx.out
+                    .json(&json!({ "node_id": a.node_id, "voter": true }))
+            } else {
+                ctx.out
+                    .text(&format!("node {} added: it votes\n", a.node_id))
+            }
+        }
+        Some(ClusterCommand::Remove(r)) => {
+            let client = ctx.connect().await?;
+            client
+                .remove_node(r.node_id)
+                .await
+                .map_err(|e| ctx.failed(e))?;
+            if ctx.json {
+                ctx.out
+                    .json(&json!({ "node_id": r.node_id, "removed": true }))
+            } else {
+                ctx.out
+                    .text(&format!("node {} removed: stop its daemon\n", r.node_id))
+            }
+        }
+    }
+}
+
+async fn status(ctx: &mut Ctx) -> Result<(), Failure> {
     let client = ctx.connect().await?;
     let stats = client.stats().await.map_err(|e| ctx.failed(e))?;
     let Some(here) = stats.cluster else {
@@ -62,6 +135,7 @@ pub(crate) async fn run(ctx: &mut Ctx) -> Result<(), Failure> {
                 "committed_index": s.as_ref().map(|s| s.committed_index),
                 "applied_index": s.as_ref().map(|s| s.applied_index),
                 "lag": lag_of(m.node_id),
+                "voter": !m.learner,
             }))?;
         }
         return Ok(());
@@ -85,8 +159,12 @@ pub(crate) async fn run(ctx: &mut Ctx) -> Result<(), Failure> {
             vec![
                 m.node_id.to_string(),
                 m.client_addr.clone(),
-                s.as_ref()
-                    .map_or_else(|| "unreachable".to_owned(), |s| s.role.clone()),
+                match s {
+                    None => "unreachable".to_owned(),
+                    // A node being added (its own view may not know yet).
+                    Some(_) if m.learner => "learner".to_owned(),
+                    Some(s) => s.role.clone(),
+                },
                 or_dash(s.as_ref().map(|s| s.term)),
                 or_dash(s.as_ref().map(|s| s.last_index)),
                 or_dash(s.as_ref().map(|s| s.committed_index)),

@@ -131,7 +131,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Scavenge(args) => scavenge::scavenge(&mut ctx, args).await,
         Command::Erase(args) => scavenge::erase(&mut ctx, args).await,
         Command::Stats => stats::run(&mut ctx).await,
-        Command::Cluster => cluster::run(&mut ctx).await,
+        Command::Cluster(args) => cluster::run(&mut ctx, args).await,
         Command::Streams(args) => streams::run(&mut ctx, args).await,
         Command::Backup(args) => backup::run(&mut ctx, args).await,
         Command::Groups => groups::list(&mut ctx).await,

@@ -28,6 +28,7 @@ use crate::types::{AppendResult, RecordedEvent};
 pub mod append;
 pub mod auth;
 pub mod backup;
+pub mod cluster;
 pub mod credit;
 pub mod delete_stream;
 pub mod erase;
@@ -59,6 +60,7 @@ pub use auth::{
     Role, TokenInfo, UserInfo, WhoAmIOk,
 };
 pub use backup::{BackupBegin, BackupBeginOk, BackupEnd, BackupFile, BackupRead, MAX_BACKUP_READ};
+pub use cluster::{AddNode, AddNodeOk, RemoveNode};
 pub use credit::Credit;
 pub use delete_stream::DeleteStream;
 pub use erase::{Erase, EraseOk};
@@ -181,6 +183,10 @@ pub enum Request {
     RevokeToken(RevokeToken),
     /// The connection's identity and rights.
     WhoAmI,
+    /// Add a node to the cluster (sent again until it votes).
+    AddNode(AddNode),
+    /// Remove a node from the cluster.
+    RemoveNode(RemoveNode),
 }
 
 impl Request {
@@ -226,6 +232,8 @@ impl Request {
             Request::CreateToken(_) => Opcode::CreateToken,
             Request::RevokeToken(_) => Opcode::RevokeToken,
             Request::WhoAmI => Opcode::WhoAmI,
+            Request::AddNode(_) => Opcode::AddNode,
+            Request::RemoveNode(_) => Opcode::RemoveNode,
         }
     }
 
@@ -335,6 +343,8 @@ impl Request {
             Request::CreateToken(m) => enc!(auth::size_hint(m), m),
             Request::RevokeToken(m) => enc!(auth::size_hint(m), m),
             Request::WhoAmI => enc!(1, unsubscribe::EmptyWire {}),
+            Request::AddNode(m) => enc!(cluster::size_hint(m), m),
+            Request::RemoveNode(m) => enc!(16, m),
         }
     }
 
@@ -466,6 +476,8 @@ impl Request {
                 decode_body::<unsubscribe::EmptyWire>(body, op)?;
                 Request::WhoAmI
             }
+            Opcode::AddNode => Request::AddNode(decode_body(body, op)?),
+            Opcode::RemoveNode => Request::RemoveNode(decode_body(body, op)?),
         })
     }
 }
@@ -546,6 +558,10 @@ pub enum Response {
     RevokeTokenOk,
     /// Reply to `WhoAmI`.
     WhoAmIOk(Box<WhoAmIOk>),
+    /// Reply to `AddNode`.
+    AddNodeOk(AddNodeOk),
+    /// Reply to `RemoveNode`.
+    RemoveNodeOk,
 }
 
 impl Response {
@@ -587,6 +603,8 @@ impl Response {
             Response::CreateTokenOk(_) => Opcode::CreateToken,
             Response::RevokeTokenOk => Opcode::RevokeToken,
             Response::WhoAmIOk(_) => Opcode::WhoAmI,
+            Response::AddNodeOk(_) => Opcode::AddNode,
+            Response::RemoveNodeOk => Opcode::RemoveNode,
         }
     }
 
@@ -666,6 +684,8 @@ impl Response {
             Response::CreateTokenOk(m) => enc!(auth::size_hint(m), m),
             Response::RevokeTokenOk => enc!(1, unsubscribe::EmptyWire {}),
             Response::WhoAmIOk(m) => enc!(auth::size_hint(&**m), m),
+            Response::AddNodeOk(m) => enc!(24, m),
+            Response::RemoveNodeOk => enc!(1, unsubscribe::EmptyWire {}),
             Response::ListGroupsOk(m) => enc!(
                 16 + m.iter().map(GroupInfo::size_hint).sum::<usize>(),
                 groups::ListGroupsOkOut {
@@ -767,6 +787,11 @@ impl Response {
                 Response::RevokeTokenOk
             }
             Opcode::WhoAmI => Response::WhoAmIOk(Box::new(decode_body(body, op)?)),
+            Opcode::AddNode => Response::AddNodeOk(decode_body(body, op)?),
+            Opcode::RemoveNode => {
+                decode_body::<unsubscribe::EmptyWire>(body, op)?;
+                Response::RemoveNodeOk
+            }
             Opcode::Credit | Opcode::GroupAck | Opcode::GroupNack | Opcode::GroupExtend => {
                 return Err(unexpected(frame, Kind::Response));
             }

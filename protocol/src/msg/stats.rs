@@ -152,6 +152,9 @@ pub struct MemberStats {
     /// On the leader: Raft entries it has yet to receive.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lag: Option<u64>,
+    /// It does not vote yet: a node being added, catching up.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub learner: bool,
 }
 
 /// What recovery found and did when the server started.

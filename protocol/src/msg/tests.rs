@@ -394,6 +394,7 @@ fn stats_ok() -> impl Strategy<Value = StatsOk> {
                             client_addr: "10.0.0.1:7117".into(),
                             matched: (sc[5] % 3 == 0).then_some(sc[2]),
                             lag: (sc[5] % 3 == 0).then_some(sc[3]),
+                            learner: sc[5] % 5 == 0,
                         }],
                     }),
                 }
@@ -570,7 +571,7 @@ pub(crate) fn error_reply() -> impl Strategy<Value = ErrorReply> {
 }
 
 fn opcode() -> impl Strategy<Value = Opcode> {
-    (1u16..=39).prop_filter_map("known opcode", Opcode::from_u16)
+    (1u16..=41).prop_filter_map("known opcode", Opcode::from_u16)
 }
 
 fn group_settings() -> impl Strategy<Value = GroupSettings> {
@@ -2595,6 +2596,14 @@ fn auth_request() -> impl Strategy<Value = Request> {
             .prop_map(|(user, label)| Request::CreateToken(CreateToken { user, label })),
         (name(), name()).prop_map(|(user, id)| Request::RevokeToken(RevokeToken { user, id })),
         Just(Request::WhoAmI),
+        (any::<u64>(), name(), name()).prop_map(|(node_id, raft_addr, client_addr)| {
+            Request::AddNode(crate::msg::AddNode {
+                node_id,
+                raft_addr,
+                client_addr,
+            })
+        }),
+        any::<u64>().prop_map(|node_id| Request::RemoveNode(crate::msg::RemoveNode { node_id })),
     ]
 }
 
@@ -2613,6 +2622,9 @@ fn auth_response() -> impl Strategy<Value = Response> {
         ("\\PC{0,8}", "\\PC{0,40}")
             .prop_map(|(id, token)| Response::CreateTokenOk(CreateTokenOk { id, token })),
         Just(Response::RevokeTokenOk),
+        (any::<bool>(), any::<u64>())
+            .prop_map(|(voter, lag)| Response::AddNodeOk(crate::msg::AddNodeOk { voter, lag })),
+        Just(Response::RemoveNodeOk),
         (
             "\\PC{0,8}",
             prop::collection::vec("\\PC{0,8}", 0..3),

@@ -731,6 +731,8 @@ impl Connection {
             Request::CreateToken(t) => self.create_token(corr_id, t).await,
             Request::RevokeToken(t) => self.revoke_token(corr_id, t).await,
             Request::WhoAmI => self.who_am_i(corr_id),
+            Request::AddNode(a) => self.add_node(corr_id, a).await,
+            Request::RemoveNode(r) => self.remove_node(corr_id, r).await,
             _ => {
                 self.send_error(
                     opcode,
@@ -769,5 +771,7 @@ fn replicated(req: &Request) -> bool {
             | Request::ListUsers
             | Request::ListRoles
             | Request::WhoAmI
+            | Request::AddNode(_)
+            | Request::RemoveNode(_)
     )
 }

@@ -133,6 +133,7 @@ pub fn cluster(s: &logbook_consensus::node::Status) -> logbook_protocol::Cluster
                 client_addr: m.member.client.clone(),
                 matched: m.matched,
                 lag: leader.then(|| s.last_index.saturating_sub(m.matched.unwrap_or(0))),
+                learner: !m.voter,
             })
             .collect(),
     }

@@ -138,6 +138,9 @@ impl Connection {
             Request::CreateToken(_) | Request::RevokeToken(_) => {
                 admins_only("create tokens for others, or from a token's session")
             }
+            Request::AddNode(_) | Request::RemoveNode(_) => {
+                admins_only("change the cluster's members")
+            }
             // A request this version does not classify: refused to all but
             // admins.
             _ => Err(denied(format!(

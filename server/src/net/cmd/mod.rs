@@ -24,12 +24,14 @@
 //!   rights, and the user, role and token requests.
 //! - `backup`: `BackupBegin`, `BackupRead` and `BackupEnd`, with the limits
 //!   on backup sessions per connection and per server.
+//! - `cluster`: `AddNode` and `RemoveNode`, a cluster's membership.
 
 mod append;
 pub(super) use append::AppendTrace;
 mod auth;
 mod backup;
 mod catalog;
+mod cluster;
 mod groups;
 mod hello;
 mod lifecycle;
