@@ -20,11 +20,12 @@
 //! [`frame`] (the framing of files and messages).
 //!
 //! ## Where this stands
-//! `logbookd --cluster` runs on it: appends replicated, reads and
-//! subscriptions on every node, failover. Not yet here (issue 17):
-//! snapshots made of sealed segments (the policy is `Never` meanwhile, so
-//! the Raft log keeps every entry), membership changes, replicating the
-//! other writes (lifecycle, scavenge, users, groups), TLS between nodes.
+//! `logbookd --cluster` runs on it: appends and lifecycle changes
+//! replicated, reads and subscriptions on every node, failover, adding and
+//! removing nodes. Not yet here (issue 17): snapshots made of sealed
+//! segments (the policy is `Never` meanwhile, so the Raft log keeps every
+//! entry and a new node replays all of it), replicating the other writes
+//! (scavenge, erasure, users, groups).
 
 pub mod frame;
 pub mod local;
@@ -81,6 +82,22 @@ pub enum Command {
         /// raised past the previous entry's (`Command::time`).
         timestamp_us: i64,
     },
+    /// Changes `stream`'s lifecycle (metadata, truncation, deletion),
+    /// written as the event `id` of its metadata stream if that stream is
+    /// at `meta_expected`.
+    Lifecycle {
+        /// The stream.
+        stream: String,
+        /// The metadata stream's expected version (a metadata change's
+        /// optimistic check; `Any` for the others).
+        meta_expected: ExpectedVersion,
+        /// The change.
+        change: LifecycleChange,
+        /// The id of the event that records it (chosen by the leader).
+        id: [u8; 16],
+        /// The leader's clock, as an append's.
+        timestamp_us: i64,
+    },
 }
 
 impl Command {
@@ -89,9 +106,33 @@ impl Command {
     /// [`sm::EventLog::submit`]).
     pub fn time(&self) -> i64 {
         match self {
-            Command::Append { timestamp_us, .. } => *timestamp_us,
+            Command::Append { timestamp_us, .. } | Command::Lifecycle { timestamp_us, .. } => {
+                *timestamp_us
+            }
         }
     }
+}
+
+/// A change to a stream's lifecycle, as [`Command::Lifecycle`] carries it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LifecycleChange {
+    /// Set the stream's metadata (its JSON, as the protocol writes it).
+    SetMetadata {
+        /// The metadata's JSON.
+        metadata: String,
+    },
+    /// Remove the events below version `before` from every read.
+    Truncate {
+        /// The first version kept.
+        before: u64,
+    },
+    /// Delete the stream if it is at `expected`.
+    Delete {
+        /// For ever (otherwise soft: a later append starts it again).
+        hard: bool,
+        /// The stream's expected version.
+        expected: ExpectedVersion,
+    },
 }
 
 /// One event of an [`Command::Append`].
@@ -171,6 +212,7 @@ impl std::fmt::Display for Command {
             Command::Append { stream, events, .. } => {
                 write!(f, "append {} events to {stream}", events.len())
             }
+            Command::Lifecycle { stream, change, .. } => write!(f, "{change:?} of {stream}"),
         }
     }
 }

@@ -36,6 +36,8 @@ pub struct NodeConfig {
     pub cluster: String,
     /// The secret every member knows, if any.
     pub secret: Option<String>,
+    /// Mutual TLS between the nodes, if set ([`crate::tcp::PeerTls`]).
+    pub tls: Option<crate::tcp::PeerTls>,
     /// Where the Raft log and the state machine's records go.
     pub dir: PathBuf,
     /// This node joins a running cluster ([`Node::add_member`] on its
@@ -258,6 +260,7 @@ impl Node {
             cluster: config.cluster.clone(),
             node: config.id,
             secret: config.secret.clone(),
+            tls: config.tls.clone(),
         });
         let raft = openraft::Raft::new(
             config.id,
@@ -422,7 +425,7 @@ impl Node {
         &self,
         command: Command,
     ) -> Result<
-        impl std::future::Future<Output = Result<Outcome, ProposeError>> + Send + Sync + 'static,
+        impl std::future::Future<Output = Result<Outcome, ProposeError>> + Send + Sync + use<>,
         ProposeError,
     > {
         // Per append: a look at the state, not a copy of the metrics.

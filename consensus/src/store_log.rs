@@ -2,15 +2,18 @@
 //! applied with [`Store::append_at`], at the time the leader chose, so
 //! every replica writes the same events at the same positions with the
 //! same versions and timestamps (the engine assigns positions in apply
-//! order, and apply order is the Raft log's).
+//! order, and apply order is the Raft log's). A lifecycle change is
+//! applied with [`Store::submit_lifecycle_at`], under the event id and at
+//! the time the leader chose.
 //!
 //! Appends are queued one after another as they are applied and awaited
 //! by the state machine's completion task, so they share the engine's group
 //! commits. Re-applying an append after a crash (the state machine's record
 //! of what the engine holds lags it by up to 100 ms of entries) writes
 //! nothing: [`Store::resend`] answers a stored batch with its original
-//! result and tells one that is not stored. Not yet here: snapshots made of sealed
-//! segments (the engine's files are the state; shipping them is the next
+//! result and tells one that is not stored (a lifecycle change is resent
+//! as its placeholder event to the metadata stream). Not yet here:
+//! snapshots made of sealed segments (the engine's files are the state; shipping them is the next
 //! increment), so [`EventLog::snapshot`] refuses and a cluster keeps its
 //! whole Raft log until then.
 
@@ -20,7 +23,7 @@ use logbook_protocol::{AppendResult, EventId, ExpectedVersion, NewEvent, StreamN
 use logbook_storage::{AppendError, Store};
 
 use crate::sm::{EventLog, Pending, ready};
-use crate::{Command, Outcome};
+use crate::{Command, LifecycleChange, Outcome};
 
 /// A [`Store`] applying committed appends.
 pub struct StoreLog {
@@ -39,27 +42,75 @@ impl StoreLog {
     }
 }
 
-/// An append command as the engine takes it, or why it cannot be one.
-fn append_of(command: &Command) -> Result<(StreamName, ExpectedVersion, Vec<NewEvent>), Outcome> {
-    let Command::Append {
-        stream,
-        expected,
-        events,
-        ..
-    } = command;
-    let Ok(name) = StreamName::new(stream.clone()) else {
-        return Err(Outcome::Refused(format!("invalid stream name {stream:?}")));
+/// A command as the engine takes it.
+enum Request {
+    Append(StreamName, ExpectedVersion, Vec<NewEvent>),
+    Lifecycle(
+        StreamName,
+        ExpectedVersion,
+        logbook_storage::LifecycleChange,
+        EventId,
+    ),
+}
+
+/// A command as the engine takes it, or why it cannot be one (refusals
+/// that depend only on the command: the same on every replica).
+fn request_of(command: &Command) -> Result<Request, Outcome> {
+    let name = |stream: &String| {
+        StreamName::new(stream.clone())
+            .map_err(|_| Outcome::Refused(format!("invalid stream name {stream:?}")))
     };
-    let events = events
-        .iter()
-        .map(|e| NewEvent {
-            id: EventId(e.id),
-            event_type: e.event_type.as_str().into(),
-            metadata: e.metadata.clone(),
-            data: e.data.clone(),
-        })
-        .collect();
-    Ok((name, *expected, events))
+    match command {
+        Command::Append {
+            stream,
+            expected,
+            events,
+            ..
+        } => {
+            let events = events
+                .iter()
+                .map(|e| NewEvent {
+                    id: EventId(e.id),
+                    event_type: e.event_type.as_str().into(),
+                    metadata: e.metadata.clone(),
+                    data: e.data.clone(),
+                })
+                .collect();
+            Ok(Request::Append(name(stream)?, *expected, events))
+        }
+        Command::Lifecycle {
+            stream,
+            meta_expected,
+            change,
+            id,
+            ..
+        } => {
+            use logbook_protocol::lifecycle::{Deletion, StreamMetadata};
+            use logbook_storage::LifecycleChange as Change;
+            let change = match change {
+                LifecycleChange::SetMetadata { metadata } => Change::SetMetadata(
+                    StreamMetadata::from_json(metadata.as_bytes()).map_err(Outcome::Refused)?,
+                ),
+                LifecycleChange::Truncate { before } => {
+                    Change::Truncate(logbook_protocol::StreamVersion(*before))
+                }
+                LifecycleChange::Delete { hard, expected } => Change::Delete {
+                    mode: if *hard {
+                        Deletion::Hard
+                    } else {
+                        Deletion::Soft
+                    },
+                    expected: *expected,
+                },
+            };
+            Ok(Request::Lifecycle(
+                name(stream)?,
+                *meta_expected,
+                change,
+                EventId(*id),
+            ))
+        }
+    }
 }
 
 /// The outcome of an append, or the error that stops the node.
@@ -90,6 +141,7 @@ fn outcome(r: Result<AppendResult, AppendError>) -> io::Result<Outcome> {
             e @ (AppendError::EmptyBatch
             | AppendError::InvalidEventType { .. }
             | AppendError::ReservedStream { .. }
+            | AppendError::InvalidMetadata(_)
             | AppendError::TooLarge { .. }),
         ) => Outcome::Refused(e.to_string()),
         // A disk failure: this replica cannot go on applying; stopping
@@ -105,11 +157,18 @@ fn outcome(r: Result<AppendResult, AppendError>) -> io::Result<Outcome> {
 
 impl EventLog for StoreLog {
     async fn submit(&mut self, _index: u64, at: i64, command: &Command) -> io::Result<Pending> {
-        let (name, expected, events) = match append_of(command) {
-            Ok(a) => a,
+        let submitted = match request_of(command) {
             Err(refused) => return Ok(ready(refused)),
+            Ok(Request::Append(name, expected, events)) => {
+                self.store.submit_at(&name, expected, events, at).await
+            }
+            Ok(Request::Lifecycle(name, meta_expected, change, id)) => {
+                self.store
+                    .submit_lifecycle_at(&name, meta_expected, change, id, at)
+                    .await
+            }
         };
-        match self.store.submit_at(&name, expected, events, at).await {
+        match submitted {
             Ok(pending) => Ok(Box::pin(async move { outcome(pending.await) })),
             Err(e) => Ok(Box::pin(std::future::ready(outcome(Err(e))))),
         }
@@ -121,9 +180,15 @@ impl EventLog for StoreLog {
         at: i64,
         command: &Command,
     ) -> io::Result<Option<Outcome>> {
-        let (name, _, events) = match append_of(command) {
-            Ok(a) => a,
+        // What the command wrote, if it did: its events (a lifecycle
+        // change's is its id in the metadata stream).
+        let (name, events) = match request_of(command) {
             Err(refused) => return Ok(Some(refused)),
+            Ok(Request::Append(name, _, events)) => (name, events),
+            Ok(Request::Lifecycle(name, _, _, id)) => match Store::metadata_stream(&name) {
+                Ok(meta) => (meta, vec![logbook_storage::lifecycle_placeholder(id)]),
+                Err(e) => return outcome(Err(e)).map(Some),
+            },
         };
         match self.store.resend(&name, events, Some(at)).await {
             Err(AppendError::NotStored { .. }) => Ok(None),

@@ -113,7 +113,9 @@ fn command(id: u64) -> Command {
 }
 
 fn id_of(c: &Command) -> u64 {
-    let Command::Append { events, .. } = c;
+    let Command::Append { events, .. } = c else {
+        panic!("only appends here: {c}")
+    };
     u64::from_le_bytes(events[0].data[..].try_into().unwrap())
 }
 

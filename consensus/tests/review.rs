@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use logbook_consensus::sm::StateMachine;
 use logbook_consensus::store_log::StoreLog;
-use logbook_consensus::{Command, EventData, ExpectedVersion, TypeConfig};
+use logbook_consensus::{Command, EventData, ExpectedVersion, LifecycleChange, TypeConfig};
 use logbook_protocol::{Direction, StreamVersion};
 use logbook_storage::fs::{CrashMode, Fault, MemFs};
 use logbook_storage::{Store, StoreConfig};
@@ -49,11 +49,16 @@ async fn apply(sm: &mut StateMachine<StoreLog>, entries: &[Entry]) -> std::io::R
     sm.flush().await
 }
 
-fn events(store: &Store) -> Vec<(String, u64, u64, [u8; 16], i64)> {
+/// Every event a read of the whole log returns.
+fn all_events(store: &Store) -> Vec<logbook_protocol::RecordedEvent> {
     store
         .read_all(None, Direction::Forward, 1000)
         .unwrap()
         .events
+}
+
+fn events(store: &Store) -> Vec<(String, u64, u64, [u8; 16], i64)> {
+    all_events(store)
         .into_iter()
         .map(|e| {
             (
@@ -542,4 +547,138 @@ async fn a_snapshot_records_the_head_after_what_it_holds() {
         n, 4,
         "entry 4 was not applied on this replica (treated as refused before restart)"
     );
+}
+
+fn lifecycle(index: u64, meta_expected: ExpectedVersion, change: LifecycleChange) -> Entry {
+    Entry::new_normal(
+        log_id(1, index),
+        Command::Lifecycle {
+            stream: "acct-1".into(),
+            meta_expected,
+            change,
+            id: [0xA0 + index as u8; 16],
+            timestamp_us: 1_700_000_000_000_000 + index as i64 * 1_000_000,
+        },
+    )
+}
+
+/// Everything a replica shows: every event with its data, and the
+/// stream's lifecycle state.
+fn everything(store: &Store) -> (Vec<logbook_protocol::RecordedEvent>, String) {
+    (
+        all_events(store),
+        format!("{:?}", store.stream_lifecycle("acct-1")),
+    )
+}
+
+/// Lifecycle changes are replicated entries too: applied on two replicas
+/// they give the same events, bytes and state (the leader's id and time,
+/// not each replica's clock: an age-based retention's cut depends on the
+/// time); re-applied after a crash before the record, they are resends
+/// (written changes answered, the refused one staying refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_changes_apply_alike_and_replay_as_resends() {
+    use logbook_protocol::lifecycle::StreamMetadata;
+    let v = |n| ExpectedVersion::Exact(StreamVersion(n));
+    let metadata = |m: StreamMetadata| LifecycleChange::SetMetadata {
+        metadata: m.to_json(),
+    };
+    let entries = vec![
+        entry(1, ExpectedVersion::NoStream, 1),
+        lifecycle(
+            2,
+            ExpectedVersion::NoStream,
+            metadata(StreamMetadata {
+                max_age_secs: Some(1),
+                ..StreamMetadata::default()
+            }),
+        ),
+        // Replaces the age limit: what it removed by then stays removed,
+        // as of the entry's time.
+        lifecycle(
+            3,
+            v(0),
+            metadata(StreamMetadata {
+                max_count: Some(5),
+                ..StreamMetadata::default()
+            }),
+        ),
+        // Refused: the stream is not at 7.
+        lifecycle(
+            4,
+            ExpectedVersion::Any,
+            LifecycleChange::Delete {
+                hard: false,
+                expected: v(7),
+            },
+        ),
+        entry(5, ExpectedVersion::Any, 5),
+        lifecycle(
+            6,
+            ExpectedVersion::Any,
+            LifecycleChange::Truncate { before: 1 },
+        ),
+        lifecycle(
+            7,
+            ExpectedVersion::Any,
+            LifecycleChange::Delete {
+                hard: false,
+                expected: v(1),
+            },
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let vfs = Arc::new(logbook_storage::fs::OsFs);
+    let open = |name: &str| {
+        let store = Store::open(StoreConfig::new(dir.path().join(name).join("engine"))).unwrap();
+        StateMachine::open(
+            vfs.clone(),
+            &dir.path().join(name).join("sm"),
+            StoreLog::new(store),
+        )
+        .unwrap()
+    };
+    // Replica a applies them in one go; replica b in two, with a crash
+    // after the record of the first entry.
+    let mut a = open("a");
+    apply(&mut a, &entries).await.unwrap();
+    let want = everything(a.log().store());
+    // 2 appends and 4 lifecycle events (the refused delete wrote none),
+    // the last of them the soft delete; the age limit's cut taken at the
+    // time of entry 3 (its leader's time, less the 1 s limit).
+    for part in [
+        "position: LogPosition(5)",
+        "meta_version: StreamVersion(3)",
+        "deleted: Some(Soft)",
+        "expired_before_us: Some(1700000002000000)",
+    ] {
+        assert!(want.1.contains(part), "{part}: {}", want.1);
+    }
+    let mut b = open("b");
+    apply(&mut b, &entries[..1]).await.unwrap();
+    let recorded = std::fs::read(dir.path().join("b/sm/sm.meta")).unwrap();
+    apply(&mut b, &entries[1..]).await.unwrap();
+    assert_eq!(everything(b.log().store()), want, "the replicas differ");
+    b.log().store().close().unwrap();
+    drop(b);
+    std::fs::write(dir.path().join("b/sm/sm.meta"), &recorded).unwrap();
+    let mut b = open("b");
+    apply(&mut b, &entries[1..]).await.unwrap();
+    assert_eq!(
+        everything(b.log().store()),
+        want,
+        "the replay changed the replica"
+    );
+    // And the replay ended where the event log's head was: the next entry
+    // is decided as on the other replica.
+    let next = [entry(8, ExpectedVersion::Any, 8)];
+    apply(&mut a, &next).await.unwrap();
+    apply(&mut b, &next).await.unwrap();
+    let (after_a, after_b) = (everything(a.log().store()), everything(b.log().store()));
+    assert!(
+        after_a.1.contains("position: LogPosition(5)"),
+        "{after_a:?}"
+    );
+    assert_eq!(after_a.0.len(), want.0.len() + 1, "entry 8 was written");
+    assert_eq!(after_b, after_a, "the replicas differ after the replay");
 }

@@ -81,6 +81,7 @@ async fn the_replication_port_closes_what_it_cannot_trust_and_goes_on() {
             secret: Some("s3cret".into()),
             dir: dir.path().join("raft"),
             join: false,
+            tls: None,
         },
         store.clone(),
     )

@@ -218,6 +218,27 @@ pub struct Args {
     #[arg(long, env = "LOGBOOK_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
 
+    /// This node's certificate for the replication port (PEM, leaf
+    /// first): with --cluster-tls-key and --cluster-tls-ca, nodes speak
+    /// only mutual TLS to each other. It must name the host of this
+    /// node's RAFT_ADDR and allow both server and client authentication
+    /// (a node accepts and connects).
+    #[arg(
+        long,
+        env = "LOGBOOK_CLUSTER_TLS_CERT",
+        requires_all = ["cluster_tls_key", "cluster_tls_ca", "cluster"]
+    )]
+    pub cluster_tls_cert: Option<PathBuf>,
+
+    /// The private key of --cluster-tls-cert (PEM).
+    #[arg(long, env = "LOGBOOK_CLUSTER_TLS_KEY", requires = "cluster_tls_cert")]
+    pub cluster_tls_key: Option<PathBuf>,
+
+    /// The CA that signs every node's certificate (PEM): a peer must
+    /// present a certificate it signed.
+    #[arg(long, env = "LOGBOOK_CLUSTER_TLS_CA", requires = "cluster_tls_cert")]
+    pub cluster_tls_ca: Option<PathBuf>,
+
     /// A token that logs in as an admin, besides the users (unset: only
     /// users; with no users either, clients on loopback need no login).
     #[arg(long, env = "LOGBOOK_AUTH_TOKEN", hide_env_values = true)]

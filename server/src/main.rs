@@ -265,13 +265,31 @@ fn serve(args: &Args) -> ExitCode {
                 secret: args.cluster_secret.clone(),
                 dir: args.data_dir.join("raft"),
                 join: args.join,
+                tls: match (
+                    &args.cluster_tls_cert,
+                    &args.cluster_tls_key,
+                    &args.cluster_tls_ca,
+                ) {
+                    (Some(cert), Some(key), Some(ca)) => {
+                        match logbook_server::tls::load_peer_tls(cert, key, ca) {
+                            Ok(tls) => Some(tls),
+                            Err(e) => {
+                                tracing::error!(error = %e, "cannot load the replication port's TLS");
+                                let _ = store.close();
+                                return ExitCode::FAILURE;
+                            }
+                        }
+                    }
+                    _ => None,
+                },
             };
+            let tls_between_nodes = config.tls.is_some();
             let listen = config.listen;
             match rt.block_on(logbook_consensus::node::Node::start(config, store.clone())) {
                 Ok(node) => {
                     tracing::info!(node_id = id, members = members.0.len(), raft_listen = %listen, "cluster node started");
-                    if !listen.ip().is_loopback() {
-                        tracing::warn!(%listen, secret = args.cluster_secret.is_some(), "the replication port listens beyond loopback in clear text (no TLS between nodes yet): keep it on a private network, and set --cluster-secret");
+                    if !listen.ip().is_loopback() && !tls_between_nodes {
+                        tracing::warn!(%listen, secret = args.cluster_secret.is_some(), "the replication port listens beyond loopback in clear text: set --cluster-tls-cert, -key and -ca, or keep it on a private network with --cluster-secret");
                     }
                     Some(Arc::new(node))
                 }

@@ -96,6 +96,27 @@ impl ServerTls {
     }
 }
 
+/// The replication port's mutual TLS, from `--cluster-tls-cert`, `-key`
+/// and `-ca`. Errors name the file and what is wrong with it.
+pub fn load_peer_tls(
+    cert: &Path,
+    key: &Path,
+    ca: &Path,
+) -> Result<logbook_consensus::tcp::PeerTls, String> {
+    let chain = read_certs(cert)?;
+    let key_der = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("{}: no usable private key: {e}", key.display()))?;
+    let roots = read_certs(ca)?;
+    logbook_consensus::tcp::PeerTls::new(chain, key_der, roots).map_err(|e| {
+        format!(
+            "{}, {} and {}: {e}",
+            cert.display(),
+            key.display(),
+            ca.display()
+        )
+    })
+}
+
 /// Every certificate in a PEM file; at least one.
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_file_iter(path)

@@ -122,7 +122,7 @@ pub use error::{AppendError, Limit, ReadError, StorageError};
 pub use open::{RecoveryReport, Truncation};
 pub use read::ReadLimit;
 pub use store::{
-    AllSlice, EraseReceipt, IdsChecked, LifecycleWritten, PendingAppend, SCAVENGE_STARTED,
-    SCAVENGED, SCAVENGES, Store, StoreStats, StreamSlice,
+    AllSlice, EraseReceipt, IdsChecked, LifecycleChange, LifecycleWritten, PendingAppend,
+    SCAVENGE_STARTED, SCAVENGED, SCAVENGES, Store, StoreStats, StreamSlice, lifecycle_placeholder,
 };
 pub use verify::{VerifyReport, verify};

@@ -66,6 +66,42 @@ pub struct AllSlice {
     pub through: LogPosition,
 }
 
+/// A change to a stream's lifecycle ([`Store::submit_lifecycle_at`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum LifecycleChange {
+    /// [`Store::set_metadata`].
+    SetMetadata(StreamMetadata),
+    /// [`Store::truncate`].
+    Truncate(StreamVersion),
+    /// [`Store::delete_stream`].
+    Delete {
+        /// Soft or hard.
+        mode: Deletion,
+        /// The stream's expected version.
+        expected: ExpectedVersion,
+    },
+}
+
+impl LifecycleChange {
+    fn kind(self) -> OpKind {
+        match self {
+            LifecycleChange::SetMetadata(metadata) => OpKind::SetMetadata(metadata),
+            LifecycleChange::Truncate(before) => OpKind::Truncate(before.0),
+            LifecycleChange::Delete { mode, expected } => OpKind::Delete {
+                mode,
+                expected,
+                erase: false,
+            },
+        }
+    }
+}
+
+/// The event a lifecycle change is sent to the writer as, with the id its
+/// resolved state is written under.
+pub fn lifecycle_placeholder(id: EventId) -> NewEvent {
+    NewEvent::new(id, lc::EVENT_METADATA, Vec::new())
+}
+
 /// What a lifecycle operation wrote (or, from
 /// [`Store::stream_lifecycle`], the latest one).
 #[derive(Clone, Debug, PartialEq)]
@@ -387,6 +423,8 @@ impl Store {
         Ok(len)
     }
 
+    /// A request for the writer. Metadata streams are written only by
+    /// lifecycle operations (`op`), and read by a resend (`resend_only`).
     fn request(
         &self,
         stream: &StreamName,
@@ -394,8 +432,12 @@ impl Store {
         events: Vec<NewEvent>,
         checked: Option<IdsChecked>,
         op: Option<crate::lifecycle::Op>,
+        resend_only: bool,
     ) -> Result<Prepared, AppendError> {
-        if op.is_none() && logbook_protocol::lifecycle::meta_target(stream.as_str()).is_some() {
+        if op.is_none()
+            && !resend_only
+            && logbook_protocol::lifecycle::meta_target(stream.as_str()).is_some()
+        {
             return Err(AppendError::ReservedStream {
                 stream: stream.as_str().to_owned(),
             });
@@ -428,7 +470,7 @@ impl Store {
             op,
             seal_after: false,
             at: None,
-            resend_only: false,
+            resend_only,
         };
         Ok((req, rx, tx))
     }
@@ -486,7 +528,7 @@ impl Store {
                 stream: SCAVENGES.to_owned(),
             });
         }
-        let (mut req, rx, tx) = self.request(stream, expected, events, None, None)?;
+        let (mut req, rx, tx) = self.request(stream, expected, events, None, None, false)?;
         req.at = Some(at_us);
         self.enqueue((req, rx, tx)).await
     }
@@ -508,8 +550,10 @@ impl Store {
         events: Vec<NewEvent>,
         at: Option<i64>,
     ) -> Result<AppendResult, AppendError> {
-        let (mut req, rx, tx) = self.request(stream, ExpectedVersion::Any, events, None, None)?;
-        req.resend_only = true;
+        // A metadata stream too: a lifecycle change is resent as the event
+        // it was sent to the writer as (`lifecycle_placeholder`).
+        let (mut req, rx, tx) =
+            self.request(stream, ExpectedVersion::Any, events, None, None, true)?;
         req.at = at;
         self.enqueue((req, rx, tx)).await?.await
     }
@@ -569,7 +613,7 @@ impl Store {
         op: Option<crate::lifecycle::Op>,
         seal_after: bool,
     ) -> Result<PendingAppend, AppendError> {
-        let (mut req, rx, tx) = self.request(stream, expected, events, None, op)?;
+        let (mut req, rx, tx) = self.request(stream, expected, events, None, op, false)?;
         req.seal_after = seal_after;
         self.enqueue((req, rx, tx)).await
     }
@@ -587,7 +631,7 @@ impl Store {
                 stream: SCAVENGES.to_owned(),
             });
         }
-        let prepared = self.request(stream, expected, events, checked, op)?;
+        let prepared = self.request(stream, expected, events, checked, op, false)?;
         self.enqueue(prepared).await
     }
 
@@ -619,16 +663,6 @@ impl Store {
         expected: ExpectedVersion,
         metadata: StreamMetadata,
     ) -> Result<LifecycleWritten, AppendError> {
-        metadata.validate().map_err(AppendError::InvalidMetadata)?;
-        let json = metadata.to_json().len() as u64;
-        let max = self.config().max_event_bytes / 2;
-        if json > max {
-            return Err(AppendError::TooLarge {
-                limit: Limit::EventBytes,
-                actual: json,
-                max,
-            });
-        }
         self.lifecycle(stream, expected, OpKind::SetMetadata(metadata), false)
             .await
     }
@@ -674,6 +708,80 @@ impl Store {
         .await
     }
 
+    /// Queues a lifecycle change of `stream` written as the event `id` of
+    /// its metadata stream (if that stream is at `meta_expected`), at the
+    /// commit time `at_us` ([`Store::append_at`]), and returns its result
+    /// to come ([`Store::lifecycle_written`] reads back the state it
+    /// left). A replicated log applies the changes its leader proposed
+    /// with it: the same id and time give the same event on every replica,
+    /// and [`Store::resend`] of `[lifecycle_placeholder(id)]` to the
+    /// metadata stream at `at_us` tells whether it was written.
+    pub async fn submit_lifecycle_at(
+        &self,
+        stream: &StreamName,
+        meta_expected: ExpectedVersion,
+        change: LifecycleChange,
+        id: EventId,
+        at_us: i64,
+    ) -> Result<PendingAppend, AppendError> {
+        let (meta, op) = self.lifecycle_op(stream, change.kind())?;
+        let (mut req, rx, tx) = self.request(
+            &meta,
+            meta_expected,
+            vec![lifecycle_placeholder(id)],
+            None,
+            Some(op),
+            false,
+        )?;
+        req.at = Some(at_us);
+        self.enqueue((req, rx, tx)).await
+    }
+
+    /// The metadata stream of `stream` (`$$stream`), where its lifecycle
+    /// events go.
+    pub fn metadata_stream(stream: &StreamName) -> Result<StreamName, AppendError> {
+        StreamName::new(lc::meta_stream(stream.as_str())).map_err(|_| {
+            AppendError::InvalidMetadata(format!(
+                "stream name too long to have metadata (at most {} bytes)",
+                logbook_protocol::types::MAX_STREAM_NAME_BYTES - lc::META_STREAM_PREFIX.len()
+            ))
+        })
+    }
+
+    /// A lifecycle change checked (the stream may have one, the metadata
+    /// is valid and fits), as the writer's operation on the metadata
+    /// stream it returns.
+    fn lifecycle_op(
+        &self,
+        stream: &StreamName,
+        kind: OpKind,
+    ) -> Result<(StreamName, crate::lifecycle::Op), AppendError> {
+        if lc::meta_target(stream.as_str()).is_some() || stream.as_str() == SCAVENGES {
+            return Err(AppendError::ReservedStream {
+                stream: stream.as_str().to_owned(),
+            });
+        }
+        let meta = Store::metadata_stream(stream)?;
+        if let OpKind::SetMetadata(metadata) = &kind {
+            metadata.validate().map_err(AppendError::InvalidMetadata)?;
+            let json = metadata.to_json().len() as u64;
+            let max = self.config().max_event_bytes / 2;
+            if json > max {
+                return Err(AppendError::TooLarge {
+                    limit: Limit::EventBytes,
+                    actual: json,
+                    max,
+                });
+            }
+        }
+        let op = crate::lifecycle::Op {
+            target: stream.clone(),
+            target_hash: self.inner.shared.hasher.hash(stream.as_str()),
+            kind,
+        };
+        Ok((meta, op))
+    }
+
     async fn lifecycle(
         &self,
         stream: &StreamName,
@@ -681,35 +789,28 @@ impl Store {
         kind: OpKind,
         seal_after: bool,
     ) -> Result<LifecycleWritten, AppendError> {
-        let reserved = || AppendError::ReservedStream {
-            stream: stream.as_str().to_owned(),
-        };
-        if lc::meta_target(stream.as_str()).is_some() || stream.as_str() == SCAVENGES {
-            return Err(reserved());
-        }
-        let meta = StreamName::new(lc::meta_stream(stream.as_str())).map_err(|_| {
-            AppendError::InvalidMetadata(format!(
-                "stream name too long to have metadata (at most {} bytes)",
-                logbook_protocol::types::MAX_STREAM_NAME_BYTES - lc::META_STREAM_PREFIX.len()
-            ))
-        })?;
-        let op = crate::lifecycle::Op {
-            target: stream.clone(),
-            target_hash: self.inner.shared.hasher.hash(stream.as_str()),
-            kind,
-        };
-        // The writer replaces this event with the state it resolves.
-        let placeholder = NewEvent::new(EventId::new_v7(), lc::EVENT_METADATA, Vec::new());
+        let (meta, op) = self.lifecycle_op(stream, kind)?;
         let result = self
             .submit_sealing(
                 &meta,
                 meta_expected,
-                vec![placeholder],
+                vec![lifecycle_placeholder(EventId::new_v7())],
                 Some(op),
                 seal_after,
             )
             .await?
             .await?;
+        self.lifecycle_written(stream, &result)
+    }
+
+    /// What a lifecycle change of `stream` that gave `result` left: its
+    /// event read back from the metadata stream.
+    pub fn lifecycle_written(
+        &self,
+        stream: &StreamName,
+        result: &AppendResult,
+    ) -> Result<LifecycleWritten, AppendError> {
+        let meta = Store::metadata_stream(stream)?;
         let written = self
             .inner
             .shared
@@ -945,7 +1046,7 @@ impl Store {
                 stream: SCAVENGES.to_owned(),
             });
         }
-        let (mut req, rx, tx) = self.request(stream, expected, events, None, None)?;
+        let (mut req, rx, tx) = self.request(stream, expected, events, None, None, false)?;
         let charge = self.queue_charge(&req);
         req._queued = Some(
             futures::executor::block_on(

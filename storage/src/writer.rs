@@ -503,11 +503,14 @@ impl Writer {
                 position: first.position,
             });
         };
+        // A metadata stream's event is the state the writer resolved for a
+        // lifecycle operation (not the placeholder it was sent, or resent,
+        // as): its id names it.
         let same = whole
             && rec.first_position == first.position
             && usize::from(rec.count) == n
             && rec.stream.as_str() == req.stream.as_str()
-            && {
+            && (logbook_protocol::lifecycle::meta_target(req.stream.as_str()).is_some() || {
                 let stored = rec
                     .events()
                     .collect::<Result<Vec<_>, _>>()
@@ -516,7 +519,7 @@ impl Writer {
                     .iter()
                     .zip(&req.events)
                     .all(|(s, e)| same_event(s, e))
-            };
+            });
         if same {
             let durable = first.position + n as u64 <= self.shared.head();
             return Ok(IdVerdict::Resend {
@@ -695,7 +698,7 @@ impl Writer {
             let mut new_state = None;
             let events: &[NewEvent] = match &req.op {
                 None => &req.events,
-                Some(op) => match self.resolve_op(op) {
+                Some(op) => match self.resolve_op(op, req.at) {
                     Ok(state) => {
                         let id = req.events.first().map(|e| e.id).unwrap_or_default();
                         op_event = [NewEvent::new(id, state.1, state.0.to_json())];
@@ -861,9 +864,13 @@ impl Writer {
 
     /// The state a lifecycle operation leaves, and its event type, from
     /// its stream's state and head as written so far.
+    /// `at`: the caller's time ([`AppendRequest::at`]), which a
+    /// replicated log gives so that every replica resolves the operation
+    /// alike (an age-based retention cut depends on the time).
     fn resolve_op(
         &mut self,
         op: &crate::lifecycle::Op,
+        at: Option<i64>,
     ) -> Result<(logbook_protocol::lifecycle::StreamLifecycle, &'static str), AppendError> {
         let target = op.target.as_str();
         let head = self.head_of(op.target_hash, target)?;
@@ -871,7 +878,9 @@ impl Writer {
         let last = head
             .map(|h| h.last_version)
             .max(prev.and_then(|p| p.last_version));
-        let now = self.last_timestamp.max(self.shared.now_us());
+        let now = self
+            .last_timestamp
+            .max(at.unwrap_or_else(|| self.shared.now_us()));
         op.resolve(prev, last, now)
     }
 

@@ -22,6 +22,12 @@ pub struct TestPki {
     pub client_cert: PathBuf,
     /// Its private key.
     pub client_key: PathBuf,
+    /// A cluster node's certificate (signed by the CA, naming `localhost`
+    /// and `127.0.0.1`, for both server and client authentication: a node
+    /// accepts its peers and connects to them).
+    pub node_cert: PathBuf,
+    /// Its private key.
+    pub node_key: PathBuf,
 }
 
 impl TestPki {
@@ -43,10 +49,10 @@ impl TestPki {
         let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("CA key"))
             .expect("CA certificate");
 
-        let leaf = |sans: Vec<String>, cn: &str, usage: ExtendedKeyUsagePurpose| {
+        let leaf = |sans: Vec<String>, cn: &str, usage: &[ExtendedKeyUsagePurpose]| {
             let mut params = CertificateParams::new(sans).expect("leaf params");
             params.distinguished_name.push(DnType::CommonName, cn);
-            params.extended_key_usages = vec![usage];
+            params.extended_key_usages = usage.to_vec();
             let key = KeyPair::generate().expect("leaf key");
             let cert = params.signed_by(&key, &ca).expect("leaf certificate");
             (cert.pem(), key.serialize_pem())
@@ -54,12 +60,20 @@ impl TestPki {
         let (server_pem, server_key_pem) = leaf(
             vec!["localhost".into(), "127.0.0.1".into()],
             "localhost",
-            ExtendedKeyUsagePurpose::ServerAuth,
+            &[ExtendedKeyUsagePurpose::ServerAuth],
         );
         let (client_pem, client_key_pem) = leaf(
             vec![format!("{client_name}.client")],
             client_name,
-            ExtendedKeyUsagePurpose::ClientAuth,
+            &[ExtendedKeyUsagePurpose::ClientAuth],
+        );
+        let (node_pem, node_key_pem) = leaf(
+            vec!["localhost".into(), "127.0.0.1".into()],
+            "node",
+            &[
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
         );
         let write = |file: &str, text: &str| {
             let path = dir.join(format!("{name}-{file}"));
@@ -72,6 +86,8 @@ impl TestPki {
             server_key: write("server.key", &server_key_pem),
             client_cert: write("client.pem", &client_pem),
             client_key: write("client.key", &client_key_pem),
+            node_cert: write("node.pem", &node_pem),
+            node_key: write("node.key", &node_key_pem),
         }
     }
 }

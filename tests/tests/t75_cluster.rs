@@ -7,8 +7,9 @@
 //! subscriber on a follower sees every event exactly once, in order. The
 //! killed node, restarted, catches up, and all three nodes then hold the
 //! same log, byte for byte (ids, versions, positions, timestamps, data).
-//! Also: what a follower answers (NotLeader with the leader's address;
-//! requests not replicated yet refused as Unsupported; a read waiting for
+//! Also: what a follower answers (NotLeader with the leader's address, for
+//! appends and lifecycle changes; requests not replicated yet refused as
+//! Unsupported; a read waiting for
 //! a position to see the reader's own write), what Hello and
 //! Stats tell of the cluster, and that a store written outside a cluster
 //! cannot join one.
@@ -24,6 +25,7 @@ use logbook_client::{
     ReadStreamOptions, RecordedEvent, RetryPolicy, StreamVersion, SubscribeAllOptions,
     SubscriptionMessage,
 };
+use logbook_tests::certs::TestPki;
 use logbook_tests::daemon::Daemon;
 use logbook_tests::within;
 
@@ -39,10 +41,16 @@ struct Cluster {
     clients: Vec<SocketAddr>,
     members: String,
     nodes: Vec<Option<Daemon>>,
+    /// Arguments every node gets (TLS between nodes).
+    extra: Vec<String>,
 }
 
 impl Cluster {
     fn start(dir: &Path) -> Cluster {
+        Cluster::start_with(dir, Vec::new())
+    }
+
+    fn start_with(dir: &Path, extra: Vec<String>) -> Cluster {
         let clients: Vec<SocketAddr> = (0..3)
             .map(|_| SocketAddr::from(([127, 0, 0, 1], free_port())))
             .collect();
@@ -56,6 +64,7 @@ impl Cluster {
             clients,
             members,
             nodes: Vec::new(),
+            extra,
         };
         for i in 0..3 {
             let node = cluster.launch(dir, i);
@@ -66,10 +75,12 @@ impl Cluster {
 
     fn launch(&self, dir: &Path, i: usize) -> Daemon {
         let id = (i + 1).to_string();
+        let mut args = vec!["--node-id", &id, "--cluster", &self.members];
+        args.extend(self.extra.iter().map(String::as_str));
         Daemon::start_on(
             &dir.join(format!("n{id}")),
             &self.clients[i].to_string(),
-            &["--node-id", &id, "--cluster", &self.members],
+            &args,
         )
     }
 
@@ -175,8 +186,14 @@ async fn three_processes_keep_every_acknowledged_append_through_a_leader_sigkill
         )
         .await
     {
-        Err(Error::Unsupported(_)) => {}
+        Err(Error::NotLeader { leader: Some(at) }) => {
+            assert_eq!(at, cluster.clients[leader].to_string())
+        }
         other => panic!("a follower deleted a stream: {other:?}"),
+    }
+    match f.scavenge(logbook_client::ScavengeOptions::default()).await {
+        Err(Error::Unsupported(_)) => {}
+        other => panic!("a follower scavenged: {other:?}"),
     }
     let stats = f.stats().await.unwrap();
     let c = stats.cluster.expect("a node says it is one");
@@ -407,16 +424,175 @@ fn cli(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Lifecycle changes through the leader: retention, truncation, a soft
+/// and a hard delete, and a delete refused for its expected version.
+async fn change_lifecycles(client: &Client) {
+    use logbook_client::{Deletion, StreamMetadata};
+    client
+        .append(
+            "life",
+            ExpectedVersion::NoStream,
+            (0..6).map(|n| event(7, n)).collect(),
+        )
+        .await
+        .unwrap();
+    let metadata = StreamMetadata {
+        max_count: Some(4),
+        ..StreamMetadata::default()
+    };
+    client
+        .set_stream_metadata("life", ExpectedVersion::NoStream, metadata)
+        .await
+        .unwrap();
+    client
+        .truncate_stream("life", StreamVersion(3))
+        .await
+        .unwrap();
+    match client
+        .delete_stream(
+            "life",
+            ExpectedVersion::Exact(StreamVersion(99)),
+            Deletion::Soft,
+        )
+        .await
+    {
+        Err(Error::WrongExpectedVersion { .. }) => {}
+        other => panic!("a delete at the wrong version: {other:?}"),
+    }
+    for (n, stream, mode) in [(0, "gone", Deletion::Soft), (1, "tomb", Deletion::Hard)] {
+        client
+            .append(stream, ExpectedVersion::NoStream, vec![event(8, n)])
+            .await
+            .unwrap();
+        client
+            .delete_stream(stream, ExpectedVersion::Exact(StreamVersion(0)), mode)
+            .await
+            .unwrap();
+    }
+}
+
+/// What a node shows of the streams [`change_lifecycles`] changed, once it
+/// holds the log up to `through`: each node must show the same.
+async fn lifecycles_on(addr: SocketAddr, through: LogPosition) -> String {
+    let c = Client::connect_with(addr, direct()).await.unwrap();
+    let life: Vec<u64> = c
+        .read_stream("life", ReadStreamOptions::default().min_position(through))
+        .map_ok(|e| e.version.0)
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(life, [3, 4, 5], "on {addr}: retention and truncation");
+    let gone = c
+        .read_stream_page("gone", ReadStreamOptions::default())
+        .await;
+    assert!(
+        matches!(gone, Err(Error::StreamNotFound { .. })),
+        "on {addr}: {gone:?}"
+    );
+    let mut states = String::new();
+    for stream in ["life", "gone", "tomb"] {
+        let w = c.get_stream_metadata(stream).await.unwrap().unwrap();
+        states += &format!("{stream}: {:?} at {:?}\n", w.state, w.position);
+    }
+    states
+}
+
+/// A TLS connection to `raft`, checking its certificate against `ca`
+/// and presenting `cert` and `key`.
+async fn tls_to(
+    raft: SocketAddr,
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(key).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(raft).await?;
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    connector.connect(name, tcp).await
+}
+
+/// What the replication port of a node speaking mutual TLS answers: a
+/// node's certificate signed by the cluster's CA gets through the
+/// handshake (the port speaks TLS, under a certificate for the address
+/// dialled); a plain TCP peer, and a TLS peer whose certificate another CA
+/// signed, get no Logbook frame back, only the close.
+async fn strangers_are_refused(raft: SocketAddr, pki: &TestPki, other: &TestPki) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hello = b"\x20\x00\x00\x00\x00\x00\x00\x00hello, I am node 1, let me in...";
+    tls_to(raft, &pki.ca, &pki.node_cert, &pki.node_key)
+        .await
+        .expect("a node of the cluster completes the handshake");
+    // Plain TCP: at most a TLS alert (record type 0x15), then the close.
+    let mut tcp = tokio::net::TcpStream::connect(raft).await.unwrap();
+    let _ = tcp.write_all(hello).await;
+    let mut back = Vec::new();
+    let _ = within(
+        30,
+        "the plain peer to be closed",
+        tcp.read_to_end(&mut back),
+    )
+    .await;
+    assert!(
+        back.is_empty() || back[0] == 0x15,
+        "a plain peer got {back:?}"
+    );
+    // Another CA's certificate: refused (with TLS 1.3 the refusal comes
+    // after the client's side of the handshake is done).
+    if let Ok(mut s) = tls_to(raft, &pki.ca, &other.node_cert, &other.node_key).await {
+        let _ = s.write_all(hello).await;
+        let mut back = Vec::new();
+        let read = within(
+            30,
+            "the foreign peer to be closed",
+            s.read_to_end(&mut back),
+        )
+        .await;
+        assert!(
+            read.is_err() || back.is_empty(),
+            "a foreign peer got {back:?}"
+        );
+    }
+}
+
 /// Membership: a fourth node started with `--join` is added with
 /// `logbook cluster add` (asked of a follower, which redirects to the
 /// leader), catches up on the log written before it came, and becomes a
 /// voter; then the leader itself is removed with `logbook cluster remove`.
 /// The other three elect a leader among them and go on taking appends,
-/// and they all hold the same log.
+/// and they all hold the same log. The nodes speak mutual TLS to each
+/// other (`--cluster-tls-*`), and refuse strangers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_is_added_and_the_leader_removed() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = Cluster::start(dir.path());
+    let pki = TestPki::generate(dir.path(), "cluster", "unused");
+    let other = TestPki::generate(dir.path(), "other", "unused");
+    let tls: Vec<String> = [
+        ("--cluster-tls-cert", &pki.node_cert),
+        ("--cluster-tls-key", &pki.node_key),
+        ("--cluster-tls-ca", &pki.ca),
+    ]
+    .iter()
+    .flat_map(|(flag, path)| [flag.to_string(), path.display().to_string()])
+    .collect();
+    let mut cluster = Cluster::start_with(dir.path(), tls.clone());
     let options = ClientOptions::default().request_timeout(Some(Duration::from_secs(60)));
     let client = Client::connect_any(cluster.addresses(), options.clone())
         .await
@@ -428,6 +604,15 @@ async fn a_node_is_added_and_the_leader_removed() {
             .await
             .unwrap();
     }
+    change_lifecycles(&client).await;
+    let through = LogPosition(client.stats().await.unwrap().events);
+    let raft1: SocketAddr = cluster.members.split(',').next().unwrap()[2..]
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    strangers_are_refused(raft1, &pki, &other).await;
 
     // The fourth node joins.
     let (raft4, client4) = (
@@ -435,11 +620,9 @@ async fn a_node_is_added_and_the_leader_removed() {
         SocketAddr::from(([127, 0, 0, 1], free_port())),
     );
     let members4 = format!("{},4={raft4}/{client4}", cluster.members);
-    let node4 = Daemon::start_on(
-        &dir.path().join("n4"),
-        &client4.to_string(),
-        &["--node-id", "4", "--cluster", &members4, "--join"],
-    );
+    let mut args4 = vec!["--node-id", "4", "--cluster", &members4, "--join"];
+    args4.extend(tls.iter().map(String::as_str));
+    let node4 = Daemon::start_on(&dir.path().join("n4"), &client4.to_string(), &args4);
     let leader = cluster.leader().await;
     let follower = (leader + 1) % 3;
     let out = cli(&[
@@ -478,14 +661,27 @@ async fn a_node_is_added_and_the_leader_removed() {
         &client4.to_string(),
     ]);
     assert!(out.contains("node 4 added"), "{out}");
-    // It holds what was written before it came.
+    // It holds what was written before it came, lifecycle changes
+    // included, as every other node does.
     let c4 = Client::connect_with(client4, direct()).await.unwrap();
     let on4: Vec<RecordedEvent> = c4
-        .read_all(ReadAllOptions::default().min_position(LogPosition(199)))
+        .read_all(ReadAllOptions::default().min_position(through))
         .try_collect()
         .await
         .unwrap();
     assert_eq!(on4, whole_log(cluster.clients[leader]).await);
+    let states = lifecycles_on(client4, through).await;
+    for addr in &cluster.clients {
+        assert_eq!(lifecycles_on(*addr, through).await, states, "on {addr}");
+    }
+    assert!(states.contains("Hard"), "{states}");
+    match client
+        .append("tomb", ExpectedVersion::Any, vec![event(8, 2)])
+        .await
+    {
+        Err(Error::StreamDeleted { .. }) => {}
+        other => panic!("an append to a hard-deleted stream: {other:?}"),
+    }
 
     // The leader is removed; the others go on without it.
     let removed = leader;
@@ -512,6 +708,7 @@ async fn a_node_is_added_and_the_leader_removed() {
             .await
             .unwrap();
     }
+    let head = client.stats().await.unwrap().events;
     let out = cli(&["--server", &rest.join(","), "cluster", "--json"]);
     let rows: Vec<serde_json::Value> = out
         .lines()
@@ -536,11 +733,15 @@ async fn a_node_is_added_and_the_leader_removed() {
             .await
             .unwrap();
         let log: Vec<RecordedEvent> = c
-            .read_all(ReadAllOptions::default().min_position(LogPosition(239)))
+            .read_all(ReadAllOptions::default().min_position(LogPosition(head)))
             .try_collect()
             .await
             .unwrap();
-        assert_eq!(log.len(), 240, "on {addr}");
+        assert_eq!(
+            log.last().map(|e| e.position.0 + 1),
+            Some(head),
+            "on {addr}"
+        );
         logs.push(log);
     }
     assert_eq!(logs[0], logs[1]);

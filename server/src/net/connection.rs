@@ -680,7 +680,7 @@ impl Connection {
                 corr_id,
                 ErrorReply::new(
                     ErrorCode::Unsupported,
-                    format!("{opcode:?} is not available on a cluster yet: of the requests that change the log, only appends are replicated"),
+                    format!("{opcode:?} is not available on a cluster yet: of the requests that change the log, only appends and lifecycle changes are replicated"),
                 ),
             );
             return Ok(());
@@ -745,11 +745,11 @@ impl Connection {
     }
 }
 
-/// Whether a cluster node serves `req`: reads, subscriptions, backups and
-/// appends (through the replicated log). Every other request that would
-/// write to the log (lifecycle, scavenges, erasure, users, consumer
-/// groups) would write to this node's copy alone, so it is refused until
-/// it is replicated too.
+/// Whether a cluster node serves `req`: reads, subscriptions, backups,
+/// appends and lifecycle changes (through the replicated log), and
+/// membership changes. Every other request that would write to the log
+/// (scavenges, erasure, users, consumer groups) would write to this
+/// node's copy alone, so it is refused until it is replicated too.
 fn replicated(req: &Request) -> bool {
     matches!(
         req,
@@ -766,6 +766,9 @@ fn replicated(req: &Request) -> bool {
             | Request::BackupRead(_)
             | Request::BackupEnd(_)
             | Request::GetMetadata(_)
+            | Request::SetMetadata(_)
+            | Request::Truncate(_)
+            | Request::DeleteStream(_)
             | Request::ListStreams(_)
             | Request::ListGroups(_)
             | Request::ListUsers

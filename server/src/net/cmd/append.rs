@@ -155,7 +155,6 @@ impl Connection {
         events: Vec<logbook_protocol::NewEvent>,
         trace: Option<Box<AppendTrace>>,
     ) {
-        use logbook_consensus::node::ProposeError;
         use logbook_consensus::{Command, EventData, Outcome};
         let name = stream.as_str().to_owned();
         let command = Command::Append {
@@ -172,38 +171,12 @@ impl Connection {
                 .collect(),
             timestamp_us: self.shared.store.now_us(),
         };
-        let refusal = |e: ProposeError| {
-            let message = e.to_string();
-            match e {
-                ProposeError::NotLeader { leader: Some(m) } => {
-                    ErrorReply::new(ErrorCode::NotLeader, message).with_leader(m.client)
-                }
-                ProposeError::NotLeader { leader: None } => {
-                    ErrorReply::new(ErrorCode::NotLeader, message)
-                }
-                ProposeError::Unknown(_) => ErrorReply::new(
-                    ErrorCode::ShuttingDown,
-                    format!("{message}: resend it (the same event ids) to the leader"),
-                ),
-                ProposeError::Stopped(_) => ErrorReply::new(ErrorCode::ShuttingDown, message),
-            }
-        };
-        let pending = match node.propose(command).await {
+        let pending = match propose(&node, command).await {
             Ok(p) => p,
-            Err(e) => return self.reply_append(corr_id, Err(refusal(e)), trace),
+            Err(refused) => return self.reply_append(corr_id, Err(refused), trace),
         };
         let pending = async move {
-            // Without a quorum an append would wait for ever (and hold its
-            // connection's drain at shutdown): past the bound its outcome
-            // is unknown, and the client resends it.
-            let outcome = tokio::time::timeout(REPLICATION_WAIT, pending)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(ProposeError::Unknown(format!(
-                        "no quorum took it within {REPLICATION_WAIT:?}"
-                    )))
-                });
-            match outcome.map_err(refusal)? {
+            match pending.await? {
                 Outcome::Appended {
                     first_position,
                     first_version,
@@ -288,9 +261,54 @@ impl Connection {
 /// How long a replicated append waits for a quorum.
 const REPLICATION_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// The error reply for a proposal that was not answered by the log.
+fn refusal(e: logbook_consensus::node::ProposeError) -> ErrorReply {
+    use logbook_consensus::node::ProposeError;
+    let message = e.to_string();
+    match e {
+        ProposeError::NotLeader { leader: Some(m) } => {
+            ErrorReply::new(ErrorCode::NotLeader, message).with_leader(m.client)
+        }
+        ProposeError::NotLeader { leader: None } => ErrorReply::new(ErrorCode::NotLeader, message),
+        ProposeError::Unknown(_) => ErrorReply::new(
+            ErrorCode::ShuttingDown,
+            format!("{message}: resend it (the same event ids) to the leader"),
+        ),
+        ProposeError::Stopped(_) => ErrorReply::new(ErrorCode::ShuttingDown, message),
+    }
+}
+
+/// Proposes `command` to a cluster's log (on its leader) and returns its
+/// outcome to come, once a quorum holds it and this node applied it; a
+/// refusal (not the leader, stopped) or an outcome unknown (no quorum
+/// within [`REPLICATION_WAIT`], leadership lost) as the error reply.
+pub(in crate::net) async fn propose(
+    node: &logbook_consensus::node::Node,
+    command: logbook_consensus::Command,
+) -> Result<
+    impl std::future::Future<Output = Result<logbook_consensus::Outcome, ErrorReply>> + use<>,
+    ErrorReply,
+> {
+    use logbook_consensus::node::ProposeError;
+    let pending = node.propose(command).await.map_err(refusal)?;
+    Ok(async move {
+        // Without a quorum a proposal would wait for ever (and hold its
+        // connection's drain at shutdown): past the bound its outcome is
+        // unknown, and the client resends it.
+        let outcome = tokio::time::timeout(REPLICATION_WAIT, pending)
+            .await
+            .unwrap_or_else(|_| {
+                Err(ProposeError::Unknown(format!(
+                    "no quorum took it within {REPLICATION_WAIT:?}"
+                )))
+            });
+        outcome.map_err(refusal)
+    })
+}
+
 /// The refusal a replicated append's outcome stands for, as the engine's
 /// own refusal would be reported.
-fn outcome_error(
+pub(in crate::net) fn outcome_error(
     stream: &str,
     expected: logbook_protocol::ExpectedVersion,
     outcome: logbook_consensus::Outcome,

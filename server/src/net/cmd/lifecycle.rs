@@ -14,12 +14,13 @@
 //! durable (as they wait behind a read). The earlier appends' replies wait
 //! too, which costs nothing the client can see but their latency.
 
+use logbook_consensus::LifecycleChange;
 use logbook_protocol::lifecycle::meta_target;
 use logbook_protocol::{
-    DeleteStream, ErrorCode, ErrorReply, GetMetadata, LifecycleOk, Opcode, Response, SetMetadata,
-    StreamName, Text, Truncate,
+    DeleteStream, ErrorCode, ErrorReply, ExpectedVersion, GetMetadata, LifecycleOk, LogPosition,
+    Opcode, Response, SetMetadata, StreamName, StreamVersion, Text, Truncate,
 };
-use logbook_storage::{AppendError, LifecycleWritten};
+use logbook_storage::LifecycleWritten;
 
 use crate::net::connection::Connection;
 use crate::net::errors::append_error;
@@ -32,11 +33,26 @@ impl Connection {
         let Some(stream) = self.lifecycle_stream(opcode, corr_id, m.stream) else {
             return;
         };
-        let r = self
-            .shared
-            .store
-            .set_metadata(&stream, m.expected, m.metadata)
-            .await;
+        let r = match &self.shared.config.cluster {
+            Some(node) => {
+                let change = LifecycleChange::SetMetadata {
+                    metadata: m.metadata.to_json(),
+                };
+                // A refusal of the metadata stream's expected version
+                // names that stream, as on a single server.
+                let meta = logbook_storage::Store::metadata_stream(&stream)
+                    .map(|s| s.as_str().to_owned())
+                    .unwrap_or_default();
+                self.lifecycle_replicated(node, &stream, m.expected, change, (&meta, m.expected))
+                    .await
+            }
+            None => self
+                .shared
+                .store
+                .set_metadata(&stream, m.expected, m.metadata)
+                .await
+                .map_err(|e| append_error(&e)),
+        };
         self.reply_lifecycle(opcode, corr_id, r, Response::SetMetadataOk);
     }
 
@@ -60,7 +76,20 @@ impl Connection {
         let Some(stream) = self.lifecycle_stream(opcode, corr_id, t.stream) else {
             return;
         };
-        let r = self.shared.store.truncate(&stream, t.before).await;
+        let r = match &self.shared.config.cluster {
+            Some(node) => {
+                let change = LifecycleChange::Truncate { before: t.before.0 };
+                let any = ExpectedVersion::Any;
+                self.lifecycle_replicated(node, &stream, any, change, (stream.as_str(), any))
+                    .await
+            }
+            None => self
+                .shared
+                .store
+                .truncate(&stream, t.before)
+                .await
+                .map_err(|e| append_error(&e)),
+        };
         self.audit(
             "truncate",
             serde_json::json!({ "stream": stream.as_str(), "before": t.before.0, "ok": r.is_ok() }),
@@ -75,11 +104,23 @@ impl Connection {
         let Some(stream) = self.lifecycle_stream(opcode, corr_id, d.stream) else {
             return;
         };
-        let r = self
-            .shared
-            .store
-            .delete_stream(&stream, d.expected, d.mode)
-            .await;
+        let r = match &self.shared.config.cluster {
+            Some(node) => {
+                let change = LifecycleChange::Delete {
+                    hard: d.mode == logbook_protocol::lifecycle::Deletion::Hard,
+                    expected: d.expected,
+                };
+                let any = ExpectedVersion::Any;
+                self.lifecycle_replicated(node, &stream, any, change, (stream.as_str(), d.expected))
+                    .await
+            }
+            None => self
+                .shared
+                .store
+                .delete_stream(&stream, d.expected, d.mode)
+                .await
+                .map_err(|e| append_error(&e)),
+        };
         self.audit(
             "delete",
             serde_json::json!({
@@ -121,18 +162,61 @@ impl Connection {
         None
     }
 
+    /// A cluster node's lifecycle write: proposed to the replicated log
+    /// with an event id and a time the leader chose (so every replica
+    /// writes the same event), awaited, and read back from this node's
+    /// store, which applied it before the outcome came. `refused` names
+    /// the stream and expected version a `WrongExpectedVersion` is about.
+    async fn lifecycle_replicated(
+        &self,
+        node: &logbook_consensus::node::Node,
+        stream: &StreamName,
+        meta_expected: ExpectedVersion,
+        change: LifecycleChange,
+        refused: (&str, ExpectedVersion),
+    ) -> Result<LifecycleWritten, ErrorReply> {
+        use logbook_consensus::{Command, Outcome};
+        let command = Command::Lifecycle {
+            stream: stream.as_str().to_owned(),
+            meta_expected,
+            change,
+            id: logbook_protocol::EventId::new_v7().0,
+            timestamp_us: self.shared.store.now_us(),
+        };
+        match super::append::propose(node, command).await?.await? {
+            Outcome::Appended {
+                first_position,
+                first_version,
+                last_position,
+                last_version,
+            } => {
+                let result = logbook_protocol::AppendResult {
+                    first_position: LogPosition(first_position),
+                    first_version: StreamVersion(first_version),
+                    last_position: LogPosition(last_position),
+                    last_version: StreamVersion(last_version),
+                };
+                self.shared
+                    .store
+                    .lifecycle_written(stream, &result)
+                    .map_err(|e| append_error(&e))
+            }
+            outcome => Err(super::append::outcome_error(refused.0, refused.1, outcome)),
+        }
+    }
+
     /// Answers a lifecycle write with its result: `ok` builds the success
-    /// reply of the request's opcode; failures are mapped as an append's.
+    /// reply of the request's opcode.
     fn reply_lifecycle(
         &self,
         opcode: Opcode,
         corr_id: u32,
-        r: Result<LifecycleWritten, AppendError>,
+        r: Result<LifecycleWritten, ErrorReply>,
         ok: fn(LifecycleOk) -> Response,
     ) {
         match r {
             Ok(w) => self.send(corr_id, opcode, &ok(lifecycle_ok(w))),
-            Err(e) => self.send_error(opcode, corr_id, append_error(&e)),
+            Err(e) => self.send_error(opcode, corr_id, e),
         }
     }
 }
