@@ -128,6 +128,10 @@ impl std::fmt::Display for MembershipError {
 /// does not stall the quorum.
 pub const CAUGHT_UP: u64 = 1000;
 
+/// How recently a learner must have answered the leader to be made a
+/// voter (heartbeats go every 150 ms).
+const HEARD_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// How long a membership change waits to be committed.
 const CHANGE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -343,7 +347,11 @@ impl Node {
             Some(m) if m.voter => return Ok(Joining::Voter),
             Some(m) => {
                 let lag = status.last_index.saturating_sub(m.matched.unwrap_or(0));
-                if lag > CAUGHT_UP {
+                // Only a learner the leader has reached, close behind, and
+                // heard from lately: a voter that is not there stalls the
+                // quorum (a one-node cluster's joint configuration then
+                // needs it to commit anything).
+                if m.matched.is_none() || lag > CAUGHT_UP || !self.heard_from(id) {
                     return Ok(Joining::CatchingUp { lag });
                 }
                 self.change(openraft::ChangeMembers::AddVoterIds([id].into()))
@@ -379,6 +387,17 @@ impl Node {
             self.change(openraft::ChangeMembers::RemoveNodes([id].into()))
                 .await
         }
+    }
+
+    /// Whether this node (leading) had an answer from node `id` within
+    /// [`HEARD_WITHIN`].
+    fn heard_from(&self, id: u64) -> bool {
+        use openraft::Instant as _;
+        let m = self.raft.metrics().borrow_watched().clone();
+        m.heartbeat
+            .as_ref()
+            .and_then(|h| h.get(&id).cloned().flatten())
+            .is_some_and(|at| at.elapsed() <= HEARD_WITHIN)
     }
 
     /// The status, if this node leads.

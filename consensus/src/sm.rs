@@ -61,7 +61,12 @@ pub trait EventLog: Send + Sync + 'static {
     /// raised past the previous entry's time, so every entry (written or
     /// refused) has a time of its own, the same on every replica. An
     /// error (the disk failed) stops the node: it cannot apply the log any
-    /// more.
+    /// more. A failure known before the command is queued must be that
+    /// error, not its outcome: the state machine then queues no later
+    /// entry, whose write would outlive this one's absence and make the
+    /// replay after a restart take this entry for a refused one. (One
+    /// that comes with the outcome must stop the event log, so that no
+    /// later command is written.)
     fn submit(
         &mut self,
         index: u64,
@@ -82,6 +87,10 @@ pub trait EventLog: Send + Sync + 'static {
     /// How many events the event log durably holds (where the next one
     /// goes).
     fn head(&self) -> u64;
+    /// The commit time (`at`) of the last command whose events it held
+    /// when it was opened (0 if none; `i64::MAX` if it does not know):
+    /// an entry past it cannot have been applied before the restart.
+    fn opened_at(&self) -> i64;
     /// Makes everything applied so far durable.
     fn sync(&mut self) -> io::Result<()>;
     /// The whole state, for a snapshot.
@@ -134,6 +143,11 @@ pub struct StateMachine<L: EventLog> {
     /// re-applied have not reached it, the event log holds the effects of
     /// entries past the recorded `applied` (see [`StateMachine::apply`]).
     replay_until: u64,
+    /// The commit time of the last write the event log held when the node
+    /// started ([`EventLog::opened_at`]): an entry past it while the replay
+    /// has not reached `replay_until` means the replay cannot account for
+    /// what the event log holds.
+    replay_until_at: i64,
 }
 
 /// How often, at most, `sm.meta` is rewritten while entries are applied
@@ -354,6 +368,7 @@ impl<L: EventLog> StateMachine<L> {
             ));
         }
         let replay_until = log.head();
+        let replay_until_at = log.opened_at();
         let mut record = Record {
             vfs,
             dir: dir.to_owned(),
@@ -376,6 +391,7 @@ impl<L: EventLog> StateMachine<L> {
             failed: Arc::new(Mutex::new(None)),
             current,
             replay_until,
+            replay_until_at,
         })
     }
 
@@ -485,6 +501,23 @@ impl<L: EventLog> RaftStateMachine<C> for StateMachine<L> {
                 EntryPayload::Blank => ready(Outcome::None),
                 EntryPayload::Normal(command) if self.meta.head < self.replay_until => {
                     let at = self.time_of(command);
+                    // Every entry the event log holds was applied at or
+                    // before its last write's time: one past it, with the
+                    // head not reached, means the replay took a write for
+                    // another's (or a limit changed across the restart).
+                    // Going on would refuse every later entry on this
+                    // replica alone.
+                    if at > self.replay_until_at {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!(
+                                "entry {} comes after everything the event log held at the restart, but the entries re-applied before it account for {} of its {} events: this replica cannot tell what it applied; it must rejoin empty (under a new node id)",
+                                log_id.index(),
+                                self.meta.head,
+                                self.replay_until
+                            ),
+                        ));
+                    }
                     // The event log holds effects of entries past the
                     // recorded `applied` (a crash came before they were
                     // recorded): those entries are re-applied in order,
@@ -621,6 +654,7 @@ impl<L: EventLog> RaftStateMachine<C> for StateMachine<L> {
         self.log.sync()?;
         self.meta.head = self.log.head();
         self.replay_until = 0;
+        self.replay_until_at = 0;
         self.meta.applied = meta.last_log_id;
         self.meta.membership = meta.last_membership.clone();
         self.meta.last_at = stored.last_at;

@@ -170,7 +170,11 @@ impl EventLog for StoreLog {
         };
         match submitted {
             Ok(pending) => Ok(Box::pin(async move { outcome(pending.await) })),
-            Err(e) => Ok(Box::pin(std::future::ready(outcome(Err(e))))),
+            // Refused before the writer: a refusal every replica makes
+            // alike is this entry's outcome; a storage error (an id table
+            // unreadable) is returned here, so that the state machine
+            // stops before it queues a later entry.
+            Err(e) => outcome(Err(e)).map(ready),
         }
     }
 
@@ -198,6 +202,10 @@ impl EventLog for StoreLog {
 
     fn head(&self) -> u64 {
         self.store.head().0
+    }
+
+    fn opened_at(&self) -> i64 {
+        self.store.recovery_report().last_timestamp_us
     }
 
     fn sync(&mut self) -> io::Result<()> {

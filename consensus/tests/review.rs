@@ -42,7 +42,10 @@ fn append(stream: &str, expected: ExpectedVersion, id: u8, at: i64) -> Command {
     }
 }
 
-async fn apply(sm: &mut StateMachine<StoreLog>, entries: &[Entry]) -> std::io::Result<()> {
+async fn apply<L: logbook_consensus::sm::EventLog>(
+    sm: &mut StateMachine<L>,
+    entries: &[Entry],
+) -> std::io::Result<()> {
     let items: Vec<_> = entries.iter().cloned().map(|e| Ok((e, None))).collect();
     sm.apply(futures::stream::iter(items)).await?;
     // Durable and recorded (or the recording failed).
@@ -681,4 +684,154 @@ async fn lifecycle_changes_apply_alike_and_replay_as_resends() {
     );
     assert_eq!(after_a.0.len(), want.0.len() + 1, "entry 8 was written");
     assert_eq!(after_b, after_a, "the replicas differ after the replay");
+}
+
+/// (Third review.) An event log that fails an entry before queueing it
+/// (`StoreLog::submit` when an id table cannot be read): the failure is
+/// returned by `submit` itself, so the state machine queues no later
+/// entry. (Returned as the entry's outcome instead, the entries after it
+/// were written while it was not, and the replay after the restart took
+/// it for one refused the first time: the replica lost it for good.)
+struct FailsOnce {
+    inner: StoreLog,
+    fail: Option<u64>,
+}
+
+impl logbook_consensus::sm::EventLog for FailsOnce {
+    async fn submit(
+        &mut self,
+        index: u64,
+        at: i64,
+        command: &Command,
+    ) -> std::io::Result<logbook_consensus::sm::Pending> {
+        if self.fail == Some(index) {
+            self.fail = None;
+            return Err(std::io::Error::other("an id table cannot be read"));
+        }
+        self.inner.submit(index, at, command).await
+    }
+    async fn reapply(
+        &mut self,
+        index: u64,
+        at: i64,
+        command: &Command,
+    ) -> std::io::Result<Option<logbook_consensus::Outcome>> {
+        self.inner.reapply(index, at, command).await
+    }
+    fn head(&self) -> u64 {
+        self.inner.head()
+    }
+    fn opened_at(&self) -> i64 {
+        self.inner.opened_at()
+    }
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.inner.sync()
+    }
+    fn snapshot(&mut self) -> std::io::Result<Vec<u8>> {
+        self.inner.snapshot()
+    }
+    fn install(&mut self, state: &[u8]) -> std::io::Result<()> {
+        self.inner.install(state)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_failed_before_the_writer_is_not_lost_after_the_restart() {
+    let v = |n| ExpectedVersion::Exact(StreamVersion(n));
+    let entries = [
+        entry(1, ExpectedVersion::NoStream, 1),
+        entry(2, v(0), 2),
+        entry(3, ExpectedVersion::Any, 3),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let vfs = Arc::new(logbook_storage::fs::OsFs);
+    let open = |name: &str, fail: Option<u64>| {
+        let store = Store::open(StoreConfig::new(dir.path().join(name).join("engine"))).unwrap();
+        StateMachine::open(
+            vfs.clone(),
+            &dir.path().join(name).join("sm"),
+            FailsOnce {
+                inner: StoreLog::new(store),
+                fail,
+            },
+        )
+        .unwrap()
+    };
+    let mut a = open("a", None);
+    apply(&mut a, &entries).await.unwrap();
+    let want = events(a.log().inner.store());
+    let mut b = open("b", Some(2));
+    apply(&mut b, &entries[..1]).await.unwrap();
+    assert!(
+        apply(&mut b, &entries[1..]).await.is_err(),
+        "the node stops"
+    );
+    assert_eq!(
+        events(b.log().inner.store()).len(),
+        1,
+        "nothing after the failed entry was queued"
+    );
+    b.log().inner.store().close().unwrap();
+    drop(b);
+    let mut b = open("b", None);
+    apply(&mut b, &entries[1..]).await.unwrap();
+    assert_eq!(events(b.log().inner.store()), want, "the replicas differ");
+}
+
+/// (Third review.) A replay that cannot account for what the event log
+/// holds (here a limit lowered across the restart refuses a re-applied
+/// entry that was written) stops the node at the first entry past the
+/// event log's last write, instead of refusing that entry and every later
+/// one on this replica alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_that_cannot_reach_the_head_stops_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let vfs = Arc::new(logbook_storage::fs::OsFs);
+    let smdir = dir.path().join("sm");
+    let open = |max_event_bytes: u64| {
+        let mut config = StoreConfig::new(dir.path().join("engine"));
+        config.max_event_bytes = max_event_bytes;
+        StateMachine::open(
+            vfs.clone(),
+            &smdir,
+            StoreLog::new(Store::open(config).unwrap()),
+        )
+        .unwrap()
+    };
+    let big = |index: u64, id: u8| {
+        Entry::new_normal(
+            log_id(1, index),
+            Command::Append {
+                stream: "acct-1".into(),
+                expected: ExpectedVersion::Any,
+                events: vec![EventData {
+                    id: [id; 16],
+                    event_type: "t".into(),
+                    metadata: bytes::Bytes::new(),
+                    data: bytes::Bytes::from(vec![id; 4000]),
+                }],
+                timestamp_us: 1_700_000_000_000_000 + index as i64,
+            },
+        )
+    };
+    let mut sm = open(1 << 20);
+    apply(&mut sm, &[entry(1, ExpectedVersion::Any, 1)])
+        .await
+        .unwrap();
+    let recorded = std::fs::read(smdir.join("sm.meta")).unwrap();
+    let batch = [big(2, 2), entry(3, ExpectedVersion::Any, 3)];
+    apply(&mut sm, &batch).await.unwrap();
+    sm.log().store().close().unwrap();
+    drop(sm);
+    std::fs::write(smdir.join("sm.meta"), &recorded).unwrap();
+    let mut sm = open(1000);
+    apply(&mut sm, &batch).await.unwrap();
+    let stopped = apply(&mut sm, &[entry(4, ExpectedVersion::Any, 4)]).await;
+    let e = stopped.expect_err("entry 4 was refused on this replica alone");
+    assert!(e.to_string().contains("rejoin"), "{e}");
+    assert_eq!(
+        events(sm.log().store()).len(),
+        3,
+        "nothing more was written"
+    );
 }

@@ -180,6 +180,16 @@ async fn the_replication_port_closes_what_it_cannot_trust_and_goes_on() {
     };
     members_are(&[(1, true), (9, false)]).await;
     assert!(matches!(append(&node, 3).await, Outcome::Appended { .. }));
+    // Asked again, it stays a learner: the leader never reached it (made
+    // a voter, it would stall this one-node cluster's every commit).
+    let again = tokio::time::timeout(
+        Duration::from_secs(10),
+        node.add_member(9, elsewhere.clone()),
+    )
+    .await
+    .expect("an answer at once");
+    assert!(matches!(again, Ok(Joining::CatchingUp { .. })), "{again:?}");
+    members_are(&[(1, true), (9, false)]).await;
     assert_eq!(node.remove_member(9).await, Ok(()));
     members_are(&[(1, true)]).await;
     node.shutdown().await;

@@ -84,6 +84,8 @@ pub struct RecoveryReport {
     pub lifecycle_events_replayed: u64,
     /// Wall time of the whole open.
     pub duration: Duration,
+    /// The commit time of the last record (0 in an empty store).
+    pub last_timestamp_us: i64,
 }
 
 pub(crate) struct Opened {
@@ -610,6 +612,7 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
         last_timestamp
     };
     report.duration = started.elapsed();
+    report.last_timestamp_us = last_timestamp;
     Ok(Opened {
         shared,
         tail_ids,

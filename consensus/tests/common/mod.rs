@@ -87,6 +87,11 @@ impl EventLog for FileLog {
         self.applied.len() as u64
     }
 
+    fn opened_at(&self) -> i64 {
+        // It keeps no times: the replay's end is not checked.
+        i64::MAX
+    }
+
     fn sync(&mut self) -> io::Result<()> {
         let Some((vfs, path)) = &self.file else {
             return Ok(());
