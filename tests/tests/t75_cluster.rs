@@ -471,6 +471,53 @@ async fn change_lifecycles(client: &Client) {
     }
 }
 
+/// A lifecycle change that cannot commit (both followers paused with
+/// SIGSTOP) waits off the connection: a ping sent after it on the same
+/// connection is answered while it waits, and it completes once the
+/// followers go on.
+async fn connection_serves_while_a_change_waits(cluster: &Cluster) {
+    let leader = cluster.leader().await;
+    let c = Client::connect_with(cluster.clients[leader], direct())
+        .await
+        .unwrap();
+    let watch = Client::connect_with(cluster.clients[leader], direct())
+        .await
+        .unwrap();
+    let last = || async { watch.stats().await.unwrap().cluster.unwrap().last_index };
+    let before = last().await;
+    let followers: Vec<&Daemon> = (0..3)
+        .filter(|i| *i != leader)
+        .map(|i| cluster.nodes[i].as_ref().unwrap())
+        .collect();
+    for f in &followers {
+        f.signal("STOP");
+    }
+    let waiting = {
+        let c = c.clone();
+        tokio::spawn(async move {
+            c.truncate_stream("paused", StreamVersion(1)).await
+        })
+    };
+    // Proposed: in the leader's log, not committed.
+    within(30, "the change to reach the leader's log", async {
+        while last().await == before {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    within(30, "a ping while the change waits", c.ping())
+        .await
+        .unwrap();
+    assert!(!waiting.is_finished(), "the change committed without a quorum");
+    for f in &followers {
+        f.signal("CONT");
+    }
+    within(60, "the change once the followers go on", waiting)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
 /// What a node shows of the streams [`change_lifecycles`] changed, once it
 /// holds the log up to `through`: each node must show the same.
 async fn lifecycles_on(addr: SocketAddr, through: LogPosition) -> String {
@@ -605,6 +652,7 @@ async fn a_node_is_added_and_the_leader_removed() {
             .unwrap();
     }
     change_lifecycles(&client).await;
+    connection_serves_while_a_change_waits(&cluster).await;
     let through = LogPosition(client.stats().await.unwrap().events);
     let raft1: SocketAddr = cluster.members.split(',').next().unwrap()[2..]
         .split('/')

@@ -109,6 +109,14 @@ pub(super) struct Job {
 /// large, and passed by value through the task).
 pub(super) type JobResult = Result<Response, Box<ErrorReply>>;
 
+/// `fields` with `"ok": ok` (an audit line's outcome).
+pub(super) fn with_ok(mut fields: serde_json::Value, ok: bool) -> serde_json::Value {
+    if let Some(map) = fields.as_object_mut() {
+        map.insert("ok".into(), ok.into());
+    }
+    fields
+}
+
 impl Future for Job {
     type Output = (u32, Opcode, JobResult);
 
@@ -581,6 +589,39 @@ impl Connection {
 
     /// Answers a request with its result: its success reply, or its error
     /// (a job's, a scavenge's or an erase's, or a handler's).
+    /// Runs `work` as a job of this connection (answered when it ends,
+    /// while the connection serves on), with its audit line, if any,
+    /// written when it ends (`ok` and the user added).
+    pub(super) fn spawn_job(
+        &mut self,
+        opcode: Opcode,
+        corr_id: u32,
+        audit: Option<(&'static str, serde_json::Value)>,
+        work: impl std::future::Future<Output = JobResult> + Send + 'static,
+    ) {
+        let (shared, peer, user) = (
+            Arc::clone(&self.shared),
+            self.peer,
+            self.access.user().to_owned(),
+        );
+        let task = tokio::spawn(async move {
+            let r = work.await;
+            if let Some((event, fields)) = audit {
+                let mut fields = with_ok(fields, r.is_ok());
+                if let Some(map) = fields.as_object_mut() {
+                    map.insert("user".into(), user.into());
+                }
+                shared.audit.record(event, peer, fields);
+            }
+            r
+        });
+        self.jobs.push(Job {
+            corr_id,
+            opcode,
+            task,
+        });
+    }
+
     pub(super) fn answer(&self, corr_id: u32, opcode: Opcode, r: JobResult) {
         match r {
             Ok(resp) => self.send(corr_id, opcode, &resp),
@@ -731,8 +772,8 @@ impl Connection {
             Request::CreateToken(t) => self.create_token(corr_id, t).await,
             Request::RevokeToken(t) => self.revoke_token(corr_id, t).await,
             Request::WhoAmI => self.who_am_i(corr_id),
-            Request::AddNode(a) => self.add_node(corr_id, a).await,
-            Request::RemoveNode(r) => self.remove_node(corr_id, r).await,
+            Request::AddNode(a) => self.add_node(corr_id, a),
+            Request::RemoveNode(r) => self.remove_node(corr_id, r),
             _ => {
                 self.send_error(
                     opcode,

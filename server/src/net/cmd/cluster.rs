@@ -6,13 +6,14 @@
 //! that the leader sends the log to, and the one sent once it is close
 //! behind makes it a voter (`logbook cluster add` asks until then). A
 //! change waits for its commit, at most 30 s; past that its outcome is
-//! unknown and asking again is safe.
+//! unknown and asking again is safe. The wait is a job of the
+//! connection, which serves on meanwhile.
 
 use logbook_consensus::Member;
 use logbook_consensus::node::{Joining, MembershipError};
 use logbook_protocol::{AddNode, AddNodeOk, ErrorCode, ErrorReply, Opcode, RemoveNode, Response};
 
-use crate::net::connection::{Connection, JobResult};
+use crate::net::connection::Connection;
 
 /// The error reply for a membership change not made.
 fn refusal(e: MembershipError) -> Box<ErrorReply> {
@@ -43,64 +44,60 @@ fn host_port(addr: &str) -> bool {
 }
 
 impl Connection {
-    pub(in crate::net) async fn add_node(&self, corr_id: u32, a: AddNode) {
+    pub(in crate::net) fn add_node(&mut self, corr_id: u32, a: AddNode) {
         let opcode = Opcode::AddNode;
-        let r: JobResult = match &self.shared.config.cluster {
-            None => Err(not_a_cluster(opcode)),
-            Some(_) if !host_port(&a.raft_addr) || !host_port(&a.client_addr) => {
-                Err(Box::new(ErrorReply::new(
-                    ErrorCode::BadRequest,
-                    format!(
-                        "{:?} and {:?} must both be HOST:PORT",
-                        a.raft_addr, a.client_addr
-                    ),
-                )))
-            }
-            Some(node) => {
-                let member = Member {
-                    raft: a.raft_addr.clone(),
-                    client: a.client_addr.clone(),
-                };
-                node.add_member(a.node_id, member)
-                    .await
-                    .map(|j| {
-                        Response::AddNodeOk(match j {
-                            Joining::CatchingUp { lag } => AddNodeOk { voter: false, lag },
-                            Joining::Voter => AddNodeOk {
-                                voter: true,
-                                lag: 0,
-                            },
-                        })
-                    })
-                    .map_err(refusal)
-            }
+        let Some(node) = self.shared.config.cluster.clone() else {
+            return self.answer(corr_id, opcode, Err(not_a_cluster(opcode)));
         };
-        self.audit(
-            "cluster_node_added",
-            serde_json::json!({
-                "node_id": a.node_id,
-                "raft_addr": a.raft_addr,
-                "client_addr": a.client_addr,
-                "ok": r.is_ok(),
-            }),
-        );
-        self.answer(corr_id, opcode, r);
+        if !host_port(&a.raft_addr) || !host_port(&a.client_addr) {
+            let reply = ErrorReply::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "{:?} and {:?} must both be HOST:PORT",
+                    a.raft_addr, a.client_addr
+                ),
+            );
+            return self.send_error(opcode, corr_id, reply);
+        }
+        let audit = serde_json::json!({
+            "node_id": a.node_id,
+            "raft_addr": a.raft_addr,
+            "client_addr": a.client_addr,
+        });
+        let member = Member {
+            raft: a.raft_addr,
+            client: a.client_addr,
+        };
+        // Awaited as a job: a change waits up to 30 s for its commit.
+        let work = async move {
+            node.add_member(a.node_id, member)
+                .await
+                .map(|j| {
+                    Response::AddNodeOk(match j {
+                        Joining::CatchingUp { lag } => AddNodeOk { voter: false, lag },
+                        Joining::Voter => AddNodeOk {
+                            voter: true,
+                            lag: 0,
+                        },
+                    })
+                })
+                .map_err(refusal)
+        };
+        self.spawn_job(opcode, corr_id, Some(("cluster_node_added", audit)), work);
     }
 
-    pub(in crate::net) async fn remove_node(&self, corr_id: u32, m: RemoveNode) {
+    pub(in crate::net) fn remove_node(&mut self, corr_id: u32, m: RemoveNode) {
         let opcode = Opcode::RemoveNode;
-        let r: JobResult = match &self.shared.config.cluster {
-            None => Err(not_a_cluster(opcode)),
-            Some(node) => node
-                .remove_member(m.node_id)
+        let Some(node) = self.shared.config.cluster.clone() else {
+            return self.answer(corr_id, opcode, Err(not_a_cluster(opcode)));
+        };
+        let audit = serde_json::json!({ "node_id": m.node_id });
+        let work = async move {
+            node.remove_member(m.node_id)
                 .await
                 .map(|()| Response::RemoveNodeOk)
-                .map_err(refusal),
+                .map_err(refusal)
         };
-        self.audit(
-            "cluster_node_removed",
-            serde_json::json!({ "node_id": m.node_id, "ok": r.is_ok() }),
-        );
-        self.answer(corr_id, opcode, r);
+        self.spawn_job(opcode, corr_id, Some(("cluster_node_removed", audit)), work);
     }
 }

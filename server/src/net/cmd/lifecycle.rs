@@ -7,12 +7,20 @@
 //! path (stream reads, the global log, subscriptions) by then.
 //! `GetMetadata` reads the engine's published state, in memory.
 //!
-//! Lifecycle operations are rare, so the connection awaits each write in
-//! place instead of through `in_flight` as appends do. Order is kept: the
-//! connection's earlier appends are already queued to the writer, so they
-//! commit first, and its later requests wait until the operation is
-//! durable (as they wait behind a read). The earlier appends' replies wait
-//! too, which costs nothing the client can see but their latency.
+//! Lifecycle operations are rare, so on a single server the connection
+//! awaits each write in place instead of through `in_flight` as appends
+//! do. Order is kept: the connection's earlier appends are already queued
+//! to the writer, so they commit first, and its later requests wait until
+//! the operation is durable (as they wait behind a read). The earlier
+//! appends' replies wait too, which costs nothing the client can see but
+//! their latency.
+//!
+//! On a cluster node the operation is proposed in place (so it takes its
+//! place in the replicated log after the connection's earlier appends and
+//! before its later ones), and its outcome is awaited in the connection's
+//! `jobs`: without a quorum it may take up to 30 s, and the connection
+//! goes on serving meanwhile. A read sent before its reply may not see it
+//! yet.
 
 use logbook_consensus::LifecycleChange;
 use logbook_protocol::lifecycle::meta_target;
@@ -22,37 +30,42 @@ use logbook_protocol::{
 };
 use logbook_storage::LifecycleWritten;
 
-use crate::net::connection::Connection;
+use crate::net::connection::{Connection, with_ok};
 use crate::net::errors::append_error;
 
 impl Connection {
     /// Sets a stream's metadata if its metadata stream is at the expected
     /// version.
-    pub(in crate::net) async fn set_metadata(&self, corr_id: u32, m: SetMetadata) {
+    pub(in crate::net) async fn set_metadata(&mut self, corr_id: u32, m: SetMetadata) {
         let opcode = Opcode::SetMetadata;
         let Some(stream) = self.lifecycle_stream(opcode, corr_id, m.stream) else {
             return;
         };
-        let r = match &self.shared.config.cluster {
-            Some(node) => {
-                let change = LifecycleChange::SetMetadata {
+        if self.shared.config.cluster.is_some() {
+            // A refusal of the metadata stream's expected version names
+            // that stream, as on a single server.
+            let meta = logbook_storage::Store::metadata_stream(&stream)
+                .map(|s| s.as_str().to_owned())
+                .unwrap_or_default();
+            let replicated = Replicated {
+                opcode,
+                corr_id,
+                meta_expected: m.expected,
+                change: LifecycleChange::SetMetadata {
                     metadata: m.metadata.to_json(),
-                };
-                // A refusal of the metadata stream's expected version
-                // names that stream, as on a single server.
-                let meta = logbook_storage::Store::metadata_stream(&stream)
-                    .map(|s| s.as_str().to_owned())
-                    .unwrap_or_default();
-                self.lifecycle_replicated(node, &stream, m.expected, change, (&meta, m.expected))
-                    .await
-            }
-            None => self
-                .shared
-                .store
-                .set_metadata(&stream, m.expected, m.metadata)
-                .await
-                .map_err(|e| append_error(&e)),
-        };
+                },
+                refused: (meta, m.expected),
+                ok: Response::SetMetadataOk,
+                audit: None,
+            };
+            return self.lifecycle_replicated(stream, replicated).await;
+        }
+        let r = self
+            .shared
+            .store
+            .set_metadata(&stream, m.expected, m.metadata)
+            .await
+            .map_err(|e| append_error(&e));
         self.reply_lifecycle(opcode, corr_id, r, Response::SetMetadataOk);
     }
 
@@ -71,64 +84,66 @@ impl Connection {
     }
 
     /// Removes a stream's events below a version from every read.
-    pub(in crate::net) async fn truncate(&self, corr_id: u32, t: Truncate) {
+    pub(in crate::net) async fn truncate(&mut self, corr_id: u32, t: Truncate) {
         let opcode = Opcode::Truncate;
         let Some(stream) = self.lifecycle_stream(opcode, corr_id, t.stream) else {
             return;
         };
-        let r = match &self.shared.config.cluster {
-            Some(node) => {
-                let change = LifecycleChange::Truncate { before: t.before.0 };
-                let any = ExpectedVersion::Any;
-                self.lifecycle_replicated(node, &stream, any, change, (stream.as_str(), any))
-                    .await
-            }
-            None => self
-                .shared
-                .store
-                .truncate(&stream, t.before)
-                .await
-                .map_err(|e| append_error(&e)),
-        };
-        self.audit(
-            "truncate",
-            serde_json::json!({ "stream": stream.as_str(), "before": t.before.0, "ok": r.is_ok() }),
-        );
+        let audit = serde_json::json!({ "stream": stream.as_str(), "before": t.before.0 });
+        if self.shared.config.cluster.is_some() {
+            let any = ExpectedVersion::Any;
+            let replicated = Replicated {
+                opcode,
+                corr_id,
+                meta_expected: any,
+                change: LifecycleChange::Truncate { before: t.before.0 },
+                refused: (stream.as_str().to_owned(), any),
+                ok: Response::TruncateOk,
+                audit: Some(("truncate", audit)),
+            };
+            return self.lifecycle_replicated(stream, replicated).await;
+        }
+        let r = self
+            .shared
+            .store
+            .truncate(&stream, t.before)
+            .await
+            .map_err(|e| append_error(&e));
+        self.audit("truncate", with_ok(audit, r.is_ok()));
         self.reply_lifecycle(opcode, corr_id, r, Response::TruncateOk);
     }
 
     /// Deletes a stream, softly or for ever, if it is at the expected
     /// version.
-    pub(in crate::net) async fn delete_stream(&self, corr_id: u32, d: DeleteStream) {
+    pub(in crate::net) async fn delete_stream(&mut self, corr_id: u32, d: DeleteStream) {
         let opcode = Opcode::DeleteStream;
         let Some(stream) = self.lifecycle_stream(opcode, corr_id, d.stream) else {
             return;
         };
-        let r = match &self.shared.config.cluster {
-            Some(node) => {
-                let change = LifecycleChange::Delete {
-                    hard: d.mode == logbook_protocol::lifecycle::Deletion::Hard,
+        let hard = d.mode == logbook_protocol::lifecycle::Deletion::Hard;
+        let audit = serde_json::json!({ "stream": stream.as_str(), "hard": hard });
+        if self.shared.config.cluster.is_some() {
+            let replicated = Replicated {
+                opcode,
+                corr_id,
+                meta_expected: ExpectedVersion::Any,
+                change: LifecycleChange::Delete {
+                    hard,
                     expected: d.expected,
-                };
-                let any = ExpectedVersion::Any;
-                self.lifecycle_replicated(node, &stream, any, change, (stream.as_str(), d.expected))
-                    .await
-            }
-            None => self
-                .shared
-                .store
-                .delete_stream(&stream, d.expected, d.mode)
-                .await
-                .map_err(|e| append_error(&e)),
-        };
-        self.audit(
-            "delete",
-            serde_json::json!({
-                "stream": stream.as_str(),
-                "hard": d.mode == logbook_protocol::lifecycle::Deletion::Hard,
-                "ok": r.is_ok(),
-            }),
-        );
+                },
+                refused: (stream.as_str().to_owned(), d.expected),
+                ok: Response::DeleteStreamOk,
+                audit: Some(("delete", audit)),
+            };
+            return self.lifecycle_replicated(stream, replicated).await;
+        }
+        let r = self
+            .shared
+            .store
+            .delete_stream(&stream, d.expected, d.mode)
+            .await
+            .map_err(|e| append_error(&e));
+        self.audit("delete", with_ok(audit, r.is_ok()));
         self.reply_lifecycle(opcode, corr_id, r, Response::DeleteStreamOk);
     }
 
@@ -164,45 +179,57 @@ impl Connection {
 
     /// A cluster node's lifecycle write: proposed to the replicated log
     /// with an event id and a time the leader chose (so every replica
-    /// writes the same event), awaited, and read back from this node's
-    /// store, which applied it before the outcome came. `refused` names
-    /// the stream and expected version a `WrongExpectedVersion` is about.
-    async fn lifecycle_replicated(
-        &self,
-        node: &logbook_consensus::node::Node,
-        stream: &StreamName,
-        meta_expected: ExpectedVersion,
-        change: LifecycleChange,
-        refused: (&str, ExpectedVersion),
-    ) -> Result<LifecycleWritten, ErrorReply> {
+    /// writes the same event), then its outcome awaited in `jobs` and the
+    /// state it left read back from this node's store, which applied it
+    /// before the outcome came.
+    async fn lifecycle_replicated(&mut self, stream: StreamName, r: Replicated) {
         use logbook_consensus::{Command, Outcome};
+        let Some(node) = self.shared.config.cluster.clone() else {
+            return;
+        };
         let command = Command::Lifecycle {
             stream: stream.as_str().to_owned(),
-            meta_expected,
-            change,
+            meta_expected: r.meta_expected,
+            change: r.change,
             id: logbook_protocol::EventId::new_v7().0,
             timestamp_us: self.shared.store.now_us(),
         };
-        match super::append::propose(node, command).await?.await? {
-            Outcome::Appended {
-                first_position,
-                first_version,
-                last_position,
-                last_version,
-            } => {
-                let result = logbook_protocol::AppendResult {
-                    first_position: LogPosition(first_position),
-                    first_version: StreamVersion(first_version),
-                    last_position: LogPosition(last_position),
-                    last_version: StreamVersion(last_version),
-                };
-                self.shared
-                    .store
-                    .lifecycle_written(stream, &result)
-                    .map_err(|e| append_error(&e))
+        let pending = match super::append::propose(&node, command).await {
+            Ok(p) => p,
+            Err(reply) => {
+                if let Some((event, fields)) = r.audit {
+                    self.audit(event, with_ok(fields, false));
+                }
+                return self.send_error(r.opcode, r.corr_id, reply);
             }
-            outcome => Err(super::append::outcome_error(refused.0, refused.1, outcome)),
-        }
+        };
+        let shared = std::sync::Arc::clone(&self.shared);
+        let (refused, ok) = (r.refused, r.ok);
+        let written = async move {
+            let written = match pending.await {
+                Ok(Outcome::Appended {
+                    first_position,
+                    first_version,
+                    last_position,
+                    last_version,
+                }) => {
+                    let result = logbook_protocol::AppendResult {
+                        first_position: LogPosition(first_position),
+                        first_version: StreamVersion(first_version),
+                        last_position: LogPosition(last_position),
+                        last_version: StreamVersion(last_version),
+                    };
+                    shared
+                        .store
+                        .lifecycle_written(&stream, &result)
+                        .map_err(|e| append_error(&e))
+                }
+                Ok(outcome) => Err(super::append::outcome_error(&refused.0, refused.1, outcome)),
+                Err(reply) => Err(reply),
+            };
+            written.map(|w| ok(lifecycle_ok(w))).map_err(Box::new)
+        };
+        self.spawn_job(r.opcode, r.corr_id, r.audit, written);
     }
 
     /// Answers a lifecycle write with its result: `ok` builds the success
@@ -219,6 +246,22 @@ impl Connection {
             Err(e) => self.send_error(opcode, corr_id, e),
         }
     }
+}
+
+/// A lifecycle write on a cluster node, as `lifecycle_replicated` proposes
+/// it.
+struct Replicated {
+    opcode: Opcode,
+    corr_id: u32,
+    /// The metadata stream's expected version.
+    meta_expected: ExpectedVersion,
+    change: LifecycleChange,
+    /// The stream and expected version a `WrongExpectedVersion` names.
+    refused: (String, ExpectedVersion),
+    /// The success reply of the request's opcode.
+    ok: fn(LifecycleOk) -> Response,
+    /// The audit line (its event and fields; `ok` and the user are added).
+    audit: Option<(&'static str, serde_json::Value)>,
 }
 
 /// The engine's record of a lifecycle operation as its wire reply.
