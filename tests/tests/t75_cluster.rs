@@ -494,9 +494,7 @@ async fn connection_serves_while_a_change_waits(cluster: &Cluster) {
     }
     let waiting = {
         let c = c.clone();
-        tokio::spawn(async move {
-            c.truncate_stream("paused", StreamVersion(1)).await
-        })
+        tokio::spawn(async move { c.truncate_stream("paused", StreamVersion(1)).await })
     };
     // Proposed: in the leader's log, not committed.
     within(30, "the change to reach the leader's log", async {
@@ -508,7 +506,10 @@ async fn connection_serves_while_a_change_waits(cluster: &Cluster) {
     within(30, "a ping while the change waits", c.ping())
         .await
         .unwrap();
-    assert!(!waiting.is_finished(), "the change committed without a quorum");
+    assert!(
+        !waiting.is_finished(),
+        "the change committed without a quorum"
+    );
     for f in &followers {
         f.signal("CONT");
     }
