@@ -393,11 +393,12 @@ impl Node {
     /// [`HEARD_WITHIN`].
     fn heard_from(&self, id: u64) -> bool {
         use openraft::Instant as _;
-        let m = self.raft.metrics().borrow_watched().clone();
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
         m.heartbeat
             .as_ref()
-            .and_then(|h| h.get(&id).cloned().flatten())
-            .is_some_and(|at| at.elapsed() <= HEARD_WITHIN)
+            .and_then(|h| h.get(&id)?.as_ref().map(|at| at.elapsed()))
+            .is_some_and(|since| since <= HEARD_WITHIN)
     }
 
     /// The status, if this node leads.

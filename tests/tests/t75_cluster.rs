@@ -338,22 +338,13 @@ async fn three_processes_keep_every_acknowledged_append_through_a_leader_sigkill
     subscriber.abort();
 
     // The CLI shows every node: one leader, the others following it.
-    let out = std::process::Command::new(logbook_tests::daemon::logbook_cli())
-        .args([
-            "--server",
-            &cluster.clients[follower].to_string(),
-            "cluster",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
+    let out = cli(&[
+        "--server",
+        &cluster.clients[follower].to_string(),
+        "cluster",
+        "--json",
+    ]);
+    let rows: Vec<serde_json::Value> = out
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
@@ -674,16 +665,19 @@ async fn a_node_is_added_and_the_leader_removed() {
     let node4 = Daemon::start_on(&dir.path().join("n4"), &client4.to_string(), &args4);
     let leader = cluster.leader().await;
     let follower = (leader + 1) % 3;
-    let out = cli(&[
-        "--server",
-        &cluster.clients[follower].to_string(),
-        "cluster",
-        "add",
-        "4",
-        &raft4,
-        &client4.to_string(),
-    ]);
-    assert!(out.contains("node 4 added"), "{out}");
+    let add_four = |asked: SocketAddr| {
+        let out = cli(&[
+            "--server",
+            &asked.to_string(),
+            "cluster",
+            "add",
+            "4",
+            &raft4,
+            &client4.to_string(),
+        ]);
+        assert!(out.contains("node 4 added"), "{out}");
+    };
+    add_four(cluster.clients[follower]);
     let stats = Client::connect_with(cluster.clients[leader], direct())
         .await
         .unwrap()
@@ -700,16 +694,7 @@ async fn a_node_is_added_and_the_leader_removed() {
     assert!(!four.learner, "node 4 votes: {stats:?}");
     assert_eq!(four.client_addr, client4.to_string());
     // Adding it again is answered at once.
-    let out = cli(&[
-        "--server",
-        &cluster.clients[leader].to_string(),
-        "cluster",
-        "add",
-        "4",
-        &raft4,
-        &client4.to_string(),
-    ]);
-    assert!(out.contains("node 4 added"), "{out}");
+    add_four(cluster.clients[leader]);
     // It holds what was written before it came, lifecycle changes
     // included, as every other node does.
     let c4 = Client::connect_with(client4, direct()).await.unwrap();
