@@ -102,6 +102,7 @@ pub mod fuzzing;
 mod heads;
 pub mod histogram;
 mod index;
+mod ingest;
 #[doc(hidden)]
 pub mod internals;
 mod lifecycle;
@@ -119,6 +120,7 @@ mod writer;
 pub use catalog::StreamPage;
 pub use config::{Durability, RecoveryMode, ScavengeHook, StoreConfig, TestKnobs};
 pub use error::{AppendError, Limit, ReadError, StorageError};
+pub use ingest::LogBatch;
 pub use open::{RecoveryReport, Truncation};
 pub use read::ReadLimit;
 pub use store::{

@@ -434,6 +434,27 @@ pub(crate) struct Op {
     pub kind: OpKind,
 }
 
+/// The state an event of `$$target` records, if it is a lifecycle state
+/// (a `$$` stream a client wrote before such names were reserved may hold
+/// others).
+pub(crate) fn recorded_state(
+    target: &str,
+    event_type: &str,
+    data: &[u8],
+) -> Option<StreamLifecycle> {
+    use logbook_protocol::lifecycle as lc;
+    let lifecycle_type = [
+        lc::EVENT_METADATA,
+        lc::EVENT_TRUNCATED,
+        lc::EVENT_DELETED,
+        lc::EVENT_TOMBSTONE,
+    ]
+    .contains(&event_type);
+    StreamLifecycle::from_json(data)
+        .ok()
+        .filter(|s| lifecycle_type && s.stream == target)
+}
+
 /// What a lifecycle operation does.
 #[derive(Debug)]
 pub(crate) enum OpKind {
@@ -448,6 +469,10 @@ pub(crate) enum OpKind {
         /// An erase: custom metadata is dropped too.
         erase: bool,
     },
+    /// Take this state, written as it was on another replica
+    /// ([`crate::Store::ingest`]): the writer writes the copied event as
+    /// it is.
+    Restore(StreamLifecycle),
 }
 
 impl Op {
@@ -476,6 +501,8 @@ impl Op {
         let tb = next.metadata.truncate_before;
         let raise = |to: u64| Some(tb.map_or(to, |t| t.max(to)));
         let kind = match &self.kind {
+            // Not resolved: the state is the one written elsewhere.
+            OpKind::Restore(state) => return Ok((state.clone(), lc::EVENT_METADATA)),
             OpKind::SetMetadata(m) => {
                 // What the old settings removed stays removed (a scavenge
                 // may have taken it already): the old max_count's cut

@@ -631,7 +631,7 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
 /// Returns the number of lifecycle events replayed.
 fn rebuild_lifecycle(shared: &Arc<Shared>) -> Result<u64, StorageError> {
     use crate::lifecycle::Lifecycles;
-    use logbook_protocol::lifecycle::{self as lc, StreamLifecycle, meta_target};
+    use logbook_protocol::lifecycle::meta_target;
     let vfs = &*shared.config.vfs;
     let head = shared.head();
     // A snapshot that knows of events the log no longer has (a tail lost
@@ -676,16 +676,8 @@ fn rebuild_lifecycle(shared: &Arc<Shared>) -> Result<u64, StorageError> {
             let hash = shared.hasher.hash(target);
             for e in loc.events().skip(skip) {
                 let e = e?;
-                let lifecycle_type = [
-                    lc::EVENT_METADATA,
-                    lc::EVENT_TRUNCATED,
-                    lc::EVENT_DELETED,
-                    lc::EVENT_TOMBSTONE,
-                ]
-                .contains(&e.event_type.as_str());
-                let state = StreamLifecycle::from_json(&e.data)
-                    .ok()
-                    .filter(|s| lifecycle_type && s.stream == target);
+                let state =
+                    crate::lifecycle::recorded_state(target, e.event_type.as_str(), &e.data);
                 let Some(state) = state else {
                     // A `$$` stream a client wrote before such names were
                     // reserved: not a lifecycle event.

@@ -425,7 +425,7 @@ impl Store {
 
     /// A request for the writer. Metadata streams are written only by
     /// lifecycle operations (`op`), and read by a resend (`resend_only`).
-    fn request(
+    pub(crate) fn request(
         &self,
         stream: &StreamName,
         expected: ExpectedVersion,
@@ -471,6 +471,7 @@ impl Store {
             seal_after: false,
             at: None,
             resend_only,
+            ingest: None,
         };
         Ok((req, rx, tx))
     }
@@ -637,7 +638,7 @@ impl Store {
 
     /// Takes the request's room on the writer queue's byte budget, then
     /// queues it for the writer.
-    async fn enqueue(&self, prepared: Prepared) -> Result<PendingAppend, AppendError> {
+    pub(crate) async fn enqueue(&self, prepared: Prepared) -> Result<PendingAppend, AppendError> {
         let (mut req, rx, tx) = prepared;
         let charge = self.queue_charge(&req);
         req._queued = Some(

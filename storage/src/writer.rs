@@ -94,6 +94,10 @@ pub struct AppendRequest {
     /// Only a resend ([`crate::Store::resend`]): a new batch is refused
     /// with `NotStored` instead of written.
     pub(crate) resend_only: bool,
+    /// A record copied from another replica ([`crate::Store::ingest`]):
+    /// the position and version it holds there, which it must take here
+    /// too (it is refused otherwise: the logs differ).
+    pub(crate) ingest: Option<(u64, u64)>,
     /// Seal the active segment right after this request's record (a
     /// scavenge or an erase, so that the records before it can be
     /// rewritten).
@@ -615,6 +619,15 @@ impl Writer {
                     }));
                     continue;
                 }
+                // A copied record is new here, or the logs differ.
+                Ok(IdVerdict::Resend { first_position, .. }) if req.ingest.is_some() => {
+                    outcomes.push(Outcome::Refused(AppendError::Storage(
+                        StorageError::Internal(format!(
+                            "a record of {name} copied from another replica is stored here already, at position {first_position}: the logs differ"
+                        )),
+                    )));
+                    continue;
+                }
                 Ok(IdVerdict::Resend {
                     first_version,
                     first_position,
@@ -698,6 +711,16 @@ impl Writer {
             let mut new_state = None;
             let events: &[NewEvent] = match &req.op {
                 None => &req.events,
+                // A state copied from another replica: its event as it was
+                // written there, and the state it records.
+                Some(crate::lifecycle::Op {
+                    kind: crate::lifecycle::OpKind::Restore(state),
+                    target_hash,
+                    ..
+                }) => {
+                    new_state = Some((*target_hash, state.clone()));
+                    &req.events
+                }
                 Some(op) => match self.resolve_op(op, req.at) {
                     Ok(state) => {
                         let id = req.events.first().map(|e| e.id).unwrap_or_default();
@@ -736,6 +759,17 @@ impl Writer {
             let n = events.len() as u64;
             let first_version = last.map_or(0, |v| v + 1);
             let first_position = self.next_position;
+            if let Some((position, version)) = req.ingest
+                && (position, version) != (first_position, first_version)
+            {
+                self.unclaim_ids(&req.events, self.next_position);
+                outcomes.push(Outcome::Refused(AppendError::Storage(StorageError::Internal(
+                    format!(
+                        "a record of {name} copied from another replica holds version {version} at position {position} there, but would take version {first_version} at position {first_position} here: the logs differ"
+                    ),
+                ))));
+                continue;
+            }
             let offset = self.write_offset + self.buf.len() as u64;
             if self
                 .pidx

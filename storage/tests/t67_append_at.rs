@@ -171,3 +171,209 @@ async fn a_resend_answers_stored_batches_and_writes_nothing() {
         }
     }
 }
+
+/// The configuration of both stores of a copy: small segments, so that
+/// the copy crosses roll-overs (and the two roll over at other records).
+fn small(dir: &std::path::Path, segment_bytes: u64) -> StoreConfig {
+    StoreConfig {
+        segment_bytes,
+        max_batch_bytes: 2 << 10,
+        max_event_bytes: 1 << 10,
+        max_group_bytes: 4 << 10,
+        index_flush_entries: 32,
+        ..StoreConfig::new(dir)
+    }
+}
+
+/// Every record of `store`, as written.
+fn records(store: &Store) -> Vec<logbook_storage::LogBatch> {
+    store.read_batches(0, u64::MAX, usize::MAX).unwrap()
+}
+
+/// What reads see of `store`: every live event, each stream's version and
+/// lifecycle state.
+fn visible(store: &Store, streams: &[StreamName]) -> Vec<String> {
+    let mut out: Vec<String> = store
+        .read_all(None, Direction::Forward, 100_000)
+        .unwrap()
+        .events
+        .into_iter()
+        .map(|e| format!("{e:?}"))
+        .collect();
+    for s in streams {
+        out.push(format!(
+            "{s}: {:?} {:?}",
+            store.stream_version(s.as_str()).unwrap(),
+            store.stream_lifecycle(s.as_str()).map(|l| l.state)
+        ));
+    }
+    out
+}
+
+/// A store written with appends and every lifecycle change, on the clock
+/// and at chosen times.
+async fn written(store: &Store) -> Vec<StreamName> {
+    use logbook_protocol::StreamVersion;
+    use logbook_protocol::lifecycle::{Deletion, StreamMetadata};
+    let streams: Vec<StreamName> = (0..6)
+        .map(|i| StreamName::new(format!("acct-{i}")).unwrap())
+        .collect();
+    let ev = |i: u64| {
+        NewEvent::new(
+            EventId::from_u128(u128::from(i) + 1),
+            "Happened",
+            format!(
+                "{{\"i\":{i},\"pad\":\"{}\"}}",
+                "x".repeat((i % 40) as usize)
+            ),
+        )
+    };
+    for i in 0..400u64 {
+        if i > 250 && i % 6 == 4 {
+            // The hard-deleted stream takes no more appends.
+            continue;
+        }
+        let s = &streams[(i % 6) as usize];
+        let batch: Vec<NewEvent> = (0..1 + i % 3).map(|k| ev(i * 10 + k)).collect();
+        if i % 2 == 0 {
+            store.append(s, ExpectedVersion::Any, batch).await.unwrap();
+        } else {
+            store
+                .append_at(s, ExpectedVersion::Any, batch, BASE + i as i64)
+                .await
+                .unwrap();
+        }
+        match i {
+            100 => {
+                let m = StreamMetadata {
+                    max_count: Some(5),
+                    ..Default::default()
+                };
+                store
+                    .set_metadata(&streams[1], ExpectedVersion::Any, m)
+                    .await
+                    .unwrap();
+            }
+            150 => {
+                store
+                    .truncate(&streams[2], StreamVersion(20))
+                    .await
+                    .unwrap();
+            }
+            200 => {
+                store
+                    .delete_stream(&streams[3], ExpectedVersion::Any, Deletion::Soft)
+                    .await
+                    .unwrap();
+            }
+            250 => {
+                store
+                    .delete_stream(&streams[4], ExpectedVersion::Any, Deletion::Hard)
+                    .await
+                    .unwrap();
+            }
+            _ => {}
+        }
+    }
+    streams
+}
+
+/// A replica that lacks the log copies it as records (`read_batches` on
+/// one that has it, `ingest` on its own): in chunks, across roll-overs at
+/// other records than the source's, with lifecycle states. The copy holds
+/// the same records at the same positions, reads alike (retention,
+/// truncation, deletions), stays so after a reopen, and takes the next
+/// appends alike; a record at another position than the head is refused
+/// and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_copied_record_by_record_is_the_same_log() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Store::open(small(da.path(), 16 << 10)).unwrap();
+    let streams = written(&a).await;
+    let b = Store::open(small(db.path(), 11 << 10)).unwrap();
+    let head = a.head().0;
+    // In chunks of about 2 KiB, from wherever the copy stands.
+    let mut chunks = 0;
+    while b.head().0 < head {
+        let batches = a.read_batches(b.head().0, head, 2 << 10).unwrap();
+        assert!(!batches.is_empty());
+        let end = batches.last().unwrap().end_position();
+        assert_eq!(b.ingest(batches).await.unwrap(), end);
+        chunks += 1;
+    }
+    assert!(chunks > 10, "{chunks} chunks");
+    assert_eq!(records(&a), records(&b));
+    assert_eq!(visible(&a, &streams), visible(&b, &streams));
+    assert!(
+        b.stream_lifecycle(streams[4].as_str())
+            .unwrap()
+            .state
+            .is_hard_deleted()
+    );
+
+    // A record that is not the next one is refused, and nothing is written.
+    let again = a.read_batches(0, head, 1).unwrap();
+    assert!(b.ingest(again).await.is_err());
+    let ahead = a.read_batches(0, head, usize::MAX).unwrap().split_off(5);
+    let c = Store::open(small(tempfile::tempdir().unwrap().path(), 11 << 10)).unwrap();
+    assert!(c.ingest(ahead).await.is_err());
+    assert_eq!(c.head().0, 0);
+    assert_eq!(b.head().0, head);
+
+    // Reopened, it is the same log, and the same appends give the same
+    // results on both.
+    b.close().unwrap();
+    let b = Store::open(small(db.path(), 11 << 10)).unwrap();
+    assert_eq!(records(&a), records(&b));
+    assert_eq!(visible(&a, &streams), visible(&b, &streams));
+    for (i, s) in streams.iter().enumerate() {
+        let e = NewEvent::new(EventId::from_u128(1_000_000 + i as u128), "Later", "{}");
+        let ra = a
+            .append_at(s, ExpectedVersion::Any, vec![e.clone()], BASE)
+            .await;
+        let rb = b.append_at(s, ExpectedVersion::Any, vec![e], BASE).await;
+        assert_eq!(format!("{ra:?}"), format!("{rb:?}"));
+    }
+    assert_eq!(records(&a), records(&b));
+}
+
+/// A copy cut short by a power cut (written without syncs, then a random
+/// part of the unsynced writes kept, torn) holds a prefix of the records,
+/// and goes on from its head to the same log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_cut_by_a_power_cut_goes_on_from_its_head() {
+    use logbook_storage::Durability;
+    use logbook_storage::fs::{CrashMode, MemFs};
+    let da = tempfile::tempdir().unwrap();
+    let a = Store::open(small(da.path(), 16 << 10)).unwrap();
+    let streams = written(&a).await;
+    let head = a.head().0;
+    let want = records(&a);
+    let config = |fs: &MemFs, durability| StoreConfig {
+        vfs: std::sync::Arc::new(fs.clone()),
+        durability,
+        ..small(std::path::Path::new("/data"), 11 << 10)
+    };
+    let fs = MemFs::new();
+    let b = Store::open(config(&fs, Durability::Os)).unwrap();
+    b.ingest(a.read_batches(0, head, usize::MAX).unwrap())
+        .await
+        .unwrap();
+    let mut cut_short = 0;
+    for seed in 0..8 {
+        let after = fs.crash(CrashMode::TornUnsynced { seed });
+        let b = Store::open(config(&after, Durability::Fsync)).unwrap();
+        let got = records(&b);
+        assert_eq!(got[..], want[..got.len()], "a prefix (seed {seed})");
+        if got.len() < want.len() {
+            cut_short += 1;
+        }
+        while b.head().0 < head {
+            let batches = a.read_batches(b.head().0, head, 4 << 10).unwrap();
+            b.ingest(batches).await.unwrap();
+        }
+        assert_eq!(records(&b), want);
+        assert_eq!(visible(&a, &streams), visible(&b, &streams));
+    }
+    assert!(cut_short > 0, "no power cut lost anything");
+}

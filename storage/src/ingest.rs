@@ -1,0 +1,188 @@
+//! Copying the log from another replica, record by record.
+//!
+//! Replicas of a cluster hold the same records at the same positions (the
+//! same batches, versions, timestamps and bytes of events), but not the
+//! same files: each segment's checksums start from a secret nonce of its
+//! own, and segments roll over where each replica's writer rolled them.
+//! So a replica that lacks a range of the log gets it as records
+//! ([`Store::read_batches`] on a replica that has it) and writes them
+//! ([`Store::ingest`]) through its own writer: each record is checked to
+//! take the position and version it holds on the replica it came from,
+//! indexed, and made durable by the usual group commit, so a crash in the
+//! middle leaves a prefix of the range, as any crash of appends does.
+//!
+//! A state of a metadata stream (`$$S`) is written as the event it was
+//! and taken as the stream's state as it is, not resolved again (a
+//! retention cut depends on when it was made).
+
+use logbook_protocol::lifecycle::meta_target;
+use logbook_protocol::{ExpectedVersion, NewEvent, StreamName};
+
+use crate::Store;
+use crate::error::{AppendError, StorageError};
+use crate::read::Visit;
+
+/// One record of the log as it was written: an appended batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogBatch {
+    /// Its stream.
+    pub stream: String,
+    /// The position of its first event.
+    pub first_position: u64,
+    /// The version of its first event.
+    pub first_version: u64,
+    /// Its commit time.
+    pub timestamp_us: i64,
+    /// Its events.
+    pub events: Vec<NewEvent>,
+}
+
+impl LogBatch {
+    /// Where the next record starts.
+    pub fn end_position(&self) -> u64 {
+        self.first_position + self.events.len() as u64
+    }
+}
+
+fn copy_refused(what: impl std::fmt::Display) -> StorageError {
+    StorageError::Internal(format!("a record copied from another replica: {what}"))
+}
+
+impl Store {
+    /// The records holding positions `from..to` (`to` past the head reads
+    /// to the head), from the one starting at `from`, until they hold
+    /// `max_bytes` of events (at least one record). `from` must be where
+    /// a record starts (the head of a replica holding a prefix of this
+    /// log is). Reads the disk: call it where blocking is fine.
+    pub fn read_batches(
+        &self,
+        from: u64,
+        to: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<LogBatch>, StorageError> {
+        let shared = self.shared();
+        let to = to.min(shared.head());
+        let mut out = Vec::new();
+        if from >= to {
+            return Ok(out);
+        }
+        let segs = std::sync::Arc::clone(&shared.segments.read());
+        let mut bytes = 0usize;
+        let mut next = from;
+        shared.scan_forward(&segs, from, to, |loc, skip| {
+            let rec = loc.record;
+            if skip != 0 || rec.first_position != next {
+                return Err(StorageError::Internal(format!(
+                    "position {next} is not where a record of this log starts (the record there starts at {})",
+                    rec.first_position
+                )));
+            }
+            if rec.end_position() > to {
+                return Ok(Visit::Stop);
+            }
+            let events = loc
+                .events()
+                .map(|e| {
+                    e.map(|e| NewEvent {
+                        id: e.id,
+                        event_type: e.event_type,
+                        metadata: e.metadata,
+                        data: e.data,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            bytes += rec.len();
+            next = rec.end_position();
+            out.push(LogBatch {
+                stream: rec.stream.as_str().to_owned(),
+                first_position: rec.first_position,
+                first_version: rec.first_version,
+                timestamp_us: rec.timestamp_us,
+                events,
+            });
+            Ok(if bytes >= max_bytes {
+                Visit::Stop
+            } else {
+                Visit::Continue
+            })
+        })?;
+        Ok(out)
+    }
+
+    /// Writes `batches`, records read from another replica's log with
+    /// [`Store::read_batches`], at the head: each must take the position
+    /// and version it holds there (the first one starting at this store's
+    /// head), and is refused otherwise, with every later one (the logs
+    /// differ). Returns once all of them are durable, with the new head.
+    pub async fn ingest(&self, batches: Vec<LogBatch>) -> Result<u64, StorageError> {
+        let mut pending = Vec::with_capacity(batches.len());
+        for b in batches {
+            let stream = StreamName::new(b.stream.clone())
+                .map_err(|e| copy_refused(format_args!("stream {:?}: {e}", b.stream)))?;
+            let op = match meta_target(stream.as_str()) {
+                None => None,
+                Some(target) => Some(self.restore_op(target, &b)?),
+            };
+            let at = (b.first_position, b.first_version);
+            let expected_end = b.end_position();
+            let (mut req, rx, tx) = self
+                .request(&stream, ExpectedVersion::Any, b.events, None, op, false)
+                .map_err(|e| copy_refused(format_args!("{e}")))?;
+            req.at = Some(b.timestamp_us);
+            req.ingest = Some(at);
+            let queued = self
+                .enqueue((req, rx, tx))
+                .await
+                .map_err(|e| copy_refused(format_args!("{e}")))?;
+            pending.push((at, expected_end, queued));
+        }
+        let mut head = self.head().0;
+        for ((position, _), end, queued) in pending {
+            match queued.await {
+                Ok(r) if r.first_position.0 == position && r.last_position.0 + 1 == end => {
+                    head = end;
+                }
+                Ok(r) => {
+                    return Err(copy_refused(format_args!(
+                        "it belongs at position {position}, but this store holds its events at {} already: the logs differ",
+                        r.first_position.0
+                    )));
+                }
+                Err(AppendError::Storage(e)) => return Err(e),
+                Err(e) => return Err(copy_refused(e)),
+            }
+        }
+        Ok(head)
+    }
+
+    /// The lifecycle state a copied record of metadata stream `$$target`
+    /// records, as the operation that writes it as it is.
+    fn restore_op(
+        &self,
+        target: &str,
+        batch: &LogBatch,
+    ) -> Result<crate::lifecycle::Op, StorageError> {
+        let [event] = batch.events.as_slice() else {
+            return Err(copy_refused(format_args!(
+                "{} holds {} events; a lifecycle state is one",
+                batch.stream,
+                batch.events.len()
+            )));
+        };
+        let state =
+            crate::lifecycle::recorded_state(target, event.event_type.as_str(), &event.data)
+                .ok_or_else(|| {
+                    copy_refused(format_args!(
+                        "the event of {} at position {} is not a lifecycle state",
+                        batch.stream, batch.first_position
+                    ))
+                })?;
+        let target = StreamName::new(target.to_owned())
+            .map_err(|e| copy_refused(format_args!("stream {target:?}: {e}")))?;
+        Ok(crate::lifecycle::Op {
+            target_hash: self.shared().hasher.hash(&target),
+            target,
+            kind: crate::lifecycle::OpKind::Restore(state),
+        })
+    }
+}
