@@ -14,19 +14,21 @@
 //!
 //! The modules: [`wal`] (the Raft log), [`sm`] (the state machine and its
 //! record of what the event log holds durably), [`store_log`] (the engine
-//! as the event log, applying with the leader's time), [`tcp`] (Raft's
-//! messages between nodes), [`node`] (what the daemon sees: start,
+//! as the event log, applying with the leader's time), [`catchup`] (a
+//! snapshot's events fetched from a member), [`tcp`] (Raft's messages
+//! between nodes, and those fetches), [`node`] (what the daemon sees: start,
 //! propose, status), [`local`] (an in-process network for tests) and
 //! [`frame`] (the framing of files and messages).
 //!
 //! ## Where this stands
 //! `logbookd --cluster` runs on it: appends and lifecycle changes
 //! replicated, reads and subscriptions on every node, failover, adding and
-//! removing nodes. Not yet here (issue 17): snapshots made of sealed
-//! segments (the policy is `Never` meanwhile, so the Raft log keeps every
-//! entry and a new node replays all of it), replicating the other writes
-//! (scavenge, erasure, users, groups).
+//! removing nodes, snapshots that let the Raft log be purged (a node that
+//! needs one fetches the events it lacks from a member: [`catchup`]). Not
+//! yet here (issue 17): replicating the other writes (scavenge, erasure,
+//! users, groups).
 
+pub mod catchup;
 pub mod frame;
 pub mod local;
 pub mod node;
@@ -38,6 +40,16 @@ pub mod wal;
 /// A Raft node applying to event log `L`.
 pub type Raft<L> = openraft::Raft<TypeConfig, sm::StateMachine<L>>;
 
+/// Raft entries between two snapshots, by default. A snapshot is cheap
+/// (the event log is its state: it records where the event log stands,
+/// `sm.rs`), and the Raft log is purged up to [`KEEP_AFTER_SNAPSHOT`]
+/// entries before it, so this bounds the Raft log's size.
+pub const SNAPSHOT_EVERY: u64 = 10_000;
+
+/// Entries a snapshot covers that the Raft log keeps: a follower that lags
+/// by fewer gets entries, not the snapshot.
+pub const KEEP_AFTER_SNAPSHOT: u64 = 1_000;
+
 /// The Raft settings of a Logbook cluster, for a small, busy machine: an
 /// election starts after 600-1200 ms without a heartbeat (every 150 ms),
 /// far above an fsync (0.1-1 ms here) so that a slow disk does not look
@@ -45,18 +57,25 @@ pub type Raft<L> = openraft::Raft<TypeConfig, sm::StateMachine<L>>;
 /// storms on 2 cores), yet a new leader follows a lost one in about 2 s
 /// (measured: the followers also wait out the old leader's lease); pre-vote
 /// keeps a node that was cut off from raising the term when it comes back.
+/// A snapshot every [`SNAPSHOT_EVERY`] entries.
 pub fn config() -> std::sync::Arc<openraft::Config> {
+    config_snapshotting(SNAPSHOT_EVERY, KEEP_AFTER_SNAPSHOT)
+}
+
+/// [`config`] with a snapshot every `every` entries (`0`: never, and the
+/// Raft log keeps every entry), keeping `keep` entries before each.
+pub fn config_snapshotting(every: u64, keep: u64) -> std::sync::Arc<openraft::Config> {
     let config = openraft::Config {
         cluster_name: "logbook".into(),
         election_timeout_min: 600,
         election_timeout_max: 1200,
         heartbeat_interval: 150,
         enable_pre_vote: Some(true),
-        // No snapshots until the engine's (its sealed segments) are built:
-        // openraft's default would ask for one every 5,000 entries, and a
-        // failed snapshot stops the node (every node at the same entry).
-        // Until then the Raft log keeps every entry.
-        snapshot_policy: openraft::SnapshotPolicy::Never,
+        snapshot_policy: match every {
+            0 => openraft::SnapshotPolicy::Never,
+            n => openraft::SnapshotPolicy::LogsSinceLast(n),
+        },
+        max_in_snapshot_log_to_keep: keep,
         ..Default::default()
     };
     // The values above always validate.
@@ -146,6 +165,68 @@ pub struct EventData {
     pub metadata: bytes::Bytes,
     /// Its payload bytes.
     pub data: bytes::Bytes,
+}
+
+/// One record of the event log as it was written (an appended batch),
+/// as a replica that lacks it fetches it ([`catchup`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch {
+    /// Its stream.
+    pub stream: String,
+    /// The position of its first event.
+    pub first_position: u64,
+    /// The version of its first event.
+    pub first_version: u64,
+    /// Its commit time.
+    pub timestamp_us: i64,
+    /// Its events.
+    pub events: Vec<EventData>,
+}
+
+impl From<logbook_protocol::NewEvent> for EventData {
+    fn from(e: logbook_protocol::NewEvent) -> EventData {
+        EventData {
+            id: e.id.0,
+            event_type: e.event_type.as_str().to_owned(),
+            metadata: e.metadata,
+            data: e.data,
+        }
+    }
+}
+
+impl From<EventData> for logbook_protocol::NewEvent {
+    fn from(e: EventData) -> logbook_protocol::NewEvent {
+        logbook_protocol::NewEvent {
+            id: logbook_protocol::EventId(e.id),
+            event_type: e.event_type.as_str().into(),
+            metadata: e.metadata,
+            data: e.data,
+        }
+    }
+}
+
+impl From<logbook_storage::LogBatch> for Batch {
+    fn from(b: logbook_storage::LogBatch) -> Batch {
+        Batch {
+            stream: b.stream,
+            first_position: b.first_position,
+            first_version: b.first_version,
+            timestamp_us: b.timestamp_us,
+            events: b.events.into_iter().map(EventData::from).collect(),
+        }
+    }
+}
+
+impl From<Batch> for logbook_storage::LogBatch {
+    fn from(b: Batch) -> logbook_storage::LogBatch {
+        logbook_storage::LogBatch {
+            stream: b.stream,
+            first_position: b.first_position,
+            first_version: b.first_version,
+            timestamp_us: b.timestamp_us,
+            events: b.events.into_iter().map(Into::into).collect(),
+        }
+    }
 }
 
 /// What applying a [`Command`] gave.

@@ -20,8 +20,9 @@ use openraft::raft::{
 };
 use parking_lot::Mutex;
 
+use crate::catchup::{FETCH_BYTES, Fetch, Records};
 use crate::sm::{EventLog, StateMachine};
-use crate::{Member, TypeConfig};
+use crate::{Batch, Member, TypeConfig};
 
 type C = TypeConfig;
 type Raft<L> = openraft::Raft<C, StateMachine<L>>;
@@ -30,6 +31,8 @@ type Snapshot = openraft::alias::SnapshotOf<C, Cursor<Vec<u8>>>;
 
 struct Links<L: EventLog> {
     nodes: BTreeMap<u64, Raft<L>>,
+    /// The event logs' records, for nodes that fetch them.
+    records: BTreeMap<u64, Records>,
     isolated: BTreeSet<u64>,
     /// Messages dropped, per thousand.
     drop_per_mille: u64,
@@ -66,6 +69,7 @@ impl<L: EventLog> Default for Router<L> {
         Router {
             links: Arc::new(Mutex::new(Links {
                 nodes: BTreeMap::new(),
+                records: BTreeMap::new(),
                 isolated: BTreeSet::new(),
                 drop_per_mille: 0,
                 max_delay: std::time::Duration::ZERO,
@@ -88,6 +92,21 @@ impl<L: EventLog> Router<L> {
     /// Makes `raft` reachable as node `id`.
     pub fn add(&self, id: u64, raft: Raft<L>) {
         self.links.lock().nodes.insert(id, raft);
+    }
+
+    /// Serves node `id`'s event log `records` to the nodes that fetch
+    /// them (while `id` is reachable).
+    pub fn add_records(&self, id: u64, records: Records) {
+        self.links.lock().records.insert(id, records);
+    }
+
+    /// What node `from` fetches records with ([`crate::catchup`]): from
+    /// the nodes it can reach, as messages are.
+    pub fn fetch(&self, from: u64) -> LocalFetch<L> {
+        LocalFetch {
+            from,
+            router: self.clone(),
+        }
     }
 
     /// Makes node `id` unreachable (it crashed); returns its handle.
@@ -143,6 +162,38 @@ impl<L: EventLog> Router<L> {
             tokio::time::sleep(delay).await;
         }
         Ok(raft)
+    }
+}
+
+/// [`Fetch`] within the process ([`Router::fetch`]).
+pub struct LocalFetch<L: EventLog> {
+    from: u64,
+    router: Router<L>,
+}
+
+impl<L: EventLog> Fetch for LocalFetch<L> {
+    fn fetch<'a>(
+        &'a self,
+        id: u64,
+        _member: &'a Member,
+        from: u64,
+        to: u64,
+    ) -> futures::future::BoxFuture<'a, std::io::Result<Vec<Batch>>> {
+        Box::pin(async move {
+            if id == self.from {
+                return Ok(Vec::new());
+            }
+            self.router
+                .reach(self.from, id)
+                .await
+                .map_err(std::io::Error::other)?;
+            let records = self.router.links.lock().records.get(&id).cloned();
+            let records = records
+                .ok_or_else(|| std::io::Error::other(format!("node {id} serves no records")))?;
+            tokio::task::spawn_blocking(move || records(from, to, FETCH_BYTES))
+                .await
+                .map_err(std::io::Error::other)?
+        })
     }
 }
 

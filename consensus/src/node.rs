@@ -18,7 +18,7 @@ use openraft::impls::ProgressResponder;
 
 use crate::sm::StateMachine;
 use crate::store_log::StoreLog;
-use crate::tcp::{Identity, TcpNetwork};
+use crate::tcp::{Identity, TcpFetch, TcpNetwork};
 use crate::wal::Wal;
 use crate::{Command, Member, Outcome};
 
@@ -44,6 +44,11 @@ pub struct NodeConfig {
     /// leader): it does not propose `members` as the first membership,
     /// and waits for the leader to reach it.
     pub join: bool,
+    /// Raft entries between two snapshots ([`crate::SNAPSHOT_EVERY`] by
+    /// default; `0`: never, and the Raft log keeps every entry). The Raft
+    /// log keeps as many entries before each snapshot, at most
+    /// [`crate::KEEP_AFTER_SNAPSHOT`].
+    pub snapshot_every: u64,
 }
 
 /// Why an append was not answered by the log.
@@ -258,17 +263,29 @@ impl Node {
         }
         let vfs: Arc<dyn Vfs> = Arc::new(OsFs);
         let wal = Wal::open(Arc::clone(&vfs), &config.dir.join("log"))?;
-        let sm = StateMachine::open(vfs, &config.dir.join("sm"), StoreLog::new(store))?;
-        let durable = sm.durable();
         let identity = Arc::new(Identity {
             cluster: config.cluster.clone(),
             node: config.id,
             secret: config.secret.clone(),
             tls: config.tls.clone(),
         });
+        let fetch = Arc::new(TcpFetch::new(Arc::clone(&identity)));
+        let records: crate::catchup::Records = {
+            let store = store.clone();
+            Arc::new(move |from, to, max| crate::store_log::read_batches(&store, from, to, max))
+        };
+        let sm = StateMachine::open(
+            vfs,
+            &config.dir.join("sm"),
+            StoreLog::with_fetch(store, fetch),
+        )?;
+        let durable = sm.durable();
         let raft = openraft::Raft::new(
             config.id,
-            crate::config(),
+            crate::config_snapshotting(
+                config.snapshot_every,
+                config.snapshot_every.min(crate::KEEP_AFTER_SNAPSHOT),
+            ),
             TcpNetwork::new(Arc::clone(&identity)),
             wal,
             sm,
@@ -277,7 +294,7 @@ impl Node {
         .map_err(other)?;
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let listening = listener.local_addr()?;
-        let server = tokio::spawn(crate::tcp::serve(listener, raft.clone(), identity));
+        let server = tokio::spawn(crate::tcp::serve(listener, raft.clone(), identity, records));
         // A first start: every member proposes the same membership. One
         // that already has a log (a restart, or a peer's membership
         // arrived first) refuses, which is as it should be. A node that

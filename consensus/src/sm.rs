@@ -15,9 +15,11 @@
 //! first time and stays refused (deciding it again, with later entries'
 //! events in the log, could accept it on this replica alone).
 //!
-//! A snapshot is the event log's state as bytes plus the metadata, kept in
-//! `snapshot.bin` so that it survives restarts; installing one replaces the
-//! event log's state.
+//! A snapshot is the event log's state as [`EventLog::snapshot`] gives it
+//! (the engine's: its head; see `catchup.rs`) plus the metadata and the
+//! head, kept in `snapshot.bin` so that it survives restarts; installing
+//! one gets what the event log lacks from the members ([`EventLog::fetch`])
+//! before it is kept and recorded.
 
 use std::io::{self, Cursor};
 use std::path::{Path, PathBuf};
@@ -93,9 +95,25 @@ pub trait EventLog: Send + Sync + 'static {
     fn opened_at(&self) -> i64;
     /// Makes everything applied so far durable.
     fn sync(&mut self) -> io::Result<()>;
-    /// The whole state, for a snapshot.
+    /// The state, for a snapshot, taken when everything applied is
+    /// durable: what another replica needs to get to it (the engine's: its
+    /// head, the events being the state), or the whole state.
     fn snapshot(&mut self) -> io::Result<Vec<u8>>;
-    /// Replaces the whole state by a snapshot's.
+    /// Gets what a snapshot's `state` holds that this event log lacks,
+    /// from `members` (the snapshot's membership), and makes it durable;
+    /// the state machine then records the snapshot as installed (the
+    /// default: nothing to get).
+    fn fetch(
+        &mut self,
+        state: &[u8],
+        members: &[(u64, crate::Member)],
+    ) -> impl std::future::Future<Output = io::Result<()>> + Send {
+        let _ = (state, members);
+        async { Ok(()) }
+    }
+    /// Makes the state a snapshot's `state`, after [`EventLog::fetch`]
+    /// (also when a snapshot recorded but not yet noted as applied is
+    /// found at a restart).
     fn install(&mut self, state: &[u8]) -> io::Result<()>;
 }
 
@@ -122,6 +140,9 @@ struct Stored {
     /// The commit time of the last normal entry it holds.
     #[serde(default)]
     last_at: i64,
+    /// The event log's head after the last entry it holds.
+    #[serde(default)]
+    head: u64,
 }
 
 /// The state machine of one node.
@@ -349,7 +370,7 @@ impl<L: EventLog> StateMachine<L> {
             && s.meta.last_log_id > meta.applied
         {
             log.install(&s.state)?;
-            meta.head = log.head();
+            meta.head = s.head;
             meta.applied = s.meta.last_log_id;
             meta.membership = s.meta.last_membership.clone();
             meta.last_at = s.last_at;
@@ -623,10 +644,12 @@ impl<L: EventLog> RaftStateMachine<C> for StateMachine<L> {
             };
             self.record_now(&self.meta)?;
             let last_at = self.meta.last_at;
+            let head = self.log.head();
             self.keep(Stored {
                 meta,
                 state,
                 last_at,
+                head,
             })
         });
         SnapshotBuilder {
@@ -648,13 +671,30 @@ impl<L: EventLog> RaftStateMachine<C> for StateMachine<L> {
             )));
         }
         self.flush().await?;
-        // Kept first: a crash after this installs it at the next start.
+        // What the event log lacks first (durable when it returns; a crash
+        // in the middle leaves part of it, and the snapshot is sent
+        // again), then the snapshot is kept: a crash after that installs
+        // it at the next start.
+        let members: Vec<(u64, crate::Member)> = meta
+            .last_membership
+            .membership()
+            .nodes()
+            .map(|(id, m)| (*id, m.clone()))
+            .collect();
+        self.log.fetch(&stored.state, &members).await?;
         let stored = self.keep(stored)?;
         self.log.install(&stored.state)?;
         self.log.sync()?;
-        self.meta.head = self.log.head();
-        self.replay_until = 0;
-        self.replay_until_at = 0;
+        self.meta.head = stored.head;
+        // An event log holding more than the snapshot (a crash came before
+        // the entries after it were recorded) goes on replaying them; the
+        // bound on their times stays the one taken at the start.
+        if self.log.head() <= stored.head {
+            self.replay_until = 0;
+            self.replay_until_at = 0;
+        } else {
+            self.replay_until = self.log.head();
+        }
         self.meta.applied = meta.last_log_id;
         self.meta.membership = meta.last_membership.clone();
         self.meta.last_at = stored.last_at;

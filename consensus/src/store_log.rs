@@ -12,28 +12,55 @@
 //! of what the engine holds lags it by up to 100 ms of entries) writes
 //! nothing: [`Store::resend`] answers a stored batch with its original
 //! result and tells one that is not stored (a lifecycle change is resent
-//! as its placeholder event to the metadata stream). Not yet here:
-//! snapshots made of sealed segments (the engine's files are the state; shipping them is the next
-//! increment), so [`EventLog::snapshot`] refuses and a cluster keeps its
-//! whole Raft log until then.
+//! as its placeholder event to the metadata stream).
+//!
+//! A snapshot of the engine is its head: the events are the state. A
+//! replica installing one fetches the records from its own head to the
+//! snapshot's from another member and ingests them ([`crate::catchup`]).
 
 use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use logbook_protocol::{AppendResult, EventId, ExpectedVersion, NewEvent, StreamName};
-use logbook_storage::{AppendError, Store};
+use logbook_storage::{AppendError, LogBatch, Store};
+use serde::{Deserialize, Serialize};
 
+use crate::catchup::Fetch;
 use crate::sm::{EventLog, Pending, ready};
-use crate::{Command, LifecycleChange, Outcome};
+use crate::{Batch, Command, LifecycleChange, Member, Outcome};
 
 /// A [`Store`] applying committed appends.
 pub struct StoreLog {
     store: Store,
+    /// Where a snapshot's events come from, if it can install one.
+    fetch: Option<Arc<dyn Fetch>>,
 }
 
+/// A snapshot of the engine: its head.
+#[derive(Serialize, Deserialize)]
+struct Image {
+    head: u64,
+}
+
+/// The longest pause between two rounds of asking the members for records
+/// when none had them.
+const MAX_PAUSE: Duration = Duration::from_secs(5);
+
 impl StoreLog {
-    /// Applies to `store`.
+    /// Applies to `store`; cannot install a snapshot that holds events it
+    /// lacks.
     pub fn new(store: Store) -> StoreLog {
-        StoreLog { store }
+        StoreLog { store, fetch: None }
+    }
+
+    /// Applies to `store`, and installs snapshots with the events `fetch`
+    /// gets from the members.
+    pub fn with_fetch(store: Store, fetch: Arc<dyn Fetch>) -> StoreLog {
+        StoreLog {
+            store,
+            fetch: Some(fetch),
+        }
     }
 
     /// The store.
@@ -67,15 +94,7 @@ fn request_of(command: &Command) -> Result<Request, Outcome> {
             events,
             ..
         } => {
-            let events = events
-                .iter()
-                .map(|e| NewEvent {
-                    id: EventId(e.id),
-                    event_type: e.event_type.as_str().into(),
-                    metadata: e.metadata.clone(),
-                    data: e.data.clone(),
-                })
-                .collect();
+            let events = events.iter().cloned().map(NewEvent::from).collect();
             Ok(Request::Append(name(stream)?, *expected, events))
         }
         Command::Lifecycle {
@@ -214,16 +233,106 @@ impl EventLog for StoreLog {
     }
 
     fn snapshot(&mut self) -> io::Result<Vec<u8>> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "snapshots of the engine (sealed segments) are not built yet",
-        ))
+        rmp_serde::to_vec(&Image {
+            head: self.store.head().0,
+        })
+        .map_err(io::Error::other)
     }
 
-    fn install(&mut self, _state: &[u8]) -> io::Result<()> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "snapshots of the engine (sealed segments) are not built yet",
-        ))
+    async fn fetch(&mut self, state: &[u8], members: &[(u64, Member)]) -> io::Result<()> {
+        let want = image(state)?.head;
+        let start = self.store.head().0;
+        if start >= want {
+            return Ok(());
+        }
+        let Some(fetch) = self.fetch.clone() else {
+            return Err(io::Error::other(format!(
+                "a snapshot holds events up to {want}, this event log only {start}, and it has no way to fetch them"
+            )));
+        };
+        tracing::info!(
+            from = start,
+            to = want,
+            "installing a snapshot: fetching the events this node lacks"
+        );
+        let began = Instant::now();
+        let mut bytes = 0u64;
+        let mut pause = Duration::from_millis(100);
+        // Every member in turn, each as long as it has records; rounds
+        // again (after a pause) while none had any: a member may be down
+        // or behind for a while, and the snapshot cannot be installed
+        // without them.
+        loop {
+            let mut progressed = false;
+            for (id, member) in members {
+                loop {
+                    let from = self.store.head().0;
+                    if from >= want {
+                        let secs = began.elapsed().as_secs_f64();
+                        tracing::info!(
+                            events = want - start,
+                            mib = bytes as f64 / (1 << 20) as f64,
+                            secs,
+                            "installed a snapshot's events"
+                        );
+                        return Ok(());
+                    }
+                    let batches = match fetch.fetch(*id, member, from, want).await {
+                        Ok(b) if b.is_empty() => break,
+                        Ok(b) => b,
+                        Err(e) => {
+                            tracing::warn!(node = id, error = %e, "fetching events failed");
+                            break;
+                        }
+                    };
+                    bytes += batches
+                        .iter()
+                        .flat_map(|b| &b.events)
+                        .map(|e| (e.data.len() + e.metadata.len() + e.event_type.len()) as u64)
+                        .sum::<u64>();
+                    let batches: Vec<LogBatch> = batches.into_iter().map(Into::into).collect();
+                    // A record that does not fit is a divergence: the node
+                    // stops rather than hold another log.
+                    self.store
+                        .ingest(batches)
+                        .await
+                        .map_err(|e| io::Error::other(e.to_string()))?;
+                    progressed = true;
+                }
+            }
+            if !progressed {
+                tracing::warn!(
+                    at = self.store.head().0,
+                    want,
+                    "no member had the events a snapshot holds; asking again"
+                );
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(MAX_PAUSE);
+            }
+        }
     }
+
+    fn install(&mut self, state: &[u8]) -> io::Result<()> {
+        let want = image(state)?.head;
+        let head = self.store.head().0;
+        if head < want {
+            return Err(io::Error::other(format!(
+                "a snapshot holds events up to {want}, but the event log only {head}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn image(state: &[u8]) -> io::Result<Image> {
+    rmp_serde::from_slice(state).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// The records holding `from..to`, as many as fit in `max_bytes` (at
+/// least one), as members fetch them ([`crate::catchup::Records`]).
+pub fn read_batches(store: &Store, from: u64, to: u64, max_bytes: usize) -> io::Result<Vec<Batch>> {
+    let batches = store
+        .read_batches(from, to, max_bytes)
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    Ok(batches.into_iter().map(Batch::from).collect())
 }

@@ -36,8 +36,9 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::catchup::{FETCH_BYTES, Fetch, Records};
 use crate::sm::{EventLog, StateMachine};
-use crate::{Command, Member, TypeConfig, frame};
+use crate::{Batch, Command, Member, TypeConfig, frame};
 
 type C = TypeConfig;
 type Raft<L> = openraft::Raft<C, StateMachine<L>>;
@@ -145,6 +146,12 @@ enum Request {
         meta: SnapshotMeta,
         data: Vec<u8>,
     },
+    /// Records of the event log ([`crate::catchup`]).
+    Fetch {
+        from: u64,
+        to: u64,
+        max_bytes: u64,
+    },
 }
 
 #[cfg_attr(test, derive(Debug))]
@@ -154,6 +161,7 @@ enum Response {
     AppendEntries(Result<AppendEntriesResponse<C>, String>),
     Vote(Result<VoteResponse<C>, String>),
     Snapshot(Result<SnapshotResponse<C>, String>),
+    Fetch(Result<Vec<Batch>, String>),
 }
 
 /// Most connections the replication port holds at once (a node's peers
@@ -225,9 +233,15 @@ fn same_secret(a: Option<&str>, b: Option<&str>) -> bool {
     }
 }
 
-/// Serves the peers that connect to `listener` with `raft`, until the task
-/// is dropped.
-pub async fn serve<L: EventLog>(listener: TcpListener, raft: Raft<L>, identity: Arc<Identity>) {
+/// Serves the peers that connect to `listener` with `raft`, and with the
+/// event log's `records` for those that fetch them, until the task is
+/// dropped.
+pub async fn serve<L: EventLog>(
+    listener: TcpListener,
+    raft: Raft<L>,
+    identity: Arc<Identity>,
+    records: Records,
+) {
     // Peers hold a few connections each; strangers must not take the
     // daemon's file descriptors.
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_PEER_CONNECTIONS));
@@ -248,9 +262,10 @@ pub async fn serve<L: EventLog>(listener: TcpListener, raft: Raft<L>, identity: 
         let _ = stream.set_nodelay(true);
         let raft = raft.clone();
         let identity = Arc::clone(&identity);
+        let records = Arc::clone(&records);
         tokio::spawn(async move {
             let _slot = slot;
-            if let Err(e) = serve_peer(stream, raft, &identity).await {
+            if let Err(e) = serve_peer(stream, raft, &identity, records).await {
                 tracing::debug!(%peer, error = %e, "replication connection closed");
             }
         });
@@ -261,6 +276,7 @@ async fn serve_peer<L: EventLog>(
     tcp: TcpStream,
     raft: Raft<L>,
     identity: &Identity,
+    records: Records,
 ) -> std::io::Result<()> {
     let invalid = |e: &dyn std::fmt::Display| {
         std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
@@ -327,6 +343,21 @@ async fn serve_peer<L: EventLog>(
                         .await
                         .map_err(|e| e.to_string()),
                 )
+            }
+            Request::Fetch {
+                from,
+                to,
+                max_bytes,
+            } => {
+                // At most what a fetch asks for: the reply must fit in a
+                // frame.
+                let max = (max_bytes as usize).min(FETCH_BYTES);
+                let records = Arc::clone(&records);
+                let read = tokio::task::spawn_blocking(move || records(from, to, max)).await;
+                Response::Fetch(match read {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                })
             }
         };
         write_message(&mut stream, &response).await?;
@@ -514,6 +545,70 @@ impl TcpLink {
     fn mismatch(&mut self) -> CallError {
         self.stream = None;
         CallError::Remote("an answer of another kind".into())
+    }
+}
+
+/// [`Fetch`] over the replication port: one link per member, made when
+/// first needed (as Raft's, with the hello and TLS).
+pub struct TcpFetch {
+    identity: Arc<Identity>,
+    links: tokio::sync::Mutex<std::collections::HashMap<u64, TcpLink>>,
+}
+
+/// How long a fetch of [`FETCH_BYTES`] may take.
+const FETCH_WAIT: Duration = Duration::from_secs(60);
+
+impl TcpFetch {
+    /// Fetches as the node of `identity`.
+    pub fn new(identity: Arc<Identity>) -> TcpFetch {
+        TcpFetch {
+            identity,
+            links: Default::default(),
+        }
+    }
+}
+
+impl Fetch for TcpFetch {
+    fn fetch<'a>(
+        &'a self,
+        id: u64,
+        member: &'a Member,
+        from: u64,
+        to: u64,
+    ) -> futures::future::BoxFuture<'a, std::io::Result<Vec<Batch>>> {
+        Box::pin(async move {
+            if id == self.identity.node {
+                return Ok(Vec::new());
+            }
+            let mut links = self.links.lock().await;
+            let link = links.entry(id).or_insert_with(|| TcpLink {
+                identity: Arc::clone(&self.identity),
+                target: id,
+                addr: member.raft.clone(),
+                stream: None,
+            });
+            if link.addr != member.raft {
+                link.addr = member.raft.clone();
+                link.stream = None;
+            }
+            let request = Request::Fetch {
+                from,
+                to,
+                max_bytes: FETCH_BYTES as u64,
+            };
+            let failed = |why: String| std::io::Error::other(format!("node {id}: {why}"));
+            match link.call(&request, FETCH_WAIT).await {
+                Ok(Response::Fetch(Ok(batches))) => Ok(batches),
+                Ok(Response::Fetch(Err(why))) => Err(failed(why)),
+                Ok(_) => {
+                    link.stream = None;
+                    Err(failed("an answer of another kind".into()))
+                }
+                Err(CallError::Remote(why)) => Err(failed(why)),
+                Err(CallError::Network(e)) => Err(failed(e.to_string())),
+                Err(CallError::Unreachable(e)) => Err(failed(e.to_string())),
+            }
+        })
     }
 }
 

@@ -20,9 +20,12 @@ use std::time::{Duration, Instant};
 use common::{FileLog, Rng};
 use logbook_consensus::local::Router;
 use logbook_consensus::sm::{EventLog, StateMachine};
+use logbook_consensus::store_log;
 use logbook_consensus::store_log::StoreLog;
 use logbook_consensus::wal::Wal;
-use logbook_consensus::{Command, EventData, ExpectedVersion, Member, Outcome, Raft, config};
+use logbook_consensus::{
+    Command, EventData, ExpectedVersion, Member, Outcome, Raft, config, config_snapshotting,
+};
 use logbook_protocol::Direction;
 use logbook_storage::fs::{CrashMode, MemFs, OsFs, Vfs};
 use logbook_storage::{Store, StoreConfig};
@@ -32,6 +35,8 @@ use openraft::error::{ClientWriteError, RaftError};
 use parking_lot::Mutex;
 
 const NODES: [u64; 3] = [1, 2, 3];
+/// Every node a test may start (one is added to a cluster of `NODES`).
+const ANY_NODE: [u64; 4] = [1, 2, 3, 4];
 
 fn home(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("n{id}"))
@@ -58,7 +63,7 @@ async fn start(vfs: Arc<dyn Vfs>, dir: &Path, id: u64, router: &Router<FileLog>)
 /// The leader of the highest term among the nodes that are up (a leader
 /// cut off from the others may still think it leads, in an older term).
 fn leader<L: EventLog>(router: &Router<L>, except: Option<u64>) -> Option<Raft<L>> {
-    NODES
+    ANY_NODE
         .iter()
         .filter(|id| Some(**id) != except)
         .filter_map(|id| router.node(*id))
@@ -224,6 +229,11 @@ impl Writers {
 
 /// Waits until every node applied what the leader holds.
 async fn catch_up<L: EventLog>(router: &Router<L>) {
+    catch_up_nodes(router, &NODES).await
+}
+
+/// Waits until `nodes` applied what the leader holds.
+async fn catch_up_nodes<L: EventLog>(router: &Router<L>, nodes: &[u64]) {
     let (leader_id, _) = wait_for_leader(router, None).await;
     let last = router
         .node(leader_id)
@@ -231,7 +241,7 @@ async fn catch_up<L: EventLog>(router: &Router<L>) {
         .metrics()
         .borrow_watched()
         .last_log_index;
-    for id in NODES {
+    for &id in nodes {
         router
             .node(id)
             .unwrap()
@@ -413,24 +423,149 @@ async fn schedule(seed: u64, steps: u64) -> usize {
     check(&router, &disks, dir, &history).await
 }
 
-/// Starts node `id` with the engine as its event log.
+/// Starts node `id` with the engine as its event log, taking a snapshot
+/// every `snapshot_every` entries (and keeping 20 entries before it).
 async fn start_engine(
     dir: &Path,
     id: u64,
     router: &Router<StoreLog>,
+    snapshot_every: u64,
 ) -> (Raft<StoreLog>, Store, tokio::sync::watch::Receiver<u64>) {
     let home = home(dir, id);
     std::fs::create_dir_all(&home).unwrap();
     let vfs = Arc::new(OsFs);
     let store = Store::open(StoreConfig::new(home.join("events"))).unwrap();
     let wal = Wal::open(vfs.clone(), &home.join("raft")).unwrap();
-    let sm = StateMachine::open(vfs, &home.join("sm"), StoreLog::new(store.clone())).unwrap();
+    let log = StoreLog::with_fetch(store.clone(), Arc::new(router.fetch(id)));
+    let served = store.clone();
+    router.add_records(
+        id,
+        Arc::new(move |from, to, max| store_log::read_batches(&served, from, to, max)),
+    );
+    let sm = StateMachine::open(vfs, &home.join("sm"), log).unwrap();
     let durable = sm.durable();
-    let raft = Raft::new(id, config(), router.network(id), wal, sm)
+    let config = config_snapshotting(snapshot_every, 20);
+    let raft = Raft::new(id, config, router.network(id), wal, sm)
         .await
         .unwrap();
     router.add(id, raft.clone());
     (raft, store, durable)
+}
+
+/// Every record of `store`, as written.
+fn records(store: &Store) -> Vec<logbook_storage::LogBatch> {
+    store.read_batches(0, u64::MAX, usize::MAX).unwrap()
+}
+
+/// Snapshots and a purged Raft log: with a snapshot every 50 entries, the
+/// leader's log soon starts past its first entries, so a node added empty
+/// cannot replay the log from the start; it installs the snapshot,
+/// fetching the events it lacks from the members, while the writers go on
+/// and one member is cut off. Then it becomes a voter, the leader is cut
+/// off, and the new node restarts from its files (a crash: nothing is
+/// flushed). In the end the four engines hold the same records (streams,
+/// positions, versions, timestamps, bytes), and every acknowledged append
+/// is at the position it was acknowledged with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_added_after_the_log_was_purged_catches_up_from_a_snapshot() {
+    use openraft::ChangeMembers;
+    let dir = tempfile::tempdir().unwrap();
+    let router = Router::default();
+    let mut stores = BTreeMap::new();
+    for id in NODES {
+        let (_, store, _) = start_engine(dir.path(), id, &router, 50).await;
+        stores.insert(id, store);
+    }
+    initialize(&router).await;
+    let writers = Writers::spawn(&router, 4);
+    let history = &writers.history;
+    until_acked(history, 400).await;
+    let (leader_id, _) = wait_for_leader(&router, None).await;
+    let leader = router.node(leader_id).unwrap();
+    leader
+        .wait(Some(Duration::from_secs(30)))
+        .metrics(
+            |m| m.purged.is_some_and(|p| p.index() > 100),
+            "the leader purges its log",
+        )
+        .await
+        .unwrap();
+    // A follower is cut off: the new node fetches from the others.
+    let cut = NODES.into_iter().find(|id| *id != leader_id).unwrap();
+    router.isolate(cut);
+    let (new, store, _) = start_engine(dir.path(), 4, &router, 50).await;
+    stores.insert(4, store);
+    let member = Member {
+        raft: "node-4".into(),
+        client: String::new(),
+    };
+    let started = Instant::now();
+    leader.add_learner(4, member, false).await.unwrap();
+    let last = leader.metrics().borrow_watched().last_log_index;
+    new.wait(Some(Duration::from_secs(60)))
+        .applied_index_at_least(last, "node 4 catches up")
+        .await
+        .unwrap();
+    eprintln!(
+        "a learner caught up from a snapshot in {:?} ({} events)",
+        started.elapsed(),
+        stores[&4].head().0
+    );
+    let installed = new.metrics().borrow_watched().snapshot;
+    assert!(
+        installed.is_some_and(|s| s.index() > 100),
+        "node 4 installed a snapshot: {installed:?}"
+    );
+    router.heal(cut);
+    leader
+        .change_membership(ChangeMembers::AddVoterIds([4].into()), false)
+        .await
+        .unwrap();
+    let before = acked(history).await;
+    until_acked(history, before + 100).await;
+    router.isolate(leader_id);
+    let (_, took) = wait_for_leader(&router, Some(leader_id)).await;
+    assert!(took < Duration::from_secs(5), "new leader after {took:?}");
+    let before = acked(history).await;
+    until_acked(history, before + 100).await;
+    router.heal(leader_id);
+    // Node 4 crashes and restarts from its files.
+    new.shutdown().await.unwrap();
+    router.remove(4);
+    stores.remove(&4).unwrap().abandon();
+    let (_, store, _) = start_engine(dir.path(), 4, &router, 50).await;
+    stores.insert(4, store);
+    let before = acked(history).await;
+    until_acked(history, before + 100).await;
+    let history = writers.stop().await;
+
+    catch_up_nodes(&router, &ANY_NODE).await;
+    // Applied entries reach the engines a group commit later.
+    let (leader_id, _) = wait_for_leader(&router, None).await;
+    let head = stores[&leader_id].head().0;
+    for store in stores.values() {
+        let mut watch = store.watch_head();
+        tokio::time::timeout(Duration::from_secs(30), watch.wait_for(|h| *h >= head))
+            .await
+            .expect("every engine holds every event")
+            .unwrap();
+    }
+    let want = records(&stores[&1]);
+    assert_eq!(want.last().unwrap().end_position(), head);
+    for id in [2, 3, 4] {
+        assert!(records(&stores[&id]) == want, "node {id} holds another log");
+    }
+    let acked = history.lock().acked.clone();
+    assert!(acked.len() > 700);
+    let events = stores[&4]
+        .read_all(None, Direction::Forward, 100_000)
+        .unwrap()
+        .events;
+    for (id, position) in acked {
+        let e = &events[position as usize];
+        assert_eq!(e.position.0, position);
+        assert_eq!(e.data[..], id.to_le_bytes(), "append {id} at {position}");
+    }
 }
 
 /// The engine as the state machine: three replicas, writers appending
@@ -445,7 +580,7 @@ async fn replicas_of_the_engine_hold_the_same_events() {
     let mut stores = BTreeMap::new();
     let mut durable = BTreeMap::new();
     for id in NODES {
-        let (_, store, d) = start_engine(dir.path(), id, &router).await;
+        let (_, store, d) = start_engine(dir.path(), id, &router, 0).await;
         stores.insert(id, store);
         durable.insert(id, d);
     }

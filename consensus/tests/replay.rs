@@ -126,3 +126,146 @@ async fn entries_applied_before_a_crash_are_not_decided_again() {
     apply(&mut sm, vec![append(5, ExpectedVersion::Any, 5)]).await;
     assert_eq!(log(sm.log().store()).len(), 4);
 }
+
+/// Fetches a snapshot's records from a store, `chunk` bytes at a time;
+/// the `crash_at`-th call tells the test to crash the node and never
+/// returns.
+struct FromStore {
+    store: Store,
+    chunk: usize,
+    calls: std::sync::atomic::AtomicU64,
+    crash_at: u64,
+    crash: parking_lot::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+}
+
+impl logbook_consensus::catchup::Fetch for FromStore {
+    fn fetch<'a>(
+        &'a self,
+        _id: u64,
+        _member: &'a logbook_consensus::Member,
+        from: u64,
+        to: u64,
+    ) -> futures::future::BoxFuture<'a, std::io::Result<Vec<logbook_consensus::Batch>>> {
+        Box::pin(async move {
+            let n = self
+                .calls
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if n == self.crash_at {
+                if let Some(tx) = self.crash.lock().take() {
+                    let _ = tx.send(());
+                }
+                return futures::future::pending().await;
+            }
+            logbook_consensus::store_log::read_batches(&self.store, from, to, self.chunk)
+        })
+    }
+}
+
+/// Every record of `store`, as written.
+fn records(store: &Store) -> Vec<logbook_storage::LogBatch> {
+    store.read_batches(0, u64::MAX, usize::MAX).unwrap()
+}
+
+/// A snapshot install on the engine: the follower fetches the records it
+/// lacks from a member, a chunk at a time, and crashes in the middle (the
+/// install abandoned, the engine not closed). Restarted, it holds a
+/// prefix and is not yet at the snapshot; the snapshot sent again is
+/// installed from where the engine stands. The follower then holds the
+/// leader's records, applies the next entries as the leader does (refused
+/// ones included), and does so again after a restart from its files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_install_cut_by_a_crash_goes_on_after_the_restart() {
+    use openraft::RaftSnapshotBuilder;
+    let dir = tempfile::tempdir().unwrap();
+    let vfs = Arc::new(OsFs);
+    // The leader's state machine: a membership, then appends, some refused.
+    let leader_store = Store::open(StoreConfig::new(dir.path().join("a"))).unwrap();
+    let mut leader = StateMachine::open(
+        vfs.clone(),
+        &dir.path().join("a-sm"),
+        StoreLog::new(leader_store.clone()),
+    )
+    .unwrap();
+    let membership = openraft::Membership::new_with_defaults(vec![[1, 2].into()], []);
+    let entries = |from: u64, to: u64| -> Vec<Entry> {
+        (from..to)
+            .map(|i| {
+                if i == 1 {
+                    Entry::new_membership(log_id(1), membership.clone())
+                } else {
+                    // Every fifth expects a version the stream is past.
+                    let expected = if i % 5 == 0 {
+                        ExpectedVersion::NoStream
+                    } else {
+                        ExpectedVersion::Any
+                    };
+                    append(i, expected, (i % 250) as u8)
+                }
+            })
+            .collect()
+    };
+    apply(&mut leader, entries(1, 200)).await;
+    let snapshot = leader
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    assert_eq!(snapshot.meta.last_log_id, Some(log_id(199)));
+    let want = records(&leader_store);
+
+    let engine = dir.path().join("b");
+    let smdir = dir.path().join("b-sm");
+    let open = |crash_at: u64| {
+        let store = Store::open(StoreConfig::new(&engine)).unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let fetch = Arc::new(FromStore {
+            store: leader_store.clone(),
+            chunk: 1 << 10,
+            calls: Default::default(),
+            crash_at,
+            crash: parking_lot::Mutex::new(Some(tx)),
+        });
+        let sm = StateMachine::open(
+            vfs.clone(),
+            &smdir,
+            StoreLog::with_fetch(store.clone(), fetch),
+        )
+        .unwrap();
+        (sm, store, rx)
+    };
+    let (mut sm, store, crashed) = open(3);
+    let data = || std::io::Cursor::new(snapshot.snapshot.get_ref().clone());
+    tokio::select! {
+        r = sm.install_snapshot(&snapshot.meta, data()) => panic!("installed despite the crash: {r:?}"),
+        _ = crashed => {}
+    }
+    drop(sm);
+    store.abandon();
+
+    let (mut sm, store, _) = open(u64::MAX);
+    let got = records(&store);
+    assert!(
+        !got.is_empty() && got.len() < want.len(),
+        "{} records",
+        got.len()
+    );
+    assert_eq!(got[..], want[..got.len()], "a prefix");
+    assert_eq!(sm.applied_state().await.unwrap().0, None);
+    sm.install_snapshot(&snapshot.meta, data()).await.unwrap();
+    assert_eq!(records(&store), want);
+    assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(199)));
+
+    // The next entries, on both.
+    apply(&mut leader, entries(200, 260)).await;
+    apply(&mut sm, entries(200, 260)).await;
+    assert_eq!(records(&store), records(&leader_store));
+    // Restarted from its files (snapshot and record), it goes on alike.
+    drop(sm);
+    store.close().unwrap();
+    let (mut sm, store, _) = open(u64::MAX);
+    assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(259)));
+    apply(&mut leader, entries(260, 300)).await;
+    apply(&mut sm, entries(260, 300)).await;
+    assert_eq!(records(&store), records(&leader_store));
+}

@@ -1,7 +1,7 @@
 //! What a review of the consensus crate found (2026-12-03), each a test
 //! that failed before its fix: a re-applied batch deciding a refused
 //! append again (see also `replay.rs`), snapshots asked of an engine that
-//! cannot make them stopping every node after 5,000 entries, append and
+//! could not make them stopping every node after 5,000 entries, append and
 //! rewrite records past what a reader accepts, a truncation not durable
 //! before a snapshot install, and a quadratic recovery scan.
 
@@ -231,18 +231,19 @@ async fn a_power_cut_during_a_snapshot_install_leaves_a_node_that_starts() {
     );
 }
 
-/// openraft's default snapshot policy (LogsSinceLast(5000), which
-/// `config()` keeps) asks the state machine for a snapshot after 5000
-/// applied entries; StoreLog's `snapshot` refuses, `build_snapshot` returns
-/// that error, and openraft treats a failed snapshot build as a fatal
-/// storage error: the node stops. Every replica reaches the threshold at
-/// the same entries, so a whole cluster of the engine stops after ~5000
-/// appends.
+/// openraft's default snapshot policy (LogsSinceLast(5000)) asked the state
+/// machine for a snapshot after 5000 applied entries; StoreLog's `snapshot`
+/// refused, `build_snapshot` returned that error, and openraft treats a
+/// failed snapshot build as a fatal storage error: the node stopped. Every
+/// replica reaches the threshold at the same entries, so a whole cluster of
+/// the engine stopped after ~5000 appends. Now the engine's snapshots are
+/// built (its head: `catchup.rs`): with one every 1,000 entries, the node
+/// goes past 5,200 appends, takes them, and purges its Raft log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engine_node_goes_past_5000_appends() {
     use logbook_consensus::local::Router;
     use logbook_consensus::wal::Wal;
-    use logbook_consensus::{Member, Raft, config};
+    use logbook_consensus::{Member, Raft, config_snapshotting};
     use logbook_storage::fs::OsFs;
 
     let dir = tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap());
@@ -251,7 +252,8 @@ async fn an_engine_node_goes_past_5000_appends() {
     let wal = Wal::open(vfs.clone(), &dir.path().join("raft")).unwrap();
     let sm = StateMachine::open(vfs, &dir.path().join("sm"), StoreLog::new(store.clone())).unwrap();
     let router: Router<StoreLog> = Router::default();
-    let raft: Raft<StoreLog> = Raft::new(1, config(), router.network(1), wal, sm)
+    let config = config_snapshotting(1_000, 100);
+    let raft: Raft<StoreLog> = Raft::new(1, config, router.network(1), wal, sm)
         .await
         .unwrap();
     router.add(1, raft.clone());
@@ -305,6 +307,16 @@ async fn an_engine_node_goes_past_5000_appends() {
         errors.len(),
         errors.first()
     );
+    raft.wait(Some(std::time::Duration::from_secs(30)))
+        .metrics(
+            |m| {
+                m.snapshot.is_some_and(|s| s.index() >= 5_000)
+                    && m.purged.is_some_and(|p| p.index() >= 4_900)
+            },
+            "snapshots taken and the log purged",
+        )
+        .await
+        .unwrap();
     raft.shutdown().await.unwrap();
 }
 

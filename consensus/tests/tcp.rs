@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use logbook_consensus::node::{Node, NodeConfig, Role};
-use logbook_consensus::{Command, EventData, ExpectedVersion, Member, Outcome};
+use logbook_consensus::{Batch, Command, EventData, ExpectedVersion, Member, Outcome};
 use logbook_storage::{Store, StoreConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -53,6 +53,67 @@ async fn send(addr: std::net::SocketAddr, bytes: &[u8]) -> Vec<u8> {
     back
 }
 
+/// Asks the node at `addr` for its records `from..to`, as a member
+/// installing a snapshot does (the messages mirror the port's: same
+/// variants in the same order).
+async fn fetch(addr: std::net::SocketAddr, from: u64, to: u64) -> Result<Vec<Batch>, String> {
+    #[derive(serde::Serialize)]
+    #[allow(dead_code)]
+    enum Request {
+        Hello {
+            cluster: String,
+            from: u64,
+            secret: Option<String>,
+        },
+        AppendEntries(()),
+        Vote(()),
+        PreVote(()),
+        Snapshot(()),
+        Fetch {
+            from: u64,
+            to: u64,
+            max_bytes: u64,
+        },
+    }
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)]
+    enum Response {
+        Hello(Result<(), String>),
+        AppendEntries(serde::de::IgnoredAny),
+        Vote(serde::de::IgnoredAny),
+        Snapshot(serde::de::IgnoredAny),
+        Fetch(Result<Vec<Batch>, String>),
+    }
+    let mut bytes = frame(&hello("logbook", Some("s3cret")));
+    let request = Request::Fetch {
+        from,
+        to,
+        max_bytes: u64::MAX,
+    };
+    bytes.extend_from_slice(&frame(&rmp_serde::to_vec(&request).unwrap()));
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&bytes).await.unwrap();
+    let mut back = Vec::new();
+    loop {
+        let (payload, used) = match logbook_consensus::frame::at(&back) {
+            Some((p, n)) => (p.to_vec(), n),
+            None => {
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0, "closed before answering");
+                back.extend_from_slice(&buf[..n]);
+                continue;
+            }
+        };
+        back.drain(..used);
+        match rmp_serde::from_slice::<Response>(&payload).unwrap() {
+            Response::Hello(r) => r.unwrap(),
+            Response::Fetch(r) => return r,
+            _ => panic!("an answer of another kind"),
+        }
+    }
+}
+
 async fn append(node: &Node, n: u8) -> Outcome {
     let command = Command::Append {
         stream: "acct-1".into(),
@@ -82,6 +143,7 @@ async fn the_replication_port_closes_what_it_cannot_trust_and_goes_on() {
             dir: dir.path().join("raft"),
             join: false,
             tls: None,
+            snapshot_every: 0,
         },
         store.clone(),
     )
@@ -125,6 +187,35 @@ async fn the_replication_port_closes_what_it_cannot_trust_and_goes_on() {
     bytes.extend_from_slice(&frame(b"\xc1 not msgpack"));
     let back = send(addr, &bytes).await;
     assert!(logbook_consensus::frame::at(&back).is_some());
+
+    // A member fetching records (as a node installing a snapshot does):
+    // what the log holds, nothing past its head, and a clear refusal for a
+    // position inside a record.
+    let two = Command::Append {
+        stream: "acct-2".into(),
+        expected: ExpectedVersion::Any,
+        events: (7..9)
+            .map(|n| EventData {
+                id: [n; 16],
+                event_type: "Deposited".into(),
+                metadata: bytes::Bytes::new(),
+                data: bytes::Bytes::from_static(b"{}"),
+            })
+            .collect(),
+        timestamp_us: 1_700_000_000_000_000,
+    };
+    node.propose(two).await.unwrap().await.unwrap();
+    let all = fetch(addr, 0, u64::MAX).await.unwrap();
+    assert_eq!(
+        all.iter().map(|b| b.events.len()).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert_eq!(all[1].stream, "acct-2");
+    assert_eq!(fetch(addr, 1, 3).await.unwrap(), all[1..]);
+    assert_eq!(fetch(addr, 3, u64::MAX).await.unwrap(), []);
+    assert_eq!(fetch(addr, 1, 2).await.unwrap(), [], "no record cut short");
+    let inside = fetch(addr, 2, 3).await.unwrap_err();
+    assert!(inside.contains("not where a record"), "{inside}");
 
     // The node is still leading and committing.
     assert_eq!(node.status().role, Role::Leader);

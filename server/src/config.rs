@@ -212,6 +212,15 @@ pub struct Args {
     #[arg(long, env = "LOGBOOK_RAFT_LISTEN", requires = "cluster")]
     pub raft_listen: Option<SocketAddr>,
 
+    /// Raft entries between two snapshots of a node's state (where its
+    /// event log stands); the Raft log is then purged up to as many
+    /// entries before the snapshot (at most 1,000), and a follower further
+    /// behind, or a node being added, gets the snapshot: it fetches the
+    /// events it lacks from a member. 0: never (the Raft log keeps every
+    /// entry).
+    #[arg(long, env = "LOGBOOK_SNAPSHOT_EVERY", default_value_t = logbook_consensus::SNAPSHOT_EVERY, requires = "cluster")]
+    pub snapshot_every: u64,
+
     /// A secret every member of the cluster knows: a node takes Raft
     /// messages only from peers that present it. Unset: none (keep the
     /// replication port on loopback or a private network).

@@ -50,8 +50,8 @@ fn copy_refused(what: impl std::fmt::Display) -> StorageError {
 
 impl Store {
     /// The records holding positions `from..to` (`to` past the head reads
-    /// to the head), from the one starting at `from`, until they hold
-    /// `max_bytes` of events (at least one record). `from` must be where
+    /// to the head), from the one starting at `from`, as many as fit in
+    /// `max_bytes` (at least one). `from` must be where
     /// a record starts (the head of a replica holding a prefix of this
     /// log is). Reads the disk: call it where blocking is fine.
     pub fn read_batches(
@@ -77,7 +77,9 @@ impl Store {
                     rec.first_position
                 )));
             }
-            if rec.end_position() > to {
+            // Whole records only, and past `max_bytes` only the first (a
+            // reply of several then stays within the budget).
+            if rec.end_position() > to || (!out.is_empty() && bytes + rec.len() > max_bytes) {
                 return Ok(Visit::Stop);
             }
             let events = loc
@@ -100,11 +102,7 @@ impl Store {
                 timestamp_us: rec.timestamp_us,
                 events,
             });
-            Ok(if bytes >= max_bytes {
-                Visit::Stop
-            } else {
-                Visit::Continue
-            })
+            Ok(Visit::Continue)
         })?;
         Ok(out)
     }

@@ -297,6 +297,12 @@ async fn a_log_copied_record_by_record_is_the_same_log() {
     while b.head().0 < head {
         let batches = a.read_batches(b.head().0, head, 2 << 10).unwrap();
         assert!(!batches.is_empty());
+        let bytes: usize = batches
+            .iter()
+            .flat_map(|b| &b.events)
+            .map(|e| e.data.len() + e.metadata.len())
+            .sum();
+        assert!(batches.len() == 1 || bytes <= 2 << 10, "{bytes} bytes");
         let end = batches.last().unwrap().end_position();
         assert_eq!(b.ingest(batches).await.unwrap(), end);
         chunks += 1;

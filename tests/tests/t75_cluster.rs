@@ -613,8 +613,9 @@ async fn strangers_are_refused(raft: SocketAddr, pki: &TestPki, other: &TestPki)
 
 /// Membership: a fourth node started with `--join` is added with
 /// `logbook cluster add` (asked of a follower, which redirects to the
-/// leader), catches up on the log written before it came, and becomes a
-/// voter; then the leader itself is removed with `logbook cluster remove`.
+/// leader), catches up on the log written before it came (from a
+/// snapshot: the nodes snapshot every 20 entries and purge their Raft
+/// logs, so it fetches the events from a member), and becomes a voter; then the leader itself is removed with `logbook cluster remove`.
 /// The other three elect a leader among them and go on taking appends,
 /// and they all hold the same log. The nodes speak mutual TLS to each
 /// other (`--cluster-tls-*`), and refuse strangers.
@@ -630,6 +631,9 @@ async fn a_node_is_added_and_the_leader_removed() {
     ]
     .iter()
     .flat_map(|(flag, path)| [flag.to_string(), path.display().to_string()])
+    // A snapshot every 20 entries, and the Raft log purged up to 20
+    // entries before it: the node added below gets the snapshot.
+    .chain(["--snapshot-every".to_owned(), "20".to_owned()])
     .collect();
     let mut cluster = Cluster::start_with(dir.path(), tls.clone());
     let options = ClientOptions::default().request_timeout(Some(Duration::from_secs(60)));
@@ -704,6 +708,12 @@ async fn a_node_is_added_and_the_leader_removed() {
         .await
         .unwrap();
     assert_eq!(on4, whole_log(cluster.clients[leader]).await);
+    // From a snapshot: the log it would have replayed was purged.
+    let log4 = node4.log_text();
+    assert!(
+        log4.contains("installed a snapshot's events"),
+        "node 4 did not install a snapshot:\n{log4}"
+    );
     let states = lifecycles_on(client4, through).await;
     for addr in &cluster.clients {
         assert_eq!(lifecycles_on(*addr, through).await, states, "on {addr}");

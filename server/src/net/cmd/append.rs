@@ -160,15 +160,7 @@ impl Connection {
         let command = Command::Append {
             stream: name.clone(),
             expected,
-            events: events
-                .into_iter()
-                .map(|e| EventData {
-                    id: e.id.0,
-                    event_type: e.event_type.as_str().to_owned(),
-                    metadata: e.metadata,
-                    data: e.data,
-                })
-                .collect(),
+            events: events.into_iter().map(EventData::from).collect(),
             timestamp_us: self.shared.store.now_us(),
         };
         let pending = match propose(&node, command).await {
