@@ -12,7 +12,12 @@
 #   catchup   a follower is stopped, W3 appends for 10 s, the follower is
 #             started again: time until it holds the leader's events, and
 #             the log bytes it took in per second
-# usage: cluster.sh BINDIR loads|failover|catchup [ROUNDS]
+#   join      W3 appends for 10 s, then a fourth node is started with
+#             --join and added (`logbook cluster add`): time until it holds
+#             the leader's events, and the log bytes per second
+# NODE_ARGS: more arguments for every node (e.g. "--snapshot-every 0" to
+# catch up by replaying the Raft log instead of from a snapshot).
+# usage: cluster.sh BINDIR loads|failover|catchup|join [ROUNDS]
 set -u
 BIN=$1; WHAT=$2; ROUNDS=${3:-5}
 BENCH_DIR=${BENCH_DIR:-/work/benchdir}; OUT_DIR=${OUT_DIR:-.}
@@ -22,8 +27,9 @@ SERVERS=127.0.0.1:7301,127.0.0.1:7302,127.0.0.1:7303
 declare -A PID
 
 start() {
+    # shellcheck disable=SC2086 # NODE_ARGS is a list of arguments
     "$BIN"/logbookd --data-dir "$D/n$1" --listen "127.0.0.1:730$1" --node-id "$1" \
-        --cluster "$MEMBERS" >>"$D/n$1.log" 2>&1 &
+        --cluster "$MEMBERS" ${NODE_ARGS:-} "${@:2}" >>"$D/n$1.log" 2>&1 &
     PID[$1]=$!
     for _ in $(seq 100); do grep -q "accepting" "$D/n$1.log" && return; sleep 0.1; done
     echo "node $1 did not start" >&2; exit 1
@@ -92,5 +98,21 @@ catchup)
     python3 -c "
 s=$t1-$t0; b=$bytes
 print(f'follower {$F}: {$want} events ({b/2**20:.0f} MiB of log on the leader) caught up in {s:.2f} s (start-up included): {b/2**20/s:.1f} MiB/s')"
+    ;;
+join)
+    "$BIN"/loadgen --server "127.0.0.1:730$L" --workload w3 --duration 10 --warmup 0 --json-only >/dev/null 2>"$D/lg.err"
+    want=$(events "$L")
+    bytes=$(stats "$L" | python3 -c 'import json,sys; print(json.load(sys.stdin)["log_bytes"])')
+    MEMBERS="$MEMBERS,4=127.0.0.1:7314/127.0.0.1:7304"
+    t0=$(date +%s.%N)
+    start 4 --join
+    "$BIN"/logbook --server "127.0.0.1:730$L" cluster add 4 127.0.0.1:7314 127.0.0.1:7304 >/dev/null 2>"$D/add.err" \
+        || cat "$D/add.err" >&2
+    while [ "$(events 4)" -lt "$want" ]; do sleep 0.02; done
+    t1=$(date +%s.%N)
+    how=$(grep -q "installed a snapshot's events" "$D/n4.log" && echo "from a snapshot" || echo "from the Raft log")
+    python3 -c "
+s=$t1-$t0; b=$bytes
+print(f'node 4 ($how): {$want} events ({b/2**20:.0f} MiB of log on the leader) caught up in {s:.2f} s (start-up and the add included): {b/2**20/s:.1f} MiB/s')"
     ;;
 esac

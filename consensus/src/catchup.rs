@@ -39,6 +39,11 @@ pub trait Fetch: Send + Sync + 'static {
         from: u64,
         to: u64,
     ) -> futures::future::BoxFuture<'a, io::Result<Vec<Batch>>>;
+
+    /// The node is shutting down: an install waiting for records gives up.
+    fn stopped(&self) -> bool {
+        false
+    }
 }
 
 /// How a node reads its records for the members that fetch them:

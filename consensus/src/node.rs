@@ -226,6 +226,8 @@ pub struct Node {
     id: u64,
     members: BTreeMap<u64, Member>,
     server: tokio::task::JoinHandle<()>,
+    /// How it fetches a snapshot's records (stopped at shutdown).
+    fetch: Arc<TcpFetch>,
 }
 
 impl std::fmt::Debug for Node {
@@ -270,6 +272,7 @@ impl Node {
             tls: config.tls.clone(),
         });
         let fetch = Arc::new(TcpFetch::new(Arc::clone(&identity)));
+        let fetching = Arc::clone(&fetch);
         let records: crate::catchup::Records = {
             let store = store.clone();
             Arc::new(move |from, to, max| crate::store_log::read_batches(&store, from, to, max))
@@ -277,7 +280,7 @@ impl Node {
         let sm = StateMachine::open(
             vfs,
             &config.dir.join("sm"),
-            StoreLog::with_fetch(store, fetch),
+            StoreLog::with_fetch(store, fetching),
         )?;
         let durable = sm.durable();
         let raft = openraft::Raft::new(
@@ -315,6 +318,7 @@ impl Node {
             id: config.id,
             members: config.members,
             server,
+            fetch,
         })
     }
 
@@ -540,6 +544,8 @@ impl Node {
     /// Stops the node: no more elections, replication or applying.
     pub async fn shutdown(&self) {
         self.server.abort();
+        // A snapshot install waiting for records gives up.
+        self.fetch.stop();
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "stopping replication");
         }

@@ -97,8 +97,11 @@ pub trait EventLog: Send + Sync + 'static {
     fn sync(&mut self) -> io::Result<()>;
     /// The state, for a snapshot, taken when everything applied is
     /// durable: what another replica needs to get to it (the engine's: its
-    /// head, the events being the state), or the whole state.
-    fn snapshot(&mut self) -> io::Result<Vec<u8>>;
+    /// head, the events being the state), or the whole state. `head` is the
+    /// event log's head after the last entry applied: it may hold more
+    /// (after a restart, the effects of entries being re-applied), which
+    /// the snapshot must not claim.
+    fn snapshot(&mut self, head: u64) -> io::Result<Vec<u8>>;
     /// Gets what a snapshot's `state` holds that this event log lacks,
     /// from `members` (the snapshot's membership), and makes it durable;
     /// the state machine then records the snapshot as installed (the
@@ -635,7 +638,8 @@ impl<L: EventLog> RaftStateMachine<C> for StateMachine<L> {
         self.meta.head = self.meta.head.max(self.record.lock().meta.head);
         let stored = flushed.and_then(|()| {
             self.log.sync()?;
-            let state = self.log.snapshot()?;
+            let head = self.meta.head;
+            let state = self.log.snapshot(head)?;
             self.meta.snapshots += 1;
             let last = self.meta.applied;
             let meta = SnapshotMeta {
@@ -644,7 +648,6 @@ impl<L: EventLog> RaftStateMachine<C> for StateMachine<L> {
             };
             self.record_now(&self.meta)?;
             let last_at = self.meta.last_at;
-            let head = self.log.head();
             self.keep(Stored {
                 meta,
                 state,

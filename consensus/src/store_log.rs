@@ -44,8 +44,9 @@ struct Image {
 }
 
 /// The longest pause between two rounds of asking the members for records
-/// when none had them.
-const MAX_PAUSE: Duration = Duration::from_secs(5);
+/// when none had them (also how long a shutdown may wait for the install
+/// to give up).
+const MAX_PAUSE: Duration = Duration::from_secs(1);
 
 impl StoreLog {
     /// Applies to `store`; cannot install a snapshot that holds events it
@@ -232,11 +233,8 @@ impl EventLog for StoreLog {
         Ok(())
     }
 
-    fn snapshot(&mut self) -> io::Result<Vec<u8>> {
-        rmp_serde::to_vec(&Image {
-            head: self.store.head().0,
-        })
-        .map_err(io::Error::other)
+    fn snapshot(&mut self, head: u64) -> io::Result<Vec<u8>> {
+        rmp_serde::to_vec(&Image { head }).map_err(io::Error::other)
     }
 
     async fn fetch(&mut self, state: &[u8], members: &[(u64, Member)]) -> io::Result<()> {
@@ -266,6 +264,11 @@ impl EventLog for StoreLog {
             let mut progressed = false;
             for (id, member) in members {
                 loop {
+                    if fetch.stopped() {
+                        return Err(io::Error::other(
+                            "the node is shutting down: the snapshot is not installed",
+                        ));
+                    }
                     let from = self.store.head().0;
                     if from >= want {
                         let secs = began.elapsed().as_secs_f64();

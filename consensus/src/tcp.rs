@@ -553,6 +553,7 @@ impl TcpLink {
 pub struct TcpFetch {
     identity: Arc<Identity>,
     links: tokio::sync::Mutex<std::collections::HashMap<u64, TcpLink>>,
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 /// How long a fetch of [`FETCH_BYTES`] may take.
@@ -564,7 +565,14 @@ impl TcpFetch {
         TcpFetch {
             identity,
             links: Default::default(),
+            stopped: Default::default(),
         }
+    }
+
+    /// The node is shutting down ([`Fetch::stopped`]).
+    pub fn stop(&self) {
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -609,6 +617,10 @@ impl Fetch for TcpFetch {
                 Err(CallError::Unreachable(e)) => Err(failed(e.to_string())),
             }
         })
+    }
+
+    fn stopped(&self) -> bool {
+        self.stopped.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

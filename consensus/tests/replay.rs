@@ -269,3 +269,169 @@ async fn a_snapshot_install_cut_by_a_crash_goes_on_after_the_restart() {
     apply(&mut sm, entries(260, 300)).await;
     assert_eq!(records(&store), records(&leader_store));
 }
+
+/// (Review.) A snapshot taken while the entries past the record are being
+/// re-applied (a restart after a crash) records the engine's head, which
+/// holds the effects of entries past the snapshot's index. A follower that
+/// installs it holds those events and then decides the entries after the
+/// snapshot again, normally: one refused on the leader (it expected a
+/// version the stream had not reached) was accepted on the follower. The
+/// snapshot now records the head after its last entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_taken_mid_replay_records_the_head_after_its_entries() {
+    use openraft::RaftSnapshotBuilder;
+    let dir = tempfile::tempdir().unwrap();
+    let vfs = Arc::new(OsFs);
+    let (engine, smdir) = (dir.path().join("a"), dir.path().join("a-sm"));
+    let open_leader = || {
+        let store = Store::open(StoreConfig::new(&engine)).unwrap();
+        (
+            StateMachine::open(vfs.clone(), &smdir, StoreLog::new(store.clone())).unwrap(),
+            store,
+        )
+    };
+    let (mut leader, _) = open_leader();
+    let membership = openraft::Membership::new_with_defaults(vec![[1, 2].into()], []);
+    apply(
+        &mut leader,
+        vec![
+            Entry::new_membership(log_id(1), membership),
+            append(2, ExpectedVersion::NoStream, 2),
+        ],
+    )
+    .await;
+    let recorded = std::fs::read(smdir.join("sm.meta")).unwrap();
+    // Entry 3 expects version 2 while the stream is at 0: refused. Entries
+    // 4 and 5 take the stream to version 2.
+    let exact2 = ExpectedVersion::Exact(logbook_protocol::StreamVersion(2));
+    let after = || {
+        vec![
+            append(3, exact2, 3),
+            append(4, ExpectedVersion::Any, 4),
+            append(5, ExpectedVersion::Any, 5),
+        ]
+    };
+    apply(&mut leader, after()).await;
+    let want = log(leader.log().store());
+    assert_eq!(want.len(), 3);
+    // The crash: the engine holds entries 3-5, `sm.meta` names entry 2.
+    leader.log().store().close().unwrap();
+    drop(leader);
+    std::fs::write(smdir.join("sm.meta"), &recorded).unwrap();
+    let (mut leader, leader_store) = open_leader();
+    assert_eq!(leader.applied_state().await.unwrap().0, Some(log_id(2)));
+    // openraft asks for a snapshot before it has re-applied 3-5 (its
+    // committed index was lost with the power cut, or the policy's
+    // threshold fell there).
+    let snapshot = leader
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    assert_eq!(snapshot.meta.last_log_id, Some(log_id(2)));
+
+    // A new follower installs it, fetching from the leader's engine.
+    let fstore = Store::open(StoreConfig::new(dir.path().join("b"))).unwrap();
+    let fetch = Arc::new(FromStore {
+        store: leader_store.clone(),
+        chunk: 1 << 20,
+        calls: Default::default(),
+        crash_at: u64::MAX,
+        crash: parking_lot::Mutex::new(None),
+    });
+    let mut follower = StateMachine::open(
+        vfs.clone(),
+        &dir.path().join("b-sm"),
+        StoreLog::with_fetch(fstore.clone(), fetch),
+    )
+    .unwrap();
+    follower
+        .install_snapshot(
+            &snapshot.meta,
+            std::io::Cursor::new(snapshot.snapshot.get_ref().clone()),
+        )
+        .await
+        .unwrap();
+    // Both apply the entries after the snapshot.
+    apply(&mut leader, after()).await;
+    apply(&mut follower, after()).await;
+    assert_eq!(log(&leader_store), want, "the leader's replay");
+    assert_eq!(log(&fstore), want, "the follower diverged");
+}
+
+/// A member that never has the records (they are all down, say) until
+/// the node shuts down.
+struct NoRecords {
+    calls: std::sync::atomic::AtomicU64,
+}
+
+impl logbook_consensus::catchup::Fetch for NoRecords {
+    fn fetch<'a>(
+        &'a self,
+        _id: u64,
+        _member: &'a logbook_consensus::Member,
+        _from: u64,
+        _to: u64,
+    ) -> futures::future::BoxFuture<'a, std::io::Result<Vec<logbook_consensus::Batch>>> {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    fn stopped(&self) -> bool {
+        self.calls.load(std::sync::atomic::Ordering::Relaxed) >= 3
+    }
+}
+
+/// An install no member can serve keeps asking (the members may come
+/// back), and gives up when the node shuts down, leaving nothing recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_install_nobody_can_serve_gives_up_at_shutdown() {
+    use openraft::RaftSnapshotBuilder;
+    let dir = tempfile::tempdir().unwrap();
+    let vfs = Arc::new(OsFs);
+    let leader_store = Store::open(StoreConfig::new(dir.path().join("a"))).unwrap();
+    let mut leader = StateMachine::open(
+        vfs.clone(),
+        &dir.path().join("a-sm"),
+        StoreLog::new(leader_store),
+    )
+    .unwrap();
+    let membership = openraft::Membership::new_with_defaults(vec![[1, 2].into()], []);
+    apply(
+        &mut leader,
+        vec![
+            Entry::new_membership(log_id(1), membership),
+            append(2, ExpectedVersion::Any, 2),
+        ],
+    )
+    .await;
+    let snapshot = leader
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let store = Store::open(StoreConfig::new(dir.path().join("b"))).unwrap();
+    let fetch = Arc::new(NoRecords {
+        calls: Default::default(),
+    });
+    let mut sm = StateMachine::open(
+        vfs,
+        &dir.path().join("b-sm"),
+        StoreLog::with_fetch(store.clone(), fetch.clone()),
+    )
+    .unwrap();
+    let r = sm
+        .install_snapshot(
+            &snapshot.meta,
+            std::io::Cursor::new(snapshot.snapshot.into_inner()),
+        )
+        .await;
+    let e = r.unwrap_err();
+    assert!(e.to_string().contains("shutting down"), "{e}");
+    assert!(fetch.calls.load(std::sync::atomic::Ordering::Relaxed) >= 3);
+    assert_eq!(sm.applied_state().await.unwrap().0, None);
+    assert_eq!(store.head().0, 0);
+}

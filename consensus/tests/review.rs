@@ -739,8 +739,8 @@ impl logbook_consensus::sm::EventLog for FailsOnce {
     fn sync(&mut self) -> std::io::Result<()> {
         self.inner.sync()
     }
-    fn snapshot(&mut self) -> std::io::Result<Vec<u8>> {
-        self.inner.snapshot()
+    fn snapshot(&mut self, head: u64) -> std::io::Result<Vec<u8>> {
+        self.inner.snapshot(head)
     }
     fn install(&mut self, state: &[u8]) -> std::io::Result<()> {
         self.inner.install(state)

@@ -759,13 +759,17 @@ impl Writer {
             let n = events.len() as u64;
             let first_version = last.map_or(0, |v| v + 1);
             let first_position = self.next_position;
+            // A copied record takes its position, version and time here
+            // too (its time is raised past the previous record's like any).
             if let Some((position, version)) = req.ingest
-                && (position, version) != (first_position, first_version)
+                && ((position, version) != (first_position, first_version)
+                    || req.at.is_some_and(|at| self.last_timestamp > at))
             {
                 self.unclaim_ids(&req.events, self.next_position);
                 outcomes.push(Outcome::Refused(AppendError::Storage(StorageError::Internal(
                     format!(
-                        "a record of {name} copied from another replica holds version {version} at position {position} there, but would take version {first_version} at position {first_position} here: the logs differ"
+                        "a record of {name} copied from another replica holds version {version} at position {position} there, committed at {:?}, but would take version {first_version} at position {first_position}, after a record committed at {}, here: the logs differ",
+                        req.at, self.last_timestamp
                     ),
                 ))));
                 continue;

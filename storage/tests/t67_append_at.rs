@@ -320,11 +320,22 @@ async fn a_log_copied_record_by_record_is_the_same_log() {
     // A record that is not the next one is refused, and nothing is written.
     let again = a.read_batches(0, head, 1).unwrap();
     assert!(b.ingest(again).await.is_err());
-    let ahead = a.read_batches(0, head, usize::MAX).unwrap().split_off(5);
-    let c = Store::open(small(tempfile::tempdir().unwrap().path(), 11 << 10)).unwrap();
-    assert!(c.ingest(ahead).await.is_err());
+    let mut all = a.read_batches(0, head, usize::MAX).unwrap();
+    let ahead = all.split_off(5);
+    let cdir = tempfile::tempdir().unwrap();
+    let c = Store::open(small(cdir.path(), 11 << 10)).unwrap();
+    assert!(c.ingest(ahead.clone()).await.is_err());
     assert_eq!(c.head().0, 0);
     assert_eq!(b.head().0, head);
+    // Nor one committed before the record it follows (a time the copy
+    // would raise): refused, nothing written.
+    let end = c.ingest(all).await.unwrap();
+    let mut early = ahead[0].clone();
+    early.timestamp_us = ahead[0].timestamp_us - 1_000_000_000;
+    assert!(c.ingest(vec![early]).await.is_err());
+    assert_eq!(c.head().0, end);
+    c.ingest(ahead).await.unwrap();
+    assert_eq!(records(&c), records(&a));
 
     // Reopened, it is the same log, and the same appends give the same
     // results on both.

@@ -107,7 +107,7 @@ impl EventLog for FileLog {
         vfs.sync_dir(path.parent().unwrap())
     }
 
-    fn snapshot(&mut self) -> io::Result<Vec<u8>> {
+    fn snapshot(&mut self, _head: u64) -> io::Result<Vec<u8>> {
         Ok(rmp_serde::to_vec(&self.applied).unwrap())
     }
 
