@@ -111,6 +111,7 @@ join)
     while [ "$(events 4)" -lt "$want" ]; do sleep 0.02; done
     t1=$(date +%s.%N)
     how=$(grep -q "installed a snapshot's events" "$D/n4.log" && echo "from a snapshot" || echo "from the Raft log")
+    echo "leader's data directory: $(du -sm "$D/n$L" | cut -f1) MiB, of which its Raft log $(du -sm "$D/n$L/raft/log" | cut -f1) MiB"
     python3 -c "
 s=$t1-$t0; b=$bytes
 print(f'node 4 ($how): {$want} events ({b/2**20:.0f} MiB of log on the leader) caught up in {s:.2f} s (start-up and the add included): {b/2**20/s:.1f} MiB/s')"

@@ -61,6 +61,24 @@ pub struct Identity {
     pub secret: Option<String>,
     /// Mutual TLS between the nodes, if set.
     pub tls: Option<PeerTls>,
+    /// This node's size limits: a peer with others is refused.
+    pub limits: Limits,
+}
+
+/// The size limits that decide whether an append is taken (the engine's
+/// `max_event_bytes`, `max_batch_bytes`, `max_batch_events`). Every member
+/// applies every committed append: with other limits, one node would
+/// refuse what another wrote, and their logs would differ. So the nodes of
+/// a cluster must have the same, and a node refuses a peer that has
+/// others (changing them means restarting every node with the new ones).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Bytes of one event (type, metadata and data).
+    pub max_event_bytes: u64,
+    /// Bytes of one append's record.
+    pub max_batch_bytes: u64,
+    /// Events of one append.
+    pub max_batch_events: u32,
 }
 
 /// Mutual TLS between the nodes of a cluster: this node's certificate, and
@@ -137,6 +155,7 @@ enum Request {
         cluster: String,
         from: u64,
         secret: Option<String>,
+        limits: Limits,
     },
     AppendEntries(AppendEntriesRequest<C>),
     Vote(VoteRequest<C>),
@@ -302,6 +321,7 @@ async fn serve_peer<L: EventLog>(
             cluster,
             from,
             secret,
+            limits,
         }) => {
             if cluster != identity.cluster {
                 Some(format!(
@@ -310,6 +330,11 @@ async fn serve_peer<L: EventLog>(
                 ))
             } else if !same_secret(secret.as_deref(), identity.secret.as_deref()) {
                 Some(format!("node {from} does not know the cluster's secret"))
+            } else if limits != identity.limits {
+                Some(format!(
+                    "node {from} has other size limits ({limits:?}) than this node ({:?}): every member must have the same --max-event-bytes, --max-append-bytes and --max-events-per-append",
+                    identity.limits
+                ))
             } else {
                 None
             }
@@ -472,6 +497,7 @@ impl TcpLink {
                 cluster: self.identity.cluster.clone(),
                 from: self.identity.node,
                 secret: self.identity.secret.clone(),
+                limits: self.identity.limits,
             };
             let answer = async {
                 write_message(&mut stream, &hello).await?;
@@ -768,6 +794,11 @@ mod tests {
                 cluster: "logbook".into(),
                 from: 2,
                 secret: Some("s".into()),
+                limits: Limits {
+                    max_event_bytes: 1,
+                    max_batch_bytes: 2,
+                    max_batch_events: 3,
+                },
             },
             Request::AppendEntries(AppendEntriesRequest {
                 vote,
@@ -780,6 +811,11 @@ mod tests {
             }),
             Request::Vote(VoteRequest::new(vote, Some(log_id(11)))),
             Request::PreVote(VoteRequest::new(vote, None)),
+            Request::Fetch {
+                from: 7,
+                to: u64::MAX,
+                max_bytes: 4 << 20,
+            },
         ];
         for r in requests {
             let bytes = rmp_serde::to_vec(&r).unwrap();
@@ -791,6 +827,19 @@ mod tests {
             Response::AppendEntries(Ok(AppendEntriesResponse::PartialSuccess(Some(log_id(4))))),
             Response::AppendEntries(Ok(AppendEntriesResponse::HigherVote(vote))),
             Response::Vote(Err("stopped".into())),
+            Response::Fetch(Ok(vec![Batch {
+                stream: "acct-1".into(),
+                first_position: 7,
+                first_version: 2,
+                timestamp_us: 1_700_000_000_000_001,
+                events: vec![crate::EventData {
+                    id: [3; 16],
+                    event_type: "Deposited".into(),
+                    metadata: bytes::Bytes::new(),
+                    data: bytes::Bytes::from_static(b"{}"),
+                }],
+            }])),
+            Response::Fetch(Err("not where a record starts".into())),
         ];
         for r in responses {
             let bytes = rmp_serde::to_vec(&r).unwrap();

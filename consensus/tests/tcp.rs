@@ -1,6 +1,7 @@
 //! The replication port against hostile or confused peers: garbage, a
 //! frame that claims to be huge, a bad checksum, a hello of another
-//! cluster or without the secret, a request before the hello. Each such
+//! cluster, without the secret or with other size limits, a request before
+//! the hello, fetches of records. Each such
 //! connection is closed (or refused with a reason), and the node goes on
 //! committing appends.
 
@@ -8,6 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use logbook_consensus::node::{Node, NodeConfig, Role};
+use logbook_consensus::tcp::Limits;
 use logbook_consensus::{Batch, Command, EventData, ExpectedVersion, Member, Outcome};
 use logbook_storage::{Store, StoreConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,21 +22,36 @@ fn frame(payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A MessagePack hello (`{"Hello": {cluster, from, secret}}`, as serde
-/// writes the enum).
+/// A MessagePack hello (`{"Hello": {cluster, from, secret, limits}}`, as
+/// serde writes the enum), with the engine's default size limits.
 fn hello(cluster: &str, secret: Option<&str>) -> Vec<u8> {
+    let c = StoreConfig::new("unused");
+    hello_with(
+        cluster,
+        secret,
+        Limits {
+            max_event_bytes: c.max_event_bytes,
+            max_batch_bytes: c.max_batch_bytes,
+            max_batch_events: c.max_batch_events,
+        },
+    )
+}
+
+fn hello_with(cluster: &str, secret: Option<&str>, limits: Limits) -> Vec<u8> {
     #[derive(serde::Serialize)]
     enum Request<'a> {
         Hello {
             cluster: &'a str,
             from: u64,
             secret: Option<&'a str>,
+            limits: Limits,
         },
     }
     rmp_serde::to_vec(&Request::Hello {
         cluster,
         from: 9,
         secret,
+        limits,
     })
     .unwrap()
 }
@@ -168,19 +185,27 @@ async fn the_replication_port_closes_what_it_cannot_trust_and_goes_on() {
     }
     // Another cluster, no secret, a wrong one, a request before the
     // hello: refused with a reason.
-    for h in [
-        hello("other", Some("s3cret")),
-        hello("logbook", None),
-        hello("logbook", Some("guess")),
-        rmp_serde::to_vec(&"Vote").unwrap(),
+    // Other size limits (an append taken on one node would be refused on
+    // the other): refused too.
+    let other_limits = Limits {
+        max_event_bytes: 1 << 10,
+        max_batch_bytes: 1 << 20,
+        max_batch_events: 10,
+    };
+    for (h, why) in [
+        (hello("other", Some("s3cret")), "cluster"),
+        (hello("logbook", None), "secret"),
+        (hello("logbook", Some("guess")), "secret"),
+        (
+            hello_with("logbook", Some("s3cret"), other_limits),
+            "--max-event-bytes",
+        ),
+        (rmp_serde::to_vec(&"Vote").unwrap(), "hello"),
     ] {
         let back = send(addr, &frame(&h)).await;
         let (payload, _) = logbook_consensus::frame::at(&back).expect("a framed refusal");
         let text = String::from_utf8_lossy(payload);
-        assert!(
-            text.contains("cluster") || text.contains("secret") || text.contains("hello"),
-            "{text}"
-        );
+        assert!(text.contains(why), "{text}");
     }
     // The right hello, then garbage: closed after the hello's answer.
     let mut bytes = frame(&hello("logbook", Some("s3cret")));
