@@ -6,7 +6,8 @@
 //! itself is the snapshot's state, and every replica holds a prefix of the
 //! same log, so a replica that installs a snapshot lacks only the records
 //! from its own head to the snapshot's. It asks a member for them, a few
-//! MiB at a time ([`Fetch`]), and writes each through its own engine
+//! MiB at a time ([`Fetch`]; the next chunk is fetched while the last one
+//! is written), and writes each through its own engine
 //! (`Store::ingest`: same positions, versions, timestamps and bytes, each
 //! checked, made durable by group commit), so a crash in the middle leaves
 //! a prefix to go on from. Only then is the snapshot recorded as installed.

@@ -229,6 +229,13 @@ impl From<Batch> for logbook_storage::LogBatch {
     }
 }
 
+impl Batch {
+    /// Where the next record starts.
+    pub fn end_position(&self) -> u64 {
+        self.first_position + self.events.len() as u64
+    }
+}
+
 /// What applying a [`Command`] gave.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {

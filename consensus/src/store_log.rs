@@ -263,6 +263,8 @@ impl EventLog for StoreLog {
         loop {
             let mut progressed = false;
             for (id, member) in members {
+                // The next chunk, fetched while the last one is written.
+                let mut prefetched: Option<(u64, io::Result<Vec<Batch>>)> = None;
                 loop {
                     if fetch.stopped() {
                         return Err(io::Error::other(
@@ -280,7 +282,11 @@ impl EventLog for StoreLog {
                         );
                         return Ok(());
                     }
-                    let batches = match fetch.fetch(*id, member, from, want).await {
+                    let fetched = match prefetched.take() {
+                        Some((at, f)) if at == from => f,
+                        _ => fetch.fetch(*id, member, from, want).await,
+                    };
+                    let batches = match fetched {
                         Ok(b) if b.is_empty() => break,
                         Ok(b) => b,
                         Err(e) => {
@@ -293,13 +299,20 @@ impl EventLog for StoreLog {
                         .flat_map(|b| &b.events)
                         .map(|e| (e.data.len() + e.metadata.len() + e.event_type.len()) as u64)
                         .sum::<u64>();
+                    let end = batches.last().map_or(from, Batch::end_position);
                     let batches: Vec<LogBatch> = batches.into_iter().map(Into::into).collect();
+                    let next = async {
+                        if end < want {
+                            Some((end, fetch.fetch(*id, member, end, want).await))
+                        } else {
+                            None
+                        }
+                    };
+                    let (ingested, next) = futures::join!(self.store.ingest(batches), next);
                     // A record that does not fit is a divergence: the node
                     // stops rather than hold another log.
-                    self.store
-                        .ingest(batches)
-                        .await
-                        .map_err(|e| io::Error::other(e.to_string()))?;
+                    ingested.map_err(|e| io::Error::other(e.to_string()))?;
+                    prefetched = next;
                     progressed = true;
                 }
             }
