@@ -503,6 +503,19 @@ impl Node {
         })
     }
 
+    /// Whether this node is in the membership it knows (a voter or a
+    /// learner): a node started with `--join` and not added yet, or one
+    /// that learned it was removed, is not, and its event log stops (or
+    /// never starts) following the cluster's.
+    pub fn is_member(&self) -> bool {
+        self.raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .nodes()
+            .any(|(id, _)| *id == self.id)
+    }
+
     /// What the node knows of the cluster now.
     pub fn status(&self) -> Status {
         let m = self.raft.metrics().borrow_watched().clone();

@@ -611,12 +611,32 @@ async fn strangers_are_refused(raft: SocketAddr, pki: &TestPki, other: &TestPki)
     }
 }
 
+/// Waits until the node at `addr` answers a read with `NotLeader` (a node
+/// outside the membership), polling its published state.
+async fn refuses_reads(addr: SocketAddr) {
+    let client = Client::connect_with(addr, direct()).await.unwrap();
+    within(30, "reads refused by a node outside the cluster", async {
+        loop {
+            let read: Result<Vec<RecordedEvent>, _> = client
+                .read_all(ReadAllOptions::default())
+                .try_collect()
+                .await;
+            match read {
+                Err(Error::NotLeader { .. }) => return,
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await
+}
+
 /// Membership: a fourth node started with `--join` is added with
 /// `logbook cluster add` (asked of a follower, which redirects to the
-/// leader), catches up on the log written before it came (from a
-/// snapshot: the nodes snapshot every 20 entries and purge their Raft
-/// logs, so it fetches the events from a member), and becomes a voter; then the leader itself is removed with `logbook cluster remove`.
-/// The other three elect a leader among them and go on taking appends,
+/// leader; before that it serves no reads), catches up on the log written
+/// before it came (from a snapshot: the nodes snapshot every 20 entries and
+/// purge their Raft logs, so it fetches the events from a member), and
+/// becomes a voter; then the leader itself is removed with `logbook
+/// cluster remove` (and serves no reads after). The other three elect a leader among them and go on taking appends,
 /// and they all hold the same log. The nodes speak mutual TLS to each
 /// other (`--cluster-tls-*`), and refuse strangers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -667,6 +687,9 @@ async fn a_node_is_added_and_the_leader_removed() {
     let mut args4 = vec!["--node-id", "4", "--cluster", &members4, "--join"];
     args4.extend(tls.iter().map(String::as_str));
     let node4 = Daemon::start_on(&dir.path().join("n4"), &client4.to_string(), &args4);
+    // Not added yet, it serves no reads: its log does not follow the
+    // cluster's.
+    refuses_reads(client4).await;
     let leader = cluster.leader().await;
     let follower = (leader + 1) % 3;
     let add_four = |asked: SocketAddr| {
@@ -736,6 +759,8 @@ async fn a_node_is_added_and_the_leader_removed() {
         "remove",
         &(removed + 1).to_string(),
     ]);
+    // Removed, it serves no reads either (once it applied its removal).
+    refuses_reads(cluster.clients[removed]).await;
     let mut node = cluster.nodes[removed].take().unwrap();
     node.signal("TERM");
     node.wait();

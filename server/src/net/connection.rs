@@ -726,6 +726,23 @@ impl Connection {
             );
             return Ok(());
         }
+        // A node outside the membership (joining, not added yet; or
+        // removed) holds a log that does not follow the cluster's: its
+        // reads would be stale for ever. The client goes to the leader.
+        if let Some(node) = &self.shared.config.cluster
+            && reads_log(&req)
+            && !node.is_member()
+        {
+            let mut reply = ErrorReply::new(
+                ErrorCode::NotLeader,
+                "this node is not a member of the cluster (it was not added yet, or was removed): it serves no reads",
+            );
+            if let Some(leader) = node.status().leader_member() {
+                reply = reply.with_leader(leader.client.clone());
+            }
+            self.send_error(opcode, corr_id, reply);
+            return Ok(());
+        }
         match req {
             Request::Hello(_) => {
                 self.send_error(
@@ -791,6 +808,19 @@ impl Connection {
 /// membership changes. Every other request that would write to the log
 /// (scavenges, erasure, users, consumer groups) would write to this
 /// node's copy alone, so it is refused until it is replicated too.
+/// Requests that read the log (refused by a node outside the cluster's
+/// membership).
+fn reads_log(req: &Request) -> bool {
+    matches!(
+        req,
+        Request::ReadStream(_)
+            | Request::ReadAll(_)
+            | Request::Subscribe(_)
+            | Request::ListStreams(_)
+            | Request::GetMetadata(_)
+    )
+}
+
 fn replicated(req: &Request) -> bool {
     matches!(
         req,
