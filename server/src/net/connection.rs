@@ -803,11 +803,6 @@ impl Connection {
     }
 }
 
-/// Whether a cluster node serves `req`: reads, subscriptions, backups,
-/// appends and lifecycle changes (through the replicated log), and
-/// membership changes. Every other request that would write to the log
-/// (scavenges, erasure, users, consumer groups) would write to this
-/// node's copy alone, so it is refused until it is replicated too.
 /// Requests that read the log (refused by a node outside the cluster's
 /// membership).
 fn reads_log(req: &Request) -> bool {
@@ -821,6 +816,11 @@ fn reads_log(req: &Request) -> bool {
     )
 }
 
+/// Whether a cluster node serves `req`: reads, subscriptions, backups,
+/// appends and lifecycle changes (through the replicated log), and
+/// membership changes. Every other request that would write to the log
+/// (scavenges, erasure, users, consumer groups) would write to this
+/// node's copy alone, so it is refused until it is replicated too.
 fn replicated(req: &Request) -> bool {
     matches!(
         req,
