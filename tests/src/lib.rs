@@ -607,6 +607,35 @@ pub async fn within<T>(secs: u64, what: &str, f: impl std::future::Future<Output
     }
 }
 
+/// A loopback port for a daemon that must listen where it was told (a
+/// cluster's members are named before they start, a restarted daemon goes
+/// back to its address). Taken below the kernel's ephemeral range (32768
+/// and up on Linux), from which every port-0 listener and every outgoing
+/// connection of the other tests draws: a port picked there, released and
+/// then bound by the daemon, could be taken in between (this failed CI
+/// with `Address already in use`). Ports are handed out once per process
+/// (tests run as threads), from an offset of the process id, each checked
+/// free when handed out.
+pub fn reserved_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 10_000;
+    const SPAN: u32 = 22_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id().wrapping_mul(7919)) % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port below the ephemeral range");
+}
+
 /// A payload of `n` bytes.
 pub fn payload(n: usize) -> Bytes {
     Bytes::from(vec![b'x'; n])

@@ -337,10 +337,7 @@ async fn a_killed_daemon_loses_nothing_and_its_checkpoint_was_never_ahead() {
     use logbook_tests::daemon::Daemon;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().to_string()
-    };
+    let addr = format!("127.0.0.1:{}", logbook_tests::reserved_port());
     let daemon = Daemon::start_on(&data, &addr, &[]);
     let client = Client::connect(daemon.addr).await.unwrap();
     for s in 0..10 {

@@ -29,12 +29,9 @@ use logbook_tests::certs::TestPki;
 use logbook_tests::daemon::Daemon;
 use logbook_tests::within;
 
-/// A free loopback port (bound, then released for the daemon to take).
+/// A free loopback port for a daemon to take (`logbook_tests::reserved_port`).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    logbook_tests::reserved_port()
 }
 
 struct Cluster {

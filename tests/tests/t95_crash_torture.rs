@@ -71,8 +71,7 @@ fn data_of(id: EventId) -> String {
 }
 
 fn free_listen_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
+    format!("127.0.0.1:{}", logbook_tests::reserved_port())
 }
 
 fn options() -> ClientOptions {
