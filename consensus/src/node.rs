@@ -265,20 +265,12 @@ impl Node {
         }
         let vfs: Arc<dyn Vfs> = Arc::new(OsFs);
         let wal = Wal::open(Arc::clone(&vfs), &config.dir.join("log"))?;
-        let limits = {
-            let c = store.config();
-            crate::tcp::Limits {
-                max_event_bytes: c.max_event_bytes,
-                max_batch_bytes: c.max_batch_bytes,
-                max_batch_events: c.max_batch_events,
-            }
-        };
         let identity = Arc::new(Identity {
             cluster: config.cluster.clone(),
             node: config.id,
             secret: config.secret.clone(),
             tls: config.tls.clone(),
-            limits,
+            limits: crate::tcp::Limits::of(store.config()),
         });
         let fetch = Arc::new(TcpFetch::new(Arc::clone(&identity)));
         let fetching = Arc::clone(&fetch);

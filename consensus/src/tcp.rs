@@ -81,6 +81,17 @@ pub struct Limits {
     pub max_batch_events: u32,
 }
 
+impl Limits {
+    /// The limits of an engine configured so.
+    pub fn of(config: &logbook_storage::StoreConfig) -> Limits {
+        Limits {
+            max_event_bytes: config.max_event_bytes,
+            max_batch_bytes: config.max_batch_bytes,
+            max_batch_events: config.max_batch_events,
+        }
+    }
+}
+
 /// Mutual TLS between the nodes of a cluster: this node's certificate, and
 /// the CA that signs every node's.
 #[derive(Clone)]
@@ -416,12 +427,7 @@ impl RaftNetworkFactory<C> for TcpNetwork {
     type Network = TcpLink;
 
     async fn new_client(&mut self, target: u64, node: &Member) -> TcpLink {
-        TcpLink {
-            identity: Arc::clone(&self.identity),
-            target,
-            addr: node.raft.clone(),
-            stream: None,
-        }
+        TcpLink::new(&self.identity, target, node)
     }
 }
 
@@ -460,6 +466,17 @@ impl From<CallError> for StreamingError<C> {
 }
 
 impl TcpLink {
+    /// A link to node `target` at `member`'s replication address, connected
+    /// when first used.
+    fn new(identity: &Arc<Identity>, target: u64, member: &Member) -> TcpLink {
+        TcpLink {
+            identity: Arc::clone(identity),
+            target,
+            addr: member.raft.clone(),
+            stream: None,
+        }
+    }
+
     async fn connect(&mut self) -> Result<&mut Stream, CallError> {
         if self.stream.is_none() {
             let failed = |e: &dyn std::fmt::Display| {
@@ -615,12 +632,9 @@ impl Fetch for TcpFetch {
                 return Ok(Vec::new());
             }
             let mut links = self.links.lock().await;
-            let link = links.entry(id).or_insert_with(|| TcpLink {
-                identity: Arc::clone(&self.identity),
-                target: id,
-                addr: member.raft.clone(),
-                stream: None,
-            });
+            let link = links
+                .entry(id)
+                .or_insert_with(|| TcpLink::new(&self.identity, id, member));
             if link.addr != member.raft {
                 link.addr = member.raft.clone();
                 link.stream = None;

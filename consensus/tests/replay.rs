@@ -161,6 +161,27 @@ impl logbook_consensus::catchup::Fetch for FromStore {
     }
 }
 
+/// Entry `index`: a membership of nodes 1 and 2 (what a snapshot's
+/// installer fetches from).
+fn membership(index: u64) -> Entry {
+    Entry::new_membership(
+        log_id(index),
+        openraft::Membership::new_with_defaults(vec![[1, 2].into()], []),
+    )
+}
+
+/// A snapshot of `sm`, as a leader would send it.
+async fn snapshot_of(
+    sm: &mut StateMachine<StoreLog>,
+) -> openraft::alias::SnapshotOf<C, std::io::Cursor<Vec<u8>>> {
+    use openraft::RaftSnapshotBuilder;
+    sm.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap()
+}
+
 /// Every record of `store`, as written.
 fn records(store: &Store) -> Vec<logbook_storage::LogBatch> {
     store.read_batches(0, u64::MAX, usize::MAX).unwrap()
@@ -175,7 +196,6 @@ fn records(store: &Store) -> Vec<logbook_storage::LogBatch> {
 /// ones included), and does so again after a restart from its files.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_install_cut_by_a_crash_goes_on_after_the_restart() {
-    use openraft::RaftSnapshotBuilder;
     let dir = tempfile::tempdir().unwrap();
     let vfs = Arc::new(OsFs);
     // The leader's state machine: a membership, then appends, some refused.
@@ -186,12 +206,11 @@ async fn a_snapshot_install_cut_by_a_crash_goes_on_after_the_restart() {
         StoreLog::new(leader_store.clone()),
     )
     .unwrap();
-    let membership = openraft::Membership::new_with_defaults(vec![[1, 2].into()], []);
     let entries = |from: u64, to: u64| -> Vec<Entry> {
         (from..to)
             .map(|i| {
                 if i == 1 {
-                    Entry::new_membership(log_id(1), membership.clone())
+                    membership(1)
                 } else {
                     // Every fifth expects a version the stream is past.
                     let expected = if i % 5 == 0 {
@@ -205,12 +224,7 @@ async fn a_snapshot_install_cut_by_a_crash_goes_on_after_the_restart() {
             .collect()
     };
     apply(&mut leader, entries(1, 200)).await;
-    let snapshot = leader
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let snapshot = snapshot_of(&mut leader).await;
     assert_eq!(snapshot.meta.last_log_id, Some(log_id(199)));
     let want = records(&leader_store);
 
@@ -279,7 +293,6 @@ async fn a_snapshot_install_cut_by_a_crash_goes_on_after_the_restart() {
 /// snapshot now records the head after its last entry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_taken_mid_replay_records_the_head_after_its_entries() {
-    use openraft::RaftSnapshotBuilder;
     let dir = tempfile::tempdir().unwrap();
     let vfs = Arc::new(OsFs);
     let (engine, smdir) = (dir.path().join("a"), dir.path().join("a-sm"));
@@ -291,13 +304,9 @@ async fn a_snapshot_taken_mid_replay_records_the_head_after_its_entries() {
         )
     };
     let (mut leader, _) = open_leader();
-    let membership = openraft::Membership::new_with_defaults(vec![[1, 2].into()], []);
     apply(
         &mut leader,
-        vec![
-            Entry::new_membership(log_id(1), membership),
-            append(2, ExpectedVersion::NoStream, 2),
-        ],
+        vec![membership(1), append(2, ExpectedVersion::NoStream, 2)],
     )
     .await;
     let recorded = std::fs::read(smdir.join("sm.meta")).unwrap();
@@ -323,12 +332,7 @@ async fn a_snapshot_taken_mid_replay_records_the_head_after_its_entries() {
     // openraft asks for a snapshot before it has re-applied 3-5 (its
     // committed index was lost with the power cut, or the policy's
     // threshold fell there).
-    let snapshot = leader
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let snapshot = snapshot_of(&mut leader).await;
     assert_eq!(snapshot.meta.last_log_id, Some(log_id(2)));
 
     // A new follower installs it, fetching from the leader's engine.
@@ -388,7 +392,6 @@ impl logbook_consensus::catchup::Fetch for NoRecords {
 /// back), and gives up when the node shuts down, leaving nothing recorded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_install_nobody_can_serve_gives_up_at_shutdown() {
-    use openraft::RaftSnapshotBuilder;
     let dir = tempfile::tempdir().unwrap();
     let vfs = Arc::new(OsFs);
     let leader_store = Store::open(StoreConfig::new(dir.path().join("a"))).unwrap();
@@ -398,21 +401,12 @@ async fn an_install_nobody_can_serve_gives_up_at_shutdown() {
         StoreLog::new(leader_store),
     )
     .unwrap();
-    let membership = openraft::Membership::new_with_defaults(vec![[1, 2].into()], []);
     apply(
         &mut leader,
-        vec![
-            Entry::new_membership(log_id(1), membership),
-            append(2, ExpectedVersion::Any, 2),
-        ],
+        vec![membership(1), append(2, ExpectedVersion::Any, 2)],
     )
     .await;
-    let snapshot = leader
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let snapshot = snapshot_of(&mut leader).await;
     let store = Store::open(StoreConfig::new(dir.path().join("b"))).unwrap();
     let fetch = Arc::new(NoRecords {
         calls: Default::default(),

@@ -25,16 +25,7 @@ fn frame(payload: &[u8]) -> Vec<u8> {
 /// A MessagePack hello (`{"Hello": {cluster, from, secret, limits}}`, as
 /// serde writes the enum), with the engine's default size limits.
 fn hello(cluster: &str, secret: Option<&str>) -> Vec<u8> {
-    let c = StoreConfig::new("unused");
-    hello_with(
-        cluster,
-        secret,
-        Limits {
-            max_event_bytes: c.max_event_bytes,
-            max_batch_bytes: c.max_batch_bytes,
-            max_batch_events: c.max_batch_events,
-        },
-    )
+    hello_with(cluster, secret, Limits::of(&StoreConfig::new("unused")))
 }
 
 fn hello_with(cluster: &str, secret: Option<&str>, limits: Limits) -> Vec<u8> {
