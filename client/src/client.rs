@@ -228,7 +228,7 @@ impl Client {
     }
 
     /// Tries `leader` (a client address) first from now on.
-    async fn follow_leader(&self, leader: &str) {
+    pub(crate) async fn follow_leader(&self, leader: &str) {
         let found = tokio::net::lookup_host(leader)
             .await
             .ok()

@@ -12,6 +12,10 @@ use logbook_protocol::{
 use crate::client::Client;
 use crate::error::Result;
 
+/// How many `NotLeader` answers a request that is never retried follows
+/// (a leader changing meanwhile redirects again).
+const MAX_REDIRECTS: u32 = 3;
+
 impl Client {
     /// Creates or replaces a user: its roles, tenant and whether it is
     /// disabled; `password` `None` keeps the stored one. Connections of the
@@ -83,24 +87,39 @@ impl Client {
 
     /// Creates an API token for `user`: the reply holds its text, shown
     /// this once (present it with [`crate::ClientOptions::auth_token`]).
-    /// Never retried.
+    /// Never retried; only a cluster follower's `NotLeader` (it created
+    /// nothing) is followed to the leader.
     pub async fn create_token(&self, user: &str, label: &str) -> Result<CreateTokenOk> {
         let request = Request::CreateToken(CreateToken {
             user: user.to_owned(),
             label: label.to_owned(),
         });
-        // Not retried: a retry after a lost reply would leave a token
-        // nobody holds.
-        self.call_with(
-            &request,
-            |r| match r {
-                Response::CreateTokenOk(t) => Some(t),
-                _ => None,
-            },
-            self.options().request_timeout,
-            crate::RetryPolicy::none(),
-        )
-        .await
+        let mut redirects = 0;
+        loop {
+            // Not retried: a retry after a lost reply would leave a token
+            // nobody holds.
+            let r = self
+                .call_with(
+                    &request,
+                    |r| match r {
+                        Response::CreateTokenOk(t) => Some(t),
+                        _ => None,
+                    },
+                    self.options().request_timeout,
+                    crate::RetryPolicy::none(),
+                )
+                .await;
+            match r {
+                Err(crate::Error::NotLeader {
+                    leader: Some(leader),
+                }) if redirects < MAX_REDIRECTS => {
+                    redirects += 1;
+                    self.follow_leader(&leader).await;
+                    self.reset_connection();
+                }
+                r => return r,
+            }
+        }
     }
 
     /// Revokes one of `user`'s API tokens; sessions opened with it are

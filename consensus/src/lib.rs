@@ -120,6 +120,14 @@ pub enum Command {
 }
 
 impl Command {
+    /// The stream the command writes (a lifecycle change's target, not
+    /// its metadata stream).
+    pub fn stream(&self) -> &str {
+        match self {
+            Command::Append { stream, .. } | Command::Lifecycle { stream, .. } => stream,
+        }
+    }
+
     /// The leader's clock when it proposed the command (the state machine
     /// raises it past the previous entry's time: see
     /// [`sm::EventLog::submit`]).

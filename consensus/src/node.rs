@@ -199,6 +199,11 @@ pub struct Status {
     pub committed: u64,
     /// The last index whose effects the event log holds durably.
     pub applied: u64,
+    /// The last index the node's latest snapshot covers (0: none yet).
+    pub snapshot: u64,
+    /// The last index purged from its Raft log (0: none): a follower
+    /// further behind than this gets the snapshot.
+    pub purged: u64,
     /// The members, by id.
     pub members: Vec<MemberStatus>,
     /// Why the node stopped, if it did.
@@ -228,6 +233,10 @@ pub struct Node {
     server: tokio::task::JoinHandle<()>,
     /// How it fetches a snapshot's records (stopped at shutdown).
     fetch: Arc<TcpFetch>,
+    /// See [`Node::system_writes`].
+    system_writes: tokio::sync::watch::Receiver<u64>,
+    /// Started with `--join` ([`NodeConfig::join`]).
+    joins: bool,
 }
 
 impl std::fmt::Debug for Node {
@@ -278,11 +287,9 @@ impl Node {
             let store = store.clone();
             Arc::new(move |from, to, max| crate::store_log::read_batches(&store, from, to, max))
         };
-        let sm = StateMachine::open(
-            vfs,
-            &config.dir.join("sm"),
-            StoreLog::with_fetch(store, fetching),
-        )?;
+        let log = StoreLog::with_fetch(store, fetching);
+        let system_writes = log.system_writes();
+        let sm = StateMachine::open(vfs, &config.dir.join("sm"), log)?;
         let durable = sm.durable();
         let raft = openraft::Raft::new(
             config.id,
@@ -320,7 +327,23 @@ impl Node {
             members: config.members,
             server,
             fetch,
+            system_writes,
+            joins: config.join,
         })
+    }
+
+    /// A watch that changes once an entry writing a system stream (a name
+    /// starting with `$`) is durable in this node's store, and once a
+    /// snapshot's events are installed: whoever keeps such a stream's
+    /// content in memory (the users document) reads it again then.
+    pub fn system_writes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.system_writes.clone()
+    }
+
+    /// Whether the node was started to join a running cluster (it gets
+    /// the cluster's log, users included, once a member adds it).
+    pub fn joins(&self) -> bool {
+        self.joins
     }
 
     /// This node's id.
@@ -544,6 +567,8 @@ impl Node {
             last_index: m.last_log_index.unwrap_or(0),
             committed: m.local_committed.map_or(0, |l| l.index()),
             applied: *self.durable.borrow(),
+            snapshot: m.snapshot.map_or(0, |l| l.index()),
+            purged: m.purged.map_or(0, |l| l.index()),
             members,
             stopped: m.running_state.as_ref().err().map(|e| e.to_string()),
         }

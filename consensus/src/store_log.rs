@@ -35,6 +35,11 @@ pub struct StoreLog {
     store: Store,
     /// Where a snapshot's events come from, if it can install one.
     fetch: Option<Arc<dyn Fetch>>,
+    /// Bumped once a write of a system stream (a name starting with `$`:
+    /// the users document, say) is durable here, and once a snapshot's
+    /// events are installed, for those who keep a copy of such a stream
+    /// in memory ([`StoreLog::system_writes`]).
+    system_writes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// A snapshot of the engine: its head.
@@ -52,21 +57,38 @@ impl StoreLog {
     /// Applies to `store`; cannot install a snapshot that holds events it
     /// lacks.
     pub fn new(store: Store) -> StoreLog {
-        StoreLog { store, fetch: None }
+        StoreLog {
+            store,
+            fetch: None,
+            system_writes: Arc::new(tokio::sync::watch::channel(0).0),
+        }
     }
 
     /// Applies to `store`, and installs snapshots with the events `fetch`
     /// gets from the members.
     pub fn with_fetch(store: Store, fetch: Arc<dyn Fetch>) -> StoreLog {
         StoreLog {
-            store,
             fetch: Some(fetch),
+            ..StoreLog::new(store)
         }
     }
 
     /// The store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// A watch that changes after an entry writing a system stream is
+    /// durable in the store (applied, or applied again after a crash),
+    /// and after a snapshot's events are installed: a copy of a system
+    /// stream kept in memory is then read again.
+    pub fn system_writes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.system_writes.subscribe()
+    }
+
+    /// Tells the watchers of [`StoreLog::system_writes`].
+    fn system_written(&self) {
+        self.system_writes.send_modify(|n| *n += 1);
     }
 }
 
@@ -177,6 +199,7 @@ fn outcome(r: Result<AppendResult, AppendError>) -> io::Result<Outcome> {
 
 impl EventLog for StoreLog {
     async fn submit(&mut self, _index: u64, at: i64, command: &Command) -> io::Result<Pending> {
+        let system = command.stream().starts_with('$');
         let submitted = match request_of(command) {
             Err(refused) => return Ok(ready(refused)),
             Ok(Request::Append(name, expected, events)) => {
@@ -189,6 +212,14 @@ impl EventLog for StoreLog {
             }
         };
         match submitted {
+            Ok(pending) if system => {
+                let written = Arc::clone(&self.system_writes);
+                Ok(Box::pin(async move {
+                    let r = outcome(pending.await);
+                    written.send_modify(|n| *n += 1);
+                    r
+                }))
+            }
             Ok(pending) => Ok(Box::pin(async move { outcome(pending.await) })),
             // Refused before the writer: a refusal every replica makes
             // alike is this entry's outcome; a storage error (an id table
@@ -280,6 +311,7 @@ impl EventLog for StoreLog {
                             secs,
                             "installed a snapshot's events"
                         );
+                        self.system_written();
                         return Ok(());
                     }
                     let fetched = match prefetched.take() {

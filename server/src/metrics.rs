@@ -244,6 +244,20 @@ fn cluster(e: &mut DescriptorEncoder, s: &logbook_consensus::node::Status) -> fm
         None,
         s.applied,
     )?;
+    gauge(
+        e,
+        "cluster_snapshot_index",
+        "The last Raft index this node's latest snapshot covers.",
+        None,
+        s.snapshot,
+    )?;
+    gauge(
+        e,
+        "cluster_purged_index",
+        "The last Raft index purged from this node's Raft log.",
+        None,
+        s.purged,
+    )?;
     let mut m = e.encode_descriptor(
         "cluster_follower_lag",
         "On the leader: Raft entries each member has yet to receive (label node).",

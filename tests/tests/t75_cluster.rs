@@ -12,7 +12,8 @@
 //! Unsupported; a read waiting for
 //! a position to see the reader's own write), what Hello and
 //! Stats tell of the cluster, and that a store written outside a cluster
-//! cannot join one.
+//! cannot join one. Users, roles and tokens changed through any node hold
+//! on every node, one that was down included.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -813,4 +814,208 @@ async fn a_node_is_added_and_the_leader_removed() {
     assert_eq!(logs[0], logs[1]);
     assert_eq!(logs[0], logs[2]);
     drop(node4);
+}
+
+/// `who_am_i` through a session that logs in to `addr` alone with
+/// `options`, once it can.
+async fn logs_in(addr: SocketAddr, options: ClientOptions, what: &str) {
+    within(60, what, async {
+        loop {
+            if let Ok(c) = Client::connect_with(addr, options.clone()).await
+                && c.who_am_i().await.is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}
+
+/// Waits until `addr` refuses a login with `options`.
+async fn refuses_login(addr: SocketAddr, options: ClientOptions, what: &str) {
+    within(60, what, async {
+        loop {
+            match Client::connect_with(addr, options.clone()).await {
+                Err(Error::NotAuthenticated) => return,
+                Ok(c) if matches!(c.who_am_i().await, Err(Error::NotAuthenticated)) => return,
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    })
+    .await;
+}
+
+/// Waits until a session's requests fail (the node closed it).
+async fn closed(session: &Client, what: &str) {
+    within(60, what, async {
+        while session.ping().await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}
+
+/// Users, roles and tokens are changed through any node (a follower
+/// redirects to the leader) and hold on every node: logins, the closing
+/// of sessions whose rights changed, a revoked token; a node that was
+/// down gets the changes made meanwhile from a snapshot; a new leader
+/// goes on changing them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_roles_and_tokens_are_replicated() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start_with(
+        dir.path(),
+        vec!["--snapshot-every".to_owned(), "20".to_owned()],
+    );
+    let leader = cluster.leader().await;
+    let (follower, other) = ((leader + 1) % 3, (leader + 2) % 3);
+    // Open while the store has no user (loopback only).
+    let held = Client::connect_with(cluster.clients[other], direct())
+        .await
+        .unwrap();
+    held.ping().await.unwrap();
+
+    // The first user, asked of a follower: redirected to the leader.
+    let ops = || direct().credentials("ops", "ops-password");
+    Client::connect_with(cluster.clients[follower], ClientOptions::default())
+        .await
+        .unwrap()
+        .put_user(logbook_client::PutUser {
+            name: "ops".into(),
+            password: Some("ops-password".into()),
+            roles: vec!["admin".into()],
+            tenant: None,
+            disabled: false,
+        })
+        .await
+        .unwrap();
+    for addr in &cluster.clients {
+        logs_in(*addr, ops(), "ops logs in on every node").await;
+        refuses_login(*addr, direct(), "anonymous sessions refused").await;
+    }
+    closed(&held, "the anonymous session opened before the first user").await;
+
+    // A token, created through a follower, works on every node; revoked,
+    // nowhere, and its sessions are closed.
+    let admin = Client::connect_any(
+        cluster.addresses(),
+        ClientOptions::default().credentials("ops", "ops-password"),
+    )
+    .await
+    .unwrap();
+    let session = Client::connect_with(cluster.clients[follower], ops())
+        .await
+        .unwrap();
+    let token = session.create_token("ops", "ci").await.unwrap();
+    let by_token = || direct().auth_token(token.token.clone());
+    for addr in &cluster.clients {
+        logs_in(*addr, by_token(), "the token logs in on every node").await;
+    }
+    let token_session = Client::connect_with(cluster.clients[other], by_token())
+        .await
+        .unwrap();
+    token_session.ping().await.unwrap();
+    session.revoke_token("ops", &token.id).await.unwrap();
+    closed(&token_session, "the revoked token's session").await;
+    for addr in &cluster.clients {
+        refuses_login(*addr, by_token(), "the revoked token").await;
+    }
+
+    // A node down while a user is added (among enough appends that the
+    // others purge the Raft log it would replay) gets it from a snapshot.
+    cluster.nodes[other].take().unwrap().kill();
+    for n in 0..30u64 {
+        admin
+            .append("acct-u", ExpectedVersion::Any, vec![event(5, n)])
+            .await
+            .unwrap();
+    }
+    admin
+        .put_user(logbook_client::PutUser {
+            name: "late".into(),
+            password: Some("late-password".into()),
+            roles: vec!["reader".into()],
+            tenant: None,
+            disabled: false,
+        })
+        .await
+        .unwrap();
+    // The leader applied the change before it answered.
+    let added_by = Client::connect_with(cluster.clients[leader], ops())
+        .await
+        .unwrap()
+        .stats()
+        .await
+        .unwrap()
+        .cluster
+        .unwrap()
+        .applied_index;
+    for n in 30..90u64 {
+        admin
+            .append("acct-u", ExpectedVersion::Any, vec![event(5, n)])
+            .await
+            .unwrap();
+    }
+    // Until the others' Raft logs no longer hold the change, it could be
+    // replayed from them.
+    for i in [leader, follower] {
+        within(60, "the change purged from the Raft logs", async {
+            loop {
+                let c = Client::connect_with(cluster.clients[i], ops())
+                    .await
+                    .unwrap();
+                let s = c.stats().await.unwrap().cluster.unwrap();
+                if s.purged_index >= added_by {
+                    assert!(s.snapshot_index > s.purged_index, "{s:?}");
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+    }
+    let restarted = cluster.launch(dir.path(), other);
+    let late = || direct().credentials("late", "late-password");
+    logs_in(
+        cluster.clients[other],
+        late(),
+        "the user added while the node was down",
+    )
+    .await;
+    let log = restarted.log_text();
+    assert!(
+        log.contains("installed a snapshot's events"),
+        "the restarted node did not install a snapshot:\n{log}"
+    );
+    cluster.nodes[other] = Some(restarted);
+
+    // The leader dies; the next one changes the users on from where the
+    // last change left them.
+    cluster.nodes[leader].take().unwrap().kill();
+    admin
+        .put_role("auditors", Vec::new(), vec!["stats".into()])
+        .await
+        .unwrap();
+    admin
+        .put_user(logbook_client::PutUser {
+            name: "late".into(),
+            password: None,
+            roles: vec!["auditors".into()],
+            tenant: None,
+            disabled: true,
+        })
+        .await
+        .unwrap();
+    for i in [follower, other] {
+        refuses_login(cluster.clients[i], late(), "the disabled user").await;
+        let roles = Client::connect_with(cluster.clients[i], ops())
+            .await
+            .unwrap()
+            .list_roles()
+            .await
+            .unwrap();
+        assert!(roles.iter().any(|r| r.name == "auditors"), "{roles:?}");
+        logs_in(cluster.clients[i], ops(), "ops still logs in").await;
+    }
 }

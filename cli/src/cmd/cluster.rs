@@ -134,6 +134,8 @@ async fn status(ctx: &mut Ctx) -> Result<(), Failure> {
                 "last_index": s.as_ref().map(|s| s.last_index),
                 "committed_index": s.as_ref().map(|s| s.committed_index),
                 "applied_index": s.as_ref().map(|s| s.applied_index),
+                "snapshot_index": s.as_ref().map(|s| s.snapshot_index),
+                "purged_index": s.as_ref().map(|s| s.purged_index),
                 "lag": lag_of(m.node_id),
                 "voter": !m.learner,
             }))?;

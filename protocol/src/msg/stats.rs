@@ -132,6 +132,11 @@ pub struct ClusterStats {
     pub committed_index: u64,
     /// The last Raft index applied to this node's event log.
     pub applied_index: u64,
+    /// The last Raft index this node's latest snapshot covers (0: none).
+    pub snapshot_index: u64,
+    /// The last Raft index purged from this node's Raft log (0: none): a
+    /// follower further behind is sent the snapshot.
+    pub purged_index: u64,
     /// The members.
     pub members: Vec<MemberStats>,
 }

@@ -388,6 +388,8 @@ fn stats_ok() -> impl Strategy<Value = StatsOk> {
                         last_index: sc[2],
                         committed_index: sc[3],
                         applied_index: sc[4],
+                        snapshot_index: sc[4] / 2,
+                        purged_index: sc[4] / 3,
                         members: vec![crate::MemberStats {
                             node_id: sc[5],
                             raft_addr: "10.0.0.1:7201".into(),

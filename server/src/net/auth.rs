@@ -29,7 +29,7 @@ use logbook_protocol::lifecycle::StreamMetadata;
 use logbook_protocol::{
     Direction, ErrorCode, ErrorReply, EventId, ExpectedVersion, NewEvent, StreamName, StreamVersion,
 };
-use logbook_storage::{AppendError, Store};
+use logbook_storage::Store;
 use parking_lot::RwLock;
 use tokio::sync::{Semaphore, watch};
 
@@ -37,6 +37,7 @@ use crate::auth::{
     ADMIN_TOKEN_USER, ANONYMOUS_USER, AUTH_STREAM, Access, AuthDoc, constant_time_eq, parse_token,
     token_matches, verify_password,
 };
+use crate::net::writes::SystemLog;
 
 /// Password checks running at once.
 pub(crate) const MAX_VERIFYING: usize = 4;
@@ -50,7 +51,8 @@ pub(crate) const NO_CREDENTIALS: LoginRefused = "no credentials";
 
 /// The users and roles, and logins.
 pub(crate) struct Auth {
-    store: Store,
+    /// Where the document is written: the engine, or the cluster's log.
+    log: SystemLog,
     admin_token: Option<String>,
     /// Whether the server listens on loopback only, so that a store
     /// without users may admit everyone (decided at start: deleting the
@@ -75,13 +77,13 @@ impl Auth {
     /// Reads the document from the store; `open_allowed`: the server
     /// listens on loopback only.
     pub(crate) fn load(
-        store: Store,
+        log: SystemLog,
         admin_token: Option<String>,
         open_allowed: bool,
     ) -> Result<Auth, String> {
-        let (doc, version) = read_doc(&store)?;
+        let (doc, version) = read_doc(log.store())?;
         Ok(Auth {
-            store,
+            log,
             admin_token,
             open_allowed,
             doc: RwLock::new(Arc::new(doc)),
@@ -212,30 +214,104 @@ impl Auth {
         self.generation.send_modify(|g| *g += 1);
     }
 
+    /// Reads the document again if the store holds another than the one
+    /// published (a cluster node applied a change another node made).
+    fn refresh(&self, version: &mut Option<StreamVersion>) -> Result<(), String> {
+        let stored = self
+            .log
+            .store()
+            .stream_version(AUTH_STREAM)
+            .map_err(|e| format!("reading {AUTH_STREAM}: {e}"))?;
+        if stored != *version {
+            let (doc, stored) = read_doc(self.log.store())?;
+            self.publish(version, doc, stored);
+        }
+        Ok(())
+    }
+
+    /// On a cluster node: follows the changes other nodes make (and those
+    /// a snapshot brings), publishing each document once this node's store
+    /// holds it, until `stop`.
+    pub(crate) async fn follow(&self, mut stop: watch::Receiver<bool>) {
+        let Some(node) = self.log.cluster() else {
+            return;
+        };
+        let mut written = node.system_writes();
+        loop {
+            // Whatever was written before the watch was taken is looked at
+            // on the first turn.
+            if let Err(e) = self.refresh(&mut *self.version.lock().await) {
+                tracing::error!(error = %e, "the users document could not be read again");
+            }
+            tokio::select! {
+                r = written.changed() => if r.is_err() { return },
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
     /// Applies `change` to a copy of the document, writes it, and makes it
-    /// current. Changes run one at a time.
+    /// current. Changes run one at a time. On a cluster the leader writes
+    /// through the replicated log (a follower's change is refused with
+    /// `NotLeader`), and a change another node made first is taken and
+    /// `change` applied again to it.
     pub(crate) async fn change<T>(
         &self,
         actor: Option<&Access>,
-        change: impl FnOnce(&mut AuthDoc) -> Result<T, Box<ErrorReply>>,
+        mut change: impl FnMut(&mut AuthDoc) -> Result<T, Box<ErrorReply>>,
     ) -> Result<T, Box<ErrorReply>> {
         let mut version = self.version.lock().await;
-        // The actor's rights were checked before this change's turn came:
-        // a change made meanwhile (its password, its roles) must not let a
-        // request authorized under the old rights through.
-        if let Some(actor) = actor
-            && self.current(actor).as_ref() != Some(actor)
-        {
-            return Err(Box::new(ErrorReply::new(
-                ErrorCode::NotAuthenticated,
-                "the session's rights changed: log in again",
-            )));
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            // On a cluster this node may have applied a change made by an
+            // earlier leader and not published it yet.
+            if self.log.cluster().is_some() {
+                self.refresh(&mut version).map_err(internal)?;
+            }
+            // The actor's rights were checked before this change's turn
+            // came: a change made meanwhile (its password, its roles) must
+            // not let a request authorized under the old rights through.
+            if let Some(actor) = actor
+                && self.current(actor).as_ref() != Some(actor)
+            {
+                return Err(Box::new(ErrorReply::new(
+                    ErrorCode::NotAuthenticated,
+                    "the session's rights changed: log in again",
+                )));
+            }
+            let mut doc = AuthDoc::clone(&self.doc());
+            let out = change(&mut doc)?;
+            self.keeps_an_admin(&doc)?;
+            match self.write(&version, &doc).await {
+                Ok(stored) => {
+                    self.publish(&mut version, doc, Some(stored));
+                    return Ok(out);
+                }
+                Err(e) => {
+                    // The write may have happened all the same (an error
+                    // after the commit, an outcome unknown): take the
+                    // stored document as it is, so that the next change
+                    // expects the right version.
+                    if let Err(e) = self.refresh(&mut version) {
+                        tracing::error!(error = %e, "the users document could not be read again");
+                    }
+                    // Another node's change came first: apply this one to
+                    // it (a few times at most: changes are rare).
+                    if e.code == ErrorCode::WrongExpectedVersion && tries < 3 {
+                        continue;
+                    }
+                    return Err(e);
+                }
+            }
         }
-        let mut doc = AuthDoc::clone(&self.doc());
-        let out = change(&mut doc)?;
-        // Someone must still be able to administer the server: an enabled
-        // admin user, or the --auth-token. (On loopback, deleting every user
-        // turns authentication off again, as it was before the first.)
+    }
+
+    /// Refuses a document nobody could administer the server with: it
+    /// needs an enabled admin user, or the --auth-token. (On loopback,
+    /// deleting every user turns authentication off again, as it was
+    /// before the first.)
+    fn keeps_an_admin(&self, doc: &AuthDoc) -> Result<(), Box<ErrorReply>> {
         let refuse = |why: &str| Box::new(ErrorReply::new(ErrorCode::BadRequest, why.to_owned()));
         if self.admin_token.is_none() && !doc.has_admin() {
             if doc.has_users() {
@@ -249,11 +325,21 @@ impl Auth {
                 ));
             }
         }
-        let json = serde_json::to_vec(&doc).map_err(|e| internal(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Writes `doc` as the next document after the one at `version`, and
+    /// returns the version it is stored at.
+    async fn write(
+        &self,
+        version: &Option<StreamVersion>,
+        doc: &AuthDoc,
+    ) -> Result<StreamVersion, Box<ErrorReply>> {
+        let json = serde_json::to_vec(doc).map_err(|e| internal(e.to_string()))?;
         let stream = StreamName::new(AUTH_STREAM).map_err(|e| internal(e.to_string()))?;
         if version.is_none() {
             // The stream keeps its last document only.
-            self.store
+            self.log
                 .set_metadata(
                     &stream,
                     ExpectedVersion::Any,
@@ -262,41 +348,24 @@ impl Auth {
                         ..StreamMetadata::default()
                     },
                 )
-                .await
-                .map_err(|e| internal(e.to_string()))?;
+                .await?;
         }
         let expected = match *version {
             Some(v) => ExpectedVersion::Exact(v),
             None => ExpectedVersion::NoStream,
         };
-        let written = self
-            .store
-            .append(
-                &stream,
-                expected,
-                vec![NewEvent::new(EventId::new_v7(), "$auth", json)],
-            )
-            .await;
-        let written = match written {
-            Ok(w) => w,
-            Err(e @ AppendError::TooLarge { .. }) => {
-                return Err(Box::new(ErrorReply::new(
-                    ErrorCode::TooLarge,
-                    format!("the users and roles would not fit in one event: {e}"),
-                )));
-            }
-            Err(e) => {
-                // The write may have happened all the same (an error after
-                // the commit): take the stored document as it is, so that
-                // the next change expects the right version.
-                if let Ok((stored, v)) = read_doc(&self.store) {
-                    self.publish(&mut version, stored, v);
-                }
-                return Err(internal(e.to_string()));
-            }
-        };
-        self.publish(&mut version, doc, Some(written.last_version));
-        Ok(out)
+        let event = NewEvent::new(EventId::new_v7(), "$auth", json);
+        match self.log.append(&stream, expected, vec![event]).await {
+            Ok(w) => Ok(w.last_version),
+            Err(e) if e.code == ErrorCode::TooLarge => Err(Box::new(ErrorReply::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "the users and roles would not fit in one event: {}",
+                    e.message
+                ),
+            ))),
+            Err(e) => Err(e),
+        }
     }
 
     /// Hashes a password off the async threads.
@@ -320,8 +389,14 @@ impl Auth {
             .map_err(|e| format!("writing {}: {e}", path.display()))?;
         let hash = self.hash(password).await.map_err(|e| e.message.clone())?;
         self.change(None, |doc| {
-            doc.put_user("admin", Some(hash), vec!["admin".into()], None, false)
-                .map_err(|e| Box::new(ErrorReply::new(ErrorCode::BadRequest, e)))
+            doc.put_user(
+                "admin",
+                Some(hash.clone()),
+                vec!["admin".into()],
+                None,
+                false,
+            )
+            .map_err(|e| Box::new(ErrorReply::new(ErrorCode::BadRequest, e)))
         })
         .await
         .map_err(|e| e.message.clone())?;

@@ -721,7 +721,7 @@ impl Connection {
                 corr_id,
                 ErrorReply::new(
                     ErrorCode::Unsupported,
-                    format!("{opcode:?} is not available on a cluster yet: of the requests that change the log, only appends and lifecycle changes are replicated"),
+                    format!("{opcode:?} is not available on a cluster yet: of the requests that change the log, only appends, lifecycle changes, users and roles are replicated"),
                 ),
             );
             return Ok(());
@@ -817,10 +817,11 @@ fn reads_log(req: &Request) -> bool {
 }
 
 /// Whether a cluster node serves `req`: reads, subscriptions, backups,
-/// appends and lifecycle changes (through the replicated log), and
-/// membership changes. Every other request that would write to the log
-/// (scavenges, erasure, users, consumer groups) would write to this
-/// node's copy alone, so it is refused until it is replicated too.
+/// appends, lifecycle changes and changes of users, roles and tokens
+/// (through the replicated log), and membership changes. Every other
+/// request that would write to the log (scavenges, erasure, consumer
+/// groups) would write to this node's copy alone, so it is refused until
+/// it is replicated too.
 fn replicated(req: &Request) -> bool {
     matches!(
         req,
@@ -844,6 +845,12 @@ fn replicated(req: &Request) -> bool {
             | Request::ListGroups(_)
             | Request::ListUsers
             | Request::ListRoles
+            | Request::PutUser(_)
+            | Request::DeleteUser(_)
+            | Request::PutRole(_)
+            | Request::DeleteRole(_)
+            | Request::CreateToken(_)
+            | Request::RevokeToken(_)
             | Request::WhoAmI
             | Request::AddNode(_)
             | Request::RemoveNode(_)

@@ -42,6 +42,7 @@ mod outbox;
 mod reads;
 pub mod stats;
 mod subscription;
+pub(crate) mod writes;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -473,7 +474,7 @@ pub async fn run_with_local(
         .map_err(|e| std::io::Error::new(e.kind(), format!("opening the audit log: {e}")))?;
     let local = listener.local_addr()?;
     let auth = auth::Auth::load(
-        store.clone(),
+        writes::SystemLog::new(store.clone(), config.cluster.clone()),
         config.auth_token.clone(),
         local.ip().is_loopback(),
     )
@@ -487,10 +488,18 @@ pub async fn run_with_local(
                 "scheduled scavenges are not available on a cluster yet",
             ));
         }
-        if !local.ip().is_loopback() && config.auth_token.is_none() && !auth.doc().has_users() {
+        // Users are replicated, but who would create the first? A node
+        // that joins a running cluster gets the cluster's users with its
+        // log (nobody can log in to it until then).
+        if let Some(node) = &config.cluster
+            && !node.joins()
+            && !local.ip().is_loopback()
+            && config.auth_token.is_none()
+            && !auth.doc().has_users()
+        {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
-                "a cluster node listening beyond loopback needs --auth-token (users cannot be created on a cluster yet)",
+                "a cluster node listening beyond loopback needs --auth-token until its log holds a user (create users with the token; they are replicated to every node)",
             ));
         }
     } else if !local.ip().is_loopback() {
@@ -534,6 +543,13 @@ pub async fn run_with_local(
         audit,
         auth,
     });
+    if shared.config.cluster.is_some() {
+        // Users and roles changed through another node, or brought by a
+        // snapshot, are published here once this node holds them.
+        let shared = Arc::clone(&shared);
+        let stop = stop_rx.clone();
+        tokio::spawn(async move { shared.auth.follow(stop).await });
+    }
     let slots = Arc::new(Semaphore::new(shared.config.max_connections));
     let dispatcher = tokio::spawn(hub.dispatch(stop_rx.clone()));
     let sampler =

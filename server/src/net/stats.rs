@@ -124,6 +124,8 @@ pub fn cluster(s: &logbook_consensus::node::Status) -> logbook_protocol::Cluster
         last_index: s.last_index,
         committed_index: s.committed,
         applied_index: s.applied,
+        snapshot_index: s.snapshot,
+        purged_index: s.purged,
         members: s
             .members
             .iter()

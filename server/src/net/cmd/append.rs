@@ -2,16 +2,12 @@
 //! arrival order, and its reply is sent when the connection's in-flight
 //! set sees it durable (or refused).
 
-use logbook_protocol::{
-    Append, AppendResult, ErrorCode, ErrorReply, LogPosition, Opcode, Response, StreamName,
-    StreamVersion,
-};
+use logbook_protocol::{Append, AppendResult, ErrorCode, ErrorReply, Opcode, Response, StreamName};
 
 use crate::net::connection::{Connection, InFlight, Pending};
 use crate::net::errors::append_error;
 use crate::net::limits;
 use crate::otlp::{Attr, Started, TraceParent};
-use logbook_storage::AppendError;
 
 /// A traced append's span while it runs: its start, and what its
 /// attributes name.
@@ -155,7 +151,7 @@ impl Connection {
         events: Vec<logbook_protocol::NewEvent>,
         trace: Option<Box<AppendTrace>>,
     ) {
-        use logbook_consensus::{Command, EventData, Outcome};
+        use logbook_consensus::{Command, EventData};
         let name = stream.as_str().to_owned();
         let command = Command::Append {
             stream: name.clone(),
@@ -163,25 +159,12 @@ impl Connection {
             events: events.into_iter().map(EventData::from).collect(),
             timestamp_us: self.shared.store.now_us(),
         };
-        let pending = match propose(&node, command).await {
+        let pending = match crate::net::writes::propose(&node, command).await {
             Ok(p) => p,
             Err(refused) => return self.reply_append(corr_id, Err(refused), trace),
         };
         let pending = async move {
-            match pending.await? {
-                Outcome::Appended {
-                    first_position,
-                    first_version,
-                    last_position,
-                    last_version,
-                } => Ok(AppendResult {
-                    first_position: LogPosition(first_position),
-                    first_version: StreamVersion(first_version),
-                    last_position: LogPosition(last_position),
-                    last_version: StreamVersion(last_version),
-                }),
-                outcome => Err(outcome_error(&name, expected, outcome)),
-            }
+            crate::net::writes::result_of(&name, expected, pending.await?).map_err(|e| *e)
         };
         self.in_flight.push(InFlight {
             corr_id,
@@ -248,88 +231,6 @@ impl Connection {
             tracer.record(t.started.finish("logbook.append", attributes, error));
         }
     }
-}
-
-/// How long a replicated append waits for a quorum.
-const REPLICATION_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// The error reply for a proposal that was not answered by the log.
-fn refusal(e: logbook_consensus::node::ProposeError) -> ErrorReply {
-    use logbook_consensus::node::ProposeError;
-    let message = e.to_string();
-    match e {
-        ProposeError::NotLeader { leader: Some(m) } => {
-            ErrorReply::new(ErrorCode::NotLeader, message).with_leader(m.client)
-        }
-        ProposeError::NotLeader { leader: None } => ErrorReply::new(ErrorCode::NotLeader, message),
-        ProposeError::Unknown(_) => ErrorReply::new(
-            ErrorCode::ShuttingDown,
-            format!("{message}: resend it (the same event ids) to the leader"),
-        ),
-        ProposeError::Stopped(_) => ErrorReply::new(ErrorCode::ShuttingDown, message),
-    }
-}
-
-/// Proposes `command` to a cluster's log (on its leader) and returns its
-/// outcome to come, once a quorum holds it and this node applied it; a
-/// refusal (not the leader, stopped) or an outcome unknown (no quorum
-/// within [`REPLICATION_WAIT`], leadership lost) as the error reply.
-pub(in crate::net) async fn propose(
-    node: &logbook_consensus::node::Node,
-    command: logbook_consensus::Command,
-) -> Result<
-    impl std::future::Future<Output = Result<logbook_consensus::Outcome, ErrorReply>> + use<>,
-    ErrorReply,
-> {
-    use logbook_consensus::node::ProposeError;
-    let pending = node.propose(command).await.map_err(refusal)?;
-    Ok(async move {
-        // Without a quorum a proposal would wait for ever (and hold its
-        // connection's drain at shutdown): past the bound its outcome is
-        // unknown, and the client resends it.
-        let outcome = tokio::time::timeout(REPLICATION_WAIT, pending)
-            .await
-            .unwrap_or_else(|_| {
-                Err(ProposeError::Unknown(format!(
-                    "no quorum took it within {REPLICATION_WAIT:?}"
-                )))
-            });
-        outcome.map_err(refusal)
-    })
-}
-
-/// The refusal a replicated append's outcome stands for, as the engine's
-/// own refusal would be reported.
-pub(in crate::net) fn outcome_error(
-    stream: &str,
-    expected: logbook_protocol::ExpectedVersion,
-    outcome: logbook_consensus::Outcome,
-) -> ErrorReply {
-    use logbook_consensus::Outcome;
-    let e = match outcome {
-        Outcome::WrongExpectedVersion { actual } => AppendError::WrongExpectedVersion {
-            stream: stream.to_owned(),
-            expected,
-            actual: actual.map(StreamVersion),
-        },
-        Outcome::DuplicateEventId {
-            id,
-            stream,
-            position,
-        } => AppendError::DuplicateEventId {
-            id: logbook_protocol::EventId(id),
-            stream,
-            position: position.map(LogPosition),
-        },
-        Outcome::StreamDeleted => AppendError::StreamDeleted {
-            stream: stream.to_owned(),
-        },
-        Outcome::Refused(why) => return ErrorReply::new(ErrorCode::BadRequest, why),
-        Outcome::None | Outcome::Appended { .. } => {
-            return ErrorReply::new(ErrorCode::Internal, "an append applied as no append");
-        }
-    };
-    append_error(&e)
 }
 
 /// The W3C trace context in an event's metadata (`"$traceparent":"00-..."`

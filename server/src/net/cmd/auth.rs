@@ -221,8 +221,14 @@ impl Connection {
             .shared
             .auth
             .change(Some(&self.access), |doc| {
-                doc.put_user(&u.name, hash, u.roles, u.tenant, u.disabled)
-                    .map_err(bad)?;
+                doc.put_user(
+                    &u.name,
+                    hash.clone(),
+                    u.roles.clone(),
+                    u.tenant.clone(),
+                    u.disabled,
+                )
+                .map_err(bad)?;
                 doc.show_user(&u.name)
                     .ok_or_else(|| bad("the user vanished".into()))
             })
@@ -326,7 +332,7 @@ impl Connection {
                 self.shared
                     .auth
                     .change(Some(&self.access), |doc| {
-                        doc.add_token(&t.user, stored).map_err(bad)
+                        doc.add_token(&t.user, stored.clone()).map_err(bad)
                     })
                     .await
                     .map(|()| CreateTokenOk { id, token: text })

@@ -25,8 +25,8 @@
 use logbook_consensus::LifecycleChange;
 use logbook_protocol::lifecycle::meta_target;
 use logbook_protocol::{
-    DeleteStream, ErrorCode, ErrorReply, ExpectedVersion, GetMetadata, LifecycleOk, LogPosition,
-    Opcode, Response, SetMetadata, StreamName, StreamVersion, Text, Truncate,
+    DeleteStream, ErrorCode, ErrorReply, ExpectedVersion, GetMetadata, LifecycleOk, Opcode,
+    Response, SetMetadata, StreamName, Text, Truncate,
 };
 use logbook_storage::LifecycleWritten;
 
@@ -183,7 +183,7 @@ impl Connection {
     /// state it left read back from this node's store, which applied it
     /// before the outcome came.
     async fn lifecycle_replicated(&mut self, stream: StreamName, r: Replicated) {
-        use logbook_consensus::{Command, Outcome};
+        use logbook_consensus::Command;
         let Some(node) = self.shared.config.cluster.clone() else {
             return;
         };
@@ -194,7 +194,7 @@ impl Connection {
             id: logbook_protocol::EventId::new_v7().0,
             timestamp_us: self.shared.store.now_us(),
         };
-        let pending = match super::append::propose(&node, command).await {
+        let pending = match crate::net::writes::propose(&node, command).await {
             Ok(p) => p,
             Err(reply) => {
                 if let Some((event, fields)) = r.audit {
@@ -206,28 +206,12 @@ impl Connection {
         let shared = std::sync::Arc::clone(&self.shared);
         let (refused, ok) = (r.refused, r.ok);
         let written = async move {
-            let written = match pending.await {
-                Ok(Outcome::Appended {
-                    first_position,
-                    first_version,
-                    last_position,
-                    last_version,
-                }) => {
-                    let result = logbook_protocol::AppendResult {
-                        first_position: LogPosition(first_position),
-                        first_version: StreamVersion(first_version),
-                        last_position: LogPosition(last_position),
-                        last_version: StreamVersion(last_version),
-                    };
-                    shared
-                        .store
-                        .lifecycle_written(&stream, &result)
-                        .map_err(|e| append_error(&e))
-                }
-                Ok(outcome) => Err(super::append::outcome_error(&refused.0, refused.1, outcome)),
-                Err(reply) => Err(reply),
-            };
-            written.map(|w| ok(lifecycle_ok(w))).map_err(Box::new)
+            let result = crate::net::writes::result_of(&refused.0, refused.1, pending.await?)?;
+            let written = shared
+                .store
+                .lifecycle_written(&stream, &result)
+                .map_err(|e| Box::new(append_error(&e)))?;
+            Ok(ok(lifecycle_ok(written)))
         };
         self.spawn_job(r.opcode, r.corr_id, r.audit, written);
     }

@@ -1,0 +1,205 @@
+//! Writes through a cluster's replicated log: proposing a command (on the
+//! leader; a follower refuses with `NotLeader` and the leader's address)
+//! and reading its outcome as the engine's own answer, for the connections'
+//! appends and lifecycle changes; and [`SystemLog`], the writes of the
+//! server's own system streams (the users document), which go straight to
+//! the engine on a single server and through the replicated log on a
+//! cluster, so that every node holds them and answers logins alike.
+
+use std::sync::Arc;
+
+use logbook_consensus::node::{Node, ProposeError};
+use logbook_consensus::{Command, EventData, LifecycleChange, Outcome};
+use logbook_protocol::lifecycle::StreamMetadata;
+use logbook_protocol::{
+    AppendResult, ErrorCode, ErrorReply, EventId, ExpectedVersion, LogPosition, NewEvent,
+    StreamName, StreamVersion,
+};
+use logbook_storage::{AppendError, Store};
+
+use crate::net::errors::append_error;
+
+/// Writes of system streams: to the engine, or through the cluster's log
+/// when the server is a cluster node.
+pub(crate) struct SystemLog {
+    store: Store,
+    cluster: Option<Arc<Node>>,
+}
+
+impl SystemLog {
+    pub(crate) fn new(store: Store, cluster: Option<Arc<Node>>) -> SystemLog {
+        SystemLog { store, cluster }
+    }
+
+    /// The node's store.
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The cluster node, if the server is one.
+    pub(crate) fn cluster(&self) -> Option<&Arc<Node>> {
+        self.cluster.as_ref()
+    }
+
+    /// Appends `events` to `stream` if it is at `expected`; on a cluster,
+    /// answered once a quorum holds them and this node applied them.
+    pub(crate) async fn append(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, Box<ErrorReply>> {
+        let Some(node) = &self.cluster else {
+            return self
+                .store
+                .append(stream, expected, events)
+                .await
+                .map_err(|e| Box::new(append_error(&e)));
+        };
+        let command = Command::Append {
+            stream: stream.as_str().to_owned(),
+            expected,
+            events: events.into_iter().map(EventData::from).collect(),
+            timestamp_us: self.store.now_us(),
+        };
+        result_of(
+            stream.as_str(),
+            expected,
+            propose(node, command)
+                .await
+                .map_err(Box::new)?
+                .await
+                .map_err(Box::new)?,
+        )
+    }
+
+    /// Sets `stream`'s metadata if its metadata stream is at `expected`.
+    pub(crate) async fn set_metadata(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        metadata: StreamMetadata,
+    ) -> Result<(), Box<ErrorReply>> {
+        let Some(node) = &self.cluster else {
+            return self
+                .store
+                .set_metadata(stream, expected, metadata)
+                .await
+                .map(drop)
+                .map_err(|e| Box::new(append_error(&e)));
+        };
+        let command = Command::Lifecycle {
+            stream: stream.as_str().to_owned(),
+            meta_expected: expected,
+            change: LifecycleChange::SetMetadata {
+                metadata: metadata.to_json(),
+            },
+            id: EventId::new_v7().0,
+            timestamp_us: self.store.now_us(),
+        };
+        let meta = Store::metadata_stream(stream).map_err(|e| Box::new(append_error(&e)))?;
+        result_of(
+            meta.as_str(),
+            expected,
+            propose(node, command)
+                .await
+                .map_err(Box::new)?
+                .await
+                .map_err(Box::new)?,
+        )
+        .map(drop)
+    }
+}
+
+/// How long a replicated append waits for a quorum.
+const REPLICATION_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The error reply for a proposal that was not answered by the log.
+fn refusal(e: ProposeError) -> ErrorReply {
+    let message = e.to_string();
+    match e {
+        ProposeError::NotLeader { leader: Some(m) } => {
+            ErrorReply::new(ErrorCode::NotLeader, message).with_leader(m.client)
+        }
+        ProposeError::NotLeader { leader: None } => ErrorReply::new(ErrorCode::NotLeader, message),
+        ProposeError::Unknown(_) => ErrorReply::new(
+            ErrorCode::ShuttingDown,
+            format!("{message}: resend it (the same event ids) to the leader"),
+        ),
+        ProposeError::Stopped(_) => ErrorReply::new(ErrorCode::ShuttingDown, message),
+    }
+}
+
+/// Proposes `command` to a cluster's log (on its leader) and returns its
+/// outcome to come, once a quorum holds it and this node applied it; a
+/// refusal (not the leader, stopped) or an outcome unknown (no quorum
+/// within [`REPLICATION_WAIT`], leadership lost) as the error reply.
+pub(in crate::net) async fn propose(
+    node: &Node,
+    command: Command,
+) -> Result<impl std::future::Future<Output = Result<Outcome, ErrorReply>> + use<>, ErrorReply> {
+    let pending = node.propose(command).await.map_err(refusal)?;
+    Ok(async move {
+        // Without a quorum a proposal would wait for ever (and hold its
+        // connection's drain at shutdown): past the bound its outcome is
+        // unknown, and the client resends it.
+        let outcome = tokio::time::timeout(REPLICATION_WAIT, pending)
+            .await
+            .unwrap_or_else(|_| {
+                Err(ProposeError::Unknown(format!(
+                    "no quorum took it within {REPLICATION_WAIT:?}"
+                )))
+            });
+        outcome.map_err(refusal)
+    })
+}
+
+/// A replicated write's outcome as the engine's own answer would be
+/// reported: what it wrote, or the refusal (a `WrongExpectedVersion`
+/// naming `stream` and `expected`).
+pub(in crate::net) fn result_of(
+    stream: &str,
+    expected: ExpectedVersion,
+    outcome: Outcome,
+) -> Result<AppendResult, Box<ErrorReply>> {
+    let e = match outcome {
+        Outcome::Appended {
+            first_position,
+            first_version,
+            last_position,
+            last_version,
+        } => {
+            return Ok(AppendResult {
+                first_position: LogPosition(first_position),
+                first_version: StreamVersion(first_version),
+                last_position: LogPosition(last_position),
+                last_version: StreamVersion(last_version),
+            });
+        }
+        Outcome::WrongExpectedVersion { actual } => AppendError::WrongExpectedVersion {
+            stream: stream.to_owned(),
+            expected,
+            actual: actual.map(StreamVersion),
+        },
+        Outcome::DuplicateEventId {
+            id,
+            stream,
+            position,
+        } => AppendError::DuplicateEventId {
+            id: EventId(id),
+            stream,
+            position: position.map(LogPosition),
+        },
+        Outcome::StreamDeleted => AppendError::StreamDeleted {
+            stream: stream.to_owned(),
+        },
+        Outcome::Refused(why) => return Err(Box::new(ErrorReply::new(ErrorCode::BadRequest, why))),
+        Outcome::None => {
+            return Err(Box::new(ErrorReply::new(
+                ErrorCode::Internal,
+                "an append applied as no append",
+            )));
+        }
+    };
+    Err(Box::new(append_error(&e)))
+}
