@@ -93,6 +93,11 @@ pub(crate) fn check_stream(stream: &str) -> Result<()> {
     validate_stream_name(stream).map_err(|e| Error::BadRequest(e.to_string()))
 }
 
+/// How many `NotLeader` answers a request outside the retry loop follows
+/// (one never retried, a group join): a leader changing meanwhile
+/// redirects again.
+pub(crate) const MAX_REDIRECTS: u32 = 3;
+
 impl Client {
     /// Connects to a server with default [`ClientOptions`].
     ///
@@ -227,8 +232,22 @@ impl Client {
         ) && self.inner.cluster.load(Ordering::Acquire)
     }
 
+    /// After a `NotLeader` answer naming the leader: that node is tried
+    /// first from now on, on a new connection. Returns whether it was.
+    pub(crate) async fn redirected(&self, e: &Error) -> bool {
+        let Error::NotLeader {
+            leader: Some(leader),
+        } = e
+        else {
+            return false;
+        };
+        self.follow_leader(leader).await;
+        self.reset_connection();
+        true
+    }
+
     /// Tries `leader` (a client address) first from now on.
-    pub(crate) async fn follow_leader(&self, leader: &str) {
+    async fn follow_leader(&self, leader: &str) {
         let found = tokio::net::lookup_host(leader)
             .await
             .ok()
@@ -1007,11 +1026,8 @@ impl Client {
                     failed += 1;
                     let delay = match &e {
                         // Redirected: go to the leader at once.
-                        Error::NotLeader {
-                            leader: Some(leader),
-                        } => {
-                            self.follow_leader(leader).await;
-                            self.reset_connection();
+                        Error::NotLeader { leader: Some(_) } => {
+                            self.redirected(&e).await;
                             Duration::ZERO
                         }
                         Error::NotLeader { leader: None } => {

@@ -182,7 +182,16 @@ impl Client {
     /// delivered again.
     pub async fn join_group(&self, group: &str, window: u32) -> Result<GroupConsumer> {
         check_group(group)?;
-        let member = join_once(self, group, window).await?;
+        // A cluster follower names the leader, which runs the groups.
+        let mut redirects = 0;
+        let member = loop {
+            match join_once(self, group, window).await {
+                Err(e) if redirects < crate::client::MAX_REDIRECTS && self.redirected(&e).await => {
+                    redirects += 1;
+                }
+                r => break r?,
+            }
+        };
         Ok(GroupConsumer {
             client: self.clone(),
             group: group.to_owned(),
@@ -298,6 +307,9 @@ impl GroupConsumer {
                         self.member = Some(m);
                     }
                     Err(e) if e.is_retryable() && self.failures + 1 < policy.max_attempts => {
+                        // A cluster follower names the leader, which runs
+                        // the groups.
+                        self.client.redirected(&e).await;
                         self.failures += 1;
                     }
                     Err(e) => {
@@ -336,6 +348,13 @@ impl GroupConsumer {
                     member.armed = false;
                     if code == ErrorCode::ShuttingDown {
                         member.conn.close("server is shutting down");
+                        self.member = None;
+                        self.queue.clear();
+                        continue;
+                    }
+                    if code == ErrorCode::NotLeader {
+                        // The node no longer leads a cluster: join again,
+                        // on the leader (the node names it when asked).
                         self.member = None;
                         self.queue.clear();
                         continue;

@@ -12,10 +12,6 @@ use logbook_protocol::{
 use crate::client::Client;
 use crate::error::Result;
 
-/// How many `NotLeader` answers a request that is never retried follows
-/// (a leader changing meanwhile redirects again).
-const MAX_REDIRECTS: u32 = 3;
-
 impl Client {
     /// Creates or replaces a user: its roles, tenant and whether it is
     /// disabled; `password` `None` keeps the stored one. Connections of the
@@ -110,12 +106,8 @@ impl Client {
                 )
                 .await;
             match r {
-                Err(crate::Error::NotLeader {
-                    leader: Some(leader),
-                }) if redirects < MAX_REDIRECTS => {
+                Err(e) if redirects < crate::client::MAX_REDIRECTS && self.redirected(&e).await => {
                     redirects += 1;
-                    self.follow_leader(&leader).await;
-                    self.reset_connection();
                 }
                 r => return r,
             }

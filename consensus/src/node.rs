@@ -221,6 +221,22 @@ impl Status {
     }
 }
 
+/// Changes of a node's status ([`Node::status_changes`]).
+pub struct StatusChanges(
+    openraft::type_config::alias::WatchReceiverOf<
+        crate::TypeConfig,
+        openraft::RaftMetrics<crate::TypeConfig>,
+    >,
+);
+
+impl StatusChanges {
+    /// Waits for a change after the last one this saw; `false` once the
+    /// node is gone.
+    pub async fn changed(&mut self) -> bool {
+        self.0.changed().await.is_ok()
+    }
+}
+
 /// A running node.
 pub struct Node {
     raft: crate::Raft<StoreLog>,
@@ -572,6 +588,38 @@ impl Node {
             members,
             stopped: m.running_state.as_ref().err().map(|e| e.to_string()),
         }
+    }
+
+    /// The changes of the node's status, to wait on one after another
+    /// (the first wait may return at once).
+    pub fn status_changes(&self) -> StatusChanges {
+        StatusChanges(self.raft.metrics())
+    }
+
+    /// On the leader: waits until this node's event log holds every entry
+    /// committed before the call (a new leader's included: those of
+    /// earlier terms), so that what it reads there is the cluster's
+    /// latest. Refused when the node is not the leader, or stops being it.
+    pub async fn read_barrier(&self) -> Result<(), ProposeError> {
+        let read = self
+            .raft
+            .ensure_linearizable(openraft::ReadPolicy::ReadIndex)
+            .await
+            .map_err(|e| match e {
+                RaftError::APIError(openraft::error::LinearizableReadError::ForwardToLeader(f)) => {
+                    ProposeError::NotLeader {
+                        leader: f.leader_node,
+                    }
+                }
+                e => ProposeError::Unknown(e.to_string()),
+            })?;
+        let index = read.log_id().index();
+        let mut durable = self.durable.clone();
+        durable
+            .wait_for(|d| *d >= index)
+            .await
+            .map(drop)
+            .map_err(|_| ProposeError::Stopped("the node stopped".into()))
     }
 
     /// Waits until the status changes (or the node stops).

@@ -13,7 +13,8 @@
 //! a position to see the reader's own write), what Hello and
 //! Stats tell of the cluster, and that a store written outside a cluster
 //! cannot join one. Users, roles and tokens changed through any node hold
-//! on every node, one that was down included.
+//! on every node, one that was down included. Consumer groups run on the
+//! leader and move to the next one, their consumers with them.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -1018,4 +1019,112 @@ async fn users_roles_and_tokens_are_replicated() {
         assert!(roles.iter().any(|r| r.name == "auditors"), "{roles:?}");
         logs_in(cluster.clients[i], ops(), "ops still logs in").await;
     }
+}
+
+/// Consumer groups run on the leader: created through a follower
+/// (redirected), their definitions and checkpoints written through the
+/// replicated log. When the leader is cut off (paused), the others elect
+/// another, which starts the groups from their last checkpoint; the old
+/// one, back, steps down and stops its groups, ending their memberships
+/// with `NotLeader`, and the consumer joins the group on the new leader on
+/// its own: every event is delivered (at least once), those appended
+/// meanwhile included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_groups_move_to_the_new_leader() {
+    use logbook_client::{GroupSettings, GroupSource, GroupStart};
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path());
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % 3;
+    // Asked of a follower: redirected to the leader.
+    Client::connect_with(cluster.clients[follower], ClientOptions::default())
+        .await
+        .unwrap()
+        .create_group(
+            "billing",
+            GroupSource::Stream {
+                stream: "orders".into(),
+            },
+            GroupStart::Start,
+            GroupSettings::default(),
+        )
+        .await
+        .unwrap();
+    // A follower runs no group: it sends the client to the leader.
+    let not_leader = |addr: SocketAddr| async move {
+        matches!(
+            Client::connect_with(addr, direct())
+                .await
+                .unwrap()
+                .list_groups()
+                .await,
+            Err(Error::NotLeader { leader: Some(_) })
+        )
+    };
+    assert!(not_leader(cluster.clients[follower]).await);
+    let client = Client::connect_any(cluster.addresses(), ClientOptions::default())
+        .await
+        .unwrap();
+    const BEFORE: u64 = 60;
+    const AFTER: u64 = 40;
+    for n in 0..BEFORE {
+        client
+            .append("orders", ExpectedVersion::Any, vec![event(7, n)])
+            .await
+            .unwrap();
+    }
+    let consumer_client = Client::connect_any(cluster.addresses(), ClientOptions::default())
+        .await
+        .unwrap();
+    let mut consumer = consumer_client.join_group("billing", 10).await.unwrap();
+    let mut seen = HashSet::new();
+    let mut deliveries = 0u64;
+    let mut paused = false;
+    within(120, "every event delivered", async {
+        while (seen.len() as u64) < BEFORE + AFTER {
+            let d = consumer
+                .next()
+                .await
+                .expect("the membership goes on")
+                .expect("a delivery");
+            deliveries += 1;
+            seen.insert(d.event.id);
+            consumer.ack(&[d.id]).unwrap();
+            if !paused && seen.len() as u64 == BEFORE / 2 {
+                // Halfway through, the leader stops; more events come
+                // through the next one; then it goes on.
+                paused = true;
+                let old = cluster.nodes[leader].as_ref().unwrap();
+                old.signal("STOP");
+                let others: Vec<String> = (0..3)
+                    .filter(|i| *i != leader)
+                    .map(|i| cluster.clients[i].to_string())
+                    .collect();
+                let rest = Client::connect_any(others, ClientOptions::default())
+                    .await
+                    .unwrap();
+                for n in BEFORE..BEFORE + AFTER {
+                    rest.append("orders", ExpectedVersion::Any, vec![event(7, n)])
+                        .await
+                        .unwrap();
+                }
+                old.signal("CONT");
+            }
+        }
+    })
+    .await;
+    let expected: HashSet<EventId> = (0..BEFORE + AFTER).map(|n| event(7, n).id).collect();
+    assert_eq!(seen, expected);
+    assert!(deliveries >= BEFORE + AFTER);
+    // The old leader stopped its groups (once it knew it lost the lead);
+    // the new one runs the group.
+    within(60, "the old leader's groups stopped", async {
+        while !not_leader(cluster.clients[leader]).await {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let groups = client.list_groups().await.unwrap();
+    assert_eq!(groups.len(), 1, "{groups:?}");
+    assert_eq!(groups[0].group, "billing");
 }

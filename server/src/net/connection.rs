@@ -721,9 +721,16 @@ impl Connection {
                 corr_id,
                 ErrorReply::new(
                     ErrorCode::Unsupported,
-                    format!("{opcode:?} is not available on a cluster yet: of the requests that change the log, only appends, lifecycle changes, users and roles are replicated"),
+                    format!("{opcode:?} is not available on a cluster yet: scavenges and erasure are not replicated"),
                 ),
             );
+            return Ok(());
+        }
+        // Consumer groups run on a cluster's leader.
+        if is_group_request(&req)
+            && let Err(refused) = self.shared.groups.serving()
+        {
+            self.send_error(opcode, corr_id, *refused);
             return Ok(());
         }
         // A node outside the membership (joining, not added yet; or
@@ -816,12 +823,28 @@ fn reads_log(req: &Request) -> bool {
     )
 }
 
+/// Whether `req` is served by the node that runs the consumer groups (a
+/// cluster's leader). Acks, nacks and extensions go to a membership the
+/// connection holds, wherever it is.
+fn is_group_request(req: &Request) -> bool {
+    matches!(
+        req,
+        Request::CreateGroup(_)
+            | Request::UpdateGroup(_)
+            | Request::DeleteGroup(_)
+            | Request::ListGroups(_)
+            | Request::JoinGroup(_)
+            | Request::ListParked(_)
+            | Request::ReplayParked(_)
+            | Request::DeleteParked(_)
+    )
+}
+
 /// Whether a cluster node serves `req`: reads, subscriptions, backups,
-/// appends, lifecycle changes and changes of users, roles and tokens
-/// (through the replicated log), and membership changes. Every other
-/// request that would write to the log (scavenges, erasure, consumer
-/// groups) would write to this node's copy alone, so it is refused until
-/// it is replicated too.
+/// appends, lifecycle changes, changes of users, roles and tokens, and
+/// consumer groups (on the leader, writing through the replicated log),
+/// and membership changes. Scavenges and erasure would change this node's
+/// copy alone, so they are refused until they are replicated too.
 fn replicated(req: &Request) -> bool {
     matches!(
         req,
@@ -842,7 +865,17 @@ fn replicated(req: &Request) -> bool {
             | Request::Truncate(_)
             | Request::DeleteStream(_)
             | Request::ListStreams(_)
+            | Request::CreateGroup(_)
+            | Request::UpdateGroup(_)
+            | Request::DeleteGroup(_)
             | Request::ListGroups(_)
+            | Request::JoinGroup(_)
+            | Request::GroupAck(_)
+            | Request::GroupNack(_)
+            | Request::GroupExtend(_)
+            | Request::ListParked(_)
+            | Request::ReplayParked(_)
+            | Request::DeleteParked(_)
             | Request::ListUsers
             | Request::ListRoles
             | Request::PutUser(_)

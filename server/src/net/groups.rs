@@ -2,8 +2,12 @@
 //! feeding its state machine ([`crate::groups::state`]) from its source and
 //! pushing deliveries to its consumers, and what is stored in the log.
 //!
-//! **Stored in the log, in system streams** (so a backup, and later a
-//! replica, carries them; the server refuses client writes there):
+//! **Stored in the log, in system streams** (so a backup and every replica
+//! carry them; the server refuses client writes there), written through
+//! [`SystemLog`]: on a cluster, through the replicated log by the leader,
+//! the only node that runs the groups ([`Groups::follow_leadership`]: it
+//! starts them once its log holds every committed entry, and stops them,
+//! ending their memberships with `NotLeader`, when it stops leading):
 //! - `$groups`: one event per definition change (`$group-created`,
 //!   `$group-updated`, `$group-deleted`, JSON), read whole at start.
 //! - `$group:<name>:checkpoint`: the group's checkpoints (`$checkpoint`:
@@ -33,7 +37,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use logbook_protocol::lifecycle::{Deletion, StreamMetadata};
+use logbook_protocol::lifecycle::StreamMetadata;
 use logbook_protocol::msg::groups::{MAX_GROUP_WINDOW, validate_group_name};
 use logbook_protocol::types::Text;
 use logbook_protocol::{
@@ -49,6 +53,7 @@ use tokio::sync::{Notify, watch};
 use super::outbox::Outbox;
 use super::reads::ReadPool;
 use super::subscription::CompiledFilter;
+use super::writes::SystemLog;
 use crate::groups::state::{
     Checkpoint, ConsumerId, Delivery, GroupState, Limits, Nack, REPLAY_BIT, Strategy,
 };
@@ -542,6 +547,14 @@ fn push_deliveries(consumer: &Consumer, batch: Vec<Delivery<RecordedEvent>>, max
 /// The registry of groups.
 pub(crate) struct Groups {
     store: Store,
+    /// Where the groups' definitions, checkpoints and parked events are
+    /// written: the engine, or the cluster's log.
+    log: SystemLog,
+    /// Whether this node runs the groups: always on a single server; on
+    /// a cluster node while it leads (from when its log holds every
+    /// committed entry, so that each group starts from its last
+    /// checkpoint).
+    active: AtomicBool,
     reads: Arc<ReadPool>,
     max_frame: u32,
     max_groups: usize,
@@ -575,16 +588,20 @@ fn not_found(group: &str) -> Refusal {
 }
 
 impl Groups {
-    /// Loads the groups stored in the log and starts their tasks.
+    /// Loads the groups stored in the log and starts their tasks; on a
+    /// cluster node, only once it leads ([`Groups::follow_leadership`]).
     pub(crate) async fn load(
-        store: Store,
+        log: SystemLog,
         reads: Arc<ReadPool>,
         max_frame: u32,
         max_groups: usize,
         stop: watch::Receiver<bool>,
     ) -> Result<Arc<Groups>, String> {
+        let single = log.cluster().is_none();
         let groups = Arc::new(Groups {
-            store: store.clone(),
+            store: log.store().clone(),
+            log,
+            active: AtomicBool::new(false),
             reads,
             max_frame,
             max_groups,
@@ -593,6 +610,15 @@ impl Groups {
             admin: tokio::sync::Mutex::new(()),
             stop,
         });
+        if single {
+            groups.start_all()?;
+        }
+        Ok(groups)
+    }
+
+    /// Starts every group the log defines, and serves the requests.
+    fn start_all(self: &Arc<Self>) -> Result<(), String> {
+        let store = &self.store;
         let mut defs: BTreeMap<String, Definition> = BTreeMap::new();
         let mut from = 0u64;
         loop {
@@ -639,14 +665,109 @@ impl Groups {
             // an unreadable checkpoint) must not keep the server down: it
             // is left out, and said so.
             let name = def.group.clone();
-            let started = groups
+            let started = self
                 .last_checkpoint(&def.group, &def)
-                .and_then(|checkpoint| groups.start(def, checkpoint));
+                .and_then(|checkpoint| self.start(def, checkpoint));
             if let Err(e) = started {
                 tracing::error!(group = %name, error = %e, "consumer group left out: it cannot start");
             }
         }
-        Ok(groups)
+        self.active.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Stops every group (its consumers told `NotLeader`), and refuses
+    /// the requests: this cluster node no longer leads. Its tasks are
+    /// aborted: a write of theirs could not be committed any more.
+    async fn stop_all(&self) {
+        let _admin = self.admin.lock().await;
+        self.active.store(false, Ordering::Release);
+        let groups: Vec<Arc<Group>> = self.groups.lock().drain().map(|(_, g)| g).collect();
+        for g in groups {
+            g.end(
+                ErrorCode::NotLeader,
+                "this node no longer leads the cluster: join the group again (on the leader)",
+            );
+            let task = g.task.lock().take();
+            if let Some(task) = task {
+                task.abort();
+                let _ = task.await;
+            }
+        }
+    }
+
+    /// Whether this node serves group requests: a cluster node that does
+    /// not lead refuses them with `NotLeader` (and the leader's address
+    /// when it knows it).
+    pub(crate) fn serving(&self) -> Result<(), Refusal> {
+        if self.active.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let status = self.log.cluster().map(|node| node.status());
+        if status
+            .as_ref()
+            .is_some_and(|s| s.role == logbook_consensus::node::Role::Leader)
+        {
+            return Err(refusal(
+                ErrorCode::ServerBusy,
+                "this node leads the cluster since a moment: its consumer groups are starting",
+            ));
+        }
+        let mut reply = ErrorReply::new(
+            ErrorCode::NotLeader,
+            "consumer groups run on the cluster's leader",
+        );
+        if let Some(leader) = status.as_ref().and_then(|s| s.leader_member()) {
+            reply = reply.with_leader(leader.client.clone());
+        }
+        Err(Box::new(reply))
+    }
+
+    /// On a cluster node: runs the groups while it leads, until `stop`.
+    pub(crate) async fn follow_leadership(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        use logbook_consensus::node::Role;
+        let Some(node) = self.log.cluster().cloned() else {
+            return;
+        };
+        let mut changes = node.status_changes();
+        loop {
+            let leads = node.status().role == Role::Leader;
+            let active = self.active.load(Ordering::Acquire);
+            if leads && !active {
+                // Every committed entry first: the groups' last
+                // definitions and checkpoints (written by the last leader).
+                match node.read_barrier().await {
+                    Ok(()) => {
+                        let _admin = self.admin.lock().await;
+                        if let Err(e) = self.start_all() {
+                            tracing::error!(error = %e, "the consumer groups could not start");
+                        } else {
+                            tracing::info!("leading: the consumer groups run here");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "not starting the consumer groups yet");
+                        // Not leading after all, or no quorum: look again
+                        // at the next change, or soon.
+                        tokio::select! {
+                            _ = changes.changed() => {}
+                            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                            _ = stop.changed() => return,
+                        }
+                    }
+                }
+                continue;
+            }
+            if !leads && active {
+                self.stop_all().await;
+                tracing::info!("not leading: the consumer groups stopped here");
+                continue;
+            }
+            tokio::select! {
+                alive = changes.changed() => if !alive { return },
+                _ = stop.changed() => return,
+            }
+        }
     }
 
     fn last_checkpoint(
@@ -807,7 +928,7 @@ impl Groups {
         };
         def.set_settings(&req.settings);
         // The checkpoint stream keeps its last event only.
-        self.store
+        self.log
             .set_metadata(
                 &name(&checkpoint_stream(&req.group))?,
                 ExpectedVersion::Any,
@@ -816,8 +937,7 @@ impl Groups {
                     ..StreamMetadata::default()
                 },
             )
-            .await
-            .map_err(internal)?;
+            .await?;
         self.write_registry("$group-created", &def).await?;
         let group = self.start(def, None).map_err(bad)?;
         Ok(group.info())
@@ -871,12 +991,8 @@ impl Groups {
             let _ = task.await;
         }
         for s in [checkpoint_stream(group), parked_stream(group)] {
-            let r = self
-                .store
-                .delete_stream(&name(&s)?, ExpectedVersion::Any, Deletion::Soft)
-                .await;
-            if let Err(e) = r {
-                tracing::warn!(stream = %s, error = %e, "could not delete a deleted group's stream");
+            if let Err(e) = self.log.delete_softly(&name(&s)?).await {
+                tracing::warn!(stream = %s, error = %e.message, "could not delete a deleted group's stream");
             }
         }
         Ok(())
@@ -1071,10 +1187,9 @@ impl Groups {
             inner.replay = None;
             inner.dirty = true;
         }
-        self.store
+        self.log
             .truncate(&name(&parked_stream(group))?, StreamVersion(last + 1))
-            .await
-            .map_err(internal)?;
+            .await?;
         {
             let mut inner = g.inner.lock();
             inner.truncated = last + 1;
@@ -1088,14 +1203,13 @@ impl Groups {
 
     async fn write_registry(&self, event_type: &str, data: &impl Serialize) -> Result<(), Refusal> {
         let json = serde_json::to_vec(data).map_err(internal)?;
-        self.store
+        self.log
             .append(
                 &name(REGISTRY)?,
                 ExpectedVersion::Any,
                 vec![NewEvent::new(EventId::new_v7(), event_type, json)],
             )
-            .await
-            .map_err(internal)?;
+            .await?;
         Ok(())
     }
 
@@ -1460,7 +1574,7 @@ async fn write_parks(groups: &Arc<Groups>, group: &Arc<Group>) {
         }
         let (these, events): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
         match groups
-            .store
+            .log
             .append(&stream, ExpectedVersion::Any, events)
             .await
         {
@@ -1473,7 +1587,7 @@ async fn write_parks(groups: &Arc<Groups>, group: &Arc<Group>) {
                 inner.dirty = true;
             }
             Err(e) => {
-                tracing::warn!(group = %group.name, error = %e, "could not write parked events; trying again");
+                tracing::warn!(group = %group.name, error = %e.message, "could not write parked events; trying again");
                 let mut inner = group.inner.lock();
                 inner.state.unpark_pending(these);
                 inner.state.unpark_pending(parks.map(|(p, _)| p).collect());
@@ -1506,10 +1620,10 @@ async fn write_checkpoint(groups: &Arc<Groups>, group: &Arc<Group>) -> Result<()
     if before > truncated {
         let stream = StreamName::new(parked_stream(&group.name)).map_err(|e| e.to_string())?;
         groups
-            .store
+            .log
             .truncate(&stream, StreamVersion(before))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.message)?;
         let mut inner = group.inner.lock();
         let removed = before.saturating_sub(inner.truncated);
         inner.parked_now = inner.parked_now.saturating_sub(removed);
@@ -1533,7 +1647,7 @@ async fn write_checkpoint(groups: &Arc<Groups>, group: &Arc<Group>) -> Result<()
     .map_err(|e| e.to_string())?;
     let stream = StreamName::new(checkpoint_stream(&group.name)).map_err(|e| e.to_string())?;
     let r = groups
-        .store
+        .log
         .append(
             &stream,
             ExpectedVersion::Any,
@@ -1542,7 +1656,7 @@ async fn write_checkpoint(groups: &Arc<Groups>, group: &Arc<Group>) -> Result<()
         .await;
     if let Err(e) = r {
         group.inner.lock().dirty = true;
-        return Err(e.to_string());
+        return Err(e.message);
     }
     Ok(())
 }

@@ -461,11 +461,11 @@ pub async fn run_with_local(
     // connections' buffers count, and the final checkpoints follow them.
     let (groups_stop_tx, groups_stop_rx) = watch::channel(false);
     let groups = groups::Groups::load(
-        store.clone(),
+        writes::SystemLog::new(store.clone(), config.cluster.clone()),
         Arc::clone(&reads),
         config.max_frame_bytes,
         config.max_groups,
-        groups_stop_rx,
+        groups_stop_rx.clone(),
     )
     .await
     .map_err(|e| std::io::Error::other(format!("loading the consumer groups: {e}")))?;
@@ -546,9 +546,10 @@ pub async fn run_with_local(
     if shared.config.cluster.is_some() {
         // Users and roles changed through another node, or brought by a
         // snapshot, are published here once this node holds them.
-        let shared = Arc::clone(&shared);
-        let stop = stop_rx.clone();
-        tokio::spawn(async move { shared.auth.follow(stop).await });
+        let (following, stop) = (Arc::clone(&shared), stop_rx.clone());
+        tokio::spawn(async move { following.auth.follow(stop).await });
+        // The consumer groups run on the leader.
+        tokio::spawn(Arc::clone(&shared.groups).follow_leadership(groups_stop_rx));
     }
     let slots = Arc::new(Semaphore::new(shared.config.max_connections));
     let dispatcher = tokio::spawn(hub.dispatch(stop_rx.clone()));

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use logbook_consensus::node::{Node, ProposeError};
 use logbook_consensus::{Command, EventData, LifecycleChange, Outcome};
-use logbook_protocol::lifecycle::StreamMetadata;
+use logbook_protocol::lifecycle::{Deletion, StreamMetadata};
 use logbook_protocol::{
     AppendResult, ErrorCode, ErrorReply, EventId, ExpectedVersion, LogPosition, NewEvent,
     StreamName, StreamVersion,
@@ -80,24 +80,75 @@ impl SystemLog {
         expected: ExpectedVersion,
         metadata: StreamMetadata,
     ) -> Result<(), Box<ErrorReply>> {
+        let change = LifecycleChange::SetMetadata {
+            metadata: metadata.to_json(),
+        };
+        self.lifecycle(stream, expected, Lifecycle::SetMetadata(metadata), change)
+            .await
+    }
+
+    /// Stops serving `stream`'s versions below `before`.
+    pub(crate) async fn truncate(
+        &self,
+        stream: &StreamName,
+        before: StreamVersion,
+    ) -> Result<(), Box<ErrorReply>> {
+        let change = LifecycleChange::Truncate { before: before.0 };
+        self.lifecycle(
+            stream,
+            ExpectedVersion::Any,
+            Lifecycle::Truncate(before),
+            change,
+        )
+        .await
+    }
+
+    /// Deletes `stream` softly (a later append starts it again).
+    pub(crate) async fn delete_softly(&self, stream: &StreamName) -> Result<(), Box<ErrorReply>> {
+        let change = LifecycleChange::Delete {
+            hard: false,
+            expected: ExpectedVersion::Any,
+        };
+        self.lifecycle(
+            stream,
+            ExpectedVersion::Any,
+            Lifecycle::DeleteSoftly,
+            change,
+        )
+        .await
+    }
+
+    /// A lifecycle write: `local` to the engine, or `replicated` through
+    /// the cluster's log (under an event id and a time this node chooses
+    /// as the leader), if the metadata stream is at `expected`.
+    async fn lifecycle(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        local: Lifecycle,
+        replicated: LifecycleChange,
+    ) -> Result<(), Box<ErrorReply>> {
+        let wrote = |e: AppendError| Box::new(append_error(&e));
         let Some(node) = &self.cluster else {
-            return self
-                .store
-                .set_metadata(stream, expected, metadata)
-                .await
-                .map(drop)
-                .map_err(|e| Box::new(append_error(&e)));
+            let store = &self.store;
+            return match local {
+                Lifecycle::SetMetadata(m) => store.set_metadata(stream, expected, m).await,
+                Lifecycle::Truncate(before) => store.truncate(stream, before).await,
+                Lifecycle::DeleteSoftly => {
+                    store.delete_stream(stream, expected, Deletion::Soft).await
+                }
+            }
+            .map(drop)
+            .map_err(wrote);
         };
         let command = Command::Lifecycle {
             stream: stream.as_str().to_owned(),
             meta_expected: expected,
-            change: LifecycleChange::SetMetadata {
-                metadata: metadata.to_json(),
-            },
+            change: replicated,
             id: EventId::new_v7().0,
             timestamp_us: self.store.now_us(),
         };
-        let meta = Store::metadata_stream(stream).map_err(|e| Box::new(append_error(&e)))?;
+        let meta = Store::metadata_stream(stream).map_err(wrote)?;
         result_of(
             meta.as_str(),
             expected,
@@ -109,6 +160,13 @@ impl SystemLog {
         )
         .map(drop)
     }
+}
+
+/// A lifecycle write as the engine takes it.
+enum Lifecycle {
+    SetMetadata(StreamMetadata),
+    Truncate(StreamVersion),
+    DeleteSoftly,
 }
 
 /// How long a replicated append waits for a quorum.
