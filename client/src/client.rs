@@ -232,16 +232,27 @@ impl Client {
         ) && self.inner.cluster.load(Ordering::Acquire)
     }
 
-    /// After a `NotLeader` answer naming the leader: that node is tried
-    /// first from now on, on a new connection. Returns whether it was.
+    /// After a `NotLeader` answer from a cluster node, on a new connection:
+    /// to the leader it named; or, when it named none (it knows none: an
+    /// election, or it is cut off from the others, or outside the
+    /// membership), to the other nodes first, this one last. Returns
+    /// whether the client moved.
     pub(crate) async fn redirected(&self, e: &Error) -> bool {
-        let Error::NotLeader {
-            leader: Some(leader),
-        } = e
-        else {
-            return false;
-        };
-        self.follow_leader(leader).await;
+        match e {
+            Error::NotLeader {
+                leader: Some(leader),
+            } => self.follow_leader(leader).await,
+            Error::NotLeader { leader: None } if self.inner.cluster.load(Ordering::Acquire) => {
+                *self.inner.leader.lock() = None;
+                let peer = self.live_connection().and_then(|c| c.peer());
+                let mut addrs = self.inner.addrs.lock();
+                if let Some(at) = peer.and_then(|p| addrs.iter().position(|a| *a == p)) {
+                    let this = addrs.remove(at);
+                    addrs.push(this);
+                }
+            }
+            _ => return false,
+        }
         self.reset_connection();
         true
     }
@@ -1031,7 +1042,7 @@ impl Client {
                             Duration::ZERO
                         }
                         Error::NotLeader { leader: None } => {
-                            *self.inner.leader.lock() = None;
+                            self.redirected(&e).await;
                             policy.delay(failed)
                         }
                         Error::Disconnected | Error::Connect(_) | Error::ShuttingDown => {

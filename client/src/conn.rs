@@ -221,6 +221,8 @@ impl Shared {
 pub(crate) struct Connection {
     shared: Arc<Shared>,
     hello: Arc<HelloOk>,
+    /// The server's address (`None` through a custom connector).
+    peer: Option<SocketAddr>,
 }
 
 impl Drop for Connection {
@@ -259,9 +261,10 @@ impl Connection {
                 let mut s = connector.open().await.map_err(Error::Connect)?;
                 let mut buf = BytesMut::with_capacity(READ_CHUNK);
                 let hello = handshake(&mut s, options, &mut buf).await?;
-                return Ok::<_, Error>((Stream::Other(s), buf, hello));
+                return Ok::<_, Error>((Stream::Other(s), buf, hello, None));
             }
             let stream = TcpStream::connect(addrs).await.map_err(Error::Connect)?;
+            let peer = stream.peer_addr().ok();
             // Requests are small and latency-bound; the writer batches them
             // itself, so Nagle's algorithm would only add delay.
             stream.set_nodelay(true).map_err(Error::Connect)?;
@@ -282,9 +285,9 @@ impl Connection {
                     (Stream::Tls(Box::new(s)), hello)
                 }
             };
-            Ok::<_, Error>((stream, buf, hello))
+            Ok::<_, Error>((stream, buf, hello, peer))
         };
-        let (stream, buf, hello) = match options.connect_timeout {
+        let (stream, buf, hello, peer) = match options.connect_timeout {
             Some(limit) => tokio::time::timeout(limit, attempt).await.map_err(|_| {
                 Error::Connect(io::Error::new(
                     io::ErrorKind::TimedOut,
@@ -331,7 +334,13 @@ impl Connection {
         Ok(Connection {
             shared,
             hello: Arc::new(hello),
+            peer,
         })
+    }
+
+    /// The server's address, if known.
+    pub(crate) fn peer(&self) -> Option<SocketAddr> {
+        self.peer
     }
 
     /// The server's `HelloOk` for this connection.

@@ -8,6 +8,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use logbook_storage::Store;
 use logbook_storage::fs::{OsFs, Vfs};
@@ -221,6 +222,36 @@ impl Status {
     }
 }
 
+/// How long a node serves reads without hearing from the cluster (a
+/// follower from its leader, a leader from a quorum): a few election
+/// timeouts, after which the others have elected another leader if they
+/// could.
+pub const STALE_AFTER: Duration = Duration::from_secs(5);
+
+/// Why a node's copy of the event log must not be read ([`Node::stale`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stale {
+    /// It is outside the membership it knows: not added yet, or removed.
+    Outside,
+    /// It knows no leader, or has not heard from the cluster for
+    /// [`STALE_AFTER`].
+    CutOff,
+}
+
+impl Stale {
+    /// Why, for the client.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Stale::Outside => {
+                "this node is not a member of the cluster (it was not added yet, or was removed): it serves no reads"
+            }
+            Stale::CutOff => {
+                "this node knows no leader now, or has not heard from the cluster for a while (an election, or it is cut off from the others): its copy may be behind, it serves no reads"
+            }
+        }
+    }
+}
+
 /// Changes of a node's status ([`Node::status_changes`]).
 pub struct StatusChanges(
     openraft::type_config::alias::WatchReceiverOf<
@@ -253,6 +284,8 @@ pub struct Node {
     system_writes: tokio::sync::watch::Receiver<u64>,
     /// Started with `--join` ([`NodeConfig::join`]).
     joins: bool,
+    /// When it last heard from a leader.
+    contact: Arc<crate::tcp::Contact>,
 }
 
 impl std::fmt::Debug for Node {
@@ -321,7 +354,14 @@ impl Node {
         .map_err(other)?;
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let listening = listener.local_addr()?;
-        let server = tokio::spawn(crate::tcp::serve(listener, raft.clone(), identity, records));
+        let contact = Arc::new(crate::tcp::Contact::default());
+        let server = tokio::spawn(crate::tcp::serve(
+            listener,
+            raft.clone(),
+            identity,
+            records,
+            Arc::clone(&contact),
+        ));
         // A first start: every member proposes the same membership. One
         // that already has a log (a restart, or a peer's membership
         // arrived first) refuses, which is as it should be. A node that
@@ -345,6 +385,7 @@ impl Node {
             fetch,
             system_writes,
             joins: config.join,
+            contact,
         })
     }
 
@@ -545,6 +586,29 @@ impl Node {
             .membership_config
             .nodes()
             .any(|(id, _)| *id == self.id)
+    }
+
+    /// Why this node's copy of the event log must not be read now, if it
+    /// must not: it is outside the membership it knows (see
+    /// [`Node::is_member`]), or it knows no leader of its current term (an
+    /// election is under way, or it is cut off from the others, or it was
+    /// removed without learning it: its copy may then be behind the
+    /// cluster's by more than an election timeout, and for ever).
+    pub fn stale(&self) -> Option<Stale> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        if !m.membership_config.nodes().any(|(id, _)| *id == self.id) {
+            return Some(Stale::Outside);
+        }
+        let cut_off = if m.state == ServerState::Leader {
+            // A leader a quorum stopped answering may have been replaced.
+            m.last_quorum_acked
+                .as_ref()
+                .is_some_and(|at| openraft::Instant::elapsed(&**at) > STALE_AFTER)
+        } else {
+            m.current_leader.is_none() || self.contact.since() > STALE_AFTER
+        };
+        cut_off.then_some(Stale::CutOff)
     }
 
     /// What the node knows of the cluster now.

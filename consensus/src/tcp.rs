@@ -263,14 +263,50 @@ fn same_secret(a: Option<&str>, b: Option<&str>) -> bool {
     }
 }
 
+/// When this node last heard from a leader: the last AppendEntries
+/// (heartbeats included) or snapshot it took from one. A follower cut off
+/// from the others may not notice otherwise: openraft's pre-vote keeps it a
+/// follower of the leader it knew while no election of its succeeds (as a
+/// node removed while unreachable, which the leader no longer contacts).
+#[derive(Debug)]
+pub struct Contact {
+    base: std::time::Instant,
+    /// Milliseconds from `base` to the last contact.
+    at_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Contact {
+    fn default() -> Self {
+        Contact {
+            base: std::time::Instant::now(),
+            at_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+impl Contact {
+    fn touch(&self) {
+        let now = self.base.elapsed().as_millis() as u64;
+        self.at_ms.store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long since the last contact (since start if none yet).
+    pub fn since(&self) -> Duration {
+        let at = Duration::from_millis(self.at_ms.load(std::sync::atomic::Ordering::Relaxed));
+        self.base.elapsed().saturating_sub(at)
+    }
+}
+
 /// Serves the peers that connect to `listener` with `raft`, and with the
 /// event log's `records` for those that fetch them, until the task is
-/// dropped.
+/// dropped; `contact` is touched when a leader's entries or snapshot are
+/// taken.
 pub async fn serve<L: EventLog>(
     listener: TcpListener,
     raft: Raft<L>,
     identity: Arc<Identity>,
     records: Records,
+    contact: Arc<Contact>,
 ) {
     // Peers hold a few connections each; strangers must not take the
     // daemon's file descriptors.
@@ -293,9 +329,10 @@ pub async fn serve<L: EventLog>(
         let raft = raft.clone();
         let identity = Arc::clone(&identity);
         let records = Arc::clone(&records);
+        let contact = Arc::clone(&contact);
         tokio::spawn(async move {
             let _slot = slot;
-            if let Err(e) = serve_peer(stream, raft, &identity, records).await {
+            if let Err(e) = serve_peer(stream, raft, &identity, records, &contact).await {
                 tracing::debug!(%peer, error = %e, "replication connection closed");
             }
         });
@@ -307,6 +344,7 @@ async fn serve_peer<L: EventLog>(
     raft: Raft<L>,
     identity: &Identity,
     records: Records,
+    contact: &Contact,
 ) -> std::io::Result<()> {
     let invalid = |e: &dyn std::fmt::Display| {
         std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
@@ -363,7 +401,13 @@ async fn serve_peer<L: EventLog>(
         let response = match request {
             Request::Hello { .. } => return Err(invalid(&"a second hello")),
             Request::AppendEntries(rpc) => {
-                Response::AppendEntries(raft.append_entries(rpc).await.map_err(|e| e.to_string()))
+                let r = raft.append_entries(rpc).await;
+                // Taken (whole, in part, or to be sent again from an
+                // earlier entry): the sender leads this node's term.
+                if matches!(&r, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+                    contact.touch();
+                }
+                Response::AppendEntries(r.map_err(|e| e.to_string()))
             }
             Request::Vote(rpc) => Response::Vote(raft.vote(rpc).await.map_err(|e| e.to_string())),
             Request::PreVote(rpc) => {
@@ -374,11 +418,11 @@ async fn serve_peer<L: EventLog>(
                     meta,
                     snapshot: Cursor::new(data),
                 };
-                Response::Snapshot(
-                    raft.install_full_snapshot(vote, snapshot)
-                        .await
-                        .map_err(|e| e.to_string()),
-                )
+                let r = raft.install_full_snapshot(vote, snapshot).await;
+                if r.is_ok() {
+                    contact.touch();
+                }
+                Response::Snapshot(r.map_err(|e| e.to_string()))
             }
             Request::Fetch {
                 from,

@@ -611,10 +611,11 @@ async fn strangers_are_refused(raft: SocketAddr, pki: &TestPki, other: &TestPki)
 }
 
 /// Waits until the node at `addr` answers a read with `NotLeader` (a node
-/// outside the membership), polling its published state.
+/// outside the membership, or one that knows no leader), polling its
+/// published state.
 async fn refuses_reads(addr: SocketAddr) {
     let client = Client::connect_with(addr, direct()).await.unwrap();
-    within(30, "reads refused by a node outside the cluster", async {
+    within(60, "reads refused by a node outside the cluster", async {
         loop {
             let read: Result<Vec<RecordedEvent>, _> = client
                 .read_all(ReadAllOptions::default())
@@ -687,8 +688,27 @@ async fn a_node_is_added_and_the_leader_removed() {
     args4.extend(tls.iter().map(String::as_str));
     let node4 = Daemon::start_on(&dir.path().join("n4"), &client4.to_string(), &args4);
     // Not added yet, it serves no reads: its log does not follow the
-    // cluster's.
+    // cluster's. A client that reaches it first reads from the members.
     refuses_reads(client4).await;
+    let first4: Vec<String> = [client4.to_string()]
+        .into_iter()
+        .chain(cluster.addresses())
+        .collect();
+    let read: Vec<RecordedEvent> = Client::connect_any(first4, options.clone())
+        .await
+        .unwrap()
+        .read_all(ReadAllOptions::default().min_position(through))
+        .try_collect()
+        .await
+        .unwrap();
+    let from_member: Vec<RecordedEvent> = Client::connect_any(cluster.addresses(), options.clone())
+        .await
+        .unwrap()
+        .read_all(ReadAllOptions::default().min_position(through))
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(read, from_member);
     let leader = cluster.leader().await;
     let follower = (leader + 1) % 3;
     let add_four = |asked: SocketAddr| {
@@ -749,6 +769,37 @@ async fn a_node_is_added_and_the_leader_removed() {
         other => panic!("an append to a hard-deleted stream: {other:?}"),
     }
 
+    // A consumer of a group, joined on the leader, goes on after its
+    // removal: the removed node ends the membership and knows no leader,
+    // and the consumer joins the group elsewhere.
+    {
+        use logbook_client::{GroupSettings, GroupSource, GroupStart};
+        client
+            .create_group(
+                "billing",
+                GroupSource::Stream {
+                    stream: "orders".into(),
+                },
+                GroupStart::Start,
+                GroupSettings::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let on_leader = Client::connect_with(cluster.clients[leader], options.clone())
+        .await
+        .unwrap();
+    let mut consumer = on_leader.join_group("billing", 10).await.unwrap();
+    client
+        .append("orders", ExpectedVersion::Any, vec![event(12, 0)])
+        .await
+        .unwrap();
+    let d = within(30, "the first delivery", consumer.next())
+        .await
+        .unwrap()
+        .unwrap();
+    consumer.ack(&[d.id]).unwrap();
+
     // The leader is removed; the others go on without it.
     let removed = leader;
     cli(&[
@@ -760,6 +811,31 @@ async fn a_node_is_added_and_the_leader_removed() {
     ]);
     // Removed, it serves no reads either (once it applied its removal).
     refuses_reads(cluster.clients[removed]).await;
+    let rest: Vec<String> = (0..3)
+        .filter(|i| *i != removed)
+        .map(|i| cluster.clients[i].to_string())
+        .collect();
+    Client::connect_any(rest, options.clone())
+        .await
+        .unwrap()
+        .append("orders", ExpectedVersion::Any, vec![event(12, 1)])
+        .await
+        .unwrap();
+    within(60, "the consumer's delivery after the removal", async {
+        loop {
+            let d = consumer
+                .next()
+                .await
+                .expect("the membership goes on")
+                .expect("a delivery");
+            consumer.ack(&[d.id]).unwrap();
+            if d.event.id == event(12, 1).id {
+                return;
+            }
+        }
+    })
+    .await;
+    drop(consumer);
     let mut node = cluster.nodes[removed].take().unwrap();
     node.signal("TERM");
     node.wait();
@@ -1127,4 +1203,71 @@ async fn consumer_groups_move_to_the_new_leader() {
     let groups = client.list_groups().await.unwrap();
     assert_eq!(groups.len(), 1, "{groups:?}");
     assert_eq!(groups[0].group, "billing");
+}
+
+/// A node cut off from the others serves no reads once it has not heard
+/// from them for a while (its copy could be behind for ever): here a
+/// follower paused while it is removed never learns of its removal, and
+/// resumed, it refuses reads and sends the client elsewhere, while the
+/// others serve them; then a leader whose only follower is paused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_serves_no_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path());
+    let leader = cluster.leader().await;
+    let (cut, other) = ((leader + 1) % 3, (leader + 2) % 3);
+    let client = Client::connect_any(cluster.addresses(), ClientOptions::default())
+        .await
+        .unwrap();
+    let written = client
+        .append("acct-c", ExpectedVersion::Any, vec![event(9, 0)])
+        .await
+        .unwrap();
+    let read_on = |addr: SocketAddr| async move {
+        Client::connect_with(addr, direct())
+            .await
+            .unwrap()
+            .read_all(
+                ReadAllOptions::default().min_position(LogPosition(written.last_position.0 + 1)),
+            )
+            .try_collect::<Vec<RecordedEvent>>()
+            .await
+    };
+    // It serves reads once it follows the leader.
+    within(60, "the follower serves reads", async {
+        while !read_on(cluster.clients[cut])
+            .await
+            .is_ok_and(|events| events.len() == 1)
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let paused = cluster.nodes[cut].as_ref().unwrap();
+    paused.signal("STOP");
+    let out = cli(&[
+        "--server",
+        &cluster.clients[leader].to_string(),
+        "cluster",
+        "remove",
+        &(cut + 1).to_string(),
+    ]);
+    assert!(out.contains("removed"), "{out}");
+    paused.signal("CONT");
+    refuses_reads(cluster.clients[cut]).await;
+    assert_eq!(read_on(cluster.clients[other]).await.unwrap().len(), 1);
+    assert_eq!(read_on(cluster.clients[leader]).await.unwrap().len(), 1);
+    // A leader no quorum answers any more (its one follower paused) may
+    // have been replaced: it refuses reads too, and serves them again
+    // once the quorum is back.
+    let follower = cluster.nodes[other].as_ref().unwrap();
+    follower.signal("STOP");
+    refuses_reads(cluster.clients[leader]).await;
+    follower.signal("CONT");
+    within(60, "the leader serves reads again", async {
+        while read_on(cluster.clients[leader]).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
 }

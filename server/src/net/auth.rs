@@ -336,6 +336,21 @@ impl Auth {
         doc: &AuthDoc,
     ) -> Result<StreamVersion, Box<ErrorReply>> {
         let json = serde_json::to_vec(doc).map_err(|e| internal(e.to_string()))?;
+        // Checked here too: a cluster's log reports the engine's refusal as
+        // a bad request.
+        let max = self.log.store().config().max_event_bytes as usize;
+        if json.len() > max {
+            return Err(Box::new(
+                ErrorReply::new(
+                    ErrorCode::TooLarge,
+                    format!(
+                        "the users and roles would not fit in one event: {} bytes, at most {max}",
+                        json.len()
+                    ),
+                )
+                .with_limit(max as u64),
+            ));
+        }
         let stream = StreamName::new(AUTH_STREAM).map_err(|e| internal(e.to_string()))?;
         if version.is_none() {
             // The stream keeps its last document only.

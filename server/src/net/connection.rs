@@ -734,16 +734,18 @@ impl Connection {
             return Ok(());
         }
         // A node outside the membership (joining, not added yet; or
-        // removed) holds a log that does not follow the cluster's: its
-        // reads would be stale for ever. The client goes to the leader.
+        // removed) holds a log that does not follow the cluster's, and one
+        // that knows no leader may be cut off from it: its reads could be
+        // stale for ever. The client goes to the leader, or another node.
+        // A backup is refused only outside the membership: a node cut off
+        // (the last one standing, say) still lets its copy be saved.
         if let Some(node) = &self.shared.config.cluster
-            && reads_log(&req)
-            && !node.is_member()
+            && let Some(stale) = node.stale()
+            && (reads_log(&req)
+                || (stale == logbook_consensus::node::Stale::Outside
+                    && matches!(req, Request::BackupBegin(_))))
         {
-            let mut reply = ErrorReply::new(
-                ErrorCode::NotLeader,
-                "this node is not a member of the cluster (it was not added yet, or was removed): it serves no reads",
-            );
+            let mut reply = ErrorReply::new(ErrorCode::NotLeader, stale.reason());
             if let Some(leader) = node.status().leader_member() {
                 reply = reply.with_leader(leader.client.clone());
             }

@@ -739,8 +739,17 @@ impl Groups {
                 match node.read_barrier().await {
                     Ok(()) => {
                         let _admin = self.admin.lock().await;
+                        // It may have stepped down while it caught up.
+                        if node.status().role != Role::Leader {
+                            continue;
+                        }
                         if let Err(e) = self.start_all() {
-                            tracing::error!(error = %e, "the consumer groups could not start");
+                            tracing::error!(error = %e, "the consumer groups could not start; trying again");
+                            drop(_admin);
+                            tokio::select! {
+                                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                                _ = stop.changed() => return,
+                            }
                         } else {
                             tracing::info!("leading: the consumer groups run here");
                         }
@@ -876,6 +885,8 @@ impl Groups {
             }
         };
         let _admin = self.admin.lock().await;
+        // The node may have stopped leading since the request was let in.
+        self.serving()?;
         let count = self.groups.lock().len();
         if count >= self.max_groups {
             return Err(Box::new(
@@ -953,6 +964,7 @@ impl Groups {
             .validate()
             .map_err(|m| refusal(ErrorCode::BadRequest, m))?;
         let _admin = self.admin.lock().await;
+        self.serving()?;
         let g = self.get(group)?;
         let mut def = g.def.lock().clone();
         if def.settings().strategy != settings.strategy {
@@ -979,6 +991,7 @@ impl Groups {
     /// Deletes a group.
     pub(crate) async fn delete(&self, group: &str) -> Result<(), Refusal> {
         let _admin = self.admin.lock().await;
+        self.serving()?;
         let g = self.get(group)?;
         self.write_registry("$group-deleted", &serde_json::json!({ "group": group }))
             .await?;
@@ -1011,7 +1024,17 @@ impl Groups {
             .lock()
             .get(group)
             .cloned()
-            .ok_or_else(|| not_found(group))
+            .ok_or_else(|| self.missing(group))
+    }
+
+    /// The refusal for a group that is not (or no longer) here: not
+    /// found, or, on a cluster node that stopped leading meanwhile, not
+    /// here but on the leader.
+    fn missing(&self, group: &str) -> Refusal {
+        match self.serving() {
+            Ok(()) => not_found(group),
+            Err(refused) => refused,
+        }
     }
 
     /// Joins `group` as a consumer pushing to `out` under `corr_id`.
@@ -1032,9 +1055,10 @@ impl Groups {
         let id = self.next_consumer.fetch_add(1, Ordering::Relaxed);
         {
             let mut inner = g.inner.lock();
-            // Deleted since it was looked up: `end` ran under this lock.
+            // Deleted since it was looked up (or stopped: the node no
+            // longer leads): `end` ran under this lock.
             if g.is_ended() {
-                return Err(not_found(group));
+                return Err(self.missing(group));
             }
             inner.consumers.insert(
                 id,
