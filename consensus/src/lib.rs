@@ -160,6 +160,10 @@ pub enum LifecycleChange {
         /// The stream's expected version.
         expected: ExpectedVersion,
     },
+    /// Erase the stream: delete it for ever, forget its metadata, and
+    /// remove its events from every replica's files (each rewrites its own
+    /// segments once it applied the tombstone).
+    Erase,
 }
 
 /// One event of an [`Command::Append`].
@@ -189,6 +193,10 @@ pub struct Batch {
     pub timestamp_us: i64,
     /// Its events.
     pub events: Vec<EventData>,
+    /// Its events were removed on the replica it came from, which kept
+    /// their ids only (see `logbook_storage::LogBatch::removed`).
+    #[serde(default)]
+    pub removed: bool,
 }
 
 impl From<logbook_protocol::NewEvent> for EventData {
@@ -221,6 +229,7 @@ impl From<logbook_storage::LogBatch> for Batch {
             first_version: b.first_version,
             timestamp_us: b.timestamp_us,
             events: b.events.into_iter().map(EventData::from).collect(),
+            removed: b.removed,
         }
     }
 }
@@ -233,6 +242,7 @@ impl From<Batch> for logbook_storage::LogBatch {
             first_version: b.first_version,
             timestamp_us: b.timestamp_us,
             events: b.events.into_iter().map(Into::into).collect(),
+            removed: b.removed,
         }
     }
 }

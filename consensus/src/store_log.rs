@@ -40,6 +40,67 @@ pub struct StoreLog {
     /// events are installed, for those who keep a copy of such a stream
     /// in memory ([`StoreLog::system_writes`]).
     system_writes: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Rewrites the segments of the streams this replica erased.
+    eraser: Eraser,
+}
+
+/// Erases from this replica's files the events of the streams it owes an
+/// erasure of ([`Store::finish_erasures`]), on a blocking thread, in one
+/// task at a time, started when an erase is applied or copied, and at
+/// start if one is owed. A stream whose tombstone is not applied yet (the
+/// entry comes again after a crash), or whose rewrite failed, is tried
+/// again after a pause that doubles up to 30 s.
+#[derive(Clone)]
+struct Eraser {
+    store: Store,
+    running: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Eraser {
+    /// Starts the task, unless it runs or nothing is owed.
+    fn kick(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.store.erasures_owed() == 0 || self.running.swap(true, SeqCst) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.running.store(false, SeqCst);
+            return;
+        };
+        runtime.spawn(self.clone().run());
+    }
+
+    async fn run(self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            if self.store.erasures_owed() == 0 {
+                // Off, then on again if an erase came in between.
+                self.running.store(false, SeqCst);
+                if self.store.erasures_owed() == 0 || self.running.swap(true, SeqCst) {
+                    return;
+                }
+                continue;
+            }
+            let store = self.store.clone();
+            match tokio::task::spawn_blocking(move || store.finish_erasures()).await {
+                Ok(Ok(n)) if n > 0 => {
+                    pause = Duration::from_millis(100);
+                    continue;
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(logbook_storage::StorageError::ShuttingDown)) => {
+                    self.running.store(false, SeqCst);
+                    return;
+                }
+                // Logged by the engine.
+                Ok(Err(_)) => {}
+                Err(e) => tracing::warn!(error = %e, "the erasure task failed"),
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(30));
+        }
+    }
 }
 
 /// A snapshot of the engine: its head.
@@ -57,10 +118,17 @@ impl StoreLog {
     /// Applies to `store`; cannot install a snapshot that holds events it
     /// lacks.
     pub fn new(store: Store) -> StoreLog {
+        let eraser = Eraser {
+            store: store.clone(),
+            running: Arc::default(),
+        };
+        // Erasures a crash cut short.
+        eraser.kick();
         StoreLog {
             store,
             fetch: None,
             system_writes: Arc::new(tokio::sync::watch::channel(0).0),
+            eraser,
         }
     }
 
@@ -144,6 +212,7 @@ fn request_of(command: &Command) -> Result<Request, Outcome> {
                     },
                     expected: *expected,
                 },
+                LifecycleChange::Erase => Change::Erase,
             };
             Ok(Request::Lifecycle(
                 name(stream)?,
@@ -211,12 +280,27 @@ impl EventLog for StoreLog {
                     .await
             }
         };
+        // Once durable: those who copy system streams read them again,
+        // and an erase's rewrite of this replica's segments starts.
+        let erase = matches!(
+            command,
+            Command::Lifecycle {
+                change: LifecycleChange::Erase,
+                ..
+            }
+        );
         match submitted {
-            Ok(pending) if system => {
-                let written = Arc::clone(&self.system_writes);
+            Ok(pending) if system || erase => {
+                let written = system.then(|| Arc::clone(&self.system_writes));
+                let eraser = erase.then(|| self.eraser.clone());
                 Ok(Box::pin(async move {
                     let r = outcome(pending.await);
-                    written.send_modify(|n| *n += 1);
+                    if let Some(w) = written {
+                        w.send_modify(|n| *n += 1);
+                    }
+                    if let Some(e) = eraser {
+                        e.kick();
+                    }
                     r
                 }))
             }
@@ -312,6 +396,8 @@ impl EventLog for StoreLog {
                             "installed a snapshot's events"
                         );
                         self.system_written();
+                        // Erases among the records copied.
+                        self.eraser.kick();
                         return Ok(());
                     }
                     let fetched = match prefetched.take() {

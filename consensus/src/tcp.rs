@@ -896,6 +896,7 @@ mod tests {
                     metadata: bytes::Bytes::new(),
                     data: bytes::Bytes::from_static(b"{}"),
                 }],
+                removed: true,
             }])),
             Response::Fetch(Err("not where a record starts".into())),
         ];

@@ -431,10 +431,29 @@ async fn start_engine(
     router: &Router<StoreLog>,
     snapshot_every: u64,
 ) -> (Raft<StoreLog>, Store, tokio::sync::watch::Receiver<u64>) {
+    start_engine_sized(dir, id, router, snapshot_every, 256 << 20).await
+}
+
+/// [`start_engine`] with segments of `segment_bytes`.
+async fn start_engine_sized(
+    dir: &Path,
+    id: u64,
+    router: &Router<StoreLog>,
+    snapshot_every: u64,
+    segment_bytes: u64,
+) -> (Raft<StoreLog>, Store, tokio::sync::watch::Receiver<u64>) {
     let home = home(dir, id);
     std::fs::create_dir_all(&home).unwrap();
     let vfs = Arc::new(OsFs);
-    let store = Store::open(StoreConfig::new(home.join("events"))).unwrap();
+    // A replica's engine, as a cluster node opens it.
+    let store = Store::open(StoreConfig {
+        keep_removed_ids: true,
+        segment_bytes,
+        max_batch_bytes: (segment_bytes / 2).min(15 << 20),
+        max_event_bytes: (segment_bytes / 4).min(4 << 20),
+        ..StoreConfig::new(home.join("events"))
+    })
+    .unwrap();
     let wal = Wal::open(vfs.clone(), &home.join("raft")).unwrap();
     let log = StoreLog::with_fetch(store.clone(), Arc::new(router.fetch(id)));
     let served = store.clone();
@@ -455,6 +474,62 @@ async fn start_engine(
 /// Every record of `store`, as written.
 fn records(store: &Store) -> Vec<logbook_storage::LogBatch> {
     store.read_batches(0, u64::MAX, usize::MAX).unwrap()
+}
+
+/// Waits until every node applied what the leader holds and every engine
+/// holds it (applied entries reach an engine a group commit later), and
+/// checks that they hold the same records: returns them.
+async fn one_log(
+    router: &Router<StoreLog>,
+    stores: &BTreeMap<u64, Store>,
+) -> Vec<logbook_storage::LogBatch> {
+    let nodes: Vec<u64> = stores.keys().copied().collect();
+    catch_up_nodes(router, &nodes).await;
+    let (leader_id, _) = wait_for_leader(router, None).await;
+    let head = stores[&leader_id].head().0;
+    for store in stores.values() {
+        let mut watch = store.watch_head();
+        tokio::time::timeout(Duration::from_secs(30), watch.wait_for(|h| *h >= head))
+            .await
+            .expect("every engine holds every event")
+            .unwrap();
+    }
+    let want = records(&stores[&nodes[0]]);
+    assert_eq!(want.last().unwrap().end_position(), head);
+    for (id, store) in stores {
+        assert!(records(store) == want, "node {id} holds another log");
+    }
+    want
+}
+
+/// The leader, once its Raft log is purged past entry `index`.
+async fn leader_past_purge(router: &Router<StoreLog>, index: u64) -> (u64, Raft<StoreLog>) {
+    let (leader_id, _) = wait_for_leader(router, None).await;
+    let leader = router.node(leader_id).unwrap();
+    leader
+        .wait(Some(Duration::from_secs(30)))
+        .metrics(
+            |m| m.purged.is_some_and(|p| p.index() > index),
+            "the leader purges its log",
+        )
+        .await
+        .unwrap();
+    (leader_id, leader)
+}
+
+/// Makes node 4 (started as `new`) a learner through `leader`, and waits
+/// until it applied what the leader held then.
+async fn add_learner_4(leader: &Raft<StoreLog>, new: &Raft<StoreLog>) {
+    let member = Member {
+        raft: "node-4".into(),
+        client: String::new(),
+    };
+    leader.add_learner(4, member, false).await.unwrap();
+    let last = leader.metrics().borrow_watched().last_log_index;
+    new.wait(Some(Duration::from_secs(60)))
+        .applied_index_at_least(last, "node 4 catches up")
+        .await
+        .unwrap();
 }
 
 /// Snapshots and a purged Raft log: with a snapshot every 50 entries, the
@@ -480,32 +555,14 @@ async fn a_node_added_after_the_log_was_purged_catches_up_from_a_snapshot() {
     let writers = Writers::spawn(&router, 4);
     let history = &writers.history;
     until_acked(history, 400).await;
-    let (leader_id, _) = wait_for_leader(&router, None).await;
-    let leader = router.node(leader_id).unwrap();
-    leader
-        .wait(Some(Duration::from_secs(30)))
-        .metrics(
-            |m| m.purged.is_some_and(|p| p.index() > 100),
-            "the leader purges its log",
-        )
-        .await
-        .unwrap();
+    let (leader_id, leader) = leader_past_purge(&router, 100).await;
     // A follower is cut off: the new node fetches from the others.
     let cut = NODES.into_iter().find(|id| *id != leader_id).unwrap();
     router.isolate(cut);
     let (new, store, _) = start_engine(dir.path(), 4, &router, 50).await;
     stores.insert(4, store);
-    let member = Member {
-        raft: "node-4".into(),
-        client: String::new(),
-    };
     let started = Instant::now();
-    leader.add_learner(4, member, false).await.unwrap();
-    let last = leader.metrics().borrow_watched().last_log_index;
-    new.wait(Some(Duration::from_secs(60)))
-        .applied_index_at_least(last, "node 4 catches up")
-        .await
-        .unwrap();
+    add_learner_4(&leader, &new).await;
     eprintln!(
         "a learner caught up from a snapshot in {:?} ({} events)",
         started.elapsed(),
@@ -539,22 +596,7 @@ async fn a_node_added_after_the_log_was_purged_catches_up_from_a_snapshot() {
     until_acked(history, before + 100).await;
     let history = writers.stop().await;
 
-    catch_up_nodes(&router, &ANY_NODE).await;
-    // Applied entries reach the engines a group commit later.
-    let (leader_id, _) = wait_for_leader(&router, None).await;
-    let head = stores[&leader_id].head().0;
-    for store in stores.values() {
-        let mut watch = store.watch_head();
-        tokio::time::timeout(Duration::from_secs(30), watch.wait_for(|h| *h >= head))
-            .await
-            .expect("every engine holds every event")
-            .unwrap();
-    }
-    let want = records(&stores[&1]);
-    assert_eq!(want.last().unwrap().end_position(), head);
-    for id in [2, 3, 4] {
-        assert!(records(&stores[&id]) == want, "node {id} holds another log");
-    }
+    one_log(&router, &stores).await;
     let acked = history.lock().acked.clone();
     assert!(acked.len() > 700);
     let events = stores[&4]
@@ -670,6 +712,212 @@ async fn replicas_of_the_engine_hold_the_same_events() {
         "no append applied twice (unknown outcomes included)"
     );
     for id in NODES {
+        router.remove(id).unwrap().shutdown().await.unwrap();
+    }
+}
+
+/// A lifecycle change of `stream`, as a leader proposes it.
+fn lifecycle(stream: &str, change: logbook_consensus::LifecycleChange) -> Command {
+    Command::Lifecycle {
+        stream: stream.into(),
+        meta_expected: ExpectedVersion::Any,
+        change,
+        id: logbook_protocol::EventId::new_v7().0,
+        timestamp_us: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as i64,
+    }
+}
+
+/// Proposes `command` through whichever node leads, until one takes it.
+async fn propose(router: &Router<StoreLog>, command: Command) -> Outcome {
+    loop {
+        let (id, _) = wait_for_leader(router, None).await;
+        match router.node(id).unwrap().client_write(command.clone()).await {
+            Ok(r) => return r.data,
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// Every segment file's bytes of the engine of node `id`, concatenated.
+fn engine_bytes(dir: &Path, id: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(home(dir, id).join("events/log")).unwrap() {
+        out.extend(std::fs::read(e.unwrap().path()).unwrap());
+    }
+    out
+}
+
+/// Scavenges and an erase on a cluster: each node scavenges its own copy,
+/// while writers append, keeping the ids of the events it removes, so the
+/// replicas still hold one log: the same records at the same positions
+/// (removed ones as ids only), whatever each scavenged. An erase is a
+/// replicated tombstone that every node applies and then rewrites its own
+/// segments for. A node added after the log was purged copies that log
+/// from scavenged members, never receives the bytes of a removed or erased
+/// event, and refuses a reused id of one as every other node does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scavenged_replicas_keep_one_log_that_a_new_node_copies() {
+    use logbook_consensus::LifecycleChange;
+    use logbook_storage::scavenge::ScavengeOptions;
+    use openraft::ChangeMembers;
+    let dir = tempfile::tempdir().unwrap();
+    let router = Router::default();
+    let mut stores = BTreeMap::new();
+    for id in NODES {
+        let (_, store, _) = start_engine_sized(dir.path(), id, &router, 50, 16 << 10).await;
+        stores.insert(id, store);
+    }
+    initialize(&router).await;
+    // Streams d-0..d-4, 30 events each, recognisable bytes.
+    let marker = |stream: u64, i: u64| format!("removed-{stream}-{i}-");
+    let mut id = 1_000_000u64;
+    for i in 0..30 {
+        for d in 0..5 {
+            id += 1;
+            let c = Command::Append {
+                stream: format!("d-{d}"),
+                expected: ExpectedVersion::Any,
+                events: vec![EventData {
+                    id: u128::from(id).to_be_bytes(),
+                    event_type: "Kept".into(),
+                    metadata: Default::default(),
+                    data: marker(d, i).into_bytes().into(),
+                }],
+                timestamp_us: 1_800_000_000_000_000,
+            };
+            assert!(matches!(
+                propose(&router, c).await,
+                Outcome::Appended { .. }
+            ));
+        }
+    }
+    let writers = Writers::spawn(&router, 4);
+    let history = &writers.history;
+    until_acked(history, 300).await;
+    // d-0 truncated, d-1 kept to 3 events, d-2 deleted for ever, d-3 left.
+    for (stream, change) in [
+        ("d-0", LifecycleChange::Truncate { before: 20 }),
+        (
+            "d-1",
+            LifecycleChange::SetMetadata {
+                metadata: "{\"max_count\":3}".into(),
+            },
+        ),
+        (
+            "d-2",
+            LifecycleChange::Delete {
+                hard: true,
+                expected: ExpectedVersion::Any,
+            },
+        ),
+    ] {
+        let outcome = propose(&router, lifecycle(stream, change)).await;
+        assert!(matches!(outcome, Outcome::Appended { .. }), "{outcome:?}");
+    }
+    let before = acked(history).await;
+    until_acked(history, before + 300).await;
+    // Every node scavenges its own copy, while the writers go on.
+    let mut removed = 0;
+    for (id, store) in &stores {
+        let s = store.clone();
+        let report = tokio::task::spawn_blocking(move || s.scavenge(ScavengeOptions::default()))
+            .await
+            .unwrap()
+            .unwrap();
+        eprintln!("node {id}: {report:?}");
+        removed += report.events_removed;
+    }
+    assert!(removed >= 3 * (20 + 27 + 30), "{removed} events removed");
+    // d-4 is erased: every node rewrites its own segments once it applied
+    // the tombstone.
+    let outcome = propose(&router, lifecycle("d-4", LifecycleChange::Erase)).await;
+    assert!(matches!(outcome, Outcome::Appended { .. }), "{outcome:?}");
+    for (id, store) in &stores {
+        let s = store.clone();
+        let d4 = logbook_protocol::StreamName::new("d-4").unwrap();
+        let wait = move || s.wait_erased(&d4, Some(Duration::from_secs(30)));
+        let receipt = tokio::task::spawn_blocking(wait).await.unwrap().unwrap();
+        assert_eq!(receipt.events_removed, 30, "node {id}: {receipt:?}");
+    }
+    // Past the lifecycle changes.
+    let (_, leader) = leader_past_purge(&router, 200).await;
+    // A new node copies the log from the scavenged members.
+    let (new, store, _) = start_engine_sized(dir.path(), 4, &router, 50, 16 << 10).await;
+    stores.insert(4, store);
+    add_learner_4(&leader, &new).await;
+    let installed = new.metrics().borrow_watched().snapshot;
+    assert!(installed.is_some_and(|s| s.index() > 200), "{installed:?}");
+    leader
+        .change_membership(ChangeMembers::AddVoterIds([4].into()), false)
+        .await
+        .unwrap();
+    let before = acked(history).await;
+    until_acked(history, before + 100).await;
+    // Reused ids of removed events (d-2's first, d-0's first): nothing is
+    // written, on any node.
+    for reused in [1_000_003u128, 1_000_001] {
+        let c = Command::Append {
+            stream: "d-3".into(),
+            expected: ExpectedVersion::Any,
+            events: vec![EventData {
+                id: reused.to_be_bytes(),
+                event_type: "Again".into(),
+                metadata: Default::default(),
+                data: b"{}".to_vec().into(),
+            }],
+            timestamp_us: 1_800_000_000_000_000,
+        };
+        let outcome = propose(&router, c).await;
+        assert!(
+            matches!(outcome, Outcome::DuplicateEventId { .. }),
+            "{outcome:?}"
+        );
+    }
+    let history = writers.stop().await;
+    let want = one_log(&router, &stores).await;
+    assert!(want.iter().filter(|b| b.removed).count() >= 20 + 27 + 30 + 30);
+    let visible = |store: &Store| {
+        store
+            .read_all(None, Direction::Forward, 100_000)
+            .unwrap()
+            .events
+    };
+    let seen = visible(&stores[&1]);
+    for id in [2, 3, 4] {
+        assert!(visible(&stores[&id]) == seen, "node {id} reads otherwise");
+    }
+    // The removed events' bytes are on no node's disk (those of the
+    // original nodes were in sealed segments, rewritten), the kept ones
+    // are.
+    for id in ANY_NODE {
+        let bytes = engine_bytes(dir.path(), id);
+        let has = |m: String| bytes.windows(m.len()).any(|w| w == m.as_bytes());
+        assert!(!has(marker(2, 5)), "node {id} holds an event of d-2");
+        assert!(
+            !has(marker(0, 3)),
+            "node {id} holds an event of d-0 below 20"
+        );
+        assert!(
+            !has(marker(4, 29)),
+            "node {id} holds an event of erased d-4"
+        );
+        assert!(has(marker(0, 25)), "node {id} lost d-0's event 25");
+        assert!(has(marker(3, 0)), "node {id} lost d-3's event 0");
+    }
+    let events = visible(&stores[&4]);
+    let by_position: HashMap<u64, &logbook_protocol::RecordedEvent> =
+        events.iter().map(|e| (e.position.0, e)).collect();
+    for (id, position) in history.lock().acked.clone() {
+        let e = by_position[&position];
+        assert_eq!(e.data[..], id.to_le_bytes(), "append {id} at {position}");
+    }
+    for id in ANY_NODE {
         router.remove(id).unwrap().shutdown().await.unwrap();
     }
 }

@@ -157,6 +157,11 @@ pub struct StreamLifecycle {
     /// back).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expired_before_us: Option<i64>,
+    /// Set by an erase: a hard delete that forgets everything the stream's
+    /// earlier states said (so its tombstone depends on none of them) and
+    /// removes its events from disk.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub erased: bool,
 }
 
 impl StreamLifecycle {
@@ -284,6 +289,7 @@ mod tests {
                 last_version: last,
                 deleted_last: last.filter(|_| deleted.is_some()),
                 expired_before_us: age.map(|a| a as i64),
+                erased: deleted == Some(Deletion::Hard) && mc.is_some(),
             };
             prop_assert_eq!(StreamLifecycle::from_json(&s.to_json()), Ok(s));
         }

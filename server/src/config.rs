@@ -391,6 +391,7 @@ impl Args {
             index_flush_entries: self.index_flush_entries,
             writer_queue_bytes: self.writer_queue_bytes,
             max_open_files: self.max_open_files,
+            keep_removed_ids: self.cluster.is_some(),
             ..StoreConfig::new(&self.data_dir)
         }
     }

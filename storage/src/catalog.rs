@@ -295,7 +295,7 @@ impl Shared {
             let mut seen = 0usize;
             self.visit_stream(stream, mid, Direction::Forward, PROBE_ENTRIES, |x, loc| {
                 seen += 1;
-                if let Some(loc) = loc {
+                if let Some(loc) = loc.filter(|l| !l.record.is_removed()) {
                     found = Some((x.version, loc.record.timestamp_us));
                     return Ok(Visit::Stop);
                 }

@@ -92,6 +92,14 @@ pub struct StoreConfig {
     /// runs out anyway, opening a file closes half of the cached ones and
     /// tries again.
     pub max_open_files: usize,
+    /// Whether a scavenge keeps the ids of the events it removes (a
+    /// replica of a cluster: see `record::FLAG_REMOVED`), rather than
+    /// removing them whole. Default false (one server: the index keeps
+    /// the ids). With it, a scavenge appends no `$scavenges` events and
+    /// seals no segment (the log is the cluster's, the same on every
+    /// replica), and it removes a record's events only when all of them
+    /// are removed.
+    pub keep_removed_ids: bool,
     /// The file system. Default the OS's; tests use `MemFs`.
     pub vfs: Arc<dyn Vfs>,
     /// Knobs for tests only; the defaults are what production runs.
@@ -199,6 +207,7 @@ impl Default for StoreConfig {
             read_chunk_bytes: 256 << 10,
             recovery: RecoveryMode::Strict,
             max_open_files: 1024,
+            keep_removed_ids: false,
             vfs: Arc::new(OsFs),
             testing: TestKnobs::default(),
         }

@@ -101,6 +101,40 @@ pub(crate) fn replace_file(
         .map_err(|e| StorageError::io("sync dir", dir, e))
 }
 
+/// The whole of the small file at `path`.
+pub(crate) fn read_whole(vfs: &dyn Vfs, path: &Path) -> io::Result<Vec<u8>> {
+    let f = vfs.open(path, OpenMode::Read)?;
+    let mut b = vec![0u8; f.len()? as usize];
+    f.read_exact_at(&mut b, 0)?;
+    Ok(b)
+}
+
+/// The bytes of a small file written whole (`magic`, a `u32` version,
+/// the rest of a `header_len`-byte header, a body, and a crc32c of every
+/// byte before it at the end), without that checksum, once they check:
+/// or why they are not such a file.
+pub(crate) fn checked_file<'a>(
+    b: &'a [u8],
+    magic: &[u8; 8],
+    version: u32,
+    header_len: usize,
+) -> Result<&'a [u8], &'static str> {
+    if b.len() < header_len + 4 {
+        return Err("short file");
+    }
+    let (body, crc) = b.split_at(b.len() - 4);
+    if logbook_protocol::le::try_u32(crc, 0) != Some(crc32c::crc32c(body)) {
+        return Err("checksum mismatch");
+    }
+    if body.get(..8) != Some(&magic[..]) {
+        return Err("bad magic");
+    }
+    if logbook_protocol::le::try_u32(body, 8) != Some(version) {
+        return Err("unknown version");
+    }
+    Ok(body)
+}
+
 /// Inside [`without_waiting`]: marks the thread as having met something
 /// that would wait for the disk and returns true. Outside: false.
 pub(crate) fn would_wait() -> bool {

@@ -14,6 +14,13 @@
 //! A state of a metadata stream (`$$S`) is written as the event it was
 //! and taken as the stream's state as it is, not resolved again (a
 //! retention cut depends on when it was made).
+//!
+//! On a replica of a cluster a scavenge keeps the ids of the events it
+//! removes (`record::FLAG_REMOVED`), so the log has no holes: a record
+//! whose events are removed is sent as ids only (`LogBatch::removed`), as
+//! the scavenge would keep it, whether or not one ran, and written so
+//! (no read returns it). The copy then refuses the same reused ids as the
+//! original, and never receives the bytes of an erased stream.
 
 use logbook_protocol::lifecycle::meta_target;
 use logbook_protocol::{ExpectedVersion, NewEvent, StreamName};
@@ -21,6 +28,8 @@ use logbook_protocol::{ExpectedVersion, NewEvent, StreamName};
 use crate::Store;
 use crate::error::{AppendError, StorageError};
 use crate::read::Visit;
+use crate::scavenge::Plan;
+use crate::store::RequestKind;
 
 /// One record of the log as it was written: an appended batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,6 +44,8 @@ pub struct LogBatch {
     pub timestamp_us: i64,
     /// Its events.
     pub events: Vec<NewEvent>,
+    /// Its events were removed: they are ids only (`record::FLAG_REMOVED`).
+    pub removed: bool,
 }
 
 impl LogBatch {
@@ -67,6 +78,7 @@ impl Store {
             return Ok(out);
         }
         let segs = std::sync::Arc::clone(&shared.segments.read());
+        let now = shared.now_us();
         let mut bytes = 0usize;
         let mut next = from;
         shared.scan_forward(&segs, from, to, |loc, skip| {
@@ -82,17 +94,23 @@ impl Store {
             if rec.end_position() > to || (!out.is_empty() && bytes + rec.len() > max_bytes) {
                 return Ok(Visit::Stop);
             }
-            let events = loc
-                .events()
-                .map(|e| {
-                    e.map(|e| NewEvent {
-                        id: e.id,
-                        event_type: e.event_type,
-                        metadata: e.metadata,
-                        data: e.data,
+            // As a scavenge here would keep it.
+            let removed = shared.config.keep_removed_ids
+                && (rec.is_removed() || shared.plan(rec, now) == Plan::Stub);
+            let events = if removed {
+                loc.removed_events()?
+            } else {
+                loc.events()
+                    .map(|e| {
+                        e.map(|e| NewEvent {
+                            id: e.id,
+                            event_type: e.event_type,
+                            metadata: e.metadata,
+                            data: e.data,
+                        })
                     })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+                    .collect::<Result<Vec<_>, _>>()?
+            };
             bytes += rec.len();
             next = rec.end_position();
             out.push(LogBatch {
@@ -101,6 +119,7 @@ impl Store {
                 first_version: rec.first_version,
                 timestamp_us: rec.timestamp_us,
                 events,
+                removed,
             });
             Ok(Visit::Continue)
         })?;
@@ -117,17 +136,35 @@ impl Store {
         for b in batches {
             let stream = StreamName::new(b.stream.clone())
                 .map_err(|e| copy_refused(format_args!("stream {:?}: {e}", b.stream)))?;
-            let op = match meta_target(stream.as_str()) {
-                None => None,
-                Some(target) => Some(self.restore_op(target, &b)?),
+            // A removed state of a metadata stream is not the stream's
+            // state (a later one is).
+            let (op, kind) = match meta_target(stream.as_str()) {
+                _ if b.removed => (None, RequestKind::Removed),
+                None => (None, RequestKind::Append),
+                Some(target) => (Some(self.restore_op(target, &b)?), RequestKind::Append),
+            };
+            // An erase's tombstone: the stream's events this replica holds
+            // already are erased from its files too, as when it applies the
+            // erase itself (`LifecycleChange::Erase`).
+            let erased = match &op {
+                Some(crate::lifecycle::Op {
+                    target,
+                    kind: crate::lifecycle::OpKind::Restore(state),
+                    ..
+                }) if state.erased => Some(target.as_str().to_owned()),
+                _ => None,
             };
             let at = (b.first_position, b.first_version);
             let expected_end = b.end_position();
             let (mut req, rx, tx) = self
-                .request(&stream, ExpectedVersion::Any, b.events, None, op, false)
+                .request(&stream, ExpectedVersion::Any, b.events, None, op, kind)
                 .map_err(|e| copy_refused(format_args!("{e}")))?;
             req.at = Some(b.timestamp_us);
             req.ingest = Some(at);
+            if let Some(target) = erased {
+                self.owe_erasure(&target)?;
+                req.seal_after = true;
+            }
             let queued = self
                 .enqueue((req, rx, tx))
                 .await

@@ -94,6 +94,7 @@ mod catalog;
 mod commit;
 pub mod config;
 mod dedup;
+mod erasures;
 pub mod error;
 mod file_cache;
 pub mod fs;

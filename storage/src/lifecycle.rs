@@ -43,7 +43,7 @@ use logbook_protocol::lifecycle::StreamLifecycle;
 use parking_lot::RwLock;
 
 use crate::error::StorageError;
-use crate::fs::{OpenMode, Vfs};
+use crate::fs::Vfs;
 use crate::stream_map::{StreamHasher, StreamMap};
 
 /// The snapshot's file name, in the index directory.
@@ -286,6 +286,12 @@ impl Lifecycles {
         self.dirty.lock().0 = true;
     }
 
+    /// Gives `streams` to the next scavenge (this one could not remove
+    /// all of their events).
+    pub fn mark_dirty(&self, streams: Vec<String>) {
+        self.dirty.lock().1.extend(streams);
+    }
+
     /// Streams deleted now: hard, or soft with no event since (a counter
     /// the commit pipeline keeps, for the figures).
     pub fn deleted(&self) -> u64 {
@@ -326,19 +332,7 @@ impl Lifecycles {
     /// Decodes a snapshot into `(through, seen_head, states)`, each state
     /// with its event's position and version.
     pub fn decode_snapshot(b: &[u8]) -> Result<(u64, u64, Vec<Snapshotted>), &'static str> {
-        if b.len() < HEADER_LEN + 4 {
-            return Err("short file");
-        }
-        let (body, crc) = b.split_at(b.len() - 4);
-        if le::try_u32(crc, 0) != Some(crc32c::crc32c(body)) {
-            return Err("checksum mismatch");
-        }
-        if body.get(..8) != Some(&MAGIC[..]) {
-            return Err("bad magic");
-        }
-        if le::try_u32(body, 8) != Some(VERSION) {
-            return Err("unknown version");
-        }
+        let body = crate::fs::checked_file(b, &MAGIC, VERSION, HEADER_LEN)?;
         let through = le::try_u64(body, 16).ok_or("short header")?;
         let count = le::try_u64(body, 24).ok_or("short header")?;
         let seen_head = le::try_u64(body, 32).ok_or("short header")?;
@@ -375,13 +369,7 @@ impl Lifecycles {
         if !vfs.exists(&path) {
             return None;
         }
-        let read = || -> std::io::Result<Vec<u8>> {
-            let f = vfs.open(&path, OpenMode::Read)?;
-            let mut b = vec![0u8; f.len()? as usize];
-            f.read_exact_at(&mut b, 0)?;
-            Ok(b)
-        };
-        match read() {
+        match crate::fs::read_whole(vfs, &path) {
             Ok(b) => match Lifecycles::decode_snapshot(&b) {
                 Ok(s) => Some(s),
                 Err(why) => {
@@ -528,7 +516,15 @@ impl Op {
                 erase,
             } => {
                 if *erase {
-                    next.metadata.custom.clear();
+                    // Forgets every earlier setting: the tombstone is then
+                    // the same whatever state a replica had before it (one
+                    // that copied its log from a scavenged replica lacks
+                    // the older states of an erased stream).
+                    next = StreamLifecycle {
+                        stream: target.to_owned(),
+                        erased: true,
+                        ..StreamLifecycle::default()
+                    };
                 }
                 let actual = effective_version(prev, last);
                 if !expected.admits(actual.map(logbook_protocol::StreamVersion)) {
@@ -538,7 +534,8 @@ impl Op {
                         actual: actual.map(logbook_protocol::StreamVersion),
                     });
                 }
-                next.metadata.truncate_before = raise(last.map_or(0, |l| l + 1));
+                let end = last.map_or(0, |l| l + 1);
+                next.metadata.truncate_before = if *erase { Some(end) } else { raise(end) };
                 next.deleted = Some(*mode);
                 next.deleted_last = last;
                 match mode {

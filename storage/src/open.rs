@@ -507,6 +507,7 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
         lifecycle: crate::lifecycle::Lifecycles::default(),
         scavenging: Mutex::new(()),
         rewrites_poisoned: false.into(),
+        erasures: crate::erasures::Erasures::default(),
     });
     shared.note_index_shape(&shared.index.read());
 
@@ -591,6 +592,22 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
         shared.index.write().active = mem;
     }
     report.lifecycle_events_replayed = rebuild_lifecycle(&shared)?;
+    // Erasures owed: the record, or every erased stream if it cannot be
+    // trusted.
+    let owed = match crate::erasures::load(&*shared.config.vfs, &shared.config.data_dir) {
+        Ok(owed) => owed.unwrap_or_default(),
+        Err(why) => {
+            tracing::warn!(%why, "the record of erasures owed is damaged: every erased stream is erased again");
+            shared
+                .lifecycle
+                .all()
+                .iter()
+                .filter(|e| e.state.erased)
+                .map(|e| e.state.stream.clone())
+                .collect()
+        }
+    };
+    shared.erasures.reset(owed);
     shared
         .lifecycle
         .noted_through
@@ -673,6 +690,10 @@ fn rebuild_lifecycle(shared: &Arc<Shared>) -> Result<u64, StorageError> {
                 }
                 return Ok(Visit::Continue);
             };
+            // Older states a replica's scavenge kept the ids of.
+            if rec.is_removed() {
+                return Ok(Visit::Continue);
+            }
             let hash = shared.hasher.hash(target);
             for e in loc.events().skip(skip) {
                 let e = e?;

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use logbook_protocol::{Direction, RecordedEvent};
+use logbook_protocol::{Direction, NewEvent, RecordedEvent};
 
 use crate::error::StorageError;
 use crate::index::memtable::{Entry, Memtable};
@@ -76,6 +76,18 @@ impl Located<'_> {
         self.record
             .events()
             .map(|r| r.map_err(|e| StorageError::corrupt(self.path, self.offset, format!("{e:?}"))))
+    }
+
+    /// What the record's events keep once removed: their ids
+    /// ([`crate::record::FLAG_REMOVED`]).
+    pub fn removed_events(&self) -> Result<Vec<NewEvent>, StorageError> {
+        self.record
+            .event_ids()
+            .map(|r| {
+                r.map(crate::record::removed_event)
+                    .map_err(|e| StorageError::corrupt(self.path, self.offset, format!("{e:?}")))
+            })
+            .collect()
     }
 }
 
@@ -676,7 +688,8 @@ impl Shared {
         // Each event is taken out (not cloned): an entry is visited once.
         let mut decoded: Option<(u64, Vec<Option<RecordedEvent>>)> = None;
         self.visit_stream(name, from, direction, max, |e, loc| {
-            let Some(loc) = loc else {
+            // Gone, or only its id kept: nothing to return.
+            let Some(loc) = loc.filter(|l| !l.record.is_removed()) else {
                 return Ok(Visit::Continue);
             };
             let key = loc.record.first_position;

@@ -5,7 +5,8 @@
 //! 0       4     len             u32 total record length, prefix and suffix included
 //! 4       4     crc32c          u32: crc32c of the segment's seed, then bytes 8 .. len-4
 //! 8       1     kind            u8  1 = event batch
-//! 9       1     flags           u8  0 (reserved)
+//! 9       1     flags           u8  bit 0: last record of a group commit; bit 1: removed
+//!                                   (the events hold their ids only: see [`FLAG_REMOVED`])
 //! 10      2     count           u16 events in the batch, >= 1
 //! 12      8     first_position  u64 global position of event 0
 //! 20      8     first_version   u64 stream version of event 0
@@ -49,6 +50,41 @@ pub const EVENT_OVERHEAD: usize = 16 + 2 + 4 + 4;
 pub const MIN_RECORD_LEN: usize = HEADER_LEN + 1 + EVENT_OVERHEAD + 1 + SUFFIX_LEN;
 /// Record kind: a batch of events.
 pub const KIND_EVENTS: u8 = 1;
+/// Record flag: the batch's events were removed (deleted, truncated,
+/// expired or erased) and a scavenge on a replica of a cluster kept only
+/// their ids (each event has an empty type, metadata and data), with the
+/// stream, positions, versions and commit time. Replicas then keep the
+/// same positions and the same event ids whatever each scavenged, so that
+/// any of them can copy its log to another and every one refuses the same
+/// reused ids. No read returns such a record's events.
+pub const FLAG_REMOVED: u8 = 2;
+
+/// Sets `flags` on the record at `at` in `buf` and refreshes its checksum
+/// (under the segment's `seed`).
+pub fn set_flags(buf: &mut [u8], at: usize, seed: u32, flags: u8) {
+    let Some(len) = buf
+        .get(at..at + 4)
+        .and_then(|b| b.try_into().ok())
+        .map(|b: [u8; 4]| u32::from_le_bytes(b) as usize)
+    else {
+        return;
+    };
+    if let Some(f) = buf.get_mut(at + 9) {
+        *f |= flags;
+    }
+    let crc = checksum(
+        seed,
+        buf.get(at + 8..at + len - SUFFIX_LEN).unwrap_or_default(),
+    );
+    if let Some(slot) = buf.get_mut(at + 4..at + 8) {
+        slot.copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+/// What a removed event keeps ([`FLAG_REMOVED`]): its id.
+pub fn removed_event(id: EventId) -> NewEvent {
+    NewEvent::new(id, "", Bytes::new())
+}
 
 /// Why bytes are not a valid record.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -226,6 +262,11 @@ impl Record {
     /// Total length in bytes.
     pub fn len(&self) -> usize {
         self.bytes.len()
+    }
+
+    /// Whether its events were removed, their ids kept ([`FLAG_REMOVED`]).
+    pub fn is_removed(&self) -> bool {
+        self.flags & FLAG_REMOVED != 0
     }
 
     /// Whether the record is empty (never, for a parsed record).

@@ -58,6 +58,22 @@
 //! An erase (`Store::erase`) is a hard delete sealed at once, then a rewrite
 //! of exactly the segments that hold the stream's events (and its older
 //! metadata events).
+//!
+//! **On a replica of a cluster** (`StoreConfig::keep_removed_ids`) the log
+//! is the cluster's and must stay the same on every replica, whatever
+//! each scavenged: a scavenge appends nothing and seals nothing (it
+//! rewrites the segments sealed already), and instead of dropping a
+//! record all of whose events are removed it keeps their ids, with the
+//! record's stream, positions, versions and time
+//! (`record::FLAG_REMOVED`, `Plan::Stub`); a record some of whose
+//! events are live is kept whole, and a metadata stream's older states are
+//! kept unless the stream was erased. So positions have no holes, a
+//! replica can copy the log record by record from any other (`ingest`),
+//! and every replica refuses a reused id alike (KurrentDB's scavenges
+//! leave holes, and its replicas copy chunk files instead; Logbook's ids
+//! are unique for ever, which the copy must carry). An erase there is a
+//! replicated tombstone, then each replica's own rewrite
+//! (`Store::finish_erasures`, owed durably: `erasures`).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -135,6 +151,19 @@ impl ScavengeReport {
     }
 }
 
+/// What a rewrite does with one record ([`Shared::plan`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Plan {
+    /// Copies it as it is.
+    Keep,
+    /// Leaves it out.
+    Drop,
+    /// Keeps its events from version `first_live` on.
+    Trim { first_live: u64 },
+    /// Keeps its events' ids only ([`record::FLAG_REMOVED`]).
+    Stub,
+}
+
 /// What rewriting one segment did.
 #[derive(Clone, Copy, Debug, Default)]
 struct Rewrite {
@@ -183,6 +212,9 @@ impl Shared {
     /// stream's window, or for a metadata stream `$$S`, its latest event
     /// only (each holds the whole state, so older ones are superseded).
     pub(crate) fn window_of(&self, rec: &Record, now_us: i64) -> Window {
+        if rec.is_removed() {
+            return Window::None;
+        }
         self.window_for(
             &rec.stream,
             rec.first_version,
@@ -287,14 +319,16 @@ impl Shared {
     /// events of `streams` that a scavenge may remove: versions below
     /// their first live one
     /// (all of a hard-deleted stream, any for one with `max_age`), and
-    /// their metadata streams' older events.
+    /// their metadata streams' older events. With them, the streams that
+    /// have such events past `sealed` too (for the next scavenge).
     pub(crate) fn segments_to_scavenge(
         &self,
         streams: &[String],
         sealed: u64,
-    ) -> Result<BTreeSet<u64>, StorageError> {
+    ) -> Result<(BTreeSet<u64>, Vec<String>), StorageError> {
         let segs = Arc::clone(&self.segments.read());
         let mut out = BTreeSet::new();
+        let mut later = Vec::new();
         for name in streams {
             let Some(e) = self.lifecycle_of(name) else {
                 continue;
@@ -314,10 +348,17 @@ impl Shared {
                 }
             };
             let mut positions = self.positions_below(name, below)?;
-            positions.extend(self.positions_below(
-                &logbook_protocol::lifecycle::meta_stream(name),
-                e.meta_version,
-            )?);
+            // A replica keeps the older states unless the stream was
+            // erased (`plan`).
+            if !self.config.keep_removed_ids || e.state.erased {
+                positions.extend(self.positions_below(
+                    &logbook_protocol::lifecycle::meta_stream(name),
+                    e.meta_version,
+                )?);
+            }
+            if positions.iter().any(|p| *p >= sealed) {
+                later.push(name.clone());
+            }
             for p in positions {
                 if let Some(i) = Shared::segment_index_of(&segs, p)
                     && let Some(seg) = segs.get(i)
@@ -328,7 +369,7 @@ impl Shared {
                 }
             }
         }
-        Ok(out)
+        Ok((out, later))
     }
 
     /// Index in `segs` of the segment holding `position`.
@@ -364,6 +405,33 @@ impl Shared {
         }
     }
 
+    /// What a rewrite does with `rec` now: on one server, what
+    /// [`Shared::scavenge_window`] removes goes; on a replica of a cluster
+    /// (`keep_removed_ids`), a record all of whose events are removed
+    /// keeps their ids ([`record::FLAG_REMOVED`]) and any other is kept
+    /// whole, and the older states of a metadata stream are kept unless
+    /// its stream was erased: a replica that copies this log up to an
+    /// earlier point resolves the next lifecycle change against the state
+    /// it had then (an erase's tombstone depends on no earlier state).
+    pub(crate) fn plan(&self, rec: &Record, now_us: i64) -> Plan {
+        let keep_ids = self.config.keep_removed_ids;
+        if rec.is_removed() {
+            return if keep_ids { Plan::Keep } else { Plan::Drop };
+        }
+        match (self.scavenge_window(rec, now_us), keep_ids) {
+            (Window::All, _) => Plan::Keep,
+            (Window::None, false) => Plan::Drop,
+            (Window::From { first_live }, false) => Plan::Trim { first_live },
+            (Window::From { .. }, true) => Plan::Keep,
+            (Window::None, true) => match meta_target(&rec.stream) {
+                Some(target) if !self.lifecycle_of(target).is_some_and(|e| e.state.erased) => {
+                    Plan::Keep
+                }
+                _ => Plan::Stub,
+            },
+        }
+    }
+
     /// Removed events of `seg` now, and the bytes its records would keep
     /// (a first pass over it: a segment with nothing removed costs a read,
     /// not a write).
@@ -377,21 +445,24 @@ impl Shared {
         let mut walk = RecordWalk::new(seg, HEADER_LEN, seg.data_end(), None);
         while let Some((_, rec)) = walk.next(reader)? {
             let count = u64::from(rec.count);
-            let gone = match self.scavenge_window(&rec, now) {
-                Window::All => 0,
-                Window::None => count,
-                Window::From { first_live } => first_live - rec.first_version,
-            };
-            removed += gone;
             // What the kept part re-encodes to: the record's fixed part,
             // and its events' share of the rest.
             let fixed = (record::HEADER_LEN + rec.stream.len()) as u64;
             let len = rec.len() as u64;
-            kept += match gone {
-                0 => len,
-                g if g == count => 0,
-                g => fixed + len.saturating_sub(fixed) * (count - g) / count,
+            let (gone, keeps) = match self.plan(&rec, now) {
+                Plan::Keep => (0, len),
+                Plan::Drop => (count, 0),
+                Plan::Stub => (
+                    count,
+                    fixed + count * record::EVENT_OVERHEAD as u64 + record::SUFFIX_LEN as u64,
+                ),
+                Plan::Trim { first_live } => {
+                    let g = first_live - rec.first_version;
+                    (g, fixed + len.saturating_sub(fixed) * (count - g) / count)
+                }
             };
+            removed += gone;
+            kept += keeps;
         }
         Ok((removed, kept))
     }
@@ -452,23 +523,31 @@ impl Shared {
             for seg in run {
                 let mut walk = RecordWalk::new(seg, HEADER_LEN, seg.data_end(), None);
                 while let Some((at, rec)) = walk.next(&mut reader)? {
-                    let w = self.scavenge_window(&rec, now);
-                    if w == Window::None {
-                        continue;
-                    }
-                    let kept: Vec<NewEvent> = crate::read::Located {
+                    let plan = self.plan(&rec, now);
+                    let located = crate::read::Located {
                         record: &rec,
                         path: &seg.path,
                         offset: at,
-                    }
-                    .events()
-                    .filter(|e| e.as_ref().map_or(true, |e| w.admits(e.version.0)))
-                    .map(|e| {
-                        e.map(|e| {
-                            NewEvent::new(e.id, e.event_type, e.data).with_metadata(e.metadata)
-                        })
-                    })
-                    .collect::<Result<_, _>>()?;
+                    };
+                    let kept: Vec<NewEvent> = match plan {
+                        Plan::Drop => continue,
+                        Plan::Stub => located.removed_events()?,
+                        Plan::Keep | Plan::Trim { .. } => located
+                            .events()
+                            .filter(|e| {
+                                e.as_ref().map_or(true, |e| match plan {
+                                    Plan::Trim { first_live } => e.version.0 >= first_live,
+                                    _ => true,
+                                })
+                            })
+                            .map(|e| {
+                                e.map(|e| {
+                                    NewEvent::new(e.id, e.event_type, e.data)
+                                        .with_metadata(e.metadata)
+                                })
+                            })
+                            .collect::<Result<_, _>>()?,
+                    };
                     let skip = u64::from(rec.count) - kept.len() as u64;
                     let first_position = rec.first_position + skip;
                     let at_out = offset + buf.len() as u64;
@@ -481,6 +560,7 @@ impl Shared {
                             offset: at_out,
                         });
                     }
+                    let start = buf.len();
                     record::encode(
                         &mut buf,
                         seed,
@@ -490,6 +570,9 @@ impl Shared {
                         rec.timestamp_us,
                         &kept,
                     );
+                    if plan == Plan::Stub || rec.is_removed() {
+                        record::set_flags(&mut buf, start, seed, record::FLAG_REMOVED);
+                    }
                     records += 1;
                     if buf.len() >= CHUNK {
                         file.write_all_at(&buf, offset).map_err(io("write", &tmp))?;
@@ -762,8 +845,8 @@ impl Shared {
     }
 
     /// Every stream a scavenge must look at now, taking them from the
-    /// dirty set (give them back with `Lifecycles::mark_dirty` if the
-    /// scavenge fails).
+    /// dirty set (all are given back with `Lifecycles::mark_all_dirty` if
+    /// the scavenge fails).
     pub(crate) fn streams_to_scavenge(&self) -> Vec<String> {
         self.lifecycle.take_dirty()
     }

@@ -114,6 +114,8 @@ pub struct Shared {
     /// list no longer matches the files, so scavenges and erases are
     /// refused until a restart.
     pub rewrites_poisoned: std::sync::atomic::AtomicBool,
+    /// Erasures a replica of a cluster owes (`erasures`).
+    pub erasures: crate::erasures::Erasures,
 }
 
 impl Shared {

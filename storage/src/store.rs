@@ -80,6 +80,10 @@ pub enum LifecycleChange {
         /// The stream's expected version.
         expected: ExpectedVersion,
     },
+    /// An erase on a replica of a cluster: the tombstone of
+    /// [`Store::erase`], its segment sealed after it, and the stream owed
+    /// to [`Store::finish_erasures`], which rewrites its segments.
+    Erase,
 }
 
 impl LifecycleChange {
@@ -91,6 +95,11 @@ impl LifecycleChange {
                 mode,
                 expected,
                 erase: false,
+            },
+            LifecycleChange::Erase => OpKind::Delete {
+                mode: Deletion::Hard,
+                expected: ExpectedVersion::Any,
+                erase: true,
             },
         }
     }
@@ -210,6 +219,18 @@ pub struct StoreStats {
 }
 
 /// A validated append, its reply channel, and the writer's queue.
+/// What a request to the writer is ([`Store::request`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RequestKind {
+    /// An append (a lifecycle change's, with its operation).
+    Append,
+    /// A resend only: refused with `NotStored` if it is new.
+    ResendOnly,
+    /// A record copied from another replica whose events were removed
+    /// there: ids only ([`crate::record::FLAG_REMOVED`]).
+    Removed,
+}
+
 type Prepared = (
     AppendRequest,
     oneshot::Receiver<Result<AppendResult, AppendError>>,
@@ -432,17 +453,21 @@ impl Store {
         events: Vec<NewEvent>,
         checked: Option<IdsChecked>,
         op: Option<crate::lifecycle::Op>,
-        resend_only: bool,
+        kind: RequestKind,
     ) -> Result<Prepared, AppendError> {
         if op.is_none()
-            && !resend_only
+            && kind == RequestKind::Append
             && logbook_protocol::lifecycle::meta_target(stream.as_str()).is_some()
         {
             return Err(AppendError::ReservedStream {
                 stream: stream.as_str().to_owned(),
             });
         }
-        let encoded_len = self.validate(stream, &events)?;
+        let encoded_len = match kind {
+            // Ids only, copied as they are: no type to check.
+            RequestKind::Removed => record::encoded_len(stream, &events),
+            _ => self.validate(stream, &events)?,
+        };
         // The tables' part of the id check, here on the caller's thread
         // rather than on the writer's (unless the caller did it already,
         // for these very events).
@@ -470,8 +495,9 @@ impl Store {
             op,
             seal_after: false,
             at: None,
-            resend_only,
+            resend_only: kind == RequestKind::ResendOnly,
             ingest: None,
+            removed: kind == RequestKind::Removed,
         };
         Ok((req, rx, tx))
     }
@@ -529,7 +555,8 @@ impl Store {
                 stream: SCAVENGES.to_owned(),
             });
         }
-        let (mut req, rx, tx) = self.request(stream, expected, events, None, None, false)?;
+        let (mut req, rx, tx) =
+            self.request(stream, expected, events, None, None, RequestKind::Append)?;
         req.at = Some(at_us);
         self.enqueue((req, rx, tx)).await
     }
@@ -553,8 +580,14 @@ impl Store {
     ) -> Result<AppendResult, AppendError> {
         // A metadata stream too: a lifecycle change is resent as the event
         // it was sent to the writer as (`lifecycle_placeholder`).
-        let (mut req, rx, tx) =
-            self.request(stream, ExpectedVersion::Any, events, None, None, true)?;
+        let (mut req, rx, tx) = self.request(
+            stream,
+            ExpectedVersion::Any,
+            events,
+            None,
+            None,
+            RequestKind::ResendOnly,
+        )?;
         req.at = at;
         self.enqueue((req, rx, tx)).await?.await
     }
@@ -614,7 +647,8 @@ impl Store {
         op: Option<crate::lifecycle::Op>,
         seal_after: bool,
     ) -> Result<PendingAppend, AppendError> {
-        let (mut req, rx, tx) = self.request(stream, expected, events, None, op, false)?;
+        let (mut req, rx, tx) =
+            self.request(stream, expected, events, None, op, RequestKind::Append)?;
         req.seal_after = seal_after;
         self.enqueue((req, rx, tx)).await
     }
@@ -632,7 +666,7 @@ impl Store {
                 stream: SCAVENGES.to_owned(),
             });
         }
-        let prepared = self.request(stream, expected, events, checked, op, false)?;
+        let prepared = self.request(stream, expected, events, checked, op, RequestKind::Append)?;
         self.enqueue(prepared).await
     }
 
@@ -725,6 +759,7 @@ impl Store {
         id: EventId,
         at_us: i64,
     ) -> Result<PendingAppend, AppendError> {
+        let erase = change == LifecycleChange::Erase;
         let (meta, op) = self.lifecycle_op(stream, change.kind())?;
         let (mut req, rx, tx) = self.request(
             &meta,
@@ -732,10 +767,111 @@ impl Store {
             vec![lifecycle_placeholder(id)],
             None,
             Some(op),
-            false,
+            RequestKind::Append,
         )?;
         req.at = Some(at_us);
+        if erase {
+            // Owed before the tombstone can be written: a crash in
+            // between leaves a debt with nothing to erase yet, never a
+            // tombstone whose events stay in the files.
+            self.owe_erasure(stream.as_str())
+                .map_err(AppendError::Storage)?;
+            req.seal_after = true;
+        }
         self.enqueue((req, rx, tx)).await
+    }
+
+    /// Records that the events of `stream` must be erased from this
+    /// replica's files ([`Store::finish_erasures`]), durably.
+    pub(crate) fn owe_erasure(&self, stream: &str) -> Result<(), StorageError> {
+        let shared = &self.inner.shared;
+        shared
+            .erasures
+            .owe(&*shared.config.vfs, &shared.config.data_dir, stream)
+    }
+
+    /// How many streams this replica still owes an erasure of (their
+    /// tombstones applied, or about to be; their events maybe still in
+    /// its files).
+    pub fn erasures_owed(&self) -> usize {
+        self.inner.shared.erasures.len()
+    }
+
+    /// Rewrites, for each stream this replica owes an erasure of whose
+    /// tombstone is in a sealed segment, the segments that hold its
+    /// events, and takes it off the record ([`LifecycleChange::Erase`]).
+    /// Returns how many it erased. Blocks (waits for a running scavenge).
+    /// A stream whose rewrite fails stays owed, and the first error is
+    /// returned after the others were tried.
+    pub fn finish_erasures(&self) -> Result<usize, StorageError> {
+        let shared = &self.inner.shared;
+        let _one = shared.scavenging.lock();
+        let mut done = 0;
+        let mut first_error = None;
+        for stream in shared.erasures.owed() {
+            if shared.closing.load(Ordering::Relaxed) {
+                return Err(StorageError::ShuttingDown);
+            }
+            // Not applied here yet (the entry comes again after a crash).
+            let Some(w) = self
+                .stream_lifecycle(&stream)
+                .filter(|w| w.state.is_hard_deleted() && w.state.erased)
+            else {
+                continue;
+            };
+            let sealed = w.position.0 + 1;
+            {
+                let segs = Arc::clone(&shared.segments.read());
+                let holding = Shared::segment_index_of(&segs, w.position.0)
+                    .and_then(|i| segs.get(i))
+                    .is_some_and(|s| s.is_sealed());
+                if !holding {
+                    continue;
+                }
+            }
+            let started = std::time::Instant::now();
+            let outcome = self
+                .rewrite_stream(&stream, sealed)
+                .map(|report| EraseReceipt {
+                    position: w.position,
+                    segments_rewritten: report.segments_rewritten,
+                    events_removed: report.events_removed,
+                    bytes_before: report.bytes_before,
+                    bytes_after: report.bytes_after,
+                    duration: started.elapsed(),
+                });
+            let recorded = shared.erasures.ended(
+                &*shared.config.vfs,
+                &shared.config.data_dir,
+                &stream,
+                outcome.as_ref().map(|r| *r).map_err(ToString::to_string),
+            );
+            match outcome.and(recorded) {
+                Ok(()) => done += 1,
+                Err(e) => {
+                    tracing::warn!(error = %e, "erasing a stream's events from this replica's segments failed; it is tried again");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(done),
+        }
+    }
+
+    /// Waits until this replica erased `stream`'s events from its files
+    /// ([`Store::finish_erasures`]), or failed to, or `timeout` passed
+    /// (`Busy`): what the rewrite did. Blocks.
+    pub fn wait_erased(
+        &self,
+        stream: &StreamName,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<EraseReceipt, StorageError> {
+        let shared = &self.inner.shared;
+        shared.erasures.wait(stream.as_str(), timeout, || {
+            shared.closing.load(Ordering::Relaxed)
+        })
     }
 
     /// The metadata stream of `stream` (`$$stream`), where its lifecycle
@@ -859,18 +995,35 @@ impl Store {
         // The streams first: a state published from here on is the next
         // scavenge's (its events may be in the segment sealed below).
         let streams = shared.streams_to_scavenge();
+        // A replica of a cluster writes nothing to the log, which is the
+        // cluster's (the same on every replica), and so seals nothing: it
+        // rewrites the segments sealed already.
+        let replica = shared.config.keep_removed_ids;
         let run = || -> Result<crate::scavenge::ScavengeReport, StorageError> {
-            let sealed = self.system_event(SCAVENGE_STARTED, b"{}".to_vec(), true)?;
-            let sealed = sealed.last_position.0 + 1;
+            let sealed = if replica {
+                let segs = Arc::clone(&shared.segments.read());
+                segs.iter()
+                    .rev()
+                    .find(|s| s.is_sealed())
+                    .map_or(0, |s| s.end_position())
+            } else {
+                let mark = self.system_event(SCAVENGE_STARTED, b"{}".to_vec(), true)?;
+                mark.last_position.0 + 1
+            };
             self.ready_to_rewrite(sealed)?;
-            let firsts = shared.segments_to_scavenge(&streams, sealed)?;
+            let (firsts, later) = shared.segments_to_scavenge(&streams, sealed)?;
+            // Removed events in the active segment: the next scavenge's
+            // (a scavenge that seals has none).
+            shared.lifecycle.mark_dirty(later);
             shared.rewrite_segments(&firsts, sealed, true, options)
         };
         let mut report = run().inspect_err(|_| shared.lifecycle.mark_all_dirty())?;
         report.duration = started.elapsed();
         // Counted once its report is in the log: Stats never shows a
         // scavenge whose `$scavenged` event cannot be read yet.
-        self.system_event(SCAVENGED, report.to_json().into_bytes(), false)?;
+        if !replica {
+            self.system_event(SCAVENGED, report.to_json().into_bytes(), false)?;
+        }
         shared.counters.scavenges.fetch_add(1, Ordering::Relaxed);
         Ok(report)
     }
@@ -897,11 +1050,11 @@ impl Store {
         let started = std::time::Instant::now();
         // Erased before (a retry after a lost reply, or a run a crash cut
         // short): the same tombstone, sealed again with a mark, and the
-        // rewrite run again. A stream hard-deleted with custom metadata
-        // gets a new tombstone without it.
+        // rewrite run again. A stream hard-deleted (not erased) gets an
+        // erase's tombstone, which forgets its metadata.
         let erased = self
             .stream_lifecycle(stream.as_str())
-            .filter(|w| w.state.is_hard_deleted() && w.state.metadata.custom.is_empty());
+            .filter(|w| w.state.is_hard_deleted() && w.state.erased);
         let (position, sealed) = match erased {
             Some(w) => {
                 let mark = self.system_event(SCAVENGE_STARTED, b"{}".to_vec(), true)?;
@@ -921,20 +1074,7 @@ impl Store {
                 (w.position, w.position.0 + 1)
             }
         };
-        self.ready_to_rewrite(sealed)?;
-        let firsts = shared.segments_to_scavenge(&[stream.as_str().to_owned()], sealed)?;
-        // Exactly the segments that hold the stream: no merging.
-        let report = shared.rewrite_segments(
-            &firsts,
-            sealed,
-            false,
-            crate::scavenge::ScavengeOptions::default(),
-        )?;
-        // The stream's custom metadata is gone from the snapshot too.
-        {
-            let _one = shared.flushing.lock();
-            crate::index::flusher::store_lifecycle(shared)?;
-        }
+        let report = self.rewrite_stream(stream.as_str(), sealed)?;
         Ok(EraseReceipt {
             position,
             segments_rewritten: report.segments_rewritten,
@@ -943,6 +1083,30 @@ impl Store {
             bytes_after: report.bytes_after,
             duration: started.elapsed(),
         })
+    }
+
+    /// The rewrite of an erase: exactly the segments, sealed up to
+    /// `sealed` (past the tombstone), that hold events of `stream` or its
+    /// older states, without them (no merging); then the lifecycle
+    /// snapshot, which no longer holds the stream's metadata either. The
+    /// caller holds `scavenging`.
+    fn rewrite_stream(
+        &self,
+        stream: &str,
+        sealed: u64,
+    ) -> Result<crate::scavenge::ScavengeReport, StorageError> {
+        let shared = &self.inner.shared;
+        self.ready_to_rewrite(sealed)?;
+        let (firsts, _) = shared.segments_to_scavenge(&[stream.to_owned()], sealed)?;
+        let report = shared.rewrite_segments(
+            &firsts,
+            sealed,
+            false,
+            crate::scavenge::ScavengeOptions::default(),
+        )?;
+        let _one = shared.flushing.lock();
+        crate::index::flusher::store_lifecycle(shared)?;
+        Ok(report)
     }
 
     /// Waits until the index and the lifecycle snapshot cover the log up
@@ -1047,7 +1211,8 @@ impl Store {
                 stream: SCAVENGES.to_owned(),
             });
         }
-        let (mut req, rx, tx) = self.request(stream, expected, events, None, None, false)?;
+        let (mut req, rx, tx) =
+            self.request(stream, expected, events, None, None, RequestKind::Append)?;
         let charge = self.queue_charge(&req);
         req._queued = Some(
             futures::executor::block_on(

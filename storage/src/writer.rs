@@ -98,6 +98,9 @@ pub struct AppendRequest {
     /// the position and version it holds there, which it must take here
     /// too (it is refused otherwise: the logs differ).
     pub(crate) ingest: Option<(u64, u64)>,
+    /// The copied record's events were removed on that replica: they are
+    /// ids only, written as such ([`record::FLAG_REMOVED`]).
+    pub(crate) removed: bool,
     /// Seal the active segment right after this request's record (a
     /// scavenge or an erase, so that the records before it can be
     /// rewritten).
@@ -509,21 +512,25 @@ impl Writer {
         };
         // A metadata stream's event is the state the writer resolved for a
         // lifecycle operation (not the placeholder it was sent, or resent,
-        // as): its id names it.
+        // as): its id names it. So do the ids of a batch a replica's
+        // scavenge removed (the rest is gone): the same answer as before
+        // that scavenge, and as on a replica that has not run one.
         let same = whole
             && rec.first_position == first.position
             && usize::from(rec.count) == n
             && rec.stream.as_str() == req.stream.as_str()
-            && (logbook_protocol::lifecycle::meta_target(req.stream.as_str()).is_some() || {
-                let stored = rec
-                    .events()
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| StorageError::corrupt(&path, 0, format!("{e:?}")))?;
-                stored
-                    .iter()
-                    .zip(&req.events)
-                    .all(|(s, e)| same_event(s, e))
-            });
+            && (logbook_protocol::lifecycle::meta_target(req.stream.as_str()).is_some()
+                || rec.is_removed()
+                || {
+                    let stored = rec
+                        .events()
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| StorageError::corrupt(&path, 0, format!("{e:?}")))?;
+                    stored
+                        .iter()
+                        .zip(&req.events)
+                        .all(|(s, e)| same_event(s, e))
+                });
         if same {
             let durable = first.position + n as u64 <= self.shared.head();
             return Ok(IdVerdict::Resend {
@@ -791,6 +798,7 @@ impl Writer {
             // their time, the same on every replica whatever the grouping).
             let timestamp = self.last_timestamp.max(req.at.unwrap_or(timestamp));
             self.last_timestamp = timestamp;
+            let start = self.buf.len();
             record::encode(
                 &mut self.buf,
                 self.active.crc_seed,
@@ -800,6 +808,14 @@ impl Writer {
                 timestamp,
                 events,
             );
+            if req.removed {
+                record::set_flags(
+                    &mut self.buf,
+                    start,
+                    self.active.crc_seed,
+                    record::FLAG_REMOVED,
+                );
+            }
             if let Some((hash, state)) = new_state {
                 self.lifecycle
                     .insert(hash, &state.stream.clone(), state.clone());
@@ -1036,24 +1052,7 @@ impl Writer {
 /// Sets the group-end flag on the record at `at` in `buf` and refreshes its
 /// checksum (under the segment's `seed`).
 fn flag_group_end(buf: &mut [u8], at: usize, seed: u32) {
-    let Some(len) = buf
-        .get(at..at + 4)
-        .and_then(|b| b.try_into().ok())
-        .map(|b: [u8; 4]| u32::from_le_bytes(b) as usize)
-    else {
-        return;
-    };
-    if let Some(flags) = buf.get_mut(at + 9) {
-        *flags |= FLAG_GROUP_END;
-    }
-    let crc = record::checksum(
-        seed,
-        buf.get(at + 8..at + len - record::SUFFIX_LEN)
-            .unwrap_or_default(),
-    );
-    if let Some(slot) = buf.get_mut(at + 4..at + 8) {
-        slot.copy_from_slice(&crc.to_le_bytes());
-    }
+    record::set_flags(buf, at, seed, FLAG_GROUP_END);
 }
 
 /// Creates a new, empty active segment starting at `first_position`.

@@ -367,6 +367,8 @@ struct ModelStream {
     deleted_last: Option<u64>,
     /// Lifecycle events of `$$s`: positions.
     meta: Vec<(u64, u64)>,
+    /// Erased (a hard delete alone is not).
+    erased: bool,
 }
 
 impl ModelStream {
@@ -500,13 +502,16 @@ fn run_model(seed: u64) -> u64 {
                     }
                     _ => {
                         store.erase(&name(&s)).unwrap();
-                        if !hard {
-                            st.tb = st.tb.max(st.last().map_or(0, |l| l + 1));
+                        if !st.erased {
+                            // Its tombstone forgets the earlier settings.
+                            st.tb = st.last().map_or(0, |l| l + 1);
+                            st.max_count = None;
                             st.deleted = Some(Deletion::Hard);
                             st.meta.push((st.meta.len() as u64, head));
+                            st.erased = true;
                         } else {
-                            // Deleted before (no custom metadata here): the
-                            // erase seals with a mark in `$scavenges`.
+                            // Erased before: the erase seals with a mark in
+                            // `$scavenges`.
                             scavenge_events += 1;
                         }
                         head += 1;

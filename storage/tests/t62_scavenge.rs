@@ -619,3 +619,130 @@ fn small_neighbours_are_merged_and_a_crash_at_each_step_loses_nothing() {
     // Crashes after a merge's rename left neighbours the start removed.
     assert!(leftovers > 0);
 }
+
+/// On a replica of a cluster an erase is a replicated tombstone
+/// (`LifecycleChange::Erase`), whose rewrite each replica owes until it
+/// is done: across a crash right after the tombstone, and with a damaged
+/// record of what is owed (every erased stream is then owed again). Once
+/// done, no file holds the stream's bytes, the log still has no hole, and
+/// a waiter hears what the rewrite did.
+#[test]
+fn a_replica_owes_an_erase_until_its_segments_are_rewritten() {
+    use logbook_storage::LifecycleChange;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = || StoreConfig {
+        keep_removed_ids: true,
+        segment_bytes: 32 << 10,
+        max_batch_bytes: 16 << 10,
+        max_event_bytes: 8 << 10,
+        index_flush_entries: 256,
+        durability: Durability::Os,
+        ..StoreConfig::new(dir.path())
+    };
+    let store = Store::open(cfg()).unwrap();
+    let marker = |k: u8| -> Vec<u8> { (0..32u8).map(|i| i.wrapping_mul(37) ^ k).collect() };
+    let mut id = 0u64;
+    let append = |store: &Store, s: &str, mark: Option<u8>, id: &mut u64| {
+        let mut data = vec![b'd'; 200];
+        if let Some(k) = mark {
+            data.extend_from_slice(&marker(k));
+        }
+        *id += 1;
+        let e = NewEvent::new(EventId::from_u128(u128::from(*id)), "T", data);
+        let s = StreamName::new(s).unwrap();
+        store
+            .append_blocking(&s, ExpectedVersion::Any, vec![e])
+            .unwrap();
+    };
+    for i in 0..600 {
+        append(&store, "other", None, &mut id);
+        if i % 40 == 0 {
+            append(&store, "person-1", Some(1), &mut id);
+            append(&store, "person-2", Some(2), &mut id);
+        }
+    }
+    let files_holding = |k: u8| -> usize {
+        let m = marker(k);
+        let mut n = 0;
+        for sub in ["log", "index"] {
+            for e in std::fs::read_dir(dir.path().join(sub)).unwrap() {
+                let Ok(b) = std::fs::read(e.unwrap().path()) else {
+                    continue;
+                };
+                n += usize::from(b.windows(32).any(|w| w == m));
+            }
+        }
+        n
+    };
+    assert!(files_holding(1) > 1 && files_holding(2) > 1);
+    let erase = |store: &Store, s: &str, at: i64| {
+        let s = StreamName::new(s).unwrap();
+        futures::executor::block_on(async {
+            store
+                .submit_lifecycle_at(
+                    &s,
+                    ExpectedVersion::Any,
+                    LifecycleChange::Erase,
+                    EventId::new_v7(),
+                    at,
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap()
+        })
+    };
+    let head = store.head().0;
+    let tombstone = erase(&store, "person-1", store.now_us());
+    assert_eq!(tombstone.first_position.0, head);
+    assert_eq!(store.erasures_owed(), 1);
+    // A crash before the rewrite: still owed after the restart.
+    store.abandon();
+    let store = Store::open(cfg()).unwrap();
+    assert_eq!(store.erasures_owed(), 1);
+    assert!(files_holding(1) > 0);
+    let waiter = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            store.wait_erased(
+                &StreamName::new("person-1").unwrap(),
+                Some(std::time::Duration::from_secs(30)),
+            )
+        })
+    };
+    assert_eq!(store.finish_erasures().unwrap(), 1);
+    let receipt = waiter.join().unwrap().unwrap();
+    assert_eq!(receipt.position, tombstone.first_position);
+    assert_eq!(receipt.events_removed, 15, "{receipt:?}");
+    assert_eq!(files_holding(1), 0);
+    assert_eq!(store.erasures_owed(), 0);
+    assert!(matches!(
+        store.read_stream("person-1", None, Direction::Forward, 10),
+        Err(logbook_storage::ReadError::StreamDeleted { .. })
+    ));
+
+    // A damaged record of what is owed: every erased stream is owed again
+    // (person-1's rewrite finds nothing left).
+    erase(&store, "person-2", store.now_us());
+    store.close().unwrap();
+    std::fs::write(dir.path().join("ERASING"), b"LGBKERAS garbage").unwrap();
+    let store = Store::open(cfg()).unwrap();
+    assert_eq!(store.erasures_owed(), 2);
+    assert_eq!(store.finish_erasures().unwrap(), 2);
+    assert_eq!(files_holding(2), 0);
+    store.close().unwrap();
+    let store = Store::open(cfg()).unwrap();
+    assert_eq!(store.erasures_owed(), 0);
+    // No hole: the removed events keep their ids and positions.
+    let batches = store.read_batches(0, u64::MAX, usize::MAX).unwrap();
+    let mut next = 0;
+    for b in &batches {
+        assert_eq!(b.first_position, next);
+        next = b.end_position();
+    }
+    assert_eq!(next, store.head().0);
+    assert!(batches.iter().any(|b| b.removed && b.stream == "person-2"));
+    store.close().unwrap();
+    let v = verify(&cfg(), |_| {}).unwrap();
+    assert!(v.problems.is_empty(), "{:?}", v.problems);
+}

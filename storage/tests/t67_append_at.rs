@@ -394,3 +394,147 @@ async fn a_copy_cut_by_a_power_cut_goes_on_from_its_head() {
     }
     assert!(cut_short > 0, "no power cut lost anything");
 }
+
+/// Every segment file's bytes under `dir`, concatenated.
+fn log_bytes(dir: &std::path::Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir.join("log")).unwrap() {
+        out.extend(std::fs::read(e.unwrap().path()).unwrap());
+    }
+    out
+}
+
+/// On a replica of a cluster (`keep_removed_ids`) a scavenge keeps the ids
+/// of the events it removes: reads are the same before and after it, the
+/// log has no hole (the records sent to a copy are the same before and
+/// after it, removed ones as ids only), no byte of a removed event stays
+/// in the files, and a copy made from it reads alike, refuses the same
+/// reused ids and answers the same resends as the original, also after a
+/// reopen. A scavenge run again finds nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_scavenge_keeps_the_ids_and_its_copies_agree() {
+    use logbook_storage::scavenge::ScavengeOptions;
+    let replica = |dir: &std::path::Path, segment_bytes| StoreConfig {
+        keep_removed_ids: true,
+        ..small(dir, segment_bytes)
+    };
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Store::open(replica(da.path(), 16 << 10)).unwrap();
+    let streams = written(&a).await;
+    let head = a.head().0;
+    let before = visible(&a, &streams);
+    let sent = records(&a);
+    // Removed records are sent as ids only, whether or not a scavenge ran.
+    assert!(sent.iter().any(|b| b.removed));
+    for b in sent.iter().filter(|b| b.removed) {
+        assert!(
+            b.events
+                .iter()
+                .all(|e| e.event_type.is_empty() && e.data.is_empty())
+        );
+    }
+    // The hard-deleted stream's first event (i = 4), in a sealed segment.
+    let marker = b"{\"i\":40,\"pad\"";
+    let has = |bytes: &[u8]| bytes.windows(marker.len()).any(|w| w == marker);
+    assert!(has(&log_bytes(da.path())));
+    let bytes_before: u64 = std::fs::read_dir(da.path().join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+
+    let report = tokio::task::block_in_place(|| a.scavenge(ScavengeOptions::default())).unwrap();
+    assert!(report.events_removed > 0, "{report:?}");
+    assert!(report.bytes_after < report.bytes_before, "{report:?}");
+    assert_eq!(
+        a.head().0,
+        head,
+        "a replica's scavenge writes nothing to the log"
+    );
+    assert_eq!(visible(&a, &streams), before);
+    assert_eq!(records(&a), sent, "the log has no hole");
+    assert!(!has(&log_bytes(da.path())));
+    let bytes_after: u64 = std::fs::read_dir(da.path().join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(
+        bytes_after < bytes_before,
+        "{bytes_after} of {bytes_before}"
+    );
+    let again = tokio::task::block_in_place(|| a.scavenge(ScavengeOptions::default())).unwrap();
+    assert_eq!(again.events_removed, 0, "{again:?}");
+
+    // A copy from the scavenged replica.
+    let b = Store::open(replica(db.path(), 11 << 10)).unwrap();
+    while b.head().0 < head {
+        let batches = a.read_batches(b.head().0, head, 2 << 10).unwrap();
+        b.ingest(batches).await.unwrap();
+    }
+    assert_eq!(records(&b), sent);
+    assert_eq!(visible(&b, &streams), before);
+    assert!(!has(&log_bytes(db.path())));
+
+    // Reused ids: every id of the log sent again, alone and as its whole
+    // batch, gets the same answer from both and writes nothing.
+    let check = async |a: &Store, b: &Store| {
+        for batch in &sent {
+            let stream = StreamName::new(batch.stream.clone()).unwrap();
+            if stream.as_str().starts_with("$$") {
+                continue;
+            }
+            let at = BASE + 1_000;
+            let one = vec![NewEvent::new(batch.events[0].id, "Again", "{}")];
+            let ra = a
+                .append_at(&stream, ExpectedVersion::Any, one.clone(), at)
+                .await;
+            let rb = b.append_at(&stream, ExpectedVersion::Any, one, at).await;
+            assert_eq!(format!("{ra:?}"), format!("{rb:?}"));
+            assert!(ra.is_err() || batch.events.len() == 1, "{ra:?}");
+        }
+        assert_eq!(a.head().0, head);
+        assert_eq!(b.head().0, head);
+    };
+    check(&a, &b).await;
+    // A removed batch sent again whole (a replica re-applying its entries
+    // after a crash) is answered with its first result, as before the
+    // scavenge: the same log written on one server gives the originals.
+    let edir = tempfile::tempdir().unwrap();
+    let e = Store::open(small(edir.path(), 16 << 10)).unwrap();
+    written(&e).await;
+    let originals = records(&e);
+    let resends = async |store: &Store| {
+        let mut n = 0;
+        for batch in sent
+            .iter()
+            .filter(|b| b.removed && !b.stream.starts_with("$$"))
+        {
+            let full = originals
+                .iter()
+                .find(|o| o.first_position == batch.first_position)
+                .unwrap();
+            let stream = StreamName::new(batch.stream.clone()).unwrap();
+            assert_eq!(
+                full.events.iter().map(|e| e.id).collect::<Vec<_>>(),
+                batch.events.iter().map(|e| e.id).collect::<Vec<_>>(),
+                "{batch:?} {full:?}"
+            );
+            let r = store
+                .resend(&stream, full.events.clone(), Some(batch.timestamp_us))
+                .await
+                .unwrap();
+            assert_eq!(r.first_position.0, batch.first_position);
+            assert_eq!(r.first_version.0, batch.first_version);
+            n += 1;
+        }
+        assert!(n > 10, "{n} removed batches");
+        assert_eq!(store.head().0, head);
+    };
+    resends(&a).await;
+    resends(&b).await;
+    b.close().unwrap();
+    let b = Store::open(replica(db.path(), 11 << 10)).unwrap();
+    assert_eq!(visible(&b, &streams), before);
+    assert_eq!(records(&b), sent);
+    check(&a, &b).await;
+    resends(&b).await;
+}

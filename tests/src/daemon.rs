@@ -13,6 +13,19 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+/// Flags for a daemon with small segments (64 KiB) and appends that fit
+/// them, so that a few hundred events fill several segments.
+pub const SMALL_SEGMENTS: [&str; 8] = [
+    "--segment-bytes",
+    "64KiB",
+    "--max-append-bytes",
+    "32KiB",
+    "--max-events-per-append",
+    "100",
+    "--max-event-bytes",
+    "16KiB",
+];
+
 /// Path of the `logbookd` binary, built by cargo if needed.
 pub fn logbookd() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();

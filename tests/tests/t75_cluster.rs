@@ -8,13 +8,14 @@
 //! killed node, restarted, catches up, and all three nodes then hold the
 //! same log, byte for byte (ids, versions, positions, timestamps, data).
 //! Also: what a follower answers (NotLeader with the leader's address, for
-//! appends and lifecycle changes; requests not replicated yet refused as
-//! Unsupported; a read waiting for
-//! a position to see the reader's own write), what Hello and
+//! appends, lifecycle changes and erasure; a scavenge of its own copy; a
+//! read waiting for a position to see the reader's own write), what Hello and
 //! Stats tell of the cluster, and that a store written outside a cluster
 //! cannot join one. Users, roles and tokens changed through any node hold
 //! on every node, one that was down included. Consumer groups run on the
-//! leader and move to the next one, their consumers with them.
+//! leader and move to the next one, their consumers with them. Every node
+//! scavenges its own copy and erases an erased stream from it, and the
+//! nodes still hold one log.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -190,10 +191,16 @@ async fn three_processes_keep_every_acknowledged_append_through_a_leader_sigkill
         }
         other => panic!("a follower deleted a stream: {other:?}"),
     }
-    match f.scavenge(logbook_client::ScavengeOptions::default()).await {
-        Err(Error::Unsupported(_)) => {}
-        other => panic!("a follower scavenged: {other:?}"),
+    match f.erase("setup").await {
+        Err(Error::NotLeader { leader: Some(at) }) => {
+            assert_eq!(at, cluster.clients[leader].to_string())
+        }
+        other => panic!("a follower erased a stream: {other:?}"),
     }
+    // A scavenge is each node's own.
+    f.scavenge(logbook_client::ScavengeOptions::default())
+        .await
+        .unwrap();
     let stats = f.stats().await.unwrap();
     let c = stats.cluster.expect("a node says it is one");
     assert_eq!(c.role, "follower");
@@ -1270,4 +1277,131 @@ async fn a_node_cut_off_serves_no_reads() {
         }
     })
     .await;
+}
+
+/// Scavenges and erasure on a cluster of processes: an erase through the
+/// client (answered by the leader once its own files are rewritten) leaves
+/// the stream's bytes in no file of any node, each node's scavenge
+/// removes what a truncation removed from its own copy, and afterwards the
+/// three nodes still hold one log, refuse a reused id of an erased event
+/// alike, and read the erased stream as deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scavenges_and_erasure_keep_one_log_on_every_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = logbook_tests::daemon::SMALL_SEGMENTS
+        .map(String::from)
+        .to_vec();
+    let cluster = Cluster::start_with(dir.path(), small);
+    let client = Client::connect_any(cluster.addresses(), ClientOptions::default())
+        .await
+        .unwrap();
+    let secret = |n: u64| format!("person-7-secret-{n:04}");
+    for batch in 0..60u64 {
+        let events: Vec<NewEvent> = (0..20)
+            .map(|k| {
+                let n = batch * 20 + k;
+                NewEvent::new(
+                    EventId::from_u128(u128::from(n) + 1),
+                    "Noted",
+                    format!("{{\"n\":{n},\"pad\":\"{}\"}}", "x".repeat(100)),
+                )
+            })
+            .collect();
+        client
+            .append("other", ExpectedVersion::Any, events)
+            .await
+            .unwrap();
+        if batch % 6 == 0 {
+            let e = NewEvent::new(
+                EventId::from_u128(1_000_000 + u128::from(batch)),
+                "Registered",
+                format!("{{\"name\":\"{}\"}}", secret(batch)),
+            );
+            client
+                .append("person-7", ExpectedVersion::Any, vec![e])
+                .await
+                .unwrap();
+        }
+    }
+    let truncated = client
+        .truncate_stream("other", StreamVersion(1000))
+        .await
+        .unwrap()
+        .position;
+    let holding = |i: usize| -> usize {
+        let mut n = 0;
+        for e in std::fs::read_dir(dir.path().join(format!("n{}/log", i + 1))).unwrap() {
+            let Ok(b) = std::fs::read(e.unwrap().path()) else {
+                continue;
+            };
+            let m = secret(0);
+            n += usize::from(b.windows(m.len()).any(|w| w == m.as_bytes()));
+        }
+        n
+    };
+    // Each node scavenges its own copy (its sealed segments).
+    for addr in &cluster.clients {
+        let node = Client::connect_with(*addr, direct()).await.unwrap();
+        // Once it applied the truncation.
+        node.read_stream_page(
+            "other",
+            ReadStreamOptions::default().min_position(truncated),
+        )
+        .await
+        .unwrap();
+        let report = node
+            .scavenge(logbook_client::ScavengeOptions::default())
+            .await
+            .unwrap();
+        assert!(report.events_removed > 0, "{addr}: {report:?}");
+        assert!(report.bytes_after < report.bytes_before, "{report:?}");
+    }
+    assert!((0..3).all(|i| holding(i) > 0));
+    let receipt = client.erase("person-7").await.unwrap();
+    assert!(receipt.events_removed >= 10, "{receipt:?}");
+    assert_eq!(holding(cluster.leader().await), 0);
+    within(60, "every node erases person-7 from its files", async {
+        while (0..3).any(|i| holding(i) > 0) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    // A reused id of an erased event is refused.
+    let reused = NewEvent::new(EventId::from_u128(1_000_000), "Registered", "{}");
+    match client
+        .append("person-8", ExpectedVersion::Any, vec![reused])
+        .await
+    {
+        Err(Error::DuplicateEventId { .. }) => {}
+        other => panic!("a reused id was taken: {other:?}"),
+    }
+    let end = client
+        .append("other", ExpectedVersion::Any, vec![event(9, 0)])
+        .await
+        .unwrap()
+        .last_position;
+    let mut logs = Vec::new();
+    for addr in &cluster.clients {
+        let c = Client::connect_with(*addr, direct()).await.unwrap();
+        let read = c
+            .read_stream_page("other", ReadStreamOptions::default().min_position(end))
+            .await
+            .unwrap();
+        assert_eq!(read.events.first().map(|e| e.version.0), Some(1000));
+        match c
+            .read_stream_page("person-7", ReadStreamOptions::default())
+            .await
+        {
+            Err(Error::StreamDeleted { .. }) => {}
+            other => panic!("{addr} reads an erased stream: {other:?}"),
+        }
+        logs.push(whole_log(*addr).await);
+    }
+    let others = logs[0].iter().filter(|e| e.stream == "other").count();
+    assert_eq!(others, 201, "the events left");
+    assert!(!logs[0].iter().any(|e| e.stream == "person-7"));
+    assert!(
+        logs[0] == logs[1] && logs[0] == logs[2],
+        "the nodes read alike"
+    );
 }

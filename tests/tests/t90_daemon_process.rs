@@ -137,18 +137,8 @@ fn help_explains_every_flag() {
 #[tokio::test]
 async fn verify_names_the_damaged_record_and_shows_progress() {
     let dir = tempfile::tempdir().unwrap();
-    let small = [
-        "--segment-bytes",
-        "64KiB",
-        "--max-append-bytes",
-        "32KiB",
-        "--max-events-per-append",
-        "100",
-        "--max-event-bytes",
-        "16KiB",
-        "--durability",
-        "os",
-    ];
+    let mut small = logbook_tests::daemon::SMALL_SEGMENTS.to_vec();
+    small.extend(["--durability", "os"]);
     let mut d = Daemon::start(dir.path(), &small);
     let client = logbook_client::Client::connect(d.addr).await.unwrap();
     for i in 0..100u128 {

@@ -13,23 +13,17 @@ use logbook_client::{
     Client, ClientOptions, Deletion, Error, EventId, ExpectedVersion, NewEvent, ReadAllOptions,
     ReadStreamOptions, RecordedEvent, RetryPolicy, ScavengeOptions,
 };
-use logbook_tests::daemon::{Daemon, logbookd};
+use logbook_tests::daemon::{Daemon, SMALL_SEGMENTS, logbookd};
 
 const STREAMS: usize = 120;
 const EVENTS: usize = 8;
 
-const FLAGS: [&str; 10] = [
-    "--segment-bytes",
-    "64KiB",
-    "--max-append-bytes",
-    "32KiB",
-    "--max-events-per-append",
-    "100",
-    "--max-event-bytes",
-    "16KiB",
-    "--index-flush-entries",
-    "256",
-];
+/// Small segments, and an index flushed often.
+fn flags() -> Vec<&'static str> {
+    let mut f = SMALL_SEGMENTS.to_vec();
+    f.extend(["--index-flush-entries", "256"]);
+    f
+}
 
 fn stream(i: usize) -> String {
     format!("acct-{i}")
@@ -61,7 +55,7 @@ async fn live(client: &Client) -> Vec<RecordedEvent> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_every_step_of_a_scavenge_loses_nothing_live() {
     let dir = tempfile::tempdir().unwrap();
-    let mut d = Daemon::start(dir.path(), &FLAGS);
+    let mut d = Daemon::start(dir.path(), &flags());
     let client = connect(&d).await;
     for n in 0..EVENTS {
         for s in 0..STREAMS {
@@ -122,7 +116,7 @@ async fn sigkill_at_every_step_of_a_scavenge_loses_nothing_live() {
         d.wait();
         let _ = scavenger.await;
         killed_mid_run += u32::from(!finished);
-        d = Daemon::start_on(dir.path(), &listen, &FLAGS);
+        d = Daemon::start_on(dir.path(), &listen, &flags());
         let client = connect(&d).await;
         assert_eq!(live(&client).await, expected, "after the kill at step {k}");
         for s in [0usize, 1, 2, 3] {

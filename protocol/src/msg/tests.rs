@@ -183,15 +183,17 @@ fn stream_lifecycle() -> impl Strategy<Value = StreamLifecycle> {
         stream_metadata(),
         prop::option::of(deletion()),
         prop::option::of(any::<u64>()),
+        any::<bool>(),
     )
         .prop_map(
-            |(stream, metadata, deleted, last_version)| StreamLifecycle {
+            |(stream, metadata, deleted, last_version, erased)| StreamLifecycle {
                 stream,
                 metadata,
                 deleted,
                 last_version,
                 deleted_last: last_version.filter(|_| deleted.is_some()),
                 expired_before_us: last_version.map(|v| v as i64 / 2),
+                erased: erased && deleted == Some(Deletion::Hard),
             },
         )
 }
@@ -1860,6 +1862,7 @@ fn some_lifecycle_ok() -> LifecycleOk {
             last_version: Some(9),
             deleted_last: Some(9),
             expired_before_us: None,
+            erased: false,
         },
     }
 }

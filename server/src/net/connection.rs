@@ -715,17 +715,6 @@ impl Connection {
             self.deny(opcode, corr_id, *denied);
             return Ok(());
         }
-        if self.shared.config.cluster.is_some() && !replicated(&req) {
-            self.send_error(
-                opcode,
-                corr_id,
-                ErrorReply::new(
-                    ErrorCode::Unsupported,
-                    format!("{opcode:?} is not available on a cluster yet: scavenges and erasure are not replicated"),
-                ),
-            );
-            return Ok(());
-        }
         // Consumer groups run on a cluster's leader.
         if is_group_request(&req)
             && let Err(refused) = self.shared.groups.serving()
@@ -776,7 +765,7 @@ impl Connection {
             Request::Truncate(t) => self.truncate(corr_id, t).await,
             Request::DeleteStream(d) => self.delete_stream(corr_id, d).await,
             Request::Scavenge(s) => self.scavenge(corr_id, s),
-            Request::Erase(e) => self.erase(corr_id, e),
+            Request::Erase(e) => self.erase(corr_id, e).await,
             Request::ListStreams(l) => self.list_streams(corr_id, l).await,
             Request::CreateGroup(g) => self.create_group(corr_id, g).await,
             Request::UpdateGroup(g) => self.update_group(corr_id, g).await,
@@ -839,55 +828,5 @@ fn is_group_request(req: &Request) -> bool {
             | Request::ListParked(_)
             | Request::ReplayParked(_)
             | Request::DeleteParked(_)
-    )
-}
-
-/// Whether a cluster node serves `req`: reads, subscriptions, backups,
-/// appends, lifecycle changes, changes of users, roles and tokens, and
-/// consumer groups (on the leader, writing through the replicated log),
-/// and membership changes. Scavenges and erasure would change this node's
-/// copy alone, so they are refused until they are replicated too.
-fn replicated(req: &Request) -> bool {
-    matches!(
-        req,
-        Request::Hello(_)
-            | Request::Ping(_)
-            | Request::Append(_)
-            | Request::ReadStream(_)
-            | Request::ReadAll(_)
-            | Request::Subscribe(_)
-            | Request::Unsubscribe(_)
-            | Request::Credit(_)
-            | Request::Stats(_)
-            | Request::BackupBegin(_)
-            | Request::BackupRead(_)
-            | Request::BackupEnd(_)
-            | Request::GetMetadata(_)
-            | Request::SetMetadata(_)
-            | Request::Truncate(_)
-            | Request::DeleteStream(_)
-            | Request::ListStreams(_)
-            | Request::CreateGroup(_)
-            | Request::UpdateGroup(_)
-            | Request::DeleteGroup(_)
-            | Request::ListGroups(_)
-            | Request::JoinGroup(_)
-            | Request::GroupAck(_)
-            | Request::GroupNack(_)
-            | Request::GroupExtend(_)
-            | Request::ListParked(_)
-            | Request::ReplayParked(_)
-            | Request::DeleteParked(_)
-            | Request::ListUsers
-            | Request::ListRoles
-            | Request::PutUser(_)
-            | Request::DeleteUser(_)
-            | Request::PutRole(_)
-            | Request::DeleteRole(_)
-            | Request::CreateToken(_)
-            | Request::RevokeToken(_)
-            | Request::WhoAmI
-            | Request::AddNode(_)
-            | Request::RemoveNode(_)
     )
 }

@@ -480,12 +480,13 @@ pub async fn run_with_local(
     )
     .map_err(|e| std::io::Error::other(format!("loading the users: {e}")))?;
     if config.cluster.is_some() {
-        // Only appends are replicated so far: nothing else may write to a
-        // node's copy of the log (see `connection::replicated`).
-        if config.scavenge_interval.is_some() {
+        // A replica's scavenges keep the ids of what they remove, so that
+        // the replicas keep the same positions and refuse the same ids
+        // (`logbook_storage::record::FLAG_REMOVED`).
+        if !store.config().keep_removed_ids {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
-                "scheduled scavenges are not available on a cluster yet",
+                "a cluster node's engine must keep the ids of removed events (StoreConfig::keep_removed_ids)",
             ));
         }
         // Users are replicated, but who would create the first? A node

@@ -94,12 +94,15 @@ impl Connection {
     /// thread; its reply is sent when it ends. The stream's name is
     /// validated as a lifecycle operation's (a `$$` name is `BadRequest`),
     /// and is not logged: it may itself be what is being forgotten.
-    pub(in crate::net) fn erase(&mut self, corr_id: u32, e: Erase) {
+    pub(in crate::net) async fn erase(&mut self, corr_id: u32, e: Erase) {
         let opcode = Opcode::Erase;
         let Some(stream) = self.lifecycle_stream(opcode, corr_id, e.stream) else {
             return;
         };
         self.audit("erase", serde_json::json!({ "stream": stream.as_str() }));
+        if let Some(node) = self.shared.config.cluster.clone() {
+            return self.erase_replicated(corr_id, stream, &node).await;
+        }
         let maintenance = Arc::clone(&self.shared.maintenance);
         let store = self.shared.store.clone();
         let peer = self.peer;
@@ -142,6 +145,60 @@ impl Connection {
             opcode,
             task,
         });
+    }
+}
+
+impl Connection {
+    /// A cluster node's erase (on the leader): the tombstone proposed to
+    /// the replicated log, then, once this node applied it, its own
+    /// rewrite of the segments that hold the stream awaited in `jobs`.
+    /// Every other node rewrites its own once it applies the tombstone
+    /// (`logbook_consensus::LifecycleChange::Erase`), also after a crash.
+    async fn erase_replicated(
+        &mut self,
+        corr_id: u32,
+        stream: logbook_protocol::StreamName,
+        node: &logbook_consensus::node::Node,
+    ) {
+        use logbook_consensus::{Command, LifecycleChange};
+        let opcode = Opcode::Erase;
+        let command = Command::Lifecycle {
+            stream: stream.as_str().to_owned(),
+            meta_expected: logbook_protocol::ExpectedVersion::Any,
+            change: LifecycleChange::Erase,
+            id: logbook_protocol::EventId::new_v7().0,
+            timestamp_us: self.shared.store.now_us(),
+        };
+        let pending = match crate::net::writes::propose(node, command).await {
+            Ok(p) => p,
+            Err(reply) => return self.send_error(opcode, corr_id, reply),
+        };
+        let store = self.shared.store.clone();
+        let peer = self.peer;
+        let erased = async move {
+            let any = logbook_protocol::ExpectedVersion::Any;
+            let result = crate::net::writes::result_of(stream.as_str(), any, pending.await?)?;
+            let wait = tokio::task::spawn_blocking(move || store.wait_erased(&stream, None));
+            let receipt = match wait.await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => return Err(Box::new(storage_error(&e))),
+                Err(e) => {
+                    return Err(Box::new(ErrorReply::new(
+                        ErrorCode::Internal,
+                        format!("erase task failed: {e}"),
+                    )));
+                }
+            };
+            tracing::info!(
+                %peer,
+                position = result.first_position.0,
+                segments = receipt.segments_rewritten,
+                events = receipt.events_removed,
+                "stream erased on this node (the others erase it as they apply it)"
+            );
+            Ok(Response::EraseOk(erase_ok(&receipt)))
+        };
+        self.spawn_job(opcode, corr_id, None, erased);
     }
 }
 
