@@ -298,6 +298,51 @@ fn other(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
+/// Once this node erased streams from its segment files, its Raft log may
+/// still hold their events' bytes (the entries that appended them, kept
+/// until a snapshot lets them be purged, and in the file until it is
+/// rewritten): a snapshot is taken at once, the log purged up to what was
+/// applied, and the file rewritten without the purged entries
+/// ([`crate::wal::CompactOncePurged`]). Ends with the node.
+async fn purge_after_erasures(
+    raft: crate::Raft<StoreLog>,
+    compact: crate::wal::CompactOncePurged,
+    mut erased: tokio::sync::watch::Receiver<u64>,
+) {
+    while erased.changed().await.is_ok() {
+        let Some(applied) = raft
+            .metrics()
+            .borrow_watched()
+            .last_applied
+            .map(|l| l.index())
+        else {
+            continue;
+        };
+        compact.at(applied);
+        if raft.trigger().snapshot().await.is_err() {
+            return;
+        }
+        let built = raft
+            .wait(Some(Duration::from_secs(60)))
+            .metrics(
+                |m| m.snapshot.is_some_and(|s| s.index() >= applied),
+                "a snapshot past the erase",
+            )
+            .await;
+        if let Err(e) = built {
+            tracing::warn!(error = %e, "no snapshot after an erase: the Raft log keeps the erased events until the next one");
+            continue;
+        }
+        if raft.trigger().purge_log(applied).await.is_err() {
+            return;
+        }
+        tracing::info!(
+            upto = applied,
+            "Raft log purged after an erase (its file is rewritten without the erased events)"
+        );
+    }
+}
+
 impl Node {
     /// Opens the node's Raft log and state machine over `store`, serves
     /// its peers on `config.listen`, and, on a first start, sets the
@@ -338,6 +383,8 @@ impl Node {
         };
         let log = StoreLog::with_fetch(store, fetching);
         let system_writes = log.system_writes();
+        let erased = log.erasures_done();
+        let compact = wal.compact_once_purged();
         let sm = StateMachine::open(vfs, &config.dir.join("sm"), log)?;
         let durable = sm.durable();
         let raft = openraft::Raft::new(
@@ -352,6 +399,7 @@ impl Node {
         )
         .await
         .map_err(other)?;
+        tokio::spawn(purge_after_erasures(raft.clone(), compact, erased));
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let listening = listener.local_addr()?;
         let contact = Arc::new(crate::tcp::Contact::default());

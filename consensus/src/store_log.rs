@@ -49,18 +49,27 @@ pub struct StoreLog {
 /// task at a time, started when an erase is applied or copied, and at
 /// start if one is owed. A stream whose tombstone is not applied yet (the
 /// entry comes again after a crash), or whose rewrite failed, is tried
-/// again after a pause that doubles up to 30 s.
+/// again after a pause that doubles up to 30 s, or at the next erase.
 #[derive(Clone)]
 struct Eraser {
     store: Store,
     running: Arc<std::sync::atomic::AtomicBool>,
+    /// Wakes the task from its pause (a new erase to do).
+    wake: Arc<tokio::sync::Notify>,
+    /// Bumped each time streams were erased from the store's files.
+    erased: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Eraser {
     /// Starts the task, unless it runs or nothing is owed.
     fn kick(&self) {
         use std::sync::atomic::Ordering::SeqCst;
-        if self.store.erasures_owed() == 0 || self.running.swap(true, SeqCst) {
+        if self.store.erasures_owed() == 0 {
+            return;
+        }
+        if self.running.swap(true, SeqCst) {
+            // Running: cut its pause short.
+            self.wake.notify_one();
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -85,6 +94,7 @@ impl Eraser {
             let store = self.store.clone();
             match tokio::task::spawn_blocking(move || store.finish_erasures()).await {
                 Ok(Ok(n)) if n > 0 => {
+                    self.erased.send_modify(|e| *e += 1);
                     pause = Duration::from_millis(100);
                     continue;
                 }
@@ -97,7 +107,10 @@ impl Eraser {
                 Ok(Err(_)) => {}
                 Err(e) => tracing::warn!(error = %e, "the erasure task failed"),
             }
-            tokio::time::sleep(pause).await;
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = self.wake.notified() => {}
+            }
             pause = (pause * 2).min(Duration::from_secs(30));
         }
     }
@@ -121,6 +134,8 @@ impl StoreLog {
         let eraser = Eraser {
             store: store.clone(),
             running: Arc::default(),
+            wake: Arc::default(),
+            erased: Arc::new(tokio::sync::watch::channel(0).0),
         };
         // Erasures a crash cut short.
         eraser.kick();
@@ -152,6 +167,13 @@ impl StoreLog {
     /// stream kept in memory is then read again.
     pub fn system_writes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.system_writes.subscribe()
+    }
+
+    /// A watch that changes each time streams were erased from the
+    /// store's files (the Raft log may still hold their events: see
+    /// `node`).
+    pub fn erasures_done(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.eraser.erased.subscribe()
     }
 
     /// Tells the watchers of [`StoreLog::system_writes`].

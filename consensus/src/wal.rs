@@ -28,6 +28,7 @@ use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 
 use logbook_storage::fs::{OpenMode, VFile, Vfs};
@@ -392,6 +393,22 @@ pub struct Wal {
     file_bytes: Arc<Mutex<u64>>,
     /// The file is rewritten past this size (and twice what is live).
     compact_bytes: u64,
+    /// The file is rewritten at once when a purge reaches this index
+    /// ([`Wal::compact_once_purged`]; `u64::MAX`: none asked).
+    compact_at: Arc<AtomicU64>,
+}
+
+/// Asks the log to rewrite its file without the purged entries as soon as
+/// a purge reaches an index, whatever its size (an erase: the purged
+/// entries may hold the erased events' bytes).
+#[derive(Clone, Debug)]
+pub struct CompactOncePurged(Arc<AtomicU64>);
+
+impl CompactOncePurged {
+    /// Once the entries up to `index` are purged.
+    pub fn at(&self, index: u64) {
+        self.0.fetch_min(index, Ordering::AcqRel);
+    }
 }
 
 /// Reads the log (openraft's replication and apply tasks hold these).
@@ -484,12 +501,36 @@ impl Wal {
             jobs: tx,
             file_bytes: Arc::new(Mutex::new(read.valid_len as u64)),
             compact_bytes,
+            compact_at: Arc::new(AtomicU64::new(u64::MAX)),
         })
+    }
+
+    /// A handle that makes the file be rewritten once a purge reaches an
+    /// index.
+    pub fn compact_once_purged(&self) -> CompactOncePurged {
+        CompactOncePurged(Arc::clone(&self.compact_at))
     }
 
     /// Applies `record` to the state and queues it for the writer, both
     /// under the state lock, so the file's order is the state's.
     fn change(&self, record: Record, done: Done) -> io::Result<()> {
+        // A purge that reaches the index asked for rewrites the file now.
+        let asked = match &record {
+            Record::Purge(upto) => {
+                let at = self.compact_at.load(Ordering::Acquire);
+                let reached = upto.index() >= at;
+                if reached {
+                    let _ = self.compact_at.compare_exchange(
+                        at,
+                        u64::MAX,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    );
+                }
+                reached
+            }
+            _ => false,
+        };
         let mut bytes = Vec::new();
         let records = encode_record(record, &mut bytes)?;
         let mut state = self.state.lock();
@@ -501,7 +542,7 @@ impl Wal {
         self.jobs
             .send(Job::Write(bytes, done))
             .map_err(|_| io::Error::other("the Raft log's writer has stopped"))?;
-        if *file_bytes > self.compact_bytes && *file_bytes > 2 * state.live_bytes {
+        if asked || (*file_bytes > self.compact_bytes && *file_bytes > 2 * state.live_bytes) {
             let mut records = Vec::new();
             for r in state.rewrite() {
                 encode_record(r, &mut records)?;

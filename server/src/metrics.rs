@@ -616,6 +616,13 @@ impl Collector for LogbookCollector {
             None,
             s.deleted_streams,
         )?;
+        gauge(
+            &mut e,
+            "erasures_owed",
+            "Erased streams whose events this cluster node has yet to remove from its segment files (it does so once it applied the erase, also after a restart).",
+            None,
+            s.erasures_owed,
+        )?;
         counter(
             &mut e,
             "scavenges",

@@ -78,7 +78,7 @@ impl Store {
             return Ok(out);
         }
         let segs = std::sync::Arc::clone(&shared.segments.read());
-        let now = shared.now_us();
+        let now = shared.removal_now_us();
         let mut bytes = 0usize;
         let mut next = from;
         shared.scan_forward(&segs, from, to, |loc, skip| {
@@ -94,23 +94,16 @@ impl Store {
             if rec.end_position() > to || (!out.is_empty() && bytes + rec.len() > max_bytes) {
                 return Ok(Visit::Stop);
             }
-            // As a scavenge here would keep it.
-            let removed = shared.config.keep_removed_ids
-                && (rec.is_removed() || shared.plan(rec, now) == Plan::Stub);
-            let events = if removed {
-                loc.removed_events()?
+            // As a scavenge here would keep it (on one server, as it is).
+            let plan = if rec.is_removed() {
+                Plan::Stub
+            } else if shared.config.keep_removed_ids {
+                shared.plan(rec, now)
             } else {
-                loc.events()
-                    .map(|e| {
-                        e.map(|e| NewEvent {
-                            id: e.id,
-                            event_type: e.event_type,
-                            metadata: e.metadata,
-                            data: e.data,
-                        })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?
+                Plan::Keep
             };
+            let removed = plan == Plan::Stub;
+            let events = crate::scavenge::rewritten(loc, plan)?;
             bytes += rec.len();
             next = rec.end_position();
             out.push(LogBatch {
@@ -136,6 +129,14 @@ impl Store {
         for b in batches {
             let stream = StreamName::new(b.stream.clone())
                 .map_err(|e| copy_refused(format_args!("stream {:?}: {e}", b.stream)))?;
+            // Removed events are ids and content hashes only: one that
+            // holds more is not what a replica sends.
+            if b.removed && !b.events.iter().all(crate::record::is_removed_event) {
+                return Err(copy_refused(format_args!(
+                    "the record at position {} is flagged removed but holds event content",
+                    b.first_position
+                )));
+            }
             // A removed state of a metadata stream is not the stream's
             // state (a later one is).
             let (op, kind) = match meta_target(stream.as_str()) {

@@ -454,7 +454,7 @@ pub(crate) enum OpKind {
     Delete {
         mode: logbook_protocol::lifecycle::Deletion,
         expected: logbook_protocol::ExpectedVersion,
-        /// An erase: custom metadata is dropped too.
+        /// An erase: every earlier setting is forgotten too.
         erase: bool,
     },
     /// Take this state, written as it was on another replica

@@ -508,6 +508,7 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
         scavenging: Mutex::new(()),
         rewrites_poisoned: false.into(),
         erasures: crate::erasures::Erasures::default(),
+        last_written_us: 0.into(),
     });
     shared.note_index_shape(&shared.index.read());
 
@@ -630,6 +631,9 @@ pub(crate) fn open(config: StoreConfig) -> Result<Opened, StorageError> {
     };
     report.duration = started.elapsed();
     report.last_timestamp_us = last_timestamp;
+    shared
+        .last_written_us
+        .store(last_timestamp, std::sync::atomic::Ordering::Release);
     Ok(Opened {
         shared,
         tail_ids,

@@ -78,14 +78,20 @@ impl Located<'_> {
             .map(|r| r.map_err(|e| StorageError::corrupt(self.path, self.offset, format!("{e:?}"))))
     }
 
-    /// What the record's events keep once removed: their ids
-    /// ([`crate::record::FLAG_REMOVED`]).
+    /// What the record's events keep once removed: their ids and content
+    /// hashes ([`crate::record::FLAG_REMOVED`]); a removed record's, as
+    /// they are.
     pub fn removed_events(&self) -> Result<Vec<NewEvent>, StorageError> {
-        self.record
-            .event_ids()
-            .map(|r| {
-                r.map(crate::record::removed_event)
-                    .map_err(|e| StorageError::corrupt(self.path, self.offset, format!("{e:?}")))
+        let removed = self.record.is_removed();
+        self.events()
+            .map(|e| {
+                e.map(|e| {
+                    if removed {
+                        NewEvent::new(e.id, e.event_type, e.data)
+                    } else {
+                        crate::record::removed_event(e.id, &e.event_type, &e.metadata, &e.data)
+                    }
+                })
             })
             .collect()
     }

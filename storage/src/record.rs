@@ -46,17 +46,20 @@ pub const HEADER_LEN: usize = 38;
 pub const SUFFIX_LEN: usize = 4;
 /// Fixed bytes per event (id, three length fields).
 pub const EVENT_OVERHEAD: usize = 16 + 2 + 4 + 4;
-/// Smallest possible record: one-byte stream, one event with a one-byte type.
+/// Smallest possible record: one-byte stream, one event with a one-byte type
+/// (a removed event has none, but 8 bytes of data: [`removed_event`]).
 pub const MIN_RECORD_LEN: usize = HEADER_LEN + 1 + EVENT_OVERHEAD + 1 + SUFFIX_LEN;
 /// Record kind: a batch of events.
 pub const KIND_EVENTS: u8 = 1;
 /// Record flag: the batch's events were removed (deleted, truncated,
 /// expired or erased) and a scavenge on a replica of a cluster kept only
-/// their ids (each event has an empty type, metadata and data), with the
+/// their ids and a hash of their content (each event has an empty type
+/// and metadata, and its data is [`content_hash`], 8 bytes), with the
 /// stream, positions, versions and commit time. Replicas then keep the
 /// same positions and the same event ids whatever each scavenged, so that
-/// any of them can copy its log to another and every one refuses the same
-/// reused ids. No read returns such a record's events.
+/// any of them can copy its log to another, and every one answers a
+/// reused id alike (the same batch sent again, or other content). No read
+/// returns such a record's events.
 pub const FLAG_REMOVED: u8 = 2;
 
 /// Sets `flags` on the record at `at` in `buf` and refreshes its checksum
@@ -81,9 +84,39 @@ pub fn set_flags(buf: &mut [u8], at: usize, seed: u32, flags: u8) {
     }
 }
 
-/// What a removed event keeps ([`FLAG_REMOVED`]): its id.
-pub fn removed_event(id: EventId) -> NewEvent {
-    NewEvent::new(id, "", Bytes::new())
+/// A hash of an event's content (type, metadata, data), the same on every
+/// replica (not seeded), that a removed event keeps ([`FLAG_REMOVED`]).
+pub fn content_hash(event_type: &str, metadata: &[u8], data: &[u8]) -> [u8; 8] {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&(event_type.len() as u64).to_le_bytes());
+    h.update(event_type.as_bytes());
+    h.update(&(metadata.len() as u64).to_le_bytes());
+    h.update(metadata);
+    h.update(data);
+    h.digest().to_le_bytes()
+}
+
+/// What a removed event keeps ([`FLAG_REMOVED`]): its id and the hash of
+/// its content (so a removed record is never shorter than
+/// [`MIN_RECORD_LEN`]).
+pub fn removed_event(id: EventId, event_type: &str, metadata: &[u8], data: &[u8]) -> NewEvent {
+    NewEvent::new(
+        id,
+        "",
+        Bytes::copy_from_slice(&content_hash(event_type, metadata, data)),
+    )
+}
+
+/// Whether `e` is what a removed event keeps: no type, no metadata, a
+/// content hash.
+pub fn is_removed_event(e: &NewEvent) -> bool {
+    e.event_type.is_empty() && e.metadata.is_empty() && e.data.len() == 8
+}
+
+/// Whether `new` is the event a removed event `stored` kept.
+pub fn same_as_removed(stored: &RecordedEvent, new: &NewEvent) -> bool {
+    stored.id == new.id
+        && stored.data[..] == content_hash(&new.event_type, &new.metadata, &new.data)[..]
 }
 
 /// Why bytes are not a valid record.

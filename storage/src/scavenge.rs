@@ -160,8 +160,48 @@ pub(crate) enum Plan {
     Drop,
     /// Keeps its events from version `first_live` on.
     Trim { first_live: u64 },
-    /// Keeps its events' ids only ([`record::FLAG_REMOVED`]).
+    /// Keeps its events' ids and content hashes only
+    /// ([`record::FLAG_REMOVED`]).
     Stub,
+    /// An older state of an erased stream: kept as a state, without its
+    /// custom metadata.
+    Scrub,
+}
+
+/// An older state of an erased stream without its custom metadata, if
+/// `rec` is one that has some (see [`Plan::Scrub`]).
+fn scrubbed(rec: &Record) -> Option<NewEvent> {
+    let target = meta_target(&rec.stream)?;
+    let e = rec.events().next()?.ok()?;
+    let mut state = crate::lifecycle::recorded_state(target, &e.event_type, &e.data)?;
+    if state.metadata.custom.is_empty() {
+        return None;
+    }
+    state.metadata.custom.clear();
+    Some(NewEvent::new(e.id, e.event_type, state.to_json()).with_metadata(e.metadata))
+}
+
+/// The events a rewrite writes for `located` under `plan` (none: the
+/// record goes).
+pub(crate) fn rewritten(
+    located: &crate::read::Located<'_>,
+    plan: Plan,
+) -> Result<Vec<NewEvent>, StorageError> {
+    match plan {
+        Plan::Drop => Ok(Vec::new()),
+        Plan::Stub => located.removed_events(),
+        Plan::Scrub => Ok(scrubbed(located.record).into_iter().collect()),
+        Plan::Keep | Plan::Trim { .. } => located
+            .events()
+            .filter(|e| {
+                e.as_ref().map_or(true, |e| match plan {
+                    Plan::Trim { first_live } => e.version.0 >= first_live,
+                    _ => true,
+                })
+            })
+            .map(|e| e.map(|e| NewEvent::new(e.id, e.event_type, e.data).with_metadata(e.metadata)))
+            .collect(),
+    }
 }
 
 /// What rewriting one segment did.
@@ -340,7 +380,7 @@ impl Shared {
             let below = if e.state.is_hard_deleted() {
                 u64::MAX
             } else {
-                match (e.state.min_timestamp(self.now_us()), e.last()) {
+                match (e.state.min_timestamp(self.removal_now_us()), e.last()) {
                     (Some(min_ts), Some(last)) if e.first_live() <= last => {
                         self.first_younger(name, e.first_live(), last, min_ts)?
                     }
@@ -408,11 +448,12 @@ impl Shared {
     /// What a rewrite does with `rec` now: on one server, what
     /// [`Shared::scavenge_window`] removes goes; on a replica of a cluster
     /// (`keep_removed_ids`), a record all of whose events are removed
-    /// keeps their ids ([`record::FLAG_REMOVED`]) and any other is kept
-    /// whole, and the older states of a metadata stream are kept unless
-    /// its stream was erased: a replica that copies this log up to an
-    /// earlier point resolves the next lifecycle change against the state
-    /// it had then (an erase's tombstone depends on no earlier state).
+    /// keeps their ids and content hashes ([`record::FLAG_REMOVED`]) and
+    /// any other is kept whole, and the older states of a metadata stream
+    /// are kept as states: a replica that copies this log up to an earlier
+    /// point decides the next appends and lifecycle changes by the state
+    /// it had then. Those of an erased stream lose their custom metadata
+    /// (which no decision reads).
     pub(crate) fn plan(&self, rec: &Record, now_us: i64) -> Plan {
         let keep_ids = self.config.keep_removed_ids;
         if rec.is_removed() {
@@ -424,10 +465,15 @@ impl Shared {
             (Window::From { first_live }, false) => Plan::Trim { first_live },
             (Window::From { .. }, true) => Plan::Keep,
             (Window::None, true) => match meta_target(&rec.stream) {
-                Some(target) if !self.lifecycle_of(target).is_some_and(|e| e.state.erased) => {
-                    Plan::Keep
+                None => Plan::Stub,
+                Some(target) => {
+                    let erased = self.lifecycle_of(target).is_some_and(|e| e.state.erased);
+                    if erased && scrubbed(rec).is_some() {
+                        Plan::Scrub
+                    } else {
+                        Plan::Keep
+                    }
                 }
-                _ => Plan::Stub,
             },
         }
     }
@@ -454,8 +500,9 @@ impl Shared {
                 Plan::Drop => (count, 0),
                 Plan::Stub => (
                     count,
-                    fixed + count * record::EVENT_OVERHEAD as u64 + record::SUFFIX_LEN as u64,
+                    fixed + count * (record::EVENT_OVERHEAD as u64 + 8) + record::SUFFIX_LEN as u64,
                 ),
+                Plan::Scrub => (1, len),
                 Plan::Trim { first_live } => {
                     let g = first_live - rec.first_version;
                     (g, fixed + len.saturating_sub(fixed) * (count - g) / count)
@@ -480,7 +527,7 @@ impl Shared {
             return Ok(Rewrite::default());
         };
         let vfs = &*self.config.vfs;
-        let now = self.now_us();
+        let now = self.removal_now_us();
         let mut reader = self.reader(self.config.read_chunk_bytes);
         let mut bytes_before = 0u64;
         for seg in run {
@@ -529,25 +576,10 @@ impl Shared {
                         path: &seg.path,
                         offset: at,
                     };
-                    let kept: Vec<NewEvent> = match plan {
-                        Plan::Drop => continue,
-                        Plan::Stub => located.removed_events()?,
-                        Plan::Keep | Plan::Trim { .. } => located
-                            .events()
-                            .filter(|e| {
-                                e.as_ref().map_or(true, |e| match plan {
-                                    Plan::Trim { first_live } => e.version.0 >= first_live,
-                                    _ => true,
-                                })
-                            })
-                            .map(|e| {
-                                e.map(|e| {
-                                    NewEvent::new(e.id, e.event_type, e.data)
-                                        .with_metadata(e.metadata)
-                                })
-                            })
-                            .collect::<Result<_, _>>()?,
-                    };
+                    if plan == Plan::Drop {
+                        continue;
+                    }
+                    let kept = rewritten(&located, plan)?;
                     let skip = u64::from(rec.count) - kept.len() as u64;
                     let first_position = rec.first_position + skip;
                     let at_out = offset + buf.len() as u64;
@@ -756,7 +788,7 @@ impl Shared {
                 self.counters.scavenge_done.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
-            let now = self.now_us();
+            let now = self.removal_now_us();
             let Some(seg) = segs.get(at) else { continue };
             let (mut removed, kept) = self.removable(seg, &mut reader, now)?;
             let mut run = vec![Arc::clone(seg)];
@@ -830,7 +862,7 @@ impl Shared {
                     run.push(Arc::clone(s));
                 }
                 if run.len() > 1 {
-                    let now = self.now_us();
+                    let now = self.removal_now_us();
                     let mut removed = 0;
                     for s in &run {
                         removed += self.removable(s, &mut reader, now)?.0;

@@ -116,6 +116,8 @@ pub struct Shared {
     pub rewrites_poisoned: std::sync::atomic::AtomicBool,
     /// Erasures a replica of a cluster owes (`erasures`).
     pub erasures: crate::erasures::Erasures,
+    /// The commit time of the last record written (microseconds).
+    pub last_written_us: std::sync::atomic::AtomicI64,
 }
 
 impl Shared {
@@ -133,6 +135,20 @@ impl Shared {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_micros() as i64)
                 .unwrap_or(0),
+        }
+    }
+
+    /// The time a scavenge (and a copy to another replica) removes
+    /// expired events by: the engine's clock, or on a replica of a cluster
+    /// the earlier of it and the last record's commit time (the leader's
+    /// clock): a replica whose clock runs ahead must not remove from disk
+    /// what the cluster may still serve once an age limit is raised.
+    pub fn removal_now_us(&self) -> i64 {
+        let now = self.now_us();
+        if self.config.keep_removed_ids {
+            now.min(self.last_written_us.load(Ordering::Acquire))
+        } else {
+            now
         }
     }
 

@@ -205,6 +205,9 @@ pub struct StoreStats {
     pub lifecycle_streams: u64,
     /// Streams deleted now: soft (with nothing appended since) or hard.
     pub deleted_streams: u64,
+    /// Streams erased whose events this replica of a cluster has yet to
+    /// remove from its files ([`Store::finish_erasures`]).
+    pub erasures_owed: u64,
     /// Scavenges completed since start.
     pub scavenges: u64,
     /// Segments rewritten by scavenges and erases since start.
@@ -977,7 +980,8 @@ impl Store {
     }
 
     /// Gives back the disk that removed events take (see
-    /// [`crate::scavenge`]): seals the active segment, then rewrites the
+    /// [`crate::scavenge`]): seals the active segment (not on a replica
+    /// of a cluster, which writes nothing to the log), then rewrites the
     /// sealed segments holding events of streams whose lifecycle changed
     /// since the last scavenge, one at a time. Blocks until done (call it
     /// from a thread that may block, not from an async task). One runs at
@@ -1037,7 +1041,7 @@ impl Store {
     }
 
     /// Erases `stream` for good (the right to be forgotten): a hard delete
-    /// (its name stays reserved, its custom metadata is dropped), the
+    /// (its name stays reserved, its metadata is forgotten), the
     /// active segment sealed right after it, then a rewrite of exactly the
     /// segments that hold its events and older metadata. Afterwards none
     /// of its events' bytes are in any file of the data directory (the
@@ -1465,6 +1469,7 @@ impl Store {
             file_reopens: s.files.reopens(),
             lifecycle_streams: s.lifecycle.len(),
             deleted_streams: s.lifecycle.deleted(),
+            erasures_owed: s.erasures.len() as u64,
             scavenges: c.scavenges.load(Ordering::Relaxed),
             scavenge_segments: c.scavenge_segments.load(Ordering::Relaxed),
             scavenge_bytes_reclaimed: c.scavenge_bytes_reclaimed.load(Ordering::Relaxed),

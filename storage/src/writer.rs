@@ -512,25 +512,26 @@ impl Writer {
         };
         // A metadata stream's event is the state the writer resolved for a
         // lifecycle operation (not the placeholder it was sent, or resent,
-        // as): its id names it. So do the ids of a batch a replica's
-        // scavenge removed (the rest is gone): the same answer as before
-        // that scavenge, and as on a replica that has not run one.
+        // as): its id names it. A batch a replica's scavenge removed kept
+        // its events' content hashes: the same answer as before that
+        // scavenge, and as on a replica that has not run one.
         let same = whole
             && rec.first_position == first.position
             && usize::from(rec.count) == n
             && rec.stream.as_str() == req.stream.as_str()
-            && (logbook_protocol::lifecycle::meta_target(req.stream.as_str()).is_some()
-                || rec.is_removed()
-                || {
-                    let stored = rec
-                        .events()
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(|e| StorageError::corrupt(&path, 0, format!("{e:?}")))?;
-                    stored
-                        .iter()
-                        .zip(&req.events)
-                        .all(|(s, e)| same_event(s, e))
-                });
+            && (logbook_protocol::lifecycle::meta_target(req.stream.as_str()).is_some() || {
+                let stored = rec
+                    .events()
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| StorageError::corrupt(&path, 0, format!("{e:?}")))?;
+                let same: fn(&logbook_protocol::RecordedEvent, &NewEvent) -> bool =
+                    if rec.is_removed() {
+                        record::same_as_removed
+                    } else {
+                        same_event
+                    };
+                stored.iter().zip(&req.events).all(|(s, e)| same(s, e))
+            });
         if same {
             let durable = first.position + n as u64 <= self.shared.head();
             return Ok(IdVerdict::Resend {
@@ -890,6 +891,9 @@ impl Writer {
             // Later groups check against these heads at once: if this group
             // fails, every later one fails with it (the pipeline is poisoned).
             self.heads.group_written(self.next_position);
+            self.shared
+                .last_written_us
+                .store(self.last_timestamp, Ordering::Release);
         } else {
             self.heads.group_failed();
         }

@@ -234,6 +234,7 @@ async fn metrics_health_and_ready_of_a_running_daemon() {
         ("logbook_index_merges", "counter"),
         ("logbook_lifecycle_streams", "gauge"),
         ("logbook_deleted_streams", "gauge"),
+        ("logbook_erasures_owed", "gauge"),
         ("logbook_scavenges", "counter"),
         ("logbook_scavenge_segments", "counter"),
         ("logbook_scavenge_bytes_reclaimed", "counter"),
@@ -257,6 +258,7 @@ async fn metrics_health_and_ready_of_a_running_daemon() {
     assert_eq!(s.get("logbook_writer_failed"), 0.0);
     assert_eq!(s.get("logbook_lifecycle_streams"), 0.0);
     assert_eq!(s.get("logbook_deleted_streams"), 0.0);
+    assert_eq!(s.get("logbook_erasures_owed"), 0.0);
     assert_eq!(s.get("logbook_scavenges_total"), 0.0);
     assert_eq!(s.get("logbook_scavenge_segments_total"), 0.0);
     assert_eq!(s.get("logbook_scavenge_bytes_reclaimed_total"), 0.0);

@@ -9,6 +9,10 @@
 //!   unthrottled scavenge, and during a throttled one;
 //! - erase time of a stream spread over the whole log.
 //!
+//! With `--replica`, the store is a cluster node's (`keep_removed_ids`):
+//! its scavenges keep the removed events' ids and seal nothing, and the
+//! erase is the replicated one (the tombstone, then `finish_erasures`).
+//!
 //! `cargo run --release -p logbook-bench --bin lifebench -- --events 10000000`
 //! (the data directory, under `--dir`, must be on the disk measured).
 
@@ -40,6 +44,9 @@ struct Args {
     /// Throttle of the throttled scavenge, MB/s.
     #[arg(long, default_value_t = 20)]
     throttle_mb: u64,
+    /// A cluster node's store (`StoreConfig::keep_removed_ids`).
+    #[arg(long)]
+    replica: bool,
 }
 
 fn name(s: u64) -> StreamName {
@@ -104,7 +111,11 @@ fn main() {
     let args = Args::parse();
     let dir = format!("{}/lifebench-{}", args.dir, std::process::id());
     let _ = std::fs::remove_dir_all(&dir);
-    let store = Store::open(StoreConfig::new(&dir)).unwrap_or_else(|e| panic!("{e}"));
+    let store = Store::open(StoreConfig {
+        keep_removed_ids: args.replica,
+        ..StoreConfig::new(&dir)
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
@@ -243,7 +254,26 @@ fn main() {
 
     // Erase a stream spread over the whole log.
     let person = StreamName::new("person-1").unwrap_or_else(|e| panic!("{e}"));
-    let r = store.erase(&person).unwrap_or_else(|e| panic!("{e}"));
+    let r = if args.replica {
+        let started = Instant::now();
+        let erase = store.submit_lifecycle_at(
+            &person,
+            ExpectedVersion::Any,
+            logbook_storage::LifecycleChange::Erase,
+            EventId::new_v7(),
+            store.now_us(),
+        );
+        rt.block_on(async { erase.await?.await })
+            .unwrap_or_else(|e| panic!("{e}"));
+        store.finish_erasures().unwrap_or_else(|e| panic!("{e}"));
+        let mut r = store
+            .wait_erased(&person, None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        r.duration = started.elapsed();
+        r
+    } else {
+        store.erase(&person).unwrap_or_else(|e| panic!("{e}"))
+    };
     println!(
         "erase of a stream with an event every 100k: {} segments rewritten, {} events removed, {:.2} s",
         r.segments_rewritten,

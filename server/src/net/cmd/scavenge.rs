@@ -93,7 +93,8 @@ impl Connection {
     /// Erases a stream once no scavenge or erase runs, on a blocking
     /// thread; its reply is sent when it ends. The stream's name is
     /// validated as a lifecycle operation's (a `$$` name is `BadRequest`),
-    /// and is not logged: it may itself be what is being forgotten.
+    /// and is not written to the server's log (only to the audit log, when
+    /// one is kept): it may itself be what is being forgotten.
     pub(in crate::net) async fn erase(&mut self, corr_id: u32, e: Erase) {
         let opcode = Opcode::Erase;
         let Some(stream) = self.lifecycle_stream(opcode, corr_id, e.stream) else {
@@ -204,7 +205,8 @@ impl Connection {
 
 /// Runs a scavenge every `every` (`--scavenge-interval-secs`) until the
 /// server stops, skipping a turn while one (or an erase) runs. Each writes
-/// its report to `$scavenges` and the log, as one a client asks for.
+/// its report to the log, and (on a single server) to `$scavenges`, as
+/// one a client asks for.
 pub(in crate::net) async fn scheduled_scavenges(
     shared: Arc<Shared>,
     every: Duration,
