@@ -194,9 +194,66 @@ enum Response {
     Fetch(Result<Vec<Batch>, String>),
 }
 
-/// Most connections the replication port holds at once (a node's peers
-/// open a few each).
+/// Most connections the replication port holds at once once they said a
+/// hello it accepted (a node's peers open a few each).
 const MAX_PEER_CONNECTIONS: usize = 64;
+
+/// Most connections it holds at once before their hello (a TLS handshake
+/// and a hello take up to 20 s): strangers wait in these, so they never
+/// take the peers' slots.
+const MAX_UNPROVEN: usize = 16;
+
+/// Most of those from one address: a stranger on one host cannot take
+/// them all.
+const MAX_UNPROVEN_PER_ADDRESS: usize = 4;
+
+/// The connections not proven yet, by address.
+#[derive(Default)]
+struct Unproven {
+    by_address: parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One connection's place among the unproven ones, given back when it is
+/// dropped (the hello accepted, or the connection closed).
+struct UnprovenSlot {
+    unproven: Arc<Unproven>,
+    address: std::net::IpAddr,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Unproven {
+    /// A place for a connection from `address`, if it has fewer than
+    /// [`MAX_UNPROVEN_PER_ADDRESS`] unproven already.
+    fn admit(
+        self: &Arc<Self>,
+        address: std::net::IpAddr,
+        slot: tokio::sync::OwnedSemaphorePermit,
+    ) -> Option<UnprovenSlot> {
+        let mut by = self.by_address.lock();
+        let n = by.entry(address).or_default();
+        if *n >= MAX_UNPROVEN_PER_ADDRESS {
+            return None;
+        }
+        *n += 1;
+        Some(UnprovenSlot {
+            unproven: Arc::clone(self),
+            address,
+            _slot: slot,
+        })
+    }
+}
+
+impl Drop for UnprovenSlot {
+    fn drop(&mut self) {
+        let mut by = self.unproven.by_address.lock();
+        if let Some(n) = by.get_mut(&self.address) {
+            *n -= 1;
+            if *n == 0 {
+                by.remove(&self.address);
+            }
+        }
+    }
+}
 
 /// Largest hello (a peer that is not one yet gets no more memory).
 const MAX_HELLO: usize = 4096;
@@ -309,8 +366,12 @@ pub async fn serve<L: EventLog>(
     contact: Arc<Contact>,
 ) {
     // Peers hold a few connections each; strangers must not take the
-    // daemon's file descriptors.
+    // daemon's file descriptors, nor the peers' slots: a connection waits
+    // for its hello in a small budget of its own (a few per address), and
+    // takes a peer's slot once its hello is accepted.
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_PEER_CONNECTIONS));
+    let unproven_slots = Arc::new(tokio::sync::Semaphore::new(MAX_UNPROVEN));
+    let unproven = Arc::new(Unproven::default());
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(a) => a,
@@ -321,8 +382,12 @@ pub async fn serve<L: EventLog>(
                 continue;
             }
         };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            tracing::warn!(%peer, "replication port: {MAX_PEER_CONNECTIONS} connections open, refusing another");
+        let admitted = Arc::clone(&unproven_slots)
+            .try_acquire_owned()
+            .ok()
+            .and_then(|slot| unproven.admit(peer.ip(), slot));
+        let Some(admitted) = admitted else {
+            tracing::warn!(%peer, "replication port: too many connections waiting for their hello ({MAX_UNPROVEN}, {MAX_UNPROVEN_PER_ADDRESS} per address), refusing another");
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -330,12 +395,39 @@ pub async fn serve<L: EventLog>(
         let identity = Arc::clone(&identity);
         let records = Arc::clone(&records);
         let contact = Arc::clone(&contact);
+        let slots = Arc::clone(&slots);
         tokio::spawn(async move {
-            let _slot = slot;
-            if let Err(e) = serve_peer(stream, raft, &identity, records, &contact).await {
+            let proven = Proven {
+                unproven: Some(admitted),
+                slots,
+                slot: None,
+            };
+            if let Err(e) = serve_peer(stream, raft, &identity, records, &contact, proven).await {
                 tracing::debug!(%peer, error = %e, "replication connection closed");
             }
         });
+    }
+}
+
+/// A connection's slots: its unproven one until its hello is accepted,
+/// then a peer's.
+struct Proven {
+    unproven: Option<UnprovenSlot>,
+    slots: Arc<tokio::sync::Semaphore>,
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Proven {
+    /// Trades the unproven slot for a peer's; false if all are taken.
+    fn prove(&mut self) -> bool {
+        match Arc::clone(&self.slots).try_acquire_owned() {
+            Ok(slot) => {
+                self.slot = Some(slot);
+                self.unproven = None;
+                true
+            }
+            Err(_) => false,
+        }
     }
 }
 
@@ -345,6 +437,7 @@ async fn serve_peer<L: EventLog>(
     identity: &Identity,
     records: Records,
     contact: &Contact,
+    mut proven: Proven,
 ) -> std::io::Result<()> {
     let invalid = |e: &dyn std::fmt::Display| {
         std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
@@ -390,6 +483,11 @@ async fn serve_peer<L: EventLog>(
         }
         _ => Some("the first message must be a hello".to_owned()),
     };
+    let refusal = refusal.or_else(|| {
+        (!proven.prove()).then(|| {
+            format!("this node holds {MAX_PEER_CONNECTIONS} replication connections already")
+        })
+    });
     if let Some(why) = refusal {
         tracing::warn!("replication port: refused a connection: {why}");
         write_message(&mut stream, &Response::Hello(Err(why.clone()))).await?;

@@ -137,10 +137,9 @@ async fn append(node: &Node, n: u8) -> Outcome {
     node.propose(command).await.unwrap().await.unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_replication_port_closes_what_it_cannot_trust_and_goes_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(StoreConfig::new(dir.path().join("events"))).unwrap();
+/// A one-node cluster in `dir`, with the secret `s3cret`, once it leads.
+async fn single_node(dir: &std::path::Path) -> (Node, Store) {
+    let store = Store::open(StoreConfig::new(dir.join("events"))).unwrap();
     let node = Node::start(
         NodeConfig {
             id: 1,
@@ -148,7 +147,7 @@ async fn the_replication_port_closes_what_it_cannot_trust_and_goes_on() {
             listen: "127.0.0.1:0".parse().unwrap(),
             cluster: "logbook".into(),
             secret: Some("s3cret".into()),
-            dir: dir.path().join("raft"),
+            dir: dir.join("raft"),
             join: false,
             tls: None,
             snapshot_every: 0,
@@ -164,6 +163,48 @@ async fn the_replication_port_closes_what_it_cannot_trust_and_goes_on() {
     })
     .await
     .expect("a single node elects itself");
+    (node, store)
+}
+
+/// Strangers that connect and say nothing wait in a small budget of their
+/// own, a few per address: one more from the same address is closed at
+/// once, and a member from another address still gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_waiting_for_their_hello_leave_room_for_members() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, _store) = single_node(dir.path()).await;
+    assert!(matches!(append(&node, 1).await, Outcome::Appended { .. }));
+    let addr = node.raft_addr();
+    let from = |ip: &str| {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+        socket.connect(addr)
+    };
+    // Four idle connections from 127.0.0.2, each accepted before the next
+    // (a member's fetch, connected after it, is answered only once the
+    // accept loop took it).
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(from("127.0.0.2").await.unwrap());
+        assert_eq!(fetch(addr, 0, u64::MAX).await.unwrap().len(), 1);
+    }
+    // A fifth from there is closed at once (well before the hello's 10 s).
+    let mut fifth = from("127.0.0.2").await.unwrap();
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(Duration::from_secs(5), fifth.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "a fifth stranger's connection stays open: {closed:?}"
+    );
+    // A member from another address gets in and is served.
+    assert_eq!(fetch(addr, 0, u64::MAX).await.unwrap().len(), 1);
+    drop(idle);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replication_port_closes_what_it_cannot_trust_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, _store) = single_node(dir.path()).await;
     assert!(matches!(append(&node, 1).await, Outcome::Appended { .. }));
     let addr = node.raft_addr();
 
