@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,6 +50,11 @@ pub struct NodeConfig {
     /// log keeps as many entries before each snapshot, at most
     /// [`crate::KEEP_AFTER_SNAPSHOT`].
     pub snapshot_every: u64,
+    /// This node starts a new cluster, of itself alone, from the events
+    /// its store already holds (a restored backup of a node or of a single
+    /// server): see [`Node::start`]. Only its first start is seeded; it is
+    /// harmless on later ones.
+    pub seed: bool,
 }
 
 /// Why an append was not answered by the log.
@@ -343,6 +348,83 @@ async fn purge_after_erasures(
     }
 }
 
+/// Seeds a new cluster with the events `store` holds ([`NodeConfig::seed`]):
+/// of this node alone, from a log without holes (the others copy it
+/// whole), recorded as what came before the first Raft entry.
+async fn seed(config: &NodeConfig, store: &Store, vfs: &dyn Vfs, sm_dir: &Path) -> io::Result<()> {
+    let refuse = |why: String| Err(io::Error::new(io::ErrorKind::InvalidInput, why));
+    if config.join || config.members.len() != 1 {
+        // Others started as members would take entries before the seed's
+        // events, at other positions: they join once the seed leads.
+        return refuse(
+            "a node seeded from its store starts a cluster of itself alone: list only its own addresses in --cluster (no --join), then add the others, started empty with --join (`logbook cluster add`)".into(),
+        );
+    }
+    let scan = store.clone();
+    let gap = tokio::task::spawn_blocking(move || scan.first_gap())
+        .await
+        .map_err(other)?
+        .map_err(other)?;
+    if let Some((from, to)) = gap {
+        return refuse(format!(
+            "the store holds no events at positions {from}..{to} (a single server's scavenge removed them), and the other nodes copy the log whole: seed from a backup of a cluster node, or of a single server that never scavenged"
+        ));
+    }
+    let (head, at) = (store.head().0, store.recovery_report().last_timestamp_us);
+    StateMachine::<StoreLog>::seed(vfs, sm_dir, head, at)?;
+    tracing::info!(
+        events = head,
+        "seeding a new cluster with the events of this store"
+    );
+    Ok(())
+}
+
+/// A seeded node's Raft log must not hold its first entries once another
+/// node can join: a node replaying them would write their events before
+/// the seed's. So a snapshot is taken (it tells where the event log
+/// stands, and a joining node fetches the events before it from a
+/// member) and the log purged up to it before the node serves anyone;
+/// after a crash in between, at the next start.
+async fn purge_past_seed(raft: &crate::Raft<StoreLog>, id: u64) -> io::Result<()> {
+    if raft.metrics().borrow_watched().purged.is_some() {
+        return Ok(());
+    }
+    let wait = || raft.wait(Some(Duration::from_secs(60)));
+    let leading = wait()
+        .metrics(
+            |m| {
+                m.current_leader == Some(id)
+                    && m.last_applied.is_some()
+                    && m.last_applied.map(|l| l.index()) == m.last_log_index
+            },
+            "leading the seeded cluster",
+        )
+        .await
+        .map_err(other)?;
+    let applied = leading.last_applied.map_or(0, |l| l.index());
+    raft.trigger().snapshot().await.map_err(other)?;
+    wait()
+        .metrics(
+            |m| m.snapshot.is_some_and(|s| s.index() >= applied),
+            "a snapshot of the seeded store",
+        )
+        .await
+        .map_err(other)?;
+    raft.trigger().purge_log(applied).await.map_err(other)?;
+    wait()
+        .metrics(
+            |m| m.purged.is_some_and(|p| p.index() >= applied),
+            "the Raft log purged past the seed",
+        )
+        .await
+        .map_err(other)?;
+    tracing::info!(
+        upto = applied,
+        "seeded: a node that joins copies the events from a snapshot"
+    );
+    Ok(())
+}
+
 impl Node {
     /// Opens the node's Raft log and state machine over `store`, serves
     /// its peers on `config.listen`, and, on a first start, sets the
@@ -356,17 +438,22 @@ impl Node {
             ));
         }
         // The event log must hold exactly what the Raft log applied: a
-        // store written outside the cluster cannot become a node.
-        if !config.dir.join("sm").join("sm.meta").exists() && store.head().0 > 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "the store holds {} events written outside the cluster: a node starts from an empty data directory",
-                    store.head().0
-                ),
-            ));
-        }
+        // store written outside the cluster becomes a node only as the
+        // seed of a new one.
         let vfs: Arc<dyn Vfs> = Arc::new(OsFs);
+        let sm_dir = config.dir.join("sm");
+        if !crate::sm::recorded(vfs.as_ref(), &sm_dir) && store.head().0 > 0 {
+            if !config.seed {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "the store holds {} events written outside the cluster: a node starts from an empty data directory, or seeds a new cluster of itself alone (--seed)",
+                        store.head().0
+                    ),
+                ));
+            }
+            seed(&config, &store, vfs.as_ref(), &sm_dir).await?;
+        }
         let wal = Wal::open(Arc::clone(&vfs), &config.dir.join("log"))?;
         let identity = Arc::new(Identity {
             cluster: config.cluster.clone(),
@@ -385,8 +472,9 @@ impl Node {
         let system_writes = log.system_writes();
         let erased = log.erasures_done();
         let compact = wal.compact_once_purged();
-        let sm = StateMachine::open(vfs, &config.dir.join("sm"), log)?;
+        let sm = StateMachine::open(vfs, &sm_dir, log)?;
         let durable = sm.durable();
+        let base = sm.base();
         let raft = openraft::Raft::new(
             config.id,
             crate::config_snapshotting(
@@ -422,6 +510,9 @@ impl Node {
                 }
                 Err(e) => return Err(other(e)),
             }
+        }
+        if base > 0 {
+            purge_past_seed(&raft, config.id).await?;
         }
         Ok(Node {
             raft,

@@ -133,6 +133,10 @@ struct Meta {
     /// entry's is past it: see [`EventLog::submit`]).
     #[serde(default)]
     last_at: i64,
+    /// The events the event log held before the first Raft entry: 0, but
+    /// on a node seeded from a backup ([`StateMachine::seed`]).
+    #[serde(default)]
+    base: u64,
 }
 
 /// A snapshot as kept in `snapshot.bin`.
@@ -350,7 +354,48 @@ fn invalid(e: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e.to_string())
 }
 
+/// Whether `dir` holds a state machine's record: a node that has started
+/// once (see [`StateMachine::open`]).
+pub fn recorded(vfs: &dyn Vfs, dir: &Path) -> bool {
+    vfs.exists(&dir.join(META))
+}
+
 impl<L: EventLog> StateMachine<L> {
+    /// Records, on a first start, that the event log's `head` events
+    /// (the last committed at `last_at`) came before the first Raft entry:
+    /// the state machine then starts from there, as if entries had
+    /// written them. For a node seeded from a backup, which alone holds
+    /// those events: the others get them with a snapshot, so its Raft log
+    /// must be purged past its first entries before any joins
+    /// ([`StateMachine::base`]). Refused where a record exists.
+    pub fn seed(vfs: &dyn Vfs, dir: &Path, head: u64, last_at: i64) -> io::Result<()> {
+        crate::wal::create_dirs(vfs, dir)?;
+        if recorded(vfs, dir) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "this node has started before: only a first start is seeded",
+            ));
+        }
+        let meta = Meta {
+            head,
+            last_at,
+            base: head,
+            ..Meta::default()
+        };
+        write_one(
+            vfs,
+            dir,
+            META,
+            &rmp_serde::to_vec(&meta).map_err(io::Error::other)?,
+        )
+    }
+
+    /// The events the event log held before the first Raft entry (0 but on
+    /// a node seeded from a backup, [`StateMachine::seed`]).
+    pub fn base(&self) -> u64 {
+        self.meta.base
+    }
+
     /// Opens the state machine's files in `dir` over `log`.
     pub fn open(vfs: Arc<dyn Vfs>, dir: &Path, mut log: L) -> io::Result<StateMachine<L>> {
         crate::wal::create_dirs(vfs.as_ref(), dir)?;

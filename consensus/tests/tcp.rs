@@ -151,6 +151,7 @@ async fn single_node(dir: &std::path::Path) -> (Node, Store) {
             join: false,
             tls: None,
             snapshot_every: 0,
+            seed: false,
         },
         store.clone(),
     )

@@ -207,6 +207,20 @@ pub struct Args {
     #[arg(long, env = "LOGBOOK_JOIN", requires = "cluster")]
     pub join: bool,
 
+    /// This node starts a new cluster, of itself alone, with the events
+    /// its data directory already holds: a restored backup (of a cluster
+    /// node, or of a single server that never scavenged). --cluster lists
+    /// only this node; the others start empty with --join and are added
+    /// with `logbook cluster add`, and copy the events from it. Only a
+    /// first start is seeded (the flag does nothing on later ones).
+    #[arg(
+        long,
+        env = "LOGBOOK_SEED",
+        requires = "cluster",
+        conflicts_with = "join"
+    )]
+    pub seed: bool,
+
     /// Where to listen for the other nodes (default: this node's RAFT_ADDR
     /// in --cluster).
     #[arg(long, env = "LOGBOOK_RAFT_LISTEN", requires = "cluster")]

@@ -265,6 +265,7 @@ fn serve(args: &Args) -> ExitCode {
                 secret: args.cluster_secret.clone(),
                 dir: args.data_dir.join("raft"),
                 join: args.join,
+                seed: args.seed,
                 snapshot_every: args.snapshot_every,
                 tls: match (
                     &args.cluster_tls_cert,

@@ -119,6 +119,32 @@ impl Store {
         Ok(out)
     }
 
+    /// The first range of positions below the head that no record holds
+    /// (a scavenge on a single server drops what it removes; a replica of
+    /// a cluster keeps ids and never leaves one), or `None`: the whole log
+    /// can be copied with [`Store::read_batches`]. Reads every record's
+    /// header: call it where blocking is fine.
+    pub fn first_gap(&self) -> Result<Option<(u64, u64)>, StorageError> {
+        let shared = self.shared();
+        let head = shared.head();
+        let segs = std::sync::Arc::clone(&shared.segments.read());
+        let mut next = 0;
+        let mut gap = None;
+        shared.scan_forward(&segs, 0, head, |loc, _| {
+            let rec = loc.record;
+            if rec.first_position != next {
+                gap = Some((next, rec.first_position));
+                return Ok(Visit::Stop);
+            }
+            next = rec.end_position();
+            Ok(Visit::Continue)
+        })?;
+        if gap.is_none() && next < head {
+            gap = Some((next, head));
+        }
+        Ok(gap)
+    }
+
     /// Writes `batches`, records read from another replica's log with
     /// [`Store::read_batches`], at the head: each must take the position
     /// and version it holds there (the first one starting at this store's

@@ -418,6 +418,38 @@ fn log_bytes(dir: &std::path::Path) -> Vec<u8> {
     out
 }
 
+/// On a single server a scavenge drops what it removes: the log then has
+/// holes, which `first_gap` finds (the first one, where `read_batches`
+/// stops), so such a store is never taken as a whole log to copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_servers_scavenge_leaves_holes_that_first_gap_finds() {
+    use logbook_storage::scavenge::ScavengeOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(small(dir.path(), 16 << 10)).unwrap();
+    written(&store).await;
+    assert_eq!(store.first_gap().unwrap(), None);
+    let report =
+        tokio::task::block_in_place(|| store.scavenge(ScavengeOptions::default())).unwrap();
+    assert!(report.events_removed > 0, "{report:?}");
+    let (from, to) = store.first_gap().unwrap().expect("a hole");
+    assert!(from < to && to <= store.head().0, "{from}..{to}");
+    // Every record before the hole is there, and none holds its positions.
+    let before = store.read_batches(0, from, usize::MAX).unwrap();
+    assert_eq!(before.last().map_or(0, |b| b.end_position()), from);
+    assert!(
+        store
+            .read_batches(from, store.head().0, usize::MAX)
+            .is_err()
+    );
+    // The active segment is never scavenged: the hole is followed by a
+    // record.
+    assert!(to < store.head().0);
+    assert_eq!(
+        store.read_batches(to, to + 1, 1).unwrap()[0].first_position,
+        to
+    );
+}
+
 /// On a replica of a cluster (`keep_removed_ids`) a scavenge keeps the ids
 /// of the events it removes: reads are the same before and after it, the
 /// log has no hole (the records sent to a copy are the same before and
@@ -466,6 +498,7 @@ async fn a_replica_scavenge_keeps_the_ids_and_its_copies_agree() {
     );
     assert_eq!(visible(&a, &streams), before);
     assert_eq!(records(&a), sent, "the log has no hole");
+    assert_eq!(a.first_gap().unwrap(), None);
     assert!(!has(&log_bytes(da.path())));
     let bytes_after: u64 = std::fs::read_dir(da.path().join("log"))
         .unwrap()

@@ -210,3 +210,40 @@ impl Drop for Daemon {
         }
     }
 }
+
+/// Runs `logbookd` with `args`, which must refuse to start: returns what
+/// it wrote to stderr once it exits with a failure. One that keeps
+/// running (it took what it should have refused) is killed after 60 s
+/// and fails the test, rather than hanging it.
+pub fn refuses<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = S>) -> String {
+    let mut child = Command::new(logbookd())
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn logbookd");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let drain = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for logbookd") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "logbookd kept running instead of refusing to start:\n{}",
+                drain.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let text = drain.join().unwrap_or_default();
+    assert!(!status.success(), "logbookd exited with success:\n{text}");
+    text
+}

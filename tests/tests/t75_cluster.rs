@@ -15,7 +15,8 @@
 //! on every node, one that was down included. Consumer groups run on the
 //! leader and move to the next one, their consumers with them. Every node
 //! scavenges its own copy and erases an erased stream from it, and the
-//! nodes still hold one log.
+//! nodes still hold one log; a backup of one verifies and seeds a new
+//! cluster that holds that log.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -369,42 +370,63 @@ async fn three_processes_keep_every_acknowledged_append_through_a_leader_sigkill
 }
 
 /// A node's event log must hold exactly what its Raft log applied: a
-/// store with events written outside the cluster is refused.
+/// store with events written outside the cluster is refused, but as the
+/// seed of a new cluster (`--seed`), and then only if its log has no hole
+/// (a single server's scavenge leaves some; the other nodes copy the log
+/// whole).
 #[test]
 fn a_store_written_outside_a_cluster_cannot_join_one() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("single");
-    let single = Daemon::start(&data, &[]);
+    let small = logbook_tests::daemon::SMALL_SEGMENTS;
     let rt = tokio::runtime::Runtime::new().unwrap();
+    let single = Daemon::start(&data, &small);
     rt.block_on(async {
         let c = Client::connect(single.addr).await.unwrap();
+        for n in 0..40 {
+            let e = NewEvent::new(
+                EventId::from_u128(1_000 + n),
+                "Noted",
+                format!("{{\"pad\":\"{}\"}}", "x".repeat(4000)),
+            );
+            c.append("gone", ExpectedVersion::Any, vec![e])
+                .await
+                .unwrap();
+        }
         c.append("s", ExpectedVersion::Any, vec![event(0, 0)])
             .await
             .unwrap();
     });
-    single.signal("TERM");
-    let mut single = single;
-    assert!(single.wait().success());
+    let stop = |mut d: Daemon| {
+        d.signal("TERM");
+        assert!(d.wait().success());
+    };
+    stop(single);
     let members = format!("1=127.0.0.1:{}/127.0.0.1:{}", free_port(), free_port());
-    let out = std::process::Command::new(logbook_tests::daemon::logbookd())
-        .arg("--data-dir")
-        .arg(&data)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--node-id",
-            "1",
-            "--cluster",
-            &members,
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        log.contains("written outside the cluster"),
-        "no reason given: {log}"
-    );
+    let refused = |how: &[&str], why: &str| {
+        let data = data.to_str().unwrap();
+        let mut args = vec!["--data-dir", data, "--listen", "127.0.0.1:0"];
+        args.extend(["--node-id", "1", "--cluster", &members]);
+        args.extend(small.iter().chain(how));
+        let log = logbook_tests::daemon::refuses(args);
+        assert!(log.contains(why), "no reason given: {log}");
+    };
+    refused(&[], "written outside the cluster");
+    // Scavenged on its own, it has holes.
+    let single = Daemon::start(&data, &small);
+    rt.block_on(async {
+        let c = Client::connect(single.addr).await.unwrap();
+        c.delete_stream("gone", ExpectedVersion::Any, logbook_client::Deletion::Soft)
+            .await
+            .unwrap();
+        let report = c
+            .scavenge(logbook_client::ScavengeOptions::default())
+            .await
+            .unwrap();
+        assert!(report.events_removed > 0, "{report:?}");
+    });
+    stop(single);
+    refused(&["--seed"], "holds no events at positions 0..");
 }
 
 /// Runs the CLI and returns its stdout, failing with its stderr.
@@ -1286,12 +1308,12 @@ async fn a_node_cut_off_serves_no_reads() {
 /// three nodes still hold one log, refuse a reused id of an erased event
 /// alike, and read the erased stream as deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scavenges_and_erasure_keep_one_log_on_every_node() {
+async fn scavenges_erasure_and_a_restore_keep_one_log_on_every_node() {
     let dir = tempfile::tempdir().unwrap();
     let small = logbook_tests::daemon::SMALL_SEGMENTS
         .map(String::from)
         .to_vec();
-    let cluster = Cluster::start_with(dir.path(), small);
+    let cluster = Cluster::start_with(dir.path(), small.clone());
     let client = Client::connect_any(cluster.addresses(), ClientOptions::default())
         .await
         .unwrap();
@@ -1413,4 +1435,146 @@ async fn scavenges_and_erasure_keep_one_log_on_every_node() {
         logs[0] == logs[1] && logs[0] == logs[2],
         "the nodes read alike"
     );
+    restored_from_a_backup(dir.path(), cluster, &small, end, &logs[0]).await;
+}
+
+/// A backup of a follower of `cluster` (whose log is `log`, through `end`)
+/// verifies offline and seeds a new cluster: one node on the restored
+/// backup, two empty ones that join and copy the log from it (removed
+/// records as ids only), which then read as the old cluster did, refuse
+/// the erased event's id, and take new appends. A stopped node's data
+/// directory verifies too.
+async fn restored_from_a_backup(
+    dir: &Path,
+    mut cluster: Cluster,
+    small: &[String],
+    end: LogPosition,
+    log: &[RecordedEvent],
+) {
+    let verify = |data: &Path| {
+        let out = std::process::Command::new(logbook_tests::daemon::logbookd())
+            .arg("--data-dir")
+            .arg(data)
+            .arg("verify")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "verify {}: {text}", data.display());
+    };
+    let follower = (cluster.leader().await + 1) % 3;
+    let backup = dir.join("backup");
+    cli(&[
+        "--server",
+        &cluster.clients[follower].to_string(),
+        "backup",
+        "--to",
+        backup.to_str().unwrap(),
+    ]);
+    verify(&backup);
+    let mut stopped = cluster.nodes[follower].take().unwrap();
+    stopped.signal("TERM");
+    assert!(stopped.wait().success());
+    verify(&dir.join(format!("n{}", follower + 1)));
+    drop(cluster);
+
+    let ports: Vec<(String, SocketAddr)> = (0..3)
+        .map(|_| {
+            (
+                format!("127.0.0.1:{}", free_port()),
+                SocketAddr::from(([127, 0, 0, 1], free_port())),
+            )
+        })
+        .collect();
+    let member = |i: usize| format!("{}={}/{}", i + 1, ports[i].0, ports[i].1);
+    let start = |data: &Path, i: usize, members: &str, how: &str| {
+        let id = (i + 1).to_string();
+        let mut args = vec!["--node-id", &id, "--cluster", members, how];
+        args.extend(small.iter().map(String::as_str));
+        Daemon::start_on(data, &ports[i].1.to_string(), &args)
+    };
+    // A seed starts a cluster of itself alone: with other members, they
+    // might take entries before its events.
+    let all = (0..3).map(member).collect::<Vec<_>>().join(",");
+    let why = logbook_tests::daemon::refuses([
+        "--data-dir",
+        backup.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--node-id",
+        "1",
+        "--cluster",
+        &all,
+        "--seed",
+    ]);
+    assert!(why.contains("of itself alone"), "no reason given: {why}");
+
+    let _seed = start(&backup, 0, &member(0), "--seed");
+    let joined: Vec<Daemon> = (1..3)
+        .map(|i| {
+            let members = format!("{},{}", member(0), member(i));
+            start(&dir.join(format!("r{}", i + 1)), i, &members, "--join")
+        })
+        .collect();
+    for (i, (raft, client)) in ports.iter().enumerate().skip(1) {
+        let id = (i + 1).to_string();
+        let out = cli(&[
+            "--server",
+            &ports[0].1.to_string(),
+            "cluster",
+            "add",
+            &id,
+            raft,
+            &client.to_string(),
+        ]);
+        assert!(out.contains(&format!("node {id} added")), "{out}");
+    }
+    for (i, node) in joined.iter().enumerate() {
+        let text = node.log_text();
+        assert!(
+            text.contains("installed a snapshot's events"),
+            "node {} copied no snapshot:\n{text}",
+            i + 2
+        );
+    }
+    for (_, addr) in &ports {
+        let c = Client::connect_with(*addr, direct()).await.unwrap();
+        let read: Vec<RecordedEvent> = c
+            .read_all(ReadAllOptions::default().min_position(end))
+            .try_collect()
+            .await
+            .unwrap();
+        assert!(read == log, "{addr} reads another log than the backup's");
+    }
+    let client = Client::connect_any(
+        ports.iter().map(|(_, a)| a.to_string()).collect::<Vec<_>>(),
+        ClientOptions::default(),
+    )
+    .await
+    .unwrap();
+    let reused = NewEvent::new(EventId::from_u128(1_000_000), "Registered", "{}");
+    match client
+        .append("person-8", ExpectedVersion::Any, vec![reused])
+        .await
+    {
+        Err(Error::DuplicateEventId { .. }) => {}
+        other => panic!("the restored cluster took a reused id: {other:?}"),
+    }
+    let next = client
+        .append("other", ExpectedVersion::Any, vec![event(9, 1)])
+        .await
+        .unwrap();
+    assert!(next.last_position > end, "{next:?}");
+    for (_, addr) in &ports {
+        let c = Client::connect_with(*addr, direct()).await.unwrap();
+        let read = c
+            .read_stream_page(
+                "other",
+                ReadStreamOptions::default()
+                    .min_position(next.last_position)
+                    .from(StreamVersion(1201)),
+            )
+            .await
+            .unwrap();
+        assert_eq!(read.events.len(), 1, "{addr}");
+    }
 }
