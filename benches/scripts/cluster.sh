@@ -15,9 +15,14 @@
 #   join      W3 appends for 10 s, then a fourth node is started with
 #             --join and added (`logbook cluster add`): time until it holds
 #             the leader's events, and the log bytes per second
+#   restore   W3 appends for 10 s, `logbook backup` of a follower (timed),
+#             the cluster stopped; a new cluster seeded from the backup
+#             (`--seed`: time until it serves) and a node started with
+#             --join and added: time until it holds every event
+# LOAD_SECS: seconds of W3 before catchup, join and restore (default 10).
 # NODE_ARGS: more arguments for every node (e.g. "--snapshot-every 0" to
 # catch up by replaying the Raft log instead of from a snapshot).
-# usage: cluster.sh BINDIR loads|failover|catchup|join [ROUNDS]
+# usage: cluster.sh BINDIR loads|failover|catchup|join|restore [ROUNDS]
 set -u
 BIN=$1; WHAT=$2; ROUNDS=${3:-5}
 BENCH_DIR=${BENCH_DIR:-/work/benchdir}; OUT_DIR=${OUT_DIR:-.}
@@ -31,7 +36,7 @@ start() {
     "$BIN"/logbookd --data-dir "$D/n$1" --listen "127.0.0.1:730$1" --node-id "$1" \
         --cluster "$MEMBERS" ${NODE_ARGS:-} "${@:2}" >>"$D/n$1.log" 2>&1 &
     PID[$1]=$!
-    for _ in $(seq 100); do grep -q "accepting" "$D/n$1.log" && return; sleep 0.1; done
+    for _ in $(seq 300); do grep -q "accepting" "$D/n$1.log" && return; sleep 0.1; done
     echo "node $1 did not start" >&2; exit 1
 }
 
@@ -87,7 +92,7 @@ failover)
 catchup)
     F=$(( L % 3 + 1 ))
     kill "${PID[$F]}"; wait "${PID[$F]}" 2>/dev/null
-    "$BIN"/loadgen --server "127.0.0.1:730$L" --workload w3 --duration 10 --warmup 0 --json-only >/dev/null 2>"$D/lg.err"
+    "$BIN"/loadgen --server "127.0.0.1:730$L" --workload w3 --duration "${LOAD_SECS:-10}" --warmup 0 --json-only >/dev/null 2>"$D/lg.err"
     want=$(events "$L")
     bytes=$(stats "$L" | python3 -c 'import json,sys; print(json.load(sys.stdin)["log_bytes"])')
     have=$(du -sb "$D/n$F" | cut -f1)
@@ -100,7 +105,7 @@ s=$t1-$t0; b=$bytes
 print(f'follower {$F}: {$want} events ({b/2**20:.0f} MiB of log on the leader) caught up in {s:.2f} s (start-up included): {b/2**20/s:.1f} MiB/s')"
     ;;
 join)
-    "$BIN"/loadgen --server "127.0.0.1:730$L" --workload w3 --duration 10 --warmup 0 --json-only >/dev/null 2>"$D/lg.err"
+    "$BIN"/loadgen --server "127.0.0.1:730$L" --workload w3 --duration "${LOAD_SECS:-10}" --warmup 0 --json-only >/dev/null 2>"$D/lg.err"
     want=$(events "$L")
     bytes=$(stats "$L" | python3 -c 'import json,sys; print(json.load(sys.stdin)["log_bytes"])')
     MEMBERS="$MEMBERS,4=127.0.0.1:7314/127.0.0.1:7304"
@@ -115,5 +120,32 @@ join)
     python3 -c "
 s=$t1-$t0; b=$bytes
 print(f'node 4 ($how): {$want} events ({b/2**20:.0f} MiB of log on the leader) caught up in {s:.2f} s (start-up and the add included): {b/2**20/s:.1f} MiB/s')"
+    ;;
+restore)
+    "$BIN"/loadgen --server "127.0.0.1:730$L" --workload w3 --duration "${LOAD_SECS:-10}" --warmup 0 --json-only >/dev/null 2>"$D/lg.err"
+    want=$(events "$L")
+    bytes=$(stats "$L" | python3 -c 'import json,sys; print(json.load(sys.stdin)["log_bytes"])')
+    F=$(( L % 3 + 1 ))
+    t0=$(date +%s.%N)
+    "$BIN"/logbook --server "127.0.0.1:730$F" backup --to "$D/n5" >/dev/null 2>"$D/backup.err" \
+        || cat "$D/backup.err" >&2
+    t1=$(date +%s.%N)
+    for i in 1 2 3; do kill "${PID[$i]}"; wait "${PID[$i]}" 2>/dev/null; done
+    copied=$(du -sb "$D/n5" | cut -f1)
+    MEMBERS="5=127.0.0.1:7315/127.0.0.1:7305"
+    t2=$(date +%s.%N)
+    start 5 --seed
+    t3=$(date +%s.%N)
+    MEMBERS="$MEMBERS,6=127.0.0.1:7316/127.0.0.1:7306"
+    start 6 --join
+    "$BIN"/logbook --server 127.0.0.1:7305 cluster add 6 127.0.0.1:7316 127.0.0.1:7306 >/dev/null 2>"$D/add.err" \
+        || cat "$D/add.err" >&2
+    while [ "$(events 6)" -lt "$want" ]; do sleep 0.02; done
+    t4=$(date +%s.%N)
+    python3 -c "
+b=$bytes; c=$copied
+print(f'backup of follower {$F}: {c/2**20:.0f} MiB in {$t1-$t0:.2f} s: {c/2**20/($t1-$t0):.1f} MiB/s')
+print(f'seed of {$want} events ({b/2**20:.0f} MiB of log): serving after {$t3-$t2:.2f} s (start-up, the check for holes, a snapshot and the purge)')
+print(f'node 6 joined and caught up in {$t4-$t3:.2f} s (start-up and the add included): {b/2**20/($t4-$t3):.1f} MiB/s')"
     ;;
 esac
