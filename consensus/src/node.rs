@@ -353,13 +353,7 @@ async fn purge_after_erasures(
 /// whole), recorded as what came before the first Raft entry.
 async fn seed(config: &NodeConfig, store: &Store, vfs: &dyn Vfs, sm_dir: &Path) -> io::Result<()> {
     let refuse = |why: String| Err(io::Error::new(io::ErrorKind::InvalidInput, why));
-    if config.join || config.members.len() != 1 {
-        // Others started as members would take entries before the seed's
-        // events, at other positions: they join once the seed leads.
-        return refuse(
-            "a node seeded from its store starts a cluster of itself alone: list only its own addresses in --cluster (no --join), then add the others, started empty with --join (`logbook cluster add`)".into(),
-        );
-    }
+    seeds_alone(config)?;
     let scan = store.clone();
     let gap = tokio::task::spawn_blocking(move || scan.first_gap())
         .await
@@ -367,15 +361,37 @@ async fn seed(config: &NodeConfig, store: &Store, vfs: &dyn Vfs, sm_dir: &Path) 
         .map_err(other)?;
     if let Some((from, to)) = gap {
         return refuse(format!(
-            "the store holds no events at positions {from}..{to} (a single server's scavenge removed them), and the other nodes copy the log whole: seed from a backup of a cluster node, or of a single server that never scavenged"
+            "the store holds no events at positions {from}..{to} (a single server's scavenge or erase removed them), and the other nodes copy the log whole: seed from a backup of a cluster node, or of a single server that never removed events"
         ));
     }
-    let (head, at) = (store.head().0, store.recovery_report().last_timestamp_us);
+    // A backup carries an erased stream's events that its node had not
+    // rewritten yet, but not the record of that debt: owed again, before
+    // the seed is recorded (the node's eraser runs once it starts).
+    let owing = store.clone();
+    let owed = tokio::task::spawn_blocking(move || owing.owe_erased_streams())
+        .await
+        .map_err(other)?
+        .map_err(other)?;
+    let (head, at) = (store.head().0, store.last_commit_us());
     StateMachine::<StoreLog>::seed(vfs, sm_dir, head, at)?;
     tracing::info!(
         events = head,
+        erasures_owed = owed,
         "seeding a new cluster with the events of this store"
     );
+    Ok(())
+}
+
+/// A seed starts a cluster of itself alone ([`NodeConfig::seed`]): others
+/// started as members could take entries before its events, at other
+/// positions. They join once it leads.
+fn seeds_alone(config: &NodeConfig) -> io::Result<()> {
+    if config.join || config.members.len() != 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a node seeded from its store starts a cluster of itself alone: list only its own addresses in --cluster (no --join), then add the others, started empty with --join (`logbook cluster add`)",
+        ));
+    }
     Ok(())
 }
 
@@ -402,14 +418,25 @@ async fn purge_past_seed(raft: &crate::Raft<StoreLog>, id: u64) -> io::Result<()
         .await
         .map_err(other)?;
     let applied = leading.last_applied.map_or(0, |l| l.index());
-    raft.trigger().snapshot().await.map_err(other)?;
-    wait()
-        .metrics(
-            |m| m.snapshot.is_some_and(|s| s.index() >= applied),
-            "a snapshot of the seeded store",
-        )
-        .await
-        .map_err(other)?;
+    // A trigger while another snapshot is being built (one after an
+    // erasure the seed owes) is dropped: asked again until one covers
+    // `applied`.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        raft.trigger().snapshot().await.map_err(other)?;
+        let built = raft
+            .wait(Some(Duration::from_secs(2)))
+            .metrics(
+                |m| m.snapshot.is_some_and(|s| s.index() >= applied),
+                "a snapshot of the seeded store",
+            )
+            .await;
+        match built {
+            Ok(_) => break,
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(other(e)),
+            Err(_) => {}
+        }
+    }
     raft.trigger().purge_log(applied).await.map_err(other)?;
     wait()
         .metrics(
@@ -453,6 +480,12 @@ impl Node {
                 ));
             }
             seed(&config, &store, vfs.as_ref(), &sm_dir).await?;
+        } else if config.seed && store.head().0 == 0 {
+            // A wrong --data-dir would start an empty cluster.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "--seed: the store holds no events to seed a cluster with (is --data-dir the restored backup?)",
+            ));
         }
         let wal = Wal::open(Arc::clone(&vfs), &config.dir.join("log"))?;
         let identity = Arc::new(Identity {
@@ -475,6 +508,14 @@ impl Node {
         let sm = StateMachine::open(vfs, &sm_dir, log)?;
         let durable = sm.durable();
         let base = sm.base();
+        if config.seed && base == 0 {
+            // A copy of a node's whole data directory: its Raft state
+            // (vote, membership, id) belongs to the cluster it came from.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "--seed: this data directory holds a cluster node's Raft state (raft/); a seed starts from a backup (`logbook backup`), which holds the event log alone",
+            ));
+        }
         let raft = openraft::Raft::new(
             config.id,
             crate::config_snapshotting(
@@ -487,6 +528,15 @@ impl Node {
         )
         .await
         .map_err(other)?;
+        // A seed's first start that stopped before its cluster was
+        // initialized is checked again.
+        if base > 0
+            && !raft.is_initialized().await.map_err(other)?
+            && let Err(e) = seeds_alone(&config)
+        {
+            let _ = raft.shutdown().await;
+            return Err(e);
+        }
         tokio::spawn(purge_after_erasures(raft.clone(), compact, erased));
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let listening = listener.local_addr()?;

@@ -195,7 +195,7 @@ pub struct Args {
     /// `1=127.0.0.1:7201/127.0.0.1:7101,2=...,3=...`. RAFT_ADDR is where
     /// the node's peers reach it, CLIENT_ADDR where its clients do (told
     /// to clients in Hello and NotLeader answers). A node starts a cluster
-    /// from an empty data directory.
+    /// from an empty data directory, or from a backup (--seed).
     #[arg(long, env = "LOGBOOK_CLUSTER", requires = "node_id", value_parser = parse_members)]
     pub cluster: Option<Members>,
 
@@ -231,7 +231,7 @@ pub struct Args {
     /// entries before the snapshot (at most 1,000), and a follower further
     /// behind, or a node being added, gets the snapshot: it fetches the
     /// events it lacks from a member. 0: never (the Raft log keeps every
-    /// entry).
+    /// entry, but for the first ones of a cluster seeded with --seed).
     #[arg(long, env = "LOGBOOK_SNAPSHOT_EVERY", default_value_t = logbook_consensus::SNAPSHOT_EVERY, requires = "cluster")]
     pub snapshot_every: u64,
 

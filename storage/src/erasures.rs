@@ -68,12 +68,24 @@ impl Erasures {
 
     /// Records `stream` as owed, durably (before its tombstone is queued).
     pub fn owe(&self, vfs: &dyn Vfs, dir: &Path, stream: &str) -> Result<(), StorageError> {
+        self.owe_all(vfs, dir, [stream])
+    }
+
+    /// Records every one of `streams` as owed, durably, in one write.
+    pub fn owe_all<'a>(
+        &self,
+        vfs: &dyn Vfs,
+        dir: &Path,
+        streams: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), StorageError> {
         let mut g = self.state.lock();
-        if g.owed.contains(stream) {
+        let mut owed = g.owed.clone();
+        for stream in streams {
+            owed.insert(stream.to_owned());
+        }
+        if owed.len() == g.owed.len() {
             return Ok(());
         }
-        let mut owed = g.owed.clone();
-        owed.insert(stream.to_owned());
         crate::fs::replace_file(vfs, dir, FILE, TMP, &encode(&owed))?;
         g.owed = owed;
         Ok(())

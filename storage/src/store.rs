@@ -793,6 +793,31 @@ impl Store {
             .owe(&*shared.config.vfs, &shared.config.data_dir, stream)
     }
 
+    /// Owes, durably, the erasure of every stream whose state is erased
+    /// ([`Store::finish_erasures`] then rewrites what still holds their
+    /// events; where nothing does, it writes nothing). For a store that
+    /// may hold an erased stream's bytes without owing it: a backup image,
+    /// which carries the events but not the record of debts, seeding a
+    /// cluster. Returns how many are owed.
+    pub fn owe_erased_streams(&self) -> Result<usize, StorageError> {
+        let erased: Vec<String> = self
+            .inner
+            .shared
+            .lifecycle
+            .all()
+            .into_iter()
+            .filter(|e| e.state.is_hard_deleted() && e.state.erased)
+            .map(|e| e.state.stream.clone())
+            .collect();
+        let shared = &self.inner.shared;
+        shared.erasures.owe_all(
+            &*shared.config.vfs,
+            &shared.config.data_dir,
+            erased.iter().map(String::as_str),
+        )?;
+        Ok(erased.len())
+    }
+
     /// How many streams this replica still owes an erasure of (their
     /// tombstones applied, or about to be; their events maybe still in
     /// its files).
@@ -1404,6 +1429,15 @@ impl Store {
     /// of an append made now; a replicated append carries the leader's).
     pub fn now_us(&self) -> i64 {
         self.inner.shared.now_us()
+    }
+
+    /// The commit time of the last record written (at open, the last one
+    /// recovered; 0 for an empty store), microseconds since the epoch.
+    pub fn last_commit_us(&self) -> i64 {
+        self.inner
+            .shared
+            .last_written_us
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Number of durable events: the position the next event will get.
