@@ -324,28 +324,40 @@ async fn purge_after_erasures(
             continue;
         };
         compact.at(applied);
-        if raft.trigger().snapshot().await.is_err() {
-            return;
-        }
-        let built = raft
-            .wait(Some(Duration::from_secs(60)))
-            .metrics(
-                |m| m.snapshot.is_some_and(|s| s.index() >= applied),
-                "a snapshot past the erase",
-            )
-            .await;
-        if let Err(e) = built {
+        if let Err(e) = snapshot_and_purge(&raft, applied, "a snapshot past the erase").await {
             tracing::warn!(error = %e, "no snapshot after an erase: the Raft log keeps the erased events until the next one");
             continue;
-        }
-        if raft.trigger().purge_log(applied).await.is_err() {
-            return;
         }
         tracing::info!(
             upto = applied,
             "Raft log purged after an erase (its file is rewritten without the erased events)"
         );
     }
+}
+
+/// Takes a snapshot that covers Raft index `applied`, then has the log
+/// purged up to it. openraft drops a trigger made while another snapshot
+/// is being built, so it is repeated until one covers `applied`, for at
+/// most 60 s (`what` names the wait in the error).
+async fn snapshot_and_purge(
+    raft: &crate::Raft<StoreLog>,
+    applied: u64,
+    what: &str,
+) -> io::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        raft.trigger().snapshot().await.map_err(other)?;
+        let built = raft
+            .wait(Some(Duration::from_secs(2)))
+            .metrics(|m| m.snapshot.is_some_and(|s| s.index() >= applied), what)
+            .await;
+        match built {
+            Ok(_) => break,
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(other(e)),
+            Err(_) => {}
+        }
+    }
+    raft.trigger().purge_log(applied).await.map_err(other)
 }
 
 /// Seeds a new cluster with the events `store` holds ([`NodeConfig::seed`]):
@@ -418,26 +430,7 @@ async fn purge_past_seed(raft: &crate::Raft<StoreLog>, id: u64) -> io::Result<()
         .await
         .map_err(other)?;
     let applied = leading.last_applied.map_or(0, |l| l.index());
-    // A trigger while another snapshot is being built (one after an
-    // erasure the seed owes) is dropped: asked again until one covers
-    // `applied`.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        raft.trigger().snapshot().await.map_err(other)?;
-        let built = raft
-            .wait(Some(Duration::from_secs(2)))
-            .metrics(
-                |m| m.snapshot.is_some_and(|s| s.index() >= applied),
-                "a snapshot of the seeded store",
-            )
-            .await;
-        match built {
-            Ok(_) => break,
-            Err(e) if tokio::time::Instant::now() >= deadline => return Err(other(e)),
-            Err(_) => {}
-        }
-    }
-    raft.trigger().purge_log(applied).await.map_err(other)?;
+    snapshot_and_purge(raft, applied, "a snapshot of the seeded store").await?;
     wait()
         .metrics(
             |m| m.purged.is_some_and(|p| p.index() >= applied),

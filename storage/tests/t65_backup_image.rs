@@ -44,26 +44,6 @@ fn stream_count_survives_flushes_merges_and_restarts() {
     assert_eq!(store.stats().streams, 38);
 }
 
-/// Writes `image` into `to` the way a backup client does.
-fn write_image(image: &BackupImage, to: &Path) {
-    for f in &image.files {
-        let path = to.join(&f.name);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let mut bytes = Vec::new();
-        let mut at = 0;
-        while at < f.len {
-            let chunk = f.read(at, 1000).unwrap();
-            assert!(!chunk.is_empty());
-            at += chunk.len() as u64;
-            bytes.extend_from_slice(&chunk);
-        }
-        assert!(f.read(f.len, 10).unwrap().is_empty());
-        std::fs::write(path, bytes).unwrap();
-    }
-    std::fs::create_dir_all(to.join("index")).unwrap();
-    std::fs::write(to.join("index/MANIFEST"), &image.manifest).unwrap();
-}
-
 /// `tiny` with segments large enough that a few thousand events take tens
 /// of segments, not thousands of open files.
 fn small(dir: &Path) -> StoreConfig {

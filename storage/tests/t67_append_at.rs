@@ -5,6 +5,9 @@
 //! events at the same positions with the same timestamps; a time earlier
 //! than the previous record's is raised to it; and the clock plays no part.
 
+mod common;
+
+use common::events;
 use logbook_protocol::{Direction, EventId, ExpectedVersion, NewEvent, StreamName};
 use logbook_storage::{Store, StoreConfig};
 
@@ -26,24 +29,6 @@ fn appends() -> Vec<(StreamName, NewEvent, i64)> {
                 BASE + i as i64 * 10
             };
             (stream, event, at)
-        })
-        .collect()
-}
-
-fn events(store: &Store) -> Vec<(String, u64, u64, EventId, i64)> {
-    store
-        .read_all(None, Direction::Forward, 10_000)
-        .unwrap()
-        .events
-        .into_iter()
-        .map(|e| {
-            (
-                e.stream.as_str().to_owned(),
-                e.version.0,
-                e.position.0,
-                e.id,
-                e.timestamp_us,
-            )
         })
         .collect()
 }

@@ -4,7 +4,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use logbook_protocol::{EventId, NewEvent, StreamName};
+use logbook_protocol::{Direction, EventId, NewEvent, StreamName};
+use logbook_storage::backup::BackupImage;
 use logbook_storage::fs::MemFs;
 use logbook_storage::{Durability, Store, StoreConfig, StoreStats};
 
@@ -82,4 +83,45 @@ pub fn wait_until(store: &Store, what: &str, done: impl Fn(&StoreStats) -> bool)
         );
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
+}
+
+/// Writes `image` into `to` the way a backup client does, reading each
+/// file in small pieces up to its image length (and nothing past it).
+pub fn write_image(image: &BackupImage, to: &Path) {
+    for f in &image.files {
+        let path = to.join(&f.name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut bytes = Vec::new();
+        let mut at = 0;
+        while at < f.len {
+            let chunk = f.read(at, 1000).unwrap();
+            assert!(!chunk.is_empty());
+            at += chunk.len() as u64;
+            bytes.extend_from_slice(&chunk);
+        }
+        assert!(f.read(f.len, 10).unwrap().is_empty());
+        std::fs::write(path, bytes).unwrap();
+    }
+    std::fs::create_dir_all(to.join("index")).unwrap();
+    std::fs::write(to.join("index/MANIFEST"), &image.manifest).unwrap();
+}
+
+/// Every live event of `store` as reads see it: stream, version,
+/// position, id and commit time.
+pub fn events(store: &Store) -> Vec<(String, u64, u64, EventId, i64)> {
+    store
+        .read_all(None, Direction::Forward, 100_000)
+        .unwrap()
+        .events
+        .into_iter()
+        .map(|e| {
+            (
+                e.stream.as_str().to_owned(),
+                e.version.0,
+                e.position.0,
+                e.id,
+                e.timestamp_us,
+            )
+        })
+        .collect()
 }
